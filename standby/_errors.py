@@ -1,0 +1,59 @@
+"""Exception hierarchy.
+
+Every error the library raises on purpose derives from :class:`StandbyError`.
+Errors that mean "the host passed something invalid" also derive from
+:class:`ValueError`, so generic input-validation code keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidSlot",
+    "StandbyError",
+    "StoreError",
+    "TopologyError",
+    "UnsafeTiming",
+    "WireError",
+]
+
+
+class StandbyError(Exception):
+    """Base class of every error raised by ``standby``."""
+
+
+class UnsafeTiming(StandbyError, ValueError):
+    """A :class:`~standby.Timing` breaks one of the safety rules.
+
+    ``rule`` names the broken rule (for example ``"silence >= lease +
+    fence_grace + max_clock_skew"``) and the message carries the numbers.
+    """
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(f"unsafe timing: rule `{rule}` is broken: {detail}")
+        self.rule = rule
+        self.detail = detail
+
+
+class TopologyError(StandbyError, ValueError):
+    """A primary/standby topology is malformed (duplicates, empty identity, ...)."""
+
+
+class InvalidSlot(StandbyError, ValueError):
+    """A :class:`~standby.StandbySlot` failed its construction-time validation."""
+
+
+class WireError(StandbyError, ValueError):
+    """A message body could not be decoded (or encoded).
+
+    ``path`` is the JSON path of the offending field (``"$"`` for the body as
+    a whole); it is also part of the message.
+    """
+
+    def __init__(self, message: str, *, path: str = "$") -> None:
+        super().__init__(f"{message} @ {path}")
+        self.path = path
+        self.reason = message
+
+
+class StoreError(StandbyError):
+    """The slot store could not be read or written."""

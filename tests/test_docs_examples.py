@@ -1,0 +1,34 @@
+"""The README's code and the examples keep working."""
+
+from __future__ import annotations
+
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_readme_python_blocks_run(capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = python_blocks(ROOT / "README.md")
+    assert blocks, "the README shows a usage example"
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "1180.0" in out
+    assert "False" in out
+
+
+def test_silence_math_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(ROOT / "examples" / "silence_math.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "silent from t+180s" in out
+    assert "t+225s silent? True" in out
+    assert "t+224s silent? False" in out
+    assert "['job-1']" in out
