@@ -22,7 +22,14 @@ def test_readme_python_blocks_run(capsys: pytest.CaptureFixture[str]) -> None:
         exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out
     assert "1180.0" in out
-    assert "False" in out
+    assert "QueryHeartbeats" in out
+
+
+def test_helpers_example_runs_to_a_promotion(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(ROOT / "examples" / "helpers.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "spawning with fencing token 1048576" in out
+    assert "Promoted" in out
 
 
 def test_silence_math_example_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,311 @@
+"""Effects: immutable instructions the machines hand to their driver.
+
+A machine never performs I/O. It returns effects; the driver (the node, the
+simulator, or a host's own loop) carries them out and reports each result
+back through the matching method, quoting ``request_id`` where there is one.
+A result whose ``request_id`` is no longer awaited is ignored, so a late
+answer can never move a slot that has moved on.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Generic, TypeAlias, TypeVar
+
+import attrs
+
+from ._models import LeaseRevocation, PromotionAnnouncement, PromotionClaim, StandbySlot
+
+SpecT = TypeVar("SpecT")
+
+__all__ = [
+    "Announce",
+    "CheckContainer",
+    "CompareAndSetClaim",
+    "DropReason",
+    "Dropped",
+    "ElectionEffect",
+    "LifecycleEffect",
+    "LifecycleState",
+    "PrimaryChanged",
+    "Promoted",
+    "PublishClaim",
+    "PublishRevocation",
+    "QueryClaims",
+    "QueryHeartbeats",
+    "QuorumShortfall",
+    "ReclaimContainer",
+    "SlotRemoved",
+    "SlotSaved",
+    "Spawn",
+    "StartContainer",
+    "StateChanged",
+    "StopContainer",
+    "StopOrphan",
+    "WithdrawClaim",
+]
+
+
+# --------------------------------------------------------------------------
+# Standby side (StandbyElection)
+# --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class QueryHeartbeats:
+    """Read ``primary``'s latest heartbeat from the relays.
+
+    Report with :meth:`StandbyElection.heartbeats_queried`, passing every
+    heartbeat (and any revocation) found and the set of relays that answered.
+    ``since`` is the newest timestamp already known; older results are useless.
+    """
+
+    request_id: int
+    primary: str
+    workload_ids: tuple[str, ...]
+    since: float
+
+
+@attrs.frozen
+class QueryClaims:
+    """Read every claim and announcement for ``workload_id`` from the relays.
+
+    Report with :meth:`StandbyElection.claims_queried`.
+    """
+
+    request_id: int
+    workload_id: str
+
+
+@attrs.frozen
+class PublishClaim:
+    """Publish ``claim``; report the relays that acknowledged it with
+    :meth:`StandbyElection.claim_published`."""
+
+    request_id: int
+    claim: PromotionClaim
+
+
+@attrs.frozen
+class CompareAndSetClaim:
+    """Atomically claim ``claim.epoch`` (only with ``atomic_claims=True``).
+
+    Report with :meth:`StandbyElection.claim_compared`: whether this claim won,
+    and the claim that holds the epoch when it did not.
+    """
+
+    request_id: int
+    claim: PromotionClaim
+
+
+@attrs.frozen
+class WithdrawClaim:
+    """Publish ``claim`` (a withdrawn copy of an earlier claim), best effort."""
+
+    claim: PromotionClaim
+
+
+@attrs.frozen
+class Spawn(Generic[SpecT]):
+    """Start the workload as the new primary.
+
+    Report with :meth:`StandbyElection.spawn_finished`. The runtime must hand
+    ``fencing_token`` to the workload; ``restore_from`` is the ``state_uri``
+    of the revocation that triggered the promotion, if any.
+    """
+
+    request_id: int
+    workload_id: str
+    spec: SpecT
+    epoch: int
+    fencing_token: int
+    restore_from: str | None
+
+
+@attrs.frozen
+class Announce:
+    """Publish the announcement of a successful promotion."""
+
+    announcement: PromotionAnnouncement
+
+
+@attrs.frozen
+class Promoted(Generic[SpecT]):
+    """The workload now runs here as primary of ``epoch``.
+
+    The slot has left the table. Hand the workload to a
+    :class:`~standby.WorkloadLifecycle` built with
+    :meth:`~standby.WorkloadLifecycle.promoted`, using ``lease_from``.
+    """
+
+    slot: StandbySlot[SpecT]
+    epoch: int
+    fencing_token: int
+    standbys: tuple[str, ...]
+    lease_from: float
+
+
+@attrs.frozen
+class StopOrphan:
+    """A spawn reported success after the machine had given it up: stop it."""
+
+    workload_id: str
+    fencing_token: int
+    reason: str
+
+
+@attrs.frozen
+class SlotSaved(Generic[SpecT]):
+    """A slot was added or changed: persist the table."""
+
+    slot: StandbySlot[SpecT]
+
+
+@attrs.frozen
+class SlotRemoved:
+    """A slot left the table (``reason``: expired, promoted, removed): persist."""
+
+    workload_id: str
+    reason: str
+
+
+@attrs.frozen
+class PrimaryChanged:
+    """A peer took over: the slot now stands by for ``new_primary`` in ``epoch``."""
+
+    workload_id: str
+    old_primary: str
+    new_primary: str
+    epoch: int
+
+
+class DropReason(enum.Enum):
+    """Why an input was rejected. Every drop is reported, none is fatal."""
+
+    FUTURE_DATED = "future-dated"
+    WRONG_SIGNER = "wrong signer"
+    UNKNOWN_WORKLOAD = "unknown workload"
+    WRONG_EPOCH = "wrong epoch"
+    STALE = "stale or replayed"
+    DUPLICATE = "duplicate"
+    NOT_A_PEER = "signer is not a peer"
+    CONFLICT = "conflicting promotion"
+    LATE_RESULT = "late result"
+
+
+@attrs.frozen
+class Dropped:
+    """An input was rejected or ignored; for logs and metrics."""
+
+    reason: DropReason
+    workload_id: str | None
+    signer: str | None
+    detail: str
+
+
+@attrs.frozen
+class QuorumShortfall:
+    """A query was answered by fewer relays than the read quorum; retried later."""
+
+    stage: str
+    workload_ids: tuple[str, ...]
+    answered: int
+    needed: int
+
+
+ElectionEffect: TypeAlias = (
+    QueryHeartbeats
+    | QueryClaims
+    | PublishClaim
+    | CompareAndSetClaim
+    | WithdrawClaim
+    | Spawn[Any]
+    | Announce
+    | Promoted[Any]
+    | StopOrphan
+    | SlotSaved[Any]
+    | SlotRemoved
+    | PrimaryChanged
+    | Dropped
+    | QuorumShortfall
+)
+
+
+# --------------------------------------------------------------------------
+# Primary side (WorkloadLifecycle)
+# --------------------------------------------------------------------------
+
+
+class LifecycleState(enum.Enum):
+    """States of a workload on its primary."""
+
+    PROVISIONING = "provisioning"
+    LIVE = "live"
+    SUSPECT = "suspect"
+    RESTARTING = "restarting"
+    FENCED = "fenced"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+@attrs.frozen
+class StartContainer:
+    """Start (or restart) the workload's container with ``fencing_token``.
+
+    Report with :meth:`WorkloadLifecycle.container_started` or
+    :meth:`WorkloadLifecycle.container_failed`.
+    """
+
+    workload_id: str
+    fencing_token: int
+    attempt: int
+
+
+@attrs.frozen
+class StopContainer:
+    """Stop the workload's container; report :meth:`WorkloadLifecycle.container_stopped`."""
+
+    workload_id: str
+    reason: str
+
+
+@attrs.frozen
+class PublishRevocation:
+    """Publish ``revocation``; report :meth:`WorkloadLifecycle.revocation_published`."""
+
+    revocation: LeaseRevocation
+
+
+@attrs.frozen
+class CheckContainer:
+    """Ask the runtime for the container's status; report
+    :meth:`WorkloadLifecycle.container_status`."""
+
+    workload_id: str
+
+
+@attrs.frozen
+class ReclaimContainer:
+    """Remove a *stopped* container and free its resources."""
+
+    workload_id: str
+
+
+@attrs.frozen
+class StateChanged:
+    """The lifecycle moved from ``old`` to ``new``."""
+
+    workload_id: str
+    old: LifecycleState
+    new: LifecycleState
+    reason: str
+
+
+LifecycleEffect: TypeAlias = (
+    StartContainer
+    | StopContainer
+    | PublishRevocation
+    | CheckContainer
+    | ReclaimContainer
+    | StateChanged
+)

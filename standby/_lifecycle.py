@@ -1,0 +1,437 @@
+"""The primary side: a sans-I/O lifecycle machine for one workload.
+
+``WorkloadLifecycle`` tracks the primary's lease from per-relay heartbeat
+acknowledgements and decides when the workload must stop. Like the election
+machine it takes ``now`` (Unix seconds) on every call, returns effects and
+exposes :meth:`WorkloadLifecycle.next_deadline`.
+
+States (``LifecycleState``)::
+
+    PROVISIONING --started--> LIVE <--quorum back-- SUSPECT
+         |                     |  \\--no quorum for suspect_after--^   |
+         |                     |                                      |
+         +----lease ended------+-------------lease ended--------------+--> FENCED
+                               |                                            (stop, then revoke)
+      (no standbys) exited --> RESTARTING --started--> LIVE
+                               \\--attempts exhausted--> FAILED (reclaim a stopped container)
+
+    any state --expires_at--> EXPIRED (stop)
+
+Only a workload with standbys fences on quorum loss (failure mode 6); one
+without standbys stays up until it expires, restarting by its policy.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import attrs
+
+from ._effects import (
+    CheckContainer,
+    LifecycleEffect,
+    LifecycleState,
+    PublishRevocation,
+    ReclaimContainer,
+    StartContainer,
+    StateChanged,
+    StopContainer,
+)
+from ._errors import StandbyError
+from ._models import LeaseRevocation
+from ._timing import Timing
+
+__all__ = ["Never", "OnFailure", "RestartPolicy", "WorkloadLifecycle"]
+
+ContainerStatus = Literal["running", "stopped", "absent"]
+
+_ACTIVE = frozenset({LifecycleState.LIVE, LifecycleState.SUSPECT})
+_TERMINAL = frozenset({LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED})
+
+
+@attrs.frozen
+class Never:
+    """Do not restart a container that stopped unexpectedly: the workload fails."""
+
+
+@attrs.frozen
+class OnFailure:
+    """Restart up to ``max_attempts`` times, waiting ``backoff * 2**(n-1)`` before try ``n``."""
+
+    max_attempts: int = attrs.field(default=3)
+    backoff: float = attrs.field(default=5.0)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if not (self.backoff >= 0 and math.isfinite(self.backoff)):
+            raise ValueError(f"backoff must be a finite number >= 0, got {self.backoff}")
+
+
+RestartPolicy = Never | OnFailure
+
+
+class WorkloadLifecycle:
+    """Lifecycle of one workload on its primary.
+
+    Build it with the constructor for a workload this provider was asked to
+    run as primary (then call :meth:`start`), or with :meth:`promoted` for a
+    workload a standby just took over (its container already runs).
+
+    ``standbys`` are the workload's standbys in order; an empty tuple means
+    the workload is not replicated: it never fences on quorum loss and
+    restarts by ``restart`` instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        workload_id: str,
+        me: str,
+        timing: Timing,
+        standbys: Sequence[str] = (),
+        epoch: int = 0,
+        fencing_token: int = 0,
+        expires_at: float = math.inf,
+        restart: RestartPolicy = Never(),
+    ) -> None:
+        if not workload_id:
+            raise ValueError("workload_id must be non-empty")
+        self.workload_id = workload_id
+        self.me = me
+        self.timing = timing
+        self.standbys = tuple(standbys)
+        self.epoch = epoch
+        self.fencing_token = fencing_token
+        self.expires_at = expires_at
+        self.restart = restart
+        self.state = LifecycleState.PROVISIONING
+        self.reason = "created"
+        self._acks: dict[str, float] = {}
+        self._lease_floor = -math.inf
+        self._live_since = -math.inf
+        self._start_requested = False
+        self._restart_at: float | None = None
+        self._restarts = 0
+        self._stop_requested = False
+        self._stopped = False
+        self._revocation: LeaseRevocation | None = None
+        self._revocation_due: float | None = None
+        self._revocation_done = False
+        self._reclaimed = False
+        self._state_uri: str | None = None
+        self.history: list[tuple[float, LifecycleState]] = []
+
+    @classmethod
+    def promoted(
+        cls,
+        *,
+        workload_id: str,
+        me: str,
+        timing: Timing,
+        now: float,
+        standbys: Sequence[str],
+        epoch: int,
+        fencing_token: int,
+        lease_from: float,
+        expires_at: float = math.inf,
+        restart: RestartPolicy = Never(),
+    ) -> WorkloadLifecycle:
+        """A workload this provider just took over; its container is running.
+
+        The lease starts at ``lease_from`` (the claim's timestamp, which every
+        follower's silence baseline is at least), so it never outlives what
+        the standbys allow.
+        """
+        machine = cls(
+            workload_id=workload_id,
+            me=me,
+            timing=timing,
+            standbys=standbys,
+            epoch=epoch,
+            fencing_token=fencing_token,
+            expires_at=expires_at,
+            restart=restart,
+        )
+        machine._lease_floor = lease_from
+        machine._start_requested = True
+        machine._become(now, LifecycleState.LIVE, "promoted", [])
+        machine._advance(now, [])
+        return machine
+
+    # ------------------------------------------------------------------
+    # Queries
+    # ------------------------------------------------------------------
+
+    @property
+    def replicated(self) -> bool:
+        """Whether the workload has standbys (and so fences on quorum loss)."""
+        return bool(self.standbys)
+
+    def quorum_timestamp(self) -> float | None:
+        """Newest heartbeat timestamp that a write quorum of relays has acknowledged.
+
+        Each relay counts with its own newest acknowledgement (a sliding window
+        per relay), so the answer never depends on which batch arrived last.
+        """
+        quorum = self.timing.write_quorum
+        if len(self._acks) < quorum:
+            return None
+        return heapq.nlargest(quorum, self._acks.values())[-1]
+
+    def lease_end(self) -> float | None:
+        """When the lease runs out, or ``None`` before it was ever granted."""
+        stamp = self.quorum_timestamp()
+        base = self._lease_floor if stamp is None else max(stamp, self._lease_floor)
+        if base == -math.inf:
+            return None
+        return base + self.timing.lease
+
+    def holds_lease(self, now: float) -> bool:
+        """Whether the lease is valid at ``now``."""
+        end = self.lease_end()
+        return end is not None and now < end
+
+    def next_deadline(self) -> float | None:
+        """The earliest instant at which :meth:`tick` has work to do."""
+        candidates: list[float] = []
+        if self.state not in _TERMINAL:
+            candidates.append(self.expires_at)
+        if self.replicated and self._start_requested and self.state not in _TERMINAL:
+            end = self.lease_end()
+            if end is not None:
+                candidates.append(end)
+        if self.state is LifecycleState.LIVE:
+            candidates.append(self._suspect_at())
+        if self.state is LifecycleState.RESTARTING and self._restart_at is not None:
+            candidates.append(self._restart_at)
+        if self._revocation_due is not None:
+            candidates.append(self._revocation_due)
+        best = min(candidates, default=math.inf)
+        return None if best == math.inf else best
+
+    # ------------------------------------------------------------------
+    # Inputs
+    # ------------------------------------------------------------------
+
+    def start(self, now: float) -> list[LifecycleEffect]:
+        """Begin provisioning. A replicated workload starts only once it holds a lease."""
+        effects: list[LifecycleEffect] = []
+        self._advance(now, effects)
+        return effects
+
+    def tick(self, now: float) -> list[LifecycleEffect]:
+        """Handle every deadline due at ``now``."""
+        effects: list[LifecycleEffect] = []
+        self._advance(now, effects)
+        return effects
+
+    def heartbeat_acked(self, now: float, relay: str, timestamp: float) -> list[LifecycleEffect]:
+        """A relay acknowledged our heartbeat stamped ``timestamp``."""
+        effects: list[LifecycleEffect] = []
+        if timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
+            self._acks[relay] = timestamp
+        self._advance(now, effects)
+        return effects
+
+    def container_started(self, now: float) -> list[LifecycleEffect]:
+        """The runtime reports the container (re)started."""
+        effects: list[LifecycleEffect] = []
+        self._advance(now, effects)
+        if not self._start_requested:
+            # Nobody asked for this start (a replicated workload waits for its lease).
+            self._stop(now, "started without a lease", effects)
+        elif self.state in (LifecycleState.PROVISIONING, LifecycleState.RESTARTING):
+            self._stopped = False
+            self._become(now, LifecycleState.LIVE, "container started", effects)
+            self._advance(now, effects)
+        elif self.state in _TERMINAL:
+            # A start that raced the stop: stop it again (stop is idempotent).
+            self._stop(now, "started after the workload ended", effects)
+        return effects
+
+    def container_failed(self, now: float, error: str = "") -> list[LifecycleEffect]:
+        """A requested start failed."""
+        effects: list[LifecycleEffect] = []
+        self._advance(now, effects)
+        if self.state in (LifecycleState.PROVISIONING, LifecycleState.RESTARTING):
+            self._stopped = True
+            self._on_container_down(
+                now, f"start failed: {error}" if error else "start failed", effects
+            )
+        return effects
+
+    def container_exited(self, now: float, reason: str = "exited") -> list[LifecycleEffect]:
+        """The container stopped without being asked to."""
+        effects: list[LifecycleEffect] = []
+        self._advance(now, effects)
+        self._stopped = True
+        if self.state in _ACTIVE:
+            self._on_container_down(now, f"container {reason}", effects)
+        elif self.state is LifecycleState.FENCED:
+            self._maybe_revoke(now, effects)
+        return effects
+
+    def container_stopped(self, now: float) -> list[LifecycleEffect]:
+        """A :class:`~standby.StopContainer` completed: the container no longer runs."""
+        effects: list[LifecycleEffect] = []
+        self._advance(now, effects)
+        self._stopped = True
+        if self.state is LifecycleState.FENCED:
+            self._maybe_revoke(now, effects)
+        return effects
+
+    def container_status(self, now: float, status: ContainerStatus) -> list[LifecycleEffect]:
+        """Answer to a :class:`~standby.CheckContainer`.
+
+        A failed workload reclaims its container only when it is stopped, never
+        while it runs.
+        """
+        effects: list[LifecycleEffect] = []
+        self._advance(now, effects)
+        if self.state is LifecycleState.FAILED and status == "stopped" and not self._reclaimed:
+            self._reclaimed = True
+            effects.append(ReclaimContainer(self.workload_id))
+        return effects
+
+    def revocation_published(
+        self, now: float, acknowledged: Sequence[str]
+    ) -> list[LifecycleEffect]:
+        """Report which relays acknowledged the revocation; it is retried below a quorum."""
+        effects: list[LifecycleEffect] = []
+        if self._revocation is not None and not self._revocation_done:
+            if len(set(acknowledged)) >= self.timing.write_quorum:
+                self._revocation_done = True
+                self._revocation_due = None
+            else:
+                self._revocation_due = now + self.timing.heartbeat_interval
+        self._advance(now, effects)
+        return effects
+
+    def handover(
+        self, now: float, *, state_uri: str | None = None, reason: str = "handover"
+    ) -> list[LifecycleEffect]:
+        """Planned switchover: fence now, then revoke so a standby takes over at once.
+
+        Raises :class:`StandbyError` when the workload has no standbys or has
+        already ended.
+        """
+        effects: list[LifecycleEffect] = []
+        self._advance(now, effects)
+        if not self.replicated:
+            raise StandbyError(f"workload {self.workload_id!r} has no standbys to hand over to")
+        if self.state in _TERMINAL:
+            raise StandbyError(f"workload {self.workload_id!r} is already {self.state.value}")
+        self._state_uri = state_uri
+        self._fence(now, reason, effects)
+        return effects
+
+    # ------------------------------------------------------------------
+    # Internals
+    # ------------------------------------------------------------------
+
+    def _suspect_at(self) -> float:
+        stamp = self.quorum_timestamp()
+        base = max(self._lease_floor, self._live_since)
+        if stamp is not None:
+            base = max(base, stamp)
+        return base + self.timing.suspect_after
+
+    def _become(
+        self, now: float, state: LifecycleState, reason: str, effects: list[LifecycleEffect]
+    ) -> None:
+        if state is self.state:
+            return
+        if state is LifecycleState.LIVE and self._live_since == -math.inf:
+            self._live_since = now
+        old = self.state
+        self.state = state
+        self.reason = reason
+        self.history.append((now, state))
+        effects.append(StateChanged(self.workload_id, old, state, reason))
+
+    def _stop(self, now: float, reason: str, effects: list[LifecycleEffect]) -> None:
+        self._stop_requested = True
+        effects.append(StopContainer(self.workload_id, reason))
+
+    def _fence(self, now: float, reason: str, effects: list[LifecycleEffect]) -> None:
+        self._become(now, LifecycleState.FENCED, reason, effects)
+        self._restart_at = None
+        # Stop first, always (stopping a container that never started is a no-op).
+        self._stop(now, reason, effects)
+        if not self._start_requested:
+            self._stopped = True
+        self._maybe_revoke(now, effects)
+
+    def _maybe_revoke(self, now: float, effects: list[LifecycleEffect]) -> None:
+        if self._revocation is not None or not self._stopped or not self.replicated:
+            return
+        self._revocation = LeaseRevocation(
+            workload_id=self.workload_id,
+            primary=self.me,
+            standbys=self.standbys,
+            reason=self.reason,
+            revoked_at=now,
+            state_uri=self._state_uri,
+            epoch=self.epoch,
+        )
+        effects.append(PublishRevocation(self._revocation))
+
+    def _on_container_down(self, now: float, reason: str, effects: list[LifecycleEffect]) -> None:
+        if self.replicated:
+            # A standby is ready: hand the workload over instead of restarting.
+            self._fence(now, reason, effects)
+            return
+        policy = self.restart
+        if isinstance(policy, OnFailure) and self._restarts < policy.max_attempts:
+            self._restarts += 1
+            self._restart_at = now + policy.backoff * 2 ** (self._restarts - 1)
+            self._become(now, LifecycleState.RESTARTING, reason, effects)
+            return
+        self._become(now, LifecycleState.FAILED, reason, effects)
+        effects.append(CheckContainer(self.workload_id))
+
+    def _advance(self, now: float, effects: list[LifecycleEffect]) -> None:
+        state = self.state
+        if state is not LifecycleState.EXPIRED and now >= self.expires_at:
+            self._become(now, LifecycleState.EXPIRED, "reservation expired", effects)
+            self._revocation_due = None
+            if self._start_requested and not self._stop_requested and not self._stopped:
+                self._stop(now, "reservation expired", effects)
+            return
+        if state in _TERMINAL:
+            if (
+                state is LifecycleState.FENCED
+                and self._revocation is not None
+                and self._revocation_due is not None
+                and now >= self._revocation_due
+            ):
+                self._revocation_due = None
+                effects.append(PublishRevocation(attrs.evolve(self._revocation)))
+            return
+        if self.replicated:
+            end = self.lease_end()
+            if self._start_requested and end is not None and now >= end:
+                self._fence(now, "lease expired", effects)
+                return
+            if not self._start_requested and end is not None and now < end:
+                self._start_requested = True
+                effects.append(StartContainer(self.workload_id, self.fencing_token, 1))
+        elif not self._start_requested:
+            self._start_requested = True
+            effects.append(StartContainer(self.workload_id, self.fencing_token, 1))
+        if state is LifecycleState.RESTARTING:
+            if self._restart_at is not None and now >= self._restart_at:
+                self._restart_at = None
+                effects.append(
+                    StartContainer(self.workload_id, self.fencing_token, self._restarts + 1)
+                )
+            return
+        if state in _ACTIVE:
+            if now >= self._suspect_at():
+                self._become(now, LifecycleState.SUSPECT, "no write quorum", effects)
+            else:
+                self._become(now, LifecycleState.LIVE, "write quorum is back", effects)

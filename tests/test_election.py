@@ -1,0 +1,541 @@
+"""StandbyElection, step by step: the test plays the relays and the runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _driver import (
+    CREATED,
+    ME,
+    PEER,
+    PRIMARY,
+    STRANGER,
+    Driver,
+    announcement,
+    claim,
+    heartbeat,
+    make_slot,
+    one,
+    only,
+    revocation,
+)
+
+import standby as sb
+
+SILENCE = sb.Timing().silence
+
+
+def confirmed(driver: Driver, *, last: float | None = None) -> float:
+    """Reserve, (optionally) heartbeat, and confirm the silence; returns the time."""
+    driver.reserve(CREATED)
+    if last is not None:
+        driver.feed(last, heartbeat(last))
+    deadline = driver.machine.next_deadline()
+    assert deadline is not None
+    one(driver.tick(deadline), sb.QueryHeartbeats)
+    driver.answer_heartbeats(deadline + 1)
+    assert driver.phase() is sb.Phase.BACKOFF
+    return deadline + 1
+
+
+class TestSilenceDeadline:
+    def test_deadline_is_created_at_plus_silence_without_heartbeat(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        assert driver.machine.next_deadline() == CREATED + SILENCE
+
+    def test_heartbeat_moves_the_deadline_exactly(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.feed(CREATED + 37.25, heartbeat(CREATED + 37.25))
+        assert driver.machine.next_deadline() == CREATED + 37.25 + SILENCE
+        assert driver.tick(CREATED + 37.25 + SILENCE - 0.001) == []
+        one(driver.tick(CREATED + 37.25 + SILENCE), sb.QueryHeartbeats)
+
+    def test_heartbeat_older_than_the_slot_does_not_shorten_grace(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.feed(CREATED, heartbeat(CREATED - 500))
+        assert driver.machine.next_deadline() == CREATED + SILENCE
+
+    def test_older_heartbeat_after_newer_is_ignored(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.feed(CREATED + 60, heartbeat(CREATED + 60))
+        driver.feed(CREATED + 61, heartbeat(CREATED + 30))
+        assert driver.machine.last_heartbeat(PRIMARY) == CREATED + 60
+
+    def test_heartbeat_of_an_unrelated_provider_is_ignored(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        assert driver.feed(CREATED + 1, heartbeat(CREATED + 1, signer=STRANGER)) == []
+        assert driver.machine.last_heartbeat(STRANGER) is None
+
+    def test_next_deadline_is_the_earliest_over_all_slots(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED, make_slot(workload_id="a", created_at=CREATED + 50))
+        driver.reserve(CREATED, make_slot(workload_id="b", primary="Q", created_at=CREATED + 20))
+        driver.reserve(CREATED, make_slot(workload_id="c", created_at=CREATED + 70))
+        assert driver.machine.next_deadline() == CREATED + 20 + SILENCE
+        driver.feed(CREATED + 100, heartbeat(CREATED + 100, signer="Q"))
+        assert driver.machine.next_deadline() == CREATED + 50 + SILENCE
+
+    def test_one_heartbeat_rearms_every_slot_of_its_primary(self) -> None:
+        driver = Driver()
+        for i in range(1_000):
+            driver.reserve(CREATED, make_slot(workload_id=f"w{i}", created_at=CREATED + i % 7))
+        driver.feed(CREATED + 100, heartbeat(CREATED + 100))
+        assert driver.machine.next_deadline() == CREATED + 100 + SILENCE
+        effects = driver.tick(CREATED + 100 + SILENCE)
+        query = one(effects, sb.QueryHeartbeats)
+        assert len(query.workload_ids) == 1_000  # one query for the whole primary
+
+    def test_slots_created_later_get_their_own_grace(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED, make_slot(workload_id="old"))
+        driver.reserve(CREATED, make_slot(workload_id="new", created_at=CREATED + 100))
+        query = one(driver.tick(CREATED + SILENCE), sb.QueryHeartbeats)
+        assert query.workload_ids == ("old",)
+        assert driver.machine.status("new").deadline == CREATED + 100 + SILENCE
+        driver.answer_heartbeats(CREATED + SILENCE + 1)
+        assert driver.machine.next_deadline() == CREATED + SILENCE + 1  # "old" backs off
+        assert driver.tick(CREATED + 100 + SILENCE - 1) != []
+        one(driver.tick(CREATED + 100 + SILENCE), sb.QueryHeartbeats)
+
+
+class TestConfirmation:
+    def test_silence_confirmed_by_a_read_quorum_starts_backoff(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        assert driver.machine.next_deadline() == at  # index 0: no backoff
+        assert driver.machine.counters["silence_confirmed"] == 1
+
+    def test_fewer_answers_than_read_quorum_is_not_silence(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.tick(CREATED + SILENCE)
+        effects = driver.answer_heartbeats(CREATED + SILENCE + 1, answered=("r1",))
+        shortfall = one(effects, sb.QuorumShortfall)
+        assert (shortfall.answered, shortfall.needed) == (1, 2)
+        assert driver.phase() is sb.Phase.HOLD
+        assert driver.machine.counters["quorum_shortfall"] == 1
+        retry = CREATED + SILENCE + 1 + driver.timing.retry_interval
+        assert driver.machine.next_deadline() == retry
+        one(driver.tick(retry), sb.QueryHeartbeats)
+
+    def test_duplicate_relay_names_do_not_make_a_quorum(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.tick(CREATED + SILENCE)
+        driver.answer_heartbeats(CREATED + SILENCE + 1, answered=("r1", "r1", "r1"))
+        assert driver.phase() is sb.Phase.HOLD
+
+    def test_newer_heartbeat_in_the_query_rearms(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.tick(CREATED + SILENCE)
+        fresh = CREATED + SILENCE - 5
+        driver.answer_heartbeats(CREATED + SILENCE + 1, results=[heartbeat(fresh)])
+        assert driver.phase() is sb.Phase.WATCHING
+        assert driver.machine.next_deadline() == fresh + SILENCE
+
+    def test_unanswered_query_times_out_as_a_shortfall(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.tick(CREATED + SILENCE)
+        timeout = CREATED + SILENCE + 2 * driver.timing.query_timeout
+        effects = driver.tick(timeout)
+        one(effects, sb.QuorumShortfall)
+        assert driver.phase() is sb.Phase.HOLD
+        late = driver.answer_heartbeats(timeout + 1)
+        assert one(late, sb.Dropped).reason is sb.DropReason.LATE_RESULT
+
+    def test_backoff_is_index_times_delay(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED, make_slot(index=2, peers=("B", "C")))
+        driver.tick(CREATED + SILENCE)
+        driver.answer_heartbeats(CREATED + SILENCE + 1)
+        assert driver.machine.next_deadline() == CREATED + SILENCE + 1 + 2 * 30.0
+        assert driver.tick(CREATED + SILENCE + 60.9) == []
+        one(driver.tick(CREATED + SILENCE + 61), sb.QueryClaims)
+
+
+class TestClaimProtocol:
+    def test_happy_path_claims_settles_and_spawns_with_the_token(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        one(driver.tick(at), sb.QueryClaims)
+        publish = one(driver.answer_claims(at + 1), sb.PublishClaim)
+        assert publish.claim.epoch == 1
+        assert publish.claim.claimant == ME
+        assert publish.claim.fencing_token == sb.fencing_token(1, 0)
+        assert driver.ack_claim(at + 2) == []
+        assert driver.phase() is sb.Phase.SETTLING
+        assert driver.machine.next_deadline() == at + 2 + driver.timing.claim_settle
+        one(driver.tick(at + 2 + driver.timing.claim_settle), sb.QueryClaims)
+        spawn = one(driver.answer_claims(at + 18), sb.Spawn)
+        assert (spawn.workload_id, spawn.epoch) == ("w1", 1)
+        assert spawn.fencing_token == sb.fencing_token(1, 0)
+        assert spawn.spec == {"image": "app:1"}
+        effects = driver.finish_spawn(at + 30)
+        announced = one(effects, sb.Announce).announcement
+        assert (announced.new_primary, announced.epoch) == (ME, 1)
+        promoted = one(effects, sb.Promoted)
+        assert promoted.lease_from == at + 1
+        assert promoted.standbys == (PEER,)
+        assert one(effects, sb.SlotRemoved).reason == "promoted"
+        assert "w1" not in driver.machine.slots
+
+    def test_claim_is_never_published_before_the_preread(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        effects = driver.tick(at)
+        assert only(effects, sb.PublishClaim) == []
+        one(effects, sb.QueryClaims)
+
+    def test_peer_holding_the_epoch_makes_us_stand_down(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        effects = driver.answer_claims(at + 1, results=[claim(at, index=1)])
+        assert only(effects, sb.PublishClaim) == []
+        status = driver.machine.status("w1")
+        assert status.phase is sb.Phase.DEFERRED
+        assert status.deferred_to == PEER
+
+    def test_peer_holding_a_later_epoch_makes_us_stand_down(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1, results=[claim(at, epoch=2)])
+        assert driver.phase() is sb.Phase.DEFERRED
+
+    def test_withdrawn_or_older_epoch_claims_do_not_block(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        results = [claim(at - 5, withdrawn=False), claim(at - 1, withdrawn=True)]
+        one(driver.answer_claims(at + 1, results=results), sb.PublishClaim)
+
+    def test_claim_from_a_stranger_is_dropped_not_obeyed(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        effects = driver.answer_claims(at + 1, results=[claim(at, signer=STRANGER)])
+        assert one(effects, sb.Dropped).reason is sb.DropReason.NOT_A_PEER
+        one(effects, sb.PublishClaim)
+
+    def test_preread_shortfall_retries_later(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        effects = driver.answer_claims(at + 1, answered=("r3",))
+        assert one(effects, sb.QuorumShortfall).stage == "preread"
+        assert driver.phase() is sb.Phase.HOLD
+        one(driver.tick(at + 1 + driver.timing.retry_interval), sb.QueryClaims)
+
+    def test_claim_without_write_quorum_is_withdrawn_and_retried(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1)
+        effects = driver.ack_claim(at + 2, acked=("r1",))
+        withdrawn = one(effects, sb.WithdrawClaim).claim
+        assert withdrawn.withdrawn
+        assert withdrawn.epoch == 1
+        assert driver.phase() is sb.Phase.HOLD
+
+    def test_claim_acknowledged_after_claim_timeout_is_withdrawn(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1)
+        late = at + driver.timing.claim_timeout + 0.5
+        effects = driver.ack_claim(late)
+        assert one(effects, sb.WithdrawClaim).claim.withdrawn
+
+    def test_claim_exactly_at_claim_timeout_counts(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1)
+        assert driver.ack_claim(at + driver.timing.claim_timeout) == []
+        assert driver.phase() is sb.Phase.SETTLING
+
+    def test_unreported_claim_times_out_and_is_withdrawn(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1)
+        effects = driver.tick(at + driver.timing.claim_timeout)
+        one(effects, sb.WithdrawClaim)
+        assert driver.phase() is sb.Phase.HOLD
+
+    def test_settle_reread_lower_index_rival_wins_the_tie(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED, make_slot(index=1, peers=("Z",)))
+        driver.tick(CREATED + SILENCE)
+        driver.answer_heartbeats(CREATED + SILENCE)
+        at = CREATED + SILENCE + 30
+        driver.tick(at)
+        driver.answer_claims(at)
+        driver.ack_claim(at + 1)
+        driver.tick(at + 1 + driver.timing.claim_settle)
+        rival = claim(at + 2, signer="Z", index=0)
+        effects = driver.answer_claims(at + 17, results=[rival])
+        assert only(effects, sb.Spawn) == []
+        one(effects, sb.WithdrawClaim)
+        assert driver.phase() is sb.Phase.DEFERRED
+
+    def test_settle_reread_higher_index_rival_loses_the_tie(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1)
+        driver.ack_claim(at + 2)
+        driver.tick(at + 2 + driver.timing.claim_settle)
+        effects = driver.answer_claims(at + 18, results=[claim(at + 3, index=1)])
+        one(effects, sb.Spawn)
+
+    def test_settle_reread_shortfall_withdraws(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1)
+        driver.ack_claim(at + 2)
+        driver.tick(at + 2 + driver.timing.claim_settle)
+        effects = driver.answer_claims(at + 18, answered=("r1",))
+        one(effects, sb.WithdrawClaim)
+        assert only(effects, sb.Spawn) == []
+
+    def test_atomic_claims_skip_the_settle_wait(self) -> None:
+        driver = Driver(atomic=True)
+        at = confirmed(driver)
+        driver.tick(at)
+        cas = one(driver.answer_claims(at + 1), sb.CompareAndSetClaim)
+        assert only(driver.log, sb.PublishClaim) == []
+        effects = driver.machine.claim_compared(at + 2, cas.request_id, won=True)
+        spawn = one(effects, sb.Spawn)
+        assert spawn.fencing_token == cas.claim.fencing_token
+
+    def test_atomic_claim_lost_defers_to_the_holder(self) -> None:
+        driver = Driver(atomic=True)
+        at = confirmed(driver)
+        driver.tick(at)
+        cas = one(driver.answer_claims(at + 1), sb.CompareAndSetClaim)
+        holder = claim(at, index=1).message
+        effects = driver.machine.claim_compared(at + 2, cas.request_id, won=False, holder=holder)
+        assert only(effects, sb.Spawn) == []
+        assert driver.machine.status("w1").deferred_to == PEER
+
+    def test_spawn_carries_the_revocation_state_uri(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.feed(CREATED + 5, revocation(CREATED + 5, state_uri="s3://bucket/ckpt"))
+        driver.run_to_spawn(CREATED + 5)
+        assert driver.spawns()[0].restore_from == "s3://bucket/ckpt"
+
+
+class TestDeferredAndFollow:
+    def test_peer_release_lets_us_go_at_once(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1, results=[claim(at, index=1)])
+        effects = driver.feed(at + 3, claim(at + 3, index=1, withdrawn=True))
+        one(effects, sb.QueryClaims)
+        assert driver.phase() is sb.Phase.PREREAD
+
+    def test_peer_announcement_makes_us_follow_the_new_primary(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED, make_slot(index=1, peers=("B", "C")))
+        effects = driver.feed(CREATED + 50, announcement(CREATED + 50, signer="B"))
+        changed = one(effects, sb.PrimaryChanged)
+        assert (changed.old_primary, changed.new_primary, changed.epoch) == (PRIMARY, "B", 1)
+        slot = one(effects, sb.SlotSaved).slot
+        assert (slot.primary, slot.epoch, slot.standby_index, slot.standby_count) == ("B", 1, 0, 2)
+        assert slot.peers == ("C",)
+        assert driver.machine.next_deadline() == CREATED + 50 + SILENCE
+
+    def test_announcement_from_a_stranger_is_dropped(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        effects = driver.feed(CREATED + 1, announcement(CREATED + 1, signer=STRANGER))
+        assert one(effects, sb.Dropped).reason is sb.DropReason.NOT_A_PEER
+        assert driver.machine.slots["w1"].primary == PRIMARY
+
+    def test_announcement_of_an_old_epoch_is_stale(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED, make_slot(epoch=2))
+        effects = driver.feed(CREATED + 1, announcement(CREATED + 1, epoch=2))
+        assert one(effects, sb.Dropped).reason is sb.DropReason.STALE
+
+    def test_claim_held_past_the_grace_is_treated_as_the_new_primary(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1, results=[claim(at, index=1)])
+        later = at + 1 + driver.timing.peer_claim_grace
+        assert driver.machine.next_deadline() == later
+        one(driver.tick(later), sb.QueryClaims)
+        effects = driver.answer_claims(later + 1, results=[claim(at, index=1)])
+        changed = one(effects, sb.PrimaryChanged)
+        assert (changed.new_primary, changed.epoch) == (PEER, 1)
+        # Now it watches the claimant: its silence leads to epoch 2.
+        deadline = driver.machine.next_deadline()
+        assert deadline == later + 1 + SILENCE
+        driver.tick(deadline)
+        driver.answer_heartbeats(deadline)
+        driver.tick(deadline)
+        publish = one(driver.answer_claims(deadline + 1), sb.PublishClaim)
+        assert publish.claim.epoch == 2
+        assert publish.claim.fencing_token > sb.fencing_token(1, 1)
+
+
+class TestPrimaryComesBack:
+    def test_heartbeat_during_backoff_rearms(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED, make_slot(index=1, peers=("B",)))
+        driver.tick(CREATED + SILENCE)
+        driver.answer_heartbeats(CREATED + SILENCE)
+        assert driver.phase() is sb.Phase.BACKOFF
+        driver.feed(CREATED + SILENCE + 3, heartbeat(CREATED + SILENCE + 2))
+        assert driver.phase() is sb.Phase.WATCHING
+        assert driver.machine.counters["rearmed_by_heartbeat"] == 1
+
+    def test_heartbeat_while_claiming_withdraws_the_claim(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1)
+        driver.ack_claim(at + 2)
+        effects = driver.feed(at + 3, heartbeat(at + 3))
+        one(effects, sb.WithdrawClaim)
+        assert driver.phase() is sb.Phase.WATCHING
+
+    def test_delayed_old_heartbeat_does_not_rearm(self) -> None:
+        driver = Driver()
+        at = confirmed(driver, last=CREATED + 10)
+        driver.feed(at, heartbeat(CREATED + 10.5))  # newer, but still silent for long
+        assert driver.phase() is sb.Phase.BACKOFF
+
+    def test_revoked_slot_ignores_later_heartbeats(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED, make_slot(index=1, peers=("B",)))
+        driver.feed(CREATED + 5, revocation(CREATED + 5))
+        driver.feed(CREATED + 6, heartbeat(CREATED + 6))
+        assert driver.phase() is sb.Phase.BACKOFF
+        assert driver.machine.status("w1").revoked
+
+
+class TestRevocation:
+    def test_revocation_skips_the_silence_wait(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.feed(CREATED + 60, heartbeat(CREATED + 60))
+        driver.feed(CREATED + 61, revocation(CREATED + 61))
+        assert driver.phase() is sb.Phase.BACKOFF
+        one(driver.tick(CREATED + 61), sb.QueryClaims)
+
+    def test_revocation_for_another_epoch_is_dropped(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        effects = driver.feed(CREATED + 5, revocation(CREATED + 5, epoch=1))
+        assert one(effects, sb.Dropped).reason is sb.DropReason.WRONG_EPOCH
+        assert driver.phase() is sb.Phase.WATCHING
+
+    def test_revocation_for_an_unknown_workload_is_dropped(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        effects = driver.feed(CREATED + 5, revocation(CREATED + 5, workload_id="other"))
+        assert one(effects, sb.Dropped).reason is sb.DropReason.UNKNOWN_WORKLOAD
+
+    def test_future_dated_revocation_is_dropped(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        skew = driver.timing.max_clock_skew
+        effects = driver.feed(CREATED + 5, revocation(CREATED + 5 + skew + 1))
+        assert one(effects, sb.Dropped).reason is sb.DropReason.FUTURE_DATED
+        assert driver.phase() is sb.Phase.WATCHING
+
+    def test_revocation_older_than_the_slot_is_a_replay(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        effects = driver.feed(CREATED + 5, revocation(CREATED - 500))
+        assert one(effects, sb.Dropped).reason is sb.DropReason.STALE
+
+
+class TestExpiryAndTable:
+    def test_reserving_an_expired_slot_raises(self) -> None:
+        driver = Driver()
+        with pytest.raises(sb.InvalidSlot, match="expired"):
+            driver.machine.reserve(CREATED + 10, make_slot(expires_at=CREATED + 10))
+
+    def test_renewal_while_watching_replaces_the_slot(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.reserve(CREATED + 5, make_slot(expires_at=CREATED + 999_999))
+        assert driver.machine.slots["w1"].expires_at == CREATED + 999_999
+
+    def test_cannot_replace_a_slot_whose_promotion_is_under_way(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        with pytest.raises(sb.InvalidSlot, match="backoff"):
+            driver.machine.reserve(at, make_slot())
+
+    def test_cannot_reserve_again_after_promoting(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.feed(CREATED + 1, revocation(CREATED + 1))
+        driver.finish_spawn(driver.run_to_spawn(CREATED + 1) + 1)
+        with pytest.raises(sb.InvalidSlot, match="already promoted"):
+            driver.machine.reserve(CREATED + 100, make_slot())
+
+    def test_remove_withdraws_a_published_claim(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1)
+        effects = driver.machine.remove(at + 2, "w1")
+        one(effects, sb.WithdrawClaim)
+        assert one(effects, sb.SlotRemoved).reason == "removed"
+        assert driver.machine.slots == {}
+
+    def test_status_of_unknown_slot_raises_key_error(self) -> None:
+        with pytest.raises(KeyError):
+            Driver().machine.status("nope")
+
+    def test_late_results_after_removal_are_ignored(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.machine.remove(at, "w1")
+        effects: list[Any] = driver.answer_claims(at + 1)
+        assert one(effects, sb.Dropped).reason is sb.DropReason.LATE_RESULT
+
+    def test_spawn_reported_after_timeout_is_stopped_as_an_orphan(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.feed(CREATED + 1, revocation(CREATED + 1))
+        at = driver.run_to_spawn(CREATED + 1)
+        timeout = at + driver.timing.spawn_timeout + driver.timing.query_timeout
+        assert driver.machine.next_deadline() == timeout
+        effects = driver.tick(timeout)
+        one(effects, sb.WithdrawClaim)
+        late = driver.finish_spawn(timeout + 1, ok=True)
+        orphan = one(late, sb.StopOrphan)
+        assert orphan.fencing_token == sb.fencing_token(1, 0)
+        assert only(late, sb.Promoted) == []
+
+    def test_slot_expiring_mid_spawn_is_stopped_not_promoted(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED, make_slot(expires_at=CREATED + 40))
+        driver.feed(CREATED + 1, revocation(CREATED + 1))
+        at = driver.run_to_spawn(CREATED + 1)
+        assert at < CREATED + 40
+        assert driver.machine.next_deadline() != CREATED + 40  # no busy loop on it
+        effects = driver.finish_spawn(CREATED + 41, ok=True)
+        one(effects, sb.StopOrphan)
+        assert one(effects, sb.SlotRemoved).reason == "expired"
+        assert only(effects, sb.Announce) == []

@@ -1,0 +1,215 @@
+"""WorkloadLifecycle: lease from per-relay acknowledgements, fencing, restarts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _driver import one, only
+
+import standby as sb
+
+T = sb.Timing()
+START = 10_000.0
+
+
+def primary(standbys: tuple[str, ...] = ("a", "b"), **kwargs: Any) -> sb.WorkloadLifecycle:
+    return sb.WorkloadLifecycle(workload_id="w", me="P", timing=T, standbys=standbys, **kwargs)
+
+
+def ack_all(machine: sb.WorkloadLifecycle, now: float, ts: float, relays: str = "r1 r2 r3") -> None:
+    for relay in relays.split():
+        machine.heartbeat_acked(now, relay, ts)
+
+
+def live(machine: sb.WorkloadLifecycle, at: float = START) -> sb.WorkloadLifecycle:
+    machine.start(at)
+    ack_all(machine, at, at)
+    machine.container_started(at)
+    assert machine.state is sb.LifecycleState.LIVE
+    return machine
+
+
+class TestProvisioning:
+    def test_replicated_workload_starts_only_with_a_lease(self) -> None:
+        machine = primary()
+        assert machine.start(START) == []
+        assert machine.heartbeat_acked(START, "r1", START) == []  # one relay is no quorum
+        effects = machine.heartbeat_acked(START + 0.5, "r2", START)
+        start = one(effects, sb.StartContainer)
+        assert (start.fencing_token, start.attempt) == (0, 1)
+        assert machine.state is sb.LifecycleState.PROVISIONING
+        one(machine.container_started(START + 2), sb.StateChanged)
+        assert machine.state is sb.LifecycleState.LIVE
+
+    def test_unreplicated_workload_starts_at_once(self) -> None:
+        machine = primary(standbys=())
+        one(machine.start(START), sb.StartContainer)
+
+    def test_promoted_workload_is_live_with_a_lease_from_its_claim(self) -> None:
+        machine = sb.WorkloadLifecycle.promoted(
+            workload_id="w",
+            me="A",
+            timing=T,
+            now=START + 20,
+            standbys=("b",),
+            epoch=1,
+            fencing_token=sb.fencing_token(1, 0),
+            lease_from=START,
+        )
+        assert machine.state is sb.LifecycleState.LIVE
+        assert machine.lease_end() == START + T.lease
+        assert machine.next_deadline() == START + 20 + T.suspect_after
+
+
+class TestLease:
+    def test_lease_runs_from_the_quorum_heartbeat_timestamp(self) -> None:
+        machine = live(primary())
+        ack_all(machine, START + 61, START + 60, "r1 r3")
+        assert machine.lease_end() == START + 60 + T.lease
+
+    def test_quorum_timestamp_is_the_write_quorum_th_newest_relay(self) -> None:
+        machine = live(primary())
+        machine.heartbeat_acked(START + 200, "r1", START + 200)
+        machine.heartbeat_acked(START + 200, "r2", START + 100)
+        assert machine.quorum_timestamp() == START + 100
+
+    def test_future_acknowledgement_is_ignored(self) -> None:
+        machine = live(primary())
+        ack_all(machine, START + 1, START + 500)
+        assert machine.quorum_timestamp() == START
+
+    def test_no_quorum_for_suspect_after_makes_it_suspect(self) -> None:
+        machine = live(primary())
+        assert machine.tick(START + T.suspect_after - 1) == []
+        changed = one(machine.tick(START + T.suspect_after), sb.StateChanged)
+        assert changed.new is sb.LifecycleState.SUSPECT
+
+    def test_quorum_back_before_the_lease_ends_is_live_again(self) -> None:
+        machine = live(primary())
+        machine.tick(START + T.suspect_after)
+        ack_all(machine, START + 100, START + 100)
+        assert machine.state is sb.LifecycleState.LIVE
+
+    def test_lease_end_fences_stop_first_then_revoke(self) -> None:
+        machine = live(primary())
+        effects = machine.tick(START + T.lease)
+        assert machine.state is sb.LifecycleState.FENCED
+        stop = one(effects, sb.StopContainer)
+        assert stop.reason == "lease expired"
+        assert only(effects, sb.PublishRevocation) == []
+        revoked = one(machine.container_stopped(START + T.lease + 3), sb.PublishRevocation)
+        assert revoked.revocation.primary == "P"
+        assert revoked.revocation.standbys == ("a", "b")
+        assert revoked.revocation.revoked_at == START + T.lease + 3
+
+    def test_one_second_before_lease_end_still_not_fenced(self) -> None:
+        machine = live(primary())
+        machine.tick(START + T.lease - 1)
+        assert machine.state is sb.LifecycleState.SUSPECT
+
+    def test_fenced_is_terminal_even_when_heartbeats_come_back(self) -> None:
+        machine = live(primary())
+        machine.tick(START + T.lease)
+        ack_all(machine, START + T.lease + 1, START + T.lease + 1)
+        assert machine.state is sb.LifecycleState.FENCED
+        late = machine.container_started(START + T.lease + 2)
+        one(late, sb.StopContainer)  # a start that raced the fence is stopped again
+
+    def test_revocation_is_retried_until_a_write_quorum_acknowledges(self) -> None:
+        machine = live(primary())
+        machine.tick(START + T.lease)
+        machine.container_stopped(START + T.lease)
+        machine.revocation_published(START + T.lease + 1, ["r1"])
+        retry = START + T.lease + 1 + T.heartbeat_interval
+        assert machine.next_deadline() == retry
+        one(machine.tick(retry), sb.PublishRevocation)
+        machine.revocation_published(retry + 1, ["r1", "r2"])
+        assert machine.next_deadline() is None
+
+
+class TestHandover:
+    def test_handover_fences_now_then_revokes(self) -> None:
+        machine = live(primary())
+        effects = machine.handover(START + 5, state_uri="s3://ckpt")
+        assert machine.state is sb.LifecycleState.FENCED
+        one(effects, sb.StopContainer)
+        assert only(effects, sb.PublishRevocation) == []
+        revoked = one(machine.container_stopped(START + 6), sb.PublishRevocation).revocation
+        assert (revoked.reason, revoked.state_uri) == ("handover", "s3://ckpt")
+
+    def test_handover_without_standbys_raises(self) -> None:
+        machine = live(primary(standbys=()))
+        with pytest.raises(sb.StandbyError, match="no standbys"):
+            machine.handover(START + 1)
+
+    def test_handover_after_fencing_raises(self) -> None:
+        machine = live(primary())
+        machine.handover(START + 1)
+        with pytest.raises(sb.StandbyError, match="already fenced"):
+            machine.handover(START + 2)
+
+    def test_revocation_carries_the_epoch(self) -> None:
+        machine = sb.WorkloadLifecycle.promoted(
+            workload_id="w",
+            me="A",
+            timing=T,
+            now=START,
+            standbys=("b",),
+            epoch=3,
+            fencing_token=sb.fencing_token(3, 0),
+            lease_from=START,
+        )
+        machine.handover(START + 1)
+        revoked = one(machine.container_stopped(START + 2), sb.PublishRevocation)
+        assert revoked.revocation.epoch == 3
+
+
+class TestRestartPolicy:
+    def test_never_ends_in_failed_and_checks_before_reclaiming(self) -> None:
+        machine = live(primary(standbys=(), restart=sb.Never()))
+        effects = machine.container_exited(START + 10)
+        assert machine.state is sb.LifecycleState.FAILED
+        one(effects, sb.CheckContainer)
+        assert machine.container_status(START + 11, "running") == []
+        one(machine.container_status(START + 12, "stopped"), sb.ReclaimContainer)
+        assert machine.container_status(START + 13, "stopped") == []
+
+    def test_on_failure_restarts_with_backoff_then_fails(self) -> None:
+        machine = live(primary(standbys=(), restart=sb.OnFailure(max_attempts=2, backoff=4.0)))
+        machine.container_exited(START + 10)
+        assert machine.state is sb.LifecycleState.RESTARTING
+        assert machine.next_deadline() == START + 14
+        restart = one(machine.tick(START + 14), sb.StartContainer)
+        assert restart.attempt == 2
+        machine.container_started(START + 15)
+        assert machine.state is sb.LifecycleState.LIVE
+        machine.container_exited(START + 20)
+        assert machine.next_deadline() == START + 28
+        machine.tick(START + 28)
+        machine.container_failed(START + 29, "image pull failed")
+        assert machine.state is sb.LifecycleState.FAILED
+        assert "image pull failed" in machine.reason
+
+    def test_replicated_workload_hands_over_when_its_container_dies(self) -> None:
+        machine = live(primary(restart=sb.OnFailure()))
+        effects = machine.container_exited(START + 10)
+        assert machine.state is sb.LifecycleState.FENCED
+        stop_at = next(i for i, e in enumerate(effects) if isinstance(e, sb.StopContainer))
+        revoke_at = next(i for i, e in enumerate(effects) if isinstance(e, sb.PublishRevocation))
+        assert stop_at < revoke_at
+
+    def test_policy_validation(self) -> None:
+        with pytest.raises(ValueError, match="max_attempts"):
+            sb.OnFailure(max_attempts=0)
+        with pytest.raises(ValueError, match="backoff"):
+            sb.OnFailure(backoff=-1.0)
+
+
+class TestExpiry:
+    def test_expiry_stops_the_container(self) -> None:
+        machine = live(primary(standbys=(), expires_at=START + 500))
+        effects = machine.tick(START + 500)
+        assert machine.state is sb.LifecycleState.EXPIRED
+        assert one(effects, sb.StopContainer).reason == "reservation expired"
+        assert machine.next_deadline() is None
