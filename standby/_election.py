@@ -1095,6 +1095,15 @@ class StandbyElection(Generic[SpecT]):
         if entry is None:
             return
         slot = entry.slot
+        if signer == slot.primary and (
+            announcement.epoch is None or announcement.epoch <= slot.epoch
+        ):
+            # Another copy (one per relay) of the announcement we already followed.
+            self._count("announcement_duplicate")
+            effects.append(
+                Dropped(DropReason.DUPLICATE, slot.workload_id, signer, "already following")
+            )
+            return
         if slot.peer_index(signer) is None:
             self._count("announcement_not_a_peer")
             effects.append(

@@ -51,7 +51,8 @@ class Timing:
       every write quorum.
     * ``1 <= write_quorum <= relay_count`` and ``1 <= read_quorum <= relay_count``.
     * ``claim_settle > claim_timeout`` -- two rival claims always see each other.
-    * ``query_timeout < claim_timeout`` -- a pre-read leaves time to publish.
+    * ``claim_timeout > 2 * query_timeout`` -- a pre-read and a publish that each
+      wait out an unreachable relay still fit in the claim window.
     * ``lease > heartbeat_interval`` -- one heartbeat period never ends a lease.
     * ``heartbeat_interval < suspect_after <= lease``.
     * every duration is positive (``promotion_delay``, ``fence_grace`` and
@@ -76,7 +77,7 @@ class Timing:
     """A claim must reach a write quorum within this long of its pre-read."""
     claim_settle: float = 15.0
     """Wait between a claim reaching its quorum and the settle re-read."""
-    query_timeout: float = 5.0
+    query_timeout: float = 4.0
     """How long a query waits for relays to answer."""
     retry_interval: float = 10.0
     """Wait before retrying a query that did not reach its quorum."""
@@ -143,11 +144,12 @@ class Timing:
                     f"claim_settle={self.claim_settle} <= claim_timeout={self.claim_timeout}",
                 )
             )
-        if self.query_timeout >= self.claim_timeout:
+        if self.claim_timeout <= 2 * self.query_timeout:
             out.append(
                 (
-                    "query_timeout < claim_timeout",
-                    f"query_timeout={self.query_timeout} >= claim_timeout={self.claim_timeout}",
+                    "claim_timeout > 2 * query_timeout",
+                    f"claim_timeout={self.claim_timeout} <= 2 * query_timeout="
+                    f"{self.query_timeout} = {2 * self.query_timeout}",
                 )
             )
         if self.lease <= self.heartbeat_interval:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 from _driver import (
     CREATED,
@@ -357,6 +358,16 @@ class TestDeferredAndFollow:
         assert (slot.primary, slot.epoch, slot.standby_index, slot.standby_count) == ("B", 1, 0, 2)
         assert slot.peers == ("C",)
         assert driver.machine.next_deadline() == CREATED + 50 + SILENCE
+
+    def test_further_copies_of_a_followed_announcement_are_duplicates(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.feed(CREATED + 50, announcement(CREATED + 50))
+        for relay in ("r2", "r3"):
+            copy = attrs.evolve(announcement(CREATED + 50), relay=relay)
+            dropped = one(driver.feed(CREATED + 51, copy), sb.Dropped)
+            assert dropped.reason is sb.DropReason.DUPLICATE
+        assert "announcement_not_a_peer" not in driver.machine.counters
 
     def test_announcement_from_a_stranger_is_dropped(self) -> None:
         driver = Driver()

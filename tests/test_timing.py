@@ -79,9 +79,11 @@ def test_claim_settle_must_exceed_claim_timeout() -> None:
     assert caught.value.rule == "claim_settle > claim_timeout"
 
 
-def test_query_timeout_must_leave_room_to_claim() -> None:
-    with pytest.raises(UnsafeTiming, match="query_timeout < claim_timeout"):
-        Timing(query_timeout=10.0, claim_timeout=10.0)
+def test_claim_window_fits_a_preread_and_a_publish() -> None:
+    with pytest.raises(UnsafeTiming, match=r"claim_timeout > 2 \* query_timeout") as caught:
+        Timing(query_timeout=5.0, claim_timeout=10.0)
+    assert "claim_timeout=10.0 <= 2 * query_timeout=5.0 = 10.0" in str(caught.value)
+    assert Timing(query_timeout=4.9, claim_timeout=10.0).is_safe
 
 
 def test_lease_must_outlast_one_heartbeat_period() -> None:
