@@ -525,6 +525,16 @@ class StandbyElection(Generic[SpecT]):
         if ok and slot.expires_at <= now:
             effects.append(StopOrphan(slot.workload_id, claim.fencing_token, "slot expired"))
             self._expire(now, entry, effects)
+        elif ok and now >= claim.claimed_at + self.timing.lease:
+            # Too late: the lease that began with the claim is over, and the
+            # followers may already treat this claimant as silent.
+            self._count("spawn_outlived_lease")
+            effects.append(
+                StopOrphan(
+                    slot.workload_id, claim.fencing_token, "spawn outlived the claim's lease"
+                )
+            )
+            self._spawn_failed(now, entry, effects)
         elif ok:
             self._count("promoted")
             self._discard(entry)

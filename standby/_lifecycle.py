@@ -84,6 +84,12 @@ class WorkloadLifecycle:
     ``standbys`` are the workload's standbys in order; an empty tuple means
     the workload is not replicated: it never fences on quorum loss and
     restarts by ``restart`` instead.
+
+    ``created_at`` is the reservation time the standbys' slots carry (pass
+    the same value). A replicated workload that has not started by
+    ``created_at + silence - max_clock_skew`` gives up instead of starting
+    late: by then a standby may already have found it silent. When omitted,
+    the time of :meth:`start` is used.
     """
 
     def __init__(
@@ -97,6 +103,7 @@ class WorkloadLifecycle:
         fencing_token: int = 0,
         expires_at: float = math.inf,
         restart: RestartPolicy = Never(),
+        created_at: float | None = None,
     ) -> None:
         if not workload_id:
             raise ValueError("workload_id must be non-empty")
@@ -123,6 +130,8 @@ class WorkloadLifecycle:
         self._revocation_done = False
         self._reclaimed = False
         self._state_uri: str | None = None
+        self._created_at = created_at
+        self._queued: list[LifecycleEffect] = []
         self.history: list[tuple[float, LifecycleState]] = []
 
     @classmethod
@@ -158,8 +167,11 @@ class WorkloadLifecycle:
         )
         machine._lease_floor = lease_from
         machine._start_requested = True
+        machine._created_at = lease_from
+        # Effects of the first step (a stop, if the lease is already over) wait
+        # for the first call; next_deadline() asks for it at once.
         machine._become(now, LifecycleState.LIVE, "promoted", [])
-        machine._advance(now, [])
+        machine._advance(now, machine._queued)
         return machine
 
     # ------------------------------------------------------------------
@@ -198,6 +210,12 @@ class WorkloadLifecycle:
     def next_deadline(self) -> float | None:
         """The earliest instant at which :meth:`tick` has work to do."""
         candidates: list[float] = []
+        if self._queued:
+            candidates.append(-math.inf)
+        if self.state is LifecycleState.PROVISIONING and not self._start_requested:
+            give_up = self._start_deadline()
+            if give_up is not None:
+                candidates.append(give_up)
         if self.state not in _TERMINAL:
             candidates.append(self.expires_at)
         if self.replicated and self._start_requested and self.state not in _TERMINAL:
@@ -211,6 +229,8 @@ class WorkloadLifecycle:
         if self._revocation_due is not None:
             candidates.append(self._revocation_due)
         best = min(candidates, default=math.inf)
+        if best == -math.inf:
+            return self.history[-1][0] if self.history else -math.inf
         return None if best == math.inf else best
 
     # ------------------------------------------------------------------
@@ -333,6 +353,12 @@ class WorkloadLifecycle:
     # Internals
     # ------------------------------------------------------------------
 
+    def _start_deadline(self) -> float | None:
+        """Last instant a replicated workload may still start (see the class doc)."""
+        if not self.replicated or self._created_at is None:
+            return None
+        return self._created_at + self.timing.silence - self.timing.max_clock_skew
+
     def _suspect_at(self) -> float:
         stamp = self.quorum_timestamp()
         base = max(self._lease_floor, self._live_since)
@@ -395,6 +421,11 @@ class WorkloadLifecycle:
         effects.append(CheckContainer(self.workload_id))
 
     def _advance(self, now: float, effects: list[LifecycleEffect]) -> None:
+        if self._queued and effects is not self._queued:
+            effects.extend(self._queued)
+            self._queued.clear()
+        if self._created_at is None:
+            self._created_at = now
         state = self.state
         if state is not LifecycleState.EXPIRED and now >= self.expires_at:
             self._become(now, LifecycleState.EXPIRED, "reservation expired", effects)
@@ -417,9 +448,15 @@ class WorkloadLifecycle:
             if self._start_requested and end is not None and now >= end:
                 self._fence(now, "lease expired", effects)
                 return
-            if not self._start_requested and end is not None and now < end:
-                self._start_requested = True
-                effects.append(StartContainer(self.workload_id, self.fencing_token, 1))
+            if not self._start_requested:
+                give_up = self._start_deadline()
+                if give_up is not None and now >= give_up:
+                    # Too late to start: a standby may have found us silent.
+                    self._fence(now, "no lease before the standbys' grace ended", effects)
+                    return
+                if end is not None and now < end:
+                    self._start_requested = True
+                    effects.append(StartContainer(self.workload_id, self.fencing_token, 1))
         elif not self._start_requested:
             self._start_requested = True
             effects.append(StartContainer(self.workload_id, self.fencing_token, 1))

@@ -54,6 +54,9 @@ class Timing:
     * ``claim_timeout > 2 * query_timeout`` -- a pre-read and a publish that each
       wait out an unreachable relay still fit in the claim window.
     * ``lease > heartbeat_interval`` -- one heartbeat period never ends a lease.
+    * ``lease > claim_timeout + claim_settle + 2 * query_timeout + spawn_timeout``
+      -- a promotion that succeeds always starts inside the lease that began
+      with its claim.
     * ``heartbeat_interval < suspect_after <= lease``.
     * every duration is positive (``promotion_delay``, ``fence_grace`` and
       ``max_clock_skew`` may be zero), ``max_spawn_attempts >= 1``.
@@ -81,7 +84,7 @@ class Timing:
     """How long a query waits for relays to answer."""
     retry_interval: float = 10.0
     """Wait before retrying a query that did not reach its quorum."""
-    spawn_timeout: float = 120.0
+    spawn_timeout: float = 60.0
     """Longest a spawn may take before it is treated as failed."""
     spawn_retry_backoff: float = 5.0
     """First backoff after a failed spawn; it doubles on each further failure."""
@@ -157,6 +160,18 @@ class Timing:
                 (
                     "lease > heartbeat_interval",
                     f"lease={self.lease} <= heartbeat_interval={self.heartbeat_interval}",
+                )
+            )
+        promotion = (
+            self.claim_timeout + self.claim_settle + 2 * self.query_timeout + self.spawn_timeout
+        )
+        if self.lease <= promotion:
+            out.append(
+                (
+                    "lease > claim_timeout + claim_settle + 2 * query_timeout + spawn_timeout",
+                    f"lease={self.lease} <= claim_timeout={self.claim_timeout} + claim_settle="
+                    f"{self.claim_settle} + 2 * query_timeout={self.query_timeout} + "
+                    f"spawn_timeout={self.spawn_timeout} = {promotion}",
                 )
             )
         if not self.heartbeat_interval < self.suspect_after <= self.lease:

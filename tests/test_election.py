@@ -539,6 +539,20 @@ class TestExpiryAndTable:
         assert orphan.fencing_token == sb.fencing_token(1, 0)
         assert only(late, sb.Promoted) == []
 
+    def test_spawn_finishing_after_the_claims_lease_is_stopped_and_retried(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.feed(CREATED + 1, revocation(CREATED + 1))
+        driver.run_to_spawn(CREATED + 1)
+        claim = next(e for _, e in driver.log if isinstance(e, sb.PublishClaim)).claim
+        late = claim.claimed_at + driver.timing.lease
+        effects = driver.finish_spawn(late, ok=True)
+        assert one(effects, sb.StopOrphan).fencing_token == claim.fencing_token
+        assert only(effects, sb.Announce) == []
+        one(effects, sb.WithdrawClaim)
+        assert driver.phase() is sb.Phase.HOLD
+        assert driver.machine.counters["spawn_outlived_lease"] == 1
+
     def test_slot_expiring_mid_spawn_is_stopped_not_promoted(self) -> None:
         driver = Driver()
         driver.reserve(CREATED, make_slot(expires_at=CREATED + 40))

@@ -177,8 +177,8 @@ def test_guarantee3_fencing_tokens_increase_across_successive_promotions() -> No
     assert changed.epoch == 1
     assert second.machine.slots["w1"].standby_index == 1
     second.feed(CREATED + 40, revocation(CREATED + 40, signer="A", epoch=1))
-    second.run_to_spawn(CREATED + 40)
-    done = second.finish_spawn(CREATED + 200)
+    spawned_at = second.run_to_spawn(CREATED + 40)
+    done = second.finish_spawn(spawned_at + 20)
     tokens.append(one(done, sb.Promoted).fencing_token)
     assert tokens[0] < tokens[1]
     assert tokens == [sb.fencing_token(1, 0), sb.fencing_token(2, 1)]
@@ -244,7 +244,7 @@ def test_fm04_slow_spawn_does_not_let_the_next_standby_spawn_too() -> None:
         created_at=CREATED,
         ack_delays=[[1.0], [1.0]],
         early=[[1.0], [1.0]],
-        spawn_delay=3 * timing.promotion_delay,
+        spawn_delay=2 * timing.promotion_delay,
     )
     board = Board()
     # Stop before the follower could find the new primary silent in its turn.

@@ -61,6 +61,48 @@ class TestProvisioning:
         assert machine.lease_end() == START + T.lease
         assert machine.next_deadline() == START + 20 + T.suspect_after
 
+    def test_promotion_that_outlived_its_lease_stops_at_the_first_call(self) -> None:
+        machine = sb.WorkloadLifecycle.promoted(
+            workload_id="w",
+            me="A",
+            timing=T,
+            now=START + T.lease + 5,
+            standbys=("b",),
+            epoch=1,
+            fencing_token=sb.fencing_token(1, 0),
+            lease_from=START,
+        )
+        assert machine.state is sb.LifecycleState.FENCED
+        assert machine.next_deadline() == START + T.lease + 5  # call me now
+        effects = machine.tick(START + T.lease + 5)
+        assert one(effects, sb.StopContainer).reason == "lease expired"
+        one(machine.container_stopped(START + T.lease + 6), sb.PublishRevocation)
+
+    def test_replicated_workload_without_lease_by_the_grace_end_gives_up(self) -> None:
+        machine = primary(created_at=START)
+        machine.start(START)
+        give_up = START + T.silence - T.max_clock_skew
+        assert machine.next_deadline() == give_up
+        machine.heartbeat_acked(give_up - 1, "r1", give_up - 1)  # one relay: no lease
+        effects = machine.tick(give_up)
+        assert machine.state is sb.LifecycleState.FENCED
+        assert only(effects, sb.StartContainer) == []
+        one(effects, sb.PublishRevocation)  # never started: stopped already
+        ack_all(machine, give_up + 1, give_up + 1)
+        assert only(machine.tick(give_up + 2), sb.StartContainer) == []
+
+    def test_lease_just_before_the_grace_end_still_starts(self) -> None:
+        machine = primary(created_at=START)
+        machine.start(START)
+        at = START + T.silence - T.max_clock_skew - 1
+        assert machine.heartbeat_acked(at, "r1", at) == []
+        start = one(machine.heartbeat_acked(at, "r2", at), sb.StartContainer)
+        assert start.attempt == 1
+        machine.container_started(at + 0.5)
+        assert machine.state is sb.LifecycleState.LIVE
+        machine.tick(START + T.silence)  # past the grace end, but it did start in time
+        assert machine.state is sb.LifecycleState.LIVE
+
 
 class TestLease:
     def test_lease_runs_from_the_quorum_heartbeat_timestamp(self) -> None:

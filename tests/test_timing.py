@@ -86,6 +86,16 @@ def test_claim_window_fits_a_preread_and_a_publish() -> None:
     assert Timing(query_timeout=4.9, claim_timeout=10.0).is_safe
 
 
+def test_a_successful_promotion_starts_inside_its_lease() -> None:
+    with pytest.raises(UnsafeTiming) as caught:
+        Timing(spawn_timeout=90.0)
+    assert caught.value.rule == (
+        "lease > claim_timeout + claim_settle + 2 * query_timeout + spawn_timeout"
+    )
+    assert "= 123.0" in str(caught.value)
+    assert Timing(spawn_timeout=86.9).is_safe
+
+
 def test_lease_must_outlast_one_heartbeat_period() -> None:
     with pytest.raises(UnsafeTiming, match="lease > heartbeat_interval"):
         Timing(heartbeat_interval=120.0, lease=120.0, suspect_after=120.0)
