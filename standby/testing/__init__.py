@@ -1,0 +1,109 @@
+"""The testing kit: strategies, a deterministic failover simulator, a state machine.
+
+* :mod:`standby.testing.strategies` -- hypothesis strategies for slots,
+  timings, topologies, messages and fault schedules.
+* :class:`Simulation` -- a deterministic discrete-event simulation of one
+  workload (a primary, its standbys and the relays) that drives the real
+  election and lifecycle machines, injects faults and checks the guarantees
+  of ``SAFETY.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`.
+* :func:`run_campaign` -- many seeded simulations with random fault schedules.
+* :class:`StandbyStateMachine` -- a ``RuleBasedStateMachine`` to subclass.
+
+``Simulation`` and the campaign need nothing beyond ``standby`` itself;
+``strategies`` and ``StandbyStateMachine`` need ``hypothesis`` (the
+``testing`` extra) and are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._campaign import CampaignSummary, random_faults, run_campaign
+from ._faults import (
+    CURRENT_PRIMARY,
+    Crash,
+    Delay,
+    Drop,
+    Duplicate,
+    FailSpawn,
+    Fault,
+    Forge,
+    Handover,
+    Heal,
+    Partition,
+    Pause,
+    RelayAmnesia,
+    Replay,
+    Restart,
+    SkewClock,
+    SlowSpawn,
+)
+from ._report import (
+    BASE_TIME,
+    VIOLATION_KINDS,
+    FencedStorage,
+    Promotion,
+    SimulationReport,
+    StorageWrite,
+    Timeline,
+    Violation,
+)
+from ._simulation import PRIMARY, STRANGER, Latencies, Simulation, relay_name, standby_name
+
+if TYPE_CHECKING:
+    # Declared for type checkers: the module-level __getattr__ below would
+    # otherwise make every submodule (``_cli`` for ``__main__``) look like Any.
+    from . import _cli as _cli
+    from . import strategies
+    from ._stateful import StandbyStateMachine
+
+__all__ = [
+    "BASE_TIME",
+    "CURRENT_PRIMARY",
+    "PRIMARY",
+    "STRANGER",
+    "VIOLATION_KINDS",
+    "CampaignSummary",
+    "Crash",
+    "Delay",
+    "Drop",
+    "Duplicate",
+    "FailSpawn",
+    "Fault",
+    "FencedStorage",
+    "Forge",
+    "Handover",
+    "Heal",
+    "Latencies",
+    "Partition",
+    "Pause",
+    "Promotion",
+    "RelayAmnesia",
+    "Replay",
+    "Restart",
+    "Simulation",
+    "SimulationReport",
+    "SkewClock",
+    "SlowSpawn",
+    "StandbyStateMachine",
+    "StorageWrite",
+    "Timeline",
+    "Violation",
+    "random_faults",
+    "relay_name",
+    "run_campaign",
+    "standby_name",
+    "strategies",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: these two need hypothesis, the rest of the kit does not.
+    if name == "StandbyStateMachine":
+        from ._stateful import StandbyStateMachine
+
+        return StandbyStateMachine
+    if name == "strategies":
+        return importlib.import_module(f"{__name__}.strategies")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

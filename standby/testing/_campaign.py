@@ -1,0 +1,261 @@
+"""Safety campaigns: many seeded simulations with random fault schedules."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Sequence
+
+import attrs
+
+from .._timing import Timing
+from ._faults import (
+    CURRENT_PRIMARY,
+    Crash,
+    Delay,
+    Drop,
+    Duplicate,
+    FailSpawn,
+    Fault,
+    Forge,
+    ForgeKind,
+    Handover,
+    Partition,
+    Replay,
+    Restart,
+    SkewClock,
+    SlowSpawn,
+)
+from ._report import SimulationReport, Violation
+from ._simulation import PRIMARY, Simulation, relay_name, standby_name
+
+__all__ = ["CampaignSummary", "percentile", "random_faults", "run_campaign"]
+
+_FORGE_KINDS: tuple[ForgeKind, ...] = ("revocation", "claim", "announcement", "heartbeat")
+
+
+def random_faults(
+    rng: random.Random,
+    *,
+    timing: Timing,
+    standbys: int,
+    horizon: float,
+    count: int | None = None,
+) -> list[Fault]:
+    """A random schedule of faults that stay within the safety model.
+
+    Crashes and restarts, partitions (healing by themselves), message loss,
+    delay and duplication, replays, forgeries, clock skew within
+    ``max_clock_skew`` (every clock within half the bound of true time, so
+    any two differ by at most the bound) and slow or failing container
+    starts. Never a pause, a relay that loses events or an unsafe timing.
+    Sorted by time.
+    """
+    providers = [PRIMARY, *(standby_name(i) for i in range(standbys))]
+    relays = [relay_name(i) for i in range(timing.relay_count)]
+    silence = timing.silence
+    n = rng.randint(1, 6) if count is None else count
+    faults: list[Fault] = []
+
+    def at() -> float:
+        return round(rng.uniform(0.0, 0.85) * horizon, 3)
+
+    def who() -> str:
+        return rng.choice([CURRENT_PRIMARY, CURRENT_PRIMARY, *providers])
+
+    for _ in range(n):
+        roll = rng.random()
+        when = at()
+        if roll < 0.22:
+            faults.append(Crash(when, CURRENT_PRIMARY))
+            if rng.random() < 0.4:
+                target = rng.choice(providers)
+                faults.append(Restart(round(when + rng.uniform(1, 3 * silence), 3), target))
+        elif roll < 0.30:
+            target = rng.choice(providers)
+            faults.append(Crash(when, target))
+            if rng.random() < 0.6:
+                faults.append(Restart(round(when + rng.uniform(1, 2 * silence), 3), target))
+        elif roll < 0.45:
+            cut = rng.sample(relays, rng.randint(1, len(relays)))
+            duration = round(rng.uniform(1, 3 * silence), 3)
+            faults.append(Partition(when, who(), tuple(sorted(cut)), duration))
+        elif roll < 0.53:
+            duration = round(rng.uniform(1, silence), 3)
+            faults.append(
+                Drop(
+                    when, duration, round(rng.uniform(0.1, 1.0), 3), rng.choice([None, *providers])
+                )
+            )
+        elif roll < 0.59:
+            duration = round(rng.uniform(1, silence), 3)
+            extra = round(rng.uniform(0.01, 2 * timing.query_timeout), 3)
+            faults.append(Delay(when, duration, extra, rng.choice([None, *providers])))
+        elif roll < 0.65:
+            duration = round(rng.uniform(1, silence), 3)
+            faults.append(
+                Duplicate(
+                    when, duration, round(rng.uniform(0.1, 1.0), 3), rng.choice([None, *providers])
+                )
+            )
+        elif roll < 0.71:
+            faults.append(Replay(when, rng.randint(1, 5), rng.choice([None, *providers])))
+        elif roll < 0.79:
+            faults.append(Forge(when, rng.choice(_FORGE_KINDS), "mallory"))
+        elif roll < 0.86:
+            half = timing.max_clock_skew / 2
+            faults.append(
+                SkewClock(when, rng.choice(providers), round(rng.uniform(-half, half), 3))
+            )
+        elif roll < 0.91:
+            extra = round(rng.uniform(0.1, 1.5 * timing.spawn_timeout), 3)
+            faults.append(SlowSpawn(when, rng.choice(providers), extra, rng.randint(1, 2)))
+        elif roll < 0.96:
+            faults.append(FailSpawn(when, rng.choice(providers), rng.randint(1, 3)))
+        else:
+            faults.append(Handover(when, CURRENT_PRIMARY))
+    faults.sort(key=lambda f: f.at)
+    return faults
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) by linear interpolation; ``None`` when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    lo = math.floor(rank)
+    hi = math.ceil(rank)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+
+
+@attrs.frozen
+class CampaignSummary:
+    """What a campaign of simulations found.
+
+    ``violations`` pairs each violation with the seed of the run that found
+    it (rerun ``Simulation(seed=...)`` with the same schedule to see it);
+    ``failover_latencies`` holds every promotion's latency.
+    """
+
+    runs: int
+    seed: int
+    violations: tuple[tuple[int, Violation], ...]
+    failing_seeds: tuple[int, ...]
+    failover_latencies: tuple[float, ...]
+    double_live_seconds: float
+    promotions: int
+    outside_model: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """``True`` when no run found a violation."""
+        return not self.violations
+
+    def percentile(self, q: float) -> float | None:
+        """Percentile ``q`` (0-100) of the failover latencies."""
+        return percentile(self.failover_latencies, q)
+
+    def format(self) -> str:
+        """A printable summary."""
+
+        def seconds(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.1f} s"
+
+        kinds: dict[str, int] = {}
+        for _, v in self.violations:
+            kinds[v.kind] = kinds.get(v.kind, 0) + 1
+        lines = [
+            f"campaign: {self.runs} runs from seed {self.seed}",
+            f"promotions: {self.promotions}",
+            f"failover latency: p50 {seconds(self.percentile(50))} / "
+            f"p90 {seconds(self.percentile(90))} / p99 {seconds(self.percentile(99))}",
+            f"double-live: {self.double_live_seconds:.3f} s in total",
+        ]
+        if self.outside_model:
+            lines.append("outside the safety model: " + "; ".join(self.outside_model))
+        if not self.violations:
+            lines.append("violations: none")
+        else:
+            detail = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+            lines.append(
+                f"violations: {len(self.violations)} ({detail}) in {len(self.failing_seeds)} runs"
+            )
+            shown = sorted(set(self.failing_seeds))[:10]
+            lines.append("failing seeds: " + ", ".join(str(s) for s in shown))
+            seed, first = self.violations[0]
+            lines.append(
+                f"first, seed {seed}: [{first.kind}] t={first.at:.3f}: {first.explanation}"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def run_campaign(
+    runs: int,
+    *,
+    seed: int = 0,
+    timing: Timing | None = None,
+    standbys: int = 2,
+    horizon: float | None = None,
+    faults: Iterable[Fault] = (),
+    random_schedule: bool = True,
+    atomic_claims: bool = False,
+    on_report: Callable[[int, SimulationReport], None] | None = None,
+) -> CampaignSummary:
+    """Run ``runs`` simulations with seeds ``seed, seed + 1, ...``.
+
+    Each run gets ``faults`` plus (with ``random_schedule``) a schedule from
+    :func:`random_faults` drawn from its own seed, and runs for ``horizon``
+    seconds (default: twelve silence windows). ``on_report`` sees every
+    report, e.g. to keep the failing ones.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    timing = Timing() if timing is None else timing
+    horizon = 12 * timing.silence if horizon is None else horizon
+    fixed = list(faults)
+    violations: list[tuple[int, Violation]] = []
+    failing: list[int] = []
+    latencies: list[float] = []
+    double_live = 0.0
+    promotions = 0
+    notes: dict[str, None] = {}
+    for run_seed in range(seed, seed + runs):
+        schedule = list(fixed)
+        if random_schedule:
+            rng = random.Random(run_seed)
+            schedule += random_faults(rng, timing=timing, standbys=standbys, horizon=horizon)
+        sim = Simulation(
+            timing=timing,
+            standbys=standbys,
+            seed=run_seed,
+            faults=schedule,
+            atomic_claims=atomic_claims,
+        )
+        report = sim.run(until=horizon)
+        if on_report is not None:
+            on_report(run_seed, report)
+        if report.violations:
+            failing.append(run_seed)
+            violations.extend((run_seed, v) for v in report.violations)
+        double_live += report.double_live_seconds
+        promotions += len(report.promotions)
+        latencies.extend(
+            p.failover_latency for p in report.promotions if p.failover_latency is not None
+        )
+        for note in report.outside_model:
+            if note.startswith("timing breaks"):
+                notes[note] = None
+    return CampaignSummary(
+        runs=runs,
+        seed=seed,
+        violations=tuple(violations),
+        failing_seeds=tuple(failing),
+        failover_latencies=tuple(latencies),
+        double_live_seconds=double_live,
+        promotions=promotions,
+        outside_model=tuple(notes),
+    )

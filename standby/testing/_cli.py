@@ -1,0 +1,170 @@
+"""``python -m standby simulate``: one scenario or a seeded campaign.
+
+Exit status: 0 when the checkers found no violation, 1 when they found one,
+whatever the timing preset (so ``--timing reference-unsafe`` exits 1: the
+checker caught the unsafe timing, which is the point of the demonstration),
+2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import attrs
+
+from .._timing import Timing
+from ._campaign import run_campaign
+from ._faults import CURRENT_PRIMARY, Crash, Fault, Partition
+from ._simulation import Simulation
+
+__all__ = ["add_arguments", "preset", "run"]
+
+PRESETS = ("default", "fast", "reference-unsafe")
+
+
+def preset(name: str, relays: int = 3) -> Timing:
+    """A named timing for ``relays`` relays with a majority write quorum.
+
+    ``reference-unsafe`` is the reference provider's setting: the primary
+    steps down only after 120 s + 300 s without quorum (lease 420 s) while
+    standbys promote after 180 s of silence. ``Timing`` rejects it, so it is
+    built with :meth:`Timing.unsafe_unchecked`.
+    """
+    write = relays // 2 + 1
+    quorums = {"relay_count": relays, "write_quorum": write, "read_quorum": relays - write + 1}
+    if name == "default":
+        return attrs.evolve(Timing(), **quorums)
+    if name == "fast":
+        return attrs.evolve(Timing.fast(), **quorums)
+    if name == "reference-unsafe":
+        return Timing.unsafe_unchecked(lease=420.0, suspect_after=120.0, **quorums)
+    raise ValueError(f"unknown timing preset {name!r}; choose from {', '.join(PRESETS)}")
+
+
+def _partition_spec(text: str) -> tuple[float, float | None]:
+    at, _, duration = text.partition(":")
+    try:
+        start = float(at)
+        length = float(duration) if duration else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected T or T:DURATION in seconds, got {text!r}"
+        ) from None
+    if start < 0 or (length is not None and length <= 0):
+        raise argparse.ArgumentTypeError(f"need T >= 0 and DURATION > 0, got {text!r}")
+    return start, length
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``simulate`` options to ``parser``."""
+    parser.description = (
+        "Run a deterministic failover simulation (or, with --runs, a campaign of random "
+        "fault schedules) on the real election and lifecycle machines and report what "
+        "the safety checkers found. Times are virtual seconds. Exit status 1 means a "
+        "violation was found (also with --timing reference-unsafe)."
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--standbys", type=_count, default=2, help="number of standbys (default 2)")
+    parser.add_argument(
+        "--relays", type=_positive_int, default=3, help="number of relays (default 3)"
+    )
+    parser.add_argument(
+        "--timing",
+        choices=PRESETS,
+        default="default",
+        help="timing preset: default, fast (60x faster) or reference-unsafe "
+        "(lease 420 s vs silence 180 s, which Timing rejects)",
+    )
+    parser.add_argument(
+        "--until",
+        type=float,
+        default=None,
+        metavar="T",
+        help="virtual seconds to simulate (default: 20 silence windows)",
+    )
+    parser.add_argument(
+        "--crash-primary-at", type=float, default=None, metavar="T", help="crash the primary at T"
+    )
+    parser.add_argument(
+        "--partition-primary",
+        type=_partition_spec,
+        default=None,
+        metavar="T[:DURATION]",
+        help="cut the primary off from every relay at T (for DURATION seconds, or for good)",
+    )
+    parser.add_argument("--atomic-claims", action="store_true", help="use compare-and-set claims")
+    parser.add_argument(
+        "--runs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="run a campaign of N seeded simulations with random fault schedules "
+        "(plus the scenario flags) and print a summary",
+    )
+    parser.add_argument(
+        "--timeline", action="store_true", help="print the whole timeline of a single run"
+    )
+
+
+def _scenario(args: argparse.Namespace) -> list[Fault]:
+    faults: list[Fault] = []
+    if args.crash_primary_at is not None:
+        faults.append(Crash(args.crash_primary_at, CURRENT_PRIMARY))
+    if args.partition_primary is not None:
+        at, duration = args.partition_primary
+        faults.append(Partition(at, CURRENT_PRIMARY, None, duration))
+    return faults
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run what ``args`` asks for, print the report; returns the exit status."""
+    try:
+        timing = preset(args.timing, args.relays)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    until = args.until if args.until is not None else 20 * timing.silence
+    faults = _scenario(args)
+    if args.runs is not None:
+        summary = run_campaign(
+            args.runs,
+            seed=args.seed,
+            timing=timing,
+            standbys=args.standbys,
+            horizon=until,
+            faults=faults,
+            atomic_claims=args.atomic_claims,
+        )
+        print(summary.format())
+        return 0 if summary.ok else 1
+    sim = Simulation(
+        timing=timing,
+        standbys=args.standbys,
+        seed=args.seed,
+        faults=faults,
+        atomic_claims=args.atomic_claims,
+    )
+    report = sim.run(until=until)
+    print(report.format(timeline=args.timeline))
+    return 0 if report.ok else 1

@@ -1,0 +1,316 @@
+"""Fault objects: things that go wrong at a given virtual time.
+
+Each fault is a small frozen value with a readable ``repr``, so a failing
+property test shrinks to a schedule a human can read. A
+:class:`~standby.testing.Simulation` accepts them in its constructor or
+through its verbs (``sim.crash(at, who)`` builds a :class:`Crash`).
+
+``who`` names a provider of the simulation (``"primary"``, ``"standby-0"``,
+...). The special name ``"@primary"`` means "whoever runs the workload as
+primary when the fault fires", which is what a random schedule usually wants
+after a failover has moved the workload.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal, TypeAlias
+
+import attrs
+
+__all__ = [
+    "CURRENT_PRIMARY",
+    "Crash",
+    "Delay",
+    "Drop",
+    "Duplicate",
+    "FailSpawn",
+    "Fault",
+    "Forge",
+    "ForgeKind",
+    "Handover",
+    "Heal",
+    "Partition",
+    "Pause",
+    "RelayAmnesia",
+    "Replay",
+    "Restart",
+    "SkewClock",
+    "SlowSpawn",
+]
+
+CURRENT_PRIMARY = "@primary"
+"""Stands for the provider that runs the workload as primary when the fault fires."""
+
+ForgeKind: TypeAlias = Literal["revocation", "claim", "announcement", "heartbeat"]
+_FORGE_KINDS = ("revocation", "claim", "announcement", "heartbeat")
+
+
+def _time(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"`{attribute.name}` must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"`{attribute.name}` must be a finite number >= 0, got {value!r}")
+
+
+def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _time(_inst, attribute, value)
+    if value <= 0:
+        raise ValueError(f"`{attribute.name}` must be > 0, got {value!r}")
+
+
+def _probability(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"`{attribute.name}` must be a probability in [0, 1], got {value!r}")
+
+
+def _finite(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"`{attribute.name}` must be a finite number, got {value!r}")
+
+
+def _name(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"`{attribute.name}` must be a non-empty name, got {value!r}")
+
+
+def _count(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{attribute.name}` must be an integer >= 1, got {value!r}")
+
+
+def _relays(value: Sequence[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@attrs.frozen
+class Crash:
+    """The host of ``who`` dies at ``at``: its process and its containers stop.
+
+    Its persisted slot table survives for a later :class:`Restart`.
+    """
+
+    at: float = attrs.field(validator=_time)
+    who: str = attrs.field(default=CURRENT_PRIMARY, validator=_name)
+
+
+@attrs.frozen
+class Restart:
+    """``who`` comes back: a fresh election machine restores the persisted slots.
+
+    Workloads it ran as primary did not survive the crash (nor did their
+    containers); like ``standby.node`` it keeps no record of them, so it sends
+    no heartbeat for them and the standbys take over after the silence.
+    Restarting a running provider crashes it first.
+    """
+
+    at: float = attrs.field(validator=_time)
+    who: str = attrs.field(validator=_name)
+
+
+@attrs.frozen
+class Partition:
+    """Cut ``who`` off from ``relays`` (all of them when ``None``).
+
+    ``who="*"`` cuts every provider off from those relays (a relay outage).
+    With ``duration`` the cut heals by itself; otherwise use :class:`Heal`.
+    """
+
+    at: float = attrs.field(validator=_time)
+    who: str = attrs.field(default=CURRENT_PRIMARY, validator=_name)
+    relays: tuple[str, ...] | None = attrs.field(default=None, converter=_relays)
+    duration: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive)
+    )
+
+
+@attrs.frozen
+class Heal:
+    """Restore links cut by :class:`Partition` (every link when ``who`` is ``None``)."""
+
+    at: float = attrs.field(validator=_time)
+    who: str | None = None
+    relays: tuple[str, ...] | None = attrs.field(default=None, converter=_relays)
+
+
+@attrs.frozen
+class SkewClock:
+    """Set ``who``'s wall clock to read ``offset`` seconds ahead of true time.
+
+    The model allows any two clocks to differ by up to ``max_clock_skew``;
+    the simulation notes in its report when a skew goes beyond that.
+    """
+
+    at: float = attrs.field(validator=_time)
+    who: str = attrs.field(validator=_name)
+    offset: float = attrs.field(validator=_finite)
+
+
+@attrs.frozen
+class Drop:
+    """Lose each message to or from ``who`` (everyone when ``None``) with ``probability``.
+
+    Active during ``[at, at + duration)``. Applies to every hop between a
+    provider and a relay: publishes, acknowledgements, deliveries, queries.
+    """
+
+    at: float = attrs.field(validator=_time)
+    duration: float = attrs.field(validator=_positive)
+    probability: float = attrs.field(default=1.0, validator=_probability)
+    who: str | None = None
+
+
+@attrs.frozen
+class Delay:
+    """Add up to ``extra`` seconds (uniformly drawn) to each hop of ``who``."""
+
+    at: float = attrs.field(validator=_time)
+    duration: float = attrs.field(validator=_positive)
+    extra: float = attrs.field(validator=_positive)
+    who: str | None = None
+
+
+@attrs.frozen
+class Duplicate:
+    """Deliver each message to ``who`` twice with ``probability``."""
+
+    at: float = attrs.field(validator=_time)
+    duration: float = attrs.field(validator=_positive)
+    probability: float = attrs.field(default=1.0, validator=_probability)
+    who: str | None = None
+
+
+@attrs.frozen
+class Replay:
+    """A relay re-sends ``count`` old genuine messages to ``who`` (everyone when ``None``)."""
+
+    at: float = attrs.field(validator=_time)
+    count: int = attrs.field(default=1, validator=_count)
+    who: str | None = None
+
+
+@attrs.frozen
+class Forge:
+    """``signer`` publishes a message it has no authority for.
+
+    * ``"revocation"``: a revocation whose body names the current primary;
+    * ``"claim"`` / ``"announcement"``: a claim on (or announcement of) the
+      next epoch by someone who is not a standby of the workload;
+    * ``"heartbeat"``: a heartbeat whose body names the current primary.
+
+    The signer is authenticated as itself (the transport proves it), so only
+    a core that trusted the body would act on it.
+    """
+
+    at: float = attrs.field(validator=_time)
+    kind: ForgeKind = attrs.field(
+        default="revocation", validator=attrs.validators.in_(_FORGE_KINDS)
+    )
+    signer: str = attrs.field(default="mallory", validator=_name)
+
+
+@attrs.frozen
+class SlowSpawn:
+    """The next ``count`` container starts on ``who`` take ``extra`` seconds longer.
+
+    A start slower than ``spawn_timeout`` is cancelled by the driver and
+    reported as failed.
+    """
+
+    at: float = attrs.field(validator=_time)
+    who: str = attrs.field(validator=_name)
+    extra: float = attrs.field(validator=_positive)
+    count: int = attrs.field(default=1, validator=_count)
+
+
+@attrs.frozen
+class FailSpawn:
+    """The next ``count`` container starts on ``who`` fail."""
+
+    at: float = attrs.field(validator=_time)
+    who: str = attrs.field(validator=_name)
+    count: int = attrs.field(default=1, validator=_count)
+
+
+@attrs.frozen
+class Pause:
+    """Freeze ``who`` (process and containers) for ``duration`` seconds.
+
+    On resume its containers carry on as if nothing happened (each writes to
+    storage at once, with the fencing token it was started with) before the
+    process catches up with what it missed. A pause longer than the lease is
+    outside the safety model; the fencing token is what saves the data.
+    """
+
+    at: float = attrs.field(validator=_time)
+    who: str = attrs.field(default=CURRENT_PRIMARY, validator=_name)
+    duration: float = attrs.field(default=600.0, validator=_positive)
+
+
+@attrs.frozen
+class RelayAmnesia:
+    """``relay`` loses every event it stored.
+
+    With ``duration`` it goes on losing for that long: it acknowledges each
+    new event, then neither keeps it nor passes it to subscribers. Outside the
+    model for publish-and-settle claims (an acknowledged claim must stay
+    readable): it is how two standbys can both win one epoch over relays
+    without atomic claims.
+    """
+
+    at: float = attrs.field(validator=_time)
+    relay: str = attrs.field(validator=_name)
+    duration: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive)
+    )
+
+
+@attrs.frozen
+class Handover:
+    """``who`` hands the workload over on purpose (fence, then a signed revocation)."""
+
+    at: float = attrs.field(validator=_time)
+    who: str = attrs.field(default=CURRENT_PRIMARY, validator=_name)
+
+
+Fault: TypeAlias = (
+    Crash
+    | Restart
+    | Partition
+    | Heal
+    | SkewClock
+    | Drop
+    | Delay
+    | Duplicate
+    | Replay
+    | Forge
+    | SlowSpawn
+    | FailSpawn
+    | Pause
+    | RelayAmnesia
+    | Handover
+)
+"""Any fault the simulation knows how to inject."""
+
+FAULT_TYPES: tuple[type[Any], ...] = (
+    Crash,
+    Restart,
+    Partition,
+    Heal,
+    SkewClock,
+    Drop,
+    Delay,
+    Duplicate,
+    Replay,
+    Forge,
+    SlowSpawn,
+    FailSpawn,
+    Pause,
+    RelayAmnesia,
+    Handover,
+)

@@ -1,0 +1,592 @@
+"""Hypothesis strategies for ``standby``'s models, timings and fault schedules.
+
+Every function returns a :class:`hypothesis.strategies.SearchStrategy` of a
+``standby`` type. The values shrink towards small, readable examples (short
+identities, the default timing, few faults), and every model has a ``repr``
+that reads like the code that builds it, so a failing property test prints a
+case you can paste back into a test.
+
+Requires ``hypothesis`` (the ``testing`` extra).
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+try:
+    from hypothesis import assume
+    from hypothesis import strategies as st
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "standby.testing.strategies needs hypothesis: pip install 'standby[testing]'"
+    ) from exc
+
+from .._models import (
+    Envelope,
+    Heartbeat,
+    LeaseRevocation,
+    Message,
+    PromotionAnnouncement,
+    PromotionClaim,
+    StandbySlot,
+    Topology,
+    fencing_token,
+)
+from .._timing import Timing
+from ._faults import (
+    CURRENT_PRIMARY,
+    Crash,
+    Delay,
+    Drop,
+    Duplicate,
+    FailSpawn,
+    Fault,
+    Forge,
+    Handover,
+    Heal,
+    Partition,
+    Pause,
+    RelayAmnesia,
+    Replay,
+    Restart,
+    SkewClock,
+    SlowSpawn,
+)
+from ._simulation import PRIMARY, STRANGER, relay_name, standby_name
+
+__all__ = [
+    "announcements",
+    "claims",
+    "envelopes",
+    "fault_schedules",
+    "faults",
+    "heartbeats",
+    "identities",
+    "message_streams",
+    "messages",
+    "revocations",
+    "slots",
+    "timestamps",
+    "timings",
+    "topologies",
+    "unsafe_timings",
+    "workload_ids",
+]
+
+T = TypeVar("T")
+
+_HEX = "0123456789abcdef"
+_NAME = string.ascii_lowercase + string.digits + "-"
+
+
+def identities() -> st.SearchStrategy[str]:
+    """Canonical provider identities: short names or 64-digit hex keys."""
+    names = st.text(alphabet=_NAME, min_size=1, max_size=12).filter(lambda s: s[0] != "-")
+    keys = st.text(alphabet=_HEX, min_size=64, max_size=64)
+    return st.one_of(names, keys)
+
+
+def workload_ids() -> st.SearchStrategy[str]:
+    """Workload identifiers."""
+    return st.text(alphabet=_NAME, min_size=1, max_size=16).filter(lambda s: s[0] != "-")
+
+
+def timestamps(
+    *, min_value: float = 1_600_000_000.0, max_value: float = 2_000_000_000.0
+) -> st.SearchStrategy[float]:
+    """Wall-clock instants (Unix seconds), finite and positive."""
+    return st.floats(
+        min_value=min_value, max_value=max_value, allow_nan=False, allow_subnormal=False
+    )
+
+
+def topologies(*, min_standbys: int = 0, max_standbys: int = 4) -> st.SearchStrategy[Topology]:
+    """Valid topologies: a primary and up to ``max_standbys`` distinct standbys."""
+    if not 0 <= min_standbys <= max_standbys:
+        raise ValueError(
+            f"need 0 <= min_standbys <= max_standbys, got {min_standbys}, {max_standbys}"
+        )
+    return st.lists(
+        identities(), min_size=1 + min_standbys, max_size=1 + max_standbys, unique=True
+    ).map(lambda ids: Topology(primary=ids[0], standbys=tuple(ids[1:])))
+
+
+@st.composite
+def _slots(
+    draw: st.DrawFn,
+    specs: st.SearchStrategy[Any],
+    topologies_: st.SearchStrategy[Topology],
+    epochs: st.SearchStrategy[int],
+) -> StandbySlot[Any]:
+    topology = draw(topologies_)
+    assume(topology.standbys)
+    index = draw(st.integers(min_value=0, max_value=len(topology.standbys) - 1))
+    created_at = draw(timestamps())
+    lifetime = draw(st.floats(min_value=1.0, max_value=90 * 86400.0, allow_subnormal=False))
+    slot: StandbySlot[Any] = StandbySlot.reserve(
+        me=topology.standbys[index],
+        workload_id=draw(workload_ids()),
+        topology=topology,
+        spec=draw(specs),
+        owner=draw(identities()),
+        created_at=created_at,
+        expires_at=created_at + lifetime,
+    )
+    epoch = draw(epochs)
+    return attrs.evolve(slot, epoch=epoch) if epoch else slot
+
+
+def slots(
+    *,
+    specs: st.SearchStrategy[Any] | None = None,
+    topologies: st.SearchStrategy[Topology] | None = None,
+    epochs: st.SearchStrategy[int] | None = None,
+) -> st.SearchStrategy[StandbySlot[Any]]:
+    """Valid standby slots (built with :meth:`StandbySlot.reserve`).
+
+    ``specs`` draws the host's container spec (default ``None``), ``topologies``
+    the workload's topology (at least one standby is required), ``epochs`` the
+    slot's epoch (default 0 to 5).
+    """
+    return _slots(
+        st.none() if specs is None else specs,
+        _topologies_with_standbys() if topologies is None else topologies,
+        st.integers(min_value=0, max_value=5) if epochs is None else epochs,
+    )
+
+
+def _topologies_with_standbys() -> st.SearchStrategy[Topology]:
+    return topologies(min_standbys=1, max_standbys=4)
+
+
+@st.composite
+def _safe_timing(
+    draw: st.DrawFn,
+    min_heartbeat: float,
+    max_heartbeat: float,
+    min_relays: int,
+    max_relays: int,
+) -> Timing:
+    def fraction(low: float, high: float) -> float:
+        return draw(st.floats(min_value=low, max_value=high, allow_subnormal=False))
+
+    h = draw(st.floats(min_value=min_heartbeat, max_value=max_heartbeat, allow_subnormal=False))
+    lease = h * fraction(1.1, 4.0)
+    suspect_after = h + (lease - h) * fraction(0.05, 1.0)
+    fence_grace = h * fraction(0.0, 1.0)
+    max_clock_skew = h * fraction(0.0, 0.5)
+    silence = (lease + fence_grace + max_clock_skew) * fraction(1.0, 2.0)
+    # The claim protocol and the spawn must fit in the lease a promotion starts with.
+    query_timeout = lease * fraction(0.002, 0.03)
+    claim_timeout = 2 * query_timeout * fraction(1.05, 3.0)
+    claim_settle = claim_timeout * fraction(1.05, 3.0)
+    budget = lease - claim_timeout - claim_settle - 2 * query_timeout
+    n = draw(st.integers(min_value=min_relays, max_value=max_relays))
+    w = draw(st.integers(min_value=1, max_value=n))
+    r = draw(st.integers(min_value=n - w + 1, max_value=n))
+    fields: dict[str, Any] = {
+        "heartbeat_interval": h,
+        "lease": lease,
+        "suspect_after": suspect_after,
+        "fence_grace": fence_grace,
+        "max_clock_skew": max_clock_skew,
+        "silence": silence,
+        "promotion_delay": h * fraction(0.0, 1.0),
+        "query_timeout": query_timeout,
+        "claim_timeout": claim_timeout,
+        "claim_settle": claim_settle,
+        "retry_interval": h * fraction(0.05, 0.5),
+        "spawn_timeout": budget * fraction(0.05, 0.95),
+        "spawn_retry_backoff": h * fraction(0.01, 0.2),
+        "max_spawn_attempts": draw(st.integers(min_value=1, max_value=5)),
+        "relay_count": n,
+        "write_quorum": w,
+        "read_quorum": r,
+    }
+    # A rule the core adds later is honoured too: a draw that breaks one is
+    # discarded, never returned.
+    assume(Timing.unsafe_unchecked(**fields).is_safe)
+    return Timing(**fields)
+
+
+@st.composite
+def _any_timing(
+    draw: st.DrawFn,
+    min_heartbeat: float,
+    max_heartbeat: float,
+    min_relays: int,
+    max_relays: int,
+) -> Timing:
+    h = draw(st.floats(min_value=min_heartbeat, max_value=max_heartbeat, allow_subnormal=False))
+
+    def duration(low: float, high: float) -> float:
+        return h * draw(st.floats(min_value=low, max_value=high, allow_subnormal=False))
+
+    n = draw(st.integers(min_value=min_relays, max_value=max_relays))
+    w = draw(st.integers(min_value=1, max_value=n))
+    return Timing.unsafe_unchecked(
+        heartbeat_interval=h,
+        lease=duration(0.5, 8.0),
+        suspect_after=duration(0.5, 8.0),
+        fence_grace=duration(0.0, 1.0),
+        max_clock_skew=duration(0.0, 1.0),
+        silence=duration(0.5, 8.0),
+        promotion_delay=duration(0.0, 1.0),
+        query_timeout=duration(0.005, 0.2),
+        claim_timeout=duration(0.005, 0.4),
+        claim_settle=duration(0.005, 0.4),
+        retry_interval=duration(0.05, 0.5),
+        spawn_timeout=duration(0.1, 2.0),
+        spawn_retry_backoff=duration(0.01, 0.2),
+        max_spawn_attempts=draw(st.integers(min_value=1, max_value=5)),
+        relay_count=n,
+        write_quorum=w,
+        read_quorum=draw(st.integers(min_value=1, max_value=n)),
+    )
+
+
+def timings(
+    *,
+    safe: bool = True,
+    min_heartbeat: float = 0.5,
+    max_heartbeat: float = 300.0,
+    min_relays: int = 1,
+    max_relays: int = 7,
+) -> st.SearchStrategy[Timing]:
+    """Timings; valid by default (the default and fast presets among them).
+
+    With ``safe=False`` the relations between knobs are drawn freely, so many
+    values break a rule of ``SAFETY.md`` (built with
+    :meth:`Timing.unsafe_unchecked`). Every value stays well-formed either way:
+    durations are positive and finite, quorums lie in ``[1, relay_count]``.
+    """
+    if not 0 < min_heartbeat <= max_heartbeat:
+        raise ValueError(
+            f"need 0 < min_heartbeat <= max_heartbeat, got {min_heartbeat}, {max_heartbeat}"
+        )
+    if not 1 <= min_relays <= max_relays:
+        raise ValueError(f"need 1 <= min_relays <= max_relays, got {min_relays}, {max_relays}")
+    if not safe:
+        return _any_timing(min_heartbeat, max_heartbeat, min_relays, max_relays)
+    presets = [
+        t
+        for t in (Timing(), Timing.fast())
+        if min_heartbeat <= t.heartbeat_interval <= max_heartbeat
+        and min_relays <= t.relay_count <= max_relays
+    ]
+    drawn = _safe_timing(min_heartbeat, max_heartbeat, min_relays, max_relays)
+    return st.one_of(*(st.just(t) for t in presets), drawn) if presets else drawn
+
+
+def unsafe_timings(**kwargs: Any) -> st.SearchStrategy[Timing]:
+    """Timings that break at least one safety rule (see :func:`timings`)."""
+    return timings(safe=False, **kwargs).filter(lambda t: not t.is_safe)
+
+
+# ----------------------------------------------------------------------
+# Messages
+# ----------------------------------------------------------------------
+
+
+def heartbeats(*, providers: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[Heartbeat]:
+    """Heartbeats of ``providers`` (any identity by default)."""
+    return st.builds(
+        Heartbeat,
+        provider=identities() if providers is None else providers,
+        timestamp=timestamps(),
+        active_workloads=st.integers(min_value=0, max_value=100),
+        available_capacity=st.none() | st.integers(min_value=0, max_value=1000),
+    )
+
+
+def revocations(
+    *,
+    workloads: st.SearchStrategy[str] | None = None,
+    primaries: st.SearchStrategy[str] | None = None,
+) -> st.SearchStrategy[LeaseRevocation]:
+    """Lease revocations (the body's ``primary`` is informative only)."""
+    return st.builds(
+        LeaseRevocation,
+        workload_id=workload_ids() if workloads is None else workloads,
+        primary=identities() if primaries is None else primaries,
+        standbys=st.lists(identities(), max_size=3, unique=True).map(tuple),
+        reason=st.sampled_from(["lease expired", "handover", "container exited", ""]),
+        revoked_at=timestamps(),
+        state_uri=st.none() | st.just("s3://bucket/state"),
+        epoch=st.integers(min_value=0, max_value=5),
+    )
+
+
+@st.composite
+def _claim(
+    draw: st.DrawFn, workloads: st.SearchStrategy[str], claimants: st.SearchStrategy[str]
+) -> PromotionClaim:
+    epoch = draw(st.integers(min_value=1, max_value=6))
+    index = draw(st.integers(min_value=0, max_value=4))
+    return PromotionClaim(
+        workload_id=draw(workloads),
+        epoch=epoch,
+        fencing_token=fencing_token(epoch, index),
+        claimant=draw(claimants),
+        standby_index=index,
+        claimed_at=draw(timestamps()),
+        withdrawn=draw(st.booleans()),
+    )
+
+
+def claims(
+    *,
+    workloads: st.SearchStrategy[str] | None = None,
+    claimants: st.SearchStrategy[str] | None = None,
+) -> st.SearchStrategy[PromotionClaim]:
+    """Promotion claims whose fencing token matches their epoch and index."""
+    return _claim(
+        workload_ids() if workloads is None else workloads,
+        identities() if claimants is None else claimants,
+    )
+
+
+@st.composite
+def _announcement(
+    draw: st.DrawFn, workloads: st.SearchStrategy[str], primaries: st.SearchStrategy[str]
+) -> PromotionAnnouncement:
+    legacy = draw(st.booleans())
+    epoch = None if legacy else draw(st.integers(min_value=1, max_value=6))
+    token = None if epoch is None else fencing_token(epoch, draw(st.integers(0, 4)))
+    return PromotionAnnouncement(
+        workload_id=draw(workloads),
+        new_primary=draw(primaries),
+        promoted_at=draw(timestamps()),
+        epoch=epoch,
+        fencing_token=token,
+    )
+
+
+def announcements(
+    *,
+    workloads: st.SearchStrategy[str] | None = None,
+    primaries: st.SearchStrategy[str] | None = None,
+) -> st.SearchStrategy[PromotionAnnouncement]:
+    """Promotion announcements, some without epoch/token (older providers)."""
+    return _announcement(
+        workload_ids() if workloads is None else workloads,
+        identities() if primaries is None else primaries,
+    )
+
+
+def messages(
+    *, topology: Topology | None = None, workload_id: str | None = None
+) -> st.SearchStrategy[Message]:
+    """Any wire message; about ``topology``/``workload_id`` when given."""
+    people = _people(topology)
+    workloads = workload_ids() if workload_id is None else st.just(workload_id)
+    return st.one_of(
+        heartbeats(providers=people),
+        revocations(workloads=workloads, primaries=people),
+        claims(workloads=workloads, claimants=people),
+        announcements(workloads=workloads, primaries=people),
+    )
+
+
+_all_messages = messages
+
+
+def _people(topology: Topology | None) -> st.SearchStrategy[str]:
+    if topology is None:
+        return identities()
+    members = [topology.primary, *topology.standbys]
+    return st.one_of(st.sampled_from(members), identities())
+
+
+def envelopes(
+    messages: st.SearchStrategy[Message] | None = None,
+    *,
+    signers: st.SearchStrategy[str] | None = None,
+    relays: st.SearchStrategy[str] | None = None,
+    received_at: st.SearchStrategy[float] | None = None,
+) -> st.SearchStrategy[Envelope[Message]]:
+    """Envelopes: a message, an authenticated signer, a relay and a receive time.
+
+    The signer is drawn independently of the body, so most envelopes are
+    "signed by the wrong identity" from the core's point of view.
+    """
+    return st.builds(
+        Envelope,
+        _all_messages() if messages is None else messages,
+        identities() if signers is None else signers,
+        st.sampled_from([relay_name(i) for i in range(3)]) if relays is None else relays,
+        timestamps() if received_at is None else received_at,
+    )
+
+
+@st.composite
+def _stream(
+    draw: st.DrawFn,
+    topology: Topology | None,
+    workload_id: str | None,
+    start: float,
+    min_size: int,
+    max_size: int,
+    max_gap: float,
+) -> list[Envelope[Message]]:
+    count = draw(st.integers(min_value=min_size, max_value=max_size))
+    signers = _people(topology)
+    bodies = messages(topology=topology, workload_id=workload_id)
+    now = start
+    out: list[Envelope[Message]] = []
+    for _ in range(count):
+        now += draw(st.floats(min_value=0.0, max_value=max_gap, allow_subnormal=False))
+        out.append(
+            Envelope(
+                draw(bodies),
+                draw(signers),
+                draw(st.sampled_from([relay_name(i) for i in range(3)])),
+                now,
+            )
+        )
+    return out
+
+
+def message_streams(
+    *,
+    topology: Topology | None = None,
+    workload_id: str | None = None,
+    start: float = 1_700_000_000.0,
+    min_size: int = 0,
+    max_size: int = 20,
+    max_gap: float = 120.0,
+) -> st.SearchStrategy[list[Envelope[Message]]]:
+    """Lists of envelopes in receive order (``received_at`` never goes down).
+
+    With ``topology`` the signers are mostly its members (so some messages are
+    genuine and many are signed by the wrong member) plus strangers.
+    """
+    return _stream(topology, workload_id, start, min_size, max_size, max_gap)
+
+
+# ----------------------------------------------------------------------
+# Faults
+# ----------------------------------------------------------------------
+
+
+def _choose(names: Sequence[str]) -> st.SearchStrategy[str]:
+    return st.sampled_from(list(names))
+
+
+def faults(
+    *,
+    standbys: int = 2,
+    relays: int = 3,
+    horizon: float = 3600.0,
+    timing: Timing | None = None,
+    within_model: bool = True,
+) -> st.SearchStrategy[Fault]:
+    """One fault for a :class:`~standby.testing.Simulation` of this shape.
+
+    ``within_model=True`` keeps to what the safety model allows (no pause, no
+    relay that loses events, clocks within ``max_clock_skew`` of each other),
+    so a correct core shows no violation under any schedule of them.
+    """
+    timing = Timing() if timing is None else timing
+    providers = [PRIMARY, *(standby_name(i) for i in range(standbys))]
+    relay_names = [relay_name(i) for i in range(relays)]
+    who = _choose([CURRENT_PRIMARY, *providers])
+    anyone = st.none() | _choose(providers)
+    at = st.floats(min_value=0.0, max_value=horizon, allow_subnormal=False).map(
+        lambda x: round(x, 3)
+    )
+    span = st.floats(
+        min_value=0.1, max_value=max(3 * timing.silence, 0.2), allow_subnormal=False
+    ).map(lambda x: round(x, 3))
+    probability = st.floats(min_value=0.0, max_value=1.0, allow_subnormal=False).map(
+        lambda x: round(x, 3)
+    )
+    half = timing.max_clock_skew / 2
+    subsets = st.lists(_choose(relay_names), min_size=1, unique=True).map(
+        lambda rs: tuple(sorted(rs))
+    )
+    choices: list[st.SearchStrategy[Fault]] = [
+        st.builds(Crash, at, who),
+        st.builds(Restart, at, _choose(providers)),
+        st.builds(Partition, at, who, st.none() | subsets, st.none() | span),
+        st.builds(Heal, at, st.none() | _choose(providers), st.none() | subsets),
+        st.builds(
+            SkewClock,
+            at,
+            _choose(providers),
+            st.floats(min_value=-half, max_value=half, allow_subnormal=False),
+        ),
+        st.builds(Drop, at, span, probability, anyone),
+        st.builds(
+            Delay,
+            at,
+            span,
+            st.floats(
+                min_value=0.001,
+                max_value=max(2 * timing.query_timeout, 0.002),
+                allow_subnormal=False,
+            ),
+            anyone,
+        ),
+        st.builds(Duplicate, at, span, probability, anyone),
+        st.builds(Replay, at, st.integers(min_value=1, max_value=5), anyone),
+        st.builds(
+            Forge,
+            at,
+            st.sampled_from(["revocation", "claim", "announcement", "heartbeat"]),
+            st.just(STRANGER),
+        ),
+        st.builds(
+            SlowSpawn,
+            at,
+            _choose(providers),
+            st.floats(min_value=0.01, max_value=2 * timing.spawn_timeout, allow_subnormal=False),
+            st.integers(min_value=1, max_value=3),
+        ),
+        st.builds(FailSpawn, at, _choose(providers), st.integers(min_value=1, max_value=3)),
+        st.builds(Handover, at, who),
+    ]
+    if not within_model:
+        choices += [
+            st.builds(Pause, at, who, span),
+            st.builds(RelayAmnesia, at, _choose(relay_names), st.none() | span),
+            st.builds(
+                SkewClock,
+                at,
+                _choose(providers),
+                st.floats(
+                    min_value=-10 * timing.silence,
+                    max_value=10 * timing.silence,
+                    allow_subnormal=False,
+                ),
+            ),
+        ]
+    return st.one_of(*choices)
+
+
+def fault_schedules(
+    *,
+    standbys: int = 2,
+    relays: int = 3,
+    horizon: float = 3600.0,
+    timing: Timing | None = None,
+    within_model: bool = True,
+    max_faults: int = 8,
+) -> st.SearchStrategy[list[Fault]]:
+    """Lists of faults sorted by time, for ``Simulation(faults=...)``.
+
+    Shrinks towards fewer and earlier faults. See :func:`faults` for
+    ``within_model``.
+    """
+    one = faults(
+        standbys=standbys,
+        relays=relays,
+        horizon=horizon,
+        timing=timing,
+        within_model=within_model,
+    )
+    return st.lists(one, max_size=max_faults).map(lambda fs: sorted(fs, key=lambda f: f.at))

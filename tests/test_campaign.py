@@ -1,0 +1,196 @@
+"""The safety campaign and the demonstrations that the checkers can fail."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from standby import Timing, UnsafeTiming
+from standby.testing import (
+    Crash,
+    Pause,
+    RelayAmnesia,
+    Simulation,
+    SimulationReport,
+    random_faults,
+    run_campaign,
+)
+from standby.testing._campaign import percentile
+
+# ----------------------------------------------------------------------
+# The campaign: 2,000 random schedules within the model, zero violations
+# ----------------------------------------------------------------------
+
+CAMPAIGNS = [
+    pytest.param(Timing(), 2, 1200, False, id="default-timing"),
+    pytest.param(Timing(relay_count=5, write_quorum=3), 2, 400, False, id="five-relays"),
+    pytest.param(Timing.fast(), 3, 400, True, id="fast-atomic-three-standbys"),
+]
+
+
+@pytest.mark.parametrize(("timing", "standbys", "runs", "atomic"), CAMPAIGNS)
+def test_safety_campaign_finds_no_violation(
+    timing: Timing, standbys: int, runs: int, atomic: bool
+) -> None:
+    assert timing.is_safe
+    summary = run_campaign(runs, seed=2024, timing=timing, standbys=standbys, atomic_claims=atomic)
+    assert summary.runs == runs
+    assert summary.ok, summary.format()
+    assert summary.double_live_seconds == 0
+    # the schedules do cause failovers, and they stay within a sane range
+    assert summary.promotions >= runs // 2
+    p50 = summary.percentile(50)
+    assert p50 is not None
+    assert timing.silence <= p50 <= timing.silence + timing.peer_claim_grace
+
+
+def test_random_schedules_stay_within_the_model() -> None:
+    timing = Timing()
+    for seed in range(300):
+        faults = random_faults(random.Random(seed), timing=timing, standbys=2, horizon=2000.0)
+        assert faults == sorted(faults, key=lambda f: f.at)
+        assert not any(isinstance(f, (Pause, RelayAmnesia)) for f in faults)
+        report = Simulation(seed=seed, faults=faults).run(until=1.0)
+        assert report.outside_model == ()
+
+
+def test_campaign_is_deterministic_and_reports_each_run() -> None:
+    seen: list[int] = []
+    first = run_campaign(5, seed=7, on_report=lambda seed, _report: seen.append(seed))
+    second = run_campaign(5, seed=7)
+    assert seen == [7, 8, 9, 10, 11]
+    assert first == second
+
+
+def test_percentiles() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([1.0, 2.0], 90) == pytest.approx(1.9)
+
+
+# ----------------------------------------------------------------------
+# The reference provider's timing: the checker must report two live primaries
+# ----------------------------------------------------------------------
+
+# The primary steps down after 120 s + 300 s without quorum: lease 420 s.
+REFERENCE: dict[str, Any] = {"lease": 420.0, "suspect_after": 120.0}
+
+
+def test_timing_refuses_the_reference_settings() -> None:
+    with pytest.raises(UnsafeTiming, match="silence >= lease \\+ fence_grace \\+ max_clock_skew"):
+        Timing(**REFERENCE)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reference_timing_gives_two_live_primaries_during_a_partition(seed: int) -> None:
+    unsafe = Timing.unsafe_unchecked(**REFERENCE)
+    assert unsafe.silence == 180.0
+    assert not unsafe.is_safe
+    report = Simulation(seed=seed, timing=unsafe).partition(600, "primary").run(until=1800)
+    (violation,) = report.violations_of("two-live")
+    # The primary holds its lease for 420 s after its last quorum heartbeat; standby-0
+    # runs 180 s of silence after that same heartbeat, plus the claim protocol and the
+    # spawn (up to ~40 s); the primary's stop adds up to a few seconds.
+    window = report.double_live_seconds
+    assert 420 - 180 - 45 <= window <= 420 - 180 + 10, report.format()
+    assert f"{window:.3f} s" in violation.explanation
+    (promotion,) = report.promotions
+    assert promotion.provider == "standby-0"
+    # storage fenced the stale primary once the new one had written
+    assert report.stale_writes
+    assert {w.fencing_token for w in report.stale_writes} == {0}
+
+
+def test_the_same_scenario_is_safe_with_a_valid_timing() -> None:
+    report = Simulation(seed=0).partition(600, "primary").run(until=1800)
+    assert report.ok, report.format()
+    assert report.double_live_seconds == 0
+    assert report.stale_writes == ()
+
+
+# ----------------------------------------------------------------------
+# A primary paused past its lease: the fencing token protects the data
+# ----------------------------------------------------------------------
+
+
+def paused_primary() -> SimulationReport:
+    return Simulation(seed=3).pause(600, "primary", duration=900).run(until=2400)
+
+
+def test_paused_primary_is_fenced_by_storage() -> None:
+    report = paused_primary()
+    assert any("primary was paused for 900 s" in n for n in report.outside_model)
+    (promotion,) = report.promotions
+    new_token = promotion.fencing_token
+    # the stale writer resumed believing it was primary and wrote with its old token
+    (stale,) = report.stale_writes
+    assert stale.writer == "primary"
+    assert stale.at == pytest.approx(1500.0)
+    assert stale.fencing_token == 0 < new_token == stale.highest_before
+    # it was live alongside the new primary until it noticed its lease had ended
+    (violation,) = report.violations_of("two-live")
+    assert violation.at == pytest.approx(promotion.at)
+    assert "fenced (lease expired)" in str(report.timeline)
+    assert "storage REJECTED a write with stale token 0" in str(report.timeline)
+
+
+def test_a_short_pause_is_harmless() -> None:
+    report = Simulation(seed=3).pause(600, "primary", duration=30).run(until=2400)
+    assert report.violations == ()
+    assert report.promotions == ()
+
+
+# ----------------------------------------------------------------------
+# Relay amnesia: publish-and-settle claims hold with honest relays only
+# ----------------------------------------------------------------------
+
+RACE = Timing(promotion_delay=0.0)  # both standbys go at once
+
+
+def claim_race(*, amnesia: bool, atomic: bool = False) -> SimulationReport:
+    """Both standbys race for epoch 1, each cut off from a different relay.
+
+    standby-0's claim lands on relay-0 and relay-1, standby-1's on relay-1 and
+    relay-2: relay-1 is the only one both read. With amnesia, relay-1
+    acknowledges both claims and keeps neither.
+    """
+    sim = Simulation(seed=2, timing=RACE, atomic_claims=atomic)
+    sim.partition(0, "standby-0", ["relay-2"]).partition(0, "standby-1", ["relay-0"])
+    sim.schedule(Crash(600))
+    if amnesia:
+        sim.relay_amnesia(700, "relay-1", duration=100)
+    return sim.run(until=2400)
+
+
+def test_claims_hold_with_honest_relays() -> None:
+    report = claim_race(amnesia=False)
+    assert report.ok, report.format()
+    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-0", 1)]
+    # both did claim epoch 1; the settle re-read made standby-1 stand down
+    timeline = str(report.timeline)
+    assert "standby-1   publish claim on epoch 1" in timeline
+    assert "standby-1   withdraw claim on epoch 1" in timeline
+
+
+def test_claims_break_when_a_relay_loses_acknowledged_events() -> None:
+    report = claim_race(amnesia=True)
+    assert any("relay-1 lost its stored events" in n for n in report.outside_model)
+    assert sorted((p.epoch, p.provider) for p in report.promotions) == [
+        (1, "standby-0"),
+        (1, "standby-1"),
+    ]
+    (reused,) = report.violations_of("epoch-reused")
+    assert "promoted into epoch 1" in reused.explanation
+    assert report.violations_of("two-live")
+    # the tokens still differ (epoch first, then index), so storage keeps one writer
+    tokens = sorted(p.fencing_token for p in report.promotions)
+    assert tokens == [1 << 20, (1 << 20) + 1]
+    assert {w.fencing_token for w in report.stale_writes} == {1 << 20}
+
+
+def test_atomic_claims_hold_even_with_amnesia() -> None:
+    report = claim_race(amnesia=True, atomic=True)
+    assert report.violations == ()
+    assert [p.epoch for p in report.promotions] == [1]

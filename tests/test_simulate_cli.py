@@ -1,0 +1,128 @@
+"""``python -m standby simulate``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+
+import pytest
+
+from standby import Timing
+from standby.testing import _cli
+
+
+def simulate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    parser = argparse.ArgumentParser(prog="python -m standby simulate")
+    _cli.add_arguments(parser)
+    status = _cli.run(parser.parse_args(list(argv)))
+    return status, capsys.readouterr().out
+
+
+def test_crash_scenario_prints_the_failover(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = simulate(capsys, "--seed", "3", "--crash-primary-at", "600")
+    assert status == 0
+    assert "simulation: seed 3, 2 standbys, 3 relays, until t=3600.0 s, timing safe" in out
+    assert "promotions: 1" in out
+    assert "standby-0  epoch 1  token 1048576" in out
+    assert "double-live: 0.000 s" in out
+    assert "violations: none" in out
+
+
+def test_output_is_deterministic(capsys: pytest.CaptureFixture[str]) -> None:
+    args = (
+        "--seed",
+        "9",
+        "--crash-primary-at",
+        "700",
+        "--partition-primary",
+        "100:30",
+        "--timeline",
+    )
+    first = simulate(capsys, *args)
+    second = simulate(capsys, *args)
+    assert first == second
+    assert "timeline:" in first[1]
+    assert "Partition(at=100.0, who='@primary', relays=None, duration=30.0)" in first[1]
+
+
+def test_reference_unsafe_preset_exits_one_with_the_two_live_window(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out = simulate(capsys, "--timing", "reference-unsafe", "--partition-primary", "600")
+    assert status == 1
+    assert "timing UNSAFE" in out
+    assert "silence >= lease + fence_grace + max_clock_skew" in out
+    assert "[two-live]" in out
+    assert "stale writes rejected" in out
+
+
+def test_fast_preset_and_more_relays(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = simulate(
+        capsys, "--timing", "fast", "--relays", "5", "--standbys", "3", "--crash-primary-at", "10"
+    )
+    assert status == 0
+    assert "3 standbys, 5 relays, until t=60.0 s" in out
+    assert "promotions: 1" in out
+
+
+def test_campaign_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = simulate(capsys, "--runs", "30", "--seed", "100", "--until", "2000")
+    lines = out.splitlines()
+    assert lines[0] == "campaign: 30 runs from seed 100"
+    assert lines[2].startswith("failover latency: p50 ")
+    assert " / p90 " in lines[2]
+    assert " / p99 " in lines[2]
+    assert lines[3].startswith("double-live: ")
+    assert status == (0 if "violations: none" in out else 1)
+
+
+def test_unsafe_campaign_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = simulate(
+        capsys, "--runs", "5", "--timing", "reference-unsafe", "--partition-primary", "600"
+    )
+    assert status == 1
+    assert "violations: " in out
+    assert "two-live" in out
+    assert "outside the safety model: timing breaks" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--partition-primary", "soon"],
+        ["--partition-primary", "10:-1"],
+        ["--runs", "0"],
+        ["--relays", "0"],
+        ["--standbys", "-1"],
+        ["--timing", "slow"],
+    ],
+)
+def test_bad_arguments_exit_two(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    _cli.add_arguments(parser)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(argv)
+    assert exit_info.value.code == 2
+    capsys.readouterr()
+
+
+def test_presets() -> None:
+    assert _cli.preset("default") == Timing()
+    assert _cli.preset("fast") == Timing.fast()
+    five = _cli.preset("default", relays=5)
+    assert (five.relay_count, five.write_quorum, five.read_quorum) == (5, 3, 3)
+    unsafe = _cli.preset("reference-unsafe")
+    assert (unsafe.lease, unsafe.silence, unsafe.is_safe) == (420.0, 180.0, False)
+    with pytest.raises(ValueError, match="unknown timing preset"):
+        _cli.preset("slow")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("standby._demo") is None,
+    reason="python -m standby also needs the demo command (standby._demo)",
+)
+def test_through_python_dash_m_standby(capsys: pytest.CaptureFixture[str]) -> None:
+    from standby.__main__ import main
+
+    assert main(["simulate", "--seed", "3", "--crash-primary-at", "600"]) == 0
+    assert "promotions: 1" in capsys.readouterr().out
