@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -665,6 +666,19 @@ class StandbyElection(Generic[SpecT]):
     # Internals: phases and deadlines
     # ------------------------------------------------------------------
 
+    def _silent_from(self, baseline: float) -> float:
+        """The first instant at which ``primary_is_silent`` holds for ``baseline``.
+
+        ``baseline + silence`` rounded to a float can sit one step before the
+        instant ``now - baseline >= silence`` becomes true; step forward until
+        the deadline and the check agree, so a due slot is always confirmable.
+        """
+        silence = self.timing.silence
+        deadline = baseline + silence
+        while deadline - baseline < silence:
+            deadline = math.nextafter(deadline, _INF)
+        return deadline
+
     def _primary_deadline(self, primary: str) -> float:
         origin = self._min_origin.get(primary)
         if origin is None:
@@ -673,11 +687,11 @@ class StandbyElection(Generic[SpecT]):
                 return _INF
             origin = min(self._entries[w].origin for w in watchers)
             self._min_origin[primary] = origin
-        return silence_baseline(origin, self._last_hb.get(primary)) + self.timing.silence
+        return self._silent_from(silence_baseline(origin, self._last_hb.get(primary)))
 
     def _watch_deadline(self, entry: _Entry[SpecT]) -> float:
         last = self._last_hb.get(entry.slot.primary)
-        return silence_baseline(entry.origin, last) + self.timing.silence
+        return self._silent_from(silence_baseline(entry.origin, last))
 
     def _push_primary(self, primary: str, at: float) -> None:
         current = self._pushed.get(primary)
@@ -749,7 +763,7 @@ class StandbyElection(Generic[SpecT]):
         due = [
             entries[wid]
             for wid in watchers
-            if silence_baseline(entries[wid].origin, last) + silence <= now
+            if primary_is_silent(now, silence_baseline(entries[wid].origin, last), silence)
         ]
         if due:
             self._next_request += 1

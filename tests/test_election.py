@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -103,6 +104,23 @@ class TestSilenceDeadline:
         assert driver.machine.next_deadline() == CREATED + SILENCE + 1  # "old" backs off
         assert driver.tick(CREATED + 100 + SILENCE - 1) != []
         one(driver.tick(CREATED + 100 + SILENCE), sb.QueryHeartbeats)
+
+    def test_deadline_and_silence_check_agree_on_float_rounding(self) -> None:
+        # With Unix-time floats, baseline + silence can round to an instant at
+        # which now - baseline is still a hair short of silence.
+        timing = sb.Timing().scaled(0.01)
+        driver = Driver(timing)
+        driver.reserve(CREATED, make_slot(created_at=1_700_000_000.0, expires_at=1_800_000_000.0))
+        stamp = 1_700_000_013.4364245
+        assert (stamp + timing.silence) - stamp < timing.silence
+        driver.feed(stamp, heartbeat(stamp))
+        deadline = driver.machine.next_deadline()
+        assert deadline is not None
+        assert deadline - stamp >= timing.silence
+        assert driver.tick(math.nextafter(deadline, -math.inf)) == []
+        one(driver.tick(deadline), sb.QueryHeartbeats)
+        driver.answer_heartbeats(deadline)
+        assert driver.phase() is sb.Phase.BACKOFF  # confirmed, no re-query loop
 
 
 class TestConfirmation:
