@@ -6,6 +6,8 @@ wire codec) does no I/O and reads no clock. See ``docs/`` for the guide.
 
 from __future__ import annotations
 
+import logging
+
 from ._effects import (
     Announce,
     CheckContainer,
@@ -47,58 +49,106 @@ from ._models import (
     Topology,
     fencing_token,
 )
+from ._node import NodeStatus, PrimaryStatus, SpawnRequest, StandbyNode
+from ._node_errors import (
+    AdapterError,
+    IdentityError,
+    NodeError,
+    NotAddressedError,
+    RuntimeFailure,
+    SpawnError,
+    TransportError,
+)
+from ._protocols import (
+    AtomicClaims,
+    ClaimOutcome,
+    ContainerRuntime,
+    PublishResult,
+    Query,
+    QueryResult,
+    RelayTransport,
+    SlotStore,
+    Subscription,
+)
 from ._roles import NotAddressed, Primary, Role, Standby
+from ._store import JsonFileStore, Sealer
 from ._timing import Timing
+
+# A library does not configure logging; this keeps Python from printing the
+# node's warnings to stderr when the host configured none.
+logging.getLogger("standby").addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdapterError",
     "Announce",
+    "AtomicClaims",
     "CheckContainer",
+    "ClaimOutcome",
     "CompareAndSetClaim",
+    "ContainerRuntime",
     "DropReason",
     "Dropped",
     "ElectionEffect",
     "Envelope",
     "Heartbeat",
+    "IdentityError",
     "InvalidSlot",
+    "JsonFileStore",
     "LeaseRevocation",
     "LifecycleEffect",
     "LifecycleState",
     "Message",
     "Never",
+    "NodeError",
+    "NodeStatus",
     "NotAddressed",
+    "NotAddressedError",
     "OnFailure",
     "Phase",
     "Primary",
     "PrimaryChanged",
+    "PrimaryStatus",
     "Promoted",
     "PromotionAnnouncement",
     "PromotionClaim",
     "PublishClaim",
+    "PublishResult",
     "PublishRevocation",
+    "Query",
     "QueryClaims",
     "QueryHeartbeats",
+    "QueryResult",
     "QuorumShortfall",
     "ReclaimContainer",
+    "RelayTransport",
     "RestartPolicy",
     "Role",
+    "RuntimeFailure",
+    "Sealer",
     "SlotRemoved",
     "SlotSaved",
     "SlotStatus",
+    "SlotStore",
     "Spawn",
+    "SpawnError",
+    "SpawnRequest",
     "Standby",
     "StandbyElection",
     "StandbyError",
+    "StandbyNode",
     "StandbySlot",
     "StartContainer",
     "StateChanged",
     "StopContainer",
     "StopOrphan",
     "StoreError",
+    "Subscription",
     "Timing",
     "Topology",
     "TopologyError",
+    "TransportError",
     "UnsafeTiming",
     "WireError",
     "WithdrawClaim",

@@ -5,52 +5,74 @@ from __future__ import annotations
 import standby
 
 EXPECTED = {
+    "AdapterError",
     "Announce",
+    "AtomicClaims",
     "CheckContainer",
+    "ClaimOutcome",
     "CompareAndSetClaim",
+    "ContainerRuntime",
     "DropReason",
     "Dropped",
     "ElectionEffect",
     "Envelope",
     "Heartbeat",
+    "IdentityError",
     "InvalidSlot",
+    "JsonFileStore",
     "LeaseRevocation",
     "LifecycleEffect",
     "LifecycleState",
     "Message",
     "Never",
+    "NodeError",
+    "NodeStatus",
     "NotAddressed",
+    "NotAddressedError",
     "OnFailure",
     "Phase",
     "Primary",
     "PrimaryChanged",
+    "PrimaryStatus",
     "Promoted",
     "PromotionAnnouncement",
     "PromotionClaim",
     "PublishClaim",
+    "PublishResult",
     "PublishRevocation",
+    "Query",
     "QueryClaims",
     "QueryHeartbeats",
+    "QueryResult",
     "QuorumShortfall",
     "ReclaimContainer",
+    "RelayTransport",
     "RestartPolicy",
     "Role",
+    "RuntimeFailure",
+    "Sealer",
     "SlotRemoved",
     "SlotSaved",
     "SlotStatus",
+    "SlotStore",
     "Spawn",
+    "SpawnError",
+    "SpawnRequest",
     "Standby",
     "StandbyElection",
     "StandbyError",
+    "StandbyNode",
     "StandbySlot",
     "StartContainer",
     "StateChanged",
     "StopContainer",
     "StopOrphan",
     "StoreError",
+    "Subscription",
     "Timing",
     "Topology",
     "TopologyError",
+    "TransportError",
     "UnsafeTiming",
     "WireError",
     "WithdrawClaim",
@@ -92,3 +114,27 @@ def test_errors_share_one_base() -> None:
         standby.StoreError,
     ):
         assert issubclass(error, standby.StandbyError)
+
+
+def test_submodule_surfaces_are_pinned() -> None:
+    import standby.adapters.memory
+    import standby.node
+    import standby.protocols
+    import standby.wire
+
+    for module in (standby.node, standby.protocols, standby.wire, standby.adapters.memory):
+        missing = [name for name in module.__all__ if not hasattr(module, name)]
+        assert missing == [], module.__name__
+    assert {"StandbyNode", "SpawnRequest", "NodeEvent"} <= set(standby.node.__all__)
+    assert {"RelayTransport", "ContainerRuntime", "AtomicClaims", "SlotStore", "Query"} <= set(
+        standby.protocols.__all__
+    )
+    assert {"MemoryRelayNetwork", "MemoryRuntime"} <= set(standby.adapters.memory.__all__)
+    assert {"encode", "decode", "Codec"} <= set(standby.wire.__all__)
+
+
+def test_library_logging_is_silent_by_default() -> None:
+    import logging
+
+    handlers = logging.getLogger("standby").handlers
+    assert any(isinstance(h, logging.NullHandler) for h in handlers)

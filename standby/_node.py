@@ -1,0 +1,1466 @@
+"""Implementation of :mod:`standby.node` (see its docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from types import MappingProxyType, TracebackType
+from typing import Any, Final, Generic, TypeVar
+
+import anyio
+import anyio.abc
+import attrs
+
+from ._effects import (
+    Announce,
+    CheckContainer,
+    CompareAndSetClaim,
+    Dropped,
+    ElectionEffect,
+    LifecycleEffect,
+    LifecycleState,
+    PrimaryChanged,
+    Promoted,
+    PublishClaim,
+    PublishRevocation,
+    QueryClaims,
+    QueryHeartbeats,
+    QuorumShortfall,
+    ReclaimContainer,
+    SlotRemoved,
+    SlotSaved,
+    Spawn,
+    StartContainer,
+    StateChanged,
+    StopContainer,
+    StopOrphan,
+    WithdrawClaim,
+)
+from ._election import Phase, SlotStatus, StandbyElection
+from ._errors import StoreError
+from ._helpers import role_of
+from ._lifecycle import Never, RestartPolicy, WorkloadLifecycle
+from ._models import (
+    Envelope,
+    Heartbeat,
+    Message,
+    PromotionAnnouncement,
+    StandbySlot,
+    Topology,
+)
+from ._node_errors import NodeError, NotAddressedError
+from ._node_events import (
+    AnnouncementPublished,
+    ClaimCompared,
+    ClaimPublished,
+    ContainerExited,
+    ContainerStarted,
+    ContainerStarting,
+    ContainerStopped,
+    HeartbeatPublished,
+    InputDropped,
+    LifecycleChanged,
+    NodeEvent,
+    OperationFailed,
+    PrimaryFollowed,
+    PromotedHere,
+    QuorumMissed,
+    RevocationPublished,
+    SlotPhaseChanged,
+    SlotsNotPersisted,
+)
+from ._protocols import (
+    MESSAGE_KINDS,
+    AtomicClaims,
+    ContainerRuntime,
+    PublishResult,
+    Query,
+    QueryResult,
+    RelayTransport,
+    SlotStore,
+)
+from ._roles import NotAddressed, Primary, Role, Standby
+from ._timing import Timing
+
+__all__ = [
+    "AnnouncementPublished",
+    "ClaimCompared",
+    "ClaimPublished",
+    "ContainerExited",
+    "ContainerStarted",
+    "ContainerStarting",
+    "ContainerStopped",
+    "HeartbeatPublished",
+    "InputDropped",
+    "LifecycleChanged",
+    "NodeEvent",
+    "NodeStatus",
+    "OperationFailed",
+    "PrimaryFollowed",
+    "PrimaryStatus",
+    "PromotedHere",
+    "QuorumMissed",
+    "RevocationPublished",
+    "SlotPhaseChanged",
+    "SlotsNotPersisted",
+    "SpawnRequest",
+    "StandbyNode",
+]
+
+SpecT = TypeVar("SpecT")
+_T = TypeVar("_T")
+
+LOGGER_NAME = "standby.node"
+
+_TERMINAL = frozenset({LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED})
+_RUNNING = frozenset({LifecycleState.LIVE, LifecycleState.SUSPECT})
+#: How many times an announcement or a withdrawal is published before giving up.
+_PUBLISH_ATTEMPTS = 4
+#: A stop is retried until it succeeds; the wait between tries is capped at this.
+_MAX_STOP_BACKOFF = 60.0
+#: Shortest sleep of the timer loop (guards a busy loop; see _timer_loop).
+_MIN_SLEEP = 1e-3
+_NEVER: Final = Never()
+
+
+@attrs.frozen
+class SpawnRequest(Generic[SpecT]):
+    """A consumer's request, sent alike to the primary and to every standby.
+
+    ``topology`` names the primary and the ordered standbys in whatever
+    encoding the consumer used; the node canonicalises them through its
+    transport. ``created_at`` defaults to the moment each node accepts it;
+    consumers should set it, so the primary and the standbys agree on when the
+    reservation began (a primary that has no lease by ``created_at + silence -
+    max_clock_skew`` never starts the workload, as the standbys may promote).
+    ``restart`` applies when this node runs the workload as primary without
+    standbys (``None``: the node's default).
+    """
+
+    workload_id: str
+    topology: Topology
+    spec: SpecT
+    owner: str
+    expires_at: float
+    created_at: float | None = None
+    restart: RestartPolicy | None = None
+
+
+@attrs.frozen
+class PrimaryStatus:
+    """A snapshot of one workload this node runs (or ran) as primary."""
+
+    workload_id: str
+    state: LifecycleState
+    epoch: int
+    fencing_token: int
+    lease_end: float | None
+    standbys: tuple[str, ...]
+    running: bool
+
+
+@attrs.frozen
+class NodeStatus:
+    """A snapshot of the whole node, from :meth:`StandbyNode.status`."""
+
+    identity: str
+    running: bool
+    slots: tuple[SlotStatus, ...]
+    primaries: tuple[PrimaryStatus, ...]
+    counters: Mapping[str, int] = attrs.field(eq=False)
+
+    def slot(self, workload_id: str) -> SlotStatus | None:
+        """The slot of ``workload_id``, if this node holds one."""
+        return next((s for s in self.slots if s.workload_id == workload_id), None)
+
+    def primary(self, workload_id: str) -> PrimaryStatus | None:
+        """The primary record of ``workload_id``, if this node runs it."""
+        return next((p for p in self.primaries if p.workload_id == workload_id), None)
+
+
+class _Primary(Generic[SpecT]):
+    """A workload this node runs as primary (private)."""
+
+    __slots__ = ("busy", "handle", "lifecycle", "spec", "started", "starting", "stopped")
+
+    def __init__(self, lifecycle: WorkloadLifecycle, spec: SpecT, handle: Any = None) -> None:
+        self.lifecycle = lifecycle
+        self.spec = spec
+        self.handle = handle
+        self.busy = 0
+        self.starting: anyio.Event | None = None
+        self.started = handle is not None
+        self.stopped = False
+
+
+class StandbyNode(Generic[SpecT]):
+    """Warm-standby failover for one provider, on anyio (asyncio or trio).
+
+    Use it as an async context manager (or start :meth:`run` in a task
+    group). On entry it loads the slot store and restores the slots (expired
+    ones are dropped and the store rewritten); on exit (including
+    cancellation) it stops its tasks and saves the slot table one last time.
+    Exiting does **not** stop the containers it runs: a node that goes away
+    looks like a crash to its peers, and the lease rules take over.
+
+    ``store=None`` keeps slots in memory only. ``on_event`` receives a
+    :data:`~standby.node.NodeEvent` for everything worth a metric.
+    ``atomic_claims`` defaults to whether the transport implements
+    :class:`~standby.protocols.AtomicClaims`. ``wall_clock`` must return Unix
+    seconds; in tests pass ``lambda: EPOCH + anyio.current_time()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: RelayTransport,
+        runtime: ContainerRuntime,
+        store: SlotStore | None = None,
+        timing: Timing | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        on_event: Callable[[NodeEvent], object] | None = None,
+        restart: RestartPolicy = _NEVER,
+        atomic_claims: bool | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.transport = transport
+        self.runtime = runtime
+        self.store = store
+        self.timing = timing if timing is not None else Timing()
+        self.wall_clock = wall_clock
+        self.on_event = on_event
+        self.restart = restart
+        if atomic_claims is None:
+            atomic_claims = isinstance(transport, AtomicClaims)
+        elif atomic_claims and not isinstance(transport, AtomicClaims):
+            raise TypeError(
+                f"atomic_claims=True needs a transport with AtomicClaims, got {transport!r}"
+            )
+        self.atomic_claims = atomic_claims
+        self.me = transport.identity
+        self.logger = logger if logger is not None else logging.getLogger(LOGGER_NAME)
+        self.election: StandbyElection[SpecT] = StandbyElection(
+            me=self.me, timing=self.timing, atomic_claims=atomic_claims
+        )
+        self.counters: dict[str, int] = {}
+        self._primaries: dict[str, _Primary[SpecT]] = {}
+        self._spawned: dict[tuple[str, int], Any] = {}
+        self._phases: dict[str, Phase] = {}
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._group: anyio.abc.TaskGroup | None = None
+        self._running = False
+        self._wake: anyio.Event | None = None
+        self._heartbeat_now: anyio.Event | None = None
+        self._interest_changed: anyio.Event | None = None
+        self._dirty: anyio.Event | None = None
+        self._saved: anyio.Event | None = None
+        self._version = 0
+        self._saved_version = 0
+        self._save_attempts = 0
+        self._save_failure: tuple[int, int, BaseException] | None = None
+        self._withheld: frozenset[str] = frozenset()
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return (
+            f"StandbyNode({self.me!r}, {state}, {len(self.election.slots)} slots, "
+            f"{len(self._primaries)} primaries)"
+        )
+
+    # ------------------------------------------------------------------
+    # Life of the node
+    # ------------------------------------------------------------------
+
+    async def __aenter__(self) -> StandbyNode[SpecT]:
+        if self._stack is not None:
+            raise NodeError(f"node {self.me!r} is already running")
+        self._wake = anyio.Event()
+        self._heartbeat_now = anyio.Event()
+        self._interest_changed = anyio.Event()
+        self._dirty = anyio.Event()
+        self._saved = anyio.Event()
+        await self._restore()
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            group = await stack.enter_async_context(anyio.create_task_group())
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self._group = group
+        self._running = True
+        group.start_soon(self._timer_loop, name=f"standby-timer-{self.me}")
+        group.start_soon(self._heartbeat_loop, name=f"standby-heartbeat-{self.me}")
+        group.start_soon(self._subscription_loop, name=f"standby-subscription-{self.me}")
+        group.start_soon(self._persist_loop, name=f"standby-store-{self.me}")
+        if self.election.slots:
+            group.start_soon(self._catch_up, tuple(self.election.slots))
+        self._log(logging.INFO, "node started with %d slots", len(self.election.slots))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, group = self._stack, self._group
+        assert stack is not None
+        assert group is not None
+        self._running = False
+        group.cancel_scope.cancel()
+        try:
+            return await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._stack = self._group = None
+            with anyio.CancelScope(shield=True):
+                await self._final_save()
+            self._log(logging.INFO, "node stopped")
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[StandbyNode[SpecT]] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until cancelled: ``node = await task_group.start(node.run)``."""
+        async with self:
+            task_status.started(self)
+            await anyio.sleep_forever()
+
+    @property
+    def running(self) -> bool:
+        """Whether the node's tasks are running."""
+        return self._running
+
+    async def _restore(self) -> None:
+        if self.store is None:
+            return
+        slots = await self.store.load()
+        now = self._now()
+        effects = self.election.restore(now, slots)
+        self._count("slots_restored", len(self.election.slots))
+        # Slots dropped on restore must not come back: rewrite the store.
+        if any(isinstance(e, SlotRemoved) for e in effects):
+            self._version += 1
+        for effect in effects:
+            if isinstance(effect, SlotRemoved):
+                self._log(
+                    logging.INFO,
+                    "dropped %s slot on restore",
+                    effect.reason,
+                    workload_id=effect.workload_id,
+                    role="standby",
+                )
+        for workload_id in self.election.slots:
+            self._phases[workload_id] = self.election.status(workload_id).phase
+
+    # ------------------------------------------------------------------
+    # Host surface
+    # ------------------------------------------------------------------
+
+    async def accept(self, request: SpawnRequest[SpecT]) -> Role:
+        """Take a consumer's spawn request: reserve a slot or run the workload.
+
+        Identities are canonicalised by the transport before the role is
+        computed (failure mode 2). As a standby the node reserves a slot and
+        returns once the slot is saved (raises :class:`~standby.StoreError`
+        when it could not be; the slot is then kept and saving is retried).
+        As primary it starts a :class:`~standby.WorkloadLifecycle` and
+        heartbeats at once; the container starts when the lease is granted.
+        Raises :class:`~standby.NotAddressedError` when the request names this
+        provider in neither role, :class:`~standby.IdentityError` for a
+        malformed identity and :class:`~standby.InvalidSlot` /
+        :class:`~standby.TopologyError` for an invalid request.
+        """
+        self._require_running()
+        canonical = self.transport.canonical
+        topology = Topology(
+            primary=canonical(request.topology.primary),
+            standbys=tuple(canonical(s) for s in request.topology.standbys),
+        )
+        role = role_of(self.me, topology.primary, topology.standbys)
+        now = self._now()
+        workload_id = request.workload_id
+        if isinstance(role, NotAddressed):
+            raise NotAddressedError(workload_id, self.me, topology.primary, topology.standbys)
+        if isinstance(role, Primary):
+            self._start_primary(now, request, topology)
+            return role
+        assert isinstance(role, Standby)
+        created_at = now if request.created_at is None else request.created_at
+        slot: StandbySlot[SpecT] = StandbySlot.reserve(
+            me=self.me,
+            workload_id=workload_id,
+            topology=topology,
+            spec=request.spec,
+            owner=request.owner,
+            created_at=created_at,
+            expires_at=request.expires_at,
+        )
+        effects = self.election.reserve(now, slot)
+        self._log(
+            logging.INFO,
+            "reserved standby slot %d of %d for primary %s",
+            role.index,
+            role.count,
+            topology.primary,
+            workload_id=workload_id,
+            role="standby",
+        )
+        self._election_effects(now, effects, touched=(workload_id,))
+        await self.flush()
+        return role
+
+    def _start_primary(self, now: float, request: SpawnRequest[SpecT], topology: Topology) -> None:
+        workload_id = request.workload_id
+        existing = self._primaries.get(workload_id)
+        if existing is not None:
+            state = existing.lifecycle.state
+            if state not in _TERMINAL:
+                raise NodeError(f"workload {workload_id!r} already runs here as primary")
+            raise NodeError(
+                f"workload {workload_id!r} ended here ({state.value}) and is still winding "
+                "down (stopping its container or publishing its revocation); try again later"
+            )
+        if workload_id in self.election.slots:
+            raise NodeError(f"workload {workload_id!r} has a standby slot here; remove it first")
+        lifecycle = WorkloadLifecycle(
+            workload_id=workload_id,
+            me=self.me,
+            timing=self.timing,
+            standbys=topology.standbys,
+            created_at=now if request.created_at is None else request.created_at,
+            expires_at=request.expires_at,
+            restart=request.restart if request.restart is not None else self.restart,
+        )
+        self._primaries[workload_id] = _Primary(lifecycle, request.spec)
+        self._log(
+            logging.INFO,
+            "accepted as primary with %d standbys",
+            len(topology.standbys),
+            workload_id=workload_id,
+            role="primary",
+        )
+        self._lifecycle_call(workload_id, lambda lc: lc.start(now), now)
+        self._poke_heartbeat()
+
+    async def handover(
+        self, workload_id: str, state_uri: str | None = None, *, reason: str = "handover"
+    ) -> None:
+        """Planned switchover of a workload this node runs as primary.
+
+        The node fences the workload (stops the container), then publishes a
+        signed revocation; the first standby takes over without waiting out
+        the silence. Raises :class:`~standby.NodeError` for a workload this
+        node does not run and :class:`~standby.StandbyError` when the
+        workload has no standbys or already ended.
+        """
+        self._require_running()
+        record = self._primaries.get(workload_id)
+        if record is None:
+            raise NodeError(f"workload {workload_id!r} does not run here as primary")
+        now = self._now()
+        effects = record.lifecycle.handover(now, state_uri=state_uri, reason=reason)
+        self._log(
+            logging.INFO, "handing over (%s)", reason, workload_id=workload_id, role="primary"
+        )
+        self._lifecycle_effects(workload_id, now, effects)
+
+    async def remove(self, workload_id: str) -> bool:
+        """Drop a reserved slot (the consumer cancelled); ``False`` when there was none."""
+        self._require_running()
+        if workload_id not in self.election.slots:
+            return False
+        now = self._now()
+        self._election_effects(now, self.election.remove(now, workload_id), touched=(workload_id,))
+        await self.flush()
+        return True
+
+    async def flush(self) -> None:
+        """Wait until the slot table as it is now has been saved.
+
+        Raises :class:`~standby.StoreError` when the save failed (the node
+        keeps retrying in the background).
+        """
+        if self.store is None:
+            return
+        target = self._version
+        attempts = self._save_attempts
+        while self._saved_version < target:
+            failure = self._save_failure
+            if failure is not None and failure[0] > attempts and failure[1] >= target:
+                raise StoreError(f"slot table not saved: {failure[2]}") from failure[2]
+            assert self._saved is not None
+            await self._saved.wait()
+
+    def status(self) -> NodeStatus:
+        """A snapshot: slots with their phase, primaries with their state, counters."""
+        slots = tuple(self.election.status(w) for w in sorted(self.election.slots))
+        primaries = tuple(
+            PrimaryStatus(
+                workload_id=workload_id,
+                state=record.lifecycle.state,
+                epoch=record.lifecycle.epoch,
+                fencing_token=record.lifecycle.fencing_token,
+                lease_end=record.lifecycle.lease_end(),
+                standbys=record.lifecycle.standbys,
+                running=record.started and not record.stopped,
+            )
+            for workload_id, record in sorted(self._primaries.items())
+        )
+        counters = dict(self.counters)
+        for name, value in self.election.counters.items():
+            counters[f"election.{name}"] = value
+        return NodeStatus(
+            identity=self.me,
+            running=self._running,
+            slots=slots,
+            primaries=primaries,
+            counters=MappingProxyType(counters),
+        )
+
+    # ------------------------------------------------------------------
+    # Plumbing
+    # ------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.wall_clock()
+
+    def _require_running(self) -> None:
+        if not self._running:
+            raise NodeError(f"node {self.me!r} is not running: use `async with node:`")
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + amount
+
+    def _log(
+        self,
+        level: int,
+        message: str,
+        *args: object,
+        workload_id: str | None = None,
+        role: str = "node",
+        exc_info: BaseException | None = None,
+    ) -> None:
+        self.logger.log(
+            level,
+            message,
+            *args,
+            extra={"workload_id": workload_id or "-", "role": role, "node": self.me},
+            exc_info=exc_info,
+        )
+
+    def _emit(self, event: NodeEvent) -> None:
+        hook = self.on_event
+        if hook is None:
+            return
+        try:
+            hook(event)
+        except Exception as exc:
+            self._count("event_hook_errors")
+            self._log(logging.WARNING, "event hook raised on %r", event, exc_info=exc)
+
+    def _spawn_task(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        group = self._group
+        if group is None:
+            self._count("effects_after_stop")
+            return
+        group.start_soon(func, *args)
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _poke_heartbeat(self) -> None:
+        if self._heartbeat_now is not None:
+            self._heartbeat_now.set()
+
+    def _failed(
+        self,
+        operation: str,
+        exc: BaseException | str,
+        *,
+        workload_id: str | None = None,
+        role: str = "node",
+    ) -> None:
+        self._count(f"{operation}_errors")
+        text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        self._log(
+            logging.WARNING, "%s failed: %s", operation, text, workload_id=workload_id, role=role
+        )
+        self._emit(OperationFailed(self._now(), operation, workload_id, text))
+
+    async def _bounded(self, limit: float, call: Awaitable[_T]) -> _T:
+        """Await an adapter call with a safety net of twice its own timeout."""
+        with anyio.fail_after(2 * limit):
+            return await call
+
+    async def _publish(
+        self, message: Message, *, operation: str, workload_id: str | None, role: str
+    ) -> PublishResult:
+        timeout = self.timing.query_timeout
+        try:
+            return await self._bounded(timeout, self.transport.publish(message, timeout=timeout))
+        except Exception as exc:
+            self._failed(operation, exc, workload_id=workload_id, role=role)
+            return PublishResult(frozenset(), {"*": str(exc) or type(exc).__name__})
+
+    async def _query(self, query: Query, *, operation: str, workload_id: str | None) -> QueryResult:
+        timeout = self.timing.query_timeout
+        try:
+            return await self._bounded(timeout, self.transport.query(query, timeout=timeout))
+        except Exception as exc:
+            self._failed(operation, exc, workload_id=workload_id, role="standby")
+            return QueryResult((), frozenset())
+
+    async def _publish_until_quorum(
+        self, message: Message, *, operation: str, workload_id: str | None, role: str
+    ) -> PublishResult:
+        """Publish, retrying with doubling waits until a write quorum acknowledged."""
+        result = PublishResult(frozenset())
+        acked: set[str] = set()
+        wait = self.timing.retry_interval
+        for attempt in range(_PUBLISH_ATTEMPTS):
+            if attempt:
+                await anyio.sleep(wait)
+                wait *= 2
+            result = await self._publish(
+                message, operation=operation, workload_id=workload_id, role=role
+            )
+            acked |= result.acked
+            if len(acked) >= self.timing.write_quorum:
+                break
+            self._count(f"{operation}_retries")
+        return PublishResult(frozenset(acked), result.errors)
+
+    # ------------------------------------------------------------------
+    # Election side
+    # ------------------------------------------------------------------
+
+    def _election_call(
+        self, now: float, call: Callable[[], list[ElectionEffect]], touched: Iterable[str] = ()
+    ) -> None:
+        try:
+            effects = call()
+        except Exception as exc:
+            self._count("machine_errors")
+            self._log(logging.ERROR, "election machine refused an input", exc_info=exc)
+            return
+        self._election_effects(now, effects, touched)
+
+    def _election_effects(
+        self, now: float, effects: Sequence[ElectionEffect], touched: Iterable[str] = ()
+    ) -> None:
+        candidates = set(touched)
+        interest = False
+        for effect in effects:
+            if isinstance(effect, QueryHeartbeats):
+                candidates.update(effect.workload_ids)
+                self._spawn_task(self._run_query_heartbeats, effect)
+            elif isinstance(effect, QueryClaims):
+                candidates.add(effect.workload_id)
+                self._spawn_task(self._run_query_claims, effect)
+            elif isinstance(effect, PublishClaim):
+                self._spawn_task(self._run_publish_claim, effect)
+            elif isinstance(effect, CompareAndSetClaim):
+                self._spawn_task(self._run_compare_claim, effect)
+            elif isinstance(effect, WithdrawClaim):
+                self._spawn_task(self._run_withdraw, effect)
+            elif isinstance(effect, Spawn):
+                self._spawn_task(self._run_spawn, effect)
+            elif isinstance(effect, Announce):
+                self._spawn_task(self._run_announce, effect)
+            elif isinstance(effect, Promoted):
+                self._promoted(now, effect)
+                interest = True
+            elif isinstance(effect, StopOrphan):
+                self._stop_orphan(effect)
+            elif isinstance(effect, SlotSaved):
+                candidates.add(effect.slot.workload_id)
+                self._mark_dirty()
+                interest = True
+            elif isinstance(effect, SlotRemoved):
+                candidates.add(effect.workload_id)
+                self._mark_dirty()
+                interest = True
+                self._log(
+                    logging.INFO,
+                    "slot removed (%s)",
+                    effect.reason,
+                    workload_id=effect.workload_id,
+                    role="standby",
+                )
+            elif isinstance(effect, PrimaryChanged):
+                self._count("primary_changed")
+                self._log(
+                    logging.INFO,
+                    "%s took over from %s in epoch %d",
+                    effect.new_primary,
+                    effect.old_primary,
+                    effect.epoch,
+                    workload_id=effect.workload_id,
+                    role="standby",
+                )
+                self._emit(
+                    PrimaryFollowed(
+                        now,
+                        effect.workload_id,
+                        effect.old_primary,
+                        effect.new_primary,
+                        effect.epoch,
+                    )
+                )
+            elif isinstance(effect, Dropped):
+                self._count("dropped")
+                self._log(
+                    logging.INFO,
+                    "dropped input from %s: %s (%s)",
+                    effect.signer,
+                    effect.reason.value,
+                    effect.detail,
+                    workload_id=effect.workload_id,
+                    role="standby",
+                )
+                self._emit(
+                    InputDropped(
+                        now, effect.workload_id, effect.signer, effect.reason, effect.detail
+                    )
+                )
+            elif isinstance(effect, QuorumShortfall):
+                self._count("quorum_shortfall")
+                self._log(
+                    logging.WARNING,
+                    "%s reached %d of %d relays; retrying later",
+                    effect.stage,
+                    effect.answered,
+                    effect.needed,
+                    workload_id=",".join(effect.workload_ids) or None,
+                    role="standby",
+                )
+                self._emit(
+                    QuorumMissed(
+                        now, effect.stage, effect.workload_ids, effect.answered, effect.needed
+                    )
+                )
+        self._track_phases(now, candidates)
+        if interest:
+            self._refresh_interest()
+        self._poke()
+
+    def _track_phases(self, now: float, candidates: set[str]) -> None:
+        candidates.update(w for w, phase in self._phases.items() if phase is not Phase.WATCHING)
+        slots = self.election.slots
+        for workload_id in candidates:
+            old = self._phases.get(workload_id)
+            status = self.election.status(workload_id) if workload_id in slots else None
+            new = None if status is None else status.phase
+            if old is new:
+                continue
+            if new is None:
+                del self._phases[workload_id]
+            else:
+                self._phases[workload_id] = new
+            revoked = status is not None and status.revoked
+            self._log(
+                logging.INFO,
+                "slot phase %s -> %s%s",
+                "-" if old is None else old.value,
+                "-" if new is None else new.value,
+                " (lease revoked)" if revoked else "",
+                workload_id=workload_id,
+                role="standby",
+            )
+            self._emit(SlotPhaseChanged(now, workload_id, old, new, revoked))
+
+    def _on_envelope(self, envelope: Envelope[Message]) -> None:
+        self._count("messages")
+        if envelope.signer == self.me:
+            return
+        message = envelope.message
+        touched = () if isinstance(message, Heartbeat) else (message.workload_id,)
+        now = self._now()
+        self._election_call(now, lambda: self.election.on_message(now, envelope), touched)
+
+    async def _run_query_heartbeats(self, effect: QueryHeartbeats) -> None:
+        query = Query(
+            kinds=("heartbeat", "revocation"),
+            authors=(effect.primary,),
+            workload_ids=effect.workload_ids,
+        )
+        result = await self._query(
+            query, operation="query_heartbeats", workload_id=",".join(effect.workload_ids)
+        )
+        now = self._now()
+        self._election_call(
+            now,
+            lambda: self.election.heartbeats_queried(
+                now, effect.request_id, result.envelopes, result.answered
+            ),
+            effect.workload_ids,
+        )
+
+    async def _run_query_claims(self, effect: QueryClaims) -> None:
+        query = Query(kinds=("claim", "announcement"), workload_ids=(effect.workload_id,))
+        result = await self._query(query, operation="query_claims", workload_id=effect.workload_id)
+        now = self._now()
+        self._election_call(
+            now,
+            lambda: self.election.claims_queried(
+                now, effect.request_id, result.envelopes, result.answered
+            ),
+            (effect.workload_id,),
+        )
+
+    async def _run_publish_claim(self, effect: PublishClaim) -> None:
+        claim = effect.claim
+        result = await self._publish(
+            claim, operation="publish_claim", workload_id=claim.workload_id, role="standby"
+        )
+        now = self._now()
+        self._emit(
+            ClaimPublished(
+                now, claim.workload_id, claim.epoch, claim.fencing_token, False, result.acked
+            )
+        )
+        self._log(
+            logging.INFO,
+            "claimed epoch %d (token %d): %d relays acknowledged",
+            claim.epoch,
+            claim.fencing_token,
+            len(result.acked),
+            workload_id=claim.workload_id,
+            role="standby",
+        )
+        self._election_call(
+            now,
+            lambda: self.election.claim_published(now, effect.request_id, result.acked),
+            (claim.workload_id,),
+        )
+
+    async def _run_compare_claim(self, effect: CompareAndSetClaim) -> None:
+        claim = effect.claim
+        transport = self.transport
+        assert isinstance(transport, AtomicClaims)
+        timeout = self.timing.query_timeout
+        won, holder = False, None
+        try:
+            outcome = await self._bounded(
+                timeout, transport.compare_and_set_claim(claim, timeout=timeout)
+            )
+            won, holder = outcome.won, outcome.holder
+        except Exception as exc:
+            self._failed("compare_claim", exc, workload_id=claim.workload_id, role="standby")
+        now = self._now()
+        self._emit(
+            ClaimCompared(
+                now,
+                claim.workload_id,
+                claim.epoch,
+                claim.fencing_token,
+                won,
+                None if holder is None else holder.claimant,
+            )
+        )
+        self._election_call(
+            now,
+            lambda: self.election.claim_compared(now, effect.request_id, won, holder),
+            (claim.workload_id,),
+        )
+
+    async def _run_withdraw(self, effect: WithdrawClaim) -> None:
+        claim = effect.claim
+        transport = self.transport
+        if self.atomic_claims and isinstance(transport, AtomicClaims):
+            timeout = self.timing.query_timeout
+            try:
+                await self._bounded(timeout, transport.release_claim(claim, timeout=timeout))
+            except Exception as exc:
+                self._failed("release_claim", exc, workload_id=claim.workload_id, role="standby")
+        result = await self._publish_until_quorum(
+            claim, operation="withdraw_claim", workload_id=claim.workload_id, role="standby"
+        )
+        self._emit(
+            ClaimPublished(
+                self._now(),
+                claim.workload_id,
+                claim.epoch,
+                claim.fencing_token,
+                True,
+                result.acked,
+            )
+        )
+
+    async def _run_spawn(self, effect: Spawn[SpecT]) -> None:
+        workload_id, token = effect.workload_id, effect.fencing_token
+        started_at = self._now()
+        self._emit(ContainerStarting(started_at, workload_id, token, promotion=True))
+        self._log(
+            logging.INFO,
+            "spawning as new primary of epoch %d with fencing token %d",
+            effect.epoch,
+            token,
+            workload_id=workload_id,
+            role="standby",
+        )
+        error: str | None = None
+        try:
+            with anyio.fail_after(self.timing.spawn_timeout):
+                handle = await self.runtime.spawn(
+                    effect.spec,
+                    workload_id=workload_id,
+                    fencing_token=token,
+                    restore_from=effect.restore_from,
+                )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._failed("spawn", error, workload_id=workload_id, role="standby")
+        else:
+            self._spawned[(workload_id, token)] = handle
+        now = self._now()
+        self._emit(
+            ContainerStarted(now, workload_id, token, True, error is None, error, now - started_at)
+        )
+        self._election_call(
+            now,
+            lambda: self.election.spawn_finished(now, effect.request_id, error is None, error),
+            (workload_id,),
+        )
+        leftover = self._spawned.pop((workload_id, token), None)
+        if leftover is not None:
+            # The machine neither promoted nor orphaned it: never leave it running.
+            self._count("unclaimed_containers")
+            await self._stop_handle(leftover, workload_id, token, "unclaimed spawn", role="standby")
+
+    def _promoted(self, now: float, effect: Promoted[SpecT]) -> None:
+        slot = effect.slot
+        workload_id = slot.workload_id
+        handle = self._spawned.pop((workload_id, effect.fencing_token), None)
+        lifecycle = WorkloadLifecycle.promoted(
+            workload_id=workload_id,
+            me=self.me,
+            timing=self.timing,
+            now=now,
+            standbys=effect.standbys,
+            epoch=effect.epoch,
+            fencing_token=effect.fencing_token,
+            lease_from=effect.lease_from,
+            expires_at=slot.expires_at,
+            restart=self.restart,
+        )
+        self._primaries[workload_id] = _Primary(lifecycle, slot.spec, handle)
+        self._count("promotions")
+        self._log(
+            logging.WARNING,
+            "promoted: now primary of epoch %d with fencing token %d",
+            effect.epoch,
+            effect.fencing_token,
+            workload_id=workload_id,
+            role="primary",
+        )
+        self._emit(PromotedHere(now, workload_id, effect.epoch, effect.fencing_token))
+        self._poke_heartbeat()
+
+    def _stop_orphan(self, effect: StopOrphan) -> None:
+        handle = self._spawned.pop((effect.workload_id, effect.fencing_token), None)
+        self._count("orphans")
+        self._log(
+            logging.WARNING,
+            "stopping orphan container (token %d): %s",
+            effect.fencing_token,
+            effect.reason,
+            workload_id=effect.workload_id,
+            role="standby",
+        )
+        if handle is not None:
+            self._spawn_task(
+                self._stop_handle,
+                handle,
+                effect.workload_id,
+                effect.fencing_token,
+                effect.reason,
+                "standby",
+            )
+
+    async def _run_announce(self, effect: Announce) -> None:
+        announcement: PromotionAnnouncement = effect.announcement
+        result = await self._publish_until_quorum(
+            announcement, operation="announce", workload_id=announcement.workload_id, role="primary"
+        )
+        self._log(
+            logging.INFO,
+            "announced epoch %s: %d relays acknowledged",
+            announcement.epoch,
+            len(result.acked),
+            workload_id=announcement.workload_id,
+            role="primary",
+        )
+        self._emit(
+            AnnouncementPublished(
+                self._now(),
+                announcement.workload_id,
+                announcement.epoch,
+                announcement.fencing_token,
+                result.acked,
+            )
+        )
+
+    async def _catch_up(self, workload_ids: tuple[str, ...]) -> None:
+        """After a restart: read revocations, claims and announcements missed while down."""
+        query = Query(kinds=("revocation", "claim", "announcement"), workload_ids=workload_ids)
+        result = await self._query(query, operation="catch_up", workload_id=None)
+        for envelope in result.envelopes:
+            self._on_envelope(envelope)
+
+    # ------------------------------------------------------------------
+    # Primary side
+    # ------------------------------------------------------------------
+
+    def _lifecycle_call(
+        self,
+        workload_id: str,
+        call: Callable[[WorkloadLifecycle], list[LifecycleEffect]],
+        now: float,
+    ) -> None:
+        record = self._primaries.get(workload_id)
+        if record is None:
+            return
+        try:
+            effects = call(record.lifecycle)
+        except Exception as exc:
+            self._count("machine_errors")
+            self._log(
+                logging.ERROR,
+                "lifecycle machine refused an input",
+                workload_id=workload_id,
+                role="primary",
+                exc_info=exc,
+            )
+            return
+        self._lifecycle_effects(workload_id, now, effects)
+
+    def _lifecycle_effects(
+        self, workload_id: str, now: float, effects: Sequence[LifecycleEffect]
+    ) -> None:
+        record = self._primaries.get(workload_id)
+        if record is None:
+            return
+        for effect in effects:
+            if isinstance(effect, StartContainer):
+                self._busy_task(record, self._run_start, workload_id, record, effect)
+            elif isinstance(effect, StopContainer):
+                self._busy_task(record, self._run_stop, workload_id, record, effect.reason)
+            elif isinstance(effect, PublishRevocation):
+                self._busy_task(record, self._run_revoke, workload_id, effect)
+            elif isinstance(effect, CheckContainer):
+                self._busy_task(record, self._run_check, workload_id, record)
+            elif isinstance(effect, ReclaimContainer):
+                self._busy_task(record, self._run_reclaim, workload_id, record)
+            elif isinstance(effect, StateChanged):
+                self._count(f"lifecycle_{effect.new.value}")
+                level = logging.WARNING if effect.new in _TERMINAL else logging.INFO
+                self._log(
+                    level,
+                    "%s -> %s: %s",
+                    effect.old.value,
+                    effect.new.value,
+                    effect.reason,
+                    workload_id=workload_id,
+                    role="primary",
+                )
+                self._emit(
+                    LifecycleChanged(now, workload_id, effect.old, effect.new, effect.reason)
+                )
+        self._retire(workload_id)
+        self._poke()
+
+    def _busy_task(
+        self, record: _Primary[SpecT], func: Callable[..., Coroutine[Any, Any, None]], *args: Any
+    ) -> None:
+        record.busy += 1
+
+        async def run() -> None:
+            try:
+                await func(*args)
+            finally:
+                record.busy -= 1
+                self._retire(args[0])
+
+        self._spawn_task(run)
+
+    def _retire(self, workload_id: str) -> None:
+        """Forget a primary record once it ended and has nothing left to do (FM 5)."""
+        record = self._primaries.get(workload_id)
+        if record is None or record.busy:
+            return
+        lifecycle = record.lifecycle
+        if lifecycle.state in _TERMINAL and lifecycle.next_deadline() is None:
+            if record.started and not record.stopped:
+                return
+            del self._primaries[workload_id]
+            self._log(
+                logging.INFO,
+                "finished as primary (%s)",
+                lifecycle.state.value,
+                workload_id=workload_id,
+                role="primary",
+            )
+
+    async def _run_start(
+        self, workload_id: str, record: _Primary[SpecT], effect: StartContainer
+    ) -> None:
+        token = effect.fencing_token
+        started_at = self._now()
+        record.starting = done = anyio.Event()
+        self._emit(ContainerStarting(started_at, workload_id, token, promotion=False))
+        self._log(
+            logging.INFO,
+            "starting container (attempt %d, token %d)",
+            effect.attempt,
+            token,
+            workload_id=workload_id,
+            role="primary",
+        )
+        error: str | None = None
+        try:
+            with anyio.fail_after(self.timing.spawn_timeout):
+                handle = await self.runtime.spawn(
+                    record.spec, workload_id=workload_id, fencing_token=token
+                )
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._failed("start", error, workload_id=workload_id, role="primary")
+        else:
+            record.handle = handle
+            record.started = True
+            record.stopped = False
+        finally:
+            record.starting = None
+            done.set()
+        now = self._now()
+        self._emit(
+            ContainerStarted(now, workload_id, token, False, error is None, error, now - started_at)
+        )
+        if error is None:
+            self._lifecycle_call(workload_id, lambda lc: lc.container_started(now), now)
+        else:
+            self._lifecycle_call(workload_id, lambda lc: lc.container_failed(now, error), now)
+
+    async def _run_stop(self, workload_id: str, record: _Primary[SpecT], reason: str) -> None:
+        if record.starting is not None:
+            await record.starting.wait()  # never leave a start that was in flight running
+        if record.handle is not None and not record.stopped:
+            await self._stop_handle(
+                record.handle, workload_id, record.lifecycle.fencing_token, reason, "primary"
+            )
+        record.stopped = True
+        now = self._now()
+        self._lifecycle_call(workload_id, lambda lc: lc.container_stopped(now), now)
+
+    async def _stop_handle(
+        self, handle: Any, workload_id: str, token: int, reason: str, role: str
+    ) -> None:
+        """Stop a container, retrying until the runtime confirms it."""
+        wait = self.timing.retry_interval
+        while True:
+            try:
+                with anyio.fail_after(self.timing.spawn_timeout):
+                    await self.runtime.stop(handle)
+            except Exception as exc:
+                self._failed("stop", exc, workload_id=workload_id, role=role)
+                await anyio.sleep(wait)
+                wait = min(wait * 2, _MAX_STOP_BACKOFF)
+                continue
+            break
+        self._log(logging.INFO, "container stopped: %s", reason, workload_id=workload_id, role=role)
+        self._emit(ContainerStopped(self._now(), workload_id, token, reason))
+
+    async def _run_revoke(self, workload_id: str, effect: PublishRevocation) -> None:
+        revocation = effect.revocation
+        result = await self._publish(
+            revocation, operation="publish_revocation", workload_id=workload_id, role="primary"
+        )
+        now = self._now()
+        self._log(
+            logging.INFO,
+            "revocation published: %d relays acknowledged",
+            len(result.acked),
+            workload_id=workload_id,
+            role="primary",
+        )
+        self._emit(RevocationPublished(now, workload_id, revocation.epoch, result.acked))
+        acked = tuple(result.acked)
+        self._lifecycle_call(workload_id, lambda lc: lc.revocation_published(now, acked), now)
+
+    async def _run_check(self, workload_id: str, record: _Primary[SpecT]) -> None:
+        status = await self._container_status(workload_id, record)
+        if status is None:
+            return
+        now = self._now()
+        self._lifecycle_call(workload_id, lambda lc: lc.container_status(now, status), now)
+
+    async def _run_reclaim(self, workload_id: str, record: _Primary[SpecT]) -> None:
+        if record.handle is not None:
+            await self._stop_handle(
+                record.handle, workload_id, record.lifecycle.fencing_token, "reclaimed", "primary"
+            )
+        record.stopped = True
+        record.handle = None
+
+    async def _container_status(self, workload_id: str, record: _Primary[SpecT]) -> Any:
+        if record.handle is None:
+            return "absent"
+        timeout = self.timing.query_timeout
+        try:
+            with anyio.fail_after(timeout):
+                return await self.runtime.status(record.handle)
+        except Exception as exc:
+            self._failed("status", exc, workload_id=workload_id, role="primary")
+            return None
+
+    def _active_primaries(self) -> list[str]:
+        return [w for w, r in self._primaries.items() if r.lifecycle.state not in _TERMINAL]
+
+    async def _send_heartbeat(self, workloads: int) -> None:
+        timestamp = self._now()
+        heartbeat = Heartbeat(provider=self.me, timestamp=timestamp, active_workloads=workloads)
+        result = await self._publish(
+            heartbeat, operation="heartbeat", workload_id=None, role="primary"
+        )
+        now = self._now()
+        self._count("heartbeats")
+        self._emit(HeartbeatPublished(now, timestamp, result.acked, workloads))
+        self._log(
+            logging.DEBUG,
+            "heartbeat %.3f acknowledged by %d relays",
+            timestamp,
+            len(result.acked),
+            role="primary",
+        )
+        relays = sorted(result.acked)
+
+        def feed(lifecycle: WorkloadLifecycle) -> list[LifecycleEffect]:
+            effects: list[LifecycleEffect] = []
+            for relay in relays:
+                effects.extend(lifecycle.heartbeat_acked(now, relay, timestamp))
+            return effects
+
+        for workload_id in list(self._primaries):
+            self._lifecycle_call(workload_id, feed, now)
+
+    async def _poll_containers(self) -> None:
+        """Detect containers that stopped without being asked to."""
+        for workload_id, record in list(self._primaries.items()):
+            if (
+                record.lifecycle.state not in _RUNNING
+                or record.handle is None
+                or record.stopped
+                or record.starting is not None
+            ):
+                continue
+            status = await self._container_status(workload_id, record)
+            if status in (None, "running") or record.stopped:
+                continue
+            if self._primaries.get(workload_id) is not record:
+                continue
+            record.stopped = True
+            now = self._now()
+            self._count("container_exits")
+            self._log(
+                logging.WARNING,
+                "container is %s although nobody stopped it",
+                status,
+                workload_id=workload_id,
+                role="primary",
+            )
+            self._emit(ContainerExited(now, workload_id, str(status)))
+            self._report_exit(workload_id, now, f"container {status}")
+
+    def _report_exit(self, workload_id: str, now: float, reason: str) -> None:
+        self._lifecycle_call(workload_id, lambda lc: lc.container_exited(now, reason), now)
+
+    # ------------------------------------------------------------------
+    # Tasks
+    # ------------------------------------------------------------------
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [self.election.next_deadline()]
+        deadlines.extend(r.lifecycle.next_deadline() for r in self._primaries.values())
+        known = [d for d in deadlines if d is not None]
+        return min(known) if known else None
+
+    def _tick(self, now: float) -> None:
+        self._election_call(now, lambda: self.election.tick(now))
+        for workload_id, record in list(self._primaries.items()):
+            due = record.lifecycle.next_deadline()
+            if due is not None and due <= now:
+                self._lifecycle_call(workload_id, lambda lc: lc.tick(now), now)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            now = self._now()
+            self._tick(now)
+            ticked = anyio.current_time()
+            # Created after the (synchronous) tick, so the tick's own pokes do not
+            # count as new input; anything that arrives while we sleep does.
+            self._wake = wake = anyio.Event()
+            deadline = self._next_deadline()
+            if deadline is None:
+                delay = math.inf
+            else:
+                if deadline <= now:
+                    self._count("timer_spins")
+                # Never sleep less than _MIN_SLEEP: a wall clock of ~1.7e9 s
+                # has a resolution of ~2e-7 s, so a shorter sleep might not move
+                # it past the deadline at all (and on a virtual clock it never
+                # would: the loop would spin forever).
+                delay = max(deadline - self._now(), _MIN_SLEEP)
+            with anyio.move_on_after(delay):
+                await wake.wait()
+            # At most one tick per _MIN_SLEEP: an input that arrives at the very
+            # instant of a tick must not make the loop tick again at that same
+            # instant (a due deadline whose query answers instantly would
+            # otherwise spin without time ever moving on a virtual clock).
+            rest = ticked + _MIN_SLEEP - anyio.current_time()
+            if rest > 0:
+                await anyio.sleep(rest)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.timing.heartbeat_interval
+        while True:
+            self._heartbeat_now = wake = anyio.Event()
+            next_at = anyio.current_time() + interval
+            active = self._active_primaries()
+            if active:
+                await self._send_heartbeat(len(active))
+                await self._poll_containers()
+            with anyio.move_on_after(max(next_at - anyio.current_time(), 0.0)):
+                await wake.wait()
+
+    def _interest(self) -> Query | None:
+        slots = self.election.slots
+        if not slots:
+            return None
+        authors: set[str] = set()
+        for slot in slots.values():
+            authors.add(slot.primary)
+            authors.update(slot.peers)
+        return Query(kinds=MESSAGE_KINDS, authors=authors, workload_ids=slots.keys())
+
+    def _refresh_interest(self) -> None:
+        if self._interest_changed is not None:
+            self._interest_changed.set()
+
+    async def _subscription_loop(self) -> None:
+        current: Query | None = None
+        scope: anyio.CancelScope | None = None
+        alive: list[bool] = [False]
+        async with anyio.create_task_group() as group:
+            while True:
+                self._interest_changed = changed = anyio.Event()
+                wanted = self._interest()
+                if wanted != current or (wanted is not None and not alive[0]):
+                    # Open the new subscription before closing the old one: no gap.
+                    new_scope = anyio.CancelScope()
+                    new_alive = [True]
+                    if wanted is not None:
+                        try:
+                            subscription = self.transport.subscribe(wanted)
+                        except Exception as exc:
+                            self._failed("subscribe", exc)
+                            new_alive[0] = False
+                        else:
+                            group.start_soon(self._read, subscription, new_scope, new_alive)
+                    if scope is not None:
+                        scope.cancel()
+                    current, scope, alive = wanted, new_scope, new_alive
+                    if wanted is not None and not new_alive[0]:
+                        await anyio.sleep(self.timing.retry_interval)
+                        continue
+                await changed.wait()
+
+    async def _read(self, subscription: Any, scope: anyio.CancelScope, alive: list[bool]) -> None:
+        with scope:
+            try:
+                async for envelope in subscription:
+                    self._on_envelope(envelope)
+            except Exception as exc:
+                self._failed("subscription", exc)
+                await anyio.sleep(self.timing.retry_interval)
+            finally:
+                alive[0] = False
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.timing.query_timeout):
+                    try:
+                        await subscription.aclose()
+                    except Exception as exc:
+                        self._failed("unsubscribe", exc)
+                self._refresh_interest()
+
+    # ------------------------------------------------------------------
+    # Persistence
+    # ------------------------------------------------------------------
+
+    def _mark_dirty(self) -> None:
+        self._version += 1
+        if self._dirty is not None:
+            self._dirty.set()
+
+    async def _persist_loop(self) -> None:
+        if self.store is None:
+            await anyio.sleep_forever()
+        while True:
+            if self._saved_version >= self._version:
+                self._dirty = dirty = anyio.Event()
+                await dirty.wait()
+            if not await self._save_once():
+                await anyio.sleep(self.timing.retry_interval)
+
+    async def _save_once(self) -> bool:
+        store = self.store
+        if store is None:
+            return True
+        version = self._version
+        slots = list(self.election.slots.values())
+        self._save_attempts += 1
+        attempt = self._save_attempts
+        try:
+            withheld = await store.save(slots)
+        except Exception as exc:
+            self._save_failure = (attempt, version, exc)
+            self._count("store_errors")
+            self._log(logging.ERROR, "saving %d slots failed: %s", len(slots), exc, exc_info=exc)
+            self._emit(OperationFailed(self._now(), "save", None, str(exc)))
+            ok = False
+        else:
+            self._saved_version = max(self._saved_version, version)
+            self._count("saves")
+            self._report_withheld(withheld)
+            ok = True
+        saved, self._saved = self._saved, anyio.Event()
+        if saved is not None:
+            saved.set()
+        return ok
+
+    def _report_withheld(self, withheld: Sequence[str]) -> None:
+        current = frozenset(withheld)
+        fresh = current - self._withheld
+        self._withheld = current
+        if not fresh:
+            return
+        ids = tuple(sorted(fresh))
+        self._count("slots_not_persisted", len(ids))
+        for workload_id in ids:
+            self._log(
+                logging.WARNING,
+                "slot holds a secret and is kept in memory only: it will not survive a restart",
+                workload_id=workload_id,
+                role="standby",
+            )
+        self._emit(SlotsNotPersisted(self._now(), ids))
+
+    async def _final_save(self) -> None:
+        if self.store is None or self._saved_version >= self._version:
+            return
+        with anyio.move_on_after(max(self.timing.query_timeout, 1.0)):
+            await self._save_once()

@@ -1,0 +1,243 @@
+"""Typed events a :class:`~standby.node.StandbyNode` hands to its host's event hook.
+
+Every event has ``at``: the node's wall-clock time (Unix seconds) when it
+happened. They are small frozen values meant for metrics, audit logs and the
+demo's timeline; the node never waits for the hook and survives a hook that
+raises.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+import attrs
+
+from ._effects import DropReason, LifecycleState
+from ._election import Phase
+
+__all__ = [
+    "AnnouncementPublished",
+    "ClaimCompared",
+    "ClaimPublished",
+    "ContainerExited",
+    "ContainerStarted",
+    "ContainerStarting",
+    "ContainerStopped",
+    "HeartbeatPublished",
+    "InputDropped",
+    "LifecycleChanged",
+    "NodeEvent",
+    "OperationFailed",
+    "PrimaryFollowed",
+    "PromotedHere",
+    "QuorumMissed",
+    "RevocationPublished",
+    "SlotPhaseChanged",
+    "SlotsNotPersisted",
+]
+
+
+@attrs.frozen
+class SlotPhaseChanged:
+    """A reserved slot moved between election phases (``None``: added or removed).
+
+    ``revoked`` tells whether the primary revoked its lease (graceful path);
+    a move from ``CONFIRMING`` to ``BACKOFF`` without it means the silence was
+    confirmed.
+    """
+
+    at: float
+    workload_id: str
+    old: Phase | None
+    new: Phase | None
+    revoked: bool
+
+
+@attrs.frozen
+class LifecycleChanged:
+    """A workload this node runs as primary changed state."""
+
+    at: float
+    workload_id: str
+    old: LifecycleState
+    new: LifecycleState
+    reason: str
+
+
+@attrs.frozen
+class HeartbeatPublished:
+    """A heartbeat went out; ``acked`` are the relays that stored it."""
+
+    at: float
+    timestamp: float
+    acked: frozenset[str]
+    workloads: int
+
+
+@attrs.frozen
+class ClaimPublished:
+    """A promotion claim (or its withdrawal) was published."""
+
+    at: float
+    workload_id: str
+    epoch: int
+    fencing_token: int
+    withdrawn: bool
+    acked: frozenset[str]
+
+
+@attrs.frozen
+class ClaimCompared:
+    """An atomic compare-and-set of a claim finished (``won`` or lost to ``holder``)."""
+
+    at: float
+    workload_id: str
+    epoch: int
+    fencing_token: int
+    won: bool
+    holder: str | None
+
+
+@attrs.frozen
+class ContainerStarting:
+    """The node asked the runtime to start the workload (``promotion``: as a new primary)."""
+
+    at: float
+    workload_id: str
+    fencing_token: int
+    promotion: bool
+
+
+@attrs.frozen
+class ContainerStarted:
+    """A start finished: ``ok``, or failed with ``error``; ``elapsed`` seconds."""
+
+    at: float
+    workload_id: str
+    fencing_token: int
+    promotion: bool
+    ok: bool
+    error: str | None
+    elapsed: float
+
+
+@attrs.frozen
+class ContainerStopped:
+    """The node stopped a container (fencing, expiry, orphan, reclaim)."""
+
+    at: float
+    workload_id: str
+    fencing_token: int
+    reason: str
+
+
+@attrs.frozen
+class ContainerExited:
+    """The runtime reports a container no longer runs although nobody stopped it."""
+
+    at: float
+    workload_id: str
+    status: str
+
+
+@attrs.frozen
+class PromotedHere:
+    """This node took the workload over as primary of ``epoch``."""
+
+    at: float
+    workload_id: str
+    epoch: int
+    fencing_token: int
+
+
+@attrs.frozen
+class AnnouncementPublished:
+    """The announcement of a promotion was published (after retries)."""
+
+    at: float
+    workload_id: str
+    epoch: int | None
+    fencing_token: int | None
+    acked: frozenset[str]
+
+
+@attrs.frozen
+class RevocationPublished:
+    """A lease revocation was published for a workload this node fenced."""
+
+    at: float
+    workload_id: str
+    epoch: int
+    acked: frozenset[str]
+
+
+@attrs.frozen
+class PrimaryFollowed:
+    """A peer took over: the slot now stands by for ``new_primary``."""
+
+    at: float
+    workload_id: str
+    old_primary: str
+    new_primary: str
+    epoch: int
+
+
+@attrs.frozen
+class InputDropped:
+    """An input (message or late result) was rejected; nothing else happened."""
+
+    at: float
+    workload_id: str | None
+    signer: str | None
+    reason: DropReason
+    detail: str
+
+
+@attrs.frozen
+class QuorumMissed:
+    """A query or claim did not reach its quorum; the slot retries later."""
+
+    at: float
+    stage: str
+    workload_ids: tuple[str, ...]
+    answered: int
+    needed: int
+
+
+@attrs.frozen
+class OperationFailed:
+    """An adapter operation failed or timed out (``operation``: "query", "spawn", ...)."""
+
+    at: float
+    operation: str
+    workload_id: str | None
+    error: str
+
+
+@attrs.frozen
+class SlotsNotPersisted:
+    """The store kept these slots in memory only (they hold secrets it cannot seal)."""
+
+    at: float
+    workload_ids: tuple[str, ...]
+
+
+NodeEvent: TypeAlias = (
+    SlotPhaseChanged
+    | LifecycleChanged
+    | HeartbeatPublished
+    | ClaimPublished
+    | ClaimCompared
+    | ContainerStarting
+    | ContainerStarted
+    | ContainerStopped
+    | ContainerExited
+    | PromotedHere
+    | AnnouncementPublished
+    | RevocationPublished
+    | PrimaryFollowed
+    | InputDropped
+    | QuorumMissed
+    | OperationFailed
+    | SlotsNotPersisted
+)

@@ -1,0 +1,420 @@
+"""Implementation of :mod:`standby.protocols` (see its docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final, Literal, TypeAlias
+
+import attrs
+from typing_extensions import Protocol, runtime_checkable
+
+from ._models import (
+    Envelope,
+    Heartbeat,
+    LeaseRevocation,
+    Message,
+    PromotionAnnouncement,
+    PromotionClaim,
+    StandbySlot,
+)
+
+__all__ = [
+    "MESSAGE_KINDS",
+    "AtomicClaims",
+    "ClaimOutcome",
+    "ContainerRuntime",
+    "ContainerStatus",
+    "MessageKind",
+    "PublishResult",
+    "Query",
+    "QueryResult",
+    "RelayTransport",
+    "SlotStore",
+    "Subscription",
+    "addressable_key",
+    "is_newer",
+    "message_kind",
+    "message_timestamp",
+    "newest_per_key",
+]
+
+MessageKind: TypeAlias = Literal["heartbeat", "revocation", "claim", "announcement"]
+"""Wire name of a message kind (the names :mod:`standby.wire` uses)."""
+
+#: Every message kind a relay carries.
+MESSAGE_KINDS: Final[frozenset[str]] = frozenset(
+    {"heartbeat", "revocation", "claim", "announcement"}
+)
+
+ContainerStatus: TypeAlias = Literal["running", "stopped", "absent"]
+"""What :meth:`ContainerRuntime.status` reports."""
+
+
+# --------------------------------------------------------------------------
+# Helpers shared by every transport
+# --------------------------------------------------------------------------
+
+
+def message_kind(message: Message) -> MessageKind:
+    """The wire name of ``message``'s kind; :class:`TypeError` for anything else."""
+    if isinstance(message, Heartbeat):
+        return "heartbeat"
+    if isinstance(message, LeaseRevocation):
+        return "revocation"
+    if isinstance(message, PromotionClaim):
+        return "claim"
+    if isinstance(message, PromotionAnnouncement):
+        return "announcement"
+    raise TypeError(f"not a relay message: {message!r:.80}")
+
+
+def message_timestamp(message: Message) -> float:
+    """The author's timestamp of ``message`` (what "newest" is judged by)."""
+    if isinstance(message, Heartbeat):
+        return message.timestamp
+    if isinstance(message, LeaseRevocation):
+        return message.revoked_at
+    if isinstance(message, PromotionClaim):
+        return message.claimed_at
+    if isinstance(message, PromotionAnnouncement):
+        return message.promoted_at
+    raise TypeError(f"not a relay message: {message!r:.80}")
+
+
+def addressable_key(signer: str, message: Message) -> tuple[str, ...]:
+    """The key under which a newer message replaces an older one.
+
+    Heartbeats are addressable per signer; revocations, claims and
+    announcements per signer and workload.
+    """
+    kind = message_kind(message)
+    if isinstance(message, Heartbeat):
+        return (kind, signer)
+    return (kind, signer, message.workload_id)
+
+
+def _version_rank(message: Message) -> tuple[float, int, str]:
+    # Newest timestamp first; on a tie a withdrawn claim beats the claim it
+    # withdraws (a withdrawal may carry the claim's own timestamp), and then
+    # the text of the message decides, so every reader picks the same one.
+    withdrawn = 1 if isinstance(message, PromotionClaim) and message.withdrawn else 0
+    return (message_timestamp(message), withdrawn, repr(message))
+
+
+def newest_per_key(envelopes: Iterable[Envelope[Message]]) -> list[Envelope[Message]]:
+    """Keep only the newest version of each addressable message.
+
+    Relays are not trusted to replace addressable messages: one may hold an
+    older version, or several. "Newest" is the greatest author timestamp; on a
+    tie a withdrawn claim wins, then the greater ``repr`` (a deterministic
+    rule, so every reader agrees). Order of the result: oldest first.
+    """
+    best: dict[tuple[str, ...], tuple[tuple[float, int, str], Envelope[Message]]] = {}
+    for envelope in envelopes:
+        key = addressable_key(envelope.signer, envelope.message)
+        rank = _version_rank(envelope.message)
+        known = best.get(key)
+        if known is None or rank > known[0]:
+            best[key] = (rank, envelope)
+    return [envelope for _rank, envelope in sorted(best.values(), key=lambda item: item[0])]
+
+
+def is_newer(message: Message, than: Message) -> bool:
+    """Whether ``message`` replaces ``than`` under :func:`newest_per_key`'s rule."""
+    return _version_rank(message) > _version_rank(than)
+
+
+# --------------------------------------------------------------------------
+# Values exchanged with a transport
+# --------------------------------------------------------------------------
+
+
+def _kinds(values: Iterable[str]) -> frozenset[str]:
+    kinds = frozenset(values)
+    unknown = kinds - MESSAGE_KINDS
+    if unknown:
+        raise ValueError(f"unknown message kinds {sorted(unknown)}; known: {sorted(MESSAGE_KINDS)}")
+    return kinds
+
+
+def _optional_set(values: Iterable[str] | None) -> frozenset[str] | None:
+    return None if values is None else frozenset(values)
+
+
+def _frozen(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(values)
+
+
+def _envelopes(values: Iterable[Envelope[Message]]) -> tuple[Envelope[Message], ...]:
+    return tuple(values)
+
+
+def _errors(values: Mapping[str, str] | Iterable[tuple[str, str]]) -> Mapping[str, str]:
+    return MappingProxyType(dict(values))
+
+
+@attrs.frozen
+class Query:
+    """What to read from the relays (or to subscribe to).
+
+    A message matches when its kind is in ``kinds``, its signer is in
+    ``authors`` (``None``: anyone), its workload is in ``workload_ids``
+    (``None``: any; heartbeats carry no workload and are not filtered by it)
+    and its author timestamp is at least ``since`` (``None``: any age).
+    """
+
+    kinds: frozenset[str] = attrs.field(default=MESSAGE_KINDS, converter=_kinds)
+    authors: frozenset[str] | None = attrs.field(default=None, converter=_optional_set)
+    workload_ids: frozenset[str] | None = attrs.field(default=None, converter=_optional_set)
+    since: float | None = None
+
+    def matches(self, signer: str, message: Message) -> bool:
+        """Whether a message signed by ``signer`` matches this query."""
+        if message_kind(message) not in self.kinds:
+            return False
+        if self.authors is not None and signer not in self.authors:
+            return False
+        if (
+            self.workload_ids is not None
+            and not isinstance(message, Heartbeat)
+            and message.workload_id not in self.workload_ids
+        ):
+            return False
+        return self.since is None or message_timestamp(message) >= self.since
+
+
+@attrs.frozen
+class PublishResult:
+    """Outcome of :meth:`RelayTransport.publish`.
+
+    ``acked`` names the relays that acknowledged storing the message;
+    ``errors`` maps each relay that did not to a short reason ("down",
+    "timed out", ...).
+    """
+
+    acked: frozenset[str] = attrs.field(converter=_frozen)
+    errors: Mapping[str, str] = attrs.field(factory=dict, converter=_errors, eq=False)
+
+
+@attrs.frozen
+class QueryResult:
+    """Outcome of :meth:`RelayTransport.query`.
+
+    ``envelopes`` holds the matching messages, already reduced to the newest
+    version per addressable key (see :func:`newest_per_key`); ``answered``
+    names the relays that answered in time (an answer with no message still
+    counts: it is evidence of absence); ``errors`` gives a reason for each
+    relay that did not answer.
+    """
+
+    envelopes: tuple[Envelope[Message], ...] = attrs.field(converter=_envelopes)
+    answered: frozenset[str] = attrs.field(converter=_frozen)
+    errors: Mapping[str, str] = attrs.field(factory=dict, converter=_errors, eq=False)
+
+
+@attrs.frozen
+class ClaimOutcome:
+    """Outcome of :meth:`AtomicClaims.compare_and_set_claim`.
+
+    ``won`` tells whether the claim now holds its epoch; when it does not,
+    ``holder`` is the claim that does (``None`` when unknown).
+    """
+
+    won: bool
+    holder: PromotionClaim | None = None
+
+
+# --------------------------------------------------------------------------
+# The protocols
+# --------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Subscription(Protocol):
+    """A live stream of envelopes, from :meth:`RelayTransport.subscribe`.
+
+    Iterate it with ``async for``; close it with :meth:`aclose` (the node
+    does so with :func:`contextlib.aclosing`).
+    """
+
+    def __aiter__(self) -> Subscription:
+        """Return ``self``."""
+        ...
+
+    async def __anext__(self) -> Envelope[Message]:
+        """The next matching envelope, waiting as long as needed.
+
+        Raises :class:`StopAsyncIteration` once the subscription is closed and
+        :class:`~standby.TransportError` when it broke for good (the node then
+        subscribes again). Cancelling a waiting call loses no envelope that
+        was already delivered to the subscription.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Stop the subscription and release its resources. Idempotent."""
+        ...
+
+
+@runtime_checkable
+class RelayTransport(Protocol):
+    """How a provider talks to its peers through ``N`` relays.
+
+    Every envelope a transport hands out carries the **authenticated**,
+    canonical identity of its signer (for Nostr: the checked event signature),
+    never an identity read from the message body. A transport signs what it
+    publishes with :attr:`identity`.
+    """
+
+    @property
+    def identity(self) -> str:
+        """This provider's own identity, in canonical form. Never raises."""
+        ...
+
+    def canonical(self, identity: str) -> str:
+        """The canonical form of ``identity`` (for Nostr: lowercase hex of ``npub1...``).
+
+        Pure and idempotent (``canonical(canonical(x)) == canonical(x)``).
+        Raises :class:`~standby.IdentityError` for a malformed identity. The
+        node compares identities only in this form (failure mode 2).
+        """
+        ...
+
+    async def publish(self, message: Message, *, timeout: float) -> PublishResult:
+        """Sign ``message`` and send it to every relay, concurrently.
+
+        Returns within about ``timeout`` seconds with the relays that
+        acknowledged storing it; a relay that is down, unreachable or slower
+        than ``timeout`` appears in ``errors``, it is not an exception.
+        Publishing the same message twice is harmless (relays and readers
+        deduplicate). Raises :class:`~standby.TransportError` only when the
+        message could not be sent at all (for example it cannot be encoded).
+        On cancellation nothing is reported; relays that already stored the
+        message keep it.
+        """
+        ...
+
+    async def query(self, query: Query, *, timeout: float) -> QueryResult:
+        """Read the stored messages matching ``query`` from every relay.
+
+        Returns within about ``timeout`` seconds with what the relays that
+        answered in time returned, reduced to the newest version per
+        addressable key (:func:`newest_per_key`), and the set of relays that
+        answered. Read-only, so it may be repeated freely. Raises
+        :class:`~standby.TransportError` only when the query could not be sent
+        at all. On cancellation nothing is returned and nothing is left
+        running.
+        """
+        ...
+
+    def subscribe(self, query: Query) -> Subscription:
+        """Start receiving messages matching ``query`` as relays store them.
+
+        Delivery is best effort: messages may arrive late, twice, out of
+        order, or not at all (the node re-reads with :meth:`query` before any
+        decision that matters). When ``query.since`` is set, stored messages
+        at least that new are delivered first. Must not block; the
+        subscription is closed with :meth:`Subscription.aclose`.
+        """
+        ...
+
+
+@runtime_checkable
+class AtomicClaims(Protocol):
+    """Optional capability of a transport: strict compare-and-set of a claim.
+
+    With it, two standbys can never both hold one epoch, whatever the relays
+    do (``SAFETY.md``, guarantee 2). The node detects it with
+    ``isinstance(transport, AtomicClaims)``.
+    """
+
+    async def compare_and_set_claim(self, claim: PromotionClaim, *, timeout: float) -> ClaimOutcome:
+        """Make ``claim`` the holder of ``(claim.workload_id, claim.epoch)`` unless taken.
+
+        Wins when no live claim holds that epoch or a later one, or when the
+        holder is the same claimant (so a retry after a lost answer wins
+        again: idempotent). Otherwise returns the holder. Raises
+        :class:`~standby.TransportError` when the store cannot be reached
+        within ``timeout``; cancelled before the answer, the outcome is
+        unknown and the node treats the claim as lost (it withdraws).
+        """
+        ...
+
+    async def release_claim(self, claim: PromotionClaim, *, timeout: float) -> None:
+        """Release ``claim`` if (and only if) it still holds its epoch. Idempotent.
+
+        Raises :class:`~standby.TransportError` when the store cannot be
+        reached.
+        """
+        ...
+
+
+@runtime_checkable
+class ContainerRuntime(Protocol):
+    """How a provider runs the workload's container.
+
+    Handles are opaque to the node: it keeps what :meth:`spawn` returned and
+    passes it back.
+    """
+
+    async def spawn(
+        self,
+        spec: Any,
+        *,
+        workload_id: str,
+        fencing_token: int,
+        restore_from: str | None = None,
+    ) -> Any:
+        """Start the workload and return a handle once it runs.
+
+        The runtime must hand ``fencing_token`` to the workload (so storage
+        that rejects lower tokens can fence a stale writer) and, when given,
+        restore state from ``restore_from``. Not idempotent: every call starts
+        a container. Raises :class:`~standby.SpawnError` when the container
+        could not be started. When cancelled it must leave no running
+        container behind.
+        """
+        ...
+
+    async def status(self, handle: Any) -> ContainerStatus:
+        """``"running"``, ``"stopped"`` (exited or stopped) or ``"absent"`` (unknown/removed).
+
+        Read-only. Raises :class:`~standby.RuntimeFailure` when the runtime
+        cannot be asked.
+        """
+        ...
+
+    async def stop(self, handle: Any) -> None:
+        """Stop the container; return once it no longer runs.
+
+        Idempotent: stopping a stopped or absent container succeeds. Raises
+        :class:`~standby.RuntimeFailure` when the container may still run.
+        """
+        ...
+
+
+@runtime_checkable
+class SlotStore(Protocol):
+    """Where the table of reserved slots survives a restart."""
+
+    async def load(self) -> Sequence[StandbySlot[Any]]:
+        """Every slot saved last time (possibly expired ones: the node drops them).
+
+        An empty sequence when nothing was ever saved. Raises
+        :class:`~standby.StoreError` when saved data exists but cannot be read;
+        it must never pretend the table is empty then.
+        """
+        ...
+
+    async def save(self, slots: Sequence[StandbySlot[Any]]) -> Sequence[str]:
+        """Replace the saved table with ``slots``, atomically.
+
+        After a crash at any point, :meth:`load` returns either the old table
+        or the new one. Returns the workload ids of the slots it chose not to
+        write durably (for example slots holding secrets it cannot seal);
+        empty when every slot was written. Raises :class:`~standby.StoreError`
+        on failure. Idempotent. When cancelled, the saved table is the old or
+        the new one.
+        """
+        ...

@@ -1,0 +1,13 @@
+"""Adapters implementing :mod:`standby.protocols`.
+
+- :mod:`standby.adapters.memory`: in-memory relays with fault injection, a
+  fake container runtime that records what ran when, and an in-memory slot
+  store. No extra dependencies; meant for tests and demos.
+
+Adapters for real systems live in their own submodules behind optional
+extras, so importing this package pulls in nothing.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,932 @@
+"""In-memory adapters: fault-injecting relays, a recording runtime, a slot store.
+
+Everything here runs inside one process on anyio, so on trio's
+``MockClock(autojump_threshold=0)`` hours of protocol time pass in
+milliseconds. All randomness comes from a seeded :class:`random.Random`.
+
+Relays::
+
+    network = MemoryRelayNetwork(relays=3, seed=7)
+    alice = network.transport("alice")       # signs as "alice"
+    network.relay_down("relay-1")             # faults at any time
+    network.partition("alice", ["relay-0", "relay-2"])
+    network.set_faults(relay="relay-2", latency=0.2, jitter=0.5, drop=0.1, duplicate=0.2)
+
+The signer of an envelope is always the identity of the transport that
+published it (authenticated by construction); a stranger's transport can still
+publish a body that names someone else, which is how tests forge messages.
+
+Runtime::
+
+    record = RuntimeRecord()
+    runtime = MemoryRuntime("alice", record=record, spawn_latency=2.0)
+    ...
+    assert record.max_concurrent("w1") == 1
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, Literal
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from .._errors import StoreError
+from .._models import Envelope, Message, PromotionClaim, StandbySlot
+from .._node_errors import IdentityError, RuntimeFailure, SpawnError, TransportError
+from .._protocols import (
+    ClaimOutcome,
+    ContainerStatus,
+    PublishResult,
+    Query,
+    QueryResult,
+    addressable_key,
+    message_kind,
+    newest_per_key,
+)
+
+__all__ = [
+    "LinkFaults",
+    "MemoryAtomicTransport",
+    "MemoryHandle",
+    "MemoryRelay",
+    "MemoryRelayNetwork",
+    "MemoryRuntime",
+    "MemorySlotStore",
+    "MemorySubscription",
+    "MemoryTransport",
+    "RunInterval",
+    "RuntimeEvent",
+    "RuntimeRecord",
+    "canonical_identity",
+]
+
+_IDENTITY: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def canonical_identity(identity: str) -> str:
+    """Canonical form of an in-memory identity.
+
+    Case and surrounding blanks do not matter and an optional ``mem:`` prefix
+    is dropped, so ``" MEM:Alice "`` and ``"alice"`` are one identity. What is
+    left must be 1-64 characters of ``a-z 0-9 . _ -`` starting with a letter
+    or digit; anything else raises :class:`~standby.IdentityError`.
+    """
+    if not isinstance(identity, str):
+        raise IdentityError(f"an identity must be a string, got {type(identity).__name__}")
+    text = identity.strip().lower()
+    text = text.removeprefix("mem:")
+    if not _IDENTITY.fullmatch(text):
+        raise IdentityError(
+            f"malformed identity {identity!r}: expected 1-64 characters of a-z, 0-9, '.', "
+            "'_', '-' (optionally prefixed with 'mem:')"
+        )
+    return text
+
+
+# --------------------------------------------------------------------------
+# Faults
+# --------------------------------------------------------------------------
+
+
+def _probability(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{attribute.name} must be a probability in [0, 1], got {value}")
+
+
+def _duration(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value}")
+
+
+@attrs.frozen
+class LinkFaults:
+    """Faults on the link between a provider and a relay (each direction).
+
+    ``latency`` is a fixed one-way delay; ``jitter`` adds a uniform random
+    extra in ``[0, jitter]`` (which reorders messages); ``drop`` is the chance
+    a message (a publish, a query answer, a delivery) is lost; ``duplicate``
+    the chance a subscription delivery happens twice.
+    """
+
+    latency: float = attrs.field(default=0.0, validator=_duration)
+    jitter: float = attrs.field(default=0.0, validator=_duration)
+    drop: float = attrs.field(default=0.0, validator=_probability)
+    duplicate: float = attrs.field(default=0.0, validator=_probability)
+
+    def combine(self, other: LinkFaults) -> LinkFaults:
+        """Both faults at once: delays add up, losses and duplicates compound."""
+        return LinkFaults(
+            latency=self.latency + other.latency,
+            jitter=self.jitter + other.jitter,
+            drop=1 - (1 - self.drop) * (1 - other.drop),
+            duplicate=1 - (1 - self.duplicate) * (1 - other.duplicate),
+        )
+
+
+_NO_FAULTS: Final = LinkFaults()
+
+
+# --------------------------------------------------------------------------
+# Relays and subscriptions
+# --------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Stored:
+    signer: str
+    message: Message
+    stored_at: float
+
+
+class MemoryRelay:
+    """One relay: it stores every message it receives and answers queries.
+
+    By default a relay keeps every version of an addressable message (readers
+    pick the newest). With ``replace_on_arrival=True`` it keeps only the last
+    version that *arrived* per key, so a stale message arriving late hides a
+    newer one: the misbehaviour that breaks claims over plain relays.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.up = True
+        self.replace_on_arrival = False
+        self._stored: list[_Stored] = []
+
+    def __repr__(self) -> str:
+        state = "up" if self.up else "down"
+        return f"MemoryRelay({self.name!r}, {state}, {len(self._stored)} stored)"
+
+    def store(self, signer: str, message: Message, at: float) -> None:
+        """Store ``message`` signed by ``signer``."""
+        if self.replace_on_arrival:
+            key = addressable_key(signer, message)
+            self._stored = [s for s in self._stored if addressable_key(s.signer, s.message) != key]
+        self._stored.append(_Stored(signer, message, at))
+
+    def matching(self, query: Query) -> list[tuple[str, Message]]:
+        """Stored ``(signer, message)`` pairs matching ``query``, in arrival order."""
+        return [(s.signer, s.message) for s in self._stored if query.matches(s.signer, s.message)]
+
+    def stored(self) -> list[tuple[str, Message]]:
+        """Everything stored, in arrival order."""
+        return [(s.signer, s.message) for s in self._stored]
+
+    def forget(self, predicate: Callable[[str, Message], bool] | None = None) -> int:
+        """Lose stored messages (all, or those matching ``predicate``); returns how many."""
+        before = len(self._stored)
+        if predicate is None:
+            self._stored = []
+        else:
+            self._stored = [s for s in self._stored if not predicate(s.signer, s.message)]
+        return before - len(self._stored)
+
+
+class MemorySubscription:
+    """A subscription of one transport; deliveries wait out their link delay."""
+
+    def __init__(self, network: MemoryRelayNetwork, identity: str, query: Query) -> None:
+        self._network = network
+        self.identity = identity
+        self.query = query
+        self._pending: list[tuple[float, int, str, str, Message]] = []
+        self._seq = 0
+        self._wakeup: anyio.Event | None = None
+        self._closed = False
+
+    def __aiter__(self) -> MemorySubscription:
+        return self
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    def _push(self, at: float, relay: str, signer: str, message: Message) -> None:
+        self._seq += 1
+        heapq.heappush(self._pending, (at, self._seq, relay, signer, message))
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def __anext__(self) -> Envelope[Message]:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            now = anyio.current_time()
+            if self._pending and self._pending[0][0] <= now:
+                _at, _seq, relay, signer, message = heapq.heappop(self._pending)
+                return Envelope(message, signer, relay, self._network.wall_clock())
+            wait = self._pending[0][0] - now if self._pending else math.inf
+            self._wakeup = anyio.Event()
+            with anyio.move_on_after(wait):
+                await self._wakeup.wait()
+            self._wakeup = None
+
+    async def aclose(self) -> None:
+        """Stop receiving; pending deliveries are discarded. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pending.clear()
+        self._network._unsubscribe(self)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+
+class MemoryRelayNetwork:
+    """``N`` in-memory relays shared by every provider of a test.
+
+    ``relays`` is a count (names ``relay-0``...) or a sequence of names.
+    ``wall_clock`` stamps ``received_at`` of the envelopes (default
+    :func:`time.time`; tests pass ``lambda: EPOCH + anyio.current_time()``).
+    With ``atomic_claims=True`` the transports also implement
+    :class:`~standby.protocols.AtomicClaims`, through a compare-and-set store
+    that lives with the first relay (unreachable when that relay is).
+    """
+
+    def __init__(
+        self,
+        relays: int | Sequence[str] = 3,
+        *,
+        seed: int = 0,
+        wall_clock: Callable[[], float] = time.time,
+        atomic_claims: bool = False,
+    ) -> None:
+        names = [f"relay-{i}" for i in range(relays)] if isinstance(relays, int) else list(relays)
+        if not names:
+            raise ValueError("a relay network needs at least one relay")
+        if len(set(names)) != len(names):
+            raise ValueError(f"relay names must be unique, got {names!r}")
+        self.relays: tuple[str, ...] = tuple(names)
+        self.wall_clock = wall_clock
+        self.atomic_claims = atomic_claims
+        self.rng = random.Random(seed)
+        self._relays = {name: MemoryRelay(name) for name in names}
+        self._cut: dict[str, set[str]] = {}
+        self._relay_faults: dict[str, LinkFaults] = {}
+        self._provider_faults: dict[str, LinkFaults] = {}
+        self._default_faults = _NO_FAULTS
+        self._subscriptions: list[MemorySubscription] = []
+        self._cas: dict[str, PromotionClaim] = {}
+        self.published: list[tuple[float, str, Message, frozenset[str]]] = []
+        """Every publish: ``(anyio time, signer, message, relays that acked)``."""
+
+    def __repr__(self) -> str:
+        return f"MemoryRelayNetwork(relays={list(self.relays)!r})"
+
+    # -------------------------------------------------------------- providers
+
+    @staticmethod
+    def canonical(identity: str) -> str:
+        """See :func:`canonical_identity`."""
+        return canonical_identity(identity)
+
+    def transport(self, identity: str) -> MemoryTransport:
+        """A transport that signs as ``identity`` (canonicalised)."""
+        me = canonical_identity(identity)
+        if self.atomic_claims:
+            return MemoryAtomicTransport(self, me)
+        return MemoryTransport(self, me)
+
+    def relay(self, name: str) -> MemoryRelay:
+        """The relay called ``name`` (``KeyError`` when there is none)."""
+        return self._relays[name]
+
+    # -------------------------------------------------------------- faults
+
+    def _names(self, relays: Iterable[str] | None) -> list[str]:
+        names = list(self.relays) if relays is None else list(relays)
+        for name in names:
+            if name not in self._relays:
+                raise KeyError(f"unknown relay {name!r}; relays are {list(self.relays)!r}")
+        return names
+
+    def relay_down(self, *relays: str) -> None:
+        """Take relays down: they neither store, answer nor deliver until up again."""
+        for name in self._names(relays):
+            self._relays[name].up = False
+
+    def relay_up(self, *relays: str) -> None:
+        """Bring relays back (they kept what they had stored)."""
+        for name in self._names(relays):
+            self._relays[name].up = True
+
+    def partition(self, identity: str, relays: Iterable[str] | None = None) -> None:
+        """Cut ``identity`` off from ``relays`` (default: all of them), both ways."""
+        me = canonical_identity(identity)
+        self._cut.setdefault(me, set()).update(self._names(relays))
+
+    def heal(self, identity: str, relays: Iterable[str] | None = None) -> None:
+        """Undo :meth:`partition` for ``relays`` (default: all of them)."""
+        me = canonical_identity(identity)
+        cut = self._cut.get(me)
+        if cut is None:
+            return
+        cut.difference_update(self._names(relays))
+        if not cut:
+            del self._cut[me]
+
+    def set_faults(
+        self,
+        *,
+        relay: str | None = None,
+        provider: str | None = None,
+        latency: float = 0.0,
+        jitter: float = 0.0,
+        drop: float = 0.0,
+        duplicate: float = 0.0,
+    ) -> LinkFaults:
+        """Set link faults for one relay, one provider, or (neither given) every link.
+
+        A link between a provider and a relay suffers the relay's faults and
+        the provider's faults combined (or the default when neither is set).
+        Setting all-zero faults clears them. Returns the faults set.
+        """
+        if relay is not None and provider is not None:
+            raise ValueError("give either relay= or provider=, not both")
+        faults = LinkFaults(latency=latency, jitter=jitter, drop=drop, duplicate=duplicate)
+        if relay is not None:
+            self._names([relay])
+            self._relay_faults[relay] = faults
+        elif provider is not None:
+            self._provider_faults[canonical_identity(provider)] = faults
+        else:
+            self._default_faults = faults
+        return faults
+
+    def clear_faults(self) -> None:
+        """Remove every link fault (partitions and relay states are kept)."""
+        self._relay_faults.clear()
+        self._provider_faults.clear()
+        self._default_faults = _NO_FAULTS
+
+    def faults(self, relay: str, provider: str) -> LinkFaults:
+        """The faults of the link between ``provider`` and ``relay``."""
+        by_relay = self._relay_faults.get(relay)
+        by_provider = self._provider_faults.get(provider)
+        if by_relay is None and by_provider is None:
+            return self._default_faults
+        return (by_relay or _NO_FAULTS).combine(by_provider or _NO_FAULTS)
+
+    def reachable(self, identity: str, relay: str) -> bool:
+        """Whether ``identity`` can talk to ``relay`` now (it is up, no partition)."""
+        return self._relays[relay].up and relay not in self._cut.get(identity, ())
+
+    def _delay(self, faults: LinkFaults) -> float:
+        if faults.jitter:
+            return faults.latency + self.rng.uniform(0.0, faults.jitter)
+        return faults.latency
+
+    def _lost(self, faults: LinkFaults) -> bool:
+        return faults.drop > 0 and self.rng.random() < faults.drop
+
+    # -------------------------------------------------------------- storage
+
+    def _store(self, relay: str, signer: str, message: Message) -> None:
+        now = anyio.current_time()
+        self._relays[relay].store(signer, message, now)
+        for subscription in list(self._subscriptions):
+            if subscription.query.matches(signer, message):
+                self._deliver(subscription, relay, signer, message, now)
+
+    def _deliver(
+        self,
+        subscription: MemorySubscription,
+        relay: str,
+        signer: str,
+        message: Message,
+        now: float,
+    ) -> None:
+        if not self.reachable(subscription.identity, relay):
+            return
+        faults = self.faults(relay, subscription.identity)
+        if self._lost(faults):
+            return
+        subscription._push(now + self._delay(faults), relay, signer, message)
+        if faults.duplicate > 0 and self.rng.random() < faults.duplicate:
+            subscription._push(now + self._delay(faults), relay, signer, message)
+
+    def _subscribe(self, identity: str, query: Query) -> MemorySubscription:
+        subscription = MemorySubscription(self, identity, query)
+        self._subscriptions.append(subscription)
+        if query.since is not None:
+            now = anyio.current_time()
+            for relay in self.relays:
+                for signer, message in self._relays[relay].matching(query):
+                    self._deliver(subscription, relay, signer, message, now)
+        return subscription
+
+    def _unsubscribe(self, subscription: MemorySubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    def replay(self, message: Message, *, signer: str, relays: Iterable[str] | None = None) -> None:
+        """Have ``relays`` (default: all up ones) receive ``message`` signed by ``signer`` now.
+
+        For replays and for "an addressable message arrives older than one
+        already stored": pass an old version of a message that was really
+        signed by ``signer``. Subscribers receive it like any other message.
+        Must be called from inside the event loop.
+        """
+        me = canonical_identity(signer)
+        message_kind(message)
+        for relay in self._names(relays):
+            if self._relays[relay].up:
+                self._store(relay, me, message)
+
+    def stored(self, relay: str) -> list[tuple[str, Message]]:
+        """What ``relay`` holds, as ``(signer, message)`` in arrival order."""
+        return self._relays[relay].stored()
+
+    # -------------------------------------------------------------- atomic claims
+
+    def _cas_relay(self, identity: str) -> str:
+        relay = self.relays[0]
+        if not self.reachable(identity, relay):
+            raise TransportError(f"the claim store on {relay} is unreachable from {identity!r}")
+        return relay
+
+    def holder(self, workload_id: str) -> PromotionClaim | None:
+        """The claim holding the newest epoch of ``workload_id`` in the CAS store."""
+        return self._cas.get(workload_id)
+
+
+class MemoryTransport:
+    """A provider's view of a :class:`MemoryRelayNetwork`; implements ``RelayTransport``."""
+
+    def __init__(self, network: MemoryRelayNetwork, identity: str) -> None:
+        self._network = network
+        self._identity = identity
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._identity!r})"
+
+    @property
+    def identity(self) -> str:
+        """The canonical identity this transport signs with."""
+        return self._identity
+
+    @property
+    def network(self) -> MemoryRelayNetwork:
+        """The network this transport belongs to."""
+        return self._network
+
+    def canonical(self, identity: str) -> str:
+        """See :func:`canonical_identity`."""
+        return canonical_identity(identity)
+
+    async def publish(
+        self,
+        message: Message,
+        *,
+        timeout: float,  # noqa: ASYNC109 - part of the protocol
+    ) -> PublishResult:
+        """Send ``message`` to every relay; see ``RelayTransport.publish``."""
+        try:
+            message_kind(message)
+        except TypeError as exc:
+            raise TransportError(f"cannot publish {message!r:.80}") from exc
+        network = self._network
+        me = self._identity
+        answers: dict[str, str | None] = {}
+
+        async def one(relay: str) -> None:
+            if not network.reachable(me, relay):
+                answers[relay] = "down" if not network.relay(relay).up else "unreachable"
+                return
+            faults = network.faults(relay, me)
+            await anyio.sleep(network._delay(faults))
+            if not network.reachable(me, relay):
+                answers[relay] = "connection lost"
+                return
+            if network._lost(faults):
+                answers[relay] = "lost in transit"
+                return
+            network._store(relay, me, message)
+            await anyio.sleep(network._delay(faults))
+            if network._lost(faults) or not network.reachable(me, relay):
+                answers[relay] = "acknowledgement lost"
+                return
+            answers[relay] = None
+
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as group:
+                for relay in network.relays:
+                    group.start_soon(one, relay)
+        acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
+        errors = {r: answers.get(r) or "timed out" for r in network.relays if r not in acked}
+        network.published.append((anyio.current_time(), me, message, acked))
+        return PublishResult(acked, errors)
+
+    async def query(
+        self,
+        query: Query,
+        *,
+        timeout: float,  # noqa: ASYNC109 - part of the protocol
+    ) -> QueryResult:
+        """Read from every relay; see ``RelayTransport.query``."""
+        network = self._network
+        me = self._identity
+        found: list[Envelope[Message]] = []
+        answered: set[str] = set()
+        errors: dict[str, str] = {}
+
+        async def one(relay: str) -> None:
+            if not network.reachable(me, relay):
+                errors[relay] = "down" if not network.relay(relay).up else "unreachable"
+                return
+            faults = network.faults(relay, me)
+            await anyio.sleep(network._delay(faults))
+            if not network.reachable(me, relay) or network._lost(faults):
+                errors[relay] = "no answer"
+                return
+            matches = network.relay(relay).matching(query)
+            await anyio.sleep(network._delay(faults))
+            if not network.reachable(me, relay) or network._lost(faults):
+                errors[relay] = "answer lost"
+                return
+            received = network.wall_clock()
+            found.extend(Envelope(message, signer, relay, received) for signer, message in matches)
+            answered.add(relay)
+
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as group:
+                for relay in network.relays:
+                    group.start_soon(one, relay)
+        for relay in network.relays:
+            if relay not in answered and relay not in errors:
+                errors[relay] = "timed out"
+        return QueryResult(newest_per_key(found), frozenset(answered), errors)
+
+    def subscribe(self, query: Query) -> MemorySubscription:
+        """Receive matching messages as relays store them; see ``RelayTransport.subscribe``."""
+        return self._network._subscribe(self._identity, query)
+
+
+class MemoryAtomicTransport(MemoryTransport):
+    """A :class:`MemoryTransport` that also implements ``AtomicClaims``."""
+
+    async def compare_and_set_claim(
+        self,
+        claim: PromotionClaim,
+        *,
+        timeout: float,  # noqa: ASYNC109 - part of the protocol
+    ) -> ClaimOutcome:
+        """Hold ``claim.epoch`` unless another claimant holds it or a later one."""
+        network = self._network
+        claim = attrs.evolve(claim, claimant=self._identity)
+        with anyio.fail_after(timeout):
+            relay = network._cas_relay(self._identity)
+            await anyio.sleep(network._delay(network.faults(relay, self._identity)))
+            network._cas_relay(self._identity)
+        held = network._cas.get(claim.workload_id)
+        if (
+            held is None
+            or claim.epoch > held.epoch
+            or (claim.epoch == held.epoch and held.claimant == claim.claimant)
+        ):
+            network._cas[claim.workload_id] = claim
+            return ClaimOutcome(won=True)
+        return ClaimOutcome(won=False, holder=held)
+
+    async def release_claim(
+        self,
+        claim: PromotionClaim,
+        *,
+        timeout: float,  # noqa: ASYNC109 - part of the protocol
+    ) -> None:
+        """Release ``claim`` if it still holds its epoch."""
+        network = self._network
+        with anyio.fail_after(timeout):
+            relay = network._cas_relay(self._identity)
+            await anyio.sleep(network._delay(network.faults(relay, self._identity)))
+        held = network._cas.get(claim.workload_id)
+        if held is not None and held.claimant == self._identity and held.epoch == claim.epoch:
+            del network._cas[claim.workload_id]
+
+
+# --------------------------------------------------------------------------
+# Runtime
+# --------------------------------------------------------------------------
+
+RuntimeEventKind = Literal[
+    "spawn", "started", "spawn-failed", "spawn-cancelled", "stopped", "exited"
+]
+
+
+@attrs.frozen
+class RuntimeEvent:
+    """One thing that happened in a :class:`MemoryRuntime`.
+
+    ``at`` is :func:`anyio.current_time` (virtual in tests). ``spawn`` is the
+    request, ``started`` the moment the container runs, ``stopped`` a stop
+    the node asked for, ``exited`` an unexpected end (injected exit or host
+    crash).
+    """
+
+    at: float
+    host: str
+    kind: RuntimeEventKind
+    workload_id: str
+    fencing_token: int
+    handle: int | None = None
+    detail: str = ""
+
+
+@attrs.frozen
+class RunInterval:
+    """A container's run, from ``start`` to ``end`` (``None``: still running)."""
+
+    host: str
+    workload_id: str
+    fencing_token: int
+    handle: int
+    start: float
+    end: float | None
+
+    def overlaps(self, other: RunInterval) -> bool:
+        """Whether the two runs were ever running at the same instant."""
+        mine = math.inf if self.end is None else self.end
+        theirs = math.inf if other.end is None else other.end
+        return self.start < theirs and other.start < mine
+
+
+class RuntimeRecord:
+    """The log shared by the runtimes of several hosts, to check runs across them."""
+
+    def __init__(self) -> None:
+        self.events: list[RuntimeEvent] = []
+        self._next_handle = 0
+
+    def __repr__(self) -> str:
+        return f"RuntimeRecord({len(self.events)} events)"
+
+    def _handle_id(self) -> int:
+        self._next_handle += 1
+        return self._next_handle
+
+    def intervals(self, workload_id: str | None = None) -> list[RunInterval]:
+        """Every run (of ``workload_id``, or of all workloads), in start order."""
+        open_runs: dict[int, RuntimeEvent] = {}
+        runs: list[RunInterval] = []
+        for event in self.events:
+            if workload_id is not None and event.workload_id != workload_id:
+                continue
+            if event.handle is None:
+                continue
+            if event.kind == "started":
+                open_runs[event.handle] = event
+            elif event.kind in ("stopped", "exited") and event.handle in open_runs:
+                start = open_runs.pop(event.handle)
+                runs.append(_interval(start, event.at))
+        runs.extend(_interval(start, None) for start in open_runs.values())
+        runs.sort(key=lambda run: (run.start, run.handle))
+        return runs
+
+    def max_concurrent(self, workload_id: str) -> int:
+        """Most runs of ``workload_id`` at one instant (a run ending as another starts: 1)."""
+        points: list[tuple[float, int]] = []
+        for run in self.intervals(workload_id):
+            points.append((run.start, 1))
+            if run.end is not None:
+                points.append((run.end, -1))
+        points.sort()  # at one instant, ends (-1) come before starts (+1)
+        best = current = 0
+        for _at, step in points:
+            current += step
+            best = max(best, current)
+        return best
+
+    def overlaps(self, workload_id: str) -> list[tuple[RunInterval, RunInterval]]:
+        """Every pair of runs of ``workload_id`` that ran at the same time."""
+        runs = self.intervals(workload_id)
+        return [
+            (first, second)
+            for i, first in enumerate(runs)
+            for second in runs[i + 1 :]
+            if first.overlaps(second)
+        ]
+
+    def of_kind(self, kind: RuntimeEventKind, workload_id: str | None = None) -> list[RuntimeEvent]:
+        """The events of one kind (for one workload), in order."""
+        return [
+            e
+            for e in self.events
+            if e.kind == kind and (workload_id is None or e.workload_id == workload_id)
+        ]
+
+
+def _interval(start: RuntimeEvent, end: float | None) -> RunInterval:
+    assert start.handle is not None
+    return RunInterval(
+        host=start.host,
+        workload_id=start.workload_id,
+        fencing_token=start.fencing_token,
+        handle=start.handle,
+        start=start.at,
+        end=end,
+    )
+
+
+@attrs.frozen
+class MemoryHandle:
+    """The handle :meth:`MemoryRuntime.spawn` returns."""
+
+    id: int
+    host: str
+    workload_id: str
+    fencing_token: int
+    spec: Any = attrs.field(eq=False, repr=False)
+    restore_from: str | None = None
+
+
+class MemoryRuntime:
+    """A fake container runtime for one host; implements ``ContainerRuntime``.
+
+    Several hosts may share one :class:`RuntimeRecord` (``record=``), so a
+    test can check that two of them never ran a workload at once. Spawns take
+    ``spawn_latency`` seconds (settable at any time); :meth:`fail_spawns`
+    makes the next spawns fail. Times come from :func:`anyio.current_time`.
+    """
+
+    def __init__(
+        self,
+        host: str = "host",
+        *,
+        record: RuntimeRecord | None = None,
+        spawn_latency: float = 0.0,
+        stop_latency: float = 0.0,
+    ) -> None:
+        self.host = host
+        self.record = record if record is not None else RuntimeRecord()
+        self.spawn_latency = spawn_latency
+        self.stop_latency = stop_latency
+        self._failures: list[tuple[str | None, str]] = []
+        self._running: dict[int, MemoryHandle] = {}
+        self._known: dict[int, MemoryHandle] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryRuntime({self.host!r}, {len(self._running)} running)"
+
+    @property
+    def events(self) -> list[RuntimeEvent]:
+        """This host's events, in order."""
+        return [e for e in self.record.events if e.host == self.host]
+
+    def _log(
+        self,
+        kind: RuntimeEventKind,
+        workload_id: str,
+        token: int,
+        handle: int | None = None,
+        detail: str = "",
+    ) -> None:
+        self.record.events.append(
+            RuntimeEvent(anyio.current_time(), self.host, kind, workload_id, token, handle, detail)
+        )
+
+    def fail_spawns(
+        self, count: int = 1, *, workload_id: str | None = None, error: str = "injected failure"
+    ) -> None:
+        """Make the next ``count`` spawns (of ``workload_id``, or any) fail with ``error``."""
+        self._failures.extend([(workload_id, error)] * count)
+
+    def running(self, workload_id: str | None = None) -> list[MemoryHandle]:
+        """Handles of the containers running now."""
+        return [
+            h for h in self._running.values() if workload_id is None or h.workload_id == workload_id
+        ]
+
+    async def spawn(
+        self,
+        spec: Any,
+        *,
+        workload_id: str,
+        fencing_token: int,
+        restore_from: str | None = None,
+    ) -> MemoryHandle:
+        """Start a container after ``spawn_latency``; see ``ContainerRuntime.spawn``."""
+        self._log("spawn", workload_id, fencing_token, detail=f"restore_from={restore_from}")
+        try:
+            await anyio.sleep(self.spawn_latency)
+        except BaseException:
+            self._log("spawn-cancelled", workload_id, fencing_token)
+            raise
+        for position, (target, error) in enumerate(self._failures):
+            if target is None or target == workload_id:
+                del self._failures[position]
+                self._log("spawn-failed", workload_id, fencing_token, detail=error)
+                raise SpawnError(
+                    f"{self.host}: cannot start {workload_id!r}: {error}", workload_id=workload_id
+                )
+        handle = MemoryHandle(
+            id=self.record._handle_id(),
+            host=self.host,
+            workload_id=workload_id,
+            fencing_token=fencing_token,
+            spec=spec,
+            restore_from=restore_from,
+        )
+        self._running[handle.id] = handle
+        self._known[handle.id] = handle
+        self._log("started", workload_id, fencing_token, handle.id)
+        return handle
+
+    def _check(self, handle: Any) -> MemoryHandle:
+        if not isinstance(handle, MemoryHandle) or handle.host != self.host:
+            raise RuntimeFailure(f"{self.host}: not a handle of this runtime: {handle!r}")
+        return handle
+
+    async def status(self, handle: Any) -> ContainerStatus:
+        """``running``, ``stopped`` or ``absent``."""
+        checked = self._check(handle)
+        await anyio.lowlevel.checkpoint()
+        if checked.id in self._running:
+            return "running"
+        if checked.id in self._known:
+            return "stopped"
+        return "absent"
+
+    async def stop(self, handle: Any) -> None:
+        """Stop the container (idempotent)."""
+        checked = self._check(handle)
+        if self.stop_latency:
+            await anyio.sleep(self.stop_latency)
+        else:
+            await anyio.lowlevel.checkpoint()
+        if self._running.pop(checked.id, None) is not None:
+            self._log("stopped", checked.workload_id, checked.fencing_token, checked.id)
+
+    def remove(self, handle: MemoryHandle) -> None:
+        """Forget a stopped container: its status becomes ``absent``."""
+        if handle.id not in self._running:
+            self._known.pop(handle.id, None)
+
+    def exit(self, workload_id: str, reason: str = "crashed") -> int:
+        """Make the running containers of ``workload_id`` exit unexpectedly; returns how many."""
+        gone = [h for h in self._running.values() if h.workload_id == workload_id]
+        for handle in gone:
+            del self._running[handle.id]
+            self._log("exited", handle.workload_id, handle.fencing_token, handle.id, reason)
+        return len(gone)
+
+    def crash(self, reason: str = "host crashed") -> int:
+        """The host dies: every running container ends at once; returns how many."""
+        gone = list(self._running.values())
+        self._running.clear()
+        for handle in gone:
+            self._log("exited", handle.workload_id, handle.fencing_token, handle.id, reason)
+        return len(gone)
+
+
+# --------------------------------------------------------------------------
+# Slot store
+# --------------------------------------------------------------------------
+
+
+class MemorySlotStore:
+    """A ``SlotStore`` in memory (survives a node restart within the process).
+
+    Each save replaces the table. ``fail_next_save`` / ``fail_next_load``
+    inject a :class:`~standby.StoreError`. ``saves`` counts successful saves.
+    """
+
+    def __init__(self, slots: Iterable[StandbySlot[Any]] = ()) -> None:
+        self._slots: tuple[StandbySlot[Any], ...] = tuple(slots)
+        self.saves = 0
+        self.fail_next_save = False
+        self.fail_next_load = False
+
+    def __repr__(self) -> str:
+        return f"MemorySlotStore({len(self._slots)} slots)"
+
+    @property
+    def slots(self) -> tuple[StandbySlot[Any], ...]:
+        """The slots saved last."""
+        return self._slots
+
+    async def load(self) -> list[StandbySlot[Any]]:
+        """The saved slots."""
+        await anyio.lowlevel.checkpoint()
+        if self.fail_next_load:
+            self.fail_next_load = False
+            raise StoreError("injected load failure")
+        return list(self._slots)
+
+    async def save(self, slots: Sequence[StandbySlot[Any]]) -> list[str]:
+        """Replace the saved slots; nothing is withheld."""
+        await anyio.lowlevel.checkpoint()
+        if self.fail_next_save:
+            self.fail_next_save = False
+            raise StoreError("injected save failure")
+        self._slots = tuple(slots)
+        self.saves += 1
+        return []

@@ -1,0 +1,81 @@
+"""The anyio driver: one :class:`StandbyNode` per provider process.
+
+The node owns no policy. It feeds what it hears (subscription messages,
+adapter results, the passing of time) into the two sans-I/O machines,
+:class:`~standby.StandbyElection` for the slots it reserved and one
+:class:`~standby.WorkloadLifecycle` per workload it runs as primary, and
+carries out the effects they return through the protocols of
+:mod:`standby.protocols`.
+
+It runs on asyncio and trio alike (only anyio primitives) and reads time
+from :func:`anyio.current_time` and an injectable wall clock, so a test can
+run it on trio's ``MockClock``::
+
+    node = StandbyNode(
+        transport=network.transport("alice"),
+        runtime=MemoryRuntime("alice"),
+        store=JsonFileStore(path),
+        timing=Timing(),
+        wall_clock=lambda: EPOCH + anyio.current_time(),
+    )
+    async with node:
+        await node.accept(request)
+        ...
+
+Concurrency: one timer task sleeps until the machines' next deadline (and
+wakes early on new input); every adapter call runs in its own task with a
+timeout, so a slow spawn never delays a heartbeat. The machines are only ever
+called from the event loop thread, one call at a time.
+"""
+
+from __future__ import annotations
+
+from ._node import (
+    AnnouncementPublished,
+    ClaimCompared,
+    ClaimPublished,
+    ContainerExited,
+    ContainerStarted,
+    ContainerStarting,
+    ContainerStopped,
+    HeartbeatPublished,
+    InputDropped,
+    LifecycleChanged,
+    NodeEvent,
+    NodeStatus,
+    OperationFailed,
+    PrimaryFollowed,
+    PrimaryStatus,
+    PromotedHere,
+    QuorumMissed,
+    RevocationPublished,
+    SlotPhaseChanged,
+    SlotsNotPersisted,
+    SpawnRequest,
+    StandbyNode,
+)
+
+__all__ = [
+    "AnnouncementPublished",
+    "ClaimCompared",
+    "ClaimPublished",
+    "ContainerExited",
+    "ContainerStarted",
+    "ContainerStarting",
+    "ContainerStopped",
+    "HeartbeatPublished",
+    "InputDropped",
+    "LifecycleChanged",
+    "NodeEvent",
+    "NodeStatus",
+    "OperationFailed",
+    "PrimaryFollowed",
+    "PrimaryStatus",
+    "PromotedHere",
+    "QuorumMissed",
+    "RevocationPublished",
+    "SlotPhaseChanged",
+    "SlotsNotPersisted",
+    "SpawnRequest",
+    "StandbyNode",
+]

@@ -1,0 +1,726 @@
+"""The anyio node end to end, on memory adapters and trio's virtual clock.
+
+Scenario tests run protocol hours in milliseconds on
+``MockClock(autojump_threshold=0)`` with the reference timing; every check of
+"who ran what when" goes through the shared :class:`RuntimeRecord`. A short
+smoke set at the end also runs on asyncio (and on trio's real clock) with a
+sped-up timing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+from standby import (
+    LeaseRevocation,
+    LifecycleState,
+    Phase,
+    StoreError,
+    Timing,
+    Topology,
+    fencing_token,
+)
+from standby._node_errors import IdentityError, NodeError, NotAddressedError, TransportError
+from standby._store import JsonFileStore
+from standby.adapters.memory import (
+    MemoryRelayNetwork,
+    MemoryRuntime,
+    MemorySlotStore,
+    RuntimeRecord,
+)
+from standby.node import (
+    ContainerExited,
+    HeartbeatPublished,
+    InputDropped,
+    NodeEvent,
+    OperationFailed,
+    PrimaryFollowed,
+    PromotedHere,
+    SlotPhaseChanged,
+    SlotsNotPersisted,
+    SpawnRequest,
+    StandbyNode,
+)
+from standby.protocols import Query, QueryResult, SlotStore
+
+pytestmark = pytest.mark.anyio
+
+EPOCH = 1_700_000_000.0
+
+
+def wall() -> float:
+    """Wall clock on the event loop's (virtual, in tests) clock."""
+    return EPOCH + anyio.current_time()
+
+
+async def wait_until(
+    predicate: Callable[[], bool], *, within: float, step: float = 0.5, what: str = ""
+) -> None:
+    """Sleep (virtual) in ``step``s until ``predicate()`` holds; fail after ``within`` s."""
+    try:
+        with anyio.fail_after(within):
+            while True:
+                if predicate():
+                    return
+                await anyio.sleep(step)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {within}s waiting for {what or predicate}") from None
+
+
+class Cluster:
+    """A primary and ordered standbys sharing memory relays and one runtime record."""
+
+    def __init__(
+        self,
+        *,
+        timing: Timing,
+        standbys: int = 2,
+        relays: int = 3,
+        seed: int = 0,
+        atomic_claims: bool = False,
+        primary: str = "prime",
+    ) -> None:
+        self.timing = timing
+        self.network = MemoryRelayNetwork(
+            relays, seed=seed, wall_clock=wall, atomic_claims=atomic_claims
+        )
+        self.record = RuntimeRecord()
+        self.primary = primary
+        self.standbys = [f"sb{i}" for i in range(standbys)]
+        self.names = [primary, *self.standbys]
+        self.runtimes = {n: MemoryRuntime(n, record=self.record) for n in self.names}
+        self.stores: dict[str, SlotStore] = {n: MemorySlotStore() for n in self.names}
+        self.events: dict[str, list[NodeEvent]] = {n: [] for n in self.names}
+        self.nodes: dict[str, StandbyNode[Any]] = {}
+        self.scopes: dict[str, anyio.CancelScope] = {}
+
+    def make_node(self, name: str, **options: Any) -> StandbyNode[Any]:
+        options.setdefault("transport", self.network.transport(name))
+        options.setdefault("runtime", self.runtimes[name])
+        options.setdefault("store", self.stores[name])
+        options.setdefault("on_event", self.events[name].append)
+        node: StandbyNode[Any] = StandbyNode(timing=self.timing, wall_clock=wall, **options)
+        self.nodes[name] = node
+        return node
+
+    async def launch(
+        self, group: anyio.abc.TaskGroup, name: str, **options: Any
+    ) -> StandbyNode[Any]:
+        """Start node ``name`` in ``group``, in a cancel scope of its own."""
+        node = self.make_node(name, **options)
+        scope = anyio.CancelScope()
+        self.scopes[name] = scope
+
+        async def runner(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with scope:
+                async with node:
+                    task_status.started()
+                    await anyio.sleep_forever()
+
+        await group.start(runner)
+        return node
+
+    async def launch_all(self, group: anyio.abc.TaskGroup) -> None:
+        for name in self.names:
+            await self.launch(group, name)
+
+    def stop(self, name: str) -> None:
+        """Stop the node's process (its containers keep their state)."""
+        self.scopes[name].cancel()
+
+    def crash(self, name: str) -> None:
+        """The host dies: its node stops and every container on it ends."""
+        self.runtimes[name].crash()
+        self.stop(name)
+
+    def request(
+        self,
+        workload_id: str = "w1",
+        *,
+        spec: Any = None,
+        lifetime: float = 86_400.0,
+        standbys: Sequence[str] | None = None,
+        primary: str | None = None,
+    ) -> SpawnRequest[Any]:
+        return SpawnRequest(
+            workload_id=workload_id,
+            topology=Topology(
+                primary=primary or self.primary,
+                standbys=tuple(self.standbys if standbys is None else standbys),
+            ),
+            spec={"image": "app:1"} if spec is None else spec,
+            owner="consumer",
+            expires_at=wall() + lifetime,
+        )
+
+    async def accept_everywhere(self, request: SpawnRequest[Any]) -> None:
+        for name in self.names:
+            node = self.nodes.get(name)
+            if node is not None and node.running:
+                await node.accept(request)
+
+    def starts(self, workload_id: str = "w1") -> list[tuple[str, float, int]]:
+        """``(host, wall time, token)`` of every container start of the workload."""
+        return [
+            (e.host, EPOCH + e.at, e.fencing_token)
+            for e in self.record.of_kind("started", workload_id)
+        ]
+
+    def hosts_started(self, workload_id: str = "w1") -> list[str]:
+        return [host for host, _at, _token in self.starts(workload_id)]
+
+    def last_heartbeat(self, name: str) -> float:
+        stamps = [e.timestamp for e in self.events[name] if isinstance(e, HeartbeatPublished)]
+        assert stamps, f"{name} never heartbeated"
+        return max(stamps)
+
+
+# --------------------------------------------------------------------------- helpers
+
+TIMING = Timing()
+SPAWN = 2.0
+"""Seconds a standby's spawn takes in the scenarios."""
+
+
+def primary_state(cluster: Cluster, name: str, workload_id: str = "w1") -> LifecycleState | None:
+    status = cluster.nodes[name].status().primary(workload_id)
+    return None if status is None else status.state
+
+
+async def start_workload(
+    cluster: Cluster, group: anyio.abc.TaskGroup, workload_id: str = "w1", **options: Any
+) -> SpawnRequest[Any]:
+    if not cluster.nodes:
+        await cluster.launch_all(group)
+    request = cluster.request(workload_id, **options)
+    await cluster.accept_everywhere(request)
+    await wait_until(
+        lambda: primary_state(cluster, cluster.primary, workload_id) is LifecycleState.LIVE,
+        within=cluster.timing.heartbeat_interval,
+        step=cluster.timing.heartbeat_interval / 100,
+        what="the primary to run the workload",
+    )
+    return request
+
+
+def events_of(cluster: Cluster, name: str, kind: type[Any]) -> list[Any]:
+    return [e for e in cluster.events[name] if isinstance(e, kind)]
+
+
+def slow_standbys(cluster: Cluster, latency: float = SPAWN) -> None:
+    for name in cluster.standbys:
+        cluster.runtimes[name].spawn_latency = latency
+
+
+# --------------------------------------------------------------------------- failover scenarios
+
+
+async def test_crash_standby0_runs_the_workload_within_silence_plus_settle() -> None:
+    cluster = Cluster(timing=TIMING)
+    slow_standbys(cluster)
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        await anyio.sleep(600)
+        cluster.crash("prime")
+        last = cluster.last_heartbeat("prime")
+        await wait_until(lambda: len(cluster.starts()) == 2, within=3 * TIMING.silence)
+        await anyio.sleep(3600)  # an hour later: still exactly one, and stable
+        group.cancel_scope.cancel()
+
+    (first, _t0, token0), (host, started, token) = cluster.starts()
+    assert (first, token0) == ("prime", 0)
+    assert (host, token) == ("sb0", fencing_token(1, 0))
+    bound = TIMING.silence + TIMING.claim_settle + SPAWN + 4 * TIMING.query_timeout
+    assert TIMING.silence <= started - last <= bound
+    assert cluster.record.max_concurrent("w1") == 1
+    assert primary_state(cluster, "sb0") is LifecycleState.LIVE
+    follower = cluster.nodes["sb1"].status().slot("w1")
+    assert follower is not None
+    assert (follower.primary, follower.epoch, follower.phase) == ("sb0", 1, Phase.WATCHING)
+    assert [e.new_primary for e in events_of(cluster, "sb1", PrimaryFollowed)] == ["sb0"]
+    assert [e.fencing_token for e in events_of(cluster, "sb0", PromotedHere)] == [token]
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_crash_with_two_standbys_exactly_one_runs_it(seed: int) -> None:
+    cluster = Cluster(timing=TIMING, seed=seed)
+    cluster.network.set_faults(latency=0.05, jitter=0.5, duplicate=0.2)
+    slow_standbys(cluster)
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        await anyio.sleep(300 + 37 * seed)
+        cluster.crash("prime")
+        await wait_until(lambda: len(cluster.starts()) >= 2, within=3 * TIMING.silence)
+        await anyio.sleep(3600)
+        group.cancel_scope.cancel()
+
+    assert cluster.hosts_started() == ["prime", "sb0"]
+    assert cluster.record.max_concurrent("w1") == 1
+    assert [e.host for e in cluster.record.of_kind("spawn", "w1")] == ["prime", "sb0"]
+
+
+async def test_spawn_slower_than_promotion_delay_still_yields_exactly_one() -> None:
+    slow = 0.8 * TIMING.spawn_timeout
+    assert slow > TIMING.promotion_delay
+    cluster = Cluster(timing=TIMING)
+    slow_standbys(cluster, slow)
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        await anyio.sleep(300)
+        cluster.crash("prime")
+        await wait_until(lambda: len(cluster.starts()) >= 2, within=4 * TIMING.silence)
+        await anyio.sleep(3600)
+        group.cancel_scope.cancel()
+
+    assert cluster.hosts_started() == ["prime", "sb0"]
+    assert [e.host for e in cluster.record.of_kind("spawn", "w1")] == ["prime", "sb0"]
+    assert cluster.record.max_concurrent("w1") == 1
+    deferred = [e for e in events_of(cluster, "sb1", SlotPhaseChanged) if e.new is Phase.DEFERRED]
+    assert deferred, "standby 1 should have deferred to standby 0's claim"
+
+
+async def test_failed_spawn_hands_over_to_the_next_standby_and_rearms() -> None:
+    cluster = Cluster(timing=TIMING)
+    slow_standbys(cluster)
+    cluster.runtimes["sb0"].spawn_latency = 40.0
+    cluster.runtimes["sb0"].fail_spawns(1, error="out of capacity")
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        await anyio.sleep(300)
+        cluster.crash("prime")
+        await wait_until(lambda: len(cluster.starts()) >= 2, within=4 * TIMING.silence)
+        await anyio.sleep(3600)
+        group.cancel_scope.cancel()
+
+    assert [e.host for e in cluster.record.of_kind("spawn-failed", "w1")] == ["sb0"]
+    assert cluster.hosts_started() == ["prime", "sb1"]
+    assert cluster.starts()[1][2] == fencing_token(1, 1)
+    assert cluster.record.max_concurrent("w1") == 1
+    rearmed = cluster.nodes["sb0"].status().slot("w1")
+    assert rearmed is not None
+    assert (rearmed.primary, rearmed.epoch, rearmed.phase) == ("sb1", 1, Phase.WATCHING)
+
+
+async def test_forged_revocation_yields_no_promotion() -> None:
+    cluster = Cluster(timing=TIMING)
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        await anyio.sleep(120)
+        forged = LeaseRevocation(
+            workload_id="w1",
+            primary="prime",
+            standbys=("sb0", "sb1"),
+            reason="handover",
+            revoked_at=wall(),
+        )
+        for forger in ("mallory", "sb1"):  # a stranger, and a peer standby
+            await cluster.network.transport(forger).publish(forged, timeout=5)
+        await anyio.sleep(3600)
+        group.cancel_scope.cancel()
+
+    assert cluster.hosts_started() == ["prime"]
+    assert [e.host for e in cluster.record.of_kind("spawn", "w1")] == ["prime"]
+    slot = cluster.nodes["sb0"].status().slot("w1")
+    assert slot is not None
+    assert (slot.phase, slot.revoked) == (Phase.WATCHING, False)
+    drops = [e for e in events_of(cluster, "sb0", InputDropped) if e.signer == "sb1"]
+    assert drops  # one per relay that delivered it
+    assert {e.reason.name for e in drops} == {"WRONG_SIGNER"}
+
+
+async def test_restart_restores_slots_and_drops_expired_ones(tmp_path: Path) -> None:
+    path = tmp_path / "sb0-slots.json"
+    cluster = Cluster(timing=TIMING, standbys=1)
+    cluster.stores["sb0"] = JsonFileStore(path, offload=False)
+    async with anyio.create_task_group() as group:
+        await cluster.launch_all(group)
+        await start_workload(cluster, group, "short", lifetime=300)
+        await start_workload(cluster, group, "long", lifetime=86_400)
+        on_disk = sorted(s.workload_id for s in JsonFileStore(path).load_sync())
+        assert on_disk == ["long", "short"]
+        await anyio.sleep(60)
+        cluster.stop("sb0")
+        await anyio.sleep(400)  # "short" expires while the standby is down
+        cluster.stores["sb0"] = JsonFileStore(path, offload=False)
+        restarted = await cluster.launch(group, "sb0")
+        status = restarted.status()
+        assert [s.workload_id for s in status.slots] == ["long"]
+        assert status.counters["election.expired_on_restore"] == 1
+        await wait_until(
+            lambda: [s.workload_id for s in JsonFileStore(path).load_sync()] == ["long"],
+            within=5,
+            step=0.1,
+            what="the expired slot to leave the file",
+        )
+        await anyio.sleep(1800)
+        slot = restarted.status().slot("long")
+        assert slot is not None
+        assert slot.phase is Phase.WATCHING
+        group.cancel_scope.cancel()
+
+    assert cluster.hosts_started("long") == ["prime"]
+    assert cluster.hosts_started("short") == ["prime"]
+
+
+async def test_primary_cut_off_from_two_of_three_relays_stops_before_the_new_one_spawns() -> None:
+    cluster = Cluster(timing=TIMING)
+    slow_standbys(cluster)
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        await anyio.sleep(300)
+        cut = wall()
+        cluster.network.partition("prime", ["relay-1", "relay-2"])
+        await wait_until(lambda: len(cluster.starts()) >= 2, within=4 * TIMING.silence)
+        await anyio.sleep(3600)
+        group.cancel_scope.cancel()
+
+    assert cluster.hosts_started() == ["prime", "sb0"]
+    [old_stop] = [e for e in cluster.record.of_kind("stopped", "w1") if e.host == "prime"]
+    [new_spawn] = [e for e in cluster.record.of_kind("spawn", "w1") if e.host == "sb0"]
+    assert old_stop.at <= new_spawn.at
+    assert cluster.record.max_concurrent("w1") == 1
+    assert EPOCH + new_spawn.at - cut <= TIMING.lease + TIMING.heartbeat_interval + TIMING.silence
+    assert primary_state(cluster, "prime") in (LifecycleState.FENCED, None)
+
+
+async def test_handover_promotes_without_waiting_out_the_silence() -> None:
+    cluster = Cluster(timing=TIMING)
+    slow_standbys(cluster)
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        await anyio.sleep(300)
+        asked = wall()
+        await cluster.nodes["prime"].handover("w1", state_uri="s3://snapshots/w1")
+        await wait_until(lambda: len(cluster.starts()) >= 2, within=TIMING.silence)
+        await anyio.sleep(600)
+        group.cancel_scope.cancel()
+
+    (_, _, _), (host, started, token) = cluster.starts()
+    assert (host, token) == ("sb0", fencing_token(1, 0))
+    assert started - asked <= TIMING.claim_settle + SPAWN + 4 * TIMING.query_timeout
+    assert started - asked < TIMING.silence
+    [old_stop] = [e for e in cluster.record.of_kind("stopped", "w1") if e.host == "prime"]
+    assert EPOCH + old_stop.at <= started
+    [run] = [r for r in cluster.record.intervals("w1") if r.host == "sb0"]
+    assert [h.restore_from for h in cluster.runtimes["sb0"].running("w1")] == ["s3://snapshots/w1"]
+    assert run.end is None
+    assert [e.new_primary for e in events_of(cluster, "sb1", PrimaryFollowed)] == ["sb0"]
+
+
+async def test_unexpected_exit_on_the_primary_hands_the_workload_over() -> None:
+    cluster = Cluster(timing=TIMING)
+    slow_standbys(cluster)
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        await anyio.sleep(200)
+        died = wall()
+        assert cluster.runtimes["prime"].exit("w1", "oom-killed") == 1
+        await wait_until(lambda: len(cluster.starts()) >= 2, within=TIMING.silence)
+        group.cancel_scope.cancel()
+
+    assert [e.status for e in events_of(cluster, "prime", ContainerExited)] == ["stopped"]
+    assert cluster.hosts_started() == ["prime", "sb0"]
+    assert cluster.starts()[1][1] - died < TIMING.heartbeat_interval + TIMING.claim_settle + 30
+
+
+async def test_atomic_claims_transport_uses_compare_and_set() -> None:
+    from standby.node import ClaimCompared, ClaimPublished
+
+    cluster = Cluster(timing=TIMING, atomic_claims=True)
+    slow_standbys(cluster, 0.8 * TIMING.spawn_timeout)
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        assert cluster.nodes["sb0"].atomic_claims
+        await anyio.sleep(300)
+        cluster.crash("prime")
+        await wait_until(lambda: len(cluster.starts()) >= 2, within=4 * TIMING.silence)
+        await anyio.sleep(1800)
+        group.cancel_scope.cancel()
+
+    assert cluster.hosts_started() == ["prime", "sb0"]
+    assert [e.won for e in events_of(cluster, "sb0", ClaimCompared)] == [True]
+    assert events_of(cluster, "sb0", ClaimPublished) == []
+    lost = events_of(cluster, "sb1", ClaimCompared)
+    assert all(not e.won and e.holder == "sb0" for e in lost)
+    assert cluster.record.max_concurrent("w1") == 1
+
+
+# --------------------------------------------------------------------------- host surface
+
+
+async def test_accept_canonicalises_identities_before_the_role_check() -> None:
+    cluster = Cluster(timing=TIMING)
+    async with anyio.create_task_group() as group:
+        node = await cluster.launch(group, "sb1")
+        request = cluster.request(primary="MEM:Prime", standbys=[" SB0 ", "mem:SB1"])
+        role = await node.accept(request)
+        assert (role.index, role.count) == (1, 2)  # type: ignore[union-attr]
+        slot = node.election.slots["w1"]
+        assert (slot.primary, slot.peers) == ("prime", ("sb0",))
+        group.cancel_scope.cancel()
+
+
+async def test_accept_rejects_requests_not_addressed_or_malformed() -> None:
+    cluster = Cluster(timing=TIMING)
+    async with anyio.create_task_group() as group:
+        node = await cluster.launch(group, "sb0")
+        with pytest.raises(NotAddressedError, match="not addressed to this provider 'sb0'"):
+            await node.accept(cluster.request(standbys=["x", "y"]))
+        with pytest.raises(IdentityError, match="malformed identity"):
+            await node.accept(cluster.request(standbys=["sb0", "bad identity"]))
+        assert node.status().slots == ()
+        group.cancel_scope.cancel()
+
+
+async def test_host_calls_need_a_running_node() -> None:
+    cluster = Cluster(timing=TIMING)
+    node = cluster.make_node("sb0")
+    with pytest.raises(NodeError, match="not running"):
+        await node.accept(cluster.request())
+    async with node:
+        with pytest.raises(NodeError, match="does not run here"):
+            await node.handover("nope")
+        assert await node.remove("nope") is False
+    assert not node.running
+
+
+async def test_status_snapshot_and_remove() -> None:
+    cluster = Cluster(timing=TIMING)
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        primary = cluster.nodes["prime"].status().primary("w1")
+        assert primary is not None
+        assert primary.running
+        assert primary.standbys == ("sb0", "sb1")
+        assert primary.lease_end is not None
+        assert primary.lease_end > wall()
+        standby = cluster.nodes["sb0"].status()
+        assert [(s.workload_id, s.phase) for s in standby.slots] == [("w1", Phase.WATCHING)]
+        assert standby.counters["messages"] >= 1
+        assert await cluster.nodes["sb0"].remove("w1") is True
+        assert cluster.nodes["sb0"].status().slots == ()
+        store = cluster.stores["sb0"]
+        assert isinstance(store, MemorySlotStore)
+        assert store.slots == ()
+        group.cancel_scope.cancel()
+
+
+async def test_log_records_carry_workload_and_role(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="standby.node")
+    cluster = Cluster(timing=TIMING)
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        await anyio.sleep(120)
+        group.cancel_scope.cancel()
+    records = [r for r in caplog.records if r.name == "standby.node"]
+    assert records
+    assert all(hasattr(r, "workload_id") and hasattr(r, "role") for r in records)
+    assert any(r.workload_id == "w1" and r.role == "primary" for r in records)  # type: ignore[attr-defined]
+    assert any(r.workload_id == "w1" and r.role == "standby" for r in records)  # type: ignore[attr-defined]
+
+
+async def test_event_hook_errors_never_stop_the_node() -> None:
+    calls: list[NodeEvent] = []
+
+    def broken(event: NodeEvent) -> None:
+        calls.append(event)
+        raise RuntimeError("metrics backend is down")
+
+    cluster = Cluster(timing=TIMING, standbys=1)
+    async with anyio.create_task_group() as group:
+        await cluster.launch(group, "prime", on_event=broken)
+        await cluster.launch(group, "sb0")
+        await start_workload(cluster, group)
+        await anyio.sleep(300)
+        assert cluster.nodes["prime"].running
+        assert cluster.nodes["prime"].status().counters["event_hook_errors"] == len(calls)
+        group.cancel_scope.cancel()
+    assert any(isinstance(e, HeartbeatPublished) for e in calls)
+
+
+class FlakyQueries:
+    """A transport whose queries fail while ``broken`` is set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.broken = True
+
+    @property
+    def identity(self) -> str:
+        return str(self.inner.identity)
+
+    def canonical(self, identity: str) -> str:
+        return str(self.inner.canonical(identity))
+
+    async def publish(self, message: Any, *, timeout: float) -> Any:  # noqa: ASYNC109
+        return await self.inner.publish(message, timeout=timeout)
+
+    async def query(self, query: Query, *, timeout: float) -> QueryResult:  # noqa: ASYNC109
+        if self.broken:
+            raise TransportError("relay pool exploded")
+        result: QueryResult = await self.inner.query(query, timeout=timeout)
+        return result
+
+    def subscribe(self, query: Query) -> Any:
+        return self.inner.subscribe(query)
+
+
+async def test_adapter_errors_are_counted_and_never_fatal() -> None:
+    cluster = Cluster(timing=TIMING, standbys=1)
+    flaky = FlakyQueries(cluster.network.transport("sb0"))
+    async with anyio.create_task_group() as group:
+        await cluster.launch(group, "prime")
+        await cluster.launch(group, "sb0", transport=flaky)
+        await start_workload(cluster, group)
+        await anyio.sleep(120)
+        cluster.crash("prime")
+        await anyio.sleep(3 * TIMING.silence)
+        assert cluster.hosts_started() == ["prime"]  # no read quorum, no promotion
+        status = cluster.nodes["sb0"].status()
+        assert status.running
+        assert status.counters["query_heartbeats_errors"] >= 2
+        assert events_of(cluster, "sb0", OperationFailed)
+        flaky.broken = False
+        await wait_until(lambda: len(cluster.starts()) >= 2, within=2 * TIMING.silence)
+        group.cancel_scope.cancel()
+    assert cluster.hosts_started() == ["prime", "sb0"]
+
+
+async def test_secret_slots_are_reported_to_the_host(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    cluster = Cluster(timing=TIMING, standbys=1)
+    cluster.stores["sb0"] = JsonFileStore(path, offload=False)
+    secret = "nsec1qqqsupersecretkeymaterial"
+    async with anyio.create_task_group() as group:
+        node = await cluster.launch(group, "sb0")
+        await node.accept(cluster.request("w-secret", spec={"env": {"NOSTR_NSEC": secret}}))
+        await node.accept(cluster.request("w-plain", spec={"image": "app"}))
+        group.cancel_scope.cancel()
+    [event] = events_of(cluster, "sb0", SlotsNotPersisted)
+    assert event.workload_ids == ("w-secret",)
+    assert secret.encode() not in path.read_bytes()
+    assert node.status().counters["slots_not_persisted"] == 1
+
+
+async def test_store_failure_surfaces_on_accept_and_is_retried() -> None:
+    cluster = Cluster(timing=TIMING)
+    store = cluster.stores["sb0"]
+    assert isinstance(store, MemorySlotStore)
+    async with anyio.create_task_group() as group:
+        node = await cluster.launch(group, "sb0")
+        store.fail_next_save = True
+        with pytest.raises(StoreError, match="not saved"):
+            await node.accept(cluster.request())
+        await node.flush()  # the retry succeeds
+        assert [s.workload_id for s in store.slots] == ["w1"]
+        group.cancel_scope.cancel()
+
+
+async def test_corrupt_store_refuses_to_start(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    path.write_text("{not json")
+    cluster = Cluster(timing=TIMING)
+    node = cluster.make_node("sb0", store=JsonFileStore(path))
+    with pytest.raises(StoreError, match="corrupt"):
+        async with node:
+            pass  # pragma: no cover
+    assert not node.running
+    assert (tmp_path / "slots.json.corrupt-1").read_text() == "{not json"
+
+
+async def test_shutdown_saves_the_table_and_stops_every_task() -> None:
+    cluster = Cluster(timing=TIMING)
+    store = cluster.stores["sb0"]
+    assert isinstance(store, MemorySlotStore)
+    node = cluster.make_node("sb0")
+    with anyio.move_on_after(10):
+        async with node:
+            await node.accept(cluster.request("w1"))
+            await node.accept(cluster.request("w2"))
+            await anyio.sleep_forever()
+    assert not node.running
+    assert sorted(s.workload_id for s in store.slots) == ["w1", "w2"]
+    # nothing of the node is still scheduled: virtual time moves on with no effect
+    saves = store.saves
+    await anyio.sleep(TIMING.silence * 2)
+    assert store.saves == saves
+    assert cluster.record.events == []
+
+
+async def test_unreplicated_primary_restarts_by_its_policy() -> None:
+    from standby import OnFailure
+
+    cluster = Cluster(timing=TIMING, standbys=0)
+    async with anyio.create_task_group() as group:
+        node = await cluster.launch(group, "prime", restart=OnFailure(max_attempts=2, backoff=5))
+        await node.accept(cluster.request(standbys=[]))
+        await wait_until(lambda: len(cluster.starts()) == 1, within=10)
+        cluster.runtimes["prime"].exit("w1", "segfault")
+        await wait_until(lambda: len(cluster.starts()) == 2, within=2 * TIMING.heartbeat_interval)
+        assert primary_state(cluster, "prime") is LifecycleState.LIVE
+        group.cancel_scope.cancel()
+    assert cluster.record.max_concurrent("w1") == 1
+
+
+async def test_expired_workloads_are_stopped_and_forgotten() -> None:
+    cluster = Cluster(timing=TIMING)
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group, lifetime=500)
+        await anyio.sleep(600)
+        assert cluster.nodes["prime"].status().primaries == ()
+        assert cluster.nodes["sb0"].status().slots == ()
+        group.cancel_scope.cancel()
+    [run] = cluster.record.intervals("w1")
+    assert run.end is not None
+    assert cluster.hosts_started() == ["prime"]
+
+
+# --------------------------------------------------------------------------- smoke on asyncio
+
+FAST = Timing().scaled(1 / 600)  # silence 0.3 s of real time
+
+
+class TestSmokeOnAsyncio:
+    """A real event loop and the real clock; kept to well under a second each."""
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        return "asyncio"
+
+    async def test_crash_failover(self) -> None:
+        cluster = Cluster(timing=FAST)
+        async with anyio.create_task_group() as group:
+            await start_workload(cluster, group)
+            await anyio.sleep(FAST.heartbeat_interval * 2)
+            cluster.crash("prime")
+            await wait_until(lambda: len(cluster.starts()) >= 2, within=FAST.silence * 6, step=0.01)
+            await anyio.sleep(FAST.heartbeat_interval)
+            group.cancel_scope.cancel()
+        assert cluster.hosts_started() == ["prime", "sb0"]
+        assert cluster.record.max_concurrent("w1") == 1
+
+    async def test_handover(self) -> None:
+        cluster = Cluster(timing=FAST)
+        async with anyio.create_task_group() as group:
+            await start_workload(cluster, group)
+            await cluster.nodes["prime"].handover("w1")
+            await wait_until(lambda: len(cluster.starts()) >= 2, within=FAST.silence * 6, step=0.01)
+            group.cancel_scope.cancel()
+        assert cluster.hosts_started() == ["prime", "sb0"]
+        assert cluster.record.max_concurrent("w1") == 1
+
+
+def test_the_example_in_docs_node_md_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "node.md"
+    [block] = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
+    exec(compile(block, str(doc), "exec"), {"__name__": "docs_node"})
+    assert capsys.readouterr().out.splitlines() == ["new primary: bob", "token: 1048576"]

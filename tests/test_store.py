@@ -1,0 +1,302 @@
+"""JsonFileStore: versioned file, atomic writes, corruption handling, secrets (FM 11)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from standby import StandbySlot, StoreError
+from standby._store import FORMAT, FORMAT_VERSION, JsonFileStore, Sealer, looks_secret
+from standby.protocols import SlotStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """File I/O needs no virtual time: run every store test on both event loops."""
+    return str(request.param)
+
+
+EPOCH = 1_700_000_000.0
+SECRET = "nsec1v8w6cf3x0qqz8example0secret0material"
+
+
+@attrs.frozen
+class Spec:
+    image: str
+    cpu: int = 1
+
+
+def make_slot(
+    workload_id: str = "w1", *, spec: Any = None, expires_in: float = 3600
+) -> StandbySlot[Any]:
+    return StandbySlot(
+        workload_id=workload_id,
+        primary="alice",
+        standby_index=0,
+        standby_count=2,
+        spec=Spec("app:1") if spec is None else spec,
+        expires_at=EPOCH + expires_in,
+        owner="carol",
+        created_at=EPOCH,
+        peers=("dave",),
+    )
+
+
+class XorSealer:
+    """A toy sealer for tests (never use XOR for real secrets)."""
+
+    def __init__(self, key: int = 0x5A) -> None:
+        self.key = key
+
+    def seal(self, data: bytes) -> bytes:
+        return b"sealed:" + bytes(b ^ self.key for b in data)
+
+    def unseal(self, data: bytes) -> bytes:
+        if not data.startswith(b"sealed:"):
+            raise ValueError("not sealed by this sealer")
+        return bytes(b ^ self.key for b in data[len(b"sealed:") :])
+
+
+def files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+# --------------------------------------------------------------------------- format
+
+
+async def test_round_trip_with_the_host_spec_type(tmp_path: Path) -> None:
+    store = JsonFileStore(tmp_path / "slots.json", spec_type=Spec)
+    assert isinstance(store, SlotStore)
+    slots = [make_slot("w1"), make_slot("w2", spec=Spec("db:2", cpu=4))]
+    assert await store.save(slots) == []
+    loaded = await JsonFileStore(tmp_path / "slots.json", spec_type=Spec).load()
+    assert loaded == slots
+    assert isinstance(loaded[1].spec, Spec)
+
+
+async def test_file_is_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    await JsonFileStore(path).save([make_slot(spec={"image": "app"})])
+    document = json.loads(path.read_text())
+    assert document["format"] == FORMAT == "standby.slots"
+    assert document["version"] == FORMAT_VERSION == 1
+    [body] = document["slots"]
+    assert (body["workload_id"], body["version"], body["spec"]) == ("w1", 1, {"image": "app"})
+
+
+async def test_missing_file_means_nothing_saved(tmp_path: Path) -> None:
+    assert await JsonFileStore(tmp_path / "absent.json").load() == []
+
+
+async def test_load_with_now_leaves_out_expired_slots(tmp_path: Path) -> None:
+    store = JsonFileStore(tmp_path / "slots.json", spec_type=Spec)
+    await store.save([make_slot("old", expires_in=10), make_slot("new", expires_in=1000)])
+    assert [s.workload_id for s in await store.load(now=EPOCH + 10)] == ["new"]
+    assert [s.workload_id for s in await store.load(now=EPOCH + 5)] == ["old", "new"]
+
+
+async def test_io_can_run_inline(tmp_path: Path) -> None:
+    store = JsonFileStore(tmp_path / "slots.json", spec_type=Spec, offload=False)
+    await store.save([make_slot()])
+    assert await store.load() == [make_slot()]
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+async def test_failed_rename_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "slots.json"
+    store = JsonFileStore(path, spec_type=Spec)
+    await store.save([make_slot("w1")])
+    before = path.read_bytes()
+
+    def broken_replace(src: Any, dst: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(StoreError, match="No space left"):
+        await store.save([make_slot("w1"), make_slot("w2")])
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert files(tmp_path) == ["slots.json"]
+    assert [s.workload_id for s in await store.load()] == ["w1"]
+
+
+async def test_crash_between_temp_write_and_rename_keeps_the_old_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "slots.json"
+    store = JsonFileStore(path, spec_type=Spec, offload=False)
+    await store.save([make_slot("w1")])
+
+    class PowerLoss(BaseException):
+        pass
+
+    def lose_power(src: Any, dst: Any) -> None:
+        raise PowerLoss
+
+    monkeypatch.setattr(os, "replace", lose_power)
+    monkeypatch.setattr(os, "unlink", lambda p: None)  # the process dies: nothing cleans up
+    with pytest.raises(PowerLoss):
+        await store.save([make_slot("w2")])
+    monkeypatch.undo()
+    leftovers = [name for name in files(tmp_path) if name != "slots.json"]
+    assert len(leftovers) == 1
+    assert leftovers[0].startswith(".slots.json.")
+    assert b'"w2"' in (tmp_path / leftovers[0]).read_bytes()  # the new table was written...
+    reloaded = JsonFileStore(path, spec_type=Spec)  # ...but after "reboot" the old one is read
+    assert [s.workload_id for s in await reloaded.load()] == ["w1"]
+
+
+def test_save_fsyncs_the_file_and_its_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.path.isdir(f"/proc/self/fd/{fd}") if os.path.exists("/proc") else False)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    JsonFileStore(tmp_path / "slots.json").save_sync([make_slot()])
+    assert len(synced) == 2
+    if os.path.exists("/proc/self/fd"):
+        assert synced == [False, True]  # the temporary file first, then the directory
+
+
+# --------------------------------------------------------------------------- corruption
+
+
+async def test_corrupt_file_raises_and_is_moved_aside_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    path.write_bytes(b'{"format": "standby.slots", "version": 1, "slots": [')
+    store = JsonFileStore(path, spec_type=Spec)
+    with pytest.raises(StoreError, match=r"corrupt .*moved to .*slots\.json\.corrupt-1"):
+        await store.load()
+    aside = tmp_path / "slots.json.corrupt-1"
+    assert aside.read_bytes().endswith(b"[")
+    assert not path.exists()
+    await store.save([make_slot()])  # a new table never touches the corrupt copy
+    assert aside.read_bytes().endswith(b"[")
+    path.write_text("[]")
+    with pytest.raises(StoreError, match="corrupt-2"):
+        await store.load()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[]", "not a 'standby.slots' document"),
+        (b'{"format": "other", "version": 1, "slots": []}', "not a 'standby.slots'"),
+        (b'{"format": "standby.slots", "version": "1", "slots": []}', "bad format version"),
+        (b'{"format": "standby.slots", "version": 1, "slots": {}}', "`slots` is not a list"),
+        (
+            b'{"format": "standby.slots", "version": 1, "slots": [{"workload_id": "w"}]}',
+            "slot #0",
+        ),
+    ],
+)
+async def test_every_kind_of_corruption_is_a_store_error(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    path = tmp_path / "slots.json"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match=reason):
+        await JsonFileStore(path).load()
+    assert (tmp_path / "slots.json.corrupt-1").read_bytes() == content
+
+
+async def test_newer_format_is_refused_and_left_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    path.write_text('{"format": "standby.slots", "version": 2, "slots": []}')
+    with pytest.raises(StoreError, match="format version 2"):
+        await JsonFileStore(path).load()
+    assert files(tmp_path) == ["slots.json"]
+
+
+# --------------------------------------------------------------------------- secrets (FM 11)
+
+
+async def test_fm11_secret_slot_never_written_in_clear(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    secret_spec = {"image": "relay:1", "env": {"NOSTR_NSEC": SECRET}}
+    store: JsonFileStore[Any] = JsonFileStore(path)
+    withheld = await store.save(
+        [make_slot("plain", spec={"image": "x"}), make_slot("keyed", spec=secret_spec)]
+    )
+    assert withheld == ["keyed"]
+    assert store.memory_only == ("keyed",)
+    raw = path.read_bytes()
+    assert SECRET.encode() not in raw
+    assert b"keyed" not in raw
+    # the same process still has it; a restarted one does not
+    assert sorted(s.workload_id for s in await store.load()) == ["keyed", "plain"]
+    assert [s.workload_id for s in await JsonFileStore(path).load()] == ["plain"]
+
+    # with a sealer the slot is persisted, but never in clear
+    sealed_store: JsonFileStore[Any] = JsonFileStore(path, sealer=XorSealer())
+    assert await sealed_store.save([make_slot("keyed", spec=secret_spec)]) == []
+    raw = path.read_bytes()
+    assert SECRET.encode() not in raw
+    assert b"keyed" not in raw
+    assert "sealed" in json.loads(raw)["slots"][0]
+    [restored] = await JsonFileStore(path, sealer=XorSealer()).load()
+    assert restored.spec["env"]["NOSTR_NSEC"] == SECRET
+    # without the sealer it cannot be read, and the file is left alone
+    with pytest.raises(StoreError, match="no sealer"):
+        await JsonFileStore(path).load()
+    with pytest.raises(StoreError, match="cannot be unsealed"):
+        await JsonFileStore(path, sealer=XorSealer(key=1)).load()
+    assert files(tmp_path) == ["slots.json"]
+
+
+async def test_host_supplied_secret_predicate(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+
+    def vaulted(spec: Any) -> bool:
+        return bool(spec.get("tier") == "vault")
+
+    store: JsonFileStore[Any] = JsonFileStore(path, holds_secret=vaulted)
+    withheld = await store.save(
+        [
+            make_slot("a", spec={"tier": "vault", "blob": "opaque"}),
+            make_slot("b", spec={"password": "x"}),
+        ]
+    )
+    assert withheld == ["a"]
+    assert b"opaque" not in path.read_bytes()
+    assert b"password" in path.read_bytes()  # the host's predicate decides, not the heuristic
+
+
+def test_sealer_protocol_is_runtime_checkable() -> None:
+    assert isinstance(XorSealer(), Sealer)
+
+
+@pytest.mark.parametrize(
+    ("spec", "secret"),
+    [
+        ({"image": "app", "cpu": 2}, False),
+        ({"env": {"DB_PASSWORD": "hunter2"}}, True),
+        ({"env": {"db-password": ""}}, False),
+        ({"api_token": "abc"}, True),
+        ({"privateKey": None, "private_key": "k"}, True),
+        ({"args": ["--key", SECRET]}, True),
+        ({"cert": "-----BEGIN EC PRIVATE KEY-----\nabc"}, True),
+        (Spec("app"), False),
+        ({"nested": [{"client_secret": "s"}]}, True),
+        ("plain string", False),
+    ],
+)
+def test_default_secret_heuristic(spec: Any, secret: bool) -> None:
+    assert looks_secret(spec) is secret
