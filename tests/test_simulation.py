@@ -531,6 +531,16 @@ def test_my_timing_is_valid_and_the_reference_one_is_not() -> None:
 # ----------------------------------------------------------------------
 
 PUBLIC = {
+    "DEFAULT_MALFORMED_IDENTITIES",
+    "RELAY_CHECKS",
+    "RUNTIME_CHECKS",
+    "ConformanceReport",
+    "RelayHarness",
+    "RelayHarnessFactory",
+    "RuntimeHarness",
+    "RuntimeHarnessFactory",
+    "check_container_runtime",
+    "check_relay_transport",
     "BASE_TIME",
     "CURRENT_PRIMARY",
     "PRIMARY",

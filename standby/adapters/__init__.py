@@ -4,6 +4,11 @@
   fake container runtime that records what ran when, and an in-memory slot
   store. No extra dependencies; meant for tests and demos.
 
+- :mod:`standby.adapters.nostr`: :class:`NostrTransport`, a real
+  :class:`~standby.RelayTransport` over Nostr relays (NIP-01), with signed
+  and verified events. Needs the ``nostr`` extra
+  (``pip install 'standby[nostr]'``).
+
 Adapters for real systems live in their own submodules behind optional
 extras, so importing this package pulls in nothing.
 """

@@ -8,6 +8,8 @@
   of ``SAFETY.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`.
 * :func:`run_campaign` -- many seeded simulations with random fault schedules.
 * :class:`StandbyStateMachine` -- a ``RuleBasedStateMachine`` to subclass.
+* :func:`check_relay_transport`, :func:`check_container_runtime` --
+  conformance suites an adapter author points at a factory of their own.
 
 ``Simulation`` and the campaign need nothing beyond ``standby`` itself;
 ``strategies`` and ``StandbyStateMachine`` need ``hypothesis`` (the
@@ -20,6 +22,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._campaign import CampaignSummary, random_faults, run_campaign
+from ._conformance import (
+    DEFAULT_MALFORMED_IDENTITIES,
+    RELAY_CHECKS,
+    RUNTIME_CHECKS,
+    ConformanceReport,
+    RelayHarness,
+    RelayHarnessFactory,
+    RuntimeHarness,
+    RuntimeHarnessFactory,
+    check_container_runtime,
+    check_relay_transport,
+)
 from ._faults import (
     CURRENT_PRIMARY,
     Crash,
@@ -61,10 +75,14 @@ if TYPE_CHECKING:
 __all__ = [
     "BASE_TIME",
     "CURRENT_PRIMARY",
+    "DEFAULT_MALFORMED_IDENTITIES",
     "PRIMARY",
+    "RELAY_CHECKS",
+    "RUNTIME_CHECKS",
     "STRANGER",
     "VIOLATION_KINDS",
     "CampaignSummary",
+    "ConformanceReport",
     "Crash",
     "Delay",
     "Drop",
@@ -80,8 +98,12 @@ __all__ = [
     "Pause",
     "Promotion",
     "RelayAmnesia",
+    "RelayHarness",
+    "RelayHarnessFactory",
     "Replay",
     "Restart",
+    "RuntimeHarness",
+    "RuntimeHarnessFactory",
     "Simulation",
     "SimulationReport",
     "SkewClock",
@@ -90,6 +112,8 @@ __all__ = [
     "StorageWrite",
     "Timeline",
     "Violation",
+    "check_container_runtime",
+    "check_relay_transport",
     "random_faults",
     "relay_name",
     "run_campaign",

@@ -1,0 +1,392 @@
+"""The adapter conformance suites, run against the shipped adapters.
+
+``check_relay_transport`` runs against the in-memory relays and against
+:class:`NostrTransport` over three real relay processes;
+``check_container_runtime`` against :class:`MemoryRuntime`. Every suite runs
+on asyncio and on trio (real clocks: the Nostr harness uses real sockets).
+A few deliberately broken adapters show that the suites catch what they
+claim to catch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+from _nostr_relays import RelayCluster, backends, nostr_relays, relays  # noqa: F401
+
+from standby import Envelope, Heartbeat, LeaseRevocation, Message
+from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime, MemoryTransport
+from standby.adapters.nostr import NostrKeys, NostrTransport, npub_of
+from standby.protocols import PublishResult, Query, QueryResult
+from standby.testing._conformance import (
+    RELAY_CHECKS,
+    RUNTIME_CHECKS,
+    RelayHarness,
+    RuntimeHarness,
+    check_container_runtime,
+    check_relay_transport,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=backends())
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+# --------------------------------------------------------------------------- memory harnesses
+
+
+@contextlib.asynccontextmanager
+async def memory_relays(
+    wrap: Any = None, *, with_faults: bool = True
+) -> AsyncIterator[RelayHarness]:
+    network = MemoryRelayNetwork(relays=3)
+    transports: list[Any] = [network.transport(n) for n in ("alice", "bob", "mallory")]
+    if wrap is not None:
+        transports = [wrap(t) for t in transports]
+    stranger = network.transport("stranger")
+
+    async def forge(message: Message, as_signer: str) -> None:
+        # Memory relays authenticate by construction: a forgery is a message
+        # in someone's name published by somebody else.
+        result = await stranger.publish(message, timeout=1.0)
+        assert result.acked, result
+
+    async def down(relay: str) -> None:
+        network.relay_down(relay)
+
+    async def up(relay: str) -> None:
+        network.relay_up(relay)
+
+    yield RelayHarness(
+        transports=transports,
+        relays=network.relays,
+        forge=forge,
+        aliases=lambda identity: [identity.upper(), f"  mem:{identity} "],
+        malformed_identities=["mem:", "has space"],
+        relay_down=down if with_faults else None,
+        relay_up=up if with_faults else None,
+        timeout=1.0,
+        delivery_timeout=2.0,
+    )
+
+
+@contextlib.asynccontextmanager
+async def memory_runtime() -> AsyncIterator[RuntimeHarness]:
+    runtime = MemoryRuntime("conformance-host")
+
+    def failing_spec() -> Any:
+        runtime.fail_spawns(1, error="image not found")
+        return {"image": "missing:1"}
+
+    def slow_spec() -> Any:
+        runtime.spawn_latency = 0.5
+        return {"image": "slow:1"}
+
+    async def token_of(handle: Any) -> int:
+        return int(handle.fencing_token)
+
+    async def restore_of(handle: Any) -> str | None:
+        return handle.restore_from  # type: ignore[no-any-return]
+
+    async def running_count() -> int:
+        return len(runtime.running())
+
+    yield RuntimeHarness(
+        runtime=runtime,
+        spec={"image": "app:1"},
+        failing_spec=failing_spec,
+        token_of=token_of,
+        restore_of=restore_of,
+        running_count=running_count,
+        slow_spec=slow_spec,
+        timeout=5.0,
+    )
+
+
+async def test_memory_relays_pass_the_relay_suite() -> None:
+    report = await check_relay_transport(memory_relays)
+    assert report.passed == RELAY_CHECKS
+    assert report.skipped == ()
+
+
+async def test_missing_probes_are_reported_as_skipped() -> None:
+    report = await check_relay_transport(
+        lambda: memory_relays(with_faults=False), only={"relay_down", "identity"}
+    )
+    assert report.passed == ("identity",)
+    assert [name for name, _why in report.skipped] == ["relay_down"]
+
+
+async def test_unknown_check_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown relay transport checks"):
+        await check_relay_transport(memory_relays, only={"nope"})
+
+
+async def test_memory_runtime_passes_the_runtime_suite() -> None:
+    report = await check_container_runtime(memory_runtime)
+    assert report.passed == RUNTIME_CHECKS
+
+
+# --------------------------------------------------------------------------- broken adapters
+
+
+class _Wrapped:
+    """A memory transport with one behaviour broken by a subclass."""
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        self.inner = inner
+
+    @property
+    def identity(self) -> str:
+        return self.inner.identity
+
+    def canonical(self, identity: str) -> str:
+        return self.inner.canonical(identity)
+
+    async def publish(
+        self,
+        message: Message,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the protocol's
+    ) -> PublishResult:
+        return await self.inner.publish(message, timeout=timeout)
+
+    async def query(
+        self,
+        query: Query,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the protocol's
+    ) -> QueryResult:
+        return await self.inner.query(query, timeout=timeout)
+
+    def subscribe(self, query: Query) -> Any:
+        return self.inner.subscribe(query)
+
+
+class _RawCanonical(_Wrapped):
+    """Compares identities as raw strings (failure mode 2)."""
+
+    def canonical(self, identity: str) -> str:
+        if not identity.strip() or "!" in identity or "\x00" in identity or " " in identity.strip():
+            return self.inner.canonical(identity)
+        return identity
+
+
+def _body_identity(message: Message) -> str | None:
+    if isinstance(message, Heartbeat):
+        return message.provider
+    if isinstance(message, LeaseRevocation):
+        return message.primary
+    return None
+
+
+class _SignerFromBody(_Wrapped):
+    """Believes the identity written in the body (failure mode 8)."""
+
+    async def query(
+        self,
+        query: Query,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the protocol's
+    ) -> QueryResult:
+        wide = attrs.evolve(query, authors=None)
+        result = await self.inner.query(wide, timeout=timeout)
+        envelopes = [
+            attrs.evolve(e, signer=_body_identity(e.message) or e.signer) for e in result.envelopes
+        ]
+        kept = [e for e in envelopes if query.authors is None or e.signer in query.authors]
+        return QueryResult(kept, result.answered, result.errors)
+
+
+class _KeepsEveryVersion(_Wrapped):
+    """Trusts relays to replace addressable messages (returns every version)."""
+
+    async def query(
+        self,
+        query: Query,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the protocol's
+    ) -> QueryResult:
+        network = self.inner.network
+        found = [
+            Envelope(message, signer, relay, time.time())
+            for relay in network.relays
+            for signer, message in network.stored(relay)
+            if query.matches(signer, message)
+        ]
+        await anyio.lowlevel.checkpoint()
+        return QueryResult(found, frozenset(network.relays))
+
+
+async def test_the_relay_suite_catches_raw_string_identities() -> None:
+    with pytest.raises(AssertionError, match=r"\[identity\] canonical\("):
+        await check_relay_transport(lambda: memory_relays(_RawCanonical), only={"identity"})
+
+
+async def test_the_relay_suite_catches_signers_read_from_the_body() -> None:
+    with pytest.raises(AssertionError, match=r"\[signer\] .*came back as alice's"):
+        await check_relay_transport(lambda: memory_relays(_SignerFromBody), only={"signer"})
+
+
+async def test_the_relay_suite_catches_trusting_relay_replacement() -> None:
+    with pytest.raises(AssertionError, match=r"\[(query|newest)\]"):
+        await check_relay_transport(
+            lambda: memory_relays(_KeepsEveryVersion), only={"query", "newest"}
+        )
+
+
+@contextlib.asynccontextmanager
+async def runtime_ignoring_tokens() -> AsyncIterator[RuntimeHarness]:
+    async with memory_runtime() as harness:
+
+        async def token_of(handle: Any) -> int:
+            return 0  # the workload never saw its token
+
+        yield attrs.evolve(harness, token_of=token_of)
+
+
+async def test_the_runtime_suite_catches_a_lost_fencing_token() -> None:
+    with pytest.raises(AssertionError, match=r"\[lifecycle\] the workload must receive"):
+        await check_container_runtime(runtime_ignoring_tokens, only={"lifecycle"})
+
+
+@contextlib.asynccontextmanager
+async def runtime_that_never_fails() -> AsyncIterator[RuntimeHarness]:
+    async with memory_runtime() as harness:
+        yield attrs.evolve(harness, failing_spec=lambda: {"image": "fine:1"})
+
+
+async def test_the_runtime_suite_catches_a_silent_spawn_failure() -> None:
+    with pytest.raises(AssertionError, match=r"\[spawn_failure\]"):
+        await check_container_runtime(runtime_that_never_fails, only={"spawn_failure"})
+
+
+# --------------------------------------------------------------------------- Nostr over real relays
+
+
+def forged_event(forger: NostrTransport, message: Message, victim: str) -> dict[str, Any]:
+    """``message`` as an event with ``victim``'s pubkey but the forger's signature."""
+    from standby.adapters._nostr_keys import event_id
+
+    draft = forger.profile.drafts(message, forger.codec)[-1]
+    created_at = int(forger.profile.natural_created_at(message))
+    eid = event_id(victim, created_at, draft.kind, draft.tags, draft.content)
+    return {
+        "id": eid,
+        "pubkey": victim,
+        "created_at": created_at,
+        "kind": draft.kind,
+        "tags": [list(tag) for tag in draft.tags],
+        "content": draft.content,
+        "sig": forger.keys.sign(bytes.fromhex(eid)).hex(),
+    }
+
+
+def nostr_harness_factory(cluster: RelayCluster) -> Any:
+    @contextlib.asynccontextmanager
+    async def factory() -> AsyncIterator[RelayHarness]:
+        async with contextlib.AsyncExitStack() as stack:
+            transports = [
+                await stack.enter_async_context(
+                    NostrTransport(
+                        cluster.urls, NostrKeys.generate(), reconnect_backoff=(0.05, 0.5)
+                    )
+                )
+                for _ in range(3)
+            ]
+            forger = await stack.enter_async_context(
+                NostrTransport(cluster.urls, NostrKeys.generate())
+            )
+
+            async def forge(message: Message, as_signer: str) -> None:
+                event = forged_event(forger, message, as_signer)
+                answers: dict[str, tuple[bool, str]] = {}
+
+                async def offer(url: str) -> None:
+                    answers[url] = await forger.send_raw(url, event, timeout=1.0)
+
+                async with anyio.create_task_group() as group:
+                    for url in cluster.urls:
+                        group.start_soon(offer, url)
+                lax = cluster.relays[0]
+                assert lax.lax
+                assert answers[lax.url][0], f"the lax relay refused the forged event: {answers}"
+
+            async def relay_down(url: str) -> None:
+                await anyio.to_thread.run_sync(cluster.stop, cluster.urls.index(url))
+
+            async def relay_up(url: str) -> None:
+                await anyio.to_thread.run_sync(cluster.start, cluster.urls.index(url))
+
+            def aliases(identity: str) -> Sequence[str]:
+                npub = npub_of(identity)
+                return [npub, npub.upper(), identity.upper(), f" {identity} ", f"nostr:{npub}"]
+
+            yield RelayHarness(
+                transports=transports,
+                relays=cluster.urls,
+                forge=forge,
+                aliases=aliases,
+                malformed_identities=[
+                    "npub1",
+                    "f" * 63,
+                    "g" * 64,
+                    "00" * 32,  # not a point on the curve
+                    NostrKeys.generate().nsec,  # a secret key is no identity
+                ],
+                open_requests=lambda: sum(t.open_requests() for t in transports),
+                relay_down=relay_down,
+                relay_up=relay_up,
+                timeout=2.0,
+                delivery_timeout=8.0,
+            )
+
+    return factory
+
+
+async def test_nostr_transport_passes_the_relay_suite_on_real_relays(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    report = await check_relay_transport(nostr_harness_factory(relays))
+    assert report.passed == RELAY_CHECKS
+
+
+# --------------------------------------------------------------------------- the docs' example
+
+
+def test_the_worked_example_in_the_docs_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], anyio_backend: Any
+) -> None:
+    import re
+    from pathlib import Path
+
+    import standby.testing
+    from standby.testing import _conformance
+
+    # The suites are exported from standby.testing; make sure the names are
+    # there even before that export lands.
+    for name in (
+        "RelayHarness",
+        "RuntimeHarness",
+        "check_relay_transport",
+        "check_container_runtime",
+    ):
+        monkeypatch.setattr(standby.testing, name, getattr(_conformance, name), raising=False)
+    text = (Path(__file__).resolve().parent.parent / "docs" / "conformance.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)[1:]
+    block = block.replace("anyio.run(main)", f"anyio.run(main, backend={anyio_backend!r})")
+    exec(compile(block, "docs/conformance.md", "exec"), {"__name__": "docs"})
+    out = capsys.readouterr().out
+    assert "relay transport: identity, publish, query, signer, forged" in out
+    assert (
+        "container runtime: lifecycle, restore, two_spawns, spawn_failure, cancelled_spawn" in out
+    )

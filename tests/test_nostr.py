@@ -1,0 +1,739 @@
+"""The Nostr transport: keys and identities, events, bodies, and relay behaviour.
+
+The first part is pure (no sockets). The second runs against the three real
+relay processes of ``_nostr_relays`` (relay 0 does not check signatures, so
+it hands forged events to the transport) and against a deliberately broken
+websocket relay served from the test itself, on asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+import httpx
+import pytest
+import wsproto
+import wsproto.events
+from _nostr_relays import RelayCluster, backends, nostr_relays, relays  # noqa: F401
+from httpx_ws import aconnect_ws
+
+from standby import (
+    Heartbeat,
+    LeaseRevocation,
+    PromotionAnnouncement,
+    PromotionClaim,
+    fencing_token,
+)
+from standby._node_errors import IdentityError, TransportError
+from standby.adapters._nostr_keys import EventRejected, event_id
+from standby.adapters.nostr import (
+    NostrKeys,
+    NostrProfile,
+    NostrTransport,
+    canonical_identity,
+    npub_of,
+    sign_event,
+    verify_event,
+)
+from standby.protocols import Query, RelayTransport, Subscription
+from standby.wire import Codec
+
+# A NIP-19 vector: the same key as hex and as npub.
+VECTOR_HEX = "3bf0c63fcb93463407af97a5e5ee64fa883d107ef9e558472c4eb9aaaefa459d"
+VECTOR_NPUB = "npub180cvv07tjdrrgpa0j7j7tmnyl2yr6yr7l8j4s3evf6u64th6gkwsyjh6w6"
+
+PROFILE = NostrProfile()
+CODEC = Codec()
+
+
+# =========================================================================== identities and keys
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        VECTOR_HEX,
+        VECTOR_HEX.upper(),
+        VECTOR_NPUB,
+        VECTOR_NPUB.upper(),
+        f"  {VECTOR_NPUB}\n",
+        f"nostr:{VECTOR_NPUB}",
+    ],
+)
+def test_every_spelling_of_a_key_is_one_identity(spelling: str) -> None:
+    assert canonical_identity(spelling) == VECTOR_HEX
+
+
+def test_npub_of_gives_the_nip19_form() -> None:
+    assert npub_of(VECTOR_HEX) == VECTOR_NPUB
+    assert npub_of(VECTOR_NPUB) == VECTOR_NPUB
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("", "expected an npub1"),
+        ("alice", "expected an npub1"),
+        (VECTOR_HEX[:-1], "expected an npub1"),
+        ("g" * 64, "expected an npub1"),
+        (VECTOR_NPUB[:-1] + ("q" if VECTOR_NPUB[-1] != "q" else "p"), "checksum"),
+        (VECTOR_NPUB[:10] + VECTOR_NPUB[10:].upper(), "mixed case"),
+        ("00" * 32, "not a public key on secp256k1"),
+        ("nsec1vl029mgpspedva04g90vltkh6fvh240zqtv9k0t9af8935ke9laqsnlfe5", "expected an npub1"),
+    ],
+)
+def test_malformed_identities_are_refused_with_a_reason(bad: str, why: str) -> None:
+    with pytest.raises(IdentityError, match=why):
+        canonical_identity(bad)
+
+
+def test_keys_load_from_nsec_or_hex_and_never_show_the_secret() -> None:
+    keys = NostrKeys.generate()
+    assert NostrKeys.from_secret(keys.nsec).public_key == keys.public_key
+    assert NostrKeys.from_secret(keys.secret_hex.upper()).public_key == keys.public_key
+    assert canonical_identity(keys.npub) == keys.public_key
+    assert keys.secret_hex not in repr(keys)
+    assert keys.nsec not in repr(keys)
+    with pytest.raises(IdentityError) as info:
+        NostrKeys.from_secret(keys.nsec[:-1] + "x")
+    assert keys.nsec[:-1] not in str(info.value)
+    with pytest.raises(IdentityError):
+        NostrKeys.from_secret("0" * 64)  # zero is not a secret key
+
+
+# =========================================================================== events
+
+
+def test_a_signed_event_verifies_and_any_tampering_is_caught() -> None:
+    keys = NostrKeys.generate()
+    event = sign_event(keys, kind=38384, tags=[["d", "x"]], content='{"a":"é\\n"}', created_at=1)
+    assert verify_event(event.to_json()) == event
+    assert event.id == event_id(keys.public_key, 1, 38384, [["d", "x"]], '{"a":"é\\n"}')
+
+    tampered = dict(event.to_json(), content='{"a":2}')
+    with pytest.raises(EventRejected) as info:
+        verify_event(tampered)
+    assert info.value.reason == "bad_id"
+
+    stranger = NostrKeys.generate()
+    resigned = dict(event.to_json(), sig=stranger.sign(bytes.fromhex(event.id)).hex())
+    with pytest.raises(EventRejected) as info:
+        verify_event(resigned)
+    assert info.value.reason == "bad_signature"
+
+    claimed = dict(event.to_json(), pubkey=stranger.public_key)
+    claimed["id"] = event_id(stranger.public_key, 1, 38384, [["d", "x"]], '{"a":"é\\n"}')
+    with pytest.raises(EventRejected) as info:
+        verify_event(claimed)
+    assert info.value.reason == "bad_signature"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"created_at": "1"},
+        {"created_at": True},
+        {"kind": 1.5},
+        {"tags": [["d", 1]]},
+        {"tags": "d"},
+        {"content": None},
+        {"pubkey": VECTOR_HEX.upper()},
+        {"sig": "00"},
+        {"id": None},
+    ],
+)
+def test_malformed_events_are_refused(change: dict[str, Any]) -> None:
+    event = sign_event(NostrKeys.generate(), kind=1, tags=[], content="", created_at=1).to_json()
+    event.update(change)
+    with pytest.raises(EventRejected) as info:
+        verify_event(event)
+    assert info.value.reason == "malformed"
+    with pytest.raises(EventRejected):
+        verify_event([event])
+
+
+# ================================================================== bodies (reference system)
+
+PRIMARY = NostrKeys.generate()
+STANDBYS = (NostrKeys.generate(), NostrKeys.generate())
+
+
+def event_of(kind: int, content: Any, tags: list[list[str]] | None = None) -> Any:
+    text = content if isinstance(content, str) else json.dumps(content)
+    return sign_event(PRIMARY, kind=kind, tags=tags or [], content=text, created_at=1_700_000_000)
+
+
+def test_a_reference_revocation_body_decodes() -> None:
+    # As the reference system writes it: npubs, integer seconds, no version.
+    body = {
+        "workload_id": "w-7",
+        "primary_provider_npub": PRIMARY.npub,
+        "standby_providers": [STANDBYS[0].npub, STANDBYS[1].npub],
+        "reason": "lease lost",
+        "revoked_at": 1_700_000_000,
+        "state_uri": "s3://bucket/w-7",
+    }
+    d = PROFILE.revocation_d(PRIMARY.public_key, "w-7")
+    message = PROFILE.decode(event_of(38385, body, [["d", d]]), CODEC)
+    assert message == LeaseRevocation(
+        workload_id="w-7",
+        primary=PRIMARY.public_key,
+        standbys=(STANDBYS[0].public_key, STANDBYS[1].public_key),
+        reason="lease lost",
+        revoked_at=1_700_000_000.0,
+        state_uri="s3://bucket/w-7",
+        version=1,
+    )
+
+
+def test_a_reference_announcement_and_heartbeat_decode() -> None:
+    announcement = {
+        "workload_id": "w-7",
+        "new_primary_npub": STANDBYS[0].npub,
+        "promoted_at": 1_700_000_100,
+        "version": 1,
+    }
+    d = PROFILE.announcement_d("w-7")
+    assert PROFILE.decode(event_of(38386, announcement, [["d", d]]), CODEC) == (
+        PromotionAnnouncement(
+            workload_id="w-7", new_primary=STANDBYS[0].public_key, promoted_at=1_700_000_100.0
+        )
+    )
+    heartbeat = {
+        "provider_npub": PRIMARY.npub,
+        "timestamp": 1_700_000_200,
+        "active_workloads": 3,
+        "available_capacity": 5,
+        "version": 1,
+    }
+    for kind in (38384, 20384):
+        assert PROFILE.decode(event_of(kind, heartbeat), CODEC) == Heartbeat(
+            provider=PRIMARY.public_key,
+            timestamp=1_700_000_200.0,
+            active_workloads=3,
+            available_capacity=5,
+        )
+
+
+def test_outgoing_bodies_use_the_reference_names_and_keep_our_fields() -> None:
+    revocation = LeaseRevocation(
+        workload_id="w-7",
+        primary=PRIMARY.public_key,
+        standbys=tuple(s.public_key for s in STANDBYS),
+        reason="handover",
+        revoked_at=1_700_000_000.25,
+        epoch=2,
+    )
+    body = PROFILE.body(revocation, CODEC)
+    assert body["primary_provider_npub"] == PRIMARY.npub
+    assert body["standby_providers"] == [s.npub for s in STANDBYS]
+    assert body["revoked_at"] == 1_700_000_000
+    assert isinstance(body["revoked_at"], int)
+    assert body["revoked_at_exact"] == 1_700_000_000.25
+    assert body["epoch"] == 2
+    assert body["version"] == 1
+    assert "primary" not in body
+    assert "standbys" not in body
+
+    announcement = PromotionAnnouncement(
+        workload_id="w-7",
+        new_primary=STANDBYS[0].public_key,
+        promoted_at=1_700_000_001.5,
+        epoch=3,
+        fencing_token=fencing_token(3, 0),
+    )
+    body = PROFILE.body(announcement, CODEC)
+    assert body["new_primary_npub"] == STANDBYS[0].npub
+    assert body["promoted_at"] == 1_700_000_001
+    assert body["fencing_token"] == fencing_token(3, 0)
+
+    heartbeat = Heartbeat(provider=PRIMARY.public_key, timestamp=1_700_000_002.75)
+    body = PROFILE.body(heartbeat, CODEC)
+    assert body["provider_npub"] == PRIMARY.npub
+    assert body["timestamp"] == 1_700_000_002
+
+    # And everything comes back exactly, through the events the transport signs.
+    for message in (revocation, announcement, heartbeat):
+        for draft in PROFILE.drafts(message, CODEC):
+            event = sign_event(
+                PRIMARY, kind=draft.kind, tags=draft.tags, content=draft.content, created_at=1
+            )
+            assert PROFILE.decode(event, CODEC) == message
+
+
+def test_revocations_carry_a_p_tag_per_standby_and_their_d_tag() -> None:
+    revocation = LeaseRevocation(
+        workload_id="w-9",
+        primary=PRIMARY.npub,
+        standbys=tuple(s.npub for s in STANDBYS),
+        revoked_at=1.0,
+    )
+    (draft,) = PROFILE.drafts(revocation, CODEC)
+    assert draft.kind == 38385
+    assert draft.tags == (
+        ("d", f"standby:revocation:v1:{PRIMARY.npub}:w-9"),
+        ("p", STANDBYS[0].public_key),
+        ("p", STANDBYS[1].public_key),
+    )
+    claim = PromotionClaim(
+        workload_id="w-9",
+        epoch=1,
+        fencing_token=fencing_token(1, 1),
+        claimant=STANDBYS[1].public_key,
+        standby_index=1,
+        claimed_at=5.0,
+    )
+    (draft,) = PROFILE.drafts(claim, CODEC)
+    assert (draft.kind, draft.tags) == (38387, (("d", "standby:claim:v1:w-9"),))
+    heartbeat_drafts = PROFILE.drafts(
+        Heartbeat(provider=PRIMARY.public_key, timestamp=125.0), CODEC
+    )
+    assert [(d.kind, d.tags) for d in heartbeat_drafts] == [
+        (20384, ()),
+        (38384, (("d", "standby:heartbeat:v1:2"),)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "reason"),
+    [
+        (38384, "not json", "bad_body"),
+        (38384, "[1, 2]", "bad_body"),
+        (38384, {"provider_npub": "alice", "timestamp": 1}, "bad_body"),
+        (38384, {"provider_npub": VECTOR_NPUB, "timestamp": "1"}, "bad_body"),
+        (38384, {"provider_npub": VECTOR_NPUB, "timestamp": 1, "version": 2}, "bad_body"),
+        (38384, {"provider_npub": VECTOR_NPUB, "timestamp": 1, "pad": "x" * 70_000}, "bad_body"),
+        (
+            38386,
+            {"workload_id": "w", "new_primary_npub": VECTOR_NPUB, "promoted_at": 1},
+            "d_mismatch",
+        ),
+        (1, {"hello": 1}, "unexpected_kind"),
+    ],
+)
+def test_bad_bodies_are_refused_with_a_reason(kind: int, content: Any, reason: str) -> None:
+    with pytest.raises(EventRejected) as info:
+        PROFILE.decode(event_of(kind, content, [["d", "standby:promoted:v1:other"]]), CODEC)
+    assert info.value.reason == reason
+
+
+def test_an_inconsistent_exact_timestamp_is_ignored() -> None:
+    body = {"provider_npub": VECTOR_NPUB, "timestamp": 100, "timestamp_exact": 250.5}
+    message = PROFILE.decode(event_of(38384, body), CODEC)
+    assert isinstance(message, Heartbeat)
+    assert message.timestamp == 100.0
+
+
+def test_profile_validation() -> None:
+    with pytest.raises(ValueError, match="addressable"):
+        NostrProfile(claim_kind=1234)
+    with pytest.raises(ValueError, match="distinct"):
+        NostrProfile(claim_kind=38385)
+    with pytest.raises(ValueError, match="prefix"):
+        NostrProfile(prefix="a:b")
+    assert NostrProfile(ephemeral_heartbeat_kind=None).event_kinds == {38384, 38385, 38386, 38387}
+
+
+# =========================================================================== created_at ordering
+
+
+def created_ats(transport: NostrTransport, *messages: Any) -> list[int]:
+    return [transport._sign(m)[-1].created_at for m in messages]
+
+
+def test_a_withdrawal_always_outranks_its_claim_on_relays() -> None:
+    keys = NostrKeys.generate()
+    transport = NostrTransport(["ws://127.0.0.1:1/"], keys)
+    claim = PromotionClaim(
+        workload_id="w",
+        epoch=1,
+        fencing_token=fencing_token(1, 0),
+        claimant=keys.public_key,
+        standby_index=0,
+        claimed_at=1_700_000_000.9,
+    )
+    withdrawal = attrs.evolve(claim, withdrawn=True)
+    retry = attrs.evolve(
+        claim, epoch=2, fencing_token=fencing_token(2, 0), claimed_at=1_700_000_001.2
+    )
+    first, second, third = created_ats(transport, claim, withdrawal, retry)
+    assert first == 1_700_000_000
+    assert second > first
+    assert third > second  # the retry in the withdrawal's second still replaces it
+    # Republishing the same message gives the very same event (relays deduplicate).
+    assert transport._sign(retry)[-1].id == transport._sign(retry)[-1].id
+    # A fresh process (no memory) still orders a withdrawal after its claim.
+    fresh = NostrTransport(["ws://127.0.0.1:1/"], keys)
+    assert created_ats(fresh, withdrawal) == [1_700_000_001]
+
+
+def test_an_older_version_never_outranks_a_newer_one() -> None:
+    keys = NostrKeys.generate()
+    transport = NostrTransport(["ws://127.0.0.1:1/"], keys)
+    newer = Heartbeat(provider=keys.public_key, timestamp=1_700_000_010.5)
+    older = Heartbeat(provider=keys.public_key, timestamp=1_700_000_010.1)
+    first, second = created_ats(transport, newer, older)
+    assert second < first
+
+
+def test_messages_that_cannot_be_encoded_raise_transport_error() -> None:
+    transport = NostrTransport(["ws://127.0.0.1:1/"], NostrKeys.generate())
+    with pytest.raises(TransportError, match="cannot publish"):
+        transport._sign(Heartbeat(provider="alice", timestamp=1.0))
+
+
+def test_constructor_validation() -> None:
+    keys = NostrKeys.generate()
+    with pytest.raises(ValueError, match="at least one"):
+        NostrTransport([], keys)
+    with pytest.raises(ValueError, match="ws://"):
+        NostrTransport(["http://x/"], keys)
+    with pytest.raises(ValueError, match="unique"):
+        NostrTransport(["ws://x/", "ws://x/"], keys)
+    with pytest.raises(IdentityError):
+        NostrTransport(["ws://x/"], "not a key")
+    transport = NostrTransport(["ws://x/"], keys.nsec)
+    assert transport.identity == keys.public_key
+    assert transport.npub == keys.npub
+    assert isinstance(transport, RelayTransport)
+    assert keys.public_key[:12] in repr(transport)
+
+
+def test_importing_without_the_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(sys.modules):
+        if name.startswith(("standby.adapters.nostr", "standby.adapters._nostr")):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "coincurve", None)
+    with pytest.raises(ImportError, match=r"pip install 'standby\[nostr\]'"):
+        importlib.import_module("standby.adapters.nostr")
+
+
+# =========================================================================== real relays
+
+
+@pytest.fixture(params=backends())
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+def unique(what: str) -> str:
+    return f"{what}-{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.asynccontextmanager
+async def transports(
+    urls: list[str], count: int, **options: Any
+) -> AsyncIterator[list[NostrTransport]]:
+    async with contextlib.AsyncExitStack() as stack:
+        made = [
+            await stack.enter_async_context(
+                NostrTransport(urls, NostrKeys.generate(), reconnect_backoff=(0.05, 0.5), **options)
+            )
+            for _ in range(count)
+        ]
+        yield made
+
+
+async def raw_query(url: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
+    """What one relay stores for ``filters``, read with a plain websocket."""
+    found: list[dict[str, Any]] = []
+    async with httpx.AsyncClient() as client, aconnect_ws(url, client) as ws:
+        await ws.send_text(json.dumps(["REQ", "raw", filters]))
+        with anyio.fail_after(5):
+            while True:
+                message = json.loads(await ws.receive_text())
+                if message[0] == "EOSE":
+                    return found
+                if message[0] == "EVENT":
+                    found.append(message[2])
+
+
+@pytest.mark.anyio
+async def test_a_transport_must_be_entered_first() -> None:
+    transport = NostrTransport(["ws://127.0.0.1:1/"], NostrKeys.generate())
+    with pytest.raises(TransportError, match="async with"):
+        await transport.query(Query(), timeout=0.1)
+    with pytest.raises(TransportError, match="async with"):
+        transport.subscribe(Query())
+    async with transport:
+        subscription = transport.subscribe(Query(kinds={"claim"}))
+        assert isinstance(subscription, Subscription)
+    # The transport closed under a live subscription: it ends with an error.
+    with pytest.raises(TransportError, match="closed"):
+        await subscription.__anext__()
+    await subscription.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await subscription.__anext__()
+
+
+@pytest.mark.anyio
+async def test_forged_events_from_a_relay_are_dropped_and_counted(relays: RelayCluster) -> None:  # noqa: F811
+    lax = relays.relays[0]
+    assert lax.lax
+    async with transports(relays.urls, 3) as (victim, reader, forger):
+        workload = unique("forged")
+        revocation = LeaseRevocation(
+            workload_id=workload,
+            primary=victim.identity,
+            standbys=(reader.identity,),
+            revoked_at=time.time(),
+        )
+        draft = forger.profile.drafts(revocation, forger.codec)[-1]
+        created_at = math.floor(revocation.revoked_at)
+        good_id = event_id(victim.identity, created_at, draft.kind, draft.tags, draft.content)
+        bad_signature = {
+            "id": good_id,
+            "pubkey": victim.identity,
+            "created_at": created_at,
+            "kind": draft.kind,
+            "tags": [list(t) for t in draft.tags],
+            "content": draft.content,
+            "sig": forger.keys.sign(bytes.fromhex(good_id)).hex(),
+        }
+        genuine = sign_event(
+            victim.keys,
+            kind=draft.kind,
+            tags=draft.tags,
+            content=draft.content,
+            created_at=created_at + 1,
+        ).to_json()
+        # Tags changed after signing (another d: the relay keeps both events).
+        bad_id = dict(genuine, tags=[["d", unique("other")], ["p", reader.identity]])
+        subscription = reader.subscribe(Query(kinds={"revocation"}, authors={victim.identity}))
+
+        async def marker_from_lax() -> None:
+            marker = attrs.evolve(revocation, workload_id=unique("marker"), revoked_at=time.time())
+            await victim.publish(marker, timeout=2.0)
+            with anyio.fail_after(5):
+                while True:
+                    envelope = await subscription.__anext__()
+                    assert envelope.message.workload_id != workload, envelope  # type: ignore[union-attr]
+                    if envelope.message == marker and envelope.relay == lax.url:
+                        return
+
+        try:
+            await marker_from_lax()  # the subscription is live on the lax relay
+            for event in (bad_signature, bad_id):
+                accepted, reason = await forger.send_raw(lax.url, event, timeout=2.0)
+                assert accepted, reason  # the lax relay stores anything
+            # A strict relay refuses the forgery itself.
+            accepted, reason = await forger.send_raw(relays.urls[1], bad_signature, timeout=3.0)
+            assert not accepted
+            assert "signature" in reason.lower()
+            await marker_from_lax()  # delivered after the forgeries, which were dropped
+
+            result = await reader.query(
+                Query(kinds={"revocation"}, workload_ids={workload}), timeout=2.0
+            )
+            assert result.envelopes == ()
+            assert result.answered == frozenset(relays.urls)
+        finally:
+            await subscription.aclose()
+        assert reader.counters.get("dropped_bad_signature", 0) >= 2  # query + subscription
+        assert reader.counters.get("dropped_bad_id", 0) >= 2
+        assert reader.dropped >= 4
+
+
+@pytest.mark.anyio
+async def test_relays_store_the_reference_shaped_events(relays: RelayCluster) -> None:  # noqa: F811
+    async with transports(relays.urls, 2) as (primary, standby):
+        workload = unique("shape")
+        now = time.time()
+        revocation = LeaseRevocation(
+            workload_id=workload,
+            primary=primary.identity,
+            standbys=(standby.identity,),
+            reason="handover",
+            revoked_at=now,
+        )
+        assert (await primary.publish(revocation, timeout=2.0)).acked == frozenset(relays.urls)
+        (stored,) = await raw_query(
+            relays.urls[2], {"kinds": [38385], "authors": [primary.identity]}
+        )
+        assert ["p", standby.identity] in stored["tags"]
+        assert ["d", f"standby:revocation:v1:{primary.npub}:{workload}"] in stored["tags"]
+        body = json.loads(stored["content"])
+        assert body["primary_provider_npub"] == primary.npub
+        assert body["standby_providers"] == [standby.npub]
+        assert body["revoked_at"] == math.floor(now)
+
+
+@pytest.mark.anyio
+async def test_a_withdrawal_replaces_its_claim_on_a_real_relay(relays: RelayCluster) -> None:  # noqa: F811
+    async with transports(relays.urls, 1) as (claimant,):
+        workload = unique("withdraw")
+        claim = PromotionClaim(
+            workload_id=workload,
+            epoch=1,
+            fencing_token=fencing_token(1, 0),
+            claimant=claimant.identity,
+            standby_index=0,
+            claimed_at=math.floor(time.time()) + 0.5,
+        )
+        for message in (claim, attrs.evolve(claim, withdrawn=True)):
+            assert (await claimant.publish(message, timeout=2.0)).acked == frozenset(relays.urls)
+        for url in relays.urls:
+            stored = await raw_query(
+                url,
+                {
+                    "kinds": [38387],
+                    "authors": [claimant.identity],
+                    "#d": [f"standby:claim:v1:{workload}"],
+                },
+            )
+            bodies = [json.loads(e["content"]) for e in stored]
+            assert [b["withdrawn"] for b in bodies] == [True], (url, bodies)
+
+
+@pytest.mark.anyio
+async def test_revocations_reach_only_the_standbys_they_address(relays: RelayCluster) -> None:  # noqa: F811
+    async with transports(relays.urls, 3) as (primary, named, other):
+        workload = unique("addressed")
+        subscriptions = [
+            t.subscribe(Query(kinds={"revocation"}, authors={primary.identity}))
+            for t in (named, other)
+        ]
+        try:
+            revocation = LeaseRevocation(
+                workload_id=workload,
+                primary=primary.identity,
+                standbys=(named.npub,),
+                revoked_at=time.time(),
+            )
+            await primary.publish(revocation, timeout=2.0)
+            with anyio.fail_after(5):
+                envelope = await subscriptions[0].__anext__()
+            assert envelope.message == attrs.evolve(revocation, standbys=(named.identity,))
+            assert envelope.signer == primary.identity
+            with anyio.move_on_after(0.5):
+                got = await subscriptions[1].__anext__()
+                pytest.fail(f"a revocation not addressed to this standby arrived: {got!r}")
+        finally:
+            for subscription in subscriptions:
+                await subscription.aclose()
+
+
+@pytest.mark.anyio
+async def test_after_a_rejection_the_transport_reconnects_instead_of_queueing(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    async with transports(relays.urls, 1) as (transport,):
+        stale = Heartbeat(provider=transport.identity, timestamp=time.time() - 400 * 86_400)
+        # The relays refuse it (too old) and then throttle the connection.
+        result = await transport.publish(stale, timeout=0.4)
+        assert result.acked == frozenset()
+        fresh = Heartbeat(provider=transport.identity, timestamp=time.time())
+        started = anyio.current_time()
+        result = await transport.publish(fresh, timeout=1.5)
+        assert result.acked == frozenset(relays.urls), result
+        assert anyio.current_time() - started < 1.0
+        assert transport.counters["recycled_connections"] >= len(relays.urls)
+        # With time to hear it out, the relay's reason is kept for diagnostics.
+        older = attrs.evolve(stale, timestamp=stale.timestamp - 1)
+        result = await transport.publish(older, timeout=3.5)
+        assert result.acked == frozenset()
+        assert all("too old" in reason for reason in result.errors.values()), result.errors
+
+
+# --------------------------------------------------------------------------- a misbehaving relay
+
+Behaviour = Callable[[list[Any], Callable[[Any], Awaitable[None]]], Awaitable[bool]]
+"""Given a client message and a send function, answer; return False to hang up."""
+
+
+@contextlib.asynccontextmanager
+async def bad_relay(behaviour: Behaviour) -> AsyncIterator[str]:
+    """A websocket server on 127.0.0.1 that speaks just enough NIP-01 to misbehave."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def handle(stream: anyio.abc.SocketStream) -> None:
+        connection = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+
+        async def send(message: Any) -> None:
+            text = message if isinstance(message, str) else json.dumps(message)
+            await stream.send(connection.send(wsproto.events.TextMessage(data=text)))
+
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                while True:
+                    connection.receive_data(await stream.receive())
+                    for event in connection.events():
+                        if isinstance(event, wsproto.events.Request):
+                            await stream.send(connection.send(wsproto.events.AcceptConnection()))
+                        elif isinstance(event, wsproto.events.TextMessage):
+                            if not await behaviour(json.loads(event.data), send):
+                                return
+                        elif isinstance(event, wsproto.events.CloseConnection):
+                            return
+
+    async with listener, anyio.create_task_group() as group:
+        group.start_soon(listener.serve, handle)
+        yield f"ws://127.0.0.1:{port}/"
+        group.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_relay_that_hangs_up_mid_query_is_not_counted(relays: RelayCluster) -> None:  # noqa: F811
+    sender = NostrKeys.generate()
+
+    async def hang_up_after_one_event(message: list[Any], send: Any) -> bool:
+        if message[0] == "REQ":
+            event = sign_event(sender, kind=38384, tags=[], content="{}", created_at=1)
+            await send(["EVENT", message[1], event.to_json()])
+            return False  # hang up before EOSE
+        return True
+
+    async with (
+        bad_relay(hang_up_after_one_event) as url,
+        transports([relays.urls[1], url], 1) as (transport,),
+    ):
+        started = anyio.current_time()
+        result = await transport.query(Query(kinds={"heartbeat"}), timeout=3.0)
+        assert anyio.current_time() - started < 2.0  # did not wait for the timeout
+        assert result.answered == frozenset({relays.urls[1]})
+        assert url in result.errors
+
+
+@pytest.mark.anyio
+async def test_a_silent_relay_times_out_and_oversized_or_garbage_messages_are_dropped() -> None:
+    async def silent(message: list[Any], send: Any) -> bool:
+        return True
+
+    async def noisy(message: list[Any], send: Any) -> bool:
+        if message[0] == "REQ":
+            await send("this is not json")
+            await send(["NOTICE", "hello"])
+            await send(["EVENT", message[1], {"id": "x" * 5000}])  # oversized
+            await send(["EVENT", message[1], {"id": "nope"}])  # malformed
+            await send(["EOSE", message[1]])
+        return True
+
+    async with (
+        bad_relay(silent) as quiet_url,
+        bad_relay(noisy) as noisy_url,
+        transports([quiet_url, noisy_url], 1, max_message_bytes=4096) as (transport,),
+    ):
+        started = anyio.current_time()
+        result = await transport.query(Query(kinds={"heartbeat"}), timeout=0.5)
+        assert 0.45 < anyio.current_time() - started < 2.0
+        assert result.answered == frozenset({noisy_url})
+        assert result.errors[quiet_url] == "timed out"
+        assert result.envelopes == ()
+        counters = transport.counters
+        assert counters["bad_relay_messages"] == 1
+        assert counters["notices"] == 1
+        assert counters["dropped_oversized"] == 1
+        assert counters["dropped_malformed"] == 1
+        assert transport.open_requests() == 0
