@@ -380,17 +380,7 @@ class StandbyElection(Generic[SpecT]):
         ]
         count = len(set(answered))
         if count < self.timing.read_quorum:
-            self._count("quorum_shortfall")
-            effects.append(
-                QuorumShortfall(
-                    "confirm",
-                    tuple(e.slot.workload_id for e in entries),
-                    count,
-                    self.timing.read_quorum,
-                )
-            )
-            for entry in entries:
-                self._hold(now, entry, self.timing.retry_interval, Phase.WATCHING)
+            self._confirm_failed(now, entries, count, effects)
             return effects
         last = self._last_hb.get(primary)
         for entry in entries:
@@ -430,13 +420,8 @@ class StandbyElection(Generic[SpecT]):
         ):
             return effects  # an announcement moved the slot on
         if count < self.timing.read_quorum:
-            self._count("quorum_shortfall")
             stage = "reread" if rereading else "preread"
-            effects.append(
-                QuorumShortfall(stage, (entry.slot.workload_id,), count, self.timing.read_quorum)
-            )
-            self._withdraw(now, entry, effects)
-            self._hold(now, entry, self.timing.retry_interval, Phase.PREREAD)
+            self._claims_read_failed(now, entry, stage, count, effects)
             return effects
         rival = self._strongest_rival(entry, rereading)
         if rival is not None:
@@ -470,10 +455,7 @@ class StandbyElection(Generic[SpecT]):
         if acks >= self.timing.write_quorum and in_time:
             self._set(entry, Phase.SETTLING, now + self.timing.claim_settle)
             return effects
-        effects.append(
-            QuorumShortfall("claim", (entry.slot.workload_id,), acks, self.timing.write_quorum)
-        )
-        self._claim_failed(now, entry, effects)
+        self._claim_failed(now, entry, acks, effects)
         return effects
 
     def claim_compared(
@@ -781,11 +763,8 @@ class StandbyElection(Generic[SpecT]):
 
     def _slot_due(self, now: float, entry: _Entry[SpecT], effects: list[ElectionEffect]) -> None:
         phase = entry.phase
-        workload_id = entry.slot.workload_id
         if phase is Phase.CONFIRMING:
-            self._count("quorum_shortfall")
-            effects.append(QuorumShortfall("confirm", (workload_id,), 0, self.timing.read_quorum))
-            self._hold(now, entry, self.timing.retry_interval, Phase.WATCHING)
+            self._confirm_failed(now, [entry], 0, effects)
         elif phase is Phase.HOLD:
             if entry.resume is Phase.PREREAD:
                 self._preread(now, entry, effects)
@@ -796,13 +775,9 @@ class StandbyElection(Generic[SpecT]):
         elif phase in (Phase.BACKOFF, Phase.DEFERRED):
             self._preread(now, entry, effects)
         elif phase in (Phase.PREREAD, Phase.REREAD):
-            self._count("quorum_shortfall")
-            effects.append(QuorumShortfall(phase.value, (workload_id,), 0, self.timing.read_quorum))
-            self._withdraw(now, entry, effects)
-            self._hold(now, entry, self.timing.retry_interval, Phase.PREREAD)
+            self._claims_read_failed(now, entry, phase.value, 0, effects)
         elif phase is Phase.CLAIMING:
-            effects.append(QuorumShortfall("claim", (workload_id,), 0, self.timing.write_quorum))
-            self._claim_failed(now, entry, effects)
+            self._claim_failed(now, entry, 0, effects)
         elif phase is Phase.SETTLING:
             self._query_claims(now, entry, Phase.REREAD, effects)
         elif phase is Phase.SPAWNING:
@@ -891,8 +866,39 @@ class StandbyElection(Generic[SpecT]):
             wait = self.timing.silence
         self._hold(now, entry, wait, Phase.PREREAD)
 
+    def _shortfall(
+        self, stage: str, entries: Sequence[_Entry[SpecT]], answered: int, needed: int
+    ) -> QuorumShortfall:
+        self._count("claim_failed" if stage == "claim" else "quorum_shortfall")
+        return QuorumShortfall(stage, tuple(e.slot.workload_id for e in entries), answered, needed)
+
+    def _confirm_failed(
+        self,
+        now: float,
+        entries: Sequence[_Entry[SpecT]],
+        answered: int,
+        effects: list[ElectionEffect],
+    ) -> None:
+        """Too few relays answered the confirmation: not silence; watch again later."""
+        effects.append(self._shortfall("confirm", entries, answered, self.timing.read_quorum))
+        for entry in entries:
+            self._hold(now, entry, self.timing.retry_interval, Phase.WATCHING)
+
+    def _claims_read_failed(
+        self,
+        now: float,
+        entry: _Entry[SpecT],
+        stage: str,
+        answered: int,
+        effects: list[ElectionEffect],
+    ) -> None:
+        """A claims read missed its quorum: withdraw any claim and pre-read again later."""
+        effects.append(self._shortfall(stage, [entry], answered, self.timing.read_quorum))
+        self._withdraw(now, entry, effects)
+        self._hold(now, entry, self.timing.retry_interval, Phase.PREREAD)
+
     def _claim_failed(
-        self, now: float, entry: _Entry[SpecT], effects: list[ElectionEffect]
+        self, now: float, entry: _Entry[SpecT], acks: int, effects: list[ElectionEffect]
     ) -> None:
         """A claim missed its quorum or its deadline: withdraw, back off, retry.
 
@@ -900,7 +906,7 @@ class StandbyElection(Generic[SpecT]):
         intervals), so a standby whose claims cannot get through stops
         getting in the way of peers whose claims can.
         """
-        self._count("claim_failed")
+        effects.append(self._shortfall("claim", [entry], acks, self.timing.write_quorum))
         self._withdraw(now, entry, effects)
         entry.claim_failures += 1
         wait = self.timing.retry_interval * 2 ** min(entry.claim_failures - 1, 5)
