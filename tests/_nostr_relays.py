@@ -21,6 +21,8 @@ Test modules import the fixtures they use::
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import shutil
 import signal
@@ -259,3 +261,17 @@ def relays(nostr_relays: RelayCluster) -> RelayCluster:
 def backends() -> list[Any]:
     """``anyio_backend`` params for tests on real sockets: asyncio and trio, real clocks."""
     return ["asyncio", "trio"]
+
+
+_key_numbers = itertools.count(1)
+
+
+def fixed_keys() -> Any:
+    """A fresh key pair, derived from a counter: the same keys on every run.
+
+    Tests use these instead of random keys, so a failure reproduces exactly.
+    """
+    from standby.adapters.nostr import NostrKeys
+
+    seed = f"standby-test-key-{next(_key_numbers)}".encode()
+    return NostrKeys.from_secret(hashlib.sha256(seed).hexdigest())

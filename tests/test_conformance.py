@@ -18,11 +18,11 @@ from typing import Any
 import anyio
 import attrs
 import pytest
-from _nostr_relays import RelayCluster, backends, nostr_relays, relays  # noqa: F401
+from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, relays  # noqa: F401
 
 from standby import Envelope, Heartbeat, LeaseRevocation, Message
 from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime, MemoryTransport
-from standby.adapters.nostr import NostrKeys, NostrTransport, npub_of
+from standby.adapters.nostr import NostrTransport, npub_of
 from standby.protocols import PublishResult, Query, QueryResult
 from standby.testing._conformance import (
     RELAY_CHECKS,
@@ -297,15 +297,11 @@ def nostr_harness_factory(cluster: RelayCluster) -> Any:
         async with contextlib.AsyncExitStack() as stack:
             transports = [
                 await stack.enter_async_context(
-                    NostrTransport(
-                        cluster.urls, NostrKeys.generate(), reconnect_backoff=(0.05, 0.5)
-                    )
+                    NostrTransport(cluster.urls, fixed_keys(), reconnect_backoff=(0.05, 0.5))
                 )
                 for _ in range(3)
             ]
-            forger = await stack.enter_async_context(
-                NostrTransport(cluster.urls, NostrKeys.generate())
-            )
+            forger = await stack.enter_async_context(NostrTransport(cluster.urls, fixed_keys()))
 
             async def forge(message: Message, as_signer: str) -> None:
                 event = forged_event(forger, message, as_signer)
@@ -341,7 +337,7 @@ def nostr_harness_factory(cluster: RelayCluster) -> Any:
                     "f" * 63,
                     "g" * 64,
                     "00" * 32,  # not a point on the curve
-                    NostrKeys.generate().nsec,  # a secret key is no identity
+                    fixed_keys().nsec,  # a secret key is no identity
                 ],
                 open_requests=lambda: sum(t.open_requests() for t in transports),
                 relay_down=relay_down,

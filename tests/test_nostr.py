@@ -25,7 +25,7 @@ import httpx
 import pytest
 import wsproto
 import wsproto.events
-from _nostr_relays import RelayCluster, backends, nostr_relays, relays  # noqa: F401
+from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, relays  # noqa: F401
 from httpx_ws import aconnect_ws
 
 from standby import (
@@ -105,8 +105,10 @@ def test_keys_load_from_nsec_or_hex_and_never_show_the_secret() -> None:
     assert canonical_identity(keys.npub) == keys.public_key
     assert keys.secret_hex not in repr(keys)
     assert keys.nsec not in repr(keys)
+    # Change the last character (bech32's checksum catches any one change).
+    broken = keys.nsec[:-1] + ("q" if keys.nsec[-1] != "q" else "p")
     with pytest.raises(IdentityError) as info:
-        NostrKeys.from_secret(keys.nsec[:-1] + "x")
+        NostrKeys.from_secret(broken)
     assert keys.nsec[:-1] not in str(info.value)
     with pytest.raises(IdentityError):
         NostrKeys.from_secret("0" * 64)  # zero is not a secret key
@@ -116,7 +118,7 @@ def test_keys_load_from_nsec_or_hex_and_never_show_the_secret() -> None:
 
 
 def test_a_signed_event_verifies_and_any_tampering_is_caught() -> None:
-    keys = NostrKeys.generate()
+    keys = fixed_keys()
     event = sign_event(keys, kind=38384, tags=[["d", "x"]], content='{"a":"é\\n"}', created_at=1)
     assert verify_event(event.to_json()) == event
     assert event.id == event_id(keys.public_key, 1, 38384, [["d", "x"]], '{"a":"é\\n"}')
@@ -126,7 +128,7 @@ def test_a_signed_event_verifies_and_any_tampering_is_caught() -> None:
         verify_event(tampered)
     assert info.value.reason == "bad_id"
 
-    stranger = NostrKeys.generate()
+    stranger = fixed_keys()
     resigned = dict(event.to_json(), sig=stranger.sign(bytes.fromhex(event.id)).hex())
     with pytest.raises(EventRejected) as info:
         verify_event(resigned)
@@ -154,7 +156,7 @@ def test_a_signed_event_verifies_and_any_tampering_is_caught() -> None:
     ],
 )
 def test_malformed_events_are_refused(change: dict[str, Any]) -> None:
-    event = sign_event(NostrKeys.generate(), kind=1, tags=[], content="", created_at=1).to_json()
+    event = sign_event(fixed_keys(), kind=1, tags=[], content="", created_at=1).to_json()
     event.update(change)
     with pytest.raises(EventRejected) as info:
         verify_event(event)
@@ -165,8 +167,8 @@ def test_malformed_events_are_refused(change: dict[str, Any]) -> None:
 
 # ================================================================== bodies (reference system)
 
-PRIMARY = NostrKeys.generate()
-STANDBYS = (NostrKeys.generate(), NostrKeys.generate())
+PRIMARY = fixed_keys()
+STANDBYS = (fixed_keys(), fixed_keys())
 
 
 def event_of(kind: int, content: Any, tags: list[list[str]] | None = None) -> Any:
@@ -353,7 +355,7 @@ def created_ats(transport: NostrTransport, *messages: Any) -> list[int]:
 
 
 def test_a_withdrawal_always_outranks_its_claim_on_relays() -> None:
-    keys = NostrKeys.generate()
+    keys = fixed_keys()
     transport = NostrTransport(["ws://127.0.0.1:1/"], keys)
     claim = PromotionClaim(
         workload_id="w",
@@ -379,7 +381,7 @@ def test_a_withdrawal_always_outranks_its_claim_on_relays() -> None:
 
 
 def test_an_older_version_never_outranks_a_newer_one() -> None:
-    keys = NostrKeys.generate()
+    keys = fixed_keys()
     transport = NostrTransport(["ws://127.0.0.1:1/"], keys)
     newer = Heartbeat(provider=keys.public_key, timestamp=1_700_000_010.5)
     older = Heartbeat(provider=keys.public_key, timestamp=1_700_000_010.1)
@@ -388,13 +390,13 @@ def test_an_older_version_never_outranks_a_newer_one() -> None:
 
 
 def test_messages_that_cannot_be_encoded_raise_transport_error() -> None:
-    transport = NostrTransport(["ws://127.0.0.1:1/"], NostrKeys.generate())
+    transport = NostrTransport(["ws://127.0.0.1:1/"], fixed_keys())
     with pytest.raises(TransportError, match="cannot publish"):
         transport._sign(Heartbeat(provider="alice", timestamp=1.0))
 
 
 def test_constructor_validation() -> None:
-    keys = NostrKeys.generate()
+    keys = fixed_keys()
     with pytest.raises(ValueError, match="at least one"):
         NostrTransport([], keys)
     with pytest.raises(ValueError, match="ws://"):
@@ -438,7 +440,7 @@ async def transports(
     async with contextlib.AsyncExitStack() as stack:
         made = [
             await stack.enter_async_context(
-                NostrTransport(urls, NostrKeys.generate(), reconnect_backoff=(0.05, 0.5), **options)
+                NostrTransport(urls, fixed_keys(), reconnect_backoff=(0.05, 0.5), **options)
             )
             for _ in range(count)
         ]
@@ -461,7 +463,7 @@ async def raw_query(url: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
 
 @pytest.mark.anyio
 async def test_a_transport_must_be_entered_first() -> None:
-    transport = NostrTransport(["ws://127.0.0.1:1/"], NostrKeys.generate())
+    transport = NostrTransport(["ws://127.0.0.1:1/"], fixed_keys())
     with pytest.raises(TransportError, match="async with"):
         await transport.query(Query(), timeout=0.1)
     with pytest.raises(TransportError, match="async with"):
@@ -686,7 +688,7 @@ async def bad_relay(behaviour: Behaviour) -> AsyncIterator[str]:
 
 @pytest.mark.anyio
 async def test_a_relay_that_hangs_up_mid_query_is_not_counted(relays: RelayCluster) -> None:  # noqa: F811
-    sender = NostrKeys.generate()
+    sender = fixed_keys()
 
     async def hang_up_after_one_event(message: list[Any], send: Any) -> bool:
         if message[0] == "REQ":

@@ -18,11 +18,11 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
-from _nostr_relays import RelayCluster, backends, nostr_relays, relays  # noqa: F401
+from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, relays  # noqa: F401
 
 from standby import LeaseRevocation, Phase, Timing, Topology
 from standby.adapters.memory import MemoryRuntime, RuntimeRecord
-from standby.adapters.nostr import NostrKeys, NostrTransport
+from standby.adapters.nostr import NostrTransport
 from standby.node import NodeEvent, SpawnRequest, StandbyNode
 from standby.protocols import Query
 
@@ -65,7 +65,7 @@ class Providers:
 
     def __init__(self, cluster: RelayCluster) -> None:
         self.cluster = cluster
-        self.keys = {name: NostrKeys.generate() for name in NAMES}
+        self.keys = {name: fixed_keys() for name in NAMES}
         self.record = RuntimeRecord()
         self.runtimes = {name: MemoryRuntime(name, record=self.record) for name in NAMES}
         self.events: dict[str, list[NodeEvent]] = {name: [] for name in NAMES}
@@ -166,7 +166,7 @@ async def test_a_revocation_signed_by_a_stranger_promotes_nobody(relays: RelayCl
     async with providers.running():
         primary = providers.keys["primary"].public_key
         standbys = (providers.keys["sb0"].public_key, providers.keys["sb1"].public_key)
-        async with NostrTransport(relays.urls, NostrKeys.generate()) as stranger:
+        async with NostrTransport(relays.urls, fixed_keys()) as stranger:
             forged = LeaseRevocation(
                 workload_id=providers.workload_id,
                 primary=primary,
