@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, cast
 
 import attrs
 from typing_extensions import Protocol, runtime_checkable
@@ -18,6 +18,7 @@ from ._models import (
     PromotionClaim,
     StandbySlot,
 )
+from .wire import KINDS
 
 __all__ = [
     "MESSAGE_KINDS",
@@ -42,6 +43,11 @@ __all__ = [
 MessageKind: TypeAlias = Literal["heartbeat", "revocation", "claim", "announcement"]
 """Wire name of a message kind (the names :mod:`standby.wire` uses)."""
 
+# The relay messages and their names, taken from the wire codec (one source).
+_WIRE_KINDS: Final[Mapping[type, MessageKind]] = {
+    cls: cast("MessageKind", name) for name, cls in KINDS.items() if name != "slot"
+}
+
 #: Every message kind a relay carries.
 MESSAGE_KINDS: Final[frozenset[str]] = frozenset(
     {"heartbeat", "revocation", "claim", "announcement"}
@@ -57,15 +63,14 @@ ContainerStatus: TypeAlias = Literal["running", "stopped", "absent"]
 
 
 def message_kind(message: Message) -> MessageKind:
-    """The wire name of ``message``'s kind; :class:`TypeError` for anything else."""
-    if isinstance(message, Heartbeat):
-        return "heartbeat"
-    if isinstance(message, LeaseRevocation):
-        return "revocation"
-    if isinstance(message, PromotionClaim):
-        return "claim"
-    if isinstance(message, PromotionAnnouncement):
-        return "announcement"
+    """The wire name of ``message``'s kind; :class:`TypeError` for anything else.
+
+    The names are :mod:`standby.wire`'s; a slot is a wire kind but not a
+    relay message.
+    """
+    for cls, kind in _WIRE_KINDS.items():
+        if isinstance(message, cls):
+            return kind
     raise TypeError(f"not a relay message: {message!r:.80}")
 
 
