@@ -1,0 +1,93 @@
+"""Real servers and engines the tests start: where to find them, and when to skip.
+
+A test that needs a real program (``redis-server``, ``etcd``, ``podman``)
+calls :func:`require_program`. When the program is not installed the test is
+skipped with the exact ``apt-get install`` line that brings it, so the
+README's one-line test command works on any machine. CI sets
+``STANDBY_REQUIRE_REAL=1`` (see ``.ci/run``): there a missing program fails
+the test instead, so CI never skips a real part.
+
+Helpers for processes the fixtures start (free ports, stopping by PID,
+failing with the server's log) live here too, so each fixture does not
+write them again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+__all__ = [
+    "REQUIRE_REAL",
+    "fail_with_log",
+    "free_port",
+    "require_program",
+    "stop_process",
+    "wait_until",
+]
+
+#: Set by ``.ci/run``: a missing real part is a failure, never a skip.
+REQUIRE_REAL = os.environ.get("STANDBY_REQUIRE_REAL", "") not in ("", "0")
+
+
+def require_program(program: str, package: str) -> str:
+    """The path of ``program``; skip (or, in CI, fail) when it is not installed."""
+    found = shutil.which(program)
+    if found is None:
+        for directory in ("/usr/sbin", "/usr/bin", "/sbin", "/usr/local/bin"):
+            candidate = Path(directory) / program
+            if candidate.exists():
+                found = str(candidate)
+                break
+    if found is not None:
+        return found
+    text = f"`{program}` is not installed: apt-get install -y {package}"
+    if REQUIRE_REAL:
+        pytest.fail(f"{text} (STANDBY_REQUIRE_REAL is set, so this is not skipped)", pytrace=False)
+    pytest.skip(text)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(probe: Callable[[], bool], *, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``probe`` until it holds or ``timeout`` real seconds passed (fixtures only)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return True
+        time.sleep(interval)
+    return probe()
+
+
+def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 5.0) -> None:
+    """Stop a process this test run started, by its PID: SIGTERM, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
+def fail_with_log(what: str, log: Path, *, lines: int = 40) -> None:
+    """Fail the test naming ``what`` could not start, with the tail of its log."""
+    try:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        tail = f"(no log: {exc})"
+    pytest.fail(f"{what} did not start; last lines of {log}:\n{tail}", pytrace=False)
