@@ -95,5 +95,7 @@ def describe_event(event: Any, base: float) -> Payload | None:
     if kind is LifecycleChanged:
         return ("lifecycle %s -> %s (%s)", (event.old.value, event.new.value, event.reason))
     if kind is OperationFailed:
+        if event.operation in ("spawn", "start"):
+            return None  # ContainerStarted says it, with the token
         return ("%s failed: %s", (event.operation, event.error))
     return None

@@ -214,7 +214,7 @@ class Injector:
             sim.record_line("FAULT", "  (nobody to pause)")
             return
         now = sim.now
-        sim.loop.freeze(process)
+        sim.loop.freeze(process, hold_clock=fault.workload == "frozen")
         if fault.workload == "frozen":
             host.freezes.append((now, None))
         sim.disrupt("pause", now + fault.duration, (host.name,))
@@ -234,10 +234,10 @@ class Injector:
     def _expect_failover(self, crashed: Host) -> None:
         """At a primary's death: a standby must take over within the liveness bound."""
         sim = self.sim
-        node = crashed.node
         wid = sim.workload_id
-        if node is None:
+        if crashed.incarnation is None:
             return
+        node = crashed.incarnation.node  # its process is dying: read it one last time
         status = node.status().primary(wid)
         if status is None or not status.running or status.state.value not in ("live", "suspect"):
             return

@@ -20,7 +20,10 @@ context, and asyncio runs every callback in the context it was scheduled
 from), so the loop knows, for every callback, which process it belongs to:
 
 * a **frozen** process's callbacks are held and queued again, in their
-  original order, when it thaws (``SIGSTOP`` / ``SIGCONT``, a paused VM);
+  original order, when it thaws (``SIGSTOP`` / ``SIGCONT``, a paused VM).
+  When its clock is held too (a paused VM), its timers are put off by the
+  length of the freeze: a sleep that had 60 s to go still has 60 s to go
+  on thaw, while the wall clock jumped;
 * a **killed** process never runs again (``kill -9``). Its coroutines are then
   unwound by cancellation so they can be garbage collected quietly, but only
   after the world has been cut off from them: the simulator fuses every
@@ -34,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import heapq
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -49,7 +53,17 @@ KILLED = 2
 class Process:
     """One incarnation of a simulated process, as the loop sees it."""
 
-    __slots__ = ("held", "kill_at_step", "name", "on_kill", "root", "state", "steps")
+    __slots__ = (
+        "frozen_at",
+        "held",
+        "kill_at_step",
+        "name",
+        "on_kill",
+        "root",
+        "state",
+        "steps",
+        "timers",
+    )
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -59,6 +73,8 @@ class Process:
         self.on_kill: Callable[[Process], None] | None = None
         self.held: list[tuple[Callable[..., object], tuple[Any, ...], contextvars.Context]] = []
         self.root: asyncio.Task[None] | None = None
+        self.frozen_at: float | None = None
+        self.timers: list[tuple[asyncio.TimerHandle, float]] = []
 
     def __repr__(self) -> str:
         state = ("running", "frozen", "killed")[self.state]
@@ -200,16 +216,38 @@ class VirtualLoop(asyncio.BaseEventLoop):
 
     # -- process control --------------------------------------------------
 
-    def freeze(self, process: Process) -> None:
-        """Hold every callback of ``process`` from now on."""
-        if process.state == RUNNING:
-            process.state = FROZEN
+    def freeze(self, process: Process, *, hold_clock: bool = False) -> None:
+        """Hold every callback of ``process`` from now on (and its timers with ``hold_clock``)."""
+        if process.state != RUNNING:
+            return
+        process.state = FROZEN
+        if not hold_clock:
+            return
+        process.frozen_at = self._now
+        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        for handle in scheduled:
+            args = handle._args
+            if args and args[0] is process and not handle.cancelled():
+                process.timers.append((handle, handle.when()))
+                handle._when = math.inf  # type: ignore[attr-defined]
+        if process.timers:
+            heapq.heapify(scheduled)
 
     def thaw(self, process: Process) -> None:
         """Release ``process``: what it held runs now, in its original order."""
         if process.state != FROZEN:
             return
         process.state = RUNNING
+        self._release(process)
+
+    def _release(self, process: Process) -> None:
+        if process.frozen_at is not None:
+            held_for = self._now - process.frozen_at
+            for handle, when in process.timers:
+                handle._when = when + held_for  # type: ignore[attr-defined]
+            process.frozen_at = None
+            process.timers = []
+            heapq.heapify(self._scheduled)  # type: ignore[attr-defined]
         held, process.held = process.held, []
         for callback, args, context in held:
             super().call_soon(self._gate, process, callback, args, context, context=context)
@@ -221,9 +259,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
         process.state = KILLED
         if process.on_kill is not None:
             process.on_kill(process)
-        held, process.held = process.held, []
-        for callback, args, context in held:
-            super().call_soon(self._gate, process, callback, args, context, context=context)
+        self._release(process)
         if process.root is not None and not process.root.done():
             process.root.cancel()
 
