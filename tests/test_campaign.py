@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any
 
@@ -18,6 +19,7 @@ from standby.testing import (
     run_campaign,
 )
 from standby.testing._campaign import percentile
+from standby.testing._simulation import memory_runtime
 
 # ----------------------------------------------------------------------
 # The campaign: 2,000 random schedules within the model, zero violations
@@ -119,21 +121,29 @@ def paused_primary() -> SimulationReport:
     return Simulation(seed=3).pause(600, "primary", duration=900).run(until=2400)
 
 
-def test_paused_primary_is_fenced_by_storage() -> None:
+def test_paused_primary_is_stopped_by_its_supervisor() -> None:
     report = paused_primary()
     assert report.violations == (), report.format()
-    (promotion,) = report.promotions
-    new_token = promotion.fencing_token
-    # thawed, its container wrote once with its old token before it was stopped
-    (stale,) = report.stale_writes
+    assert [p.provider for p in report.promotions] == ["standby-0"]
+    assert report.stale_writes == ()
+    timeline = str(report.timeline)
+    assert "container gone (token 0) (lease end" in timeline
+    assert "fenced (lease expired)" in timeline
+
+
+def test_without_lease_enforcement_the_thawed_primary_is_fenced_by_storage() -> None:
+    """Failure mode 14's runtime: storage still rejects the stale writer's token."""
+    report = Simulation(
+        seed=3, runtime_factory=functools.partial(memory_runtime, enforce_leases=False)
+    )
+    report.pause(600, "primary", duration=900)
+    result = report.run(until=2400)
+    (promotion,) = result.promotions
+    (stale,) = result.stale_writes
     assert stale.writer == "primary"
     assert stale.at == pytest.approx(1500.0)
-    assert stale.fencing_token == 0 < new_token == stale.highest_before
-    timeline = str(report.timeline)
-    assert "fenced (lease expired)" in timeline
-    assert "storage REJECTED a write with stale token 0" in timeline
-    gone = [line for line in report.timeline.between(1500, 1530) if "container gone" in line]
-    assert gone, "stopped within fence_grace of the thaw"
+    assert stale.fencing_token == 0 < promotion.fencing_token == stale.highest_before
+    assert "storage REJECTED a write with stale token 0" in str(result.timeline)
 
 
 def test_a_short_pause_is_harmless() -> None:

@@ -205,7 +205,6 @@ class Checks:
                 d.start <= check.bound
                 and d.end >= start
                 and not (d.what == f"crash of {check.crashed}" and d.start == check.crashed_at)
-                and d.what != f"restart of {check.crashed}"
                 for d in self.disruptions
             )
             if disturbed:
@@ -304,6 +303,57 @@ class Checks:
             if end > start or (end == start and not thawed):
                 segments.append(Segment(run, start, end, thawed))
         return segments
+
+    def availability(self, segments: Sequence[Segment], standbys: int, now: float) -> list[Raw]:
+        """The workload runs again within a bound of the last fault that could stop it.
+
+        A gap during which no container of the workload could act must end
+        within ``bound`` of the later of its start and the end of the last
+        disruption that began before it ended; a gap that stays open forever
+        (a restarted primary heartbeating for a workload it no longer runs,
+        say) is reported once the bound has passed. Only with standbys.
+        """
+        if standbys < 1:
+            return []
+        timing = self.timing
+        bound = (
+            timing.lease
+            + timing.silence
+            + standbys * timing.promotion_delay
+            + timing.claim_settle
+            + timing.max_spawn_attempts * (timing.spawn_timeout + timing.spawn_retry_backoff)
+            + 5 * timing.query_timeout
+            + 4 * timing.retry_interval
+            + timing.max_clock_skew
+        )
+        covered = sorted((s.start, s.end) for s in segments)
+        if not covered:
+            return []
+        gaps: list[tuple[float, float]] = []
+        reach = covered[0][1]
+        for start, end in covered[1:]:
+            if start > reach:
+                gaps.append((reach, start))
+            reach = max(reach, end)
+        if reach < now:
+            gaps.append((reach, now))
+        out: list[Raw] = []
+        for g0, g1 in gaps:
+            anchor = max([g0, *(d.end for d in self.disruptions if d.start < g1)])
+            due = anchor + bound
+            if due >= g1:
+                continue
+            until = "the end of the run" if g1 >= now else f"t={g1:.3f}"
+            out.append(
+                (
+                    LIVENESS,
+                    due,
+                    f"no container of {self.workload_id!r} could act from t={g0:.3f} to "
+                    f"{until}; the last fault before that ended at t={anchor:.3f}, so one was "
+                    f"due by t={due:.3f}",
+                )
+            )
+        return out
 
     def two_live(self, segments: Sequence[Segment], now: float) -> tuple[list[Raw], float]:
         """Windows in which two containers could act at once (see :meth:`excused`)."""

@@ -27,6 +27,7 @@ How the simulated world behaves:
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import weakref
@@ -154,8 +155,28 @@ class Latencies:
         return cls(**_ranges(timing))
 
 
-def _memory_runtime(host: str, record: RuntimeRecord) -> MemoryRuntime:
-    return MemoryRuntime(host, record=record)
+def memory_runtime(
+    host: str,
+    record: RuntimeRecord,
+    wall_clock: Callable[[], float],
+    *,
+    stop_grace: float = 0.0,
+    enforce_leases: bool = True,
+) -> MemoryRuntime:
+    """A simulated host's runtime: a :class:`MemoryRuntime` whose supervisor enforces leases.
+
+    The simulation's default uses ``stop_grace = fence_grace / 10``: the
+    supervisor stops a container that long after its lease end at the
+    latest, whatever its node does. ``enforce_leases=False`` is the runtime
+    of failure mode 14, whose containers outlive their lease.
+    """
+    return MemoryRuntime(
+        host,
+        record=record,
+        wall_clock=wall_clock,
+        stop_grace=stop_grace,
+        enforce_leases=enforce_leases,
+    )
 
 
 def _teardown(loop: VirtualLoop, processes: list[Process]) -> None:
@@ -253,7 +274,9 @@ class Simulation:
         self.loop = VirtualLoop()
         self.record = RuntimeRecord()
         self.runtime_factory: RuntimeFactory = (
-            _memory_runtime if runtime_factory is None else runtime_factory
+            functools.partial(memory_runtime, stop_grace=timing.fence_grace / 10)
+            if runtime_factory is None
+            else runtime_factory
         )
         names = [relay_name(i) for i in range(timing.relay_count)]
         self.network = MemoryRelayNetwork(
@@ -462,6 +485,7 @@ class Simulation:
         segments = checks.acting(runs, freezes, now)
         two_live, double_live = checks.two_live(segments, now)
         raw.extend(two_live)
+        raw.extend(checks.availability(segments, len(self._hosts) - 1, now))
         raw.extend(checks.forged())
         raw.extend(checks.retry_order())
         raw.sort(key=lambda v: v[1])
@@ -692,7 +716,7 @@ class Simulation:
                         ),
                     )
                 )
-            elif event.kind in ("stopped", "exited"):
+            elif event.kind in ("stopped", "exited", "expired"):
                 detail = f" ({event.detail})" if event.detail else ""
                 runtime_lines.append(
                     (

@@ -23,6 +23,8 @@ import sniffio
 from .._errors import StoreError
 from .._models import StandbySlot
 from .._node_errors import RuntimeFailure
+from .._protocols import RunningWorkload
+from .._state import NodeState
 from ..adapters.memory import MemoryRuntime, MemoryTransport, RuntimeRecord
 from ..node import SpawnRequest, StandbyNode
 from ._loop import CURRENT_PROCESS, Process, VirtualLoop
@@ -32,8 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Host", "Incarnation", "RuntimeFactory", "SimulatedStore", "run_in"]
 
-RuntimeFactory = Callable[[str, RuntimeRecord], Any]
-"""Builds the runtime object of one host for one incarnation: ``(host, record) -> runtime``."""
+RuntimeFactory = Callable[[str, RuntimeRecord, Callable[[], float]], Any]
+"""Builds one host's runtime object for one incarnation: ``(host, record, wall_clock)``."""
 
 _QUIET = logging.Logger("standby.simulation")
 _QUIET.setLevel(logging.CRITICAL + 1)
@@ -102,28 +104,35 @@ class _StoreView:
     def __repr__(self) -> str:
         return f"<store of {self._process.name}>"
 
-    async def load(self) -> Any:
+    async def load(self) -> list[StandbySlot[Any]]:
+        return list((await self.load_state()).slots)
+
+    async def save(self, slots: Sequence[StandbySlot[Any]]) -> list[str]:
+        current = self._store.state
+        base = NodeState() if current is None else current
+        return await self.save_state(base.replace_slots(slots))
+
+    async def load_state(self) -> NodeState[Any]:
         await anyio.lowlevel.checkpoint()
         if not self._process.alive:
             raise StoreError("the process is gone")
         state = self._store.state
-        return [] if state is None else state
+        return NodeState() if state is None else state
 
-    async def save(self, state: Any) -> list[str]:
+    async def save_state(self, state: NodeState[Any]) -> list[str]:
         store = self._store
         process = self._process
         if not process.alive:
             raise StoreError("the process is gone")
-        frozen = tuple(state) if isinstance(state, (list, tuple)) else state
         latency = store._latency()
         if store.acknowledge_early:
             loop = store._loop
             assert loop is not None
-            run_in(None, loop.call_later, latency, store._commit, process, frozen)
+            run_in(None, loop.call_later, latency, store._commit, process, state)
             await anyio.lowlevel.checkpoint()
             return []
         await anyio.sleep(latency)
-        store._commit(process, frozen)
+        store._commit(process, state)
         return []
 
 
@@ -160,8 +169,10 @@ class HostRuntime:
         if not self._process.alive:
             raise RuntimeFailure(f"{self._process.name} is gone")
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    @property
+    def stop_grace(self) -> float:
+        grace: float = self.inner.stop_grace
+        return grace
 
     async def spawn(self, spec: Any, **kwargs: Any) -> Any:
         self._alive()
@@ -186,6 +197,15 @@ class HostRuntime:
         if isinstance(inner, MemoryRuntime):
             inner.stop_latency = self._host.world.stop_latency()
         await inner.stop(handle)
+
+    async def renew(self, handle: Any, lease_end: float) -> None:
+        self._alive()
+        await self.inner.renew(handle, lease_end)
+
+    async def list(self) -> Sequence[RunningWorkload]:
+        self._alive()
+        found: Sequence[RunningWorkload] = await self.inner.list()
+        return found
 
 
 class Incarnation:
@@ -261,7 +281,7 @@ class Host:
         self.count += 1
         process = Process(f"{self.name}#{self.count}")
         transport = world.network.transport(self.name)
-        inner = world.runtime_factory(self.name, world.record)
+        inner = world.runtime_factory(self.name, world.record, self.wall)
         self.runtimes.append(inner)
         runtime = HostRuntime(self, process, inner)
 
