@@ -351,8 +351,15 @@ class Injector:
     def _links(self) -> None:
         lo, hi = self._base
         network = self.sim.network
+        network.clear_faults()
         network.set_faults(latency=lo, jitter=hi - lo)
+        if not self._rules:
+            return
+        everyone = any(rule.who is None for rule in self._rules)
+        touched = {rule.who for rule in self._rules}
         for name in self.sim.providers:
+            if not everyone and name not in touched:
+                continue
             drop = duplicate = 0.0
             jitter = hi - lo
             for rule in self._rules:
