@@ -57,7 +57,7 @@ def test_safety_campaign_finds_no_violation(
         timing=timing,
         standbys=standbys,
         atomic_claims=atomic,
-        horizon=8 * timing.silence,
+        horizon=6 * timing.silence,
         workers=2,
     )
     assert summary.runs == runs
