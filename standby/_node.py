@@ -51,6 +51,7 @@ from ._models import (
     PromotionClaim,
     StandbySlot,
     Topology,
+    fencing_token,
 )
 from ._node_errors import NodeError, NotAddressedError
 from ._node_events import (
@@ -453,7 +454,7 @@ class StandbyNode(Generic[SpecT]):
         primaries = {p.workload_id: p for p in state.primaries}
         intents = {i.workload_id: i for i in state.intents}
         workloads = set(primaries) | set(intents) | {r.workload_id for r in running}
-        epochs, own, reached = await self._read_epochs(workloads)
+        epochs, _own, reached = await self._read_epochs(workloads)
         now = self._now()
         adopted: set[str] = set()
         for found in sorted(running, key=lambda r: (r.workload_id, r.fencing_token)):
@@ -481,7 +482,11 @@ class StandbyNode(Generic[SpecT]):
         for workload_id, intent in intents.items():
             if workload_id in adopted:
                 continue
-            self._abandon(now, intent, announced=own.get(workload_id, -1) >= intent.epoch)
+            if intent.spent:
+                if intent.expires_at > now:
+                    self._intents[workload_id] = intent  # still spent: keep the marker
+                continue
+            self._abandon(now, intent)
         if primaries or intents or running:
             self._version += 1  # the reconciled state replaces what was saved
 
@@ -591,8 +596,16 @@ class StandbyNode(Generic[SpecT]):
             now, workload_id, "adopted", known.epoch, known.fencing_token, "lease still valid"
         )
 
-    def _fence_lost(self, now: float, record: PrimaryRecord, reason: str) -> None:
-        """A replicated workload that ran here before a restart is gone: fence and revoke."""
+    def _fence_lost(
+        self, now: float, record: PrimaryRecord, reason: str, *, action: str = "fenced"
+    ) -> None:
+        """A replicated workload that ran here (or was claimed here) is gone: fence and revoke.
+
+        A lifecycle whose lease is already over does the work: its first tick
+        fences, and it publishes the signed revocation (retried until a write
+        quorum holds it), so the standbys that follow this node take over at
+        once instead of watching a provider that still heartbeats.
+        """
         workload_id = record.workload_id
         lifecycle = WorkloadLifecycle.promoted(
             workload_id=workload_id,
@@ -609,42 +622,49 @@ class StandbyNode(Generic[SpecT]):
             lifecycle, None, created_at=record.created_at, expires_at=record.expires_at
         )
         self._ended[workload_id] = reason
-        self._reconciled(now, workload_id, "fenced", record.epoch, record.fencing_token, reason)
+        self._reconciled(now, workload_id, action, record.epoch, record.fencing_token, reason)
 
-    def _abandon(self, now: float, intent: PromotionIntent, *, announced: bool) -> None:
-        """Give up a promotion the restart interrupted: its epoch and token are spent."""
+    def _abandon(self, now: float, intent: PromotionIntent) -> None:
+        """Give up a promotion the restart interrupted: its epoch and token are spent.
+
+        The claim is withdrawn, the slot dropped, and the epoch revoked: peers
+        may already follow this node as that epoch's primary (its claim or
+        its announcement reached them), and a provider that heartbeats would
+        otherwise hold them off forever. The spent intent stays in the store
+        until the reservation's end, so the node never stands by for the
+        workload again with a token it may have handed out.
+        """
         workload_id = intent.workload_id
-        slot = self.election.slots.get(workload_id)
         reason = "a promotion was interrupted by a restart; its token is never used again"
+        slot = self.election.slots.get(workload_id)
         if slot is not None:
             self.election.remove(now, workload_id)
-            claim = PromotionClaim(
+        index = intent.fencing_token - fencing_token(intent.epoch, 0)
+        claim = PromotionClaim(
+            workload_id=workload_id,
+            epoch=intent.epoch,
+            fencing_token=intent.fencing_token,
+            claimant=self.me,
+            standby_index=index,
+            claimed_at=max(now, intent.recorded_at),
+            withdrawn=True,
+        )
+        self._spawn_task(self._run_withdraw, WithdrawClaim(claim))
+        self._intents[workload_id] = attrs.evolve(intent, spent=True)
+        self._fence_lost(
+            now,
+            PrimaryRecord(
                 workload_id=workload_id,
                 epoch=intent.epoch,
                 fencing_token=intent.fencing_token,
-                claimant=self.me,
-                standby_index=slot.standby_index,
-                claimed_at=max(now, intent.recorded_at),
-                withdrawn=True,
-            )
-            self._spawn_task(self._run_withdraw, WithdrawClaim(claim))
-            if announced:
-                # Peers may follow this node as primary of that epoch: revoke it.
-                self._fence_lost(
-                    now,
-                    PrimaryRecord(
-                        workload_id=workload_id,
-                        epoch=intent.epoch,
-                        fencing_token=intent.fencing_token,
-                        standbys=slot.peers,
-                        created_at=slot.created_at,
-                        expires_at=slot.expires_at,
-                        started=True,
-                    ),
-                    reason,
-                )
-                return
-        self._reconciled(now, workload_id, "abandoned", intent.epoch, intent.fencing_token, reason)
+                standbys=intent.standbys,
+                created_at=intent.recorded_at,
+                expires_at=intent.expires_at,
+                started=True,
+            ),
+            reason,
+            action="abandoned",
+        )
 
     def _reconciled(
         self, now: float, workload_id: str, action: str, epoch: int, token: int, reason: str
@@ -696,6 +716,13 @@ class StandbyNode(Generic[SpecT]):
                 await self.flush()
             return role
         assert isinstance(role, Standby)
+        spent = self._intents.get(workload_id)
+        if spent is not None and spent.spent:
+            raise NodeError(
+                f"workload {workload_id!r}: this node gave up a promotion of it when it restarted "
+                f"(epoch {spent.epoch}, token {spent.fencing_token}), so it no longer stands by "
+                "for it; the consumer may reserve another standby"
+            )
         created_at = now if request.created_at is None else request.created_at
         slot: StandbySlot[SpecT] = StandbySlot.reserve(
             me=self.me,
@@ -1314,12 +1341,15 @@ class StandbyNode(Generic[SpecT]):
         Returns why the spawn must not go ahead (``None``: it may). Without a
         store there is nothing to make durable (and no crash safety).
         """
+        slot = self.election.slots.get(effect.workload_id)
         intent = PromotionIntent(
             workload_id=effect.workload_id,
             epoch=effect.epoch,
             fencing_token=effect.fencing_token,
             lease_end=effect.lease_end,
             recorded_at=now,
+            standbys=() if slot is None else slot.peers,
+            expires_at=math.inf if slot is None else slot.expires_at,
         )
         self._intents[effect.workload_id] = intent
         self._mark_dirty()

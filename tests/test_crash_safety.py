@@ -154,9 +154,24 @@ async def test_fm15_standby_killed_mid_promotion_never_reuses_its_token(
         # is spent) and standby 1 takes over with a token of its own.
         assert actions == ["abandoned"]
         assert [host for host, _token in starts_of(cluster)] == ["prime", "sb1"]
+        [spent] = cluster.disks["sb0"].state.intents
+        assert spent.spent
+        assert spent.fencing_token == fencing_token(1, 0)
     else:
         assert actions == ["adopted"]
         assert cluster.nodes["sb0"].status().primary("w1") is not None
+
+
+async def test_fm15_a_node_that_gave_up_a_promotion_never_stands_by_for_it_again() -> None:
+    cluster = CrashCluster(timing=TIMING)
+    async with anyio.create_task_group() as group:
+        request = await start_workload(cluster, group)
+        await anyio.sleep(300)
+        await _promote_sb0_and_kill_it(cluster, before_spawn=True)
+        node = await cluster.launch(group, "sb0")
+        with pytest.raises(NodeError, match="gave up a promotion"):
+            await node.accept(request)
+        group.cancel_scope.cancel()
 
 
 # --------------------------------------------------------------------------- FM16

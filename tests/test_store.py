@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -301,3 +302,55 @@ def test_sealer_protocol_is_runtime_checkable() -> None:
 )
 def test_default_secret_heuristic(spec: Any, secret: bool) -> None:
     assert looks_secret(spec) is secret
+
+
+async def test_node_state_round_trips_with_intents_and_primaries(tmp_path: Path) -> None:
+    from standby import NodeState, PrimaryRecord, PromotionIntent
+
+    path = tmp_path / "slots.json"
+    state = NodeState(
+        slots=(make_slot("w1"),),
+        intents=(PromotionIntent("w2", 1, 1 << 20, EPOCH + 120, EPOCH, ("b",), EPOCH + 900, True),),
+        primaries=(PrimaryRecord("w3", 0, 0, ("a", "b"), EPOCH, math.inf, started=True),),
+    )
+    store: JsonFileStore[Any] = JsonFileStore(path, offload=False)
+    assert await store.save_state(state) == []
+    loaded = await JsonFileStore(path, spec_type=Spec, offload=False).load_state()
+    assert loaded == state
+    assert [s.workload_id for s in await JsonFileStore(path).load()] == ["w1"]
+
+
+async def test_a_version_1_file_migrates_to_a_state_without_intents(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    JsonFileStore(path, offload=False).save_sync([make_slot("w1")])
+    document = json.loads(path.read_text())
+    document["version"] = 1
+    del document["intents"], document["primaries"]
+    path.write_text(json.dumps(document))
+    store: JsonFileStore[Any] = JsonFileStore(path, offload=False)
+    state = await store.load_state()
+    assert ([s.workload_id for s in state.slots], state.intents, state.primaries) == (
+        ["w1"],
+        (),
+        (),
+    )
+    await store.save_state(state)
+    assert json.loads(path.read_text())["version"] == 2
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ({"intents": [{"workload_id": "w"}]}, "epoch"),
+        ({"primaries": [{"workload_id": "w", "epoch": 0, "fencing_token": 0}]}, "standbys"),
+        ({"intents": {}}, "not a list"),
+    ],
+)
+async def test_malformed_intents_or_primaries_are_corruption(
+    tmp_path: Path, entry: dict[str, Any], why: str
+) -> None:
+    path = tmp_path / "slots.json"
+    document = {"format": "standby.slots", "version": 2, "slots": [], **entry}
+    path.write_text(json.dumps(document))
+    with pytest.raises(StoreError, match=why):
+        await JsonFileStore(path).load_state()
