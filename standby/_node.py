@@ -1275,7 +1275,7 @@ class StandbyNode(Generic[SpecT]):
                 role="primary",
             )
             self._emit(ContainerExited(now, workload_id, str(status)))
-            self._report_exit(workload_id, now, f"container {status}")
+            self._report_exit(workload_id, now, str(status))
 
     def _report_exit(self, workload_id: str, now: float, reason: str) -> None:
         self._lifecycle_call(workload_id, lambda lc: lc.container_exited(now, reason), now)
