@@ -143,6 +143,25 @@ class TestTopology:
         with pytest.raises(TopologyError, match="empty identity"):
             Topology("p", ("a", " "))
 
+    @pytest.mark.parametrize("standbys", ["ab", b"ab", ""])
+    def test_a_string_is_not_a_list_of_standbys(self, standbys: Any) -> None:
+        with pytest.raises(TopologyError, match="not a single string"):
+            Topology("p", standbys)
+
+    def test_standbys_must_be_iterable(self) -> None:
+        with pytest.raises(TopologyError, match="sequence of identities, got int"):
+            Topology("p", 3)  # type: ignore[arg-type]
+
+    def test_missing_arguments_are_named(self) -> None:
+        with pytest.raises(TypeError, match=r"Topology needs primary and standbys: Topology\("):
+            Topology()  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="Topology needs standbys"):
+            Topology("p")  # type: ignore[call-arg]
+
+    def test_keywords_and_evolve_still_work(self) -> None:
+        topology = Topology(primary="p", standbys=["a"])
+        assert attrs.evolve(topology, standbys=("b", "c")) == Topology("p", ("b", "c"))
+
 
 class TestMessages:
     def test_revocation_defaults(self) -> None:
