@@ -19,6 +19,7 @@ import anyio.abc
 import pytest
 
 from standby import (
+    InvalidSlot,
     LeaseRevocation,
     LifecycleState,
     Phase,
@@ -39,6 +40,7 @@ from standby.node import (
     ContainerExited,
     HeartbeatPublished,
     InputDropped,
+    LifecycleChanged,
     NodeEvent,
     OperationFailed,
     PrimaryFollowed,
@@ -426,6 +428,9 @@ async def test_unexpected_exit_on_the_primary_hands_the_workload_over() -> None:
         group.cancel_scope.cancel()
 
     assert [e.status for e in events_of(cluster, "prime", ContainerExited)] == ["stopped"]
+    reasons = [e.reason for e in events_of(cluster, "prime", LifecycleChanged)]
+    assert "container stopped" in reasons
+    assert not any("container container" in reason for reason in reasons)
     assert cluster.hosts_started() == ["prime", "sb0"]
     assert cluster.starts()[1][1] - died < TIMING.heartbeat_interval + TIMING.claim_settle + 30
 
@@ -475,6 +480,9 @@ async def test_accept_rejects_requests_not_addressed_or_malformed() -> None:
             await node.accept(cluster.request(standbys=["x", "y"]))
         with pytest.raises(IdentityError, match="malformed identity"):
             await node.accept(cluster.request(standbys=["sb0", "bad identity"]))
+        # documented in docs/node.md: a slot the request cannot make is InvalidSlot
+        with pytest.raises(InvalidSlot, match="expires_at > created_at"):
+            await node.accept(cluster.request(lifetime=-1.0))
         assert node.status().slots == ()
         group.cancel_scope.cancel()
 
