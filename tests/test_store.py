@@ -217,6 +217,22 @@ async def test_every_kind_of_corruption_is_a_store_error(
     assert (tmp_path / "slots.json.corrupt-1").read_bytes() == content
 
 
+async def test_a_slot_that_could_not_be_saved_again_is_never_loaded(tmp_path: Path) -> None:
+    # A lone surrogate (as a JSON escape) and a very deep spec decode as JSON
+    # but cannot be encoded again: loading them would make every save fail.
+    for bad in ('"\\ud800"', "[" * 400 + "]" * 400):
+        path = tmp_path / "slots.json"
+        await JsonFileStore(path).save([make_slot(spec={"image": "app:1"})])
+        path.write_bytes(path.read_bytes().replace(b'"app:1"', bad.encode()))
+        with pytest.raises(StoreError, match=r"corrupt.*slot #0"):
+            await JsonFileStore(path).load()
+        assert not path.exists()  # moved aside; the next save starts a clean table
+        store: JsonFileStore[Any] = JsonFileStore(path)
+        assert await store.load() == []
+        assert await store.save([make_slot()]) == []
+        path.unlink()
+
+
 async def test_newer_format_is_refused_and_left_in_place(tmp_path: Path) -> None:
     path = tmp_path / "slots.json"
     path.write_text('{"format": "standby.slots", "version": 2, "slots": []}')
