@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,37 @@ def test_save_fsyncs_the_file_and_its_directory(
     assert len(synced) == 2
     if os.path.exists("/proc/self/fd"):
         assert synced == [False, True]  # the temporary file first, then the directory
+
+
+async def test_load_removes_temporary_files_a_killed_write_left_behind(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    store = JsonFileStore(path, spec_type=Spec)
+    await store.save([make_slot()])
+    # What a writer killed between creating and renaming its temporary file
+    # leaves: the same mkstemp call the store makes.
+    leftovers = []
+    for _ in range(3):
+        fd, name = tempfile.mkstemp(prefix=".slots.json.", suffix=".tmp", dir=tmp_path)
+        os.write(fd, b'{"half": ')
+        os.close(fd)
+        leftovers.append(Path(name).name)
+    others = [
+        ".other.json.abcd1234.tmp",  # another store's temporary file
+        ".slots.json.bak.abcd1234.tmp",  # the temporary file of a store at slots.json.bak
+        ".slots.json.abc.tmp",  # not a name the store makes
+        "slots.json.tmp",
+        "notes.tmp",
+    ]
+    for name in others:
+        (tmp_path / name).write_bytes(b"keep")
+    assert await JsonFileStore(path, spec_type=Spec).load() == [make_slot()]
+    assert files(tmp_path) == sorted(["slots.json", *others])
+    # A store whose file does not exist yet cleans up too (and its directory may be absent).
+    fd, name = tempfile.mkstemp(prefix=".fresh.json.", suffix=".tmp", dir=tmp_path)
+    os.close(fd)
+    assert await JsonFileStore(tmp_path / "fresh.json").load() == []
+    assert Path(name).name not in files(tmp_path)
+    assert await JsonFileStore(tmp_path / "absent" / "slots.json").load() == []
 
 
 # --------------------------------------------------------------------------- corruption
