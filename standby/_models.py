@@ -161,7 +161,9 @@ class StandbySlot(Generic[SpecT]):
 
     ``peers`` are the *other* standbys, in the consumer's order, without this
     provider. ``epoch`` counts the promotions the workload went through; the
-    slot's ``primary`` is the primary of that epoch.
+    slot's ``primary`` is the primary of that epoch. ``spec_id`` is the id of
+    the offer the consumer paid for (``None`` when the host does not track
+    offers); ``spec`` is the container configuration itself.
     """
 
     workload_id: str = attrs.field(validator=_identity("slot field", InvalidSlot))
@@ -174,6 +176,9 @@ class StandbySlot(Generic[SpecT]):
     created_at: float = attrs.field(validator=_slot_finite)
     peers: tuple[str, ...] = attrs.field(converter=_identities, factory=tuple)
     epoch: int = attrs.field(default=0, validator=_slot_count)
+    spec_id: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_identity("slot field", InvalidSlot))
+    )
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.standby_index < self.standby_count:
@@ -211,6 +216,7 @@ class StandbySlot(Generic[SpecT]):
         created_at: float,
         expires_at: float,
         same: Callable[[str, str], bool] = operator.eq,
+        spec_id: str | None = None,
     ) -> StandbySlot[SpecT]:
         """Build this provider's slot from a consumer's topology.
 
@@ -230,6 +236,7 @@ class StandbySlot(Generic[SpecT]):
             owner=owner,
             created_at=created_at,
             peers=peers,
+            spec_id=spec_id,
         )
 
     def standbys(self, me: str) -> tuple[str, ...]:

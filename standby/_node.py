@@ -137,7 +137,8 @@ class SpawnRequest(Generic[SpecT]):
     reservation began (a primary that has no lease by ``created_at + silence -
     max_clock_skew`` never starts the workload, as the standbys may promote).
     ``restart`` applies when this node runs the workload as primary without
-    standbys (``None``: the node's default).
+    standbys (``None``: the node's default). ``spec_id`` is the id of the
+    offer the consumer paid for; a standby keeps it in its slot (and store).
     """
 
     workload_id: str
@@ -147,6 +148,7 @@ class SpawnRequest(Generic[SpecT]):
     expires_at: float
     created_at: float | None = None
     restart: RestartPolicy | None = None
+    spec_id: str | None = None
 
 
 @attrs.frozen
@@ -398,6 +400,7 @@ class StandbyNode(Generic[SpecT]):
             owner=request.owner,
             created_at=created_at,
             expires_at=request.expires_at,
+            spec_id=request.spec_id,
         )
         effects = self.election.reserve(now, slot)
         self._log(

@@ -107,6 +107,24 @@ class TestStandbySlot:
         )
         assert made.standby_index == 1
 
+    def test_spec_id_is_optional_and_kept_by_reserve(self) -> None:
+        made = StandbySlot.reserve(
+            me="b",
+            workload_id="w",
+            topology=Topology("p", ("a", "b")),
+            spec={"image": "x"},
+            owner="c",
+            created_at=1.0,
+            expires_at=2.0,
+            spec_id="offer-7",
+        )
+        assert made.spec_id == "offer-7"
+        assert attrs.evolve(made, epoch=1).spec_id == "offer-7"
+        assert attrs.evolve(made, spec_id=None).spec_id is None
+        for bad in ("", " ", 7):
+            with pytest.raises(InvalidSlot, match="spec_id"):
+                attrs.evolve(made, spec_id=bad)
+
     def test_reserve_rejects_a_provider_that_is_not_a_standby(self) -> None:
         with pytest.raises(TopologyError, match="not a standby"):
             StandbySlot.reserve(

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import attrs
 import pytest
 
 from standby import (
@@ -485,6 +486,21 @@ async def test_accept_rejects_requests_not_addressed_or_malformed() -> None:
             await node.accept(cluster.request(lifetime=-1.0))
         assert node.status().slots == ()
         group.cancel_scope.cancel()
+
+
+async def test_a_standby_keeps_the_offer_id_of_the_request(tmp_path: Path) -> None:
+    cluster = Cluster(timing=TIMING)
+    store: JsonFileStore[Any] = JsonFileStore(tmp_path / "slots.json", offload=False)
+    async with anyio.create_task_group() as group:
+        node = await cluster.launch(group, "sb0", store=store)
+        paid = attrs.evolve(cluster.request("w1"), spec_id="offer-42")
+        await node.accept(paid)
+        await node.accept(cluster.request("w2"))
+        assert node.election.slots["w1"].spec_id == "offer-42"
+        assert node.election.slots["w2"].spec_id is None
+        group.cancel_scope.cancel()
+    saved = {slot.workload_id: slot.spec_id for slot in store.load_sync()}
+    assert saved == {"w1": "offer-42", "w2": None}
 
 
 async def test_host_calls_need_a_running_node() -> None:

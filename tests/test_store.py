@@ -82,6 +82,15 @@ async def test_round_trip_with_the_host_spec_type(tmp_path: Path) -> None:
     assert isinstance(loaded[1].spec, Spec)
 
 
+async def test_the_offer_id_survives_a_restart(tmp_path: Path) -> None:
+    paid = attrs.evolve(make_slot("w1"), spec_id="offer-42")
+    slots = [paid, make_slot("w2")]
+    await JsonFileStore(tmp_path / "slots.json", spec_type=Spec).save(slots)
+    loaded = await JsonFileStore(tmp_path / "slots.json", spec_type=Spec).load()
+    assert [slot.spec_id for slot in loaded] == ["offer-42", None]
+    assert loaded == slots
+
+
 async def test_file_is_versioned(tmp_path: Path) -> None:
     path = tmp_path / "slots.json"
     await JsonFileStore(path).save([make_slot(spec={"image": "app"})])

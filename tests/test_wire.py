@@ -137,6 +137,7 @@ def slots(draw: st.DrawFn, specs: st.SearchStrategy[Any] = json_values) -> Stand
         created_at=created_at,
         peers=tuple(peers),
         epoch=draw(counts),
+        spec_id=draw(st.none() | identities),
     )
 
 
@@ -538,6 +539,18 @@ def test_none_fields_are_omitted_on_the_wire() -> None:
     assert "fencing_token" not in announcement
     # A null spec is the spec, not an absent default: it stays.
     assert json.loads(encode(decode("slot", dumps(slot_body(spec=None)))))["spec"] is None
+
+
+def test_a_slot_carries_the_id_of_the_offer_it_was_paid_for() -> None:
+    plain = decode("slot", dumps(slot_body()))
+    assert plain.spec_id is None
+    assert "spec_id" not in json.loads(encode(plain))  # omitted when None
+    paid = decode("slot", dumps(slot_body(spec_id="offer-42")))
+    assert paid.spec_id == "offer-42"
+    assert json.loads(encode(paid))["spec_id"] == "offer-42"
+    assert decode("slot", encode(paid)) == paid
+    assert wire_error("slot", slot_body(spec_id=42)).path == "$.spec_id"
+    assert wire_error("slot", slot_body(spec_id="")).path == "$.spec_id"
 
 
 def test_tuples_are_arrays_and_keys_are_sorted() -> None:
