@@ -83,9 +83,11 @@ from ._nostr_keys import (
     verify_event,
 )
 from ._nostr_link import Connection, Handler, RelayLink, RelayUnavailable
-from ._nostr_profile import NostrProfile, filters_for
+from ._nostr_profile import DEFAULT_PREFIX, REFERENCE_PREFIX, NostrProfile, filters_for
 
 __all__ = [
+    "DEFAULT_PREFIX",
+    "REFERENCE_PREFIX",
     "NostrEvent",
     "NostrKeys",
     "NostrProfile",
