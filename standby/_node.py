@@ -19,6 +19,7 @@ from ._effects import (
     CheckContainer,
     CompareAndSetClaim,
     Dropped,
+    DropReason,
     ElectionEffect,
     LifecycleEffect,
     LifecycleState,
@@ -80,7 +81,9 @@ from ._protocols import (
     Query,
     QueryResult,
     RelayTransport,
+    ReportsDrops,
     SlotStore,
+    TransportDrop,
 )
 from ._roles import NotAddressed, Primary, Role, Standby
 from ._timing import Timing
@@ -295,6 +298,8 @@ class StandbyNode(Generic[SpecT]):
         self._stack = stack
         self._group = group
         self._running = True
+        if isinstance(self.transport, ReportsDrops):
+            self.transport.set_drop_hook(self._on_transport_drop)
         group.start_soon(self._timer_loop, name=f"standby-timer-{self.me}")
         group.start_soon(self._heartbeat_loop, name=f"standby-heartbeat-{self.me}")
         group.start_soon(self._subscription_loop, name=f"standby-subscription-{self.me}")
@@ -319,6 +324,8 @@ class StandbyNode(Generic[SpecT]):
             return await stack.__aexit__(exc_type, exc, tb)
         finally:
             self._stack = self._group = None
+            if isinstance(self.transport, ReportsDrops):
+                self.transport.set_drop_hook(None)
             with anyio.CancelScope(shield=True):
                 await self._final_save()
             self._log(logging.INFO, "node stopped")
@@ -776,6 +783,31 @@ class StandbyNode(Generic[SpecT]):
                 role="standby",
             )
             self._emit(SlotPhaseChanged(now, workload_id, old, new, revoked))
+
+    def _on_transport_drop(self, drop: TransportDrop) -> None:
+        """The transport dropped an incoming message (``ReportsDrops``): count, log, report."""
+        self._count("transport_drops")
+        self._count(f"transport_drops.{drop.reason.name.lower()}")
+        forged = drop.reason in (DropReason.BAD_SIGNATURE, DropReason.UNEXPECTED_AUTHOR)
+        self._log(
+            logging.WARNING if forged else logging.INFO,
+            "transport dropped a message from %s on %s: %s (%s)",
+            drop.signer,
+            drop.relay,
+            drop.reason.value,
+            drop.detail,
+            workload_id=drop.workload_id,
+            role="standby",
+        )
+        self._emit(
+            InputDropped(
+                self._now(),
+                drop.workload_id,
+                drop.signer,
+                drop.reason,
+                f"{drop.detail} (dropped by the transport, relay {drop.relay})",
+            )
+        )
 
     def _on_envelope(self, envelope: Envelope[Message]) -> None:
         self._count("messages")

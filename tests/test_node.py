@@ -336,6 +336,14 @@ async def test_forged_revocation_yields_no_promotion() -> None:
     drops = [e for e in events_of(cluster, "sb0", InputDropped) if e.signer == "sb1"]
     assert drops  # one per relay that delivered it
     assert {e.reason.name for e in drops} == {"WRONG_SIGNER"}
+    # The stranger is outside the subscription's authors: the transport drops
+    # its revocation, and the node counts and reports each drop.
+    stranger = [e for e in events_of(cluster, "sb0", InputDropped) if e.signer == "mallory"]
+    assert [(e.reason.name, e.workload_id) for e in stranger] == [("UNEXPECTED_AUTHOR", "w1")] * 3
+    assert all("dropped by the transport" in e.detail for e in stranger)
+    counters = cluster.nodes["sb0"].status().counters
+    assert counters["transport_drops"] == 3
+    assert counters["transport_drops.unexpected_author"] == 3
 
 
 async def test_restart_restores_slots_and_drops_expired_ones(tmp_path: Path) -> None:

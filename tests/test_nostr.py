@@ -29,6 +29,7 @@ from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, rela
 from httpx_ws import aconnect_ws
 
 from standby import (
+    DropReason,
     Heartbeat,
     LeaseRevocation,
     PromotionAnnouncement,
@@ -51,7 +52,7 @@ from standby.adapters.nostr import (
     sign_event,
     verify_event,
 )
-from standby.protocols import Query, RelayTransport, Subscription
+from standby.protocols import Query, RelayTransport, ReportsDrops, Subscription, TransportDrop
 from standby.wire import Codec
 
 # A NIP-19 vector: the same key as hex and as npub.
@@ -265,6 +266,23 @@ def test_the_reference_profile_reads_and_writes_the_reference_d_tags() -> None:
     assert announcement.new_primary == STANDBYS[0].public_key  # type: ignore[union-attr]
     drafts = reference.drafts(announcement, CODEC)
     assert drafts[-1].tags == (("d", d),)
+
+
+def test_a_live_subscription_asks_for_workload_messages_from_anyone() -> None:
+    query = Query(authors={PRIMARY.public_key}, workload_ids={"w-7"})
+
+    def by_kind(live: bool, q: Query = query) -> dict[int, dict[str, Any]]:
+        found = filters_for(PROFILE, q, me=STANDBYS[0].public_key, now=0.0, live=live, since=None)
+        return {f["kinds"][0]: f for f in found}
+
+    live = by_kind(True)
+    assert live[38384]["authors"] == [PRIMARY.public_key]  # heartbeats: by author
+    for kind in (38385, 38386, 38387):
+        assert "authors" not in live[kind]  # the transport drops strangers itself
+    assert live[38385]["#p"] == [STANDBYS[0].public_key]
+    # queries, and subscriptions that watch no workload, keep the authors filter
+    for kind, found in {**by_kind(False), **by_kind(True, Query(authors=query.authors))}.items():
+        assert found["authors"] == [PRIMARY.public_key], kind
 
 
 def _reference_slot(**changes: Any) -> StandbySlot[Any]:
@@ -608,6 +626,8 @@ async def test_forged_events_from_a_relay_are_dropped_and_counted(relays: RelayC
         ).to_json()
         # Tags changed after signing (another d: the relay keeps both events).
         bad_id = dict(genuine, tags=[["d", unique("other")], ["p", reader.identity]])
+        reported: list[TransportDrop] = []
+        reader.set_drop_hook(reported.append)
         subscription = reader.subscribe(Query(kinds={"revocation"}, authors={victim.identity}))
 
         async def marker_from_lax() -> None:
@@ -641,6 +661,54 @@ async def test_forged_events_from_a_relay_are_dropped_and_counted(relays: RelayC
         assert reader.counters.get("dropped_bad_signature", 0) >= 2  # query + subscription
         assert reader.counters.get("dropped_bad_id", 0) >= 2
         assert reader.dropped >= 4
+        # every one of them was reported, as a bad signature claiming a victim's key
+        # (the lax relay also keeps the forgeries of earlier runs of this test)
+        assert isinstance(reader, ReportsDrops)
+        assert len(reported) == reader.dropped
+        assert {(d.reason, d.relay) for d in reported} == {(DropReason.BAD_SIGNATURE, lax.url)}
+        assert victim.identity in {d.signer for d in reported}
+
+
+@pytest.mark.anyio
+async def test_a_strangers_revocation_on_a_watched_workload_is_reported(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    async with transports(relays.urls, 3) as (primary, standby, stranger):
+        workload = unique("stranger")
+        reported: list[TransportDrop] = []
+        all_reported = anyio.Event()
+
+        def hook(drop: TransportDrop) -> None:
+            reported.append(drop)
+            if len(reported) >= len(relays.urls):
+                all_reported.set()
+
+        standby.set_drop_hook(hook)
+        subscription = standby.subscribe(
+            Query(kinds={"revocation"}, authors={primary.identity}, workload_ids={workload})
+        )
+        try:
+            forged = LeaseRevocation(
+                workload_id=workload,
+                primary=primary.identity,
+                standbys=(standby.identity,),
+                revoked_at=time.time(),
+            )
+            assert (await stranger.publish(forged, timeout=3.0)).acked
+            genuine = attrs.evolve(forged, revoked_at=time.time() + 1)
+            assert (await primary.publish(genuine, timeout=3.0)).acked
+            with anyio.fail_after(5):
+                envelope = await subscription.__anext__()
+            assert (envelope.signer, envelope.message) == (primary.identity, genuine)
+            with anyio.fail_after(5):
+                await all_reported.wait()
+        finally:
+            await subscription.aclose()
+        assert {(d.reason, d.signer, d.workload_id) for d in reported} == {
+            (DropReason.UNEXPECTED_AUTHOR, stranger.identity, workload)
+        }
+        assert {d.relay for d in reported} == set(relays.urls)
+        assert standby.counters["dropped_unexpected_author"] == len(reported)
 
 
 @pytest.mark.anyio

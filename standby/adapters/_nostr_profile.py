@@ -432,18 +432,27 @@ def filters_for(
     it from ``query.since``, or from its resume point for a subscription).
     ``live`` builds a subscription's filters: heartbeats include the
     ephemeral kind and revocations are those addressed to ``me`` (their
-    ``p`` tags); otherwise heartbeats are read back ``heartbeat_lookback``
-    seconds at most. Authors must already be canonical. The caller still
+    ``p`` tags), and when ``query.workload_ids`` is set the workload kinds
+    are asked for from any author (the transport drops and reports the
+    unexpected ones); otherwise heartbeats are read back
+    ``heartbeat_lookback`` seconds at most. Authors must already be canonical. The caller still
     checks every decoded message with :meth:`Query.matches`.
     """
-    base: dict[str, Any] = {}
-    if query.authors is not None:
-        base["authors"] = sorted(query.authors)
+    authors = None if query.authors is None else sorted(query.authors)
     workloads = None if query.workload_ids is None else sorted(query.workload_ids)
+    # A subscription scoped to workloads asks for their messages from anyone
+    # and drops (and reports) those from unexpected authors itself
+    # (``unexpected_author``); heartbeats are always filtered by author.
+    anyone = live and workloads is not None
     out: list[dict[str, Any]] = []
 
-    def add(kinds: list[int], extra: Mapping[str, Any], floor: int | None) -> None:
-        found = dict(base, kinds=kinds, **extra)
+    def add(
+        kinds: list[int], extra: Mapping[str, Any], floor: int | None, *, by_author: bool = True
+    ) -> None:
+        found: dict[str, Any] = {}
+        if authors is not None and by_author:
+            found["authors"] = authors
+        found.update(kinds=kinds, **extra)
         if floor is not None:
             found["since"] = floor
         out.append(found)
@@ -459,11 +468,11 @@ def filters_for(
             floor = lookback if floor is None else max(floor, lookback)
         add(kinds, {}, floor)
     if "revocation" in query.kinds:
-        add([profile.revocation_kind], {"#p": [me]} if live else {}, since)
+        add([profile.revocation_kind], {"#p": [me]} if live else {}, since, by_author=not anyone)
     if "claim" in query.kinds:
         extra = {} if workloads is None else {"#d": [profile.claim_d(w) for w in workloads]}
-        add([profile.claim_kind], extra, since)
+        add([profile.claim_kind], extra, since, by_author=not anyone)
     if "announcement" in query.kinds:
         extra = {} if workloads is None else {"#d": [profile.announcement_d(w) for w in workloads]}
-        add([profile.announcement_kind], extra, since)
+        add([profile.announcement_kind], extra, since, by_author=not anyone)
     return out
