@@ -19,6 +19,7 @@ from ._effects import (
     CheckContainer,
     CompareAndSetClaim,
     Dropped,
+    DropReason,
     ElectionEffect,
     LifecycleEffect,
     LifecycleState,
@@ -85,8 +86,10 @@ from ._protocols import (
     Query,
     QueryResult,
     RelayTransport,
+    ReportsDrops,
     RunningWorkload,
     SlotStore,
+    TransportDrop,
 )
 from ._roles import NotAddressed, Primary, Role, Standby
 from ._state import NodeState, PrimaryRecord, PromotionIntent
@@ -149,7 +152,8 @@ class SpawnRequest(Generic[SpecT]):
     reservation began (a primary that has no lease by ``created_at + silence -
     max_clock_skew`` never starts the workload, as the standbys may promote).
     ``restart`` applies when this node runs the workload as primary without
-    standbys (``None``: the node's default).
+    standbys (``None``: the node's default). ``spec_id`` is the id of the
+    offer the consumer paid for; a standby keeps it in its slot (and store).
     """
 
     workload_id: str
@@ -159,6 +163,7 @@ class SpawnRequest(Generic[SpecT]):
     expires_at: float
     created_at: float | None = None
     restart: RestartPolicy | None = None
+    spec_id: str | None = None
 
 
 @attrs.frozen
@@ -368,6 +373,8 @@ class StandbyNode(Generic[SpecT]):
         self._stack = stack
         self._group = group
         self._running = True
+        if isinstance(self.transport, ReportsDrops):
+            self.transport.set_drop_hook(self._on_transport_drop)
         group.start_soon(self._timer_loop, name=f"standby-timer-{self.me}")
         group.start_soon(self._heartbeat_loop, name=f"standby-heartbeat-{self.me}")
         group.start_soon(self._subscription_loop, name=f"standby-subscription-{self.me}")
@@ -395,6 +402,8 @@ class StandbyNode(Generic[SpecT]):
             return await stack.__aexit__(exc_type, exc, tb)
         finally:
             self._stack = self._group = None
+            if isinstance(self.transport, ReportsDrops):
+                self.transport.set_drop_hook(None)
             with anyio.CancelScope(shield=True):
                 await self._final_save()
             self._log(logging.INFO, "node stopped")
@@ -732,6 +741,7 @@ class StandbyNode(Generic[SpecT]):
             owner=request.owner,
             created_at=created_at,
             expires_at=request.expires_at,
+            spec_id=request.spec_id,
         )
         effects = self.election.reserve(now, slot)
         self._log(
@@ -1166,6 +1176,31 @@ class StandbyNode(Generic[SpecT]):
                 role="standby",
             )
             self._emit(SlotPhaseChanged(now, workload_id, old, new, revoked))
+
+    def _on_transport_drop(self, drop: TransportDrop) -> None:
+        """The transport dropped an incoming message (``ReportsDrops``): count, log, report."""
+        self._count("transport_drops")
+        self._count(f"transport_drops.{drop.reason.name.lower()}")
+        forged = drop.reason in (DropReason.BAD_SIGNATURE, DropReason.UNEXPECTED_AUTHOR)
+        self._log(
+            logging.WARNING if forged else logging.INFO,
+            "transport dropped a message from %s on %s: %s (%s)",
+            drop.signer,
+            drop.relay,
+            drop.reason.value,
+            drop.detail,
+            workload_id=drop.workload_id,
+            role="standby",
+        )
+        self._emit(
+            InputDropped(
+                self._now(),
+                drop.workload_id,
+                drop.signer,
+                drop.reason,
+                f"{drop.detail} (dropped by the transport, relay {drop.relay})",
+            )
+        )
 
     def _on_envelope(self, envelope: Envelope[Message]) -> None:
         self._count("messages")
@@ -1813,7 +1848,7 @@ class StandbyNode(Generic[SpecT]):
                 role="primary",
             )
             self._emit(ContainerExited(now, workload_id, str(status)))
-            self._report_exit(workload_id, now, f"container {status}")
+            self._report_exit(workload_id, now, str(status))
 
     def _report_exit(self, workload_id: str, now: float, reason: str) -> None:
         self._lifecycle_call(workload_id, lambda lc: lc.container_exited(now, reason), now)

@@ -182,10 +182,12 @@ class RelayLink:
         counters: MutableMapping[str, int],
         max_message_bytes: int,
         backoff: tuple[float, float],
+        on_rejected: Callable[[str, EventRejected, object], None] | None = None,
     ) -> None:
         self.url = url
         self._connect = connect
         self._counters = counters
+        self._on_rejected = on_rejected
         self._max_message_bytes = max_message_bytes
         self._backoff = backoff
         self.conn: Connection | None = None
@@ -409,6 +411,8 @@ class RelayLink:
             except EventRejected as exc:
                 self.count(f"dropped_{exc.reason}")
                 LOGGER.info("dropped an event from %s: %s", self.url, exc)
+                if self._on_rejected is not None:
+                    self._on_rejected(self.url, exc, message[2])
                 return
             handler.on_event(event)
         elif verb == "EOSE" and sub_id is not None:
