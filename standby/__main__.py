@@ -5,11 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports a bad argument in one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``standby`` command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m standby", description=__doc__)
+    """Run the ``standby`` command line; returns the exit status.
+
+    Bad arguments print one line on stderr and exit with status 2 (argparse's
+    :class:`SystemExit`).
+    """
+    parser = _Parser(prog="python -m standby", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     from . import _demo

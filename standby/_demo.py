@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -338,9 +339,49 @@ async def _wait(predicate: Callable[[], bool], limit: float) -> None:
             await anyio.sleep(limit / 200)
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in _LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"unknown log level {text!r}; choose from {', '.join(_LOG_LEVELS)}"
+        )
+    return level
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the demo's options to ``parser``."""
-    parser.add_argument("--standbys", type=int, default=2, help="number of standbys (default 2)")
+    """Add the demo's options to ``parser``.
+
+    Bad values are refused by the parser (one line on stderr, exit status 2).
+    """
+    parser.add_argument(
+        "--standbys", type=_at_least(1), default=2, help="number of standbys (default 2)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the relays' randomness")
     parser.add_argument(
         "--handover",
@@ -349,14 +390,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--scale",
-        type=float,
+        type=_scale,
         default=1 / 100,
         help="multiply the reference timing by this (default 0.01: silence 1.8 s)",
     )
-    parser.add_argument("--relays", type=int, default=3, help="number of relays (default 3)")
+    parser.add_argument(
+        "--relays", type=_at_least(1), default=3, help="number of relays (default 3)"
+    )
     parser.add_argument(
         "--spawn-failures",
-        type=int,
+        type=_at_least(0),
         default=0,
         help="make each standby's first N spawns fail (shows retries; default 0)",
     )
@@ -365,13 +408,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-level",
+        type=_log_level,
         default=None,
-        help="also print the nodes' log records at this level (e.g. INFO)",
+        help=f"also print the nodes' log records at this level ({', '.join(_LOG_LEVELS)})",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo for parsed command-line ``args``; returns the exit status."""
+    """Run the demo for parsed command-line ``args``; returns the exit status.
+
+    Options the demo cannot run with (for example a scale that makes the
+    timing overflow) print one line on stderr and return 2.
+    """
     try:
         options = DemoOptions(
             standbys=args.standbys,
@@ -381,10 +429,12 @@ def run(args: argparse.Namespace) -> int:
             relays=args.relays,
             spawn_failures=args.spawn_failures,
         )
-    except ValueError as exc:
-        print(f"demo: {exc}")
+        options.timing  # noqa: B018 - a scale can overflow or underflow the timing
+        level = None if args.log_level is None else _log_level(args.log_level)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(args.log_level)
+    _configure_logging(level)
     result: DemoResult = anyio.run(_main, options, backend=args.backend)
     return result.exit_status
 

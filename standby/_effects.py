@@ -183,7 +183,12 @@ class PrimaryChanged:
 
 
 class DropReason(enum.Enum):
-    """Why an input was rejected. Every drop is reported, none is fatal."""
+    """Why an input was rejected. Every drop is reported, none is fatal.
+
+    The core's own checks give the first group; a transport reports the last
+    three (:class:`~standby.protocols.TransportDrop`) for messages it dropped
+    before they became envelopes.
+    """
 
     FUTURE_DATED = "future-dated"
     WRONG_SIGNER = "wrong signer"
@@ -194,6 +199,9 @@ class DropReason(enum.Enum):
     NOT_A_PEER = "signer is not a peer"
     CONFLICT = "conflicting promotion"
     LATE_RESULT = "late result"
+    BAD_SIGNATURE = "bad signature"
+    UNEXPECTED_AUTHOR = "unexpected author"
+    MALFORMED = "malformed"
 
 
 @attrs.frozen

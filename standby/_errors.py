@@ -22,16 +22,26 @@ class StandbyError(Exception):
 
 
 class UnsafeTiming(StandbyError, ValueError):
-    """A :class:`~standby.Timing` breaks one of the safety rules.
+    """A :class:`~standby.Timing` breaks one or more of the safety rules.
 
-    ``rule`` names the broken rule (for example ``"silence >= lease +
-    fence_grace + max_clock_skew"``) and the message carries the numbers.
+    Every broken rule is reported at once: ``violations`` holds ``(rule,
+    detail)`` for each, ``rules`` their names (for example ``"silence >= lease
+    + fence_grace + max_clock_skew"``), and the message names each rule with
+    its numbers. ``rule`` and ``detail`` are those of the first one.
     """
 
-    def __init__(self, rule: str, detail: str) -> None:
-        super().__init__(f"unsafe timing: rule `{rule}` is broken: {detail}")
+    def __init__(self, rule: str, detail: str, *more: tuple[str, str]) -> None:
+        broken = ((rule, detail), *more)
+        parts = [f"rule `{name}` is broken: {numbers}" for name, numbers in broken]
+        if len(parts) == 1:
+            message = f"unsafe timing: {parts[0]}"
+        else:
+            message = f"unsafe timing: {len(parts)} rules are broken: " + "; ".join(parts)
+        super().__init__(message)
         self.rule = rule
         self.detail = detail
+        self.violations: tuple[tuple[str, str], ...] = broken
+        self.rules: tuple[str, ...] = tuple(name for name, _ in broken)
 
 
 class TopologyError(StandbyError, ValueError):

@@ -88,6 +88,24 @@ def _identities(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _standby_list(values: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(values, (str, bytes)):
+        raise TopologyError(
+            f"standbys must be a sequence of identities, not a single string: got {values!r} "
+            f"(for one standby write ({values!r},))"
+        )
+    try:
+        return tuple(values)
+    except TypeError:
+        raise TopologyError(
+            f"standbys must be a sequence of identities, got {type(values).__name__}"
+        ) from None
+
+
+#: Marks a :class:`Topology` argument that was not given.
+_MISSING: Any = object()
+
+
 def _check_standbys(primary: str, standbys: Sequence[str]) -> None:
     seen: set[str] = set()
     for position, standby in enumerate(standbys):
@@ -100,17 +118,34 @@ def _check_standbys(primary: str, standbys: Sequence[str]) -> None:
         seen.add(standby)
 
 
-@attrs.frozen
+@attrs.frozen(init=False)
 class Topology:
     """A workload's primary and its ordered standbys, as the consumer sent them.
 
-    Identities must already be canonical (see
-    :meth:`standby.protocols.RelayTransport.canonical`); validation rejects an
-    empty identity, a duplicate standby and a primary listed as a standby.
+    ``Topology("alice", ("bob", "carol"))``. Identities must already be
+    canonical (see :meth:`standby.protocols.RelayTransport.canonical`);
+    validation raises :class:`TopologyError` for an empty identity, a
+    duplicate standby, a primary listed as a standby, and ``standbys`` given
+    as one string (``Topology("p", "ab")`` would otherwise mean standbys
+    ``"a"`` and ``"b"``). Leaving out an argument raises :class:`TypeError`
+    naming it.
     """
 
     primary: str = attrs.field(validator=_identity("identity", TopologyError))
-    standbys: tuple[str, ...] = attrs.field(converter=_identities)
+    standbys: tuple[str, ...] = attrs.field(converter=_standby_list)
+
+    def __init__(self, primary: str = _MISSING, standbys: Iterable[str] = _MISSING) -> None:
+        missing = [
+            name
+            for name, value in (("primary", primary), ("standbys", standbys))
+            if value is _MISSING
+        ]
+        if missing:
+            raise TypeError(
+                f"Topology needs {' and '.join(missing)}: Topology(primary, standbys), "
+                "for example Topology('alice', ('bob', 'carol'))"
+            )
+        self.__attrs_init__(primary, standbys)
 
     def __attrs_post_init__(self) -> None:
         _check_standbys(self.primary, self.standbys)
@@ -126,7 +161,9 @@ class StandbySlot(Generic[SpecT]):
 
     ``peers`` are the *other* standbys, in the consumer's order, without this
     provider. ``epoch`` counts the promotions the workload went through; the
-    slot's ``primary`` is the primary of that epoch.
+    slot's ``primary`` is the primary of that epoch. ``spec_id`` is the id of
+    the offer the consumer paid for (``None`` when the host does not track
+    offers); ``spec`` is the container configuration itself.
     """
 
     workload_id: str = attrs.field(validator=_identity("slot field", InvalidSlot))
@@ -139,6 +176,9 @@ class StandbySlot(Generic[SpecT]):
     created_at: float = attrs.field(validator=_slot_finite)
     peers: tuple[str, ...] = attrs.field(converter=_identities, factory=tuple)
     epoch: int = attrs.field(default=0, validator=_slot_count)
+    spec_id: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_identity("slot field", InvalidSlot))
+    )
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.standby_index < self.standby_count:
@@ -176,6 +216,7 @@ class StandbySlot(Generic[SpecT]):
         created_at: float,
         expires_at: float,
         same: Callable[[str, str], bool] = operator.eq,
+        spec_id: str | None = None,
     ) -> StandbySlot[SpecT]:
         """Build this provider's slot from a consumer's topology.
 
@@ -195,6 +236,7 @@ class StandbySlot(Generic[SpecT]):
             owner=owner,
             created_at=created_at,
             peers=peers,
+            spec_id=spec_id,
         )
 
     def standbys(self, me: str) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from ._effects import (
     CheckContainer,
     CompareAndSetClaim,
     Dropped,
+    DropReason,
     ElectionEffect,
     LifecycleEffect,
     LifecycleState,
@@ -51,6 +52,7 @@ from ._models import (
     PromotionClaim,
     StandbySlot,
     Topology,
+    fencing_token,
 )
 from ._node_errors import NodeError, NotAddressedError
 from ._node_events import (
@@ -84,8 +86,10 @@ from ._protocols import (
     Query,
     QueryResult,
     RelayTransport,
+    ReportsDrops,
     RunningWorkload,
     SlotStore,
+    TransportDrop,
 )
 from ._roles import NotAddressed, Primary, Role, Standby
 from ._state import NodeState, PrimaryRecord, PromotionIntent
@@ -148,7 +152,8 @@ class SpawnRequest(Generic[SpecT]):
     reservation began (a primary that has no lease by ``created_at + silence -
     max_clock_skew`` never starts the workload, as the standbys may promote).
     ``restart`` applies when this node runs the workload as primary without
-    standbys (``None``: the node's default).
+    standbys (``None``: the node's default). ``spec_id`` is the id of the
+    offer the consumer paid for; a standby keeps it in its slot (and store).
     """
 
     workload_id: str
@@ -158,6 +163,7 @@ class SpawnRequest(Generic[SpecT]):
     expires_at: float
     created_at: float | None = None
     restart: RestartPolicy | None = None
+    spec_id: str | None = None
 
 
 @attrs.frozen
@@ -367,6 +373,8 @@ class StandbyNode(Generic[SpecT]):
         self._stack = stack
         self._group = group
         self._running = True
+        if isinstance(self.transport, ReportsDrops):
+            self.transport.set_drop_hook(self._on_transport_drop)
         group.start_soon(self._timer_loop, name=f"standby-timer-{self.me}")
         group.start_soon(self._heartbeat_loop, name=f"standby-heartbeat-{self.me}")
         group.start_soon(self._subscription_loop, name=f"standby-subscription-{self.me}")
@@ -394,6 +402,8 @@ class StandbyNode(Generic[SpecT]):
             return await stack.__aexit__(exc_type, exc, tb)
         finally:
             self._stack = self._group = None
+            if isinstance(self.transport, ReportsDrops):
+                self.transport.set_drop_hook(None)
             with anyio.CancelScope(shield=True):
                 await self._final_save()
             self._log(logging.INFO, "node stopped")
@@ -453,7 +463,7 @@ class StandbyNode(Generic[SpecT]):
         primaries = {p.workload_id: p for p in state.primaries}
         intents = {i.workload_id: i for i in state.intents}
         workloads = set(primaries) | set(intents) | {r.workload_id for r in running}
-        epochs, own, reached = await self._read_epochs(workloads)
+        epochs, _own, reached = await self._read_epochs(workloads)
         now = self._now()
         adopted: set[str] = set()
         for found in sorted(running, key=lambda r: (r.workload_id, r.fencing_token)):
@@ -481,17 +491,22 @@ class StandbyNode(Generic[SpecT]):
         for workload_id, intent in intents.items():
             if workload_id in adopted:
                 continue
-            self._abandon(now, intent, announced=own.get(workload_id, -1) >= intent.epoch)
+            if intent.spent:
+                if intent.expires_at > now:
+                    self._intents[workload_id] = intent  # still spent: keep the marker
+                continue
+            self._abandon(now, intent)
         if primaries or intents or running:
             self._version += 1  # the reconciled state replaces what was saved
 
     async def _read_epochs(
         self, workloads: set[str]
     ) -> tuple[dict[str, int], dict[str, int], bool]:
-        """The highest epoch others and this node claimed or announced, per workload.
+        """The highest epoch others claimed or announced, and this node announced, per workload.
 
-        Withdrawn claims do not count. The last value tells whether a read
-        quorum answered; without one, nothing may be adopted.
+        Withdrawn claims do not count (nor this node's own claims: those it
+        withdraws itself). The last value tells whether a read quorum
+        answered; without one, nothing may be adopted.
         """
         if not workloads:
             return {}, {}, True
@@ -509,7 +524,10 @@ class StandbyNode(Generic[SpecT]):
                 continue
             if not isinstance(message, (PromotionClaim, PromotionAnnouncement)):
                 continue
-            into = own if envelope.signer == self.me else others
+            mine = envelope.signer == self.me
+            if mine and isinstance(message, PromotionClaim):
+                continue
+            into = own if mine else others
             # An announcement without an epoch (an older peer) still means a takeover.
             epoch = message.epoch if message.epoch is not None else 1
             into[message.workload_id] = max(into.get(message.workload_id, -1), epoch)
@@ -587,8 +605,16 @@ class StandbyNode(Generic[SpecT]):
             now, workload_id, "adopted", known.epoch, known.fencing_token, "lease still valid"
         )
 
-    def _fence_lost(self, now: float, record: PrimaryRecord, reason: str) -> None:
-        """A replicated workload that ran here before a restart is gone: fence and revoke."""
+    def _fence_lost(
+        self, now: float, record: PrimaryRecord, reason: str, *, action: str = "fenced"
+    ) -> None:
+        """A replicated workload that ran here (or was claimed here) is gone: fence and revoke.
+
+        A lifecycle whose lease is already over does the work: its first tick
+        fences, and it publishes the signed revocation (retried until a write
+        quorum holds it), so the standbys that follow this node take over at
+        once instead of watching a provider that still heartbeats.
+        """
         workload_id = record.workload_id
         lifecycle = WorkloadLifecycle.promoted(
             workload_id=workload_id,
@@ -605,42 +631,49 @@ class StandbyNode(Generic[SpecT]):
             lifecycle, None, created_at=record.created_at, expires_at=record.expires_at
         )
         self._ended[workload_id] = reason
-        self._reconciled(now, workload_id, "fenced", record.epoch, record.fencing_token, reason)
+        self._reconciled(now, workload_id, action, record.epoch, record.fencing_token, reason)
 
-    def _abandon(self, now: float, intent: PromotionIntent, *, announced: bool) -> None:
-        """Give up a promotion the restart interrupted: its epoch and token are spent."""
+    def _abandon(self, now: float, intent: PromotionIntent) -> None:
+        """Give up a promotion the restart interrupted: its epoch and token are spent.
+
+        The claim is withdrawn, the slot dropped, and the epoch revoked: peers
+        may already follow this node as that epoch's primary (its claim or
+        its announcement reached them), and a provider that heartbeats would
+        otherwise hold them off forever. The spent intent stays in the store
+        until the reservation's end, so the node never stands by for the
+        workload again with a token it may have handed out.
+        """
         workload_id = intent.workload_id
-        slot = self.election.slots.get(workload_id)
         reason = "a promotion was interrupted by a restart; its token is never used again"
+        slot = self.election.slots.get(workload_id)
         if slot is not None:
             self.election.remove(now, workload_id)
-            claim = PromotionClaim(
+        index = intent.fencing_token - fencing_token(intent.epoch, 0)
+        claim = PromotionClaim(
+            workload_id=workload_id,
+            epoch=intent.epoch,
+            fencing_token=intent.fencing_token,
+            claimant=self.me,
+            standby_index=index,
+            claimed_at=max(now, intent.recorded_at),
+            withdrawn=True,
+        )
+        self._spawn_task(self._run_withdraw, WithdrawClaim(claim))
+        self._intents[workload_id] = attrs.evolve(intent, spent=True)
+        self._fence_lost(
+            now,
+            PrimaryRecord(
                 workload_id=workload_id,
                 epoch=intent.epoch,
                 fencing_token=intent.fencing_token,
-                claimant=self.me,
-                standby_index=slot.standby_index,
-                claimed_at=max(now, intent.recorded_at),
-                withdrawn=True,
-            )
-            self._spawn_task(self._run_withdraw, WithdrawClaim(claim))
-            if announced:
-                # Peers may follow this node as primary of that epoch: revoke it.
-                self._fence_lost(
-                    now,
-                    PrimaryRecord(
-                        workload_id=workload_id,
-                        epoch=intent.epoch,
-                        fencing_token=intent.fencing_token,
-                        standbys=slot.peers,
-                        created_at=slot.created_at,
-                        expires_at=slot.expires_at,
-                        started=True,
-                    ),
-                    reason,
-                )
-                return
-        self._reconciled(now, workload_id, "abandoned", intent.epoch, intent.fencing_token, reason)
+                standbys=intent.standbys,
+                created_at=intent.recorded_at,
+                expires_at=intent.expires_at,
+                started=True,
+            ),
+            reason,
+            action="abandoned",
+        )
 
     def _reconciled(
         self, now: float, workload_id: str, action: str, epoch: int, token: int, reason: str
@@ -692,6 +725,13 @@ class StandbyNode(Generic[SpecT]):
                 await self.flush()
             return role
         assert isinstance(role, Standby)
+        spent = self._intents.get(workload_id)
+        if spent is not None and spent.spent:
+            raise NodeError(
+                f"workload {workload_id!r}: this node gave up a promotion of it when it restarted "
+                f"(epoch {spent.epoch}, token {spent.fencing_token}), so it no longer stands by "
+                "for it; the consumer may reserve another standby"
+            )
         created_at = now if request.created_at is None else request.created_at
         slot: StandbySlot[SpecT] = StandbySlot.reserve(
             me=self.me,
@@ -701,6 +741,7 @@ class StandbyNode(Generic[SpecT]):
             owner=request.owner,
             created_at=created_at,
             expires_at=request.expires_at,
+            spec_id=request.spec_id,
         )
         effects = self.election.reserve(now, slot)
         self._log(
@@ -728,6 +769,12 @@ class StandbyNode(Generic[SpecT]):
         answers, the request is refused.
         """
         workload_id = request.workload_id
+        ended = self._ended.get(workload_id)
+        if ended is not None:
+            raise NodeError(
+                f"workload {workload_id!r} ran here as primary before this node restarted and "
+                f"was fenced ({ended}); its standbys take it over, so it is not started again"
+            )
         existing = self._primaries.get(workload_id)
         if existing is not None and existing.spec is None:
             existing.spec = request.spec
@@ -739,12 +786,6 @@ class StandbyNode(Generic[SpecT]):
                     role="primary",
                 )
                 return False
-        ended = self._ended.get(workload_id)
-        if ended is not None:
-            raise NodeError(
-                f"workload {workload_id!r} ran here as primary before this node restarted and "
-                f"was fenced ({ended}); its standbys take it over, so it is not started again"
-            )
         self._check_primary(workload_id)
         if topology.standbys:
             await self._check_epoch(workload_id)
@@ -1136,6 +1177,31 @@ class StandbyNode(Generic[SpecT]):
             )
             self._emit(SlotPhaseChanged(now, workload_id, old, new, revoked))
 
+    def _on_transport_drop(self, drop: TransportDrop) -> None:
+        """The transport dropped an incoming message (``ReportsDrops``): count, log, report."""
+        self._count("transport_drops")
+        self._count(f"transport_drops.{drop.reason.name.lower()}")
+        forged = drop.reason in (DropReason.BAD_SIGNATURE, DropReason.UNEXPECTED_AUTHOR)
+        self._log(
+            logging.WARNING if forged else logging.INFO,
+            "transport dropped a message from %s on %s: %s (%s)",
+            drop.signer,
+            drop.relay,
+            drop.reason.value,
+            drop.detail,
+            workload_id=drop.workload_id,
+            role="standby",
+        )
+        self._emit(
+            InputDropped(
+                self._now(),
+                drop.workload_id,
+                drop.signer,
+                drop.reason,
+                f"{drop.detail} (dropped by the transport, relay {drop.relay})",
+            )
+        )
+
     def _on_envelope(self, envelope: Envelope[Message]) -> None:
         self._count("messages")
         if envelope.signer == self.me:
@@ -1310,12 +1376,15 @@ class StandbyNode(Generic[SpecT]):
         Returns why the spawn must not go ahead (``None``: it may). Without a
         store there is nothing to make durable (and no crash safety).
         """
+        slot = self.election.slots.get(effect.workload_id)
         intent = PromotionIntent(
             workload_id=effect.workload_id,
             epoch=effect.epoch,
             fencing_token=effect.fencing_token,
             lease_end=effect.lease_end,
             recorded_at=now,
+            standbys=() if slot is None else slot.peers,
+            expires_at=math.inf if slot is None else slot.expires_at,
         )
         self._intents[effect.workload_id] = intent
         self._mark_dirty()
@@ -1779,7 +1848,7 @@ class StandbyNode(Generic[SpecT]):
                 role="primary",
             )
             self._emit(ContainerExited(now, workload_id, str(status)))
-            self._report_exit(workload_id, now, f"container {status}")
+            self._report_exit(workload_id, now, str(status))
 
     def _report_exit(self, workload_id: str, now: float, reason: str) -> None:
         self._lifecycle_call(workload_id, lambda lc: lc.container_exited(now, reason), now)

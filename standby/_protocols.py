@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeAlias, cast
 
 import attrs
 from typing_extensions import Protocol, runtime_checkable
 
+from ._effects import DropReason
 from ._models import (
     Envelope,
     Heartbeat,
@@ -32,14 +33,17 @@ __all__ = [
     "Query",
     "QueryResult",
     "RelayTransport",
+    "ReportsDrops",
     "RunningWorkload",
     "SlotStore",
     "Subscription",
+    "TransportDrop",
     "addressable_key",
     "is_newer",
     "message_kind",
     "message_timestamp",
     "newest_per_key",
+    "unexpected_author",
 ]
 
 MessageKind: TypeAlias = Literal["heartbeat", "revocation", "claim", "announcement"]
@@ -208,6 +212,25 @@ class Query:
         return self.since is None or stamp >= self.since
 
 
+def unexpected_author(query: Query, signer: str, message: Message) -> bool:
+    """Whether a subscription for ``query`` drops ``message`` for its author.
+
+    True when ``query`` names both its authors and its workloads, ``message``
+    is not a heartbeat, ``signer`` is not one of the authors, and everything
+    else about the message matches: someone outside the expected authors
+    speaking about a watched workload (a stranger's revocation or claim is
+    a forgery attempt). Subscriptions ask relays for workload messages from
+    anyone and drop these themselves, so they can report them
+    (:class:`ReportsDrops`); heartbeats carry no workload and are filtered by
+    author at the relay.
+    """
+    if query.authors is None or query.workload_ids is None or isinstance(message, Heartbeat):
+        return False
+    if signer in query.authors:
+        return False
+    return attrs.evolve(query, authors=None).matches(signer, message)
+
+
 @attrs.frozen
 class PublishResult:
     """Outcome of :meth:`RelayTransport.publish`.
@@ -350,6 +373,47 @@ class RelayTransport(Protocol):
         decision that matters). When ``query.since`` is set, stored messages
         at least that new are delivered first. Must not block; the
         subscription is closed with :meth:`Subscription.aclose`.
+        """
+        ...
+
+
+@attrs.frozen
+class TransportDrop:
+    """An incoming message a transport dropped before it became an envelope.
+
+    ``reason`` is :attr:`~standby.DropReason.BAD_SIGNATURE` (the signature or
+    the event id does not verify), :attr:`~standby.DropReason.UNEXPECTED_AUTHOR`
+    (see :func:`unexpected_author`) or :attr:`~standby.DropReason.MALFORMED`
+    (the body or the envelope cannot be decoded). ``signer`` is the identity
+    the message *claims* (unauthenticated for a bad signature; ``None`` when
+    unknown), ``workload_id`` the workload it names when known.
+    """
+
+    reason: DropReason
+    relay: str
+    signer: str | None
+    detail: str
+    workload_id: str | None = None
+
+
+@runtime_checkable
+class ReportsDrops(Protocol):
+    """Optional capability of a transport: it reports the messages it drops.
+
+    A transport checks every incoming message (signature, body, author)
+    before it becomes an :class:`~standby.Envelope`; with this capability it
+    tells the host about each one it drops, so forgery attempts are counted
+    and visible. The node installs its hook while it runs (``isinstance(
+    transport, ReportsDrops)``), counts the drops as ``transport_drops`` and
+    emits an :class:`~standby.node.InputDropped` event for each.
+    """
+
+    def set_drop_hook(self, hook: Callable[[TransportDrop], None] | None) -> None:
+        """Call ``hook`` with every dropped message from now on (``None``: stop).
+
+        One hook at a time; a later call replaces it. The hook is called
+        synchronously from the transport's own tasks and must not block; an
+        exception it raises is swallowed by the transport.
         """
         ...
 

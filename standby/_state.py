@@ -40,7 +40,11 @@ class PromotionIntent:
     Saved durably before the runtime is asked to spawn, so that a node
     restarted after the spawn (whether or not the container still runs)
     knows that it already used this epoch and token, and never uses them
-    again. ``lease_end`` is the bound the spawn was given.
+    again. ``lease_end`` is the bound the spawn was given; ``standbys`` are
+    the slot's peers (who may follow this node once it claimed) and
+    ``expires_at`` the reservation's end. A **spent** intent is one a
+    restarted node gave up: it is kept until ``expires_at`` so that the node
+    never stands by for that workload again and reuses its token.
     """
 
     workload_id: str
@@ -48,6 +52,9 @@ class PromotionIntent:
     fencing_token: int
     lease_end: float
     recorded_at: float
+    standbys: tuple[str, ...] = attrs.field(default=(), converter=_tuple)
+    expires_at: float = math.inf
+    spent: bool = False
 
 
 @attrs.frozen
@@ -125,6 +132,9 @@ def intent_to_json(intent: PromotionIntent) -> dict[str, Any]:
         "fencing_token": intent.fencing_token,
         "lease_end": intent.lease_end,
         "recorded_at": intent.recorded_at,
+        "standbys": list(intent.standbys),
+        "expires_at": None if math.isinf(intent.expires_at) else intent.expires_at,
+        "spent": intent.spent,
     }
 
 
@@ -133,12 +143,22 @@ def intent_from_json(entry: object, position: int) -> PromotionIntent:
     what = f"intent #{position}"
     if not isinstance(entry, dict):
         raise StoreError(f"{what} is not an object")
+    standbys = entry.get("standbys", [])
+    if not isinstance(standbys, list) or not all(isinstance(s, str) and s for s in standbys):
+        raise StoreError(f"{what}: `standbys` must be a list of identities, got {standbys!r}")
+    spent = entry.get("spent", False)
+    if not isinstance(spent, bool):
+        raise StoreError(f"{what}: `spent` must be true or false, got {spent!r}")
+    expires = math.inf if entry.get("expires_at") is None else _number(entry, "expires_at", what)
     return PromotionIntent(
         workload_id=_text(entry, "workload_id", what),
         epoch=_integer(entry, "epoch", what),
         fencing_token=_integer(entry, "fencing_token", what),
         lease_end=_number(entry, "lease_end", what),
         recorded_at=_number(entry, "recorded_at", what),
+        standbys=tuple(standbys),
+        expires_at=expires,
+        spent=spent,
     )
 
 

@@ -14,7 +14,11 @@ the host's :class:`Sealer`.
 
 Writes go to a temporary file in the same directory, which is flushed and
 fsynced, renamed over the old file, and then the directory is fsynced: after
-a crash at any point the file holds the old table or the new one.
+a crash at any point the file holds the old table or the new one. A process
+killed mid-write leaves its temporary file behind (``.<name>.<8 chars>.tmp``);
+:meth:`JsonFileStore.load` deletes such leftovers of its own file, and only
+those (other files in the directory, including other stores' temporaries, are
+never touched).
 
 A slot whose spec holds a secret (failure mode 11) is never written in clear:
 with a sealer it is sealed, without one it is kept in memory only, a warning
@@ -31,6 +35,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -244,6 +249,7 @@ class JsonFileStore(Generic[SpecT]):
 
     def load_state_sync(self) -> NodeState[SpecT]:
         """Blocking version of :meth:`load_state`."""
+        _remove_leftovers(self.path)
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -438,12 +444,39 @@ def _free_name(path: Path) -> Path:
         n += 1
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+#: Temporary names of :func:`_atomic_write`: ``tempfile.mkstemp`` puts 8
+#: characters of ``[a-z0-9_]`` between the prefix and the suffix.
+_TEMPORARY_SUFFIX: Final = ".tmp"
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete temporary files that a killed :func:`_atomic_write` of ``path`` left behind."""
+    own = re.compile(
+        re.escape(_temporary_prefix(path)) + r"[a-z0-9_]{8}" + re.escape(_TEMPORARY_SUFFIX)
+    )
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return  # no directory yet, or unreadable: the load reports what matters
+    for name in names:
+        if own.fullmatch(name):
+            with contextlib.suppress(OSError):
+                os.unlink(path.parent / name)
+                _log.info("removed %s, left behind by an interrupted write", name)
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old or the new content."""
     directory = path.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        fd, temporary = tempfile.mkstemp(
+            prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX, dir=directory
+        )
     except OSError as exc:
         raise StoreError(f"cannot write slot file {path}: {exc}") from exc
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -29,8 +30,178 @@ _DURATIONS = (
 )
 
 
+#: Durations that may be zero.
+_ZERO_OK = ("promotion_delay", "fence_grace", "max_clock_skew")
+
+
 def _default_read_quorum(self: Timing) -> int:
     return self.relay_count - self.write_quorum + 1
+
+
+@attrs.frozen
+class _Rule:
+    """One safety rule: its name, its test, its numbers, and how scaling repairs it."""
+
+    name: str
+    holds: Callable[[Timing], bool]
+    detail: Callable[[Timing], str]
+    repair: str | None = None
+    """The duration that :meth:`Timing.scaled` raises when rounding broke the rule."""
+    on_durations: bool = True
+    """Whether the rule compares durations (skipped while one is not a number)."""
+
+
+def _floor(t: Timing) -> float:
+    return t.lease + t.fence_grace + t.max_clock_skew
+
+
+def _promotion(t: Timing) -> float:
+    return t.claim_timeout + t.claim_settle + 2 * t.query_timeout + t.spawn_timeout
+
+
+_SUSPECT = "heartbeat_interval < suspect_after <= lease"
+
+
+def _suspect_detail(t: Timing) -> str:
+    return (
+        f"heartbeat_interval={t.heartbeat_interval}, suspect_after={t.suspect_after}, "
+        f"lease={t.lease}"
+    )
+
+
+#: Every rule but "durations are positive numbers", in the order
+#: ``Timing.scaled`` repairs them: a rule whose repair raises a duration comes
+#: before the rules where that duration is on the right-hand side (``lease``
+#: before ``silence``).
+_RULES: tuple[_Rule, ...] = (
+    _Rule(
+        "relay_count >= 1",
+        lambda t: t.relay_count >= 1,
+        lambda t: f"relay_count={t.relay_count}",
+        on_durations=False,
+    ),
+    _Rule(
+        "1 <= write_quorum <= relay_count",
+        lambda t: 1 <= t.write_quorum <= t.relay_count,
+        lambda t: f"write_quorum={t.write_quorum}, relay_count={t.relay_count}",
+        on_durations=False,
+    ),
+    _Rule(
+        "1 <= read_quorum <= relay_count",
+        lambda t: 1 <= t.read_quorum <= t.relay_count,
+        lambda t: f"read_quorum={t.read_quorum}, relay_count={t.relay_count}",
+        on_durations=False,
+    ),
+    _Rule(
+        "write_quorum + read_quorum > relay_count",
+        lambda t: t.write_quorum + t.read_quorum > t.relay_count,
+        lambda t: (
+            f"write_quorum={t.write_quorum} + read_quorum={t.read_quorum} = "
+            f"{t.write_quorum + t.read_quorum} <= relay_count={t.relay_count}"
+        ),
+        on_durations=False,
+    ),
+    _Rule(
+        "max_spawn_attempts >= 1",
+        lambda t: t.max_spawn_attempts >= 1,
+        lambda t: f"max_spawn_attempts={t.max_spawn_attempts}",
+        on_durations=False,
+    ),
+    _Rule(
+        "claim_timeout > 2 * query_timeout",
+        lambda t: t.claim_timeout > 2 * t.query_timeout,
+        lambda t: (
+            f"claim_timeout={t.claim_timeout} <= 2 * query_timeout={t.query_timeout} = "
+            f"{2 * t.query_timeout}"
+        ),
+        repair="claim_timeout",
+    ),
+    _Rule(
+        "claim_settle > claim_timeout",
+        lambda t: t.claim_settle > t.claim_timeout,
+        lambda t: f"claim_settle={t.claim_settle} <= claim_timeout={t.claim_timeout}",
+        repair="claim_settle",
+    ),
+    _Rule(
+        _SUSPECT,
+        lambda t: t.heartbeat_interval < t.suspect_after,
+        _suspect_detail,
+        repair="suspect_after",
+    ),
+    _Rule(
+        _SUSPECT,
+        lambda t: t.suspect_after <= t.lease,
+        _suspect_detail,
+        repair="lease",
+    ),
+    _Rule(
+        "lease > heartbeat_interval",
+        lambda t: t.lease > t.heartbeat_interval,
+        lambda t: f"lease={t.lease} <= heartbeat_interval={t.heartbeat_interval}",
+        repair="lease",
+    ),
+    _Rule(
+        "lease > claim_timeout + claim_settle + 2 * query_timeout + spawn_timeout",
+        lambda t: t.lease > _promotion(t),
+        lambda t: (
+            f"lease={t.lease} <= claim_timeout={t.claim_timeout} + claim_settle="
+            f"{t.claim_settle} + 2 * query_timeout={t.query_timeout} + "
+            f"spawn_timeout={t.spawn_timeout} = {_promotion(t)}"
+        ),
+        repair="lease",
+    ),
+    _Rule(
+        "silence >= lease + fence_grace + max_clock_skew",
+        lambda t: t.silence >= _floor(t),
+        lambda t: (
+            f"silence={t.silence} < lease={t.lease} + fence_grace={t.fence_grace} + "
+            f"max_clock_skew={t.max_clock_skew} = {_floor(t)}"
+        ),
+        repair="silence",
+    ),
+)
+
+#: The order in which :meth:`Timing.violations` lists broken rules.
+_REPORT_ORDER: tuple[str, ...] = (
+    "silence >= lease + fence_grace + max_clock_skew",
+    "relay_count >= 1",
+    "1 <= write_quorum <= relay_count",
+    "1 <= read_quorum <= relay_count",
+    "write_quorum + read_quorum > relay_count",
+    "claim_settle > claim_timeout",
+    "claim_timeout > 2 * query_timeout",
+    "lease > heartbeat_interval",
+    "lease > claim_timeout + claim_settle + 2 * query_timeout + spawn_timeout",
+    _SUSPECT,
+    "max_spawn_attempts >= 1",
+)
+
+#: Most steps of one ulp a repair may take (rounding errors are a few ulps).
+_MAX_NUDGES = 64
+
+
+def _repair_rounding(timing: Timing, changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` with each rule's repair duration raised until the rule holds.
+
+    Only for a timing that was safe before scaling: whatever breaks then is
+    float rounding, mended by moving one duration up a few floats. Rules are
+    repaired in :data:`_RULES` order, which visits a duration's own rules
+    before the rules that use it on the right-hand side, so one pass suffices.
+    """
+    values = {a.name: getattr(timing, a.name) for a in attrs.fields(Timing)}
+    values.update(changes)
+    candidate = Timing._unchecked(values)
+    for rule in _RULES:
+        if rule.repair is None:
+            continue
+        steps = 0
+        while not rule.holds(candidate):
+            steps += 1
+            if steps > _MAX_NUDGES:
+                raise ArithmeticError(f"scaling cannot restore rule `{rule.name}`")
+            values[rule.repair] = math.nextafter(values[rule.repair], math.inf)
+            candidate = Timing._unchecked(values)
+    return {name: values[name] for name in _DURATIONS}
 
 
 @attrs.frozen(kw_only=True)
@@ -100,90 +271,33 @@ class Timing:
     def __attrs_post_init__(self) -> None:
         broken = self.violations()
         if broken:
-            rule, detail = broken[0]
-            raise UnsafeTiming(rule, detail)
+            raise UnsafeTiming(*broken[0], *broken[1:])
 
     def violations(self) -> list[tuple[str, str]]:
-        """Every broken rule as ``(rule, detail)``; empty for a safe timing."""
+        """Every broken rule as ``(rule, detail)``; empty for a safe timing.
+
+        A duration that is not a number (or out of range) is reported on its
+        own line and the rules that compare durations are then skipped (their
+        numbers would mean nothing); the quorum rules are still checked.
+        """
         out: list[tuple[str, str]] = []
         for name in _DURATIONS:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
                 out.append((f"{name} is a number", f"{name}={value!r}"))
                 continue
-            zero_ok = name in ("promotion_delay", "fence_grace", "max_clock_skew")
+            zero_ok = name in _ZERO_OK
             if (value < 0) if zero_ok else (value <= 0):
                 bound = ">= 0" if zero_ok else "> 0"
                 out.append((f"{name} {bound}", f"{name}={value}"))
-        if out:
-            return out
-        floor = self.lease + self.fence_grace + self.max_clock_skew
-        if self.silence < floor:
-            out.append(
-                (
-                    "silence >= lease + fence_grace + max_clock_skew",
-                    f"silence={self.silence} < lease={self.lease} + fence_grace="
-                    f"{self.fence_grace} + max_clock_skew={self.max_clock_skew} = {floor}",
-                )
-            )
-        n, w, r = self.relay_count, self.write_quorum, self.read_quorum
-        if n < 1:
-            out.append(("relay_count >= 1", f"relay_count={n}"))
-        if not 1 <= w <= n:
-            out.append(("1 <= write_quorum <= relay_count", f"write_quorum={w}, relay_count={n}"))
-        if not 1 <= r <= n:
-            out.append(("1 <= read_quorum <= relay_count", f"read_quorum={r}, relay_count={n}"))
-        if w + r <= n:
-            out.append(
-                (
-                    "write_quorum + read_quorum > relay_count",
-                    f"write_quorum={w} + read_quorum={r} = {w + r} <= relay_count={n}",
-                )
-            )
-        if self.claim_settle <= self.claim_timeout:
-            out.append(
-                (
-                    "claim_settle > claim_timeout",
-                    f"claim_settle={self.claim_settle} <= claim_timeout={self.claim_timeout}",
-                )
-            )
-        if self.claim_timeout <= 2 * self.query_timeout:
-            out.append(
-                (
-                    "claim_timeout > 2 * query_timeout",
-                    f"claim_timeout={self.claim_timeout} <= 2 * query_timeout="
-                    f"{self.query_timeout} = {2 * self.query_timeout}",
-                )
-            )
-        if self.lease <= self.heartbeat_interval:
-            out.append(
-                (
-                    "lease > heartbeat_interval",
-                    f"lease={self.lease} <= heartbeat_interval={self.heartbeat_interval}",
-                )
-            )
-        promotion = (
-            self.claim_timeout + self.claim_settle + 2 * self.query_timeout + self.spawn_timeout
-        )
-        if self.lease <= promotion:
-            out.append(
-                (
-                    "lease > claim_timeout + claim_settle + 2 * query_timeout + spawn_timeout",
-                    f"lease={self.lease} <= claim_timeout={self.claim_timeout} + claim_settle="
-                    f"{self.claim_settle} + 2 * query_timeout={self.query_timeout} + "
-                    f"spawn_timeout={self.spawn_timeout} = {promotion}",
-                )
-            )
-        if not self.heartbeat_interval < self.suspect_after <= self.lease:
-            out.append(
-                (
-                    "heartbeat_interval < suspect_after <= lease",
-                    f"heartbeat_interval={self.heartbeat_interval}, "
-                    f"suspect_after={self.suspect_after}, lease={self.lease}",
-                )
-            )
-        if self.max_spawn_attempts < 1:
-            out.append(("max_spawn_attempts >= 1", f"max_spawn_attempts={self.max_spawn_attempts}"))
+        durations_ok = not out
+        broken: dict[str, str] = {}
+        for rule in _RULES:
+            if rule.on_durations and not durations_ok:
+                continue
+            if not rule.holds(self) and rule.name not in broken:
+                broken[rule.name] = rule.detail(self)
+        out.extend(sorted(broken.items(), key=lambda item: _REPORT_ORDER.index(item[0])))
         return out
 
     @property
@@ -203,12 +317,33 @@ class Timing:
     def scaled(self, factor: float) -> Timing:
         """The same timing with every duration multiplied by ``factor``.
 
-        Every rule is linear in the durations, so a safe timing stays safe.
-        Quorums and attempt counts are unchanged.
+        Every rule is linear in the durations, so a safe timing stays safe in
+        exact arithmetic; float rounding can still break a rule that held
+        with equality (``silence == lease + fence_grace + max_clock_skew``).
+        So after multiplying, each rule's left-hand duration (``silence``,
+        ``lease``, ``claim_settle``, ``claim_timeout``, ``suspect_after``) is
+        raised to the smallest float that satisfies it again: a change of a
+        few units in the last place, always in the safe direction. Quorums
+        and attempt counts are unchanged.
+
+        Raises :class:`ValueError` for a factor that is not a finite number
+        ``> 0`` or that overflows or underflows a duration, and
+        :class:`UnsafeTiming` when this timing was unsafe already (built with
+        :meth:`unsafe_unchecked`).
         """
-        if not factor > 0:
-            raise ValueError(f"scale factor must be > 0, got {factor}")
-        changes: dict[str, Any] = {name: getattr(self, name) * factor for name in _DURATIONS}
+        if isinstance(factor, bool) or not (factor > 0 and math.isfinite(factor)):
+            raise ValueError(f"scale factor must be a finite number > 0, got {factor}")
+        changes: dict[str, Any] = {}
+        for name in _DURATIONS:
+            value = getattr(self, name)
+            product = value * factor
+            if not math.isfinite(product):
+                raise ValueError(f"scale factor {factor} overflows {name}={value}")
+            if product == 0 and value != 0:
+                raise ValueError(f"scale factor {factor} underflows {name}={value} to zero")
+            changes[name] = product
+        if self.is_safe:
+            changes = _repair_rounding(self, changes)
         return attrs.evolve(self, **changes)
 
     @classmethod
@@ -231,7 +366,11 @@ class Timing:
         unknown = set(base) - {a.name for a in attrs.fields(cls)}
         if unknown:
             raise TypeError(f"unknown Timing fields: {sorted(unknown)}")
+        return cls._unchecked(base)
+
+    @classmethod
+    def _unchecked(cls, values: dict[str, Any]) -> Timing:
         instance = object.__new__(cls)
-        for name, value in base.items():
+        for name, value in values.items():
             object.__setattr__(instance, name, value)
         return instance

@@ -6,7 +6,11 @@ A provider plugs four things into :class:`~standby.node.StandbyNode`:
 - a :class:`ContainerRuntime` (how it runs the workload),
 - a :class:`SlotStore` (where reserved slots survive a restart),
 - and, when its transport can do it, :class:`AtomicClaims` (a strict
-  compare-and-set for promotion claims).
+  compare-and-set for promotion claims) and :class:`ReportsDrops` (it tells
+  the node about the messages it dropped: forgery attempts).
+
+An adapter builds :class:`Envelope` values (re-exported here from the
+top-level package) for what it receives.
 
 Each is a runtime-checkable :class:`typing_extensions.Protocol`: implement
 the methods, no base class needed. The contracts below are what the node
@@ -26,6 +30,7 @@ scopes, on asyncio and trio) and must leave no task behind when cancelled.
 
 from __future__ import annotations
 
+from ._models import Envelope
 from ._protocols import (
     MESSAGE_KINDS,
     AtomicClaims,
@@ -37,14 +42,17 @@ from ._protocols import (
     Query,
     QueryResult,
     RelayTransport,
+    ReportsDrops,
     RunningWorkload,
     SlotStore,
     Subscription,
+    TransportDrop,
     addressable_key,
     is_newer,
     message_kind,
     message_timestamp,
     newest_per_key,
+    unexpected_author,
 )
 
 __all__ = [
@@ -53,17 +61,21 @@ __all__ = [
     "ClaimOutcome",
     "ContainerRuntime",
     "ContainerStatus",
+    "Envelope",
     "MessageKind",
     "PublishResult",
     "Query",
     "QueryResult",
     "RelayTransport",
+    "ReportsDrops",
     "RunningWorkload",
     "SlotStore",
     "Subscription",
+    "TransportDrop",
     "addressable_key",
     "is_newer",
     "message_kind",
     "message_timestamp",
     "newest_per_key",
+    "unexpected_author",
 ]

@@ -31,6 +31,11 @@ Wire rules
   refused on both sides.
 - **Size.** A body larger than :data:`MAX_BODY_BYTES` (or the ``max_size``
   given to :func:`decode`) is refused before it is parsed.
+- **Round trip.** Whatever decodes encodes again. So arrays and objects
+  nested deeper than :data:`MAX_DEPTH` levels (the body itself is level 1)
+  and strings (keys included) that are not valid Unicode, such as a lone
+  surrogate ``"\ud800"`` written as a JSON escape, are refused on both sides,
+  at the path where they occur.
 - **Errors.** Anything wrong with a body -- bad UTF-8, bad JSON, a top level
   that is not an object, a missing field, a wrong type, a value the model's
   own validation refuses, an unknown version, an oversized body -- raises
@@ -89,6 +94,7 @@ from ._models import (
 __all__ = [
     "KINDS",
     "MAX_BODY_BYTES",
+    "MAX_DEPTH",
     "SUPPORTED_VERSIONS",
     "Codec",
     "WireMessage",
@@ -99,6 +105,9 @@ __all__ = [
 
 #: The largest body :func:`decode` accepts by default, in bytes (UTF-8).
 MAX_BODY_BYTES: Final = 64 * 1024
+
+#: The deepest nesting of arrays and objects in a body (the body is level 1).
+MAX_DEPTH: Final = 64
 
 #: The body versions this codec reads and writes.
 SUPPORTED_VERSIONS: Final = frozenset({1})
@@ -353,6 +362,42 @@ def _blame(cls: type[Any], body: Mapping[str, Any], converter: cattrs.Converter)
 # --------------------------------------------------------------------------- JSON step
 
 
+def _check_tree(value: object, max_depth: int = MAX_DEPTH) -> None:
+    """Refuse what cannot make the round trip: deep nesting, strings that are not Unicode.
+
+    Walks the plain JSON value iteratively (no recursion, whatever the depth)
+    and raises :class:`~standby.WireError` at the first offending path.
+    """
+    stack: list[tuple[object, int, str]] = [(value, 1, "$")]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, str):
+            _check_text(item, path)
+            continue
+        if isinstance(item, Mapping):
+            children: list[tuple[object, str]] = []
+            for key, child in item.items():
+                if isinstance(key, str):
+                    _check_text(key, path, what="key")
+                children.append((child, f"{path}.{key}"))
+        elif isinstance(item, (list, tuple)):
+            children = [(child, f"{path}[{index}]") for index, child in enumerate(item)]
+        else:
+            continue
+        if depth > max_depth:
+            raise WireError(f"nested deeper than {max_depth} levels", path=path)
+        for child, child_path in reversed(children):
+            if isinstance(child, (str, Mapping, list, tuple)):
+                stack.append((child, depth + 1, child_path))
+
+
+def _check_text(text: str, path: str, *, what: str = "string") -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise WireError(f"{what} is not valid Unicode: {exc.reason}", path=path) from None
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed on the wire")
 
@@ -517,6 +562,7 @@ class Codec:
             raise WireError(f"cannot encode {kind}: {_describe(exc)}") from exc
         if not isinstance(body, dict):
             raise WireError(f"cannot encode {kind}: unstructured to {type(body).__name__}")
+        _check_tree(body)
         if kind == "slot":
             body["version"] = version
         return body
@@ -548,6 +594,7 @@ class Codec:
         target, cls = self._target(kind)
         if not isinstance(obj, Mapping):
             raise WireError(f"expected a JSON object, got {_json_type(obj)}")
+        _check_tree(obj)
         body = dict(obj)
         if "version" in body:
             version = body["version"]

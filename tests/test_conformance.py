@@ -11,6 +11,7 @@ claim to catch.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, relays  # noqa: F401
 
 from standby import Envelope, Heartbeat, LeaseRevocation, Message
+from standby._node_errors import TransportError
 from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime, MemoryTransport
 from standby.adapters.nostr import NostrTransport, npub_of
 from standby.protocols import PublishResult, Query, QueryResult
@@ -246,6 +248,148 @@ async def test_the_relay_suite_catches_trusting_relay_replacement() -> None:
         await check_relay_transport(
             lambda: memory_relays(_KeepsEveryVersion), only={"query", "newest"}
         )
+
+
+class _IgnoresSinceInQueries(_Wrapped):
+    """Answers a query as if it had no ``since``."""
+
+    async def query(
+        self,
+        query: Query,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the protocol's
+    ) -> QueryResult:
+        return await self.inner.query(attrs.evolve(query, since=None), timeout=timeout)
+
+
+class _NoBacklog(_Wrapped):
+    """Subscribes without ``since``: stored messages are never delivered."""
+
+    def subscribe(self, query: Query) -> Any:
+        return self.inner.subscribe(attrs.evolve(query, since=None))
+
+
+class _ForgetfulSubscription:
+    """Gives up for good on a relay that was down while it was being read."""
+
+    def __init__(self, inner: Any, network: MemoryRelayNetwork) -> None:
+        self.inner = inner
+        self.network = network
+        self.given_up: set[str] = set()
+
+    def __aiter__(self) -> _ForgetfulSubscription:
+        return self
+
+    async def __anext__(self) -> Envelope[Message]:
+        while True:
+            self.given_up.update(r for r in self.network.relays if not self.network.relay(r).up)
+            envelope: Envelope[Message] = await self.inner.__anext__()
+            if envelope.relay not in self.given_up:
+                return envelope
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _ForgetsDownRelays(_Wrapped):
+    def subscribe(self, query: Query) -> Any:
+        return _ForgetfulSubscription(self.inner.subscribe(query), self.inner.network)
+
+
+class _SlowToCancel(_Wrapped):
+    """Keeps going for 50 ms after its publish was cancelled."""
+
+    async def publish(
+        self,
+        message: Message,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the protocol's
+    ) -> PublishResult:
+        try:
+            return await self.inner.publish(message, timeout=timeout)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.05)
+            raise
+
+
+class _RaisesWhenARelayIsDown(_Wrapped):
+    async def publish(
+        self,
+        message: Message,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the protocol's
+    ) -> PublishResult:
+        result = await self.inner.publish(message, timeout=timeout)
+        if result.errors:
+            raise TransportError(f"relays failed: {dict(result.errors)}")
+        return result
+
+
+class _EndsAfterACancelledWait:
+    """A subscription that ends once a waiting ``__anext__`` was cancelled."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.broken = False
+
+    def __aiter__(self) -> _EndsAfterACancelledWait:
+        return self
+
+    async def __anext__(self) -> Envelope[Message]:
+        if self.broken:
+            raise StopAsyncIteration
+        try:
+            envelope: Envelope[Message] = await self.inner.__anext__()
+        except anyio.get_cancelled_exc_class():
+            self.broken = True
+            raise
+        return envelope
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _FragileSubscriptions(_Wrapped):
+    def subscribe(self, query: Query) -> Any:
+        return _EndsAfterACancelledWait(self.inner.subscribe(query))
+
+
+@pytest.mark.parametrize(
+    ("broken", "check", "message"),
+    [
+        (_IgnoresSinceInQueries, "since", r"a query with since=\S+ must return only"),
+        (_NoBacklog, "since", "a subscription with since=\\S+ must first deliver"),
+        (_ForgetsDownRelays, "relay_down", "got nothing from it"),
+        (_SlowToCancel, "cancellation", "a cancelled publish must return promptly"),
+        (_RaisesWhenARelayIsDown, "relay_down", "not raise TransportError"),
+        (_FragileSubscriptions, "subscribe", r"ended \(StopAsyncIteration\)"),
+    ],
+)
+async def test_the_relay_suite_catches_more_planted_bugs(
+    broken: type[_Wrapped], check: str, message: str
+) -> None:
+    # The correct transport passes the same check.
+    assert (await check_relay_transport(memory_relays, only={check})).passed == (check,)
+    with pytest.raises(AssertionError) as caught:
+        await check_relay_transport(lambda: memory_relays(broken), only={check})
+    text = str(caught.value)
+    assert text.startswith(f"[{check}] "), text
+    assert re.search(message, text), text
+
+
+async def test_anything_a_check_raises_is_a_named_failure() -> None:
+    class _Explodes(_Wrapped):
+        async def query(
+            self,
+            query: Query,
+            *,
+            timeout: float,  # noqa: ASYNC109 - the protocol's
+        ) -> QueryResult:
+            raise RuntimeError("boom")
+
+    with pytest.raises(AssertionError, match=r"^\[query\] the transport raised RuntimeError: boom"):
+        await check_relay_transport(lambda: memory_relays(_Explodes), only={"query"})
 
 
 @contextlib.asynccontextmanager

@@ -118,9 +118,53 @@ def test_arguments_and_defaults() -> None:
     assert (args.standbys, args.seed, args.handover, args.backend) == (3, 7, True, "trio")
 
 
-def test_invalid_options_exit_with_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(parse("--standbys", "0")) == 2
-    assert "at least one standby" in capsys.readouterr().out
+def test_options_the_demo_cannot_run_with_go_to_stderr_with_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # past the parser (a host calling run() itself), and a scale that parses
+    # but overflows the timing
+    for args, fragment in (
+        (dict(vars(parse()), standbys=0), "at least one standby"),
+        (vars(parse("--scale", "1e307")), "overflows"),
+        (dict(vars(parse()), log_level="LOUD"), "unknown log level 'LOUD'"),
+    ):
+        assert run(argparse.Namespace(**args)) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.startswith("demo: error: ")
+        assert fragment in captured.err
+        assert captured.err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--log-level", "LOUD"], "unknown log level 'LOUD'"),
+        (["--scale", "nan"], "finite number > 0"),
+        (["--scale", "inf"], "finite number > 0"),
+        (["--scale", "-0.5"], "finite number > 0"),
+        (["--standbys", "0"], "integer >= 1"),
+        (["--relays", "-2"], "integer >= 1"),
+        (["--spawn-failures", "-1"], "integer >= 0"),
+    ],
+)
+def test_bad_demo_arguments_are_one_line_on_stderr(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from standby.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", *argv])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("python -m standby demo: error: argument ")
+    assert fragment in captured.err
+    assert captured.err.count("\n") == 1
+
+
+def test_a_lowercase_log_level_is_accepted() -> None:
+    assert parse("--log-level", "info").log_level == "INFO"
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

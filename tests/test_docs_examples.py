@@ -39,3 +39,17 @@ def test_silence_math_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "t+225s silent? True" in out
     assert "t+224s silent? False" in out
     assert "['job-1']" in out
+
+
+def test_node_docs_name_every_error_accept_raises() -> None:
+    text = (ROOT / "docs" / "node.md").read_text(encoding="utf-8")
+    start = text.index("- `await node.accept(request)`")
+    bullet = text[start : text.index("\n- ", start + 1)]
+    for error in (
+        "NotAddressedError",
+        "IdentityError",
+        "InvalidSlot",
+        "TopologyError",
+        "StoreError",
+    ):
+        assert f"`{error}`" in bullet, error

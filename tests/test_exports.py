@@ -6,6 +6,10 @@ import standby
 
 EXPECTED = {
     "AdapterError",
+    "NodeState",
+    "PrimaryRecord",
+    "PromotionIntent",
+    "RunningWorkload",
     "Announce",
     "AtomicClaims",
     "CheckContainer",
@@ -129,6 +133,11 @@ def test_submodule_surfaces_are_pinned() -> None:
     assert {"RelayTransport", "ContainerRuntime", "AtomicClaims", "SlotStore", "Query"} <= set(
         standby.protocols.__all__
     )
+    # what an adapter builds or implements is importable from standby.protocols
+    assert {"Envelope", "ReportsDrops", "TransportDrop", "unexpected_author"} <= set(
+        standby.protocols.__all__
+    )
+    assert standby.protocols.Envelope is standby.Envelope
     assert {"MemoryRelayNetwork", "MemoryRuntime"} <= set(standby.adapters.memory.__all__)
     assert {"encode", "decode", "Codec"} <= set(standby.wire.__all__)
 

@@ -12,6 +12,7 @@ import attrs
 import pytest
 
 from standby import (
+    DropReason,
     Envelope,
     Heartbeat,
     LeaseRevocation,
@@ -29,12 +30,16 @@ from standby.adapters.memory import (
     canonical_identity,
 )
 from standby.protocols import (
+    MESSAGE_KINDS,
     AtomicClaims,
     ContainerRuntime,
     Query,
     RelayTransport,
+    ReportsDrops,
     SlotStore,
+    TransportDrop,
     newest_per_key,
+    unexpected_author,
 )
 
 pytestmark = pytest.mark.anyio
@@ -255,6 +260,54 @@ async def test_subscription_filters_by_query() -> None:
     envelope = await sub.__anext__()
     assert (envelope.signer, envelope.message) == ("carol", claim("carol", 2.0))
     await sub.aclose()
+
+
+async def test_messages_from_unexpected_authors_are_dropped_and_reported() -> None:
+    network = MemoryRelayNetwork(relays=3, wall_clock=wall)
+    bob = network.transport("bob")
+    assert isinstance(bob, ReportsDrops)
+    hooked: list[TransportDrop] = []
+    bob.set_drop_hook(hooked.append)
+    network.partition("bob", ["relay-2"])
+    sub = bob.subscribe(
+        Query(kinds=MESSAGE_KINDS, authors=["alice", "carol"], workload_ids=["w1"], since=0.0)
+    )
+    forged = LeaseRevocation(workload_id="w1", primary="alice", revoked_at=1.0)
+    await network.transport("mallory").publish(forged, timeout=1)
+    # not reported: a stranger's heartbeat, a stranger talking about another workload
+    await network.transport("mallory").publish(heartbeat("alice", 2.0), timeout=1)
+    await network.transport("mallory").publish(attrs.evolve(forged, workload_id="w9"), timeout=1)
+    await network.transport("carol").publish(claim("carol", 3.0), timeout=1)
+    envelope = await sub.__anext__()
+    assert envelope.signer == "carol"  # the expected author's message still arrives
+    assert hooked == list(bob.drops)
+    assert sorted((d.relay, d.reason, d.signer, d.workload_id) for d in hooked) == [
+        (relay, DropReason.UNEXPECTED_AUTHOR, "mallory", "w1") for relay in ("relay-0", "relay-1")
+    ]
+    assert "revocation signed by 'mallory'" in hooked[0].detail
+    # the backlog of a new subscription reports them too; without a hook only the record
+    bob.set_drop_hook(None)
+    late = bob.subscribe(Query(authors=["alice", "carol"], workload_ids=["w1"], since=0.0))
+    assert len(bob.drops) == 4
+    assert len(hooked) == 2
+    await late.aclose()
+    await sub.aclose()
+    # a query keeps the author filter at the relay: nothing to drop
+    result = await bob.query(Query(authors=["alice"], workload_ids=["w1"]), timeout=1)
+    assert result.envelopes == ()
+    assert len(bob.drops) == 4
+
+
+def test_unexpected_author_is_a_stranger_on_a_watched_workload() -> None:
+    watched = Query(authors=["alice"], workload_ids=["w1"])
+    forged = LeaseRevocation(workload_id="w1", primary="alice", revoked_at=1.0)
+    assert unexpected_author(watched, "mallory", forged)
+    assert not unexpected_author(watched, "alice", forged)
+    assert not unexpected_author(watched, "mallory", attrs.evolve(forged, workload_id="w2"))
+    assert not unexpected_author(watched, "mallory", heartbeat("alice", 1.0))
+    assert not unexpected_author(Query(authors=["alice"]), "mallory", forged)
+    assert not unexpected_author(Query(workload_ids=["w1"]), "mallory", forged)
+    assert not unexpected_author(attrs.evolve(watched, since=5.0), "mallory", forged)
 
 
 async def test_subscription_duplicates_and_drops_by_seeded_chance() -> None:

@@ -107,6 +107,24 @@ class TestStandbySlot:
         )
         assert made.standby_index == 1
 
+    def test_spec_id_is_optional_and_kept_by_reserve(self) -> None:
+        made = StandbySlot.reserve(
+            me="b",
+            workload_id="w",
+            topology=Topology("p", ("a", "b")),
+            spec={"image": "x"},
+            owner="c",
+            created_at=1.0,
+            expires_at=2.0,
+            spec_id="offer-7",
+        )
+        assert made.spec_id == "offer-7"
+        assert attrs.evolve(made, epoch=1).spec_id == "offer-7"
+        assert attrs.evolve(made, spec_id=None).spec_id is None
+        for bad in ("", " ", 7):
+            with pytest.raises(InvalidSlot, match="spec_id"):
+                attrs.evolve(made, spec_id=bad)
+
     def test_reserve_rejects_a_provider_that_is_not_a_standby(self) -> None:
         with pytest.raises(TopologyError, match="not a standby"):
             StandbySlot.reserve(
@@ -142,6 +160,25 @@ class TestTopology:
     def test_empty_standby(self) -> None:
         with pytest.raises(TopologyError, match="empty identity"):
             Topology("p", ("a", " "))
+
+    @pytest.mark.parametrize("standbys", ["ab", b"ab", ""])
+    def test_a_string_is_not_a_list_of_standbys(self, standbys: Any) -> None:
+        with pytest.raises(TopologyError, match="not a single string"):
+            Topology("p", standbys)
+
+    def test_standbys_must_be_iterable(self) -> None:
+        with pytest.raises(TopologyError, match="sequence of identities, got int"):
+            Topology("p", 3)  # type: ignore[arg-type]
+
+    def test_missing_arguments_are_named(self) -> None:
+        with pytest.raises(TypeError, match=r"Topology needs primary and standbys: Topology\("):
+            Topology()  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="Topology needs standbys"):
+            Topology("p")  # type: ignore[call-arg]
+
+    def test_keywords_and_evolve_still_work(self) -> None:
+        topology = Topology(primary="p", standbys=["a"])
+        assert attrs.evolve(topology, standbys=("b", "c")) == Topology("p", ("b", "c"))
 
 
 class TestMessages:

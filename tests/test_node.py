@@ -16,9 +16,11 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import attrs
 import pytest
 
 from standby import (
+    InvalidSlot,
     LeaseRevocation,
     LifecycleState,
     Phase,
@@ -39,6 +41,7 @@ from standby.node import (
     ContainerExited,
     HeartbeatPublished,
     InputDropped,
+    LifecycleChanged,
     NodeEvent,
     OperationFailed,
     PrimaryFollowed,
@@ -335,6 +338,14 @@ async def test_forged_revocation_yields_no_promotion() -> None:
     drops = [e for e in events_of(cluster, "sb0", InputDropped) if e.signer == "sb1"]
     assert drops  # one per relay that delivered it
     assert {e.reason.name for e in drops} == {"WRONG_SIGNER"}
+    # The stranger is outside the subscription's authors: the transport drops
+    # its revocation, and the node counts and reports each drop.
+    stranger = [e for e in events_of(cluster, "sb0", InputDropped) if e.signer == "mallory"]
+    assert [(e.reason.name, e.workload_id) for e in stranger] == [("UNEXPECTED_AUTHOR", "w1")] * 3
+    assert all("dropped by the transport" in e.detail for e in stranger)
+    counters = cluster.nodes["sb0"].status().counters
+    assert counters["transport_drops"] == 3
+    assert counters["transport_drops.unexpected_author"] == 3
 
 
 async def test_restart_restores_slots_and_drops_expired_ones(tmp_path: Path) -> None:
@@ -434,6 +445,9 @@ async def test_unexpected_exit_on_the_primary_hands_the_workload_over() -> None:
         group.cancel_scope.cancel()
 
     assert [e.status for e in events_of(cluster, "prime", ContainerExited)] == ["stopped"]
+    reasons = [e.reason for e in events_of(cluster, "prime", LifecycleChanged)]
+    assert "container stopped" in reasons
+    assert not any("container container" in reason for reason in reasons)
     assert cluster.hosts_started() == ["prime", "sb0"]
     assert cluster.starts()[1][1] - died < TIMING.heartbeat_interval + TIMING.claim_settle + 30
 
@@ -483,8 +497,26 @@ async def test_accept_rejects_requests_not_addressed_or_malformed() -> None:
             await node.accept(cluster.request(standbys=["x", "y"]))
         with pytest.raises(IdentityError, match="malformed identity"):
             await node.accept(cluster.request(standbys=["sb0", "bad identity"]))
+        # documented in docs/node.md: a slot the request cannot make is InvalidSlot
+        with pytest.raises(InvalidSlot, match="expires_at > created_at"):
+            await node.accept(cluster.request(lifetime=-1.0))
         assert node.status().slots == ()
         group.cancel_scope.cancel()
+
+
+async def test_a_standby_keeps_the_offer_id_of_the_request(tmp_path: Path) -> None:
+    cluster = Cluster(timing=TIMING)
+    store: JsonFileStore[Any] = JsonFileStore(tmp_path / "slots.json", offload=False)
+    async with anyio.create_task_group() as group:
+        node = await cluster.launch(group, "sb0", store=store)
+        paid = attrs.evolve(cluster.request("w1"), spec_id="offer-42")
+        await node.accept(paid)
+        await node.accept(cluster.request("w2"))
+        assert node.election.slots["w1"].spec_id == "offer-42"
+        assert node.election.slots["w2"].spec_id is None
+        group.cancel_scope.cancel()
+    saved = {slot.workload_id: slot.spec_id for slot in store.load_sync()}
+    assert saved == {"w1": "offer-42", "w2": None}
 
 
 async def test_host_calls_need_a_running_node() -> None:

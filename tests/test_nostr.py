@@ -29,15 +29,21 @@ from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, rela
 from httpx_ws import aconnect_ws
 
 from standby import (
+    DropReason,
     Heartbeat,
     LeaseRevocation,
     PromotionAnnouncement,
     PromotionClaim,
+    StandbySlot,
+    WireError,
     fencing_token,
 )
 from standby._node_errors import IdentityError, TransportError
 from standby.adapters._nostr_keys import EventRejected, event_id
+from standby.adapters._nostr_profile import filters_for
 from standby.adapters.nostr import (
+    DEFAULT_PREFIX,
+    REFERENCE_PREFIX,
     NostrKeys,
     NostrProfile,
     NostrTransport,
@@ -46,7 +52,7 @@ from standby.adapters.nostr import (
     sign_event,
     verify_event,
 )
-from standby.protocols import Query, RelayTransport, Subscription
+from standby.protocols import Query, RelayTransport, ReportsDrops, Subscription, TransportDrop
 from standby.wire import Codec
 
 # A NIP-19 vector: the same key as hex and as npub.
@@ -228,6 +234,114 @@ def test_a_reference_announcement_and_heartbeat_decode() -> None:
         )
 
 
+def test_the_reference_profile_reads_and_writes_the_reference_d_tags() -> None:
+    reference = NostrProfile.reference()
+    assert reference == NostrProfile(prefix="paygress")
+    assert reference.is_reference
+    assert not PROFILE.is_reference
+    assert PROFILE.prefix == DEFAULT_PREFIX == "standby"
+    assert reference.prefix == REFERENCE_PREFIX
+    assert NostrProfile.reference(live_backlog=5.0).live_backlog == 5.0
+    assert reference.announcement_d("w-7") == "paygress:promoted:v1:w-7"
+    revocation_d = reference.revocation_d(PRIMARY.public_key, "w-7")
+    assert revocation_d == f"paygress:revocation:v1:{PRIMARY.npub}:w-7"
+    # A reference provider's announcement: the reference profile asks relays for
+    # its d tag; the default profile asks for another one and never sees it.
+    d = "paygress:promoted:v1:w-7"
+    query = Query(kinds={"announcement"}, workload_ids={"w-7"})
+    asked = {
+        profile.prefix: filters_for(
+            profile, query, me=PRIMARY.public_key, now=0.0, live=False, since=None
+        )
+        for profile in (PROFILE, reference)
+    }
+    assert asked["paygress"][0]["#d"] == [d]
+    assert d not in asked["standby"][0]["#d"]
+    body = {
+        "workload_id": "w-7",
+        "new_primary_npub": STANDBYS[0].npub,
+        "promoted_at": 1_700_000_100,
+    }
+    announcement = reference.decode(event_of(38386, body, [["d", d]]), CODEC)
+    assert announcement.new_primary == STANDBYS[0].public_key  # type: ignore[union-attr]
+    drafts = reference.drafts(announcement, CODEC)
+    assert drafts[-1].tags == (("d", d),)
+
+
+def test_a_live_subscription_asks_for_workload_messages_from_anyone() -> None:
+    query = Query(authors={PRIMARY.public_key}, workload_ids={"w-7"})
+
+    def by_kind(live: bool, q: Query = query) -> dict[int, dict[str, Any]]:
+        found = filters_for(PROFILE, q, me=STANDBYS[0].public_key, now=0.0, live=live, since=None)
+        return {f["kinds"][0]: f for f in found}
+
+    live = by_kind(True)
+    assert live[38384]["authors"] == [PRIMARY.public_key]  # heartbeats: by author
+    for kind in (38385, 38386, 38387):
+        assert "authors" not in live[kind]  # the transport drops strangers itself
+    assert live[38385]["#p"] == [STANDBYS[0].public_key]
+    # queries, and subscriptions that watch no workload, keep the authors filter
+    for kind, found in {**by_kind(False), **by_kind(True, Query(authors=query.authors))}.items():
+        assert found["authors"] == [PRIMARY.public_key], kind
+
+
+def _reference_slot(**changes: Any) -> StandbySlot[Any]:
+    fields: dict[str, Any] = {
+        "workload_id": "w-7",
+        "primary": PRIMARY.public_key,
+        "standby_index": 1,
+        "standby_count": 2,
+        "spec": {"image": "app:1", "cpus": 2},
+        "expires_at": 1_700_003_600.25,
+        "owner": STANDBYS[1].public_key,
+        "created_at": 1_700_000_000.5,
+        "peers": (STANDBYS[0].public_key,),
+        "spec_id": "offer-42",
+    }
+    fields.update(changes)
+    return StandbySlot(**fields)
+
+
+def test_a_slot_travels_in_the_reference_field_names_with_its_spec_id() -> None:
+    slot = _reference_slot()
+    body = PROFILE.slot_body(slot, CODEC)
+    assert body["primary_npub"] == PRIMARY.npub
+    assert body["owner_npub"] == STANDBYS[1].npub
+    assert body["peer_standby_npubs"] == [STANDBYS[0].npub]
+    assert body["container_config"] == {"image": "app:1", "cpus": 2}
+    assert body["spec_id"] == "offer-42"
+    assert (body["created_at"], body["created_at_exact"]) == (1_700_000_000, 1_700_000_000.5)
+    assert (body["expires_at"], body["expires_at_exact"]) == (1_700_003_600, 1_700_003_600.25)
+    assert {"primary", "owner", "peers", "spec"}.isdisjoint(body)
+    assert PROFILE.parse_slot(json.loads(json.dumps(body)), CODEC) == slot
+    # without an offer id the field is left out, and reads back as None
+    assert "spec_id" not in PROFILE.slot_body(_reference_slot(spec_id=None), CODEC)
+
+
+def test_a_slot_as_the_reference_provider_writes_it_decodes() -> None:
+    body = {
+        "workload_id": "w-7",
+        "primary_npub": PRIMARY.npub,
+        "standby_index": 0,
+        "standby_count": 2,
+        "container_config": {"image": "app:1"},
+        "spec_id": "offer-9",
+        "expires_at": 1_700_003_600,
+        "owner_npub": STANDBYS[1].npub,
+        "created_at": 1_700_000_000,
+        "peer_standby_npubs": [STANDBYS[0].npub],
+    }
+    slot = PROFILE.parse_slot(body, CODEC)
+    assert slot.spec_id == "offer-9"
+    assert slot.spec == {"image": "app:1"}
+    assert (slot.primary, slot.owner) == (PRIMARY.public_key, STANDBYS[1].public_key)
+    assert slot.peers == (STANDBYS[0].public_key,)
+    assert PROFILE.parse_slot(dict(body, spec_id=""), CODEC).spec_id is None
+    with pytest.raises(WireError) as caught:
+        PROFILE.parse_slot(dict(body, primary_npub="npub1nope"), CODEC)
+    assert caught.value.path == "$.primary"
+
+
 def test_outgoing_bodies_use_the_reference_names_and_keep_our_fields() -> None:
     revocation = LeaseRevocation(
         workload_id="w-7",
@@ -303,7 +417,7 @@ def test_revocations_carry_a_p_tag_per_standby_and_their_d_tag() -> None:
     )
     assert [(d.kind, d.tags) for d in heartbeat_drafts] == [
         (20384, ()),
-        (38384, (("d", "standby:heartbeat:v1:2"),)),
+        (38384, (("d", "standby:heartbeat:v1:125"),)),
     ]
 
 
@@ -512,6 +626,8 @@ async def test_forged_events_from_a_relay_are_dropped_and_counted(relays: RelayC
         ).to_json()
         # Tags changed after signing (another d: the relay keeps both events).
         bad_id = dict(genuine, tags=[["d", unique("other")], ["p", reader.identity]])
+        reported: list[TransportDrop] = []
+        reader.set_drop_hook(reported.append)
         subscription = reader.subscribe(Query(kinds={"revocation"}, authors={victim.identity}))
 
         async def marker_from_lax() -> None:
@@ -545,6 +661,54 @@ async def test_forged_events_from_a_relay_are_dropped_and_counted(relays: RelayC
         assert reader.counters.get("dropped_bad_signature", 0) >= 2  # query + subscription
         assert reader.counters.get("dropped_bad_id", 0) >= 2
         assert reader.dropped >= 4
+        # every one of them was reported, as a bad signature claiming a victim's key
+        # (the lax relay also keeps the forgeries of earlier runs of this test)
+        assert isinstance(reader, ReportsDrops)
+        assert len(reported) == reader.dropped
+        assert {(d.reason, d.relay) for d in reported} == {(DropReason.BAD_SIGNATURE, lax.url)}
+        assert victim.identity in {d.signer for d in reported}
+
+
+@pytest.mark.anyio
+async def test_a_strangers_revocation_on_a_watched_workload_is_reported(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    async with transports(relays.urls, 3) as (primary, standby, stranger):
+        workload = unique("stranger")
+        reported: list[TransportDrop] = []
+        all_reported = anyio.Event()
+
+        def hook(drop: TransportDrop) -> None:
+            reported.append(drop)
+            if len(reported) >= len(relays.urls):
+                all_reported.set()
+
+        standby.set_drop_hook(hook)
+        subscription = standby.subscribe(
+            Query(kinds={"revocation"}, authors={primary.identity}, workload_ids={workload})
+        )
+        try:
+            forged = LeaseRevocation(
+                workload_id=workload,
+                primary=primary.identity,
+                standbys=(standby.identity,),
+                revoked_at=time.time(),
+            )
+            assert (await stranger.publish(forged, timeout=3.0)).acked
+            genuine = attrs.evolve(forged, revoked_at=time.time() + 1)
+            assert (await primary.publish(genuine, timeout=3.0)).acked
+            with anyio.fail_after(5):
+                envelope = await subscription.__anext__()
+            assert (envelope.signer, envelope.message) == (primary.identity, genuine)
+            with anyio.fail_after(5):
+                await all_reported.wait()
+        finally:
+            await subscription.aclose()
+        assert {(d.reason, d.signer, d.workload_id) for d in reported} == {
+            (DropReason.UNEXPECTED_AUTHOR, stranger.identity, workload)
+        }
+        assert {d.relay for d in reported} == set(relays.urls)
+        assert standby.counters["dropped_unexpected_author"] == len(reported)
 
 
 @pytest.mark.anyio
@@ -569,6 +733,38 @@ async def test_relays_store_the_reference_shaped_events(relays: RelayCluster) ->
         assert body["primary_provider_npub"] == primary.npub
         assert body["standby_providers"] == [standby.npub]
         assert body["revoked_at"] == math.floor(now)
+
+
+@pytest.mark.anyio
+async def test_a_reference_announcement_is_seen_only_with_the_reference_profile(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    async with (
+        transports(relays.urls, 1) as (ours,),
+        transports(relays.urls, 1, profile=NostrProfile.reference()) as (mixed,),
+    ):
+        workload = unique("mixed")
+        reference_provider = fixed_keys()
+        body = {
+            "workload_id": workload,
+            "new_primary_npub": reference_provider.npub,
+            "promoted_at": math.floor(time.time()),
+        }
+        event = sign_event(
+            reference_provider,
+            kind=38386,
+            tags=[["d", f"paygress:promoted:v1:{workload}"]],
+            content=json.dumps(body),
+            created_at=body["promoted_at"],
+        ).to_json()
+        for url in relays.urls:
+            accepted, reason = await ours.send_raw(url, event, timeout=3.0)
+            assert accepted, reason
+        query = Query(kinds={"announcement"}, workload_ids={workload})
+        assert (await ours.query(query, timeout=3.0)).envelopes == ()
+        (seen,) = (await mixed.query(query, timeout=3.0)).envelopes
+        assert seen.signer == reference_provider.public_key
+        assert seen.message.new_primary == reference_provider.public_key  # type: ignore[union-attr]
 
 
 @pytest.mark.anyio
@@ -739,3 +935,59 @@ async def test_a_silent_relay_times_out_and_oversized_or_garbage_messages_are_dr
         assert counters["dropped_oversized"] == 1
         assert counters["dropped_malformed"] == 1
         assert transport.open_requests() == 0
+
+
+@pytest.mark.anyio
+async def test_fm18_a_future_heartbeat_hides_no_genuine_one_on_real_relays(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    """Relays replace addressable events by key: a future stamp must not own the key."""
+    async with transports(relays.urls, 2) as (primary, reader):
+        now = time.time()
+        future = Heartbeat(provider=primary.identity, timestamp=now + 20, active_workloads=1)
+        await primary.publish(future, timeout=2.0)
+        genuine = [now - 2.0, now - 1.0, now]
+        for stamp in genuine:
+            beat = Heartbeat(provider=primary.identity, timestamp=stamp, active_workloads=1)
+            result = await primary.publish(beat, timeout=2.0)
+            assert result.acked == frozenset(relays.urls), result.errors
+        query = Query(kinds=("heartbeat",), authors=(primary.identity,), until=now + 1.0)
+        found = await reader.query(query, timeout=2.0)
+    [envelope] = found.envelopes
+    assert isinstance(envelope.message, Heartbeat)
+    assert envelope.message.timestamp == pytest.approx(genuine[-1], abs=1.0)
+
+
+@pytest.mark.anyio
+async def test_fm20_a_relay_that_refuses_a_live_subscription_is_asked_again(
+    relays: RelayCluster,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The relay's subscription limit refuses one; once room is made, it is sent again."""
+    caplog.set_level("WARNING", logger="standby")
+    async with transports(relays.urls[1:2], 2) as (listener, speaker):
+        fillers = [listener.subscribe(Query(authors=(fixed_keys().public_key,))) for _ in range(64)]
+        wanted = listener.subscribe(Query(kinds=("heartbeat",), authors=(speaker.identity,)))
+        try:
+            with anyio.move_on_after(5):
+                while listener.counters.get("live_subscriptions_refused", 0) == 0:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            assert listener.counters.get("live_subscriptions_refused", 0) >= 1, dict(
+                listener.counters
+            )
+            for filler in fillers[:8]:
+                await filler.aclose()
+            beat = Heartbeat(provider=speaker.identity, timestamp=time.time(), active_workloads=1)
+            with anyio.fail_after(10):
+                while True:
+                    await speaker.publish(beat, timeout=2.0)
+                    with anyio.move_on_after(0.5):
+                        envelope = await wanted.__anext__()
+                        break
+        finally:
+            for filler in fillers:
+                await filler.aclose()
+            await wanted.aclose()
+    assert envelope.signer == speaker.identity
+    assert listener.counters["live_resubscribes"] >= 1
+    assert any("refused live subscription" in r.getMessage() for r in caplog.records)

@@ -146,6 +146,75 @@ def test_bad_arguments_exit_two(argv: list[str], capsys: pytest.CaptureFixture[s
     capsys.readouterr()
 
 
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--until", "-5"], "argument --until: expected a duration > 0"),
+        (["--until", "nan"], "argument --until: expected a finite number"),
+        (["--until", "inf"], "argument --until: expected a finite number"),
+        (["--until", "0"], "argument --until: expected a duration > 0"),
+        (["--crash-primary-at", "-1"], "argument --crash-primary-at: expected a time >= 0"),
+        (["--crash-primary-at", "nan"], "argument --crash-primary-at: expected a finite"),
+        (["--partition-primary", "nan"], "argument --partition-primary: expected T or T:DURATION"),
+        (["--partition-primary", "5:inf"], "argument --partition-primary: expected T or T:"),
+        (["--partition-primary=-1:5"], "T >= 0 and DURATION > 0"),
+        (["--seed", "x"], "argument --seed: invalid int value"),
+    ],
+)
+def test_bad_numbers_are_one_line_on_stderr_and_exit_two(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from standby.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", *argv])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("python -m standby simulate: error: ")
+    assert fragment in captured.err
+    assert captured.err.count("\n") == 1
+
+
+def test_a_run_too_long_for_the_timing_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    _cli.add_arguments(parser)
+    assert _cli.run(parser.parse_args(["--timing", "fast", "--until", "1e9"])) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "more than 100000 heartbeat intervals" in captured.err
+
+
+def test_without_a_scenario_flag_a_primary_crash_runs_and_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out = simulate(capsys, "--seed", "3")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0] == (
+        "scenario: no fault flag given, so the default scenario runs: the primary crashes "
+        "at t=600 s (--no-faults for a run without faults)"
+    )
+    assert "promotions: 1" in out
+    assert "failover latency: n/a" not in out
+    # the same run as asking for the crash explicitly
+    explicit = simulate(capsys, "--seed", "3", "--crash-primary-at", "600")
+    assert out.split("\n", 1)[1] == explicit[1]
+    assert _cli.default_crash_at(Timing.fast(), until=60.0) == 10.0
+    assert _cli.default_crash_at(Timing(), until=100.0) == 25.0
+
+
+def test_no_faults_runs_without_a_fault(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = simulate(capsys, "--seed", "3", "--no-faults")
+    assert status == 0
+    assert "scenario:" not in out
+    assert "promotions: 0" in out
+    parser = argparse.ArgumentParser()
+    _cli.add_arguments(parser)
+    assert _cli.run(parser.parse_args(["--no-faults", "--crash-primary-at", "5"])) == 2
+    assert "contradicts" in capsys.readouterr().err
+
+
 def test_presets() -> None:
     assert _cli.preset("default") == Timing()
     assert _cli.preset("fast") == Timing.fast()
@@ -166,3 +235,35 @@ def test_through_python_dash_m_standby(capsys: pytest.CaptureFixture[str]) -> No
 
     assert main(["simulate", "--seed", "3", "--crash-primary-at", "600"]) == 0
     assert "promotions: 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["simulate", "--until", "nan"],
+        ["simulate", "--partition-primary", "nan"],
+        ["demo", "--log-level", "LOUD"],
+    ],
+)
+def test_the_real_command_line_prints_no_traceback(argv: list[str]) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root))
+    done = subprocess.run(
+        [sys.executable, "-m", "standby", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+    assert done.stderr.startswith(f"python -m standby {argv[0]}: error: argument {argv[1]}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,15 @@ async def test_round_trip_with_the_host_spec_type(tmp_path: Path) -> None:
     loaded = await JsonFileStore(tmp_path / "slots.json", spec_type=Spec).load()
     assert loaded == slots
     assert isinstance(loaded[1].spec, Spec)
+
+
+async def test_the_offer_id_survives_a_restart(tmp_path: Path) -> None:
+    paid = attrs.evolve(make_slot("w1"), spec_id="offer-42")
+    slots = [paid, make_slot("w2")]
+    await JsonFileStore(tmp_path / "slots.json", spec_type=Spec).save(slots)
+    loaded = await JsonFileStore(tmp_path / "slots.json", spec_type=Spec).load()
+    assert [slot.spec_id for slot in loaded] == ["offer-42", None]
+    assert loaded == slots
 
 
 async def test_file_is_versioned(tmp_path: Path) -> None:
@@ -175,6 +186,37 @@ def test_save_fsyncs_the_file_and_its_directory(
         assert synced == [False, True]  # the temporary file first, then the directory
 
 
+async def test_load_removes_temporary_files_a_killed_write_left_behind(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    store = JsonFileStore(path, spec_type=Spec)
+    await store.save([make_slot()])
+    # What a writer killed between creating and renaming its temporary file
+    # leaves: the same mkstemp call the store makes.
+    leftovers = []
+    for _ in range(3):
+        fd, name = tempfile.mkstemp(prefix=".slots.json.", suffix=".tmp", dir=tmp_path)
+        os.write(fd, b'{"half": ')
+        os.close(fd)
+        leftovers.append(Path(name).name)
+    others = [
+        ".other.json.abcd1234.tmp",  # another store's temporary file
+        ".slots.json.bak.abcd1234.tmp",  # the temporary file of a store at slots.json.bak
+        ".slots.json.abc.tmp",  # not a name the store makes
+        "slots.json.tmp",
+        "notes.tmp",
+    ]
+    for name in others:
+        (tmp_path / name).write_bytes(b"keep")
+    assert await JsonFileStore(path, spec_type=Spec).load() == [make_slot()]
+    assert files(tmp_path) == sorted(["slots.json", *others])
+    # A store whose file does not exist yet cleans up too (and its directory may be absent).
+    fd, name = tempfile.mkstemp(prefix=".fresh.json.", suffix=".tmp", dir=tmp_path)
+    os.close(fd)
+    assert await JsonFileStore(tmp_path / "fresh.json").load() == []
+    assert Path(name).name not in files(tmp_path)
+    assert await JsonFileStore(tmp_path / "absent" / "slots.json").load() == []
+
+
 # --------------------------------------------------------------------------- corruption
 
 
@@ -216,6 +258,22 @@ async def test_every_kind_of_corruption_is_a_store_error(
     with pytest.raises(StoreError, match=reason):
         await JsonFileStore(path).load()
     assert (tmp_path / "slots.json.corrupt-1").read_bytes() == content
+
+
+async def test_a_slot_that_could_not_be_saved_again_is_never_loaded(tmp_path: Path) -> None:
+    # A lone surrogate (as a JSON escape) and a very deep spec decode as JSON
+    # but cannot be encoded again: loading them would make every save fail.
+    for bad in ('"\\ud800"', "[" * 400 + "]" * 400):
+        path = tmp_path / "slots.json"
+        await JsonFileStore(path).save([make_slot(spec={"image": "app:1"})])
+        path.write_bytes(path.read_bytes().replace(b'"app:1"', bad.encode()))
+        with pytest.raises(StoreError, match=r"corrupt.*slot #0"):
+            await JsonFileStore(path).load()
+        assert not path.exists()  # moved aside; the next save starts a clean table
+        store: JsonFileStore[Any] = JsonFileStore(path)
+        assert await store.load() == []
+        assert await store.save([make_slot()]) == []
+        path.unlink()
 
 
 async def test_newer_format_is_refused_and_left_in_place(tmp_path: Path) -> None:
@@ -301,3 +359,55 @@ def test_sealer_protocol_is_runtime_checkable() -> None:
 )
 def test_default_secret_heuristic(spec: Any, secret: bool) -> None:
     assert looks_secret(spec) is secret
+
+
+async def test_node_state_round_trips_with_intents_and_primaries(tmp_path: Path) -> None:
+    from standby import NodeState, PrimaryRecord, PromotionIntent
+
+    path = tmp_path / "slots.json"
+    state = NodeState(
+        slots=(make_slot("w1"),),
+        intents=(PromotionIntent("w2", 1, 1 << 20, EPOCH + 120, EPOCH, ("b",), EPOCH + 900, True),),
+        primaries=(PrimaryRecord("w3", 0, 0, ("a", "b"), EPOCH, math.inf, started=True),),
+    )
+    store: JsonFileStore[Any] = JsonFileStore(path, offload=False)
+    assert await store.save_state(state) == []
+    loaded = await JsonFileStore(path, spec_type=Spec, offload=False).load_state()
+    assert loaded == state
+    assert [s.workload_id for s in await JsonFileStore(path).load()] == ["w1"]
+
+
+async def test_a_version_1_file_migrates_to_a_state_without_intents(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    JsonFileStore(path, offload=False).save_sync([make_slot("w1")])
+    document = json.loads(path.read_text())
+    document["version"] = 1
+    del document["intents"], document["primaries"]
+    path.write_text(json.dumps(document))
+    store: JsonFileStore[Any] = JsonFileStore(path, offload=False)
+    state = await store.load_state()
+    assert ([s.workload_id for s in state.slots], state.intents, state.primaries) == (
+        ["w1"],
+        (),
+        (),
+    )
+    await store.save_state(state)
+    assert json.loads(path.read_text())["version"] == 2
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ({"intents": [{"workload_id": "w"}]}, "epoch"),
+        ({"primaries": [{"workload_id": "w", "epoch": 0, "fencing_token": 0}]}, "standbys"),
+        ({"intents": {}}, "not a list"),
+    ],
+)
+async def test_malformed_intents_or_primaries_are_corruption(
+    tmp_path: Path, entry: dict[str, Any], why: str
+) -> None:
+    path = tmp_path / "slots.json"
+    document = {"format": "standby.slots", "version": 2, "slots": [], **entry}
+    path.write_text(json.dumps(document))
+    with pytest.raises(StoreError, match=why):
+        await JsonFileStore(path).load_state()

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import Any
+
+import attrs
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from standby import Timing, UnsafeTiming
+from standby.testing import strategies as sbst
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def test_defaults_keep_the_reference_cadence() -> None:
@@ -147,6 +155,143 @@ def test_scaling_keeps_a_safe_timing_safe(factor: float) -> None:
 def test_scaling_by_nonpositive_factor_raises() -> None:
     with pytest.raises(ValueError, match="factor"):
         Timing().scaled(0)
+
+
+@pytest.mark.parametrize("factor", [float("nan"), float("inf"), -1.0])
+def test_scaling_by_a_non_finite_or_negative_factor_raises(factor: float) -> None:
+    with pytest.raises(ValueError, match="factor"):
+        Timing().scaled(factor)
+
+
+def test_scaling_that_overflows_or_underflows_a_duration_raises() -> None:
+    with pytest.raises(ValueError, match="overflows"):
+        Timing().scaled(1e307)
+    with pytest.raises(ValueError, match="underflows fence_grace"):
+        Timing.fast().scaled(5e-324)
+
+
+def test_scaling_keeps_a_rule_that_holds_with_equality() -> None:
+    # silence 1.7 == 1.2 + 0.3 + 0.2: multiplying each by 1/60 separately
+    # rounds silence below the sum.
+    tight = Timing(
+        heartbeat_interval=0.5,
+        lease=1.2,
+        fence_grace=0.3,
+        max_clock_skew=0.2,
+        silence=1.7,
+        suspect_after=0.9,
+        claim_timeout=0.1,
+        claim_settle=0.15,
+        query_timeout=0.04,
+        spawn_timeout=0.6,
+    )
+    factor = 1 / 60
+    assert 1.7 * factor < 1.2 * factor + 0.3 * factor + 0.2 * factor  # the rounding trap
+    fast = tight.scaled(factor)
+    assert fast.is_safe
+    assert fast.silence >= fast.lease + fast.fence_grace + fast.max_clock_skew
+    assert fast.silence == pytest.approx(1.7 * factor, rel=1e-15)
+    assert fast.lease == 1.2 * factor  # only the duration that needed it moved
+
+
+def _testing_md_timing() -> Timing:
+    """``MY_TIMING`` as docs/testing.md builds it, and its scaled copy."""
+    text = (DOCS / "testing.md").read_text(encoding="utf-8")
+    block = next(b for b in text.split("```python\n")[1:] if "MY_TIMING = " in b)
+    namespace: dict[str, Any] = {}
+    exec(compile(block.split("```")[0], "docs/testing.md", "exec"), namespace)
+    assert namespace["FAST_TIMING"] == namespace["MY_TIMING"].scaled(1 / 60)
+    timing: Timing = namespace["FAST_TIMING"]
+    return timing
+
+
+def test_the_testing_docs_example_scales_to_a_safe_timing() -> None:
+    fast = _testing_md_timing()
+    assert fast.is_safe
+    assert fast.silence == pytest.approx(150.0 / 60)
+
+
+@st.composite
+def tight_timings(draw: st.DrawFn) -> Timing:
+    """Safe timings, with some rules made to hold with (float) equality or by one ulp."""
+    timing = draw(sbst.timings())
+    changes: dict[str, float] = {}
+    if draw(st.booleans()):
+        changes["claim_settle"] = math.nextafter(timing.claim_timeout, math.inf)
+    if draw(st.booleans()):
+        settle = changes.get("claim_settle", timing.claim_settle)
+        promotion = timing.claim_timeout + settle + 2 * timing.query_timeout + timing.spawn_timeout
+        lease = math.nextafter(promotion, math.inf)
+        if lease > timing.heartbeat_interval and lease >= timing.suspect_after:
+            changes["lease"] = lease
+    if draw(st.booleans()):
+        lease = changes.get("lease", timing.lease)
+        changes["silence"] = lease + timing.fence_grace + timing.max_clock_skew
+    assume(Timing.unsafe_unchecked(**{**attrs.asdict(timing), **changes}).is_safe)
+    return attrs.evolve(timing, **changes)
+
+
+@given(
+    tight_timings(),
+    st.one_of(
+        st.just(1 / 60),
+        st.just(1 / 600),
+        st.floats(min_value=1e-6, max_value=1e6, allow_subnormal=False),
+    ),
+)
+def test_scaling_keeps_every_safe_timing_safe(timing: Timing, factor: float) -> None:
+    scaled = timing.scaled(factor)
+    assert scaled.violations() == []
+    for field in attrs.fields(Timing):
+        before, after = getattr(timing, field.name), getattr(scaled, field.name)
+        if isinstance(before, float):
+            # repaired durations move up by a few units in the last place, never down
+            exact = before * factor
+            assert after >= exact
+            assert math.isclose(after, exact, rel_tol=1e-13)
+        else:
+            assert after == before
+
+
+def test_an_unsafe_timing_is_not_repaired_by_scaling() -> None:
+    with pytest.raises(UnsafeTiming, match="silence"):
+        Timing.unsafe_unchecked(lease=420.0, suspect_after=120.0).scaled(0.5)
+
+
+def test_every_broken_rule_is_reported_at_once() -> None:
+    with pytest.raises(UnsafeTiming) as caught:
+        Timing(lease=170.0, claim_settle=5.0, relay_count=3, write_quorum=1, read_quorum=1)
+    error = caught.value
+    assert error.rules == (
+        "silence >= lease + fence_grace + max_clock_skew",
+        "write_quorum + read_quorum > relay_count",
+        "claim_settle > claim_timeout",
+    )
+    assert error.rule == error.rules[0]
+    assert [rule for rule, _ in error.violations] == list(error.rules)
+    message = str(error)
+    assert message.startswith("unsafe timing: 3 rules are broken: ")
+    for rule, detail in error.violations:
+        assert f"rule `{rule}` is broken: {detail}" in message
+    assert "silence=180.0 < lease=170.0" in message
+    assert "write_quorum=1 + read_quorum=1 = 2 <= relay_count=3" in message
+    assert "claim_settle=5.0 <= claim_timeout=10.0" in message
+
+
+def test_a_non_number_duration_is_reported_with_the_quorum_rules() -> None:
+    with pytest.raises(UnsafeTiming) as caught:
+        Timing(silence=float("nan"), query_timeout=-1.0, relay_count=3, write_quorum=4)
+    assert caught.value.rules == (
+        "silence is a number",
+        "query_timeout > 0",
+        "1 <= write_quorum <= relay_count",
+        "1 <= read_quorum <= relay_count",
+    )
+    # one broken rule keeps the message it always had
+    with pytest.raises(UnsafeTiming) as single:
+        Timing(lease=170.0)
+    assert str(single.value).startswith("unsafe timing: rule `silence >= lease")
+    assert single.value.rules == ("silence >= lease + fence_grace + max_clock_skew",)
 
 
 def test_unsafe_escape_hatch_builds_but_reports() -> None:

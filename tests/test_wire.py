@@ -137,6 +137,7 @@ def slots(draw: st.DrawFn, specs: st.SearchStrategy[Any] = json_values) -> Stand
         created_at=created_at,
         peers=tuple(peers),
         epoch=draw(counts),
+        spec_id=draw(st.none() | identities),
     )
 
 
@@ -540,6 +541,18 @@ def test_none_fields_are_omitted_on_the_wire() -> None:
     assert json.loads(encode(decode("slot", dumps(slot_body(spec=None)))))["spec"] is None
 
 
+def test_a_slot_carries_the_id_of_the_offer_it_was_paid_for() -> None:
+    plain = decode("slot", dumps(slot_body()))
+    assert plain.spec_id is None
+    assert "spec_id" not in json.loads(encode(plain))  # omitted when None
+    paid = decode("slot", dumps(slot_body(spec_id="offer-42")))
+    assert paid.spec_id == "offer-42"
+    assert json.loads(encode(paid))["spec_id"] == "offer-42"
+    assert decode("slot", encode(paid)) == paid
+    assert wire_error("slot", slot_body(spec_id=42)).path == "$.spec_id"
+    assert wire_error("slot", slot_body(spec_id="")).path == "$.spec_id"
+
+
 def test_tuples_are_arrays_and_keys_are_sorted() -> None:
     revocation = LeaseRevocation(workload_id="w", primary="p", standbys=("b", "a"), revoked_at=1.0)
     data = encode(revocation)
@@ -753,3 +766,80 @@ def test_codecs_are_independent() -> None:
     made = a_slot(Opaque("z"))
     assert first.decode("slot", first.encode(made)) == made
     assert second.decode(StandbySlot, first.encode(made)).spec == "ref:z"
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def nested(depth: int) -> Any:
+    """A JSON value of arrays ``depth`` levels deep (``[]`` is one level)."""
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("spec", "path"),
+    [
+        ({"image": "\ud800"}, "$.spec.image"),
+        ({"\udfff": 1}, "$.spec"),
+        (["ok", "bad \udc80 text"], "$.spec[1]"),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_refused_at_its_path(spec: Any, path: str) -> None:
+    data = json.dumps(slot_body(spec=spec))  # JSON escapes: valid JSON, not valid Unicode
+    error = wire_error("slot", data)
+    assert error.path == path
+    assert "not valid Unicode" in str(error)
+    with pytest.raises(WireError) as caught:
+        CODEC.from_dict("slot", json.loads(data))
+    assert caught.value.path == path
+    with pytest.raises(WireError, match="not valid Unicode"):
+        encode(a_slot(spec))
+
+
+def test_nesting_up_to_the_limit_round_trips_and_deeper_is_refused() -> None:
+    assert standby.wire.MAX_DEPTH == 64
+    # the body is level 1, the spec level 2
+    deepest = decode("slot", dumps(slot_body(spec=nested(63))))
+    assert decode("slot", encode(deepest)) == deepest
+    error = wire_error("slot", dumps(slot_body(spec=nested(64))))
+    assert "nested deeper than 64 levels" in str(error)
+    assert error.path.startswith("$.spec[0]")
+    with pytest.raises(WireError, match="nested deeper than 64 levels"):
+        encode(a_slot(nested(64)))
+
+
+@pytest.mark.parametrize("depth", [340, 1000, 20_000])
+def test_very_deep_specs_are_wire_errors_both_ways(depth: int) -> None:
+    data = "[" * depth + "]" * depth
+    body = dumps(slot_body(spec=None)).replace(b'"spec": null', b'"spec": ' + data.encode())
+    assert isinstance(decode_or_error("slot", body), WireError)
+    with pytest.raises(WireError):
+        encode(a_slot(nested(min(depth, 900))))
+
+
+# Characters around the surrogate block (U+D800-U+DFFF), surrogates included.
+near_surrogates = st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010, exclude_categories=())
+unicode_text = st.text(near_surrogates, max_size=3) | st.text(max_size=6)
+unicode_json = st.recursive(
+    st.none() | st.integers() | unicode_text,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(unicode_text, children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300)
+@given(unicode_json, st.integers(min_value=1, max_value=80))
+def test_whatever_decodes_encodes_again(spec: Any, depth: int) -> None:
+    for _ in range(depth):
+        spec = [spec]
+    text = json.dumps(slot_body(spec=spec))  # ensure_ascii: surrogates become escapes
+    outcome = decode_or_error("slot", text)
+    if isinstance(outcome, WireError):
+        return
+    again = encode(outcome)
+    assert decode("slot", again) == outcome

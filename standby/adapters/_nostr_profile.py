@@ -27,7 +27,14 @@ from .._protocols import MessageKind, Query, message_kind, message_timestamp
 from ..wire import Codec
 from ._nostr_keys import EventRejected, NostrEvent, canonical_identity, npub_of
 
-__all__ = ["EventDraft", "NostrProfile"]
+__all__ = ["DEFAULT_PREFIX", "REFERENCE_PREFIX", "EventDraft", "NostrProfile"]
+
+#: The ``d``-tag prefix of :class:`NostrProfile` by default (a fleet of
+#: ``standby`` providers only).
+DEFAULT_PREFIX: Final = "standby"
+#: The ``d``-tag prefix the reference provider writes and reads
+#: (``paygress:promoted:v1:<workload>``): :meth:`NostrProfile.reference`.
+REFERENCE_PREFIX: Final = "paygress"
 
 #: Library field -> the reference system's field, per message kind. Identity
 #: fields are written as npub in the reference fields.
@@ -44,6 +51,15 @@ _IDENTITY_FIELDS: Final[Mapping[str, tuple[str, ...]]] = {
     "announcement": ("new_primary",),
     "claim": ("claimant",),
 }
+#: Slot field -> the reference system's field (identities as npub there).
+_SLOT_RENAMES: Final[Mapping[str, str]] = {
+    "primary": "primary_npub",
+    "owner": "owner_npub",
+    "peers": "peer_standby_npubs",
+    "spec": "container_config",
+}
+#: Slot fields written as whole seconds (and exactly in ``<field>_exact``).
+_SLOT_TIME_FIELDS: Final = ("created_at", "expires_at")
 #: The timestamp field of the kinds the reference system reads: written as
 #: whole seconds there (its readers expect integers) and exactly in
 #: ``<field>_exact``.
@@ -96,16 +112,23 @@ class NostrProfile:
     ==========  =======================  ===========================================
     kind        message                  ``d`` tag
     ==========  =======================  ===========================================
-    38384       heartbeat (addressable)  ``<prefix>:heartbeat:v1:<unix minute>``
+    38384       heartbeat (addressable)  ``<prefix>:heartbeat:v1:<bucket>``
     20384       heartbeat (ephemeral)    none
     38385       lease revocation         ``<prefix>:revocation:v1:<primary npub>:<workload>``
     38386       promotion announcement   ``<prefix>:promoted:v1:<workload>``
     38387       promotion claim          ``<prefix>:claim:v1:<workload>``
     ==========  =======================  ===========================================
 
+    ``<bucket>`` is ``floor(timestamp / heartbeat_bucket)``: one address per
+    second by default, so a relay that replaces addressable events by key
+    can never let one heartbeat stamped in the future (a clock step) stand
+    in for the genuine ones after it for longer than one bucket (failure mode
+    18). Readers find heartbeats by kind and author, not by ``d`` tag, so
+    the bucket width is the sender's choice.
+
     Revocations carry a ``p`` tag (hex public key) per standby.
     ``heartbeat_lookback`` bounds how far back a query reads heartbeats
-    (relays keep one per minute per provider); it must be at least the
+    (relays keep one per bucket per provider); it must be at least the
     ``Timing``'s ``silence + max_clock_skew``, so no heartbeat that could keep
     a primary alive is ever left out. A subscription without ``since``
     starts ``live_backlog`` seconds back, and after a reconnect resumes
@@ -114,13 +137,13 @@ class NostrProfile:
     filtered by event id).
     """
 
-    prefix: str = attrs.field(default="standby", validator=_prefix)
+    prefix: str = attrs.field(default=DEFAULT_PREFIX, validator=_prefix)
     heartbeat_kind: int = attrs.field(default=38384, validator=_addressable)
     ephemeral_heartbeat_kind: int | None = attrs.field(default=20384, validator=_ephemeral)
     revocation_kind: int = attrs.field(default=38385, validator=_addressable)
     announcement_kind: int = attrs.field(default=38386, validator=_addressable)
     claim_kind: int = attrs.field(default=38387, validator=_addressable)
-    heartbeat_bucket: int = attrs.field(default=60, validator=_positive)
+    heartbeat_bucket: int = attrs.field(default=1, validator=_positive)
     heartbeat_lookback: float = attrs.field(default=3600.0, validator=_positive)
     live_backlog: float = attrs.field(default=60.0, validator=_positive)
 
@@ -133,6 +156,23 @@ class NostrProfile:
         ]
         if len(set(kinds)) != len(kinds):
             raise ValueError(f"the addressable kinds must be distinct, got {kinds}")
+
+    @classmethod
+    def reference(cls, **changes: Any) -> NostrProfile:
+        """The profile a fleet that mixes ``standby`` and reference providers needs.
+
+        The reference kinds (the defaults) with the reference ``d``-tag
+        prefix, ``paygress`` (:data:`REFERENCE_PREFIX`): announcements are
+        ``paygress:promoted:v1:<workload>`` and revocations
+        ``paygress:revocation:v1:<primary npub>:<workload>``, so each side
+        finds what the other publishes. ``changes`` override other fields.
+        """
+        return cls(**{"prefix": REFERENCE_PREFIX, **changes})
+
+    @property
+    def is_reference(self) -> bool:
+        """Whether this profile uses the reference prefix (see :meth:`reference`)."""
+        return self.prefix == REFERENCE_PREFIX
 
     # ----------------------------------------------------------------- kinds and tags
 
@@ -303,18 +343,70 @@ class NostrProfile:
                 body[field] = _canonical_field(field, body[field])
         time_field = _TIME_FIELDS.get(kind)
         if time_field is not None:
-            exact = body.pop(f"{time_field}_exact", None)
-            whole = body.get(time_field)
-            if (
-                _is_number(exact)
-                and _is_number(whole)
-                and math.isfinite(exact)
-                and abs(exact - whole) < 1
-            ):
-                body[time_field] = float(exact)
+            _refine_time(body, time_field)
         result = codec.from_dict(kind, body)
         assert not isinstance(result, StandbySlot)
         return result
+
+    # ----------------------------------------------------------------- slots
+
+    def slot_body(self, slot: StandbySlot[Any], codec: Codec) -> dict[str, Any]:
+        """``slot`` as a JSON object in the reference system's field names.
+
+        ``primary_npub``, ``owner_npub`` and ``peer_standby_npubs`` (npub),
+        ``container_config`` (the spec), ``spec_id`` (only when set: the
+        reference system requires it), ``created_at`` and ``expires_at`` as
+        whole seconds with the exact values in ``<field>_exact``; the
+        library's other fields (``epoch``, ``version``) ride along. Raises
+        :class:`~standby.IdentityError` when an identity is not a Nostr key
+        and :class:`~standby.WireError` when the slot cannot be encoded.
+        """
+        body = codec.to_dict(slot)
+        for field, ref in _SLOT_RENAMES.items():
+            value = body.pop(field)
+            if field == "peers":
+                body[ref] = [npub_of(item) for item in value]
+            elif field == "spec":
+                body[ref] = value
+            else:
+                body[ref] = npub_of(value)
+        for field in _SLOT_TIME_FIELDS:
+            exact = float(body[field])
+            body[field] = math.floor(exact)
+            body[f"{field}_exact"] = exact
+        return body
+
+    def parse_slot(self, body: Mapping[str, Any], codec: Codec) -> StandbySlot[Any]:
+        """Decode a slot written in the reference system's or the library's field names.
+
+        Identities are canonicalised (npub or hex), ``spec_id`` is kept (an
+        empty one reads as ``None``), whole-second times are refined by their
+        ``_exact`` values when those are within a second. Raises
+        :class:`~standby.WireError`.
+        """
+        if not isinstance(body, Mapping):
+            raise WireError("slot body is not a JSON object")
+        fields: dict[str, Any] = dict(body)
+        for field, ref in _SLOT_RENAMES.items():
+            if ref in fields:
+                fields[field] = fields.pop(ref)
+        for field in ("primary", "owner", "peers"):
+            if field in fields:
+                fields[field] = _canonical_field(field, fields[field])
+        if fields.get("spec_id") == "":
+            del fields["spec_id"]
+        for field in _SLOT_TIME_FIELDS:
+            _refine_time(fields, field)
+        slot: StandbySlot[Any] = codec.from_dict("slot", fields)  # type: ignore[assignment]
+        return slot
+
+
+def _refine_time(body: dict[str, Any], field: str) -> None:
+    """Use ``<field>_exact`` for ``field`` when it agrees with the whole seconds."""
+    exact = body.pop(f"{field}_exact", None)
+    whole = body.get(field)
+    if _is_number(exact) and _is_number(whole) and math.isfinite(exact) and abs(exact - whole) < 1:
+        body[field] = float(exact)
 
 
 def _is_number(value: object) -> bool:
@@ -347,18 +439,27 @@ def filters_for(
     it from ``query.since``, or from its resume point for a subscription).
     ``live`` builds a subscription's filters: heartbeats include the
     ephemeral kind and revocations are those addressed to ``me`` (their
-    ``p`` tags); otherwise heartbeats are read back ``heartbeat_lookback``
-    seconds at most. Authors must already be canonical. The caller still
+    ``p`` tags), and when ``query.workload_ids`` is set the workload kinds
+    are asked for from any author (the transport drops and reports the
+    unexpected ones); otherwise heartbeats are read back
+    ``heartbeat_lookback`` seconds at most. Authors must already be canonical. The caller still
     checks every decoded message with :meth:`Query.matches`.
     """
-    base: dict[str, Any] = {}
-    if query.authors is not None:
-        base["authors"] = sorted(query.authors)
+    authors = None if query.authors is None else sorted(query.authors)
     workloads = None if query.workload_ids is None else sorted(query.workload_ids)
+    # A subscription scoped to workloads asks for their messages from anyone
+    # and drops (and reports) those from unexpected authors itself
+    # (``unexpected_author``); heartbeats are always filtered by author.
+    anyone = live and workloads is not None
     out: list[dict[str, Any]] = []
 
-    def add(kinds: list[int], extra: Mapping[str, Any], floor: int | None) -> None:
-        found = dict(base, kinds=kinds, **extra)
+    def add(
+        kinds: list[int], extra: Mapping[str, Any], floor: int | None, *, by_author: bool = True
+    ) -> None:
+        found: dict[str, Any] = {}
+        if authors is not None and by_author:
+            found["authors"] = authors
+        found.update(kinds=kinds, **extra)
         if floor is not None:
             found["since"] = floor
         out.append(found)
@@ -374,11 +475,11 @@ def filters_for(
             floor = lookback if floor is None else max(floor, lookback)
         add(kinds, {}, floor)
     if "revocation" in query.kinds:
-        add([profile.revocation_kind], {"#p": [me]} if live else {}, since)
+        add([profile.revocation_kind], {"#p": [me]} if live else {}, since, by_author=not anyone)
     if "claim" in query.kinds:
         extra = {} if workloads is None else {"#d": [profile.claim_d(w) for w in workloads]}
-        add([profile.claim_kind], extra, since)
+        add([profile.claim_kind], extra, since, by_author=not anyone)
     if "announcement" in query.kinds:
         extra = {} if workloads is None else {"#d": [profile.announcement_d(w) for w in workloads]}
-        add([profile.announcement_kind], extra, since)
+        add([profile.announcement_kind], extra, since, by_author=not anyone)
     return out

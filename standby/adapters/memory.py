@@ -15,6 +15,12 @@ Relays::
 The signer of an envelope is always the identity of the transport that
 published it (authenticated by construction); a stranger's transport can still
 publish a body that names someone else, which is how tests forge messages.
+Like the Nostr transport, a subscription asks the relays for the messages of
+its workloads from anyone and drops those from outside its authors itself
+(heartbeats are filtered by author at the relay); the transport reports each
+such drop to the hook given to :meth:`MemoryTransport.set_drop_hook`
+(``ReportsDrops``), which the node installs. Messages here carry no
+signatures, so there are no bad-signature drops.
 
 Runtime::
 
@@ -27,6 +33,8 @@ Runtime::
 from __future__ import annotations
 
 import bisect
+import collections
+import contextlib
 import heapq
 import math
 import random
@@ -39,8 +47,9 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from .._effects import DropReason
 from .._errors import StoreError
-from .._models import Envelope, Message, PromotionClaim, StandbySlot
+from .._models import Envelope, Heartbeat, Message, PromotionClaim, StandbySlot
 from .._node_errors import IdentityError, RuntimeFailure, SpawnError, TransportError
 from .._protocols import (
     ClaimOutcome,
@@ -49,9 +58,11 @@ from .._protocols import (
     Query,
     QueryResult,
     RunningWorkload,
+    TransportDrop,
     addressable_key,
     message_kind,
     newest_per_key,
+    unexpected_author,
 )
 from .._state import NodeState
 
@@ -199,10 +210,17 @@ class MemoryRelay:
 class MemorySubscription:
     """A subscription of one transport; deliveries wait out their link delay."""
 
-    def __init__(self, network: MemoryRelayNetwork, identity: str, query: Query) -> None:
+    def __init__(
+        self,
+        network: MemoryRelayNetwork,
+        identity: str,
+        query: Query,
+        report: Callable[[TransportDrop], None] | None = None,
+    ) -> None:
         self._network = network
         self.identity = identity
         self.query = query
+        self._report = report
         self._pending: list[tuple[float, int, str, str, Message]] = []
         self._seq = 0
         self._wakeup: anyio.Event | None = None
@@ -215,6 +233,21 @@ class MemorySubscription:
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
         return self._closed
+
+    def _drop(self, relay: str, signer: str, message: Message) -> None:
+        """A relay delivered a message from an unexpected author: drop and report it."""
+        if self._closed or self._report is None:
+            return
+        workload_id = None if isinstance(message, Heartbeat) else message.workload_id
+        self._report(
+            TransportDrop(
+                DropReason.UNEXPECTED_AUTHOR,
+                relay,
+                signer,
+                f"{message_kind(message)} signed by {signer!r}, who is not an expected author",
+                workload_id,
+            )
+        )
 
     def _push(self, at: float, relay: str, signer: str, message: Message) -> None:
         self._seq += 1
@@ -407,8 +440,24 @@ class MemoryRelayNetwork:
         if self.on_store is not None:
             self.on_store(relay, signer, message)
         for subscription in list(self._subscriptions):
-            if subscription.query.matches(signer, message):
-                self._deliver(subscription, relay, signer, message, now)
+            self._offer(subscription, relay, signer, message, now)
+
+    def _offer(
+        self,
+        subscription: MemorySubscription,
+        relay: str,
+        signer: str,
+        message: Message,
+        now: float,
+    ) -> None:
+        """What ``relay`` does with a stored message for ``subscription``."""
+        query = subscription.query
+        if query.matches(signer, message):
+            self._deliver(subscription, relay, signer, message, now)
+        elif unexpected_author(query, signer, message) and self.reachable(
+            subscription.identity, relay
+        ):
+            subscription._drop(relay, signer, message)
 
     def _deliver(
         self,
@@ -427,14 +476,19 @@ class MemoryRelayNetwork:
         if faults.duplicate > 0 and self.rng.random() < faults.duplicate:
             subscription._push(now + self._delay(faults), relay, signer, message)
 
-    def _subscribe(self, identity: str, query: Query) -> MemorySubscription:
-        subscription = MemorySubscription(self, identity, query)
+    def _subscribe(
+        self,
+        identity: str,
+        query: Query,
+        report: Callable[[TransportDrop], None] | None = None,
+    ) -> MemorySubscription:
+        subscription = MemorySubscription(self, identity, query, report)
         self._subscriptions.append(subscription)
         if query.since is not None:
             now = anyio.current_time()
             for relay in self.relays:
-                for signer, message in self._relays[relay].matching(query):
-                    self._deliver(subscription, relay, signer, message, now)
+                for signer, message in self._relays[relay].stored():
+                    self._offer(subscription, relay, signer, message, now)
         return subscription
 
     def _unsubscribe(self, subscription: MemorySubscription) -> None:
@@ -496,6 +550,9 @@ class MemoryTransport:
         self._network = network
         self._identity = identity
         self._severed = False
+        self._drop_hook: Callable[[TransportDrop], None] | None = None
+        self.drops: collections.deque[TransportDrop] = collections.deque(maxlen=1000)
+        """The latest 1000 messages this transport's subscriptions dropped, oldest first."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._identity!r})"
@@ -518,6 +575,17 @@ class MemoryTransport:
     def _alive(self) -> None:
         if self._severed:
             raise TransportError(f"the transport of {self._identity!r} was severed")
+
+    def set_drop_hook(self, hook: Callable[[TransportDrop], None] | None) -> None:
+        """Report every dropped message to ``hook`` (``ReportsDrops``); ``None`` stops."""
+        self._drop_hook = hook
+
+    def _report(self, drop: TransportDrop) -> None:
+        self.drops.append(drop)
+        hook = self._drop_hook
+        if hook is not None:
+            with contextlib.suppress(Exception):
+                hook(drop)
 
     @property
     def identity(self) -> str:
@@ -621,12 +689,14 @@ class MemoryTransport:
         for relay in network.relays:
             if relay not in answered and relay not in errors:
                 errors[relay] = "timed out"
-        return QueryResult(newest_per_key(found), frozenset(answered), errors)
+        return QueryResult(
+            newest_per_key(found, not_after=query.until), frozenset(answered), errors
+        )
 
     def subscribe(self, query: Query) -> MemorySubscription:
         """Receive matching messages as relays store them; see ``RelayTransport.subscribe``."""
         self._alive()
-        return self._network._subscribe(self._identity, query)
+        return self._network._subscribe(self._identity, query, self._report)
 
 
 class MemoryAtomicTransport(MemoryTransport):

@@ -61,13 +61,15 @@ import anyio
 import anyio.abc
 import attrs
 
+from .._effects import DropReason
 from .._errors import WireError
-from .._models import Envelope, Message
+from .._models import Envelope, Heartbeat, Message
 from .._node_errors import IdentityError, TransportError
 from .._protocols import (
     PublishResult,
     Query,
     QueryResult,
+    TransportDrop,
     is_newer,
     message_kind,
     newest_per_key,
@@ -83,9 +85,11 @@ from ._nostr_keys import (
     verify_event,
 )
 from ._nostr_link import Connection, Handler, RelayLink, RelayUnavailable
-from ._nostr_profile import NostrProfile, filters_for
+from ._nostr_profile import DEFAULT_PREFIX, REFERENCE_PREFIX, NostrProfile, filters_for
 
 __all__ = [
+    "DEFAULT_PREFIX",
+    "REFERENCE_PREFIX",
     "NostrEvent",
     "NostrKeys",
     "NostrProfile",
@@ -96,6 +100,12 @@ __all__ = [
     "sign_event",
     "verify_event",
 ]
+
+#: EventRejected reason -> what a dropped-event report says.
+_DROP_REASONS: Final[Mapping[str, DropReason]] = {
+    "bad_signature": DropReason.BAD_SIGNATURE,
+    "bad_id": DropReason.BAD_SIGNATURE,
+}
 
 #: Remembered (kind, d) -> last version published, to order ``created_at``.
 _VERSIONS_KEPT: Final = 4096
@@ -216,8 +226,13 @@ class NostrSubscription:
             pass
 
     def _relay_closed(self, relay: str, reason: str) -> None:
-        # The link sends the subscription again on its next connection.
+        # A CLOSED from the relay (a limit, an error) or the connection ending.
+        # The link sends the subscription again: at once on a new connection,
+        # after a backoff while the connection stays up (failure mode 20).
         self._transport._count("subscription_interruptions")
+        link = self._transport._links.get(relay)
+        if link is not None and not self._closed and reason.startswith("closed by"):
+            link.live_refused(self._sub_id, reason)
 
     def _end(self) -> None:
         self._send.close()
@@ -305,6 +320,7 @@ class NostrTransport:
         self._client = client
         self._own_client = client is None
         self._counters: dict[str, int] = {}
+        self._drop_hook: Callable[[TransportDrop], None] | None = None
         self._links: dict[str, RelayLink] = {
             url: RelayLink(
                 url,
@@ -312,6 +328,7 @@ class NostrTransport:
                 counters=self._counters,
                 max_message_bytes=max_message_bytes,
                 backoff=(first, longest),
+                on_rejected=self._rejected,
             )
             for url in urls
         }
@@ -456,6 +473,37 @@ class NostrTransport:
     def _count(self, name: str, amount: int = 1) -> None:
         self._counters[name] = self._counters.get(name, 0) + amount
 
+    def set_drop_hook(self, hook: Callable[[TransportDrop], None] | None) -> None:
+        """Report every dropped incoming event to ``hook`` (``ReportsDrops``); ``None`` stops.
+
+        Reported: events whose id or signature does not verify
+        (``BAD_SIGNATURE``), that are malformed or carry a body the codec
+        refuses (``MALFORMED``), and those from an author outside the query
+        (``UNEXPECTED_AUTHOR``). Repeats and buffer overflows are only counted.
+        """
+        self._drop_hook = hook
+
+    def _report(self, drop: TransportDrop) -> None:
+        hook = self._drop_hook
+        if hook is None:
+            return
+        try:
+            hook(drop)
+        except Exception:
+            self._count("drop_hook_errors")
+
+    def _rejected(self, relay: str, exc: EventRejected, raw: object) -> None:
+        """A relay sent an event that failed verification (called by the link)."""
+        pubkey = raw.get("pubkey") if isinstance(raw, Mapping) else None
+        self._report(
+            TransportDrop(
+                _DROP_REASONS.get(exc.reason, DropReason.MALFORMED),
+                relay,
+                pubkey if isinstance(pubkey, str) else None,
+                str(exc),
+            )
+        )
+
     # ----------------------------------------------------------------- events
 
     def _canonical_query(self, query: Query) -> Query:
@@ -534,8 +582,25 @@ class NostrTransport:
             message = self.profile.decode(event, self.codec)
         except EventRejected as exc:
             self._count(f"dropped_{exc.reason}")
+            self._rejected(relay, exc, {"pubkey": event.pubkey})
             return None
         if not query.matches(event.pubkey, message):
+            if query.authors is not None and event.pubkey not in query.authors:
+                # Asked for from anyone (a subscription's workload kinds) or a
+                # relay that ignored the authors filter: either way, reported.
+                self._count("dropped_unexpected_author")
+                workload = None if isinstance(message, Heartbeat) else message.workload_id
+                self._report(
+                    TransportDrop(
+                        DropReason.UNEXPECTED_AUTHOR,
+                        relay,
+                        event.pubkey,
+                        f"{message_kind(message)} event {event.id[:16]}... signed by an "
+                        "unexpected author",
+                        workload,
+                    )
+                )
+                return None
             self._count("filtered_out")
             return None
         self._count("events_accepted")
@@ -648,7 +713,7 @@ class NostrTransport:
                 envelope = self._envelope(url, event, query)
                 if envelope is not None:
                     found.append(envelope)
-        return QueryResult(newest_per_key(found), frozenset(answers), errors)
+        return QueryResult(newest_per_key(found, not_after=query.until), frozenset(answers), errors)
 
     def subscribe(self, query: Query) -> NostrSubscription:
         """Receive matching messages as relays store them; see ``RelayTransport.subscribe``.

@@ -3,13 +3,18 @@
 Exit status: 0 when the checkers found no violation, 1 when they found one,
 whatever the timing preset (so ``--timing reference-unsafe`` exits 1: the
 checker caught the unsafe timing, which is the point of the demonstration),
-2 for bad arguments.
+2 for bad arguments (one line on stderr).
+
+A single run without a scenario flag (``--crash-primary-at``,
+``--partition-primary``) runs the default scenario, a primary crash (see
+:func:`default_crash_at`), and says so; ``--no-faults`` runs without any.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 from typing import Any
 
@@ -21,9 +26,12 @@ from ._faults import CURRENT_PRIMARY, Crash, Fault, Kill, Partition, Pause, Rest
 from ._simulation import Simulation, memory_runtime
 from ._world import SimulatedStore
 
-__all__ = ["add_arguments", "preset", "run"]
+__all__ = ["add_arguments", "default_crash_at", "preset", "run"]
 
 PRESETS = ("default", "fast", "reference-unsafe")
+
+#: The longest run ``--until`` may ask for, in heartbeat intervals.
+MAX_HEARTBEATS = 100_000
 
 
 def preset(name: str, relays: int = 3) -> Timing:
@@ -45,17 +53,50 @@ def preset(name: str, relays: int = 3) -> Timing:
     raise ValueError(f"unknown timing preset {name!r}; choose from {', '.join(PRESETS)}")
 
 
+def default_crash_at(timing: Timing, until: float) -> float:
+    """When the default scenario crashes the primary.
+
+    After 10 heartbeat intervals (t=600 s at the default timing), or at a
+    quarter of the run when that comes first, so the crash always happens
+    inside the run.
+    """
+    return min(10 * timing.heartbeat_interval, until / 4)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
+    return value
+
+
+def _time(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a time >= 0 in seconds, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration > 0 in seconds, got {text!r}")
+    return value
+
+
 def _partition_spec(text: str) -> tuple[float, float | None]:
     at, _, duration = text.partition(":")
     try:
-        start = float(at)
-        length = float(duration) if duration else None
-    except ValueError:
+        start = _time(at)
+        length = _duration(duration) if duration else None
+    except argparse.ArgumentTypeError as exc:
         raise argparse.ArgumentTypeError(
-            f"expected T or T:DURATION in seconds, got {text!r}"
+            f"expected T or T:DURATION in seconds with T >= 0 and DURATION > 0, "
+            f"got {text!r} ({exc})"
         ) from None
-    if start < 0 or (length is not None and length <= 0):
-        raise argparse.ArgumentTypeError(f"need T >= 0 and DURATION > 0, got {text!r}")
     return start, length
 
 
@@ -167,13 +208,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--until",
-        type=float,
+        type=_duration,
         default=None,
         metavar="T",
-        help="virtual seconds to simulate (default: 20 silence windows)",
+        help="virtual seconds to simulate (default: 20 silence windows; "
+        f"at most {MAX_HEARTBEATS} heartbeat intervals)",
     )
     parser.add_argument(
-        "--crash-primary-at", type=float, default=None, metavar="T", help="crash the primary at T"
+        "--crash-primary-at", type=_time, default=None, metavar="T", help="crash the primary at T"
     )
     parser.add_argument(
         "--partition-primary",
@@ -234,6 +276,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run a campaign over N processes (default 1)",
     )
+    parser.add_argument(
+        "--no-faults",
+        action="store_true",
+        help="a single run without any fault (without a scenario flag, a single run "
+        "crashes the primary by default)",
+    )
     parser.add_argument("--atomic-claims", action="store_true", help="use compare-and-set claims")
     parser.add_argument(
         "--runs",
@@ -281,7 +329,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     until = args.until if args.until is not None else 20 * timing.silence
+    if until > MAX_HEARTBEATS * timing.heartbeat_interval:
+        print(
+            f"error: --until {until:g} is more than {MAX_HEARTBEATS} heartbeat intervals "
+            f"({MAX_HEARTBEATS * timing.heartbeat_interval:g} s at this timing)",
+            file=sys.stderr,
+        )
+        return 2
     faults = _scenario(args)
+    if faults and args.no_faults:
+        print("error: --no-faults contradicts the scenario flags", file=sys.stderr)
+        return 2
     adapters = _adapters(args, timing)
     if args.runs is not None and adapters:
         print(
@@ -301,6 +359,13 @@ def run(args: argparse.Namespace) -> int:
         )
         print(summary.format())
         return 0 if summary.ok else 1
+    if not faults and not args.no_faults:
+        at = default_crash_at(timing, until)
+        faults = [Crash(at, CURRENT_PRIMARY)]
+        print(
+            f"scenario: no fault flag given, so the default scenario runs: the primary "
+            f"crashes at t={at:g} s (--no-faults for a run without faults)"
+        )
     try:
         sim = Simulation(
             timing=timing,

@@ -102,7 +102,9 @@ class RelayHarness:
 
     Settings: ``wall_clock`` stamps the messages the checks publish;
     ``timeout`` is passed to ``publish`` and ``query``; ``delivery_timeout``
-    bounds how long a subscription delivery (or a reconnection) may take.
+    bounds how long a subscription delivery (or a reconnection) may take;
+    ``cancel_latency`` is how soon a cancelled ``publish`` or ``query`` must
+    return (the best of three tries counts).
     """
 
     transports: Sequence[RelayTransport]
@@ -116,6 +118,7 @@ class RelayHarness:
     wall_clock: Callable[[], float] = time.time
     timeout: float = 2.0
     delivery_timeout: float = 5.0
+    cancel_latency: float = 0.03
 
 
 @attrs.frozen(kw_only=True)
@@ -440,6 +443,7 @@ async def _check_forged(harness: RelayHarness) -> None:
             subscription,
             until=lambda got: {e.relay for e in got if e.message == marker} >= set(harness.relays),
             within=harness.delivery_timeout,
+            check=check,
         )
     finally:
         await subscription.aclose()
@@ -467,11 +471,30 @@ async def _collect(
     *,
     until: Callable[[list[Envelope[Message]]], bool],
     within: float,
+    check: str = "subscribe",
 ) -> list[Envelope[Message]]:
+    """Read ``subscription`` until ``until(got)`` or ``within`` seconds passed.
+
+    An open subscription must keep waiting: one that ends
+    (``StopAsyncIteration``) or raises fails ``check``.
+    """
     got: list[Envelope[Message]] = []
     with anyio.move_on_after(within):
         while not until(got):
-            got.append(await subscription.__anext__())
+            try:
+                envelope = await subscription.__anext__()
+            except StopAsyncIteration:
+                raise _fail(
+                    check,
+                    "an open subscription ended (StopAsyncIteration) before it was closed; "
+                    f"received so far: {_describe(got)}",
+                ) from None
+            except Exception as exc:
+                raise _fail(
+                    check,
+                    f"reading an open subscription raised {type(exc).__name__}: {exc}",
+                ) from exc
+            got.append(envelope)
     return got
 
 
@@ -589,6 +612,67 @@ async def _check_newest(harness: RelayHarness) -> None:
                 )
 
 
+async def _check_since(harness: RelayHarness) -> None:
+    check = "since"
+    alice, bob, _carol = _pick(harness, check)
+    now = math.floor(harness.wall_clock())
+    old_workload, new_workload = _unique("since-old"), _unique("since-new")
+    old = PromotionAnnouncement(
+        workload_id=old_workload,
+        new_primary=alice.identity,
+        promoted_at=now - 20,
+        epoch=1,
+        fencing_token=fencing_token(1, 0),
+    )
+    new = attrs.evolve(old, workload_id=new_workload, promoted_at=now)
+    for message in (old, new):
+        await alice.publish(message, timeout=harness.timeout)
+    base = Query(
+        kinds={"announcement"}, authors={alice.identity}, workload_ids={old_workload, new_workload}
+    )
+    recent = attrs.evolve(base, since=now - 10)
+    result = await bob.query(recent, timeout=harness.timeout)
+    got = [e.message for e in result.envelopes]
+    if got != [new]:
+        raise _fail(
+            check,
+            f"a query with since={recent.since} must return only messages at least that new "
+            f"(the one stamped {new.promoted_at}, not the one stamped {old.promoted_at}); got "
+            f"{_describe(result.envelopes)}",
+        )
+    both = await bob.query(attrs.evolve(base, since=now - 30), timeout=harness.timeout)
+    if {e.message for e in both.envelopes} != {old, new}:
+        raise _fail(
+            check,
+            f"a query with since={now - 30} must return both messages; got "
+            f"{_describe(both.envelopes)}",
+        )
+    # A subscription with since first delivers what the relays stored since then.
+    subscription = bob.subscribe(recent)
+    try:
+        received = await _collect(
+            subscription,
+            until=lambda got: any(e.message == new for e in got),
+            within=harness.delivery_timeout,
+            check=check,
+        )
+    finally:
+        await subscription.aclose()
+    if not any(e.message == new for e in received):
+        raise _fail(
+            check,
+            f"a subscription with since={recent.since} must first deliver the stored messages at "
+            f"least that new; within {harness.delivery_timeout}s it delivered "
+            f"{_describe(received)}",
+        )
+    if any(e.message == old for e in received):
+        raise _fail(
+            check,
+            f"a subscription with since={recent.since} delivered a message stamped "
+            f"{old.promoted_at}",
+        )
+
+
 async def _check_relay_down(harness: RelayHarness) -> None:
     check = "relay_down"
     if harness.relay_down is None or harness.relay_up is None:
@@ -609,7 +693,14 @@ async def _check_relay_down(harness: RelayHarness) -> None:
                 epoch=1,
                 fencing_token=fencing_token(1, 0),
             )
-            published = await alice.publish(message, timeout=harness.timeout)
+            try:
+                published = await alice.publish(message, timeout=harness.timeout)
+            except Exception as exc:
+                raise _fail(
+                    check,
+                    f"with {victim} down, publish must report it in PublishResult.errors, not "
+                    f"raise {type(exc).__name__}: {exc}",
+                ) from exc
             if victim in published.acked or published.acked != relays - {victim}:
                 raise _fail(
                     check,
@@ -617,11 +708,33 @@ async def _check_relay_down(harness: RelayHarness) -> None:
                 )
             if victim not in published.errors:
                 raise _fail(check, f"a down relay must appear in PublishResult.errors: {published}")
-            result = await bob.query(Query(authors={alice.identity}), timeout=harness.timeout)
+            try:
+                result = await bob.query(Query(authors={alice.identity}), timeout=harness.timeout)
+            except Exception as exc:
+                raise _fail(
+                    check,
+                    f"with {victim} down, query must report it in QueryResult.errors, not "
+                    f"raise {type(exc).__name__}: {exc}",
+                ) from exc
             if victim in result.answered or result.answered != relays - {victim}:
                 raise _fail(check, f"with {victim} down, the others (only) must answer: {result}")
             if victim not in result.errors:
                 raise _fail(check, f"a down relay must appear in QueryResult.errors: {result}")
+            # Read the subscription during the outage: the relays that are up
+            # keep delivering, and reading must not make it give up on the
+            # one that is down.
+            during = await _collect(
+                subscription,
+                until=lambda got: any(e.message == message for e in got),
+                within=harness.delivery_timeout,
+                check=check,
+            )
+            if not any(e.message == message for e in during):
+                raise _fail(
+                    check,
+                    f"with only {victim} down, an open subscription got nothing from the other "
+                    f"relays: {_describe(during)}",
+                )
         finally:
             await harness.relay_up(victim)
         # The relay is back: publishing reaches it again, and the open
@@ -645,12 +758,13 @@ async def _check_relay_down(harness: RelayHarness) -> None:
             subscription,
             until=lambda got: any(e.message == later and e.relay == victim for e in got),
             within=harness.delivery_timeout,
+            check=check,
         )
         if not any(e.message == later and e.relay == victim for e in received):
             raise _fail(
                 check,
-                f"after {victim} came back, a subscription opened before it went down got "
-                f"nothing from it: {_describe(received)}",
+                f"after {victim} came back, a subscription opened before it went down (and "
+                f"read during the outage) got nothing from it: {_describe(received)}",
             )
     finally:
         await subscription.aclose()
@@ -705,21 +819,94 @@ async def _check_cancellation(harness: RelayHarness) -> None:
                         f"a {what} cancelled after {delay}s left {still - base_open} request(s) "
                         "open (open_requests)",
                     )
+    for what in ("publish", "query"):
+        latency = await _cancel_latency(harness, alice, bob, query, what)
+        if latency > harness.cancel_latency:
+            raise _fail(
+                check,
+                f"a cancelled {what} must return promptly: it took {latency:.3f}s after the "
+                f"cancellation (best of 3, cancelled halfway; allowed {harness.cancel_latency}s)",
+            )
     result = await bob.query(query, timeout=harness.timeout)
     if result.answered != frozenset(harness.relays):
         raise _fail(check, f"after cancelled operations, a query must still work: {result}")
 
 
-_RELAY_CHECKS: tuple[tuple[str, Callable[[RelayHarness], Awaitable[None]]], ...] = (
-    ("identity", _check_identity),
-    ("publish", _check_publish),
-    ("query", _check_query),
-    ("signer", _check_signer),
-    ("forged", _check_forged),
-    ("subscribe", _check_subscribe),
-    ("newest", _check_newest),
-    ("cancellation", _check_cancellation),
-    ("relay_down", _check_relay_down),
+async def _cancel_latency(
+    harness: RelayHarness, alice: RelayTransport, bob: RelayTransport, query: Query, what: str
+) -> float:
+    """Seconds a cancelled ``what`` takes to return after its cancellation (best of 3).
+
+    Each try is cancelled halfway through (half the quickest of three
+    uncancelled runs), so the operation is in flight; a try that completes
+    before its cancellation does not count.
+    """
+
+    async def operation() -> None:
+        if what == "query":
+            await bob.query(query, timeout=harness.timeout)
+        else:
+            heartbeat = Heartbeat(provider=alice.identity, timestamp=harness.wall_clock())
+            await alice.publish(heartbeat, timeout=harness.timeout)
+
+    full = math.inf
+    for _attempt in range(3):
+        started = anyio.current_time()
+        await operation()
+        full = min(full, anyio.current_time() - started)
+    best: float | None = None
+    for _attempt in range(3):
+        delay = full / 2
+        started = anyio.current_time()
+        with anyio.move_on_after(delay) as scope:
+            await operation()
+        if not scope.cancelled_caught:
+            continue
+        latency = max(0.0, anyio.current_time() - started - delay)
+        if latency <= harness.cancel_latency:
+            return latency
+        best = latency if best is None else min(best, latency)
+    return 0.0 if best is None else best
+
+
+def _named(
+    name: str, check: Callable[[RelayHarness], Awaitable[None]]
+) -> Callable[[RelayHarness], Awaitable[None]]:
+    """``check``, with whatever the transport raises turned into a failure of ``name``.
+
+    So a transport that raises where it must not (or ends a subscription
+    early) fails a named check instead of crashing the suite.
+    """
+
+    async def run(harness: RelayHarness) -> None:
+        try:
+            await check(harness)
+        except (_Skip, anyio.get_cancelled_exc_class()):
+            raise
+        except AssertionError as exc:
+            if str(exc).startswith(f"[{name}]"):
+                raise
+            raise _fail(name, str(exc) or "an assertion failed") from exc
+        except Exception as exc:  # StopAsyncIteration included
+            raise _fail(name, f"the transport raised {type(exc).__name__}: {exc}") from exc
+
+    return run
+
+
+_RELAY_CHECKS: tuple[tuple[str, Callable[[RelayHarness], Awaitable[None]]], ...] = tuple(
+    (name, _named(name, check))
+    for name, check in (
+        ("identity", _check_identity),
+        ("publish", _check_publish),
+        ("query", _check_query),
+        ("signer", _check_signer),
+        ("forged", _check_forged),
+        ("subscribe", _check_subscribe),
+        ("newest", _check_newest),
+        ("since", _check_since),
+        ("cancellation", _check_cancellation),
+        ("relay_down", _check_relay_down),
+    )
 )
 
 #: Names of the checks of :func:`check_relay_transport`, in the order they run.
@@ -757,16 +944,24 @@ async def check_relay_transport(
     ``newest``
         the newest version per addressable key wins, also when an older one
         is published later; a withdrawal beats its claim (same timestamp).
+    ``since``
+        a query with ``since`` leaves out older messages; a subscription
+        with ``since`` first delivers the stored messages at least that new,
+        and nothing older.
     ``cancellation``
         a publish or query cancelled at any moment leaves no task and no
-        open request behind, and the transport keeps working.
+        open request behind, returns within ``harness.cancel_latency``, and
+        the transport keeps working.
     ``relay_down``
         (needs ``relay_down``/``relay_up``) a down relay is reported, not
-        raised; once it is back, publishes and live subscriptions reach it
-        again.
+        raised; a subscription read during the outage keeps delivering from
+        the other relays, and once the relay is back, publishes and that
+        subscription reach it again.
 
     ``only`` restricts the run to some checks. Raises
-    :class:`AssertionError` at the first failure; returns a
+    :class:`AssertionError`, whose message starts with the check's name in
+    brackets, at the first failure (also when the transport raised or a
+    subscription ended where it must not); returns a
     :class:`ConformanceReport` otherwise.
     """
     return await _run("relay transport", _RELAY_CHECKS, factory, only)

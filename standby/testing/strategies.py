@@ -136,6 +136,7 @@ def _slots(
         owner=draw(identities()),
         created_at=created_at,
         expires_at=created_at + lifetime,
+        spec_id=draw(st.none() | workload_ids()),
     )
     epoch = draw(epochs)
     return attrs.evolve(slot, epoch=epoch) if epoch else slot
