@@ -336,6 +336,8 @@ def busy(seed: int) -> Simulation:
     sim.drop(200, 300, 0.3).duplicate(100, 400).forge(300, "revocation")
     sim.skew_clock(50, "standby-1", 4.0).replay(700, count=3)
     sim.partition(900, "standby-0", ["relay-1"], duration=200).crash(1200)
+    sim.kill(1500, "standby-1", steps=40).restart(1600, "standby-1")
+    sim.pause(2000, "@primary", duration=100).kill(2500, "@primary", host=True)
     return sim
 
 
