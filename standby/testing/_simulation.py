@@ -34,8 +34,6 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import attrs
-
 from .._models import (
     TOKEN_EPOCH_STRIDE,
     Heartbeat,
@@ -46,10 +44,10 @@ from .._models import (
     Topology,
 )
 from .._timing import Timing
-from ..adapters.memory import MemoryRelayNetwork, MemoryRuntime, RuntimeRecord
+from ..adapters.memory import MemoryRelayNetwork, RuntimeRecord
 from ..node import SpawnRequest
 from ._checkers import Checks, Disruption
-from ._events import describe_event
+from ._events import describe_event, runtime_lines
 from ._faults import (
     CURRENT_PRIMARY,
     Crash,
@@ -82,9 +80,26 @@ from ._report import (
     Timeline,
     Violation,
 )
-from ._world import Host, RuntimeFactory, SimulatedStore, slots_saved
+from ._world import (
+    Host,
+    Latencies,
+    RuntimeFactory,
+    SimulatedStore,
+    bury,
+    memory_runtime,
+    slots_saved,
+    teardown,
+)
 
-__all__ = ["PRIMARY", "STRANGER", "Latencies", "Simulation", "relay_name", "standby_name"]
+__all__ = [
+    "PRIMARY",
+    "STRANGER",
+    "Latencies",
+    "Simulation",
+    "memory_runtime",
+    "relay_name",
+    "standby_name",
+]
 
 PRIMARY = "primary"
 """Name of the provider that runs the workload at virtual time 0."""
@@ -102,114 +117,6 @@ def standby_name(index: int) -> str:
 def relay_name(index: int) -> str:
     """Name of relay ``index`` in a simulation (``"relay-0"``, ...)."""
     return f"relay-{index}"
-
-
-def _interval(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    lo, hi = value
-    if not (0 <= lo <= hi and math.isfinite(hi)):
-        raise ValueError(
-            f"`{attribute.name}` must be (low, high) with 0 <= low <= high, got {value}"
-        )
-
-
-def _ranges(timing: Timing) -> dict[str, tuple[float, float]]:
-    net_hi = min(0.004 * timing.heartbeat_interval, timing.query_timeout / 4)
-    return {
-        "network": (net_hi / 20, net_hi),
-        "spawn": (0.01 * timing.spawn_timeout, 0.08 * timing.spawn_timeout),
-        "stop": (0.02 * timing.fence_grace, 0.2 * timing.fence_grace),
-        "save": (net_hi / 20, net_hi),
-    }
-
-
-_DEFAULT_RANGES = _ranges(Timing())
-
-
-@attrs.frozen(kw_only=True)
-class Latencies:
-    """Uniform latency ranges ``(low, high)`` in seconds for the simulated world.
-
-    ``network`` is one hop between a provider and a relay, ``spawn`` a
-    container start, ``stop`` a container stop and ``save`` a durable write
-    of the node's store. :meth:`for_timing` gives ranges proportionate to a
-    :class:`~standby.Timing` that respect the model's assumptions (a stop
-    finishes within ``fence_grace``, a hop is much shorter than
-    ``query_timeout``).
-    """
-
-    network: tuple[float, float] = attrs.field(
-        default=_DEFAULT_RANGES["network"], validator=_interval
-    )
-    spawn: tuple[float, float] = attrs.field(default=_DEFAULT_RANGES["spawn"], validator=_interval)
-    stop: tuple[float, float] = attrs.field(default=_DEFAULT_RANGES["stop"], validator=_interval)
-    save: tuple[float, float] = attrs.field(default=_DEFAULT_RANGES["save"], validator=_interval)
-
-    @classmethod
-    def for_timing(cls, timing: Timing) -> Latencies:
-        """Ranges scaled to ``timing`` (the defaults are those of ``Timing()``).
-
-        A hop and a save take up to ``min(heartbeat_interval / 250,
-        query_timeout / 4)``, a start 1 % to 8 % of ``spawn_timeout``, a stop
-        2 % to 20 % of ``fence_grace``.
-        """
-        return cls(**_ranges(timing))
-
-
-def memory_runtime(
-    host: str,
-    record: RuntimeRecord,
-    wall_clock: Callable[[], float],
-    *,
-    stop_grace: float = 0.0,
-    enforce_leases: bool = True,
-) -> MemoryRuntime:
-    """A simulated host's runtime: a :class:`MemoryRuntime` whose supervisor enforces leases.
-
-    The simulation's default uses ``stop_grace = fence_grace / 10``: the
-    supervisor stops a container that long after its lease end at the
-    latest, whatever its node does. ``enforce_leases=False`` is the runtime
-    of failure mode 14, whose containers outlive their lease.
-    """
-    return MemoryRuntime(
-        host,
-        record=record,
-        wall_clock=wall_clock,
-        stop_grace=stop_grace,
-        enforce_leases=enforce_leases,
-    )
-
-
-def _teardown(loop: VirtualLoop, processes: list[Process]) -> None:
-    """Unwind every simulated process, then close the loop (see Simulation.close)."""
-    if loop.is_closed():
-        return
-    if loop.is_running() or _running_loop() is not None:
-        _GRAVEYARD.append((loop, processes))
-        return
-    for process in processes:
-        process.on_kill = None  # the world is gone: nothing to record
-        loop.kill(process)
-    roots = [p.root for p in processes if p.root is not None and not p.root.done()]
-    for _ in range(10_000):
-        if all(root.done() for root in roots):
-            break
-        loop.advance_to(loop.time() + 60.0)
-    loop.close()
-
-
-def _running_loop() -> Any:
-    import asyncio
-
-    return asyncio._get_running_loop()
-
-
-_GRAVEYARD: list[tuple[VirtualLoop, list[Process]]] = []
-
-
-def _bury() -> None:
-    while _GRAVEYARD and _running_loop() is None:
-        loop, processes = _GRAVEYARD.pop()
-        _teardown(loop, processes)
 
 
 class Simulation:
@@ -260,7 +167,7 @@ class Simulation:
             )
         if isinstance(standbys, bool) or not isinstance(standbys, int) or standbys < 0:
             raise ValueError(f"standbys must be an integer >= 0, got {standbys!r}")
-        _bury()
+        bury()
         self.timing = timing
         self.seed = seed
         self.atomic_claims = atomic_claims
@@ -318,7 +225,7 @@ class Simulation:
             )
         self.injector = Injector(self)
         self.injector.set_base_latency(self.latencies.network)
-        self._finalizer = weakref.finalize(self, _teardown, self.loop, self._processes)
+        self._finalizer = weakref.finalize(self, teardown, self.loop, self._processes)
         self._boot()
         for fault in faults:
             self.schedule(fault)
@@ -700,31 +607,6 @@ class Simulation:
         checks.promoted(now, Promotion(now, host.name, epoch, token, previous, latency))
 
     def _merged(self, storage_lines: list[tuple[float, str, Any]]) -> list[tuple[float, str, Any]]:
-        runtime_lines: list[tuple[float, str, Any]] = []
-        now = self.now
-        for event in self.record.events:
-            if event.workload_id != self.workload_id or event.at > now:
-                continue
-            if event.kind == "started":
-                runtime_lines.append(
-                    (
-                        event.at,
-                        event.host,
-                        (
-                            "container running (epoch %d, token %d)",
-                            (event.fencing_token // TOKEN_EPOCH_STRIDE, event.fencing_token),
-                        ),
-                    )
-                )
-            elif event.kind in ("stopped", "exited", "expired"):
-                detail = f" ({event.detail})" if event.detail else ""
-                runtime_lines.append(
-                    (
-                        event.at,
-                        event.host,
-                        ("container gone (token %d)%s", (event.fencing_token, detail)),
-                    )
-                )
-        merged = self._log + runtime_lines + storage_lines
+        merged = self._log + runtime_lines(self.record, self.workload_id, self.now) + storage_lines
         merged.sort(key=lambda e: e[0])
         return merged

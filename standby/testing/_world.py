@@ -11,13 +11,16 @@ or kill exactly that process.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+import attrs
 import sniffio
 
 from .._errors import StoreError
@@ -25,6 +28,7 @@ from .._models import StandbySlot
 from .._node_errors import RuntimeFailure
 from .._protocols import RunningWorkload
 from .._state import NodeState
+from .._timing import Timing
 from ..adapters.memory import MemoryRuntime, MemoryTransport, RuntimeRecord
 from ..node import SpawnRequest, StandbyNode
 from ._loop import CURRENT_PROCESS, Process, VirtualLoop
@@ -32,7 +36,17 @@ from ._loop import CURRENT_PROCESS, Process, VirtualLoop
 if TYPE_CHECKING:
     from ._simulation import Simulation
 
-__all__ = ["Host", "Incarnation", "RuntimeFactory", "SimulatedStore", "run_in"]
+__all__ = [
+    "Host",
+    "Incarnation",
+    "Latencies",
+    "RuntimeFactory",
+    "SimulatedStore",
+    "bury",
+    "memory_runtime",
+    "run_in",
+    "teardown",
+]
 
 RuntimeFactory = Callable[[str, RuntimeRecord, Callable[[], float]], Any]
 """Builds one host's runtime object for one incarnation: ``(host, record, wall_clock)``."""
@@ -332,3 +346,109 @@ class Host:
 def slots_saved(state: Any) -> list[StandbySlot[Any]]:
     """The slots in a saved node state (a slot table or an object with ``slots``)."""
     return [s for s in _slots_of(state) if isinstance(s, StandbySlot)]
+
+
+def _interval(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    lo, hi = value
+    if not (0 <= lo <= hi and math.isfinite(hi)):
+        raise ValueError(
+            f"`{attribute.name}` must be (low, high) with 0 <= low <= high, got {value}"
+        )
+
+
+def _ranges(timing: Timing) -> dict[str, tuple[float, float]]:
+    net_hi = min(0.004 * timing.heartbeat_interval, timing.query_timeout / 4)
+    return {
+        "network": (net_hi / 20, net_hi),
+        "spawn": (0.01 * timing.spawn_timeout, 0.08 * timing.spawn_timeout),
+        "stop": (0.02 * timing.fence_grace, 0.2 * timing.fence_grace),
+        "save": (net_hi / 20, net_hi),
+    }
+
+
+_DEFAULT_RANGES = _ranges(Timing())
+
+
+@attrs.frozen(kw_only=True)
+class Latencies:
+    """Uniform latency ranges ``(low, high)`` in seconds for the simulated world.
+
+    ``network`` is one hop between a provider and a relay, ``spawn`` a
+    container start, ``stop`` a container stop and ``save`` a durable write
+    of the node's store. :meth:`for_timing` gives ranges proportionate to a
+    :class:`~standby.Timing` that respect the model's assumptions (a stop
+    finishes within ``fence_grace``, a hop is much shorter than
+    ``query_timeout``).
+    """
+
+    network: tuple[float, float] = attrs.field(
+        default=_DEFAULT_RANGES["network"], validator=_interval
+    )
+    spawn: tuple[float, float] = attrs.field(default=_DEFAULT_RANGES["spawn"], validator=_interval)
+    stop: tuple[float, float] = attrs.field(default=_DEFAULT_RANGES["stop"], validator=_interval)
+    save: tuple[float, float] = attrs.field(default=_DEFAULT_RANGES["save"], validator=_interval)
+
+    @classmethod
+    def for_timing(cls, timing: Timing) -> Latencies:
+        """Ranges scaled to ``timing`` (the defaults are those of ``Timing()``).
+
+        A hop and a save take up to ``min(heartbeat_interval / 250,
+        query_timeout / 4)``, a start 1 % to 8 % of ``spawn_timeout``, a stop
+        2 % to 20 % of ``fence_grace``.
+        """
+        return cls(**_ranges(timing))
+
+
+def memory_runtime(
+    host: str,
+    record: RuntimeRecord,
+    wall_clock: Callable[[], float],
+    *,
+    stop_grace: float = 0.0,
+    enforce_leases: bool = True,
+) -> MemoryRuntime:
+    """A simulated host's runtime: a :class:`MemoryRuntime` whose supervisor enforces leases.
+
+    The simulation's default uses ``stop_grace = fence_grace / 10``: the
+    supervisor stops a container that long after its lease end at the
+    latest, whatever its node does. ``enforce_leases=False`` is the runtime
+    of failure mode 14, whose containers outlive their lease.
+    """
+    return MemoryRuntime(
+        host,
+        record=record,
+        wall_clock=wall_clock,
+        stop_grace=stop_grace,
+        enforce_leases=enforce_leases,
+    )
+
+
+def teardown(loop: VirtualLoop, processes: list[Process]) -> None:
+    """Unwind every simulated process, then close the loop (see Simulation.close)."""
+    if loop.is_closed():
+        return
+    if loop.is_running() or _running_loop() is not None:
+        _GRAVEYARD.append((loop, processes))
+        return
+    for process in processes:
+        process.on_kill = None  # the world is gone: nothing to record
+        loop.kill(process)
+    roots = [p.root for p in processes if p.root is not None and not p.root.done()]
+    for _ in range(10_000):
+        if all(root.done() for root in roots):
+            break
+        loop.advance_to(loop.time() + 60.0)
+    loop.close()
+
+
+def _running_loop() -> Any:
+    return asyncio._get_running_loop()
+
+
+_GRAVEYARD: list[tuple[VirtualLoop, list[Process]]] = []
+
+
+def bury() -> None:
+    while _GRAVEYARD and _running_loop() is None:
+        loop, processes = _GRAVEYARD.pop()
+        teardown(loop, processes)
