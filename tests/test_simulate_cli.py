@@ -100,7 +100,7 @@ def test_process_faults_and_broken_adapters(capsys: pytest.CaptureFixture[str]) 
         "--crash",
         "primary@1200",
         "--kill",
-        "standby-0@1335:29",
+        "standby-0@1335:17",
         "--restart",
         "standby-0@1345",
         "--early-ack-store",

@@ -66,7 +66,7 @@ def test_fm14_a_node_frozen_while_its_workload_runs_is_bounded_by_the_lease() ->
 # ----------------------------------------------------------------------
 
 
-def spawn_then_die(store: object = None, *, steps: int = 29) -> SimulationReport:
+def spawn_then_die(store: object = None, *, steps: int = 17) -> SimulationReport:
     """standby-0 is killed with its host ``steps`` loop steps into its promotion."""
     sim = Simulation(seed=0, store_factory=store)  # type: ignore[arg-type]
     sim.crash(1200, "primary").kill(1335, "standby-0", steps=steps, host=True)
@@ -74,7 +74,7 @@ def spawn_then_die(store: object = None, *, steps: int = 29) -> SimulationReport
 
 
 def test_fm15_a_standby_killed_between_spawn_and_save_never_reuses_its_token() -> None:
-    for steps in (20, 25, 29, 31):
+    for steps in (12, 15, 17, 18):
         report = spawn_then_die(steps=steps)
         assert not report.violations_of("token-shared"), report.format()
         assert not report.violations_of("two-live"), report.format()

@@ -271,6 +271,9 @@ class MemorySubscription:
 
     async def aclose(self) -> None:
         """Stop receiving; pending deliveries are discarded. Idempotent."""
+        self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -550,6 +553,7 @@ class MemoryTransport:
         self._network = network
         self._identity = identity
         self._severed = False
+        self._opened: list[MemorySubscription] = []
         self._drop_hook: Callable[[TransportDrop], None] | None = None
         self.drops: collections.deque[TransportDrop] = collections.deque(maxlen=1000)
         """The latest 1000 messages this transport's subscriptions dropped, oldest first."""
@@ -561,11 +565,15 @@ class MemoryTransport:
         """The process behind this transport is gone (``kill -9``).
 
         Nothing it sends from now on reaches a relay, not even a publish or a
-        compare-and-set already in flight; new calls raise
+        compare-and-set already in flight; its subscriptions close at once
+        (the relays see the connections drop); new calls raise
         :class:`~standby.TransportError`. Other transports of the same
         identity (a restarted process) are not affected.
         """
         self._severed = True
+        for subscription in self._opened:
+            subscription._close()
+        self._opened.clear()
 
     @property
     def severed(self) -> bool:
@@ -696,7 +704,10 @@ class MemoryTransport:
     def subscribe(self, query: Query) -> MemorySubscription:
         """Receive matching messages as relays store them; see ``RelayTransport.subscribe``."""
         self._alive()
-        return self._network._subscribe(self._identity, query, self._report)
+        subscription = self._network._subscribe(self._identity, query, self._report)
+        self._opened = [s for s in self._opened if not s.closed]
+        self._opened.append(subscription)
+        return subscription
 
 
 class MemoryAtomicTransport(MemoryTransport):

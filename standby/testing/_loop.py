@@ -28,8 +28,13 @@ from), so the loop knows, for every callback, which process it belongs to:
   unwound by cancellation so they can be garbage collected quietly, but only
   after the world has been cut off from them: the simulator fuses every
   adapter of a killed process, so nothing it does afterwards has any effect;
-* every callback a running process executes is counted (:attr:`Process.steps`),
-  which is how a kill can land after any step the code reaches.
+* every step a running process takes (one of its tasks resuming after an
+  await) is counted (:attr:`Process.steps`), which is how a kill can land
+  after any step the code reaches.
+
+Tasks hash by their creation number on the loop, not by address: libraries
+keep tasks in sets and iterate over them (to deliver a cancellation, say),
+and that order must not change from one run to the next.
 """
 
 from __future__ import annotations
@@ -97,6 +102,32 @@ CURRENT_PROCESS: contextvars.ContextVar[Process | None] = contextvars.ContextVar
 """The process a task belongs to (``None``: the simulator itself)."""
 
 
+class _Task(asyncio.Task):  # type: ignore[type-arg]
+    """A task whose hash is its creation number on its loop, not its address.
+
+    Libraries keep tasks in sets (anyio's cancel scopes and task groups do)
+    and iterate over them, for instance to deliver a cancellation; with
+    address-based hashes that order, and with it the order of the callbacks
+    it schedules, would change from run to run.
+    """
+
+    def __init__(self, coro: Any, *, loop: VirtualLoop, **kwargs: Any) -> None:
+        loop._tasks_made += 1
+        self._number = loop._tasks_made  # before the base class files it in a set
+        super().__init__(coro, loop=loop, **kwargs)
+
+    def __hash__(self) -> int:
+        return self._number
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> _Task:
+    assert isinstance(loop, VirtualLoop)
+    return _Task(coro, loop=loop, **kwargs)
+
+
 class _Clockwork:
     """The loop's stand-in for a selector: waiting moves the virtual clock."""
 
@@ -126,7 +157,9 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self._selector = _Clockwork(self)
         self._clock_resolution = 1e-9
         self.errors: list[str] = []
+        self._tasks_made = 0
         self.set_exception_handler(self._on_error)
+        self.set_task_factory(_task_factory)
 
     # -- the clock --------------------------------------------------------
 
@@ -202,11 +235,15 @@ class VirtualLoop(asyncio.BaseEventLoop):
     ) -> None:
         state = process.state
         if state == RUNNING:
-            process.steps += 1
             callback(*args)
-            if process.kill_at_step is not None and process.steps >= process.kill_at_step:
-                process.kill_at_step = None
-                self.kill(process)
+            # A step is a task resuming (an await returning); other callbacks,
+            # such as a library's retries, are not counted, so the count does
+            # not depend on how often those happen to run.
+            if type(getattr(callback, "__self__", None)) is _Task:
+                process.steps += 1
+                if process.kill_at_step is not None and process.steps >= process.kill_at_step:
+                    process.kill_at_step = None
+                    self.kill(process)
         elif state == FROZEN:
             process.held.append((callback, args, context))
         # KILLED: unwinding (see kill); the callback runs only to let the

@@ -466,6 +466,12 @@ class Simulation:
                 continue
             if status.epoch > best_epoch:
                 best, best_epoch = host, status.epoch
+        if best is None:
+            # At boot the primary's node may still be reading the relays before
+            # it takes the request: it is the primary all the same.
+            first = self._hosts[0]
+            if first.accepting and first.alive:
+                return first
         return best
 
     def record_line(self, actor: str, payload: Any) -> None:

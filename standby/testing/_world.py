@@ -262,6 +262,7 @@ class Host:
         self.workload_frozen = False
         self.freezes: list[tuple[float, float | None]] = []  # workload frozen with the host
         self.promoted_at = -float("inf")
+        self.accepting = False  # the host is handing the node the consumer's request
 
     def __repr__(self) -> str:
         return f"<Host {self.name}, incarnation {self.count}>"
@@ -328,6 +329,7 @@ class Host:
 
     async def _life(self, inc: Incarnation, request: SpawnRequest[Any] | None) -> None:
         world = self.world
+        self.accepting = request is not None
         try:
             async with inc.node:
                 if request is not None:
@@ -337,6 +339,8 @@ class Host:
                         world.record_line(
                             self.name, f"request refused: {type(exc).__name__}: {exc}"
                         )
+                    finally:
+                        self.accepting = False
                 await anyio.sleep_forever()
         except BaseException as exc:
             if inc.process.alive:
