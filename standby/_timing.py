@@ -381,7 +381,9 @@ class Timing:
     The defaults keep the reference cadence (heartbeat every 60 s, silence
     after 180 s, 30 s of backoff per standby index) and satisfy every rule.
     Constructing a ``Timing`` that breaks a rule raises :class:`UnsafeTiming`
-    naming the rule and the numbers. All durations are seconds.
+    naming every broken rule and its numbers. All durations are seconds.
+    :meth:`for_target` derives a safe timing from a target silence,
+    heartbeat interval and relay latency.
 
     The rules:
 
