@@ -38,7 +38,10 @@ def publish(module: str, namespace: Mapping[str, Any], names: Iterable[str]) -> 
     defined it: they are strings (``from __future__ import annotations``),
     and ``typing.get_type_hints`` (which cattrs and attrs use) would
     otherwise look them up in the public module, where the type variables
-    and private helpers they name do not exist.
+    and private helpers they name do not exist. (So an annotation of a
+    public class must name something its own module can see at run time,
+    not only under ``TYPE_CHECKING``: ``import standby`` says which, with a
+    ``NameError``.)
     """
     for name in names:
         value = namespace[name]

@@ -267,6 +267,8 @@ def test_site_builds_strict_and_offline(tmp_path: Path) -> None:
     reference = (site / "reference" / "standby" / "index.html").read_text(encoding="utf-8")
     for name in ("standby.Timing.for_target", "standby.StandbyNode", "standby.Spawn"):
         assert f'id="{name}"' in reference, name
+    assert not list(site.rglob("*.py")), "the hooks are not part of the site"
+    assert not list(site.rglob("__pycache__")), "nor their bytecode"
     for page in site.rglob("*.html"):
         html = page.read_text(encoding="utf-8")
         external = re.findall(r'<(?:link|script|img)[^>]+(?:href|src)="(https?:[^"]+)"', html)
