@@ -206,7 +206,12 @@ async def run_demo(
     record = RuntimeRecord()
     latency = timing.spawn_timeout / 20 if options.spawn_latency is None else options.spawn_latency
     runtimes = {
-        name: MemoryRuntime(name, record=record, spawn_latency=0.0 if name == PRIMARY else latency)
+        name: MemoryRuntime(
+            name,
+            record=record,
+            spawn_latency=0.0 if name == PRIMARY else latency,
+            wall_clock=wall_clock,
+        )
         for name in names
     }
     for name in names[1:]:

@@ -10,6 +10,7 @@ answer can never move a slot that has moved on.
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any, Generic, TypeAlias, TypeVar
 
 import attrs
@@ -120,6 +121,8 @@ class Spawn(Generic[SpecT]):
     epoch: int
     fencing_token: int
     restore_from: str | None
+    lease_end: float = math.inf
+    """Wall-clock instant the promotion lease ends (hand it to the runtime)."""
 
 
 @attrs.frozen

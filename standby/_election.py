@@ -726,6 +726,11 @@ class StandbyElection(Generic[SpecT]):
         heapq.heappush(self._heap, (deadline, self._seq, _SLOT, entry.slot.workload_id))
 
     def _hold(self, now: float, entry: _Entry[SpecT], wait: float, resume: Phase) -> None:
+        if resume is Phase.PREREAD:
+            # Every retry of a promotion keeps the standby order (failure mode
+            # 21): standby i waits its index backoff on top of the retry wait,
+            # so after a shortfall standby 0 still goes first.
+            wait += promotion_delay(entry.slot.standby_index, self.timing.promotion_delay)
         self._release_request(entry)
         entry.resume = resume
         self._set(entry, Phase.HOLD, now + wait)
@@ -846,6 +851,7 @@ class StandbyElection(Generic[SpecT]):
                 epoch=claim.epoch,
                 fencing_token=claim.fencing_token,
                 restore_from=entry.state_uri,
+                lease_end=claim.claimed_at + self.timing.lease,
             )
         )
 

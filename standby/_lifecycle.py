@@ -118,6 +118,8 @@ class WorkloadLifecycle:
         self.state = LifecycleState.PROVISIONING
         self.reason = "created"
         self._acks: dict[str, float] = {}
+        #: Acknowledgements ignored because their heartbeat was stamped after the lease end.
+        self.late_acks = 0
         self._lease_floor = -math.inf
         self._live_since = -math.inf
         self._start_requested = False
@@ -250,9 +252,21 @@ class WorkloadLifecycle:
         return effects
 
     def heartbeat_acked(self, now: float, relay: str, timestamp: float) -> list[LifecycleEffect]:
-        """A relay acknowledged our heartbeat stamped ``timestamp``."""
+        """A relay acknowledged our heartbeat stamped ``timestamp``.
+
+        The machine first catches up with ``now`` (a lease that ran out while
+        the process was paused fences before anything else happens), and an
+        acknowledgement of a heartbeat stamped at or after the lease end never
+        renews a replicated workload's lease (failure mode 17): by then a
+        standby may already have found the primary silent.
+        """
         effects: list[LifecycleEffect] = []
-        if timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
+        self._advance(now, effects)
+        end = self.lease_end()
+        late = self.replicated and end is not None and timestamp >= end
+        if late:
+            self.late_acks += 1
+        elif timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
             self._acks[relay] = timestamp
         self._advance(now, effects)
         return effects

@@ -48,6 +48,7 @@ from ._models import (
     Heartbeat,
     Message,
     PromotionAnnouncement,
+    PromotionClaim,
     StandbySlot,
     Topology,
 )
@@ -56,6 +57,7 @@ from ._node_events import (
     AnnouncementPublished,
     ClaimCompared,
     ClaimPublished,
+    ClockJumped,
     ContainerExited,
     ContainerStarted,
     ContainerStarting,
@@ -68,9 +70,11 @@ from ._node_events import (
     PrimaryFollowed,
     PromotedHere,
     QuorumMissed,
+    Reconciled,
     RevocationPublished,
     SlotPhaseChanged,
     SlotsNotPersisted,
+    SubscriptionLost,
 )
 from ._protocols import (
     MESSAGE_KINDS,
@@ -80,15 +84,18 @@ from ._protocols import (
     Query,
     QueryResult,
     RelayTransport,
+    RunningWorkload,
     SlotStore,
 )
 from ._roles import NotAddressed, Primary, Role, Standby
+from ._state import NodeState, PrimaryRecord, PromotionIntent
 from ._timing import Timing
 
 __all__ = [
     "AnnouncementPublished",
     "ClaimCompared",
     "ClaimPublished",
+    "ClockJumped",
     "ContainerExited",
     "ContainerStarted",
     "ContainerStarting",
@@ -103,11 +110,13 @@ __all__ = [
     "PrimaryStatus",
     "PromotedHere",
     "QuorumMissed",
+    "Reconciled",
     "RevocationPublished",
     "SlotPhaseChanged",
     "SlotsNotPersisted",
     "SpawnRequest",
     "StandbyNode",
+    "SubscriptionLost",
 ]
 
 SpecT = TypeVar("SpecT")
@@ -123,6 +132,8 @@ _PUBLISH_ATTEMPTS = 4
 _MAX_STOP_BACKOFF = 60.0
 #: Shortest sleep of the timer loop (guards a busy loop; see _timer_loop).
 _MIN_SLEEP = 1e-3
+#: A lost subscription is retried after retry_interval, doubling up to this many times.
+_MAX_SUBSCRIBE_DOUBLINGS = 5
 _NEVER: Final = Never()
 
 
@@ -184,16 +195,53 @@ class NodeStatus:
 class _Primary(Generic[SpecT]):
     """A workload this node runs as primary (private)."""
 
-    __slots__ = ("busy", "handle", "lifecycle", "spec", "started", "starting", "stopped")
+    __slots__ = (
+        "busy",
+        "created_at",
+        "expires_at",
+        "handle",
+        "lifecycle",
+        "renewed",
+        "spec",
+        "started",
+        "starting",
+        "stopped",
+    )
 
-    def __init__(self, lifecycle: WorkloadLifecycle, spec: SpecT, handle: Any = None) -> None:
+    def __init__(
+        self,
+        lifecycle: WorkloadLifecycle,
+        spec: SpecT | None,
+        handle: Any = None,
+        *,
+        created_at: float,
+        expires_at: float,
+    ) -> None:
         self.lifecycle = lifecycle
+        #: ``None`` for a workload adopted after a restart until the host re-accepts it.
         self.spec = spec
         self.handle = handle
+        self.created_at = created_at
+        self.expires_at = expires_at
         self.busy = 0
         self.starting: anyio.Event | None = None
         self.started = handle is not None
         self.stopped = False
+        #: The lease end the runtime was last given.
+        self.renewed = -math.inf
+
+    def saved(self) -> PrimaryRecord:
+        """What the store keeps of this workload."""
+        lifecycle = self.lifecycle
+        return PrimaryRecord(
+            workload_id=lifecycle.workload_id,
+            epoch=lifecycle.epoch,
+            fencing_token=lifecycle.fencing_token,
+            standbys=lifecycle.standbys,
+            created_at=self.created_at,
+            expires_at=self.expires_at,
+            started=self.started,
+        )
 
 
 class StandbyNode(Generic[SpecT]):
@@ -240,6 +288,21 @@ class StandbyNode(Generic[SpecT]):
                 f"atomic_claims=True needs a transport with AtomicClaims, got {transport!r}"
             )
         self.atomic_claims = atomic_claims
+        relay_count = getattr(transport, "relay_count", None)
+        if relay_count != self.timing.relay_count:
+            raise NodeError(
+                f"the transport reads and writes {relay_count} relays but the timing is set for "
+                f"relay_count={self.timing.relay_count}: its quorums (write "
+                f"{self.timing.write_quorum}, read {self.timing.read_quorum}) would not overlap; "
+                "build the Timing with the transport's relay count"
+            )
+        stop_grace = getattr(runtime, "stop_grace", None)
+        if not isinstance(stop_grace, (int, float)) or stop_grace > self.timing.fence_grace:
+            raise NodeError(
+                f"the runtime stops a workload up to stop_grace={stop_grace!r} s after its "
+                f"lease end, more than the timing's fence_grace={self.timing.fence_grace} s: "
+                "a standby could start it while the old one still runs"
+            )
         self.me = transport.identity
         self.logger = logger if logger is not None else logging.getLogger(LOGGER_NAME)
         self.election: StandbyElection[SpecT] = StandbyElection(
@@ -247,7 +310,14 @@ class StandbyNode(Generic[SpecT]):
         )
         self.counters: dict[str, int] = {}
         self._primaries: dict[str, _Primary[SpecT]] = {}
+        self._intents: dict[str, PromotionIntent] = {}
+        #: Workloads this node ran before a restart and found gone: never started again here.
+        self._ended: dict[str, str] = {}
+        self._clock_mark: tuple[float, float] | None = None
         self._spawned: dict[tuple[str, int], Any] = {}
+        self._deferred: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...]]] = []
+        self._entering = False
+        self._subscription_failures = 0
         self._phases: dict[str, Phase] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._group: anyio.abc.TaskGroup | None = None
@@ -282,7 +352,11 @@ class StandbyNode(Generic[SpecT]):
         self._interest_changed = anyio.Event()
         self._dirty = anyio.Event()
         self._saved = anyio.Event()
-        await self._restore()
+        self._entering = True
+        try:
+            await self._restore()
+        finally:
+            self._entering = False
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -297,6 +371,9 @@ class StandbyNode(Generic[SpecT]):
         group.start_soon(self._heartbeat_loop, name=f"standby-heartbeat-{self.me}")
         group.start_soon(self._subscription_loop, name=f"standby-subscription-{self.me}")
         group.start_soon(self._persist_loop, name=f"standby-store-{self.me}")
+        deferred, self._deferred = self._deferred, []
+        for func, args in deferred:
+            group.start_soon(func, *args)
         if self.election.slots:
             group.start_soon(self._catch_up, tuple(self.election.slots))
         self._log(logging.INFO, "node started with %d slots", len(self.election.slots))
@@ -335,11 +412,12 @@ class StandbyNode(Generic[SpecT]):
         return self._running
 
     async def _restore(self) -> None:
-        if self.store is None:
-            return
-        slots = await self.store.load()
+        """Load the saved state and reconcile it with the runtime and the relays."""
+        state: NodeState[SpecT] = NodeState()
+        if self.store is not None:
+            state = await self.store.load_state()
         now = self._now()
-        effects = self.election.restore(now, slots)
+        effects = self.election.restore(now, state.slots)
         self._count("slots_restored", len(self.election.slots))
         # Slots dropped on restore must not come back: rewrite the store.
         if any(isinstance(e, SlotRemoved) for e in effects):
@@ -353,8 +431,232 @@ class StandbyNode(Generic[SpecT]):
                     workload_id=effect.workload_id,
                     role="standby",
                 )
+        await self._reconcile(state)
         for workload_id in self.election.slots:
             self._phases[workload_id] = self.election.status(workload_id).phase
+
+    async def _reconcile(self, state: NodeState[SpecT]) -> None:
+        """Adopt or stop what the previous incarnation left behind (guarantee 5).
+
+        The runtime says what still runs, the store what this node intended
+        and ran, the relays which epoch each workload is at. A container runs
+        on only when its lease is valid, the store knows its token and no
+        later epoch was claimed or announced; everything else is stopped. A
+        promotion that the restart interrupted is given up (its slot is
+        dropped and its claim withdrawn) so its epoch and token are never
+        used twice; a replicated workload whose container is gone is fenced
+        (its revocation lets the standbys take over at once).
+        """
+        timeout = self.timing.query_timeout
+        with anyio.fail_after(2 * timeout + self.timing.spawn_timeout):
+            running: Sequence[RunningWorkload] = await self.runtime.list()
+        primaries = {p.workload_id: p for p in state.primaries}
+        intents = {i.workload_id: i for i in state.intents}
+        workloads = set(primaries) | set(intents) | {r.workload_id for r in running}
+        epochs, own, reached = await self._read_epochs(workloads)
+        now = self._now()
+        adopted: set[str] = set()
+        for found in sorted(running, key=lambda r: (r.workload_id, r.fencing_token)):
+            workload_id, token = found.workload_id, found.fencing_token
+            record = primaries.get(workload_id)
+            intent = intents.get(workload_id)
+            known: PrimaryRecord | PromotionIntent | None = None
+            if record is not None and record.fencing_token == token:
+                known = record
+            elif intent is not None and intent.fencing_token == token:
+                known = intent
+            reason = self._adoption_refused(found, known, epochs, reached, now, adopted)
+            if reason is None and known is not None:
+                self._adopt(now, found, known)
+                adopted.add(workload_id)
+                continue
+            epoch = known.epoch if known is not None else -1
+            await self._stop_handle(found.handle, workload_id, token, reason or "", "node")
+            self._reconciled(now, workload_id, "stopped", epoch, token, reason or "")
+        for workload_id, record in primaries.items():
+            if workload_id in adopted:
+                continue
+            if record.replicated and record.started:
+                self._fence_lost(now, record, "its container was gone after a restart")
+        for workload_id, intent in intents.items():
+            if workload_id in adopted:
+                continue
+            self._abandon(now, intent, announced=own.get(workload_id, -1) >= intent.epoch)
+        if primaries or intents or running:
+            self._version += 1  # the reconciled state replaces what was saved
+
+    async def _read_epochs(
+        self, workloads: set[str]
+    ) -> tuple[dict[str, int], dict[str, int], bool]:
+        """The highest epoch others and this node claimed or announced, per workload.
+
+        Withdrawn claims do not count. The last value tells whether a read
+        quorum answered; without one, nothing may be adopted.
+        """
+        if not workloads:
+            return {}, {}, True
+        query = Query(
+            kinds=("claim", "announcement"),
+            workload_ids=workloads,
+            until=self._now() + self.timing.max_clock_skew,
+        )
+        result = await self._query(query, operation="reconcile", workload_id=None)
+        others: dict[str, int] = {}
+        own: dict[str, int] = {}
+        for envelope in result.envelopes:
+            message = envelope.message
+            if isinstance(message, PromotionClaim) and message.withdrawn:
+                continue
+            if not isinstance(message, (PromotionClaim, PromotionAnnouncement)):
+                continue
+            into = own if envelope.signer == self.me else others
+            # An announcement without an epoch (an older peer) still means a takeover.
+            epoch = message.epoch if message.epoch is not None else 1
+            into[message.workload_id] = max(into.get(message.workload_id, -1), epoch)
+        return others, own, len(result.answered) >= self.timing.read_quorum
+
+    def _adoption_refused(
+        self,
+        found: RunningWorkload,
+        known: PrimaryRecord | PromotionIntent | None,
+        epochs: Mapping[str, int],
+        reached: bool,
+        now: float,
+        adopted: set[str],
+    ) -> str | None:
+        """Why the container ``found`` must not run on (``None``: adopt it)."""
+        if known is None:
+            return "the store knows no such workload and token (a stray container)"
+        if found.workload_id in adopted:
+            return "a second container of a workload already adopted"
+        if found.lease_end <= now:
+            return f"its lease ended at {found.lease_end:.3f}"
+        replicated = not isinstance(known, PrimaryRecord) or known.replicated
+        if replicated and not reached:
+            return "no read quorum answered: the workload's current epoch is unknown"
+        later = epochs.get(found.workload_id, -1)
+        if replicated and later > known.epoch:
+            return f"a peer claimed or announced epoch {later} (this container runs {known.epoch})"
+        if isinstance(known, PromotionIntent) and found.workload_id not in self.election.slots:
+            return "its slot is gone"
+        return None
+
+    def _adopt(
+        self, now: float, found: RunningWorkload, known: PrimaryRecord | PromotionIntent
+    ) -> None:
+        workload_id = found.workload_id
+        spec: SpecT | None = None
+        if isinstance(known, PromotionIntent):
+            slot = self.election.slots[workload_id]
+            standbys, created_at, expires_at = slot.peers, slot.created_at, slot.expires_at
+            spec = slot.spec
+            self.election.remove(now, workload_id)
+            self._spawn_task(
+                self._run_announce,
+                Announce(
+                    PromotionAnnouncement(
+                        workload_id=workload_id,
+                        new_primary=self.me,
+                        promoted_at=now,
+                        epoch=known.epoch,
+                        fencing_token=known.fencing_token,
+                    )
+                ),
+            )
+        else:
+            standbys, created_at, expires_at = known.standbys, known.created_at, known.expires_at
+        lifecycle = WorkloadLifecycle.promoted(
+            workload_id=workload_id,
+            me=self.me,
+            timing=self.timing,
+            now=now,
+            standbys=standbys,
+            epoch=known.epoch,
+            fencing_token=known.fencing_token,
+            lease_from=found.lease_end - self.timing.lease,
+            expires_at=expires_at,
+            restart=self.restart,
+        )
+        record = _Primary(
+            lifecycle, spec, found.handle, created_at=created_at, expires_at=expires_at
+        )
+        record.renewed = found.lease_end
+        self._primaries[workload_id] = record
+        self._count("adopted")
+        self._reconciled(
+            now, workload_id, "adopted", known.epoch, known.fencing_token, "lease still valid"
+        )
+
+    def _fence_lost(self, now: float, record: PrimaryRecord, reason: str) -> None:
+        """A replicated workload that ran here before a restart is gone: fence and revoke."""
+        workload_id = record.workload_id
+        lifecycle = WorkloadLifecycle.promoted(
+            workload_id=workload_id,
+            me=self.me,
+            timing=self.timing,
+            now=now,
+            standbys=record.standbys,
+            epoch=record.epoch,
+            fencing_token=record.fencing_token,
+            lease_from=-math.inf,  # the lease is over: the first tick fences and revokes
+            expires_at=record.expires_at,
+        )
+        self._primaries[workload_id] = _Primary(
+            lifecycle, None, created_at=record.created_at, expires_at=record.expires_at
+        )
+        self._ended[workload_id] = reason
+        self._reconciled(now, workload_id, "fenced", record.epoch, record.fencing_token, reason)
+
+    def _abandon(self, now: float, intent: PromotionIntent, *, announced: bool) -> None:
+        """Give up a promotion the restart interrupted: its epoch and token are spent."""
+        workload_id = intent.workload_id
+        slot = self.election.slots.get(workload_id)
+        reason = "a promotion was interrupted by a restart; its token is never used again"
+        if slot is not None:
+            self.election.remove(now, workload_id)
+            claim = PromotionClaim(
+                workload_id=workload_id,
+                epoch=intent.epoch,
+                fencing_token=intent.fencing_token,
+                claimant=self.me,
+                standby_index=slot.standby_index,
+                claimed_at=max(now, intent.recorded_at),
+                withdrawn=True,
+            )
+            self._spawn_task(self._run_withdraw, WithdrawClaim(claim))
+            if announced:
+                # Peers may follow this node as primary of that epoch: revoke it.
+                self._fence_lost(
+                    now,
+                    PrimaryRecord(
+                        workload_id=workload_id,
+                        epoch=intent.epoch,
+                        fencing_token=intent.fencing_token,
+                        standbys=slot.peers,
+                        created_at=slot.created_at,
+                        expires_at=slot.expires_at,
+                        started=True,
+                    ),
+                    reason,
+                )
+                return
+        self._reconciled(now, workload_id, "abandoned", intent.epoch, intent.fencing_token, reason)
+
+    def _reconciled(
+        self, now: float, workload_id: str, action: str, epoch: int, token: int, reason: str
+    ) -> None:
+        self._count(f"reconcile_{action}")
+        self._log(
+            logging.WARNING if action != "adopted" else logging.INFO,
+            "after restart: %s (epoch %d, token %d): %s",
+            action,
+            epoch,
+            token,
+            reason,
+            workload_id=workload_id,
+            role="node",
+        )
+        self._emit(Reconciled(now, workload_id, action, epoch, token, reason))
 
     # ------------------------------------------------------------------
     # Host surface
@@ -386,7 +688,8 @@ class StandbyNode(Generic[SpecT]):
         if isinstance(role, NotAddressed):
             raise NotAddressedError(workload_id, self.me, topology.primary, topology.standbys)
         if isinstance(role, Primary):
-            self._start_primary(now, request, topology)
+            if await self._accept_primary(now, request, topology):
+                await self.flush()
             return role
         assert isinstance(role, Standby)
         created_at = now if request.created_at is None else request.created_at
@@ -413,8 +716,57 @@ class StandbyNode(Generic[SpecT]):
         await self.flush()
         return role
 
-    def _start_primary(self, now: float, request: SpawnRequest[SpecT], topology: Topology) -> None:
+    async def _accept_primary(
+        self, now: float, request: SpawnRequest[SpecT], topology: Topology
+    ) -> bool:
+        """Start ``request`` as primary; ``False`` when it already runs here (adopted).
+
+        A workload adopted after a restart is not started again: the request
+        only hands its spec back. Before a replicated workload starts, the
+        relays are asked which epoch it is at (failure mode 16): when a
+        standby already claimed or announced a later epoch, or no read quorum
+        answers, the request is refused.
+        """
         workload_id = request.workload_id
+        existing = self._primaries.get(workload_id)
+        if existing is not None and existing.spec is None:
+            existing.spec = request.spec
+            if existing.lifecycle.state not in _TERMINAL:
+                self._log(
+                    logging.INFO,
+                    "re-accepted: already runs here (adopted after a restart)",
+                    workload_id=workload_id,
+                    role="primary",
+                )
+                return False
+        ended = self._ended.get(workload_id)
+        if ended is not None:
+            raise NodeError(
+                f"workload {workload_id!r} ran here as primary before this node restarted and "
+                f"was fenced ({ended}); its standbys take it over, so it is not started again"
+            )
+        self._check_primary(workload_id)
+        if topology.standbys:
+            await self._check_epoch(workload_id)
+            self._check_primary(workload_id)
+        self._start_primary(now, request, topology)
+        return True
+
+    async def _check_epoch(self, workload_id: str) -> None:
+        epochs, own, reached = await self._read_epochs({workload_id})
+        if not reached:
+            raise NodeError(
+                f"workload {workload_id!r}: fewer than {self.timing.read_quorum} relays answered, "
+                "so it is unknown whether a standby already took it over; try again"
+            )
+        later = max(epochs.get(workload_id, -1), own.get(workload_id, -1))
+        if later > 0:
+            raise NodeError(
+                f"workload {workload_id!r} was already taken over (epoch {later} was claimed "
+                "or announced): this primary must not start it again"
+            )
+
+    def _check_primary(self, workload_id: str) -> None:
         existing = self._primaries.get(workload_id)
         if existing is not None:
             state = existing.lifecycle.state
@@ -426,16 +778,23 @@ class StandbyNode(Generic[SpecT]):
             )
         if workload_id in self.election.slots:
             raise NodeError(f"workload {workload_id!r} has a standby slot here; remove it first")
+
+    def _start_primary(self, now: float, request: SpawnRequest[SpecT], topology: Topology) -> None:
+        workload_id = request.workload_id
+        created_at = now if request.created_at is None else request.created_at
         lifecycle = WorkloadLifecycle(
             workload_id=workload_id,
             me=self.me,
             timing=self.timing,
             standbys=topology.standbys,
-            created_at=now if request.created_at is None else request.created_at,
+            created_at=created_at,
             expires_at=request.expires_at,
             restart=request.restart if request.restart is not None else self.restart,
         )
-        self._primaries[workload_id] = _Primary(lifecycle, request.spec)
+        self._primaries[workload_id] = _Primary(
+            lifecycle, request.spec, created_at=created_at, expires_at=request.expires_at
+        )
+        self._mark_dirty()
         self._log(
             logging.INFO,
             "accepted as primary with %d standbys",
@@ -565,6 +924,9 @@ class StandbyNode(Generic[SpecT]):
     def _spawn_task(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
         group = self._group
         if group is None:
+            if self._entering:  # reconciling on entry: run once the tasks start
+                self._deferred.append((func, args))
+                return
             self._count("effects_after_stop")
             return
         group.start_soon(func, *args)
@@ -788,6 +1150,7 @@ class StandbyNode(Generic[SpecT]):
             kinds=("heartbeat", "revocation"),
             authors=(effect.primary,),
             workload_ids=effect.workload_ids,
+            until=self._now() + self.timing.max_clock_skew,
         )
         result = await self._query(
             query, operation="query_heartbeats", workload_id=",".join(effect.workload_ids)
@@ -802,7 +1165,11 @@ class StandbyNode(Generic[SpecT]):
         )
 
     async def _run_query_claims(self, effect: QueryClaims) -> None:
-        query = Query(kinds=("claim", "announcement"), workload_ids=(effect.workload_id,))
+        query = Query(
+            kinds=("claim", "announcement"),
+            workload_ids=(effect.workload_id,),
+            until=self._now() + self.timing.max_clock_skew,
+        )
         result = await self._query(query, operation="query_claims", workload_id=effect.workload_id)
         now = self._now()
         self._election_call(
@@ -904,20 +1271,24 @@ class StandbyNode(Generic[SpecT]):
             workload_id=workload_id,
             role="standby",
         )
-        error: str | None = None
-        try:
-            with anyio.fail_after(self.timing.spawn_timeout):
-                handle = await self.runtime.spawn(
-                    effect.spec,
-                    workload_id=workload_id,
-                    fencing_token=token,
-                    restore_from=effect.restore_from,
-                )
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            self._failed("spawn", error, workload_id=workload_id, role="standby")
-        else:
-            self._spawned[(workload_id, token)] = handle
+        error = await self._record_intent(effect, started_at)
+        if error is None:
+            try:
+                with anyio.fail_after(self.timing.spawn_timeout):
+                    handle = await self.runtime.spawn(
+                        effect.spec,
+                        workload_id=workload_id,
+                        fencing_token=token,
+                        lease_end=effect.lease_end,
+                        restore_from=effect.restore_from,
+                    )
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                self._failed("spawn", error, workload_id=workload_id, role="standby")
+            else:
+                self._spawned[(workload_id, token)] = handle
+        if error is not None and self._intents.pop(workload_id, None) is not None:
+            self._mark_dirty()  # nothing runs with that token: the intent is void
         now = self._now()
         self._emit(
             ContainerStarted(now, workload_id, token, True, error is None, error, now - started_at)
@@ -932,6 +1303,31 @@ class StandbyNode(Generic[SpecT]):
             # The machine neither promoted nor orphaned it: never leave it running.
             self._count("unclaimed_containers")
             await self._stop_handle(leftover, workload_id, token, "unclaimed spawn", role="standby")
+
+    async def _record_intent(self, effect: Spawn[SpecT], now: float) -> str | None:
+        """Save the promotion intent durably before the spawn (guarantee 5).
+
+        Returns why the spawn must not go ahead (``None``: it may). Without a
+        store there is nothing to make durable (and no crash safety).
+        """
+        intent = PromotionIntent(
+            workload_id=effect.workload_id,
+            epoch=effect.epoch,
+            fencing_token=effect.fencing_token,
+            lease_end=effect.lease_end,
+            recorded_at=now,
+        )
+        self._intents[effect.workload_id] = intent
+        self._mark_dirty()
+        if self.store is None:
+            return None
+        try:
+            await self.flush()
+        except StoreError as exc:
+            error = f"promotion intent not saved, so not spawning: {exc}"
+            self._failed("spawn", error, workload_id=effect.workload_id, role="standby")
+            return error
+        return None
 
     def _promoted(self, now: float, effect: Promoted[SpecT]) -> None:
         slot = effect.slot
@@ -949,7 +1345,14 @@ class StandbyNode(Generic[SpecT]):
             expires_at=slot.expires_at,
             restart=self.restart,
         )
-        self._primaries[workload_id] = _Primary(lifecycle, slot.spec, handle)
+        record = _Primary(
+            lifecycle, slot.spec, handle, created_at=slot.created_at, expires_at=slot.expires_at
+        )
+        intent = self._intents.pop(workload_id, None)
+        if intent is not None:
+            record.renewed = intent.lease_end
+        self._primaries[workload_id] = record
+        self._mark_dirty()
         self._count("promotions")
         self._log(
             logging.WARNING,
@@ -1099,6 +1502,7 @@ class StandbyNode(Generic[SpecT]):
             if record.started and not record.stopped:
                 return
             del self._primaries[workload_id]
+            self._mark_dirty()
             self._log(
                 logging.INFO,
                 "finished as primary (%s)",
@@ -1124,17 +1528,26 @@ class StandbyNode(Generic[SpecT]):
         )
         error: str | None = None
         try:
-            with anyio.fail_after(self.timing.spawn_timeout):
-                handle = await self.runtime.spawn(
-                    record.spec, workload_id=workload_id, fencing_token=token
-                )
+            error = await self._may_start(workload_id, record)
+            if error is None:
+                lease_end = self._bound_for(record)
+                with anyio.fail_after(self.timing.spawn_timeout):
+                    handle = await self.runtime.spawn(
+                        record.spec,
+                        workload_id=workload_id,
+                        fencing_token=token,
+                        lease_end=lease_end,
+                    )
+                record.renewed = lease_end
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._failed("start", error, workload_id=workload_id, role="primary")
         else:
-            record.handle = handle
-            record.started = True
-            record.stopped = False
+            if error is None:
+                record.handle = handle
+                record.started = True
+                record.stopped = False
+                self._mark_dirty()
         finally:
             record.starting = None
             done.set()
@@ -1146,6 +1559,56 @@ class StandbyNode(Generic[SpecT]):
             self._lifecycle_call(workload_id, lambda lc: lc.container_started(now), now)
         else:
             self._lifecycle_call(workload_id, lambda lc: lc.container_failed(now, error), now)
+
+    async def _may_start(self, workload_id: str, record: _Primary[SpecT]) -> str | None:
+        """Why a container must not start now (``None``: it may).
+
+        The lifecycle is first brought up to the present (a node that was
+        paused fences before it starts anything), and the primary record is
+        made durable, so a restarted node knows what it may find running.
+        """
+        now = self._now()
+        self._lifecycle_call(workload_id, lambda lc: lc.tick(now), now)
+        lifecycle = record.lifecycle
+        if lifecycle.state in _TERMINAL:
+            return f"the workload ended before its start ({lifecycle.state.value})"
+        if lifecycle.replicated and not lifecycle.holds_lease(now):
+            return "the lease ran out before the container could start"
+        if record.spec is None:
+            return "no spec for this workload yet (adopted after a restart; re-accept it)"
+        if self.store is not None:
+            self._mark_dirty()
+            try:
+                await self.flush()
+            except StoreError as exc:
+                return f"primary record not saved, so not starting: {exc}"
+        return None
+
+    def _bound_for(self, record: _Primary[SpecT]) -> float:
+        """The lease end a runtime enforces for ``record``'s container.
+
+        A replicated workload runs under its lease; one without standbys
+        does not fence on quorum loss (failure mode 6) and is bounded by its
+        reservation's expiry only.
+        """
+        lifecycle = record.lifecycle
+        if not lifecycle.replicated:
+            return record.expires_at
+        end = lifecycle.lease_end()
+        return -math.inf if end is None else end
+
+    async def _renew(self, workload_id: str, record: _Primary[SpecT], lease_end: float) -> None:
+        """Hand a renewed lease end to the runtime (its supervisor enforces it)."""
+        handle = record.handle
+        if handle is None or lease_end <= record.renewed:
+            return
+        try:
+            with anyio.fail_after(self.timing.query_timeout):
+                await self.runtime.renew(handle, lease_end)
+        except Exception as exc:
+            self._failed("renew", exc, workload_id=workload_id, role="primary")
+            return
+        record.renewed = max(record.renewed, lease_end)
 
     async def _run_stop(self, workload_id: str, record: _Primary[SpecT], reason: str) -> None:
         if record.starting is not None:
@@ -1222,8 +1685,37 @@ class StandbyNode(Generic[SpecT]):
     def _active_primaries(self) -> list[str]:
         return [w for w, r in self._primaries.items() if r.lifecycle.state not in _TERMINAL]
 
+    def _catch_up_clock(self) -> float:
+        """Bring every lifecycle up to the present before acting as primary (FM17).
+
+        A wall clock that moved further than the monotonic clock since the
+        last look (a paused VM, a clock step) is reported, and counts as a
+        pause: leases that ran out meanwhile fence before anything is sent.
+        Returns the wall-clock time.
+        """
+        now = self._now()
+        mono = anyio.current_time()
+        mark, self._clock_mark = self._clock_mark, (now, mono)
+        if mark is not None:
+            wall_step, mono_step = now - mark[0], mono - mark[1]
+            if abs(wall_step - mono_step) > self.timing.max_clock_skew:
+                self._count("clock_jumps")
+                self._log(
+                    logging.WARNING,
+                    "wall clock moved %.3f s while the monotonic clock moved %.3f s: "
+                    "treating it as a pause",
+                    wall_step,
+                    mono_step,
+                )
+                self._emit(ClockJumped(now, wall_step, mono_step))
+        for workload_id in list(self._primaries):
+            self._lifecycle_call(workload_id, lambda lc: lc.tick(now), now)
+        return now
+
     async def _send_heartbeat(self, workloads: int) -> None:
-        timestamp = self._now()
+        timestamp = self._catch_up_clock()
+        if not self._active_primaries():
+            return
         heartbeat = Heartbeat(provider=self.me, timestamp=timestamp, active_workloads=workloads)
         result = await self._publish(
             heartbeat, operation="heartbeat", workload_id=None, role="primary"
@@ -1248,6 +1740,18 @@ class StandbyNode(Generic[SpecT]):
 
         for workload_id in list(self._primaries):
             self._lifecycle_call(workload_id, feed, now)
+        for workload_id, record in list(self._primaries.items()):
+            lifecycle = record.lifecycle
+            if (
+                lifecycle.replicated
+                and lifecycle.state in _RUNNING
+                and record.handle is not None
+                and not record.stopped
+                and lifecycle.holds_lease(now)
+            ):
+                end = lifecycle.lease_end()
+                if end is not None and end > record.renewed:
+                    self._spawn_task(self._renew, workload_id, record, end)
 
     async def _poll_containers(self) -> None:
         """Detect containers that stopped without being asked to."""
@@ -1299,6 +1803,8 @@ class StandbyNode(Generic[SpecT]):
 
     async def _timer_loop(self) -> None:
         while True:
+            if self._primaries:
+                self._catch_up_clock()
             now = self._now()
             self._tick(now)
             ticked = anyio.current_time()
@@ -1368,7 +1874,7 @@ class StandbyNode(Generic[SpecT]):
                         try:
                             subscription = self.transport.subscribe(wanted)
                         except Exception as exc:
-                            self._failed("subscribe", exc)
+                            self._subscription_lost("subscribe", exc)
                             new_alive[0] = False
                         else:
                             group.start_soon(self._read, subscription, new_scope, new_alive)
@@ -1376,7 +1882,7 @@ class StandbyNode(Generic[SpecT]):
                         scope.cancel()
                     current, scope, alive = wanted, new_scope, new_alive
                     if wanted is not None and not new_alive[0]:
-                        await anyio.sleep(self.timing.retry_interval)
+                        await anyio.sleep(self._subscribe_wait())
                         continue
                 await changed.wait()
 
@@ -1384,10 +1890,11 @@ class StandbyNode(Generic[SpecT]):
         with scope:
             try:
                 async for envelope in subscription:
+                    self._subscription_failures = 0
                     self._on_envelope(envelope)
             except Exception as exc:
-                self._failed("subscription", exc)
-                await anyio.sleep(self.timing.retry_interval)
+                self._subscription_lost("subscription", exc)
+                await anyio.sleep(self._subscribe_wait())
             finally:
                 alive[0] = False
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self.timing.query_timeout):
@@ -1400,6 +1907,19 @@ class StandbyNode(Generic[SpecT]):
     # ------------------------------------------------------------------
     # Persistence
     # ------------------------------------------------------------------
+
+    def _subscribe_wait(self) -> float:
+        doublings = min(max(self._subscription_failures - 1, 0), _MAX_SUBSCRIBE_DOUBLINGS)
+        return float(self.timing.retry_interval * 2**doublings)
+
+    def _subscription_lost(self, operation: str, exc: BaseException) -> None:
+        """A failed or refused subscription: warn, count, report, and retry with backoff (FM20)."""
+        self._subscription_failures += 1
+        self._failed(operation, exc)
+        text = f"{type(exc).__name__}: {exc}"
+        self._emit(
+            SubscriptionLost(self._now(), text, self._subscription_failures, self._subscribe_wait())
+        )
 
     def _mark_dirty(self) -> None:
         self._version += 1
@@ -1422,10 +1942,20 @@ class StandbyNode(Generic[SpecT]):
             return True
         version = self._version
         slots = list(self.election.slots.values())
+        state: NodeState[SpecT] = NodeState(
+            slots=slots,
+            intents=tuple(self._intents.values()),
+            primaries=tuple(
+                record.saved()
+                for record in self._primaries.values()
+                if record.lifecycle.state not in _TERMINAL
+                or (record.started and not record.stopped)
+            ),
+        )
         self._save_attempts += 1
         attempt = self._save_attempts
         try:
-            withheld = await store.save(slots)
+            withheld = await store.save_state(state)
         except Exception as exc:
             self._save_failure = (attempt, version, exc)
             self._count("store_errors")

@@ -19,6 +19,7 @@ __all__ = [
     "AnnouncementPublished",
     "ClaimCompared",
     "ClaimPublished",
+    "ClockJumped",
     "ContainerExited",
     "ContainerStarted",
     "ContainerStarting",
@@ -31,9 +32,11 @@ __all__ = [
     "PrimaryFollowed",
     "PromotedHere",
     "QuorumMissed",
+    "Reconciled",
     "RevocationPublished",
     "SlotPhaseChanged",
     "SlotsNotPersisted",
+    "SubscriptionLost",
 ]
 
 
@@ -222,6 +225,50 @@ class SlotsNotPersisted:
     workload_ids: tuple[str, ...]
 
 
+@attrs.frozen
+class Reconciled:
+    """What a restarted node did with a workload it found in its store or its runtime.
+
+    ``action`` is ``"adopted"`` (its container still runs under a valid lease
+    and no later epoch exists: the node runs it on), ``"stopped"`` (a
+    container it must not run on: lease over, a later epoch, or unknown to
+    the store), ``"fenced"`` (it ran the workload before the restart and the
+    container is gone: the standbys take over) or ``"abandoned"`` (a
+    promotion interrupted by the restart: the slot is given up so its epoch
+    and token are never used twice).
+    """
+
+    at: float
+    workload_id: str
+    action: str
+    epoch: int
+    fencing_token: int
+    reason: str
+
+
+@attrs.frozen
+class ClockJumped:
+    """The wall clock moved unlike the monotonic clock (a paused process or VM, a clock step).
+
+    The node treats it as a pause: every lease is checked before the node
+    acts as primary again.
+    """
+
+    at: float
+    wall_seconds: float
+    monotonic_seconds: float
+
+
+@attrs.frozen
+class SubscriptionLost:
+    """The live subscription failed or was refused; it is retried after ``retry_in`` seconds."""
+
+    at: float
+    error: str
+    attempt: int
+    retry_in: float
+
+
 NodeEvent: TypeAlias = (
     SlotPhaseChanged
     | LifecycleChanged
@@ -240,4 +287,7 @@ NodeEvent: TypeAlias = (
     | QuorumMissed
     | OperationFailed
     | SlotsNotPersisted
+    | Reconciled
+    | ClockJumped
+    | SubscriptionLost
 )

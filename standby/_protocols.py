@@ -18,6 +18,7 @@ from ._models import (
     PromotionClaim,
     StandbySlot,
 )
+from ._state import NodeState
 from .wire import KINDS
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Query",
     "QueryResult",
     "RelayTransport",
+    "RunningWorkload",
     "SlotStore",
     "Subscription",
     "addressable_key",
@@ -107,22 +109,32 @@ def _version_rank(message: Message) -> tuple[float, int, str]:
     return (message_timestamp(message), withdrawn, repr(message))
 
 
-def newest_per_key(envelopes: Iterable[Envelope[Message]]) -> list[Envelope[Message]]:
+def newest_per_key(
+    envelopes: Iterable[Envelope[Message]], *, not_after: float | None = None
+) -> list[Envelope[Message]]:
     """Keep only the newest version of each addressable message.
 
     Relays are not trusted to replace addressable messages: one may hold an
     older version, or several. "Newest" is the greatest author timestamp; on a
     tie a withdrawn claim wins, then the greater ``repr`` (a deterministic
     rule, so every reader agrees). Order of the result: oldest first.
+
+    With ``not_after`` (a reader passes ``now + max_clock_skew``), a version
+    stamped later than that is future-dated: it never wins over a version
+    that is not, so one heartbeat from a clock that jumped ahead cannot hide
+    the genuine ones after it (failure mode 18). It is kept only when no
+    genuine version of its key exists, so the reader can still report it.
     """
-    best: dict[tuple[str, ...], tuple[tuple[float, int, str], Envelope[Message]]] = {}
+    best: dict[tuple[str, ...], tuple[tuple[int, float, int, str], Envelope[Message]]] = {}
     for envelope in envelopes:
         key = addressable_key(envelope.signer, envelope.message)
-        rank = _version_rank(envelope.message)
+        version = _version_rank(envelope.message)
+        genuine = 0 if not_after is not None and version[0] > not_after else 1
+        rank = (genuine, *version)
         known = best.get(key)
         if known is None or rank > known[0]:
             best[key] = (rank, envelope)
-    return [envelope for _rank, envelope in sorted(best.values(), key=lambda item: item[0])]
+    return [envelope for _rank, envelope in sorted(best.values(), key=lambda item: item[0][1:])]
 
 
 def is_newer(message: Message, than: Message) -> bool:
@@ -166,13 +178,17 @@ class Query:
     A message matches when its kind is in ``kinds``, its signer is in
     ``authors`` (``None``: anyone), its workload is in ``workload_ids``
     (``None``: any; heartbeats carry no workload and are not filtered by it)
-    and its author timestamp is at least ``since`` (``None``: any age).
+    and its author timestamp is at least ``since`` and at most ``until``
+    (``None``: no bound). The node sets ``until`` to ``now +
+    max_clock_skew`` on its reads, so future-dated versions never mask
+    genuine ones (failure mode 18).
     """
 
     kinds: frozenset[str] = attrs.field(default=MESSAGE_KINDS, converter=_kinds)
     authors: frozenset[str] | None = attrs.field(default=None, converter=_optional_set)
     workload_ids: frozenset[str] | None = attrs.field(default=None, converter=_optional_set)
     since: float | None = None
+    until: float | None = None
 
     def matches(self, signer: str, message: Message) -> bool:
         """Whether a message signed by ``signer`` matches this query."""
@@ -186,7 +202,10 @@ class Query:
             and message.workload_id not in self.workload_ids
         ):
             return False
-        return self.since is None or message_timestamp(message) >= self.since
+        stamp = message_timestamp(message)
+        if self.until is not None and stamp > self.until:
+            return False
+        return self.since is None or stamp >= self.since
 
 
 @attrs.frozen
@@ -277,6 +296,16 @@ class RelayTransport(Protocol):
         """This provider's own identity, in canonical form. Never raises."""
         ...
 
+    @property
+    def relay_count(self) -> int:
+        """How many relays this transport writes to and reads from (``N``).
+
+        The node refuses a :class:`~standby.Timing` whose ``relay_count``
+        differs, since its quorums are computed for ``N`` relays. A
+        linearizable store (one etcd cluster, one Redis) counts as one relay.
+        """
+        ...
+
     def canonical(self, identity: str) -> str:
         """The canonical form of ``identity`` (for Nostr: lowercase hex of ``npub1...``).
 
@@ -355,13 +384,40 @@ class AtomicClaims(Protocol):
         ...
 
 
+@attrs.frozen
+class RunningWorkload:
+    """One workload a runtime runs, as :meth:`ContainerRuntime.list` reports it.
+
+    ``lease_end`` is the wall-clock instant (Unix seconds) after which the
+    runtime stops it on its own; ``handle`` is what :meth:`ContainerRuntime.spawn`
+    returned (or an equal value rebuilt from the runtime's own records).
+    """
+
+    workload_id: str
+    fencing_token: int
+    handle: Any = attrs.field(eq=False)
+    lease_end: float
+
+
 @runtime_checkable
 class ContainerRuntime(Protocol):
-    """How a provider runs the workload's container.
+    """How a provider runs the workload's container, bounded by a lease.
 
     Handles are opaque to the node: it keeps what :meth:`spawn` returned and
-    passes it back.
+    passes it back. Every workload runs under a **lease end**, a wall-clock
+    instant (Unix seconds) after which it must not run. The runtime enforces
+    it with something that does not share the node's fate (a supervisor
+    process, the engine's own deadline), so a node that is killed or frozen
+    never leaves a workload running past its lease (``SAFETY.md``, guarantee
+    4): the workload is stopped no later than ``lease_end + stop_grace``.
+    The node refuses a runtime whose ``stop_grace`` exceeds its timing's
+    ``fence_grace``.
     """
+
+    @property
+    def stop_grace(self) -> float:
+        """Seconds after a lease end by which the workload is stopped, at most."""
+        ...
 
     async def spawn(
         self,
@@ -369,16 +425,30 @@ class ContainerRuntime(Protocol):
         *,
         workload_id: str,
         fencing_token: int,
+        lease_end: float,
         restore_from: str | None = None,
     ) -> Any:
         """Start the workload and return a handle once it runs.
 
-        The runtime must hand ``fencing_token`` to the workload (so storage
-        that rejects lower tokens can fence a stale writer) and, when given,
-        restore state from ``restore_from``. Not idempotent: every call starts
-        a container. Raises :class:`~standby.SpawnError` when the container
-        could not be started. When cancelled it must leave no running
-        container behind.
+        The runtime must hand ``fencing_token``, ``workload_id`` and the
+        current lease end to the workload (so storage that rejects lower
+        tokens can fence a stale writer, and a cooperative workload can stop
+        by itself) and, when given, restore state from ``restore_from``. It
+        stops the workload at ``lease_end`` unless :meth:`renew` extends it.
+        Not idempotent: every call starts a container. Raises
+        :class:`~standby.SpawnError` when the container could not be started
+        (a bad spec, a missing executable or image, a lease end already
+        past). When cancelled it must leave no running container behind.
+        """
+        ...
+
+    async def renew(self, handle: Any, lease_end: float) -> None:
+        """Move the workload's lease end to ``lease_end`` if that is later.
+
+        An earlier or equal ``lease_end`` is ignored (a lease never shrinks
+        through renewal). Renewing a stopped or absent workload does nothing.
+        Raises :class:`~standby.RuntimeFailure` when the runtime cannot be
+        told; the old bound then still holds.
         """
         ...
 
@@ -398,10 +468,32 @@ class ContainerRuntime(Protocol):
         """
         ...
 
+    async def list(self) -> Sequence[RunningWorkload]:
+        """Every workload this runtime runs now for this provider.
+
+        Works from a fresh runtime object too (after the node process
+        restarted), so a node can adopt or stop what its previous incarnation
+        left running. Read-only. Raises :class:`~standby.RuntimeFailure` when
+        the runtime cannot be asked.
+        """
+        ...
+
 
 @runtime_checkable
 class SlotStore(Protocol):
-    """Where the table of reserved slots survives a restart."""
+    """Where the node's state survives a restart.
+
+    The node saves and loads its whole state (:class:`~standby.NodeState`:
+    slots, promotion intents, primary records) through :meth:`save_state`
+    and :meth:`load_state`; :meth:`load` and :meth:`save` are the slot-table
+    view of the same store, for hosts and tools.
+
+    Durability is what the safety of a restart rests on: once
+    :meth:`save_state` returns, the state must survive a crash of the
+    process (and of the host, for a disk store). A store that acknowledges
+    before its write is durable lets a restarted node promote twice into one
+    epoch (failure mode 15).
+    """
 
     async def load(self) -> Sequence[StandbySlot[Any]]:
         """Every slot saved last time (possibly expired ones: the node drops them).
@@ -413,7 +505,7 @@ class SlotStore(Protocol):
         ...
 
     async def save(self, slots: Sequence[StandbySlot[Any]]) -> Sequence[str]:
-        """Replace the saved table with ``slots``, atomically.
+        """Replace the saved slot table with ``slots``, atomically (the rest stays).
 
         After a crash at any point, :meth:`load` returns either the old table
         or the new one. Returns the workload ids of the slots it chose not to
@@ -421,5 +513,21 @@ class SlotStore(Protocol):
         empty when every slot was written. Raises :class:`~standby.StoreError`
         on failure. Idempotent. When cancelled, the saved table is the old or
         the new one.
+        """
+        ...
+
+    async def load_state(self) -> NodeState[Any]:
+        """The whole state saved last time; an empty state when nothing was saved.
+
+        Raises :class:`~standby.StoreError` like :meth:`load`.
+        """
+        ...
+
+    async def save_state(self, state: NodeState[Any]) -> Sequence[str]:
+        """Replace the whole saved state with ``state``, atomically and durably.
+
+        Returns what :meth:`save` returns. When it returns, the state
+        survives a crash. Raises :class:`~standby.StoreError` on failure; when
+        cancelled, the saved state is the old or the new one.
         """
         ...

@@ -2,7 +2,11 @@
 
 File layout (UTF-8 JSON)::
 
-    {"format": "standby.slots", "version": 1, "slots": [<slot>, ...]}
+    {"format": "standby.slots", "version": 2, "slots": [<slot>, ...],
+     "intents": [<intent>, ...], "primaries": [<primary>, ...]}
+
+Version 1 files (slots only) are read as a state with no intents and no
+primaries; the next save writes version 2.
 
 Each ``<slot>`` is the slot's wire body (:meth:`standby.wire.Codec.to_dict`),
 or ``{"sealed": "<base64>"}`` for a slot whose spec holds a secret, sealed by
@@ -39,6 +43,15 @@ from typing_extensions import Protocol, runtime_checkable
 
 from ._errors import StoreError
 from ._models import StandbySlot
+from ._state import (
+    NodeState,
+    PrimaryRecord,
+    PromotionIntent,
+    intent_from_json,
+    intent_to_json,
+    primary_from_json,
+    primary_to_json,
+)
 from .wire import Codec
 
 __all__ = [
@@ -54,7 +67,7 @@ SpecT = TypeVar("SpecT")
 #: The ``format`` marker of a slot file.
 FORMAT: Final = "standby.slots"
 #: The file layout version this store reads and writes.
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 
 _log = logging.getLogger("standby.store")
 
@@ -179,6 +192,8 @@ class JsonFileStore(Generic[SpecT]):
         self.sealer = sealer
         self.offload = offload
         self._memory_only: dict[str, StandbySlot[SpecT]] = {}
+        self._intents: tuple[PromotionIntent, ...] = ()
+        self._primaries: tuple[PrimaryRecord, ...] = ()
         self._warned: set[str] = set()
         self._lock: anyio.Lock | None = None
 
@@ -217,6 +232,18 @@ class JsonFileStore(Generic[SpecT]):
 
     def load_sync(self) -> list[StandbySlot[SpecT]]:
         """Blocking version of :meth:`load` (without the expiry filter)."""
+        return list(self.load_state_sync().slots)
+
+    async def load_state(self) -> NodeState[SpecT]:
+        """Read the whole saved node state (slots, promotion intents, primaries).
+
+        Raises :class:`~standby.StoreError` like :meth:`load`.
+        """
+        state: NodeState[SpecT] = await self._run(self.load_state_sync)
+        return state
+
+    def load_state_sync(self) -> NodeState[SpecT]:
+        """Blocking version of :meth:`load_state`."""
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -224,14 +251,20 @@ class JsonFileStore(Generic[SpecT]):
         except OSError as exc:
             raise StoreError(f"cannot read slot file {self.path}: {exc}") from exc
         slots: dict[str, StandbySlot[SpecT]] = {}
+        intents: tuple[PromotionIntent, ...] = ()
+        primaries: tuple[PrimaryRecord, ...] = ()
         if data is not None:
-            for slot in self._parse(data):
+            parsed, intents, primaries = self._parse(data)
+            for slot in parsed:
                 slots[slot.workload_id] = slot
+            self._intents, self._primaries = intents, primaries
         for workload_id, slot in self._memory_only.items():
             slots.setdefault(workload_id, slot)
-        return list(slots.values())
+        return NodeState(tuple(slots.values()), intents, primaries)
 
-    def _parse(self, data: bytes) -> list[StandbySlot[SpecT]]:
+    def _parse(
+        self, data: bytes
+    ) -> tuple[list[StandbySlot[SpecT]], tuple[PromotionIntent, ...], tuple[PrimaryRecord, ...]]:
         try:
             document = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -259,7 +292,17 @@ class JsonFileStore(Generic[SpecT]):
             except Exception as exc:
                 raise self._corrupt(f"slot #{position}: {exc}") from exc
             slots.append(slot)
-        return slots
+        # Version 1 held slots only: it migrates to a state without intents.
+        raw_intents = document.get("intents", []) if version >= 2 else []
+        raw_primaries = document.get("primaries", []) if version >= 2 else []
+        if not isinstance(raw_intents, list) or not isinstance(raw_primaries, list):
+            raise self._corrupt("`intents` or `primaries` is not a list")
+        try:
+            intents = tuple(intent_from_json(e, i) for i, e in enumerate(raw_intents))
+            primaries = tuple(primary_from_json(e, i) for i, e in enumerate(raw_primaries))
+        except StoreError as exc:
+            raise self._corrupt(str(exc)) from exc
+        return slots, intents, primaries
 
     def _unseal(self, position: int, blob: object) -> StandbySlot[SpecT]:
         if self.sealer is None:
@@ -320,8 +363,29 @@ class JsonFileStore(Generic[SpecT]):
         withheld: list[str] = await self._run(lambda: self.save_sync(snapshot))
         return withheld
 
+    async def save_state(self, state: NodeState[SpecT]) -> list[str]:
+        """Replace the whole saved node state with ``state``, atomically.
+
+        Returns what :meth:`save` returns; raises :class:`~standby.StoreError`
+        when the file cannot be written (the old one is then intact).
+        """
+        withheld: list[str] = await self._run(lambda: self.save_state_sync(state))
+        return withheld
+
+    def save_state_sync(self, state: NodeState[SpecT]) -> list[str]:
+        """Blocking version of :meth:`save_state`."""
+        return self._write(state.slots, state.intents, state.primaries)
+
     def save_sync(self, slots: Iterable[StandbySlot[SpecT]]) -> list[str]:
-        """Blocking version of :meth:`save`."""
+        """Blocking version of :meth:`save` (intents and primaries are kept as they were)."""
+        return self._write(slots, self._intents, self._primaries)
+
+    def _write(
+        self,
+        slots: Iterable[StandbySlot[SpecT]],
+        intents: tuple[PromotionIntent, ...],
+        primaries: tuple[PrimaryRecord, ...],
+    ) -> list[str]:
         entries: list[Any] = []
         memory_only: dict[str, StandbySlot[SpecT]] = {}
         for slot in slots:
@@ -341,12 +405,19 @@ class JsonFileStore(Generic[SpecT]):
                 raise
             except Exception as exc:
                 raise StoreError(f"cannot encode slot {slot.workload_id!r}: {exc}") from exc
-        document = {"format": FORMAT, "version": FORMAT_VERSION, "slots": entries}
+        document = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "slots": entries,
+            "intents": [intent_to_json(i) for i in intents],
+            "primaries": [primary_to_json(p) for p in primaries],
+        }
         try:
             data = json.dumps(document, sort_keys=True, indent=1, allow_nan=False).encode("utf-8")
         except ValueError as exc:
             raise StoreError(f"cannot encode the slot table: {exc}") from exc
         _atomic_write(self.path, data)
+        self._intents, self._primaries = tuple(intents), tuple(primaries)
         self._memory_only = memory_only
         for workload_id in sorted(set(memory_only) - self._warned):
             _log.warning(

@@ -13,7 +13,7 @@ run it on trio's ``MockClock``::
 
     node = StandbyNode(
         transport=network.transport("alice"),
-        runtime=MemoryRuntime("alice"),
+        runtime=MemoryRuntime("alice", wall_clock=lambda: EPOCH + anyio.current_time()),
         store=JsonFileStore(path),
         timing=Timing(),
         wall_clock=lambda: EPOCH + anyio.current_time(),

@@ -149,6 +149,10 @@ class _Wrapped:
     def identity(self) -> str:
         return self.inner.identity
 
+    @property
+    def relay_count(self) -> int:
+        return int(self.inner.relay_count)
+
     def canonical(self, identity: str) -> str:
         return self.inner.canonical(identity)
 

@@ -5,6 +5,8 @@ All tests run on trio's virtual clock (see ``conftest.py``).
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import attrs
 import pytest
@@ -351,7 +353,9 @@ async def test_compare_and_set_fails_when_claim_store_unreachable() -> None:
 
 async def test_runtime_records_spawn_latency_and_stop() -> None:
     runtime = MemoryRuntime("alice", spawn_latency=2.0)
-    handle = await runtime.spawn({"image": "x"}, workload_id="w1", fencing_token=7)
+    handle = await runtime.spawn(
+        {"image": "x"}, workload_id="w1", fencing_token=7, lease_end=math.inf
+    )
     assert await runtime.status(handle) == "running"
     assert [(e.kind, e.at, e.fencing_token) for e in runtime.events] == [
         ("spawn", 0.0, 7),
@@ -368,10 +372,10 @@ async def test_runtime_records_spawn_latency_and_stop() -> None:
 async def test_runtime_injected_failures_and_exits() -> None:
     runtime = MemoryRuntime("alice")
     runtime.fail_spawns(1, workload_id="w2", error="no capacity")
-    handle = await runtime.spawn(None, workload_id="w1", fencing_token=1)
+    handle = await runtime.spawn(None, workload_id="w1", fencing_token=1, lease_end=math.inf)
     with pytest.raises(SpawnError, match="no capacity"):
-        await runtime.spawn(None, workload_id="w2", fencing_token=1)
-    await runtime.spawn(None, workload_id="w2", fencing_token=2)
+        await runtime.spawn(None, workload_id="w2", fencing_token=1, lease_end=math.inf)
+    await runtime.spawn(None, workload_id="w2", fencing_token=2, lease_end=math.inf)
     assert runtime.exit("w1", "oom") == 1
     assert await runtime.status(handle) == "stopped"
     assert runtime.crash() == 1
@@ -381,7 +385,7 @@ async def test_runtime_injected_failures_and_exits() -> None:
 async def test_cancelled_spawn_leaves_nothing_running() -> None:
     runtime = MemoryRuntime("alice", spawn_latency=10.0)
     with anyio.move_on_after(1.0):
-        await runtime.spawn(None, workload_id="w1", fencing_token=1)
+        await runtime.spawn(None, workload_id="w1", fencing_token=1, lease_end=math.inf)
     assert runtime.running() == []
     assert [e.kind for e in runtime.events] == ["spawn", "spawn-cancelled"]
 
@@ -390,14 +394,16 @@ async def test_shared_record_detects_overlap_across_hosts() -> None:
     record = RuntimeRecord()
     alice = MemoryRuntime("alice", record=record)
     bob = MemoryRuntime("bob", record=record)
-    first = await alice.spawn(None, workload_id="w1", fencing_token=1)
+    first = await alice.spawn(None, workload_id="w1", fencing_token=1, lease_end=math.inf)
     await anyio.sleep(5)
     await alice.stop(first)
-    await bob.spawn(None, workload_id="w1", fencing_token=2)  # starts as the other stops
+    await bob.spawn(
+        None, workload_id="w1", fencing_token=2, lease_end=math.inf
+    )  # starts as the other stops
     assert record.max_concurrent("w1") == 1
     assert record.overlaps("w1") == []
     await anyio.sleep(5)
-    await alice.spawn(None, workload_id="w1", fencing_token=3)
+    await alice.spawn(None, workload_id="w1", fencing_token=3, lease_end=math.inf)
     assert record.max_concurrent("w1") == 2
     [(x, y)] = record.overlaps("w1")
     assert (x.host, y.host) == ("bob", "alice")
@@ -410,7 +416,7 @@ async def test_shared_record_detects_overlap_across_hosts() -> None:
 
 async def test_runtime_rejects_foreign_handles() -> None:
     alice, bob = MemoryRuntime("alice"), MemoryRuntime("bob")
-    handle = await alice.spawn(None, workload_id="w1", fencing_token=1)
+    handle = await alice.spawn(None, workload_id="w1", fencing_token=1, lease_end=math.inf)
     with pytest.raises(Exception, match="not a handle of this runtime"):
         await bob.stop(handle)
 

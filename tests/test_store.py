@@ -86,7 +86,8 @@ async def test_file_is_versioned(tmp_path: Path) -> None:
     await JsonFileStore(path).save([make_slot(spec={"image": "app"})])
     document = json.loads(path.read_text())
     assert document["format"] == FORMAT == "standby.slots"
-    assert document["version"] == FORMAT_VERSION == 1
+    assert document["version"] == FORMAT_VERSION == 2
+    assert (document["intents"], document["primaries"]) == ([], [])
     [body] = document["slots"]
     assert (body["workload_id"], body["version"], body["spec"]) == ("w1", 1, {"image": "app"})
 
@@ -219,8 +220,8 @@ async def test_every_kind_of_corruption_is_a_store_error(
 
 async def test_newer_format_is_refused_and_left_in_place(tmp_path: Path) -> None:
     path = tmp_path / "slots.json"
-    path.write_text('{"format": "standby.slots", "version": 2, "slots": []}')
-    with pytest.raises(StoreError, match="format version 2"):
+    path.write_text('{"format": "standby.slots", "version": 3, "slots": []}')
+    with pytest.raises(StoreError, match="format version 3"):
         await JsonFileStore(path).load()
     assert files(tmp_path) == ["slots.json"]
 

@@ -401,6 +401,11 @@ class NostrTransport:
         return self.keys.public_key
 
     @property
+    def relay_count(self) -> int:
+        """How many relays this transport writes to and reads from."""
+        return len(self.relays)
+
+    @property
     def npub(self) -> str:
         """This provider's public key as ``npub1...``."""
         return self.keys.npub

@@ -775,6 +775,11 @@ async def check_relay_transport(
 # =========================================================================== container runtimes
 
 
+def _far_lease() -> float:
+    """A lease end an hour ahead of the wall clock: no check here runs into it."""
+    return time.time() + 3600.0
+
+
 async def _bounded(harness: RuntimeHarness, call: Awaitable[Any]) -> Any:
     with anyio.fail_after(harness.timeout):
         return await call
@@ -786,7 +791,10 @@ async def _check_lifecycle(harness: RuntimeHarness) -> None:
     workload = _unique("run")
     token = fencing_token(5, 2)
     handle = await _bounded(
-        harness, runtime.spawn(harness.spec, workload_id=workload, fencing_token=token)
+        harness,
+        runtime.spawn(
+            harness.spec, workload_id=workload, fencing_token=token, lease_end=_far_lease()
+        ),
     )
     try:
         status = await _bounded(harness, runtime.status(handle))
@@ -821,7 +829,11 @@ async def _check_restore(harness: RuntimeHarness) -> None:
     handle = await _bounded(
         harness,
         runtime.spawn(
-            harness.spec, workload_id=_unique("restore"), fencing_token=1, restore_from=uri
+            harness.spec,
+            workload_id=_unique("restore"),
+            fencing_token=1,
+            lease_end=_far_lease(),
+            restore_from=uri,
         ),
     )
     try:
@@ -837,11 +849,15 @@ async def _check_not_idempotent(harness: RuntimeHarness) -> None:
     runtime = harness.runtime
     workload = _unique("twice")
     first = await _bounded(
-        harness, runtime.spawn(harness.spec, workload_id=workload, fencing_token=1)
+        harness,
+        runtime.spawn(harness.spec, workload_id=workload, fencing_token=1, lease_end=_far_lease()),
     )
     try:
         second = await _bounded(
-            harness, runtime.spawn(harness.spec, workload_id=workload, fencing_token=2)
+            harness,
+            runtime.spawn(
+                harness.spec, workload_id=workload, fencing_token=2, lease_end=_far_lease()
+            ),
         )
         try:
             if first == second:
@@ -867,7 +883,10 @@ async def _check_spawn_failure(harness: RuntimeHarness) -> None:
     workload = _unique("fail")
     spec = harness.failing_spec()
     try:
-        handle = await _bounded(harness, runtime.spawn(spec, workload_id=workload, fencing_token=1))
+        handle = await _bounded(
+            harness,
+            runtime.spawn(spec, workload_id=workload, fencing_token=1, lease_end=_far_lease()),
+        )
     except SpawnError as exc:
         if exc.workload_id not in (None, workload):
             raise _fail(
@@ -894,7 +913,9 @@ async def _check_cancelled_spawn(harness: RuntimeHarness) -> None:
     before = await harness.running_count()
     spec = harness.slow_spec()
     with anyio.move_on_after(0.05) as scope:
-        handle = await runtime.spawn(spec, workload_id=_unique("cancel"), fencing_token=1)
+        handle = await runtime.spawn(
+            spec, workload_id=_unique("cancel"), fencing_token=1, lease_end=_far_lease()
+        )
     if not scope.cancelled_caught:
         await _bounded(harness, runtime.stop(handle))
         raise _fail(check, "slow_spec() must give a spawn slower than 0.05s")
