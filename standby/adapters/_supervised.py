@@ -37,7 +37,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -145,6 +145,16 @@ def _proc_state(pid: int) -> str | None:
     return text[text.rfind(")") + 2 :].split(" ", 1)[0]
 
 
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def supervisor_alive(run: Run, run_dir: Path) -> bool:
     """Whether the supervisor of ``run`` still lives (and is really ours)."""
     if run.supervisor_pid <= 1:
@@ -241,12 +251,15 @@ class Supervision:
         fencing_token: int,
         lease_end: float,
         payload: Mapping[str, Any],
+        cleanup: Callable[[], Awaitable[None]] | None = None,
     ) -> Run:
         """Start a supervisor for a new run; return once the workload runs.
 
         Raises :class:`SpawnError` with the supervisor's reason when the
         workload could not be started. Cancelled midway, it stops whatever
-        already started before it re-raises.
+        already started before it re-raises; ``cleanup`` then removes what
+        the supervisor may have left outside the run directory (a created
+        container).
         """
         launch = {
             "version": 1,
@@ -273,11 +286,11 @@ class Supervision:
             report = await self._start_supervisor(run_dir)
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await self._abort(run_id)
+                await self._abort(run_id, cleanup)
             raise
         if not report.get("ok"):
             with anyio.CancelScope(shield=True):
-                await self._abort(run_id)
+                await self._abort(run_id, cleanup)
             raise SpawnError(
                 f"cannot start workload {workload_id!r}: {report.get('error', 'unknown error')}",
                 workload_id=workload_id,
@@ -309,6 +322,11 @@ class Supervision:
                     process.kill()
                     await process.wait()
                 await process.aclose()
+                # The supervisor finishes what it started (it stops it at
+                # once: it got the SIGTERM too) before the run is dropped.
+                with anyio.move_on_after(self.stop_grace + 35.0):
+                    while _group_exists(process.pid):  # noqa: ASYNC110 - polls the OS
+                        await anyio.sleep(0.01)
             raise
         await process.aclose()
         text = b"".join(chunks).decode(errors="replace").strip()
@@ -319,11 +337,15 @@ class Supervision:
             return {"ok": False, "error": f"the supervisor failed to start: {log_tail.strip()}"}
         return report if isinstance(report, dict) else {"ok": False, "error": repr(report)}
 
-    async def _abort(self, run_id: str) -> None:
+    async def _abort(
+        self, run_id: str, cleanup: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """A start that failed or was cancelled: stop what may run, drop the directory."""
         run = await anyio.to_thread.run_sync(self.read_run, run_id)
         if run is not None:
             await self.stop_supervisor(run)
+        if cleanup is not None:
+            await cleanup()
         await anyio.to_thread.run_sync(self._forget_sync, run_id)
 
     # ------------------------------------------------------------------ state

@@ -157,6 +157,7 @@ class _Supervisor:
     def _cli(self, *args: str, timeout: float = _CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*self.launch["cli"], *args],
+            env=self.launch.get("cli_env"),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -168,15 +169,27 @@ class _Supervisor:
         done = self._cli(*self.launch["run_args"])
         if done.returncode != 0:
             message = (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
+            # A failed start may leave a created container behind.
+            self._cli("rm", "--force", "--ignore", str(self.launch["container_name"]))
             raise _StartFailed(message)
         self.container = done.stdout.strip().splitlines()[-1]
+        # The guard waits for the container; should this supervisor die (even
+        # of SIGKILL) the kernel sends the guard SIGTERM and it kills the
+        # container.
+        guard = [sys.executable, "-I", os.path.abspath(__file__), "--guard"]
         self.waiter = subprocess.Popen(
-            [*self.launch["cli"], "wait", self.container],
+            [*guard, self.run_dir, self.container],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=lambda: _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL)),  # noqa: PLW1509
+            stdout=subprocess.PIPE,
+            preexec_fn=_guard_setup,  # noqa: PLW1509 - the supervisor has one thread
         )
+        # Ready only once the guard can act on the death signal.
+        assert self.waiter.stdout is not None
+        line = self.waiter.stdout.readline()
+        self.waiter.stdout.close()
+        if line.strip() != b"guarding":
+            self._cli("rm", "--force", self.container)
+            raise _StartFailed(f"the container's guard did not start ({line!r})")
         return {"container_id": self.container}
 
     # ------------------------------------------------------------------ run
@@ -282,15 +295,80 @@ class _Supervisor:
             if not self._until(exited, time.monotonic() + self.kill_after):
                 self._cli("kill", "--signal", "KILL", self.container)
                 self._until(exited, time.monotonic() + 10.0)
-        inspect = self._cli("inspect", "--format", "{{.State.ExitCode}}", self.container)
         self._cli("rm", "--force", self.container)
         if self.waiter is not None and self.waiter.poll() is None:
             self.waiter.kill()
             self.waiter.wait()
-        try:
-            return int(inspect.stdout.strip())
-        except ValueError:
-            return None
+        # The guard exits with the container's exit status (or 0 when it
+        # could not tell).
+        return None if self.waiter is None else self.waiter.returncode
+
+
+def _guard_setup() -> None:  # pragma: no cover - runs in the forked child
+    os.setpgid(0, 0)
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+def _guard(run_dir: str, container: str) -> int:
+    """Wait for ``container`` to exit; kill it at once if the supervisor dies first.
+
+    Started by the supervisor with ``SIGTERM`` as its parent death signal:
+    a ``SIGTERM`` here means the supervisor is gone (or is stopping
+    everything), so the container must not outlive it.
+    """
+    wake_read, wake_write = os.pipe()
+    for fd in (wake_read, wake_write):
+        os.set_blocking(fd, False)
+    signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, _on_stop)
+    signal.signal(signal.SIGCHLD, _on_child)
+    with open(os.path.join(run_dir, "launch.json"), encoding="utf-8") as source:
+        launch = json.load(source)
+    cli, env = list(launch["cli"]), launch.get("cli_env")
+    waiter = subprocess.Popen(
+        [*cli, "wait", container],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL)),  # noqa: PLW1509
+    )
+    with contextlib.suppress(OSError):
+        os.write(1, b"guarding\n")
+        os.close(1)
+    while waiter.poll() is None and not _stop_requested:
+        with contextlib.suppress(InterruptedError):
+            ready, _, _ = select.select([wake_read], [], [], _MAX_NAP)
+            if ready:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_read, 512):
+                        pass
+    if waiter.poll() is not None:
+        assert waiter.stdout is not None
+        words = waiter.stdout.read().split()
+        waiter.stdout.close()
+        return int(words[-1]) & 0xFF if words and words[-1].lstrip(b"-").isdigit() else 0
+    for command in (["kill", "--signal", "KILL", container], ["rm", "--force", container]):
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run(
+                [*cli, *command],
+                env=env,
+                capture_output=True,
+                timeout=_CLI_TIMEOUT,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+    waiter.kill()
+    waiter.communicate()
+    exit_file = os.path.join(run_dir, "exit.json")
+    if not os.path.exists(exit_file):
+        with contextlib.suppress(OSError):
+            _write_json(
+                exit_file,
+                {"reason": "supervisor-died", "returncode": None, "ended_at": time.time()},
+            )
+    return 0
 
 
 class _StartFailed(Exception):
@@ -375,9 +453,11 @@ def _supervise(run_dir: str, write_end: int) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: ``_supervisor.py RUN_DIR``."""
+    """Entry point: ``_supervisor.py RUN_DIR`` (or ``--guard RUN_DIR CONTAINER``)."""
+    if len(argv) == 4 and argv[1] == "--guard":
+        return _guard(argv[2], argv[3])
     if len(argv) != 2:
-        sys.stderr.write("usage: _supervisor.py RUN_DIR\n")
+        sys.stderr.write("usage: _supervisor.py RUN_DIR | --guard RUN_DIR CONTAINER\n")
         return 2
     run_dir = argv[1]
     read_end, write_end = os.pipe()
