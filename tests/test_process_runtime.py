@@ -266,6 +266,8 @@ async def test_a_workload_dies_with_its_killed_supervisor(state_dir: Path) -> No
     assert await runtime.status(handle) == "stopped"
     assert await runtime.list() == []
     await runtime.stop(handle)
+    assert await runtime.status(handle) == "stopped"
+    assert await runtime.prune(older_than=0) == 1
     assert await runtime.status(handle) == "absent"
 
 

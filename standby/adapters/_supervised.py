@@ -459,6 +459,45 @@ class Supervision:
             delay = min(delay * 2, 0.05)
         return True
 
+    def _mark_ended_sync(self, run_id: str, reason: str) -> None:
+        exit_file = self.run_dir(run_id) / "exit.json"
+        if exit_file.exists() or not self.run_dir(run_id).is_dir():
+            return
+        record = {"reason": reason, "returncode": None, "ended_at": time.time()}
+        with contextlib.suppress(OSError):
+            _write_text_atomic(exit_file, json.dumps(record))
+
+    async def mark_ended(self, run_id: str, reason: str) -> None:
+        """Record that a run ended (when its supervisor could not: it was gone)."""
+        await anyio.to_thread.run_sync(self._mark_ended_sync, run_id, reason)
+
+    def _prune_sync(self, older_than: float) -> int:
+        horizon = time.time() - older_than
+        removed = 0
+        try:
+            entries = list(self.state_dir.iterdir())
+        except OSError:
+            return 0
+        for entry in entries:
+            run = self.read_run(entry.name)
+            if run is None or run.provider != self.provider:
+                continue
+            ended = self.ended(run.run_id)
+            if ended is None:
+                if self.alive(run):
+                    continue
+                when = (entry / "record.json").stat().st_mtime
+            else:
+                when = float(ended.get("ended_at", 0.0))
+            if when < horizon:
+                self._forget_sync(run.run_id)
+                removed += 1
+        return removed
+
+    async def prune(self, older_than: float) -> int:
+        """Drop this provider's runs that ended before ``now - older_than``."""
+        return await anyio.to_thread.run_sync(self._prune_sync, older_than)
+
     def _forget_sync(self, run_id: str) -> None:
         shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
 

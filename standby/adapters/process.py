@@ -273,12 +273,16 @@ class ProcessRuntime:
         await self._runs.renew(self._check(handle).run_id, lease_end)
 
     async def status(self, handle: Any) -> ContainerStatus:
-        """``running`` while its supervisor lives, ``stopped`` once it ended, else ``absent``."""
+        """``running`` while its supervisor lives, ``stopped`` once ended, ``absent`` if pruned."""
         checked = self._check(handle)
         return await self._runs.state(checked._run(self.provider))
 
     async def stop(self, handle: Any) -> None:
-        """Stop the workload (``SIGTERM``, then ``SIGKILL``) and forget its run (idempotent)."""
+        """Stop the workload (``SIGTERM``, then ``SIGKILL``); idempotent.
+
+        The run directory stays (its status is ``stopped``, its output and
+        exit record remain readable) until :meth:`prune` removes it.
+        """
         checked = self._check(handle)
         run = checked._run(self.provider)
         if not await anyio.to_thread.run_sync(self._runs.run_dir(run.run_id).is_dir):
@@ -287,7 +291,11 @@ class ProcessRuntime:
         # Whatever the supervisor may have left (it was killed, say): the
         # processes that still carry this run's id in their environment.
         await anyio.to_thread.run_sync(_kill_leftovers, run.run_id, checked.pgid)
-        await self._runs.forget(run.run_id)
+        await self._runs.mark_ended(run.run_id, "stopped")
+
+    async def prune(self, older_than: float = 3600.0) -> int:
+        """Remove the directories of runs that ended over ``older_than`` seconds ago; how many."""
+        return await self._runs.prune(older_than)
 
     async def list(self) -> Sequence[RunningWorkload]:
         """Every workload of this provider whose supervisor runs, with its lease end."""
