@@ -34,7 +34,14 @@ import attrs
 import pytest
 from _real import require_program
 
-__all__ = ["IMAGE", "Podman", "podman_fixture"]
+__all__ = [
+    "IMAGE",
+    "Podman",
+    "PodmanUnavailable",
+    "podman_fixture",
+    "private_podman",
+    "remove_private_podman",
+]
 
 IMAGE = "localhost/standby-busybox:test"
 APT = "podman runc busybox-static"
@@ -102,18 +109,17 @@ def busybox_tarball(busybox: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _fail(what: str, done: subprocess.CompletedProcess[str]) -> None:
+class PodmanUnavailable(Exception):
+    """Podman is installed but cannot do what the tests need here (the engine's message)."""
+
+
+def _unavailable(what: str, done: subprocess.CompletedProcess[str]) -> PodmanUnavailable:
     message = (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
-    pytest.fail(f"podman cannot {what} here: {message}", pytrace=False)
+    return PodmanUnavailable(f"podman cannot {what} here: {message}")
 
 
-@pytest.fixture(scope="session", name="podman")
-def podman_fixture() -> Iterator[Podman]:
-    cli = require_program("podman", APT)
-    require_program("runc", APT)
-    busybox = Path(require_program("busybox", APT)).resolve()
-    # A short path: podman puts unix sockets under the run root.
-    base = Path(tempfile.mkdtemp(prefix="sbpod-", dir="/tmp"))
+def private_podman(cli: str, busybox: Path, base: Path) -> Podman:
+    """Configure a podman of our own under ``base`` and import the busybox image into it."""
     conf = base / "containers.conf"
     conf.write_text(CONTAINERS_CONF)
     setup = Podman(
@@ -125,20 +131,40 @@ def podman_fixture() -> Iterator[Podman]:
         root=base / "root",
         runroot=base / "run",
     )
+    tarball = base / "busybox.tar"
+    tarball.write_bytes(busybox_tarball(busybox))
+    done = setup.run("import", str(tarball), IMAGE)
+    if done.returncode != 0:
+        raise _unavailable(f"import a local image ({tarball})", done)
+    done = setup.run(
+        "run", "--rm", "--network", "none", "--pull", "never", IMAGE, "echo", "podman-ok"
+    )
+    if done.returncode != 0 or "podman-ok" not in done.stdout:
+        raise _unavailable("run a container", done)
+    return setup
+
+
+def remove_private_podman(setup: Podman, base: Path) -> None:
+    """Remove every container and image of the private podman, then its directory."""
+    with contextlib.suppress(subprocess.SubprocessError, OSError):
+        setup.run("rm", "--all", "--force", "--time", "0")
+        setup.run("rmi", "--all", "--force")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", name="podman")
+def podman_fixture() -> Iterator[Podman]:
+    cli = require_program("podman", APT)
+    require_program("runc", APT)
+    busybox = Path(require_program("busybox", APT)).resolve()
+    # A short path: podman puts unix sockets under the run root.
+    base = Path(tempfile.mkdtemp(prefix="sbpod-", dir="/tmp"))
     try:
-        tarball = base / "busybox.tar"
-        tarball.write_bytes(busybox_tarball(busybox))
-        done = setup.run("import", str(tarball), IMAGE)
-        if done.returncode != 0:
-            _fail(f"import a local image ({tarball})", done)
-        done = setup.run(
-            "run", "--rm", "--network", "none", "--pull", "never", IMAGE, "echo", "podman-ok"
-        )
-        if done.returncode != 0 or "podman-ok" not in done.stdout:
-            _fail("run a container", done)
+        setup = private_podman(cli, busybox, base)
+    except PodmanUnavailable as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(str(exc), pytrace=False)
+    try:
         yield setup
     finally:
-        with contextlib.suppress(subprocess.SubprocessError, OSError):
-            setup.run("rm", "--all", "--force", "--time", "0")
-            setup.run("rmi", "--all", "--force")
-        shutil.rmtree(base, ignore_errors=True)
+        remove_private_podman(setup, base)

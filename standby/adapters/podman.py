@@ -322,18 +322,26 @@ class PodmanRuntime:
 
     async def list(self) -> Sequence[RunningWorkload]:
         """This provider's running containers (by label), with their current lease ends."""
-        code, out, err = await self._cli(
-            "ps", "--filter", f"label={self._label('provider')}={self.provider}", "--format", "json"
-        )
+        label = f"label={self._label('provider')}={self.provider}"
+        code, out, err = await self._cli("ps", "--quiet", "--no-trunc", "--filter", label)
         if code != 0:
             raise RuntimeFailure(f"cannot list containers: {err}")
+        ids = out.split()
+        if not ids:
+            return []
+        # `inspect` speaks the same JSON in podman and docker (`ps --format`
+        # does not); a container may be gone since `ps`: skip it.
+        code, out, err = await self._cli("container", "inspect", *ids)
         try:
             rows = json.loads(out or "[]")
         except ValueError as exc:
-            raise RuntimeFailure(f"the engine's container list is not JSON: {out[:200]!r}") from exc
+            if code != 0:
+                raise RuntimeFailure(f"cannot inspect containers: {err}") from exc
+            raise RuntimeFailure(f"the engine's inspect output is not JSON: {out[:200]!r}") from exc
         found = []
         for row in rows or []:
-            labels = row.get("Labels") or {}
+            labels = (row.get("Config") or {}).get("Labels") or {}
+            running = (row.get("State") or {}).get("Running")
             try:
                 run_id = str(labels[self._label("run")])
                 workload_id = str(labels[self._label("workload")])
@@ -341,14 +349,15 @@ class PodmanRuntime:
                 initial = float(labels[self._label("lease-end")])
             except (KeyError, ValueError):
                 continue
+            if labels.get(self._label("provider")) != self.provider or not running:
+                continue
             run = await anyio.to_thread.run_sync(self._runs.read_run, run_id)
             lease = await anyio.to_thread.run_sync(self._runs.read_lease, run_id)
-            container = str(row.get("Id") or row.get("ID") or "")
             handle = PodmanHandle(
                 run_id=run_id,
                 workload_id=workload_id,
                 fencing_token=token,
-                container=container,
+                container=str(row.get("Id") or ""),
                 supervisor_pid=0 if run is None else run.supervisor_pid,
                 supervisor_start=None if run is None else run.supervisor_start,
             )
