@@ -55,9 +55,11 @@ def load_example() -> Any:
 
 
 def summary(name: str, values: list[float], unit: str = "ms", scale: float = 1000.0) -> str:
+    digits = 1 if unit == "ms" else 3
     return (
-        f"{name:34} median {statistics.median(values) * scale:8.1f} {unit}"
-        f"   max {max(values) * scale:8.1f} {unit}   (n={len(values)})"
+        f"{name:34} median {statistics.median(values) * scale:8.{digits}f} {unit}"
+        f"   min {min(values) * scale:8.{digits}f} {unit}"
+        f"   max {max(values) * scale:8.{digits}f} {unit}   (n={len(values)})"
     )
 
 

@@ -196,9 +196,18 @@ async def process_harness(state_dir: Path) -> AsyncIterator[RuntimeHarness]:
         assert marked(mark) == [], "a conformance check left a workload running"
 
 
-async def test_process_runtime_passes_the_runtime_suite(state_dir: Path) -> None:
-    report = await check_container_runtime(lambda: process_harness(state_dir))
-    assert report.passed == RUNTIME_CHECKS
+#: The suite's checks that wait for no lease, run on the second backend.
+QUICK = ("lifecycle", "two_spawns", "bad_spec", "cancelled_spawn", "list", "stop_idempotent")
+
+
+async def test_process_runtime_passes_the_runtime_suite(
+    state_dir: Path, anyio_backend: Any
+) -> None:
+    # The whole suite on trio; on asyncio the checks that wait for no lease
+    # (the lease waits are the supervisor's, whatever loop the node runs).
+    only = None if anyio_backend == "trio" else QUICK
+    report = await check_container_runtime(lambda: process_harness(state_dir), only=only)
+    assert set(report.passed) == set(RUNTIME_CHECKS if only is None else QUICK)
     assert report.skipped == ()
 
 
