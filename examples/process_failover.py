@@ -1,6 +1,6 @@
 """Three providers in three OS processes, real Nostr relays, real workload processes.
 
-Run: python examples/process_failover.py [--scenario kill|freeze] [--relays URL,URL,URL]
+Run: python examples/process_failover.py [--scenario kill|freeze|restart] [--relays URL,...]
 
 Without ``--relays`` it starts three local relays itself (needs the
 ``nostr-relay`` program: ``pip install nostr-relay``). Then it starts one
@@ -16,6 +16,10 @@ them one workload, and once the primary runs it:
     ``SIGSTOP`` the primary's node for twice the lease, then ``SIGCONT``.
     The supervisor stops the workload at the lease end while the node is
     frozen; the woken node fences and stays down.
+``restart``
+    ``kill -9`` the primary's node and start it again at once on the same
+    state directory and store: the new node finds the workload still
+    running (``ProcessRuntime.list()``) and adopts it; nobody fails over.
 
 It prints a timeline (node events and the workload runs, read from the
 runtimes' records) and the margin between the old workload's end and the
@@ -42,7 +46,7 @@ from typing import Any
 
 import anyio
 
-from standby import Timing, Topology
+from standby import JsonFileStore, Timing, Topology
 from standby.adapters.nostr import NostrKeys, NostrTransport
 from standby.adapters.process import ProcessRuntime
 from standby.node import SpawnRequest, StandbyNode
@@ -112,8 +116,9 @@ async def run_provider(args: argparse.Namespace) -> None:
     runtime = ProcessRuntime(args.state_dir, provider=args.name, stop_grace=STOP_GRACE)
     async with NostrTransport(args.relays.split(","), me, reconnect_backoff=(0.05, 0.5)) as link:
         await link.wait_connected(timeout=10.0)
+        store: JsonFileStore[Any] = JsonFileStore(Path(args.state_dir).with_suffix(".store.json"))
         async with StandbyNode(
-            transport=link, runtime=runtime, timing=TIMING, on_event=emit
+            transport=link, runtime=runtime, store=store, timing=TIMING, on_event=emit
         ) as node:
             await node.accept(
                 SpawnRequest(
@@ -140,11 +145,17 @@ class Provider:
     """One provider process, started by pid and stopped by pid."""
 
     def __init__(
-        self, name: str, state_dir: Path, relays: Sequence[str], workload: str, seed: str
+        self,
+        name: str,
+        state_dir: Path,
+        relays: Sequence[str],
+        workload: str,
+        seed: str,
+        incarnation: int = 1,
     ) -> None:
         self.name = name
         self.state_dir = state_dir
-        self.log = state_dir.parent / f"{name}.events"
+        self.log = state_dir.parent / f"{name}.{incarnation}.events"
         state_dir.parent.mkdir(parents=True, exist_ok=True)
         root = str(Path(__file__).resolve().parent.parent)
         env = {
@@ -157,6 +168,8 @@ class Provider:
         command += ["--backend", BACKENDS[name]]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(command, stdout=out, env=env)
+        #: The provider's previous incarnations (processes killed before this one).
+        self.earlier: list[Provider] = []
 
     def events(self) -> list[dict[str, Any]]:
         found = []
@@ -234,21 +247,50 @@ def providers(
     finally:
         for provider in started.values():
             provider.stop()
+            for earlier in provider.earlier:
+                earlier.stop()
 
 
 def scenario(
     base: Path, relays: Sequence[str], kind: str, *, seed: str = "demo", workload: str = "job-1"
 ) -> dict[str, Any]:
-    """Run one failover (``kill`` or ``freeze``) and return what happened."""
+    """Run one scenario (``kill``, ``freeze`` or ``restart``) and return what happened.
+
+    ``restart``: ``kill -9`` of the primary's node, then a new node process
+    on the same state directory and store; it must adopt the workload that
+    still runs (no failover, no second copy).
+    """
     with providers(base, relays, seed=seed, workload=workload) as nodes:
         primary = nodes["primary"]
         wait_for(lambda: runs(primary.state_dir), 20.0, "the primary's workload")
         time.sleep(TIMING.heartbeat_interval * 1.5)
         acted_at = time.time()
-        if kind == "kill":
-            primary.signal(signal.SIGKILL)
-        else:
+        if kind == "freeze":
             primary.signal(signal.SIGSTOP)
+        else:
+            primary.signal(signal.SIGKILL)
+        if kind == "restart":
+            primary.process.wait(5)
+            again = Provider("primary", primary.state_dir, relays, workload, seed, incarnation=2)
+            again.earlier = [primary, *primary.earlier]
+            nodes["primary"] = primary = again
+            wait_for(primary.ready, 30.0, "the restarted primary")
+            # Past the old lease end and the standbys' silence wait.
+            until = acted_at + TIMING.silence + TIMING.heartbeat_interval
+            time.sleep(max(0.0, until - time.time()))
+            now = time.time()
+            every = [r for n in NAMES for r in runs(nodes[n].state_dir)]
+            events = [e for n in NAMES for e in nodes[n].events()] + primary.earlier[0].events()
+            every.sort(key=lambda r: r["started_at"])
+            return {
+                "kind": kind,
+                "acted_at": acted_at,
+                "woke_at": None,
+                "runs": every,
+                "events": events,
+                "overlaps": overlaps(every, now),
+                "margin": None,
+            }
 
         def taken_over() -> bool:
             return any(runs(nodes[n].state_dir) for n in ("sb0", "sb1"))
@@ -291,6 +333,7 @@ _SHOWN = {
     "LifecycleChanged",
     "SlotPhaseChanged",
     "AnnouncementPublished",
+    "Reconciled",
 }
 
 
@@ -298,8 +341,10 @@ def timeline(result: dict[str, Any]) -> list[str]:
     """The scenario as readable lines, times relative to the signal."""
     zero = result["acted_at"]
     rows: list[tuple[float, str]] = []
-    verb = "kill -9" if result["kind"] == "kill" else "SIGSTOP"
+    verb = "SIGSTOP" if result["kind"] == "freeze" else "kill -9"
     rows.append((zero, f"{'coordinator':11} {verb} of the primary's node"))
+    if result["kind"] == "restart":
+        rows.append((zero, f"{'coordinator':11} restarts the primary's node"))
     if result["woke_at"] is not None:
         rows.append((result["woke_at"], f"{'coordinator':11} SIGCONT of the primary's node"))
     rows.extend(
@@ -402,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     one.add_argument("--seed", default="demo")
     one.add_argument("--expires-at", type=float, required=True)
     one.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    parser.add_argument("--scenario", choices=("kill", "freeze"), default="kill")
+    parser.add_argument("--scenario", choices=("kill", "freeze", "restart"), default="kill")
     parser.add_argument("--relays", help="comma-separated relay URLs (default: start three)")
     args = parser.parse_args(argv)
     if args.command == "provider":
@@ -419,7 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result["margin"] is not None:
         print(f"old workload gone {result['margin']:.2f}s before the new one started")
     print("two workloads at once:", "never" if not result["overlaps"] else result["overlaps"])
-    return 0 if not result["overlaps"] and result["margin"] is not None else 1
+    took_over = result["margin"] is not None
+    return 0 if not result["overlaps"] and (took_over or args.scenario == "restart") else 1
 
 
 if __name__ == "__main__":

@@ -89,3 +89,18 @@ def test_sigstop_of_the_primary_node_its_supervisor_stops_the_workload_at_lease_
     assert [r["provider"] for r in result["runs"]].count("primary") == 1
     assert result["overlaps"] == []
     record_property("margin_after_sigstop", round(result["margin"], 3))
+
+
+def test_a_restarted_primary_node_adopts_the_workload_its_supervisor_kept(
+    relays: RelayCluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    result = run("restart", relays, tmp_path)
+    (only,) = result["runs"]
+    # The one workload ran on: the new node process found it through a fresh
+    # ProcessRuntime's list() and renewed its lease past the old end.
+    assert (only["provider"], only["token"], only["ended_at"]) == ("primary", 0, None)
+    assert only["lease_end"] > result["acted_at"] + failover.TIMING.lease
+    reconciled = [e.get("text", "") for e in result["events"] if e["event"] == "Reconciled"]
+    assert reconciled == ["action=adopted epoch=0 fencing_token=0 reason=lease still valid"]
+    assert result["overlaps"] == []
