@@ -67,10 +67,12 @@ from ._protocols import (
     Query,
     QueryResult,
     RelayTransport,
+    RunningWorkload,
     SlotStore,
     Subscription,
 )
 from ._roles import NotAddressed, Primary, Role, Standby
+from ._state import NodeState, PrimaryRecord, PromotionIntent
 from ._store import JsonFileStore, Sealer
 from ._timing import Timing
 
@@ -102,6 +104,7 @@ __all__ = [
     "Message",
     "Never",
     "NodeError",
+    "NodeState",
     "NodeStatus",
     "NotAddressed",
     "NotAddressedError",
@@ -109,10 +112,12 @@ __all__ = [
     "Phase",
     "Primary",
     "PrimaryChanged",
+    "PrimaryRecord",
     "PrimaryStatus",
     "Promoted",
     "PromotionAnnouncement",
     "PromotionClaim",
+    "PromotionIntent",
     "PublishClaim",
     "PublishResult",
     "PublishRevocation",
@@ -125,6 +130,7 @@ __all__ = [
     "RelayTransport",
     "RestartPolicy",
     "Role",
+    "RunningWorkload",
     "RuntimeFailure",
     "Sealer",
     "SlotRemoved",

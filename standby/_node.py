@@ -488,10 +488,11 @@ class StandbyNode(Generic[SpecT]):
     async def _read_epochs(
         self, workloads: set[str]
     ) -> tuple[dict[str, int], dict[str, int], bool]:
-        """The highest epoch others and this node claimed or announced, per workload.
+        """The highest epoch others claimed or announced, and this node announced, per workload.
 
-        Withdrawn claims do not count. The last value tells whether a read
-        quorum answered; without one, nothing may be adopted.
+        Withdrawn claims do not count (nor this node's own claims: those it
+        withdraws itself). The last value tells whether a read quorum
+        answered; without one, nothing may be adopted.
         """
         if not workloads:
             return {}, {}, True
@@ -509,7 +510,10 @@ class StandbyNode(Generic[SpecT]):
                 continue
             if not isinstance(message, (PromotionClaim, PromotionAnnouncement)):
                 continue
-            into = own if envelope.signer == self.me else others
+            mine = envelope.signer == self.me
+            if mine and isinstance(message, PromotionClaim):
+                continue
+            into = own if mine else others
             # An announcement without an epoch (an older peer) still means a takeover.
             epoch = message.epoch if message.epoch is not None else 1
             into[message.workload_id] = max(into.get(message.workload_id, -1), epoch)
@@ -728,6 +732,12 @@ class StandbyNode(Generic[SpecT]):
         answers, the request is refused.
         """
         workload_id = request.workload_id
+        ended = self._ended.get(workload_id)
+        if ended is not None:
+            raise NodeError(
+                f"workload {workload_id!r} ran here as primary before this node restarted and "
+                f"was fenced ({ended}); its standbys take it over, so it is not started again"
+            )
         existing = self._primaries.get(workload_id)
         if existing is not None and existing.spec is None:
             existing.spec = request.spec
@@ -739,12 +749,6 @@ class StandbyNode(Generic[SpecT]):
                     role="primary",
                 )
                 return False
-        ended = self._ended.get(workload_id)
-        if ended is not None:
-            raise NodeError(
-                f"workload {workload_id!r} ran here as primary before this node restarted and "
-                f"was fenced ({ended}); its standbys take it over, so it is not started again"
-            )
         self._check_primary(workload_id)
         if topology.standbys:
             await self._check_epoch(workload_id)

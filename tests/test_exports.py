@@ -6,6 +6,10 @@ import standby
 
 EXPECTED = {
     "AdapterError",
+    "NodeState",
+    "PrimaryRecord",
+    "PromotionIntent",
+    "RunningWorkload",
     "Announce",
     "AtomicClaims",
     "CheckContainer",

@@ -303,7 +303,7 @@ def test_revocations_carry_a_p_tag_per_standby_and_their_d_tag() -> None:
     )
     assert [(d.kind, d.tags) for d in heartbeat_drafts] == [
         (20384, ()),
-        (38384, (("d", "standby:heartbeat:v1:2"),)),
+        (38384, (("d", "standby:heartbeat:v1:125"),)),
     ]
 
 
@@ -739,3 +739,59 @@ async def test_a_silent_relay_times_out_and_oversized_or_garbage_messages_are_dr
         assert counters["dropped_oversized"] == 1
         assert counters["dropped_malformed"] == 1
         assert transport.open_requests() == 0
+
+
+@pytest.mark.anyio
+async def test_fm18_a_future_heartbeat_hides_no_genuine_one_on_real_relays(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    """Relays replace addressable events by key: a future stamp must not own the key."""
+    async with transports(relays.urls, 2) as (primary, reader):
+        now = time.time()
+        future = Heartbeat(provider=primary.identity, timestamp=now + 20, active_workloads=1)
+        await primary.publish(future, timeout=2.0)
+        genuine = [now - 2.0, now - 1.0, now]
+        for stamp in genuine:
+            beat = Heartbeat(provider=primary.identity, timestamp=stamp, active_workloads=1)
+            result = await primary.publish(beat, timeout=2.0)
+            assert result.acked == frozenset(relays.urls), result.errors
+        query = Query(kinds=("heartbeat",), authors=(primary.identity,), until=now + 1.0)
+        found = await reader.query(query, timeout=2.0)
+    [envelope] = found.envelopes
+    assert isinstance(envelope.message, Heartbeat)
+    assert envelope.message.timestamp == pytest.approx(genuine[-1], abs=1.0)
+
+
+@pytest.mark.anyio
+async def test_fm20_a_relay_that_refuses_a_live_subscription_is_asked_again(
+    relays: RelayCluster,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The relay's subscription limit refuses one; once room is made, it is sent again."""
+    caplog.set_level("WARNING", logger="standby")
+    async with transports(relays.urls[1:2], 2) as (listener, speaker):
+        fillers = [listener.subscribe(Query(authors=(fixed_keys().public_key,))) for _ in range(64)]
+        wanted = listener.subscribe(Query(kinds=("heartbeat",), authors=(speaker.identity,)))
+        try:
+            with anyio.move_on_after(5):
+                while listener.counters.get("live_subscriptions_refused", 0) == 0:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            assert listener.counters.get("live_subscriptions_refused", 0) >= 1, dict(
+                listener.counters
+            )
+            for filler in fillers[:8]:
+                await filler.aclose()
+            beat = Heartbeat(provider=speaker.identity, timestamp=time.time(), active_workloads=1)
+            with anyio.fail_after(10):
+                while True:
+                    await speaker.publish(beat, timeout=2.0)
+                    with anyio.move_on_after(0.5):
+                        envelope = await wanted.__anext__()
+                        break
+        finally:
+            for filler in fillers:
+                await filler.aclose()
+            await wanted.aclose()
+    assert envelope.signer == speaker.identity
+    assert listener.counters["live_resubscribes"] >= 1
+    assert any("refused live subscription" in r.getMessage() for r in caplog.records)

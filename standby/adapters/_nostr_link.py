@@ -94,6 +94,9 @@ class Connection:
         #: Waiters for ``OK`` messages, oldest first (a relay that rejects
         #: an event may answer with an empty id: it goes to the oldest).
         self.pending: dict[str, OkWaiter] = {}
+        #: Live subscriptions sent on this connection that the relay has not
+        #: answered with ``EOSE`` yet, oldest first.
+        self.unanswered: dict[str, None] = {}
         self.closed = False
         self.recycled: str | None = None
         self.scope = anyio.CancelScope()
@@ -187,6 +190,11 @@ class RelayLink:
         self._backoff = backoff
         self.conn: Connection | None = None
         self.live: dict[str, LiveSubscription] = {}
+        #: Live subscriptions the relay refused (or that could not be sent), to send again.
+        self.refused: dict[str, int] = {}
+        #: Refused by a NOTICE that named no subscription: resent only if still unanswered.
+        self.suspects: set[str] = set()
+        self._retry = anyio.Event()
         self.last_error = "not connected yet"
         self._attempt = anyio.Event()
         self._kick = anyio.Event()
@@ -233,8 +241,31 @@ class RelayLink:
             self._open_live(conn, subscription)
 
     def remove_live(self, sub_id: str) -> None:
+        self.refused.pop(sub_id, None)
+        self.suspects.discard(sub_id)
         if self.live.pop(sub_id, None) is not None and self.conn is not None:
             self.conn.unsubscribe(sub_id)
+
+    def live_refused(self, sub_id: str, reason: str) -> None:
+        """The relay closed (or never took) live subscription ``sub_id``: send it again later.
+
+        A subscription lost without a word leaves the provider deaf to that
+        relay (failure mode 20): it is warned about, counted, and retried
+        with a doubling wait until the relay takes it.
+        """
+        if sub_id not in self.live:
+            return
+        attempts = self.refused.get(sub_id, 0) + 1
+        self.refused[sub_id] = attempts
+        self.count("live_subscriptions_refused")
+        LOGGER.warning(
+            "relay %s refused live subscription %s (%s); retry %d follows",
+            self.url,
+            sub_id,
+            reason,
+            attempts,
+        )
+        self._retry.set()
 
     def _open_live(self, conn: Connection, subscription: LiveSubscription) -> None:
         try:
@@ -242,7 +273,30 @@ class RelayLink:
                 subscription.sub_id, subscription.filters(self.url), subscription.handler(self.url)
             )
         except RelayUnavailable as exc:
-            LOGGER.debug("cannot subscribe on %s: %s", self.url, exc)
+            self.live_refused(subscription.sub_id, str(exc))
+        else:
+            conn.unanswered[subscription.sub_id] = None
+
+    async def _retry_refused(self, conn: Connection) -> None:
+        """Send refused live subscriptions again, waiting longer after each refusal."""
+        first, longest = self._backoff
+        while not conn.closed:
+            if not self.refused:
+                self._retry = anyio.Event()
+                await self._retry.wait()
+                continue
+            attempts = max(self.refused.values())
+            await anyio.sleep(min(first * 2 ** min(attempts - 1, 10), longest))
+            for sub_id in list(self.refused):
+                subscription = self.live.get(sub_id)
+                answered = sub_id in self.suspects and sub_id not in conn.unanswered
+                self.suspects.discard(sub_id)
+                if subscription is None or conn.closed or answered:
+                    self.refused.pop(sub_id, None)
+                    continue
+                del self.refused[sub_id]
+                self.count("live_resubscribes")
+                self._open_live(conn, subscription)
 
     # ----------------------------------------------------------------- the link task
 
@@ -292,8 +346,11 @@ class RelayLink:
     ) -> None:
         async with anyio.create_task_group() as group:
             group.start_soon(self._write, ws, conn, outbox)
+            self.refused.clear()
+            self.suspects.clear()
             for subscription in list(self.live.values()):
                 self._open_live(conn, subscription)
+            group.start_soon(self._retry_refused, conn)
             with conn.scope:
                 await self._read(ws, conn)
             if conn.recycled is not None:
@@ -355,6 +412,7 @@ class RelayLink:
                 return
             handler.on_event(event)
         elif verb == "EOSE" and sub_id is not None:
+            conn.unanswered.pop(sub_id, None)
             handler = conn.handlers.get(sub_id)
             if handler is not None:
                 handler.on_eose()
@@ -368,7 +426,15 @@ class RelayLink:
             self._on_ok(conn, sub_id, message[2] is True, message[3:4])
         elif verb == "NOTICE":
             self.count("notices")
-            LOGGER.info("notice from %s: %.200s", self.url, message[1:2])
+            text = message[1] if len(message) > 1 and isinstance(message[1], str) else ""
+            LOGGER.info("notice from %s: %.200s", self.url, text)
+            if "subscription" in text.lower() and conn.unanswered:
+                # A relay that refuses a REQ with a NOTICE names no id: every
+                # live subscription it has not answered yet is suspect, and is
+                # sent again unless its EOSE arrives before the retry.
+                for suspect in conn.unanswered:
+                    self.suspects.add(suspect)
+                    self.live_refused(suspect, text)
         elif verb == "AUTH":
             self.count("auth_challenges")
         else:

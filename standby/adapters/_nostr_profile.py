@@ -96,16 +96,23 @@ class NostrProfile:
     ==========  =======================  ===========================================
     kind        message                  ``d`` tag
     ==========  =======================  ===========================================
-    38384       heartbeat (addressable)  ``<prefix>:heartbeat:v1:<unix minute>``
+    38384       heartbeat (addressable)  ``<prefix>:heartbeat:v1:<bucket>``
     20384       heartbeat (ephemeral)    none
     38385       lease revocation         ``<prefix>:revocation:v1:<primary npub>:<workload>``
     38386       promotion announcement   ``<prefix>:promoted:v1:<workload>``
     38387       promotion claim          ``<prefix>:claim:v1:<workload>``
     ==========  =======================  ===========================================
 
+    ``<bucket>`` is ``floor(timestamp / heartbeat_bucket)``: one address per
+    second by default, so a relay that replaces addressable events by key
+    can never let one heartbeat stamped in the future (a clock step) stand
+    in for the genuine ones after it for longer than one bucket (failure mode
+    18). Readers find heartbeats by kind and author, not by ``d`` tag, so
+    the bucket width is the sender's choice.
+
     Revocations carry a ``p`` tag (hex public key) per standby.
     ``heartbeat_lookback`` bounds how far back a query reads heartbeats
-    (relays keep one per minute per provider); it must be at least the
+    (relays keep one per bucket per provider); it must be at least the
     ``Timing``'s ``silence + max_clock_skew``, so no heartbeat that could keep
     a primary alive is ever left out. A subscription without ``since``
     starts ``live_backlog`` seconds back, and after a reconnect resumes
@@ -120,7 +127,7 @@ class NostrProfile:
     revocation_kind: int = attrs.field(default=38385, validator=_addressable)
     announcement_kind: int = attrs.field(default=38386, validator=_addressable)
     claim_kind: int = attrs.field(default=38387, validator=_addressable)
-    heartbeat_bucket: int = attrs.field(default=60, validator=_positive)
+    heartbeat_bucket: int = attrs.field(default=1, validator=_positive)
     heartbeat_lookback: float = attrs.field(default=3600.0, validator=_positive)
     live_backlog: float = attrs.field(default=60.0, validator=_positive)
 

@@ -572,7 +572,9 @@ class MemoryTransport:
         for relay in network.relays:
             if relay not in answered and relay not in errors:
                 errors[relay] = "timed out"
-        return QueryResult(newest_per_key(found), frozenset(answered), errors)
+        return QueryResult(
+            newest_per_key(found, not_after=query.until), frozenset(answered), errors
+        )
 
     def subscribe(self, query: Query) -> MemorySubscription:
         """Receive matching messages as relays store them; see ``RelayTransport.subscribe``."""

@@ -216,8 +216,13 @@ class NostrSubscription:
             pass
 
     def _relay_closed(self, relay: str, reason: str) -> None:
-        # The link sends the subscription again on its next connection.
+        # A CLOSED from the relay (a limit, an error) or the connection ending.
+        # The link sends the subscription again: at once on a new connection,
+        # after a backoff while the connection stays up (failure mode 20).
         self._transport._count("subscription_interruptions")
+        link = self._transport._links.get(relay)
+        if link is not None and not self._closed and reason.startswith("closed by"):
+            link.live_refused(self._sub_id, reason)
 
     def _end(self) -> None:
         self._send.close()
@@ -648,7 +653,7 @@ class NostrTransport:
                 envelope = self._envelope(url, event, query)
                 if envelope is not None:
                     found.append(envelope)
-        return QueryResult(newest_per_key(found), frozenset(answers), errors)
+        return QueryResult(newest_per_key(found, not_after=query.until), frozenset(answers), errors)
 
     def subscribe(self, query: Query) -> NostrSubscription:
         """Receive matching messages as relays store them; see ``RelayTransport.subscribe``.

@@ -1,0 +1,146 @@
+"""Kill a node as ``kill -9`` would, on the virtual clock of the node tests.
+
+Cancelling a node's scope runs its ``__aexit__`` (a last save, closed
+subscriptions): that is a clean stop, not a crash. To crash it, the test
+first *severs* the adapters that incarnation holds: from then on its store
+refuses every save (and a save in flight when it was severed never lands),
+its transport reaches no relay and its runtime handle can start or stop
+nothing. What it had made durable stays; containers keep running in the
+shared :class:`~standby.adapters.memory.RuntimeRecord`, under their
+supervisor's lease end. A restarted node gets fresh adapters over the same
+store contents, network and host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from standby import NodeState, StandbySlot, StoreError, TransportError
+from standby.adapters.memory import MemorySlotStore, MemoryTransport
+from standby.protocols import PublishResult, Query, QueryResult, RunningWorkload
+
+
+class Severed(Exception):
+    """Raised by an adapter of a killed incarnation."""
+
+
+class SeverableStore:
+    """One incarnation's handle on a shared :class:`MemorySlotStore`."""
+
+    def __init__(self, disk: MemorySlotStore) -> None:
+        self.disk = disk
+        self.alive = True
+
+    def sever(self) -> None:
+        self.alive = False
+
+    def _check(self) -> None:
+        if not self.alive:
+            raise StoreError("the process is dead")
+
+    async def load(self) -> Sequence[StandbySlot[Any]]:
+        self._check()
+        return await self.disk.load()
+
+    async def save(self, slots: Sequence[StandbySlot[Any]]) -> Sequence[str]:
+        return await self.save_state((await self.disk.load_state()).replace_slots(slots))
+
+    async def load_state(self) -> NodeState[Any]:
+        self._check()
+        return await self.disk.load_state()
+
+    async def save_state(self, state: NodeState[Any]) -> Sequence[str]:
+        self._check()
+        latency = self.disk.save_latency
+        if latency:
+            # The write is durable only once the latency has passed, and only
+            # if the process still lives then.
+            await anyio.sleep(latency)
+            self._check()
+            self.disk.save_latency = 0.0
+            try:
+                return await self.disk.save_state(state)
+            finally:
+                self.disk.save_latency = latency
+        return await self.disk.save_state(state)
+
+
+class SeverableTransport:
+    """One incarnation's connection to the memory relays."""
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        self.inner = inner
+        self.alive = True
+
+    def sever(self) -> None:
+        self.alive = False
+
+    def _check(self) -> None:
+        if not self.alive:
+            raise TransportError("the process is dead")
+
+    @property
+    def identity(self) -> str:
+        return self.inner.identity
+
+    @property
+    def relay_count(self) -> int:
+        return self.inner.relay_count
+
+    def canonical(self, identity: str) -> str:
+        return self.inner.canonical(identity)
+
+    async def publish(self, message: Any, *, timeout: float) -> PublishResult:  # noqa: ASYNC109
+        self._check()
+        return await self.inner.publish(message, timeout=timeout)
+
+    async def query(self, query: Query, *, timeout: float) -> QueryResult:  # noqa: ASYNC109
+        self._check()
+        return await self.inner.query(query, timeout=timeout)
+
+    def subscribe(self, query: Query) -> Any:
+        self._check()
+        return self.inner.subscribe(query)
+
+
+class SeverableRuntime:
+    """One incarnation's handle on a host's runtime (containers outlive it)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.alive = True
+
+    def sever(self) -> None:
+        self.alive = False
+
+    def _check(self) -> None:
+        if not self.alive:
+            raise Severed("the process is dead")
+
+    @property
+    def stop_grace(self) -> float:
+        return float(self.inner.stop_grace)
+
+    async def spawn(self, spec: Any, **options: Any) -> Any:
+        self._check()
+        return await self.inner.spawn(spec, **options)
+
+    async def renew(self, handle: Any, lease_end: float) -> None:
+        self._check()
+        await self.inner.renew(handle, lease_end)
+
+    async def status(self, handle: Any) -> Any:
+        self._check()
+        return await self.inner.status(handle)
+
+    async def stop(self, handle: Any) -> None:
+        self._check()
+        await self.inner.stop(handle)
+
+    async def list(self) -> Sequence[RunningWorkload]:
+        self._check()
+        result: Sequence[RunningWorkload] = await self.inner.list()
+        return result
