@@ -298,12 +298,14 @@ def scenario(
         wait_for(taken_over, TIMING.silence + TIMING.lease + 10.0, "a standby to take over")
         if kind == "freeze":
             time.sleep(max(0.0, acted_at + 2 * TIMING.lease - time.time()))
+            woke_at = time.time()  # before the signal: the node may stamp its events first
             primary.signal(signal.SIGCONT)
-            woke_at = time.time()
-            time.sleep(TIMING.heartbeat_interval * 2)
+            # The woken node fences at once, before its next heartbeat.
+            time.sleep(TIMING.heartbeat_interval)
         else:
             woke_at = None
-            time.sleep(TIMING.claim_settle + TIMING.promotion_delay)
+            # Long enough for the second standby's backoff to run out too.
+            time.sleep(TIMING.promotion_delay)
         now = time.time()
         every = [r for n in NAMES for r in runs(nodes[n].state_dir)]
         events = [e for n in NAMES for e in nodes[n].events()]

@@ -170,7 +170,7 @@ class _Supervisor:
         if done.returncode != 0:
             message = (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
             # A failed start may leave a created container behind.
-            self._cli("rm", "--force", "--ignore", str(self.launch["container_name"]))
+            self._cli("rm", "--force", str(self.launch["container_name"]))
             raise _StartFailed(message)
         self.container = done.stdout.strip().splitlines()[-1]
         # The guard waits for the container; should this supervisor die (even

@@ -283,7 +283,9 @@ class PodmanRuntime:
 
     async def _remove(self, container: str) -> None:
         """Remove ``container`` (by name or id) if it exists, whatever its state."""
-        code, _out, err = await self._cli("rm", "--force", "--time", "0", container)
+        # Killed first: `rm --force` alone waits out the stop timeout on podman.
+        await self._cli("kill", "--signal", "KILL", container)
+        code, _out, err = await self._cli("rm", "--force", container)
         if code != 0 and "no such" not in err.lower():
             raise RuntimeFailure(f"cannot remove container {container}: {err}")
 
