@@ -92,15 +92,23 @@ def _pgid(pid: int) -> int | None:
 
 
 def sweep(state_dir: Path) -> None:
-    """Kill whatever a test left under ``state_dir`` (supervisors by recorded pid)."""
+    """Kill whatever a test left under ``state_dir``: only processes proven to be ours.
+
+    A supervisor counts when its recorded start time still matches; workload
+    processes when they carry the run's id in their environment (a recorded
+    pid or group id alone may have been reused by now).
+    """
+    from standby.adapters._supervised import Run, supervisor_alive
+    from standby.adapters.process import _kill_leftovers
+
     if not state_dir.is_dir():
         return
     for record in state_dir.glob("*/record.json"):
         with contextlib.suppress(OSError, ValueError, KeyError):
-            data = json.loads(record.read_text())
-            for pid in (data["supervisor_pid"], -int(data["pgid"])):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+            run = Run.from_record(json.loads(record.read_text()))
+            if supervisor_alive(run, record.parent):
+                os.kill(run.supervisor_pid, signal.SIGKILL)
+            _kill_leftovers(run.run_id, int(run.target))
 
 
 @pytest.fixture
