@@ -9,6 +9,15 @@
   and verified events. Needs the ``nostr`` extra
   (``pip install 'standby[nostr]'``).
 
+- :mod:`standby.adapters.process`: :class:`ProcessRuntime`, real OS
+  processes, each under a lease supervisor process that stops it at its
+  lease end even when the node is killed or frozen. No extra dependency.
+
+- :mod:`standby.adapters.podman`: :class:`PodmanRuntime`, real containers
+  through the podman CLI (or a docker-compatible one) under the same
+  supervisor; images must be present locally. No Python dependency; needs
+  the engine installed. See ``docs/runtimes.md``.
+
 Adapters for real systems live in their own submodules behind optional
 extras, so importing this package pulls in nothing.
 """

@@ -25,14 +25,16 @@ from ._campaign import CampaignSummary, random_faults, run_campaign
 from ._conformance import (
     DEFAULT_MALFORMED_IDENTITIES,
     RELAY_CHECKS,
-    RUNTIME_CHECKS,
     ConformanceReport,
     RelayHarness,
     RelayHarnessFactory,
+    check_relay_transport,
+)
+from ._conformance_runtime import (
+    RUNTIME_CHECKS,
     RuntimeHarness,
     RuntimeHarnessFactory,
     check_container_runtime,
-    check_relay_transport,
 )
 from ._faults import (
     CURRENT_PRIMARY,
