@@ -734,18 +734,26 @@ class EtcdTransport:
         deadline = anyio.current_time() + timeout
         # What the key held when last seen; empty: unknown, read it first.
         state: list[_Kv | None] = [self._known[key]] if key in self._known else []
+        cached = [True] if state else []
 
         async def attempt() -> bool:
             if not state:
                 self._count("rereads")
                 state.append(await self._get(key))
             current = state[-1]
-            if current is not None:
-                if current.value == data:
-                    return True
+            fresh = not cached
+            cached.clear()
+            if current is not None and current.value != data:
                 stored = self._decode_own(current)
                 if stored is not None and not is_newer(message, stored):
-                    return True
+                    state.clear()
+                    if fresh:
+                        return True  # a newer version is stored: nothing to write
+                    # Only what was just read shows that; a remembered version
+                    # only guides the transaction.
+                    raise _Unknown("check the stored version")
+            elif fresh and current is not None:
+                return True  # the very same message is stored
             revision = 0 if current is None else current.mod_revision
             state.clear()
             self._known.pop(key, None)
