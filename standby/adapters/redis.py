@@ -182,6 +182,14 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
+def _cancellation_in(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or is a group holding, the event loop's cancellation."""
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return True
+    inner = getattr(exc, "exceptions", None)
+    return isinstance(inner, tuple) and any(_cancellation_in(e) for e in inner)
+
+
 class _Retry(Exception):
     """An attempt that must be tried again (after reading again)."""
 
@@ -719,6 +727,13 @@ class RedisTransport:
                 except Exception as exc:  # coredis raises its own, OSError or groups of them
                     self._count("subscription_errors")
                     self._last_subscription_error = f"{type(exc).__name__}: {exc}"
+                except BaseException as exc:
+                    if not _cancellation_in(exc):
+                        raise
+                    # coredis may wrap the cancellation with errors of its own
+                    # teardown: drop those, let the cancellation through alone.
+                    await anyio.lowlevel.checkpoint()
+                    raise
                 # Fill the gap when it comes back: what was stored meanwhile.
                 subscription.backlog = attrs.evolve(
                     subscription.query, since=self.wall_clock() - self.live_backlog
