@@ -732,9 +732,11 @@ class EtcdTransport:
         data = self._encode(message)
         key = self._message_key(self.user, message)
         deadline = anyio.current_time() + timeout
-        # What the key held when last seen; empty: unknown, read it first.
-        state: list[_Kv | None] = [self._known[key]] if key in self._known else []
-        cached = [True] if state else []
+        # What the key held when last written here, or (never written) a guess
+        # that it is absent. Either only guides the first transaction: when
+        # it is wrong, the transaction fails and returns what is there.
+        state: list[_Kv | None] = [self._known.get(key)]
+        cached = [True]
 
         async def attempt() -> bool:
             if not state:
@@ -1036,7 +1038,9 @@ class EtcdTransport:
         key = self._claim_key(claim.workload_id)
         proof = self._proof_key(self.user, claim.workload_id)
         deadline = anyio.current_time() + timeout
-        state: list[_Kv | None] = []
+        # First guess: nobody holds the key (create-if-absent). When wrong, the
+        # transaction fails and returns the holder, and the rule decides.
+        state: list[_Kv | None] = [None]
 
         async def attempt() -> ClaimOutcome:
             if not state:

@@ -567,8 +567,11 @@ class RedisTransport:
         key, field = self._hash(self.user), field_of(message)
         where = (key, field)
         deadline = anyio.current_time() + timeout
-        state: list[_Field] = [self._known[where]] if where in self._known else []
-        cached = [True] if state else []
+        # What the field held when last written here, or (never written) a
+        # guess that it is absent. Either only guides the first swap: when it
+        # is wrong, the script writes nothing and returns what is there.
+        state: list[_Field] = [self._known.get(where, _Field(None))]
+        cached = [True]
 
         async def attempt() -> bool:
             if not state:
@@ -668,16 +671,23 @@ class RedisTransport:
         client = self._require_running()
         fields = self._fields(query)
         found: list[Envelope[Message]] = []
-        for signer in await self._signers(query):
+
+        failures: list[_Retry | _Refused] = []
+
+        async def one(signer: str) -> None:
             key = self._hash(signer)
             pairs: Iterable[tuple[Any, Any]]
-            if fields is None:
-                pairs = (await self._run(client.hgetall(key))).items()
-            elif fields:
-                values = await self._run(client.hmget(key, fields))
-                pairs = zip(fields, values, strict=True)
-            else:
-                pairs = ()
+            try:
+                if fields is None:
+                    pairs = (await self._run(client.hgetall(key))).items()
+                elif fields:
+                    values = await self._run(client.hmget(key, fields))
+                    pairs = zip(fields, values, strict=True)
+                else:
+                    pairs = ()
+            except (_Retry, _Refused) as exc:
+                failures.append(exc)
+                return
             for field, value in pairs:
                 data = _bytes(value)
                 if data is None or not _text(field).startswith(MESSAGE_FIELD_PREFIX):
@@ -685,6 +695,17 @@ class RedisTransport:
                 envelope = self._envelope(signer, field, data, match)
                 if envelope is not None:
                     found.append(envelope)
+
+        signers = await self._signers(query)
+        if len(signers) == 1:
+            await one(signers[0])
+        else:
+            # One task per hash, so reading N providers costs about one round trip.
+            async with anyio.create_task_group() as group:
+                for signer in signers:
+                    group.start_soon(one, signer)
+        if failures:
+            raise failures[0]
         return found
 
     def _canonical_query(self, query: Query) -> Query:
@@ -822,7 +843,8 @@ class RedisTransport:
         key = self._claim_key(claim.workload_id)
         proof = proof_field(claim.workload_id)
         deadline = anyio.current_time() + timeout
-        state: list[_Field] = []
+        # First guess: nobody holds the key; when wrong, the script returns the holder.
+        state: list[_Field] = [_Field(None)]
 
         async def attempt() -> ClaimOutcome:
             if not state:
