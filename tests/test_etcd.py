@@ -44,6 +44,10 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
 
 
+# The conformance suites are the longest tests here: each runs on one event
+# loop (the two stores take turns); everything else runs on both.
+
+
 def fresh_prefix() -> str:
     return f"/standby-test/{uuid.uuid4().hex[:8]}/"
 
@@ -104,6 +108,7 @@ async def _raw_put(transport: EtcdTransport, key: bytes, data: bytes) -> None:
 # --------------------------------------------------------------------------- conformance
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_the_etcd_transport_passes_the_relay_suite(etcd: EtcdCluster) -> None:  # noqa: F811
     @contextlib.asynccontextmanager
     async def harness() -> AsyncIterator[RelayHarness]:
@@ -123,6 +128,7 @@ async def test_the_etcd_transport_passes_the_relay_suite(etcd: EtcdCluster) -> N
     assert report.passed == tuple(name for name in RELAY_CHECKS if name != "relay_down")
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_watch_survives_the_cluster_going_away(etcd: EtcdCluster) -> None:  # noqa: F811
     """The relay suite's ``relay_down`` check, through a proxy that cuts every connection."""
     async with tcp_proxy(etcd.members[0].client_port) as proxy:
@@ -152,6 +158,7 @@ async def test_a_watch_survives_the_cluster_going_away(etcd: EtcdCluster) -> Non
     assert report.passed == ("relay_down",)
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("through_proxy", [False, True], ids=["direct", "proxy"])
 async def test_etcd_claims_pass_the_claims_suite(
     etcd: EtcdCluster,  # noqa: F811

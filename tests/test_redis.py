@@ -44,6 +44,10 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
 
 
+# The conformance suites are the longest tests here: each runs on one event
+# loop (the two stores take turns); everything else runs on both.
+
+
 def fresh_prefix() -> str:
     return f"standby-test-{uuid.uuid4().hex[:8]}"
 
@@ -103,6 +107,7 @@ def forger(mallory: RedisTransport) -> Any:
 # --------------------------------------------------------------------------- conformance
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_the_redis_transport_passes_the_relay_suite(redis: RedisServer) -> None:  # noqa: F811
     @contextlib.asynccontextmanager
     async def harness() -> AsyncIterator[RelayHarness]:
@@ -122,6 +127,7 @@ async def test_the_redis_transport_passes_the_relay_suite(redis: RedisServer) ->
     assert report.passed == tuple(name for name in RELAY_CHECKS if name != "relay_down")
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_a_subscription_survives_the_server_going_away(redis: RedisServer) -> None:  # noqa: F811
     """The relay suite's ``relay_down`` check, through a proxy that cuts every connection."""
     async with tcp_proxy(redis.port) as proxy:
@@ -150,6 +156,7 @@ async def test_a_subscription_survives_the_server_going_away(redis: RedisServer)
     assert report.passed == ("relay_down",)
 
 
+@pytest.mark.parametrize("anyio_backend", ["trio"])
 @pytest.mark.parametrize("through_proxy", [False, True], ids=["direct", "proxy"])
 async def test_redis_claims_pass_the_claims_suite(
     redis: RedisServer,  # noqa: F811
