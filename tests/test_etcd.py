@@ -364,3 +364,15 @@ def test_endpoints_and_prefix_are_checked() -> None:
         EtcdTransport(["http://127.0.0.1:2379"], user="a", password="x", prefix="standby")
     with pytest.raises(IdentityError):
         EtcdTransport(["http://127.0.0.1:2379"], user="A B", password="x")
+
+
+async def test_a_query_naming_several_authors_reads_each_of_them(etcd: EtcdCluster) -> None:  # noqa: F811
+    async with transports(etcd, ("alice", "bob", "carol")) as (alice, bob, carol):
+        now = time.time()
+        for sender in (alice, bob, carol):
+            beat = Heartbeat(provider=sender.identity, timestamp=now)
+            assert (await sender.publish(beat, timeout=2.0)).acked == {"etcd"}
+        seen = await carol.query(
+            Query(kinds={"heartbeat"}, authors={alice.identity, bob.identity}), timeout=2.0
+        )
+        assert sorted(e.signer for e in seen.envelopes) == sorted([alice.identity, bob.identity])

@@ -330,3 +330,17 @@ def test_prefix_is_checked() -> None:
         RedisTransport("127.0.0.1", user="a", password="x", prefix="has*glob")
     with pytest.raises(IdentityError):
         RedisTransport("127.0.0.1", user="A:B", password="x")
+
+
+async def test_a_query_naming_several_authors_reads_each_of_them(redis: RedisServer) -> None:  # noqa: F811
+    async with transports(redis, ("alice", "bob", "carol")) as (alice, bob, carol):
+        now = time.time()
+        for sender in (alice, bob, carol):
+            beat = Heartbeat(provider=sender.identity, timestamp=now)
+            assert (await sender.publish(beat, timeout=2.0)).acked == {"redis"}
+        seen = await carol.query(
+            Query(kinds={"heartbeat"}, authors={alice.identity, bob.identity}), timeout=2.0
+        )
+        assert sorted(e.signer for e in seen.envelopes) == sorted([alice.identity, bob.identity])
+        everyone = await alice.query(Query(kinds={"heartbeat"}), timeout=2.0)
+        assert len(everyone.envelopes) == 3

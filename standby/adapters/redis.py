@@ -755,10 +755,11 @@ class RedisTransport:
                     # teardown: drop those, let the cancellation through alone.
                     await anyio.lowlevel.checkpoint()
                     raise
-                # Fill the gap when it comes back: what was stored meanwhile.
-                subscription.backlog = attrs.evolve(
-                    subscription.query, since=self.wall_clock() - self.live_backlog
-                )
+                if subscription.backlog is None:
+                    # Fill the gap when it comes back: what was stored meanwhile.
+                    subscription.backlog = attrs.evolve(
+                        subscription.query, since=self.wall_clock() - self.live_backlog
+                    )
                 if subscription.connected_at >= attempt_at:
                     wait = first
                 self._count("subscription_reconnects")
