@@ -5,7 +5,10 @@ data intact. For a store such as etcd or Redis the test puts this proxy
 between the transports and the server: :meth:`TcpProxy.cut` closes every
 proxied connection and refuses new ones (connections are accepted and closed
 at once, so clients fail fast), :meth:`TcpProxy.restore` lets them through
-again. It runs in the test's own event loop (asyncio or trio).
+again. :meth:`TcpProxy.lose_next_answer` lets a request through and then
+resets its connection instead of delivering the answer: the request took
+effect, the client cannot know. It runs in the test's own event loop
+(asyncio or trio).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class TcpProxy:
         self._listener = listener
         self.target_port = target_port
         self.up = True
+        self.answers_to_lose = 0
+        """Answers (server to client) to drop, each by resetting its connection."""
+        self.lost_answers = 0
         self._scopes: set[anyio.CancelScope] = set()
 
     def __repr__(self) -> str:
@@ -59,9 +65,31 @@ class TcpProxy:
                         return
                     async with server, anyio.create_task_group() as group:
                         group.start_soon(self._pump, client, server, group.cancel_scope)
-                        group.start_soon(self._pump, server, client, group.cancel_scope)
+                        group.start_soon(self._answer, server, client, group.cancel_scope)
             finally:
                 self._scopes.discard(scope)
+
+    def lose_next_answer(self) -> None:
+        """Let the next request through, then reset its connection instead of answering.
+
+        The server has done what was asked; the client cannot know (an
+        unknown outcome, as when a connection breaks after sending).
+        """
+        self.answers_to_lose += 1
+
+    async def _answer(
+        self, source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream, scope: anyio.CancelScope
+    ) -> None:
+        try:
+            async for chunk in source:
+                if self.answers_to_lose:
+                    self.answers_to_lose -= 1
+                    self.lost_answers += 1
+                    break
+                await sink.send(chunk)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        scope.cancel()
 
     @staticmethod
     async def _pump(

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 from _etcd import EtcdCluster, etcd, etcd_cluster  # noqa: F401
 from _proxy import tcp_proxy
@@ -376,3 +377,39 @@ async def test_a_query_naming_several_authors_reads_each_of_them(etcd: EtcdClust
             Query(kinds={"heartbeat"}, authors={alice.identity, bob.identity}), timeout=2.0
         )
         assert sorted(e.signer for e in seen.envelopes) == sorted([alice.identity, bob.identity])
+
+
+async def test_a_lost_answer_is_read_again_not_assumed(etcd: EtcdCluster) -> None:  # noqa: F811
+    async with tcp_proxy(etcd.members[0].client_port) as proxy:
+        endpoint = [f"http://127.0.0.1:{proxy.port}"]
+        async with transports(etcd, ("alice", "bob", "carol"), endpoints=endpoint) as opened:
+            alice, bob, _carol = opened
+            beat = Heartbeat(provider=alice.identity, timestamp=time.time())
+            assert (await alice.publish(beat, timeout=2.0)).acked == {"etcd"}  # logged in
+            later = Heartbeat(provider=alice.identity, timestamp=time.time() + 1)
+            proxy.lose_next_answer()
+            assert (await alice.publish(later, timeout=3.0)).acked == {"etcd"}
+            assert proxy.lost_answers == 1
+            assert alice.counters["unknown_outcomes"] == 1
+            seen = await bob.query(Query(authors={alice.identity}), timeout=2.0)
+            assert [e.message for e in seen.envelopes] == [later]
+            # A claim whose answer was lost: the re-read finds it held by
+            # alice, so alice wins (again) and bob loses.
+            workload = f"w-{uuid.uuid4().hex[:6]}"
+            claim = PromotionClaim(
+                workload_id=workload,
+                epoch=1,
+                fencing_token=fencing_token(1, 0),
+                claimant=alice.identity,
+                standby_index=0,
+                claimed_at=time.time(),
+            )
+            proxy.lose_next_answer()
+            assert (await alice.compare_and_set_claim(claim, timeout=3.0)).won
+            assert proxy.lost_answers == 2
+            assert alice.counters["unknown_outcomes"] == 2
+            rival = attrs.evolve(claim, claimant=bob.identity, standby_index=1)
+            outcome = await bob.compare_and_set_claim(rival, timeout=2.0)
+            assert not outcome.won
+            assert outcome.holder is not None
+            assert outcome.holder.claimant == alice.identity

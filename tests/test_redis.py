@@ -344,3 +344,37 @@ async def test_a_query_naming_several_authors_reads_each_of_them(redis: RedisSer
         assert sorted(e.signer for e in seen.envelopes) == sorted([alice.identity, bob.identity])
         everyone = await alice.query(Query(kinds={"heartbeat"}), timeout=2.0)
         assert len(everyone.envelopes) == 3
+
+
+async def test_a_lost_answer_is_read_again_not_assumed(redis: RedisServer) -> None:  # noqa: F811
+    async with (
+        tcp_proxy(redis.port) as proxy,
+        transports(redis, ("alice", "bob", "carol"), port=proxy.port) as opened,
+    ):
+        alice, bob, _carol = opened
+        beat = Heartbeat(provider=alice.identity, timestamp=time.time())
+        assert (await alice.publish(beat, timeout=2.0)).acked == {"redis"}  # connected
+        later = Heartbeat(provider=alice.identity, timestamp=time.time() + 1)
+        proxy.lose_next_answer()
+        assert (await alice.publish(later, timeout=3.0)).acked == {"redis"}
+        assert proxy.lost_answers == 1
+        assert alice.counters["unknown_outcomes"] == 1
+        seen = await bob.query(Query(authors={alice.identity}), timeout=2.0)
+        assert [e.message for e in seen.envelopes] == [later]
+        workload = f"w-{uuid.uuid4().hex[:6]}"
+        claim = PromotionClaim(
+            workload_id=workload,
+            epoch=1,
+            fencing_token=fencing_token(1, 0),
+            claimant=alice.identity,
+            standby_index=0,
+            claimed_at=time.time(),
+        )
+        proxy.lose_next_answer()
+        assert (await alice.compare_and_set_claim(claim, timeout=3.0)).won
+        assert proxy.lost_answers == 2
+        rival = attrs.evolve(claim, claimant=bob.identity, standby_index=1)
+        outcome = await bob.compare_and_set_claim(rival, timeout=2.0)
+        assert not outcome.won
+        assert outcome.holder is not None
+        assert outcome.holder.claimant == alice.identity
