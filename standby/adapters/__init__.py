@@ -18,6 +18,13 @@
   supervisor; images must be present locally. No Python dependency; needs
   the engine installed. See ``docs/runtimes.md``.
 
+- :mod:`standby.adapters.etcd`: :class:`EtcdTransport`, one etcd cluster as
+  one relay, with atomic claims by transaction. Needs the ``etcd`` extra.
+
+- :mod:`standby.adapters.redis`: :class:`RedisTransport`, one Redis server
+  as one relay, with atomic claims by Lua compare-and-swap. Needs the
+  ``redis`` extra.
+
 Adapters for real systems live in their own submodules behind optional
 extras, so importing this package pulls in nothing.
 """
