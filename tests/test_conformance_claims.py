@@ -75,6 +75,10 @@ class _Broken:
     def identity(self) -> str:
         return self.inner.identity
 
+    @property
+    def relay_count(self) -> int:
+        return self.inner.relay_count
+
     def canonical(self, identity: str) -> str:
         return self.inner.canonical(identity)
 
