@@ -55,6 +55,7 @@ from ._protocols import (
     newest_per_key,
     unexpected_author,
 )
+from ._public import publish
 
 __all__ = [
     "MESSAGE_KINDS",
@@ -81,3 +82,5 @@ __all__ = [
     "newest_per_key",
     "unexpected_author",
 ]
+
+publish(__name__, globals(), __all__)
