@@ -1,14 +1,48 @@
 """standby: warm-standby failover without running a workload twice.
 
 The pure core (models, timing rules, helpers, the two state machines and the
-wire codec) does no I/O and reads no clock. See ``docs/`` for the guide.
+wire codec) does no I/O and reads no clock, and ``import standby`` loads only
+the core: the names that need anyio (:class:`StandbyNode` and its
+companions, :class:`JsonFileStore`) are imported on first use. See ``docs/``
+for the guide.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
-from ._effects import (
+from ._election import Phase, SlotStatus, StandbyElection
+from ._helpers import primary_is_silent, promotion_delay, role_of, select_expired, silence_baseline
+from ._lifecycle import Never, OnFailure, RestartPolicy, WorkloadLifecycle
+from ._models import (
+    Envelope,
+    Heartbeat,
+    LeaseRevocation,
+    Message,
+    PromotionAnnouncement,
+    PromotionClaim,
+    StandbySlot,
+    Topology,
+    fencing_token,
+)
+from ._protocols import (
+    AtomicClaims,
+    ClaimOutcome,
+    ContainerRuntime,
+    PublishResult,
+    Query,
+    QueryResult,
+    RelayTransport,
+    RunningWorkload,
+    SlotStore,
+    Subscription,
+)
+from ._public import publish
+from ._roles import NotAddressed, Primary, Role, Standby
+from ._state import NodeState, PrimaryRecord, PromotionIntent
+from ._timing import Timing
+from .effects import (
     Announce,
     CheckContainer,
     CompareAndSetClaim,
@@ -34,47 +68,25 @@ from ._effects import (
     StopOrphan,
     WithdrawClaim,
 )
-from ._election import Phase, SlotStatus, StandbyElection
-from ._errors import InvalidSlot, StandbyError, StoreError, TopologyError, UnsafeTiming, WireError
-from ._helpers import primary_is_silent, promotion_delay, role_of, select_expired, silence_baseline
-from ._lifecycle import Never, OnFailure, RestartPolicy, WorkloadLifecycle
-from ._models import (
-    Envelope,
-    Heartbeat,
-    LeaseRevocation,
-    Message,
-    PromotionAnnouncement,
-    PromotionClaim,
-    StandbySlot,
-    Topology,
-    fencing_token,
-)
-from ._node import NodeStatus, PrimaryStatus, SpawnRequest, StandbyNode
-from ._node_errors import (
+from .errors import (
     AdapterError,
     IdentityError,
+    InvalidSlot,
     NodeError,
     NotAddressedError,
     RuntimeFailure,
     SpawnError,
+    StandbyError,
+    StoreError,
+    TopologyError,
     TransportError,
+    UnsafeTiming,
+    WireError,
 )
-from ._protocols import (
-    AtomicClaims,
-    ClaimOutcome,
-    ContainerRuntime,
-    PublishResult,
-    Query,
-    QueryResult,
-    RelayTransport,
-    RunningWorkload,
-    SlotStore,
-    Subscription,
-)
-from ._roles import NotAddressed, Primary, Role, Standby
-from ._state import NodeState, PrimaryRecord, PromotionIntent
-from ._store import JsonFileStore, Sealer
-from ._timing import Timing
+
+if TYPE_CHECKING:
+    from ._store import JsonFileStore, Sealer
+    from .node import NodeStatus, PrimaryStatus, SpawnRequest, StandbyNode
 
 # A library does not configure logging; this keeps Python from printing the
 # node's warnings to stderr when the host configured none.
@@ -167,3 +179,35 @@ __all__ = [
     "select_expired",
     "silence_baseline",
 ]
+
+#: Names whose modules import anyio, loaded on first access (PEP 562) so that
+#: ``import standby`` stays free of I/O machinery. Value: the module to load
+#: them from, relative to this package.
+_LAZY: dict[str, str] = {
+    "JsonFileStore": "._store",
+    "NodeStatus": ".node",
+    "PrimaryStatus": ".node",
+    "Sealer": "._store",
+    "SpawnRequest": ".node",
+    "StandbyNode": ".node",
+}
+
+publish(__name__, globals(), [name for name in __all__ if name not in _LAZY])
+
+
+def __getattr__(name: str) -> Any:
+    """Load a name of :data:`_LAZY` on first use and keep it in the module."""
+    source = _LAZY.get(name)
+    if source is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(source, __name__)
+    value = getattr(module, name)
+    publish(__name__, {name: value}, [name])
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -39,6 +39,7 @@ __all__ = [
     "Subscription",
     "TransportDrop",
     "addressable_key",
+    "claim_wins",
     "is_newer",
     "message_kind",
     "message_timestamp",
@@ -144,6 +145,21 @@ def newest_per_key(
 def is_newer(message: Message, than: Message) -> bool:
     """Whether ``message`` replaces ``than`` under :func:`newest_per_key`'s rule."""
     return _version_rank(message) > _version_rank(than)
+
+
+def claim_wins(claim: PromotionClaim, held: PromotionClaim | None) -> bool:
+    """Whether ``claim`` may take its epoch from ``held`` (the compare-and-set rule).
+
+    The one rule of :meth:`AtomicClaims.compare_and_set_claim`: ``claim``
+    wins when no live claim holds its epoch or a later one (``held`` is
+    ``None``, withdrawn, or for an earlier epoch), or when ``held`` is the
+    same claimant's claim for the same epoch (a retry after a lost answer
+    wins again). Every transport with atomic claims decides with this
+    function and makes only the compare-and-swap itself atomic.
+    """
+    if held is None or held.withdrawn or claim.epoch > held.epoch:
+        return True
+    return claim.epoch == held.epoch and held.claimant == claim.claimant
 
 
 # --------------------------------------------------------------------------

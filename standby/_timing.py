@@ -45,6 +45,8 @@ class _Rule:
     name: str
     holds: Callable[[Timing], bool]
     detail: Callable[[Timing], str]
+    why: str
+    """What the rule protects (the safety page of the docs prints it)."""
     repair: str | None = None
     """The duration that :meth:`Timing.scaled` raises when rounding broke the rule."""
     on_durations: bool = True
@@ -79,18 +81,24 @@ _RULES: tuple[_Rule, ...] = (
         lambda t: t.relay_count >= 1,
         lambda t: f"relay_count={t.relay_count}",
         on_durations=False,
+        why="There is at least one relay to publish to and read from.",
     ),
     _Rule(
         "1 <= write_quorum <= relay_count",
         lambda t: 1 <= t.write_quorum <= t.relay_count,
         lambda t: f"write_quorum={t.write_quorum}, relay_count={t.relay_count}",
         on_durations=False,
+        why=(
+            "A heartbeat or claim counts only once some relay stored it, and a quorum larger than "
+            "the relays could never be reached."
+        ),
     ),
     _Rule(
         "1 <= read_quorum <= relay_count",
         lambda t: 1 <= t.read_quorum <= t.relay_count,
         lambda t: f"read_quorum={t.read_quorum}, relay_count={t.relay_count}",
         on_durations=False,
+        why="A query is judged on at least one answer and never waits for more relays than exist.",
     ),
     _Rule(
         "write_quorum + read_quorum > relay_count",
@@ -100,12 +108,17 @@ _RULES: tuple[_Rule, ...] = (
             f"{t.write_quorum + t.read_quorum} <= relay_count={t.relay_count}"
         ),
         on_durations=False,
+        why=(
+            "Every read quorum meets every write quorum, so a query answered by a read quorum sees"
+            " the newest acknowledged heartbeat or claim (guarantee 1)."
+        ),
     ),
     _Rule(
         "max_spawn_attempts >= 1",
         lambda t: t.max_spawn_attempts >= 1,
         lambda t: f"max_spawn_attempts={t.max_spawn_attempts}",
         on_durations=False,
+        why="A standby that won its claim tries to spawn at least once.",
     ),
     _Rule(
         "claim_timeout > 2 * query_timeout",
@@ -115,30 +128,41 @@ _RULES: tuple[_Rule, ...] = (
             f"{2 * t.query_timeout}"
         ),
         repair="claim_timeout",
+        why=(
+            "A pre-read and a publish that each wait out an unreachable relay still fit in the "
+            "claim window."
+        ),
     ),
     _Rule(
         "claim_settle > claim_timeout",
         lambda t: t.claim_settle > t.claim_timeout,
         lambda t: f"claim_settle={t.claim_settle} <= claim_timeout={t.claim_timeout}",
         repair="claim_settle",
+        why=(
+            "Two rival claims always see each other: each reached its quorum before the other's "
+            "settle re-read began (guarantee 2)."
+        ),
     ),
     _Rule(
         _SUSPECT,
         lambda t: t.heartbeat_interval < t.suspect_after,
         _suspect_detail,
         repair="suspect_after",
+        why="A primary is not suspect between two punctual heartbeats.",
     ),
     _Rule(
         _SUSPECT,
         lambda t: t.suspect_after <= t.lease,
         _suspect_detail,
         repair="lease",
+        why="A primary turns suspect no later than its lease ends.",
     ),
     _Rule(
         "lease > heartbeat_interval",
         lambda t: t.lease > t.heartbeat_interval,
         lambda t: f"lease={t.lease} <= heartbeat_interval={t.heartbeat_interval}",
         repair="lease",
+        why="One heartbeat period never ends a lease, so a live primary with a quorum keeps it.",
     ),
     _Rule(
         "lease > claim_timeout + claim_settle + 2 * query_timeout + spawn_timeout",
@@ -149,6 +173,10 @@ _RULES: tuple[_Rule, ...] = (
             f"spawn_timeout={t.spawn_timeout} = {_promotion(t)}"
         ),
         repair="lease",
+        why=(
+            "A promotion that succeeds starts its workload inside the lease that began with its "
+            "claim."
+        ),
     ),
     _Rule(
         "silence >= lease + fence_grace + max_clock_skew",
@@ -158,6 +186,10 @@ _RULES: tuple[_Rule, ...] = (
             f"max_clock_skew={t.max_clock_skew} = {_floor(t)}"
         ),
         repair="silence",
+        why=(
+            "A primary that lost its write quorum has stopped its container before any standby may"
+            " call it silent, whatever the skew between their clocks (guarantee 1)."
+        ),
     ),
 )
 
@@ -175,6 +207,54 @@ _REPORT_ORDER: tuple[str, ...] = (
     _SUSPECT,
     "max_spawn_attempts >= 1",
 )
+
+#: How the rule on durations reads in the docs' rule list.
+_POSITIVE = "every duration > 0 (promotion_delay, fence_grace, max_clock_skew may be 0)"
+
+
+def _duration_violations(t: Timing) -> list[tuple[str, str]]:
+    """A line for each duration that is not a number or is out of range."""
+    out: list[tuple[str, str]] = []
+    for name in _DURATIONS:
+        value = getattr(t, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+            out.append((f"{name} is a number", f"{name}={value!r}"))
+            continue
+        zero_ok = name in _ZERO_OK
+        if (value < 0) if zero_ok else (value <= 0):
+            bound = ">= 0" if zero_ok else "> 0"
+            out.append((f"{name} {bound}", f"{name}={value}"))
+    return out
+
+
+def _rule_violations(t: Timing, *, durations_ok: bool) -> list[tuple[str, str]]:
+    """Each broken rule of :data:`_RULES` once, in :data:`_REPORT_ORDER`.
+
+    With ``durations_ok`` false the rules that compare durations are skipped.
+    """
+    broken: dict[str, str] = {}
+    for rule in _RULES:
+        if rule.on_durations and not durations_ok:
+            continue
+        if not rule.holds(t) and rule.name not in broken:
+            broken[rule.name] = rule.detail(t)
+    return sorted(broken.items(), key=lambda item: _REPORT_ORDER.index(item[0]))
+
+
+def rule_descriptions() -> tuple[tuple[str, str], ...]:
+    """Every rule :class:`Timing` enforces, as ``(rule, why)``, in report order.
+
+    The rule on durations comes first; a rule that the table checks in two
+    halves (``heartbeat_interval < suspect_after <= lease``) is listed once,
+    its reasons joined. The docs' safety page is generated from this.
+    """
+    why: dict[str, list[str]] = {}
+    for rule in _RULES:
+        why.setdefault(rule.name, []).append(rule.why)
+    rows = [(_POSITIVE, "A duration that is not a positive number makes every comparison moot.")]
+    rows.extend((name, " ".join(why[name])) for name in _REPORT_ORDER)
+    return tuple(rows)
+
 
 #: Most steps of one ulp a repair may take (rounding errors are a few ulps).
 _MAX_NUDGES = 64
@@ -204,6 +284,96 @@ def _repair_rounding(timing: Timing, changes: dict[str, Any]) -> dict[str, Any]:
     return {name: values[name] for name in _DURATIONS}
 
 
+#: Ratios :meth:`Timing.for_target` derives the claim knobs with; each is the
+#: one the defaults use, and each keeps its rule with room to spare.
+_QUERY_PER_LATENCY = 4.0
+_CLAIM_PER_QUERY = 2.5  # claim_timeout > 2 * query_timeout
+_SETTLE_PER_CLAIM = 1.5  # claim_settle > claim_timeout
+_RETRIES_PER_SPAWN = 12.0  # spawn_retry_backoff = spawn_timeout / 12
+
+
+def _target_number(name: str, value: object, *, zero_ok: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or (value < 0 if zero_ok else value <= 0):
+        bound = ">= 0" if zero_ok else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def _derive_for_target(
+    *,
+    silence: float,
+    heartbeat_interval: float,
+    relay_latency: float,
+    max_clock_skew: float,
+    relay_count: int,
+    write_quorum: int | None,
+    spawn_timeout: float | None,
+    fence_grace: float | None,
+    promotion_delay: float | None,
+) -> dict[str, Any]:
+    """Every field of the :class:`Timing` that :meth:`Timing.for_target` builds.
+
+    Not checked against the rules: :meth:`Timing.for_target` does that.
+    """
+    silence = _target_number("silence", silence)
+    heartbeat_interval = _target_number("heartbeat_interval", heartbeat_interval)
+    relay_latency = _target_number("relay_latency", relay_latency)
+    max_clock_skew = _target_number("max_clock_skew", max_clock_skew, zero_ok=True)
+    for name, count in (("relay_count", relay_count), ("write_quorum", write_quorum)):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+            raise TypeError(f"{name} must be an int, got {count!r}")
+    spawn = silence / 3 if spawn_timeout is None else _target_number("spawn_timeout", spawn_timeout)
+    fence = (
+        silence / 6
+        if fence_grace is None
+        else _target_number("fence_grace", fence_grace, zero_ok=True)
+    )
+    query_timeout = _QUERY_PER_LATENCY * relay_latency
+    claim_timeout = _CLAIM_PER_QUERY * query_timeout
+    claim_settle = _SETTLE_PER_CLAIM * claim_timeout
+    # The longest lease the silence rule allows, moved down a few floats when
+    # rounding put lease + fence_grace + max_clock_skew above the silence.
+    lease = silence - fence - max_clock_skew
+    for _ in range(_MAX_NUDGES):
+        if lease + fence + max_clock_skew <= silence:
+            break
+        lease = math.nextafter(lease, -math.inf)
+    quorum = relay_count // 2 + 1 if write_quorum is None else write_quorum
+    delay = claim_timeout + claim_settle + query_timeout
+    return {
+        "heartbeat_interval": heartbeat_interval,
+        "lease": lease,
+        "fence_grace": fence,
+        "max_clock_skew": max_clock_skew,
+        "silence": silence,
+        "promotion_delay": (
+            delay
+            if promotion_delay is None
+            else _target_number("promotion_delay", promotion_delay, zero_ok=True)
+        ),
+        "suspect_after": (heartbeat_interval + lease) / 2,
+        "claim_timeout": claim_timeout,
+        "claim_settle": claim_settle,
+        "query_timeout": query_timeout,
+        "retry_interval": claim_timeout,
+        "spawn_timeout": spawn,
+        "spawn_retry_backoff": spawn / _RETRIES_PER_SPAWN,
+        "max_spawn_attempts": 3,
+        "relay_count": relay_count,
+        "write_quorum": quorum,
+        "read_quorum": relay_count - quorum + 1,
+    }
+
+
+#: Why each derived knob has the value it has, added to a broken rule's numbers.
+_DERIVED = {
+    "lease": "lease = silence - fence_grace - max_clock_skew",
+    "suspect_after": "suspect_after = (heartbeat_interval + lease) / 2",
+}
+
+
 @attrs.frozen(kw_only=True)
 class Timing:
     """Every timing and quorum knob, validated against the safety rules.
@@ -211,7 +381,9 @@ class Timing:
     The defaults keep the reference cadence (heartbeat every 60 s, silence
     after 180 s, 30 s of backoff per standby index) and satisfy every rule.
     Constructing a ``Timing`` that breaks a rule raises :class:`UnsafeTiming`
-    naming the rule and the numbers. All durations are seconds.
+    naming every broken rule and its numbers. All durations are seconds.
+    :meth:`for_target` derives a safe timing from a target silence,
+    heartbeat interval and relay latency.
 
     The rules:
 
@@ -280,24 +452,8 @@ class Timing:
         own line and the rules that compare durations are then skipped (their
         numbers would mean nothing); the quorum rules are still checked.
         """
-        out: list[tuple[str, str]] = []
-        for name in _DURATIONS:
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-                out.append((f"{name} is a number", f"{name}={value!r}"))
-                continue
-            zero_ok = name in _ZERO_OK
-            if (value < 0) if zero_ok else (value <= 0):
-                bound = ">= 0" if zero_ok else "> 0"
-                out.append((f"{name} {bound}", f"{name}={value}"))
-        durations_ok = not out
-        broken: dict[str, str] = {}
-        for rule in _RULES:
-            if rule.on_durations and not durations_ok:
-                continue
-            if not rule.holds(self) and rule.name not in broken:
-                broken[rule.name] = rule.detail(self)
-        out.extend(sorted(broken.items(), key=lambda item: _REPORT_ORDER.index(item[0])))
+        out = _duration_violations(self)
+        out.extend(_rule_violations(self, durations_ok=not out))
         return out
 
     @property
@@ -352,6 +508,70 @@ class Timing:
         return cls().scaled(1 / 60)
 
     @classmethod
+    def for_target(
+        cls,
+        *,
+        silence: float,
+        heartbeat_interval: float,
+        relay_latency: float,
+        max_clock_skew: float,
+        relay_count: int = 3,
+        write_quorum: int | None = None,
+        spawn_timeout: float | None = None,
+        fence_grace: float | None = None,
+        promotion_delay: float | None = None,
+    ) -> Timing:
+        """A safe ``Timing`` built from what a provider knows and wants.
+
+        ``silence`` (how long a standby waits before it takes over),
+        ``heartbeat_interval``, ``relay_count`` and ``max_clock_skew`` are kept
+        as given. ``relay_latency`` is how long a relay usually takes to answer
+        a query or acknowledge a publish. Every other knob is derived:
+
+        * ``write_quorum``: a majority, ``relay_count // 2 + 1`` (or as
+          given), and ``read_quorum = relay_count - write_quorum + 1``;
+        * ``query_timeout = 4 * relay_latency``, ``claim_timeout = 2.5 *
+          query_timeout``, ``claim_settle = 1.5 * claim_timeout``,
+          ``retry_interval = claim_timeout``;
+        * ``spawn_timeout = silence / 3`` and ``fence_grace = silence / 6``
+          unless given (both depend on the workload: pass them when you
+          know them), ``spawn_retry_backoff = spawn_timeout / 12``;
+        * ``lease = silence - fence_grace - max_clock_skew``, the longest
+          lease the silence rule allows, and ``suspect_after`` halfway
+          between the heartbeat interval and the lease;
+        * ``promotion_delay = claim_timeout + claim_settle + query_timeout``
+          (or as given): standby ``i`` has claimed and settled before
+          standby ``i + 1`` reads the claims.
+
+        With the reference targets (``silence=180``, ``heartbeat_interval=60``,
+        ``relay_latency=1``, ``max_clock_skew=20``) this gives settings close
+        to the defaults.
+
+        Raises :class:`UnsafeTiming` listing **every** rule the targets break
+        (a broken rule on a derived knob names how it was derived), so one
+        error says everything to change; :class:`ValueError` or
+        :class:`TypeError` for a target that is not a finite number in range.
+        """
+        values = _derive_for_target(
+            silence=silence,
+            heartbeat_interval=heartbeat_interval,
+            relay_latency=relay_latency,
+            max_clock_skew=max_clock_skew,
+            relay_count=relay_count,
+            write_quorum=write_quorum,
+            spawn_timeout=spawn_timeout,
+            fence_grace=fence_grace,
+            promotion_delay=promotion_delay,
+        )
+        candidate = cls._unchecked(values)
+        # Every target is a finite number, so every rule's comparison means
+        # something even when a derived duration came out negative: check all.
+        broken = _duration_violations(candidate) + _rule_violations(candidate, durations_ok=True)
+        if broken:
+            raise UnsafeTiming(*_explain(broken[0]), *map(_explain, broken[1:]))
+        return cls(**values)
+
+    @classmethod
     def unsafe_unchecked(cls, **fields: Any) -> Timing:
         """Build a ``Timing`` **without** checking the safety rules.
 
@@ -374,3 +594,12 @@ class Timing:
         for name, value in values.items():
             object.__setattr__(instance, name, value)
         return instance
+
+
+def _explain(violation: tuple[str, str]) -> tuple[str, str]:
+    """``violation`` with how :meth:`Timing.for_target` derived the knobs it names."""
+    rule, detail = violation
+    notes = [how for knob, how in _DERIVED.items() if knob in rule]
+    if not notes:
+        return violation
+    return rule, f"{detail} (derived: {'; '.join(notes)})"

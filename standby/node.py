@@ -57,6 +57,7 @@ from ._node import (
     StandbyNode,
     SubscriptionLost,
 )
+from ._public import publish
 
 __all__ = [
     "AnnouncementPublished",
@@ -85,3 +86,5 @@ __all__ = [
     "StandbyNode",
     "SubscriptionLost",
 ]
+
+publish(__name__, globals(), __all__)

@@ -48,12 +48,14 @@ from ._protocols import (
     Subscription,
     TransportDrop,
     addressable_key,
+    claim_wins,
     is_newer,
     message_kind,
     message_timestamp,
     newest_per_key,
     unexpected_author,
 )
+from ._public import publish
 
 __all__ = [
     "MESSAGE_KINDS",
@@ -73,9 +75,12 @@ __all__ = [
     "Subscription",
     "TransportDrop",
     "addressable_key",
+    "claim_wins",
     "is_newer",
     "message_kind",
     "message_timestamp",
     "newest_per_key",
     "unexpected_author",
 ]
+
+publish(__name__, globals(), __all__)

@@ -1,8 +1,9 @@
 """The adapter conformance suites, run against the shipped adapters.
 
 ``check_relay_transport`` runs against the in-memory relays and against
-:class:`NostrTransport` over three real relay processes;
-``check_container_runtime`` against :class:`MemoryRuntime`. Every suite runs
+:class:`NostrTransport` over three real relay processes
+(``check_container_runtime`` has its own module,
+``tests/test_runtime_conformance.py``). Every suite runs
 on asyncio and on trio (real clocks: the Nostr harness uses real sockets).
 A few deliberately broken adapters show that the suites catch what they
 claim to catch.
@@ -23,15 +24,12 @@ from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, rela
 
 from standby import Envelope, Heartbeat, LeaseRevocation, Message
 from standby._node_errors import TransportError
-from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime, MemoryTransport
+from standby.adapters.memory import MemoryRelayNetwork, MemoryTransport
 from standby.adapters.nostr import NostrTransport, npub_of
 from standby.protocols import PublishResult, Query, QueryResult
 from standby.testing._conformance import (
     RELAY_CHECKS,
-    RUNTIME_CHECKS,
     RelayHarness,
-    RuntimeHarness,
-    check_container_runtime,
     check_relay_transport,
 )
 
@@ -81,39 +79,6 @@ async def memory_relays(
     )
 
 
-@contextlib.asynccontextmanager
-async def memory_runtime() -> AsyncIterator[RuntimeHarness]:
-    runtime = MemoryRuntime("conformance-host")
-
-    def failing_spec() -> Any:
-        runtime.fail_spawns(1, error="image not found")
-        return {"image": "missing:1"}
-
-    def slow_spec() -> Any:
-        runtime.spawn_latency = 0.5
-        return {"image": "slow:1"}
-
-    async def token_of(handle: Any) -> int:
-        return int(handle.fencing_token)
-
-    async def restore_of(handle: Any) -> str | None:
-        return handle.restore_from  # type: ignore[no-any-return]
-
-    async def running_count() -> int:
-        return len(runtime.running())
-
-    yield RuntimeHarness(
-        runtime=runtime,
-        spec={"image": "app:1"},
-        failing_spec=failing_spec,
-        token_of=token_of,
-        restore_of=restore_of,
-        running_count=running_count,
-        slow_spec=slow_spec,
-        timeout=5.0,
-    )
-
-
 async def test_memory_relays_pass_the_relay_suite() -> None:
     report = await check_relay_transport(memory_relays)
     assert report.passed == RELAY_CHECKS
@@ -131,11 +96,6 @@ async def test_missing_probes_are_reported_as_skipped() -> None:
 async def test_unknown_check_names_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown relay transport checks"):
         await check_relay_transport(memory_relays, only={"nope"})
-
-
-async def test_memory_runtime_passes_the_runtime_suite() -> None:
-    report = await check_container_runtime(memory_runtime)
-    assert report.passed == RUNTIME_CHECKS
 
 
 # --------------------------------------------------------------------------- broken adapters
@@ -392,32 +352,6 @@ async def test_anything_a_check_raises_is_a_named_failure() -> None:
         await check_relay_transport(lambda: memory_relays(_Explodes), only={"query"})
 
 
-@contextlib.asynccontextmanager
-async def runtime_ignoring_tokens() -> AsyncIterator[RuntimeHarness]:
-    async with memory_runtime() as harness:
-
-        async def token_of(handle: Any) -> int:
-            return 0  # the workload never saw its token
-
-        yield attrs.evolve(harness, token_of=token_of)
-
-
-async def test_the_runtime_suite_catches_a_lost_fencing_token() -> None:
-    with pytest.raises(AssertionError, match=r"\[lifecycle\] the workload must receive"):
-        await check_container_runtime(runtime_ignoring_tokens, only={"lifecycle"})
-
-
-@contextlib.asynccontextmanager
-async def runtime_that_never_fails() -> AsyncIterator[RuntimeHarness]:
-    async with memory_runtime() as harness:
-        yield attrs.evolve(harness, failing_spec=lambda: {"image": "fine:1"})
-
-
-async def test_the_runtime_suite_catches_a_silent_spawn_failure() -> None:
-    with pytest.raises(AssertionError, match=r"\[spawn_failure\]"):
-        await check_container_runtime(runtime_that_never_fails, only={"spawn_failure"})
-
-
 # --------------------------------------------------------------------------- Nostr over real relays
 
 
@@ -508,23 +442,11 @@ async def test_nostr_transport_passes_the_relay_suite_on_real_relays(
 
 
 def test_the_worked_example_in_the_docs_runs(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], anyio_backend: Any
+    capsys: pytest.CaptureFixture[str], anyio_backend: Any
 ) -> None:
     import re
     from pathlib import Path
 
-    import standby.testing
-    from standby.testing import _conformance
-
-    # The suites are exported from standby.testing; make sure the names are
-    # there even before that export lands.
-    for name in (
-        "RelayHarness",
-        "RuntimeHarness",
-        "check_relay_transport",
-        "check_container_runtime",
-    ):
-        monkeypatch.setattr(standby.testing, name, getattr(_conformance, name), raising=False)
     text = (Path(__file__).resolve().parent.parent / "docs" / "conformance.md").read_text()
     (block,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)[1:]
     block = block.replace("anyio.run(main)", f"anyio.run(main, backend={anyio_backend!r})")

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 import standby
+
+ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED = {
     "AdapterError",
@@ -100,13 +111,153 @@ def test_every_exported_name_exists() -> None:
     assert missing == []
 
 
-def test_exported_classes_live_in_private_modules() -> None:
+EFFECTS = {
+    "Announce",
+    "CheckContainer",
+    "CompareAndSetClaim",
+    "DropReason",
+    "Dropped",
+    "ElectionEffect",
+    "LifecycleEffect",
+    "LifecycleState",
+    "PrimaryChanged",
+    "Promoted",
+    "PublishClaim",
+    "PublishRevocation",
+    "QueryClaims",
+    "QueryHeartbeats",
+    "QuorumShortfall",
+    "ReclaimContainer",
+    "SlotRemoved",
+    "SlotSaved",
+    "Spawn",
+    "StartContainer",
+    "StateChanged",
+    "StopContainer",
+    "StopOrphan",
+    "WithdrawClaim",
+}
+
+ERRORS = {
+    "AdapterError",
+    "IdentityError",
+    "InvalidSlot",
+    "NodeError",
+    "NotAddressedError",
+    "RuntimeFailure",
+    "SpawnError",
+    "StandbyError",
+    "StoreError",
+    "TopologyError",
+    "TransportError",
+    "UnsafeTiming",
+    "WireError",
+}
+
+#: Top-level names that need anyio: loaded on first use, homed in standby.node
+#: when the node re-exports them.
+LAZY = {"JsonFileStore", "NodeStatus", "PrimaryStatus", "Sealer", "SpawnRequest", "StandbyNode"}
+NODE_HOMED = {"NodeStatus", "PrimaryStatus", "SpawnRequest", "StandbyNode"}
+
+
+def expected_home(name: str) -> str:
+    if name in EFFECTS:
+        return "standby.effects"
+    if name in ERRORS:
+        return "standby.errors"
+    if name in NODE_HOMED:
+        return "standby.node"
+    return "standby"
+
+
+def test_effects_and_errors_modules_are_pinned() -> None:
+    import standby.effects
+    import standby.errors
+
+    assert set(standby.effects.__all__) == EFFECTS
+    assert set(standby.errors.__all__) == ERRORS
+    assert set(standby.__all__) >= EFFECTS | ERRORS
+    for module in (standby.effects, standby.errors):
+        for name in module.__all__:
+            assert getattr(module, name) is getattr(standby, name), name
+
+
+def test_every_class_and_function_names_its_public_home() -> None:
     for name in standby.__all__:
         value = getattr(standby, name)
-        module = getattr(value, "__module__", None)
-        if isinstance(value, type) and module is not None:
-            tail = module.rsplit(".", 1)[-1]
-            assert module == "standby" or tail.startswith("_"), (name, module)
+        if isinstance(value, type) or inspect.isfunction(value):
+            assert value.__module__ == expected_home(name), (name, value.__module__)
+            home = importlib.import_module(value.__module__)
+            assert getattr(home, value.__qualname__) is value, name
+
+
+def test_submodules_name_their_own_public_home() -> None:
+    import standby.node
+    import standby.protocols
+
+    for module in (standby.node, standby.protocols):
+        for name in module.__all__:
+            value = getattr(module, name)
+            if isinstance(value, type) or inspect.isfunction(value):
+                assert not value.__module__.rsplit(".", 1)[-1].startswith("_"), name
+                assert value.__module__ in {"standby", module.__name__}, name
+    assert standby.protocols.ReportsDrops.__module__ == "standby.protocols"
+    assert standby.protocols.Envelope.__module__ == "standby"
+
+
+def test_rehomed_models_still_resolve_their_annotations() -> None:
+    import typing
+
+    from standby import wire
+
+    for cls in (standby.StandbySlot, standby.Heartbeat, standby.Spawn, standby.Timing):
+        typing.get_type_hints(cls)
+    slot = standby.StandbySlot(
+        workload_id="w",
+        primary="p",
+        standby_index=0,
+        standby_count=1,
+        spec={"image": "x"},
+        expires_at=2_000.0,
+        owner="c",
+        created_at=1_000.0,
+        peers=(),
+    )
+    assert wire.decode("slot", wire.encode(slot)) == slot
+
+
+def test_rehomed_values_pickle_by_their_public_name() -> None:
+    import pickle
+
+    for value in (standby.DropReason.FUTURE_DATED, standby.Timing.fast()):
+        assert pickle.loads(pickle.dumps(value)) == value
+    error = pickle.loads(pickle.dumps(standby.TopologyError("bad")))
+    assert type(error) is standby.TopologyError
+
+
+def test_import_standby_loads_neither_the_node_nor_anyio() -> None:
+    code = (
+        "import standby, sys\n"
+        "assert 'anyio' not in sys.modules\n"
+        "assert 'standby._node' not in sys.modules\n"
+        "assert 'standby._store' not in sys.modules\n"
+        "import standby.effects, standby.errors, standby.wire, standby.protocols\n"
+        "assert 'anyio' not in sys.modules\n"
+        "from standby import StandbyNode\n"
+        "assert 'anyio' in sys.modules and StandbyNode is standby.node.StandbyNode\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT)
+
+
+def test_lazy_names_are_listed_and_loaded_on_demand() -> None:
+    assert set(standby._LAZY) == LAZY
+    assert set(standby.__all__) >= LAZY
+    assert set(dir(standby)) >= LAZY
+    for name in sorted(LAZY):
+        assert getattr(standby, name).__name__ == name
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = standby.no_such_name  # type: ignore[attr-defined]
 
 
 def test_errors_share_one_base() -> None:

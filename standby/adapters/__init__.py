@@ -9,6 +9,22 @@
   and verified events. Needs the ``nostr`` extra
   (``pip install 'standby[nostr]'``).
 
+- :mod:`standby.adapters.process`: :class:`ProcessRuntime`, real OS
+  processes, each under a lease supervisor process that stops it at its
+  lease end even when the node is killed or frozen. No extra dependency.
+
+- :mod:`standby.adapters.podman`: :class:`PodmanRuntime`, real containers
+  through the podman CLI (or a docker-compatible one) under the same
+  supervisor; images must be present locally. No Python dependency; needs
+  the engine installed. See ``docs/runtimes.md``.
+
+- :mod:`standby.adapters.etcd`: :class:`EtcdTransport`, one etcd cluster as
+  one relay, with atomic claims by transaction. Needs the ``etcd`` extra.
+
+- :mod:`standby.adapters.redis`: :class:`RedisTransport`, one Redis server
+  as one relay, with atomic claims by Lua compare-and-swap. Needs the
+  ``redis`` extra.
+
 Adapters for real systems live in their own submodules behind optional
 extras, so importing this package pulls in nothing.
 """

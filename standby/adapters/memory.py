@@ -60,6 +60,7 @@ from .._protocols import (
     RunningWorkload,
     TransportDrop,
     addressable_key,
+    claim_wins,
     message_kind,
     newest_per_key,
     unexpected_author,
@@ -728,11 +729,7 @@ class MemoryAtomicTransport(MemoryTransport):
             network._cas_relay(self._identity)
         self._alive()
         held = network._cas.get(claim.workload_id)
-        if (
-            held is None
-            or claim.epoch > held.epoch
-            or (claim.epoch == held.epoch and held.claimant == claim.claimant)
-        ):
+        if claim_wins(claim, held):
             network._cas[claim.workload_id] = claim
             return ClaimOutcome(won=True)
         return ClaimOutcome(won=False, holder=held)

@@ -9,8 +9,9 @@
   ``SAFETY.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`.
 * :func:`run_campaign` -- many seeded simulations with random fault schedules.
 * :class:`StandbyStateMachine` -- a ``RuleBasedStateMachine`` to subclass.
-* :func:`check_relay_transport`, :func:`check_container_runtime` --
-  conformance suites an adapter author points at a factory of their own.
+* :func:`check_relay_transport`, :func:`check_atomic_claims`,
+  :func:`check_container_runtime` -- conformance suites an adapter author
+  points at a factory of their own.
 
 ``Simulation`` and the campaign need nothing beyond ``standby`` itself;
 ``strategies`` and ``StandbyStateMachine`` need ``hypothesis`` (the
@@ -26,14 +27,22 @@ from ._campaign import CampaignSummary, random_faults, run_campaign
 from ._conformance import (
     DEFAULT_MALFORMED_IDENTITIES,
     RELAY_CHECKS,
-    RUNTIME_CHECKS,
     ConformanceReport,
     RelayHarness,
     RelayHarnessFactory,
+    check_relay_transport,
+)
+from ._conformance_claims import (
+    CLAIM_CHECKS,
+    ClaimsHarness,
+    ClaimsHarnessFactory,
+    check_atomic_claims,
+)
+from ._conformance_runtime import (
+    RUNTIME_CHECKS,
     RuntimeHarness,
     RuntimeHarnessFactory,
     check_container_runtime,
-    check_relay_transport,
 )
 from ._faults import (
     CURRENT_PRIMARY,
@@ -85,6 +94,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASE_TIME",
+    "CLAIM_CHECKS",
     "CURRENT_PRIMARY",
     "DEFAULT_MALFORMED_IDENTITIES",
     "PRIMARY",
@@ -93,6 +103,8 @@ __all__ = [
     "STRANGER",
     "VIOLATION_KINDS",
     "CampaignSummary",
+    "ClaimsHarness",
+    "ClaimsHarnessFactory",
     "ConformanceReport",
     "Crash",
     "Delay",
@@ -125,6 +137,7 @@ __all__ = [
     "StorageWrite",
     "Timeline",
     "Violation",
+    "check_atomic_claims",
     "check_container_runtime",
     "check_relay_transport",
     "memory_runtime",

@@ -1,0 +1,42 @@
+"""Every exception ``standby`` raises, under one base, :class:`StandbyError`.
+
+Misuse by the host and bad settings raise at once, naming the rule and the
+values (:class:`UnsafeTiming`, :class:`TopologyError`, :class:`InvalidSlot`,
+:class:`NotAddressedError`, :class:`IdentityError`). Bad input from the
+network is a :class:`WireError`. Adapters map their client library's
+exceptions to :class:`TransportError`, :class:`SpawnError`,
+:class:`RuntimeFailure` or :class:`StoreError` (``raise ... from exc``).
+Every name here is also importable from :mod:`standby`.
+"""
+
+from __future__ import annotations
+
+from ._errors import InvalidSlot, StandbyError, StoreError, TopologyError, UnsafeTiming, WireError
+from ._node_errors import (
+    AdapterError,
+    IdentityError,
+    NodeError,
+    NotAddressedError,
+    RuntimeFailure,
+    SpawnError,
+    TransportError,
+)
+from ._public import publish
+
+__all__ = [
+    "AdapterError",
+    "IdentityError",
+    "InvalidSlot",
+    "NodeError",
+    "NotAddressedError",
+    "RuntimeFailure",
+    "SpawnError",
+    "StandbyError",
+    "StoreError",
+    "TopologyError",
+    "TransportError",
+    "UnsafeTiming",
+    "WireError",
+]
+
+publish(__name__, globals(), __all__)

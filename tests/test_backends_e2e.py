@@ -1,0 +1,311 @@
+"""End to end over consistent stores: StandbyNode over etcd and over Redis.
+
+Three providers (a primary and two standbys), each a :class:`StandbyNode`
+with its own transport to the real store and a :class:`MemoryRuntime`; the
+runtimes share one :class:`RuntimeRecord`, which is what the assertions read.
+The store is one relay (``relay_count=1``, quorums of 1) and claims are
+atomic. Then faults on the real etcd cluster: its leader killed during a
+claim race, two of three members killed under a running workload.
+
+Real sockets and clocks at a fast timing (silence 2.5 s); the assertions are
+about order and counts, never durations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+from _etcd import EtcdCluster, etcd, etcd_cluster  # noqa: F401
+from _redis import RedisServer, redis_server  # noqa: F401
+
+from standby import PromotionClaim, Timing, Topology, TransportError, fencing_token
+from standby.adapters.etcd import EtcdTransport
+from standby.adapters.memory import MemoryRuntime, RuntimeRecord
+from standby.adapters.redis import RedisTransport
+from standby.node import NodeEvent, SpawnRequest, StandbyNode
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+#: One relay; silence 2.5 s. Store calls take a few ms here.
+TIMING = Timing(
+    heartbeat_interval=0.4,
+    lease=2.0,
+    fence_grace=0.3,
+    max_clock_skew=0.2,
+    silence=2.5,
+    promotion_delay=0.5,
+    suspect_after=1.0,
+    claim_timeout=0.5,
+    claim_settle=0.6,
+    query_timeout=0.2,
+    retry_interval=0.3,
+    spawn_timeout=0.3,
+    spawn_retry_backoff=0.3,
+    relay_count=1,
+    write_quorum=1,
+)
+NAMES = ("primary", "sb0", "sb1")
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+async def wait_until(predicate: Callable[[], bool], *, within: float, what: str) -> None:
+    with anyio.move_on_after(within):
+        while not predicate():  # noqa: ASYNC110 - polls state that other tasks change
+            await anyio.sleep(0.02)
+    if not predicate():
+        raise AssertionError(f"timed out after {within}s waiting for {what}")
+
+
+TransportFactory = Callable[[str], Any]
+
+
+def etcd_factory(cluster: EtcdCluster) -> tuple[TransportFactory, dict[str, str]]:
+    prefix = f"/standby-e2e/{uuid.uuid4().hex[:8]}/"
+    accounts = {name: cluster.provider(name, prefix) for name in NAMES}
+
+    def make(name: str) -> EtcdTransport:
+        user, password = accounts[name]
+        return EtcdTransport(
+            cluster.endpoints,
+            user=user,
+            password=password,
+            prefix=prefix,
+            name="etcd",
+            reconnect_backoff=(0.02, 0.2),
+        )
+
+    return make, {name: user for name, (user, _pw) in accounts.items()}
+
+
+def redis_factory(server: RedisServer) -> tuple[TransportFactory, dict[str, str]]:
+    prefix = f"standby-e2e-{uuid.uuid4().hex[:8]}"
+    accounts = {name: server.provider(name, prefix) for name in NAMES}
+
+    def make(name: str) -> RedisTransport:
+        user, password = accounts[name]
+        return RedisTransport(
+            "127.0.0.1",
+            server.port,
+            user=user,
+            password=password,
+            prefix=prefix,
+            name="redis",
+            reconnect_backoff=(0.02, 0.2),
+            connect_timeout=1.0,
+        )
+
+    return make, {name: user for name, (user, _pw) in accounts.items()}
+
+
+class Providers:
+    """Three providers on one store, sharing one runtime record."""
+
+    def __init__(self, make: TransportFactory, identities: dict[str, str]) -> None:
+        self.make = make
+        self.identities = identities
+        self.record = RuntimeRecord()
+        self.runtimes = {name: MemoryRuntime(name, record=self.record) for name in NAMES}
+        self.events: dict[str, list[NodeEvent]] = {name: [] for name in NAMES}
+        self.nodes: dict[str, StandbyNode[Any]] = {}
+        self.scopes: dict[str, anyio.CancelScope] = {}
+        self.workload_id = f"e2e-{uuid.uuid4().hex[:10]}"
+
+    async def launch(self, group: anyio.abc.TaskGroup, name: str) -> None:
+        scope = self.scopes[name] = anyio.CancelScope()
+
+        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with scope:
+                async with (
+                    self.make(name) as transport,
+                    StandbyNode(
+                        transport=transport,
+                        runtime=self.runtimes[name],
+                        timing=TIMING,
+                        on_event=self.events[name].append,
+                    ) as node,
+                ):
+                    assert node.atomic_claims
+                    self.nodes[name] = node
+                    task_status.started()
+                    await anyio.sleep_forever()
+
+        await group.start(run)
+
+    def request(self) -> SpawnRequest[Any]:
+        return SpawnRequest(
+            workload_id=self.workload_id,
+            topology=Topology(
+                primary=self.identities["primary"],
+                standbys=(self.identities["sb0"], self.identities["sb1"]),
+            ),
+            spec={"image": "app:1"},
+            owner="consumer",
+            expires_at=time.time() + 3600,
+            created_at=time.time(),
+        )
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[anyio.abc.TaskGroup]:
+        """All three nodes up, the workload accepted and running on the primary."""
+        async with anyio.create_task_group() as group:
+            for name in NAMES:
+                await self.launch(group, name)
+            request = self.request()
+            for name in NAMES:
+                await self.nodes[name].accept(request)
+            await wait_until(
+                lambda: self.hosts_started() == ["primary"],
+                within=5.0,
+                what="the primary to start the workload",
+            )
+            yield group
+            group.cancel_scope.cancel()
+
+    def crash(self, name: str) -> None:
+        """The host dies: its containers end and its node stops."""
+        self.runtimes[name].crash()
+        self.scopes[name].cancel()
+
+    def hosts_started(self) -> list[str]:
+        return [e.host for e in self.record.of_kind("started", self.workload_id)]
+
+    def spawn_calls(self) -> list[str]:
+        return [e.host for e in self.record.of_kind("spawn", self.workload_id)]
+
+
+@pytest.fixture(params=["etcd", "redis"])
+def store(request: pytest.FixtureRequest) -> tuple[TransportFactory, dict[str, str]]:
+    if request.param == "etcd":
+        cluster: EtcdCluster = request.getfixturevalue("etcd")
+        return etcd_factory(cluster)
+    server: RedisServer = request.getfixturevalue("redis_server")
+    server.start()
+    return redis_factory(server)
+
+
+async def test_a_crashed_primary_is_replaced_by_exactly_one_standby(
+    store: tuple[TransportFactory, dict[str, str]],
+) -> None:
+    providers = Providers(*store)
+    async with providers.running():
+        await anyio.sleep(TIMING.heartbeat_interval)
+        providers.crash("primary")
+        await wait_until(
+            lambda: len(providers.hosts_started()) >= 2,
+            within=TIMING.silence + 5.0,
+            what="a standby to take over",
+        )
+        # Standby 1's backoff ends while standby 0 runs: it must stay down.
+        await anyio.sleep(TIMING.promotion_delay + TIMING.claim_settle)
+    assert providers.hosts_started() == ["primary", "sb0"]
+    assert providers.spawn_calls() == ["primary", "sb0"]
+    assert providers.record.max_concurrent(providers.workload_id) == 1
+    tokens = [e.fencing_token for e in providers.record.of_kind("started", providers.workload_id)]
+    assert tokens[1] > tokens[0]
+
+
+# --------------------------------------------------------------------------- etcd faults
+
+
+# One event loop is enough for the faults (the failover above runs on both).
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_killing_the_etcd_leader_during_a_claim_race_leaves_one_winner(
+    etcd: EtcdCluster,  # noqa: F811
+) -> None:
+    prefix = f"/standby-race/{uuid.uuid4().hex[:8]}/"
+    accounts = [etcd.provider(f"racer{i}", prefix) for i in range(3)]
+    leader = await anyio.to_thread.run_sync(etcd.leader)
+    workload = f"race-{uuid.uuid4().hex[:8]}"
+    outcomes: list[tuple[str, bool]] = []
+    errors: list[str] = []
+    async with contextlib.AsyncExitStack() as stack:
+        racers = [
+            await stack.enter_async_context(
+                EtcdTransport(etcd.endpoints, user=user, password=pw, prefix=prefix, name="etcd")
+            )
+            for user, pw in accounts
+        ]
+
+        async def race(index: int, racer: EtcdTransport) -> None:
+            for _round in range(6):
+                claim = PromotionClaim(
+                    workload_id=workload,
+                    epoch=1,
+                    fencing_token=fencing_token(1, index),
+                    claimant=racer.identity,
+                    standby_index=index,
+                    claimed_at=time.time(),
+                )
+                try:
+                    outcome = await racer.compare_and_set_claim(claim, timeout=5.0)
+                except TransportError as exc:
+                    errors.append(str(exc))
+                    continue
+                outcomes.append((racer.identity, outcome.won))
+                await anyio.sleep(0.05)
+
+        async with anyio.create_task_group() as group:
+            for index, racer in enumerate(racers):
+                group.start_soon(race, index, racer)
+            await anyio.sleep(0.03)
+            await anyio.to_thread.run_sync(etcd.kill, leader)
+        holder = await racers[0].holder(workload, timeout=5.0)
+    winners = {identity for identity, won in outcomes if won}
+    assert len(winners) == 1, (outcomes, errors)
+    assert holder is not None
+    assert {holder.claimant} == winners
+    # Every racer got an answer after the leader died (none was assumed).
+    assert len(outcomes) >= len(racers)
+    await anyio.to_thread.run_sync(etcd.start, leader)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_losing_the_etcd_quorum_fences_the_primary_and_promotes_nobody_until_it_heals(
+    etcd: EtcdCluster,  # noqa: F811
+) -> None:
+    providers = Providers(*etcd_factory(etcd))
+    async with providers.running():
+        await anyio.sleep(TIMING.heartbeat_interval)
+        for index in (1, 2):
+            await anyio.to_thread.run_sync(etcd.kill, index)
+        # The primary's heartbeats fail: it fences at its lease end...
+        await wait_until(
+            lambda: not providers.runtimes["primary"].running(providers.workload_id),
+            within=TIMING.lease + TIMING.fence_grace + 3.0,
+            what="the primary to fence",
+        )
+        # ...and no standby may promote while the cluster has no quorum.
+        await anyio.sleep(TIMING.silence + TIMING.promotion_delay)
+        assert providers.hosts_started() == ["primary"]
+        # Stopped by the fencing node or by the runtime's supervisor at the
+        # same lease end, whichever came first.
+        fenced = [
+            e
+            for e in providers.record.events
+            if e.kind in ("stopped", "expired") and e.workload_id == providers.workload_id
+        ]
+        # One member back: the cluster has a quorum again, standby 0 takes over.
+        await anyio.to_thread.run_sync(etcd.start, 1)
+        await wait_until(
+            lambda: len(providers.hosts_started()) >= 2,
+            within=TIMING.silence + 10.0,
+            what="a standby to take over once the quorum is back",
+        )
+        await anyio.sleep(TIMING.promotion_delay + TIMING.claim_settle)
+    await anyio.to_thread.run_sync(etcd.start)
+    assert [e.host for e in fenced] == ["primary"]
+    assert providers.hosts_started() == ["primary", "sb0"]
+    assert providers.record.max_concurrent(providers.workload_id) == 1
+    started = providers.record.of_kind("started", providers.workload_id)
+    assert fenced[0].at < started[1].at

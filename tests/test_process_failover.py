@@ -1,0 +1,106 @@
+"""End to end with real processes: three provider processes, real relays, ProcessRuntime.
+
+Each provider is its own OS process running a :class:`StandbyNode` (the
+primary and the second standby on asyncio, the first standby on trio) over
+the three real Nostr relays of ``tests/_nostr_relays.py``, with a
+:class:`ProcessRuntime` whose workloads are real processes. The scenarios
+are ``examples/process_failover.py``'s; what ran when is read back from the
+runtimes' own records (the supervisors' start and end times), so "never two
+workloads at once" is checked on the instants the processes really ran.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from _nostr_relays import RelayCluster, nostr_relays, relays  # noqa: F401
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux processes")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "process_failover", ROOT / "examples" / "process_failover.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+failover = load_example()
+
+
+def run(kind: str, relays: RelayCluster, base: Path) -> dict[str, Any]:  # noqa: F811
+    tag = uuid.uuid4().hex[:10]
+    result: dict[str, Any] = failover.scenario(
+        base, relays.urls, kind, seed=tag, workload=f"job-{tag}"
+    )
+    print("\n".join(failover.timeline(result)))
+    return result
+
+
+def test_kill_9_of_the_primary_node_its_workload_is_gone_before_the_standby_starts(
+    relays: RelayCluster,  # noqa: F811
+    tmp_path: Path,
+    record_property: Any,
+) -> None:
+    result = run("kill", relays, tmp_path)
+    old, new = result["runs"]
+    assert (old["provider"], new["provider"]) == ("primary", "sb0")
+    assert new["token"] > old["token"]
+    # The node was dead; its workload's supervisor stopped it at its lease end.
+    assert old["reason"] == "lease-expired"
+    assert result["acted_at"] < old["ended_at"] <= old["lease_end"] + failover.STOP_GRACE
+    assert old["ended_at"] < new["started_at"]
+    assert result["overlaps"] == []
+    record_property("margin_after_kill_9", round(result["margin"], 3))
+
+
+def test_sigstop_of_the_primary_node_its_supervisor_stops_the_workload_at_lease_end(
+    relays: RelayCluster,  # noqa: F811
+    tmp_path: Path,
+    record_property: Any,
+) -> None:
+    result = run("freeze", relays, tmp_path)
+    old, new = result["runs"]
+    assert (old["provider"], new["provider"]) == ("primary", "sb0")
+    # Stopped by its supervisor while the node was frozen...
+    assert old["reason"] == "lease-expired"
+    assert result["acted_at"] < old["ended_at"] <= old["lease_end"] + failover.STOP_GRACE
+    assert old["ended_at"] < result["woke_at"]
+    assert old["ended_at"] < new["started_at"]
+    # ...and the woken node fenced instead of running it again.
+    woken = [
+        (e["event"], e.get("text", ""))
+        for e in result["events"]
+        if e["who"] == "primary" and e["at"] >= result["woke_at"]
+    ]
+    assert ("LifecycleChanged", "old=LIVE new=FENCED reason=lease expired") in woken
+    assert [r["provider"] for r in result["runs"]].count("primary") == 1
+    assert result["overlaps"] == []
+    record_property("margin_after_sigstop", round(result["margin"], 3))
+
+
+def test_a_restarted_primary_node_adopts_the_workload_its_supervisor_kept(
+    relays: RelayCluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    result = run("restart", relays, tmp_path)
+    (only,) = result["runs"]
+    # The one workload ran on: the new node process found it through a fresh
+    # ProcessRuntime's list() and renewed its lease past the old end.
+    assert (only["provider"], only["token"], only["ended_at"]) == ("primary", 0, None)
+    assert only["lease_end"] > result["acted_at"] + failover.TIMING.lease
+    reconciled = [e.get("text", "") for e in result["events"] if e["event"] == "Reconciled"]
+    assert reconciled == ["action=adopted epoch=0 fencing_token=0 reason=lease still valid"]
+    assert result["overlaps"] == []

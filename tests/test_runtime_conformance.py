@@ -1,0 +1,215 @@
+"""``check_container_runtime`` against :class:`MemoryRuntime`, and the runtimes it must catch.
+
+The memory harness runs on trio's virtual clock (a lease of a virtual second
+costs nothing) and on asyncio with real time and leases of a few tens of
+milliseconds. ``ProcessRuntime`` and ``PodmanRuntime`` run the same suite in
+their own test modules, on real processes and containers. A few deliberately
+broken runtimes show that the suite catches what it claims to catch, a
+runtime without a lease supervisor first among them (failure mode 14).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import attrs
+import pytest
+from trio.testing import MockClock
+
+from standby.adapters.memory import MemoryRuntime, RuntimeRecord
+from standby.protocols import ContainerRuntime
+from standby.testing import RUNTIME_CHECKS, RuntimeHarness, check_container_runtime
+
+pytestmark = pytest.mark.anyio
+
+EPOCH = 1_700_000_000.0
+
+
+@pytest.fixture(params=["trio-virtual", "asyncio-real"])
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    if request.param == "trio-virtual":
+        return ("trio", {"clock": MockClock(autojump_threshold=0)})
+    return "asyncio"
+
+
+def virtual(anyio_backend: Any) -> bool:
+    return isinstance(anyio_backend, tuple)
+
+
+@contextlib.asynccontextmanager
+async def memory_runtime(
+    anyio_backend: Any, *, enforce_leases: bool = True
+) -> AsyncIterator[RuntimeHarness]:
+    record = RuntimeRecord()
+    if virtual(anyio_backend):
+
+        def wall_clock() -> float:
+            return EPOCH + anyio.current_time()
+
+        lease, grace = 1.0, 0.5
+    else:
+        wall_clock, lease, grace = time.time, 0.05, 0.02
+
+    def make() -> MemoryRuntime:
+        return MemoryRuntime(
+            "conformance-host",
+            record=record,
+            wall_clock=wall_clock,
+            stop_grace=grace,
+            enforce_leases=enforce_leases,
+        )
+
+    runtime = make()
+
+    def failing_spec() -> Any:
+        runtime.fail_spawns(1, error="image not found")
+        return {"image": "missing:1"}
+
+    def slow_spec() -> Any:
+        runtime.spawn_latency = 0.5
+        return {"image": "slow:1"}
+
+    async def token_of(handle: Any) -> int:
+        return int(handle.fencing_token)
+
+    async def restore_of(handle: Any) -> str | None:
+        return handle.restore_from  # type: ignore[no-any-return]
+
+    async def workload_id_of(handle: Any) -> str:
+        return str(handle.workload_id)
+
+    async def lease_end_of(handle: Any) -> float | None:
+        # The memory runtime has no workload side: what its supervisor holds.
+        return make().lease_end(handle)
+
+    async def running_count() -> int:
+        return len(make().running())
+
+    async def reopen() -> ContainerRuntime:
+        return make()
+
+    async def abandon() -> None:
+        # The containers live in the shared record, not in the object.
+        nonlocal runtime
+        del runtime
+
+    yield RuntimeHarness(
+        runtime=runtime,
+        spec={"image": "app:1"},
+        failing_spec=failing_spec,
+        token_of=token_of,
+        restore_of=restore_of,
+        workload_id_of=workload_id_of,
+        lease_end_of=lease_end_of,
+        running_count=running_count,
+        slow_spec=slow_spec,
+        reopen=reopen,
+        abandon=abandon,
+        wall_clock=wall_clock,
+        lease=lease,
+        tolerance=0.001 if virtual(anyio_backend) else 0.02,
+        timeout=5.0,
+    )
+
+
+async def test_memory_runtime_passes_the_runtime_suite(anyio_backend: Any) -> None:
+    report = await check_container_runtime(lambda: memory_runtime(anyio_backend))
+    assert report.passed == RUNTIME_CHECKS
+    assert report.skipped == ()
+
+
+async def test_missing_probes_are_reported_as_skipped(anyio_backend: Any) -> None:
+    @contextlib.asynccontextmanager
+    async def bare() -> AsyncIterator[RuntimeHarness]:
+        async with memory_runtime(anyio_backend) as harness:
+            yield attrs.evolve(harness, reopen=None, abandon=None, lease_end_of=None)
+
+    report = await check_container_runtime(bare, only={"list", "abandoned", "bound_visible"})
+    assert report.passed == ()
+    assert [name for name, _why in report.skipped] == ["bound_visible", "list", "abandoned"]
+
+
+async def test_unknown_runtime_check_names_are_refused(anyio_backend: Any) -> None:
+    with pytest.raises(ValueError, match="unknown container runtime checks"):
+        await check_container_runtime(lambda: memory_runtime(anyio_backend), only={"nope"})
+
+
+# --------------------------------------------------------------------------- broken runtimes
+
+
+async def test_the_suite_catches_a_runtime_without_a_lease_supervisor(anyio_backend: Any) -> None:
+    """Failure mode 14: a workload that runs past its lease once its owner is gone."""
+    for check in ("lease_end", "abandoned"):
+        with pytest.raises(AssertionError, match=rf"\[{check}\] .*still run"):
+            await check_container_runtime(
+                lambda: memory_runtime(anyio_backend, enforce_leases=False), only={check}
+            )
+
+
+@attrs.frozen
+class _NeverRenews:
+    """A runtime whose ``renew`` is lost: the first lease end stays the bound."""
+
+    inner: MemoryRuntime
+
+    @property
+    def stop_grace(self) -> float:
+        return self.inner.stop_grace
+
+    async def renew(self, handle: Any, lease_end: float) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_the_suite_catches_a_lost_renewal(anyio_backend: Any) -> None:
+    @contextlib.asynccontextmanager
+    async def lossy() -> AsyncIterator[RuntimeHarness]:
+        async with memory_runtime(anyio_backend) as harness:
+            assert isinstance(harness.runtime, MemoryRuntime)
+            yield attrs.evolve(harness, runtime=_NeverRenews(harness.runtime))
+
+    with pytest.raises(AssertionError, match=r"\[renew\] renew\(.*\) must extend the lease"):
+        await check_container_runtime(lossy, only={"renew"})
+
+
+async def test_the_suite_catches_a_lost_fencing_token(anyio_backend: Any) -> None:
+    @contextlib.asynccontextmanager
+    async def ignoring_tokens() -> AsyncIterator[RuntimeHarness]:
+        async with memory_runtime(anyio_backend) as harness:
+
+            async def token_of(handle: Any) -> int:
+                return 0  # the workload never saw its token
+
+            yield attrs.evolve(harness, token_of=token_of)
+
+    with pytest.raises(AssertionError, match=r"\[lifecycle\] the workload must receive"):
+        await check_container_runtime(ignoring_tokens, only={"lifecycle"})
+
+
+async def test_the_suite_catches_a_silent_spawn_failure(anyio_backend: Any) -> None:
+    @contextlib.asynccontextmanager
+    async def never_fails() -> AsyncIterator[RuntimeHarness]:
+        async with memory_runtime(anyio_backend) as harness:
+            yield attrs.evolve(harness, failing_spec=lambda: {"image": "fine:1"})
+
+    with pytest.raises(AssertionError, match=r"\[spawn_failure\]"):
+        await check_container_runtime(never_fails, only={"spawn_failure"})
+
+
+async def test_the_suite_catches_a_spawn_error_that_names_nothing(anyio_backend: Any) -> None:
+    @contextlib.asynccontextmanager
+    async def vague() -> AsyncIterator[RuntimeHarness]:
+        async with memory_runtime(anyio_backend) as harness:
+            assert isinstance(harness.runtime, MemoryRuntime)
+            # The spawn is refused, but with a message that does not say why.
+            harness.runtime.fail_spawns(1, error="failed")
+            yield attrs.evolve(harness, bad_specs=[({"image": ""}, "image")])
+
+    with pytest.raises(AssertionError, match=r"\[bad_spec\] the SpawnError must name the problem"):
+        await check_container_runtime(vague, only={"bad_spec"})
