@@ -86,9 +86,49 @@ def test_unsafe_campaign_fails(capsys: pytest.CaptureFixture[str]) -> None:
     assert "outside the safety model: timing breaks" in out
 
 
+def test_process_faults_and_broken_adapters(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out = simulate(
+        capsys, "--kill", "primary@600", "--restart", "primary@620:without-created-at"
+    )
+    assert status == 0, out
+    assert "promotions: 0" in out
+    status, out = simulate(capsys, "--kill", "primary@600", "--no-lease-enforcement")
+    assert status == 1
+    assert "[two-live]" in out
+    status, out = simulate(
+        capsys,
+        "--crash",
+        "primary@1200",
+        "--kill",
+        "standby-0@1335:17",
+        "--restart",
+        "standby-0@1345",
+        "--early-ack-store",
+        "--until",
+        "2400",
+    )
+    assert status == 1
+    assert "[token-shared]" in out
+    status, out = simulate(capsys, "--freeze", "primary-now@600+400:running", "--timeline")
+    assert status == 0, out
+    assert "Pause(at=600.0, who='@primary', duration=400.0, workload='running')" in out
+
+
+def test_campaign_over_two_workers_matches_one(capsys: pytest.CaptureFixture[str]) -> None:
+    one = simulate(capsys, "--runs", "6", "--seed", "5", "--until", "1200")
+    two = simulate(capsys, "--runs", "6", "--seed", "5", "--until", "1200", "--workers", "2")
+    assert one == two
+
+
 @pytest.mark.parametrize(
     "argv",
     [
+        ["--kill", "primary"],
+        ["--kill", "primary@10:0"],
+        ["--restart", "standby-0@5:maybe"],
+        ["--freeze", "primary@10"],
+        ["--freeze", "primary@10+0"],
+        ["--crash", "@10"],
         ["--partition-primary", "soon"],
         ["--partition-primary", "10:-1"],
         ["--runs", "0"],

@@ -167,13 +167,16 @@ class MemoryRelay:
     By default a relay keeps every version of an addressable message (readers
     pick the newest). With ``replace_on_arrival=True`` it keeps only the last
     version that *arrived* per key, so a stale message arriving late hides a
-    newer one: the misbehaviour that breaks claims over plain relays.
+    newer one: the misbehaviour that breaks claims over plain relays. With
+    ``amnesiac=True`` it acknowledges what it receives but neither keeps it
+    nor passes it on (a relay that loses acknowledged events).
     """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.up = True
         self.replace_on_arrival = False
+        self.amnesiac = False
         self._stored: list[_Stored] = []
 
     def __repr__(self) -> str:
@@ -269,6 +272,9 @@ class MemorySubscription:
 
     async def aclose(self) -> None:
         """Stop receiving; pending deliveries are discarded. Idempotent."""
+        self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -315,6 +321,8 @@ class MemoryRelayNetwork:
         self._cas: dict[str, PromotionClaim] = {}
         self.published: list[tuple[float, str, Message, frozenset[str]]] = []
         """Every publish: ``(anyio time, signer, message, relays that acked)``."""
+        self.on_store: Callable[[str, str, Message], object] | None = None
+        """Called as ``on_store(relay, signer, message)`` whenever a relay stores a message."""
 
     def __repr__(self) -> str:
         return f"MemoryRelayNetwork(relays={list(self.relays)!r})"
@@ -429,7 +437,12 @@ class MemoryRelayNetwork:
 
     def _store(self, relay: str, signer: str, message: Message) -> None:
         now = anyio.current_time()
-        self._relays[relay].store(signer, message, now)
+        target = self._relays[relay]
+        if target.amnesiac:
+            return
+        target.store(signer, message, now)
+        if self.on_store is not None:
+            self.on_store(relay, signer, message)
         for subscription in list(self._subscriptions):
             self._offer(subscription, relay, signer, message, now)
 
@@ -486,19 +499,36 @@ class MemoryRelayNetwork:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
 
-    def replay(self, message: Message, *, signer: str, relays: Iterable[str] | None = None) -> None:
+    def replay(
+        self,
+        message: Message,
+        *,
+        signer: str,
+        relays: Iterable[str] | None = None,
+        to: str | None = None,
+    ) -> None:
         """Have ``relays`` (default: all up ones) receive ``message`` signed by ``signer`` now.
 
         For replays and for "an addressable message arrives older than one
         already stored": pass an old version of a message that was really
         signed by ``signer``. Subscribers receive it like any other message.
-        Must be called from inside the event loop.
+        With ``to``, the relays store nothing and re-send the message to the
+        matching subscriptions of that identity only. Must be called from
+        inside the event loop.
         """
         me = canonical_identity(signer)
         message_kind(message)
+        target = None if to is None else canonical_identity(to)
         for relay in self._names(relays):
-            if self._relays[relay].up:
+            if not self._relays[relay].up:
+                continue
+            if target is None:
                 self._store(relay, me, message)
+                continue
+            now = anyio.current_time()
+            for subscription in list(self._subscriptions):
+                if subscription.identity == target and subscription.query.matches(me, message):
+                    self._deliver(subscription, relay, me, message, now)
 
     def stored(self, relay: str) -> list[tuple[str, Message]]:
         """What ``relay`` holds, as ``(signer, message)`` in arrival order."""
@@ -523,12 +553,37 @@ class MemoryTransport:
     def __init__(self, network: MemoryRelayNetwork, identity: str) -> None:
         self._network = network
         self._identity = identity
+        self._severed = False
+        self._opened: list[MemorySubscription] = []
         self._drop_hook: Callable[[TransportDrop], None] | None = None
         self.drops: collections.deque[TransportDrop] = collections.deque(maxlen=1000)
         """The latest 1000 messages this transport's subscriptions dropped, oldest first."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._identity!r})"
+
+    def sever(self) -> None:
+        """The process behind this transport is gone (``kill -9``).
+
+        Nothing it sends from now on reaches a relay, not even a publish or a
+        compare-and-set already in flight; its subscriptions close at once
+        (the relays see the connections drop); new calls raise
+        :class:`~standby.TransportError`. Other transports of the same
+        identity (a restarted process) are not affected.
+        """
+        self._severed = True
+        for subscription in self._opened:
+            subscription._close()
+        self._opened.clear()
+
+    @property
+    def severed(self) -> bool:
+        """Whether :meth:`sever` was called."""
+        return self._severed
+
+    def _alive(self) -> None:
+        if self._severed:
+            raise TransportError(f"the transport of {self._identity!r} was severed")
 
     def set_drop_hook(self, hook: Callable[[TransportDrop], None] | None) -> None:
         """Report every dropped message to ``hook`` (``ReportsDrops``); ``None`` stops."""
@@ -567,6 +622,7 @@ class MemoryTransport:
         timeout: float,  # noqa: ASYNC109 - part of the protocol
     ) -> PublishResult:
         """Send ``message`` to every relay; see ``RelayTransport.publish``."""
+        self._alive()
         try:
             message_kind(message)
         except TypeError as exc:
@@ -584,7 +640,7 @@ class MemoryTransport:
             if not network.reachable(me, relay):
                 answers[relay] = "connection lost"
                 return
-            if network._lost(faults):
+            if network._lost(faults) or self._severed:
                 answers[relay] = "lost in transit"
                 return
             network._store(relay, me, message)
@@ -610,6 +666,7 @@ class MemoryTransport:
         timeout: float,  # noqa: ASYNC109 - part of the protocol
     ) -> QueryResult:
         """Read from every relay; see ``RelayTransport.query``."""
+        self._alive()
         network = self._network
         me = self._identity
         found: list[Envelope[Message]] = []
@@ -647,7 +704,11 @@ class MemoryTransport:
 
     def subscribe(self, query: Query) -> MemorySubscription:
         """Receive matching messages as relays store them; see ``RelayTransport.subscribe``."""
-        return self._network._subscribe(self._identity, query, self._report)
+        self._alive()
+        subscription = self._network._subscribe(self._identity, query, self._report)
+        self._opened = [s for s in self._opened if not s.closed]
+        self._opened.append(subscription)
+        return subscription
 
 
 class MemoryAtomicTransport(MemoryTransport):
@@ -666,6 +727,7 @@ class MemoryAtomicTransport(MemoryTransport):
             relay = network._cas_relay(self._identity)
             await anyio.sleep(network._delay(network.faults(relay, self._identity)))
             network._cas_relay(self._identity)
+        self._alive()
         held = network._cas.get(claim.workload_id)
         if claim_wins(claim, held):
             network._cas[claim.workload_id] = claim
@@ -683,6 +745,7 @@ class MemoryAtomicTransport(MemoryTransport):
         with anyio.fail_after(timeout):
             relay = network._cas_relay(self._identity)
             await anyio.sleep(network._delay(network.faults(relay, self._identity)))
+        self._alive()
         held = network._cas.get(claim.workload_id)
         if held is not None and held.claimant == self._identity and held.epoch == claim.epoch:
             del network._cas[claim.workload_id]

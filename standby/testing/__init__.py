@@ -2,10 +2,11 @@
 
 * :mod:`standby.testing.strategies` -- hypothesis strategies for slots,
   timings, topologies, messages and fault schedules.
-* :class:`Simulation` -- a deterministic discrete-event simulation of one
-  workload (a primary, its standbys and the relays) that drives the real
-  election and lifecycle machines, injects faults and checks the guarantees
-  of ``SAFETY.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`.
+* :class:`Simulation` -- a deterministic simulation of one workload (a
+  primary, its standbys and the relays) that runs the shipped
+  :class:`~standby.node.StandbyNode` on a virtual-time loop, injects faults
+  (kills at any step, freezes, restarts) and checks the guarantees of
+  ``SAFETY.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`.
 * :func:`run_campaign` -- many seeded simulations with random fault schedules.
 * :class:`StandbyStateMachine` -- a ``RuleBasedStateMachine`` to subclass.
 * :func:`check_relay_transport`, :func:`check_atomic_claims`,
@@ -54,6 +55,7 @@ from ._faults import (
     Forge,
     Handover,
     Heal,
+    Kill,
     Partition,
     Pause,
     RelayAmnesia,
@@ -72,7 +74,16 @@ from ._report import (
     Timeline,
     Violation,
 )
-from ._simulation import PRIMARY, STRANGER, Latencies, Simulation, relay_name, standby_name
+from ._simulation import (
+    PRIMARY,
+    STRANGER,
+    Latencies,
+    Simulation,
+    memory_runtime,
+    relay_name,
+    standby_name,
+)
+from ._world import SimulatedStore
 
 if TYPE_CHECKING:
     # Declared for type checkers: the module-level __getattr__ below would
@@ -105,6 +116,7 @@ __all__ = [
     "Forge",
     "Handover",
     "Heal",
+    "Kill",
     "Latencies",
     "Partition",
     "Pause",
@@ -116,6 +128,7 @@ __all__ = [
     "Restart",
     "RuntimeHarness",
     "RuntimeHarnessFactory",
+    "SimulatedStore",
     "Simulation",
     "SimulationReport",
     "SkewClock",
@@ -127,6 +140,7 @@ __all__ = [
     "check_atomic_claims",
     "check_container_runtime",
     "check_relay_transport",
+    "memory_runtime",
     "random_faults",
     "relay_name",
     "run_campaign",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 
 import attrs
 
@@ -20,7 +21,9 @@ from ._faults import (
     Forge,
     ForgeKind,
     Handover,
+    Kill,
     Partition,
+    Pause,
     Replay,
     Restart,
     SkewClock,
@@ -44,12 +47,15 @@ def random_faults(
 ) -> list[Fault]:
     """A random schedule of faults that stay within the safety model.
 
-    Crashes and restarts, partitions (healing by themselves), message loss,
-    delay and duplication, replays, forgeries, clock skew within
+    Host crashes, node processes killed after a random number of steps (their
+    containers surviving or not), restarts (the request sent again with or
+    without ``created_at``, or not at all), pauses (the workload frozen with
+    the node or running on), partitions (healing by themselves), message
+    loss, delay and duplication, replays, forgeries, clock skew within
     ``max_clock_skew`` (every clock within half the bound of true time, so
     any two differ by at most the bound) and slow or failing container
-    starts. Never a pause, a relay that loses events or an unsafe timing.
-    Sorted by time.
+    starts. Never a relay that loses events or an unsafe timing. Sorted by
+    time.
     """
     providers = [PRIMARY, *(standby_name(i) for i in range(standbys))]
     relays = [relay_name(i) for i in range(timing.relay_count)]
@@ -66,6 +72,20 @@ def random_faults(
     for _ in range(n):
         roll = rng.random()
         when = at()
+        if roll < 0.16:
+            target = who()
+            faults.append(Kill(when, target, rng.randint(1, 400), rng.random() < 0.3))
+            if rng.random() < 0.7:
+                back = target if target != CURRENT_PRIMARY else rng.choice(providers)
+                mode = rng.choice([None, "with-created-at", "without-created-at"])
+                later = round(when + rng.uniform(0.5, 2 * silence), 3)
+                faults.append(Restart(later, back, mode))  # type: ignore[arg-type]
+            continue
+        if roll < 0.24:
+            span = round(rng.uniform(1, 3 * silence), 3)
+            faults.append(Pause(when, who(), span, rng.choice(["frozen", "running"])))
+            continue
+        roll = rng.random()
         if roll < 0.22:
             faults.append(Crash(when, CURRENT_PRIMARY))
             if rng.random() < 0.4:
@@ -193,6 +213,61 @@ class CampaignSummary:
         return self.format()
 
 
+@attrs.frozen
+class _Outcome:
+    """What one run of a campaign contributes to the summary (cheap to pickle)."""
+
+    seed: int
+    violations: tuple[Violation, ...]
+    latencies: tuple[float, ...]
+    double_live: float
+    promotions: int
+    notes: tuple[str, ...]
+
+
+@attrs.frozen
+class _Plan:
+    timing: Timing
+    standbys: int
+    horizon: float
+    faults: tuple[Fault, ...]
+    random_schedule: bool
+    atomic_claims: bool
+
+
+def _one(plan: _Plan, run_seed: int) -> tuple[_Outcome, SimulationReport]:
+    schedule = list(plan.faults)
+    if plan.random_schedule:
+        rng = random.Random(run_seed)
+        schedule += random_faults(
+            rng, timing=plan.timing, standbys=plan.standbys, horizon=plan.horizon
+        )
+    sim = Simulation(
+        timing=plan.timing,
+        standbys=plan.standbys,
+        seed=run_seed,
+        faults=schedule,
+        atomic_claims=plan.atomic_claims,
+    )
+    report = sim.run(until=plan.horizon)
+    sim.close()
+    outcome = _Outcome(
+        seed=run_seed,
+        violations=report.violations,
+        latencies=tuple(
+            p.failover_latency for p in report.promotions if p.failover_latency is not None
+        ),
+        double_live=report.double_live_seconds,
+        promotions=len(report.promotions),
+        notes=tuple(n for n in report.outside_model if n.startswith("timing breaks")),
+    )
+    return outcome, report
+
+
+def _chunk(plan: _Plan, seeds: Sequence[int]) -> list[_Outcome]:
+    return [_one(plan, seed)[0] for seed in seeds]
+
+
 def run_campaign(
     runs: int,
     *,
@@ -204,58 +279,57 @@ def run_campaign(
     random_schedule: bool = True,
     atomic_claims: bool = False,
     on_report: Callable[[int, SimulationReport], None] | None = None,
+    workers: int = 1,
 ) -> CampaignSummary:
     """Run ``runs`` simulations with seeds ``seed, seed + 1, ...``.
 
     Each run gets ``faults`` plus (with ``random_schedule``) a schedule from
     :func:`random_faults` drawn from its own seed, and runs for ``horizon``
     seconds (default: twelve silence windows). ``on_report`` sees every
-    report, e.g. to keep the failing ones.
+    report, e.g. to keep the failing ones. ``workers > 1`` spreads the runs
+    over that many processes (the summary is the same: every run depends on
+    its seed alone); ``on_report`` then sees nothing, the reports stay in
+    the workers.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     timing = Timing() if timing is None else timing
     horizon = 12 * timing.silence if horizon is None else horizon
-    fixed = list(faults)
+    plan = _Plan(timing, standbys, horizon, tuple(faults), random_schedule, atomic_claims)
+    seeds = list(range(seed, seed + runs))
+    outcomes: list[_Outcome] = []
+    if workers == 1:
+        for run_seed in seeds:
+            outcome, report = _one(plan, run_seed)
+            if on_report is not None:
+                on_report(run_seed, report)
+            outcomes.append(outcome)
+    else:
+        size = max(1, math.ceil(runs / (workers * 8)))
+        chunks = [seeds[i : i + size] for i in range(0, runs, size)]
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for part in pool.map(_chunk, [plan] * len(chunks), chunks):
+                outcomes.extend(part)
     violations: list[tuple[int, Violation]] = []
     failing: list[int] = []
     latencies: list[float] = []
-    double_live = 0.0
-    promotions = 0
     notes: dict[str, None] = {}
-    for run_seed in range(seed, seed + runs):
-        schedule = list(fixed)
-        if random_schedule:
-            rng = random.Random(run_seed)
-            schedule += random_faults(rng, timing=timing, standbys=standbys, horizon=horizon)
-        sim = Simulation(
-            timing=timing,
-            standbys=standbys,
-            seed=run_seed,
-            faults=schedule,
-            atomic_claims=atomic_claims,
-        )
-        report = sim.run(until=horizon)
-        if on_report is not None:
-            on_report(run_seed, report)
-        if report.violations:
-            failing.append(run_seed)
-            violations.extend((run_seed, v) for v in report.violations)
-        double_live += report.double_live_seconds
-        promotions += len(report.promotions)
-        latencies.extend(
-            p.failover_latency for p in report.promotions if p.failover_latency is not None
-        )
-        for note in report.outside_model:
-            if note.startswith("timing breaks"):
-                notes[note] = None
+    for outcome in outcomes:
+        if outcome.violations:
+            failing.append(outcome.seed)
+            violations.extend((outcome.seed, v) for v in outcome.violations)
+        latencies.extend(outcome.latencies)
+        for note in outcome.notes:
+            notes[note] = None
     return CampaignSummary(
         runs=runs,
         seed=seed,
         violations=tuple(violations),
         failing_seeds=tuple(failing),
         failover_latencies=tuple(latencies),
-        double_live_seconds=double_live,
-        promotions=promotions,
+        double_live_seconds=sum(o.double_live for o in outcomes),
+        promotions=sum(o.promotions for o in outcomes),
         outside_model=tuple(notes),
     )

@@ -13,15 +13,18 @@ A single run without a scenario flag (``--crash-primary-at``,
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
+from typing import Any
 
 import attrs
 
 from .._timing import Timing
 from ._campaign import run_campaign
-from ._faults import CURRENT_PRIMARY, Crash, Fault, Partition
-from ._simulation import Simulation
+from ._faults import CURRENT_PRIMARY, Crash, Fault, Kill, Partition, Pause, Restart
+from ._simulation import Simulation, memory_runtime
+from ._world import SimulatedStore
 
 __all__ = ["add_arguments", "default_crash_at", "preset", "run"]
 
@@ -97,6 +100,72 @@ def _partition_spec(text: str) -> tuple[float, float | None]:
     return start, length
 
 
+def _split_target(text: str) -> tuple[str, str]:
+    name, at, rest = text.partition("@")
+    if not at or not name or not rest:
+        raise argparse.ArgumentTypeError(f"expected NAME@T..., got {text!r}")
+    if name == "primary-now":
+        name = CURRENT_PRIMARY
+    return name, rest
+
+
+def _seconds(text: str, whole: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad time {text!r} in {whole!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"times must be >= 0, got {text!r} in {whole!r}")
+    return value
+
+
+def _kill_spec(text: str) -> Kill:
+    """``NAME@T[:STEPS]``: kill -9 of NAME's node at T (after STEPS more steps)."""
+    name, rest = _split_target(text)
+    at, _, steps = rest.partition(":")
+    count = None
+    if steps:
+        try:
+            count = int(steps)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad step count in {text!r}") from None
+        if count < 1:
+            raise argparse.ArgumentTypeError(f"the step count must be >= 1 in {text!r}")
+    return Kill(_seconds(at, text), name, count)
+
+
+def _crash_spec(text: str) -> Crash:
+    """``NAME@T``: NAME's host dies at T (containers too)."""
+    name, rest = _split_target(text)
+    return Crash(_seconds(rest, text), name)
+
+
+def _restart_spec(text: str) -> Restart:
+    """``NAME@T[:with-created-at|:without-created-at]``."""
+    name, rest = _split_target(text)
+    at, _, mode = rest.partition(":")
+    if mode not in ("", "with-created-at", "without-created-at"):
+        raise argparse.ArgumentTypeError(
+            f"expected :with-created-at or :without-created-at after the time, got {text!r}"
+        )
+    return Restart(_seconds(at, text), name, mode or None)  # type: ignore[arg-type]
+
+
+def _freeze_spec(text: str) -> Pause:
+    """``NAME@T+D[:running]``: freeze NAME's node at T for D seconds."""
+    name, rest = _split_target(text)
+    span, _, mode = rest.partition(":")
+    at, plus, duration = span.partition("+")
+    if not plus:
+        raise argparse.ArgumentTypeError(f"expected NAME@T+DURATION, got {text!r}")
+    if mode not in ("", "running", "frozen"):
+        raise argparse.ArgumentTypeError(f"expected :running or :frozen at the end of {text!r}")
+    length = _seconds(duration, text)
+    if length <= 0:
+        raise argparse.ArgumentTypeError(f"the freeze must last > 0 s in {text!r}")
+    return Pause(_seconds(at, text), name, length, mode or "frozen")  # type: ignore[arg-type]
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -121,9 +190,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``simulate`` options to ``parser``."""
     parser.description = (
         "Run a deterministic failover simulation (or, with --runs, a campaign of random "
-        "fault schedules) on the real election and lifecycle machines and report what "
-        "the safety checkers found. Times are virtual seconds. Exit status 1 means a "
-        "violation was found (also with --timing reference-unsafe)."
+        "fault schedules) of the shipped node on simulated relays, runtimes and stores, "
+        "and report what the safety checkers found. Times are virtual seconds. Exit "
+        "status 1 means a violation was found (also with --timing reference-unsafe)."
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--standbys", type=_count, default=2, help="number of standbys (default 2)")
@@ -156,6 +225,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cut the primary off from every relay at T (for DURATION seconds, or for good)",
     )
     parser.add_argument(
+        "--kill",
+        type=_kill_spec,
+        action="append",
+        default=[],
+        metavar="NAME@T[:STEPS]",
+        help="kill -9 of NAME's node process at T, or STEPS loop steps after T; its "
+        "containers keep running (repeatable; NAME 'primary-now' is the current primary)",
+    )
+    parser.add_argument(
+        "--crash",
+        type=_crash_spec,
+        action="append",
+        default=[],
+        metavar="NAME@T",
+        help="NAME's host dies at T, containers and all (repeatable)",
+    )
+    parser.add_argument(
+        "--restart",
+        type=_restart_spec,
+        action="append",
+        default=[],
+        metavar="NAME@T[:with-created-at|:without-created-at]",
+        help="restart NAME's node from its store at T; with a suffix the host sends the "
+        "request again, with or without created_at (repeatable)",
+    )
+    parser.add_argument(
+        "--freeze",
+        type=_freeze_spec,
+        action="append",
+        default=[],
+        metavar="NAME@T+D[:running]",
+        help="freeze NAME's node at T for D seconds with its containers (a paused VM), or "
+        "with ':running' the node process only (repeatable)",
+    )
+    parser.add_argument(
+        "--no-lease-enforcement",
+        action="store_true",
+        help="hosts whose runtime does not stop containers at their lease end (failure mode 14)",
+    )
+    parser.add_argument(
+        "--early-ack-store",
+        action="store_true",
+        help="stores that acknowledge a save before it is durable (failure mode 15)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run a campaign over N processes (default 1)",
+    )
+    parser.add_argument(
         "--no-faults",
         action="store_true",
         help="a single run without any fault (without a scenario flag, a single run "
@@ -182,7 +303,22 @@ def _scenario(args: argparse.Namespace) -> list[Fault]:
     if args.partition_primary is not None:
         at, duration = args.partition_primary
         faults.append(Partition(at, CURRENT_PRIMARY, None, duration))
-    return faults
+    faults.extend(args.kill)
+    faults.extend(args.crash)
+    faults.extend(args.restart)
+    faults.extend(args.freeze)
+    return sorted(faults, key=lambda f: f.at)
+
+
+def _adapters(args: argparse.Namespace, timing: Timing) -> dict[str, Any]:
+    chosen: dict[str, Any] = {}
+    if args.no_lease_enforcement:
+        chosen["runtime_factory"] = functools.partial(
+            memory_runtime, stop_grace=timing.fence_grace / 10, enforce_leases=False
+        )
+    if args.early_ack_store:
+        chosen["store_factory"] = lambda _host: SimulatedStore(acknowledge_early=True)
+    return chosen
 
 
 def run(args: argparse.Namespace) -> int:
@@ -204,6 +340,12 @@ def run(args: argparse.Namespace) -> int:
     if faults and args.no_faults:
         print("error: --no-faults contradicts the scenario flags", file=sys.stderr)
         return 2
+    adapters = _adapters(args, timing)
+    if args.runs is not None and adapters:
+        print(
+            "error: the broken-adapter flags apply to a single run, not to --runs", file=sys.stderr
+        )
+        return 2
     if args.runs is not None:
         summary = run_campaign(
             args.runs,
@@ -213,6 +355,7 @@ def run(args: argparse.Namespace) -> int:
             horizon=until,
             faults=faults,
             atomic_claims=args.atomic_claims,
+            workers=args.workers,
         )
         print(summary.format())
         return 0 if summary.ok else 1
@@ -223,13 +366,19 @@ def run(args: argparse.Namespace) -> int:
             f"scenario: no fault flag given, so the default scenario runs: the primary "
             f"crashes at t={at:g} s (--no-faults for a run without faults)"
         )
-    sim = Simulation(
-        timing=timing,
-        standbys=args.standbys,
-        seed=args.seed,
-        faults=faults,
-        atomic_claims=args.atomic_claims,
-    )
+    try:
+        sim = Simulation(
+            timing=timing,
+            standbys=args.standbys,
+            seed=args.seed,
+            faults=faults,
+            atomic_claims=args.atomic_claims,
+            **adapters,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     report = sim.run(until=until)
+    sim.close()
     print(report.format(timeline=args.timeline))
     return 0 if report.ok else 1

@@ -31,13 +31,16 @@ __all__ = [
     "ForgeKind",
     "Handover",
     "Heal",
+    "Kill",
     "Partition",
     "Pause",
+    "Reaccept",
     "RelayAmnesia",
     "Replay",
     "Restart",
     "SkewClock",
     "SlowSpawn",
+    "WorkloadDuringPause",
 ]
 
 CURRENT_PRIMARY = "@primary"
@@ -45,6 +48,17 @@ CURRENT_PRIMARY = "@primary"
 
 ForgeKind: TypeAlias = Literal["revocation", "claim", "announcement", "heartbeat"]
 _FORGE_KINDS = ("revocation", "claim", "announcement", "heartbeat")
+Reaccept: TypeAlias = Literal["with-created-at", "without-created-at"]
+"""How the host sends the consumer's request again to a restarted node."""
+_REACCEPT = ("with-created-at", "without-created-at")
+WorkloadDuringPause: TypeAlias = Literal["frozen", "running"]
+"""Whether a paused node's containers are frozen with it or keep running."""
+_WORKLOAD = ("frozen", "running")
+
+
+def _steps(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        _count(_inst, attribute, value)
 
 
 def _time(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -90,9 +104,10 @@ def _relays(value: Sequence[str] | None) -> tuple[str, ...] | None:
 
 @attrs.frozen
 class Crash:
-    """The host of ``who`` dies at ``at``: its process and its containers stop.
+    """The host of ``who`` dies at ``at``: its node process and its containers stop.
 
-    Its persisted slot table survives for a later :class:`Restart`.
+    What its store had made durable survives for a later :class:`Restart`.
+    Same as ``Kill(at, who, host=True)``.
     """
 
     at: float = attrs.field(validator=_time)
@@ -100,17 +115,41 @@ class Crash:
 
 
 @attrs.frozen
-class Restart:
-    """``who`` comes back: a fresh election machine restores the persisted slots.
+class Kill:
+    """``kill -9`` of ``who``'s node process; its containers keep running.
 
-    Workloads it ran as primary did not survive the crash (nor did their
-    containers); like ``standby.node`` it keeps no record of them, so it sends
-    no heartbeat for them and the standbys take over after the silence.
-    Restarting a running provider crashes it first.
+    With ``steps=k`` the kill lands right after the process's ``k``-th step
+    (a callback of the event loop: a resumed await, a timer, a delivery)
+    counted from ``at``, so a seed can stop the node at any point its code
+    reaches: between a spawn and the save that records it, in the middle of
+    a publish, halfway through a save. Nothing more comes from that process:
+    no ``finally``, no final save, no message still in flight. With
+    ``host=True`` the host dies with it (its containers stop too).
+    """
+
+    at: float = attrs.field(validator=_time)
+    who: str = attrs.field(default=CURRENT_PRIMARY, validator=_name)
+    steps: int | None = attrs.field(default=None, validator=_steps)
+    host: bool = False
+
+
+@attrs.frozen
+class Restart:
+    """The host of ``who`` starts its node process again, from its durable store.
+
+    The new incarnation gets a fresh transport and a fresh runtime object for
+    the same host, so it sees the containers that survived the old process
+    only through the runtime (``list()``). ``reaccept`` makes the host send
+    the consumer's request again once the node runs, with the request's
+    original ``created_at`` or without one; ``None`` sends nothing. A node
+    still running is crashed (host and all) first.
     """
 
     at: float = attrs.field(validator=_time)
     who: str = attrs.field(validator=_name)
+    reaccept: Reaccept | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.in_(_REACCEPT))
+    )
 
 
 @attrs.frozen
@@ -239,17 +278,25 @@ class FailSpawn:
 
 @attrs.frozen
 class Pause:
-    """Freeze ``who`` (process and containers) for ``duration`` seconds.
+    """Freeze ``who``'s node process for ``duration`` seconds (``SIGSTOP``, a paused VM).
 
-    On resume its containers carry on as if nothing happened (each writes to
-    storage at once, with the fencing token it was started with) before the
-    process catches up with what it missed. A pause longer than the lease is
-    outside the safety model; the fencing token is what saves the data.
+    Its timers do not run and nothing it receives is handled; on thaw, what
+    it had started goes on late, in its original order, as a real paused
+    process's would (a heartbeat stamped before the pause reaches the relays
+    after it). With ``workload="frozen"`` (a paused VM) its containers are
+    frozen too and do not act; on thaw each writes to storage at once with
+    the fencing token it was started with, and must be stopped within
+    ``fence_grace`` if a newer primary exists. With ``workload="running"``
+    (only the node process stopped) they keep running, and only what the
+    runtime enforces on its own (the lease end) stops them.
     """
 
     at: float = attrs.field(validator=_time)
     who: str = attrs.field(default=CURRENT_PRIMARY, validator=_name)
     duration: float = attrs.field(default=600.0, validator=_positive)
+    workload: WorkloadDuringPause = attrs.field(
+        default="frozen", validator=attrs.validators.in_(_WORKLOAD)
+    )
 
 
 @attrs.frozen
@@ -280,6 +327,7 @@ class Handover:
 
 Fault: TypeAlias = (
     Crash
+    | Kill
     | Restart
     | Partition
     | Heal
@@ -299,6 +347,7 @@ Fault: TypeAlias = (
 
 FAULT_TYPES: tuple[type[Any], ...] = (
     Crash,
+    Kill,
     Restart,
     Partition,
     Heal,

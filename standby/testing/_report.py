@@ -52,8 +52,21 @@ TOKEN_ORDER = "token-order"
 EPOCH_REGRESSED = "epoch-regressed"
 LIVENESS = "liveness"
 FORGED_INPUT = "forged-input"
+TOKEN_SHARED = "token-shared"
+RETRY_ORDER = "retry-order"
+NODE_FAILED = "node-failed"
 
-VIOLATION_KINDS = (TWO_LIVE, EPOCH_REUSED, TOKEN_ORDER, EPOCH_REGRESSED, LIVENESS, FORGED_INPUT)
+VIOLATION_KINDS = (
+    TWO_LIVE,
+    EPOCH_REUSED,
+    TOKEN_ORDER,
+    EPOCH_REGRESSED,
+    LIVENESS,
+    FORGED_INPUT,
+    TOKEN_SHARED,
+    RETRY_ORDER,
+    NODE_FAILED,
+)
 
 
 @attrs.frozen
@@ -64,10 +77,14 @@ class Violation:
     once), ``"epoch-reused"`` (two standbys promoted into one epoch),
     ``"token-order"`` (a fencing token did not exceed every earlier one),
     ``"epoch-regressed"`` (a standby's slot went back to an older epoch),
-    ``"liveness"`` (no new primary within the bound after a crash) and
+    ``"liveness"`` (no new primary within the bound after a crash),
     ``"forged-input"`` (a revocation or a change of primary not backed by a
-    genuine message). ``at`` is virtual time; ``excerpt`` is the part of the
-    timeline around it.
+    genuine message), ``"token-shared"`` (one fencing token handed to two
+    incarnations of the node, on one host or two), ``"retry-order"`` (a
+    standby claimed an epoch before a lower-indexed one that nothing set
+    back) and ``"node-failed"`` (a node process died of an exception).
+    ``at`` is virtual time; ``excerpt`` is the part of the timeline around
+    it.
     """
 
     kind: str

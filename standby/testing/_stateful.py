@@ -63,9 +63,9 @@ class StandbyStateMachine(RuleBasedStateMachine):
     silence windows, so every pending liveness bound is decided). Override
     :meth:`make_simulation` for anything else (latencies, write interval).
 
-    The rules only inject faults inside the safety model (no pause, no relay
-    that loses events, clocks within ``max_clock_skew`` of each other), so any
-    invariant failure is a real bug in the timing or the core.
+    The rules only inject faults inside the safety model (no relay that loses
+    events, clocks within ``max_clock_skew`` of each other), so any invariant
+    failure is a real bug in the timing or the node.
     """
 
     timing: Timing = Timing()

@@ -48,6 +48,7 @@ from ._faults import (
     Forge,
     Handover,
     Heal,
+    Kill,
     Partition,
     Pause,
     RelayAmnesia,
@@ -488,9 +489,12 @@ def faults(
 ) -> st.SearchStrategy[Fault]:
     """One fault for a :class:`~standby.testing.Simulation` of this shape.
 
-    ``within_model=True`` keeps to what the safety model allows (no pause, no
-    relay that loses events, clocks within ``max_clock_skew`` of each other),
-    so a correct core shows no violation under any schedule of them.
+    ``within_model=True`` keeps to what the safety model allows (no relay
+    that loses events, clocks within ``max_clock_skew`` of each other), so a
+    correct node shows no violation under any schedule of them: node
+    processes killed at any step (their containers surviving or not),
+    restarted with or without the request sent again, frozen with their
+    workload or without it, are all inside the model.
     """
     timing = Timing() if timing is None else timing
     providers = [PRIMARY, *(standby_name(i) for i in range(standbys))]
@@ -512,7 +516,16 @@ def faults(
     )
     choices: list[st.SearchStrategy[Fault]] = [
         st.builds(Crash, at, who),
-        st.builds(Restart, at, _choose(providers)),
+        st.builds(
+            Kill, at, who, st.none() | st.integers(min_value=1, max_value=400), st.booleans()
+        ),
+        st.builds(
+            Restart,
+            at,
+            _choose(providers),
+            st.sampled_from([None, "with-created-at", "without-created-at"]),
+        ),
+        st.builds(Pause, at, who, span, st.sampled_from(["frozen", "running"])),
         st.builds(Partition, at, who, st.none() | subsets, st.none() | span),
         st.builds(Heal, at, st.none() | _choose(providers), st.none() | subsets),
         st.builds(
@@ -553,7 +566,6 @@ def faults(
     ]
     if not within_model:
         choices += [
-            st.builds(Pause, at, who, span),
             st.builds(RelayAmnesia, at, _choose(relay_names), st.none() | span),
             st.builds(
                 SkewClock,

@@ -1,0 +1,209 @@
+"""The simulator runs the shipped node: crashes at any step, freezes, surviving containers.
+
+Each failure mode of ``SAFETY.md`` that lives in the node (14 to 17, 21) has
+a scenario here that the simulator reported as a violation on the node before
+it was made crash-safe (the seeds and texts are in the closing note of the
+simulator's issue), and that it must find clean now. The deliberately broken
+adapters (a runtime without lease enforcement, a store that acknowledges
+before it is durable) show the checkers still catch those failure modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+
+import pytest
+
+from standby import Timing
+from standby.testing import Simulation, SimulationReport
+from standby.testing._loop import CURRENT_PROCESS, Process, VirtualLoop
+from standby.testing._simulation import memory_runtime
+from standby.testing._world import SimulatedStore
+
+NO_LEASES = functools.partial(memory_runtime, enforce_leases=False)
+
+
+def early_store(_host: str) -> SimulatedStore:
+    return SimulatedStore(acknowledge_early=True)
+
+
+# ----------------------------------------------------------------------
+# Failure mode 14: the fence outlives the node
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fm14_killed_primary_leaves_no_container_past_its_lease(seed: int) -> None:
+    report = Simulation(seed=seed).kill(600, "primary").run(until=2400)
+    assert report.ok, report.format()
+    assert [p.provider for p in report.promotions] == ["standby-0"]
+    gone = next(line for line in report.timeline.lines() if "container gone (token 0)" in line)
+    assert "lease end" in gone  # the supervisor, not the dead node, stopped it
+    assert float(gone.split()[0]) < report.promotions[0].at
+
+
+def test_fm14_a_runtime_without_lease_enforcement_is_reported() -> None:
+    report = Simulation(seed=0, runtime_factory=NO_LEASES).kill(600, "primary").run(until=2400)
+    (violation,) = report.violations_of("two-live")
+    assert "primary (epoch 0, token 0" in violation.explanation
+    assert "standby-0 (epoch 1, token 1048576" in violation.explanation
+    assert "still running at the end of the run" in violation.explanation
+
+
+def test_fm14_a_node_frozen_while_its_workload_runs_is_bounded_by_the_lease() -> None:
+    def frozen(runtime_factory: object = None) -> SimulationReport:
+        sim = Simulation(seed=1, runtime_factory=runtime_factory)  # type: ignore[arg-type]
+        return sim.pause(600, "primary", duration=400, workload="running").run(until=2400)
+
+    assert frozen().ok
+    assert frozen(NO_LEASES).violations_of("two-live")
+
+
+# ----------------------------------------------------------------------
+# Failure mode 15: durable intent before the spawn
+# ----------------------------------------------------------------------
+
+
+def spawn_then_die(store: object = None, *, steps: int = 17) -> SimulationReport:
+    """standby-0 is killed with its host ``steps`` loop steps into its promotion."""
+    sim = Simulation(seed=0, store_factory=store)  # type: ignore[arg-type]
+    sim.crash(1200, "primary").kill(1335, "standby-0", steps=steps, host=True)
+    return sim.restart(1345, "standby-0").run(until=2400)
+
+
+def test_fm15_a_standby_killed_between_spawn_and_save_never_reuses_its_token() -> None:
+    for steps in (12, 15, 17, 18):
+        report = spawn_then_die(steps=steps)
+        assert not report.violations_of("token-shared"), report.format()
+        assert not report.violations_of("two-live"), report.format()
+
+
+def test_fm15_a_store_that_acknowledges_before_it_is_durable_is_reported() -> None:
+    report = spawn_then_die(early_store)
+    (violation,) = report.violations_of("token-shared")
+    assert "fencing token 1048576 was handed to two incarnations" in violation.explanation
+    assert "standby-0#1" in violation.explanation
+    assert "standby-0#2" in violation.explanation
+
+
+def test_a_save_in_flight_when_the_process_dies_is_lost() -> None:
+    store = SimulatedStore()
+    sim = Simulation(
+        seed=0, store_factory=lambda _host: store if _host == "standby-0" else SimulatedStore()
+    )
+    sim.run(until=0.001)  # standby-0's first save (its slot) is in flight
+    assert store.state is None
+    sim.kill(0.001, "standby-0")
+    sim.run(until=10)
+    assert store.state is None
+    assert store.saves == 0
+
+
+# ----------------------------------------------------------------------
+# Failure mode 16: restart with the container still running
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reaccept", ["without-created-at", "with-created-at", None])
+def test_fm16_a_restarted_primary_adopts_its_running_container(reaccept: object) -> None:
+    sim = Simulation(seed=0).kill(600, "primary").restart(620, "primary", reaccept=reaccept)
+    report = sim.run(until=2400)
+    assert report.ok, report.format()
+    assert report.promotions == ()
+    assert sim.running() == [("primary", 0)]
+
+
+# ----------------------------------------------------------------------
+# Failure mode 17: a primary frozen past its lease fences first on waking
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fm17_a_primary_thawed_past_its_lease_fences_before_it_heartbeats(seed: int) -> None:
+    timing = Timing(relay_count=1, write_quorum=1)
+    sim = Simulation(seed=seed, timing=timing).pause(600, "primary", duration=400)
+    report = sim.run(until=2400)
+    assert report.ok, report.format()
+    assert [p.provider for p in report.promotions] == ["standby-0"]
+    after = report.timeline.between(1000, 2400)
+    assert not any("primary     heartbeat stamped" in line for line in after)
+
+
+# ----------------------------------------------------------------------
+# Failure mode 21: every retry keeps the standby order
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("seed", "start", "length"), [(4, 720.35, 47.0), (4, 720.5, 38.0)])
+def test_fm21_retries_after_a_relay_outage_keep_the_order(
+    seed: int, start: float, length: float
+) -> None:
+    sim = Simulation(seed=seed).crash(600, "primary").partition(start, "*", duration=length)
+    report = sim.run(until=2400)
+    assert report.ok, report.format()
+    assert [p.provider for p in report.promotions] == ["standby-0"]
+
+
+# ----------------------------------------------------------------------
+# The loop: freeze holds, kill drops, steps are counted
+# ----------------------------------------------------------------------
+
+
+def spawn_in(loop: VirtualLoop, process: Process, log: list[str]) -> None:
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(10)
+            log.append(f"{process.name}@{loop.time():g}")
+
+    context = contextvars.copy_context()
+    context.run(CURRENT_PROCESS.set, process)
+    process.root = context.run(loop.create_task, tick())
+
+
+def test_the_loop_holds_a_frozen_process_and_drops_a_killed_one() -> None:
+    loop = VirtualLoop()
+    a, b = Process("a"), Process("b")
+    log: list[str] = []
+    spawn_in(loop, a, log)
+    spawn_in(loop, b, log)
+    loop.advance_to(15)
+    loop.freeze(a)
+    loop.advance_to(35)
+    loop.thaw(a)
+    loop.advance_to(36)
+    loop.kill(b)
+    loop.advance_to(60)
+    assert log == ["a@10", "b@10", "b@20", "b@30", "a@35", "a@45", "a@55"]
+    assert loop.time() == 60
+    assert b.root is not None
+    assert b.root.cancelled()
+    loop.close()
+
+
+def test_a_held_clock_puts_timers_off_by_the_freeze() -> None:
+    loop = VirtualLoop()
+    a = Process("a")
+    log: list[str] = []
+    spawn_in(loop, a, log)
+    loop.advance_to(15)
+    loop.freeze(a, hold_clock=True)
+    loop.advance_to(115)
+    loop.thaw(a)
+    loop.advance_to(130)
+    assert log == ["a@10", "a@120"]  # 5 s were left when it froze: 5 s after the thaw
+    loop.close()
+
+
+def test_a_kill_lands_after_the_requested_step() -> None:
+    loop = VirtualLoop()
+    a = Process("a")
+    log: list[str] = []
+    spawn_in(loop, a, log)
+    loop.advance_to(1)
+    a.kill_at_step = a.steps + 3
+    loop.advance_to(100)
+    assert not a.alive
+    assert len(log) <= 3
+    loop.close()
