@@ -52,7 +52,6 @@ from ._models import (
     PromotionClaim,
     StandbySlot,
     Topology,
-    fencing_token,
 )
 from ._node_errors import NodeError, NotAddressedError
 from ._node_events import (
@@ -486,7 +485,9 @@ class StandbyNode(Generic[SpecT]):
         for workload_id, record in primaries.items():
             if workload_id in adopted:
                 continue
-            if record.replicated and record.started:
+            if record.replicated:
+                # Started or about to start: either way nothing of it runs here
+                # now, and the standbys may already count on its silence.
                 self._fence_lost(now, record, "its container was gone after a restart")
         for workload_id, intent in intents.items():
             if workload_id in adopted:
@@ -624,7 +625,7 @@ class StandbyNode(Generic[SpecT]):
             standbys=record.standbys,
             epoch=record.epoch,
             fencing_token=record.fencing_token,
-            lease_from=-math.inf,  # the lease is over: the first tick fences and revokes
+            lease_from=now - self.timing.lease,  # over now: the first tick fences and revokes
             expires_at=record.expires_at,
         )
         self._primaries[workload_id] = _Primary(
@@ -636,29 +637,19 @@ class StandbyNode(Generic[SpecT]):
     def _abandon(self, now: float, intent: PromotionIntent) -> None:
         """Give up a promotion the restart interrupted: its epoch and token are spent.
 
-        The claim is withdrawn, the slot dropped, and the epoch revoked: peers
-        may already follow this node as that epoch's primary (its claim or
-        its announcement reached them), and a provider that heartbeats would
-        otherwise hold them off forever. The spent intent stays in the store
-        until the reservation's end, so the node never stands by for the
-        workload again with a token it may have handed out.
+        The slot is dropped and the epoch revoked, but the claim stays: its
+        token may have reached a workload, so no peer may take that epoch
+        again (a lower-indexed peer would carry a lower token). Peers follow
+        this node as that epoch's primary (through its claim or its
+        announcement) and take the revocation as the signal to promote into
+        the next epoch. The spent intent stays in the store until the
+        reservation's end, so the node never stands by for the workload again.
         """
         workload_id = intent.workload_id
         reason = "a promotion was interrupted by a restart; its token is never used again"
         slot = self.election.slots.get(workload_id)
         if slot is not None:
             self.election.remove(now, workload_id)
-        index = intent.fencing_token - fencing_token(intent.epoch, 0)
-        claim = PromotionClaim(
-            workload_id=workload_id,
-            epoch=intent.epoch,
-            fencing_token=intent.fencing_token,
-            claimant=self.me,
-            standby_index=index,
-            claimed_at=max(now, intent.recorded_at),
-            withdrawn=True,
-        )
-        self._spawn_task(self._run_withdraw, WithdrawClaim(claim))
         self._intents[workload_id] = attrs.evolve(intent, spent=True)
         self._fence_lost(
             now,
@@ -725,12 +716,33 @@ class StandbyNode(Generic[SpecT]):
                 await self.flush()
             return role
         assert isinstance(role, Standby)
+        if workload_id in self.election.slots:
+            self._log(
+                logging.INFO,
+                "re-accepted: the slot is already reserved (epoch %d)",
+                self.election.slots[workload_id].epoch,
+                workload_id=workload_id,
+                role="standby",
+            )
+            return role
+        running = self._primaries.get(workload_id)
+        if running is not None and running.lifecycle.state not in _TERMINAL:
+            if running.spec is None:
+                running.spec = request.spec
+            self._log(
+                logging.INFO,
+                "re-accepted: this node already runs it as primary of epoch %d",
+                running.lifecycle.epoch,
+                workload_id=workload_id,
+                role="primary",
+            )
+            return role
         spent = self._intents.get(workload_id)
         if spent is not None and spent.spent:
             raise NodeError(
-                f"workload {workload_id!r}: this node gave up a promotion of it when it restarted "
-                f"(epoch {spent.epoch}, token {spent.fencing_token}), so it no longer stands by "
-                "for it; the consumer may reserve another standby"
+                f"workload {workload_id!r}: this node already promoted into epoch {spent.epoch} "
+                f"(token {spent.fencing_token}) for it, so it no longer stands by for it; the "
+                "consumer may reserve another standby"
             )
         created_at = now if request.created_at is None else request.created_at
         slot: StandbySlot[SpecT] = StandbySlot.reserve(
@@ -1097,6 +1109,9 @@ class StandbyNode(Generic[SpecT]):
                 )
             elif isinstance(effect, PrimaryChanged):
                 self._count("primary_changed")
+                # What the new primary published before this slot followed it
+                # (a revocation above all) went by unheeded: read it back.
+                self._spawn_task(self._catch_up, (effect.workload_id,))
                 self._log(
                     logging.INFO,
                     "%s took over from %s in epoch %d",
@@ -1338,7 +1353,12 @@ class StandbyNode(Generic[SpecT]):
             role="standby",
         )
         error = await self._record_intent(effect, started_at)
-        if error is None:
+        if error is not None and self._intents.pop(workload_id, None) is not None:
+            self._mark_dirty()  # never spawned: the intent that could not be saved is void
+        else:
+            # From here on the token has been handed to the runtime: even when
+            # the spawn fails, the intent stays, so a restarted node never
+            # hands that token out again (it gives the promotion up instead).
             try:
                 with anyio.fail_after(self.timing.spawn_timeout):
                     handle = await self.runtime.spawn(
@@ -1353,8 +1373,6 @@ class StandbyNode(Generic[SpecT]):
                 self._failed("spawn", error, workload_id=workload_id, role="standby")
             else:
                 self._spawned[(workload_id, token)] = handle
-        if error is not None and self._intents.pop(workload_id, None) is not None:
-            self._mark_dirty()  # nothing runs with that token: the intent is void
         now = self._now()
         self._emit(
             ContainerStarted(now, workload_id, token, True, error is None, error, now - started_at)
@@ -1417,9 +1435,12 @@ class StandbyNode(Generic[SpecT]):
         record = _Primary(
             lifecycle, slot.spec, handle, created_at=slot.created_at, expires_at=slot.expires_at
         )
-        intent = self._intents.pop(workload_id, None)
+        intent = self._intents.get(workload_id)
         if intent is not None:
             record.renewed = intent.lease_end
+            # Kept, spent, until the reservation ends: this node never stands
+            # by for the workload again with an epoch and token it used.
+            self._intents[workload_id] = attrs.evolve(intent, spent=True)
         self._primaries[workload_id] = record
         self._mark_dirty()
         self._count("promotions")
@@ -1812,15 +1833,17 @@ class StandbyNode(Generic[SpecT]):
         for workload_id, record in list(self._primaries.items()):
             lifecycle = record.lifecycle
             if (
-                lifecycle.replicated
-                and lifecycle.state in _RUNNING
-                and record.handle is not None
-                and not record.stopped
-                and lifecycle.holds_lease(now)
+                lifecycle.state not in _RUNNING
+                or record.handle is None
+                or record.stopped
+                or (lifecycle.replicated and not lifecycle.holds_lease(now))
             ):
-                end = lifecycle.lease_end()
-                if end is not None and end > record.renewed:
-                    self._spawn_task(self._renew, workload_id, record, end)
+                continue
+            # A workload left with no standbys (the last one promoted) is bound
+            # by its reservation, not by the claim's lease it started under.
+            end = self._bound_for(record)
+            if end > record.renewed:
+                self._spawn_task(self._renew, workload_id, record, end)
 
     async def _poll_containers(self) -> None:
         """Detect containers that stopped without being asked to."""

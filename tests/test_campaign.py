@@ -24,25 +24,10 @@ from standby.testing._simulation import memory_runtime
 # The campaign: 2,000 random schedules within the model, zero violations
 # ----------------------------------------------------------------------
 
-# What the campaign finds in the node today (default timing, seeds from 2024):
-NODE_FINDINGS = pytest.mark.xfail(
-    reason="node findings of the simulator: (1) the host re-sending the original request to "
-    "a provider whose slot moved on, or that was promoted, resets it to epoch 0 and claims "
-    "epoch 1 again with the same token (seeds 2079, 2106, 2121); (2) the last standby, "
-    "promoted with no standbys left, never renews its lease (two failovers in a row); "
-    "(3) a primary restarted after its host crashed heartbeats for a workload it no longer "
-    "runs, so no standby takes over (seeds 2303, 2991); (4) a host crash right after a "
-    "promotion: the restarted node withdraws its claim and the next standby wins the same "
-    "epoch (seed 3095)",
-    strict=True,
-)
-
 CAMPAIGNS = [
-    pytest.param(Timing(), 2, 1200, False, id="default-timing", marks=NODE_FINDINGS),
-    pytest.param(
-        Timing(relay_count=5, write_quorum=3), 2, 400, False, id="five-relays", marks=NODE_FINDINGS
-    ),
-    pytest.param(Timing.fast(), 3, 400, True, id="fast-atomic-three-standbys", marks=NODE_FINDINGS),
+    pytest.param(Timing(), 2, 1200, False, id="default-timing"),
+    pytest.param(Timing(relay_count=5, write_quorum=3), 2, 400, False, id="five-relays"),
+    pytest.param(Timing.fast(), 3, 400, True, id="fast-atomic-three-standbys"),
 ]
 
 

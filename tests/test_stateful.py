@@ -33,12 +33,7 @@ class FastAtomicMachine(StandbyStateMachine):
     atomic_claims = True
 
 
-# A chain of handovers makes the last standby primary with no standbys left; the
-# node then never renews its lease and the runtime stops it (a node finding of the
-# simulator, also pinned in tests/test_simulation.py).
-TestFastAtomic = pytest.mark.xfail(
-    reason="node: the last standby's lease is never renewed", strict=False
-)(FastAtomicMachine.TestCase)
+TestFastAtomic = FastAtomicMachine.TestCase
 TestFastAtomic.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
 
 

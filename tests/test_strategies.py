@@ -202,17 +202,13 @@ def test_schedules_drive_a_simulation(timing: Timing, data: st.DataObject) -> No
 
 
 @settings(max_examples=60, deadline=None)
-@pytest.mark.xfail(
-    reason="node findings of the simulator (two crashes in a row: the last standby's lease is "
-    "never renewed; see tests/test_campaign.py), until the node handles them",
-    strict=False,
-)
 @given(strategies.fault_schedules(within_model=False, horizon=1800.0, max_faults=10))
 def test_faults_outside_the_model_are_reported_as_such(faults: list[Any]) -> None:
     report = Simulation(seed=1, faults=faults).run(until=1800.0)
     amnesia = [f for f in faults if isinstance(f, RelayAmnesia)]
     noted = [n for n in report.outside_model if "lost its stored events" in n]
-    assert len(noted) == len(amnesia)
+    # Two identical losses at one instant read as one note.
+    assert len(noted) == len({(f.relay, f.at, f.duration) for f in amnesia})
     if report.violations and not report.outside_model:
         # inside the model a violation is a core bug; say which schedule shows it
         pytest.fail(f"violation inside the model: {faults!r}\n{report.format()}")
