@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -144,3 +145,20 @@ def test_cli_svg_refuses_a_campaign(capsys: pytest.CaptureFixture[str]) -> None:
     _cli.add_arguments(parser)
     assert _cli.run(parser.parse_args(["--runs", "2", "--svg", "x.svg"])) == 2
     assert "--svg draws a single run" in capsys.readouterr().err
+
+
+def test_docs_pictures_are_drawn_and_the_page_shows_each() -> None:
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("_timelines", root / "docs" / "_timelines.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pictures = module.timelines()
+    page = (root / "docs" / "timeline.md").read_text(encoding="utf-8")
+    assert sorted(pictures) == sorted(module.SCENARIOS)
+    for name, svg in pictures.items():
+        assert f"(timelines/{name})" in page
+        assert len(lanes(parse(svg))) == 3
+        assert find(parse(svg), "two-live") == []
+    assert pictures["crash.svg"] == crash_report().to_svg()
