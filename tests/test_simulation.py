@@ -606,6 +606,7 @@ PUBLIC = {
     "run_campaign",
     "standby_name",
     "strategies",
+    "timeline_svg",
 }
 
 
