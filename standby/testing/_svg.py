@@ -484,6 +484,10 @@ def _legend(canvas: _Canvas, top: float) -> None:
         ),
         ('<path d="M3 3 l12 12 M15 3 l-12 12" stroke="#c0392b" stroke-width="3"/>', "crash"),
         (
+            '<path d="M3 3 l12 12 M15 3 l-12 12" stroke="#8e44ad" stroke-width="3"/>',
+            "kill (containers kept)",
+        ),
+        (
             '<path d="M9 0 l0 18 M5 13 l4 4 l4 -4" stroke="#4b2a85" stroke-width="2.5" '
             'fill="none"/>',
             "handover, restart",
