@@ -602,6 +602,7 @@ PUBLIC = {
     "run_campaign",
     "standby_name",
     "strategies",
+    "timeline_svg",
 }
 
 

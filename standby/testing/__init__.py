@@ -6,7 +6,8 @@
   primary, its standbys and the relays) that runs the shipped
   :class:`~standby.node.StandbyNode` on a virtual-time loop, injects faults
   (kills at any step, freezes, restarts) and checks the guarantees of
-  ``SAFETY.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`.
+  ``SAFETY.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`,
+  which :func:`timeline_svg` (or :meth:`SimulationReport.to_svg`) draws.
 * :func:`run_campaign` -- many seeded simulations with random fault schedules.
 * :class:`StandbyStateMachine` -- a ``RuleBasedStateMachine`` to subclass.
 * :func:`check_relay_transport`, :func:`check_atomic_claims`,
@@ -83,6 +84,7 @@ from ._simulation import (
     relay_name,
     standby_name,
 )
+from ._svg import timeline_svg
 from ._world import SimulatedStore
 
 if TYPE_CHECKING:
@@ -146,6 +148,7 @@ __all__ = [
     "run_campaign",
     "standby_name",
     "strategies",
+    "timeline_svg",
 ]
 
 

@@ -130,6 +130,7 @@ class Checks:
         self.saved_epochs: dict[tuple[str, str], int] = {}
         self.disruptions: list[Disruption] = []
         self.liveness: list[_Liveness] = []
+        self.two_live_windows: list[tuple[float, float]] = []  # of the last two_live()
 
     def violation(self, kind: str, at: float, text: str) -> None:
         self.violations.append((kind, at, text))
@@ -358,6 +359,7 @@ class Checks:
     def two_live(self, segments: Sequence[Segment], now: float) -> tuple[list[Raw], float]:
         """Windows in which two containers could act at once (see :meth:`excused`)."""
         points = sorted({s.start for s in segments} | {s.end for s in segments})
+        self.two_live_windows = []
         out: list[Raw] = []
         total = 0.0
         open_start: float | None = None
@@ -395,6 +397,7 @@ class Checks:
         ongoing = end >= now and any(s.run.end is None for s in members)
         until = "still running at the end of the run" if ongoing else f"until t={end:.3f}"
         who = " and ".join(s.describe() for s in members)
+        self.two_live_windows.append((start, end))
         out.append(
             (
                 TWO_LIVE,

@@ -5,6 +5,9 @@ whatever the timing preset (so ``--timing reference-unsafe`` exits 1: the
 checker caught the unsafe timing, which is the point of the demonstration),
 2 for bad arguments (one line on stderr).
 
+``--svg FILE`` writes a single run's timeline as an SVG picture (see
+:meth:`SimulationReport.to_svg`).
+
 A single run without a scenario flag (``--crash-primary-at``,
 ``--partition-primary``) runs the default scenario, a primary crash (see
 :func:`default_crash_at`), and says so; ``--no-faults`` runs without any.
@@ -294,6 +297,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeline", action="store_true", help="print the whole timeline of a single run"
     )
+    parser.add_argument(
+        "--svg",
+        default=None,
+        metavar="FILE",
+        help="write a single run's timeline to FILE as an SVG picture: a lane per provider "
+        "with its container runs and fencing tokens, lease ends, the silence, the claims, "
+        "the faults, and any two-live window in red",
+    )
 
 
 def _scenario(args: argparse.Namespace) -> list[Fault]:
@@ -346,6 +357,9 @@ def run(args: argparse.Namespace) -> int:
             "error: the broken-adapter flags apply to a single run, not to --runs", file=sys.stderr
         )
         return 2
+    if args.runs is not None and args.svg is not None:
+        print("error: --svg draws a single run, not a campaign (--runs)", file=sys.stderr)
+        return 2
     if args.runs is not None:
         summary = run_campaign(
             args.runs,
@@ -381,4 +395,12 @@ def run(args: argparse.Namespace) -> int:
     report = sim.run(until=until)
     sim.close()
     print(report.format(timeline=args.timeline))
+    if args.svg is not None:
+        try:
+            with open(args.svg, "w", encoding="utf-8") as out:
+                out.write(report.to_svg())
+        except OSError as exc:
+            print(f"error: cannot write {args.svg}: {exc}", file=sys.stderr)
+            return 2
+        print(f"timeline picture written to {args.svg}")
     return 0 if report.ok else 1

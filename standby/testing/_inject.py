@@ -118,6 +118,8 @@ class Injector:
     def apply(self, fault: Fault) -> None:
         sim = self.sim
         sim.record_line("FAULT", repr(fault))
+        if not isinstance(fault, (Crash, Kill, Restart, Pause, Partition, Handover)):
+            self._mark_other(fault)
         if isinstance(fault, Crash):
             self._kill(fault.who, host_too=True, steps=None)
         elif isinstance(fault, Kill):
@@ -150,6 +152,18 @@ class Injector:
             self._amnesia(fault)
         elif isinstance(fault, Handover):
             self._handover(fault)
+
+    def _mark_other(self, fault: Fault) -> None:
+        """Record a fault without a picture of its own: its span and its provider, if any."""
+        sim = self.sim
+        who = getattr(fault, "who", None)
+        host = None if who is None or who == "*" else self._resolve(who)
+        duration = getattr(fault, "duration", None)
+        end = sim.now if duration is None else sim.now + duration
+        names = () if host is None else (host.name,)
+        sim.faults_seen.mark(
+            type(fault).__name__.lower(), names, sim.now, end=end, detail=repr(fault)
+        )
 
     def _resolve(self, who: str) -> Host | None:
         sim = self.sim
@@ -191,6 +205,7 @@ class Injector:
                     crash()
             self._end_freeze(host)
         sim.disrupt(f"crash of {host.name}", targets=(host.name,))
+        sim.faults_seen.mark("crash" if host_too else "kill", (host.name,), sim.now)
 
     def _restart(self, fault: Restart) -> None:
         sim = self.sim
@@ -199,6 +214,7 @@ class Injector:
             self._kill_host[host.incarnation.process.name] = True  # type: ignore[union-attr]
             sim.loop.kill(host.incarnation.process)  # type: ignore[union-attr]
         sim.disrupt(f"restart of {host.name}", targets=(host.name,))
+        sim.faults_seen.mark("restart", (host.name,), sim.now)
         request = None
         if fault.reaccept == "with-created-at":
             request = sim.request
@@ -217,7 +233,8 @@ class Injector:
         sim.loop.freeze(process, hold_clock=fault.workload == "frozen")
         if fault.workload == "frozen":
             host.freezes.append((now, None))
-        sim.disrupt("pause", now + fault.duration, (host.name,))
+        pause = sim.disrupt("pause", now + fault.duration, (host.name,))
+        sim.faults_seen.mark("freeze", (host.name,), now, disruption=pause, detail=fault.workload)
         sim.loop.call_at(now + fault.duration, self._thaw, host, process)
 
     def _thaw(self, host: Host, process: Process) -> None:
@@ -277,6 +294,7 @@ class Injector:
         if host is None or node is None or host.incarnation is None:
             sim.record_line("FAULT", "  (nobody to hand over)")
             return
+        sim.faults_seen.mark("handover", (host.name,), sim.now)
 
         async def hand_over() -> None:
             try:
@@ -306,6 +324,8 @@ class Injector:
                 sim.network.partition(name, [relay])
         end = _INF if fault.duration is None else sim.now + fault.duration
         disruption = sim.disrupt("partition", end, names, even=fault.who == "*")
+        detail = "every relay" if fault.relays is None else ", ".join(relays)
+        sim.faults_seen.mark("partition", names, sim.now, disruption=disruption, detail=detail)
         if fault.duration is None:
             self._open.append((disruption, links))
         else:

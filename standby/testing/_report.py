@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -31,6 +31,9 @@ from .._effects import (
     WithdrawClaim,
 )
 from .._timing import Timing
+
+if TYPE_CHECKING:
+    from ._history import RunHistory
 
 __all__ = [
     "BASE_TIME",
@@ -299,6 +302,8 @@ class SimulationReport:
     outside_model: tuple[str, ...]
     drops: tuple[tuple[str, int], ...]
     timeline: Timeline
+    history: RunHistory | None = None
+    """The course of the run for drawing it (see :meth:`to_svg`)."""
 
     @property
     def ok(self) -> bool:
@@ -365,3 +370,9 @@ class SimulationReport:
 
     def __str__(self) -> str:
         return self.format()
+
+    def to_svg(self) -> str:
+        """The run drawn as an SVG timeline (see :func:`standby.testing.timeline_svg`)."""
+        from ._svg import timeline_svg
+
+        return timeline_svg(self)

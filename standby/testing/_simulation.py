@@ -69,6 +69,7 @@ from ._faults import (
     SkewClock,
     SlowSpawn,
 )
+from ._history import FaultRecorder
 from ._inject import Injector
 from ._loop import Process, VirtualLoop
 from ._report import (
@@ -196,6 +197,7 @@ class Simulation:
         self._epoch = 0
         self._holder = PRIMARY
         self._published: list[tuple[Message, str]] = []
+        self.faults_seen = FaultRecorder()
         provider_names = [PRIMARY, *(standby_name(i) for i in range(standbys))]
         self.topology = Topology(primary=PRIMARY, standbys=tuple(provider_names[1:]))
         self._hosts: list[Host] = []
@@ -421,6 +423,14 @@ class Simulation:
             outside_model=tuple(self._notes),
             drops=tuple(sorted(self._drops.items())),
             timeline=timeline,
+            history=self.faults_seen.history(
+                now,
+                self.providers,
+                runs,
+                (e for e in self.record.events if e.workload_id == self.workload_id),
+                checks.claims,
+                checks.two_live_windows,
+            ),
         )
 
     # ------------------------------------------------------------------
@@ -551,6 +561,8 @@ class Simulation:
         if kind is Heartbeat:
             if message.provider == signer:  # type: ignore[union-attr]
                 checks.hb_stored[signer] = now
+                stamped = message.timestamp  # type: ignore[union-attr]
+                self.faults_seen.heartbeat(signer, stamped, now)
         elif kind is LeaseRevocation:
             assert isinstance(message, LeaseRevocation)
             if message.primary == signer:
