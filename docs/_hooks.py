@@ -217,7 +217,22 @@ def on_files(files: Any, config: Any) -> Any:
     found = failure_mode_tests()
     _report_missing(found)
     files.append(File.generated(config, TESTS_PAGE, content=tests_page(found)))
+    # The timeline pictures, drawn from simulations of the code being built.
+    for name, svg in _timeline_pictures().items():
+        files.append(File.generated(config, f"timelines/{name}", content=svg))
     return files
+
+
+def _timeline_pictures() -> dict[str, str]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_timelines", ROOT / "docs" / "_timelines.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pictures: dict[str, str] = module.timelines()
+    return pictures
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
