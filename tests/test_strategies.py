@@ -201,7 +201,7 @@ def test_schedules_drive_a_simulation(timing: Timing, data: st.DataObject) -> No
     assert len(report.timeline) > 0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(strategies.fault_schedules(within_model=False, horizon=1800.0, max_faults=10))
 def test_faults_outside_the_model_are_reported_as_such(faults: list[Any]) -> None:
     report = Simulation(seed=1, faults=faults).run(until=1800.0)
