@@ -178,7 +178,9 @@ class StandbyElection(Generic[SpecT]):
         self._last_hb: dict[str, float] = {}
         self._watchers: dict[str, set[str]] = {}
         self._busy: dict[str, set[str]] = {}
-        self._min_origin: dict[str, float] = {}
+        #: Per primary, a heap of (origin, workload id) of its watching slots;
+        #: entries of slots that stopped watching are dropped lazily.
+        self._origins: dict[str, list[tuple[float, str]]] = {}
         self._pushed: dict[str, float] = {}
         self._heap: list[tuple[float, int, int, str]] = []
         self._expiry: list[tuple[float, str]] = []
@@ -662,14 +664,29 @@ class StandbyElection(Generic[SpecT]):
         return deadline
 
     def _primary_deadline(self, primary: str) -> float:
-        origin = self._min_origin.get(primary)
+        origin = self._min_watch_origin(primary)
         if origin is None:
-            watchers = self._watchers.get(primary)
-            if not watchers:
-                return _INF
-            origin = min(self._entries[w].origin for w in watchers)
-            self._min_origin[primary] = origin
+            return _INF
         return self._silent_from(silence_baseline(origin, self._last_hb.get(primary)))
+
+    def _origin_live(self, primary: str, origin: float, workload_id: str) -> bool:
+        entry = self._entries.get(workload_id)
+        return (
+            entry is not None
+            and entry.phase is Phase.WATCHING
+            and entry.origin == origin
+            and entry.slot.primary == primary
+        )
+
+    def _min_watch_origin(self, primary: str) -> float | None:
+        """The earliest origin among ``primary``'s watching slots (amortised O(log n))."""
+        heap = self._origins.get(primary)
+        while heap:
+            origin, workload_id = heap[0]
+            if self._origin_live(primary, origin, workload_id):
+                return origin
+            heapq.heappop(heap)
+        return None
 
     def _watch_deadline(self, entry: _Entry[SpecT]) -> float:
         last = self._last_hb.get(entry.slot.primary)
@@ -692,9 +709,8 @@ class StandbyElection(Generic[SpecT]):
                 watchers.discard(workload_id)
                 if not watchers:
                     del self._watchers[primary]
-                    self._min_origin.pop(primary, None)
-                elif self._min_origin.get(primary) == entry.origin:
-                    del self._min_origin[primary]
+                    self._origins.pop(primary, None)
+            # Its origin stays in the heap until it reaches the top (lazy removal).
         else:
             busy = self._busy.get(primary)
             if busy is not None:
@@ -709,10 +725,15 @@ class StandbyElection(Generic[SpecT]):
         entry.deadline = None
         entry.deferred = None
         primary = entry.slot.primary
-        self._watchers.setdefault(primary, set()).add(entry.slot.workload_id)
-        current = self._min_origin.get(primary)
-        if current is not None and entry.origin < current:
-            self._min_origin[primary] = entry.origin
+        watchers = self._watchers.setdefault(primary, set())
+        watchers.add(entry.slot.workload_id)
+        heap = self._origins.setdefault(primary, [])
+        heapq.heappush(heap, (entry.origin, entry.slot.workload_id))
+        if len(heap) > 2 * len(watchers) + 16:
+            # Too many stale entries: rebuild (amortised O(1) per push).
+            entries = self._entries
+            heap[:] = [(entries[w].origin, w) for w in watchers]
+            heapq.heapify(heap)
         self._push_primary(primary, self._primary_deadline(primary))
 
     def _set(self, entry: _Entry[SpecT], phase: Phase, deadline: float) -> None:
@@ -747,11 +768,20 @@ class StandbyElection(Generic[SpecT]):
         last = self._last_hb.get(primary)
         silence = self.timing.silence
         entries = self._entries
-        due = [
-            entries[wid]
-            for wid in watchers
-            if primary_is_silent(now, silence_baseline(entries[wid].origin, last), silence)
-        ]
+        # Oldest origin first: the due slots are a prefix of the origin heap.
+        heap = self._origins.get(primary, [])
+        due: list[_Entry[SpecT]] = []
+        taken: set[str] = set()
+        while heap:
+            origin, wid = heap[0]
+            if not self._origin_live(primary, origin, wid) or wid in taken:
+                heapq.heappop(heap)
+                continue
+            if not primary_is_silent(now, silence_baseline(origin, last), silence):
+                break
+            heapq.heappop(heap)
+            taken.add(wid)
+            due.append(entries[wid])
         if due:
             self._next_request += 1
             request = self._next_request

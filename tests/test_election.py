@@ -582,3 +582,34 @@ class TestExpiryAndTable:
         one(effects, sb.StopOrphan)
         assert one(effects, sb.SlotRemoved).reason == "expired"
         assert only(effects, sb.Announce) == []
+
+
+def test_removing_oldest_first_keeps_the_primary_deadline_exact() -> None:
+    # Slots of one primary removed oldest-first (the churn case): the origin
+    # heap drops them lazily and the deadline always follows the oldest left.
+    timing = sb.Timing()
+    machine: sb.StandbyElection[Any] = sb.StandbyElection(me="me", timing=timing)
+    now = CREATED + 50
+    for i in range(40):
+        machine.reserve(now, make_slot(workload_id=f"w{i:02d}", created_at=CREATED + i))
+    for i in range(39):
+        machine.remove(now, f"w{i:02d}")
+        assert machine.next_deadline() == CREATED + i + 1 + timing.silence
+    # Re-reserving and removing many times does not let stale entries pile up.
+    for k in range(200):
+        machine.reserve(now, make_slot(workload_id=f"x{k}", created_at=CREATED + 100 + k))
+        machine.remove(now, f"x{k}")
+    assert machine.next_deadline() == CREATED + 39 + timing.silence
+    assert len(machine._origins[PRIMARY]) <= 2 * len(machine.slots) + 16
+
+
+def test_primary_deadline_confirms_only_the_due_prefix() -> None:
+    timing = sb.Timing()
+    machine: sb.StandbyElection[Any] = sb.StandbyElection(me="me", timing=timing)
+    for i in range(3):
+        machine.reserve(CREATED, make_slot(workload_id=f"w{i}", created_at=CREATED + 10 * i))
+    effects = machine.tick(CREATED + 10 + timing.silence)
+    (query,) = [e for e in effects if isinstance(e, sb.QueryHeartbeats)]
+    assert query.workload_ids == ("w0", "w1")
+    assert machine.status("w2").phase is sb.Phase.WATCHING
+    assert machine.status("w2").deadline == CREATED + 20 + timing.silence
