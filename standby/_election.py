@@ -25,11 +25,12 @@ from __future__ import annotations
 import enum
 import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, TypeVar
 
 import attrs
+from typing_extensions import ParamSpec
 
 from ._effects import (
     Announce,
@@ -69,6 +70,31 @@ SpecT = TypeVar("SpecT")
 _PRIMARY = 0
 _SLOT = 1
 _INF = float("inf")
+#: At most this many workloads share one claims read (keeps requests and
+#: answers well inside relay limits: filter sizes, result caps).
+MAX_BATCH = 100
+#: ``entry.request`` of a slot whose claims read is queued for the batch.
+_QUEUED = 0
+
+_P = ParamSpec("_P")
+_ElectionT = TypeVar("_ElectionT", bound="StandbyElection[Any]")
+
+
+def _batched(
+    method: Callable[Concatenate[_ElectionT, _P], list[ElectionEffect]],
+) -> Callable[Concatenate[_ElectionT, _P], list[ElectionEffect]]:
+    """Emit the claims reads queued during ``method`` as batched effects."""
+
+    def wrapper(self: _ElectionT, /, *args: _P.args, **kwargs: _P.kwargs) -> list[ElectionEffect]:
+        effects = method(self, *args, **kwargs)
+        if self._queued_reads:
+            self._flush_reads(effects)
+        return effects
+
+    wrapper.__doc__ = method.__doc__
+    wrapper.__name__ = method.__name__
+    wrapper.__qualname__ = method.__qualname__
+    return wrapper
 
 
 class Phase(enum.Enum):
@@ -127,6 +153,7 @@ class _Entry(Generic[SpecT]):
         "confirmed_baseline",
         "deadline",
         "deferred",
+        "joined",
         "origin",
         "phase",
         "preread_at",
@@ -152,6 +179,7 @@ class _Entry(Generic[SpecT]):
         self.resume = Phase.WATCHING
         self.deferred: PromotionClaim | None = None
         self.confirmed_baseline = 0.0
+        self.joined = False
 
 
 class StandbyElection(Generic[SpecT]):
@@ -186,6 +214,10 @@ class StandbyElection(Generic[SpecT]):
         self._expiry: list[tuple[float, str]] = []
         self._requests: dict[int, tuple[str, str]] = {}
         self._confirming: dict[int, tuple[str, tuple[str, ...]]] = {}
+        #: Claims reads in flight: request -> (phase, workload ids).
+        self._reading: dict[int, tuple[Phase, tuple[str, ...]]] = {}
+        #: Claims reads queued during the current call, per (primary, phase).
+        self._queued_reads: dict[tuple[str, Phase], list[_Entry[SpecT]]] = {}
         self._abandoned: dict[int, tuple[str, int]] = {}
         self._promoted: dict[str, float] = {}
         self._claims_seen: dict[str, dict[str, PromotionClaim]] = {}
@@ -223,6 +255,7 @@ class StandbyElection(Generic[SpecT]):
         """Newest accepted heartbeat timestamp of ``primary``, if any."""
         return self._last_hb.get(primary)
 
+    @_batched
     def reserve(self, now: float, slot: StandbySlot[SpecT]) -> list[ElectionEffect]:
         """Add a slot (or renew one that is still only watching).
 
@@ -249,6 +282,7 @@ class StandbyElection(Generic[SpecT]):
         effects.append(SlotSaved(slot))
         return effects
 
+    @_batched
     def restore(self, now: float, slots: Iterable[StandbySlot[SpecT]]) -> list[ElectionEffect]:
         """Load slots persisted before a restart; expired ones are dropped and reported."""
         effects: list[ElectionEffect] = []
@@ -264,6 +298,7 @@ class StandbyElection(Generic[SpecT]):
             self._add(slot, slot.created_at)
         return effects
 
+    @_batched
     def remove(self, now: float, workload_id: str) -> list[ElectionEffect]:
         """Drop a slot on the host's request (e.g. the consumer cancelled)."""
         effects: list[ElectionEffect] = []
@@ -310,6 +345,7 @@ class StandbyElection(Generic[SpecT]):
             best = expiry[0][0]
         return None if best == _INF else best
 
+    @_batched
     def tick(self, now: float) -> list[ElectionEffect]:
         """Handle every deadline that is due at ``now``."""
         effects: list[ElectionEffect] = []
@@ -334,6 +370,7 @@ class StandbyElection(Generic[SpecT]):
     # Inputs from the network
     # ------------------------------------------------------------------
 
+    @_batched
     def on_message(self, now: float, envelope: Envelope[Any]) -> list[ElectionEffect]:
         """Feed one authenticated message from a subscription."""
         effects: list[ElectionEffect] = []
@@ -352,6 +389,7 @@ class StandbyElection(Generic[SpecT]):
             raise TypeError(f"not a standby message: {message!r}")
         return effects
 
+    @_batched
     def heartbeats_queried(
         self,
         now: float,
@@ -395,6 +433,7 @@ class StandbyElection(Generic[SpecT]):
                 self._watch(entry)
         return effects
 
+    @_batched
     def claims_queried(
         self,
         now: float,
@@ -402,29 +441,57 @@ class StandbyElection(Generic[SpecT]):
         results: Sequence[Envelope[Any]],
         answered: Iterable[str],
     ) -> list[ElectionEffect]:
-        """Report the result of a :class:`~standby.QueryClaims`."""
+        """Report the result of a :class:`~standby.QueryClaims`.
+
+        ``results`` must hold every matching message that each relay in
+        ``answered`` stored, for every workload of the query.
+        """
         effects: list[ElectionEffect] = []
         self._sweep(now, effects)
-        entry = self._take_request(request_id, "claims", effects)
-        if entry is None:
+        pending = self._reading.pop(request_id, None)
+        if pending is None:
+            self._late(request_id, effects)
             return effects
-        count = len(set(answered))
-        rereading = entry.phase is Phase.REREAD
+        phase, workload_ids = pending
+        entries = [
+            e
+            for wid in workload_ids
+            if (e := self._entries.get(wid)) is not None
+            and e.phase is phase
+            and e.request == request_id
+        ]
+        if not entries:
+            self._late(request_id, effects)
+            return effects
+        for entry in entries:
+            entry.request = None
         for envelope in results:
             message = envelope.message
             if isinstance(message, PromotionAnnouncement):
                 self._announcement(now, envelope.signer, message, effects)
             elif isinstance(message, PromotionClaim):
                 self._peer_claim(now, envelope.signer, message, effects)
-        if self._entries.get(entry.slot.workload_id) is not entry or entry.phase not in (
-            Phase.PREREAD,
-            Phase.REREAD,
-        ):
-            return effects  # an announcement moved the slot on
+        count = len(set(answered))
+        for entry in entries:
+            self._claims_read(now, entry, phase, count, effects)
+        return effects
+
+    def _claims_read(
+        self,
+        now: float,
+        entry: _Entry[SpecT],
+        phase: Phase,
+        count: int,
+        effects: list[ElectionEffect],
+    ) -> None:
+        """One slot's share of a claims read: the per-workload rule of guarantee 2."""
+        if self._entries.get(entry.slot.workload_id) is not entry or entry.phase is not phase:
+            return  # an announcement moved the slot on
+        rereading = phase is Phase.REREAD
         if count < self.timing.read_quorum:
             stage = "reread" if rereading else "preread"
             self._claims_read_failed(now, entry, stage, count, effects)
-            return effects
+            return
         rival = self._strongest_rival(entry, rereading)
         if rival is not None:
             self._withdraw(now, entry, effects)
@@ -434,15 +501,15 @@ class StandbyElection(Generic[SpecT]):
                 self._follow(now, entry, rival.claimant, rival.epoch, now, effects)
             else:
                 self._defer(now, entry, rival)
-            return effects
+            return
         if rereading:
             self._spawn(now, entry, effects)
         elif now >= entry.preread_at + self.timing.claim_timeout:
             self._hold(now, entry, self.timing.retry_interval, Phase.PREREAD)
         else:
             self._claim(now, entry, effects)
-        return effects
 
+    @_batched
     def claim_published(
         self, now: float, request_id: int, acknowledged: Iterable[str]
     ) -> list[ElectionEffect]:
@@ -460,6 +527,7 @@ class StandbyElection(Generic[SpecT]):
         self._claim_failed(now, entry, acks, effects)
         return effects
 
+    @_batched
     def claim_compared(
         self, now: float, request_id: int, won: bool, holder: PromotionClaim | None = None
     ) -> list[ElectionEffect]:
@@ -482,6 +550,7 @@ class StandbyElection(Generic[SpecT]):
             self._hold(now, entry, self.timing.retry_interval, Phase.PREREAD)
         return effects
 
+    @_batched
     def spawn_finished(
         self, now: float, request_id: int, ok: bool, error: str | None = None
     ) -> list[ElectionEffect]:
@@ -616,6 +685,14 @@ class StandbyElection(Generic[SpecT]):
                     self._confirming[request] = (pending[0], rest)
                 else:
                     del self._confirming[request]
+        elif entry.phase in (Phase.PREREAD, Phase.REREAD):
+            # Left in the batch: claims_queried skips a slot whose request moved on.
+            reading = self._reading.get(request)
+            if reading is not None and all(
+                (e := self._entries.get(w)) is None or e is entry or e.request != request
+                for w in reading[1]
+            ):
+                del self._reading[request]
         else:
             self._requests.pop(request, None)
 
@@ -814,19 +891,75 @@ class StandbyElection(Generic[SpecT]):
         elif phase is Phase.CLAIMING:
             self._claim_failed(now, entry, 0, effects)
         elif phase is Phase.SETTLING:
-            self._query_claims(now, entry, Phase.REREAD, effects)
+            self._settled(now, entry, effects)
         elif phase is Phase.SPAWNING:
             self._count("spawn_timeout")
             self._spawn_failed(now, entry, effects)
+
+    def _settled(self, now: float, entry: _Entry[SpecT], effects: list[ElectionEffect]) -> None:
+        """The settle wait is over: re-read, together with the slots pre-read alongside.
+
+        Slots of one primary pre-read in one batch publish their claims at
+        once, but the acknowledgements come back spread out. The first slot
+        to finish settling waits for those of its batch already settling, up
+        to the latest settle end its own claim could have had (``preread_at
+        + claim_timeout + claim_settle``): waiting longer than its own settle
+        is always safe, and within that cap the lease rule of ``Timing``
+        still covers the spawn. All of them then share one re-read.
+        """
+        if not entry.joined:
+            primary = entry.slot.primary
+            cap = entry.preread_at + self.timing.claim_timeout + self.timing.claim_settle
+            group = [entry]
+            for workload_id in self._busy.get(primary, ()):
+                other = self._entries[workload_id]
+                if (
+                    other is not entry
+                    and other.phase is Phase.SETTLING
+                    and other.preread_at == entry.preread_at
+                    and other.deadline is not None
+                    and other.deadline <= cap
+                ):
+                    group.append(other)
+            latest = max(e.deadline or now for e in group)
+            for member in group:
+                member.joined = True
+            if latest > now:
+                for member in group:
+                    if member.deadline != latest:
+                        self._set(member, Phase.SETTLING, latest)
+                return
+        self._query_claims(now, entry, Phase.REREAD, effects)
 
     def _query_claims(
         self, now: float, entry: _Entry[SpecT], phase: Phase, effects: list[ElectionEffect]
     ) -> None:
         self._release_request(entry)
-        request = self._new_request("claims", entry.slot.workload_id)
         self._set(entry, phase, now + 2 * self.timing.query_timeout)
-        entry.request = request
-        effects.append(QueryClaims(request, entry.slot.workload_id))
+        entry.request = _QUEUED
+        self._queued_reads.setdefault((entry.slot.primary, phase), []).append(entry)
+
+    def _flush_reads(self, effects: list[ElectionEffect]) -> None:
+        """One claims read per primary and step (at most MAX_BATCH workloads each)."""
+        queued, self._queued_reads = self._queued_reads, {}
+        for (_, phase), group in queued.items():
+            live = [
+                e
+                for e in group
+                if self._entries.get(e.slot.workload_id) is e
+                and e.phase is phase
+                and e.request == _QUEUED
+            ]
+            for first in range(0, len(live), MAX_BATCH):
+                chunk = live[first : first + MAX_BATCH]
+                self._next_request += 1
+                request = self._next_request
+                workload_ids = tuple(e.slot.workload_id for e in chunk)
+                for entry in chunk:
+                    entry.request = request
+                self._reading[request] = (phase, workload_ids)
+                self._count("claims_reads")
+                effects.append(QueryClaims(request, workload_ids[0], workload_ids))
 
     def _preread(self, now: float, entry: _Entry[SpecT], effects: list[ElectionEffect]) -> None:
         if not entry.revoked:
@@ -855,6 +988,7 @@ class StandbyElection(Generic[SpecT]):
             claimed_at=now,
         )
         entry.claim = claim
+        entry.joined = False
         if self.atomic_claims:
             request = self._new_request("cas", slot.workload_id)
             effects.append(CompareAndSetClaim(request, claim))

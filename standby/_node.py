@@ -1026,7 +1026,7 @@ class StandbyNode(Generic[SpecT]):
                 candidates.update(effect.workload_ids)
                 self._spawn_task(self._run_query_heartbeats, effect)
             elif isinstance(effect, QueryClaims):
-                candidates.add(effect.workload_id)
+                candidates.update(effect.workload_ids)
                 self._spawn_task(self._run_query_claims, effect)
             elif isinstance(effect, PublishClaim):
                 self._spawn_task(self._run_publish_claim, effect)
@@ -1171,17 +1171,19 @@ class StandbyNode(Generic[SpecT]):
     async def _run_query_claims(self, effect: QueryClaims) -> None:
         query = Query(
             kinds=("claim", "announcement"),
-            workload_ids=(effect.workload_id,),
+            workload_ids=effect.workload_ids,
             until=self._now() + self.timing.max_clock_skew,
         )
-        result = await self._query(query, operation="query_claims", workload_id=effect.workload_id)
+        result = await self._query(
+            query, operation="query_claims", workload_id=",".join(effect.workload_ids)
+        )
         now = self._now()
         self._election_call(
             now,
             lambda: self.election.claims_queried(
                 now, effect.request_id, result.envelopes, result.answered
             ),
-            (effect.workload_id,),
+            effect.workload_ids,
         )
 
     async def _run_publish_claim(self, effect: PublishClaim) -> None:

@@ -1021,7 +1021,7 @@ class Simulation:
             query: QueryHeartbeats = op.payload
             items = relay.heartbeat_items(query.primary, query.workload_ids)
         elif kind == _OP_CLAIMS:
-            items = relay.claim_items(op.payload)
+            items = [item for workload in op.payload for item in relay.claim_items(workload)]
         else:
             msg: Message = op.payload
             if relay.store(msg, p.name, self._t):
@@ -1321,7 +1321,7 @@ class Simulation:
                 self._start_op(_Op(_OP_HEARTBEATS, p, e.request_id, e))
             elif isinstance(e, QueryClaims):
                 self._record(name, e)
-                self._start_op(_Op(_OP_CLAIMS, p, e.request_id, e.workload_id))
+                self._start_op(_Op(_OP_CLAIMS, p, e.request_id, e.workload_ids))
             elif isinstance(e, PublishClaim):
                 self._record(name, e)
                 claim = e.claim
