@@ -134,6 +134,8 @@ _MAX_STOP_BACKOFF = 60.0
 _MIN_SLEEP = 1e-3
 #: A lost subscription is retried after retry_interval, doubling up to this many times.
 _MAX_SUBSCRIBE_DOUBLINGS = 5
+#: Seconds a change of the live subscription waits, so that changes coalesce.
+_SUBSCRIBE_COALESCE = 0.05
 _NEVER: Final = Never()
 
 
@@ -1145,7 +1147,15 @@ class StandbyNode(Generic[SpecT]):
         if envelope.signer == self.me:
             return
         message = envelope.message
-        touched = () if isinstance(message, Heartbeat) else (message.workload_id,)
+        if isinstance(message, Heartbeat):
+            touched: tuple[str, ...] = ()
+        elif message.workload_id in self.election.slots:
+            touched = (message.workload_id,)
+        else:
+            # The subscription filters by author only: a peer's message about
+            # a workload it shares with others, not with this node.
+            self._count("messages_not_ours")
+            return
         now = self._now()
         self._election_call(now, lambda: self.election.on_message(now, envelope), touched)
 
@@ -1851,6 +1861,13 @@ class StandbyNode(Generic[SpecT]):
                 await wake.wait()
 
     def _interest(self) -> Query | None:
+        """The live subscription: sized by primaries and peers, not by slots.
+
+        It names the authors only (the primaries and peers of the slots), so
+        a thousand slots of one primary need the same small request as one;
+        messages about workloads without a slot here are dropped locally
+        (:meth:`_on_envelope`). It changes only when the set of authors does.
+        """
         slots = self.election.slots
         if not slots:
             return None
@@ -1858,7 +1875,7 @@ class StandbyNode(Generic[SpecT]):
         for slot in slots.values():
             authors.add(slot.primary)
             authors.update(slot.peers)
-        return Query(kinds=MESSAGE_KINDS, authors=authors, workload_ids=slots.keys())
+        return Query(kinds=MESSAGE_KINDS, authors=authors)
 
     def _refresh_interest(self) -> None:
         if self._interest_changed is not None:
@@ -1871,6 +1888,11 @@ class StandbyNode(Generic[SpecT]):
         async with anyio.create_task_group() as group:
             while True:
                 self._interest_changed = changed = anyio.Event()
+                if current is not None and alive[0]:
+                    # Many accepts in a row change the slots many times: look
+                    # once they are done (a fresh slot has a whole silence of
+                    # grace, so a short wait costs nothing).
+                    await anyio.sleep(_SUBSCRIBE_COALESCE)
                 wanted = self._interest()
                 if wanted != current or (wanted is not None and not alive[0]):
                     # Open the new subscription before closing the old one: no gap.
