@@ -251,6 +251,11 @@ class StandbyElection(Generic[SpecT]):
             deferred_to=None if entry.deferred is None else entry.deferred.claimant,
         )
 
+    def phase(self, workload_id: str) -> Phase | None:
+        """The phase of one slot (``None``: not in the table), in O(1)."""
+        entry = self._entries.get(workload_id)
+        return None if entry is None else entry.phase
+
     def last_heartbeat(self, primary: str) -> float | None:
         """Newest accepted heartbeat timestamp of ``primary``, if any."""
         return self._last_hb.get(primary)

@@ -321,6 +321,8 @@ class StandbyNode(Generic[SpecT]):
         self._entering = False
         self._subscription_failures = 0
         self._phases: dict[str, Phase] = {}
+        #: Slots whose tracked phase is not WATCHING (checked on every call).
+        self._moving: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self._group: anyio.abc.TaskGroup | None = None
         self._running = False
@@ -435,7 +437,9 @@ class StandbyNode(Generic[SpecT]):
                 )
         await self._reconcile(state)
         for workload_id in self.election.slots:
-            self._phases[workload_id] = self.election.status(workload_id).phase
+            phase = self._phases[workload_id] = self.election.status(workload_id).phase
+            if phase is not Phase.WATCHING:
+                self._moving.add(workload_id)
 
     async def _reconcile(self, state: NodeState[SpecT]) -> None:
         """Adopt or stop what the previous incarnation left behind (guarantee 5).
@@ -1118,18 +1122,24 @@ class StandbyNode(Generic[SpecT]):
         self._poke()
 
     def _track_phases(self, now: float, candidates: set[str]) -> None:
-        candidates.update(w for w, phase in self._phases.items() if phase is not Phase.WATCHING)
-        slots = self.election.slots
+        # Only slots that are moving through the election can change without
+        # being named by an effect: O(moving), not O(slots), per input.
+        candidates.update(self._moving)
+        phase_of = self.election.phase
         for workload_id in candidates:
             old = self._phases.get(workload_id)
-            status = self.election.status(workload_id) if workload_id in slots else None
-            new = None if status is None else status.phase
+            new = phase_of(workload_id)
             if old is new:
                 continue
+            status = None if new is None else self.election.status(workload_id)
             if new is None:
                 del self._phases[workload_id]
             else:
                 self._phases[workload_id] = new
+            if new is None or new is Phase.WATCHING:
+                self._moving.discard(workload_id)
+            else:
+                self._moving.add(workload_id)
             revoked = status is not None and status.revoked
             self._log(
                 logging.INFO,
