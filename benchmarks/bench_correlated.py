@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from _nostr_relays import RelayCluster
 
-from standby import Envelope, Heartbeat, JsonFileStore, Timing, Topology
+from standby import Envelope, Heartbeat, JsonFileStore, NodeError, Timing, Topology
 from standby.adapters.memory import (
     MemoryRelayNetwork,
     MemoryRuntime,
@@ -241,6 +241,24 @@ class RealProvider:
         await group.start(run)
 
 
+async def accept_retrying(
+    gate: anyio.Semaphore, node: StandbyNode[Any], req: SpawnRequest[Any]
+) -> None:
+    async with gate:
+        for attempt in range(10):
+            if await accept_once(node, req):
+                return
+            await anyio.sleep(0.1 * (attempt + 1))
+
+
+async def accept_once(node: StandbyNode[Any], req: SpawnRequest[Any]) -> bool:
+    try:
+        await node.accept(req)
+    except NodeError:
+        return False  # the epoch read missed its quorum (relays busy): try again
+    return True
+
+
 async def real_failover(urls: list[str], workloads: int, directory: Path) -> tuple[Outcome, float]:
     record = RuntimeRecord()
     prime, sb0, sb1 = (RealProvider(n, record, directory) for n in ("prime", "sb0", "sb1"))
@@ -256,10 +274,17 @@ async def real_failover(urls: list[str], workloads: int, directory: Path) -> tup
             node = provider.node
             assert node is not None
             started = time.perf_counter()
+            # The primary reads each workload's epoch before it starts it: a
+            # few at a time, each retried when the relays were too slow.
+            gate = anyio.Semaphore(8 if provider is prime else workloads)
+
             async with anyio.create_task_group() as accepts:
                 for workload_id in ids:
                     accepts.start_soon(
-                        node.accept, request(workload_id, prime.keys.npub, standbys, now)
+                        accept_retrying,
+                        gate,
+                        node,
+                        request(workload_id, prime.keys.npub, standbys, now),
                     )
             if provider is sb0:
                 accept_seconds = time.perf_counter() - started

@@ -39,7 +39,7 @@ from ._effects import (
     StopOrphan,
     WithdrawClaim,
 )
-from ._election import Phase, SlotStatus, StandbyElection
+from ._election import MAX_BATCH, Phase, SlotStatus, StandbyElection
 from ._errors import StoreError
 from ._helpers import role_of
 from ._lifecycle import Never, RestartPolicy, WorkloadLifecycle
@@ -1437,10 +1437,13 @@ class StandbyNode(Generic[SpecT]):
 
     async def _catch_up(self, workload_ids: tuple[str, ...]) -> None:
         """After a restart: read revocations, claims and announcements missed while down."""
-        query = Query(kinds=("revocation", "claim", "announcement"), workload_ids=workload_ids)
-        result = await self._query(query, operation="catch_up", workload_id=None)
-        for envelope in result.envelopes:
-            self._on_envelope(envelope)
+        # In chunks, so each request and answer stays inside relay limits.
+        for first in range(0, len(workload_ids), MAX_BATCH):
+            chunk = workload_ids[first : first + MAX_BATCH]
+            query = Query(kinds=("revocation", "claim", "announcement"), workload_ids=chunk)
+            result = await self._query(query, operation="catch_up", workload_id=None)
+            for envelope in result.envelopes:
+                self._on_envelope(envelope)
 
     # ------------------------------------------------------------------
     # Primary side

@@ -15,7 +15,7 @@ import anyio
 import pytest
 from test_node import Cluster, primary_state, wait_until, wall
 
-from standby import LifecycleState, Timing, fencing_token
+from standby import LifecycleState, PromotionClaim, Timing, fencing_token
 from standby.adapters.memory import MemoryRelayNetwork, RelayLimits
 from standby.node import QuorumMissed
 from standby.protocols import Query
@@ -133,3 +133,48 @@ async def test_fm19_transport_waits_for_room_instead_of_being_refused() -> None:
     assert all(len(r.answered) == 3 for r in results)
     # A burst of 20, then paced to 20 a second: the other 20 take a second.
     assert anyio.current_time() - start >= 1.0
+
+
+async def test_subscription_is_sized_by_authors_and_replaced_once_for_many_accepts() -> None:
+    cluster = Cluster(timing=FAST, standbys=2)
+    transport = cluster.network.transport("sb0")
+    opened: list[Query] = []
+    subscribe = transport.subscribe
+
+    def counting(query: Query) -> Any:
+        opened.append(query)
+        return subscribe(query)
+
+    transport.subscribe = counting  # type: ignore[method-assign]
+    async with anyio.create_task_group() as group:
+        node = await cluster.launch(group, "sb0", transport=transport)
+        for i in range(50):
+            await node.accept(cluster.request(f"w{i:02d}"))
+        await anyio.sleep(1.0)
+        group.cancel_scope.cancel()
+    assert len(opened) == 1  # same authors for all 50 slots: never replaced
+    (query,) = opened
+    assert query.workload_ids is None
+    assert query.authors == frozenset({"prime", "sb1"})
+
+
+async def test_messages_about_workloads_without_a_slot_are_dropped_locally() -> None:
+    cluster = Cluster(timing=FAST, standbys=2)
+    async with anyio.create_task_group() as group:
+        node = await cluster.launch(group, "sb0")
+        await node.accept(cluster.request("mine"))
+        await anyio.sleep(0.5)
+        peer = cluster.network.transport("sb1")
+        stranger_claim = PromotionClaim(
+            workload_id="not-mine",
+            epoch=1,
+            fencing_token=fencing_token(1, 1),
+            claimant="sb1",
+            standby_index=1,
+            claimed_at=wall(),
+        )
+        await peer.publish(stranger_claim, timeout=1.0)
+        await anyio.sleep(0.5)
+        group.cancel_scope.cancel()
+    assert node.counters["messages_not_ours"] >= 1
+    assert "not-mine" not in node.election.slots
