@@ -1870,13 +1870,18 @@ class StandbyNode(Generic[SpecT]):
 
     async def _heartbeat_loop(self) -> None:
         interval = self.timing.heartbeat_interval
+        polled = -math.inf
         while True:
             self._heartbeat_now = wake = anyio.Event()
             next_at = anyio.current_time() + interval
             active = self._active_primaries()
             if active:
                 await self._send_heartbeat(len(active))
-                await self._poll_containers()
+                # A heartbeat sent early (a workload just started or promoted)
+                # does not poll every container again: once per interval.
+                if anyio.current_time() - polled >= interval:
+                    polled = anyio.current_time()
+                    await self._poll_containers()
             with anyio.move_on_after(max(next_at - anyio.current_time(), 0.0)):
                 await wake.wait()
 
