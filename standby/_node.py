@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import math
 import time
@@ -312,6 +313,11 @@ class StandbyNode(Generic[SpecT]):
         )
         self.counters: dict[str, int] = {}
         self._primaries: dict[str, _Primary[SpecT]] = {}
+        #: Each primary's next lifecycle deadline, and a heap of them (stale
+        #: entries dropped lazily): the timer costs O(log n) per change, not
+        #: O(primaries) per wake.
+        self._lifecycle_at: dict[str, float] = {}
+        self._lifecycle_heap: list[tuple[float, str]] = []
         self._intents: dict[str, PromotionIntent] = {}
         #: Workloads this node ran before a restart and found gone: never started again here.
         self._ended: dict[str, str] = {}
@@ -592,6 +598,7 @@ class StandbyNode(Generic[SpecT]):
         )
         record.renewed = found.lease_end
         self._primaries[workload_id] = record
+        self._schedule(workload_id)
         self._count("adopted")
         self._reconciled(
             now, workload_id, "adopted", known.epoch, known.fencing_token, "lease still valid"
@@ -614,6 +621,7 @@ class StandbyNode(Generic[SpecT]):
         self._primaries[workload_id] = _Primary(
             lifecycle, None, created_at=record.created_at, expires_at=record.expires_at
         )
+        self._schedule(workload_id)
         self._ended[workload_id] = reason
         self._reconciled(now, workload_id, "fenced", record.epoch, record.fencing_token, reason)
 
@@ -804,6 +812,7 @@ class StandbyNode(Generic[SpecT]):
         self._primaries[workload_id] = _Primary(
             lifecycle, request.spec, created_at=created_at, expires_at=request.expires_at
         )
+        self._schedule(workload_id)
         self._mark_dirty()
         self._log(
             logging.INFO,
@@ -1378,6 +1387,7 @@ class StandbyNode(Generic[SpecT]):
         if intent is not None:
             record.renewed = intent.lease_end
         self._primaries[workload_id] = record
+        self._schedule(workload_id)
         self._mark_dirty()
         self._count("promotions")
         self._log(
@@ -1505,6 +1515,7 @@ class StandbyNode(Generic[SpecT]):
                     LifecycleChanged(now, workload_id, effect.old, effect.new, effect.reason)
                 )
         self._retire(workload_id)
+        self._schedule(workload_id)
         self._poke()
 
     def _busy_task(
@@ -1531,6 +1542,7 @@ class StandbyNode(Generic[SpecT]):
             if record.started and not record.stopped:
                 return
             del self._primaries[workload_id]
+            self._lifecycle_at.pop(workload_id, None)
             self._mark_dirty()
             self._log(
                 logging.INFO,
@@ -1824,18 +1836,46 @@ class StandbyNode(Generic[SpecT]):
     # Tasks
     # ------------------------------------------------------------------
 
+    def _schedule(self, workload_id: str) -> None:
+        """Record the next deadline of one primary's lifecycle (after every change to it)."""
+        record = self._primaries.get(workload_id)
+        due = None if record is None else record.lifecycle.next_deadline()
+        if due is None:
+            self._lifecycle_at.pop(workload_id, None)
+        elif self._lifecycle_at.get(workload_id) != due:
+            self._lifecycle_at[workload_id] = due
+            heapq.heappush(self._lifecycle_heap, (due, workload_id))
+            if len(self._lifecycle_heap) > 2 * len(self._lifecycle_at) + 64:
+                self._lifecycle_heap = [(d, w) for w, d in self._lifecycle_at.items()]
+                heapq.heapify(self._lifecycle_heap)
+
+    def _next_lifecycle(self) -> tuple[float, str] | None:
+        heap = self._lifecycle_heap
+        while heap:
+            due, workload_id = heap[0]
+            if self._lifecycle_at.get(workload_id) == due:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
     def _next_deadline(self) -> float | None:
-        deadlines = [self.election.next_deadline()]
-        deadlines.extend(r.lifecycle.next_deadline() for r in self._primaries.values())
-        known = [d for d in deadlines if d is not None]
-        return min(known) if known else None
+        known = [self.election.next_deadline()]
+        top = self._next_lifecycle()
+        if top is not None:
+            known.append(top[0])
+        found = [d for d in known if d is not None]
+        return min(found) if found else None
 
     def _tick(self, now: float) -> None:
         self._election_call(now, lambda: self.election.tick(now))
-        for workload_id, record in list(self._primaries.items()):
-            due = record.lifecycle.next_deadline()
-            if due is not None and due <= now:
-                self._lifecycle_call(workload_id, lambda lc: lc.tick(now), now)
+        due: list[str] = []
+        while (top := self._next_lifecycle()) is not None and top[0] <= now:
+            heapq.heappop(self._lifecycle_heap)
+            del self._lifecycle_at[top[1]]
+            due.append(top[1])
+        for workload_id in due:  # each at most once per tick, as before
+            self._lifecycle_call(workload_id, lambda lc: lc.tick(now), now)
+            self._schedule(workload_id)
 
     async def _timer_loop(self) -> None:
         while True:
