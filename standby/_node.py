@@ -135,6 +135,8 @@ _MAX_STOP_BACKOFF = 60.0
 _MIN_SLEEP = 1e-3
 #: A lost subscription is retried after retry_interval, doubling up to this many times.
 _MAX_SUBSCRIBE_DOUBLINGS = 5
+#: Early heartbeats are at least this fraction of heartbeat_interval apart.
+_EARLY_HEARTBEAT_SPACING = 0.1
 #: Seconds a change of the live subscription waits, so that changes coalesce.
 _SUBSCRIBE_COALESCE = 0.05
 _NEVER: Final = Never()
@@ -1924,6 +1926,11 @@ class StandbyNode(Generic[SpecT]):
                     await self._poll_containers()
             with anyio.move_on_after(max(next_at - anyio.current_time(), 0.0)):
                 await wake.wait()
+            # Early heartbeats (a workload just started) are spaced out, so that
+            # a burst of accepts sends a few heartbeats rather than one each.
+            rest = next_at - interval + interval * _EARLY_HEARTBEAT_SPACING - anyio.current_time()
+            if rest > 0:
+                await anyio.sleep(rest)
 
     def _interest(self) -> Query | None:
         """The live subscription: sized by primaries and peers, not by slots.
