@@ -135,8 +135,9 @@ _MAX_STOP_BACKOFF = 60.0
 _MIN_SLEEP = 1e-3
 #: A lost subscription is retried after retry_interval, doubling up to this many times.
 _MAX_SUBSCRIBE_DOUBLINGS = 5
-#: Early heartbeats are at least this fraction of heartbeat_interval apart.
-_EARLY_HEARTBEAT_SPACING = 0.1
+#: Early heartbeats are at least this fraction of heartbeat_interval apart
+#: (each heartbeat feeds every workload's lifecycle: O(workloads)).
+_EARLY_HEARTBEAT_SPACING = 0.25
 #: Seconds a change of the live subscription waits, so that changes coalesce.
 _SUBSCRIBE_COALESCE = 0.05
 _NEVER: Final = Never()
