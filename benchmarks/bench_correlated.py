@@ -54,7 +54,7 @@ from standby.adapters.memory import (
     RuntimeRecord,
 )
 from standby.adapters.nostr import NostrKeys, NostrTransport
-from standby.node import HeartbeatPublished, NodeEvent, SpawnRequest, StandbyNode
+from standby.node import HeartbeatPublished, NodeEvent, QuorumMissed, SpawnRequest, StandbyNode
 
 TIMING = Timing(
     heartbeat_interval=1.0,
@@ -113,6 +113,7 @@ class Outcome:
         self.quorum_misses = 0
         self.claims_reads = 0
         self.primary_accept = float("nan")
+        self.stages: dict[str, int] = {}
 
 
 def taken_over(record: RuntimeRecord, ids: list[str], primary: str = "prime") -> bool:
@@ -330,6 +331,8 @@ async def real_failover(urls: list[str], workloads: int, directory: Path) -> tup
         assert sb0.node is not None
         node_counters = sb0.node.status().counters
         outcome.quorum_misses = node_counters.get("quorum_shortfall", 0)
+        stages = Counter(e.stage for e in sb0.events if isinstance(e, QuorumMissed))
+        outcome.stages = dict(stages)
         outcome.claims_reads = node_counters.get("election.claims_reads", 0)
         group.cancel_scope.cancel()
     return outcome, accept_seconds
@@ -416,6 +419,8 @@ def report(title: str, outcome: Outcome, workloads: int, bound: float) -> None:
     row("relay refusals", str(outcome.refusals), "0")
     row("quorum shortfalls (standby 0)", str(outcome.quorum_misses), "")
     row("claims reads (standby 0)", str(outcome.claims_reads), "")
+    if outcome.stages:
+        row("shortfalls by stage (standby 0)", str(outcome.stages), "")
     if outcome.primary_accept == outcome.primary_accept:
         row("the primary accepting them, 8 at a time (s)", f"{outcome.primary_accept:.1f}", "")
 
