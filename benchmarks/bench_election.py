@@ -5,6 +5,8 @@ Run: python benchmarks/bench_election.py [--sizes 1000 10000 100000] [--primarie
 Slots are spread evenly over the primaries. Targets (issue 3): at most 10 us
 per heartbeat ingest, per-operation cost growing at most 2x from 1k to 100k
 slots, at most 1 KiB per slot (the spec excluded: every slot shares one).
+Churn (issue 12): reserve a new slot and drop the oldest, with a
+next_deadline() each time, every slot on one primary; its cost must grow at most 2x from 1k to 100k.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import gc
 import time
 import tracemalloc
 from typing import Any
+
+import attrs
 
 import standby as sb
 
@@ -98,7 +102,42 @@ def bench(n: int, primaries: int, beats: int) -> dict[str, float]:
     )
     if election.next_deadline() != expected:
         raise AssertionError(f"next_deadline {election.next_deadline()} != {expected}")
-    return {"ingest_us": ingest_us, "deadline_us": deadline_us, "mixed_us": mixed_us}
+    # Churn on one primary holding every slot: the correlated case.
+    churn_us = churn(build(n, 1), n, min(beats // 2, 5_000))
+    return {
+        "ingest_us": ingest_us,
+        "deadline_us": deadline_us,
+        "mixed_us": mixed_us,
+        "churn_us": churn_us,
+    }
+
+
+def churn(election: sb.StandbyElection[Any], n: int, calls: int) -> float:
+    """Reserve a new slot and drop the oldest one (with next_deadline), per call."""
+    template = next(iter(election.slots.values()))
+    oldest = sorted(election.slots.values(), key=lambda s: (s.created_at, s.workload_id))
+    order = [s.workload_id for s in oldest]
+    primaries = sorted({s.primary for s in oldest})
+    now = CREATED + 100
+    fresh = [
+        attrs.evolve(
+            template,
+            workload_id=f"churn-{k:08d}",
+            primary=primaries[k % len(primaries)],
+            created_at=now + k * 1e-4,
+        )
+        for k in range(calls)
+    ]
+    reserve, remove, next_deadline = election.reserve, election.remove, election.next_deadline
+
+    def run(count: int) -> None:
+        for k in range(count):
+            at = now + k * 1e-4
+            reserve(at, fresh[k])
+            remove(at, order[k] if k < n else fresh[k - n].workload_id)
+            next_deadline()
+
+    return per_call(run, calls)
 
 
 def main() -> None:
@@ -115,15 +154,15 @@ def main() -> None:
     print(f"slots spread over {args.primaries} primaries; {args.beats // 2} calls per figure")
     print(
         f"{'slots':>8} {'heartbeat us':>13} {'next_deadline us':>17} "
-        f"{'hb+deadline us':>15} {'bytes/slot':>11}"
+        f"{'hb+deadline us':>15} {'churn us':>9} {'bytes/slot':>11}"
     )
     for n, r in rows:
         print(
             f"{n:>8} {r['ingest_us']:>13.2f} {r['deadline_us']:>17.3f} "
-            f"{r['mixed_us']:>15.2f} {r['bytes_per_slot']:>11.0f}"
+            f"{r['mixed_us']:>15.2f} {r['churn_us']:>9.2f} {r['bytes_per_slot']:>11.0f}"
         )
     first, last = rows[0][1], rows[-1][1]
-    for key in ("ingest_us", "deadline_us", "mixed_us"):
+    for key in ("ingest_us", "deadline_us", "mixed_us", "churn_us"):
         print(f"growth {rows[0][0]} -> {rows[-1][0]} slots, {key}: {last[key] / first[key]:.2f}x")
 
 

@@ -67,15 +67,30 @@ class QueryHeartbeats:
     since: float
 
 
+def _one_workload(effect: QueryClaims) -> tuple[str, ...]:
+    return (effect.workload_id,)
+
+
+def _str_tuple(values: Any) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class QueryClaims:
-    """Read every claim and announcement for ``workload_id`` from the relays.
+    """Read every claim and announcement for ``workload_ids`` from the relays.
 
-    Report with :meth:`StandbyElection.claims_queried`.
+    One read covers the slots of one primary that reached the same step at
+    the same time (a correlated failover reads once, not once per slot);
+    ``workload_id`` is the first of them. Report with
+    :meth:`StandbyElection.claims_queried`; every relay counted as answering
+    must have returned every matching message for every workload named.
     """
 
     request_id: int
     workload_id: str
+    workload_ids: tuple[str, ...] = attrs.field(
+        default=attrs.Factory(_one_workload, takes_self=True), converter=_str_tuple
+    )
 
 
 @attrs.frozen

@@ -25,11 +25,12 @@ from __future__ import annotations
 import enum
 import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, TypeVar
 
 import attrs
+from typing_extensions import ParamSpec
 
 from ._effects import (
     Announce,
@@ -69,6 +70,31 @@ SpecT = TypeVar("SpecT")
 _PRIMARY = 0
 _SLOT = 1
 _INF = float("inf")
+#: At most this many workloads share one claims read (keeps requests and
+#: answers well inside relay limits: filter sizes, result caps).
+MAX_BATCH = 100
+#: ``entry.request`` of a slot whose claims read is queued for the batch.
+_QUEUED = 0
+
+_P = ParamSpec("_P")
+_ElectionT = TypeVar("_ElectionT", bound="StandbyElection[Any]")
+
+
+def _batched(
+    method: Callable[Concatenate[_ElectionT, _P], list[ElectionEffect]],
+) -> Callable[Concatenate[_ElectionT, _P], list[ElectionEffect]]:
+    """Emit the claims reads queued during ``method`` as batched effects."""
+
+    def wrapper(self: _ElectionT, /, *args: _P.args, **kwargs: _P.kwargs) -> list[ElectionEffect]:
+        effects = method(self, *args, **kwargs)
+        if self._queued_reads:
+            self._flush_reads(effects)
+        return effects
+
+    wrapper.__doc__ = method.__doc__
+    wrapper.__name__ = method.__name__
+    wrapper.__qualname__ = method.__qualname__
+    return wrapper
 
 
 class Phase(enum.Enum):
@@ -127,6 +153,7 @@ class _Entry(Generic[SpecT]):
         "confirmed_baseline",
         "deadline",
         "deferred",
+        "joined",
         "origin",
         "phase",
         "preread_at",
@@ -152,6 +179,7 @@ class _Entry(Generic[SpecT]):
         self.resume = Phase.WATCHING
         self.deferred: PromotionClaim | None = None
         self.confirmed_baseline = 0.0
+        self.joined = False
 
 
 class StandbyElection(Generic[SpecT]):
@@ -178,12 +206,18 @@ class StandbyElection(Generic[SpecT]):
         self._last_hb: dict[str, float] = {}
         self._watchers: dict[str, set[str]] = {}
         self._busy: dict[str, set[str]] = {}
-        self._min_origin: dict[str, float] = {}
+        #: Per primary, a heap of (origin, workload id) of its watching slots;
+        #: entries of slots that stopped watching are dropped lazily.
+        self._origins: dict[str, list[tuple[float, str]]] = {}
         self._pushed: dict[str, float] = {}
         self._heap: list[tuple[float, int, int, str]] = []
         self._expiry: list[tuple[float, str]] = []
         self._requests: dict[int, tuple[str, str]] = {}
         self._confirming: dict[int, tuple[str, tuple[str, ...]]] = {}
+        #: Claims reads in flight: request -> (phase, workload ids).
+        self._reading: dict[int, tuple[Phase, tuple[str, ...]]] = {}
+        #: Claims reads queued during the current call, per (primary, phase).
+        self._queued_reads: dict[tuple[str, Phase], list[_Entry[SpecT]]] = {}
         self._abandoned: dict[int, tuple[str, int]] = {}
         self._promoted: dict[str, float] = {}
         self._claims_seen: dict[str, dict[str, PromotionClaim]] = {}
@@ -217,10 +251,16 @@ class StandbyElection(Generic[SpecT]):
             deferred_to=None if entry.deferred is None else entry.deferred.claimant,
         )
 
+    def phase(self, workload_id: str) -> Phase | None:
+        """The phase of one slot (``None``: not in the table), in O(1)."""
+        entry = self._entries.get(workload_id)
+        return None if entry is None else entry.phase
+
     def last_heartbeat(self, primary: str) -> float | None:
         """Newest accepted heartbeat timestamp of ``primary``, if any."""
         return self._last_hb.get(primary)
 
+    @_batched
     def reserve(self, now: float, slot: StandbySlot[SpecT]) -> list[ElectionEffect]:
         """Add a slot (or renew one that is still only watching).
 
@@ -247,6 +287,7 @@ class StandbyElection(Generic[SpecT]):
         effects.append(SlotSaved(slot))
         return effects
 
+    @_batched
     def restore(self, now: float, slots: Iterable[StandbySlot[SpecT]]) -> list[ElectionEffect]:
         """Load slots persisted before a restart; expired ones are dropped and reported."""
         effects: list[ElectionEffect] = []
@@ -262,6 +303,7 @@ class StandbyElection(Generic[SpecT]):
             self._add(slot, slot.created_at)
         return effects
 
+    @_batched
     def remove(self, now: float, workload_id: str) -> list[ElectionEffect]:
         """Drop a slot on the host's request (e.g. the consumer cancelled)."""
         effects: list[ElectionEffect] = []
@@ -308,6 +350,7 @@ class StandbyElection(Generic[SpecT]):
             best = expiry[0][0]
         return None if best == _INF else best
 
+    @_batched
     def tick(self, now: float) -> list[ElectionEffect]:
         """Handle every deadline that is due at ``now``."""
         effects: list[ElectionEffect] = []
@@ -332,6 +375,7 @@ class StandbyElection(Generic[SpecT]):
     # Inputs from the network
     # ------------------------------------------------------------------
 
+    @_batched
     def on_message(self, now: float, envelope: Envelope[Any]) -> list[ElectionEffect]:
         """Feed one authenticated message from a subscription."""
         effects: list[ElectionEffect] = []
@@ -350,6 +394,7 @@ class StandbyElection(Generic[SpecT]):
             raise TypeError(f"not a standby message: {message!r}")
         return effects
 
+    @_batched
     def heartbeats_queried(
         self,
         now: float,
@@ -393,6 +438,7 @@ class StandbyElection(Generic[SpecT]):
                 self._watch(entry)
         return effects
 
+    @_batched
     def claims_queried(
         self,
         now: float,
@@ -400,29 +446,57 @@ class StandbyElection(Generic[SpecT]):
         results: Sequence[Envelope[Any]],
         answered: Iterable[str],
     ) -> list[ElectionEffect]:
-        """Report the result of a :class:`~standby.QueryClaims`."""
+        """Report the result of a :class:`~standby.QueryClaims`.
+
+        ``results`` must hold every matching message that each relay in
+        ``answered`` stored, for every workload of the query.
+        """
         effects: list[ElectionEffect] = []
         self._sweep(now, effects)
-        entry = self._take_request(request_id, "claims", effects)
-        if entry is None:
+        pending = self._reading.pop(request_id, None)
+        if pending is None:
+            self._late(request_id, effects)
             return effects
-        count = len(set(answered))
-        rereading = entry.phase is Phase.REREAD
+        phase, workload_ids = pending
+        entries = [
+            e
+            for wid in workload_ids
+            if (e := self._entries.get(wid)) is not None
+            and e.phase is phase
+            and e.request == request_id
+        ]
+        if not entries:
+            self._late(request_id, effects)
+            return effects
+        for entry in entries:
+            entry.request = None
         for envelope in results:
             message = envelope.message
             if isinstance(message, PromotionAnnouncement):
                 self._announcement(now, envelope.signer, message, effects)
             elif isinstance(message, PromotionClaim):
                 self._peer_claim(now, envelope.signer, message, effects)
-        if self._entries.get(entry.slot.workload_id) is not entry or entry.phase not in (
-            Phase.PREREAD,
-            Phase.REREAD,
-        ):
-            return effects  # an announcement moved the slot on
+        count = len(set(answered))
+        for entry in entries:
+            self._claims_read(now, entry, phase, count, effects)
+        return effects
+
+    def _claims_read(
+        self,
+        now: float,
+        entry: _Entry[SpecT],
+        phase: Phase,
+        count: int,
+        effects: list[ElectionEffect],
+    ) -> None:
+        """One slot's share of a claims read: the per-workload rule of guarantee 2."""
+        if self._entries.get(entry.slot.workload_id) is not entry or entry.phase is not phase:
+            return  # an announcement moved the slot on
+        rereading = phase is Phase.REREAD
         if count < self.timing.read_quorum:
             stage = "reread" if rereading else "preread"
             self._claims_read_failed(now, entry, stage, count, effects)
-            return effects
+            return
         rival = self._strongest_rival(entry, rereading)
         if rival is not None:
             self._withdraw(now, entry, effects)
@@ -432,15 +506,15 @@ class StandbyElection(Generic[SpecT]):
                 self._follow(now, entry, rival.claimant, rival.epoch, now, effects)
             else:
                 self._defer(now, entry, rival)
-            return effects
+            return
         if rereading:
             self._spawn(now, entry, effects)
         elif now >= entry.preread_at + self.timing.claim_timeout:
             self._hold(now, entry, self.timing.retry_interval, Phase.PREREAD)
         else:
             self._claim(now, entry, effects)
-        return effects
 
+    @_batched
     def claim_published(
         self, now: float, request_id: int, acknowledged: Iterable[str]
     ) -> list[ElectionEffect]:
@@ -458,6 +532,7 @@ class StandbyElection(Generic[SpecT]):
         self._claim_failed(now, entry, acks, effects)
         return effects
 
+    @_batched
     def claim_compared(
         self, now: float, request_id: int, won: bool, holder: PromotionClaim | None = None
     ) -> list[ElectionEffect]:
@@ -480,6 +555,7 @@ class StandbyElection(Generic[SpecT]):
             self._hold(now, entry, self.timing.retry_interval, Phase.PREREAD)
         return effects
 
+    @_batched
     def spawn_finished(
         self, now: float, request_id: int, ok: bool, error: str | None = None
     ) -> list[ElectionEffect]:
@@ -614,6 +690,14 @@ class StandbyElection(Generic[SpecT]):
                     self._confirming[request] = (pending[0], rest)
                 else:
                     del self._confirming[request]
+        elif entry.phase in (Phase.PREREAD, Phase.REREAD):
+            # Left in the batch: claims_queried skips a slot whose request moved on.
+            reading = self._reading.get(request)
+            if reading is not None and all(
+                (e := self._entries.get(w)) is None or e is entry or e.request != request
+                for w in reading[1]
+            ):
+                del self._reading[request]
         else:
             self._requests.pop(request, None)
 
@@ -662,14 +746,29 @@ class StandbyElection(Generic[SpecT]):
         return deadline
 
     def _primary_deadline(self, primary: str) -> float:
-        origin = self._min_origin.get(primary)
+        origin = self._min_watch_origin(primary)
         if origin is None:
-            watchers = self._watchers.get(primary)
-            if not watchers:
-                return _INF
-            origin = min(self._entries[w].origin for w in watchers)
-            self._min_origin[primary] = origin
+            return _INF
         return self._silent_from(silence_baseline(origin, self._last_hb.get(primary)))
+
+    def _origin_live(self, primary: str, origin: float, workload_id: str) -> bool:
+        entry = self._entries.get(workload_id)
+        return (
+            entry is not None
+            and entry.phase is Phase.WATCHING
+            and entry.origin == origin
+            and entry.slot.primary == primary
+        )
+
+    def _min_watch_origin(self, primary: str) -> float | None:
+        """The earliest origin among ``primary``'s watching slots (amortised O(log n))."""
+        heap = self._origins.get(primary)
+        while heap:
+            origin, workload_id = heap[0]
+            if self._origin_live(primary, origin, workload_id):
+                return origin
+            heapq.heappop(heap)
+        return None
 
     def _watch_deadline(self, entry: _Entry[SpecT]) -> float:
         last = self._last_hb.get(entry.slot.primary)
@@ -692,9 +791,8 @@ class StandbyElection(Generic[SpecT]):
                 watchers.discard(workload_id)
                 if not watchers:
                     del self._watchers[primary]
-                    self._min_origin.pop(primary, None)
-                elif self._min_origin.get(primary) == entry.origin:
-                    del self._min_origin[primary]
+                    self._origins.pop(primary, None)
+            # Its origin stays in the heap until it reaches the top (lazy removal).
         else:
             busy = self._busy.get(primary)
             if busy is not None:
@@ -709,10 +807,15 @@ class StandbyElection(Generic[SpecT]):
         entry.deadline = None
         entry.deferred = None
         primary = entry.slot.primary
-        self._watchers.setdefault(primary, set()).add(entry.slot.workload_id)
-        current = self._min_origin.get(primary)
-        if current is not None and entry.origin < current:
-            self._min_origin[primary] = entry.origin
+        watchers = self._watchers.setdefault(primary, set())
+        watchers.add(entry.slot.workload_id)
+        heap = self._origins.setdefault(primary, [])
+        heapq.heappush(heap, (entry.origin, entry.slot.workload_id))
+        if len(heap) > 2 * len(watchers) + 16:
+            # Too many stale entries: rebuild (amortised O(1) per push).
+            entries = self._entries
+            heap[:] = [(entries[w].origin, w) for w in watchers]
+            heapq.heapify(heap)
         self._push_primary(primary, self._primary_deadline(primary))
 
     def _set(self, entry: _Entry[SpecT], phase: Phase, deadline: float) -> None:
@@ -747,11 +850,20 @@ class StandbyElection(Generic[SpecT]):
         last = self._last_hb.get(primary)
         silence = self.timing.silence
         entries = self._entries
-        due = [
-            entries[wid]
-            for wid in watchers
-            if primary_is_silent(now, silence_baseline(entries[wid].origin, last), silence)
-        ]
+        # Oldest origin first: the due slots are a prefix of the origin heap.
+        heap = self._origins.get(primary, [])
+        due: list[_Entry[SpecT]] = []
+        taken: set[str] = set()
+        while heap:
+            origin, wid = heap[0]
+            if not self._origin_live(primary, origin, wid) or wid in taken:
+                heapq.heappop(heap)
+                continue
+            if not primary_is_silent(now, silence_baseline(origin, last), silence):
+                break
+            heapq.heappop(heap)
+            taken.add(wid)
+            due.append(entries[wid])
         if due:
             self._next_request += 1
             request = self._next_request
@@ -784,19 +896,75 @@ class StandbyElection(Generic[SpecT]):
         elif phase is Phase.CLAIMING:
             self._claim_failed(now, entry, 0, effects)
         elif phase is Phase.SETTLING:
-            self._query_claims(now, entry, Phase.REREAD, effects)
+            self._settled(now, entry, effects)
         elif phase is Phase.SPAWNING:
             self._count("spawn_timeout")
             self._spawn_failed(now, entry, effects)
+
+    def _settled(self, now: float, entry: _Entry[SpecT], effects: list[ElectionEffect]) -> None:
+        """The settle wait is over: re-read, together with the slots pre-read alongside.
+
+        Slots of one primary pre-read in one batch publish their claims at
+        once, but the acknowledgements come back spread out. The first slot
+        to finish settling waits for those of its batch already settling, up
+        to the latest settle end its own claim could have had (``preread_at
+        + claim_timeout + claim_settle``): waiting longer than its own settle
+        is always safe, and within that cap the lease rule of ``Timing``
+        still covers the spawn. All of them then share one re-read.
+        """
+        if not entry.joined:
+            primary = entry.slot.primary
+            cap = entry.preread_at + self.timing.claim_timeout + self.timing.claim_settle
+            group = [entry]
+            for workload_id in self._busy.get(primary, ()):
+                other = self._entries[workload_id]
+                if (
+                    other is not entry
+                    and other.phase is Phase.SETTLING
+                    and other.preread_at == entry.preread_at
+                    and other.deadline is not None
+                    and other.deadline <= cap
+                ):
+                    group.append(other)
+            latest = max(e.deadline or now for e in group)
+            for member in group:
+                member.joined = True
+            if latest > now:
+                for member in group:
+                    if member.deadline != latest:
+                        self._set(member, Phase.SETTLING, latest)
+                return
+        self._query_claims(now, entry, Phase.REREAD, effects)
 
     def _query_claims(
         self, now: float, entry: _Entry[SpecT], phase: Phase, effects: list[ElectionEffect]
     ) -> None:
         self._release_request(entry)
-        request = self._new_request("claims", entry.slot.workload_id)
         self._set(entry, phase, now + 2 * self.timing.query_timeout)
-        entry.request = request
-        effects.append(QueryClaims(request, entry.slot.workload_id))
+        entry.request = _QUEUED
+        self._queued_reads.setdefault((entry.slot.primary, phase), []).append(entry)
+
+    def _flush_reads(self, effects: list[ElectionEffect]) -> None:
+        """One claims read per primary and step (at most MAX_BATCH workloads each)."""
+        queued, self._queued_reads = self._queued_reads, {}
+        for (_, phase), group in queued.items():
+            live = [
+                e
+                for e in group
+                if self._entries.get(e.slot.workload_id) is e
+                and e.phase is phase
+                and e.request == _QUEUED
+            ]
+            for first in range(0, len(live), MAX_BATCH):
+                chunk = live[first : first + MAX_BATCH]
+                self._next_request += 1
+                request = self._next_request
+                workload_ids = tuple(e.slot.workload_id for e in chunk)
+                for entry in chunk:
+                    entry.request = request
+                self._reading[request] = (phase, workload_ids)
+                self._count("claims_reads")
+                effects.append(QueryClaims(request, workload_ids[0], workload_ids))
 
     def _preread(self, now: float, entry: _Entry[SpecT], effects: list[ElectionEffect]) -> None:
         if not entry.revoked:
@@ -825,6 +993,7 @@ class StandbyElection(Generic[SpecT]):
             claimed_at=now,
         )
         entry.claim = claim
+        entry.joined = False
         if self.atomic_claims:
             request = self._new_request("cas", slot.workload_id)
             effects.append(CompareAndSetClaim(request, claim))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import math
 import time
@@ -40,7 +41,7 @@ from ._effects import (
     StopOrphan,
     WithdrawClaim,
 )
-from ._election import Phase, SlotStatus, StandbyElection
+from ._election import MAX_BATCH, Phase, SlotStatus, StandbyElection
 from ._errors import StoreError
 from ._helpers import role_of
 from ._lifecycle import Never, RestartPolicy, WorkloadLifecycle
@@ -137,6 +138,11 @@ _MAX_STOP_BACKOFF = 60.0
 _MIN_SLEEP = 1e-3
 #: A lost subscription is retried after retry_interval, doubling up to this many times.
 _MAX_SUBSCRIBE_DOUBLINGS = 5
+#: Early heartbeats are at least this fraction of heartbeat_interval apart
+#: (each heartbeat feeds every workload's lifecycle: O(workloads)).
+_EARLY_HEARTBEAT_SPACING = 0.25
+#: Seconds a change of the live subscription waits, so that changes coalesce.
+_SUBSCRIBE_COALESCE = 0.05
 _NEVER: Final = Never()
 
 
@@ -315,6 +321,11 @@ class StandbyNode(Generic[SpecT]):
         )
         self.counters: dict[str, int] = {}
         self._primaries: dict[str, _Primary[SpecT]] = {}
+        #: Each primary's next lifecycle deadline, and a heap of them (stale
+        #: entries dropped lazily): the timer costs O(log n) per change, not
+        #: O(primaries) per wake.
+        self._lifecycle_at: dict[str, float] = {}
+        self._lifecycle_heap: list[tuple[float, str]] = []
         self._intents: dict[str, PromotionIntent] = {}
         #: Workloads this node ran before a restart and found gone: never started again here.
         self._ended: dict[str, str] = {}
@@ -324,6 +335,8 @@ class StandbyNode(Generic[SpecT]):
         self._entering = False
         self._subscription_failures = 0
         self._phases: dict[str, Phase] = {}
+        #: Slots whose tracked phase is not WATCHING (checked on every call).
+        self._moving: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self._group: anyio.abc.TaskGroup | None = None
         self._running = False
@@ -442,7 +455,9 @@ class StandbyNode(Generic[SpecT]):
                 )
         await self._reconcile(state)
         for workload_id in self.election.slots:
-            self._phases[workload_id] = self.election.status(workload_id).phase
+            phase = self._phases[workload_id] = self.election.status(workload_id).phase
+            if phase is not Phase.WATCHING:
+                self._moving.add(workload_id)
 
     async def _reconcile(self, state: NodeState[SpecT]) -> None:
         """Adopt or stop what the previous incarnation left behind (guarantee 5).
@@ -601,6 +616,7 @@ class StandbyNode(Generic[SpecT]):
         )
         record.renewed = found.lease_end
         self._primaries[workload_id] = record
+        self._schedule(workload_id)
         self._count("adopted")
         self._reconciled(
             now, workload_id, "adopted", known.epoch, known.fencing_token, "lease still valid"
@@ -631,6 +647,7 @@ class StandbyNode(Generic[SpecT]):
         self._primaries[workload_id] = _Primary(
             lifecycle, None, created_at=record.created_at, expires_at=record.expires_at
         )
+        self._schedule(workload_id)
         self._ended[workload_id] = reason
         self._reconciled(now, workload_id, action, record.epoch, record.fencing_token, reason)
 
@@ -847,6 +864,7 @@ class StandbyNode(Generic[SpecT]):
         self._primaries[workload_id] = _Primary(
             lifecycle, request.spec, created_at=created_at, expires_at=request.expires_at
         )
+        self._schedule(workload_id)
         self._mark_dirty()
         self._log(
             logging.INFO,
@@ -1075,7 +1093,7 @@ class StandbyNode(Generic[SpecT]):
                 candidates.update(effect.workload_ids)
                 self._spawn_task(self._run_query_heartbeats, effect)
             elif isinstance(effect, QueryClaims):
-                candidates.add(effect.workload_id)
+                candidates.update(effect.workload_ids)
                 self._spawn_task(self._run_query_claims, effect)
             elif isinstance(effect, PublishClaim):
                 self._spawn_task(self._run_publish_claim, effect)
@@ -1168,18 +1186,24 @@ class StandbyNode(Generic[SpecT]):
         self._poke()
 
     def _track_phases(self, now: float, candidates: set[str]) -> None:
-        candidates.update(w for w, phase in self._phases.items() if phase is not Phase.WATCHING)
-        slots = self.election.slots
+        # Only slots that are moving through the election can change without
+        # being named by an effect: O(moving), not O(slots), per input.
+        candidates.update(self._moving)
+        phase_of = self.election.phase
         for workload_id in candidates:
             old = self._phases.get(workload_id)
-            status = self.election.status(workload_id) if workload_id in slots else None
-            new = None if status is None else status.phase
+            new = phase_of(workload_id)
             if old is new:
                 continue
+            status = None if new is None else self.election.status(workload_id)
             if new is None:
                 del self._phases[workload_id]
             else:
                 self._phases[workload_id] = new
+            if new is None or new is Phase.WATCHING:
+                self._moving.discard(workload_id)
+            else:
+                self._moving.add(workload_id)
             revoked = status is not None and status.revoked
             self._log(
                 logging.INFO,
@@ -1222,7 +1246,15 @@ class StandbyNode(Generic[SpecT]):
         if envelope.signer == self.me:
             return
         message = envelope.message
-        touched = () if isinstance(message, Heartbeat) else (message.workload_id,)
+        if isinstance(message, Heartbeat):
+            touched: tuple[str, ...] = ()
+        elif message.workload_id in self.election.slots:
+            touched = (message.workload_id,)
+        else:
+            # The subscription filters by author only: a peer's message about
+            # a workload it shares with others, not with this node.
+            self._count("messages_not_ours")
+            return
         now = self._now()
         self._election_call(now, lambda: self.election.on_message(now, envelope), touched)
 
@@ -1248,17 +1280,19 @@ class StandbyNode(Generic[SpecT]):
     async def _run_query_claims(self, effect: QueryClaims) -> None:
         query = Query(
             kinds=("claim", "announcement"),
-            workload_ids=(effect.workload_id,),
+            workload_ids=effect.workload_ids,
             until=self._now() + self.timing.max_clock_skew,
         )
-        result = await self._query(query, operation="query_claims", workload_id=effect.workload_id)
+        result = await self._query(
+            query, operation="query_claims", workload_id=",".join(effect.workload_ids)
+        )
         now = self._now()
         self._election_call(
             now,
             lambda: self.election.claims_queried(
                 now, effect.request_id, result.envelopes, result.answered
             ),
-            (effect.workload_id,),
+            effect.workload_ids,
         )
 
     async def _run_publish_claim(self, effect: PublishClaim) -> None:
@@ -1442,6 +1476,7 @@ class StandbyNode(Generic[SpecT]):
             # by for the workload again with an epoch and token it used.
             self._intents[workload_id] = attrs.evolve(intent, spent=True)
         self._primaries[workload_id] = record
+        self._schedule(workload_id)
         self._mark_dirty()
         self._count("promotions")
         self._log(
@@ -1501,10 +1536,13 @@ class StandbyNode(Generic[SpecT]):
 
     async def _catch_up(self, workload_ids: tuple[str, ...]) -> None:
         """After a restart: read revocations, claims and announcements missed while down."""
-        query = Query(kinds=("revocation", "claim", "announcement"), workload_ids=workload_ids)
-        result = await self._query(query, operation="catch_up", workload_id=None)
-        for envelope in result.envelopes:
-            self._on_envelope(envelope)
+        # In chunks, so each request and answer stays inside relay limits.
+        for first in range(0, len(workload_ids), MAX_BATCH):
+            chunk = workload_ids[first : first + MAX_BATCH]
+            query = Query(kinds=("revocation", "claim", "announcement"), workload_ids=chunk)
+            result = await self._query(query, operation="catch_up", workload_id=None)
+            for envelope in result.envelopes:
+                self._on_envelope(envelope)
 
     # ------------------------------------------------------------------
     # Primary side
@@ -1566,6 +1604,7 @@ class StandbyNode(Generic[SpecT]):
                     LifecycleChanged(now, workload_id, effect.old, effect.new, effect.reason)
                 )
         self._retire(workload_id)
+        self._schedule(workload_id)
         self._poke()
 
     def _busy_task(
@@ -1592,6 +1631,7 @@ class StandbyNode(Generic[SpecT]):
             if record.started and not record.stopped:
                 return
             del self._primaries[workload_id]
+            self._lifecycle_at.pop(workload_id, None)
             self._mark_dirty()
             self._log(
                 logging.INFO,
@@ -1775,20 +1815,25 @@ class StandbyNode(Generic[SpecT]):
     def _active_primaries(self) -> list[str]:
         return [w for w, r in self._primaries.items() if r.lifecycle.state not in _TERMINAL]
 
-    def _catch_up_clock(self) -> float:
+    def _catch_up_clock(self, *, every: bool = True) -> float:
         """Bring every lifecycle up to the present before acting as primary (FM17).
 
         A wall clock that moved further than the monotonic clock since the
         last look (a paused VM, a clock step) is reported, and counts as a
         pause: leases that ran out meanwhile fence before anything is sent.
+        With ``every=False`` (the timer loop, whose tick then brings the due
+        lifecycles up to date) only a jump ticks every lifecycle, so a node
+        running many workloads does not tick them all on every input.
         Returns the wall-clock time.
         """
         now = self._now()
         mono = anyio.current_time()
         mark, self._clock_mark = self._clock_mark, (now, mono)
+        jumped = False
         if mark is not None:
             wall_step, mono_step = now - mark[0], mono - mark[1]
             if abs(wall_step - mono_step) > self.timing.max_clock_skew:
+                jumped = True
                 self._count("clock_jumps")
                 self._log(
                     logging.WARNING,
@@ -1798,6 +1843,8 @@ class StandbyNode(Generic[SpecT]):
                     mono_step,
                 )
                 self._emit(ClockJumped(now, wall_step, mono_step))
+        if not every and not jumped:
+            return now
         for workload_id in list(self._primaries):
             self._lifecycle_call(workload_id, lambda lc: lc.tick(now), now)
         return now
@@ -1880,23 +1927,51 @@ class StandbyNode(Generic[SpecT]):
     # Tasks
     # ------------------------------------------------------------------
 
+    def _schedule(self, workload_id: str) -> None:
+        """Record the next deadline of one primary's lifecycle (after every change to it)."""
+        record = self._primaries.get(workload_id)
+        due = None if record is None else record.lifecycle.next_deadline()
+        if due is None:
+            self._lifecycle_at.pop(workload_id, None)
+        elif self._lifecycle_at.get(workload_id) != due:
+            self._lifecycle_at[workload_id] = due
+            heapq.heappush(self._lifecycle_heap, (due, workload_id))
+            if len(self._lifecycle_heap) > 2 * len(self._lifecycle_at) + 64:
+                self._lifecycle_heap = [(d, w) for w, d in self._lifecycle_at.items()]
+                heapq.heapify(self._lifecycle_heap)
+
+    def _next_lifecycle(self) -> tuple[float, str] | None:
+        heap = self._lifecycle_heap
+        while heap:
+            due, workload_id = heap[0]
+            if self._lifecycle_at.get(workload_id) == due:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
     def _next_deadline(self) -> float | None:
-        deadlines = [self.election.next_deadline()]
-        deadlines.extend(r.lifecycle.next_deadline() for r in self._primaries.values())
-        known = [d for d in deadlines if d is not None]
-        return min(known) if known else None
+        known = [self.election.next_deadline()]
+        top = self._next_lifecycle()
+        if top is not None:
+            known.append(top[0])
+        found = [d for d in known if d is not None]
+        return min(found) if found else None
 
     def _tick(self, now: float) -> None:
         self._election_call(now, lambda: self.election.tick(now))
-        for workload_id, record in list(self._primaries.items()):
-            due = record.lifecycle.next_deadline()
-            if due is not None and due <= now:
-                self._lifecycle_call(workload_id, lambda lc: lc.tick(now), now)
+        due: list[str] = []
+        while (top := self._next_lifecycle()) is not None and top[0] <= now:
+            heapq.heappop(self._lifecycle_heap)
+            del self._lifecycle_at[top[1]]
+            due.append(top[1])
+        for workload_id in due:  # each at most once per tick, as before
+            self._lifecycle_call(workload_id, lambda lc: lc.tick(now), now)
+            self._schedule(workload_id)
 
     async def _timer_loop(self) -> None:
         while True:
             if self._primaries:
-                self._catch_up_clock()
+                self._catch_up_clock(every=False)
             now = self._now()
             self._tick(now)
             ticked = anyio.current_time()
@@ -1926,17 +2001,37 @@ class StandbyNode(Generic[SpecT]):
 
     async def _heartbeat_loop(self) -> None:
         interval = self.timing.heartbeat_interval
+        polled = -math.inf
         while True:
             self._heartbeat_now = wake = anyio.Event()
             next_at = anyio.current_time() + interval
             active = self._active_primaries()
             if active:
                 await self._send_heartbeat(len(active))
-                await self._poll_containers()
+                # A heartbeat sent early (a workload just started or promoted)
+                # does not poll every container again: once per interval.
+                if anyio.current_time() - polled >= interval:
+                    polled = anyio.current_time()
+                    await self._poll_containers()
             with anyio.move_on_after(max(next_at - anyio.current_time(), 0.0)):
                 await wake.wait()
+            # Early heartbeats (a workload just started) are spaced out, so that
+            # a burst of accepts sends a few heartbeats rather than one each; the
+            # first workload of an idle node heartbeats at once.
+            if active:
+                spacing = interval * _EARLY_HEARTBEAT_SPACING
+                rest = next_at - interval + spacing - anyio.current_time()
+                if rest > 0:
+                    await anyio.sleep(rest)
 
     def _interest(self) -> Query | None:
+        """The live subscription: sized by primaries and peers, not by slots.
+
+        It names the authors only (the primaries and peers of the slots), so
+        a thousand slots of one primary need the same small request as one;
+        messages about workloads without a slot here are dropped locally
+        (:meth:`_on_envelope`). It changes only when the set of authors does.
+        """
         slots = self.election.slots
         if not slots:
             return None
@@ -1944,7 +2039,7 @@ class StandbyNode(Generic[SpecT]):
         for slot in slots.values():
             authors.add(slot.primary)
             authors.update(slot.peers)
-        return Query(kinds=MESSAGE_KINDS, authors=authors, workload_ids=slots.keys())
+        return Query(kinds=MESSAGE_KINDS, authors=authors)
 
     def _refresh_interest(self) -> None:
         if self._interest_changed is not None:
@@ -1957,6 +2052,11 @@ class StandbyNode(Generic[SpecT]):
         async with anyio.create_task_group() as group:
             while True:
                 self._interest_changed = changed = anyio.Event()
+                if current is not None and alive[0]:
+                    # Many accepts in a row change the slots many times: look
+                    # once they are done (a fresh slot has a whole silence of
+                    # grace, so a short wait costs nothing).
+                    await anyio.sleep(_SUBSCRIBE_COALESCE)
                 wanted = self._interest()
                 if wanted != current or (wanted is not None and not alive[0]):
                     # Open the new subscription before closing the old one: no gap.

@@ -231,18 +231,18 @@ class Query:
 def unexpected_author(query: Query, signer: str, message: Message) -> bool:
     """Whether a subscription for ``query`` drops ``message`` for its author.
 
-    True when ``query`` names both its authors and its workloads, ``message``
-    is not a heartbeat, ``signer`` is not one of the authors, and everything
-    else about the message matches: someone outside the expected authors
-    speaking about a watched workload (a stranger's revocation or claim is
-    a forgery attempt). Subscriptions ask relays for workload messages from
-    anyone and drop these themselves, so they can report them
-    (:class:`ReportsDrops`); heartbeats carry no workload and are filtered by
-    author at the relay.
+    True when ``signer`` is not one of the query's authors, everything else
+    about the message matches, and it is a revocation (live revocations are
+    asked for from anyone: those addressed to the subscriber, a bounded set
+    whatever the slot count) or a claim or announcement of a workload the
+    query names: someone outside the expected authors speaking about a
+    watched workload is a forgery attempt. Subscriptions drop these
+    themselves, so they can report them (:class:`ReportsDrops`); heartbeats
+    are filtered by author at the relay.
     """
-    if query.authors is None or query.workload_ids is None or isinstance(message, Heartbeat):
+    if query.authors is None or isinstance(message, Heartbeat) or signer in query.authors:
         return False
-    if signer in query.authors:
+    if query.workload_ids is None and not isinstance(message, LeaseRevocation):
         return False
     return attrs.evolve(query, authors=None).matches(signer, message)
 

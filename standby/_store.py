@@ -1,12 +1,25 @@
-"""A slot store in one JSON file, written atomically.
+"""A slot store in one JSON file, written atomically, with an append-only journal.
 
 File layout (UTF-8 JSON)::
 
-    {"format": "standby.slots", "version": 2, "slots": [<slot>, ...],
-     "intents": [<intent>, ...], "primaries": [<primary>, ...]}
+    {"format": "standby.slots", "version": 3, "journal": "<generation>",
+     "slots": [<slot>, ...], "intents": [<intent>, ...], "primaries": [<primary>, ...]}
 
 Version 1 files (slots only) are read as a state with no intents and no
-primaries; the next save writes version 2.
+primaries, version 2 files as a state without a journal; the next save
+writes version 3.
+
+Saves are incremental: the store remembers what it last wrote, and a save
+appends one line to ``<name>.journal`` with only the records that changed
+(``{"g": "<generation>", "slots": {"put": [...], "del": [...]}, ...}``),
+then fsyncs it. Loading reads the file and replays the journal lines of its
+generation in order. Once the journal outgrows the file (and 64 KiB), the
+next save compacts: it writes the whole state into a new file under a new
+generation (atomically, as below) and starts a new journal; lines of an
+older generation are ignored, so a crash in the middle of a compaction
+loses nothing. A torn last line (a crash during an append) is ignored: that
+save never returned, so nothing was promised for it. Saving ``N`` slots one
+at a time thus writes O(N) bytes in all instead of O(N²).
 
 Each ``<slot>`` is the slot's wire body (:meth:`standby.wire.Codec.to_dict`),
 or ``{"sealed": "<base64>"}`` for a slot whose spec holds a secret, sealed by
@@ -72,7 +85,11 @@ SpecT = TypeVar("SpecT")
 #: The ``format`` marker of a slot file.
 FORMAT: Final = "standby.slots"
 #: The file layout version this store reads and writes.
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
+#: The journal is compacted into the file once it is larger than the file and this.
+JOURNAL_MIN_COMPACT: Final = 64 * 1024
+
+_TABLES: Final = ("slots", "intents", "primaries")
 
 _log = logging.getLogger("standby.store")
 
@@ -173,6 +190,8 @@ class JsonFileStore(Generic[SpecT]):
 
     File I/O runs in a worker thread (``offload=True``); ``offload=False``
     does it inline, briefly blocking the event loop (handy on a virtual clock).
+    ``journal=False`` rewrites the whole file on every save instead of
+    appending the changes to the journal.
     """
 
     def __init__(
@@ -184,8 +203,11 @@ class JsonFileStore(Generic[SpecT]):
         holds_secret: Callable[[Any], bool] = looks_secret,
         sealer: Sealer | None = None,
         offload: bool = True,
+        journal: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.journal_path = self.path.with_name(self.path.name + ".journal")
+        self.journal = journal
         if codec is None:
             codec = Codec()
             if spec_type is not None:
@@ -201,6 +223,12 @@ class JsonFileStore(Generic[SpecT]):
         self._primaries: tuple[PrimaryRecord, ...] = ()
         self._warned: set[str] = set()
         self._lock: anyio.Lock | None = None
+        #: What the file and journal hold now, per table: workload id -> (object, JSON).
+        #: ``None`` until this instance wrote (or read) a version 3 file.
+        self._written: dict[str, dict[str, tuple[Any, Any]]] | None = None
+        self._generation = ""
+        self._base_bytes = 0
+        self._journal_bytes = 0
 
     def __repr__(self) -> str:
         return f"JsonFileStore({str(self.path)!r})"
@@ -260,17 +288,86 @@ class JsonFileStore(Generic[SpecT]):
         intents: tuple[PromotionIntent, ...] = ()
         primaries: tuple[PrimaryRecord, ...] = ()
         if data is not None:
-            parsed, intents, primaries = self._parse(data)
-            for slot in parsed:
-                slots[slot.workload_id] = slot
+            parsed, intents, primaries, generation = self._parse(data)
+            tables: dict[str, dict[str, Any]] = {
+                "slots": {s.workload_id: s for s in parsed},
+                "intents": {i.workload_id: i for i in intents},
+                "primaries": {p.workload_id: p for p in primaries},
+            }
+            if generation is not None:
+                self._replay(generation, tables)
+            slots = dict(tables["slots"])
+            intents = tuple(tables["intents"].values())
+            primaries = tuple(tables["primaries"].values())
             self._intents, self._primaries = intents, primaries
         for workload_id, slot in self._memory_only.items():
             slots.setdefault(workload_id, slot)
         return NodeState(tuple(slots.values()), intents, primaries)
 
+    def _replay(self, generation: str, tables: dict[str, dict[str, Any]]) -> None:
+        """Apply the journal lines of ``generation`` to ``tables``, in order."""
+        try:
+            data = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot read journal {self.journal_path}: {exc}") from exc
+        lines = data.split(b"\n")
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            record: Any
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as error:
+                record = error
+            if not isinstance(record, dict):
+                problem = record if isinstance(record, Exception) else "not an object"
+                if all(not rest.strip() for rest in lines[number:]):
+                    # A torn tail: the save it belonged to never returned.
+                    _log.warning("ignoring a torn last line in %s", self.journal_path)
+                    return
+                raise StoreError(
+                    f"journal {self.journal_path} line {number} is corrupt ({problem}); "
+                    "it is left untouched"
+                )
+            if record.get("g") != generation:
+                continue  # written before the last compaction
+            for table in _TABLES:
+                change = record.get(table)
+                if change is None:
+                    continue
+                if not isinstance(change, dict):
+                    raise StoreError(f"journal {self.journal_path} line {number}: bad {table!r}")
+                for workload_id in change.get("del", []):
+                    tables[table].pop(workload_id, None)
+                for position, entry in enumerate(change.get("put", [])):
+                    item = self._decode(table, entry, position)
+                    tables[table][item.workload_id] = item
+
+    def _decode(self, table: str, entry: Any, position: int) -> Any:
+        try:
+            if table == "intents":
+                return intent_from_json(entry, position)
+            if table == "primaries":
+                return primary_from_json(entry, position)
+        except StoreError as exc:
+            raise StoreError(f"journal {self.journal_path}: {exc}") from exc
+        if isinstance(entry, dict) and set(entry) == {"sealed"}:
+            return self._unseal(position, entry["sealed"])
+        try:
+            return self.codec.from_dict("slot", entry)
+        except Exception as exc:
+            raise StoreError(f"journal {self.journal_path}: slot #{position}: {exc}") from exc
+
     def _parse(
         self, data: bytes
-    ) -> tuple[list[StandbySlot[SpecT]], tuple[PromotionIntent, ...], tuple[PrimaryRecord, ...]]:
+    ) -> tuple[
+        list[StandbySlot[SpecT]],
+        tuple[PromotionIntent, ...],
+        tuple[PrimaryRecord, ...],
+        str | None,
+    ]:
         try:
             document = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
@@ -308,7 +405,10 @@ class JsonFileStore(Generic[SpecT]):
             primaries = tuple(primary_from_json(e, i) for i, e in enumerate(raw_primaries))
         except StoreError as exc:
             raise self._corrupt(str(exc)) from exc
-        return slots, intents, primaries
+        generation = document.get("journal") if version >= 3 else None
+        if generation is not None and not isinstance(generation, str):
+            raise self._corrupt(f"bad journal generation {generation!r}")
+        return slots, intents, primaries, generation
 
     def _unseal(self, position: int, blob: object) -> StandbySlot[SpecT]:
         if self.sealer is None:
@@ -386,43 +486,62 @@ class JsonFileStore(Generic[SpecT]):
         """Blocking version of :meth:`save` (intents and primaries are kept as they were)."""
         return self._write(slots, self._intents, self._primaries)
 
+    def _encode_slots(
+        self, slots: Iterable[StandbySlot[SpecT]]
+    ) -> tuple[dict[str, tuple[Any, Any]], dict[str, StandbySlot[SpecT]]]:
+        """Slots as ``workload id -> (slot, JSON)``, and those kept in memory only.
+
+        A slot already written as the very same object is not encoded again.
+        """
+        previous = {} if self._written is None else self._written["slots"]
+        encoded: dict[str, tuple[Any, Any]] = {}
+        memory_only: dict[str, StandbySlot[SpecT]] = {}
+        for slot in slots:
+            workload_id = slot.workload_id
+            known = previous.get(workload_id)
+            if known is not None and known[0] is slot:
+                encoded[workload_id] = known
+                continue
+            try:
+                secret = self.holds_secret(slot.spec)
+            except Exception as exc:
+                raise StoreError(f"secret predicate failed on {workload_id!r}: {exc}") from exc
+            try:
+                if not secret:
+                    encoded[workload_id] = (slot, self.codec.to_dict(slot))
+                elif self.sealer is not None:
+                    sealed = self.sealer.seal(self.codec.encode(slot))
+                    body = {"sealed": base64.b64encode(sealed).decode("ascii")}
+                    encoded[workload_id] = (slot, body)
+                else:
+                    memory_only[workload_id] = slot
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"cannot encode slot {workload_id!r}: {exc}") from exc
+        return encoded, memory_only
+
     def _write(
         self,
         slots: Iterable[StandbySlot[SpecT]],
         intents: tuple[PromotionIntent, ...],
         primaries: tuple[PrimaryRecord, ...],
     ) -> list[str]:
-        entries: list[Any] = []
-        memory_only: dict[str, StandbySlot[SpecT]] = {}
-        for slot in slots:
-            try:
-                secret = self.holds_secret(slot.spec)
-            except Exception as exc:
-                raise StoreError(f"secret predicate failed on {slot.workload_id!r}: {exc}") from exc
-            try:
-                if not secret:
-                    entries.append(self.codec.to_dict(slot))
-                elif self.sealer is not None:
-                    sealed = self.sealer.seal(self.codec.encode(slot))
-                    entries.append({"sealed": base64.b64encode(sealed).decode("ascii")})
-                else:
-                    memory_only[slot.workload_id] = slot
-            except StoreError:
-                raise
-            except Exception as exc:
-                raise StoreError(f"cannot encode slot {slot.workload_id!r}: {exc}") from exc
-        document = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "slots": entries,
-            "intents": [intent_to_json(i) for i in intents],
-            "primaries": [primary_to_json(p) for p in primaries],
+        encoded, memory_only = self._encode_slots(slots)
+        tables: dict[str, dict[str, tuple[Any, Any]]] = {
+            "slots": encoded,
+            "intents": {i.workload_id: (i, None) for i in intents},
+            "primaries": {p.workload_id: (p, None) for p in primaries},
         }
-        try:
-            data = json.dumps(document, sort_keys=True, indent=1, allow_nan=False).encode("utf-8")
-        except ValueError as exc:
-            raise StoreError(f"cannot encode the slot table: {exc}") from exc
-        _atomic_write(self.path, data)
+        written = self._written
+        if (
+            written is None
+            or not self.journal
+            or self._journal_bytes > max(JOURNAL_MIN_COMPACT, self._base_bytes)
+        ):
+            self._write_full(tables)
+        else:
+            self._append(written, tables)
         self._intents, self._primaries = tuple(intents), tuple(primaries)
         self._memory_only = memory_only
         for workload_id in sorted(set(memory_only) - self._warned):
@@ -433,6 +552,94 @@ class JsonFileStore(Generic[SpecT]):
             )
         self._warned = set(memory_only)
         return sorted(memory_only)
+
+    def _write_full(self, tables: dict[str, dict[str, tuple[Any, Any]]]) -> None:
+        """Write the whole state under a new journal generation (a compaction)."""
+        generation = os.urandom(8).hex()
+        document = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "journal": generation,
+            "slots": [body for _, body in tables["slots"].values()],
+            "intents": [intent_to_json(i) for i, _ in tables["intents"].values()],
+            "primaries": [primary_to_json(p) for p, _ in tables["primaries"].values()],
+        }
+        try:
+            data = json.dumps(document, sort_keys=True, indent=1, allow_nan=False).encode("utf-8")
+        except ValueError as exc:
+            raise StoreError(f"cannot encode the slot table: {exc}") from exc
+        _atomic_write(self.path, data)
+        # The old journal belongs to the old generation: it is dead weight now.
+        try:
+            os.unlink(self.journal_path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            _log.warning("cannot remove old journal %s: %s", self.journal_path, exc)
+        self._written = tables
+        self._generation = generation
+        self._base_bytes = len(data)
+        self._journal_bytes = 0
+
+    def _append(
+        self,
+        written: dict[str, dict[str, tuple[Any, Any]]],
+        tables: dict[str, dict[str, tuple[Any, Any]]],
+    ) -> None:
+        """Append what changed since the last save as one journal line, and fsync it."""
+        record: dict[str, Any] = {"g": self._generation}
+        for table in _TABLES:
+            old, new = written[table], tables[table]
+            put = []
+            for workload_id, (item, body) in new.items():
+                known = old.get(workload_id)
+                if known is not None and (known[0] is item or known[0] == item):
+                    continue
+                put.append(body if table == "slots" else _record_json(table, item))
+            gone = [w for w in old if w not in new]
+            if put or gone:
+                record[table] = {"put": put, "del": gone}
+        if len(record) > 1:
+            try:
+                line = json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False)
+            except ValueError as exc:
+                raise StoreError(f"cannot encode the slot table: {exc}") from exc
+            data = line.encode("utf-8") + b"\n"
+            try:
+                _append_durably(self.journal_path, data, created=self._journal_bytes == 0)
+            except StoreError:
+                # A partial line may be on disk: never append after it; the
+                # next save compacts into a new generation instead.
+                self._written = None
+                raise
+            self._journal_bytes += len(data)
+        self._written = tables
+
+
+def _record_json(table: str, item: Any) -> dict[str, Any]:
+    if table == "intents":
+        return intent_to_json(item)
+    return primary_to_json(item)
+
+
+def _append_durably(path: Path, data: bytes, *, created: bool) -> None:
+    """Append ``data`` to ``path`` and fsync it (and the directory when it is new)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot write journal {path}: {exc}") from exc
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except OSError as exc:
+        raise StoreError(f"cannot write journal {path}: {exc}") from exc
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_directory(path.parent)
 
 
 def _free_name(path: Path) -> Path:

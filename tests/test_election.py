@@ -582,3 +582,97 @@ class TestExpiryAndTable:
         one(effects, sb.StopOrphan)
         assert one(effects, sb.SlotRemoved).reason == "expired"
         assert only(effects, sb.Announce) == []
+
+
+def test_removing_oldest_first_keeps_the_primary_deadline_exact() -> None:
+    # Slots of one primary removed oldest-first (the churn case): the origin
+    # heap drops them lazily and the deadline always follows the oldest left.
+    timing = sb.Timing()
+    machine: sb.StandbyElection[Any] = sb.StandbyElection(me="me", timing=timing)
+    now = CREATED + 50
+    for i in range(40):
+        machine.reserve(now, make_slot(workload_id=f"w{i:02d}", created_at=CREATED + i))
+    for i in range(39):
+        machine.remove(now, f"w{i:02d}")
+        assert machine.next_deadline() == CREATED + i + 1 + timing.silence
+    # Re-reserving and removing many times does not let stale entries pile up.
+    for k in range(200):
+        machine.reserve(now, make_slot(workload_id=f"x{k}", created_at=CREATED + 100 + k))
+        machine.remove(now, f"x{k}")
+    assert machine.next_deadline() == CREATED + 39 + timing.silence
+    assert len(machine._origins[PRIMARY]) <= 2 * len(machine.slots) + 16
+
+
+def test_primary_deadline_confirms_only_the_due_prefix() -> None:
+    timing = sb.Timing()
+    machine: sb.StandbyElection[Any] = sb.StandbyElection(me="me", timing=timing)
+    for i in range(3):
+        machine.reserve(CREATED, make_slot(workload_id=f"w{i}", created_at=CREATED + 10 * i))
+    effects = machine.tick(CREATED + 10 + timing.silence)
+    (query,) = [e for e in effects if isinstance(e, sb.QueryHeartbeats)]
+    assert query.workload_ids == ("w0", "w1")
+    assert machine.status("w2").phase is sb.Phase.WATCHING
+    assert machine.status("w2").deadline == CREATED + 20 + timing.silence
+
+
+def test_correlated_failover_reads_claims_once_per_primary_and_step() -> None:
+    # Five slots of one dead primary: one confirmation, one pre-read, one
+    # claim per workload, and one re-read for the claims acknowledged at
+    # different instants (each re-read starts after its own settle).
+    timing = sb.Timing()
+    machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=timing)
+    ids = [f"w{i}" for i in range(5)]
+    for wid in ids:
+        machine.reserve(CREATED, make_slot(workload_id=wid))
+    now = CREATED + timing.silence
+    (confirm,) = only(machine.tick(now), sb.QueryHeartbeats)
+    machine.heartbeats_queried(now, confirm.request_id, [], ["r1", "r2"])
+    (preread,) = only(machine.tick(now), sb.QueryClaims)
+    assert preread.workload_ids == tuple(ids)
+    claims = only(
+        machine.claims_queried(now + 1, preread.request_id, [], ["r1", "r2"]), sb.PublishClaim
+    )
+    assert sorted(c.claim.workload_id for c in claims) == ids
+    for k, publish in enumerate(claims):
+        machine.claim_published(now + 2 + 0.1 * k, publish.request_id, ["r1", "r2"])
+    first = machine.next_deadline()
+    assert first == now + 2 + timing.claim_settle
+    assert only(machine.tick(first), sb.QueryClaims) == []  # waits for its batch
+    last = now + 2 + 0.4 + timing.claim_settle
+    assert machine.next_deadline() == last
+    (reread,) = only(machine.tick(last), sb.QueryClaims)
+    assert sorted(reread.workload_ids) == ids
+    spawns = only(machine.claims_queried(last + 1, reread.request_id, [], ["r1", "r2"]), sb.Spawn)
+    assert sorted(s.workload_id for s in spawns) == ids
+    assert machine.counters["claims_reads"] == 2
+
+
+def test_a_rival_claim_in_a_batched_reread_stops_only_its_workload() -> None:
+    timing = sb.Timing()
+    machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=timing)
+    for wid in ("w1", "w2"):
+        machine.reserve(CREATED, make_slot(workload_id=wid, index=1))
+    now = CREATED + timing.silence
+    (confirm,) = only(machine.tick(now), sb.QueryHeartbeats)
+    machine.heartbeats_queried(now, confirm.request_id, [], ["r1", "r2"])
+    now += timing.promotion_delay
+    (preread,) = only(machine.tick(now), sb.QueryClaims)
+    publishes = only(
+        machine.claims_queried(now, preread.request_id, [], ["r1", "r2"]), sb.PublishClaim
+    )
+    for publish in publishes:
+        machine.claim_published(now + 1, publish.request_id, ["r1", "r2"])
+    settle = now + 1 + timing.claim_settle
+    (reread,) = only(machine.tick(settle), sb.QueryClaims)
+    rival_claim = sb.PromotionClaim(
+        workload_id="w2",
+        epoch=1,
+        fencing_token=sb.fencing_token(1, 0),
+        claimant=PEER,
+        standby_index=0,
+        claimed_at=now,
+    )
+    rival = sb.Envelope(rival_claim, PEER, "r1", settle)
+    effects = machine.claims_queried(settle, reread.request_id, [rival], ["r1", "r2"])
+    assert [s.workload_id for s in only(effects, sb.Spawn)] == ["w1"]
+    assert machine.status("w2").phase is sb.Phase.DEFERRED

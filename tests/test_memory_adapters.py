@@ -272,7 +272,8 @@ async def test_messages_from_unexpected_authors_are_dropped_and_reported() -> No
     sub = bob.subscribe(
         Query(kinds=MESSAGE_KINDS, authors=["alice", "carol"], workload_ids=["w1"], since=0.0)
     )
-    forged = LeaseRevocation(workload_id="w1", primary="alice", revoked_at=1.0)
+    # Addressed to bob (a revocation reaches the standbys it names).
+    forged = LeaseRevocation(workload_id="w1", primary="alice", standbys=("bob",), revoked_at=1.0)
     await network.transport("mallory").publish(forged, timeout=1)
     # not reported: a stranger's heartbeat, a stranger talking about another workload
     await network.transport("mallory").publish(heartbeat("alice", 2.0), timeout=1)
@@ -305,7 +306,12 @@ def test_unexpected_author_is_a_stranger_on_a_watched_workload() -> None:
     assert not unexpected_author(watched, "alice", forged)
     assert not unexpected_author(watched, "mallory", attrs.evolve(forged, workload_id="w2"))
     assert not unexpected_author(watched, "mallory", heartbeat("alice", 1.0))
-    assert not unexpected_author(Query(authors=["alice"]), "mallory", forged)
+    # Live revocations are asked for from anyone (those addressed to the
+    # subscriber): a stranger's is unexpected even without a workload filter;
+    # a stranger's claim is, only for a watched workload.
+    assert unexpected_author(Query(authors=["alice"]), "mallory", forged)
+    stranger_claim = claim("mallory", 1.0)
+    assert not unexpected_author(Query(authors=["alice"]), "mallory", stranger_claim)
     assert not unexpected_author(Query(workload_ids=["w1"]), "mallory", forged)
     assert not unexpected_author(attrs.evolve(watched, since=5.0), "mallory", forged)
 

@@ -991,3 +991,46 @@ async def test_fm20_a_relay_that_refuses_a_live_subscription_is_asked_again(
     assert envelope.signer == speaker.identity
     assert listener.counters["live_resubscribes"] >= 1
     assert any("refused live subscription" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_fm19_many_queries_at_once_stay_within_the_relay_limits(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    """100 concurrent queries through a pool of 8 per connection: none refused, all answered."""
+    async with transports(relays.urls, 1) as (reader,):
+        results = []
+
+        async def ask(n: int) -> None:
+            query = Query(kinds=("claim",), workload_ids=(f"w{n}",))
+            results.append(await reader.query(query, timeout=20.0))
+
+        async with anyio.create_task_group() as group:
+            for n in range(100):
+                group.start_soon(ask, n)
+        assert all(r.answered == frozenset(relays.urls) for r in results), [
+            r.errors for r in results if r.errors
+        ]
+        assert reader.counters.get("relay_refusals", 0) == 0
+        assert reader.counters.get("notices", 0) == 0
+        assert reader.open_requests() == 0
+
+
+@pytest.mark.anyio
+async def test_fm19_a_refused_query_is_asked_again_not_lost() -> None:
+    refused: list[str] = []
+
+    async def refuse_first(message: list[Any], send: Any) -> bool:
+        if message[0] == "REQ":
+            if not refused:
+                refused.append(message[1])
+                await send(["NOTICE", "rejected: too many subscriptions"])
+            else:
+                await send(["EOSE", message[1]])
+        return True
+
+    async with bad_relay(refuse_first) as url, transports([url], 1) as (transport,):
+        result = await transport.query(Query(kinds={"heartbeat"}), timeout=3.0)
+        assert result.answered == frozenset({url}), result.errors
+        assert transport.counters["relay_refusals"] == 1
+        assert transport.open_requests() == 0

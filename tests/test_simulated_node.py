@@ -69,12 +69,14 @@ def test_fm14_a_node_frozen_while_its_workload_runs_is_bounded_by_the_lease() ->
 def spawn_then_die(store: object = None, *, steps: int = 17) -> SimulationReport:
     """standby-0 is killed with its host ``steps`` loop steps into its promotion."""
     sim = Simulation(seed=0, store_factory=store)  # type: ignore[arg-type]
-    sim.crash(1200, "primary").kill(1335, "standby-0", steps=steps, host=True)
-    return sim.restart(1345, "standby-0").run(until=2400)
+    # standby-0 confirms the silence at t=1335 and spawns at t=1351 (after the
+    # claim settles): the kill counts its steps from the spawn on.
+    sim.crash(1200, "primary").kill(1351, "standby-0", steps=steps, host=True)
+    return sim.restart(1361, "standby-0").run(until=2400)
 
 
 def test_fm15_a_standby_killed_between_spawn_and_save_never_reuses_its_token() -> None:
-    for steps in (12, 15, 17, 18):
+    for steps in (1, 5, 12, 15, 17, 18, 25):
         report = spawn_then_die(steps=steps)
         assert not report.violations_of("token-shared"), report.format()
         assert not report.violations_of("two-live"), report.format()

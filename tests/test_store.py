@@ -12,9 +12,11 @@ from typing import Any
 import attrs
 import pytest
 
-from standby import StandbySlot, StoreError
+from standby import StandbySlot, StoreError, _store
+from standby._state import NodeState, PrimaryRecord, PromotionIntent
 from standby._store import FORMAT, FORMAT_VERSION, JsonFileStore, Sealer, looks_secret
 from standby.protocols import SlotStore
+from standby.wire import Codec
 
 pytestmark = pytest.mark.anyio
 
@@ -97,7 +99,7 @@ async def test_file_is_versioned(tmp_path: Path) -> None:
     await JsonFileStore(path).save([make_slot(spec={"image": "app"})])
     document = json.loads(path.read_text())
     assert document["format"] == FORMAT == "standby.slots"
-    assert document["version"] == FORMAT_VERSION == 2
+    assert document["version"] == FORMAT_VERSION == 3
     assert (document["intents"], document["primaries"]) == ([], [])
     [body] = document["slots"]
     assert (body["workload_id"], body["version"], body["spec"]) == ("w1", 1, {"image": "app"})
@@ -127,7 +129,7 @@ async def test_failed_rename_leaves_the_old_file_and_no_temporary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "slots.json"
-    store = JsonFileStore(path, spec_type=Spec)
+    store = JsonFileStore(path, spec_type=Spec, journal=False)  # every save rewrites
     await store.save([make_slot("w1")])
     before = path.read_bytes()
 
@@ -147,7 +149,7 @@ async def test_crash_between_temp_write_and_rename_keeps_the_old_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "slots.json"
-    store = JsonFileStore(path, spec_type=Spec, offload=False)
+    store = JsonFileStore(path, spec_type=Spec, offload=False, journal=False)
     await store.save([make_slot("w1")])
 
     class PowerLoss(BaseException):
@@ -278,8 +280,8 @@ async def test_a_slot_that_could_not_be_saved_again_is_never_loaded(tmp_path: Pa
 
 async def test_newer_format_is_refused_and_left_in_place(tmp_path: Path) -> None:
     path = tmp_path / "slots.json"
-    path.write_text('{"format": "standby.slots", "version": 3, "slots": []}')
-    with pytest.raises(StoreError, match="format version 3"):
+    path.write_text('{"format": "standby.slots", "version": 4, "slots": []}')
+    with pytest.raises(StoreError, match="format version 4"):
         await JsonFileStore(path).load()
     assert files(tmp_path) == ["slots.json"]
 
@@ -392,7 +394,7 @@ async def test_a_version_1_file_migrates_to_a_state_without_intents(tmp_path: Pa
         (),
     )
     await store.save_state(state)
-    assert json.loads(path.read_text())["version"] == 2
+    assert json.loads(path.read_text())["version"] == FORMAT_VERSION
 
 
 @pytest.mark.parametrize(
@@ -411,3 +413,133 @@ async def test_malformed_intents_or_primaries_are_corruption(
     path.write_text(json.dumps(document))
     with pytest.raises(StoreError, match=why):
         await JsonFileStore(path).load_state()
+
+
+# --------------------------------------------------------------------------- journal
+
+
+async def test_saves_after_the_first_append_only_what_changed(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    store = JsonFileStore(path, spec_type=Spec, offload=False)
+    slots = [make_slot(f"w{i:03d}") for i in range(50)]
+    await store.save(slots[:1])
+    base = path.read_bytes()
+    for n in range(2, 51):
+        await store.save(slots[:n])
+    assert path.read_bytes() == base  # the file itself was not rewritten
+    lines = (tmp_path / "slots.json.journal").read_bytes().splitlines()
+    assert len(lines) == 49
+    assert all(len(line) < 2 * len(lines[0]) for line in lines)  # one slot each, not all
+    await store.save(slots[10:])  # removals are journalled too
+    reloaded = JsonFileStore(path, spec_type=Spec)
+    assert [s.workload_id for s in await reloaded.load()] == [s.workload_id for s in slots[10:]]
+
+
+async def test_journal_keeps_intents_and_primaries(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    store = JsonFileStore(path, spec_type=Spec, offload=False)
+    await store.save_state(NodeState(slots=[make_slot("w1")]))
+    intent = PromotionIntent("w1", 1, 2, EPOCH + 60, EPOCH)
+    record = PrimaryRecord("p1", 0, 0, ("sb0",), EPOCH, EPOCH + 100, True)
+    await store.save_state(NodeState(slots=[make_slot("w1")], intents=[intent], primaries=[record]))
+    state = await JsonFileStore(path, spec_type=Spec).load_state()
+    assert (state.intents, state.primaries) == ((intent,), (record,))
+    await store.save_state(NodeState(slots=[make_slot("w1")], primaries=[record]))
+    state = await JsonFileStore(path, spec_type=Spec).load_state()
+    assert (state.intents, state.primaries) == ((), (record,))
+
+
+async def test_a_torn_journal_tail_is_ignored_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    store = JsonFileStore(path, spec_type=Spec, offload=False)
+    await store.save([make_slot("w1")])
+    await store.save([make_slot("w1"), make_slot("w2")])
+    journal = tmp_path / "slots.json.journal"
+    whole = journal.read_bytes()
+    # A crash in the middle of the next append: half a line, no newline.
+    journal.write_bytes(whole + whole[: len(whole) // 2].replace(b"w2", b"w3"))
+    reloaded = JsonFileStore(path, spec_type=Spec, offload=False)
+    assert [s.workload_id for s in await reloaded.load()] == ["w1", "w2"]
+    # The restarted store compacts before appending again: nothing lands after the tear.
+    await reloaded.save([make_slot("w1"), make_slot("w2"), make_slot("w4")])
+    assert not journal.exists()
+    assert [s.workload_id for s in await JsonFileStore(path, spec_type=Spec).load()] == [
+        "w1",
+        "w2",
+        "w4",
+    ]
+
+
+async def test_a_corrupt_line_before_the_tail_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    store = JsonFileStore(path, spec_type=Spec, offload=False)
+    await store.save([make_slot("w1")])
+    await store.save([make_slot("w1"), make_slot("w2")])
+    await store.save([make_slot("w2")])
+    journal = tmp_path / "slots.json.journal"
+    _first, second = journal.read_bytes().splitlines()
+    journal.write_bytes(b"{not json\n" + second + b"\n")
+    with pytest.raises(StoreError, match="line 1 is corrupt"):
+        await JsonFileStore(path, spec_type=Spec).load()
+    assert journal.exists()  # left for inspection
+
+
+async def test_compaction_starts_a_new_generation_and_old_lines_are_ignored(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "slots.json"
+    journal = tmp_path / "slots.json.journal"
+    store = JsonFileStore(path, spec_type=Spec, offload=False)
+    await store.save([make_slot("w1")])
+    old = b""
+    for n in range(5_000):  # the journal grows past JOURNAL_MIN_COMPACT, then compacts
+        if journal.exists():
+            old = journal.read_bytes()
+        await store.save([make_slot("w1"), make_slot(f"x{n}")])
+        if old and not journal.exists():
+            break
+    assert old
+    assert len(old) > _store.JOURNAL_MIN_COMPACT
+    assert not journal.exists()
+    # A crash after the compacted file was renamed into place but before the
+    # old journal was removed: its lines belong to the previous generation.
+    journal.write_bytes(old)
+    reloaded = JsonFileStore(path, spec_type=Spec)
+    assert [s.workload_id for s in await reloaded.load()] == ["w1", f"x{n}"]
+
+
+async def test_version_2_file_migrates_on_the_next_save(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    body = Codec().to_dict(make_slot("w1", spec={"image": "app"}))
+    path.write_text(
+        json.dumps(
+            {"format": FORMAT, "version": 2, "slots": [body], "intents": [], "primaries": []}
+        )
+    )
+    store: JsonFileStore[Any] = JsonFileStore(path, offload=False)
+    [slot] = await store.load()
+    await store.save([slot, make_slot("w2", spec={"image": "app"})])
+    document = json.loads(path.read_text())
+    assert document["version"] == 3
+    assert isinstance(document["journal"], str)
+    assert [s.workload_id for s in await JsonFileStore(path).load()] == ["w1", "w2"]
+
+
+def test_journal_append_is_fsynced_before_save_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "slots.json"
+    store = JsonFileStore(path, spec_type=Spec, offload=False)
+    store.save_sync([make_slot("w1")])
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc") else "?")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    store.save_sync([make_slot("w1"), make_slot("w2")])
+    if os.path.exists("/proc/self/fd"):
+        assert synced[0].endswith("slots.json.journal")
+    assert synced

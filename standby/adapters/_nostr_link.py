@@ -41,6 +41,17 @@ class RelayUnavailable(Exception):
     """No connection to the relay could be had (the reason is the message)."""
 
 
+#: Words of a relay refusing a request because of its limits (NIP-01 prefixes
+#: and the wording of common relays); such a request is retried, never lost.
+_REFUSAL_WORDS = ("rate-limited", "too many", "rejected: too", "slow down", "restricted: too")
+
+
+def is_refusal(text: str) -> bool:
+    """Whether a relay's ``NOTICE``/``CLOSED``/``OK`` text says "over a limit, try later"."""
+    lowered = text.lower()
+    return any(word in lowered for word in _REFUSAL_WORDS)
+
+
 class Handler(Protocol):
     """Receives what a relay sends for one subscription id."""
 
@@ -97,6 +108,8 @@ class Connection:
         #: Live subscriptions sent on this connection that the relay has not
         #: answered with ``EOSE`` yet, oldest first.
         self.unanswered: dict[str, None] = {}
+        #: Queries sent on this connection that the relay has not answered yet.
+        self.queries: dict[str, None] = {}
         self.closed = False
         self.recycled: str | None = None
         self.scope = anyio.CancelScope()
@@ -417,6 +430,7 @@ class RelayLink:
             handler.on_event(event)
         elif verb == "EOSE" and sub_id is not None:
             conn.unanswered.pop(sub_id, None)
+            conn.queries.pop(sub_id, None)
             handler = conn.handlers.get(sub_id)
             if handler is not None:
                 handler.on_eose()
@@ -432,6 +446,15 @@ class RelayLink:
             self.count("notices")
             text = message[1] if len(message) > 1 and isinstance(message[1], str) else ""
             LOGGER.info("notice from %s: %.200s", self.url, text)
+            if is_refusal(text) and conn.queries:
+                # The NOTICE names no request: every query still unanswered
+                # may be the refused one, and is asked again (reads are free
+                # to repeat).
+                for suspect in list(conn.queries):
+                    handler = conn.handlers.get(suspect)
+                    refused = getattr(handler, "on_refused", None)
+                    if refused is not None:
+                        refused(text)
             if "subscription" in text.lower() and conn.unanswered:
                 # A relay that refuses a REQ with a NOTICE names no id: every
                 # live subscription it has not answered yet is suspect, and is

@@ -475,7 +475,10 @@ def filters_for(
             floor = lookback if floor is None else max(floor, lookback)
         add(kinds, {}, floor)
     if "revocation" in query.kinds:
-        add([profile.revocation_kind], {"#p": [me]} if live else {}, since, by_author=not anyone)
+        # Live revocations are those addressed to us (``#p``), from anyone: a
+        # bounded request whatever the slot count, and a stranger's forgery
+        # arrives to be dropped and reported.
+        add([profile.revocation_kind], {"#p": [me]} if live else {}, since, by_author=not live)
     if "claim" in query.kinds:
         extra = {} if workloads is None else {"#d": [profile.claim_d(w) for w in workloads]}
         add([profile.claim_kind], extra, since, by_author=not anyone)

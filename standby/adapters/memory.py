@@ -49,7 +49,7 @@ import attrs
 
 from .._effects import DropReason
 from .._errors import StoreError
-from .._models import Envelope, Heartbeat, Message, PromotionClaim, StandbySlot
+from .._models import Envelope, Heartbeat, LeaseRevocation, Message, PromotionClaim, StandbySlot
 from .._node_errors import IdentityError, RuntimeFailure, SpawnError, TransportError
 from .._protocols import (
     ClaimOutcome,
@@ -66,6 +66,7 @@ from .._protocols import (
     unexpected_author,
 )
 from .._state import NodeState
+from ._relay_limits import RelayLimiter, RelayLimits
 
 __all__ = [
     "LinkFaults",
@@ -77,6 +78,7 @@ __all__ = [
     "MemorySlotStore",
     "MemorySubscription",
     "MemoryTransport",
+    "RelayLimits",
     "RunInterval",
     "RuntimeEvent",
     "RuntimeRecord",
@@ -226,6 +228,8 @@ class MemorySubscription:
         self._seq = 0
         self._wakeup: anyio.Event | None = None
         self._closed = False
+        #: Why the relays refused this subscription (their limits), if they did.
+        self.refused: str | None = None
 
     def __aiter__(self) -> MemorySubscription:
         return self
@@ -260,6 +264,8 @@ class MemorySubscription:
         while True:
             if self._closed:
                 raise StopAsyncIteration
+            if self.refused is not None:
+                raise TransportError(f"subscription refused by the relays: {self.refused}")
             now = anyio.current_time()
             if self._pending and self._pending[0][0] <= now:
                 _at, _seq, relay, signer, message = heapq.heappop(self._pending)
@@ -280,6 +286,9 @@ class MemorySubscription:
         self._closed = True
         self._pending.clear()
         self._network._unsubscribe(self)
+        limiter = self._network.limiter
+        if limiter is not None and self.refused is None:
+            limiter.close_subscription(self.identity)
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -293,6 +302,9 @@ class MemoryRelayNetwork:
     With ``atomic_claims=True`` the transports also implement
     :class:`~standby.protocols.AtomicClaims`, through a compare-and-set store
     that lives with the first relay (unreachable when that relay is).
+    ``limits`` (a :class:`RelayLimits`) bounds what each relay allows one
+    provider's connection (subscriptions, concurrent queries, a rate), as
+    public relays do; refusals are counted in ``network.limiter.refusals``.
     """
 
     def __init__(
@@ -302,6 +314,7 @@ class MemoryRelayNetwork:
         seed: int = 0,
         wall_clock: Callable[[], float] = time.time,
         atomic_claims: bool = False,
+        limits: RelayLimits | None = None,
     ) -> None:
         names = [f"relay-{i}" for i in range(relays)] if isinstance(relays, int) else list(relays)
         if not names:
@@ -319,6 +332,8 @@ class MemoryRelayNetwork:
         self._default_faults = _NO_FAULTS
         self._subscriptions: list[MemorySubscription] = []
         self._cas: dict[str, PromotionClaim] = {}
+        self.limiter: RelayLimiter | None = None if limits is None else RelayLimiter(limits)
+        """Enforces ``limits`` (``None`` without limits)."""
         self.published: list[tuple[float, str, Message, frozenset[str]]] = []
         """Every publish: ``(anyio time, signer, message, relays that acked)``."""
         self.on_store: Callable[[str, str, Message], object] | None = None
@@ -458,8 +473,10 @@ class MemoryRelayNetwork:
         query = subscription.query
         if query.matches(signer, message):
             self._deliver(subscription, relay, signer, message, now)
-        elif unexpected_author(query, signer, message) and self.reachable(
-            subscription.identity, relay
+        elif (
+            unexpected_author(query, signer, message)
+            and _addressed_to(subscription.identity, message)
+            and self.reachable(subscription.identity, relay)
         ):
             subscription._drop(relay, signer, message)
 
@@ -487,6 +504,10 @@ class MemoryRelayNetwork:
         report: Callable[[TransportDrop], None] | None = None,
     ) -> MemorySubscription:
         subscription = MemorySubscription(self, identity, query, report)
+        if self.limiter is not None:
+            subscription.refused = self.limiter.open_subscription(identity)
+            if subscription.refused is not None:
+                return subscription
         self._subscriptions.append(subscription)
         if query.since is not None:
             now = anyio.current_time()
@@ -545,6 +566,11 @@ class MemoryRelayNetwork:
     def holder(self, workload_id: str) -> PromotionClaim | None:
         """The claim holding the newest epoch of ``workload_id`` in the CAS store."""
         return self._cas.get(workload_id)
+
+
+def _addressed_to(identity: str, message: Message) -> bool:
+    """A revocation reaches the standbys it names (Nostr's ``p`` tags); other kinds anyone."""
+    return not isinstance(message, LeaseRevocation) or identity in message.standbys
 
 
 class MemoryTransport:
@@ -636,12 +662,18 @@ class MemoryTransport:
                 answers[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
             faults = network.faults(relay, me)
+            limiter = network.limiter
+            if limiter is not None:
+                await limiter.pace(me, relay)
             await anyio.sleep(network._delay(faults))
             if not network.reachable(me, relay):
                 answers[relay] = "connection lost"
                 return
             if network._lost(faults) or self._severed:
                 answers[relay] = "lost in transit"
+                return
+            if limiter is not None and (refusal := limiter.admit_publish(me, relay)) is not None:
+                answers[relay] = refusal
                 return
             network._store(relay, me, message)
             await anyio.sleep(network._delay(faults))
@@ -674,6 +706,17 @@ class MemoryTransport:
         errors: dict[str, str] = {}
 
         async def one(relay: str) -> None:
+            limiter = network.limiter
+            if limiter is None:
+                await ask(relay)
+                return
+            async with limiter.query(me, relay) as refusal:
+                if refusal is not None:
+                    errors[relay] = refusal
+                    return
+                await ask(relay)
+
+        async def ask(relay: str) -> None:
             if not network.reachable(me, relay):
                 errors[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return

@@ -84,7 +84,7 @@ from ._nostr_keys import (
     sign_event,
     verify_event,
 )
-from ._nostr_link import Connection, Handler, RelayLink, RelayUnavailable
+from ._nostr_link import Connection, Handler, RelayLink, RelayUnavailable, is_refusal
 from ._nostr_profile import DEFAULT_PREFIX, REFERENCE_PREFIX, NostrProfile, filters_for
 
 __all__ = [
@@ -116,12 +116,19 @@ _SEEN_KEPT: Final = 4096
 class _Collector:
     """Collects one relay's answer to a query."""
 
-    __slots__ = ("done", "error", "events")
+    __slots__ = ("done", "error", "events", "refused")
 
     def __init__(self) -> None:
         self.events: list[NostrEvent] = []
         self.done = anyio.Event()
         self.error: str | None = None
+        #: Why the relay refused the query (a limit): ask again later.
+        self.refused: str | None = None
+
+    def on_refused(self, reason: str) -> None:
+        if not self.done.is_set():
+            self.refused = reason
+            self.done.set()
 
     def on_event(self, event: NostrEvent) -> None:
         if not self.done.is_set():
@@ -132,7 +139,10 @@ class _Collector:
 
     def on_closed(self, reason: str) -> None:
         if not self.done.is_set():
-            self.error = reason
+            if is_refusal(reason):
+                self.refused = reason
+            else:
+                self.error = reason
             self.done.set()
 
 
@@ -276,9 +286,14 @@ class NostrTransport:
     and spec types), ``wall_clock`` (Unix seconds, stamps ``received_at``),
     ``connect_timeout``, ``max_message_bytes`` (larger relay messages are
     dropped and counted), ``reconnect_backoff`` (first and longest wait
-    between connection attempts), ``subscription_buffer`` and ``client`` (an
-    ``httpx.AsyncClient`` to connect with; the transport makes its own by
-    default).
+    between connection attempts), ``subscription_buffer``, ``max_queries``
+    (queries in flight per relay connection; more wait their turn: keep it
+    within the relay's limits, ``nostr-relay`` runs 10 at once and refuses
+    subscriptions beyond 64, a query counting as one), ``refusal_backoff``
+    (first and longest wait before asking a relay again after it refused a
+    request because of a limit; refusals are retried within the caller's
+    timeout, never dropped) and ``client`` (an ``httpx.AsyncClient`` to
+    connect with; the transport makes its own by default).
     """
 
     def __init__(
@@ -293,6 +308,8 @@ class NostrTransport:
         max_message_bytes: int = 256 * 1024,
         reconnect_backoff: tuple[float, float] = (0.1, 30.0),
         subscription_buffer: int = 1024,
+        max_queries: int = 8,
+        refusal_backoff: tuple[float, float] = (0.05, 1.0),
         client: httpx.AsyncClient | None = None,
     ) -> None:
         urls = list(relays)
@@ -309,6 +326,16 @@ class NostrTransport:
                 "reconnect_backoff must be (first, longest) with 0 < first <= longest, "
                 f"got {reconnect_backoff!r}"
             )
+        if max_queries < 1:
+            raise ValueError(f"max_queries must be >= 1, got {max_queries!r}")
+        if not 0 < refusal_backoff[0] <= refusal_backoff[1]:
+            raise ValueError(
+                "refusal_backoff must be (first, longest) with 0 < first <= longest, "
+                f"got {refusal_backoff!r}"
+            )
+        self.max_queries = max_queries
+        self.refusal_backoff = refusal_backoff
+        self._pools: dict[str, anyio.CapacityLimiter] = {}
         self.keys = keys if isinstance(keys, NostrKeys) else NostrKeys.from_secret(keys)
         self.relays: tuple[str, ...] = tuple(urls)
         self.profile = profile if profile is not None else NostrProfile()
@@ -504,6 +531,12 @@ class NostrTransport:
             )
         )
 
+    def _pool(self, url: str) -> anyio.CapacityLimiter:
+        pool = self._pools.get(url)
+        if pool is None:
+            pool = self._pools[url] = anyio.CapacityLimiter(self.max_queries)
+        return pool
+
     # ----------------------------------------------------------------- events
 
     def _canonical_query(self, query: Query) -> Query:
@@ -621,6 +654,19 @@ class NostrTransport:
         used: dict[str, Connection] = {}
 
         async def one(link: RelayLink) -> None:
+            wait, longest = self.refusal_backoff
+            while True:
+                await send(link)
+                reason = results.get(link.url)
+                if reason is None or not is_refusal(reason):
+                    return
+                # Over a relay limit: publish again after a backoff (the
+                # same signed events: harmless to repeat).
+                self._count("relay_refusals")
+                await anyio.sleep(wait)
+                wait = min(wait * 2, longest)
+
+        async def send(link: RelayLink) -> None:
             try:
                 conn = await link.connection()
             except RelayUnavailable as exc:
@@ -678,23 +724,38 @@ class NostrTransport:
         answers: dict[str, list[NostrEvent]] = {}
         errors: dict[str, str] = {}
 
+        refusals: dict[str, str] = {}
+
         async def one(link: RelayLink) -> None:
-            try:
-                conn = await link.connection()
-            except RelayUnavailable as exc:
-                errors[link.url] = f"unreachable: {exc}"
-                return
-            collector = _Collector()
-            sub_id = f"q{next(self._ids)}"
-            try:
-                conn.subscribe(sub_id, filters, collector)
-            except RelayUnavailable as exc:
-                errors[link.url] = f"unreachable: {exc}"
-                return
-            try:
-                await collector.done.wait()
-            finally:
-                conn.unsubscribe(sub_id)
+            pool = self._pool(link.url)
+            wait, longest = self.refusal_backoff
+            while True:
+                try:
+                    conn = await link.connection()
+                except RelayUnavailable as exc:
+                    errors[link.url] = f"unreachable: {exc}"
+                    return
+                collector = _Collector()
+                async with pool:  # at most max_queries in flight on this connection
+                    sub_id = f"q{next(self._ids)}"
+                    try:
+                        conn.subscribe(sub_id, filters, collector)
+                    except RelayUnavailable as exc:
+                        errors[link.url] = f"unreachable: {exc}"
+                        return
+                    conn.queries[sub_id] = None
+                    try:
+                        await collector.done.wait()
+                    finally:
+                        conn.queries.pop(sub_id, None)
+                        conn.unsubscribe(sub_id)
+                if collector.refused is None:
+                    break
+                # Over a relay limit: ask again after a backoff (within the timeout).
+                refusals[link.url] = collector.refused
+                self._count("relay_refusals")
+                await anyio.sleep(wait)
+                wait = min(wait * 2, longest)
             if collector.error is not None:
                 errors[link.url] = collector.error
             else:
@@ -706,7 +767,8 @@ class NostrTransport:
                     group.start_soon(one, link)
         for url in self.relays:
             if url not in answers and url not in errors:
-                errors[url] = "timed out"
+                refused = refusals.get(url)
+                errors[url] = "timed out" if refused is None else f"refused: {refused}"
         found: list[Envelope[Message]] = []
         for url, events in answers.items():
             for event in events:

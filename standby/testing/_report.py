@@ -170,7 +170,7 @@ def describe(payload: Any) -> str:
     if isinstance(e, QueryHeartbeats):
         return f"query heartbeats of {e.primary} since {_w(e.since)} [request {e.request_id}]"
     if isinstance(e, QueryClaims):
-        return f"query claims of {e.workload_id} [request {e.request_id}]"
+        return f"query claims of {', '.join(e.workload_ids)} [request {e.request_id}]"
     if isinstance(e, (PublishClaim, CompareAndSetClaim)):
         verb = "publish" if isinstance(e, PublishClaim) else "compare-and-set"
         c = e.claim
