@@ -280,9 +280,16 @@ def test_a_live_subscription_asks_for_workload_messages_from_anyone() -> None:
     for kind in (38385, 38386, 38387):
         assert "authors" not in live[kind]  # the transport drops strangers itself
     assert live[38385]["#p"] == [STANDBYS[0].public_key]
-    # queries, and subscriptions that watch no workload, keep the authors filter
-    for kind, found in {**by_kind(False), **by_kind(True, Query(authors=query.authors))}.items():
+    # queries keep the authors filter; a subscription that watches no workload
+    # keeps it too, but for the revocations addressed to this standby
+    for kind, found in by_kind(False).items():
         assert found["authors"] == [PRIMARY.public_key], kind
+    for kind, found in by_kind(True, Query(authors=query.authors)).items():
+        if kind == 38385:
+            assert "authors" not in found
+            assert found["#p"] == [STANDBYS[0].public_key]
+        else:
+            assert found["authors"] == [PRIMARY.public_key], kind
 
 
 def _reference_slot(**changes: Any) -> StandbySlot[Any]:
@@ -829,14 +836,15 @@ async def test_after_a_rejection_the_transport_reconnects_instead_of_queueing(
     async with transports(relays.urls, 1) as (transport,):
         stale = Heartbeat(provider=transport.identity, timestamp=time.time() - 400 * 86_400)
         # The relays refuse it (too old) and then throttle the connection.
-        result = await transport.publish(stale, timeout=0.4)
+        # Long enough to hear the refusal even on a loaded machine.
+        result = await transport.publish(stale, timeout=3.0)
         assert result.acked == frozenset()
         fresh = Heartbeat(provider=transport.identity, timestamp=time.time())
         started = anyio.current_time()
         result = await transport.publish(fresh, timeout=1.5)
         assert result.acked == frozenset(relays.urls), result
         assert anyio.current_time() - started < 1.0
-        assert transport.counters["recycled_connections"] >= len(relays.urls)
+        assert transport.counters.get("recycled_connections", 0) >= len(relays.urls)
         # With time to hear it out, the relay's reason is kept for diagnostics.
         older = attrs.evolve(stale, timestamp=stale.timestamp - 1)
         result = await transport.publish(older, timeout=3.5)
