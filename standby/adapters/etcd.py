@@ -59,7 +59,6 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
 import base64
 import contextlib
 import json
-import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -95,6 +94,7 @@ from ._kv import (
     proof_field,
     quote_workload,
 )
+from ._stream import StreamSubscription
 
 _T = TypeVar("_T")
 
@@ -254,73 +254,25 @@ def _request(
     return request
 
 
-class EtcdSubscription:
+class EtcdSubscription(StreamSubscription):
     """A live watch of an :class:`EtcdTransport`; implements ``Subscription``.
 
     When the consumer falls more than ``buffer`` envelopes behind, newer
     deliveries are dropped and counted (``dropped_overflow``).
     """
 
+    backend = "etcd"
+
     def __init__(
         self, transport: EtcdTransport, query: Query, buffer: int, backlog: Query | None
     ) -> None:
-        self._transport = transport
-        self.query = query
-        self.backlog = backlog
-        """What to read from the store before watching (``None``: nothing)."""
-        self._send, self._receive = anyio.create_memory_object_stream[Envelope[Message]](buffer)
-        self._scope = anyio.CancelScope()
-        self._closed = False
+        super().__init__(transport, query, buffer, backlog)
         self.revision = 0
         """The last revision this subscription has seen (it resumes after it)."""
-        self.connected_at = -math.inf
-        """When its watch last connected (anyio time)."""
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"EtcdSubscription({self.query!r}, {state}, revision {self.revision})"
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self._closed
-
-    def __aiter__(self) -> EtcdSubscription:
-        return self
-
-    async def __anext__(self) -> Envelope[Message]:
-        """The next envelope; see :meth:`standby.protocols.Subscription.__anext__`."""
-        if self._closed:
-            raise StopAsyncIteration
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            if self._closed:
-                raise StopAsyncIteration from None
-            raise TransportError("the etcd transport was closed") from None
-
-    async def aclose(self) -> None:
-        """Stop watching. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._scope.cancel()
-        self._transport._subscriptions.discard(self)
-        self._send.close()
-        self._receive.close()
-        await anyio.lowlevel.checkpoint()
-
-    def _deliver(self, envelope: Envelope[Message]) -> None:
-        try:
-            self._send.send_nowait(envelope)
-        except anyio.WouldBlock:
-            self._transport._count("dropped_overflow")
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-
-    def _end(self) -> None:
-        self._scope.cancel()
-        self._send.close()
 
 
 class EtcdTransport:

@@ -56,7 +56,6 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
     ) from _exc
 
 import contextlib
-import math
 import re
 import time
 from collections import OrderedDict
@@ -93,6 +92,7 @@ from ._kv import (
     proof_field,
     quote_workload,
 )
+from ._stream import StreamSubscription
 
 __all__ = [
     "RedisSubscription",
@@ -217,71 +217,18 @@ class _Field:
     value: bytes | None
 
 
-class RedisSubscription:
+class RedisSubscription(StreamSubscription):
     """A live pub/sub subscription of a :class:`RedisTransport`; implements ``Subscription``.
 
     When the consumer falls more than ``buffer`` envelopes behind, newer
     deliveries are dropped and counted (``dropped_overflow``).
     """
 
-    def __init__(
-        self, transport: RedisTransport, query: Query, buffer: int, backlog: Query | None
-    ) -> None:
-        self._transport = transport
-        self.query = query
-        self.backlog = backlog
-        """What to read from the store once subscribed (``None``: nothing)."""
-        self._send, self._receive = anyio.create_memory_object_stream[Envelope[Message]](buffer)
-        self._scope = anyio.CancelScope()
-        self._closed = False
-        self.connected_at = -math.inf
-        """When its pub/sub connection last subscribed (anyio time)."""
+    backend = "Redis"
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"RedisSubscription({self.query!r}, {state})"
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self._closed
-
-    def __aiter__(self) -> RedisSubscription:
-        return self
-
-    async def __anext__(self) -> Envelope[Message]:
-        """The next envelope; see :meth:`standby.protocols.Subscription.__anext__`."""
-        if self._closed:
-            raise StopAsyncIteration
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            if self._closed:
-                raise StopAsyncIteration from None
-            raise TransportError("the Redis transport was closed") from None
-
-    async def aclose(self) -> None:
-        """Unsubscribe. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._scope.cancel()
-        self._transport._subscriptions.discard(self)
-        self._send.close()
-        self._receive.close()
-        await anyio.lowlevel.checkpoint()
-
-    def _deliver(self, envelope: Envelope[Message]) -> None:
-        try:
-            self._send.send_nowait(envelope)
-        except anyio.WouldBlock:
-            self._transport._count("dropped_overflow")
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-
-    def _end(self) -> None:
-        self._scope.cancel()
-        self._send.close()
 
 
 class RedisTransport:
