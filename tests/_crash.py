@@ -27,11 +27,13 @@ class Severed(Exception):
     """Raised by an adapter of a killed incarnation."""
 
 
-class SeverableStore:
-    """One incarnation's handle on a shared :class:`MemorySlotStore`."""
+class _Severable:
+    """A handle of one node incarnation; once severed, every call raises ``dead``."""
 
-    def __init__(self, disk: MemorySlotStore) -> None:
-        self.disk = disk
+    dead: type[Exception] = Severed
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
         self.alive = True
 
     def sever(self) -> None:
@@ -39,7 +41,17 @@ class SeverableStore:
 
     def _check(self) -> None:
         if not self.alive:
-            raise StoreError("the process is dead")
+            raise self.dead("the process is dead")
+
+
+class SeverableStore(_Severable):
+    """One incarnation's handle on a shared :class:`MemorySlotStore`."""
+
+    dead = StoreError
+
+    def __init__(self, disk: MemorySlotStore) -> None:
+        super().__init__(disk)
+        self.disk = disk
 
     async def load(self) -> Sequence[StandbySlot[Any]]:
         self._check()
@@ -68,19 +80,11 @@ class SeverableStore:
         return await self.disk.save_state(state)
 
 
-class SeverableTransport:
+class SeverableTransport(_Severable):
     """One incarnation's connection to the memory relays."""
 
-    def __init__(self, inner: MemoryTransport) -> None:
-        self.inner = inner
-        self.alive = True
-
-    def sever(self) -> None:
-        self.alive = False
-
-    def _check(self) -> None:
-        if not self.alive:
-            raise TransportError("the process is dead")
+    dead = TransportError
+    inner: MemoryTransport
 
     @property
     def identity(self) -> str:
@@ -106,19 +110,8 @@ class SeverableTransport:
         return self.inner.subscribe(query)
 
 
-class SeverableRuntime:
+class SeverableRuntime(_Severable):
     """One incarnation's handle on a host's runtime (containers outlive it)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.alive = True
-
-    def sever(self) -> None:
-        self.alive = False
-
-    def _check(self) -> None:
-        if not self.alive:
-            raise Severed("the process is dead")
 
     @property
     def stop_grace(self) -> float:
