@@ -2,6 +2,8 @@
 
 - The safety page's list of timing rules comes from the rule table in
   ``standby/_timing.py`` (marker ``<!-- generated: timing-rules -->``).
+- The concepts page's table of slot phase moves comes from ``TRANSITIONS``
+  in ``standby/_election.py`` (marker ``<!-- generated: slot-transitions -->``).
 - The failure-mode page links each failure mode to the tests named after it
   (``test_fm<N>_...`` anywhere under ``tests/``, marker
   ``<!-- generated: fm-tests N -->``), and a generated page,
@@ -39,6 +41,10 @@ OPTIONAL_GUIDES = (
 )
 
 RULES_MARKER = "<!-- generated: timing-rules -->"
+SLOT_MARKER = "<!-- generated: slot-transitions -->"
+#: How the table names ``None`` (a slot not in the table) on each side.
+SLOT_ENTERS = "*(reserved or restored)*"
+SLOT_LEAVES = "*(leaves the table)*"
 FM_MARKER = re.compile(r"<!-- generated: fm-tests (\d+) -->")
 FM_TEST = re.compile(r"^test_fm(\d+)_\w+$")
 
@@ -65,6 +71,30 @@ def timing_rules_markdown() -> str:
     lines = ["| rule | why |", "|---|---|"]
     for rule, why in _standby().rule_descriptions():
         lines.append(f"| `{_cell(rule)}` | {_cell(why)} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------ slot transitions
+
+
+def slot_transitions_markdown() -> str:
+    """The table of every legal phase move of a slot, drawn from ``TRANSITIONS``."""
+    _standby()
+    import standby._election as election
+
+    order: list[Any] = [None, *election.Phase]
+    lines = ["| from | may move to |", "|---|---|"]
+    for old in order:
+        targets = election.TRANSITIONS.get(old)
+        if targets is None:
+            continue
+        names = [
+            SLOT_LEAVES if new is None else f"`{new.name}`"
+            for new in [*order[1:], None]
+            if new in targets
+        ]
+        source = SLOT_ENTERS if old is None else f"`{old.name}`"
+        lines.append(f"| {source} | {', '.join(names)} |")
     return "\n".join(lines)
 
 
@@ -172,6 +202,8 @@ def render(
             markdown = re.sub(rf"\[([^\]]+)\]\({re.escape(page)}(#[^)]*)?\)", r"\1", markdown)
     if RULES_MARKER in markdown:
         markdown = markdown.replace(RULES_MARKER, timing_rules_markdown())
+    if SLOT_MARKER in markdown:
+        markdown = markdown.replace(SLOT_MARKER, slot_transitions_markdown())
     if FM_MARKER.search(markdown):
         tests = failure_mode_tests() if found is None else found
         markdown = FM_MARKER.sub(lambda m: fm_links(int(m.group(1)), tests), markdown)

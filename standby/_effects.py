@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeAlias, TypeVar
 import attrs
 
 from ._models import LeaseRevocation, PromotionAnnouncement, PromotionClaim, StandbySlot
+from ._phase import Phase
 
 SpecT = TypeVar("SpecT")
 
@@ -28,6 +29,7 @@ __all__ = [
     "ElectionEffect",
     "LifecycleEffect",
     "LifecycleState",
+    "PhaseChanged",
     "PrimaryChanged",
     "Promoted",
     "PublishClaim",
@@ -239,6 +241,22 @@ class QuorumShortfall:
     needed: int
 
 
+@attrs.frozen
+class PhaseChanged:
+    """A slot moved from one phase to another (``None``: not in the table).
+
+    The machine reports every move, in the order it made them, after the
+    other effects of the same call. Purely informational: nothing to carry
+    out, nothing to report back. ``revoked`` tells whether the primary's
+    lease was revoked at the time of the move.
+    """
+
+    workload_id: str
+    old: Phase | None
+    new: Phase | None
+    revoked: bool = False
+
+
 ElectionEffect: TypeAlias = (
     QueryHeartbeats
     | QueryClaims
@@ -252,6 +270,7 @@ ElectionEffect: TypeAlias = (
     | SlotSaved[Any]
     | SlotRemoved
     | PrimaryChanged
+    | PhaseChanged
     | Dropped
     | QuorumShortfall
 )

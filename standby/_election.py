@@ -6,16 +6,14 @@ promote. It never reads a clock or does I/O: every call takes ``now`` (Unix
 seconds, this host's wall clock) and returns a list of effects; the driver
 calls :meth:`StandbyElection.tick` no later than :meth:`next_deadline`.
 
-Life of a slot (``Phase``)::
-
-    WATCHING --deadline--> CONFIRMING --silent--> BACKOFF --> PREREAD --> CLAIMING
-        ^   \\                  | heartbeat                       |  peer   |  quorum
-        |    \\--revocation-----+-----------> BACKOFF              v  claim  v
-        |                       v                             DEFERRED   SETTLING
-        +------------------- WATCHING                                       |
-                                                                            v
-      (slot leaves the table) <--spawned-- SPAWNING <--no better rival-- REREAD
-
+Life of a slot (``Phase``): :data:`TRANSITIONS` lists every legal move, and
+every move goes through one checked step that reports it as a
+:class:`~standby.PhaseChanged` effect. In short: ``WATCHING`` until the
+primary's silence deadline, ``CONFIRMING`` the silence with a quorum read,
+``BACKOFF`` by standby index (a revocation skips straight here), then the
+claim protocol ``PREREAD`` -> ``CLAIMING`` -> ``SETTLING`` -> ``REREAD`` ->
+``SPAWNING``, after which the promoted slot leaves the table. A peer's claim
+sends the slot to ``DEFERRED``; a live primary sends it back to ``WATCHING``.
 A slot in ``HOLD`` waits before resuming one of the phases above (retry
 after a quorum shortfall, a timed-out claim or a failed spawn).
 """
@@ -38,6 +36,7 @@ from ._effects import (
     Dropped,
     DropReason,
     ElectionEffect,
+    PhaseChanged,
     PrimaryChanged,
     Promoted,
     PublishClaim,
@@ -61,9 +60,10 @@ from ._models import (
     StandbySlot,
     fencing_token,
 )
+from ._phase import Phase
 from ._timing import Timing
 
-__all__ = ["Phase", "SlotStatus", "StandbyElection"]
+__all__ = ["TRANSITIONS", "IllegalTransition", "Phase", "SlotStatus", "StandbyElection"]
 
 SpecT = TypeVar("SpecT")
 
@@ -86,9 +86,15 @@ def _batched(
     """Emit the claims reads queued during ``method`` as batched effects."""
 
     def wrapper(self: _ElectionT, /, *args: _P.args, **kwargs: _P.kwargs) -> list[ElectionEffect]:
-        effects = method(self, *args, **kwargs)
-        if self._queued_reads:
-            self._flush_reads(effects)
+        changes = self._changes
+        changes.clear()
+        try:
+            effects = method(self, *args, **kwargs)
+            if self._queued_reads:
+                self._flush_reads(effects)
+            effects.extend(changes)
+        finally:
+            changes.clear()
         return effects
 
     wrapper.__doc__ = method.__doc__
@@ -97,29 +103,49 @@ def _batched(
     return wrapper
 
 
-class Phase(enum.Enum):
-    """Where a reserved slot stands in the election."""
+_W, _C, _H, _B = Phase.WATCHING, Phase.CONFIRMING, Phase.HOLD, Phase.BACKOFF
+_PR, _CL, _SE, _RR = Phase.PREREAD, Phase.CLAIMING, Phase.SETTLING, Phase.REREAD
+_SP, _DE = Phase.SPAWNING, Phase.DEFERRED
 
-    WATCHING = "watching"
-    """Waiting for the primary's silence deadline."""
-    CONFIRMING = "confirming"
-    """A read-quorum heartbeat query is confirming the silence."""
-    HOLD = "hold"
-    """Waiting before a retry."""
-    BACKOFF = "backoff"
-    """Silence confirmed (or lease revoked): waiting ``index * promotion_delay``."""
-    PREREAD = "preread"
-    """Step 1: reading peer claims before claiming."""
-    CLAIMING = "claiming"
-    """Step 2: the claim is being published (or compared-and-set)."""
-    SETTLING = "settling"
-    """Step 3: waiting ``claim_settle`` after the claim reached its quorum."""
-    REREAD = "reread"
-    """Step 3: the settle re-read is in flight."""
-    SPAWNING = "spawning"
-    """Step 4: the spawn is in flight."""
-    DEFERRED = "deferred"
-    """A peer holds the claim; waiting for its announcement or its release."""
+#: Every legal move of a slot: from a phase to the phases it may enter next.
+#: ``None`` stands for "not in the table": a slot enters from ``None`` when it
+#: is reserved or restored, and goes to ``None`` from any phase when it is
+#: removed, expires or is promoted. Re-entering the same phase (a new
+#: deadline) is not a move. The docs' state diagram is drawn from this table.
+TRANSITIONS: Mapping[Phase | None, frozenset[Phase | None]] = MappingProxyType(
+    {
+        None: frozenset({_W}),
+        _W: frozenset({_C, _B, None}),
+        _C: frozenset({_W, _B, _H, None}),
+        _H: frozenset({_W, _B, _PR, None}),
+        _B: frozenset({_PR, _W, None}),
+        _PR: frozenset({_CL, _DE, _H, _W, None}),
+        _CL: frozenset({_SE, _SP, _DE, _H, _W, None}),
+        _SE: frozenset({_RR, _W, None}),
+        _RR: frozenset({_SP, _DE, _H, _W, None}),
+        _SP: frozenset({_H, None}),
+        _DE: frozenset({_PR, _W, None}),
+    }
+)
+
+
+class _Request(enum.Enum):
+    """The kinds of request a slot can have outstanding (``_requests``).
+
+    Reads (heartbeats, claims) are batched and tracked apart, per primary.
+    """
+
+    PUBLISH = "publish"
+    COMPARE_AND_SET = "compare-and-set"
+    SPAWN = "spawn"
+
+
+class IllegalTransition(RuntimeError):
+    """Internal error: the machine tried a phase move that :data:`TRANSITIONS` forbids."""
+
+
+def _name(phase: Phase | None) -> str:
+    return "(not in the table)" if phase is None else phase.name
 
 
 # Phases in which the slot has not spawned and may still step back when the
@@ -212,7 +238,8 @@ class StandbyElection(Generic[SpecT]):
         self._pushed: dict[str, float] = {}
         self._heap: list[tuple[float, int, int, str]] = []
         self._expiry: list[tuple[float, str]] = []
-        self._requests: dict[int, tuple[str, str]] = {}
+        #: Publish, compare-and-set and spawn requests: request -> (kind, workload id).
+        self._requests: dict[int, tuple[_Request, str]] = {}
         self._confirming: dict[int, tuple[str, tuple[str, ...]]] = {}
         #: Claims reads in flight: request -> (phase, workload ids).
         self._reading: dict[int, tuple[Phase, tuple[str, ...]]] = {}
@@ -223,6 +250,8 @@ class StandbyElection(Generic[SpecT]):
         self._claims_seen: dict[str, dict[str, PromotionClaim]] = {}
         self._seq = 0
         self._next_request = 0
+        #: Phase moves made during the current call, reported at its end.
+        self._changes: list[PhaseChanged] = []
         self.counters: dict[str, int] = {}
 
     # ------------------------------------------------------------------
@@ -521,7 +550,7 @@ class StandbyElection(Generic[SpecT]):
         """Report which relays acknowledged a :class:`~standby.PublishClaim`."""
         effects: list[ElectionEffect] = []
         self._sweep(now, effects)
-        entry = self._take_request(request_id, "publish", effects)
+        entry = self._take_request(request_id, _Request.PUBLISH, effects)
         if entry is None:
             return effects
         acks = len(set(acknowledged))
@@ -542,7 +571,7 @@ class StandbyElection(Generic[SpecT]):
         """
         effects: list[ElectionEffect] = []
         self._sweep(now, effects)
-        entry = self._take_request(request_id, "cas", effects)
+        entry = self._take_request(request_id, _Request.COMPARE_AND_SET, effects)
         if entry is None:
             return effects
         if won:
@@ -571,7 +600,7 @@ class StandbyElection(Generic[SpecT]):
             return effects
         kind_key = self._requests.get(request_id)
         entry = None
-        if kind_key is not None and kind_key[0] == "spawn":
+        if kind_key is not None and kind_key[0] is _Request.SPAWN:
             del self._requests[request_id]
             entry = self._entries.get(kind_key[1])
         if entry is None or entry.request != request_id:
@@ -637,16 +666,16 @@ class StandbyElection(Generic[SpecT]):
         self._count("late_result")
         effects.append(Dropped(DropReason.LATE_RESULT, None, None, f"request {request_id}"))
 
-    def _new_request(self, kind: str, workload_id: str) -> int:
+    def _new_request(self, kind: _Request, workload_id: str) -> int:
         self._next_request += 1
         self._requests[self._next_request] = (kind, workload_id)
         return self._next_request
 
     def _take_request(
-        self, request_id: int, kind: str, effects: list[ElectionEffect]
+        self, request_id: int, kind: _Request, effects: list[ElectionEffect]
     ) -> _Entry[SpecT] | None:
         found = self._requests.get(request_id)
-        if found is None or found[0] != kind:
+        if found is None or found[0] is not kind:
             self._late(request_id, effects)
             return None
         del self._requests[request_id]
@@ -659,6 +688,7 @@ class StandbyElection(Generic[SpecT]):
 
     def _add(self, slot: StandbySlot[SpecT], origin: float) -> None:
         entry = _Entry(slot, origin)
+        self._moved(slot.workload_id, None, Phase.WATCHING, revoked=False)
         self._entries[slot.workload_id] = entry
         self._slots[slot.workload_id] = slot
         heapq.heappush(self._expiry, (slot.expires_at, slot.workload_id))
@@ -669,6 +699,7 @@ class StandbyElection(Generic[SpecT]):
         self._leave_phase(entry)
         self._release_request(entry)
         entry.deadline = None
+        self._moved(workload_id, entry.phase, None, revoked=entry.revoked)
         del self._entries[workload_id]
         del self._slots[workload_id]
         self._claims_seen.pop(workload_id, None)
@@ -803,7 +834,7 @@ class StandbyElection(Generic[SpecT]):
     def _watch(self, entry: _Entry[SpecT]) -> None:
         self._leave_phase(entry)
         self._release_request(entry)
-        entry.phase = Phase.WATCHING
+        self._enter(entry, Phase.WATCHING)
         entry.deadline = None
         entry.deferred = None
         primary = entry.slot.primary
@@ -818,12 +849,30 @@ class StandbyElection(Generic[SpecT]):
             heapq.heapify(heap)
         self._push_primary(primary, self._primary_deadline(primary))
 
+    def _enter(self, entry: _Entry[SpecT], new: Phase) -> None:
+        """The one place a slot in the table changes phase (checked, reported)."""
+        old = entry.phase
+        if old is not new:
+            self._moved(entry.slot.workload_id, old, new, revoked=entry.revoked)
+            entry.phase = new
+
+    def _moved(
+        self, workload_id: str, old: Phase | None, new: Phase | None, *, revoked: bool
+    ) -> None:
+        """Check one move against :data:`TRANSITIONS` and queue its report."""
+        if new not in TRANSITIONS[old]:
+            raise IllegalTransition(
+                f"slot {workload_id!r}: no move from {_name(old)} to {_name(new)} "
+                "in TRANSITIONS (a bug in the election machine)"
+            )
+        self._changes.append(PhaseChanged(workload_id, old, new, revoked))
+
     def _set(self, entry: _Entry[SpecT], phase: Phase, deadline: float) -> None:
         """Move to a phase with a per-slot deadline (anything but WATCHING)."""
         if entry.phase is Phase.WATCHING:
             self._leave_phase(entry)
             self._busy.setdefault(entry.slot.primary, set()).add(entry.slot.workload_id)
-        entry.phase = phase
+        self._enter(entry, phase)
         entry.deadline = deadline
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, _SLOT, entry.slot.workload_id))
@@ -995,10 +1044,10 @@ class StandbyElection(Generic[SpecT]):
         entry.claim = claim
         entry.joined = False
         if self.atomic_claims:
-            request = self._new_request("cas", slot.workload_id)
+            request = self._new_request(_Request.COMPARE_AND_SET, slot.workload_id)
             effects.append(CompareAndSetClaim(request, claim))
         else:
-            request = self._new_request("publish", slot.workload_id)
+            request = self._new_request(_Request.PUBLISH, slot.workload_id)
             effects.append(PublishClaim(request, claim))
         self._set(entry, Phase.CLAIMING, entry.preread_at + self.timing.claim_timeout)
         entry.request = request
@@ -1007,7 +1056,7 @@ class StandbyElection(Generic[SpecT]):
         claim = entry.claim
         assert claim is not None
         slot = entry.slot
-        request = self._new_request("spawn", slot.workload_id)
+        request = self._new_request(_Request.SPAWN, slot.workload_id)
         self._set(
             entry, Phase.SPAWNING, now + self.timing.spawn_timeout + self.timing.query_timeout
         )
@@ -1125,9 +1174,9 @@ class StandbyElection(Generic[SpecT]):
         )
         self._leave_phase(entry)
         self._release_request(entry)
-        # Re-file the entry under its new primary: mark it busy (it is in no
-        # set now) and let _watch move it to the new primary's watchers.
-        entry.phase = Phase.HOLD
+        # Re-file the entry under its new primary: it is in no set now, and
+        # _watch (whose _leave_phase finds nothing of it under the new
+        # primary) files it among the new primary's watchers.
         entry.slot = slot
         self._slots[slot.workload_id] = slot
         self._claims_seen.pop(slot.workload_id, None)

@@ -7,13 +7,14 @@ import heapq
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Generic, TypeVar
 
 import anyio
 import anyio.abc
 import attrs
+from typing_extensions import assert_never
 
 from ._effects import (
     Announce,
@@ -24,6 +25,7 @@ from ._effects import (
     ElectionEffect,
     LifecycleEffect,
     LifecycleState,
+    PhaseChanged,
     PrimaryChanged,
     Promoted,
     PublishClaim,
@@ -41,7 +43,7 @@ from ._effects import (
     StopOrphan,
     WithdrawClaim,
 )
-from ._election import MAX_BATCH, Phase, SlotStatus, StandbyElection
+from ._election import MAX_BATCH, SlotStatus, StandbyElection
 from ._errors import StoreError
 from ._helpers import role_of
 from ._lifecycle import Never, RestartPolicy, WorkloadLifecycle
@@ -334,9 +336,6 @@ class StandbyNode(Generic[SpecT]):
         self._deferred: list[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...]]] = []
         self._entering = False
         self._subscription_failures = 0
-        self._phases: dict[str, Phase] = {}
-        #: Slots whose tracked phase is not WATCHING (checked on every call).
-        self._moving: set[str] = set()
         self._stack: contextlib.AsyncExitStack | None = None
         self._group: anyio.abc.TaskGroup | None = None
         self._running = False
@@ -454,10 +453,6 @@ class StandbyNode(Generic[SpecT]):
                     role="standby",
                 )
         await self._reconcile(state)
-        for workload_id in self.election.slots:
-            phase = self._phases[workload_id] = self.election.status(workload_id).phase
-            if phase is not Phase.WATCHING:
-                self._moving.add(workload_id)
 
     async def _reconcile(self, state: NodeState[SpecT]) -> None:
         """Adopt or stop what the previous incarnation left behind (guarantee 5).
@@ -782,7 +777,7 @@ class StandbyNode(Generic[SpecT]):
             workload_id=workload_id,
             role="standby",
         )
-        self._election_effects(now, effects, touched=(workload_id,))
+        self._election_effects(now, effects)
         await self.flush()
         return role
 
@@ -904,7 +899,7 @@ class StandbyNode(Generic[SpecT]):
         if workload_id not in self.election.slots:
             return False
         now = self._now()
-        self._election_effects(now, self.election.remove(now, workload_id), touched=(workload_id,))
+        self._election_effects(now, self.election.remove(now, workload_id))
         await self.flush()
         return True
 
@@ -1072,149 +1067,139 @@ class StandbyNode(Generic[SpecT]):
     # Election side
     # ------------------------------------------------------------------
 
-    def _election_call(
-        self, now: float, call: Callable[[], list[ElectionEffect]], touched: Iterable[str] = ()
-    ) -> None:
+    def _election_call(self, now: float, call: Callable[[], list[ElectionEffect]]) -> None:
         try:
             effects = call()
         except Exception as exc:
             self._count("machine_errors")
             self._log(logging.ERROR, "election machine refused an input", exc_info=exc)
             return
-        self._election_effects(now, effects, touched)
+        self._election_effects(now, effects)
 
-    def _election_effects(
-        self, now: float, effects: Sequence[ElectionEffect], touched: Iterable[str] = ()
-    ) -> None:
-        candidates = set(touched)
+    def _election_effects(self, now: float, effects: Sequence[ElectionEffect]) -> None:
         interest = False
         for effect in effects:
-            if isinstance(effect, QueryHeartbeats):
-                candidates.update(effect.workload_ids)
-                self._spawn_task(self._run_query_heartbeats, effect)
-            elif isinstance(effect, QueryClaims):
-                candidates.update(effect.workload_ids)
-                self._spawn_task(self._run_query_claims, effect)
-            elif isinstance(effect, PublishClaim):
-                self._spawn_task(self._run_publish_claim, effect)
-            elif isinstance(effect, CompareAndSetClaim):
-                self._spawn_task(self._run_compare_claim, effect)
-            elif isinstance(effect, WithdrawClaim):
-                self._spawn_task(self._run_withdraw, effect)
-            elif isinstance(effect, Spawn):
-                self._spawn_task(self._run_spawn, effect)
-            elif isinstance(effect, Announce):
-                self._spawn_task(self._run_announce, effect)
-            elif isinstance(effect, Promoted):
-                self._promoted(now, effect)
-                interest = True
-            elif isinstance(effect, StopOrphan):
-                self._stop_orphan(effect)
-            elif isinstance(effect, SlotSaved):
-                candidates.add(effect.slot.workload_id)
-                self._mark_dirty()
-                interest = True
-            elif isinstance(effect, SlotRemoved):
-                candidates.add(effect.workload_id)
-                self._mark_dirty()
-                interest = True
-                self._log(
-                    logging.INFO,
-                    "slot removed (%s)",
-                    effect.reason,
-                    workload_id=effect.workload_id,
-                    role="standby",
-                )
-            elif isinstance(effect, PrimaryChanged):
-                self._count("primary_changed")
-                # What the new primary published before this slot followed it
-                # (a revocation above all) went by unheeded: read it back.
-                self._spawn_task(self._catch_up, (effect.workload_id,))
-                self._log(
-                    logging.INFO,
-                    "%s took over from %s in epoch %d",
-                    effect.new_primary,
-                    effect.old_primary,
-                    effect.epoch,
-                    workload_id=effect.workload_id,
-                    role="standby",
-                )
-                self._emit(
-                    PrimaryFollowed(
-                        now,
-                        effect.workload_id,
-                        effect.old_primary,
-                        effect.new_primary,
-                        effect.epoch,
-                    )
-                )
-            elif isinstance(effect, Dropped):
-                self._count("dropped")
-                self._log(
-                    logging.INFO,
-                    "dropped input from %s: %s (%s)",
-                    effect.signer,
-                    effect.reason.value,
-                    effect.detail,
-                    workload_id=effect.workload_id,
-                    role="standby",
-                )
-                self._emit(
-                    InputDropped(
-                        now, effect.workload_id, effect.signer, effect.reason, effect.detail
-                    )
-                )
-            elif isinstance(effect, QuorumShortfall):
-                self._count("quorum_shortfall")
-                self._log(
-                    logging.WARNING,
-                    "%s reached %d of %d relays; retrying later",
-                    effect.stage,
-                    effect.answered,
-                    effect.needed,
-                    workload_id=",".join(effect.workload_ids) or None,
-                    role="standby",
-                )
-                self._emit(
-                    QuorumMissed(
-                        now, effect.stage, effect.workload_ids, effect.answered, effect.needed
-                    )
-                )
-        self._track_phases(now, candidates)
+            interest |= self._election_effect(now, effect)
         if interest:
             self._refresh_interest()
         self._poke()
 
-    def _track_phases(self, now: float, candidates: set[str]) -> None:
-        # Only slots that are moving through the election can change without
-        # being named by an effect: O(moving), not O(slots), per input.
-        candidates.update(self._moving)
-        phase_of = self.election.phase
-        for workload_id in candidates:
-            old = self._phases.get(workload_id)
-            new = phase_of(workload_id)
-            if old is new:
-                continue
-            status = None if new is None else self.election.status(workload_id)
-            if new is None:
-                del self._phases[workload_id]
-            else:
-                self._phases[workload_id] = new
-            if new is None or new is Phase.WATCHING:
-                self._moving.discard(workload_id)
-            else:
-                self._moving.add(workload_id)
-            revoked = status is not None and status.revoked
-            self._log(
-                logging.INFO,
-                "slot phase %s -> %s%s",
-                "-" if old is None else old.value,
-                "-" if new is None else new.value,
-                " (lease revoked)" if revoked else "",
-                workload_id=workload_id,
-                role="standby",
+    def _election_effect(self, now: float, effect: ElectionEffect) -> bool:
+        """Carry out one election effect; whether the subscriptions need a refresh.
+
+        The one dispatcher of election effects: a new effect type that is not
+        handled here fails type checking at ``assert_never``.
+        """
+        match effect:
+            case QueryHeartbeats():
+                self._spawn_task(self._run_query_heartbeats, effect)
+            case QueryClaims():
+                self._spawn_task(self._run_query_claims, effect)
+            case PublishClaim():
+                self._spawn_task(self._run_publish_claim, effect)
+            case CompareAndSetClaim():
+                self._spawn_task(self._run_compare_claim, effect)
+            case WithdrawClaim():
+                self._spawn_task(self._run_withdraw, effect)
+            case Spawn():
+                self._spawn_task(self._run_spawn, effect)
+            case Announce():
+                self._spawn_task(self._run_announce, effect)
+            case Promoted():
+                self._promoted(now, effect)
+                return True
+            case StopOrphan():
+                self._stop_orphan(effect)
+            case SlotSaved():
+                self._mark_dirty()
+                return True
+            case SlotRemoved():
+                self._slot_removed(effect)
+                return True
+            case PrimaryChanged():
+                self._primary_changed(now, effect)
+            case Dropped():
+                self._input_dropped(now, effect)
+            case QuorumShortfall():
+                self._quorum_missed(now, effect)
+            case PhaseChanged():
+                self._phase_changed(now, effect)
+            case _:
+                assert_never(effect)
+        return False
+
+    def _slot_removed(self, effect: SlotRemoved) -> None:
+        self._mark_dirty()
+        self._log(
+            logging.INFO,
+            "slot removed (%s)",
+            effect.reason,
+            workload_id=effect.workload_id,
+            role="standby",
+        )
+
+    def _primary_changed(self, now: float, effect: PrimaryChanged) -> None:
+        self._count("primary_changed")
+        # What the new primary published before this slot followed it
+        # (a revocation above all) went by unheeded: read it back.
+        self._spawn_task(self._catch_up, (effect.workload_id,))
+        self._log(
+            logging.INFO,
+            "%s took over from %s in epoch %d",
+            effect.new_primary,
+            effect.old_primary,
+            effect.epoch,
+            workload_id=effect.workload_id,
+            role="standby",
+        )
+        self._emit(
+            PrimaryFollowed(
+                now, effect.workload_id, effect.old_primary, effect.new_primary, effect.epoch
             )
-            self._emit(SlotPhaseChanged(now, workload_id, old, new, revoked))
+        )
+
+    def _input_dropped(self, now: float, effect: Dropped) -> None:
+        self._count("dropped")
+        self._log(
+            logging.INFO,
+            "dropped input from %s: %s (%s)",
+            effect.signer,
+            effect.reason.value,
+            effect.detail,
+            workload_id=effect.workload_id,
+            role="standby",
+        )
+        self._emit(
+            InputDropped(now, effect.workload_id, effect.signer, effect.reason, effect.detail)
+        )
+
+    def _quorum_missed(self, now: float, effect: QuorumShortfall) -> None:
+        self._count("quorum_shortfall")
+        self._log(
+            logging.WARNING,
+            "%s reached %d of %d relays; retrying later",
+            effect.stage,
+            effect.answered,
+            effect.needed,
+            workload_id=",".join(effect.workload_ids) or None,
+            role="standby",
+        )
+        self._emit(
+            QuorumMissed(now, effect.stage, effect.workload_ids, effect.answered, effect.needed)
+        )
+
+    def _phase_changed(self, now: float, effect: PhaseChanged) -> None:
+        old, new = effect.old, effect.new
+        self._log(
+            logging.INFO,
+            "slot phase %s -> %s%s",
+            "-" if old is None else old.value,
+            "-" if new is None else new.value,
+            " (lease revoked)" if effect.revoked else "",
+            workload_id=effect.workload_id,
+            role="standby",
+        )
+        self._emit(SlotPhaseChanged(now, effect.workload_id, old, new, effect.revoked))
 
     def _on_transport_drop(self, drop: TransportDrop) -> None:
         """The transport dropped an incoming message (``ReportsDrops``): count, log, report."""
@@ -1246,17 +1231,13 @@ class StandbyNode(Generic[SpecT]):
         if envelope.signer == self.me:
             return
         message = envelope.message
-        if isinstance(message, Heartbeat):
-            touched: tuple[str, ...] = ()
-        elif message.workload_id in self.election.slots:
-            touched = (message.workload_id,)
-        else:
+        if not isinstance(message, Heartbeat) and message.workload_id not in self.election.slots:
             # The subscription filters by author only: a peer's message about
             # a workload it shares with others, not with this node.
             self._count("messages_not_ours")
             return
         now = self._now()
-        self._election_call(now, lambda: self.election.on_message(now, envelope), touched)
+        self._election_call(now, lambda: self.election.on_message(now, envelope))
 
     async def _run_query_heartbeats(self, effect: QueryHeartbeats) -> None:
         query = Query(
@@ -1274,7 +1255,6 @@ class StandbyNode(Generic[SpecT]):
             lambda: self.election.heartbeats_queried(
                 now, effect.request_id, result.envelopes, result.answered
             ),
-            effect.workload_ids,
         )
 
     async def _run_query_claims(self, effect: QueryClaims) -> None:
@@ -1292,7 +1272,6 @@ class StandbyNode(Generic[SpecT]):
             lambda: self.election.claims_queried(
                 now, effect.request_id, result.envelopes, result.answered
             ),
-            effect.workload_ids,
         )
 
     async def _run_publish_claim(self, effect: PublishClaim) -> None:
@@ -1318,7 +1297,6 @@ class StandbyNode(Generic[SpecT]):
         self._election_call(
             now,
             lambda: self.election.claim_published(now, effect.request_id, result.acked),
-            (claim.workload_id,),
         )
 
     async def _run_compare_claim(self, effect: CompareAndSetClaim) -> None:
@@ -1348,7 +1326,6 @@ class StandbyNode(Generic[SpecT]):
         self._election_call(
             now,
             lambda: self.election.claim_compared(now, effect.request_id, won, holder),
-            (claim.workload_id,),
         )
 
     async def _run_withdraw(self, effect: WithdrawClaim) -> None:
@@ -1414,7 +1391,6 @@ class StandbyNode(Generic[SpecT]):
         self._election_call(
             now,
             lambda: self.election.spawn_finished(now, effect.request_id, error is None, error),
-            (workload_id,),
         )
         leftover = self._spawned.pop((workload_id, token), None)
         if leftover is not None:
@@ -1578,17 +1554,27 @@ class StandbyNode(Generic[SpecT]):
         if record is None:
             return
         for effect in effects:
-            if isinstance(effect, StartContainer):
+            self._lifecycle_effect(workload_id, record, now, effect)
+        self._retire(workload_id)
+        self._schedule(workload_id)
+        self._poke()
+
+    def _lifecycle_effect(
+        self, workload_id: str, record: _Primary[SpecT], now: float, effect: LifecycleEffect
+    ) -> None:
+        """The one dispatcher of lifecycle effects (``assert_never`` on a new type)."""
+        match effect:
+            case StartContainer():
                 self._busy_task(record, self._run_start, workload_id, record, effect)
-            elif isinstance(effect, StopContainer):
+            case StopContainer():
                 self._busy_task(record, self._run_stop, workload_id, record, effect.reason)
-            elif isinstance(effect, PublishRevocation):
+            case PublishRevocation():
                 self._busy_task(record, self._run_revoke, workload_id, effect)
-            elif isinstance(effect, CheckContainer):
+            case CheckContainer():
                 self._busy_task(record, self._run_check, workload_id, record)
-            elif isinstance(effect, ReclaimContainer):
+            case ReclaimContainer():
                 self._busy_task(record, self._run_reclaim, workload_id, record)
-            elif isinstance(effect, StateChanged):
+            case StateChanged():
                 self._count(f"lifecycle_{effect.new.value}")
                 level = logging.WARNING if effect.new in _TERMINAL else logging.INFO
                 self._log(
@@ -1603,9 +1589,8 @@ class StandbyNode(Generic[SpecT]):
                 self._emit(
                     LifecycleChanged(now, workload_id, effect.old, effect.new, effect.reason)
                 )
-        self._retire(workload_id)
-        self._schedule(workload_id)
-        self._poke()
+            case _:
+                assert_never(effect)
 
     def _busy_task(
         self, record: _Primary[SpecT], func: Callable[..., Coroutine[Any, Any, None]], *args: Any

@@ -120,8 +120,13 @@ class Driver:
         )
         self.log: list[tuple[float, Any]] = []
         self.pending: dict[type[Any], Any] = {}
+        #: Every phase move the machine reported, in order.
+        self.moves: list[sb.PhaseChanged] = []
 
     def _keep(self, now: float, effects: list[Any]) -> list[Any]:
+        """Log the effects and return them without the phase reports."""
+        self.moves.extend(e for e in effects if isinstance(e, sb.PhaseChanged))
+        effects = [e for e in effects if not isinstance(e, sb.PhaseChanged)]
         for effect in effects:
             self.log.append((now, effect))
             if isinstance(

@@ -278,3 +278,25 @@ def test_site_builds_strict_and_offline(tmp_path: Path) -> None:
         external = re.findall(r'<(?:link|script|img)[^>]+(?:href|src)="(https?:[^"]+)"', html)
         assert external == [], (page, external)
         assert "fonts.googleapis" not in html
+
+
+def test_concepts_page_shows_exactly_the_slot_transitions() -> None:
+    from standby._election import TRANSITIONS, Phase
+
+    source = (DOCS / "concepts.md").read_text(encoding="utf-8")
+    assert source.count(hooks.SLOT_MARKER) == 1
+    rendered = hooks.render(source)
+    assert hooks.SLOT_MARKER not in rendered
+
+    def phase(cell: str) -> Phase | None:
+        cell = cell.strip()
+        if cell in (hooks.SLOT_ENTERS, hooks.SLOT_LEAVES):
+            return None
+        return Phase[cell.strip("`")]
+
+    shown = {
+        phase(source_cell): frozenset(phase(c) for c in targets.split(","))
+        for source_cell, targets in table_rows(rendered, "| from | may move to |")
+    }
+    assert shown == dict(TRANSITIONS)
+    assert set(TRANSITIONS) == {None, *Phase}

@@ -24,6 +24,7 @@ from _driver import (
 )
 
 import standby as sb
+from standby._election import TRANSITIONS, IllegalTransition
 
 SILENCE = sb.Timing().silence
 
@@ -676,3 +677,60 @@ def test_a_rival_claim_in_a_batched_reread_stops_only_its_workload() -> None:
     effects = machine.claims_queried(settle, reread.request_id, [rival], ["r1", "r2"])
     assert [s.workload_id for s in only(effects, sb.Spawn)] == ["w1"]
     assert machine.status("w2").phase is sb.Phase.DEFERRED
+
+
+class TestTransitions:
+    def test_the_happy_path_reports_every_move_in_order(self) -> None:
+        driver = Driver()
+        at = confirmed(driver)
+        driver.tick(at)
+        driver.answer_claims(at + 1)
+        driver.ack_claim(at + 2)
+        driver.tick(at + 2 + driver.timing.claim_settle)
+        driver.answer_claims(at + 3 + driver.timing.claim_settle)
+        driver.finish_spawn(at + 30)
+        ph = sb.Phase
+        assert [(m.old, m.new) for m in driver.moves] == [
+            (None, ph.WATCHING),
+            (ph.WATCHING, ph.CONFIRMING),
+            (ph.CONFIRMING, ph.BACKOFF),
+            (ph.BACKOFF, ph.PREREAD),
+            (ph.PREREAD, ph.CLAIMING),
+            (ph.CLAIMING, ph.SETTLING),
+            (ph.SETTLING, ph.REREAD),
+            (ph.REREAD, ph.SPAWNING),
+            (ph.SPAWNING, None),
+        ]
+        assert {m.workload_id for m in driver.moves} == {"w1"}
+        assert all(m.new in TRANSITIONS[m.old] for m in driver.moves)
+
+    def test_phase_reports_come_after_the_other_effects_of_a_call(self) -> None:
+        machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=sb.Timing())
+        effects = machine.reserve(CREATED, make_slot())
+        assert effects == [
+            sb.SlotSaved(make_slot()),
+            sb.PhaseChanged("w1", None, sb.Phase.WATCHING, False),
+        ]
+        assert machine.tick(CREATED + 1) == []
+
+    def test_a_revocation_is_reported_with_the_move(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        driver.feed(CREATED + 5, revocation(CREATED + 5))
+        last = driver.moves[-1]
+        assert (last.old, last.new, last.revoked) == (sb.Phase.WATCHING, sb.Phase.BACKOFF, True)
+
+    def test_a_move_outside_the_table_is_an_internal_error(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        entry = driver.machine._entries["w1"]
+        with pytest.raises(IllegalTransition, match="WATCHING to SPAWNING"):
+            driver.machine._enter(entry, sb.Phase.SPAWNING)
+        assert driver.machine.phase("w1") is sb.Phase.WATCHING
+
+    def test_a_failed_call_leaves_no_report_for_the_next(self) -> None:
+        machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=sb.Timing())
+        machine.reserve(CREATED, make_slot())
+        with pytest.raises(sb.InvalidSlot):
+            machine.reserve(CREATED + 1, make_slot(expires_at=CREATED))
+        assert machine.tick(CREATED + 2) == []

@@ -272,7 +272,10 @@ def test_fm05_expired_slots_are_dropped_on_every_call_and_on_restore() -> None:
         CREATED + 60,
         [make_slot(workload_id="gone", expires_at=CREATED + 60), make_slot(workload_id="kept")],
     )
-    assert restored == [sb.SlotRemoved("gone", "expired")]
+    assert restored == [
+        sb.SlotRemoved("gone", "expired"),
+        sb.PhaseChanged("kept", None, sb.Phase.WATCHING, False),
+    ]
     assert set(fresh.machine.slots) == {"kept"}
 
 
