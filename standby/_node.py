@@ -1834,9 +1834,11 @@ class StandbyNode(Generic[SpecT]):
             self._lifecycle_call(workload_id, lambda lc: lc.tick(now), now)
         return now
 
-    async def _send_heartbeat(self, workloads: int) -> None:
+    async def _send_heartbeat(self) -> None:
         timestamp = self._catch_up_clock()
-        if not self._active_primaries():
+        # Counted after the catch-up: a lease that ran out meanwhile has fenced.
+        workloads = len(self._active_primaries())
+        if not workloads:
             return
         heartbeat = Heartbeat(provider=self.me, timestamp=timestamp, active_workloads=workloads)
         result = await self._publish(
@@ -1992,7 +1994,7 @@ class StandbyNode(Generic[SpecT]):
             next_at = anyio.current_time() + interval
             active = self._active_primaries()
             if active:
-                await self._send_heartbeat(len(active))
+                await self._send_heartbeat()
                 # A heartbeat sent early (a workload just started or promoted)
                 # does not poll every container again: once per interval.
                 if anyio.current_time() - polled >= interval:
