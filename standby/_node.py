@@ -44,7 +44,7 @@ from ._effects import (
     WithdrawClaim,
 )
 from ._election import MAX_BATCH, SlotStatus, StandbyElection
-from ._errors import StoreError
+from ._errors import NodeError, NotAddressedError, StoreError
 from ._helpers import role_of
 from ._lifecycle import Never, RestartPolicy, WorkloadLifecycle
 from ._models import (
@@ -56,7 +56,6 @@ from ._models import (
     StandbySlot,
     Topology,
 )
-from ._node_errors import NodeError, NotAddressedError
 from ._node_events import (
     AnnouncementPublished,
     ClaimCompared,

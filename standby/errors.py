@@ -11,15 +11,20 @@ Every name here is also importable from :mod:`standby`.
 
 from __future__ import annotations
 
-from ._errors import InvalidSlot, StandbyError, StoreError, TopologyError, UnsafeTiming, WireError
-from ._node_errors import (
+from ._errors import (
     AdapterError,
     IdentityError,
+    InvalidSlot,
     NodeError,
     NotAddressedError,
     RuntimeFailure,
     SpawnError,
+    StandbyError,
+    StoreError,
+    TopologyError,
     TransportError,
+    UnsafeTiming,
+    WireError,
 )
 from ._public import publish
 

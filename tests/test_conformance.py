@@ -23,7 +23,7 @@ import pytest
 from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, relays  # noqa: F401
 
 from standby import Envelope, Heartbeat, LeaseRevocation, Message
-from standby._node_errors import TransportError
+from standby._errors import TransportError
 from standby.adapters.memory import MemoryRelayNetwork, MemoryTransport
 from standby.adapters.nostr import NostrTransport, npub_of
 from standby.protocols import PublishResult, Query, QueryResult

@@ -25,7 +25,7 @@ from _etcd import EtcdCluster, etcd, etcd_cluster  # noqa: F401
 from _proxy import tcp_proxy
 
 from standby import Heartbeat, LeaseRevocation, Message, PromotionClaim, fencing_token
-from standby._node_errors import IdentityError, TransportError
+from standby._errors import IdentityError, TransportError
 from standby.adapters.etcd import EtcdTransport, canonical_identity, prefix_end
 from standby.protocols import AtomicClaims, Query, RelayTransport
 from standby.testing import (

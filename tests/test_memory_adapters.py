@@ -21,7 +21,7 @@ from standby import (
     StandbySlot,
     StoreError,
 )
-from standby._node_errors import IdentityError, SpawnError, TransportError
+from standby._errors import IdentityError, SpawnError, TransportError
 from standby.adapters.memory import (
     MemoryRelayNetwork,
     MemoryRuntime,

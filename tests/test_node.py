@@ -29,7 +29,7 @@ from standby import (
     Topology,
     fencing_token,
 )
-from standby._node_errors import IdentityError, NodeError, NotAddressedError, TransportError
+from standby._errors import IdentityError, NodeError, NotAddressedError, TransportError
 from standby._store import JsonFileStore
 from standby.adapters.memory import (
     MemoryRelayNetwork,

@@ -38,7 +38,7 @@ from standby import (
     WireError,
     fencing_token,
 )
-from standby._node_errors import IdentityError, TransportError
+from standby._errors import IdentityError, TransportError
 from standby.adapters._nostr_keys import EventRejected, event_id
 from standby.adapters._nostr_profile import filters_for
 from standby.adapters.nostr import (

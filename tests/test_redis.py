@@ -24,7 +24,7 @@ from _proxy import tcp_proxy
 from _redis import RedisServer, redis, redis_server  # noqa: F401
 
 from standby import Heartbeat, LeaseRevocation, Message, PromotionClaim, fencing_token
-from standby._node_errors import IdentityError, TransportError
+from standby._errors import IdentityError, TransportError
 from standby.adapters.redis import RedisTransport, canonical_identity
 from standby.protocols import AtomicClaims, Query, RelayTransport
 from standby.testing import (

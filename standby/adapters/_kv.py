@@ -21,9 +21,8 @@ from collections.abc import Callable, MutableMapping
 from typing import Final
 from urllib.parse import quote, unquote
 
-from .._errors import WireError
+from .._errors import IdentityError, WireError
 from .._models import Envelope, Heartbeat, Message, PromotionClaim
-from .._node_errors import IdentityError
 from .._protocols import Query, addressable_key, message_kind
 from ..wire import Codec
 

@@ -17,7 +17,7 @@ import attrs
 import bech32
 from coincurve import PrivateKey, PublicKeyXOnly
 
-from .._node_errors import IdentityError
+from .._errors import IdentityError
 
 __all__ = [
     "EventRejected",

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import attrs
 
-from .._errors import WireError
+from .._errors import IdentityError, WireError
 from .._models import (
     Heartbeat,
     LeaseRevocation,
@@ -22,7 +22,6 @@ from .._models import (
     PromotionClaim,
     StandbySlot,
 )
-from .._node_errors import IdentityError
 from .._protocols import MessageKind, Query, message_kind, message_timestamp
 from ..wire import Codec
 from ._nostr_keys import EventRejected, NostrEvent, canonical_identity, npub_of

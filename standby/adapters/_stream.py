@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import anyio
 import anyio.lowlevel
 
+from .._errors import TransportError
 from .._models import Envelope, Message
-from .._node_errors import TransportError
 from .._protocols import Query
 
 __all__ = ["StreamSubscription"]

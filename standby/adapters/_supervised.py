@@ -45,7 +45,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .._node_errors import RuntimeFailure, SpawnError
+from .._errors import RuntimeFailure, SpawnError
 from . import _supervisor
 
 __all__ = [

@@ -70,9 +70,8 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
-from .._errors import WireError
+from .._errors import IdentityError, TransportError, WireError
 from .._models import Envelope, Message, PromotionClaim
-from .._node_errors import IdentityError, TransportError
 from .._protocols import (
     ClaimOutcome,
     PublishResult,

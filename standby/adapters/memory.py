@@ -48,9 +48,8 @@ import anyio.lowlevel
 import attrs
 
 from .._effects import DropReason
-from .._errors import StoreError
+from .._errors import IdentityError, RuntimeFailure, SpawnError, StoreError, TransportError
 from .._models import Envelope, Heartbeat, LeaseRevocation, Message, PromotionClaim, StandbySlot
-from .._node_errors import IdentityError, RuntimeFailure, SpawnError, TransportError
 from .._protocols import (
     ClaimOutcome,
     ContainerStatus,

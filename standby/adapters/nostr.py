@@ -62,9 +62,8 @@ import anyio.abc
 import attrs
 
 from .._effects import DropReason
-from .._errors import WireError
+from .._errors import IdentityError, TransportError, WireError
 from .._models import Envelope, Heartbeat, Message
-from .._node_errors import IdentityError, TransportError
 from .._protocols import (
     PublishResult,
     Query,

@@ -29,7 +29,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .._node_errors import RuntimeFailure, SpawnError
+from .._errors import RuntimeFailure, SpawnError
 from .._protocols import ContainerStatus, RunningWorkload
 from ._supervised import (
     ENV_FENCING_TOKEN,

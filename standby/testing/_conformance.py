@@ -27,6 +27,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from .._errors import IdentityError, TransportError
 from .._models import (
     Envelope,
     Heartbeat,
@@ -36,7 +37,6 @@ from .._models import (
     PromotionClaim,
     fencing_token,
 )
-from .._node_errors import IdentityError, TransportError
 from .._protocols import (
     Query,
     RelayTransport,

@@ -20,8 +20,8 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from .._errors import TransportError
 from .._models import PromotionClaim, fencing_token
-from .._node_errors import TransportError
 from .._protocols import AtomicClaims, ClaimOutcome, RelayTransport, claim_wins
 from ._conformance import ConformanceReport, _fail, _run, _Skip
 

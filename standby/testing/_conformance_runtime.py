@@ -18,8 +18,8 @@ from typing import Any, TypeAlias
 import anyio
 import attrs
 
+from .._errors import SpawnError
 from .._models import fencing_token
-from .._node_errors import SpawnError
 from .._protocols import ContainerRuntime
 from ._conformance import ConformanceReport, _fail, _run, _Skip, _unique
 

@@ -23,9 +23,8 @@ import anyio.lowlevel
 import attrs
 import sniffio
 
-from .._errors import StoreError
+from .._errors import RuntimeFailure, StoreError
 from .._models import StandbySlot
-from .._node_errors import RuntimeFailure
 from .._protocols import RunningWorkload
 from .._state import NodeState
 from .._timing import Timing
