@@ -500,6 +500,10 @@ class StandbyNode(Generic[SpecT]):
                 self._fence_lost(now, record, "its container was gone after a restart")
         for workload_id, intent in intents.items():
             if workload_id in adopted:
+                # Its token now runs here: like a finished promotion, the intent
+                # stays as the spent marker until the reservation ends.
+                if intent.expires_at > now:
+                    self._intents[workload_id] = attrs.evolve(intent, spent=True)
                 continue
             if intent.spent:
                 if intent.expires_at > now:
@@ -754,6 +758,12 @@ class StandbyNode(Generic[SpecT]):
                 f"workload {workload_id!r}: this node already promoted into epoch {spent.epoch} "
                 f"(token {spent.fencing_token}) for it, so it no longer stands by for it; the "
                 "consumer may reserve another standby"
+            )
+        ended = self._ended.get(workload_id)
+        if ended is not None:
+            raise NodeError(
+                f"workload {workload_id!r} ran here as primary before this node restarted and "
+                f"was fenced ({ended}); this node no longer stands by for it"
             )
         created_at = now if request.created_at is None else request.created_at
         slot: StandbySlot[SpecT] = StandbySlot.reserve(

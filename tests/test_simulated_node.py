@@ -104,6 +104,20 @@ def test_fm15_a_store_that_acknowledges_before_it_is_durable_is_reported() -> No
     assert "standby-0#2" in violation.explanation
 
 
+def test_fm15_a_promotion_adopted_after_a_restart_keeps_its_token_spent() -> None:
+    # standby-0 promotes, is killed and restarted (it adopts its container),
+    # then its host dies and it restarts again with standby-1 gone. Before the
+    # fix the adoption dropped the spent marker, so the third incarnation
+    # stood by afresh and claimed epoch 1 with the same token again.
+    sim = Simulation(seed=0).crash(600, "primary").kill(900, "standby-0")
+    sim.restart(910, "standby-0", reaccept="with-created-at").crash(1400, "standby-1")
+    report = sim.restart(1500, "standby-0", reaccept="with-created-at").run(until=3600)
+    for kind in ("token-shared", "epoch-reused", "token-order", "two-live"):
+        assert not report.violations_of(kind), report.format()
+    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-0", 1)]
+    assert any("no longer stands by" in line for line in report.timeline.lines())
+
+
 def test_a_save_in_flight_when_the_process_dies_is_lost() -> None:
     store = SimulatedStore()
     sim = Simulation(
