@@ -30,7 +30,7 @@ import attrs
 from ._effects import LifecycleState
 from ._election import Phase
 from ._models import Heartbeat, Topology
-from ._node import SpawnRequest, StandbyNode
+from ._node import StandbyNode
 from ._node_events import (
     AnnouncementPublished,
     ClaimCompared,
@@ -45,6 +45,7 @@ from ._node_events import (
     RevocationPublished,
     SlotPhaseChanged,
 )
+from ._node_types import SpawnRequest
 from ._timing import Timing
 from .adapters.memory import MemoryRelayNetwork, MemoryRuntime, MemorySlotStore, RuntimeRecord
 

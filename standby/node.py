@@ -30,7 +30,8 @@ called from the event loop thread, one call at a time.
 
 from __future__ import annotations
 
-from ._node import (
+from ._node import StandbyNode
+from ._node_events import (
     AnnouncementPublished,
     ClaimCompared,
     ClaimPublished,
@@ -43,20 +44,17 @@ from ._node import (
     InputDropped,
     LifecycleChanged,
     NodeEvent,
-    NodeStatus,
     OperationFailed,
     PrimaryFollowed,
-    PrimaryStatus,
     PromotedHere,
     QuorumMissed,
     Reconciled,
     RevocationPublished,
     SlotPhaseChanged,
     SlotsNotPersisted,
-    SpawnRequest,
-    StandbyNode,
     SubscriptionLost,
 )
+from ._node_types import NodeStatus, PrimaryStatus, SpawnRequest
 from ._public import publish
 
 __all__ = [
