@@ -601,7 +601,7 @@ def test_removing_oldest_first_keeps_the_primary_deadline_exact() -> None:
         machine.reserve(now, make_slot(workload_id=f"x{k}", created_at=CREATED + 100 + k))
         machine.remove(now, f"x{k}")
     assert machine.next_deadline() == CREATED + 39 + timing.silence
-    assert len(machine._origins[PRIMARY]) <= 2 * len(machine.slots) + 16
+    assert len(machine._index.origins[PRIMARY]) <= 2 * len(machine.slots) + 16
 
 
 def test_primary_deadline_confirms_only_the_due_prefix() -> None:
@@ -723,7 +723,7 @@ class TestTransitions:
     def test_a_move_outside_the_table_is_an_internal_error(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)
-        entry = driver.machine._entries["w1"]
+        entry = driver.machine._index.entries["w1"]
         with pytest.raises(IllegalTransition, match="WATCHING to SPAWNING"):
             driver.machine._enter(entry, sb.Phase.SPAWNING)
         assert driver.machine.phase("w1") is sb.Phase.WATCHING
