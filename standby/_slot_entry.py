@@ -87,11 +87,6 @@ class Entry(Generic[SpecT]):
         self.confirmed_baseline = 0.0
         self.joined = False
 
-    @property
-    def workload_id(self) -> str:
-        """The workload of this slot."""
-        return self.slot.workload_id
-
     def waiting_on(self, phase: Phase, request: int) -> bool:
         """Whether this slot is in ``phase`` and still waits for ``request``."""
         return self.phase is phase and self.request == request
