@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from ._effects import Dropped, DropReason, ElectionEffect
+from ._effects import DropReason, ElectionEffect
 from ._election_steps import ElectionSteps
 from ._helpers import primary_is_silent, silence_baseline
 from ._models import Envelope, Heartbeat, LeaseRevocation, PromotionAnnouncement, PromotionClaim
@@ -136,16 +136,11 @@ class ElectionInputs(ElectionSteps[SpecT]):
         if busy is None and signer not in self._index.watchers:
             return  # not the primary of any slot here
         if timestamp > now + self.timing.max_clock_skew:
-            self._count("future_dated")
-            effects.append(
-                Dropped(
-                    DropReason.FUTURE_DATED,
-                    None,
-                    signer,
-                    f"heartbeat stamped {timestamp} is beyond now={now} + "
-                    f"max_clock_skew={self.timing.max_clock_skew}",
-                )
+            detail = (
+                f"heartbeat stamped {timestamp} is beyond now={now} + "
+                f"max_clock_skew={self.timing.max_clock_skew}"
             )
+            self._drop("future_dated", DropReason.FUTURE_DATED, None, signer, detail, effects)
             return
         self._index.last_hb[signer] = timestamp
         if busy:
@@ -170,8 +165,8 @@ class ElectionInputs(ElectionSteps[SpecT]):
         entry = self._index.entries.get(workload_id)
 
         def drop(reason: DropReason, detail: str) -> None:
-            self._count(f"revocation_{reason.name.lower()}")
-            effects.append(Dropped(reason, workload_id, signer, detail))
+            counter = f"revocation_{reason.name.lower()}"
+            self._drop(counter, reason, workload_id, signer, detail, effects)
 
         if entry is None:
             drop(DropReason.UNKNOWN_WORKLOAD, "no slot for this workload")
@@ -212,10 +207,9 @@ class ElectionInputs(ElectionSteps[SpecT]):
         if entry is None or signer == entry.slot.primary:
             return  # the current primary's own (old) claim is no news
         if entry.slot.peer_index(signer) is None:
-            self._count("claim_not_a_peer")
-            effects.append(
-                Dropped(DropReason.NOT_A_PEER, claim.workload_id, signer, "claim from a stranger")
-            )
+            reason, workload_id = DropReason.NOT_A_PEER, claim.workload_id
+            detail = "claim from a stranger"
+            self._drop("claim_not_a_peer", reason, workload_id, signer, detail, effects)
             return
         if claim.claimant != signer:
             claim = attrs.evolve(claim, claimant=signer)
@@ -251,39 +245,26 @@ class ElectionInputs(ElectionSteps[SpecT]):
         if entry is None:
             return
         slot = entry.slot
+
+        def drop(counter: str | None, reason: DropReason, detail: str) -> None:
+            self._drop(counter, reason, slot.workload_id, signer, detail, effects)
+
         if signer == slot.primary and (
             announcement.epoch is None or announcement.epoch <= slot.epoch
         ):
             # Another copy (one per relay) of the announcement we already followed.
-            self._count("announcement_duplicate")
-            effects.append(
-                Dropped(DropReason.DUPLICATE, slot.workload_id, signer, "already following")
-            )
+            drop("announcement_duplicate", DropReason.DUPLICATE, "already following")
             return
         if slot.peer_index(signer) is None:
-            self._count("announcement_not_a_peer")
-            effects.append(
-                Dropped(
-                    DropReason.NOT_A_PEER, slot.workload_id, signer, "announcement from a stranger"
-                )
-            )
+            drop("announcement_not_a_peer", DropReason.NOT_A_PEER, "announcement from a stranger")
             return
         epoch = slot.epoch + 1 if announcement.epoch is None else announcement.epoch
         if epoch <= slot.epoch:
-            effects.append(
-                Dropped(DropReason.STALE, slot.workload_id, signer, f"announces epoch {epoch}")
-            )
+            drop(None, DropReason.STALE, f"announces epoch {epoch}")
             return
         if entry.phase is Phase.SPAWNING:
-            self._count("conflict")
-            effects.append(
-                Dropped(
-                    DropReason.CONFLICT,
-                    slot.workload_id,
-                    signer,
-                    f"peer announced epoch {epoch} while this standby is spawning",
-                )
-            )
+            detail = f"peer announced epoch {epoch} while this standby is spawning"
+            drop("conflict", DropReason.CONFLICT, detail)
             return
         skew = self.timing.max_clock_skew
         origin = min(announcement.promoted_at, now + skew)

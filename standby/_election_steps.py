@@ -75,9 +75,23 @@ class ElectionSteps(Generic[SpecT]):
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
 
+    def _drop(
+        self,
+        counter: str | None,
+        reason: DropReason,
+        workload_id: str | None,
+        signer: str | None,
+        detail: str,
+        effects: list[ElectionEffect],
+    ) -> None:
+        """Refuse one input: count it under ``counter`` (if any) and report it."""
+        if counter is not None:
+            self._count(counter)
+        effects.append(Dropped(reason, workload_id, signer, detail))
+
     def _late(self, request_id: int, effects: list[ElectionEffect]) -> None:
-        self._count("late_result")
-        effects.append(Dropped(DropReason.LATE_RESULT, None, None, f"request {request_id}"))
+        detail = f"request {request_id}"
+        self._drop("late_result", DropReason.LATE_RESULT, None, None, detail, effects)
 
     def _new_request(self, kind: Request, workload_id: str) -> int:
         request = self._next_id()
