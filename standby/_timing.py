@@ -1,263 +1,33 @@
-"""Timing knobs and the safety rules they must satisfy (see SAFETY.md)."""
+"""Timing knobs and the safety rules they must satisfy (see SAFETY.md).
+
+The rules themselves are in ``_timing_rules`` (one table, which the
+docs' list of rules is drawn from); how :meth:`Timing.for_target` derives
+the knobs is in ``_timing_target``.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from ._errors import UnsafeTiming
-
-__all__ = ["Timing"]
-
-# Fields measured in seconds: these are the ones ``Timing.scaled`` multiplies.
-_DURATIONS = (
-    "heartbeat_interval",
-    "lease",
-    "fence_grace",
-    "max_clock_skew",
-    "silence",
-    "promotion_delay",
-    "suspect_after",
-    "claim_timeout",
-    "claim_settle",
-    "query_timeout",
-    "retry_interval",
-    "spawn_timeout",
-    "spawn_retry_backoff",
+from ._timing_rules import (
+    DURATIONS,
+    default_read_quorum,
+    duration_violations,
+    rule_descriptions,
+    rule_violations,
 )
+from ._timing_rules import RULES as _RULES
+from ._timing_target import MAX_NUDGES, derive_for_target, explain
 
-
-#: Durations that may be zero.
-_ZERO_OK = ("promotion_delay", "fence_grace", "max_clock_skew")
+__all__ = ["Timing", "rule_descriptions"]
 
 
 def _default_read_quorum(self: Timing) -> int:
-    return self.relay_count - self.write_quorum + 1
-
-
-@attrs.frozen
-class _Rule:
-    """One safety rule: its name, its test, its numbers, and how scaling repairs it."""
-
-    name: str
-    holds: Callable[[Timing], bool]
-    detail: Callable[[Timing], str]
-    why: str
-    """What the rule protects (the safety page of the docs prints it)."""
-    repair: str | None = None
-    """The duration that :meth:`Timing.scaled` raises when rounding broke the rule."""
-    on_durations: bool = True
-    """Whether the rule compares durations (skipped while one is not a number)."""
-
-
-def _floor(t: Timing) -> float:
-    return t.lease + t.fence_grace + t.max_clock_skew
-
-
-def _promotion(t: Timing) -> float:
-    return t.claim_timeout + t.claim_settle + 2 * t.query_timeout + t.spawn_timeout
-
-
-_SUSPECT = "heartbeat_interval < suspect_after <= lease"
-
-
-def _suspect_detail(t: Timing) -> str:
-    return (
-        f"heartbeat_interval={t.heartbeat_interval}, suspect_after={t.suspect_after}, "
-        f"lease={t.lease}"
-    )
-
-
-#: Every rule but "durations are positive numbers", in the order
-#: ``Timing.scaled`` repairs them: a rule whose repair raises a duration comes
-#: before the rules where that duration is on the right-hand side (``lease``
-#: before ``silence``).
-_RULES: tuple[_Rule, ...] = (
-    _Rule(
-        "relay_count >= 1",
-        lambda t: t.relay_count >= 1,
-        lambda t: f"relay_count={t.relay_count}",
-        on_durations=False,
-        why="There is at least one relay to publish to and read from.",
-    ),
-    _Rule(
-        "1 <= write_quorum <= relay_count",
-        lambda t: 1 <= t.write_quorum <= t.relay_count,
-        lambda t: f"write_quorum={t.write_quorum}, relay_count={t.relay_count}",
-        on_durations=False,
-        why=(
-            "A heartbeat or claim counts only once some relay stored it, and a quorum larger than "
-            "the relays could never be reached."
-        ),
-    ),
-    _Rule(
-        "1 <= read_quorum <= relay_count",
-        lambda t: 1 <= t.read_quorum <= t.relay_count,
-        lambda t: f"read_quorum={t.read_quorum}, relay_count={t.relay_count}",
-        on_durations=False,
-        why="A query is judged on at least one answer and never waits for more relays than exist.",
-    ),
-    _Rule(
-        "write_quorum + read_quorum > relay_count",
-        lambda t: t.write_quorum + t.read_quorum > t.relay_count,
-        lambda t: (
-            f"write_quorum={t.write_quorum} + read_quorum={t.read_quorum} = "
-            f"{t.write_quorum + t.read_quorum} <= relay_count={t.relay_count}"
-        ),
-        on_durations=False,
-        why=(
-            "Every read quorum meets every write quorum, so a query answered by a read quorum sees"
-            " the newest acknowledged heartbeat or claim (guarantee 1)."
-        ),
-    ),
-    _Rule(
-        "max_spawn_attempts >= 1",
-        lambda t: t.max_spawn_attempts >= 1,
-        lambda t: f"max_spawn_attempts={t.max_spawn_attempts}",
-        on_durations=False,
-        why="A standby that won its claim tries to spawn at least once.",
-    ),
-    _Rule(
-        "claim_timeout > 2 * query_timeout",
-        lambda t: t.claim_timeout > 2 * t.query_timeout,
-        lambda t: (
-            f"claim_timeout={t.claim_timeout} <= 2 * query_timeout={t.query_timeout} = "
-            f"{2 * t.query_timeout}"
-        ),
-        repair="claim_timeout",
-        why=(
-            "A pre-read and a publish that each wait out an unreachable relay still fit in the "
-            "claim window."
-        ),
-    ),
-    _Rule(
-        "claim_settle > claim_timeout",
-        lambda t: t.claim_settle > t.claim_timeout,
-        lambda t: f"claim_settle={t.claim_settle} <= claim_timeout={t.claim_timeout}",
-        repair="claim_settle",
-        why=(
-            "Two rival claims always see each other: each reached its quorum before the other's "
-            "settle re-read began (guarantee 2)."
-        ),
-    ),
-    _Rule(
-        _SUSPECT,
-        lambda t: t.heartbeat_interval < t.suspect_after,
-        _suspect_detail,
-        repair="suspect_after",
-        why="A primary is not suspect between two punctual heartbeats.",
-    ),
-    _Rule(
-        _SUSPECT,
-        lambda t: t.suspect_after <= t.lease,
-        _suspect_detail,
-        repair="lease",
-        why="A primary turns suspect no later than its lease ends.",
-    ),
-    _Rule(
-        "lease > heartbeat_interval",
-        lambda t: t.lease > t.heartbeat_interval,
-        lambda t: f"lease={t.lease} <= heartbeat_interval={t.heartbeat_interval}",
-        repair="lease",
-        why="One heartbeat period never ends a lease, so a live primary with a quorum keeps it.",
-    ),
-    _Rule(
-        "lease > claim_timeout + claim_settle + 2 * query_timeout + spawn_timeout",
-        lambda t: t.lease > _promotion(t),
-        lambda t: (
-            f"lease={t.lease} <= claim_timeout={t.claim_timeout} + claim_settle="
-            f"{t.claim_settle} + 2 * query_timeout={t.query_timeout} + "
-            f"spawn_timeout={t.spawn_timeout} = {_promotion(t)}"
-        ),
-        repair="lease",
-        why=(
-            "A promotion that succeeds starts its workload inside the lease that began with its "
-            "claim."
-        ),
-    ),
-    _Rule(
-        "silence >= lease + fence_grace + max_clock_skew",
-        lambda t: t.silence >= _floor(t),
-        lambda t: (
-            f"silence={t.silence} < lease={t.lease} + fence_grace={t.fence_grace} + "
-            f"max_clock_skew={t.max_clock_skew} = {_floor(t)}"
-        ),
-        repair="silence",
-        why=(
-            "A primary that lost its write quorum has stopped its container before any standby may"
-            " call it silent, whatever the skew between their clocks (guarantee 1)."
-        ),
-    ),
-)
-
-#: The order in which :meth:`Timing.violations` lists broken rules.
-_REPORT_ORDER: tuple[str, ...] = (
-    "silence >= lease + fence_grace + max_clock_skew",
-    "relay_count >= 1",
-    "1 <= write_quorum <= relay_count",
-    "1 <= read_quorum <= relay_count",
-    "write_quorum + read_quorum > relay_count",
-    "claim_settle > claim_timeout",
-    "claim_timeout > 2 * query_timeout",
-    "lease > heartbeat_interval",
-    "lease > claim_timeout + claim_settle + 2 * query_timeout + spawn_timeout",
-    _SUSPECT,
-    "max_spawn_attempts >= 1",
-)
-
-#: How the rule on durations reads in the docs' rule list.
-_POSITIVE = "every duration > 0 (promotion_delay, fence_grace, max_clock_skew may be 0)"
-
-
-def _duration_violations(t: Timing) -> list[tuple[str, str]]:
-    """A line for each duration that is not a number or is out of range."""
-    out: list[tuple[str, str]] = []
-    for name in _DURATIONS:
-        value = getattr(t, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-            out.append((f"{name} is a number", f"{name}={value!r}"))
-            continue
-        zero_ok = name in _ZERO_OK
-        if (value < 0) if zero_ok else (value <= 0):
-            bound = ">= 0" if zero_ok else "> 0"
-            out.append((f"{name} {bound}", f"{name}={value}"))
-    return out
-
-
-def _rule_violations(t: Timing, *, durations_ok: bool) -> list[tuple[str, str]]:
-    """Each broken rule of :data:`_RULES` once, in :data:`_REPORT_ORDER`.
-
-    With ``durations_ok`` false the rules that compare durations are skipped.
-    """
-    broken: dict[str, str] = {}
-    for rule in _RULES:
-        if rule.on_durations and not durations_ok:
-            continue
-        if not rule.holds(t) and rule.name not in broken:
-            broken[rule.name] = rule.detail(t)
-    return sorted(broken.items(), key=lambda item: _REPORT_ORDER.index(item[0]))
-
-
-def rule_descriptions() -> tuple[tuple[str, str], ...]:
-    """Every rule :class:`Timing` enforces, as ``(rule, why)``, in report order.
-
-    The rule on durations comes first; a rule that the table checks in two
-    halves (``heartbeat_interval < suspect_after <= lease``) is listed once,
-    its reasons joined. The docs' safety page is generated from this.
-    """
-    why: dict[str, list[str]] = {}
-    for rule in _RULES:
-        why.setdefault(rule.name, []).append(rule.why)
-    rows = [(_POSITIVE, "A duration that is not a positive number makes every comparison moot.")]
-    rows.extend((name, " ".join(why[name])) for name in _REPORT_ORDER)
-    return tuple(rows)
-
-
-#: Most steps of one ulp a repair may take (rounding errors are a few ulps).
-_MAX_NUDGES = 64
+    return default_read_quorum(self.relay_count, self.write_quorum)
 
 
 def _repair_rounding(timing: Timing, changes: dict[str, Any]) -> dict[str, Any]:
@@ -277,101 +47,11 @@ def _repair_rounding(timing: Timing, changes: dict[str, Any]) -> dict[str, Any]:
         steps = 0
         while not rule.holds(candidate):
             steps += 1
-            if steps > _MAX_NUDGES:
+            if steps > MAX_NUDGES:
                 raise ArithmeticError(f"scaling cannot restore rule `{rule.name}`")
             values[rule.repair] = math.nextafter(values[rule.repair], math.inf)
             candidate = Timing._unchecked(values)
-    return {name: values[name] for name in _DURATIONS}
-
-
-#: Ratios :meth:`Timing.for_target` derives the claim knobs with; each is the
-#: one the defaults use, and each keeps its rule with room to spare.
-_QUERY_PER_LATENCY = 4.0
-_CLAIM_PER_QUERY = 2.5  # claim_timeout > 2 * query_timeout
-_SETTLE_PER_CLAIM = 1.5  # claim_settle > claim_timeout
-_RETRIES_PER_SPAWN = 12.0  # spawn_retry_backoff = spawn_timeout / 12
-
-
-def _target_number(name: str, value: object, *, zero_ok: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or (value < 0 if zero_ok else value <= 0):
-        bound = ">= 0" if zero_ok else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def _derive_for_target(
-    *,
-    silence: float,
-    heartbeat_interval: float,
-    relay_latency: float,
-    max_clock_skew: float,
-    relay_count: int,
-    write_quorum: int | None,
-    spawn_timeout: float | None,
-    fence_grace: float | None,
-    promotion_delay: float | None,
-) -> dict[str, Any]:
-    """Every field of the :class:`Timing` that :meth:`Timing.for_target` builds.
-
-    Not checked against the rules: :meth:`Timing.for_target` does that.
-    """
-    silence = _target_number("silence", silence)
-    heartbeat_interval = _target_number("heartbeat_interval", heartbeat_interval)
-    relay_latency = _target_number("relay_latency", relay_latency)
-    max_clock_skew = _target_number("max_clock_skew", max_clock_skew, zero_ok=True)
-    for name, count in (("relay_count", relay_count), ("write_quorum", write_quorum)):
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
-            raise TypeError(f"{name} must be an int, got {count!r}")
-    spawn = silence / 3 if spawn_timeout is None else _target_number("spawn_timeout", spawn_timeout)
-    fence = (
-        silence / 6
-        if fence_grace is None
-        else _target_number("fence_grace", fence_grace, zero_ok=True)
-    )
-    query_timeout = _QUERY_PER_LATENCY * relay_latency
-    claim_timeout = _CLAIM_PER_QUERY * query_timeout
-    claim_settle = _SETTLE_PER_CLAIM * claim_timeout
-    # The longest lease the silence rule allows, moved down a few floats when
-    # rounding put lease + fence_grace + max_clock_skew above the silence.
-    lease = silence - fence - max_clock_skew
-    for _ in range(_MAX_NUDGES):
-        if lease + fence + max_clock_skew <= silence:
-            break
-        lease = math.nextafter(lease, -math.inf)
-    quorum = relay_count // 2 + 1 if write_quorum is None else write_quorum
-    delay = claim_timeout + claim_settle + query_timeout
-    return {
-        "heartbeat_interval": heartbeat_interval,
-        "lease": lease,
-        "fence_grace": fence,
-        "max_clock_skew": max_clock_skew,
-        "silence": silence,
-        "promotion_delay": (
-            delay
-            if promotion_delay is None
-            else _target_number("promotion_delay", promotion_delay, zero_ok=True)
-        ),
-        "suspect_after": (heartbeat_interval + lease) / 2,
-        "claim_timeout": claim_timeout,
-        "claim_settle": claim_settle,
-        "query_timeout": query_timeout,
-        "retry_interval": claim_timeout,
-        "spawn_timeout": spawn,
-        "spawn_retry_backoff": spawn / _RETRIES_PER_SPAWN,
-        "max_spawn_attempts": 3,
-        "relay_count": relay_count,
-        "write_quorum": quorum,
-        "read_quorum": relay_count - quorum + 1,
-    }
-
-
-#: Why each derived knob has the value it has, added to a broken rule's numbers.
-_DERIVED = {
-    "lease": "lease = silence - fence_grace - max_clock_skew",
-    "suspect_after": "suspect_after = (heartbeat_interval + lease) / 2",
-}
+    return {name: values[name] for name in DURATIONS}
 
 
 @attrs.frozen(kw_only=True)
@@ -452,8 +132,8 @@ class Timing:
         own line and the rules that compare durations are then skipped (their
         numbers would mean nothing); the quorum rules are still checked.
         """
-        out = _duration_violations(self)
-        out.extend(_rule_violations(self, durations_ok=not out))
+        out = duration_violations(self)
+        out.extend(rule_violations(self, durations_ok=not out))
         return out
 
     @property
@@ -490,7 +170,7 @@ class Timing:
         if isinstance(factor, bool) or not (factor > 0 and math.isfinite(factor)):
             raise ValueError(f"scale factor must be a finite number > 0, got {factor}")
         changes: dict[str, Any] = {}
-        for name in _DURATIONS:
+        for name in DURATIONS:
             value = getattr(self, name)
             product = value * factor
             if not math.isfinite(product):
@@ -552,7 +232,7 @@ class Timing:
         error says everything to change; :class:`ValueError` or
         :class:`TypeError` for a target that is not a finite number in range.
         """
-        values = _derive_for_target(
+        values = derive_for_target(
             silence=silence,
             heartbeat_interval=heartbeat_interval,
             relay_latency=relay_latency,
@@ -566,9 +246,9 @@ class Timing:
         candidate = cls._unchecked(values)
         # Every target is a finite number, so every rule's comparison means
         # something even when a derived duration came out negative: check all.
-        broken = _duration_violations(candidate) + _rule_violations(candidate, durations_ok=True)
+        broken = duration_violations(candidate) + rule_violations(candidate, durations_ok=True)
         if broken:
-            raise UnsafeTiming(*_explain(broken[0]), *map(_explain, broken[1:]))
+            raise UnsafeTiming(*explain(broken[0]), *map(explain, broken[1:]))
         return cls(**values)
 
     @classmethod
@@ -582,7 +262,7 @@ class Timing:
         base = {a.name: a.default for a in attrs.fields(cls) if a.name != "read_quorum"}
         base.update(fields)
         if "read_quorum" not in base:
-            base["read_quorum"] = base["relay_count"] - base["write_quorum"] + 1
+            base["read_quorum"] = default_read_quorum(base["relay_count"], base["write_quorum"])
         unknown = set(base) - {a.name for a in attrs.fields(cls)}
         if unknown:
             raise TypeError(f"unknown Timing fields: {sorted(unknown)}")
@@ -594,12 +274,3 @@ class Timing:
         for name, value in values.items():
             object.__setattr__(instance, name, value)
         return instance
-
-
-def _explain(violation: tuple[str, str]) -> tuple[str, str]:
-    """``violation`` with how :meth:`Timing.for_target` derived the knobs it names."""
-    rule, detail = violation
-    notes = [how for knob, how in _DERIVED.items() if knob in rule]
-    if not notes:
-        return violation
-    return rule, f"{detail} (derived: {'; '.join(notes)})"

@@ -42,6 +42,28 @@ def confirmed(driver: Driver, *, last: float | None = None) -> float:
     return deadline + 1
 
 
+def prereading(driver: Driver) -> float:
+    """Confirm the silence and let the backoff end: the pre-read is out."""
+    at = confirmed(driver)
+    driver.tick(at)
+    return at
+
+
+def claiming(driver: Driver) -> float:
+    """Answer the pre-read too: the claim is out (returns the confirmation time)."""
+    at = prereading(driver)
+    driver.answer_claims(at + 1)
+    return at
+
+
+def rereading(driver: Driver) -> float:
+    """Acknowledge the claim and wait out the settle: the re-read is out."""
+    at = claiming(driver)
+    driver.ack_claim(at + 2)
+    driver.tick(at + 2 + driver.timing.claim_settle)
+    return at
+
+
 class TestSilenceDeadline:
     def test_deadline_is_created_at_plus_silence_without_heartbeat(self) -> None:
         driver = Driver()
@@ -214,42 +236,34 @@ class TestClaimProtocol:
         assert only(effects, sb.PublishClaim) == []
         one(effects, sb.QueryClaims)
 
-    def test_peer_holding_the_epoch_makes_us_stand_down(self) -> None:
+    @pytest.mark.parametrize(
+        "rival", [{"index": 1}, {"epoch": 2}], ids=["the-same-epoch", "a-later-epoch"]
+    )
+    def test_peer_holding_the_epoch_makes_us_stand_down(self, rival: dict[str, int]) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
-        effects = driver.answer_claims(at + 1, results=[claim(at, index=1)])
+        at = prereading(driver)
+        effects = driver.answer_claims(at + 1, results=[claim(at, **rival)])
         assert only(effects, sb.PublishClaim) == []
         status = driver.machine.status("w1")
         assert status.phase is sb.Phase.DEFERRED
         assert status.deferred_to == PEER
 
-    def test_peer_holding_a_later_epoch_makes_us_stand_down(self) -> None:
-        driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
-        driver.answer_claims(at + 1, results=[claim(at, epoch=2)])
-        assert driver.phase() is sb.Phase.DEFERRED
-
     def test_withdrawn_or_older_epoch_claims_do_not_block(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
+        at = prereading(driver)
         results = [claim(at - 5, withdrawn=False), claim(at - 1, withdrawn=True)]
         one(driver.answer_claims(at + 1, results=results), sb.PublishClaim)
 
     def test_claim_from_a_stranger_is_dropped_not_obeyed(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
+        at = prereading(driver)
         effects = driver.answer_claims(at + 1, results=[claim(at, signer=STRANGER)])
         assert one(effects, sb.Dropped).reason is sb.DropReason.NOT_A_PEER
         one(effects, sb.PublishClaim)
 
     def test_preread_shortfall_retries_later(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
+        at = prereading(driver)
         effects = driver.answer_claims(at + 1, answered=("r3",))
         assert one(effects, sb.QuorumShortfall).stage == "preread"
         assert driver.phase() is sb.Phase.HOLD
@@ -257,9 +271,7 @@ class TestClaimProtocol:
 
     def test_claim_without_write_quorum_is_withdrawn_and_retried(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
-        driver.answer_claims(at + 1)
+        at = claiming(driver)
         effects = driver.ack_claim(at + 2, acked=("r1",))
         withdrawn = one(effects, sb.WithdrawClaim).claim
         assert withdrawn.withdrawn
@@ -268,26 +280,20 @@ class TestClaimProtocol:
 
     def test_claim_acknowledged_after_claim_timeout_is_withdrawn(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
-        driver.answer_claims(at + 1)
+        at = claiming(driver)
         late = at + driver.timing.claim_timeout + 0.5
         effects = driver.ack_claim(late)
         assert one(effects, sb.WithdrawClaim).claim.withdrawn
 
     def test_claim_exactly_at_claim_timeout_counts(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
-        driver.answer_claims(at + 1)
+        at = claiming(driver)
         assert driver.ack_claim(at + driver.timing.claim_timeout) == []
         assert driver.phase() is sb.Phase.SETTLING
 
     def test_unreported_claim_times_out_and_is_withdrawn(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
-        driver.answer_claims(at + 1)
+        at = claiming(driver)
         effects = driver.tick(at + driver.timing.claim_timeout)
         one(effects, sb.WithdrawClaim)
         assert driver.phase() is sb.Phase.HOLD
@@ -310,29 +316,20 @@ class TestClaimProtocol:
 
     def test_settle_reread_higher_index_rival_loses_the_tie(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
-        driver.answer_claims(at + 1)
-        driver.ack_claim(at + 2)
-        driver.tick(at + 2 + driver.timing.claim_settle)
+        at = rereading(driver)
         effects = driver.answer_claims(at + 18, results=[claim(at + 3, index=1)])
         one(effects, sb.Spawn)
 
     def test_settle_reread_shortfall_withdraws(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
-        driver.answer_claims(at + 1)
-        driver.ack_claim(at + 2)
-        driver.tick(at + 2 + driver.timing.claim_settle)
+        at = rereading(driver)
         effects = driver.answer_claims(at + 18, answered=("r1",))
         one(effects, sb.WithdrawClaim)
         assert only(effects, sb.Spawn) == []
 
     def test_atomic_claims_skip_the_settle_wait(self) -> None:
         driver = Driver(atomic=True)
-        at = confirmed(driver)
-        driver.tick(at)
+        at = prereading(driver)
         cas = one(driver.answer_claims(at + 1), sb.CompareAndSetClaim)
         assert only(driver.log, sb.PublishClaim) == []
         effects = driver.machine.claim_compared(at + 2, cas.request_id, won=True)
@@ -341,8 +338,7 @@ class TestClaimProtocol:
 
     def test_atomic_claim_lost_defers_to_the_holder(self) -> None:
         driver = Driver(atomic=True)
-        at = confirmed(driver)
-        driver.tick(at)
+        at = prereading(driver)
         cas = one(driver.answer_claims(at + 1), sb.CompareAndSetClaim)
         holder = claim(at, index=1).message
         effects = driver.machine.claim_compared(at + 2, cas.request_id, won=False, holder=holder)
@@ -360,8 +356,7 @@ class TestClaimProtocol:
 class TestDeferredAndFollow:
     def test_peer_release_lets_us_go_at_once(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
+        at = prereading(driver)
         driver.answer_claims(at + 1, results=[claim(at, index=1)])
         effects = driver.feed(at + 3, claim(at + 3, index=1, withdrawn=True))
         one(effects, sb.QueryClaims)
@@ -403,8 +398,7 @@ class TestDeferredAndFollow:
 
     def test_claim_held_past_the_grace_is_treated_as_the_new_primary(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
+        at = prereading(driver)
         driver.answer_claims(at + 1, results=[claim(at, index=1)])
         later = at + 1 + driver.timing.peer_claim_grace
         assert driver.machine.next_deadline() == later
@@ -436,9 +430,7 @@ class TestPrimaryComesBack:
 
     def test_heartbeat_while_claiming_withdraws_the_claim(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
-        driver.answer_claims(at + 1)
+        at = claiming(driver)
         driver.ack_claim(at + 2)
         effects = driver.feed(at + 3, heartbeat(at + 3))
         one(effects, sb.WithdrawClaim)
@@ -524,9 +516,7 @@ class TestExpiryAndTable:
 
     def test_remove_withdraws_a_published_claim(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
-        driver.answer_claims(at + 1)
+        at = claiming(driver)
         effects = driver.machine.remove(at + 2, "w1")
         one(effects, sb.WithdrawClaim)
         assert one(effects, sb.SlotRemoved).reason == "removed"
@@ -538,8 +528,7 @@ class TestExpiryAndTable:
 
     def test_late_results_after_removal_are_ignored(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
+        at = prereading(driver)
         driver.machine.remove(at, "w1")
         effects: list[Any] = driver.answer_claims(at + 1)
         assert one(effects, sb.Dropped).reason is sb.DropReason.LATE_RESULT
@@ -601,7 +590,7 @@ def test_removing_oldest_first_keeps_the_primary_deadline_exact() -> None:
         machine.reserve(now, make_slot(workload_id=f"x{k}", created_at=CREATED + 100 + k))
         machine.remove(now, f"x{k}")
     assert machine.next_deadline() == CREATED + 39 + timing.silence
-    assert len(machine._origins[PRIMARY]) <= 2 * len(machine.slots) + 16
+    assert len(machine._index.origins[PRIMARY]) <= 2 * len(machine.slots) + 16
 
 
 def test_primary_deadline_confirms_only_the_due_prefix() -> None:
@@ -682,11 +671,7 @@ def test_a_rival_claim_in_a_batched_reread_stops_only_its_workload() -> None:
 class TestTransitions:
     def test_the_happy_path_reports_every_move_in_order(self) -> None:
         driver = Driver()
-        at = confirmed(driver)
-        driver.tick(at)
-        driver.answer_claims(at + 1)
-        driver.ack_claim(at + 2)
-        driver.tick(at + 2 + driver.timing.claim_settle)
+        at = rereading(driver)
         driver.answer_claims(at + 3 + driver.timing.claim_settle)
         driver.finish_spawn(at + 30)
         ph = sb.Phase
@@ -723,7 +708,7 @@ class TestTransitions:
     def test_a_move_outside_the_table_is_an_internal_error(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)
-        entry = driver.machine._entries["w1"]
+        entry = driver.machine._index.entries["w1"]
         with pytest.raises(IllegalTransition, match="WATCHING to SPAWNING"):
             driver.machine._enter(entry, sb.Phase.SPAWNING)
         assert driver.machine.phase("w1") is sb.Phase.WATCHING

@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from standby import Timing, UnsafeTiming
-from standby._timing import _RULES, _derive_for_target
+from standby._timing_rules import RULES
+from standby._timing_target import derive_for_target
 from standby.testing import Simulation
 
 REFERENCE = {
@@ -55,13 +56,13 @@ def derived(target: dict[str, Any]) -> dict[str, Any]:
         "promotion_delay": None,
         **target,
     }
-    return _derive_for_target(**arguments)
+    return derive_for_target(**arguments)
 
 
 def broken_rules(values: dict[str, Any]) -> set[str]:
     """The table's rules the derived values break, checked here rule by rule."""
     candidate = Timing.unsafe_unchecked(**values)
-    broken = {rule.name for rule in _RULES if not rule.holds(candidate)}
+    broken = {rule.name for rule in RULES if not rule.holds(candidate)}
     # of the derived durations only these two can come out negative
     broken |= {f"{knob} > 0" for knob in ("lease", "suspect_after") if values[knob] <= 0}
     return broken
