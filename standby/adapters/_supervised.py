@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 import anyio.to_thread
@@ -57,6 +57,7 @@ __all__ = [
     "ENV_STOP_GRACE",
     "ENV_WORKLOAD_ID",
     "Run",
+    "RunHandle",
     "Supervision",
     "kill_after",
 ]
@@ -118,6 +119,44 @@ class Run:
             supervisor_start=None if start is None else str(start),
             target=str(target),
         )
+
+    @classmethod
+    def of_handle(cls, handle: RunHandle, provider: str, target: str) -> Run:
+        """The run behind a runtime's ``handle`` (its ``target`` named by the caller)."""
+        return cls(
+            run_id=handle.run_id,
+            workload_id=handle.workload_id,
+            fencing_token=handle.fencing_token,
+            provider=provider,
+            supervisor_pid=handle.supervisor_pid,
+            supervisor_start=handle.supervisor_start,
+            target=target,
+        )
+
+    def handle_fields(self) -> dict[str, Any]:
+        """What every runtime's handle keeps of this run, as keyword arguments."""
+        return {
+            "run_id": self.run_id,
+            "workload_id": self.workload_id,
+            "fencing_token": self.fencing_token,
+            "supervisor_pid": self.supervisor_pid,
+            "supervisor_start": self.supervisor_start,
+        }
+
+
+class RunHandle(Protocol):
+    """What a runtime's handle of a supervised run carries (besides its target)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def workload_id(self) -> str: ...
+    @property
+    def fencing_token(self) -> int: ...
+    @property
+    def supervisor_pid(self) -> int: ...
+    @property
+    def supervisor_start(self) -> str | None: ...
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -188,7 +227,6 @@ class Supervision:
     def __init__(
         self,
         state_dir: str | os.PathLike[str],
-        *,
         provider: str,
         stop_grace: float,
         wall_clock: Callable[[], float],
