@@ -282,34 +282,34 @@ class MemoryRelayNetwork:
         signer: str,
         message: Message,
         now: float,
+        *,
+        strangers: bool = True,
     ) -> None:
-        """What ``relay`` does with a stored message for ``subscription``."""
+        """What ``relay`` does with a stored message for ``subscription``.
+
+        A matching message crosses the link (when it is not lost on the way,
+        perhaps twice); with ``strangers``, one from an unexpected author
+        reaches the subscription only to be dropped and reported, as a
+        transport that filters authors itself would drop it.
+        """
         query = subscription.query
+        identity = subscription.identity
         if query.matches(signer, message):
-            self._deliver(subscription, relay, signer, message, now)
+            if not self.reachable(identity, relay):
+                return
+            faults = self.faults(relay, identity)
+            if self._lost(faults):
+                return
+            subscription._push(now + self._delay(faults), relay, signer, message)
+            if faults.duplicate > 0 and self.rng.random() < faults.duplicate:
+                subscription._push(now + self._delay(faults), relay, signer, message)
         elif (
-            unexpected_author(query, signer, message)
-            and _addressed_to(subscription.identity, message)
-            and self.reachable(subscription.identity, relay)
+            strangers
+            and unexpected_author(query, signer, message)
+            and _addressed_to(identity, message)
+            and self.reachable(identity, relay)
         ):
             subscription._drop(relay, signer, message)
-
-    def _deliver(
-        self,
-        subscription: MemorySubscription,
-        relay: str,
-        signer: str,
-        message: Message,
-        now: float,
-    ) -> None:
-        if not self.reachable(subscription.identity, relay):
-            return
-        faults = self.faults(relay, subscription.identity)
-        if self._lost(faults):
-            return
-        subscription._push(now + self._delay(faults), relay, signer, message)
-        if faults.duplicate > 0 and self.rng.random() < faults.duplicate:
-            subscription._push(now + self._delay(faults), relay, signer, message)
 
     def _subscribe(
         self,
@@ -362,8 +362,8 @@ class MemoryRelayNetwork:
                 continue
             now = anyio.current_time()
             for subscription in list(self._subscriptions):
-                if subscription.identity == target and subscription.query.matches(me, message):
-                    self._deliver(subscription, relay, me, message, now)
+                if subscription.identity == target:
+                    self._offer(subscription, relay, me, message, now, strangers=False)
 
     def stored(self, relay: str) -> list[tuple[str, Message]]:
         """What ``relay`` holds, as ``(signer, message)`` in arrival order."""
