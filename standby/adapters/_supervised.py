@@ -184,16 +184,6 @@ def _proc_state(pid: int) -> str | None:
     return text[text.rfind(")") + 2 :].split(" ", 1)[0]
 
 
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def supervisor_alive(run: Run, run_dir: Path) -> bool:
     """Whether the supervisor of ``run`` still lives (and is really ours)."""
     if run.supervisor_pid <= 1:
@@ -212,13 +202,7 @@ def supervisor_alive(run: Run, run_dir: Path) -> bool:
         except OSError:
             return False
         return os.fsencode(str(run_dir)) in cmdline.split(b"\0")
-    try:
-        os.kill(run.supervisor_pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _supervisor.exists(os.kill, run.supervisor_pid)
 
 
 class Supervision:
@@ -363,7 +347,7 @@ class Supervision:
                 # The supervisor finishes what it started (it stops it at
                 # once: it got the SIGTERM too) before the run is dropped.
                 with anyio.move_on_after(self.stop_grace + 35.0):
-                    while _group_exists(process.pid):  # noqa: ASYNC110 - polls the OS
+                    while _supervisor.exists(os.killpg, process.pid):  # noqa: ASYNC110 - polls the OS
                         await anyio.sleep(0.01)
             raise
         await process.aclose()
