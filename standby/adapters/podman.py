@@ -206,9 +206,13 @@ class PodmanRuntime(SupervisedRuntime[PodmanHandle]):
         """Remove ``container`` (by name or id) if it exists, whatever its state."""
         # Killed first: `rm --force` alone waits out the stop timeout on podman.
         await self._cli("kill", "--signal", "KILL", container)
-        code, _out, err = await self._cli("rm", "--force", container)
+        await self._unless_gone(f"remove container {container}", "rm", "--force", container)
+
+    async def _unless_gone(self, what: str, *args: str) -> None:
+        """Run the CLI with ``args``; unless the container is gone, a failure raises."""
+        code, _out, err = await self._cli(*args)
         if code != 0 and "no such" not in err.lower():
-            raise RuntimeFailure(f"cannot remove container {container}: {err}")
+            raise RuntimeFailure(f"cannot {what}: {err}")
 
     async def status(self, handle: Any) -> ContainerStatus:
         """What the engine says: ``running``, ``stopped`` (exited, created) or ``absent``."""
@@ -231,12 +235,11 @@ class PodmanRuntime(SupervisedRuntime[PodmanHandle]):
             # No supervisor to do it (it was killed, or this handle came
             # from a runtime without the run's state): the engine stops it.
             grace = str(max(0, math.floor(self.stop_grace - 0.5)))
-            code, _out, err = await self._cli("stop", "--time", grace, checked.container)
-            if code != 0 and "no such" not in err.lower():
-                raise RuntimeFailure(f"cannot stop container {checked.container}: {err}")
-            code, _out, err = await self._cli("rm", "--force", checked.container)
-            if code != 0 and "no such" not in err.lower():
-                raise RuntimeFailure(f"cannot remove container {checked.container}: {err}")
+            container = checked.container
+            await self._unless_gone(
+                f"stop container {container}", "stop", "--time", grace, container
+            )
+            await self._unless_gone(f"remove container {container}", "rm", "--force", container)
         await self._runs.forget(checked.run_id)
 
     async def list(self) -> Sequence[RunningWorkload]:
