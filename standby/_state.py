@@ -124,16 +124,61 @@ def _text(entry: Mapping[str, Any], key: str, what: str) -> str:
     return value
 
 
+def _object(entry: object, what: str) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise StoreError(f"{what} is not an object")
+    return entry
+
+
+def _identities(entry: Mapping[str, Any], what: str, default: object) -> tuple[str, ...]:
+    standbys = entry.get("standbys", default)
+    if not isinstance(standbys, list) or not all(isinstance(s, str) and s for s in standbys):
+        raise StoreError(f"{what}: `standbys` must be a list of identities, got {standbys!r}")
+    return tuple(standbys)
+
+
+def _flag(entry: Mapping[str, Any], key: str, what: str) -> bool:
+    value = entry.get(key, False)
+    if not isinstance(value, bool):
+        raise StoreError(f"{what}: `{key}` must be true or false, got {value!r}")
+    return value
+
+
+def _expiry(entry: Mapping[str, Any], what: str) -> float:
+    """``expires_at``: a number, or ``null`` for never."""
+    return math.inf if entry.get("expires_at") is None else _number(entry, "expires_at", what)
+
+
+def _expiry_json(expires_at: float) -> float | None:
+    return None if math.isinf(expires_at) else expires_at
+
+
+def _fence_json(record: PromotionIntent | PrimaryRecord) -> dict[str, Any]:
+    """The keys every saved record starts with: whose workload, which epoch and token."""
+    return {
+        "workload_id": record.workload_id,
+        "epoch": record.epoch,
+        "fencing_token": record.fencing_token,
+    }
+
+
+def _fence(entry: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """:func:`_fence_json` read back, as keyword arguments."""
+    return {
+        "workload_id": _text(entry, "workload_id", what),
+        "epoch": _integer(entry, "epoch", what),
+        "fencing_token": _integer(entry, "fencing_token", what),
+    }
+
+
 def intent_to_json(intent: PromotionIntent) -> dict[str, Any]:
     """The JSON object a store writes for ``intent``."""
     return {
-        "workload_id": intent.workload_id,
-        "epoch": intent.epoch,
-        "fencing_token": intent.fencing_token,
+        **_fence_json(intent),
         "lease_end": intent.lease_end,
         "recorded_at": intent.recorded_at,
         "standbys": list(intent.standbys),
-        "expires_at": None if math.isinf(intent.expires_at) else intent.expires_at,
+        "expires_at": _expiry_json(intent.expires_at),
         "spent": intent.spent,
     }
 
@@ -141,23 +186,16 @@ def intent_to_json(intent: PromotionIntent) -> dict[str, Any]:
 def intent_from_json(entry: object, position: int) -> PromotionIntent:
     """Read an intent back; :class:`~standby.StoreError` when malformed."""
     what = f"intent #{position}"
-    if not isinstance(entry, dict):
-        raise StoreError(f"{what} is not an object")
-    standbys = entry.get("standbys", [])
-    if not isinstance(standbys, list) or not all(isinstance(s, str) and s for s in standbys):
-        raise StoreError(f"{what}: `standbys` must be a list of identities, got {standbys!r}")
-    spent = entry.get("spent", False)
-    if not isinstance(spent, bool):
-        raise StoreError(f"{what}: `spent` must be true or false, got {spent!r}")
-    expires = math.inf if entry.get("expires_at") is None else _number(entry, "expires_at", what)
+    found = _object(entry, what)
+    standbys = _identities(found, what, default=[])
+    spent = _flag(found, "spent", what)
+    expires_at = _expiry(found, what)
     return PromotionIntent(
-        workload_id=_text(entry, "workload_id", what),
-        epoch=_integer(entry, "epoch", what),
-        fencing_token=_integer(entry, "fencing_token", what),
-        lease_end=_number(entry, "lease_end", what),
-        recorded_at=_number(entry, "recorded_at", what),
-        standbys=tuple(standbys),
-        expires_at=expires,
+        **_fence(found, what),
+        lease_end=_number(found, "lease_end", what),
+        recorded_at=_number(found, "recorded_at", what),
+        standbys=standbys,
+        expires_at=expires_at,
         spent=spent,
     )
 
@@ -165,12 +203,10 @@ def intent_from_json(entry: object, position: int) -> PromotionIntent:
 def primary_to_json(record: PrimaryRecord) -> dict[str, Any]:
     """The JSON object a store writes for ``record``."""
     return {
-        "workload_id": record.workload_id,
-        "epoch": record.epoch,
-        "fencing_token": record.fencing_token,
+        **_fence_json(record),
         "standbys": list(record.standbys),
         "created_at": record.created_at,
-        "expires_at": None if math.isinf(record.expires_at) else record.expires_at,
+        "expires_at": _expiry_json(record.expires_at),
         "started": record.started,
     }
 
@@ -178,21 +214,14 @@ def primary_to_json(record: PrimaryRecord) -> dict[str, Any]:
 def primary_from_json(entry: object, position: int) -> PrimaryRecord:
     """Read a primary record back; :class:`~standby.StoreError` when malformed."""
     what = f"primary #{position}"
-    if not isinstance(entry, dict):
-        raise StoreError(f"{what} is not an object")
-    standbys = entry.get("standbys")
-    if not isinstance(standbys, list) or not all(isinstance(s, str) and s for s in standbys):
-        raise StoreError(f"{what}: `standbys` must be a list of identities, got {standbys!r}")
-    started = entry.get("started", False)
-    if not isinstance(started, bool):
-        raise StoreError(f"{what}: `started` must be true or false, got {started!r}")
-    expires = math.inf if entry.get("expires_at") is None else _number(entry, "expires_at", what)
+    found = _object(entry, what)
+    standbys = _identities(found, what, default=None)
+    started = _flag(found, "started", what)
+    expires_at = _expiry(found, what)
     return PrimaryRecord(
-        workload_id=_text(entry, "workload_id", what),
-        epoch=_integer(entry, "epoch", what),
-        fencing_token=_integer(entry, "fencing_token", what),
-        standbys=tuple(standbys),
-        created_at=_number(entry, "created_at", what),
-        expires_at=expires,
+        **_fence(found, what),
+        standbys=standbys,
+        created_at=_number(found, "created_at", what),
+        expires_at=expires_at,
         started=started,
     )

@@ -43,24 +43,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import dataclasses
 import json
 import logging
 import os
-import re
-import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
-import attrs
-from typing_extensions import Protocol, runtime_checkable
 
+from ._durable import append_durably, atomic_write, free_name, remove_leftovers
 from ._errors import StoreError
 from ._models import StandbySlot
+from ._secrets import Sealer, looks_secret
 from ._state import (
     NodeState,
     PrimaryRecord,
@@ -92,91 +88,6 @@ JOURNAL_MIN_COMPACT: Final = 64 * 1024
 _TABLES: Final = ("slots", "intents", "primaries")
 
 _log = logging.getLogger("standby.store")
-
-#: Key fragments that mark a spec entry as secret (compared case-insensitively,
-#: with ``-`` read as ``_``).
-SECRET_KEY_WORDS: Final = (
-    "secret",
-    "private_key",
-    "privkey",
-    "password",
-    "passwd",
-    "passphrase",
-    "token",
-    "nsec",
-    "api_key",
-    "apikey",
-    "credential",
-)
-
-
-@runtime_checkable
-class Sealer(Protocol):
-    """Encrypts slot bodies that hold secrets before they reach the disk.
-
-    ``unseal(seal(data)) == data``. Both raise any exception to refuse (the
-    store reports it as a :class:`~standby.StoreError`).
-    """
-
-    def seal(self, data: bytes) -> bytes:
-        """Encrypt (and authenticate) ``data``."""
-        ...
-
-    def unseal(self, data: bytes) -> bytes:
-        """Decrypt what :meth:`seal` produced."""
-        ...
-
-
-def _secret_key(key: object) -> bool:
-    if not isinstance(key, str):
-        return False
-    name = key.lower().replace("-", "_")
-    return any(word in name for word in SECRET_KEY_WORDS)
-
-
-def _secret_value(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    text = value.strip()
-    return text.startswith("nsec1") or ("-----BEGIN" in text and "PRIVATE KEY" in text)
-
-
-def _present(value: object) -> bool:
-    if value is None:
-        return False
-    return not (isinstance(value, (str, Mapping, list, tuple)) and len(value) == 0)
-
-
-def looks_secret(spec: Any) -> bool:
-    """Default guess of whether a spec holds a secret.
-
-    Walks mappings, sequences, attrs classes and dataclasses. A spec holds a
-    secret when any key contains one of :data:`SECRET_KEY_WORDS` (``"secret"``,
-    ``"private_key"``, ``"password"``, ``"token"``, ``"nsec"``, ...) with a
-    non-empty value, or when any string looks like key material (``nsec1...``,
-    a PEM private key). Hosts with other conventions pass their own predicate.
-    """
-    stack: list[Any] = [spec]
-    seen = 0
-    while stack:
-        value = stack.pop()
-        seen += 1
-        if seen > 10_000:
-            return True  # absurdly large spec: err on the safe side
-        if attrs.has(type(value)):
-            value = attrs.asdict(value, recurse=False)
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                if _secret_key(key) and _present(item):
-                    return True
-                stack.append(item)
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            stack.extend(value)
-        elif _secret_value(value):
-            return True
-    return False
 
 
 class JsonFileStore(Generic[SpecT]):
@@ -277,7 +188,7 @@ class JsonFileStore(Generic[SpecT]):
 
     def load_state_sync(self) -> NodeState[SpecT]:
         """Blocking version of :meth:`load_state`."""
-        _remove_leftovers(self.path)
+        remove_leftovers(self.path)
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -442,7 +353,7 @@ class JsonFileStore(Generic[SpecT]):
 
     def _corrupt(self, reason: str) -> StoreError:
         """Move the unreadable file aside and build the error to raise."""
-        aside = _free_name(self.path)
+        aside = free_name(self.path)
         try:
             os.replace(self.path, aside)
         except OSError as exc:
@@ -568,7 +479,7 @@ class JsonFileStore(Generic[SpecT]):
             data = json.dumps(document, sort_keys=True, indent=1, allow_nan=False).encode("utf-8")
         except ValueError as exc:
             raise StoreError(f"cannot encode the slot table: {exc}") from exc
-        _atomic_write(self.path, data)
+        atomic_write(self.path, data)
         # The old journal belongs to the old generation: it is dead weight now.
         try:
             os.unlink(self.journal_path)
@@ -606,7 +517,7 @@ class JsonFileStore(Generic[SpecT]):
                 raise StoreError(f"cannot encode the slot table: {exc}") from exc
             data = line.encode("utf-8") + b"\n"
             try:
-                _append_durably(self.journal_path, data, created=self._journal_bytes == 0)
+                append_durably(self.journal_path, data, created=self._journal_bytes == 0)
             except StoreError:
                 # A partial line may be on disk: never append after it; the
                 # next save compacts into a new generation instead.
@@ -620,96 +531,3 @@ def _record_json(table: str, item: Any) -> dict[str, Any]:
     if table == "intents":
         return intent_to_json(item)
     return primary_to_json(item)
-
-
-def _append_durably(path: Path, data: bytes, *, created: bool) -> None:
-    """Append ``data`` to ``path`` and fsync it (and the directory when it is new)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StoreError(f"cannot write journal {path}: {exc}") from exc
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    except OSError as exc:
-        raise StoreError(f"cannot write journal {path}: {exc}") from exc
-    finally:
-        os.close(fd)
-    if created:
-        _fsync_directory(path.parent)
-
-
-def _free_name(path: Path) -> Path:
-    n = 1
-    while True:
-        candidate = path.with_name(f"{path.name}.corrupt-{n}")
-        if not candidate.exists():
-            return candidate
-        n += 1
-
-
-def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
-#: Temporary names of :func:`_atomic_write`: ``tempfile.mkstemp`` puts 8
-#: characters of ``[a-z0-9_]`` between the prefix and the suffix.
-_TEMPORARY_SUFFIX: Final = ".tmp"
-
-
-def _remove_leftovers(path: Path) -> None:
-    """Delete temporary files that a killed :func:`_atomic_write` of ``path`` left behind."""
-    own = re.compile(
-        re.escape(_temporary_prefix(path)) + r"[a-z0-9_]{8}" + re.escape(_TEMPORARY_SUFFIX)
-    )
-    try:
-        names = os.listdir(path.parent)
-    except OSError:
-        return  # no directory yet, or unreadable: the load reports what matters
-    for name in names:
-        if own.fullmatch(name):
-            with contextlib.suppress(OSError):
-                os.unlink(path.parent / name)
-                _log.info("removed %s, left behind by an interrupted write", name)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old or the new content."""
-    directory = path.parent
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(
-            prefix=_temporary_prefix(path), suffix=_TEMPORARY_SUFFIX, dir=directory
-        )
-    except OSError as exc:
-        raise StoreError(f"cannot write slot file {path}: {exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(exc, OSError):
-            raise StoreError(f"cannot write slot file {path}: {exc}") from exc
-        raise
-    _fsync_directory(directory)
-
-
-def _fsync_directory(directory: Path) -> None:
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    try:
-        fd = os.open(directory, flags)
-    except OSError:
-        return  # platforms that cannot open a directory (Windows)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -167,49 +167,53 @@ class _NeverRenews:
         return getattr(self.inner, name)
 
 
-async def test_the_suite_catches_a_lost_renewal(anyio_backend: Any) -> None:
-    @contextlib.asynccontextmanager
-    async def lossy() -> AsyncIterator[RuntimeHarness]:
-        async with memory_runtime(anyio_backend) as harness:
-            assert isinstance(harness.runtime, MemoryRuntime)
-            yield attrs.evolve(harness, runtime=_NeverRenews(harness.runtime))
+async def _suite_catches(
+    anyio_backend: Any, broken: Callable[[RuntimeHarness], RuntimeHarness], check: str, error: str
+) -> None:
+    """``check`` must fail with ``error`` on the memory harness as ``broken`` changes it."""
 
-    with pytest.raises(AssertionError, match=r"\[renew\] renew\(.*\) must extend the lease"):
-        await check_container_runtime(lossy, only={"renew"})
+    @contextlib.asynccontextmanager
+    async def harness() -> AsyncIterator[RuntimeHarness]:
+        async with memory_runtime(anyio_backend) as sound:
+            yield broken(sound)
+
+    with pytest.raises(AssertionError, match=error):
+        await check_container_runtime(harness, only={check})
+
+
+async def test_the_suite_catches_a_lost_renewal(anyio_backend: Any) -> None:
+    def lossy(harness: RuntimeHarness) -> RuntimeHarness:
+        assert isinstance(harness.runtime, MemoryRuntime)
+        return attrs.evolve(harness, runtime=_NeverRenews(harness.runtime))
+
+    error = r"\[renew\] renew\(.*\) must extend the lease"
+    await _suite_catches(anyio_backend, lossy, "renew", error)
 
 
 async def test_the_suite_catches_a_lost_fencing_token(anyio_backend: Any) -> None:
-    @contextlib.asynccontextmanager
-    async def ignoring_tokens() -> AsyncIterator[RuntimeHarness]:
-        async with memory_runtime(anyio_backend) as harness:
+    async def token_of(handle: Any) -> int:
+        return 0  # the workload never saw its token
 
-            async def token_of(handle: Any) -> int:
-                return 0  # the workload never saw its token
+    def ignoring_tokens(harness: RuntimeHarness) -> RuntimeHarness:
+        return attrs.evolve(harness, token_of=token_of)
 
-            yield attrs.evolve(harness, token_of=token_of)
-
-    with pytest.raises(AssertionError, match=r"\[lifecycle\] the workload must receive"):
-        await check_container_runtime(ignoring_tokens, only={"lifecycle"})
+    error = r"\[lifecycle\] the workload must receive"
+    await _suite_catches(anyio_backend, ignoring_tokens, "lifecycle", error)
 
 
 async def test_the_suite_catches_a_silent_spawn_failure(anyio_backend: Any) -> None:
-    @contextlib.asynccontextmanager
-    async def never_fails() -> AsyncIterator[RuntimeHarness]:
-        async with memory_runtime(anyio_backend) as harness:
-            yield attrs.evolve(harness, failing_spec=lambda: {"image": "fine:1"})
+    def never_fails(harness: RuntimeHarness) -> RuntimeHarness:
+        return attrs.evolve(harness, failing_spec=lambda: {"image": "fine:1"})
 
-    with pytest.raises(AssertionError, match=r"\[spawn_failure\]"):
-        await check_container_runtime(never_fails, only={"spawn_failure"})
+    await _suite_catches(anyio_backend, never_fails, "spawn_failure", r"\[spawn_failure\]")
 
 
 async def test_the_suite_catches_a_spawn_error_that_names_nothing(anyio_backend: Any) -> None:
-    @contextlib.asynccontextmanager
-    async def vague() -> AsyncIterator[RuntimeHarness]:
-        async with memory_runtime(anyio_backend) as harness:
-            assert isinstance(harness.runtime, MemoryRuntime)
-            # The spawn is refused, but with a message that does not say why.
-            harness.runtime.fail_spawns(1, error="failed")
-            yield attrs.evolve(harness, bad_specs=[({"image": ""}, "image")])
+    def vague(harness: RuntimeHarness) -> RuntimeHarness:
+        assert isinstance(harness.runtime, MemoryRuntime)
+        # The spawn is refused, but with a message that does not say why.
+        harness.runtime.fail_spawns(1, error="failed")
+        return attrs.evolve(harness, bad_specs=[({"image": ""}, "image")])
 
-    with pytest.raises(AssertionError, match=r"\[bad_spec\] the SpawnError must name the problem"):
-        await check_container_runtime(vague, only={"bad_spec"})
+    error = r"\[bad_spec\] the SpawnError must name the problem"
+    await _suite_catches(anyio_backend, vague, "bad_spec", error)

@@ -39,7 +39,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anyio
 import anyio.to_thread
@@ -57,6 +57,7 @@ __all__ = [
     "ENV_STOP_GRACE",
     "ENV_WORKLOAD_ID",
     "Run",
+    "RunHandle",
     "Supervision",
     "kill_after",
 ]
@@ -119,6 +120,44 @@ class Run:
             target=str(target),
         )
 
+    @classmethod
+    def of_handle(cls, handle: RunHandle, provider: str, target: str) -> Run:
+        """The run behind a runtime's ``handle`` (its ``target`` named by the caller)."""
+        return cls(
+            run_id=handle.run_id,
+            workload_id=handle.workload_id,
+            fencing_token=handle.fencing_token,
+            provider=provider,
+            supervisor_pid=handle.supervisor_pid,
+            supervisor_start=handle.supervisor_start,
+            target=target,
+        )
+
+    def handle_fields(self) -> dict[str, Any]:
+        """What every runtime's handle keeps of this run, as keyword arguments."""
+        return {
+            "run_id": self.run_id,
+            "workload_id": self.workload_id,
+            "fencing_token": self.fencing_token,
+            "supervisor_pid": self.supervisor_pid,
+            "supervisor_start": self.supervisor_start,
+        }
+
+
+class RunHandle(Protocol):
+    """What a runtime's handle of a supervised run carries (besides its target)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def workload_id(self) -> str: ...
+    @property
+    def fencing_token(self) -> int: ...
+    @property
+    def supervisor_pid(self) -> int: ...
+    @property
+    def supervisor_start(self) -> str | None: ...
+
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
@@ -145,16 +184,6 @@ def _proc_state(pid: int) -> str | None:
     return text[text.rfind(")") + 2 :].split(" ", 1)[0]
 
 
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def supervisor_alive(run: Run, run_dir: Path) -> bool:
     """Whether the supervisor of ``run`` still lives (and is really ours)."""
     if run.supervisor_pid <= 1:
@@ -173,13 +202,7 @@ def supervisor_alive(run: Run, run_dir: Path) -> bool:
         except OSError:
             return False
         return os.fsencode(str(run_dir)) in cmdline.split(b"\0")
-    try:
-        os.kill(run.supervisor_pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return _supervisor.exists(os.kill, run.supervisor_pid)
 
 
 class Supervision:
@@ -188,7 +211,6 @@ class Supervision:
     def __init__(
         self,
         state_dir: str | os.PathLike[str],
-        *,
         provider: str,
         stop_grace: float,
         wall_clock: Callable[[], float],
@@ -325,7 +347,7 @@ class Supervision:
                 # The supervisor finishes what it started (it stops it at
                 # once: it got the SIGTERM too) before the run is dropped.
                 with anyio.move_on_after(self.stop_grace + 35.0):
-                    while _group_exists(process.pid):  # noqa: ASYNC110 - polls the OS
+                    while _supervisor.exists(os.killpg, process.pid):  # noqa: ASYNC110 - polls the OS
                         await anyio.sleep(0.01)
             raise
         await process.aclose()

@@ -85,6 +85,21 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def exists(send: Callable[[int, int], None], target: int) -> bool:
+    """Whether ``target`` (a pid for ``os.kill``, a group for ``os.killpg``) still exists.
+
+    Signal 0 checks without sending anything; a process that is not ours
+    to signal exists all the same.
+    """
+    try:
+        send(target, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def start_time(pid: int) -> str | None:
     """The kernel's start time of ``pid`` (clock ticks since boot), or ``None``.
 
@@ -252,13 +267,7 @@ class _Supervisor:
         if self.leader is None:
             return False
         self._reap()
-        try:
-            os.killpg(self.leader, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return exists(os.killpg, self.leader)
 
     def _signal_group(self, signum: int) -> None:
         if self.leader is not None:

@@ -34,17 +34,9 @@ import attrs
 
 from .._errors import RuntimeFailure, SpawnError
 from .._protocols import ContainerStatus, RunningWorkload
-from ._supervised import (
-    ENV_FENCING_TOKEN,
-    ENV_LEASE_END,
-    ENV_LEASE_FILE,
-    ENV_RESTORE_FROM,
-    ENV_RUN_ID,
-    ENV_STOP_GRACE,
-    ENV_WORKLOAD_ID,
-    Run,
-    Supervision,
-)
+from ._runtime import SpawnOrder
+from ._supervised import Run, Supervision
+from ._supervised_runtime import SupervisedRuntime, bad_spec, open_spec, spec_env
 
 __all__ = ["CONTAINER_LEASE_FILE", "PodmanHandle", "PodmanRuntime"]
 
@@ -70,57 +62,26 @@ class PodmanHandle:
 
     @classmethod
     def _of(cls, run: Run) -> PodmanHandle:
-        return cls(
-            run_id=run.run_id,
-            workload_id=run.workload_id,
-            fencing_token=run.fencing_token,
-            container=run.target,
-            supervisor_pid=run.supervisor_pid,
-            supervisor_start=run.supervisor_start,
-        )
+        return cls(container=run.target, **run.handle_fields())
 
     def _run(self, provider: str) -> Run:
-        return Run(
-            run_id=self.run_id,
-            workload_id=self.workload_id,
-            fencing_token=self.fencing_token,
-            provider=provider,
-            supervisor_pid=self.supervisor_pid,
-            supervisor_start=self.supervisor_start,
-            target=self.container,
-        )
+        return Run.of_handle(self, provider, target=self.container)
 
 
-def _bad(workload_id: str, problem: str) -> SpawnError:
-    return SpawnError(f"cannot start workload {workload_id!r}: {problem}", workload_id=workload_id)
-
-
-def _parse_spec(spec: Any, workload_id: str) -> tuple[str, list[str], dict[str, str]]:
-    if not isinstance(spec, Mapping):
-        raise _bad(workload_id, f"the spec must be a mapping with 'image', got {spec!r}")
-    unknown = set(spec) - _SPEC_KEYS
-    if unknown:
-        raise _bad(
-            workload_id,
-            f"unknown spec keys {sorted(map(str, unknown))}; known: {sorted(_SPEC_KEYS)}",
-        )
+def _parse_spec(given: Any, workload_id: str) -> tuple[str, list[str], dict[str, str]]:
+    spec = open_spec(given, workload_id, known=_SPEC_KEYS, needs="image")
     image = spec.get("image")
     if not isinstance(image, str) or not image.strip() or image.startswith("-"):
-        raise _bad(workload_id, f"spec 'image' must name a local image, got {image!r}")
+        raise bad_spec(workload_id, f"spec 'image' must name a local image, got {image!r}")
     command = spec.get("command", [])
     if isinstance(command, str | bytes) or not (
         isinstance(command, Sequence) and all(isinstance(a, str) for a in command)
     ):
-        raise _bad(workload_id, f"spec 'command' must be a list of strings, got {command!r}")
-    env = spec.get("env", {})
-    if not isinstance(env, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) and k and "=" not in k for k, v in env.items()
-    ):
-        raise _bad(workload_id, f"spec 'env' must map variable names to strings, got {env!r}")
-    return image, list(command), dict(env)
+        raise bad_spec(workload_id, f"spec 'command' must be a list of strings, got {command!r}")
+    return image, list(command), spec_env(spec, workload_id)
 
 
-class PodmanRuntime:
+class PodmanRuntime(SupervisedRuntime[PodmanHandle]):
     """A :class:`~standby.protocols.ContainerRuntime` running podman containers.
 
     ``state_dir`` holds one run directory per container (the supervisor's
@@ -139,6 +100,9 @@ class PodmanRuntime:
     current on renewal through a read-only mount).
     """
 
+    _NAME = "PodmanRuntime"
+    _HANDLE = PodmanHandle
+
     def __init__(
         self,
         state_dir: str | os.PathLike[str],
@@ -155,33 +119,13 @@ class PodmanRuntime:
         cli_timeout: float = 60.0,
         python: str = sys.executable,
     ) -> None:
-        self._runs = Supervision(
-            state_dir,
-            provider=provider,
-            stop_grace=stop_grace,
-            wall_clock=wall_clock,
-            start_timeout=start_timeout,
-            python=python,
-        )
+        self._runs = Supervision(state_dir, provider, stop_grace, wall_clock, start_timeout, python)
         self.cli = cli
         self.cli_args = tuple(cli_args)
         self.cli_env = {**os.environ, **(env or {})}
         self.network = network
         self.label_prefix = label_prefix
         self.cli_timeout = cli_timeout
-
-    def __repr__(self) -> str:
-        return f"PodmanRuntime({str(self._runs.state_dir)!r}, provider={self.provider!r})"
-
-    @property
-    def provider(self) -> str:
-        """Whose containers these are (the ``provider`` label)."""
-        return self._runs.provider
-
-    @property
-    def stop_grace(self) -> float:
-        """Seconds after a lease end by which the container is stopped, at most."""
-        return self._runs.stop_grace
 
     def _label(self, name: str) -> str:
         return f"{self.label_prefix}.{name}"
@@ -207,36 +151,13 @@ class PodmanRuntime:
             done.stderr.decode(errors="replace").strip(),
         )
 
-    def _check(self, handle: Any) -> PodmanHandle:
-        if not isinstance(handle, PodmanHandle):
-            raise RuntimeFailure(f"not a handle of a PodmanRuntime: {handle!r}")
-        return handle
-
-    async def spawn(
-        self,
-        spec: Any,
-        *,
-        workload_id: str,
-        fencing_token: int,
-        lease_end: float,
-        restore_from: str | None = None,
-    ) -> PodmanHandle:
+    async def _start(self, order: SpawnOrder) -> PodmanHandle:
         """Start the container under its supervisor; return once it runs."""
-        image, command, spec_env = _parse_spec(spec, workload_id)
-        lease_end = self._runs.check_lease_end(lease_end, workload_id)
-        run_id = self._runs.new_run_id(workload_id, fencing_token)
+        workload_id, fencing_token = order.workload_id, order.fencing_token
+        image, command, spec_env = _parse_spec(order.spec, workload_id)
+        run_id, lease_end = self._admit(order)
         name = f"standby-{run_id}"
-        env = {
-            **spec_env,
-            ENV_WORKLOAD_ID: workload_id,
-            ENV_FENCING_TOKEN: str(fencing_token),
-            ENV_LEASE_FILE: CONTAINER_LEASE_FILE,
-            ENV_LEASE_END: repr(lease_end),
-            ENV_STOP_GRACE: repr(self.stop_grace),
-            ENV_RUN_ID: run_id,
-        }
-        if restore_from is not None:
-            env[ENV_RESTORE_FROM] = restore_from
+        env = {**spec_env, **self._standby_env(order, run_id, lease_end, CONTAINER_LEASE_FILE)}
         labels = {
             "provider": self.provider,
             "workload": workload_id,
@@ -285,13 +206,13 @@ class PodmanRuntime:
         """Remove ``container`` (by name or id) if it exists, whatever its state."""
         # Killed first: `rm --force` alone waits out the stop timeout on podman.
         await self._cli("kill", "--signal", "KILL", container)
-        code, _out, err = await self._cli("rm", "--force", container)
-        if code != 0 and "no such" not in err.lower():
-            raise RuntimeFailure(f"cannot remove container {container}: {err}")
+        await self._unless_gone(f"remove container {container}", "rm", "--force", container)
 
-    async def renew(self, handle: Any, lease_end: float) -> None:
-        """Move the lease end later (an earlier one, or a stopped container: no-op)."""
-        await self._runs.renew(self._check(handle).run_id, lease_end)
+    async def _unless_gone(self, what: str, *args: str) -> None:
+        """Run the CLI with ``args``; unless the container is gone, a failure raises."""
+        code, _out, err = await self._cli(*args)
+        if code != 0 and "no such" not in err.lower():
+            raise RuntimeFailure(f"cannot {what}: {err}")
 
     async def status(self, handle: Any) -> ContainerStatus:
         """What the engine says: ``running``, ``stopped`` (exited, created) or ``absent``."""
@@ -314,12 +235,11 @@ class PodmanRuntime:
             # No supervisor to do it (it was killed, or this handle came
             # from a runtime without the run's state): the engine stops it.
             grace = str(max(0, math.floor(self.stop_grace - 0.5)))
-            code, _out, err = await self._cli("stop", "--time", grace, checked.container)
-            if code != 0 and "no such" not in err.lower():
-                raise RuntimeFailure(f"cannot stop container {checked.container}: {err}")
-            code, _out, err = await self._cli("rm", "--force", checked.container)
-            if code != 0 and "no such" not in err.lower():
-                raise RuntimeFailure(f"cannot remove container {checked.container}: {err}")
+            container = checked.container
+            await self._unless_gone(
+                f"stop container {container}", "stop", "--time", grace, container
+            )
+            await self._unless_gone(f"remove container {container}", "rm", "--force", container)
         await self._runs.forget(checked.run_id)
 
     async def list(self) -> Sequence[RunningWorkload]:

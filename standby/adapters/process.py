@@ -29,8 +29,8 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .._errors import RuntimeFailure, SpawnError
 from .._protocols import ContainerStatus, RunningWorkload
+from ._runtime import SpawnOrder
 from ._supervised import (
     ENV_FENCING_TOKEN,
     ENV_LEASE_END,
@@ -42,6 +42,7 @@ from ._supervised import (
     Run,
     Supervision,
 )
+from ._supervised_runtime import SupervisedRuntime, bad_spec, open_spec, spec_env
 
 __all__ = [
     "ENV_FENCING_TOKEN",
@@ -75,25 +76,10 @@ class ProcessHandle:
 
     @classmethod
     def _of(cls, run: Run) -> ProcessHandle:
-        return cls(
-            run_id=run.run_id,
-            workload_id=run.workload_id,
-            fencing_token=run.fencing_token,
-            pgid=int(run.target),
-            supervisor_pid=run.supervisor_pid,
-            supervisor_start=run.supervisor_start,
-        )
+        return cls(pgid=int(run.target), **run.handle_fields())
 
     def _run(self, provider: str) -> Run:
-        return Run(
-            run_id=self.run_id,
-            workload_id=self.workload_id,
-            fencing_token=self.fencing_token,
-            provider=provider,
-            supervisor_pid=self.supervisor_pid,
-            supervisor_start=self.supervisor_start,
-            target=str(self.pgid),
-        )
+        return Run.of_handle(self, provider, target=str(self.pgid))
 
 
 @attrs.frozen
@@ -104,19 +90,8 @@ class _Spec:
     cwd: str | None
 
 
-def _bad(workload_id: str, problem: str) -> SpawnError:
-    return SpawnError(f"cannot start workload {workload_id!r}: {problem}", workload_id=workload_id)
-
-
-def _parse_spec(spec: Any, workload_id: str) -> _Spec:
-    if not isinstance(spec, Mapping):
-        raise _bad(workload_id, f"the spec must be a mapping with 'argv', got {spec!r}")
-    unknown = set(spec) - _SPEC_KEYS
-    if unknown:
-        raise _bad(
-            workload_id,
-            f"unknown spec keys {sorted(map(str, unknown))}; known: {sorted(_SPEC_KEYS)}",
-        )
+def _parse_spec(given: Any, workload_id: str) -> _Spec:
+    spec = open_spec(given, workload_id, known=_SPEC_KEYS, needs="argv")
     argv = spec.get("argv")
     if (
         isinstance(argv, str | bytes)
@@ -124,35 +99,33 @@ def _parse_spec(spec: Any, workload_id: str) -> _Spec:
         or not argv
         or not all(isinstance(a, str) for a in argv)
     ):
-        raise _bad(workload_id, f"spec 'argv' must be a non-empty list of strings, got {argv!r}")
-    env = spec.get("env", {})
-    if not isinstance(env, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) and k and "=" not in k for k, v in env.items()
-    ):
-        raise _bad(workload_id, f"spec 'env' must map variable names to strings, got {env!r}")
+        raise bad_spec(
+            workload_id, f"spec 'argv' must be a non-empty list of strings, got {argv!r}"
+        )
+    env = spec_env(spec, workload_id)
     cwd = spec.get("cwd")
     if cwd is not None:
         if not isinstance(cwd, str | os.PathLike):
-            raise _bad(workload_id, f"spec 'cwd' must be a path, got {cwd!r}")
+            raise bad_spec(workload_id, f"spec 'cwd' must be a path, got {cwd!r}")
         cwd = os.fspath(cwd)
         if not Path(cwd).is_dir():
-            raise _bad(workload_id, f"spec 'cwd' {cwd!r} is not a directory")
+            raise bad_spec(workload_id, f"spec 'cwd' {cwd!r} is not a directory")
     path = env.get("PATH", os.environ.get("PATH", os.defpath))
     program = argv[0]
     if os.sep in program:
         candidate = Path(cwd or ".", program) if not os.path.isabs(program) else Path(program)
         if not candidate.is_file() or not os.access(candidate, os.X_OK):
-            raise _bad(workload_id, f"executable {program!r} not found or not executable")
+            raise bad_spec(workload_id, f"executable {program!r} not found or not executable")
         executable = str(candidate.absolute())
     else:
         found = shutil.which(program, path=path)
         if found is None:
-            raise _bad(workload_id, f"executable {program!r} not found on PATH {path!r}")
+            raise bad_spec(workload_id, f"executable {program!r} not found on PATH {path!r}")
         executable = found
-    return _Spec(tuple(argv), executable, dict(env), cwd)
+    return _Spec(tuple(argv), executable, env, cwd)
 
 
-class ProcessRuntime:
+class ProcessRuntime(SupervisedRuntime[ProcessHandle]):
     """A :class:`~standby.protocols.ContainerRuntime` running real OS processes.
 
     ``state_dir`` holds one directory per workload (its record, its lease
@@ -177,6 +150,9 @@ class ProcessRuntime:
     end is already past at spawn; the supervisor reads the system clock.
     """
 
+    _NAME = "ProcessRuntime"
+    _HANDLE = ProcessHandle
+
     def __init__(
         self,
         state_dir: str | os.PathLike[str],
@@ -187,32 +163,12 @@ class ProcessRuntime:
         start_timeout: float = 10.0,
         python: str = sys.executable,
     ) -> None:
-        self._runs = Supervision(
-            state_dir,
-            provider=provider,
-            stop_grace=stop_grace,
-            wall_clock=wall_clock,
-            start_timeout=start_timeout,
-            python=python,
-        )
-
-    def __repr__(self) -> str:
-        return f"ProcessRuntime({str(self._runs.state_dir)!r}, provider={self.provider!r})"
-
-    @property
-    def provider(self) -> str:
-        """Whose workloads these are (``list()`` reports only this provider's)."""
-        return self._runs.provider
+        self._runs = Supervision(state_dir, provider, stop_grace, wall_clock, start_timeout, python)
 
     @property
     def state_dir(self) -> Path:
         """Where the run directories live."""
         return self._runs.state_dir
-
-    @property
-    def stop_grace(self) -> float:
-        """Seconds after a lease end by which the workload is stopped, at most."""
-        return self._runs.stop_grace
 
     def lease_file(self, handle: ProcessHandle) -> Path:
         """The file holding ``handle``'s current lease end (what the workload reads)."""
@@ -222,42 +178,21 @@ class ProcessRuntime:
         """Where ``handle``'s workload writes its stdout and stderr."""
         return self._runs.run_dir(self._check(handle).run_id) / "output.log"
 
-    def _check(self, handle: Any) -> ProcessHandle:
-        if not isinstance(handle, ProcessHandle):
-            raise RuntimeFailure(f"not a handle of a ProcessRuntime: {handle!r}")
-        return handle
-
-    async def spawn(
-        self,
-        spec: Any,
-        *,
-        workload_id: str,
-        fencing_token: int,
-        lease_end: float,
-        restore_from: str | None = None,
-    ) -> ProcessHandle:
+    async def _start(self, order: SpawnOrder) -> ProcessHandle:
         """Start the workload under its supervisor; return once its process runs."""
-        parsed = _parse_spec(spec, workload_id)
-        lease_end = self._runs.check_lease_end(lease_end, workload_id)
-        run_id = self._runs.new_run_id(workload_id, fencing_token)
-        env = {"PATH": os.environ.get("PATH", os.defpath), **parsed.env}
-        env.update(
-            {
-                ENV_WORKLOAD_ID: workload_id,
-                ENV_FENCING_TOKEN: str(fencing_token),
-                ENV_LEASE_FILE: str(self._runs.lease_file(run_id)),
-                ENV_LEASE_END: repr(lease_end),
-                ENV_STOP_GRACE: repr(self.stop_grace),
-                ENV_RUN_ID: run_id,
-            }
-        )
-        if restore_from is not None:
-            env[ENV_RESTORE_FROM] = restore_from
+        parsed = _parse_spec(order.spec, order.workload_id)
+        run_id, lease_end = self._admit(order)
+        lease_file = str(self._runs.lease_file(run_id))
+        env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            **parsed.env,
+            **self._standby_env(order, run_id, lease_end, lease_file),
+        }
         run = await self._runs.launch(
             mode="process",
             run_id=run_id,
-            workload_id=workload_id,
-            fencing_token=fencing_token,
+            workload_id=order.workload_id,
+            fencing_token=order.fencing_token,
             lease_end=lease_end,
             payload={
                 "argv": list(parsed.argv),
@@ -267,10 +202,6 @@ class ProcessRuntime:
             },
         )
         return ProcessHandle._of(run)
-
-    async def renew(self, handle: Any, lease_end: float) -> None:
-        """Move the lease end later (an earlier one, or a stopped workload: no-op)."""
-        await self._runs.renew(self._check(handle).run_id, lease_end)
 
     async def status(self, handle: Any) -> ContainerStatus:
         """``running`` while its supervisor lives, ``stopped`` once ended, ``absent`` if pruned."""
