@@ -27,10 +27,11 @@ NAMED = {
     "protocols": "protocols",
     "node": "node",
     "_store": "adapters",  # JsonFileStore: the shipped SlotStore
+    "_durable": "adapters",  # its fsynced file writes
     "_demo": "testing",
     "__main__": "testing",
 }
-NO_IO = ("anyio", "asyncio", "trio", "socket", "subprocess", "sniffio")
+NO_IO = ("anyio", "asyncio", "trio", "socket", "subprocess", "sniffio", "os", "tempfile", "pathlib")
 #: The largest a module may grow (lines); split it by concern past that.
 MAX_LINES = 600
 
