@@ -11,33 +11,18 @@ workloads at once" is checked on the instants the processes really ran.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import uuid
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from _e2e import load_example
 from _nostr_relays import RelayCluster, nostr_relays, relays  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux processes")
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "process_failover", ROOT / "examples" / "process_failover.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-failover = load_example()
+failover = load_example("process_failover")
 
 
 def run(kind: str, relays: RelayCluster, base: Path) -> dict[str, Any]:  # noqa: F811
@@ -49,19 +34,25 @@ def run(kind: str, relays: RelayCluster, base: Path) -> dict[str, Any]:  # noqa:
     return result
 
 
+def taken_over_after_the_lease_end(result: dict[str, Any]) -> tuple[Any, Any]:
+    """The old and the new run: standby 0 started after the supervisor ended the old one."""
+    old, new = result["runs"]
+    assert (old["provider"], new["provider"]) == ("primary", "sb0")
+    # The node could not renew; its workload's supervisor stopped it at its lease end.
+    assert old["reason"] == "lease-expired"
+    assert result["acted_at"] < old["ended_at"] <= old["lease_end"] + failover.STOP_GRACE
+    assert old["ended_at"] < new["started_at"]
+    return old, new
+
+
 def test_kill_9_of_the_primary_node_its_workload_is_gone_before_the_standby_starts(
     relays: RelayCluster,  # noqa: F811
     tmp_path: Path,
     record_property: Any,
 ) -> None:
     result = run("kill", relays, tmp_path)
-    old, new = result["runs"]
-    assert (old["provider"], new["provider"]) == ("primary", "sb0")
+    old, new = taken_over_after_the_lease_end(result)
     assert new["token"] > old["token"]
-    # The node was dead; its workload's supervisor stopped it at its lease end.
-    assert old["reason"] == "lease-expired"
-    assert result["acted_at"] < old["ended_at"] <= old["lease_end"] + failover.STOP_GRACE
-    assert old["ended_at"] < new["started_at"]
     assert result["overlaps"] == []
     record_property("margin_after_kill_9", round(result["margin"], 3))
 
@@ -72,13 +63,9 @@ def test_sigstop_of_the_primary_node_its_supervisor_stops_the_workload_at_lease_
     record_property: Any,
 ) -> None:
     result = run("freeze", relays, tmp_path)
-    old, new = result["runs"]
-    assert (old["provider"], new["provider"]) == ("primary", "sb0")
+    old, _new = taken_over_after_the_lease_end(result)
     # Stopped by its supervisor while the node was frozen...
-    assert old["reason"] == "lease-expired"
-    assert result["acted_at"] < old["ended_at"] <= old["lease_end"] + failover.STOP_GRACE
     assert old["ended_at"] < result["woke_at"]
-    assert old["ended_at"] < new["started_at"]
     # ...and the woken node fenced instead of running it again.
     woken = [
         (e["event"], e.get("text", ""))
