@@ -151,6 +151,22 @@ class Providers:
         self.runtimes[name].crash()
         self.scopes[name].cancel()
 
+    async def taken_over(self, *, within: float, what: str) -> None:
+        """Wait until a second host has started the workload."""
+        await wait_until(lambda: len(self.hosts_started()) >= 2, within=within, what=what)
+
+    def assert_standby_0_took_over(self) -> None:
+        """Standby 0 started the workload after the primary, never beside it."""
+        assert self.hosts_started() == ["primary", "sb0"]
+        assert self.record.max_concurrent(self.workload_id) == 1
+
+    def assert_standby_0_alone_was_promoted(self) -> None:
+        """As :meth:`assert_standby_0_took_over`, nobody else spawned it, with a higher token."""
+        self.assert_standby_0_took_over()
+        assert self.spawn_calls() == ["primary", "sb0"]
+        tokens = [e.fencing_token for e in self.record.of_kind("started", self.workload_id)]
+        assert tokens[1] > tokens[0]
+
     def hosts_started(self) -> list[str]:
         """The hosts that started the workload, in order."""
         return [e.host for e in self.record.of_kind("started", self.workload_id)]

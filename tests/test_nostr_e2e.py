@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _e2e import NAMES, Providers, wait_until
+from _e2e import NAMES, Providers
 from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, relays  # noqa: F401
 
 from standby import LeaseRevocation, Phase
@@ -64,19 +64,14 @@ async def test_primary_crash_exactly_one_standby_takes_over(relays: RelayCluster
     async with providers.running():
         await anyio.sleep(TIMING.heartbeat_interval)
         providers.crash("primary")
-        await wait_until(
-            lambda: len(providers.hosts_started()) >= 2,
+        await providers.taken_over(
             within=TIMING.silence + TIMING.claim_settle + 4.0,
             what="a standby to take over",
         )
         # Standby 1's backoff expired before standby 0 spawned: it must have
         # stood down, and stay down.
         await anyio.sleep(TIMING.claim_settle)
-    assert providers.hosts_started() == ["primary", "sb0"]
-    assert providers.spawn_calls() == ["primary", "sb0"]
-    assert providers.record.max_concurrent(providers.workload_id) == 1
-    tokens = [e.fencing_token for e in providers.record.of_kind("started", providers.workload_id)]
-    assert tokens[1] > tokens[0]
+    providers.assert_standby_0_alone_was_promoted()
 
 
 async def test_a_revocation_signed_by_a_stranger_promotes_nobody(relays: RelayCluster) -> None:  # noqa: F811
@@ -120,14 +115,12 @@ async def test_failover_works_with_one_relay_of_three_down(relays: RelayCluster)
         await anyio.sleep(TIMING.heartbeat_interval)
         assert providers.runtimes["primary"].running(providers.workload_id)
         providers.crash("primary")
-        await wait_until(
-            lambda: len(providers.hosts_started()) >= 2,
+        await providers.taken_over(
             within=TIMING.silence + TIMING.claim_settle + 5.0,
             what="a standby to take over on two relays",
         )
         await anyio.sleep(TIMING.claim_settle)
-    assert providers.hosts_started() == ["primary", "sb0"]
-    assert providers.record.max_concurrent(providers.workload_id) == 1
+    providers.assert_standby_0_took_over()
 
 
 async def test_planned_handover_skips_the_silence_wait(relays: RelayCluster) -> None:  # noqa: F811
@@ -136,13 +129,11 @@ async def test_planned_handover_skips_the_silence_wait(relays: RelayCluster) -> 
         await anyio.sleep(TIMING.heartbeat_interval)
         handed_over_at = anyio.current_time()
         await providers.nodes["primary"].handover(providers.workload_id)
-        await wait_until(
-            lambda: len(providers.hosts_started()) >= 2,
+        await providers.taken_over(
             within=TIMING.silence,
             what="the first standby to take over",
         )
         await anyio.sleep(TIMING.promotion_delay)
-    assert providers.hosts_started() == ["primary", "sb0"]
-    assert providers.record.max_concurrent(providers.workload_id) == 1
+    providers.assert_standby_0_took_over()
     took = providers.started_at("sb0") - handed_over_at
     assert took < TIMING.silence, f"handover took {took:.2f}s, no faster than the silence wait"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +35,28 @@ def run(kind: str, relays: RelayCluster, base: Path) -> dict[str, Any]:  # noqa:
     return result
 
 
-def taken_over_after_the_lease_end(result: dict[str, Any]) -> tuple[Any, Any]:
-    """The old and the new run: standby 0 started after the supervisor ended the old one."""
+def failover_at_the_lease_end(
+    kind: str,
+    relays: RelayCluster,  # noqa: F811
+    base: Path,
+    record_margin: Callable[[str, object], None],
+    margin_name: str,
+) -> tuple[dict[str, Any], Any]:
+    """Scenario ``kind``: the old run ended by its supervisor at its lease end, then sb0's.
+
+    Returns the result and the old run; records the margin as ``margin_name``.
+    """
+    result = run(kind, relays, base)
     old, new = result["runs"]
     assert (old["provider"], new["provider"]) == ("primary", "sb0")
+    assert new["token"] > old["token"]
     # The node could not renew; its workload's supervisor stopped it at its lease end.
     assert old["reason"] == "lease-expired"
     assert result["acted_at"] < old["ended_at"] <= old["lease_end"] + failover.STOP_GRACE
     assert old["ended_at"] < new["started_at"]
-    return old, new
+    assert result["overlaps"] == []
+    record_margin(margin_name, round(result["margin"], 3))
+    return result, old
 
 
 def test_kill_9_of_the_primary_node_its_workload_is_gone_before_the_standby_starts(
@@ -50,11 +64,7 @@ def test_kill_9_of_the_primary_node_its_workload_is_gone_before_the_standby_star
     tmp_path: Path,
     record_property: Any,
 ) -> None:
-    result = run("kill", relays, tmp_path)
-    old, new = taken_over_after_the_lease_end(result)
-    assert new["token"] > old["token"]
-    assert result["overlaps"] == []
-    record_property("margin_after_kill_9", round(result["margin"], 3))
+    failover_at_the_lease_end("kill", relays, tmp_path, record_property, "margin_after_kill_9")
 
 
 def test_sigstop_of_the_primary_node_its_supervisor_stops_the_workload_at_lease_end(
@@ -62,8 +72,9 @@ def test_sigstop_of_the_primary_node_its_supervisor_stops_the_workload_at_lease_
     tmp_path: Path,
     record_property: Any,
 ) -> None:
-    result = run("freeze", relays, tmp_path)
-    old, _new = taken_over_after_the_lease_end(result)
+    result, old = failover_at_the_lease_end(
+        "freeze", relays, tmp_path, record_property, "margin_after_sigstop"
+    )
     # Stopped by its supervisor while the node was frozen...
     assert old["ended_at"] < result["woke_at"]
     # ...and the woken node fenced instead of running it again.
@@ -74,8 +85,6 @@ def test_sigstop_of_the_primary_node_its_supervisor_stops_the_workload_at_lease_
     ]
     assert ("LifecycleChanged", "old=LIVE new=FENCED reason=lease expired") in woken
     assert [r["provider"] for r in result["runs"]].count("primary") == 1
-    assert result["overlaps"] == []
-    record_property("margin_after_sigstop", round(result["margin"], 3))
 
 
 def test_a_restarted_primary_node_adopts_the_workload_its_supervisor_kept(
