@@ -151,6 +151,12 @@ class Providers:
         self.runtimes[name].crash()
         self.scopes[name].cancel()
 
+    async def fail_over(self, *, within: float, what: str, settle: float) -> None:
+        """The primary crashes; wait until a standby took over, then ``settle`` s more."""
+        self.crash("primary")
+        await self.taken_over(within=within, what=what)
+        await anyio.sleep(settle)
+
     async def taken_over(self, *, within: float, what: str) -> None:
         """Wait until a second host has started the workload."""
         await wait_until(lambda: len(self.hosts_started()) >= 2, within=within, what=what)

@@ -14,6 +14,7 @@ about order and counts, never durations.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -61,48 +62,44 @@ TransportFactory = Callable[[str], Any]
 
 
 def accounts(
-    provision: Callable[[str], tuple[str, str]], build: Callable[[str, str], Any]
+    provision: Callable[[str], tuple[str, str]], build: Callable[..., Any]
 ) -> tuple[TransportFactory, dict[str, str]]:
-    """An account for each provider, a factory of their transports, and their identities."""
+    """An account for each provider, a factory of their transports, and their identities.
+
+    ``build(user=..., password=...)`` makes a transport that logs in as one account.
+    """
     made = {name: provision(name) for name in NAMES}
 
     def make(name: str) -> Any:
-        return build(*made[name])
+        user, password = made[name]
+        return build(user=user, password=password)
 
     return make, {name: user for name, (user, _pw) in made.items()}
 
 
 def etcd_factory(cluster: EtcdCluster) -> tuple[TransportFactory, dict[str, str]]:
     prefix = f"/standby-e2e/{uuid.uuid4().hex[:8]}/"
-
-    def build(user: str, password: str) -> EtcdTransport:
-        return EtcdTransport(
-            cluster.endpoints,
-            user=user,
-            password=password,
-            prefix=prefix,
-            name="etcd",
-            reconnect_backoff=(0.02, 0.2),
-        )
-
+    build = functools.partial(
+        EtcdTransport,
+        cluster.endpoints,
+        prefix=prefix,
+        name="etcd",
+        reconnect_backoff=(0.02, 0.2),
+    )
     return accounts(lambda name: cluster.provider(name, prefix), build)
 
 
 def redis_factory(server: RedisServer) -> tuple[TransportFactory, dict[str, str]]:
     prefix = f"standby-e2e-{uuid.uuid4().hex[:8]}"
-
-    def build(user: str, password: str) -> RedisTransport:
-        return RedisTransport(
-            "127.0.0.1",
-            server.port,
-            user=user,
-            password=password,
-            prefix=prefix,
-            name="redis",
-            reconnect_backoff=(0.02, 0.2),
-            connect_timeout=1.0,
-        )
-
+    build = functools.partial(
+        RedisTransport,
+        "127.0.0.1",
+        server.port,
+        prefix=prefix,
+        name="redis",
+        reconnect_backoff=(0.02, 0.2),
+        connect_timeout=1.0,
+    )
     return accounts(lambda name: server.provider(name, prefix), build)
 
 
@@ -131,13 +128,12 @@ async def test_a_crashed_primary_is_replaced_by_exactly_one_standby(
     providers = store_providers(*store)
     async with providers.running():
         await anyio.sleep(TIMING.heartbeat_interval)
-        providers.crash("primary")
-        await providers.taken_over(
+        # Standby 1's backoff ends while standby 0 runs: it must stay down.
+        await providers.fail_over(
             within=TIMING.silence + 5.0,
             what="a standby to take over",
+            settle=TIMING.promotion_delay + TIMING.claim_settle,
         )
-        # Standby 1's backoff ends while standby 0 runs: it must stay down.
-        await anyio.sleep(TIMING.promotion_delay + TIMING.claim_settle)
     providers.assert_standby_0_alone_was_promoted()
 
 

@@ -63,14 +63,13 @@ async def test_primary_crash_exactly_one_standby_takes_over(relays: RelayCluster
     providers = NostrProviders(relays)
     async with providers.running():
         await anyio.sleep(TIMING.heartbeat_interval)
-        providers.crash("primary")
-        await providers.taken_over(
-            within=TIMING.silence + TIMING.claim_settle + 4.0,
-            what="a standby to take over",
-        )
         # Standby 1's backoff expired before standby 0 spawned: it must have
         # stood down, and stay down.
-        await anyio.sleep(TIMING.claim_settle)
+        await providers.fail_over(
+            within=TIMING.silence + TIMING.claim_settle + 4.0,
+            what="a standby to take over",
+            settle=TIMING.claim_settle,
+        )
     providers.assert_standby_0_alone_was_promoted()
 
 
@@ -114,12 +113,11 @@ async def test_failover_works_with_one_relay_of_three_down(relays: RelayCluster)
         await anyio.to_thread.run_sync(lambda: relays.stop(1, kill=True))
         await anyio.sleep(TIMING.heartbeat_interval)
         assert providers.runtimes["primary"].running(providers.workload_id)
-        providers.crash("primary")
-        await providers.taken_over(
+        await providers.fail_over(
             within=TIMING.silence + TIMING.claim_settle + 5.0,
             what="a standby to take over on two relays",
+            settle=TIMING.claim_settle,
         )
-        await anyio.sleep(TIMING.claim_settle)
     providers.assert_standby_0_took_over()
 
 
