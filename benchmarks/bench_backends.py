@@ -26,70 +26,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import statistics
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.abc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from _etcd import EtcdCluster
+from _harness import Factory, Provider, crashes, handovers, median_ms, round_trips
 from _redis import RedisServer
 
-from standby import Phase, PromotionClaim, Timing, Topology, fencing_token
 from standby.adapters.etcd import EtcdTransport
-from standby.adapters.memory import MemoryRuntime, RuntimeRecord
+from standby.adapters.memory import RuntimeRecord
 from standby.adapters.redis import RedisTransport
-from standby.node import (
-    ContainerStarting,
-    HeartbeatPublished,
-    NodeEvent,
-    SlotPhaseChanged,
-    SpawnRequest,
-    StandbyNode,
-)
-from standby.protocols import Query
+from standby.testing._relay_process import local_relay_timing
 
-TIMING = Timing(
-    heartbeat_interval=1.0,
-    lease=3.0,
-    fence_grace=0.5,
-    max_clock_skew=0.5,
-    silence=4.0,
-    promotion_delay=1.0,
-    suspect_after=1.5,
-    claim_timeout=0.7,
-    claim_settle=0.9,
-    query_timeout=0.3,
-    retry_interval=0.5,
-    spawn_timeout=0.5,
-    spawn_retry_backoff=0.5,
-    relay_count=1,
-    write_quorum=1,
-)
-#: Crashes measured at once (the standbys serve every crashed workload concurrently).
-CRASH_BATCH = 2
-
-Factory = Callable[[str], Any]
-
-
-def median_ms(values: list[float]) -> float:
-    return statistics.median(values) * 1000
-
-
-async def wait_for(predicate: Callable[[], bool], within: float, what: str) -> None:
-    with anyio.move_on_after(within):
-        while not predicate():  # noqa: ASYNC110 - polls state other tasks change
-            await anyio.sleep(0.002)
-    if not predicate():
-        raise SystemExit(f"timed out after {within}s waiting for {what}")
+TIMING = local_relay_timing(relay_count=1, write_quorum=1)
 
 
 # --------------------------------------------------------------------------- stores
@@ -144,194 +101,28 @@ def redis_store(directory: Path) -> Iterator[Store]:
         server.stop()
 
 
-# --------------------------------------------------------------------------- transport latencies
+# --------------------------------------------------------------------------- measurements
 
 
 async def transport_latencies(store: Store, runs: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"receive": [], "query": []}
     async with store.transport("alice") as alice, store.transport("bob") as bob:
-        subscription = bob.subscribe(Query(kinds={"claim"}, authors={alice.identity}))
-        try:
-            for run in range(runs + 2):  # the first two warm up
-                workload = f"bench-{uuid.uuid4().hex[:10]}"
-                claim = PromotionClaim(
-                    workload_id=workload,
-                    epoch=1,
-                    fencing_token=fencing_token(1, 0),
-                    claimant=alice.identity,
-                    standby_index=0,
-                    claimed_at=time.time(),
-                )
-                started = time.perf_counter()
-
-                async def publish(claim: PromotionClaim = claim) -> None:
-                    result = await alice.publish(claim, timeout=2.0)
-                    assert result.acked, result
-
-                async with anyio.create_task_group() as group:
-                    group.start_soon(publish)
-                    with anyio.fail_after(5):
-                        while True:
-                            envelope = await subscription.__anext__()
-                            if envelope.message == claim:
-                                received = time.perf_counter()
-                                break
-                query_started = time.perf_counter()
-                result = await bob.query(
-                    Query(kinds={"claim", "announcement"}, workload_ids={workload}), timeout=2.0
-                )
-                queried = time.perf_counter()
-                assert result.answered, result
-                if run >= 2:
-                    out["receive"].append(received - started)
-                    out["query"].append(queried - query_started)
-        finally:
-            await subscription.aclose()
-    return out
+        return await round_trips(alice, bob, runs, {"claim", "announcement"})
 
 
-# --------------------------------------------------------------------------- nodes
+def providers(store: Store) -> Factory:
+    """Makes providers with their own accounts on ``store``."""
 
+    def make(name: str, record: RuntimeRecord) -> Provider:
+        transport = store.transport(name)
+        return Provider(
+            name,
+            record,
+            identity=str(transport.identity),
+            connect=lambda: transport,
+            timing=TIMING,
+        )
 
-class Provider:
-    def __init__(self, label: str, store: Store, record: RuntimeRecord) -> None:
-        self.transport = store.transport(label)
-        self.runtime = MemoryRuntime(label, record=record)
-        self.events: list[NodeEvent] = []
-        self.node: StandbyNode[Any] | None = None
-        self.scope = anyio.CancelScope()
-
-    @property
-    def identity(self) -> str:
-        return str(self.transport.identity)
-
-    async def launch(self, group: anyio.abc.TaskGroup) -> None:
-        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            with self.scope:
-                async with (
-                    self.transport,
-                    StandbyNode(
-                        transport=self.transport,
-                        runtime=self.runtime,
-                        timing=TIMING,
-                        on_event=self.events.append,
-                    ) as node,
-                ):
-                    self.node = node
-                    task_status.started()
-                    await anyio.sleep_forever()
-
-        await group.start(run)
-
-    def starting_at(self, workload_id: str) -> float | None:
-        for event in self.events:
-            if isinstance(event, ContainerStarting) and event.workload_id == workload_id:
-                return event.at
-        return None
-
-    def confirmed_at(self, workload_id: str) -> float | None:
-        for event in self.events:
-            if (
-                isinstance(event, SlotPhaseChanged)
-                and event.workload_id == workload_id
-                and event.old is Phase.CONFIRMING
-                and event.new is not Phase.WATCHING
-            ):
-                return event.at
-        return None
-
-    def last_heartbeat(self) -> float:
-        stamps = [
-            e.timestamp
-            for e in self.events
-            if isinstance(e, HeartbeatPublished) and len(e.acked) >= TIMING.write_quorum
-        ]
-        return max(stamps)
-
-
-def request(workload_id: str, primary: Provider, standbys: list[Provider]) -> SpawnRequest[Any]:
-    return SpawnRequest(
-        workload_id=workload_id,
-        topology=Topology(primary=primary.identity, standbys=tuple(s.identity for s in standbys)),
-        spec={"image": "bench:1"},
-        owner="bench",
-        expires_at=time.time() + 3600,
-        created_at=time.time(),
-    )
-
-
-async def handovers(store: Store, runs: int) -> list[float]:
-    record = RuntimeRecord()
-    primary, *standbys = [Provider(n, store, record) for n in ("primary", "sb0", "sb1")]
-    took: list[float] = []
-    async with anyio.create_task_group() as group:
-        for provider in (primary, *standbys):
-            await provider.launch(group)
-        for _run in range(runs):
-            workload = f"handover-{uuid.uuid4().hex[:10]}"
-            for provider in (primary, *standbys):
-                assert provider.node is not None
-                await provider.node.accept(request(workload, primary, standbys))
-            await wait_for(
-                lambda w=workload: bool(primary.runtime.running(w)), 5, "the primary to start"
-            )
-            await anyio.sleep(0.2)
-            assert primary.node is not None
-            started = time.time()
-            await primary.node.handover(workload)
-            await wait_for(
-                lambda w=workload: standbys[0].starting_at(w) is not None, 5, "the handover"
-            )
-            at = standbys[0].starting_at(workload)
-            assert at is not None
-            took.append(at - started)
-        group.cancel_scope.cancel()
-    return took
-
-
-async def crashes(store: Store, runs: int) -> tuple[list[float], list[float]]:
-    record = RuntimeRecord()
-    standbys = [Provider(n, store, record) for n in ("sb0", "sb1")]
-    confirm: list[float] = []
-    spawn: list[float] = []
-    async with anyio.create_task_group() as group:
-        for provider in standbys:
-            await provider.launch(group)
-        done = 0
-        while done < runs:
-            batch = min(CRASH_BATCH, runs - done)
-            primaries = [Provider(f"primary-{done + i}", store, record) for i in range(batch)]
-            workloads = [f"crash-{uuid.uuid4().hex[:10]}" for _ in primaries]
-            for primary, workload in zip(primaries, workloads, strict=True):
-                await primary.launch(group)
-                for provider in (primary, *standbys):
-                    assert provider.node is not None
-                    await provider.node.accept(request(workload, primary, standbys))
-            for primary, workload in zip(primaries, workloads, strict=True):
-                await wait_for(
-                    lambda p=primary, w=workload: bool(p.runtime.running(w)), 5, "a primary"
-                )
-            await anyio.sleep(1.5 * TIMING.heartbeat_interval)
-            for primary in primaries:
-                primary.runtime.crash()
-                primary.scope.cancel()
-            for workload in workloads:
-                await wait_for(
-                    lambda w=workload: standbys[0].starting_at(w) is not None,
-                    TIMING.silence * 3,
-                    "a failover",
-                )
-            for primary, workload in zip(primaries, workloads, strict=True):
-                last = primary.last_heartbeat()
-                confirmed = standbys[0].confirmed_at(workload)
-                starting = standbys[0].starting_at(workload)
-                assert confirmed is not None
-                assert starting is not None
-                confirm.append(confirmed - last)
-                spawn.append(starting - last)
-            done += batch
-        group.cancel_scope.cancel()
-    return confirm, spawn
+    return make
 
 
 # --------------------------------------------------------------------------- report
@@ -341,8 +132,8 @@ async def bench(store: Store, runs: int) -> list[tuple[str, str, bool | None]]:
     latencies = await transport_latencies(store, runs)
     receive = median_ms(latencies["receive"])
     query = median_ms(latencies["query"])
-    handover = median_ms(await handovers(store, runs))
-    confirm, spawn = await crashes(store, runs)
+    handover = median_ms(await handovers(providers(store), runs))
+    confirm, spawn = await crashes(providers(store), runs)
     silence_ms = TIMING.silence * 1000
     confirm_ratio = median_ms(confirm) / silence_ms
     spawn_ratio = median_ms(spawn) / silence_ms

@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +42,11 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from _e2e import eventually
+from _harness import Provider, last_heartbeat, nostr_provider, request
 from _nostr_relays import RelayCluster
 
-from standby import Envelope, Heartbeat, JsonFileStore, NodeError, Timing, Topology
+from standby import Envelope, Heartbeat, JsonFileStore, NodeError
 from standby.adapters.memory import (
     MemoryRelayNetwork,
     MemoryRuntime,
@@ -53,24 +54,11 @@ from standby.adapters.memory import (
     RelayLimits,
     RuntimeRecord,
 )
-from standby.adapters.nostr import NostrKeys, NostrTransport
-from standby.node import HeartbeatPublished, NodeEvent, QuorumMissed, SpawnRequest, StandbyNode
+from standby.adapters.nostr import NostrKeys
+from standby.node import NodeEvent, QuorumMissed, SpawnRequest, StandbyNode
+from standby.testing._relay_process import local_relay_timing, running_relays
 
-TIMING = Timing(
-    heartbeat_interval=1.0,
-    lease=3.0,
-    fence_grace=0.5,
-    max_clock_skew=0.5,
-    silence=4.0,
-    promotion_delay=1.0,
-    suspect_after=1.5,
-    claim_timeout=0.7,
-    claim_settle=0.9,
-    query_timeout=0.3,
-    retry_interval=0.5,
-    spawn_timeout=0.5,
-    spawn_retry_backoff=0.5,
-)
+TIMING = local_relay_timing()
 EPOCH = 1_700_000_000.0
 
 
@@ -81,25 +69,6 @@ def progress(text: str) -> None:
 def rss_bytes() -> int:
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * resource.getpagesize()
-
-
-async def wait_for(predicate: Callable[[], bool], within: float, step: float = 0.05) -> bool:
-    with anyio.move_on_after(within):
-        while not predicate():  # noqa: ASYNC110 - polls state set by other tasks
-            await anyio.sleep(step)
-        return True
-    return False
-
-
-def request(workload_id: str, primary: str, standbys: list[str], now: float) -> SpawnRequest[Any]:
-    return SpawnRequest(
-        workload_id=workload_id,
-        topology=Topology(primary=primary, standbys=tuple(standbys)),
-        spec={"image": "bench:1"},
-        owner="bench",
-        expires_at=now + 3600,
-        created_at=now,
-    )
 
 
 class Outcome:
@@ -147,14 +116,6 @@ def judge(
     if takeovers:
         outcome.first_takeover = min(takeovers)
         outcome.last_takeover = max(takeovers)
-
-
-def last_heartbeat(events: list[NodeEvent]) -> float:
-    return max(
-        e.timestamp
-        for e in events
-        if isinstance(e, HeartbeatPublished) and len(e.acked) >= TIMING.write_quorum
-    )
 
 
 # --------------------------------------------------------------------------- memory relays
@@ -207,12 +168,12 @@ async def memory_failover(workloads: int) -> Outcome:
                     accepts.start_soon(
                         nodes[name].accept, request(workload_id, "prime", ["sb0", "sb1"], now)
                     )
-        await wait_for(lambda: len(runtimes["prime"].running()) == workloads, 60, 0.1)
+        await eventually(lambda: len(runtimes["prime"].running()) == workloads, 60, 0.1)
         await anyio.sleep(2 * TIMING.heartbeat_interval)
         runtimes["prime"].crash()
         scopes["prime"].cancel()
-        last = last_heartbeat(events["prime"])
-        await wait_for(lambda: taken_over(record, ids), 60, 0.1)
+        last = last_heartbeat(events["prime"], TIMING)
+        await eventually(lambda: taken_over(record, ids), 60, 0.1)
         await anyio.sleep(TIMING.silence)
         group.cancel_scope.cancel()
     judge(outcome, record, ids, last, EPOCH)
@@ -227,35 +188,10 @@ async def memory_failover(workloads: int) -> Outcome:
 # --------------------------------------------------------------------------- real relays
 
 
-class RealProvider:
-    def __init__(self, name: str, record: RuntimeRecord, directory: Path) -> None:
-        self.name = name
-        self.keys = NostrKeys.generate()
-        self.runtime = MemoryRuntime(name, record=record)
-        self.store: JsonFileStore[Any] = JsonFileStore(directory / f"{name}.json")
-        self.events: list[NodeEvent] = []
-        self.node: StandbyNode[Any] | None = None
-        self.transport: NostrTransport | None = None
-        self.scope = anyio.CancelScope()
-
-    async def launch(self, group: anyio.abc.TaskGroup, urls: list[str]) -> None:
-        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            with self.scope:
-                async with NostrTransport(urls, self.keys) as transport:
-                    self.transport = transport
-                    await transport.wait_connected(timeout=5)
-                    async with StandbyNode(
-                        transport=transport,
-                        runtime=self.runtime,
-                        store=self.store,
-                        timing=TIMING,
-                        on_event=self.events.append,
-                    ) as node:
-                        self.node = node
-                        task_status.started()
-                        await anyio.sleep_forever()
-
-        await group.start(run)
+def real_provider(name: str, record: RuntimeRecord, urls: list[str], directory: Path) -> Provider:
+    """A provider on the real relays that saves its slots to a ``JsonFileStore``."""
+    store: JsonFileStore[Any] = JsonFileStore(directory / f"{name}.json")
+    return nostr_provider(name, record, urls, TIMING, store=store)
 
 
 async def accept_retrying(
@@ -278,15 +214,15 @@ async def accept_once(node: StandbyNode[Any], req: SpawnRequest[Any]) -> bool:
 
 async def real_failover(urls: list[str], workloads: int, directory: Path) -> tuple[Outcome, float]:
     record = RuntimeRecord()
-    prime, sb0, sb1 = (RealProvider(n, record, directory) for n in ("prime", "sb0", "sb1"))
+    prime, sb0, sb1 = (real_provider(n, record, urls, directory) for n in ("prime", "sb0", "sb1"))
     ids = [f"r{i:05d}" for i in range(workloads)]
     outcome = Outcome()
     accept_seconds = float("nan")
     async with anyio.create_task_group() as group:
         for provider in (prime, sb0, sb1):
-            await provider.launch(group, urls)
+            await provider.launch(group)
         now = time.time()
-        standbys = [sb0.keys.npub, sb1.keys.npub]
+        standbys = [sb0.identity, sb1.identity]
         for provider in (sb0, sb1, prime):
             node = provider.node
             assert node is not None
@@ -301,7 +237,7 @@ async def real_failover(urls: list[str], workloads: int, directory: Path) -> tup
                         accept_retrying,
                         gate,
                         node,
-                        request(workload_id, prime.keys.npub, standbys, now),
+                        request(workload_id, prime.identity, standbys, now),
                     )
             if provider is sb0:
                 accept_seconds = time.perf_counter() - started
@@ -310,13 +246,13 @@ async def real_failover(urls: list[str], workloads: int, directory: Path) -> tup
             progress(
                 f"{provider.name} accepted {workloads} in {time.perf_counter() - started:.1f} s"
             )
-        await wait_for(lambda: len(prime.runtime.running()) == workloads, 120, 0.2)
+        await eventually(lambda: len(prime.runtime.running()) == workloads, 120, 0.2)
         progress(f"primary runs {len(prime.runtime.running())} workloads; crashing it")
         await anyio.sleep(2 * TIMING.heartbeat_interval)
         prime.runtime.crash()
         prime.scope.cancel()
-        last = last_heartbeat(prime.events)
-        await wait_for(lambda: taken_over(record, ids), 120, 0.2)
+        last = last_heartbeat(prime.events, TIMING)
+        await eventually(lambda: taken_over(record, ids), 120, 0.2)
         progress("takeovers done (or given up after 120 s)")
         await anyio.sleep(TIMING.silence)
         # Runtime events are stamped on the event loop's clock; heartbeats on the wall clock.
@@ -340,16 +276,16 @@ async def real_failover(urls: list[str], workloads: int, directory: Path) -> tup
 
 async def real_sequential_accepts(urls: list[str], workloads: int, directory: Path) -> float:
     record = RuntimeRecord()
-    standby = RealProvider("seq", record, directory)
+    standby = real_provider("seq", record, urls, directory)
     primary = NostrKeys.generate().npub
     async with anyio.create_task_group() as group:
-        await standby.launch(group, urls)
+        await standby.launch(group)
         node = standby.node
         assert node is not None
         now = time.time()
         started = time.perf_counter()
         for i in range(workloads):
-            await node.accept(request(f"s{i:05d}", primary, [standby.keys.npub], now))
+            await node.accept(request(f"s{i:05d}", primary, [standby.identity], now))
         took = time.perf_counter() - started
         group.cancel_scope.cancel()
     return took
@@ -450,18 +386,13 @@ def main() -> None:
         TIMING.silence + TIMING.claim_settle + 1,
     )
     if not args.skip_real:
-        with tempfile.TemporaryDirectory(prefix="bench-correlated-") as directory:
-            cluster = RelayCluster(Path(directory) / "relays")
-            try:
-                cluster.start()
-                real, accept_all = anyio.run(
-                    real_failover, cluster.urls, args.workloads, Path(directory)
-                )
-                sequential = anyio.run(
-                    real_sequential_accepts, cluster.urls, args.workloads, Path(directory)
-                )
-            finally:
-                cluster.stop_all()
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-correlated-") as directory,
+            running_relays(RelayCluster(Path(directory) / "relays")) as cluster,
+        ):
+            base = Path(directory)
+            real, accept_all = anyio.run(real_failover, cluster.urls, args.workloads, base)
+            sequential = anyio.run(real_sequential_accepts, cluster.urls, args.workloads, base)
         report(
             f"real relays (3 local nostr-relay), {args.workloads} workloads",
             real,

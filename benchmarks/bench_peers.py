@@ -194,7 +194,13 @@ def zookeeper(directory: Path, tick_ms: int) -> Iterator[str]:
         log.close()
 
 
-def kill_run(program: str, args: list[list[str]], threshold: float) -> float:
+#: The leader first, the other candidate second.
+Candidates = tuple[Candidate, Candidate]
+
+
+@contextlib.contextmanager
+def elected_pair(program: str, args: list[list[str]], threshold: float) -> Iterator[Candidates]:
+    """The first candidate elected, the second one running beside it; both stopped after."""
     first = Candidate(program, *args[0])
     second: Candidate | None = None
     try:
@@ -202,26 +208,25 @@ def kill_run(program: str, args: list[list[str]], threshold: float) -> float:
             raise first.failed("the first candidate was never elected")
         second = Candidate(program, *args[1])
         time.sleep(1.0)
-        killed = time.time()
-        os.kill(first.proc.pid, signal.SIGKILL)
-        elected = second.wait_for("ELECTED", after=killed, timeout=threshold * 5)
-        if elected is None:
-            raise SystemExit("nobody took over after the kill")
-        return elected - killed
+        yield first, second
     finally:
         first.stop()
         if second is not None:
             second.stop()
 
 
+def kill_run(program: str, args: list[list[str]], threshold: float) -> float:
+    with elected_pair(program, args, threshold) as (first, second):
+        killed = time.time()
+        os.kill(first.proc.pid, signal.SIGKILL)
+        elected = second.wait_for("ELECTED", after=killed, timeout=threshold * 5)
+        if elected is None:
+            raise SystemExit("nobody took over after the kill")
+        return elected - killed
+
+
 def pause_run(program: str, args: list[list[str]], threshold: float) -> str:
-    first = Candidate(program, *args[0])
-    second: Candidate | None = None
-    try:
-        if first.wait_for("ELECTED", after=0, timeout=threshold * 4) is None:
-            raise first.failed("the first candidate was never elected")
-        second = Candidate(program, *args[1])
-        time.sleep(1.0)
+    with elected_pair(program, args, threshold) as (first, second):
         os.kill(first.proc.pid, signal.SIGSTOP)
         paused = time.time()
         elected = second.wait_for("ELECTED", after=paused, timeout=threshold * 5)
@@ -246,10 +251,6 @@ def pause_run(program: str, args: list[list[str]], threshold: float) -> str:
                 f"old leader's code still ran beside the new one ({told})"
             )
         return f"took over after {elected - paused:.1f} s; the resumed leader stopped ({told})"
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
 
 
 def main() -> None:

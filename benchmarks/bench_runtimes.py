@@ -19,7 +19,6 @@ Measures, on this machine:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import statistics
 import sys
@@ -35,23 +34,14 @@ import anyio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from _e2e import load_example  # noqa: E402
 from _nostr_relays import RelayCluster  # noqa: E402
 from _podman import PodmanUnavailable, private_podman, remove_private_podman  # noqa: E402
 
 from standby.adapters.memory import MemoryRuntime  # noqa: E402
 from standby.adapters.podman import PodmanRuntime  # noqa: E402
 from standby.adapters.process import ProcessRuntime  # noqa: E402
-
-
-def load_example() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "process_failover", ROOT / "examples" / "process_failover.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from standby.testing._relay_process import running_relays  # noqa: E402
 
 
 def summary(name: str, values: list[float], unit: str = "ms", scale: float = 1000.0) -> str:
@@ -127,10 +117,8 @@ async def bench_latencies(runs: int, skip_podman: bool, work: Path) -> None:
 
 
 def bench_failovers(count: int, work: Path) -> None:
-    failover = load_example()
-    cluster = RelayCluster(work / "relays")
-    cluster.start()
-    try:
+    failover = load_example("process_failover")
+    with running_relays(RelayCluster(work / "relays")) as cluster:
         for kind, label in (("kill", "kill -9"), ("freeze", "SIGSTOP for 2 x lease")):
             margins, overlapping = [], 0
             for index in range(count):
@@ -146,8 +134,6 @@ def bench_failovers(count: int, work: Path) -> None:
                 summary(f"margin old stop -> new start, {label}", margins, unit="s", scale=1.0)
                 + f"   runs with two workloads at once: {overlapping}/{count}"
             )
-    finally:
-        cluster.stop_all()
 
 
 def main() -> None:

@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,27 +45,21 @@ from typing import Any
 
 import anyio
 
-from standby import JsonFileStore, Timing, Topology
+from standby import JsonFileStore, Topology
 from standby.adapters.nostr import NostrKeys, NostrTransport
 from standby.adapters.process import ProcessRuntime
 from standby.node import SpawnRequest, StandbyNode
-
-#: Fast settings that still validate: a lease of 3 s, silence 4 s.
-TIMING = Timing(
-    heartbeat_interval=1.0,
-    lease=3.0,
-    fence_grace=0.5,
-    max_clock_skew=0.5,
-    silence=4.0,
-    promotion_delay=1.0,
-    suspect_after=1.5,
-    claim_timeout=0.7,
-    claim_settle=0.9,
-    query_timeout=0.3,
-    retry_interval=0.5,
-    spawn_timeout=0.7,
-    spawn_retry_backoff=0.5,
+from standby.testing._relay_process import (
+    RelayCluster,
+    RelaySettings,
+    RelayUnavailable,
+    local_relay_timing,
+    running_relays,
 )
+
+#: Fast settings that still validate: a lease of 3 s, silence 4 s (the timing
+#: the project's real-relay tests use, with more time for a process to spawn).
+TIMING = local_relay_timing(spawn_timeout=0.7)
 STOP_GRACE = 0.5
 NAMES = ("primary", "sb0", "sb1")
 #: Each provider's event loop: the library runs on both.
@@ -367,72 +360,15 @@ def timeline(result: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- local relays
 
 
-_RELAY_CONFIG = """\
-DEBUG: false
-relay_name: process failover demo {index}
-storage:
-  sqlalchemy.url: sqlite+aiosqlite:///{db}
-gunicorn:
-  bind: 127.0.0.1:{port}
-  workers: 1
-  loglevel: warning
-authentication:
-  enabled: false
-logging:
-  version: 1
-  root:
-    level: WARNING
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def local_relays(base: Path) -> Iterator[list[str]]:
     """Three ``nostr-relay`` processes on free local ports, stopped by pid at the end."""
-    program = Path(sys.executable).with_name("nostr-relay")
-    if not program.exists():
-        raise SystemExit("needs the nostr-relay program (pip install nostr-relay), or --relays")
-    procs, urls = [], []
     try:
-        for index in range(3):
-            port = _free_port()
-            directory = base / f"relay-{index}"
-            directory.mkdir(parents=True)
-            config = directory / "relay.yaml"
-            config.write_text(
-                _RELAY_CONFIG.format(index=index, db=directory / "relay.sqlite3", port=port)
-            )
-            with (directory / "relay.log").open("wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [str(program), "-c", str(config), "serve", "--use-uvicorn"],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        cwd=directory,
-                    )
-                )
-            urls.append(f"ws://127.0.0.1:{port}/")
-
-        def listening() -> bool:
-            for url in urls:
-                port = int(url.rsplit(":", 1)[1].strip("/"))
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                except OSError:
-                    return False
-            return True
-
-        wait_for(listening, 30.0, "the local relays")
-        yield urls
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
+        cluster = RelayCluster(base, [RelaySettings(title="process failover demo")] * 3)
+    except RelayUnavailable as exc:
+        raise SystemExit(f"{exc}; or pass --relays") from None
+    with running_relays(cluster):
+        yield cluster.urls
 
 
 # --------------------------------------------------------------------------- main

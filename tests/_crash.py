@@ -80,34 +80,46 @@ class SeverableStore(_Severable):
         return await self.disk.save_state(state)
 
 
-class SeverableTransport(_Severable):
-    """One incarnation's connection to the memory relays."""
+class ForwardingTransport:
+    """A relay transport that hands every call to ``inner``, after :meth:`_check`."""
 
-    dead = TransportError
-    inner: MemoryTransport
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def _check(self) -> None:
+        """A hook run before each call (nothing here)."""
 
     @property
     def identity(self) -> str:
-        return self.inner.identity
+        return str(self.inner.identity)
 
     @property
     def relay_count(self) -> int:
-        return self.inner.relay_count
+        return int(self.inner.relay_count)
 
     def canonical(self, identity: str) -> str:
-        return self.inner.canonical(identity)
+        return str(self.inner.canonical(identity))
 
     async def publish(self, message: Any, *, timeout: float) -> PublishResult:  # noqa: ASYNC109
         self._check()
-        return await self.inner.publish(message, timeout=timeout)
+        result: PublishResult = await self.inner.publish(message, timeout=timeout)
+        return result
 
     async def query(self, query: Query, *, timeout: float) -> QueryResult:  # noqa: ASYNC109
         self._check()
-        return await self.inner.query(query, timeout=timeout)
+        result: QueryResult = await self.inner.query(query, timeout=timeout)
+        return result
 
     def subscribe(self, query: Query) -> Any:
         self._check()
         return self.inner.subscribe(query)
+
+
+class SeverableTransport(_Severable, ForwardingTransport):
+    """One incarnation's connection to the memory relays."""
+
+    dead = TransportError
+    inner: MemoryTransport
 
 
 class SeverableRuntime(_Severable):

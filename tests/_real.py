@@ -17,13 +17,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from standby.testing._relay_process import free_port
 
 __all__ = [
     "REQUIRE_REAL",
@@ -53,13 +54,6 @@ def require_program(program: str, package: str) -> str:
     if REQUIRE_REAL:
         pytest.fail(f"{text} (STANDBY_REQUIRE_REAL is set, so this is not skipped)", pytrace=False)
     pytest.skip(text)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(probe: Callable[[], bool], *, timeout: float, interval: float = 0.05) -> bool:

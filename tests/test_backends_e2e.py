@@ -14,22 +14,22 @@ about order and counts, never durations.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import anyio
-import anyio.abc
 import pytest
+from _e2e import NAMES, Providers, wait_until
 from _etcd import EtcdCluster, etcd, etcd_cluster  # noqa: F401
 from _redis import RedisServer, redis_server  # noqa: F401
 
-from standby import PromotionClaim, Timing, Topology, TransportError, fencing_token
+from standby import PromotionClaim, Timing, TransportError, fencing_token
 from standby.adapters.etcd import EtcdTransport
-from standby.adapters.memory import MemoryRuntime, RuntimeRecord
 from standby.adapters.redis import RedisTransport
-from standby.node import NodeEvent, SpawnRequest, StandbyNode
+from standby.node import StandbyNode
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -51,7 +51,6 @@ TIMING = Timing(
     relay_count=1,
     write_quorum=1,
 )
-NAMES = ("primary", "sb0", "sb1")
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -59,129 +58,58 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
 
 
-async def wait_until(predicate: Callable[[], bool], *, within: float, what: str) -> None:
-    with anyio.move_on_after(within):
-        while not predicate():  # noqa: ASYNC110 - polls state that other tasks change
-            await anyio.sleep(0.02)
-    if not predicate():
-        raise AssertionError(f"timed out after {within}s waiting for {what}")
-
-
 TransportFactory = Callable[[str], Any]
+
+
+def accounts(
+    provision: Callable[[str], tuple[str, str]], build: Callable[..., Any]
+) -> tuple[TransportFactory, dict[str, str]]:
+    """An account for each provider, a factory of their transports, and their identities.
+
+    ``build(user=..., password=...)`` makes a transport that logs in as one account.
+    """
+    made = {name: provision(name) for name in NAMES}
+
+    def make(name: str) -> Any:
+        user, password = made[name]
+        return build(user=user, password=password)
+
+    return make, {name: user for name, (user, _pw) in made.items()}
 
 
 def etcd_factory(cluster: EtcdCluster) -> tuple[TransportFactory, dict[str, str]]:
     prefix = f"/standby-e2e/{uuid.uuid4().hex[:8]}/"
-    accounts = {name: cluster.provider(name, prefix) for name in NAMES}
-
-    def make(name: str) -> EtcdTransport:
-        user, password = accounts[name]
-        return EtcdTransport(
-            cluster.endpoints,
-            user=user,
-            password=password,
-            prefix=prefix,
-            name="etcd",
-            reconnect_backoff=(0.02, 0.2),
-        )
-
-    return make, {name: user for name, (user, _pw) in accounts.items()}
+    build = functools.partial(
+        EtcdTransport,
+        cluster.endpoints,
+        prefix=prefix,
+        name="etcd",
+        reconnect_backoff=(0.02, 0.2),
+    )
+    return accounts(lambda name: cluster.provider(name, prefix), build)
 
 
 def redis_factory(server: RedisServer) -> tuple[TransportFactory, dict[str, str]]:
     prefix = f"standby-e2e-{uuid.uuid4().hex[:8]}"
-    accounts = {name: server.provider(name, prefix) for name in NAMES}
-
-    def make(name: str) -> RedisTransport:
-        user, password = accounts[name]
-        return RedisTransport(
-            "127.0.0.1",
-            server.port,
-            user=user,
-            password=password,
-            prefix=prefix,
-            name="redis",
-            reconnect_backoff=(0.02, 0.2),
-            connect_timeout=1.0,
-        )
-
-    return make, {name: user for name, (user, _pw) in accounts.items()}
+    build = functools.partial(
+        RedisTransport,
+        "127.0.0.1",
+        server.port,
+        prefix=prefix,
+        name="redis",
+        reconnect_backoff=(0.02, 0.2),
+        connect_timeout=1.0,
+    )
+    return accounts(lambda name: server.provider(name, prefix), build)
 
 
-class Providers:
-    """Three providers on one store, sharing one runtime record."""
+def store_providers(make: TransportFactory, identities: dict[str, str]) -> Providers:
+    """The three providers on one store, its claims atomic."""
 
-    def __init__(self, make: TransportFactory, identities: dict[str, str]) -> None:
-        self.make = make
-        self.identities = identities
-        self.record = RuntimeRecord()
-        self.runtimes = {name: MemoryRuntime(name, record=self.record) for name in NAMES}
-        self.events: dict[str, list[NodeEvent]] = {name: [] for name in NAMES}
-        self.nodes: dict[str, StandbyNode[Any]] = {}
-        self.scopes: dict[str, anyio.CancelScope] = {}
-        self.workload_id = f"e2e-{uuid.uuid4().hex[:10]}"
+    def check(node: StandbyNode[Any]) -> None:
+        assert node.atomic_claims
 
-    async def launch(self, group: anyio.abc.TaskGroup, name: str) -> None:
-        scope = self.scopes[name] = anyio.CancelScope()
-
-        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            with scope:
-                async with (
-                    self.make(name) as transport,
-                    StandbyNode(
-                        transport=transport,
-                        runtime=self.runtimes[name],
-                        timing=TIMING,
-                        on_event=self.events[name].append,
-                    ) as node,
-                ):
-                    assert node.atomic_claims
-                    self.nodes[name] = node
-                    task_status.started()
-                    await anyio.sleep_forever()
-
-        await group.start(run)
-
-    def request(self) -> SpawnRequest[Any]:
-        return SpawnRequest(
-            workload_id=self.workload_id,
-            topology=Topology(
-                primary=self.identities["primary"],
-                standbys=(self.identities["sb0"], self.identities["sb1"]),
-            ),
-            spec={"image": "app:1"},
-            owner="consumer",
-            expires_at=time.time() + 3600,
-            created_at=time.time(),
-        )
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[anyio.abc.TaskGroup]:
-        """All three nodes up, the workload accepted and running on the primary."""
-        async with anyio.create_task_group() as group:
-            for name in NAMES:
-                await self.launch(group, name)
-            request = self.request()
-            for name in NAMES:
-                await self.nodes[name].accept(request)
-            await wait_until(
-                lambda: self.hosts_started() == ["primary"],
-                within=5.0,
-                what="the primary to start the workload",
-            )
-            yield group
-            group.cancel_scope.cancel()
-
-    def crash(self, name: str) -> None:
-        """The host dies: its containers end and its node stops."""
-        self.runtimes[name].crash()
-        self.scopes[name].cancel()
-
-    def hosts_started(self) -> list[str]:
-        return [e.host for e in self.record.of_kind("started", self.workload_id)]
-
-    def spawn_calls(self) -> list[str]:
-        return [e.host for e in self.record.of_kind("spawn", self.workload_id)]
+    return Providers(make, identities, TIMING, check=check, stamp_created=True)
 
 
 @pytest.fixture(params=["etcd", "redis"])
@@ -197,22 +125,16 @@ def store(request: pytest.FixtureRequest) -> tuple[TransportFactory, dict[str, s
 async def test_a_crashed_primary_is_replaced_by_exactly_one_standby(
     store: tuple[TransportFactory, dict[str, str]],
 ) -> None:
-    providers = Providers(*store)
+    providers = store_providers(*store)
     async with providers.running():
         await anyio.sleep(TIMING.heartbeat_interval)
-        providers.crash("primary")
-        await wait_until(
-            lambda: len(providers.hosts_started()) >= 2,
+        # Standby 1's backoff ends while standby 0 runs: it must stay down.
+        await providers.fail_over(
             within=TIMING.silence + 5.0,
             what="a standby to take over",
+            settle=TIMING.promotion_delay + TIMING.claim_settle,
         )
-        # Standby 1's backoff ends while standby 0 runs: it must stay down.
-        await anyio.sleep(TIMING.promotion_delay + TIMING.claim_settle)
-    assert providers.hosts_started() == ["primary", "sb0"]
-    assert providers.spawn_calls() == ["primary", "sb0"]
-    assert providers.record.max_concurrent(providers.workload_id) == 1
-    tokens = [e.fencing_token for e in providers.record.of_kind("started", providers.workload_id)]
-    assert tokens[1] > tokens[0]
+    providers.assert_standby_0_alone_was_promoted()
 
 
 # --------------------------------------------------------------------------- etcd faults
@@ -274,7 +196,7 @@ async def test_killing_the_etcd_leader_during_a_claim_race_leaves_one_winner(
 async def test_losing_the_etcd_quorum_fences_the_primary_and_promotes_nobody_until_it_heals(
     etcd: EtcdCluster,  # noqa: F811
 ) -> None:
-    providers = Providers(*etcd_factory(etcd))
+    providers = store_providers(*etcd_factory(etcd))
     async with providers.running():
         await anyio.sleep(TIMING.heartbeat_interval)
         for index in (1, 2):
@@ -297,15 +219,13 @@ async def test_losing_the_etcd_quorum_fences_the_primary_and_promotes_nobody_unt
         ]
         # One member back: the cluster has a quorum again, standby 0 takes over.
         await anyio.to_thread.run_sync(etcd.start, 1)
-        await wait_until(
-            lambda: len(providers.hosts_started()) >= 2,
+        await providers.taken_over(
             within=TIMING.silence + 10.0,
             what="a standby to take over once the quorum is back",
         )
         await anyio.sleep(TIMING.promotion_delay + TIMING.claim_settle)
     await anyio.to_thread.run_sync(etcd.start)
     assert [e.host for e in fenced] == ["primary"]
-    assert providers.hosts_started() == ["primary", "sb0"]
-    assert providers.record.max_concurrent(providers.workload_id) == 1
+    providers.assert_standby_0_took_over()
     started = providers.record.of_kind("started", providers.workload_id)
     assert fenced[0].at < started[1].at

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import attrs
 import pytest
+from _crash import ForwardingTransport
 
 from standby import PromotionClaim
 from standby.adapters.memory import MemoryAtomicTransport, MemoryRelayNetwork
@@ -62,34 +63,13 @@ def test_the_rule_is_the_one_of_the_protocol() -> None:
     assert claim_wins(attrs.evolve(held, claimant="b"), attrs.evolve(held, withdrawn=True))
 
 
-class _Broken:
+class _Broken(ForwardingTransport):
     """A memory atomic transport with its compare-and-set broken by a subclass."""
 
-    def __init__(self, inner: MemoryAtomicTransport) -> None:
-        self.inner = inner
+    inner: MemoryAtomicTransport
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
-
-    @property
-    def identity(self) -> str:
-        return self.inner.identity
-
-    @property
-    def relay_count(self) -> int:
-        return self.inner.relay_count
-
-    def canonical(self, identity: str) -> str:
-        return self.inner.canonical(identity)
-
-    async def publish(self, message: Any, *, timeout: float) -> Any:  # noqa: ASYNC109
-        return await self.inner.publish(message, timeout=timeout)
-
-    async def query(self, query: Any, *, timeout: float) -> Any:  # noqa: ASYNC109
-        return await self.inner.query(query, timeout=timeout)
-
-    def subscribe(self, query: Any) -> Any:
-        return self.inner.subscribe(query)
 
     async def compare_and_set_claim(
         self,

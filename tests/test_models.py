@@ -39,6 +39,18 @@ def slot(**changes: Any) -> StandbySlot[dict[str, str]]:
     return StandbySlot(**fields)
 
 
+def reserve(me: str, topology: Topology, **options: Any) -> StandbySlot[Any]:
+    """``me``'s slot for workload ``w`` on ``topology``, reserved at 10.0 until 20.0."""
+    fields: dict[str, Any] = {
+        "spec": None,
+        "owner": "consumer",
+        "created_at": 10.0,
+        "expires_at": 20.0,
+    }
+    fields.update(options)
+    return StandbySlot.reserve(me=me, workload_id="w", topology=topology, **fields)
+
+
 class TestStandbySlot:
     def test_valid_slot(self) -> None:
         made = slot()
@@ -78,15 +90,7 @@ class TestStandbySlot:
 
     def test_reserve_leaves_this_provider_out_of_peers(self) -> None:
         topology = Topology("p", ("a", "b", "c"))
-        made = StandbySlot.reserve(
-            me="b",
-            workload_id="w",
-            topology=topology,
-            spec=None,
-            owner="consumer",
-            created_at=10.0,
-            expires_at=20.0,
-        )
+        made = reserve("b", topology)
         assert (made.standby_index, made.standby_count, made.peers) == (1, 3, ("a", "c"))
         assert made.standbys("b") == ("a", "b", "c")
         assert made.peer_index("a") == 0
@@ -95,29 +99,11 @@ class TestStandbySlot:
 
     def test_reserve_uses_the_canonical_comparison(self) -> None:
         topology = Topology("p", ("aa", "bb"))
-        made = StandbySlot.reserve(
-            me="BB",
-            workload_id="w",
-            topology=topology,
-            spec=None,
-            owner="consumer",
-            created_at=10.0,
-            expires_at=20.0,
-            same=lambda x, y: x.lower() == y.lower(),
-        )
+        made = reserve("BB", topology, same=lambda x, y: x.lower() == y.lower())
         assert made.standby_index == 1
 
     def test_spec_id_is_optional_and_kept_by_reserve(self) -> None:
-        made = StandbySlot.reserve(
-            me="b",
-            workload_id="w",
-            topology=Topology("p", ("a", "b")),
-            spec={"image": "x"},
-            owner="c",
-            created_at=1.0,
-            expires_at=2.0,
-            spec_id="offer-7",
-        )
+        made = reserve("b", Topology("p", ("a", "b")), spec={"image": "x"}, spec_id="offer-7")
         assert made.spec_id == "offer-7"
         assert attrs.evolve(made, epoch=1).spec_id == "offer-7"
         assert attrs.evolve(made, spec_id=None).spec_id is None
@@ -127,15 +113,7 @@ class TestStandbySlot:
 
     def test_reserve_rejects_a_provider_that_is_not_a_standby(self) -> None:
         with pytest.raises(TopologyError, match="not a standby"):
-            StandbySlot.reserve(
-                me="p",
-                workload_id="w",
-                topology=Topology("p", ("a",)),
-                spec=None,
-                owner="c",
-                created_at=1.0,
-                expires_at=2.0,
-            )
+            reserve("p", Topology("p", ("a",)))
 
 
 class TestTopology:

@@ -11,33 +11,19 @@ workloads at once" is checked on the instants the processes really ran.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from _e2e import load_example
 from _nostr_relays import RelayCluster, nostr_relays, relays  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux processes")
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "process_failover", ROOT / "examples" / "process_failover.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-failover = load_example()
+failover = load_example("process_failover")
 
 
 def run(kind: str, relays: RelayCluster, base: Path) -> dict[str, Any]:  # noqa: F811
@@ -49,21 +35,36 @@ def run(kind: str, relays: RelayCluster, base: Path) -> dict[str, Any]:  # noqa:
     return result
 
 
+def failover_at_the_lease_end(
+    kind: str,
+    relays: RelayCluster,  # noqa: F811
+    base: Path,
+    record_margin: Callable[[str, object], None],
+    margin_name: str,
+) -> tuple[dict[str, Any], Any]:
+    """Scenario ``kind``: the old run ended by its supervisor at its lease end, then sb0's.
+
+    Returns the result and the old run; records the margin as ``margin_name``.
+    """
+    result = run(kind, relays, base)
+    old, new = result["runs"]
+    assert (old["provider"], new["provider"]) == ("primary", "sb0")
+    assert new["token"] > old["token"]
+    # The node could not renew; its workload's supervisor stopped it at its lease end.
+    assert old["reason"] == "lease-expired"
+    assert result["acted_at"] < old["ended_at"] <= old["lease_end"] + failover.STOP_GRACE
+    assert old["ended_at"] < new["started_at"]
+    assert result["overlaps"] == []
+    record_margin(margin_name, round(result["margin"], 3))
+    return result, old
+
+
 def test_kill_9_of_the_primary_node_its_workload_is_gone_before_the_standby_starts(
     relays: RelayCluster,  # noqa: F811
     tmp_path: Path,
     record_property: Any,
 ) -> None:
-    result = run("kill", relays, tmp_path)
-    old, new = result["runs"]
-    assert (old["provider"], new["provider"]) == ("primary", "sb0")
-    assert new["token"] > old["token"]
-    # The node was dead; its workload's supervisor stopped it at its lease end.
-    assert old["reason"] == "lease-expired"
-    assert result["acted_at"] < old["ended_at"] <= old["lease_end"] + failover.STOP_GRACE
-    assert old["ended_at"] < new["started_at"]
-    assert result["overlaps"] == []
-    record_property("margin_after_kill_9", round(result["margin"], 3))
+    failover_at_the_lease_end("kill", relays, tmp_path, record_property, "margin_after_kill_9")
 
 
 def test_sigstop_of_the_primary_node_its_supervisor_stops_the_workload_at_lease_end(
@@ -71,14 +72,11 @@ def test_sigstop_of_the_primary_node_its_supervisor_stops_the_workload_at_lease_
     tmp_path: Path,
     record_property: Any,
 ) -> None:
-    result = run("freeze", relays, tmp_path)
-    old, new = result["runs"]
-    assert (old["provider"], new["provider"]) == ("primary", "sb0")
+    result, old = failover_at_the_lease_end(
+        "freeze", relays, tmp_path, record_property, "margin_after_sigstop"
+    )
     # Stopped by its supervisor while the node was frozen...
-    assert old["reason"] == "lease-expired"
-    assert result["acted_at"] < old["ended_at"] <= old["lease_end"] + failover.STOP_GRACE
     assert old["ended_at"] < result["woke_at"]
-    assert old["ended_at"] < new["started_at"]
     # ...and the woken node fenced instead of running it again.
     woken = [
         (e["event"], e.get("text", ""))
@@ -87,8 +85,6 @@ def test_sigstop_of_the_primary_node_its_supervisor_stops_the_workload_at_lease_
     ]
     assert ("LifecycleChanged", "old=LIVE new=FENCED reason=lease expired") in woken
     assert [r["provider"] for r in result["runs"]].count("primary") == 1
-    assert result["overlaps"] == []
-    record_property("margin_after_sigstop", round(result["margin"], 3))
 
 
 def test_a_restarted_primary_node_adopts_the_workload_its_supervisor_kept(
