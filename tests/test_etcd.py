@@ -95,14 +95,14 @@ def forger(cluster: EtcdCluster, mallory: EtcdTransport) -> Any:
 
 
 async def _raw_put(transport: EtcdTransport, key: bytes, data: bytes) -> None:
-    from standby.adapters import etcd as etcd_module
+    from standby.adapters._kv_transport import Refused
 
     try:
         await transport._call(
             "/v3/kv/put",
             {"key": base64.b64encode(key).decode(), "value": base64.b64encode(data).decode()},
         )
-    except etcd_module._Refused as exc:
+    except Refused as exc:
         raise TransportError(str(exc)) from exc
 
 

@@ -81,11 +81,11 @@ async def transports(
 
 
 async def _raw(transport: RedisTransport, command: Any) -> Any:
-    from standby.adapters import redis as redis_module
+    from standby.adapters._kv_transport import Refused
 
     try:
         return await transport._run(command)
-    except redis_module._Refused as exc:
+    except Refused as exc:
         raise TransportError(str(exc)) from exc
 
 
