@@ -32,7 +32,7 @@ from .._protocols import (
 from ..wire import Codec
 from ._kv import ABSENT, Slot, canonical_account, claim_matches, decode_claim
 from ._stream import StreamSubscription
-from ._transport_base import TransportBase, canonical_query, check_backoff
+from ._transport_base import TransportBase, canonical_query, check_backoff, keep_recent
 
 __all__ = ["KvTransport", "Refused", "Retry"]
 
@@ -195,12 +195,6 @@ class KvTransport(TransportBase):
         except (TypeError, WireError) as exc:
             raise TransportError(f"cannot publish {message!r:.100}: {exc}") from exc
 
-    def _remember(self, where: Hashable, slot: Slot) -> None:
-        self._known[where] = slot
-        self._known.move_to_end(where)
-        while len(self._known) > _KNOWN_KEPT:
-            self._known.popitem(last=False)
-
     # ----------------------------------------------------------------- RelayTransport
 
     async def publish(
@@ -244,7 +238,7 @@ class KvTransport(TransportBase):
             self._known.pop(where, None)
             written, now_there = await self._swap_message(where, current, data)
             if written:
-                self._remember(where, now_there)
+                keep_recent(self._known, where, now_there, _KNOWN_KEPT)
                 return True
             state.append(now_there)
             raise Retry(f"the {self._unit} changed meanwhile")

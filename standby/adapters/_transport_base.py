@@ -10,7 +10,8 @@ helpful ``ImportError`` of a missing extra.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -27,10 +28,13 @@ __all__ = [
     "check_backoff",
     "check_urls",
     "close_shielded",
+    "keep_recent",
     "missing_extra",
 ]
 
 _Self = TypeVar("_Self", bound="TransportBase")
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
 
 
 def missing_extra(module: str, extra: str, exc: ImportError) -> ImportError:
@@ -51,10 +55,15 @@ def check_backoff(name: str, backoff: Sequence[float]) -> tuple[float, float]:
     return first, longest
 
 
-def check_urls(urls: Sequence[Any], schemes: tuple[str, ...], *, what: str, empty: str) -> None:
-    """Refuse an empty list (``empty`` says so) or a URL of another scheme."""
+def check_urls(
+    urls: Sequence[Any], schemes: tuple[str, ...], *, what: str, empty: str, unique: bool = False
+) -> None:
+    """Refuse an empty list (``empty`` says so), a repeated URL (when ``unique``) or a
+    URL of another scheme."""
     if not urls:
         raise ValueError(empty)
+    if unique and len(set(urls)) != len(urls):
+        raise ValueError(f"{what} must be unique, got {list(urls)!r}")
     for url in urls:
         if not (isinstance(url, str) and url.startswith(schemes)):
             raise ValueError(f"{what} must start with {' or '.join(schemes)}, got {url!r}")
@@ -69,6 +78,14 @@ def canonical_query(query: Query, canonical: Callable[[str], str]) -> Query:
     except IdentityError as exc:
         raise TransportError(f"query names a malformed author: {exc}") from exc
     return attrs.evolve(query, authors=authors)
+
+
+def keep_recent(cache: OrderedDict[_K, _V], key: _K, value: _V, kept: int) -> None:
+    """Put ``key`` in ``cache`` as the most recent; forget the oldest beyond ``kept``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > kept:
+        cache.popitem(last=False)
 
 
 class _Closeable(Protocol):
