@@ -410,9 +410,6 @@ class RedisTransport(KvTransport):
         )
         return (True, Slot(data)) if now_there is None else (False, now_there)
 
-    async def _stored(self, query: Query) -> list[Envelope[Message]]:
-        return await self._read(query, query)
-
     async def _signers(self, query: Query) -> list[str]:
         if query.authors is not None:
             return sorted(query.authors)
@@ -445,8 +442,8 @@ class RedisTransport(KvTransport):
                 )
         return fields
 
-    async def _read(self, query: Query, match: Query | None) -> list[Envelope[Message]]:
-        """Every stored message of the signers ``query`` names, filtered by ``match``."""
+    async def _stored(self, query: Query) -> list[Envelope[Message]]:
+        """Every stored message of the signers ``query`` names that matches it."""
         client = self._require_running()
         fields = self._fields(query)
         found: list[Envelope[Message]] = []
@@ -471,7 +468,7 @@ class RedisTransport(KvTransport):
                 data = _bytes(value)
                 if data is None or not _text(field).startswith(MESSAGE_FIELD_PREFIX):
                     continue
-                envelope = self._envelope(signer, field, data, match)
+                envelope = self._envelope(signer, field, data, query)
                 if envelope is not None:
                     found.append(envelope)
 
@@ -533,7 +530,7 @@ class RedisTransport(KvTransport):
             subscription.connected_at = anyio.current_time()
             backlog, subscription.backlog = subscription.backlog, None
             if backlog is not None:
-                for envelope in await self._read(backlog, backlog):
+                for envelope in await self._stored(backlog):
                     subscription._deliver(envelope)
             async for notice in pubsub:
                 signer = self._signer_of(notice.get("channel", b""), "ch")
