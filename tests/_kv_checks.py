@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import pytest
@@ -25,6 +25,7 @@ from _proxy import tcp_proxy
 
 from standby import Heartbeat, Message, PromotionClaim, fencing_token
 from standby._errors import IdentityError, TransportError
+from standby.adapters._kv_transport import Refused
 from standby.protocols import AtomicClaims, Query, RelayTransport
 from standby.testing import (
     CLAIM_CHECKS,
@@ -37,9 +38,11 @@ from standby.testing import (
 
 __all__ = [
     "KvStore",
+    "anyio_backend",
     "assert_missing_extra_is_explained",
     "claim",
     "claims_suite_test",
+    "raw",
     "relay_down_test",
     "relay_suite_test",
     "test_a_claim_key_overwritten_by_another_provider_is_not_believed",
@@ -50,6 +53,13 @@ __all__ = [
 ]
 
 Test = Callable[..., Awaitable[None]]
+_T = TypeVar("_T")
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    """Every test on asyncio and on trio, with real clocks (a store runs in real time)."""
+    return request.param
 
 
 class KvStore:
@@ -111,6 +121,15 @@ class KvStore:
                 await stack.enter_async_context(self.open(user, password, prefix, via))
                 for user, password in accounts
             ]
+
+
+async def raw(request: Awaitable[_T]) -> _T:
+    """Await a request sent around the transport's checks; a refusal raises
+    ``TransportError`` (what the checks expect)."""
+    try:
+        return await request
+    except Refused as exc:
+        raise TransportError(str(exc)) from exc
 
 
 def claim(workload_id: str, epoch: int, claimant: str, index: int) -> PromotionClaim:

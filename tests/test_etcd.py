@@ -14,16 +14,17 @@ import base64
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio
 import pytest
 from _etcd import EtcdCluster, etcd, etcd_cluster  # noqa: F401
 from _kv_checks import (  # noqa: F401 - the shared tests run here, against etcd
     KvStore,
+    anyio_backend,
     assert_missing_extra_is_explained,
     claim,
     claims_suite_test,
+    raw,
     relay_down_test,
     relay_suite_test,
     test_a_claim_key_overwritten_by_another_provider_is_not_believed,
@@ -35,26 +36,15 @@ from _kv_checks import (  # noqa: F401 - the shared tests run here, against etcd
 
 from standby import Heartbeat, LeaseRevocation, Message
 from standby._errors import IdentityError, TransportError
-from standby.adapters._kv_transport import Refused
 from standby.adapters.etcd import EtcdTransport, prefix_end
 from standby.protocols import Query
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    return request.param
-
-
 async def _raw_put(transport: EtcdTransport, key: bytes, data: bytes) -> None:
-    try:
-        await transport._call(
-            "/v3/kv/put",
-            {"key": base64.b64encode(key).decode(), "value": base64.b64encode(data).decode()},
-        )
-    except Refused as exc:
-        raise TransportError(str(exc)) from exc
+    body = {"key": base64.b64encode(key).decode(), "value": base64.b64encode(data).decode()}
+    await raw(transport._call("/v3/kv/put", body))
 
 
 class EtcdStore(KvStore):

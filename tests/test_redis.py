@@ -19,8 +19,10 @@ import anyio
 import pytest
 from _kv_checks import (  # noqa: F401 - the shared tests run here, against Redis
     KvStore,
+    anyio_backend,
     assert_missing_extra_is_explained,
     claims_suite_test,
+    raw,
     relay_down_test,
     relay_suite_test,
     test_a_claim_key_overwritten_by_another_provider_is_not_believed,
@@ -34,23 +36,14 @@ from _redis import RedisServer, redis, redis_server  # noqa: F401
 
 from standby import Heartbeat, LeaseRevocation, Message
 from standby._errors import IdentityError, TransportError
-from standby.adapters._kv_transport import Refused
 from standby.adapters.redis import RedisTransport
 from standby.protocols import Query
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    return request.param
-
-
 async def _raw(transport: RedisTransport, command: Any) -> Any:
-    try:
-        return await transport._run(command)
-    except Refused as exc:
-        raise TransportError(str(exc)) from exc
+    return await raw(transport._run(command))
 
 
 class RedisStore(KvStore):

@@ -1,28 +1,36 @@
-"""The events the Nostr transport publishes: signing them and offering them to a relay.
+"""The events of the Nostr transport: signing and offering them, reporting drops.
 
 Private to :mod:`standby.adapters.nostr`. :func:`sign_message` turns one
 message into its signed events (the profile drafts them), giving each
 version of an addressable event a ``created_at`` that orders it against
 the versions sent before; :func:`offer` sends them on a relay's connection
-and waits for its ``OK``.
+and waits for its ``OK``. :func:`rejected_drop` and
+:func:`unexpected_author_drop` describe an incoming event that was dropped.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
+from .._effects import DropReason
 from .._errors import IdentityError, TransportError, WireError
-from .._models import Message
-from .._protocols import is_newer, message_kind
+from .._models import Heartbeat, Message
+from .._protocols import TransportDrop, is_newer, message_kind
 from ..wire import Codec
-from ._nostr_keys import NostrEvent, NostrKeys, sign_event
+from ._nostr_keys import EventRejected, NostrEvent, NostrKeys, sign_event
 from ._nostr_link import Connection, RelayLink, RelayUnavailable
 from ._nostr_profile import NostrProfile
 from ._transport_base import keep_recent
 
-__all__ = ["Versions", "offer", "sign_message"]
+__all__ = ["Versions", "offer", "rejected_drop", "sign_message", "unexpected_author_drop"]
+
+#: EventRejected reason -> what a dropped-event report says.
+_DROP_REASONS: Final[Mapping[str, DropReason]] = {
+    "bad_signature": DropReason.BAD_SIGNATURE,
+    "bad_id": DropReason.BAD_SIGNATURE,
+}
 
 #: Remembered (kind, d) -> last version published, to order ``created_at``.
 _VERSIONS_KEPT: Final = 4096
@@ -124,3 +132,26 @@ async def offer(
         for event_id, waiter in waiters:
             if not waiter.done.is_set():
                 conn.forget_ok(event_id)
+
+
+def rejected_drop(relay: str, exc: EventRejected, raw: object) -> TransportDrop:
+    """The report of an event from ``relay`` that failed verification."""
+    pubkey = raw.get("pubkey") if isinstance(raw, Mapping) else None
+    return TransportDrop(
+        _DROP_REASONS.get(exc.reason, DropReason.MALFORMED),
+        relay,
+        pubkey if isinstance(pubkey, str) else None,
+        str(exc),
+    )
+
+
+def unexpected_author_drop(relay: str, event: NostrEvent, message: Message) -> TransportDrop:
+    """The report of a valid event from ``relay`` signed by an author the query did not name."""
+    workload = None if isinstance(message, Heartbeat) else message.workload_id
+    return TransportDrop(
+        DropReason.UNEXPECTED_AUTHOR,
+        relay,
+        event.pubkey,
+        f"{message_kind(message)} event {event.id[:16]}... signed by an unexpected author",
+        workload,
+    )

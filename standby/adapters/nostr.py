@@ -53,24 +53,28 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import anyio.abc
 
-from .._effects import DropReason
-from .._models import Envelope, Heartbeat, Message
+from .._models import Envelope, Message
 from .._protocols import (
     PublishResult,
     Query,
     QueryResult,
     TransportDrop,
-    message_kind,
     newest_per_key,
 )
 from .._public import publish
 from ..wire import Codec
-from ._nostr_events import Versions, offer, sign_message
+from ._nostr_events import (
+    Versions,
+    offer,
+    rejected_drop,
+    sign_message,
+    unexpected_author_drop,
+)
 from ._nostr_keys import (
     EventRejected,
     NostrEvent,
@@ -105,12 +109,6 @@ __all__ = [
     "verify_event",
 ]
 
-#: EventRejected reason -> what a dropped-event report says.
-_DROP_REASONS: Final[Mapping[str, DropReason]] = {
-    "bad_signature": DropReason.BAD_SIGNATURE,
-    "bad_id": DropReason.BAD_SIGNATURE,
-}
-
 
 class NostrTransport(TransportBase):
     """A provider's connection to ``N`` Nostr relays; implements ``RelayTransport``.
@@ -133,6 +131,12 @@ class NostrTransport(TransportBase):
     request because of a limit; refusals are retried within the caller's
     timeout, never dropped) and ``client`` (an ``httpx.AsyncClient`` to
     connect with; the transport makes its own by default).
+
+    :attr:`counters` counts ``events_received``, ``dropped_bad_signature``,
+    ``dropped_bad_id``, ``dropped_malformed``, ``dropped_bad_body``,
+    ``dropped_d_mismatch``, ``dropped_unexpected_kind``, ``dropped_oversized``,
+    ``dropped_overflow``, ``rejected_events``, ``recycled_connections``,
+    ``connects``, ``notices``, ...
     """
 
     def __init__(
@@ -299,15 +303,7 @@ class NostrTransport(TransportBase):
 
     def _rejected(self, relay: str, exc: EventRejected, raw: object) -> None:
         """A relay sent an event that failed verification (called by the link)."""
-        pubkey = raw.get("pubkey") if isinstance(raw, Mapping) else None
-        self._report(
-            TransportDrop(
-                _DROP_REASONS.get(exc.reason, DropReason.MALFORMED),
-                relay,
-                pubkey if isinstance(pubkey, str) else None,
-                str(exc),
-            )
-        )
+        self._report(rejected_drop(relay, exc, raw))
 
     def _pool(self, url: str) -> anyio.CapacityLimiter:
         pool = self._pools.get(url)
@@ -344,17 +340,7 @@ class NostrTransport(TransportBase):
                 # Asked for from anyone (a subscription's workload kinds) or a
                 # relay that ignored the authors filter: either way, reported.
                 self._count("dropped_unexpected_author")
-                workload = None if isinstance(message, Heartbeat) else message.workload_id
-                self._report(
-                    TransportDrop(
-                        DropReason.UNEXPECTED_AUTHOR,
-                        relay,
-                        event.pubkey,
-                        f"{message_kind(message)} event {event.id[:16]}... signed by an "
-                        "unexpected author",
-                        workload,
-                    )
-                )
+                self._report(unexpected_author_drop(relay, event, message))
                 return None
             self._count("filtered_out")
             return None
