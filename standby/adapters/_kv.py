@@ -21,18 +21,23 @@ from collections.abc import Callable, MutableMapping
 from typing import Final
 from urllib.parse import quote, unquote
 
+import attrs
+
 from .._errors import IdentityError, WireError
 from .._models import Envelope, Heartbeat, Message, PromotionClaim
 from .._protocols import Query, addressable_key, message_kind
 from ..wire import Codec
 
 __all__ = [
+    "ABSENT",
     "MESSAGE_FIELD_PREFIX",
     "PROOF_FIELD_PREFIX",
+    "Slot",
     "canonical_account",
     "claim_matches",
     "decode_claim",
     "decode_stored",
+    "exact_account",
     "field_of",
     "proof_field",
     "quote_workload",
@@ -43,6 +48,22 @@ _ACCOUNT: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 #: Fields of messages start with this; proofs of claims with :data:`PROOF_FIELD_PREFIX`.
 MESSAGE_FIELD_PREFIX: Final = "m/"
 PROOF_FIELD_PREFIX: Final = "h/"
+
+
+@attrs.frozen
+class Slot:
+    """What one stored key (or hash field) held when read.
+
+    ``value`` is ``None`` when it was absent; ``revision`` is the version the
+    store gave it (etcd's ``mod_revision``; ``0`` when absent or untracked).
+    """
+
+    value: bytes | None
+    revision: int = 0
+
+
+#: A key read as absent (also the first guess before any read).
+ABSENT: Final = Slot(None)
 
 
 def canonical_account(identity: str, *, scheme: str) -> str:
@@ -64,6 +85,18 @@ def canonical_account(identity: str, *, scheme: str) -> str:
             "characters of a-z, 0-9, '.', '_', '-'"
         )
     return text
+
+
+def exact_account(text: str, *, scheme: str) -> str | None:
+    """``text`` when it is a canonical account name already, else ``None``.
+
+    A signer read from where a value is stored must be spelled exactly as
+    its account: any other spelling is not that account's area.
+    """
+    try:
+        return text if canonical_account(text, scheme=scheme) == text else None
+    except IdentityError:
+        return None
 
 
 def quote_workload(workload_id: str) -> str:

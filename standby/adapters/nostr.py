@@ -43,37 +43,38 @@ try:
     import httpx
     import httpx_ws
 except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
-    raise ImportError(
-        "standby.adapters.nostr needs the optional dependencies of the 'nostr' extra "
-        f"(missing: {_exc.name}); install them with: pip install 'standby[nostr]'"
-    ) from _exc
+    from ._transport_base import missing_extra
+
+    raise missing_extra("nostr", "nostr", _exc) from _exc
 
 import contextlib
 import itertools
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import MappingProxyType, TracebackType
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import anyio
 import anyio.abc
-import attrs
 
-from .._effects import DropReason
-from .._errors import IdentityError, TransportError, WireError
-from .._models import Envelope, Heartbeat, Message
+from .._models import Envelope, Message
 from .._protocols import (
     PublishResult,
     Query,
     QueryResult,
     TransportDrop,
-    is_newer,
-    message_kind,
     newest_per_key,
 )
+from .._public import publish
 from ..wire import Codec
+from ._nostr_events import (
+    Versions,
+    offer,
+    rejected_drop,
+    sign_message,
+    unexpected_author_drop,
+)
 from ._nostr_keys import (
     EventRejected,
     NostrEvent,
@@ -83,8 +84,16 @@ from ._nostr_keys import (
     sign_event,
     verify_event,
 )
-from ._nostr_link import Connection, Handler, RelayLink, RelayUnavailable, is_refusal
+from ._nostr_link import Connection, RelayLink, RelayUnavailable, is_refusal
 from ._nostr_profile import DEFAULT_PREFIX, REFERENCE_PREFIX, NostrProfile, filters_for
+from ._nostr_subscription import Collector, NostrSubscription
+from ._transport_base import (
+    TransportBase,
+    canonical_query,
+    check_backoff,
+    check_urls,
+    close_shielded,
+)
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -100,179 +109,8 @@ __all__ = [
     "verify_event",
 ]
 
-#: EventRejected reason -> what a dropped-event report says.
-_DROP_REASONS: Final[Mapping[str, DropReason]] = {
-    "bad_signature": DropReason.BAD_SIGNATURE,
-    "bad_id": DropReason.BAD_SIGNATURE,
-}
 
-#: Remembered (kind, d) -> last version published, to order ``created_at``.
-_VERSIONS_KEPT: Final = 4096
-#: Event ids remembered per relay by a subscription, to drop repeats.
-_SEEN_KEPT: Final = 4096
-
-
-class _Collector:
-    """Collects one relay's answer to a query."""
-
-    __slots__ = ("done", "error", "events", "refused")
-
-    def __init__(self) -> None:
-        self.events: list[NostrEvent] = []
-        self.done = anyio.Event()
-        self.error: str | None = None
-        #: Why the relay refused the query (a limit): ask again later.
-        self.refused: str | None = None
-
-    def on_refused(self, reason: str) -> None:
-        if not self.done.is_set():
-            self.refused = reason
-            self.done.set()
-
-    def on_event(self, event: NostrEvent) -> None:
-        if not self.done.is_set():
-            self.events.append(event)
-
-    def on_eose(self) -> None:
-        self.done.set()
-
-    def on_closed(self, reason: str) -> None:
-        if not self.done.is_set():
-            if is_refusal(reason):
-                self.refused = reason
-            else:
-                self.error = reason
-            self.done.set()
-
-
-class _LiveHandler:
-    """Feeds one relay's deliveries into a :class:`NostrSubscription`."""
-
-    __slots__ = ("_relay", "_subscription")
-
-    def __init__(self, subscription: NostrSubscription, relay: str) -> None:
-        self._subscription = subscription
-        self._relay = relay
-
-    def on_event(self, event: NostrEvent) -> None:
-        self._subscription._deliver(self._relay, event)
-
-    def on_eose(self) -> None:
-        pass
-
-    def on_closed(self, reason: str) -> None:
-        self._subscription._relay_closed(self._relay, reason)
-
-
-class NostrSubscription:
-    """A live subscription on every relay of a :class:`NostrTransport`.
-
-    Implements :class:`~standby.protocols.Subscription`. Deliveries from all
-    relays are merged (one envelope per relay that delivers an event, as
-    with any transport); a repeat of an event on the same relay is dropped.
-    When the consumer falls more than ``buffer`` envelopes behind, newer
-    deliveries are dropped and counted (``dropped_overflow``): delivery is
-    best effort and the node re-reads before any decision.
-    """
-
-    def __init__(
-        self, transport: NostrTransport, query: Query, sub_id: str, since: int, buffer: int
-    ) -> None:
-        self._transport = transport
-        self.query = query
-        self._sub_id = sub_id
-        self._since = since
-        self._send, self._receive = anyio.create_memory_object_stream[Envelope[Message]](buffer)
-        self._newest: dict[str, int] = {}
-        self._seen: dict[str, OrderedDict[str, None]] = {}
-        self._closed = False
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"NostrSubscription({self._sub_id!r}, {state})"
-
-    @property
-    def sub_id(self) -> str:
-        """The subscription id sent to the relays."""
-        return self._sub_id
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`aclose` was called."""
-        return self._closed
-
-    def filters(self, relay: str) -> list[dict[str, Any]]:
-        """The filters for (re)subscribing on ``relay``, resuming after what it sent."""
-        since = self._since
-        newest = self._newest.get(relay)
-        if newest is not None:
-            since = max(since, newest - math.ceil(self._transport.profile.live_backlog))
-        return self._transport._filters(self.query, live=True, since=since)
-
-    def handler(self, relay: str) -> Handler:
-        """The handler of ``relay``'s deliveries."""
-        return _LiveHandler(self, relay)
-
-    def _deliver(self, relay: str, event: NostrEvent) -> None:
-        if self._closed:
-            return
-        seen = self._seen.setdefault(relay, OrderedDict())
-        if event.id in seen:
-            self._transport._count("repeats_dropped")
-            return
-        seen[event.id] = None
-        if len(seen) > _SEEN_KEPT:
-            seen.popitem(last=False)
-        self._newest[relay] = max(self._newest.get(relay, event.created_at), event.created_at)
-        envelope = self._transport._envelope(relay, event, self.query)
-        if envelope is None:
-            return
-        try:
-            self._send.send_nowait(envelope)
-        except anyio.WouldBlock:
-            self._transport._count("dropped_overflow")
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-
-    def _relay_closed(self, relay: str, reason: str) -> None:
-        # A CLOSED from the relay (a limit, an error) or the connection ending.
-        # The link sends the subscription again: at once on a new connection,
-        # after a backoff while the connection stays up (failure mode 20).
-        self._transport._count("subscription_interruptions")
-        link = self._transport._links.get(relay)
-        if link is not None and not self._closed and reason.startswith("closed by"):
-            link.live_refused(self._sub_id, reason)
-
-    def _end(self) -> None:
-        self._send.close()
-        self._receive.close()
-
-    def __aiter__(self) -> NostrSubscription:
-        return self
-
-    async def __anext__(self) -> Envelope[Message]:
-        """The next envelope; see :meth:`standby.protocols.Subscription.__anext__`."""
-        if self._closed:
-            raise StopAsyncIteration
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            if self._closed:
-                raise StopAsyncIteration from None
-            raise TransportError("the Nostr transport was closed") from None
-
-    async def aclose(self) -> None:
-        """Close the subscription on every relay (``CLOSE``). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._transport._unsubscribe(self)
-        self._send.close()
-        self._receive.close()
-        await anyio.lowlevel.checkpoint()
-
-
-class NostrTransport:
+class NostrTransport(TransportBase):
     """A provider's connection to ``N`` Nostr relays; implements ``RelayTransport``.
 
     ``relays`` are websocket URLs (``ws://`` or ``wss://``); they also name
@@ -293,6 +131,12 @@ class NostrTransport:
     request because of a limit; refusals are retried within the caller's
     timeout, never dropped) and ``client`` (an ``httpx.AsyncClient`` to
     connect with; the transport makes its own by default).
+
+    :attr:`counters` counts ``events_received``, ``dropped_bad_signature``,
+    ``dropped_bad_id``, ``dropped_malformed``, ``dropped_bad_body``,
+    ``dropped_d_mismatch``, ``dropped_unexpected_kind``, ``dropped_oversized``,
+    ``dropped_overflow``, ``rejected_events``, ``recycled_connections``,
+    ``connects``, ``notices``, ...
     """
 
     def __init__(
@@ -312,26 +156,18 @@ class NostrTransport:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         urls = list(relays)
-        if not urls:
-            raise ValueError("a Nostr transport needs at least one relay URL")
-        if len(set(urls)) != len(urls):
-            raise ValueError(f"relay URLs must be unique, got {urls!r}")
-        for url in urls:
-            if not (isinstance(url, str) and url.startswith(("ws://", "wss://"))):
-                raise ValueError(f"relay URLs must start with ws:// or wss://, got {url!r}")
-        first, longest = reconnect_backoff
-        if not 0 < first <= longest:
-            raise ValueError(
-                "reconnect_backoff must be (first, longest) with 0 < first <= longest, "
-                f"got {reconnect_backoff!r}"
-            )
+        check_urls(
+            urls,
+            ("ws://", "wss://"),
+            what="relay URLs",
+            empty="a Nostr transport needs at least one relay URL",
+            unique=True,
+        )
+        backoff = check_backoff("reconnect_backoff", reconnect_backoff)
         if max_queries < 1:
             raise ValueError(f"max_queries must be >= 1, got {max_queries!r}")
-        if not 0 < refusal_backoff[0] <= refusal_backoff[1]:
-            raise ValueError(
-                "refusal_backoff must be (first, longest) with 0 < first <= longest, "
-                f"got {refusal_backoff!r}"
-            )
+        check_backoff("refusal_backoff", refusal_backoff)
+        super().__init__()
         self.max_queries = max_queries
         self.refusal_backoff = refusal_backoff
         self._pools: dict[str, anyio.CapacityLimiter] = {}
@@ -345,7 +181,6 @@ class NostrTransport:
         self.subscription_buffer = subscription_buffer
         self._client = client
         self._own_client = client is None
-        self._counters: dict[str, int] = {}
         self._drop_hook: Callable[[TransportDrop], None] | None = None
         self._links: dict[str, RelayLink] = {
             url: RelayLink(
@@ -353,75 +188,41 @@ class NostrTransport:
                 connect=self._connect,
                 counters=self._counters,
                 max_message_bytes=max_message_bytes,
-                backoff=(first, longest),
+                backoff=backoff,
                 on_rejected=self._rejected,
             )
             for url in urls
         }
-        self._versions: OrderedDict[tuple[int, str], tuple[Message, int]] = OrderedDict()
-        self._subscriptions: dict[str, NostrSubscription] = {}
+        self._versions: Versions = OrderedDict()
         self._ids = itertools.count(1)
-        self._stack: contextlib.AsyncExitStack | None = None
         self._ws_client: httpx_ws.AsyncWebSocketClient[httpx_ws.AsyncWebSocketSession] | None = None
-        self._running = False
 
     def __repr__(self) -> str:
-        state = "running" if self._running else "stopped"
+        state = "running" if self._group is not None else "stopped"
         return f"NostrTransport({self.identity!r}, {len(self.relays)} relays, {state})"
 
     # ----------------------------------------------------------------- lifecycle
 
-    async def __aenter__(self) -> NostrTransport:
-        if self._stack is not None:
-            raise TransportError("this NostrTransport is already running")
-        stack = contextlib.AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            if self._client is None:
-                self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.connect_timeout))
-            if self._own_client:
-                stack.push_async_callback(self._close_client)
-            self._ws_client = httpx_ws.AsyncWebSocketClient(
-                self._client,
-                max_message_size_bytes=self.max_message_bytes,
-                keepalive_ping_interval_seconds=20.0,
-                keepalive_ping_timeout_seconds=20.0,
-            )
-            group = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(self._stopped)
-            stack.callback(group.cancel_scope.cancel)
-            for link in self._links.values():
-                link.stopped = False
-                group.start_soon(link.run, name=f"nostr-relay-{link.url}")
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        self._running = True
-        return self
+    async def _open_resources(self, stack: contextlib.AsyncExitStack) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.connect_timeout))
+        if self._own_client:
+            stack.push_async_callback(self._close_client)
+        self._ws_client = httpx_ws.AsyncWebSocketClient(
+            self._client,
+            max_message_size_bytes=self.max_message_bytes,
+            keepalive_ping_interval_seconds=20.0,
+            keepalive_ping_timeout_seconds=20.0,
+        )
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        stack, self._stack = self._stack, None
-        self._running = False
-        if stack is not None:
-            await stack.__aexit__(exc_type, exc, tb)
-
-    def _stopped(self) -> None:
-        self._running = False
-        for subscription in list(self._subscriptions.values()):
-            subscription._end()
-        self._subscriptions.clear()
+    def _started(self, group: anyio.abc.TaskGroup) -> None:
+        for link in self._links.values():
+            link.stopped = False
+            group.start_soon(link.run, name=f"nostr-relay-{link.url}")
 
     async def _close_client(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            with anyio.CancelScope(shield=True):
-                await client.aclose()
+        await close_shielded(client)
 
     def _connect(
         self, url: str
@@ -429,12 +230,6 @@ class NostrTransport:
         # httpx's timeout bounds the TCP connect and the websocket handshake.
         assert self._ws_client is not None
         return self._ws_client.connect(url)
-
-    def _require_running(self) -> None:
-        if not self._running:
-            raise TransportError(
-                "the Nostr transport is not running: use it as `async with NostrTransport(...)`"
-            )
 
     # ----------------------------------------------------------------- identity
 
@@ -458,15 +253,6 @@ class NostrTransport:
         return canonical_identity(identity)
 
     # ----------------------------------------------------------------- observability
-
-    @property
-    def counters(self) -> Mapping[str, int]:
-        """Counts of what happened: ``events_received``, ``dropped_bad_signature``,
-        ``dropped_bad_id``, ``dropped_malformed``, ``dropped_bad_body``,
-        ``dropped_d_mismatch``, ``dropped_unexpected_kind``, ``dropped_oversized``,
-        ``dropped_overflow``, ``rejected_events``, ``recycled_connections``,
-        ``connects``, ``notices``, ... (read-only view)."""
-        return MappingProxyType(self._counters)
 
     @property
     def dropped(self) -> int:
@@ -496,9 +282,6 @@ class NostrTransport:
             total += sum(1 for sub_id in conn.handlers if sub_id not in link.live)
         return total
 
-    def _count(self, name: str, amount: int = 1) -> None:
-        self._counters[name] = self._counters.get(name, 0) + amount
-
     def set_drop_hook(self, hook: Callable[[TransportDrop], None] | None) -> None:
         """Report every dropped incoming event to ``hook`` (``ReportsDrops``); ``None`` stops.
 
@@ -520,15 +303,7 @@ class NostrTransport:
 
     def _rejected(self, relay: str, exc: EventRejected, raw: object) -> None:
         """A relay sent an event that failed verification (called by the link)."""
-        pubkey = raw.get("pubkey") if isinstance(raw, Mapping) else None
-        self._report(
-            TransportDrop(
-                _DROP_REASONS.get(exc.reason, DropReason.MALFORMED),
-                relay,
-                pubkey if isinstance(pubkey, str) else None,
-                str(exc),
-            )
-        )
+        self._report(rejected_drop(relay, exc, raw))
 
     def _pool(self, url: str) -> anyio.CapacityLimiter:
         pool = self._pools.get(url)
@@ -539,13 +314,7 @@ class NostrTransport:
     # ----------------------------------------------------------------- events
 
     def _canonical_query(self, query: Query) -> Query:
-        if query.authors is None:
-            return query
-        try:
-            authors = frozenset(canonical_identity(a) for a in query.authors)
-        except IdentityError as exc:
-            raise TransportError(f"query names a malformed author: {exc}") from exc
-        return attrs.evolve(query, authors=authors)
+        return canonical_query(query, canonical_identity)
 
     def _filters(self, query: Query, *, live: bool, since: int | None) -> list[dict[str, Any]]:
         if query.authors is not None and not query.authors:
@@ -555,59 +324,9 @@ class NostrTransport:
         )
 
     def _sign(self, message: Message) -> list[NostrEvent]:
-        try:
-            message_kind(message)
-            drafts = self.profile.drafts(message, self.codec)
-        except (TypeError, IdentityError, WireError) as exc:
-            raise TransportError(f"cannot publish {message!r:.100}: {exc}") from exc
-        natural = self.profile.natural_created_at(message)
-        events: list[NostrEvent] = []
-        for draft in drafts:
-            size = len(draft.content.encode("utf-8"))
-            if size > self.codec.max_size:
-                raise TransportError(
-                    f"cannot publish {message!r:.80}: body of {size} bytes exceeds "
-                    f"{self.codec.max_size}"
-                )
-            created_at = natural
-            if draft.key is not None:
-                created_at = self._created_at(draft.key, message, natural)
-            events.append(
-                sign_event(
-                    self.keys,
-                    kind=draft.kind,
-                    tags=draft.tags,
-                    content=draft.content,
-                    created_at=created_at,
-                )
-            )
-        return events
-
-    def _created_at(self, key: tuple[int, str], message: Message, natural: int) -> int:
-        """``created_at`` for a version of an addressable event.
-
-        Relays keep, per (kind, pubkey, d), the event with the greater
-        ``created_at`` and break ties arbitrarily; this makes a newer version
-        (by :func:`~standby.protocols.newest_per_key`'s rule) always carry a
-        strictly greater ``created_at`` than the last one sent, an older one
-        a strictly smaller one, and a repeat the very same (so it is the same
-        event).
-        """
-        known = self._versions.get(key)
-        if known is None:
-            created_at = natural
-        else:
-            previous, previous_at = known
-            if previous == message:
-                return previous_at
-            if not is_newer(message, previous):
-                return min(natural, previous_at - 1)
-            created_at = max(natural, previous_at + 1)
-        self._versions[key] = (message, created_at)
-        self._versions.move_to_end(key)
-        while len(self._versions) > _VERSIONS_KEPT:
-            self._versions.popitem(last=False)
-        return created_at
+        return sign_message(
+            message, keys=self.keys, profile=self.profile, codec=self.codec, versions=self._versions
+        )
 
     def _envelope(self, relay: str, event: NostrEvent, query: Query) -> Envelope[Message] | None:
         try:
@@ -621,22 +340,35 @@ class NostrTransport:
                 # Asked for from anyone (a subscription's workload kinds) or a
                 # relay that ignored the authors filter: either way, reported.
                 self._count("dropped_unexpected_author")
-                workload = None if isinstance(message, Heartbeat) else message.workload_id
-                self._report(
-                    TransportDrop(
-                        DropReason.UNEXPECTED_AUTHOR,
-                        relay,
-                        event.pubkey,
-                        f"{message_kind(message)} event {event.id[:16]}... signed by an "
-                        "unexpected author",
-                        workload,
-                    )
-                )
+                self._report(unexpected_author_drop(relay, event, message))
                 return None
             self._count("filtered_out")
             return None
         self._count("events_accepted")
         return Envelope(message, event.pubkey, relay, self.wall_clock())
+
+    async def _on_every_relay(
+        self,
+        attempt: Callable[[RelayLink], Awaitable[str | None]],
+        timeout: float,  # noqa: ASYNC109 - the caller's
+    ) -> None:
+        """Run ``attempt`` on every relay at once, for at most ``timeout`` seconds.
+
+        An attempt that returns a relay's refusal (a limit) is made again on
+        that relay after a growing pause; ``None`` ends it.
+        """
+
+        async def patiently(link: RelayLink) -> None:
+            wait, longest = self.refusal_backoff
+            while await attempt(link) is not None:
+                self._count("relay_refusals")
+                await anyio.sleep(wait)
+                wait = min(wait * 2, longest)
+
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as group:
+                for link in self._links.values():
+                    group.start_soon(patiently, link)
 
     # ----------------------------------------------------------------- RelayTransport
 
@@ -647,55 +379,19 @@ class NostrTransport:
         timeout: float,  # noqa: ASYNC109 - part of the protocol
     ) -> PublishResult:
         """Sign ``message`` and send it to every relay; see ``RelayTransport.publish``."""
-        self._require_running()
+        self._check_running()
         events = self._sign(message)
         results: dict[str, str | None] = {}
         used: dict[str, Connection] = {}
 
-        async def one(link: RelayLink) -> None:
-            wait, longest = self.refusal_backoff
-            while True:
-                await send(link)
-                reason = results.get(link.url)
-                if reason is None or not is_refusal(reason):
-                    return
-                # Over a relay limit: publish again after a backoff (the
-                # same signed events: harmless to repeat).
-                self._count("relay_refusals")
-                await anyio.sleep(wait)
-                wait = min(wait * 2, longest)
+        async def one(link: RelayLink) -> str | None:
+            await offer(link, events, results, used)
+            reason = results.get(link.url)
+            # Over a relay limit: publish again after a backoff (the same
+            # signed events: harmless to repeat).
+            return reason if reason is not None and is_refusal(reason) else None
 
-        async def send(link: RelayLink) -> None:
-            try:
-                conn = await link.connection()
-            except RelayUnavailable as exc:
-                results[link.url] = f"unreachable: {exc}"
-                return
-            used[link.url] = conn
-            waiters = [(event.id, conn.expect_ok(event.id)) for event in events]
-            try:
-                for event in events:
-                    conn.send(["EVENT", event.to_json()])
-                stored = waiters[-1][1]
-                await stored.done.wait()
-                if stored.accepted:
-                    results[link.url] = None
-                else:
-                    # Prefer the relay's own words (it may have refused an
-                    # earlier event of the message and dropped the connection).
-                    said = [w.reason for _id, w in waiters if w.answered and not w.accepted]
-                    results[link.url] = (said[-1] if said else stored.reason) or "rejected"
-            except RelayUnavailable as exc:
-                results[link.url] = f"unreachable: {exc}"
-            finally:
-                for event_id, waiter in waiters:
-                    if not waiter.done.is_set():
-                        conn.forget_ok(event_id)
-
-        with anyio.move_on_after(timeout):
-            async with anyio.create_task_group() as group:
-                for link in self._links.values():
-                    group.start_soon(one, link)
+        await self._on_every_relay(one, timeout)
         for url in self.relays:
             if url not in results:
                 results[url] = "timed out"
@@ -714,7 +410,7 @@ class NostrTransport:
         timeout: float,  # noqa: ASYNC109 - part of the protocol
     ) -> QueryResult:
         """Read from every relay; see ``RelayTransport.query``."""
-        self._require_running()
+        self._check_running()
         query = self._canonical_query(query)
         since = None if query.since is None else math.floor(query.since)
         filters = self._filters(query, live=False, since=since)
@@ -725,45 +421,37 @@ class NostrTransport:
 
         refusals: dict[str, str] = {}
 
-        async def one(link: RelayLink) -> None:
-            pool = self._pool(link.url)
-            wait, longest = self.refusal_backoff
-            while True:
+        async def one(link: RelayLink) -> str | None:
+            try:
+                conn = await link.connection()
+            except RelayUnavailable as exc:
+                errors[link.url] = f"unreachable: {exc}"
+                return None
+            collector = Collector()
+            async with self._pool(link.url):  # at most max_queries in flight on this connection
+                sub_id = f"q{next(self._ids)}"
                 try:
-                    conn = await link.connection()
+                    conn.subscribe(sub_id, filters, collector)
                 except RelayUnavailable as exc:
                     errors[link.url] = f"unreachable: {exc}"
-                    return
-                collector = _Collector()
-                async with pool:  # at most max_queries in flight on this connection
-                    sub_id = f"q{next(self._ids)}"
-                    try:
-                        conn.subscribe(sub_id, filters, collector)
-                    except RelayUnavailable as exc:
-                        errors[link.url] = f"unreachable: {exc}"
-                        return
-                    conn.queries[sub_id] = None
-                    try:
-                        await collector.done.wait()
-                    finally:
-                        conn.queries.pop(sub_id, None)
-                        conn.unsubscribe(sub_id)
-                if collector.refused is None:
-                    break
+                    return None
+                conn.queries[sub_id] = None
+                try:
+                    await collector.done.wait()
+                finally:
+                    conn.queries.pop(sub_id, None)
+                    conn.unsubscribe(sub_id)
+            if collector.refused is not None:
                 # Over a relay limit: ask again after a backoff (within the timeout).
                 refusals[link.url] = collector.refused
-                self._count("relay_refusals")
-                await anyio.sleep(wait)
-                wait = min(wait * 2, longest)
+                return collector.refused
             if collector.error is not None:
                 errors[link.url] = collector.error
             else:
                 answers[link.url] = collector.events
+            return None
 
-        with anyio.move_on_after(timeout):
-            async with anyio.create_task_group() as group:
-                for link in self._links.values():
-                    group.start_soon(one, link)
+        await self._on_every_relay(one, timeout)
         for url in self.relays:
             if url not in answers and url not in errors:
                 refused = refusals.get(url)
@@ -785,7 +473,7 @@ class NostrTransport:
         :class:`~standby.TransportError` when the transport is not running
         or the query names a malformed author.
         """
-        self._require_running()
+        self._check_running()
         query = self._canonical_query(query)
         if query.since is not None:
             since = math.floor(query.since)
@@ -794,14 +482,14 @@ class NostrTransport:
         subscription = NostrSubscription(
             self, query, f"s{next(self._ids)}", since, self.subscription_buffer
         )
-        self._subscriptions[subscription.sub_id] = subscription
+        self._subscriptions.add(subscription)
         if self._filters(query, live=True, since=since):
             for link in self._links.values():
                 link.add_live(subscription)
         return subscription
 
     def _unsubscribe(self, subscription: NostrSubscription) -> None:
-        self._subscriptions.pop(subscription.sub_id, None)
+        self._subscriptions.discard(subscription)
         for link in self._links.values():
             link.remove_live(subscription.sub_id)
 
@@ -814,7 +502,7 @@ class NostrTransport:
         timeout: float,  # noqa: ASYNC109 - like publish and query
     ) -> frozenset[str]:
         """Connect to ``relays`` (default: all) and return those connected within ``timeout``."""
-        self._require_running()
+        self._check_running()
         wanted = list(self.relays if relays is None else relays)
         done: set[str] = set()
 
@@ -842,7 +530,7 @@ class NostrTransport:
         a provider never needs it. Returns ``(False, "timed out")`` when no
         answer came in time.
         """
-        self._require_running()
+        self._check_running()
         link = self._links[relay]
         event_id = str(event.get("id", ""))
         with anyio.move_on_after(timeout):
@@ -858,3 +546,6 @@ class NostrTransport:
             finally:
                 conn.forget_ok(event_id)
         return False, "timed out"
+
+
+publish(__name__, globals(), ["NostrSubscription"])

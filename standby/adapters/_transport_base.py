@@ -1,0 +1,181 @@
+"""What every network transport shares (etcd, Redis, Nostr): checks and lifecycle.
+
+Private to the adapters. :class:`TransportBase` runs a transport as an
+async context manager around one task group (its background tasks: watches,
+relay connections), ends the live subscriptions when it stops and keeps
+the counters. The functions check constructor arguments and map the
+helpful ``ImportError`` of a missing extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from types import MappingProxyType, TracebackType
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import anyio
+import anyio.abc
+import attrs
+
+from .._errors import IdentityError, TransportError
+from .._protocols import Query
+
+__all__ = [
+    "TransportBase",
+    "canonical_query",
+    "check_backoff",
+    "check_urls",
+    "close_shielded",
+    "keep_recent",
+    "missing_extra",
+]
+
+_Self = TypeVar("_Self", bound="TransportBase")
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+def missing_extra(module: str, extra: str, exc: ImportError) -> ImportError:
+    """The error raised when ``standby.adapters.<module>`` lacks its extra's packages."""
+    return ImportError(
+        f"standby.adapters.{module} needs the optional dependencies of the '{extra}' extra "
+        f"(missing: {exc.name}); install them with: pip install 'standby[{extra}]'"
+    )
+
+
+def check_backoff(name: str, backoff: Sequence[float]) -> tuple[float, float]:
+    """``(first, longest)`` of a backoff option; ``ValueError`` unless ``0 < first <= longest``."""
+    first, longest = backoff
+    if not 0 < first <= longest:
+        raise ValueError(
+            f"{name} must be (first, longest) with 0 < first <= longest, got {backoff!r}"
+        )
+    return first, longest
+
+
+def check_urls(
+    urls: Sequence[Any], schemes: tuple[str, ...], *, what: str, empty: str, unique: bool = False
+) -> None:
+    """Refuse an empty list (``empty`` says so), a repeated URL (when ``unique``) or a
+    URL of another scheme."""
+    if not urls:
+        raise ValueError(empty)
+    if unique and len(set(urls)) != len(urls):
+        raise ValueError(f"{what} must be unique, got {list(urls)!r}")
+    for url in urls:
+        if not (isinstance(url, str) and url.startswith(schemes)):
+            raise ValueError(f"{what} must start with {' or '.join(schemes)}, got {url!r}")
+
+
+def canonical_query(query: Query, canonical: Callable[[str], str]) -> Query:
+    """``query`` with its authors in canonical form; ``TransportError`` for a malformed one."""
+    if query.authors is None:
+        return query
+    try:
+        authors = frozenset(canonical(a) for a in query.authors)
+    except IdentityError as exc:
+        raise TransportError(f"query names a malformed author: {exc}") from exc
+    return attrs.evolve(query, authors=authors)
+
+
+def keep_recent(cache: OrderedDict[_K, _V], key: _K, value: _V, kept: int) -> None:
+    """Put ``key`` in ``cache`` as the most recent; forget the oldest beyond ``kept``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > kept:
+        cache.popitem(last=False)
+
+
+class _Closeable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+async def close_shielded(client: _Closeable | None) -> None:
+    """Close ``client`` (when there is one), even while being cancelled."""
+    if client is not None:
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
+
+
+class _Live(Protocol):
+    def _end(self) -> None: ...
+
+
+class TransportBase:
+    """Lifecycle and counters of a transport with background tasks.
+
+    A subclass opens what it needs in :meth:`_open_resources` (registering
+    their clean-up on the stack) and starts its own tasks in
+    :meth:`_started`; leaving the context cancels the tasks and ends every
+    live subscription (they raise ``TransportError`` to their consumer).
+    """
+
+    #: The backend's name in errors ("the etcd transport is not running").
+    _backend: ClassVar[str] = "the"
+
+    def __init__(self) -> None:
+        self._counters: dict[str, int] = {}
+        self._subscriptions: set[Any] = set()
+        self._group: anyio.abc.TaskGroup | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def __aenter__(self: _Self) -> _Self:
+        if self._stack is not None:
+            raise TransportError(f"this {type(self).__name__} is already running")
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await self._open_resources(stack)
+            group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._stopped)
+            stack.callback(group.cancel_scope.cancel)
+            self._group = group
+            self._started(group)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    async def _open_resources(self, stack: contextlib.AsyncExitStack) -> None:
+        """Open the clients the transport needs (before its task group starts)."""
+
+    def _started(self, group: anyio.abc.TaskGroup) -> None:
+        """Start the transport's own background tasks in ``group``."""
+
+    def _stopped(self) -> None:
+        self._group = None
+        live: list[_Live] = list(self._subscriptions)
+        for subscription in live:
+            subscription._end()
+        self._subscriptions.clear()
+
+    def _not_running(self) -> TransportError:
+        return TransportError(
+            f"the {self._backend} transport is not running: "
+            f"use it as `async with {type(self).__name__}(...)`"
+        )
+
+    def _check_running(self) -> None:
+        if self._group is None:
+            raise self._not_running()
+
+    @property
+    def counters(self) -> Mapping[str, int]:
+        """Counts of what happened, by name (read-only view; the class lists the names)."""
+        return MappingProxyType(self._counters)
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        self._counters[name] = self._counters.get(name, 0) + amount
