@@ -18,6 +18,7 @@ import anyio
 import anyio.abc
 import attrs
 import pytest
+from _crash import ForwardingTransport
 
 from standby import (
     InvalidSlot,
@@ -271,18 +272,23 @@ async def test_crash_with_two_standbys_exactly_one_runs_it(seed: int) -> None:
     assert [e.host for e in cluster.record.of_kind("spawn", "w1")] == ["prime", "sb0"]
 
 
+async def crash_primary_and_settle(cluster: Cluster, group: anyio.abc.TaskGroup) -> None:
+    """Run the workload, crash its primary, wait for a takeover and an hour after it."""
+    await start_workload(cluster, group)
+    await anyio.sleep(300)
+    cluster.crash("prime")
+    await wait_until(lambda: len(cluster.starts()) >= 2, within=4 * TIMING.silence)
+    await anyio.sleep(3600)
+    group.cancel_scope.cancel()
+
+
 async def test_spawn_slower_than_promotion_delay_still_yields_exactly_one() -> None:
     slow = 0.8 * TIMING.spawn_timeout
     assert slow > TIMING.promotion_delay
     cluster = Cluster(timing=TIMING)
     slow_standbys(cluster, slow)
     async with anyio.create_task_group() as group:
-        await start_workload(cluster, group)
-        await anyio.sleep(300)
-        cluster.crash("prime")
-        await wait_until(lambda: len(cluster.starts()) >= 2, within=4 * TIMING.silence)
-        await anyio.sleep(3600)
-        group.cancel_scope.cancel()
+        await crash_primary_and_settle(cluster, group)
 
     assert cluster.hosts_started() == ["prime", "sb0"]
     assert [e.host for e in cluster.record.of_kind("spawn", "w1")] == ["prime", "sb0"]
@@ -297,12 +303,7 @@ async def test_failed_spawn_hands_over_to_the_next_standby_and_rearms() -> None:
     cluster.runtimes["sb0"].spawn_latency = 40.0
     cluster.runtimes["sb0"].fail_spawns(1, error="out of capacity")
     async with anyio.create_task_group() as group:
-        await start_workload(cluster, group)
-        await anyio.sleep(300)
-        cluster.crash("prime")
-        await wait_until(lambda: len(cluster.starts()) >= 2, within=4 * TIMING.silence)
-        await anyio.sleep(3600)
-        group.cancel_scope.cancel()
+        await crash_primary_and_settle(cluster, group)
 
     assert [e.host for e in cluster.record.of_kind("spawn-failed", "w1")] == ["sb0"]
     assert cluster.hosts_started() == ["prime", "sb1"]
@@ -587,35 +588,17 @@ async def test_event_hook_errors_never_stop_the_node() -> None:
     assert any(isinstance(e, HeartbeatPublished) for e in calls)
 
 
-class FlakyQueries:
+class FlakyQueries(ForwardingTransport):
     """A transport whose queries fail while ``broken`` is set."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.broken = True
-
-    @property
-    def identity(self) -> str:
-        return str(self.inner.identity)
-
-    @property
-    def relay_count(self) -> int:
-        return int(self.inner.relay_count)
-
-    def canonical(self, identity: str) -> str:
-        return str(self.inner.canonical(identity))
-
-    async def publish(self, message: Any, *, timeout: float) -> Any:  # noqa: ASYNC109
-        return await self.inner.publish(message, timeout=timeout)
 
     async def query(self, query: Query, *, timeout: float) -> QueryResult:  # noqa: ASYNC109
         if self.broken:
             raise TransportError("relay pool exploded")
-        result: QueryResult = await self.inner.query(query, timeout=timeout)
-        return result
-
-    def subscribe(self, query: Query) -> Any:
-        return self.inner.subscribe(query)
+        return await super().query(query, timeout=timeout)
 
 
 async def test_adapter_errors_are_counted_and_never_fatal() -> None:
