@@ -72,6 +72,7 @@ from ._faults import (
 from ._history import FaultRecorder
 from ._inject import Injector
 from ._loop import Process, VirtualLoop
+from ._names import PRIMARY, STRANGER, provider_names, relay_name, relay_names, standby_name
 from ._report import (
     BASE_TIME,
     NODE_FAILED,
@@ -102,22 +103,7 @@ __all__ = [
     "standby_name",
 ]
 
-PRIMARY = "primary"
-"""Name of the provider that runs the workload at virtual time 0."""
-STRANGER = "mallory"
-"""Default signer of forged messages: not a participant of the workload."""
-
 _INF = math.inf
-
-
-def standby_name(index: int) -> str:
-    """Name of standby ``index`` in a simulation (``"standby-0"``, ...)."""
-    return f"standby-{index}"
-
-
-def relay_name(index: int) -> str:
-    """Name of relay ``index`` in a simulation (``"relay-0"``, ...)."""
-    return f"relay-{index}"
 
 
 class Simulation:
@@ -186,9 +172,11 @@ class Simulation:
             if runtime_factory is None
             else runtime_factory
         )
-        names = [relay_name(i) for i in range(timing.relay_count)]
         self.network = MemoryRelayNetwork(
-            names, seed=seed, wall_clock=self._true_wall, atomic_claims=atomic_claims
+            relay_names(timing.relay_count),
+            seed=seed,
+            wall_clock=self._true_wall,
+            atomic_claims=atomic_claims,
         )
         self.network.on_store = self._on_store
         self._log: list[tuple[float, str, Any]] = []
@@ -198,10 +186,10 @@ class Simulation:
         self._holder = PRIMARY
         self._published: list[tuple[Message, str]] = []
         self.faults_seen = FaultRecorder()
-        provider_names = [PRIMARY, *(standby_name(i) for i in range(standbys))]
-        self.topology = Topology(primary=PRIMARY, standbys=tuple(provider_names[1:]))
+        names = provider_names(standbys)
+        self.topology = Topology(primary=PRIMARY, standbys=tuple(names[1:]))
         self._hosts: list[Host] = []
-        for index, name in enumerate(provider_names):
+        for index, name in enumerate(names):
             store = SimulatedStore() if store_factory is None else store_factory(name)
             host = Host(self, name, index - 1, store)
             store._attach(self.loop, self._save_latency, self._committer(host))

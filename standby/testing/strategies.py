@@ -39,6 +39,9 @@ from .._models import (
 from .._timing import Timing
 from ._faults import (
     CURRENT_PRIMARY,
+    FORGE_KINDS,
+    PAUSE_WORKLOADS,
+    REACCEPT_MODES,
     Crash,
     Delay,
     Drop,
@@ -57,7 +60,7 @@ from ._faults import (
     SkewClock,
     SlowSpawn,
 )
-from ._simulation import PRIMARY, STRANGER, relay_name, standby_name
+from ._names import STRANGER, provider_names, relay_names
 
 __all__ = [
     "announcements",
@@ -420,7 +423,7 @@ def envelopes(
         Envelope,
         _all_messages() if messages is None else messages,
         identities() if signers is None else signers,
-        st.sampled_from([relay_name(i) for i in range(3)]) if relays is None else relays,
+        st.sampled_from(relay_names(3)) if relays is None else relays,
         timestamps() if received_at is None else received_at,
     )
 
@@ -446,7 +449,7 @@ def _stream(
             Envelope(
                 draw(bodies),
                 draw(signers),
-                draw(st.sampled_from([relay_name(i) for i in range(3)])),
+                draw(st.sampled_from(relay_names(3))),
                 now,
             )
         )
@@ -497,8 +500,8 @@ def faults(
     workload or without it, are all inside the model.
     """
     timing = Timing() if timing is None else timing
-    providers = [PRIMARY, *(standby_name(i) for i in range(standbys))]
-    relay_names = [relay_name(i) for i in range(relays)]
+    providers = provider_names(standbys)
+    relay_ids = relay_names(relays)
     who = _choose([CURRENT_PRIMARY, *providers])
     anyone = st.none() | _choose(providers)
     at = st.floats(min_value=0.0, max_value=horizon, allow_subnormal=False).map(
@@ -511,7 +514,7 @@ def faults(
         lambda x: round(x, 3)
     )
     half = timing.max_clock_skew / 2
-    subsets = st.lists(_choose(relay_names), min_size=1, unique=True).map(
+    subsets = st.lists(_choose(relay_ids), min_size=1, unique=True).map(
         lambda rs: tuple(sorted(rs))
     )
     choices: list[st.SearchStrategy[Fault]] = [
@@ -523,9 +526,9 @@ def faults(
             Restart,
             at,
             _choose(providers),
-            st.sampled_from([None, "with-created-at", "without-created-at"]),
+            st.sampled_from([None, *REACCEPT_MODES]),
         ),
-        st.builds(Pause, at, who, span, st.sampled_from(["frozen", "running"])),
+        st.builds(Pause, at, who, span, st.sampled_from(PAUSE_WORKLOADS)),
         st.builds(Partition, at, who, st.none() | subsets, st.none() | span),
         st.builds(Heal, at, st.none() | _choose(providers), st.none() | subsets),
         st.builds(
@@ -551,7 +554,7 @@ def faults(
         st.builds(
             Forge,
             at,
-            st.sampled_from(["revocation", "claim", "announcement", "heartbeat"]),
+            st.sampled_from(FORGE_KINDS),
             st.just(STRANGER),
         ),
         st.builds(
@@ -566,7 +569,7 @@ def faults(
     ]
     if not within_model:
         choices += [
-            st.builds(RelayAmnesia, at, _choose(relay_names), st.none() | span),
+            st.builds(RelayAmnesia, at, _choose(relay_ids), st.none() | span),
             st.builds(
                 SkewClock,
                 at,
