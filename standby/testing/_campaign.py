@@ -70,6 +70,12 @@ def random_faults(
     def who() -> str:
         return rng.choice([CURRENT_PRIMARY, CURRENT_PRIMARY, *providers])
 
+    def chance(kind: type[Drop | Duplicate], when: float) -> Drop | Duplicate:
+        # For up to a silence window, each hop of one provider (or everyone's).
+        duration = round(rng.uniform(1, silence), 3)
+        probability = round(rng.uniform(0.1, 1.0), 3)
+        return kind(when, duration, probability, rng.choice([None, *providers]))
+
     for _ in range(n):
         roll = rng.random()
         when = at()
@@ -102,23 +108,13 @@ def random_faults(
             duration = round(rng.uniform(1, 3 * silence), 3)
             faults.append(Partition(when, who(), tuple(sorted(cut)), duration))
         elif roll < 0.53:
-            duration = round(rng.uniform(1, silence), 3)
-            faults.append(
-                Drop(
-                    when, duration, round(rng.uniform(0.1, 1.0), 3), rng.choice([None, *providers])
-                )
-            )
+            faults.append(chance(Drop, when))
         elif roll < 0.59:
             duration = round(rng.uniform(1, silence), 3)
             extra = round(rng.uniform(0.01, 2 * timing.query_timeout), 3)
             faults.append(Delay(when, duration, extra, rng.choice([None, *providers])))
         elif roll < 0.65:
-            duration = round(rng.uniform(1, silence), 3)
-            faults.append(
-                Duplicate(
-                    when, duration, round(rng.uniform(0.1, 1.0), 3), rng.choice([None, *providers])
-                )
-            )
+            faults.append(chance(Duplicate, when))
         elif roll < 0.71:
             faults.append(Replay(when, rng.randint(1, 5), rng.choice([None, *providers])))
         elif roll < 0.79:

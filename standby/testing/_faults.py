@@ -195,17 +195,22 @@ class SkewClock:
 
 
 @attrs.frozen
-class Drop:
-    """Lose each message to or from ``who`` (everyone when ``None``) with ``probability``.
-
-    Active during ``[at, at + duration)``. Applies to every hop between a
-    provider and a relay: publishes, acknowledgements, deliveries, queries.
-    """
+class _ChanceOnEachHop:
+    """A fault that strikes each hop of ``who`` with ``probability`` for ``duration``."""
 
     at: float = attrs.field(validator=_time)
     duration: float = attrs.field(validator=_positive)
     probability: float = attrs.field(default=1.0, validator=_probability)
     who: str | None = None
+
+
+@attrs.frozen
+class Drop(_ChanceOnEachHop):
+    """Lose each message to or from ``who`` (everyone when ``None``) with ``probability``.
+
+    Active during ``[at, at + duration)``. Applies to every hop between a
+    provider and a relay: publishes, acknowledgements, deliveries, queries.
+    """
 
 
 @attrs.frozen
@@ -219,13 +224,8 @@ class Delay:
 
 
 @attrs.frozen
-class Duplicate:
+class Duplicate(_ChanceOnEachHop):
     """Deliver each message to ``who`` twice with ``probability``."""
-
-    at: float = attrs.field(validator=_time)
-    duration: float = attrs.field(validator=_positive)
-    probability: float = attrs.field(default=1.0, validator=_probability)
-    who: str | None = None
 
 
 @attrs.frozen
