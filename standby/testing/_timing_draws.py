@@ -10,6 +10,7 @@ strategies module that imports this one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import assume
@@ -17,23 +18,41 @@ from hypothesis import strategies as st
 
 from .._timing import Timing
 
-__all__ = ["any_timing", "safe_timing"]
+__all__ = ["drawn_timing"]
 
 
 @st.composite
-def safe_timing(
+def drawn_timing(
     draw: st.DrawFn,
     min_heartbeat: float,
     max_heartbeat: float,
     min_relays: int,
     max_relays: int,
+    *,
+    safe: bool,
 ) -> Timing:
-    """A timing that keeps every safety rule, heartbeat interval and relays in the bounds."""
+    """A timing with its heartbeat interval and relay count in the bounds.
 
+    ``safe`` keeps every safety rule; otherwise the knobs ignore the
+    relations between them (every value stays well-formed).
+    """
+    h = _uniform(draw, min_heartbeat, max_heartbeat)
+
+    def relays() -> tuple[int, int]:
+        n = draw(st.integers(min_value=min_relays, max_value=max_relays))
+        return n, draw(st.integers(min_value=1, max_value=n))
+
+    return _safe_timing(draw, h, relays) if safe else _any_timing(draw, h, relays)
+
+
+def _uniform(draw: st.DrawFn, low: float, high: float) -> float:
+    return draw(st.floats(min_value=low, max_value=high, allow_subnormal=False))
+
+
+def _safe_timing(draw: st.DrawFn, h: float, relays: Callable[[], tuple[int, int]]) -> Timing:
     def fraction(low: float, high: float) -> float:
-        return draw(st.floats(min_value=low, max_value=high, allow_subnormal=False))
+        return _uniform(draw, low, high)
 
-    h = draw(st.floats(min_value=min_heartbeat, max_value=max_heartbeat, allow_subnormal=False))
     lease = h * fraction(1.1, 4.0)
     suspect_after = h + (lease - h) * fraction(0.05, 1.0)
     fence_grace = h * fraction(0.0, 1.0)
@@ -44,8 +63,7 @@ def safe_timing(
     claim_timeout = 2 * query_timeout * fraction(1.05, 3.0)
     claim_settle = claim_timeout * fraction(1.05, 3.0)
     budget = lease - claim_timeout - claim_settle - 2 * query_timeout
-    n = draw(st.integers(min_value=min_relays, max_value=max_relays))
-    w = draw(st.integers(min_value=1, max_value=n))
+    n, w = relays()
     r = draw(st.integers(min_value=n - w + 1, max_value=n))
     fields: dict[str, Any] = {
         "heartbeat_interval": h,
@@ -72,22 +90,11 @@ def safe_timing(
     return Timing(**fields)
 
 
-@st.composite
-def any_timing(
-    draw: st.DrawFn,
-    min_heartbeat: float,
-    max_heartbeat: float,
-    min_relays: int,
-    max_relays: int,
-) -> Timing:
-    """A well-formed timing whose knobs ignore the relations between them."""
-    h = draw(st.floats(min_value=min_heartbeat, max_value=max_heartbeat, allow_subnormal=False))
-
+def _any_timing(draw: st.DrawFn, h: float, relays: Callable[[], tuple[int, int]]) -> Timing:
     def duration(low: float, high: float) -> float:
-        return h * draw(st.floats(min_value=low, max_value=high, allow_subnormal=False))
+        return h * _uniform(draw, low, high)
 
-    n = draw(st.integers(min_value=min_relays, max_value=max_relays))
-    w = draw(st.integers(min_value=1, max_value=n))
+    n, w = relays()
     return Timing.unsafe_unchecked(
         heartbeat_interval=h,
         lease=duration(0.5, 8.0),

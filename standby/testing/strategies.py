@@ -61,7 +61,7 @@ from ._faults import (
     SlowSpawn,
 )
 from ._names import STRANGER, provider_names, relay_names
-from ._timing_draws import any_timing, safe_timing
+from ._timing_draws import drawn_timing
 
 __all__ = [
     "announcements",
@@ -191,14 +191,14 @@ def timings(
     if not 1 <= min_relays <= max_relays:
         raise ValueError(f"need 1 <= min_relays <= max_relays, got {min_relays}, {max_relays}")
     if not safe:
-        return any_timing(min_heartbeat, max_heartbeat, min_relays, max_relays)
+        return drawn_timing(min_heartbeat, max_heartbeat, min_relays, max_relays, safe=False)
     presets = [
         t
         for t in (Timing(), Timing.fast())
         if min_heartbeat <= t.heartbeat_interval <= max_heartbeat
         and min_relays <= t.relay_count <= max_relays
     ]
-    drawn = safe_timing(min_heartbeat, max_heartbeat, min_relays, max_relays)
+    drawn = drawn_timing(min_heartbeat, max_heartbeat, min_relays, max_relays, safe=True)
     return st.one_of(*(st.just(t) for t in presets), drawn) if presets else drawn
 
 
