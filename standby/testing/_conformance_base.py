@@ -36,9 +36,9 @@ def fail(check: str, text: str) -> AssertionError:
     return AssertionError(f"[{check}] {text}")
 
 
-def unique(what: str) -> str:
+def unique(what: str, *, suite: str = "conformance") -> str:
     """A fresh name (a workload id) no earlier check or run has used."""
-    return f"conformance-{what}-{uuid.uuid4().hex[:12]}"
+    return f"{suite}-{what}-{uuid.uuid4().hex[:12]}"
 
 
 async def run_suite(

@@ -11,7 +11,6 @@ outcome of every claim is computed with
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias
@@ -23,7 +22,7 @@ import attrs
 from .._errors import TransportError
 from .._models import PromotionClaim, fencing_token
 from .._protocols import AtomicClaims, ClaimOutcome, RelayTransport, claim_wins
-from ._conformance_base import ConformanceReport, fail, probe, run_suite
+from ._conformance_base import ConformanceReport, fail, probe, run_suite, unique
 
 __all__ = [
     "CLAIM_CHECKS",
@@ -86,7 +85,7 @@ def _pick(harness: ClaimsHarness, check: str) -> list[Any]:
 
 
 def _workload(what: str) -> str:
-    return f"claims-{what}-{uuid.uuid4().hex[:12]}"
+    return unique(what, suite="claims")
 
 
 def _claim(
@@ -135,21 +134,36 @@ def _expect(
             raise fail(check, f"{what}: the holder must be {held!r}, got {outcome.holder!r}")
 
 
+async def _claim_as_expected(
+    harness: ClaimsHarness,
+    check: str,
+    what: str,
+    transport: Any,
+    claim: PromotionClaim,
+    held: PromotionClaim | None,
+) -> ClaimOutcome:
+    """``transport`` claims ``claim``: the outcome must be what ``claim_wins`` says."""
+    outcome = await _cas(harness, transport, claim)
+    _expect(check, what, outcome, claim, held)
+    return outcome
+
+
 async def _check_first_wins(harness: ClaimsHarness) -> None:
     check = "first_wins"
     alice, bob, _carol = _pick(harness, check)[:3]
     workload = _workload("first")
     first = _claim(harness, alice, workload, 1, 0)
-    outcome = await _cas(harness, alice, first)
-    _expect(check, "the first claim of an epoch", outcome, first, None)
+    await _claim_as_expected(harness, check, "the first claim of an epoch", alice, first, None)
     rival = _claim(harness, bob, workload, 1, 1)
-    outcome = await _cas(harness, bob, rival)
-    _expect(check, "a rival claim of the same epoch", outcome, rival, first)
+    outcome = await _claim_as_expected(
+        harness, check, "a rival claim of the same epoch", bob, rival, first
+    )
     if outcome.holder is None:
         raise fail(check, "a lost claim must name the holder when the store knows it")
     again = attrs.evolve(first, claimed_at=first.claimed_at + 0.5)
-    outcome = await _cas(harness, alice, again)
-    _expect(check, "the holder claiming its epoch again (a retry)", outcome, again, first)
+    await _claim_as_expected(
+        harness, check, "the holder claiming its epoch again (a retry)", alice, again, first
+    )
 
 
 async def _check_epochs(harness: ClaimsHarness) -> None:
@@ -157,17 +171,15 @@ async def _check_epochs(harness: ClaimsHarness) -> None:
     alice, bob, carol = _pick(harness, check)[:3]
     workload = _workload("epochs")
     one = _claim(harness, alice, workload, 1, 0)
-    _expect(check, "epoch 1", await _cas(harness, alice, one), one, None)
+    await _claim_as_expected(harness, check, "epoch 1", alice, one, None)
     two = _claim(harness, bob, workload, 2, 1)
-    _expect(check, "a later epoch over a held one", await _cas(harness, bob, two), two, one)
+    await _claim_as_expected(harness, check, "a later epoch over a held one", bob, two, one)
     late = _claim(harness, alice, workload, 2, 0)
-    _expect(check, "the same epoch, another claimant", await _cas(harness, alice, late), late, two)
+    await _claim_as_expected(harness, check, "the same epoch, another claimant", alice, late, two)
     stale = _claim(harness, carol, workload, 1, 2)
-    _expect(check, "an earlier epoch", await _cas(harness, carol, stale), stale, two)
+    await _claim_as_expected(harness, check, "an earlier epoch", carol, stale, two)
     other = _claim(harness, carol, _workload("other"), 1, 2)
-    _expect(
-        check, "another workload is independent", await _cas(harness, carol, other), other, None
-    )
+    await _claim_as_expected(harness, check, "another workload is independent", carol, other, None)
 
 
 async def _check_release(harness: ClaimsHarness) -> None:
@@ -175,19 +187,17 @@ async def _check_release(harness: ClaimsHarness) -> None:
     alice, bob, carol = _pick(harness, check)[:3]
     workload = _workload("release")
     held = _claim(harness, alice, workload, 1, 0)
-    _expect(check, "epoch 1", await _cas(harness, alice, held), held, None)
+    await _claim_as_expected(harness, check, "epoch 1", alice, held, None)
     # Releasing someone else's epoch, or a claim that does not hold, changes nothing.
     await _release(harness, bob, _claim(harness, bob, workload, 1, 1))
     rival = _claim(harness, carol, workload, 1, 2)
-    _expect(
-        check, "after a release by a non-holder", await _cas(harness, carol, rival), rival, held
-    )
+    await _claim_as_expected(harness, check, "after a release by a non-holder", carol, rival, held)
     await _release(harness, alice, held)
     await _release(harness, alice, held)  # idempotent
-    _expect(check, "after the holder released", await _cas(harness, carol, rival), rival, None)
+    await _claim_as_expected(harness, check, "after the holder released", carol, rival, None)
     retry = _claim(harness, alice, workload, 1, 0)
-    _expect(
-        check, "the old holder after its release", await _cas(harness, alice, retry), retry, rival
+    await _claim_as_expected(
+        harness, check, "the old holder after its release", alice, retry, rival
     )
 
 
@@ -301,7 +311,7 @@ async def _check_store_down(harness: ClaimsHarness) -> None:
     alice, bob, _carol = _pick(harness, check)[:3]
     workload = _workload("down")
     held = _claim(harness, alice, workload, 1, 0)
-    _expect(check, "epoch 1", await _cas(harness, alice, held), held, None)
+    await _claim_as_expected(harness, check, "epoch 1", alice, held, None)
     await store_down()
     try:
         rival = _claim(harness, bob, workload, 1, 1)

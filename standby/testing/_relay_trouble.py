@@ -7,12 +7,12 @@ Like the checks of :mod:`._relay_checks`, each takes a fresh
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 
 from .._models import Heartbeat
-from .._protocols import Query, RelayTransport
+from .._protocols import PublishResult, Query, QueryResult, RelayTransport
 from ._conformance_base import fail, probe, unique
 from ._relay_harness import RelayHarness, collect, describe, make_announcement, pick
 
@@ -27,39 +27,20 @@ async def check_relay_down(harness: RelayHarness) -> None:
     relays = frozenset(harness.relays)
     victim = sorted(relays)[0]
     workload = unique("down")
+    timeout = harness.timeout
     subscription = bob.subscribe(Query(authors={alice.identity}, workload_ids={workload}))
     try:
         await relay_down(victim)
         try:
             now = harness.wall_clock()
             message = make_announcement(workload, alice, now)
-            try:
-                published = await alice.publish(message, timeout=harness.timeout)
-            except Exception as exc:
-                raise fail(
-                    check,
-                    f"with {victim} down, publish must report it in PublishResult.errors, not "
-                    f"raise {type(exc).__name__}: {exc}",
-                ) from exc
-            if victim in published.acked or published.acked != relays - {victim}:
-                raise fail(
-                    check,
-                    f"with {victim} down, the others (only) must acknowledge: {published}",
-                )
-            if victim not in published.errors:
-                raise fail(check, f"a down relay must appear in PublishResult.errors: {published}")
-            try:
-                result = await bob.query(Query(authors={alice.identity}), timeout=harness.timeout)
-            except Exception as exc:
-                raise fail(
-                    check,
-                    f"with {victim} down, query must report it in QueryResult.errors, not "
-                    f"raise {type(exc).__name__}: {exc}",
-                ) from exc
-            if victim in result.answered or result.answered != relays - {victim}:
-                raise fail(check, f"with {victim} down, the others (only) must answer: {result}")
-            if victim not in result.errors:
-                raise fail(check, f"a down relay must appear in QueryResult.errors: {result}")
+            await _outage_reported(
+                check, victim, relays, "publish", lambda: alice.publish(message, timeout=timeout)
+            )
+            query = Query(authors={alice.identity})
+            await _outage_reported(
+                check, victim, relays, "query", lambda: bob.query(query, timeout=timeout)
+            )
             # Read the subscription during the outage: the relays that are up
             # keep delivering, and reading must not make it give up on the
             # one that is down. (With a single relay nothing is up to deliver.)
@@ -103,6 +84,37 @@ async def check_relay_down(harness: RelayHarness) -> None:
             )
     finally:
         await subscription.aclose()
+
+
+#: Per operation: its result type, the field of the relays it reached, the verb for them.
+_REACH = {
+    "publish": ("PublishResult", "acked", "acknowledge"),
+    "query": ("QueryResult", "answered", "answer"),
+}
+
+
+async def _outage_reported(
+    check: str,
+    victim: str,
+    relays: frozenset[str],
+    what: str,
+    operation: Callable[[], Awaitable[PublishResult | QueryResult]],
+) -> None:
+    """With ``victim`` down, ``operation`` reports it in its errors and reaches the others."""
+    kind, field, verb = _REACH[what]
+    try:
+        result = await operation()
+    except Exception as exc:
+        raise fail(
+            check,
+            f"with {victim} down, {what} must report it in {kind}.errors, not "
+            f"raise {type(exc).__name__}: {exc}",
+        ) from exc
+    reached = getattr(result, field)
+    if victim in reached or reached != relays - {victim}:
+        raise fail(check, f"with {victim} down, the others (only) must {verb}: {result}")
+    if victim not in result.errors:
+        raise fail(check, f"a down relay must appear in {kind}.errors: {result}")
 
 
 async def _settled(count: Callable[[], int], limit: int, within: float) -> int:
