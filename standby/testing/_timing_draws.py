@@ -90,25 +90,29 @@ def _safe_timing(draw: st.DrawFn, h: float, relays: Callable[[], tuple[int, int]
     return Timing(**fields)
 
 
-def _any_timing(draw: st.DrawFn, h: float, relays: Callable[[], tuple[int, int]]) -> Timing:
-    def duration(low: float, high: float) -> float:
-        return h * _uniform(draw, low, high)
+#: The free draw of each duration knob, as multiples of the heartbeat interval.
+_FREE_MULTIPLES: tuple[tuple[str, float, float], ...] = (
+    ("lease", 0.5, 8.0),
+    ("suspect_after", 0.5, 8.0),
+    ("fence_grace", 0.0, 1.0),
+    ("max_clock_skew", 0.0, 1.0),
+    ("silence", 0.5, 8.0),
+    ("promotion_delay", 0.0, 1.0),
+    ("query_timeout", 0.005, 0.2),
+    ("claim_timeout", 0.005, 0.4),
+    ("claim_settle", 0.005, 0.4),
+    ("retry_interval", 0.05, 0.5),
+    ("spawn_timeout", 0.1, 2.0),
+    ("spawn_retry_backoff", 0.01, 0.2),
+)
 
+
+def _any_timing(draw: st.DrawFn, h: float, relays: Callable[[], tuple[int, int]]) -> Timing:
     n, w = relays()
+    durations = {name: h * _uniform(draw, low, high) for name, low, high in _FREE_MULTIPLES}
     return Timing.unsafe_unchecked(
         heartbeat_interval=h,
-        lease=duration(0.5, 8.0),
-        suspect_after=duration(0.5, 8.0),
-        fence_grace=duration(0.0, 1.0),
-        max_clock_skew=duration(0.0, 1.0),
-        silence=duration(0.5, 8.0),
-        promotion_delay=duration(0.0, 1.0),
-        query_timeout=duration(0.005, 0.2),
-        claim_timeout=duration(0.005, 0.4),
-        claim_settle=duration(0.005, 0.4),
-        retry_interval=duration(0.05, 0.5),
-        spawn_timeout=duration(0.1, 2.0),
-        spawn_retry_backoff=duration(0.01, 0.2),
+        **durations,
         max_spawn_attempts=draw(st.integers(min_value=1, max_value=5)),
         relay_count=n,
         write_quorum=w,
