@@ -10,8 +10,9 @@ virtual time in no time at all.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias
 
@@ -144,18 +145,29 @@ async def _stop_quietly(harness: RuntimeHarness, runtime: ContainerRuntime, hand
         await _bounded(harness, runtime.stop(handle))
 
 
+@contextlib.asynccontextmanager
+async def _running(
+    harness: RuntimeHarness, runtime: ContainerRuntime, **spawn: Any
+) -> AsyncIterator[Any]:
+    """A container spawned with ``spawn`` (see :func:`_spawn`), stopped on the way out."""
+    handle = await _spawn(harness, runtime, **spawn)
+    try:
+        yield handle
+    finally:
+        await _stop_quietly(harness, runtime, handle)
+
+
 async def _check_lifecycle(harness: RuntimeHarness) -> None:
     check = "lifecycle"
     runtime = harness.runtime
     token = fencing_token(5, 2)
-    handle = await _spawn(
+    async with _running(
         harness,
         runtime,
         workload=unique("run"),
         token=token,
         lease_end=harness.wall_clock() + _FAR,
-    )
-    try:
+    ) as handle:
         status = await _bounded(harness, runtime.status(handle))
         if status != "running":
             raise fail(check, f"status right after spawn must be 'running', got {status!r}")
@@ -165,8 +177,6 @@ async def _check_lifecycle(harness: RuntimeHarness) -> None:
                 check,
                 f"the workload must receive the fencing token {token}, it received {received!r}",
             )
-    finally:
-        await _stop_quietly(harness, runtime, handle)
     status = await _bounded(harness, runtime.status(handle))
     if status not in ("stopped", "absent"):
         raise fail(check, f"status after stop must be 'stopped' or 'absent', got {status!r}")
@@ -177,20 +187,17 @@ async def _check_restore(harness: RuntimeHarness) -> None:
     restore_of = probe(harness.restore_of, "restore_of probe")
     runtime = harness.runtime
     uri = "s3://conformance/state-1"
-    handle = await _spawn(
+    async with _running(
         harness,
         runtime,
         workload=unique("restore"),
         token=1,
         lease_end=harness.wall_clock() + _FAR,
         restore_from=uri,
-    )
-    try:
+    ) as handle:
         received = await _bounded(harness, restore_of(handle))
         if received != uri:
             raise fail(check, f"the workload must receive restore_from={uri!r}, got {received!r}")
-    finally:
-        await _stop_quietly(harness, runtime, handle)
 
 
 async def _check_bound_visible(harness: RuntimeHarness) -> None:
@@ -200,8 +207,9 @@ async def _check_bound_visible(harness: RuntimeHarness) -> None:
     runtime = harness.runtime
     workload = unique("bound")
     lease_end = round(harness.wall_clock() + _FAR, 3)
-    handle = await _spawn(harness, runtime, workload=workload, token=3, lease_end=lease_end)
-    try:
+    async with _running(
+        harness, runtime, workload=workload, token=3, lease_end=lease_end
+    ) as handle:
         seen_id = await _bounded(harness, workload_id_of(handle))
         if seen_id != workload:
             raise fail(check, f"the workload must receive its id {workload!r}, got {seen_id!r}")
@@ -219,8 +227,6 @@ async def _check_bound_visible(harness: RuntimeHarness) -> None:
                 f"after renew({renewed}) the workload must see the new lease end, "
                 f"it sees {seen_end!r}",
             )
-    finally:
-        await _stop_quietly(harness, runtime, handle)
 
 
 async def _check_not_idempotent(harness: RuntimeHarness) -> None:
@@ -228,10 +234,10 @@ async def _check_not_idempotent(harness: RuntimeHarness) -> None:
     runtime = harness.runtime
     workload = unique("twice")
     lease_end = harness.wall_clock() + _FAR
-    first = await _spawn(harness, runtime, workload=workload, token=1, lease_end=lease_end)
-    try:
-        second = await _spawn(harness, runtime, workload=workload, token=2, lease_end=lease_end)
-        try:
+    async with _running(harness, runtime, workload=workload, token=1, lease_end=lease_end) as first:
+        async with _running(
+            harness, runtime, workload=workload, token=2, lease_end=lease_end
+        ) as second:
             if first == second:
                 raise fail(check, "every spawn starts a container: two spawns gave one handle")
             states = [await _bounded(harness, runtime.status(h)) for h in (first, second)]
@@ -240,12 +246,8 @@ async def _check_not_idempotent(harness: RuntimeHarness) -> None:
             tokens = [await _bounded(harness, harness.token_of(h)) for h in (first, second)]
             if tokens != [1, 2]:
                 raise fail(check, f"each container keeps its own token, got {tokens!r}")
-        finally:
-            await _stop_quietly(harness, runtime, second)
         if await _bounded(harness, runtime.status(first)) != "running":
             raise fail(check, "stopping one container stopped the other")
-    finally:
-        await _stop_quietly(harness, runtime, first)
 
 
 async def _expect_spawn_error(
@@ -372,22 +374,22 @@ async def _check_lease_end(harness: RuntimeHarness) -> None:
     check = "lease_end"
     runtime = harness.runtime
     lease_end = harness.wall_clock() + harness.lease
-    handle = await _spawn(harness, runtime, workload=unique("lease"), token=1, lease_end=lease_end)
-    try:
+    async with _running(
+        harness, runtime, workload=unique("lease"), token=1, lease_end=lease_end
+    ) as handle:
         status = await _bounded(harness, runtime.status(handle))
         if status != "running":
             raise fail(check, f"status right after spawn must be 'running', got {status!r}")
         await _expect_stopped_by(harness, check, runtime, handle, lease_end)
-    finally:
-        await _stop_quietly(harness, runtime, handle)
 
 
 async def _check_renew(harness: RuntimeHarness) -> None:
     check = "renew"
     runtime = harness.runtime
     first_end = harness.wall_clock() + harness.lease
-    handle = await _spawn(harness, runtime, workload=unique("renew"), token=1, lease_end=first_end)
-    try:
+    async with _running(
+        harness, runtime, workload=unique("renew"), token=1, lease_end=first_end
+    ) as handle:
         # Late enough to tell apart from the first bound, with room for a
         # status call in between.
         checked_at = first_end + runtime.stop_grace + harness.tolerance
@@ -404,8 +406,6 @@ async def _check_renew(harness: RuntimeHarness) -> None:
                 f"after its first lease end {first_end:.3f}",
             )
         await _expect_stopped_by(harness, check, runtime, handle, later_end)
-    finally:
-        await _stop_quietly(harness, runtime, handle)
 
 
 async def _check_list(harness: RuntimeHarness) -> None:
