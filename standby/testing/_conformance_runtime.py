@@ -157,6 +157,21 @@ async def _running(
         await _stop_quietly(harness, runtime, handle)
 
 
+@contextlib.asynccontextmanager
+async def _none_left(harness: RuntimeHarness, check: str, failure: str) -> AsyncIterator[None]:
+    """The block must leave as many containers running as it found (with ``running_count``).
+
+    ``failure`` says what went wrong when it does not.
+    """
+    count = harness.running_count
+    before = None if count is None else await count()
+    yield
+    if count is not None:
+        after = await count()
+        if after != before:
+            raise fail(check, f"{failure}: {before} -> {after}")
+
+
 async def _check_lifecycle(harness: RuntimeHarness) -> None:
     check = "lifecycle"
     runtime = harness.runtime
@@ -279,46 +294,35 @@ async def _expect_spawn_error(
 
 async def _check_spawn_failure(harness: RuntimeHarness) -> None:
     check = "spawn_failure"
-    before = None if harness.running_count is None else await harness.running_count()
-    spec = harness.failing_spec()
-    await _expect_spawn_error(harness, check, spec, harness.wall_clock() + _FAR, None)
-    if harness.running_count is not None:
-        after = await harness.running_count()
-        if after != before:
-            raise fail(check, f"a failed spawn left containers running: {before} -> {after}")
+    async with _none_left(harness, check, "a failed spawn left containers running"):
+        spec = harness.failing_spec()
+        await _expect_spawn_error(harness, check, spec, harness.wall_clock() + _FAR, None)
 
 
 async def _check_bad_spec(harness: RuntimeHarness) -> None:
     check = "bad_spec"
-    before = None if harness.running_count is None else await harness.running_count()
-    for spec, problem in harness.bad_specs:
-        await _expect_spawn_error(harness, check, spec, harness.wall_clock() + _FAR, problem)
-    # A lease end already past is refused whatever the spec.
-    await _expect_spawn_error(harness, check, harness.spec, harness.wall_clock() - 1.0, "lease")
-    if harness.running_count is not None:
-        after = await harness.running_count()
-        if after != before:
-            raise fail(check, f"refused spawns left containers running: {before} -> {after}")
+    async with _none_left(harness, check, "refused spawns left containers running"):
+        for spec, problem in harness.bad_specs:
+            await _expect_spawn_error(harness, check, spec, harness.wall_clock() + _FAR, problem)
+        # A lease end already past is refused whatever the spec.
+        await _expect_spawn_error(harness, check, harness.spec, harness.wall_clock() - 1.0, "lease")
 
 
 async def _check_cancelled_spawn(harness: RuntimeHarness) -> None:
     check = "cancelled_spawn"
     slow_spec = probe(harness.slow_spec, "slow_spec or running_count probe")
-    running_count = probe(harness.running_count, "slow_spec or running_count probe")
+    probe(harness.running_count, "slow_spec or running_count probe")
     runtime = harness.runtime
-    before = await running_count()
-    spec = slow_spec()
-    lease_end = harness.wall_clock() + _FAR
-    with anyio.move_on_after(0.05) as scope:
-        handle = await runtime.spawn(
-            spec, workload_id=unique("cancel"), fencing_token=1, lease_end=lease_end
-        )
-    if not scope.cancelled_caught:
-        await _stop_quietly(harness, runtime, handle)
-        raise fail(check, "slow_spec() must give a spawn slower than 0.05s")
-    after = await running_count()
-    if after != before:
-        raise fail(check, f"a spawn cancelled midway left a container running: {before} -> {after}")
+    async with _none_left(harness, check, "a spawn cancelled midway left a container running"):
+        spec = slow_spec()
+        lease_end = harness.wall_clock() + _FAR
+        with anyio.move_on_after(0.05) as scope:
+            handle = await runtime.spawn(
+                spec, workload_id=unique("cancel"), fencing_token=1, lease_end=lease_end
+            )
+        if not scope.cancelled_caught:
+            await _stop_quietly(harness, runtime, handle)
+            raise fail(check, "slow_spec() must give a spawn slower than 0.05s")
 
 
 async def _check_stop_idempotent(harness: RuntimeHarness) -> None:
