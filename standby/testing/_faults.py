@@ -195,22 +195,17 @@ class SkewClock:
 
 
 @attrs.frozen
-class _ChanceOnEachHop:
-    """A fault that strikes each hop of ``who`` with ``probability`` for ``duration``."""
-
-    at: float = attrs.field(validator=_time)
-    duration: float = attrs.field(validator=_positive)
-    probability: float = attrs.field(default=1.0, validator=_probability)
-    who: str | None = None
-
-
-@attrs.frozen
-class Drop(_ChanceOnEachHop):
+class Drop:
     """Lose each message to or from ``who`` (everyone when ``None``) with ``probability``.
 
     Active during ``[at, at + duration)``. Applies to every hop between a
     provider and a relay: publishes, acknowledgements, deliveries, queries.
     """
+
+    at: float = attrs.field(validator=_time)
+    duration: float = attrs.field(validator=_positive)
+    probability: float = attrs.field(default=1.0, validator=_probability)
+    who: str | None = None
 
 
 @attrs.frozen
@@ -224,8 +219,13 @@ class Delay:
 
 
 @attrs.frozen
-class Duplicate(_ChanceOnEachHop):
+class Duplicate:
     """Deliver each message to ``who`` twice with ``probability``."""
+
+    at: float = attrs.field(validator=_time)
+    duration: float = attrs.field(validator=_positive)
+    probability: float = attrs.field(default=1.0, validator=_probability)
+    who: str | None = None
 
 
 @attrs.frozen
