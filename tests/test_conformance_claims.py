@@ -82,6 +82,13 @@ class _Broken(ForwardingTransport):
     async def release_claim(self, claim: PromotionClaim, *, timeout: float) -> None:  # noqa: ASYNC109
         await self.inner.release_claim(claim, timeout=timeout)
 
+    def _decide(self, claim: PromotionClaim, held: PromotionClaim | None) -> ClaimOutcome:
+        """Store ``claim`` if it wins against ``held``, as read earlier (when is the bug)."""
+        if claim_wins(claim, held):
+            self.inner.network._cas[claim.workload_id] = claim
+            return ClaimOutcome(won=True)
+        return ClaimOutcome(won=False, holder=held)
+
 
 class _ReadThenWrite(_Broken):
     """Decides on a read, then writes after a pause: not atomic."""
@@ -96,10 +103,7 @@ class _ReadThenWrite(_Broken):
         claim = attrs.evolve(claim, claimant=self.identity)
         held = network.holder(claim.workload_id)
         await anyio.sleep(0.01)
-        if claim_wins(claim, held):
-            network._cas[claim.workload_id] = claim
-            return ClaimOutcome(won=True)
-        return ClaimOutcome(won=False, holder=held)
+        return self._decide(claim, held)
 
 
 class _BodyClaimant(_Broken):
@@ -114,10 +118,7 @@ class _BodyClaimant(_Broken):
         network = self.inner.network
         held = network.holder(claim.workload_id)
         await anyio.lowlevel.checkpoint()
-        if claim_wins(claim, held):
-            network._cas[claim.workload_id] = claim
-            return ClaimOutcome(won=True)
-        return ClaimOutcome(won=False, holder=held)
+        return self._decide(claim, held)
 
 
 class _NoRelease(_Broken):

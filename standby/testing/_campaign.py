@@ -12,6 +12,9 @@ import attrs
 from .._timing import Timing
 from ._faults import (
     CURRENT_PRIMARY,
+    FORGE_KINDS,
+    PAUSE_WORKLOADS,
+    REACCEPT_MODES,
     Crash,
     Delay,
     Drop,
@@ -19,7 +22,6 @@ from ._faults import (
     FailSpawn,
     Fault,
     Forge,
-    ForgeKind,
     Handover,
     Kill,
     Partition,
@@ -29,12 +31,11 @@ from ._faults import (
     SkewClock,
     SlowSpawn,
 )
+from ._names import provider_names, relay_names
 from ._report import SimulationReport, Violation
-from ._simulation import PRIMARY, Simulation, relay_name, standby_name
+from ._simulation import Simulation
 
 __all__ = ["CampaignSummary", "percentile", "random_faults", "run_campaign"]
-
-_FORGE_KINDS: tuple[ForgeKind, ...] = ("revocation", "claim", "announcement", "heartbeat")
 
 
 def random_faults(
@@ -57,8 +58,8 @@ def random_faults(
     starts. Never a relay that loses events or an unsafe timing. Sorted by
     time.
     """
-    providers = [PRIMARY, *(standby_name(i) for i in range(standbys))]
-    relays = [relay_name(i) for i in range(timing.relay_count)]
+    providers = provider_names(standbys)
+    relays = relay_names(timing.relay_count)
     silence = timing.silence
     n = rng.randint(1, 6) if count is None else count
     faults: list[Fault] = []
@@ -69,6 +70,12 @@ def random_faults(
     def who() -> str:
         return rng.choice([CURRENT_PRIMARY, CURRENT_PRIMARY, *providers])
 
+    def chance(kind: type[Drop | Duplicate], when: float) -> Drop | Duplicate:
+        # For up to a silence window, each hop of one provider (or everyone's).
+        duration = round(rng.uniform(1, silence), 3)
+        probability = round(rng.uniform(0.1, 1.0), 3)
+        return kind(when, duration, probability, rng.choice([None, *providers]))
+
     for _ in range(n):
         roll = rng.random()
         when = at()
@@ -77,13 +84,13 @@ def random_faults(
             faults.append(Kill(when, target, rng.randint(1, 400), rng.random() < 0.3))
             if rng.random() < 0.7:
                 back = target if target != CURRENT_PRIMARY else rng.choice(providers)
-                mode = rng.choice([None, "with-created-at", "without-created-at"])
+                mode = rng.choice([None, *REACCEPT_MODES])
                 later = round(when + rng.uniform(0.5, 2 * silence), 3)
-                faults.append(Restart(later, back, mode))  # type: ignore[arg-type]
+                faults.append(Restart(later, back, mode))
             continue
         if roll < 0.24:
             span = round(rng.uniform(1, 3 * silence), 3)
-            faults.append(Pause(when, who(), span, rng.choice(["frozen", "running"])))
+            faults.append(Pause(when, who(), span, rng.choice(PAUSE_WORKLOADS)))
             continue
         roll = rng.random()
         if roll < 0.22:
@@ -101,27 +108,17 @@ def random_faults(
             duration = round(rng.uniform(1, 3 * silence), 3)
             faults.append(Partition(when, who(), tuple(sorted(cut)), duration))
         elif roll < 0.53:
-            duration = round(rng.uniform(1, silence), 3)
-            faults.append(
-                Drop(
-                    when, duration, round(rng.uniform(0.1, 1.0), 3), rng.choice([None, *providers])
-                )
-            )
+            faults.append(chance(Drop, when))
         elif roll < 0.59:
             duration = round(rng.uniform(1, silence), 3)
             extra = round(rng.uniform(0.01, 2 * timing.query_timeout), 3)
             faults.append(Delay(when, duration, extra, rng.choice([None, *providers])))
         elif roll < 0.65:
-            duration = round(rng.uniform(1, silence), 3)
-            faults.append(
-                Duplicate(
-                    when, duration, round(rng.uniform(0.1, 1.0), 3), rng.choice([None, *providers])
-                )
-            )
+            faults.append(chance(Duplicate, when))
         elif roll < 0.71:
             faults.append(Replay(when, rng.randint(1, 5), rng.choice([None, *providers])))
         elif roll < 0.79:
-            faults.append(Forge(when, rng.choice(_FORGE_KINDS), "mallory"))
+            faults.append(Forge(when, rng.choice(FORGE_KINDS), "mallory"))
         elif roll < 0.86:
             half = timing.max_clock_skew / 2
             faults.append(

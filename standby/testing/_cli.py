@@ -19,13 +19,24 @@ import argparse
 import functools
 import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
 from .._timing import Timing
 from ._campaign import run_campaign
-from ._faults import CURRENT_PRIMARY, Crash, Fault, Kill, Partition, Pause, Restart
+from ._faults import (
+    CURRENT_PRIMARY,
+    PAUSE_WORKLOADS,
+    REACCEPT_MODES,
+    Crash,
+    Fault,
+    Kill,
+    Partition,
+    Pause,
+    Restart,
+)
 from ._simulation import Simulation, memory_runtime
 from ._world import SimulatedStore
 
@@ -147,11 +158,11 @@ def _restart_spec(text: str) -> Restart:
     """``NAME@T[:with-created-at|:without-created-at]``."""
     name, rest = _split_target(text)
     at, _, mode = rest.partition(":")
-    if mode not in ("", "with-created-at", "without-created-at"):
+    if mode and mode not in REACCEPT_MODES:
         raise argparse.ArgumentTypeError(
             f"expected :with-created-at or :without-created-at after the time, got {text!r}"
         )
-    return Restart(_seconds(at, text), name, mode or None)  # type: ignore[arg-type]
+    return Restart(_seconds(at, text), name, mode or None)
 
 
 def _freeze_spec(text: str) -> Pause:
@@ -161,32 +172,31 @@ def _freeze_spec(text: str) -> Pause:
     at, plus, duration = span.partition("+")
     if not plus:
         raise argparse.ArgumentTypeError(f"expected NAME@T+DURATION, got {text!r}")
-    if mode not in ("", "running", "frozen"):
+    if mode and mode not in PAUSE_WORKLOADS:
         raise argparse.ArgumentTypeError(f"expected :running or :frozen at the end of {text!r}")
     length = _seconds(duration, text)
     if length <= 0:
         raise argparse.ArgumentTypeError(f"the freeze must last > 0 s in {text!r}")
-    return Pause(_seconds(at, text), name, length, mode or "frozen")  # type: ignore[arg-type]
+    return Pause(_seconds(at, text), name, length, mode or "frozen")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _integer_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+_positive_int = _integer_at_least(1)
+_count = _integer_at_least(0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

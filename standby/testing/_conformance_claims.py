@@ -11,7 +11,6 @@ outcome of every claim is computed with
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias
@@ -23,7 +22,7 @@ import attrs
 from .._errors import TransportError
 from .._models import PromotionClaim, fencing_token
 from .._protocols import AtomicClaims, ClaimOutcome, RelayTransport, claim_wins
-from ._conformance import ConformanceReport, _fail, _run, _Skip
+from ._conformance_base import ConformanceReport, fail, probe, run_suite, unique
 
 __all__ = [
     "CLAIM_CHECKS",
@@ -75,18 +74,18 @@ ClaimsHarnessFactory: TypeAlias = Callable[[], AbstractAsyncContextManager[Claim
 def _pick(harness: ClaimsHarness, check: str) -> list[Any]:
     transports = list(harness.transports)
     if len(transports) < 3:
-        raise _fail(check, f"the harness must offer at least 3 transports, got {len(transports)}")
+        raise fail(check, f"the harness must offer at least 3 transports, got {len(transports)}")
     for transport in transports:
         if not isinstance(transport, AtomicClaims) or not isinstance(transport, RelayTransport):
-            raise _fail(check, f"{transport!r} is not a RelayTransport with AtomicClaims")
+            raise fail(check, f"{transport!r} is not a RelayTransport with AtomicClaims")
     identities = [t.identity for t in transports]
     if len(set(identities)) != len(identities):
-        raise _fail(check, f"the harness's transports must have distinct identities: {identities}")
+        raise fail(check, f"the harness's transports must have distinct identities: {identities}")
     return transports
 
 
 def _workload(what: str) -> str:
-    return f"claims-{what}-{uuid.uuid4().hex[:12]}"
+    return unique(what, suite="claims")
 
 
 def _claim(
@@ -106,7 +105,7 @@ async def _cas(harness: ClaimsHarness, transport: Any, claim: PromotionClaim) ->
     with anyio.fail_after(harness.timeout * 2 + 1):
         outcome = await transport.compare_and_set_claim(claim, timeout=harness.timeout)
     if not isinstance(outcome, ClaimOutcome):
-        raise _fail("outcome", f"compare_and_set_claim returned {outcome!r}, not a ClaimOutcome")
+        raise fail("outcome", f"compare_and_set_claim returned {outcome!r}, not a ClaimOutcome")
     return outcome
 
 
@@ -125,14 +124,28 @@ def _expect(
     """``outcome`` must be what :func:`claim_wins` says against ``held``."""
     expected = claim_wins(claim, held)
     if outcome.won != expected:
-        raise _fail(
+        raise fail(
             check,
             f"{what}: expected won={expected} against {held!r}, got {outcome!r}",
         )
     if not outcome.won and outcome.holder is not None:
         assert held is not None
         if (outcome.holder.claimant, outcome.holder.epoch) != (held.claimant, held.epoch):
-            raise _fail(check, f"{what}: the holder must be {held!r}, got {outcome.holder!r}")
+            raise fail(check, f"{what}: the holder must be {held!r}, got {outcome.holder!r}")
+
+
+async def _claim_as_expected(
+    harness: ClaimsHarness,
+    check: str,
+    what: str,
+    transport: Any,
+    claim: PromotionClaim,
+    held: PromotionClaim | None,
+) -> ClaimOutcome:
+    """``transport`` claims ``claim``: the outcome must be what ``claim_wins`` says."""
+    outcome = await _cas(harness, transport, claim)
+    _expect(check, what, outcome, claim, held)
+    return outcome
 
 
 async def _check_first_wins(harness: ClaimsHarness) -> None:
@@ -140,16 +153,17 @@ async def _check_first_wins(harness: ClaimsHarness) -> None:
     alice, bob, _carol = _pick(harness, check)[:3]
     workload = _workload("first")
     first = _claim(harness, alice, workload, 1, 0)
-    outcome = await _cas(harness, alice, first)
-    _expect(check, "the first claim of an epoch", outcome, first, None)
+    await _claim_as_expected(harness, check, "the first claim of an epoch", alice, first, None)
     rival = _claim(harness, bob, workload, 1, 1)
-    outcome = await _cas(harness, bob, rival)
-    _expect(check, "a rival claim of the same epoch", outcome, rival, first)
+    outcome = await _claim_as_expected(
+        harness, check, "a rival claim of the same epoch", bob, rival, first
+    )
     if outcome.holder is None:
-        raise _fail(check, "a lost claim must name the holder when the store knows it")
+        raise fail(check, "a lost claim must name the holder when the store knows it")
     again = attrs.evolve(first, claimed_at=first.claimed_at + 0.5)
-    outcome = await _cas(harness, alice, again)
-    _expect(check, "the holder claiming its epoch again (a retry)", outcome, again, first)
+    await _claim_as_expected(
+        harness, check, "the holder claiming its epoch again (a retry)", alice, again, first
+    )
 
 
 async def _check_epochs(harness: ClaimsHarness) -> None:
@@ -157,17 +171,15 @@ async def _check_epochs(harness: ClaimsHarness) -> None:
     alice, bob, carol = _pick(harness, check)[:3]
     workload = _workload("epochs")
     one = _claim(harness, alice, workload, 1, 0)
-    _expect(check, "epoch 1", await _cas(harness, alice, one), one, None)
+    await _claim_as_expected(harness, check, "epoch 1", alice, one, None)
     two = _claim(harness, bob, workload, 2, 1)
-    _expect(check, "a later epoch over a held one", await _cas(harness, bob, two), two, one)
+    await _claim_as_expected(harness, check, "a later epoch over a held one", bob, two, one)
     late = _claim(harness, alice, workload, 2, 0)
-    _expect(check, "the same epoch, another claimant", await _cas(harness, alice, late), late, two)
+    await _claim_as_expected(harness, check, "the same epoch, another claimant", alice, late, two)
     stale = _claim(harness, carol, workload, 1, 2)
-    _expect(check, "an earlier epoch", await _cas(harness, carol, stale), stale, two)
+    await _claim_as_expected(harness, check, "an earlier epoch", carol, stale, two)
     other = _claim(harness, carol, _workload("other"), 1, 2)
-    _expect(
-        check, "another workload is independent", await _cas(harness, carol, other), other, None
-    )
+    await _claim_as_expected(harness, check, "another workload is independent", carol, other, None)
 
 
 async def _check_release(harness: ClaimsHarness) -> None:
@@ -175,19 +187,17 @@ async def _check_release(harness: ClaimsHarness) -> None:
     alice, bob, carol = _pick(harness, check)[:3]
     workload = _workload("release")
     held = _claim(harness, alice, workload, 1, 0)
-    _expect(check, "epoch 1", await _cas(harness, alice, held), held, None)
+    await _claim_as_expected(harness, check, "epoch 1", alice, held, None)
     # Releasing someone else's epoch, or a claim that does not hold, changes nothing.
     await _release(harness, bob, _claim(harness, bob, workload, 1, 1))
     rival = _claim(harness, carol, workload, 1, 2)
-    _expect(
-        check, "after a release by a non-holder", await _cas(harness, carol, rival), rival, held
-    )
+    await _claim_as_expected(harness, check, "after a release by a non-holder", carol, rival, held)
     await _release(harness, alice, held)
     await _release(harness, alice, held)  # idempotent
-    _expect(check, "after the holder released", await _cas(harness, carol, rival), rival, None)
+    await _claim_as_expected(harness, check, "after the holder released", carol, rival, None)
     retry = _claim(harness, alice, workload, 1, 0)
-    _expect(
-        check, "the old holder after its release", await _cas(harness, alice, retry), retry, rival
+    await _claim_as_expected(
+        harness, check, "the old holder after its release", alice, retry, rival
     )
 
 
@@ -199,41 +209,40 @@ async def _check_claimant(harness: ClaimsHarness) -> None:
     lying = attrs.evolve(_claim(harness, alice, workload, 1, 0), claimant=bob.identity)
     outcome = await _cas(harness, alice, lying)
     if not outcome.won:
-        raise _fail(check, f"the first claim of an epoch must win, got {outcome!r}")
+        raise fail(check, f"the first claim of an epoch must win, got {outcome!r}")
     by_bob = _claim(harness, bob, workload, 1, 1)
     outcome = await _cas(harness, bob, by_bob)
     if outcome.won:
-        raise _fail(
+        raise fail(
             check,
             "alice's claim whose body named bob was stored as bob's: bob then 'won' an epoch "
             "alice holds",
         )
     if outcome.holder is not None and outcome.holder.claimant != alice.identity:
-        raise _fail(check, f"the holder must be alice (who sent it), got {outcome.holder!r}")
+        raise fail(check, f"the holder must be alice (who sent it), got {outcome.holder!r}")
     other = _claim(harness, carol, workload, 1, 2)
     if (await _cas(harness, carol, other)).won:
-        raise _fail(check, "a third claimant won an epoch alice holds")
+        raise fail(check, "a third claimant won an epoch alice holds")
 
 
 async def _check_forged(harness: ClaimsHarness) -> None:
     check = "forged"
-    if harness.forge_claim is None:
-        raise _Skip("the harness offers no forge_claim probe")
+    forge_claim = probe(harness.forge_claim, "forge_claim probe")
     alice, bob, _carol = _pick(harness, check)[:3]
     workload = _workload("forged")
     forged = _claim(harness, alice, workload, 5, 0)
-    await harness.forge_claim(forged)
+    await forge_claim(forged)
     claim = _claim(harness, bob, workload, 5, 1)
     outcome = await _cas(harness, bob, claim)
     if not outcome.won and outcome.holder is not None and outcome.holder.claimant == alice.identity:
-        raise _fail(
+        raise fail(
             check,
             f"a claim forged in alice's name blocked bob and was reported as alice's: {outcome!r}",
         )
     retry = _claim(harness, alice, workload, 5, 0)
     outcome_alice = await _cas(harness, alice, retry)
     if outcome.won and outcome_alice.won:
-        raise _fail(check, "after the forgery, both alice and bob won epoch 5")
+        raise fail(check, "after the forgery, both alice and bob won epoch 5")
 
 
 async def _check_race(harness: ClaimsHarness) -> None:
@@ -253,13 +262,13 @@ async def _check_race(harness: ClaimsHarness) -> None:
             group.start_soon(contend, index, transport)
     winners = {identity for identity, outcome in results if outcome.won}
     if len(winners) != 1:
-        raise _fail(check, f"exactly one claimant must win the epoch, got {sorted(winners)}")
+        raise fail(check, f"exactly one claimant must win the epoch, got {sorted(winners)}")
     (winner,) = winners
     for identity, outcome in results:
         if outcome.won:
             continue
         if outcome.holder is not None and outcome.holder.claimant != winner:
-            raise _fail(
+            raise fail(
                 check, f"{identity} lost to {outcome.holder.claimant}, but {winner} won the epoch"
             )
 
@@ -283,27 +292,27 @@ async def _check_cancellation(harness: ClaimsHarness) -> None:
         again = attrs.evolve(claim, claimed_at=claim.claimed_at + 0.001)
         outcome = await _cas(harness, alice, again)
         if not outcome.won:
-            raise _fail(check, f"after a cancelled claim, alice's retry lost: {outcome!r}")
+            raise fail(check, f"after a cancelled claim, alice's retry lost: {outcome!r}")
         rival = _claim(harness, bob, workload, 1, 1)
         if (await _cas(harness, bob, rival)).won:
-            raise _fail(check, "after a cancelled claim and a retry, a rival won the same epoch")
+            raise fail(check, "after a cancelled claim and a retry, a rival won the same epoch")
     with anyio.move_on_after(harness.timeout):
         while len(anyio.get_running_tasks()) > tasks:  # noqa: ASYNC110 - waits for other tasks
             await anyio.sleep(0.01)
     left = len(anyio.get_running_tasks()) - tasks
     if left > 0:
-        raise _fail(check, f"cancelled claims left {left} task(s) running")
+        raise fail(check, f"cancelled claims left {left} task(s) running")
 
 
 async def _check_store_down(harness: ClaimsHarness) -> None:
     check = "store_down"
-    if harness.store_down is None or harness.store_up is None:
-        raise _Skip("the harness offers no store_down/store_up")
+    store_down = probe(harness.store_down, "store_down/store_up")
+    store_up = probe(harness.store_up, "store_down/store_up")
     alice, bob, _carol = _pick(harness, check)[:3]
     workload = _workload("down")
     held = _claim(harness, alice, workload, 1, 0)
-    _expect(check, "epoch 1", await _cas(harness, alice, held), held, None)
-    await harness.store_down()
+    await _claim_as_expected(harness, check, "epoch 1", alice, held, None)
+    await store_down()
     try:
         rival = _claim(harness, bob, workload, 1, 1)
         try:
@@ -311,7 +320,7 @@ async def _check_store_down(harness: ClaimsHarness) -> None:
         except TransportError:
             pass
         else:
-            raise _fail(
+            raise fail(
                 check,
                 f"with the store unreachable, a claim must raise TransportError, got {outcome!r}",
             )
@@ -320,11 +329,9 @@ async def _check_store_down(harness: ClaimsHarness) -> None:
         except TransportError:
             pass
         else:
-            raise _fail(
-                check, "with the store unreachable, release_claim must raise TransportError"
-            )
+            raise fail(check, "with the store unreachable, release_claim must raise TransportError")
     finally:
-        await harness.store_up()
+        await store_up()
     last: TransportError | None = None
     with anyio.move_on_after(harness.timeout * 4):
         while True:
@@ -336,7 +343,7 @@ async def _check_store_down(harness: ClaimsHarness) -> None:
                 continue
             _expect(check, "after the store came back", result, rival, held)
             return
-    raise _fail(check, f"the store is back but claims still fail: {last}")
+    raise fail(check, f"the store is back but claims still fail: {last}")
 
 
 _CLAIM_CHECKS: tuple[tuple[str, Callable[[ClaimsHarness], Awaitable[None]]], ...] = (
@@ -392,4 +399,4 @@ async def check_atomic_claims(
     :class:`AssertionError` at the first failure; returns a
     :class:`~standby.testing.ConformanceReport` otherwise.
     """
-    return await _run("atomic claims", _CLAIM_CHECKS, factory, only)
+    return await run_suite("atomic claims", _CLAIM_CHECKS, factory, only)

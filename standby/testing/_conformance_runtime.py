@@ -10,8 +10,9 @@ virtual time in no time at all.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias
 
@@ -21,7 +22,7 @@ import attrs
 from .._errors import SpawnError
 from .._models import fencing_token
 from .._protocols import ContainerRuntime
-from ._conformance import ConformanceReport, _fail, _run, _Skip, _unique
+from ._conformance_base import ConformanceReport, fail, probe, run_suite, unique
 
 __all__ = [
     "RUNTIME_CHECKS",
@@ -144,213 +145,215 @@ async def _stop_quietly(harness: RuntimeHarness, runtime: ContainerRuntime, hand
         await _bounded(harness, runtime.stop(handle))
 
 
+@contextlib.asynccontextmanager
+async def _running(
+    harness: RuntimeHarness, runtime: ContainerRuntime, **spawn: Any
+) -> AsyncIterator[Any]:
+    """A container spawned with ``spawn`` (see :func:`_spawn`), stopped on the way out."""
+    handle = await _spawn(harness, runtime, **spawn)
+    try:
+        yield handle
+    finally:
+        await _stop_quietly(harness, runtime, handle)
+
+
+@contextlib.asynccontextmanager
+async def _none_left(harness: RuntimeHarness, check: str, failure: str) -> AsyncIterator[None]:
+    """The block must leave as many containers running as it found (with ``running_count``).
+
+    ``failure`` says what went wrong when it does not.
+    """
+    count = harness.running_count
+    before = None if count is None else await count()
+    yield
+    if count is not None:
+        after = await count()
+        if after != before:
+            raise fail(check, f"{failure}: {before} -> {after}")
+
+
 async def _check_lifecycle(harness: RuntimeHarness) -> None:
     check = "lifecycle"
     runtime = harness.runtime
     token = fencing_token(5, 2)
-    handle = await _spawn(
+    async with _running(
         harness,
         runtime,
-        workload=_unique("run"),
+        workload=unique("run"),
         token=token,
         lease_end=harness.wall_clock() + _FAR,
-    )
-    try:
+    ) as handle:
         status = await _bounded(harness, runtime.status(handle))
         if status != "running":
-            raise _fail(check, f"status right after spawn must be 'running', got {status!r}")
+            raise fail(check, f"status right after spawn must be 'running', got {status!r}")
         received = await _bounded(harness, harness.token_of(handle))
         if received != token:
-            raise _fail(
+            raise fail(
                 check,
                 f"the workload must receive the fencing token {token}, it received {received!r}",
             )
-    finally:
-        await _stop_quietly(harness, runtime, handle)
     status = await _bounded(harness, runtime.status(handle))
     if status not in ("stopped", "absent"):
-        raise _fail(check, f"status after stop must be 'stopped' or 'absent', got {status!r}")
+        raise fail(check, f"status after stop must be 'stopped' or 'absent', got {status!r}")
 
 
 async def _check_restore(harness: RuntimeHarness) -> None:
     check = "restore"
-    if harness.restore_of is None:
-        raise _Skip("the harness offers no restore_of probe")
+    restore_of = probe(harness.restore_of, "restore_of probe")
     runtime = harness.runtime
     uri = "s3://conformance/state-1"
-    handle = await _spawn(
+    async with _running(
         harness,
         runtime,
-        workload=_unique("restore"),
+        workload=unique("restore"),
         token=1,
         lease_end=harness.wall_clock() + _FAR,
         restore_from=uri,
-    )
-    try:
-        received = await _bounded(harness, harness.restore_of(handle))
+    ) as handle:
+        received = await _bounded(harness, restore_of(handle))
         if received != uri:
-            raise _fail(check, f"the workload must receive restore_from={uri!r}, got {received!r}")
-    finally:
-        await _stop_quietly(harness, runtime, handle)
+            raise fail(check, f"the workload must receive restore_from={uri!r}, got {received!r}")
 
 
 async def _check_bound_visible(harness: RuntimeHarness) -> None:
     check = "bound_visible"
-    if harness.workload_id_of is None or harness.lease_end_of is None:
-        raise _Skip("the harness offers no workload_id_of or lease_end_of probe")
+    workload_id_of = probe(harness.workload_id_of, "workload_id_of or lease_end_of probe")
+    lease_end_of = probe(harness.lease_end_of, "workload_id_of or lease_end_of probe")
     runtime = harness.runtime
-    workload = _unique("bound")
+    workload = unique("bound")
     lease_end = round(harness.wall_clock() + _FAR, 3)
-    handle = await _spawn(harness, runtime, workload=workload, token=3, lease_end=lease_end)
-    try:
-        seen_id = await _bounded(harness, harness.workload_id_of(handle))
+    async with _running(
+        harness, runtime, workload=workload, token=3, lease_end=lease_end
+    ) as handle:
+        seen_id = await _bounded(harness, workload_id_of(handle))
         if seen_id != workload:
-            raise _fail(check, f"the workload must receive its id {workload!r}, got {seen_id!r}")
-        seen_end = await _bounded(harness, harness.lease_end_of(handle))
+            raise fail(check, f"the workload must receive its id {workload!r}, got {seen_id!r}")
+        seen_end = await _bounded(harness, lease_end_of(handle))
         if seen_end is None or abs(seen_end - lease_end) > 1e-3:
-            raise _fail(
+            raise fail(
                 check, f"the workload must see its lease end {lease_end}, it sees {seen_end!r}"
             )
         renewed = lease_end + 60.0
         await _bounded(harness, runtime.renew(handle, renewed))
-        seen_end = await _bounded(harness, harness.lease_end_of(handle))
+        seen_end = await _bounded(harness, lease_end_of(handle))
         if seen_end is None or abs(seen_end - renewed) > 1e-3:
-            raise _fail(
+            raise fail(
                 check,
                 f"after renew({renewed}) the workload must see the new lease end, "
                 f"it sees {seen_end!r}",
             )
-    finally:
-        await _stop_quietly(harness, runtime, handle)
 
 
 async def _check_not_idempotent(harness: RuntimeHarness) -> None:
     check = "two_spawns"
     runtime = harness.runtime
-    workload = _unique("twice")
+    workload = unique("twice")
     lease_end = harness.wall_clock() + _FAR
-    first = await _spawn(harness, runtime, workload=workload, token=1, lease_end=lease_end)
-    try:
-        second = await _spawn(harness, runtime, workload=workload, token=2, lease_end=lease_end)
-        try:
+    async with _running(harness, runtime, workload=workload, token=1, lease_end=lease_end) as first:
+        async with _running(
+            harness, runtime, workload=workload, token=2, lease_end=lease_end
+        ) as second:
             if first == second:
-                raise _fail(check, "every spawn starts a container: two spawns gave one handle")
+                raise fail(check, "every spawn starts a container: two spawns gave one handle")
             states = [await _bounded(harness, runtime.status(h)) for h in (first, second)]
             if states != ["running", "running"]:
-                raise _fail(check, f"both containers must run, got {states!r}")
+                raise fail(check, f"both containers must run, got {states!r}")
             tokens = [await _bounded(harness, harness.token_of(h)) for h in (first, second)]
             if tokens != [1, 2]:
-                raise _fail(check, f"each container keeps its own token, got {tokens!r}")
-        finally:
-            await _stop_quietly(harness, runtime, second)
+                raise fail(check, f"each container keeps its own token, got {tokens!r}")
         if await _bounded(harness, runtime.status(first)) != "running":
-            raise _fail(check, "stopping one container stopped the other")
-    finally:
-        await _stop_quietly(harness, runtime, first)
+            raise fail(check, "stopping one container stopped the other")
 
 
 async def _expect_spawn_error(
     harness: RuntimeHarness, check: str, spec: Any, lease_end: float, problem: str | None
 ) -> None:
     runtime = harness.runtime
-    workload = _unique("fail")
+    workload = unique("fail")
     try:
         handle = await _spawn(
             harness, runtime, workload=workload, token=1, lease_end=lease_end, spec=spec
         )
     except SpawnError as exc:
         if exc.workload_id not in (None, workload):
-            raise _fail(
+            raise fail(
                 check, f"SpawnError.workload_id is {exc.workload_id!r}, expected {workload!r}"
             ) from exc
         if problem is not None and problem.lower() not in str(exc).lower():
-            raise _fail(
+            raise fail(
                 check, f"the SpawnError must name the problem ({problem!r}); it says: {exc}"
             ) from exc
     except Exception as exc:
-        raise _fail(
+        raise fail(
             check, f"a failed spawn must raise standby.SpawnError, got {type(exc).__name__}: {exc}"
         ) from exc
     else:
         await _stop_quietly(harness, runtime, handle)
-        raise _fail(check, f"spec {spec!r} started a container instead of raising SpawnError")
+        raise fail(check, f"spec {spec!r} started a container instead of raising SpawnError")
 
 
 async def _check_spawn_failure(harness: RuntimeHarness) -> None:
     check = "spawn_failure"
-    before = None if harness.running_count is None else await harness.running_count()
-    spec = harness.failing_spec()
-    await _expect_spawn_error(harness, check, spec, harness.wall_clock() + _FAR, None)
-    if harness.running_count is not None:
-        after = await harness.running_count()
-        if after != before:
-            raise _fail(check, f"a failed spawn left containers running: {before} -> {after}")
+    async with _none_left(harness, check, "a failed spawn left containers running"):
+        spec = harness.failing_spec()
+        await _expect_spawn_error(harness, check, spec, harness.wall_clock() + _FAR, None)
 
 
 async def _check_bad_spec(harness: RuntimeHarness) -> None:
     check = "bad_spec"
-    before = None if harness.running_count is None else await harness.running_count()
-    for spec, problem in harness.bad_specs:
-        await _expect_spawn_error(harness, check, spec, harness.wall_clock() + _FAR, problem)
-    # A lease end already past is refused whatever the spec.
-    await _expect_spawn_error(harness, check, harness.spec, harness.wall_clock() - 1.0, "lease")
-    if harness.running_count is not None:
-        after = await harness.running_count()
-        if after != before:
-            raise _fail(check, f"refused spawns left containers running: {before} -> {after}")
+    async with _none_left(harness, check, "refused spawns left containers running"):
+        for spec, problem in harness.bad_specs:
+            await _expect_spawn_error(harness, check, spec, harness.wall_clock() + _FAR, problem)
+        # A lease end already past is refused whatever the spec.
+        await _expect_spawn_error(harness, check, harness.spec, harness.wall_clock() - 1.0, "lease")
 
 
 async def _check_cancelled_spawn(harness: RuntimeHarness) -> None:
     check = "cancelled_spawn"
-    if harness.slow_spec is None or harness.running_count is None:
-        raise _Skip("the harness offers no slow_spec or running_count probe")
+    slow_spec = probe(harness.slow_spec, "slow_spec or running_count probe")
+    probe(harness.running_count, "slow_spec or running_count probe")
     runtime = harness.runtime
-    before = await harness.running_count()
-    spec = harness.slow_spec()
-    lease_end = harness.wall_clock() + _FAR
-    with anyio.move_on_after(0.05) as scope:
-        handle = await runtime.spawn(
-            spec, workload_id=_unique("cancel"), fencing_token=1, lease_end=lease_end
-        )
-    if not scope.cancelled_caught:
-        await _stop_quietly(harness, runtime, handle)
-        raise _fail(check, "slow_spec() must give a spawn slower than 0.05s")
-    after = await harness.running_count()
-    if after != before:
-        raise _fail(
-            check, f"a spawn cancelled midway left a container running: {before} -> {after}"
-        )
+    async with _none_left(harness, check, "a spawn cancelled midway left a container running"):
+        spec = slow_spec()
+        lease_end = harness.wall_clock() + _FAR
+        with anyio.move_on_after(0.05) as scope:
+            handle = await runtime.spawn(
+                spec, workload_id=unique("cancel"), fencing_token=1, lease_end=lease_end
+            )
+        if not scope.cancelled_caught:
+            await _stop_quietly(harness, runtime, handle)
+            raise fail(check, "slow_spec() must give a spawn slower than 0.05s")
 
 
 async def _check_stop_idempotent(harness: RuntimeHarness) -> None:
     check = "stop_idempotent"
     runtime = harness.runtime
     handle = await _spawn(
-        harness, runtime, workload=_unique("stop"), token=1, lease_end=harness.wall_clock() + _FAR
+        harness, runtime, workload=unique("stop"), token=1, lease_end=harness.wall_clock() + _FAR
     )
     await _bounded(harness, runtime.stop(handle))
     for attempt in ("second", "third"):
         try:
             await _bounded(harness, runtime.stop(handle))
         except Exception as exc:
-            raise _fail(
+            raise fail(
                 check, f"stop must be idempotent; the {attempt} stop raised {exc!r}"
             ) from exc
         status = await _bounded(harness, runtime.status(handle))
         if status == "running":
-            raise _fail(check, f"a stopped container runs again after a {attempt} stop")
+            raise fail(check, f"a stopped container runs again after a {attempt} stop")
     try:
         await _bounded(harness, runtime.renew(handle, harness.wall_clock() + _FAR))
     except Exception as exc:
-        raise _fail(check, f"renewing a stopped container must do nothing, raised {exc!r}") from exc
+        raise fail(check, f"renewing a stopped container must do nothing, raised {exc!r}") from exc
     if await _bounded(harness, runtime.status(handle)) == "running":
-        raise _fail(check, "renewing a stopped container started it again")
+        raise fail(check, "renewing a stopped container started it again")
     if harness.reopen is not None:
         fresh = await harness.reopen()
         try:
             await _bounded(harness, fresh.stop(handle))
         except Exception as exc:
-            raise _fail(
+            raise fail(
                 check, f"a fresh runtime must stop an already stopped handle, raised {exc!r}"
             ) from exc
 
@@ -362,35 +365,35 @@ async def _expect_stopped_by(
     await _sleep_until(harness, bound + harness.tolerance)
     status = await _bounded(harness, runtime.status(handle))
     if status == "running":
-        raise _fail(
+        raise fail(
             check,
             f"the workload still runs after lease_end + stop_grace ({lease_end:.3f} + "
             f"{runtime.stop_grace}); the runtime must stop it by itself",
         )
     if harness.running_count is not None and (count := await harness.running_count()) != 0:
-        raise _fail(check, f"{count} container(s) still run after lease_end + stop_grace")
+        raise fail(check, f"{count} container(s) still run after lease_end + stop_grace")
 
 
 async def _check_lease_end(harness: RuntimeHarness) -> None:
     check = "lease_end"
     runtime = harness.runtime
     lease_end = harness.wall_clock() + harness.lease
-    handle = await _spawn(harness, runtime, workload=_unique("lease"), token=1, lease_end=lease_end)
-    try:
+    async with _running(
+        harness, runtime, workload=unique("lease"), token=1, lease_end=lease_end
+    ) as handle:
         status = await _bounded(harness, runtime.status(handle))
         if status != "running":
-            raise _fail(check, f"status right after spawn must be 'running', got {status!r}")
+            raise fail(check, f"status right after spawn must be 'running', got {status!r}")
         await _expect_stopped_by(harness, check, runtime, handle, lease_end)
-    finally:
-        await _stop_quietly(harness, runtime, handle)
 
 
 async def _check_renew(harness: RuntimeHarness) -> None:
     check = "renew"
     runtime = harness.runtime
     first_end = harness.wall_clock() + harness.lease
-    handle = await _spawn(harness, runtime, workload=_unique("renew"), token=1, lease_end=first_end)
-    try:
+    async with _running(
+        harness, runtime, workload=unique("renew"), token=1, lease_end=first_end
+    ) as handle:
         # Late enough to tell apart from the first bound, with room for a
         # status call in between.
         checked_at = first_end + runtime.stop_grace + harness.tolerance
@@ -401,48 +404,45 @@ async def _check_renew(harness: RuntimeHarness) -> None:
         await _sleep_until(harness, checked_at)
         status = await _bounded(harness, runtime.status(handle))
         if status != "running":
-            raise _fail(
+            raise fail(
                 check,
                 f"renew({later_end:.3f}) must extend the lease, but the workload is {status!r} "
                 f"after its first lease end {first_end:.3f}",
             )
         await _expect_stopped_by(harness, check, runtime, handle, later_end)
-    finally:
-        await _stop_quietly(harness, runtime, handle)
 
 
 async def _check_list(harness: RuntimeHarness) -> None:
     check = "list"
-    if harness.reopen is None:
-        raise _Skip("the harness offers no reopen() for a fresh runtime object")
+    reopen = probe(harness.reopen, "reopen() for a fresh runtime object")
     runtime = harness.runtime
     lease_end = harness.wall_clock() + _FAR
-    workloads = {_unique("listed-a"): 11, _unique("listed-b"): 12}
+    workloads = {unique("listed-a"): 11, unique("listed-b"): 12}
     handles = [
         await _spawn(harness, runtime, workload=w, token=t, lease_end=lease_end)
         for w, t in workloads.items()
     ]
     try:
-        fresh = await harness.reopen()
+        fresh = await reopen()
         listed = await _bounded(harness, fresh.list())
         found = {w.workload_id: w for w in listed if w.workload_id in workloads}
         if {w: found[w].fencing_token for w in found} != workloads:
-            raise _fail(
+            raise fail(
                 check,
                 f"a fresh runtime must list what runs: expected {workloads}, listed {list(listed)}",
             )
         for item in found.values():
             if abs(item.lease_end - lease_end) > 1e-3:
-                raise _fail(check, f"listed lease end {item.lease_end} != {lease_end} ({item})")
+                raise fail(check, f"listed lease end {item.lease_end} != {lease_end} ({item})")
         victim = found[next(iter(workloads))]
         if await _bounded(harness, fresh.status(victim.handle)) != "running":
-            raise _fail(check, "the handle list() gives must work with status()")
+            raise fail(check, "the handle list() gives must work with status()")
         await _bounded(harness, fresh.stop(victim.handle))
         if await _bounded(harness, runtime.status(handles[0])) == "running":
-            raise _fail(check, "stopping through a fresh runtime's handle left it running")
+            raise fail(check, "stopping through a fresh runtime's handle left it running")
         remaining = {w.workload_id for w in await _bounded(harness, fresh.list())}
         if victim.workload_id in remaining or next(reversed(workloads)) not in remaining:
-            raise _fail(check, f"after one stop list() must hold the other only: {remaining}")
+            raise fail(check, f"after one stop list() must hold the other only: {remaining}")
     finally:
         for handle in handles:
             await _stop_quietly(harness, runtime, handle)
@@ -450,30 +450,30 @@ async def _check_list(harness: RuntimeHarness) -> None:
 
 async def _check_abandoned(harness: RuntimeHarness) -> None:
     check = "abandoned"
-    if harness.reopen is None or harness.abandon is None:
-        raise _Skip("the harness offers no abandon() and reopen()")
+    reopen = probe(harness.reopen, "abandon() and reopen()")
+    abandon = probe(harness.abandon, "abandon() and reopen()")
     runtime = harness.runtime
-    workload = _unique("orphan")
+    workload = unique("orphan")
     lease_end = harness.wall_clock() + harness.lease
     handle = await _spawn(harness, runtime, workload=workload, token=4, lease_end=lease_end)
     stopped = False
     try:
-        await harness.abandon()
-        fresh = await harness.reopen()
+        await abandon()
+        fresh = await reopen()
         listed = [w for w in await _bounded(harness, fresh.list()) if w.workload_id == workload]
         if harness.wall_clock() < lease_end and len(listed) != 1:
-            raise _fail(
+            raise fail(
                 check, f"a fresh runtime must list the abandoned workload once, got {listed}"
             )
         await _expect_stopped_by(harness, check, fresh, handle, lease_end)
         leftover = [w for w in await _bounded(harness, fresh.list()) if w.workload_id == workload]
         if leftover:
-            raise _fail(check, f"list() still reports the workload after its lease: {leftover}")
+            raise fail(check, f"list() still reports the workload after its lease: {leftover}")
         await _bounded(harness, fresh.stop(handle))
         stopped = True
     finally:
         if not stopped:
-            fresh = await harness.reopen()
+            fresh = await reopen()
             await _stop_quietly(harness, fresh, handle)
 
 
@@ -544,4 +544,4 @@ async def check_container_runtime(
     ``only`` restricts the run to some checks. Raises
     :class:`AssertionError` at the first failure.
     """
-    return await _run("container runtime", _RUNTIME_CHECKS, factory, only)
+    return await run_suite("container runtime", _RUNTIME_CHECKS, factory, only)

@@ -21,6 +21,9 @@ import attrs
 
 __all__ = [
     "CURRENT_PRIMARY",
+    "FORGE_KINDS",
+    "PAUSE_WORKLOADS",
+    "REACCEPT_MODES",
     "Crash",
     "Delay",
     "Drop",
@@ -47,13 +50,14 @@ CURRENT_PRIMARY = "@primary"
 """Stands for the provider that runs the workload as primary when the fault fires."""
 
 ForgeKind: TypeAlias = Literal["revocation", "claim", "announcement", "heartbeat"]
-_FORGE_KINDS = ("revocation", "claim", "announcement", "heartbeat")
+"""What a :class:`Forge` forges."""
+FORGE_KINDS: tuple[ForgeKind, ...] = ("revocation", "claim", "announcement", "heartbeat")
 Reaccept: TypeAlias = Literal["with-created-at", "without-created-at"]
 """How the host sends the consumer's request again to a restarted node."""
-_REACCEPT = ("with-created-at", "without-created-at")
+REACCEPT_MODES: tuple[Reaccept, ...] = ("with-created-at", "without-created-at")
 WorkloadDuringPause: TypeAlias = Literal["frozen", "running"]
 """Whether a paused node's containers are frozen with it or keep running."""
-_WORKLOAD = ("frozen", "running")
+PAUSE_WORKLOADS: tuple[WorkloadDuringPause, ...] = ("frozen", "running")
 
 
 def _steps(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -148,7 +152,7 @@ class Restart:
     at: float = attrs.field(validator=_time)
     who: str = attrs.field(validator=_name)
     reaccept: Reaccept | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.in_(_REACCEPT))
+        default=None, validator=attrs.validators.optional(attrs.validators.in_(REACCEPT_MODES))
     )
 
 
@@ -247,9 +251,7 @@ class Forge:
     """
 
     at: float = attrs.field(validator=_time)
-    kind: ForgeKind = attrs.field(
-        default="revocation", validator=attrs.validators.in_(_FORGE_KINDS)
-    )
+    kind: ForgeKind = attrs.field(default="revocation", validator=attrs.validators.in_(FORGE_KINDS))
     signer: str = attrs.field(default="mallory", validator=_name)
 
 
@@ -295,7 +297,7 @@ class Pause:
     who: str = attrs.field(default=CURRENT_PRIMARY, validator=_name)
     duration: float = attrs.field(default=600.0, validator=_positive)
     workload: WorkloadDuringPause = attrs.field(
-        default="frozen", validator=attrs.validators.in_(_WORKLOAD)
+        default="frozen", validator=attrs.validators.in_(PAUSE_WORKLOADS)
     )
 
 

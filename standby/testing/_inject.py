@@ -435,8 +435,8 @@ class Injector:
         sim = self.sim
         wid = sim.workload_id
         now = BASE_TIME + sim.now
-        holder = sim._holder
-        epoch = sim._epoch
+        holder = sim.observer.holder
+        epoch = sim.observer.epoch
         if fault.signer == holder and fault.kind in ("revocation", "heartbeat"):
             sim.record_line("FAULT", "  (the signer is the primary itself: nothing forged)")
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -159,6 +159,53 @@ def _w(value: float) -> str:
     return f"{value - BASE_TIME:.3f}"
 
 
+def _claim_line(e: PublishClaim | CompareAndSetClaim) -> str:
+    verb = "publish" if isinstance(e, PublishClaim) else "compare-and-set"
+    c = e.claim
+    return (
+        f"{verb} claim on epoch {c.epoch} (token {c.fencing_token}, "
+        f"claimed at {_w(c.claimed_at)}) [request {e.request_id}]"
+    )
+
+
+#: How each effect reads on the timeline: a template (``{e.field}``) or a function.
+_EFFECT_LINES: tuple[tuple[type[Any] | tuple[type[Any], ...], str | Callable[[Any], str]], ...] = (
+    (
+        QueryHeartbeats,
+        lambda e: f"query heartbeats of {e.primary} since {_w(e.since)} [request {e.request_id}]",
+    ),
+    (
+        QueryClaims,
+        lambda e: f"query claims of {', '.join(e.workload_ids)} [request {e.request_id}]",
+    ),
+    ((PublishClaim, CompareAndSetClaim), _claim_line),
+    (WithdrawClaim, "withdraw claim on epoch {e.claim.epoch}"),
+    (Spawn, "spawn epoch {e.epoch} with token {e.fencing_token} [request {e.request_id}]"),
+    (Announce, "announce new primary {e.announcement.new_primary} of epoch {e.announcement.epoch}"),
+    (
+        Promoted,
+        lambda e: (
+            f"promoted: epoch {e.epoch}, token {e.fencing_token}, standbys {list(e.standbys)}"
+        ),
+    ),
+    (StopOrphan, "stop orphan container (token {e.fencing_token}): {e.reason}"),
+    (
+        SlotSaved,
+        "slot saved: primary {e.slot.primary}, epoch {e.slot.epoch}, index {e.slot.standby_index}",
+    ),
+    (SlotRemoved, "slot removed ({e.reason})"),
+    (PrimaryChanged, "follow {e.new_primary} as primary of epoch {e.epoch} (was {e.old_primary})"),
+    (Dropped, "dropped ({e.reason.value}) from {e.signer}: {e.detail}"),
+    (QuorumShortfall, "quorum shortfall at {e.stage}: {e.answered} of {e.needed} relays"),
+    (StateChanged, "lifecycle {e.old.value} -> {e.new.value} ({e.reason})"),
+    (StartContainer, "start container with token {e.fencing_token} (attempt {e.attempt})"),
+    (StopContainer, "stop container ({e.reason})"),
+    (PublishRevocation, "publish revocation of epoch {e.revocation.epoch} ({e.revocation.reason})"),
+    (CheckContainer, "check container status"),
+    (ReclaimContainer, "reclaim stopped container"),
+)
+
+
 def describe(payload: Any) -> str:
     """One readable line for a timeline payload (a string, a format pair or an effect)."""
     if isinstance(payload, str):
@@ -166,54 +213,10 @@ def describe(payload: Any) -> str:
     if isinstance(payload, tuple):
         fmt, args = payload
         return str(fmt % args)
-    e = payload
-    if isinstance(e, QueryHeartbeats):
-        return f"query heartbeats of {e.primary} since {_w(e.since)} [request {e.request_id}]"
-    if isinstance(e, QueryClaims):
-        return f"query claims of {', '.join(e.workload_ids)} [request {e.request_id}]"
-    if isinstance(e, (PublishClaim, CompareAndSetClaim)):
-        verb = "publish" if isinstance(e, PublishClaim) else "compare-and-set"
-        c = e.claim
-        return (
-            f"{verb} claim on epoch {c.epoch} (token {c.fencing_token}, "
-            f"claimed at {_w(c.claimed_at)}) [request {e.request_id}]"
-        )
-    if isinstance(e, WithdrawClaim):
-        return f"withdraw claim on epoch {e.claim.epoch}"
-    if isinstance(e, Spawn):
-        return f"spawn epoch {e.epoch} with token {e.fencing_token} [request {e.request_id}]"
-    if isinstance(e, Announce):
-        a = e.announcement
-        return f"announce new primary {a.new_primary} of epoch {a.epoch}"
-    if isinstance(e, Promoted):
-        return f"promoted: epoch {e.epoch}, token {e.fencing_token}, standbys {list(e.standbys)}"
-    if isinstance(e, StopOrphan):
-        return f"stop orphan container (token {e.fencing_token}): {e.reason}"
-    if isinstance(e, SlotSaved):
-        s = e.slot
-        return f"slot saved: primary {s.primary}, epoch {s.epoch}, index {s.standby_index}"
-    if isinstance(e, SlotRemoved):
-        return f"slot removed ({e.reason})"
-    if isinstance(e, PrimaryChanged):
-        return f"follow {e.new_primary} as primary of epoch {e.epoch} (was {e.old_primary})"
-    if isinstance(e, Dropped):
-        return f"dropped ({e.reason.value}) from {e.signer}: {e.detail}"
-    if isinstance(e, QuorumShortfall):
-        return f"quorum shortfall at {e.stage}: {e.answered} of {e.needed} relays"
-    if isinstance(e, StateChanged):
-        return f"lifecycle {e.old.value} -> {e.new.value} ({e.reason})"
-    if isinstance(e, StartContainer):
-        return f"start container with token {e.fencing_token} (attempt {e.attempt})"
-    if isinstance(e, StopContainer):
-        return f"stop container ({e.reason})"
-    if isinstance(e, PublishRevocation):
-        r = e.revocation
-        return f"publish revocation of epoch {r.epoch} ({r.reason})"
-    if isinstance(e, CheckContainer):
-        return "check container status"
-    if isinstance(e, ReclaimContainer):
-        return "reclaim stopped container"
-    return repr(e)
+    for kinds, line in _EFFECT_LINES:
+        if isinstance(payload, kinds):
+            return line(payload) if callable(line) else line.format(e=payload)
+    return repr(payload)
 
 
 Entry = tuple[float, str, Any]

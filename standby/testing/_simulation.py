@@ -35,19 +35,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .._models import (
-    TOKEN_EPOCH_STRIDE,
-    Heartbeat,
-    LeaseRevocation,
     Message,
-    PromotionAnnouncement,
-    PromotionClaim,
     Topology,
 )
 from .._timing import Timing
 from ..adapters.memory import MemoryRelayNetwork, RuntimeRecord
 from ..node import SpawnRequest
 from ._checkers import Checks, Disruption
-from ._events import describe_event, runtime_lines
+from ._events import runtime_lines
 from ._faults import (
     CURRENT_PRIMARY,
     Crash,
@@ -72,11 +67,12 @@ from ._faults import (
 from ._history import FaultRecorder
 from ._inject import Injector
 from ._loop import Process, VirtualLoop
+from ._names import PRIMARY, STRANGER, provider_names, relay_name, relay_names, standby_name
+from ._observer import Observer
 from ._report import (
     BASE_TIME,
     NODE_FAILED,
     FencedStorage,
-    Promotion,
     SimulationReport,
     Timeline,
     Violation,
@@ -102,22 +98,7 @@ __all__ = [
     "standby_name",
 ]
 
-PRIMARY = "primary"
-"""Name of the provider that runs the workload at virtual time 0."""
-STRANGER = "mallory"
-"""Default signer of forged messages: not a participant of the workload."""
-
 _INF = math.inf
-
-
-def standby_name(index: int) -> str:
-    """Name of standby ``index`` in a simulation (``"standby-0"``, ...)."""
-    return f"standby-{index}"
-
-
-def relay_name(index: int) -> str:
-    """Name of relay ``index`` in a simulation (``"relay-0"``, ...)."""
-    return f"relay-{index}"
 
 
 class Simulation:
@@ -186,27 +167,26 @@ class Simulation:
             if runtime_factory is None
             else runtime_factory
         )
-        names = [relay_name(i) for i in range(timing.relay_count)]
         self.network = MemoryRelayNetwork(
-            names, seed=seed, wall_clock=self._true_wall, atomic_claims=atomic_claims
+            relay_names(timing.relay_count),
+            seed=seed,
+            wall_clock=self._true_wall,
+            atomic_claims=atomic_claims,
         )
-        self.network.on_store = self._on_store
         self._log: list[tuple[float, str, Any]] = []
         self._notes: list[str] = []
-        self._drops: dict[str, int] = {}
-        self._epoch = 0
-        self._holder = PRIMARY
-        self._published: list[tuple[Message, str]] = []
         self.faults_seen = FaultRecorder()
-        provider_names = [PRIMARY, *(standby_name(i) for i in range(standbys))]
-        self.topology = Topology(primary=PRIMARY, standbys=tuple(provider_names[1:]))
+        names = provider_names(standbys)
+        self.topology = Topology(primary=PRIMARY, standbys=tuple(names[1:]))
         self._hosts: list[Host] = []
-        for index, name in enumerate(provider_names):
+        for index, name in enumerate(names):
             store = SimulatedStore() if store_factory is None else store_factory(name)
             host = Host(self, name, index - 1, store)
             store._attach(self.loop, self._save_latency, self._committer(host))
             self._hosts.append(host)
         self._by_name = {h.name: h for h in self._hosts}
+        self.observer = Observer(self, self._by_name)
+        self.network.on_store = self.observer.on_store
         self._processes: list[Process] = []
         lookback = timing.silence + timing.peer_claim_grace + timing.retry_interval
         self.checks = Checks(timing, workload_id, lookback + timing.heartbeat_interval)
@@ -421,7 +401,7 @@ class Simulation:
             stale_writes=tuple(storage.rejected),
             storage_writes_accepted=storage.accepted,
             outside_model=tuple(self._notes),
-            drops=tuple(sorted(self._drops.items())),
+            drops=tuple(sorted(self.observer.drops.items())),
             timeline=timeline,
             history=self.faults_seen.history(
                 now,
@@ -526,13 +506,13 @@ class Simulation:
 
     def start(self, host: Host, request: SpawnRequest[Any] | None) -> None:
         """Start a new incarnation of ``host``'s node."""
-        inc = host.start(request, self._on_event)
+        inc = host.start(request, self.observer.on_event)
         self._processes.append(inc.process)
         self.record_line(host.name, ("node process %s started", (inc.process.name,)))
 
     def published(self) -> list[tuple[Message, str]]:
         """Genuine messages stored so far, as ``(message, signer)``."""
-        return self._published
+        return self.observer.published
 
     # ------------------------------------------------------------------
     # Set-up and observation
@@ -551,78 +531,6 @@ class Simulation:
             self.checks.saved(self.now, host.name, slots_saved(state))
 
         return commit
-
-    def _on_store(self, relay: str, signer: str, message: Message) -> None:
-        if signer not in self._by_name:
-            return
-        checks = self.checks
-        now = self.now
-        kind = type(message)
-        if kind is Heartbeat:
-            if message.provider == signer:  # type: ignore[union-attr]
-                checks.hb_stored[signer] = now
-                stamped = message.timestamp  # type: ignore[union-attr]
-                self.faults_seen.heartbeat(signer, stamped, now)
-        elif kind is LeaseRevocation:
-            assert isinstance(message, LeaseRevocation)
-            if message.primary == signer:
-                checks.genuine_revocations.setdefault(
-                    (message.workload_id, message.epoch, signer), now
-                )
-        elif kind is PromotionClaim:
-            assert isinstance(message, PromotionClaim)
-            checks.genuine_promoters.setdefault((message.workload_id, message.epoch, signer), now)
-        elif kind is PromotionAnnouncement:
-            assert isinstance(message, PromotionAnnouncement)
-            if message.epoch is not None:
-                checks.genuine_promoters.setdefault(
-                    (message.workload_id, message.epoch, signer), now
-                )
-        if len(self._published) < 4096:
-            self._published.append((message, signer))
-
-    def _on_event(self, host: Host, process: Process, event: Any) -> None:
-        name = host.name
-        line = describe_event(event, self.base)
-        if line is not None:
-            self._log.append((self.now, name, line))
-        kind = type(event).__name__
-        wid = getattr(event, "workload_id", None)
-        if kind == "PromotedHere" and wid == self.workload_id:
-            self._promoted(host, event.epoch, event.fencing_token)
-        elif kind == "ClaimPublished" and not event.withdrawn and wid == self.workload_id:
-            index = event.fencing_token % TOKEN_EPOCH_STRIDE
-            self.checks.claims.append((self.now, name, event.epoch, index))
-        elif kind == "ClaimCompared" and wid == self.workload_id:
-            index = event.fencing_token % TOKEN_EPOCH_STRIDE
-            self.checks.claims.append((self.now, name, event.epoch, index))
-            if event.won:
-                self.checks.genuine_promoters.setdefault((wid, event.epoch, name), self.now)
-        elif kind == "PrimaryFollowed" and wid is not None:
-            self.checks.follows.append((self.now, name, wid, event.epoch, event.new_primary))
-        elif kind == "SlotPhaseChanged" and event.revoked and wid is not None:
-            node = host.node
-            slot = None if node is None else node.election.slots.get(wid)
-            if slot is not None:
-                self.checks.revoked.append((self.now, name, wid, slot.epoch, slot.primary))
-        elif kind == "InputDropped":
-            reason = event.reason.value
-            self._drops[reason] = self._drops.get(reason, 0) + 1
-
-    def _promoted(self, host: Host, epoch: int, token: int) -> None:
-        now = self.now
-        previous = self._holder
-        checks = self.checks
-        anchor = checks.hb_stored.get(previous, -_INF)
-        before = self._by_name.get(previous)
-        if before is not None:
-            anchor = max(anchor, before.promoted_at)
-        latency = None if anchor == -_INF else now - anchor
-        host.promoted_at = now
-        if epoch > self._epoch:
-            self._epoch = epoch
-            self._holder = host.name
-        checks.promoted(now, Promotion(now, host.name, epoch, token, previous, latency))
 
     def _merged(self, storage_lines: list[tuple[float, str, Any]]) -> list[tuple[float, str, Any]]:
         merged = self._log + runtime_lines(self.record, self.workload_id, self.now) + storage_lines

@@ -15,6 +15,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .._timing import Timing
 from ._faults import (
     CURRENT_PRIMARY,
+    FORGE_KINDS,
     Crash,
     Delay,
     Drop,
@@ -30,6 +31,7 @@ from ._faults import (
     SkewClock,
     SlowSpawn,
 )
+from ._names import STRANGER
 from ._report import (
     EPOCH_REGRESSED,
     EPOCH_REUSED,
@@ -39,7 +41,7 @@ from ._report import (
     TWO_LIVE,
     SimulationReport,
 )
-from ._simulation import STRANGER, Simulation
+from ._simulation import Simulation
 
 __all__ = ["StandbyStateMachine"]
 
@@ -186,7 +188,7 @@ class StandbyStateMachine(RuleBasedStateMachine):
         """Have a relay re-send old genuine messages."""
         self._inject(Replay(self._sim.now, count))
 
-    @rule(kind=st.sampled_from(["revocation", "claim", "announcement", "heartbeat"]))
+    @rule(kind=st.sampled_from(FORGE_KINDS))
     def forge(self, kind: Any) -> None:
         """Publish a message signed by a stranger."""
         self._inject(Forge(self._sim.now, kind, STRANGER))

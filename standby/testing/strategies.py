@@ -39,6 +39,9 @@ from .._models import (
 from .._timing import Timing
 from ._faults import (
     CURRENT_PRIMARY,
+    FORGE_KINDS,
+    PAUSE_WORKLOADS,
+    REACCEPT_MODES,
     Crash,
     Delay,
     Drop,
@@ -57,7 +60,8 @@ from ._faults import (
     SkewClock,
     SlowSpawn,
 )
-from ._simulation import PRIMARY, STRANGER, relay_name, standby_name
+from ._names import STRANGER, provider_names, relay_names
+from ._timing_draws import drawn_timing
 
 __all__ = [
     "announcements",
@@ -165,92 +169,6 @@ def _topologies_with_standbys() -> st.SearchStrategy[Topology]:
     return topologies(min_standbys=1, max_standbys=4)
 
 
-@st.composite
-def _safe_timing(
-    draw: st.DrawFn,
-    min_heartbeat: float,
-    max_heartbeat: float,
-    min_relays: int,
-    max_relays: int,
-) -> Timing:
-    def fraction(low: float, high: float) -> float:
-        return draw(st.floats(min_value=low, max_value=high, allow_subnormal=False))
-
-    h = draw(st.floats(min_value=min_heartbeat, max_value=max_heartbeat, allow_subnormal=False))
-    lease = h * fraction(1.1, 4.0)
-    suspect_after = h + (lease - h) * fraction(0.05, 1.0)
-    fence_grace = h * fraction(0.0, 1.0)
-    max_clock_skew = h * fraction(0.0, 0.5)
-    silence = (lease + fence_grace + max_clock_skew) * fraction(1.0, 2.0)
-    # The claim protocol and the spawn must fit in the lease a promotion starts with.
-    query_timeout = lease * fraction(0.002, 0.03)
-    claim_timeout = 2 * query_timeout * fraction(1.05, 3.0)
-    claim_settle = claim_timeout * fraction(1.05, 3.0)
-    budget = lease - claim_timeout - claim_settle - 2 * query_timeout
-    n = draw(st.integers(min_value=min_relays, max_value=max_relays))
-    w = draw(st.integers(min_value=1, max_value=n))
-    r = draw(st.integers(min_value=n - w + 1, max_value=n))
-    fields: dict[str, Any] = {
-        "heartbeat_interval": h,
-        "lease": lease,
-        "suspect_after": suspect_after,
-        "fence_grace": fence_grace,
-        "max_clock_skew": max_clock_skew,
-        "silence": silence,
-        "promotion_delay": h * fraction(0.0, 1.0),
-        "query_timeout": query_timeout,
-        "claim_timeout": claim_timeout,
-        "claim_settle": claim_settle,
-        "retry_interval": h * fraction(0.05, 0.5),
-        "spawn_timeout": budget * fraction(0.05, 0.95),
-        "spawn_retry_backoff": h * fraction(0.01, 0.2),
-        "max_spawn_attempts": draw(st.integers(min_value=1, max_value=5)),
-        "relay_count": n,
-        "write_quorum": w,
-        "read_quorum": r,
-    }
-    # A rule the core adds later is honoured too: a draw that breaks one is
-    # discarded, never returned.
-    assume(Timing.unsafe_unchecked(**fields).is_safe)
-    return Timing(**fields)
-
-
-@st.composite
-def _any_timing(
-    draw: st.DrawFn,
-    min_heartbeat: float,
-    max_heartbeat: float,
-    min_relays: int,
-    max_relays: int,
-) -> Timing:
-    h = draw(st.floats(min_value=min_heartbeat, max_value=max_heartbeat, allow_subnormal=False))
-
-    def duration(low: float, high: float) -> float:
-        return h * draw(st.floats(min_value=low, max_value=high, allow_subnormal=False))
-
-    n = draw(st.integers(min_value=min_relays, max_value=max_relays))
-    w = draw(st.integers(min_value=1, max_value=n))
-    return Timing.unsafe_unchecked(
-        heartbeat_interval=h,
-        lease=duration(0.5, 8.0),
-        suspect_after=duration(0.5, 8.0),
-        fence_grace=duration(0.0, 1.0),
-        max_clock_skew=duration(0.0, 1.0),
-        silence=duration(0.5, 8.0),
-        promotion_delay=duration(0.0, 1.0),
-        query_timeout=duration(0.005, 0.2),
-        claim_timeout=duration(0.005, 0.4),
-        claim_settle=duration(0.005, 0.4),
-        retry_interval=duration(0.05, 0.5),
-        spawn_timeout=duration(0.1, 2.0),
-        spawn_retry_backoff=duration(0.01, 0.2),
-        max_spawn_attempts=draw(st.integers(min_value=1, max_value=5)),
-        relay_count=n,
-        write_quorum=w,
-        read_quorum=draw(st.integers(min_value=1, max_value=n)),
-    )
-
-
 def timings(
     *,
     safe: bool = True,
@@ -273,14 +191,14 @@ def timings(
     if not 1 <= min_relays <= max_relays:
         raise ValueError(f"need 1 <= min_relays <= max_relays, got {min_relays}, {max_relays}")
     if not safe:
-        return _any_timing(min_heartbeat, max_heartbeat, min_relays, max_relays)
+        return drawn_timing(min_heartbeat, max_heartbeat, min_relays, max_relays, safe=False)
     presets = [
         t
         for t in (Timing(), Timing.fast())
         if min_heartbeat <= t.heartbeat_interval <= max_heartbeat
         and min_relays <= t.relay_count <= max_relays
     ]
-    drawn = _safe_timing(min_heartbeat, max_heartbeat, min_relays, max_relays)
+    drawn = drawn_timing(min_heartbeat, max_heartbeat, min_relays, max_relays, safe=True)
     return st.one_of(*(st.just(t) for t in presets), drawn) if presets else drawn
 
 
@@ -305,16 +223,27 @@ def heartbeats(*, providers: st.SearchStrategy[str] | None = None) -> st.SearchS
     )
 
 
+def _about(
+    workloads: st.SearchStrategy[str] | None, people: st.SearchStrategy[str] | None
+) -> tuple[st.SearchStrategy[str], st.SearchStrategy[str]]:
+    """What a message is about: ``workloads`` and ``people``, any of them by default."""
+    return (
+        workload_ids() if workloads is None else workloads,
+        identities() if people is None else people,
+    )
+
+
 def revocations(
     *,
     workloads: st.SearchStrategy[str] | None = None,
     primaries: st.SearchStrategy[str] | None = None,
 ) -> st.SearchStrategy[LeaseRevocation]:
     """Lease revocations (the body's ``primary`` is informative only)."""
+    workload_id, primary = _about(workloads, primaries)
     return st.builds(
         LeaseRevocation,
-        workload_id=workload_ids() if workloads is None else workloads,
-        primary=identities() if primaries is None else primaries,
+        workload_id=workload_id,
+        primary=primary,
         standbys=st.lists(identities(), max_size=3, unique=True).map(tuple),
         reason=st.sampled_from(["lease expired", "handover", "container exited", ""]),
         revoked_at=timestamps(),
@@ -346,10 +275,7 @@ def claims(
     claimants: st.SearchStrategy[str] | None = None,
 ) -> st.SearchStrategy[PromotionClaim]:
     """Promotion claims whose fencing token matches their epoch and index."""
-    return _claim(
-        workload_ids() if workloads is None else workloads,
-        identities() if claimants is None else claimants,
-    )
+    return _claim(*_about(workloads, claimants))
 
 
 @st.composite
@@ -374,10 +300,7 @@ def announcements(
     primaries: st.SearchStrategy[str] | None = None,
 ) -> st.SearchStrategy[PromotionAnnouncement]:
     """Promotion announcements, some without epoch/token (older providers)."""
-    return _announcement(
-        workload_ids() if workloads is None else workloads,
-        identities() if primaries is None else primaries,
-    )
+    return _announcement(*_about(workloads, primaries))
 
 
 def messages(
@@ -420,7 +343,7 @@ def envelopes(
         Envelope,
         _all_messages() if messages is None else messages,
         identities() if signers is None else signers,
-        st.sampled_from([relay_name(i) for i in range(3)]) if relays is None else relays,
+        st.sampled_from(relay_names(3)) if relays is None else relays,
         timestamps() if received_at is None else received_at,
     )
 
@@ -446,7 +369,7 @@ def _stream(
             Envelope(
                 draw(bodies),
                 draw(signers),
-                draw(st.sampled_from([relay_name(i) for i in range(3)])),
+                draw(st.sampled_from(relay_names(3))),
                 now,
             )
         )
@@ -497,8 +420,8 @@ def faults(
     workload or without it, are all inside the model.
     """
     timing = Timing() if timing is None else timing
-    providers = [PRIMARY, *(standby_name(i) for i in range(standbys))]
-    relay_names = [relay_name(i) for i in range(relays)]
+    providers = provider_names(standbys)
+    relay_ids = relay_names(relays)
     who = _choose([CURRENT_PRIMARY, *providers])
     anyone = st.none() | _choose(providers)
     at = st.floats(min_value=0.0, max_value=horizon, allow_subnormal=False).map(
@@ -511,7 +434,7 @@ def faults(
         lambda x: round(x, 3)
     )
     half = timing.max_clock_skew / 2
-    subsets = st.lists(_choose(relay_names), min_size=1, unique=True).map(
+    subsets = st.lists(_choose(relay_ids), min_size=1, unique=True).map(
         lambda rs: tuple(sorted(rs))
     )
     choices: list[st.SearchStrategy[Fault]] = [
@@ -523,9 +446,9 @@ def faults(
             Restart,
             at,
             _choose(providers),
-            st.sampled_from([None, "with-created-at", "without-created-at"]),
+            st.sampled_from([None, *REACCEPT_MODES]),
         ),
-        st.builds(Pause, at, who, span, st.sampled_from(["frozen", "running"])),
+        st.builds(Pause, at, who, span, st.sampled_from(PAUSE_WORKLOADS)),
         st.builds(Partition, at, who, st.none() | subsets, st.none() | span),
         st.builds(Heal, at, st.none() | _choose(providers), st.none() | subsets),
         st.builds(
@@ -551,7 +474,7 @@ def faults(
         st.builds(
             Forge,
             at,
-            st.sampled_from(["revocation", "claim", "announcement", "heartbeat"]),
+            st.sampled_from(FORGE_KINDS),
             st.just(STRANGER),
         ),
         st.builds(
@@ -566,7 +489,7 @@ def faults(
     ]
     if not within_model:
         choices += [
-            st.builds(RelayAmnesia, at, _choose(relay_names), st.none() | span),
+            st.builds(RelayAmnesia, at, _choose(relay_ids), st.none() | span),
             st.builds(
                 SkewClock,
                 at,
