@@ -112,8 +112,8 @@ def test_fm15_a_promotion_adopted_after_a_restart_keeps_its_token_spent() -> Non
     sim = Simulation(seed=0).crash(600, "primary").kill(900, "standby-0")
     sim.restart(910, "standby-0", reaccept="with-created-at").crash(1400, "standby-1")
     report = sim.restart(1500, "standby-0", reaccept="with-created-at").run(until=3600)
-    for kind in ("token-shared", "epoch-reused", "token-order", "two-live"):
-        assert not report.violations_of(kind), report.format()
+    # Nobody is left to take over (standby-1's host is gone), and nothing is unsafe.
+    assert report.ok, report.format()
     assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-0", 1)]
     assert any("no longer stands by" in line for line in report.timeline.lines())
 

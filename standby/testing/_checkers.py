@@ -12,6 +12,7 @@ report taken halfway and one taken at the end agree on the common part.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,6 +130,10 @@ class Checks:
         self.tokens: dict[int, list[tuple[str, float]]] = {}
         self.saved_epochs: dict[tuple[str, str], int] = {}
         self.disruptions: list[Disruption] = []
+        #: Per host, when its node process started (True) or died (False).
+        self.node_states: dict[str, list[tuple[float, bool]]] = {}
+        #: Per host, when a slot of the workload was first durably saved.
+        self.reserved_at: dict[str, float] = {}
         self.liveness: list[_Liveness] = []
         self.two_live_windows: list[tuple[float, float]] = []  # of the last two_live()
 
@@ -176,6 +181,8 @@ class Checks:
     def saved(self, at: float, host: str, slots: Sequence[Any]) -> None:
         """A durable save of ``host``'s slot table."""
         for slot in slots:
+            if slot.workload_id == self.workload_id:
+                self.reserved_at.setdefault(host, at)
             key = (host, slot.workload_id)
             previous = self.saved_epochs.get(key, -1)
             if slot.epoch < previous:
@@ -305,22 +312,54 @@ class Checks:
                 segments.append(Segment(run, start, end, thawed))
         return segments
 
-    def availability(self, segments: Sequence[Segment], standbys: int, now: float) -> list[Raw]:
+    def node_state(self, at: float, host: str, *, up: bool) -> None:
+        """``host``'s node process started (``up``) or died at ``at``."""
+        self.node_states.setdefault(host, []).append((at, up))
+
+    def can_take_over(self, host: str, at: float) -> bool:
+        """Whether standby ``host`` could still promote at ``at``.
+
+        Its reservation must have been made durable (a standby whose node
+        died before its slot was saved holds none, unless the host sends the
+        request again), its node must run then, and it must never have handed
+        a token of the workload to its runtime before: a provider promotes at
+        most once per workload (guarantee 5), so a standby that was primary
+        once, or that gave a promotion up, no longer stands by for it.
+        """
+        if self.reserved_at.get(host, math.inf) > at:
+            return False
+        up = False
+        for when, state in self.node_states.get(host, ()):
+            if when <= at:
+                up = state
+        if not up:
+            return False
+        return not any(
+            process.rpartition("#")[0] == host and first <= at
+            for users in self.tokens.values()
+            for process, first in users
+        )
+
+    def availability(
+        self, segments: Sequence[Segment], standbys: Sequence[str], now: float
+    ) -> list[Raw]:
         """The workload runs again within a bound of the last fault that could stop it.
 
         A gap during which no container of the workload could act must end
         within ``bound`` of the later of its start and the end of the last
         disruption that began before it ended; a gap that stays open forever
         (a restarted primary heartbeating for a workload it no longer runs,
-        say) is reported once the bound has passed. Only with standbys.
+        say) is reported once the bound has passed. It is demanded only while
+        some standby can still take over at the bound (:meth:`can_take_over`):
+        once every standby is down or has been primary, nobody is left.
         """
-        if standbys < 1:
+        if not standbys:
             return []
         timing = self.timing
         bound = (
             timing.lease
             + timing.silence
-            + standbys * timing.promotion_delay
+            + len(standbys) * timing.promotion_delay
             + timing.claim_settle
             + timing.max_spawn_attempts * (timing.spawn_timeout + timing.spawn_retry_backoff)
             + 5 * timing.query_timeout
@@ -342,7 +381,7 @@ class Checks:
         for g0, g1 in gaps:
             anchor = max([g0, *(d.end for d in self.disruptions if d.start < g1)])
             due = anchor + bound
-            if due >= g1:
+            if due >= g1 or not any(self.can_take_over(name, due) for name in standbys):
                 continue
             until = "the end of the run" if g1 >= now else f"t={g1:.3f}"
             out.append(

@@ -194,6 +194,7 @@ class Injector:
         host_too = self._kill_host.pop(process.name, True)
         what = "host crash" if host_too else "process killed"
         self._expect_failover(host)
+        sim.checks.node_state(sim.now, host.name, up=False)
         sim.record_line(
             host.name,
             ("%s: node process %s is gone after %d steps", (what, process.name, process.steps)),

@@ -374,7 +374,7 @@ class Simulation:
         segments = checks.acting(runs, freezes, now)
         two_live, double_live = checks.two_live(segments, now)
         raw.extend(two_live)
-        raw.extend(checks.availability(segments, len(self._hosts) - 1, now))
+        raw.extend(checks.availability(segments, [h.name for h in self._hosts[1:]], now))
         raw.extend(checks.forged())
         raw.extend(checks.retry_order())
         raw.sort(key=lambda v: v[1])
@@ -509,6 +509,7 @@ class Simulation:
         inc = host.start(request, self.observer.on_event)
         self._processes.append(inc.process)
         self.record_line(host.name, ("node process %s started", (inc.process.name,)))
+        self.checks.node_state(self.now, host.name, up=True)
 
     def published(self) -> list[tuple[Message, str]]:
         """Genuine messages stored so far, as ``(message, signer)``."""
