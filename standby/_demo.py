@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from ._argtypes import integer_at_least
 from ._effects import LifecycleState
 from ._election import Phase
 from ._models import Heartbeat, Topology
@@ -352,19 +353,6 @@ def _log_level(text: str) -> str:
     return level
 
 
-def _at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
-        return value
-
-    return parse
-
-
 def _scale(text: str) -> float:
     try:
         value = float(text)
@@ -381,7 +369,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Bad values are refused by the parser (one line on stderr, exit status 2).
     """
     parser.add_argument(
-        "--standbys", type=_at_least(1), default=2, help="number of standbys (default 2)"
+        "--standbys", type=integer_at_least(1), default=2, help="number of standbys (default 2)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the relays' randomness")
     parser.add_argument(
@@ -396,11 +384,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="multiply the reference timing by this (default 0.01: silence 1.8 s)",
     )
     parser.add_argument(
-        "--relays", type=_at_least(1), default=3, help="number of relays (default 3)"
+        "--relays", type=integer_at_least(1), default=3, help="number of relays (default 3)"
     )
     parser.add_argument(
         "--spawn-failures",
-        type=_at_least(0),
+        type=integer_at_least(0),
         default=0,
         help="make each standby's first N spawns fail (shows retries; default 0)",
     )

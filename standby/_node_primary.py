@@ -20,9 +20,10 @@ from ._effects import (
     StopContainer,
 )
 from ._errors import NodeError, StoreError
-from ._lifecycle import WorkloadLifecycle
+from ._lifecycle import RestartPolicy, WorkloadLifecycle
 from ._models import Topology
 from ._node_types import RUNNING, PrimaryRun, SpawnRequest
+from ._state import PrimaryRecord
 
 if TYPE_CHECKING:
     from ._node import StandbyNode
@@ -135,6 +136,36 @@ class PrimarySide(Generic[SpecT]):
         self.observer.accepted_primary(workload_id, len(topology.standbys))
         self.call(workload_id, lambda lc: lc.start(now), now)
         self.node.heartbeat.poke()
+
+    def take_over(
+        self,
+        now: float,
+        saved: PrimaryRecord,
+        *,
+        lease_from: float,
+        spec: SpecT | None,
+        handle: Any = None,
+        restart: RestartPolicy | None = None,
+    ) -> PrimaryRun[SpecT]:
+        """A run of ``saved``'s workload from its epoch on (promoted, adopted or fenced).
+
+        The lease starts at ``lease_from``; ``restart`` defaults to the node's policy.
+        """
+        lifecycle = WorkloadLifecycle.promoted(
+            workload_id=saved.workload_id,
+            me=self.node.me,
+            timing=self.timing,
+            now=now,
+            standbys=saved.standbys,
+            epoch=saved.epoch,
+            fencing_token=saved.fencing_token,
+            lease_from=lease_from,
+            expires_at=saved.expires_at,
+            restart=self.node.restart if restart is None else restart,
+        )
+        return PrimaryRun(
+            lifecycle, spec, handle, created_at=saved.created_at, expires_at=saved.expires_at
+        )
 
     def add(self, record: PrimaryRun[SpecT]) -> None:
         """Run ``record`` from now on (started here, promoted, adopted or fenced)."""

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import anyio
 
 from ._effects import Announce, SlotRemoved
-from ._lifecycle import WorkloadLifecycle
+from ._lifecycle import Never
 from ._models import PromotionAnnouncement, PromotionClaim
-from ._node_types import PrimaryRun
 from ._protocols import Query, RunningWorkload
 from ._state import NodeState, PrimaryRecord, PromotionIntent
 
@@ -181,20 +180,17 @@ class Restart(Generic[SpecT]):
             node.io.spawn(node.standby.announce, Announce(announcement))
         else:
             standbys, created_at, expires_at = known.standbys, known.created_at, known.expires_at
-        lifecycle = WorkloadLifecycle.promoted(
+        saved = PrimaryRecord(
             workload_id=workload_id,
-            me=node.me,
-            timing=self.timing,
-            now=now,
-            standbys=standbys,
             epoch=known.epoch,
             fencing_token=known.fencing_token,
-            lease_from=found.lease_end - self.timing.lease,
+            standbys=standbys,
+            created_at=created_at,
             expires_at=expires_at,
-            restart=node.restart,
         )
-        record = PrimaryRun(
-            lifecycle, spec, found.handle, created_at=created_at, expires_at=expires_at
+        lease_from = found.lease_end - self.timing.lease
+        record = node.primary.take_over(
+            now, saved, lease_from=lease_from, spec=spec, handle=found.handle
         )
         record.renewed = found.lease_end
         node.primary.add(record)
@@ -214,19 +210,10 @@ class Restart(Generic[SpecT]):
         """
         node = self.node
         workload_id = record.workload_id
-        lifecycle = WorkloadLifecycle.promoted(
-            workload_id=workload_id,
-            me=node.me,
-            timing=self.timing,
-            now=now,
-            standbys=record.standbys,
-            epoch=record.epoch,
-            fencing_token=record.fencing_token,
-            lease_from=now - self.timing.lease,  # over now: the first tick fences and revokes
-            expires_at=record.expires_at,
-        )
+        # A lease over now: the first tick fences and publishes the revocation.
+        lease_from = now - self.timing.lease
         node.primary.add(
-            PrimaryRun(lifecycle, None, created_at=record.created_at, expires_at=record.expires_at)
+            node.primary.take_over(now, record, lease_from=lease_from, spec=None, restart=Never())
         )
         node.primary.ended[workload_id] = reason
         self.observer.reconciled(

@@ -30,12 +30,11 @@ from ._effects import (
 )
 from ._election import MAX_BATCH
 from ._errors import NodeError, StoreError
-from ._lifecycle import WorkloadLifecycle
 from ._models import Envelope, Heartbeat, Message, PromotionAnnouncement, StandbySlot, Topology
-from ._node_types import PrimaryRun, SpawnRequest
+from ._node_types import SpawnRequest
 from ._protocols import AtomicClaims, Query
 from ._roles import Standby
-from ._state import PromotionIntent
+from ._state import PrimaryRecord, PromotionIntent
 
 if TYPE_CHECKING:
     from ._node import StandbyNode
@@ -216,16 +215,7 @@ class StandbySide(Generic[SpecT]):
             workload_ids=effect.workload_ids,
             until=self.node.now() + self.timing.max_clock_skew,
         )
-        result = await self.io.query(
-            query, operation="query_heartbeats", workload_id=",".join(effect.workload_ids)
-        )
-        now = self.node.now()
-        self.call(
-            now,
-            lambda: self.election.heartbeats_queried(
-                now, effect.request_id, result.envelopes, result.answered
-            ),
-        )
+        await self._read(query, "query_heartbeats", effect, self.election.heartbeats_queried)
 
     async def _run_query_claims(self, effect: QueryClaims) -> None:
         query = Query(
@@ -233,16 +223,23 @@ class StandbySide(Generic[SpecT]):
             workload_ids=effect.workload_ids,
             until=self.node.now() + self.timing.max_clock_skew,
         )
+        await self._read(query, "query_claims", effect, self.election.claims_queried)
+
+    async def _read(
+        self,
+        query: Query,
+        operation: str,
+        effect: QueryHeartbeats | QueryClaims,
+        answer: Callable[
+            [float, int, Sequence[Envelope[Message]], frozenset[str]], list[ElectionEffect]
+        ],
+    ) -> None:
+        """Run a read the election asked for and hand it the answer."""
         result = await self.io.query(
-            query, operation="query_claims", workload_id=",".join(effect.workload_ids)
+            query, operation=operation, workload_id=",".join(effect.workload_ids)
         )
         now = self.node.now()
-        self.call(
-            now,
-            lambda: self.election.claims_queried(
-                now, effect.request_id, result.envelopes, result.answered
-            ),
-        )
+        self.call(now, lambda: answer(now, effect.request_id, result.envelopes, result.answered))
 
     async def _run_publish_claim(self, effect: PublishClaim) -> None:
         claim = effect.claim
@@ -363,20 +360,16 @@ class StandbySide(Generic[SpecT]):
         slot = effect.slot
         workload_id = slot.workload_id
         handle = self._spawned.pop((workload_id, effect.fencing_token), None)
-        lifecycle = WorkloadLifecycle.promoted(
+        saved = PrimaryRecord(
             workload_id=workload_id,
-            me=self.node.me,
-            timing=self.timing,
-            now=now,
-            standbys=effect.standbys,
             epoch=effect.epoch,
             fencing_token=effect.fencing_token,
-            lease_from=effect.lease_from,
+            standbys=effect.standbys,
+            created_at=slot.created_at,
             expires_at=slot.expires_at,
-            restart=self.node.restart,
         )
-        record = PrimaryRun(
-            lifecycle, slot.spec, handle, created_at=slot.created_at, expires_at=slot.expires_at
+        record = self.node.primary.take_over(
+            now, saved, lease_from=effect.lease_from, spec=slot.spec, handle=handle
         )
         intent = self.intents.get(workload_id)
         if intent is not None:

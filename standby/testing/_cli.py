@@ -19,11 +19,11 @@ import argparse
 import functools
 import math
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import attrs
 
+from .._argtypes import integer_at_least
 from .._timing import Timing
 from ._campaign import run_campaign
 from ._faults import (
@@ -180,23 +180,8 @@ def _freeze_spec(text: str) -> Pause:
     return Pause(_seconds(at, text), name, length, mode or "frozen")
 
 
-def _integer_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _integer_at_least(1)
-_count = _integer_at_least(0)
+_positive_int = integer_at_least(1)
+_count = integer_at_least(0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
