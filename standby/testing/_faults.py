@@ -346,22 +346,3 @@ Fault: TypeAlias = (
     | Handover
 )
 """Any fault the simulation knows how to inject."""
-
-FAULT_TYPES: tuple[type[Any], ...] = (
-    Crash,
-    Kill,
-    Restart,
-    Partition,
-    Heal,
-    SkewClock,
-    Drop,
-    Delay,
-    Duplicate,
-    Replay,
-    Forge,
-    SlowSpawn,
-    FailSpawn,
-    Pause,
-    RelayAmnesia,
-    Handover,
-)
