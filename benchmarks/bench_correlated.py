@@ -326,7 +326,7 @@ async def large_node(slots: int, primaries: int, rounds: int) -> tuple[float, fl
             for name in names:
                 beat = Heartbeat(provider=name, timestamp=stamp, active_workloads=per_primary)
                 envelopes.extend(Envelope(beat, name, relay, stamp) for relay in network.relays)
-        ingest = node._on_envelope
+        ingest = node.standby.on_envelope
         start = time.process_time()
         for envelope in envelopes:
             ingest(envelope)

@@ -29,7 +29,7 @@ from ._election import StandbyElection
 from ._errors import NodeError, NotAddressedError
 from ._helpers import role_of
 from ._lifecycle import Never, RestartPolicy
-from ._models import Envelope, Message, Topology
+from ._models import Topology
 from ._node_events import NodeEvent
 from ._node_heartbeat import Heartbeats
 from ._node_io import NodeIO
@@ -247,8 +247,6 @@ class StandbyNode(Generic[SpecT]):
         workload has no standbys or already ended.
         """
         self._require_running()
-        if workload_id not in self.primary.records:
-            raise NodeError(f"workload {workload_id!r} does not run here as primary")
         self.primary.handover(self.now(), workload_id, state_uri, reason)
 
     async def remove(self, workload_id: str) -> bool:
@@ -311,9 +309,6 @@ class StandbyNode(Generic[SpecT]):
     def _require_running(self) -> None:
         if not self._running:
             raise NodeError(f"node {self.me!r} is not running: use `async with node:`")
-
-    def _on_envelope(self, envelope: Envelope[Message]) -> None:
-        self.standby.on_envelope(envelope)
 
     def _collect(self) -> NodeState[Any]:
         """What the store keeps: slots, promotion intents, and what runs or may still run."""

@@ -132,13 +132,12 @@ class Observer:
     ) -> None:
         """The election or a lifecycle raised on an input (a bug; the input is dropped)."""
         self.count("machine_errors")
-        role = "standby" if machine == "election" else "primary"
         self.log(
             logging.ERROR,
             "%s machine refused an input",
             machine,
             workload_id=workload_id,
-            role=role if workload_id is not None else "node",
+            role="node" if workload_id is None else "primary",
             exc_info=exc,
         )
 
