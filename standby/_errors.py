@@ -3,16 +3,34 @@
 Every error the library raises on purpose derives from :class:`StandbyError`.
 Errors that mean "the host passed something invalid" also derive from
 :class:`ValueError`, so generic input-validation code keeps working.
+
+A node's host surface raises three kinds of :class:`NodeError`, one for each
+thing the host can do about it: :class:`RetryLater` (try again later; its
+:class:`QuorumUnavailable` says which relays did not answer and why),
+:class:`RequestRefused` (refused for good: tell the consumer) and
+:class:`NodeMisuse` (a bug in the host's code).
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
+from types import MappingProxyType
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
+    from exceptiongroup import BaseExceptionGroup
+
 __all__ = [
     "AdapterError",
     "IdentityError",
+    "InvalidRequest",
     "InvalidSlot",
     "NodeError",
+    "NodeMisuse",
     "NotAddressedError",
+    "QuorumUnavailable",
+    "RequestRefused",
+    "RetryLater",
     "RuntimeFailure",
     "SpawnError",
     "StandbyError",
@@ -21,6 +39,8 @@ __all__ = [
     "TransportError",
     "UnsafeTiming",
     "WireError",
+    "raise_unwrapped",
+    "sole_error",
 ]
 
 
@@ -104,17 +124,124 @@ class IdentityError(StandbyError, ValueError):
     """An identity is malformed and cannot be canonicalised (the host's input)."""
 
 
-class NotAddressedError(StandbyError, ValueError):
+class NodeError(StandbyError):
+    """Base of the errors a :class:`~standby.node.StandbyNode`'s host surface raises.
+
+    Catch one of its three kinds to act: :class:`RetryLater` (try again),
+    :class:`RequestRefused` (refused for good) or :class:`NodeMisuse` (the
+    host called the node wrongly).
+    """
+
+
+class NodeMisuse(NodeError):
+    """The host misused the node: it is not running, or the call names nothing it holds.
+
+    A bug in the host's code; retrying the same call will fail the same way.
+    """
+
+
+class RetryLater(NodeError):
+    """The node cannot take the request now, but may later: nothing was done; try again."""
+
+
+class QuorumUnavailable(RetryLater):
+    """Too few relays answered for the node to decide safely: nothing was done; try again.
+
+    ``answered`` relays answered out of the ``needed`` quorum; ``reasons``
+    maps each relay that did not to why (as the transport reported it).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        answered: int,
+        needed: int,
+        reasons: Mapping[str, str] | None = None,
+    ) -> None:
+        reasons = MappingProxyType(dict(reasons or {}))
+        detail = "; ".join(f"{relay}: {why}" for relay, why in sorted(reasons.items()))
+        super().__init__(
+            f"{message} ({answered} of the {needed} relays needed answered"
+            + (f"; {detail})" if detail else ")")
+        )
+        self.answered = answered
+        self.needed = needed
+        self.reasons: Mapping[str, str] = reasons
+
+
+class RequestRefused(NodeError):
+    """The request is refused for good: the workload was taken over, ended or is not ours.
+
+    Retrying will not help; the host tells the consumer (who may reserve
+    another provider). ``workload_id`` names the workload.
+    """
+
+    def __init__(self, message: str, *, workload_id: str) -> None:
+        super().__init__(message)
+        self.workload_id = workload_id
+
+
+class NotAddressedError(RequestRefused, ValueError):
     """A spawn request names this provider neither as primary nor as a standby."""
 
     def __init__(self, workload_id: str, me: str, primary: str, standbys: tuple[str, ...]) -> None:
         super().__init__(
             f"workload {workload_id!r} is not addressed to this provider {me!r}: "
-            f"primary is {primary!r}, standbys are {list(standbys)!r}"
+            f"primary is {primary!r}, standbys are {list(standbys)!r}",
+            workload_id=workload_id,
         )
-        self.workload_id = workload_id
         self.me = me
 
 
-class NodeError(StandbyError):
-    """The host misused a :class:`~standby.node.StandbyNode` (not running, unknown workload)."""
+class InvalidRequest(StandbyError, ValueError):
+    """A spawn request is malformed (a wrong type, a time that is not a number, ...).
+
+    Raised before the node registers anything: a refused request leaves no
+    trace in memory or on disk. ``field`` names the offending field.
+    """
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(f"invalid spawn request: {message}")
+        self.field = field
+
+
+def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside ``group`` (nested groups opened), or ``None`` for several.
+
+    A task group wraps whatever its tasks raised in an exception group, even
+    a single error; the node and the transports raise that single error as
+    it is, so a host's ``except QuorumUnavailable`` works around ``async
+    with``. Cancellations of sibling tasks count as nothing.
+    """
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else None
+
+
+def raise_unwrapped(
+    group: BaseExceptionGroup[BaseException], current: BaseException | None
+) -> None:
+    """Raise what ``group`` holds the way a host expects it, from an ``__aexit__``.
+
+    Several errors: the group itself. One error that is ``current`` (the
+    exception that left the ``async with`` body): return, so the caller lets
+    ``current`` go on as it was. Any other single error: that error, with
+    its own cause and context kept.
+    """
+    sole = sole_error(group)
+    if sole is None:
+        raise group
+    if sole is current:
+        return
+    context = sole.__context__
+    try:
+        raise sole
+    finally:
+        sole.__context__ = context

@@ -74,6 +74,9 @@ def _count_as(error: type[ValueError]) -> Callable[[Any, attrs.Attribute[Any], A
 
 
 _finite = _finite_as(ValueError)
+#: The rules for an identity-like string and a finite time, shared with the node's request.
+identity_field = _identity("field")
+finite_field = _finite
 _non_negative_int = _count_as(ValueError)
 _slot_finite = _finite_as(InvalidSlot)
 _slot_count = _count_as(InvalidSlot)

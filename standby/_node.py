@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from types import MappingProxyType, TracebackType
@@ -25,8 +26,11 @@ from typing import Any, Final, Generic, TypeVar
 import anyio
 import anyio.abc
 
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
+    from exceptiongroup import BaseExceptionGroup
+
 from ._election import StandbyElection
-from ._errors import NodeError, NotAddressedError
+from ._errors import NodeMisuse, NotAddressedError, raise_unwrapped
 from ._helpers import role_of
 from ._lifecycle import Never, RestartPolicy
 from ._models import Topology
@@ -132,7 +136,7 @@ class StandbyNode(Generic[SpecT]):
 
     async def __aenter__(self) -> StandbyNode[SpecT]:
         if self._stack is not None:
-            raise NodeError(f"node {self.me!r} is already running")
+            raise NodeMisuse(f"node {self.me!r} is already running")
         self._wake = anyio.Event()
         self.heartbeat.open()
         self.subscriptions.open()
@@ -176,6 +180,9 @@ class StandbyNode(Generic[SpecT]):
         group.cancel_scope.cancel()
         try:
             return await stack.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as errors:
+            raise_unwrapped(errors, exc)
+            return False
         finally:
             self._stack = self.io.group = None
             if isinstance(self.transport, ReportsDrops):
@@ -210,10 +217,19 @@ class StandbyNode(Generic[SpecT]):
         when it could not be; the slot is then kept and saving is retried).
         As primary it starts a :class:`~standby.WorkloadLifecycle` and
         heartbeats at once; the container starts when the lease is granted.
-        Raises :class:`~standby.NotAddressedError` when the request names this
-        provider in neither role, :class:`~standby.IdentityError` for a
-        malformed identity and :class:`~standby.InvalidSlot` /
-        :class:`~standby.TopologyError` for an invalid request.
+
+        Accept is all or nothing: whatever is refused leaves no trace in
+        memory or on disk. What the host does with each error:
+
+        - :class:`~standby.RetryLater` (:class:`~standby.QuorumUnavailable`
+          names the relays that did not answer): nothing was done; send the
+          same request again later.
+        - :class:`~standby.RequestRefused` (:class:`~standby.NotAddressedError`
+          among them): refused for good; tell the consumer.
+        - :class:`~standby.InvalidRequest`, :class:`~standby.IdentityError`,
+          :class:`~standby.InvalidSlot`, :class:`~standby.TopologyError`:
+          the request is malformed (a spec the store cannot save included).
+        - :class:`~standby.NodeMisuse`: the node is not running.
         """
         self._require_running()
         canonical = self.transport.canonical
@@ -242,7 +258,7 @@ class StandbyNode(Generic[SpecT]):
 
         The node fences the workload (stops the container), then publishes a
         signed revocation; the first standby takes over without waiting out
-        the silence. Raises :class:`~standby.NodeError` for a workload this
+        the silence. Raises :class:`~standby.NodeMisuse` for a workload this
         node does not run and :class:`~standby.StandbyError` when the
         workload has no standbys or already ended.
         """
@@ -308,7 +324,7 @@ class StandbyNode(Generic[SpecT]):
 
     def _require_running(self) -> None:
         if not self._running:
-            raise NodeError(f"node {self.me!r} is not running: use `async with node:`")
+            raise NodeMisuse(f"node {self.me!r} is not running: use `async with node:`")
 
     def _collect(self) -> NodeState[Any]:
         """What the store keeps: slots, promotion intents, and what runs or may still run."""
@@ -374,7 +390,7 @@ def _check_adapters(transport: RelayTransport, runtime: ContainerRuntime, timing
     """Refuse adapters whose quorums or stop grace do not fit the timing."""
     relay_count = getattr(transport, "relay_count", None)
     if relay_count != timing.relay_count:
-        raise NodeError(
+        raise NodeMisuse(
             f"the transport reads and writes {relay_count} relays but the timing is set for "
             f"relay_count={timing.relay_count}: its quorums (write "
             f"{timing.write_quorum}, read {timing.read_quorum}) would not overlap; "
@@ -382,7 +398,7 @@ def _check_adapters(transport: RelayTransport, runtime: ContainerRuntime, timing
         )
     stop_grace = getattr(runtime, "stop_grace", None)
     if not isinstance(stop_grace, (int, float)) or stop_grace > timing.fence_grace:
-        raise NodeError(
+        raise NodeMisuse(
             f"the runtime stops a workload up to stop_grace={stop_grace!r} s after its "
             f"lease end, more than the timing's fence_grace={timing.fence_grace} s: "
             "a standby could start it while the old one still runs"

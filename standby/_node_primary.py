@@ -19,7 +19,7 @@ from ._effects import (
     StateChanged,
     StopContainer,
 )
-from ._errors import NodeError, StoreError
+from ._errors import NodeError, NodeMisuse, StoreError
 from ._lifecycle import RestartPolicy, WorkloadLifecycle
 from ._models import Topology
 from ._node_types import RUNNING, PrimaryRun, SpawnRequest
@@ -176,7 +176,7 @@ class PrimarySide(Generic[SpecT]):
     def handover(self, now: float, workload_id: str, state_uri: str | None, reason: str) -> None:
         record = self.records.get(workload_id)
         if record is None:
-            raise NodeError(f"workload {workload_id!r} does not run here as primary")
+            raise NodeMisuse(f"workload {workload_id!r} does not run here as primary")
         effects = record.lifecycle.handover(now, state_uri=state_uri, reason=reason)
         self.observer.handing_over(workload_id, reason)
         self.effects(workload_id, now, effects)

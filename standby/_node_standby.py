@@ -29,7 +29,7 @@ from ._effects import (
     WithdrawClaim,
 )
 from ._election import MAX_BATCH
-from ._errors import NodeError, StoreError
+from ._errors import InvalidRequest, NodeError, StoreError
 from ._models import Envelope, Heartbeat, Message, PromotionAnnouncement, StandbySlot, Topology
 from ._node_types import SpawnRequest
 from ._protocols import AtomicClaims, Query
@@ -109,6 +109,14 @@ class StandbySide(Generic[SpecT]):
             expires_at=request.expires_at,
             spec_id=request.spec_id,
         )
+        try:
+            self.node.persistence.check_slot(slot)
+        except StoreError as exc:
+            raise InvalidRequest(
+                f"workload {workload_id!r}: the store cannot save its slot ({exc}); "
+                "a spec must encode as JSON",
+                field="spec",
+            ) from exc
         effects = self.election.reserve(now, slot)
         self.observer.reserved(workload_id, role.index, role.count, topology.primary)
         self.effects(now, effects)

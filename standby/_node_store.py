@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 
 from ._errors import StoreError
+from ._models import StandbySlot
 from ._node_observe import Observer
 from ._protocols import SlotStore
 from ._state import NodeState
@@ -48,6 +49,16 @@ class Persistence:
         """Create the events the saving task and :meth:`flush` wait on."""
         self._dirty = anyio.Event()
         self._saved = anyio.Event()
+
+    def check_slot(self, slot: StandbySlot[Any]) -> None:
+        """Raise :class:`~standby.StoreError` when the store could not save ``slot``.
+
+        Stores with a ``check_slot`` method (``JsonFileStore``) are asked; any
+        other store is trusted to save whatever it is given.
+        """
+        check = getattr(self.store, "check_slot", None)
+        if check is not None:
+            check(slot)
 
     def replace(self) -> None:
         """What is in memory replaces what was saved (a restore that dropped something)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -11,13 +11,39 @@ import attrs
 
 from ._effects import LifecycleState
 from ._election import SlotStatus
-from ._lifecycle import RestartPolicy, WorkloadLifecycle
-from ._models import Topology
+from ._errors import InvalidRequest
+from ._lifecycle import Never, OnFailure, RestartPolicy, WorkloadLifecycle
+from ._models import Topology, finite_field, identity_field
 from ._state import PrimaryRecord
 
 __all__ = ["RUNNING", "TERMINAL", "NodeStatus", "PrimaryRun", "PrimaryStatus", "SpawnRequest"]
 
 SpecT = TypeVar("SpecT")
+
+_Check = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def _request(check: _Check) -> _Check:
+    """``check`` (a field rule shared with the models), failing as :class:`InvalidRequest`."""
+
+    def run(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        try:
+            check(inst, attribute, value)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), field=attribute.name) from None
+
+    return run
+
+
+def _instance_of(kind: type | tuple[type, ...], what: str) -> _Check:
+    def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, kind):
+            raise InvalidRequest(
+                f"`{attribute.name}` must be {what}, got {value!r}", field=attribute.name
+            )
+
+    return check
+
 
 #: Lifecycle states a primary record never leaves.
 TERMINAL = frozenset({LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED})
@@ -38,16 +64,42 @@ class SpawnRequest(Generic[SpecT]):
     ``restart`` applies when this node runs the workload as primary without
     standbys (``None``: the node's default). ``spec_id`` is the id of the
     offer the consumer paid for; a standby keeps it in its slot (and store).
+
+    Every field is checked on construction (:class:`~standby.InvalidRequest`
+    names the field), so a malformed request never reaches a node.
     """
 
-    workload_id: str
-    topology: Topology
+    workload_id: str = attrs.field(validator=_request(identity_field))
+    topology: Topology = attrs.field(validator=_instance_of(Topology, "a Topology"))
     spec: SpecT
-    owner: str
-    expires_at: float
-    created_at: float | None = None
-    restart: RestartPolicy | None = None
-    spec_id: str | None = None
+    owner: str = attrs.field(validator=_request(identity_field))
+    expires_at: float = attrs.field(validator=_request(finite_field))
+    created_at: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_request(finite_field))
+    )
+    restart: RestartPolicy | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            _instance_of((Never, OnFailure), "a restart policy (Never or OnFailure)")
+        ),
+    )
+    spec_id: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_request(identity_field))
+    )
+
+    def __attrs_post_init__(self) -> None:
+        created_at = self.created_at
+        if created_at is not None and not self.expires_at > created_at > 0:
+            raise InvalidRequest(
+                f"need expires_at > created_at > 0, got expires_at={self.expires_at}, "
+                f"created_at={created_at}",
+                field="created_at",
+            )
+        if self.expires_at <= 0:
+            raise InvalidRequest(
+                f"must be a Unix time (seconds) after 0, got {self.expires_at}",
+                field="expires_at",
+            )
 
 
 @attrs.frozen

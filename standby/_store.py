@@ -397,12 +397,42 @@ class JsonFileStore(Generic[SpecT]):
         """Blocking version of :meth:`save` (intents and primaries are kept as they were)."""
         return self._write(slots, self._intents, self._primaries)
 
+    def check_slot(self, slot: StandbySlot[SpecT]) -> None:
+        """Raise :class:`~standby.StoreError` when ``slot`` could not be saved.
+
+        The node calls it before it registers a slot, so a spec that does
+        not encode as JSON is refused at ``accept`` instead of failing every
+        later save. Nothing is written.
+        """
+        self._encode_slot(slot)
+
+    def _encode_slot(self, slot: StandbySlot[SpecT]) -> Any:
+        """The JSON body of ``slot``, or ``None`` when it is kept in memory only."""
+        workload_id = slot.workload_id
+        try:
+            secret = self.holds_secret(slot.spec)
+        except Exception as exc:
+            raise StoreError(f"secret predicate failed on {workload_id!r}: {exc}") from exc
+        try:
+            if not secret:
+                body: Any = self.codec.to_dict(slot)
+                json.dumps(body, allow_nan=False)
+                return body
+            if self.sealer is not None:
+                sealed = self.sealer.seal(self.codec.encode(slot))
+                return {"sealed": base64.b64encode(sealed).decode("ascii")}
+        except Exception as exc:
+            raise StoreError(f"cannot encode slot {workload_id!r}: {exc}") from exc
+        return None
+
     def _encode_slots(
         self, slots: Iterable[StandbySlot[SpecT]]
     ) -> tuple[dict[str, tuple[Any, Any]], dict[str, StandbySlot[SpecT]]]:
         """Slots as ``workload id -> (slot, JSON)``, and those kept in memory only.
 
         A slot already written as the very same object is not encoded again.
+        A slot that cannot be encoded is kept in memory only (and logged): one
+        bad record never stops the others from being saved (failure mode 22).
         """
         previous = {} if self._written is None else self._written["slots"]
         encoded: dict[str, tuple[Any, Any]] = {}
@@ -414,22 +444,14 @@ class JsonFileStore(Generic[SpecT]):
                 encoded[workload_id] = known
                 continue
             try:
-                secret = self.holds_secret(slot.spec)
-            except Exception as exc:
-                raise StoreError(f"secret predicate failed on {workload_id!r}: {exc}") from exc
-            try:
-                if not secret:
-                    encoded[workload_id] = (slot, self.codec.to_dict(slot))
-                elif self.sealer is not None:
-                    sealed = self.sealer.seal(self.codec.encode(slot))
-                    body = {"sealed": base64.b64encode(sealed).decode("ascii")}
-                    encoded[workload_id] = (slot, body)
-                else:
-                    memory_only[workload_id] = slot
-            except StoreError:
-                raise
-            except Exception as exc:
-                raise StoreError(f"cannot encode slot {workload_id!r}: {exc}") from exc
+                body = self._encode_slot(slot)
+            except StoreError as exc:
+                _log.error("slot %s is kept in memory only: %s", workload_id, exc)
+                body = None
+            if body is None:
+                memory_only[workload_id] = slot
+            else:
+                encoded[workload_id] = (slot, body)
         return encoded, memory_only
 
     def _write(
@@ -457,8 +479,8 @@ class JsonFileStore(Generic[SpecT]):
         self._memory_only = memory_only
         for workload_id in sorted(set(memory_only) - self._warned):
             _log.warning(
-                "slot %s holds a secret and no sealer is configured: kept in memory only, "
-                "it will not survive a restart",
+                "slot %s is kept in memory only (its spec holds a secret and no sealer is "
+                "configured, or it could not be encoded): it will not survive a restart",
                 workload_id,
             )
         self._warned = set(memory_only)

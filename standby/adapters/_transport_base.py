@@ -10,6 +10,7 @@ helpful ``ImportError`` of a missing extra.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
@@ -19,7 +20,10 @@ import anyio
 import anyio.abc
 import attrs
 
-from .._errors import IdentityError, TransportError
+from .._errors import IdentityError, TransportError, raise_unwrapped
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
+    from exceptiongroup import BaseExceptionGroup
 from .._protocols import Query
 
 __all__ = [
@@ -147,7 +151,10 @@ class TransportBase:
     ) -> None:
         stack, self._stack = self._stack, None
         if stack is not None:
-            await stack.__aexit__(exc_type, exc, tb)
+            try:
+                await stack.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                raise_unwrapped(group, exc)
 
     async def _open_resources(self, stack: contextlib.AsyncExitStack) -> None:
         """Open the clients the transport needs (before its task group starts)."""

@@ -1,0 +1,206 @@
+"""Where a provider's own code and data meet the node (failure mode 22, typed errors).
+
+A malformed request is refused before anything is registered, one record
+that cannot be saved never stops the others, and a single error raised in
+``async with`` comes out as itself, not wrapped in an exception group.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+from standby import (
+    InvalidRequest,
+    NodeError,
+    NodeMisuse,
+    NotAddressedError,
+    QuorumUnavailable,
+    RequestRefused,
+    RetryLater,
+    StandbyError,
+    StandbySlot,
+    Timing,
+    Topology,
+)
+from standby._store import JsonFileStore
+from standby.adapters._transport_base import TransportBase
+from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime
+from standby.node import SpawnRequest, StandbyNode
+
+pytestmark = pytest.mark.anyio
+
+EPOCH = 1_700_000_000.0
+TOPOLOGY = Topology("prime", ("sb0", "sb1"))
+
+
+def wall() -> float:
+    return EPOCH + anyio.current_time()
+
+
+def request(workload_id: str = "w1", **changes: Any) -> SpawnRequest[Any]:
+    fields: dict[str, Any] = {
+        "workload_id": workload_id,
+        "topology": TOPOLOGY,
+        "spec": {"image": "app:1"},
+        "owner": "consumer",
+        "expires_at": wall() + 86_400.0,
+    }
+    fields.update(changes)
+    return SpawnRequest(**fields)
+
+
+# ----------------------------------------------------------------------
+# Failure mode 22: accept is all or nothing
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"expires_at": "tomorrow"}, "expires_at"),
+        ({"expires_at": float("inf")}, "expires_at"),
+        ({"expires_at": float("nan")}, "expires_at"),
+        ({"expires_at": True}, "expires_at"),
+        ({"created_at": "now"}, "created_at"),
+        ({"created_at": EPOCH + 10**9}, "created_at"),
+        ({"workload_id": ""}, "workload_id"),
+        ({"workload_id": 7}, "workload_id"),
+        ({"owner": None}, "owner"),
+        ({"topology": ("prime", ("sb0",))}, "topology"),
+        ({"restart": "always"}, "restart"),
+        ({"spec_id": ""}, "spec_id"),
+    ],
+)
+def test_fm22_a_malformed_request_is_refused_when_it_is_built(
+    changes: dict[str, Any], field: str
+) -> None:
+    fields: dict[str, Any] = {
+        "workload_id": "w1",
+        "topology": TOPOLOGY,
+        "spec": {},
+        "owner": "consumer",
+        "expires_at": EPOCH + 86_400.0,
+        **changes,
+    }
+    with pytest.raises(InvalidRequest) as info:
+        SpawnRequest(**fields)
+    assert info.value.field == field
+    assert field in str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, StandbyError)
+
+
+async def test_fm22_a_spec_the_store_cannot_save_is_refused_and_leaves_no_trace(
+    tmp_path: Path,
+) -> None:
+    network = MemoryRelayNetwork(3, wall_clock=wall)
+    store: JsonFileStore[Any] = JsonFileStore(tmp_path / "sb0.json")
+    node: StandbyNode[Any] = StandbyNode(
+        transport=network.transport("sb0"),
+        runtime=MemoryRuntime("sb0", wall_clock=wall),
+        store=store,
+        timing=Timing(),
+        wall_clock=wall,
+    )
+    async with node:
+        with pytest.raises(InvalidRequest) as info:
+            await node.accept(request("bad", spec={"image": object()}))
+        assert info.value.field == "spec"
+        assert "bad" not in node.election.slots  # nothing registered in memory
+        # the node goes on persisting every good request
+        await node.accept(request("good-1"))
+        await node.accept(request("good-2"))
+        await node.flush()
+        assert node.status().slot("bad") is None
+    saved = JsonFileStore[Any](tmp_path / "sb0.json").load_sync()
+    assert sorted(s.workload_id for s in saved) == ["good-1", "good-2"]
+
+
+def test_fm22_one_slot_that_cannot_be_encoded_never_stops_the_others(tmp_path: Path) -> None:
+    store: JsonFileStore[Any] = JsonFileStore(tmp_path / "state.json")
+
+    def slot(workload_id: str, spec: Any) -> StandbySlot[Any]:
+        return StandbySlot.reserve(
+            me="sb0",
+            workload_id=workload_id,
+            topology=TOPOLOGY,
+            spec=spec,
+            owner="consumer",
+            created_at=EPOCH,
+            expires_at=EPOCH + 86_400.0,
+        )
+
+    bad = slot("bad", {"when": {1, 2}})  # a set is not JSON
+    with pytest.raises(StandbyError, match="bad"):
+        store.check_slot(bad)
+    kept = store.save_sync([slot("a", {"n": 1}), bad, slot("b", {"n": 2})])
+    assert kept == ["bad"]  # kept in memory only, and said so
+    document = json.loads((tmp_path / "state.json").read_text())
+    assert sorted(s["workload_id"] for s in document["slots"]) == ["a", "b"]
+
+
+# ----------------------------------------------------------------------
+# Errors a host can act on
+# ----------------------------------------------------------------------
+
+
+def test_node_errors_come_in_three_kinds_a_host_can_act_on() -> None:
+    assert issubclass(QuorumUnavailable, RetryLater)
+    for kind in (RetryLater, RequestRefused, NodeMisuse):
+        assert issubclass(kind, NodeError)
+    assert issubclass(NotAddressedError, RequestRefused)
+    missed = QuorumUnavailable(
+        "workload 'w1': its epoch is unknown",
+        answered=1,
+        needed=2,
+        reasons={"relay-2": "timed out", "relay-1": "down"},
+    )
+    assert missed.reasons == {"relay-1": "down", "relay-2": "timed out"}
+    assert "relay-1: down" in str(missed)
+    assert "1 of the 2 relays needed answered" in str(missed)
+
+
+async def test_a_host_misusing_the_node_gets_node_misuse() -> None:
+    network = MemoryRelayNetwork(3, wall_clock=wall)
+    node: StandbyNode[Any] = StandbyNode(
+        transport=network.transport("sb0"),
+        runtime=MemoryRuntime("sb0", wall_clock=wall),
+        timing=Timing(),
+        wall_clock=wall,
+    )
+    with pytest.raises(NodeMisuse, match="not running"):
+        await node.accept(request())
+    async with node:
+        with pytest.raises(NodeMisuse, match="does not run here"):
+            await node.handover("w1")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_an_error_inside_async_with_comes_out_unwrapped() -> None:
+    network = MemoryRelayNetwork(3)
+    node: StandbyNode[Any] = StandbyNode(
+        transport=network.transport("sb0"), runtime=MemoryRuntime("sb0"), timing=Timing()
+    )
+    with pytest.raises(KeyError, match="the host's own bug"):
+        async with node:
+            raise KeyError("the host's own bug")
+
+
+class Busy(TransportBase):
+    """A transport with a background task, as the relay transports have."""
+
+    def _started(self, group: anyio.abc.TaskGroup) -> None:
+        group.start_soon(anyio.sleep_forever)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_an_error_inside_a_transports_async_with_comes_out_unwrapped() -> None:
+    with pytest.raises(LookupError, match="inside the transport"):
+        async with Busy():
+            raise LookupError("inside the transport")
