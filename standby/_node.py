@@ -30,7 +30,15 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends 
     from exceptiongroup import BaseExceptionGroup
 
 from ._election import StandbyElection
-from ._errors import NodeMisuse, NotAddressedError, raise_unwrapped
+from ._errors import (
+    NodeMisuse,
+    NotAddressedError,
+    RequestRefused,
+    RetryLater,
+    RuntimeFailure,
+    SpawnError,
+    raise_unwrapped,
+)
 from ._helpers import role_of
 from ._lifecycle import Never, RestartPolicy
 from ._models import Topology
@@ -44,7 +52,14 @@ from ._node_standby import StandbySide
 from ._node_store import Persistence
 from ._node_subscriptions import Subscriptions
 from ._node_types import NodeStatus, PrimaryStatus, SpawnRequest
-from ._protocols import AtomicClaims, ContainerRuntime, RelayTransport, ReportsDrops, SlotStore
+from ._protocols import (
+    AtomicClaims,
+    ChecksSpecs,
+    ContainerRuntime,
+    RelayTransport,
+    ReportsDrops,
+    SlotStore,
+)
 from ._roles import NotAddressed, Primary, Role, Standby
 from ._state import NodeState
 from ._timing import Timing
@@ -230,6 +245,10 @@ class StandbyNode(Generic[SpecT]):
           :class:`~standby.InvalidSlot`, :class:`~standby.TopologyError`:
           the request is malformed (a spec the store cannot save included).
         - :class:`~standby.NodeMisuse`: the node is not running.
+
+        A runtime with the :class:`~standby.protocols.ChecksSpecs` capability
+        checks the spec first, on both sides: a spec that can never start
+        (a missing executable or image) is a :class:`~standby.RequestRefused`.
         """
         self._require_running()
         canonical = self.transport.canonical
@@ -238,11 +257,12 @@ class StandbyNode(Generic[SpecT]):
             standbys=tuple(canonical(s) for s in request.topology.standbys),
         )
         role = role_of(self.me, topology.primary, topology.standbys)
-        now = self.now()
         if isinstance(role, NotAddressed):
             raise NotAddressedError(
                 request.workload_id, self.me, topology.primary, topology.standbys
             )
+        await self._check_spec(request)
+        now = self.now()
         if isinstance(role, Primary):
             if await self.primary.accept(now, request, topology):
                 await self.flush()
@@ -250,6 +270,25 @@ class StandbyNode(Generic[SpecT]):
         assert isinstance(role, Standby)
         await self.standby.accept(now, request, topology, role)
         return role
+
+    async def _check_spec(self, request: SpawnRequest[SpecT]) -> None:
+        """Refuse a spec the runtime says can never start (failure mode 24)."""
+        runtime = self.runtime
+        if not isinstance(runtime, ChecksSpecs):
+            return
+        workload_id = request.workload_id
+        try:
+            with anyio.fail_after(self.timing.spawn_timeout):
+                await runtime.check_spec(request.spec, workload_id=workload_id)
+        except SpawnError as exc:
+            raise RequestRefused(
+                f"workload {workload_id!r} can never start here: {exc}", workload_id=workload_id
+            ) from exc
+        except (RuntimeFailure, TimeoutError) as exc:
+            raise RetryLater(
+                f"workload {workload_id!r}: the runtime could not check its spec "
+                f"({type(exc).__name__}: {exc}); try again"
+            ) from exc
 
     async def handover(
         self, workload_id: str, state_uri: str | None = None, *, reason: str = "handover"

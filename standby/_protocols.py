@@ -34,6 +34,7 @@ from ._state import NodeState
 __all__ = [
     "MESSAGE_KINDS",
     "AtomicClaims",
+    "ChecksSpecs",
     "ClaimOutcome",
     "ContainerRuntime",
     "ContainerStatus",
@@ -182,6 +183,25 @@ class TransportDrop:
     signer: str | None
     detail: str
     workload_id: str | None = None
+
+
+@runtime_checkable
+class ChecksSpecs(Protocol):
+    """Optional capability of a runtime: it tells a spec that can never start.
+
+    The node calls :meth:`check_spec` when it accepts a request, as primary
+    and as standby, so a provider never holds a paid slot it cannot fulfil
+    (failure mode 24): a missing executable or image is refused at once.
+    """
+
+    async def check_spec(self, spec: Any, *, workload_id: str) -> None:
+        """Raise :class:`~standby.SpawnError` when ``spec`` could never start here.
+
+        Starts nothing and changes nothing. Raises
+        :class:`~standby.RuntimeFailure` when the runtime cannot be asked
+        (the node then asks the host to try again).
+        """
+        ...
 
 
 @runtime_checkable

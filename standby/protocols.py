@@ -34,6 +34,7 @@ from ._models import Envelope
 from ._protocols import (
     MESSAGE_KINDS,
     AtomicClaims,
+    ChecksSpecs,
     ClaimOutcome,
     ContainerRuntime,
     ContainerStatus,
@@ -60,6 +61,7 @@ from ._public import publish
 __all__ = [
     "MESSAGE_KINDS",
     "AtomicClaims",
+    "ChecksSpecs",
     "ClaimOutcome",
     "ContainerRuntime",
     "ContainerStatus",

@@ -23,6 +23,7 @@ from standby import (
     QuorumUnavailable,
     RequestRefused,
     RetryLater,
+    SpawnError,
     StandbyError,
     StandbySlot,
     Timing,
@@ -31,7 +32,9 @@ from standby import (
 from standby._store import JsonFileStore
 from standby.adapters._transport_base import TransportBase
 from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime
+from standby.adapters.process import ProcessRuntime
 from standby.node import SpawnRequest, StandbyNode
+from standby.protocols import ChecksSpecs
 
 pytestmark = pytest.mark.anyio
 
@@ -204,3 +207,41 @@ async def test_an_error_inside_a_transports_async_with_comes_out_unwrapped() -> 
     with pytest.raises(LookupError, match="inside the transport"):
         async with Busy():
             raise LookupError("inside the transport")
+
+
+# ----------------------------------------------------------------------
+# Failure mode 24: a spec that can never start is refused at accept
+# ----------------------------------------------------------------------
+
+
+async def test_fm24_a_spec_that_can_never_start_is_refused_on_both_sides() -> None:
+    network = MemoryRelayNetwork(3, wall_clock=wall)
+    nodes: dict[str, StandbyNode[Any]] = {}
+    for name in ("prime", "sb0"):
+        runtime = MemoryRuntime(name, wall_clock=wall)
+        runtime.never_starts("w1", "executable '/opt/app' not found")
+        nodes[name] = StandbyNode(
+            transport=network.transport(name), runtime=runtime, timing=Timing(), wall_clock=wall
+        )
+    async with nodes["prime"] as prime, nodes["sb0"] as sb0:
+        for node in (prime, sb0):
+            with pytest.raises(RequestRefused, match="can never start here") as info:
+                await node.accept(request("w1"))
+            assert info.value.workload_id == "w1"
+        assert sb0.status().slot("w1") is None
+        assert prime.status().primary("w1") is None
+        # another workload on the same nodes is accepted as usual
+        assert (await sb0.accept(request("w2"))).index == 0  # type: ignore[union-attr]
+        assert sb0.status().slot("w2") is not None
+
+
+async def test_fm24_the_process_runtime_checks_a_spec_without_starting_it(tmp_path: Path) -> None:
+    runtime = ProcessRuntime(tmp_path / "runs", provider="p")
+    assert isinstance(runtime, ChecksSpecs)
+    await runtime.check_spec({"argv": ["true"]}, workload_id="ok")
+    with pytest.raises(SpawnError, match="not found"):
+        await runtime.check_spec({"argv": ["/no/such/program"]}, workload_id="missing")
+    with pytest.raises(SpawnError, match="argv"):
+        await runtime.check_spec({"argv": "true"}, workload_id="a-string")
+    assert await runtime.list() == []
+    assert not any((tmp_path / "runs").glob("*/*"))  # no run directory was made

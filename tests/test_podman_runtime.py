@@ -26,8 +26,9 @@ import anyio
 import pytest
 from _podman import Podman, podman_fixture  # noqa: F401
 
+from standby import SpawnError
 from standby.adapters.podman import PodmanHandle, PodmanRuntime
-from standby.protocols import ContainerRuntime
+from standby.protocols import ChecksSpecs, ContainerRuntime
 from standby.testing import RUNTIME_CHECKS, RuntimeHarness, check_container_runtime
 
 pytestmark = pytest.mark.anyio
@@ -173,6 +174,19 @@ async def test_the_container_sees_its_labels_and_no_network(
     finally:
         await runtime.stop(handle)
     assert await runtime.status(handle) == "absent"
+
+
+async def test_fm24_check_spec_finds_a_missing_image_without_starting_anything(
+    podman: Podman, tmp_path: Path, provider: str
+) -> None:
+    runtime = runtime_for(podman, tmp_path / "runs", provider)
+    assert isinstance(runtime, ChecksSpecs)
+    await runtime.check_spec({"image": podman.image, "command": SLEEPER}, workload_id="ok")
+    with pytest.raises(SpawnError, match="not present locally"):
+        await runtime.check_spec({"image": "no-such-image:1"}, workload_id="missing")
+    with pytest.raises(SpawnError, match="image"):
+        await runtime.check_spec({"command": ["true"]}, workload_id="no-image")
+    assert podman.containers(f"io.standby.provider={provider}") == []
 
 
 # --------------------------------------------------------------------------- failure mode 14

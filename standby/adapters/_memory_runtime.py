@@ -247,7 +247,9 @@ class MemoryRuntime(OrderedRuntime[MemoryHandle]):
     Several hosts share one record (``record=``), so a test can check that
     two of them never ran a workload at once. Spawns take ``spawn_latency``
     seconds (settable at any time); :meth:`fail_spawns` makes the next spawns
-    fail. Event times come from :func:`anyio.current_time`.
+    fail, :meth:`never_starts` makes a workload's spec one that can never
+    start (its spawns fail and :meth:`check_spec` refuses it, as a missing
+    executable would). Event times come from :func:`anyio.current_time`.
     """
 
     def __init__(
@@ -271,6 +273,7 @@ class MemoryRuntime(OrderedRuntime[MemoryHandle]):
         self._stop_grace = stop_grace
         self.enforce_leases = enforce_leases
         self._failures: list[tuple[str | None, str]] = []
+        self._unstartable: dict[str, str] = {}
         self._state = self.record._host(host)
 
     def __repr__(self) -> str:
@@ -312,6 +315,18 @@ class MemoryRuntime(OrderedRuntime[MemoryHandle]):
         """Make the next ``count`` spawns (of ``workload_id``, or any) fail with ``error``."""
         self._failures.extend([(workload_id, error)] * count)
 
+    def never_starts(self, workload_id: str, error: str = "executable not found") -> None:
+        """Make ``workload_id``'s spec one that can never start on this host."""
+        self._unstartable[workload_id] = error
+
+    async def check_spec(self, spec: Any, *, workload_id: str) -> None:
+        """Refuse the spec of a workload marked with :meth:`never_starts`."""
+        error = self._unstartable.get(workload_id)
+        if error is not None:
+            raise SpawnError(
+                f"{self.host}: {workload_id!r} can never start: {error}", workload_id=workload_id
+            )
+
     def running(self, workload_id: str | None = None) -> list[MemoryHandle]:
         """Handles of the containers running now."""
         self.record.reap()
@@ -337,6 +352,12 @@ class MemoryRuntime(OrderedRuntime[MemoryHandle]):
         except BaseException:
             self._log("spawn-cancelled", workload_id, fencing_token)
             raise
+        never = self._unstartable.get(workload_id)
+        if never is not None:
+            self._log("spawn-failed", workload_id, fencing_token, detail=never)
+            raise SpawnError(
+                f"{self.host}: cannot start {workload_id!r}: {never}", workload_id=workload_id
+            )
         for position, (target, error) in enumerate(self._failures):
             if target is None or target == workload_id:
                 del self._failures[position]

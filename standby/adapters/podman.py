@@ -151,6 +151,22 @@ class PodmanRuntime(SupervisedRuntime[PodmanHandle]):
             done.stderr.decode(errors="replace").strip(),
         )
 
+    async def check_spec(self, spec: Any, *, workload_id: str) -> None:
+        """Raise :class:`~standby.SpawnError` when ``spec`` could never start.
+
+        Checks the spec's shape and that its image is present locally
+        (nothing is ever pulled), without starting anything. Raises
+        :class:`~standby.RuntimeFailure` when the engine cannot be asked.
+        """
+        image, _command, _env = _parse_spec(spec, workload_id)
+        code, _out, err = await self._cli("image", "inspect", "--format", "{{.Id}}", image)
+        if code != 0 and any(marker in err.lower() for marker in _NO_IMAGE):
+            raise bad_spec(
+                workload_id, f"image {image!r} is not present locally (nothing is pulled)"
+            )
+        if code != 0:
+            raise RuntimeFailure(f"cannot ask the engine about image {image!r}: {err}")
+
     async def _start(self, order: SpawnOrder) -> PodmanHandle:
         """Start the container under its supervisor; return once it runs."""
         workload_id, fencing_token = order.workload_id, order.fencing_token

@@ -178,6 +178,14 @@ class ProcessRuntime(SupervisedRuntime[ProcessHandle]):
         """Where ``handle``'s workload writes its stdout and stderr."""
         return self._runs.run_dir(self._check(handle).run_id) / "output.log"
 
+    async def check_spec(self, spec: Any, *, workload_id: str) -> None:
+        """Raise :class:`~standby.SpawnError` when ``spec`` could never start.
+
+        Checks what a spawn would, without starting anything: the spec's
+        shape, the ``cwd`` and that the executable exists and is executable.
+        """
+        _parse_spec(spec, workload_id)
+
     async def _start(self, order: SpawnOrder) -> ProcessHandle:
         """Start the workload under its supervisor; return once its process runs."""
         parsed = _parse_spec(order.spec, order.workload_id)
