@@ -438,6 +438,24 @@ class ElectionSteps(Generic[SpecT]):
         claimed_at = max(now, claim.claimed_at)
         effects.append(WithdrawClaim(attrs.evolve(claim, withdrawn=True, claimed_at=claimed_at)))
 
+    def _yield_to(
+        self, now: float, entry: Entry[SpecT], rival: PromotionClaim, effects: list[ElectionEffect]
+    ) -> None:
+        """A peer's claim holds the epoch this slot wanted: withdraw ours and give way.
+
+        A rival that claimed long ago (``peer_claim_grace``) and never
+        announced is followed as the primary of that epoch, so that its own
+        silence can be detected (failure mode 28: a holder that died right
+        after its claim must not block the epoch for good); a recent one is
+        deferred to. The one rule for a claims read that finds a rival and
+        for a compare-and-set lost to a holder.
+        """
+        self._withdraw(now, entry, effects)
+        if rival.claimed_at + self.timing.peer_claim_grace <= now:
+            self._follow(now, entry, rival.claimant, rival.epoch, now, effects)
+        else:
+            self._defer(now, entry, rival)
+
     def _defer(self, now: float, entry: Entry[SpecT], rival: PromotionClaim) -> None:
         self._release_request(entry)
         self._count("deferred")

@@ -345,6 +345,28 @@ class TestClaimProtocol:
         assert only(effects, sb.Spawn) == []
         assert driver.machine.status("w1").deferred_to == PEER
 
+    def test_fm28_a_compare_and_set_lost_to_an_old_claim_follows_the_holder(self) -> None:
+        # The holder won the epoch long ago and never announced (its host died
+        # right after): the slot follows it as the primary of that epoch, as a
+        # claims read would, so that its silence leads to the next epoch.
+        driver = Driver(atomic=True)
+        at = prereading(driver)
+        cas = one(driver.answer_claims(at + 1), sb.CompareAndSetClaim)
+        now = at + 2
+        holder = claim(now - driver.timing.peer_claim_grace).message
+        effects = driver.machine.claim_compared(now, cas.request_id, won=False, holder=holder)
+        assert only(effects, sb.WithdrawClaim) == []  # it never held the epoch
+        changed = one(effects, sb.PrimaryChanged)
+        assert (changed.old_primary, changed.new_primary, changed.epoch) == (PRIMARY, PEER, 1)
+        assert driver.phase() is sb.Phase.WATCHING
+        deadline = driver.machine.next_deadline()
+        assert deadline == now + SILENCE
+        driver.tick(deadline)
+        driver.answer_heartbeats(deadline)
+        driver.tick(deadline)
+        retry = one(driver.answer_claims(deadline + 1), sb.CompareAndSetClaim)
+        assert retry.claim.epoch == 2
+
     def test_spawn_carries_the_revocation_state_uri(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)

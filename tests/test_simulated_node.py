@@ -177,6 +177,24 @@ def test_fm21_retries_after_a_relay_outage_keep_the_order(
 
 
 # ----------------------------------------------------------------------
+# Failure mode 28: a compare-and-set holder that died blocked the epoch
+# ----------------------------------------------------------------------
+
+
+def test_fm28_a_compare_and_set_holder_that_died_is_followed_and_superseded() -> None:
+    # standby-0 wins the compare-and-set of epoch 1, and its host dies 1 s
+    # later, before it spawned or announced. standby-1 loses to that held
+    # claim; once the claim is older than peer_claim_grace, it follows
+    # standby-0 as the primary of epoch 1 and promotes itself at epoch 2
+    # after standby-0's silence (it used to lose every round, for good).
+    sim = Simulation(seed=0, atomic_claims=True).crash(600, "primary").crash(722, "standby-0")
+    report = sim.run(until=3600)
+    assert report.ok, report.format()
+    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-1", 2)]
+    assert any("follow standby-0 as primary of epoch 1" in line for line in report.timeline)
+
+
+# ----------------------------------------------------------------------
 # The loop: freeze holds, kill drops, steps are counted
 # ----------------------------------------------------------------------
 
