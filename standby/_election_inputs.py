@@ -223,8 +223,7 @@ class ElectionInputs(ElectionSteps[SpecT]):
             and claim.withdrawn
             and claim.epoch == deferred.epoch
         ):
-            # The peer's spawn failed and it let go: try at once.
-            self._preread(now, entry, effects)
+            self._deferral_ended(now, entry, effects)
 
     def _announcement(
         self,
