@@ -276,9 +276,9 @@ class StandbyElection(ElectionInputs[SpecT]):
         if won:
             self._spawn(now, entry, effects)
             return effects
-        entry.claim = None
+        entry.claim = None  # it never held the epoch: nothing to withdraw
         if holder is not None and entry.slot.peer_index(holder.claimant) is not None:
-            self._defer(now, entry, holder)
+            self._yield_to(now, entry, holder, effects)
         else:
             self._hold(now, entry, self.timing.retry_interval, Phase.PREREAD)
         return effects

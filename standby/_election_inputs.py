@@ -80,13 +80,7 @@ class ElectionInputs(ElectionSteps[SpecT]):
             return
         rival = self._strongest_rival(entry, rereading)
         if rival is not None:
-            self._withdraw(now, entry, effects)
-            if rival.claimed_at + self.timing.peer_claim_grace <= now:
-                # The rival claimed long ago and never announced: treat it as the
-                # primary of that epoch, so its own silence can be detected.
-                self._follow(now, entry, rival.claimant, rival.epoch, now, effects)
-            else:
-                self._defer(now, entry, rival)
+            self._yield_to(now, entry, rival, effects)
             return
         if rereading:
             self._spawn(now, entry, effects)
@@ -229,8 +223,7 @@ class ElectionInputs(ElectionSteps[SpecT]):
             and claim.withdrawn
             and claim.epoch == deferred.epoch
         ):
-            # The peer's spawn failed and it let go: try at once.
-            self._preread(now, entry, effects)
+            self._deferral_ended(now, entry, effects)
 
     def _announcement(
         self,

@@ -205,15 +205,21 @@ class ElectionSteps(Generic[SpecT]):
         self._enter(entry, phase)
         self._index.push_deadline(entry, deadline)
 
+    def _retry_at(self, entry: Entry[SpecT], ready: float) -> float:
+        """When a slot whose wait ends at ``ready`` may pre-read again.
+
+        Every retry of a promotion keeps the standby order (failure mode 21):
+        standby i waits its index backoff on top of whatever it waited for
+        (a retry interval, a failed spawn's backoff, a deferral), so standby
+        0 still goes first.
+        """
+        return ready + promotion_delay(entry.slot.standby_index, self.timing.promotion_delay)
+
     def _hold(self, now: float, entry: Entry[SpecT], wait: float, resume: Phase) -> None:
-        if resume is Phase.PREREAD:
-            # Every retry of a promotion keeps the standby order (failure mode
-            # 21): standby i waits its index backoff on top of the retry wait,
-            # so after a shortfall standby 0 still goes first.
-            wait += promotion_delay(entry.slot.standby_index, self.timing.promotion_delay)
+        at = self._retry_at(entry, now + wait) if resume is Phase.PREREAD else now + wait
         self._release_request(entry)
         entry.resume = resume
-        self._set(entry, Phase.HOLD, now + wait)
+        self._set(entry, Phase.HOLD, at)
 
     def _backoff(self, now: float, entry: Entry[SpecT]) -> None:
         self._release_request(entry)
@@ -438,12 +444,48 @@ class ElectionSteps(Generic[SpecT]):
         claimed_at = max(now, claim.claimed_at)
         effects.append(WithdrawClaim(attrs.evolve(claim, withdrawn=True, claimed_at=claimed_at)))
 
+    def _yield_to(
+        self, now: float, entry: Entry[SpecT], rival: PromotionClaim, effects: list[ElectionEffect]
+    ) -> None:
+        """A peer's claim holds the epoch this slot wanted: withdraw ours and give way.
+
+        A rival that claimed long ago (``peer_claim_grace``) and never
+        announced is followed as the primary of that epoch, so that its own
+        silence can be detected (failure mode 28: a holder that died right
+        after its claim must not block the epoch for good); a recent one is
+        deferred to. The one rule for a claims read that finds a rival and
+        for a compare-and-set lost to a holder.
+        """
+        self._withdraw(now, entry, effects)
+        if rival.claimed_at + self.timing.peer_claim_grace <= now:
+            self._follow(now, entry, rival.claimant, rival.epoch, now, effects)
+        else:
+            self._defer(now, entry, rival)
+
     def _defer(self, now: float, entry: Entry[SpecT], rival: PromotionClaim) -> None:
+        """Stand down for a peer's recent claim, until its grace ends (then pre-read)."""
         self._release_request(entry)
         self._count("deferred")
         until = max(now, min(rival.claimed_at, now + self.timing.max_clock_skew))
-        self._set(entry, Phase.DEFERRED, until + self.timing.peer_claim_grace)
+        self._set(
+            entry, Phase.DEFERRED, self._retry_at(entry, until + self.timing.peer_claim_grace)
+        )
         entry.deferred = rival
+
+    def _deferral_ended(
+        self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]
+    ) -> None:
+        """The peer this slot deferred to let its claim go (its spawn failed).
+
+        The slot pre-reads after its index backoff, counted from now (at once
+        for standby 0), or at its deferral's own end if that comes first:
+        deferred standbys released together keep their order (failure mode 21).
+        """
+        at = self._retry_at(entry, now)
+        if at <= now:
+            self._preread(now, entry, effects)
+        elif entry.deadline is None or at < entry.deadline:
+            self._set(entry, Phase.DEFERRED, at)
 
     def _follow(
         self,

@@ -345,6 +345,28 @@ class TestClaimProtocol:
         assert only(effects, sb.Spawn) == []
         assert driver.machine.status("w1").deferred_to == PEER
 
+    def test_fm28_a_compare_and_set_lost_to_an_old_claim_follows_the_holder(self) -> None:
+        # The holder won the epoch long ago and never announced (its host died
+        # right after): the slot follows it as the primary of that epoch, as a
+        # claims read would, so that its silence leads to the next epoch.
+        driver = Driver(atomic=True)
+        at = prereading(driver)
+        cas = one(driver.answer_claims(at + 1), sb.CompareAndSetClaim)
+        now = at + 2
+        holder = claim(now - driver.timing.peer_claim_grace).message
+        effects = driver.machine.claim_compared(now, cas.request_id, won=False, holder=holder)
+        assert only(effects, sb.WithdrawClaim) == []  # it never held the epoch
+        changed = one(effects, sb.PrimaryChanged)
+        assert (changed.old_primary, changed.new_primary, changed.epoch) == (PRIMARY, PEER, 1)
+        assert driver.phase() is sb.Phase.WATCHING
+        deadline = driver.machine.next_deadline()
+        assert deadline == now + SILENCE
+        driver.tick(deadline)
+        driver.answer_heartbeats(deadline)
+        driver.tick(deadline)
+        retry = one(driver.answer_claims(deadline + 1), sb.CompareAndSetClaim)
+        assert retry.claim.epoch == 2
+
     def test_spawn_carries_the_revocation_state_uri(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)
@@ -361,6 +383,58 @@ class TestDeferredAndFollow:
         effects = driver.feed(at + 3, claim(at + 3, index=1, withdrawn=True))
         one(effects, sb.QueryClaims)
         assert driver.phase() is sb.Phase.PREREAD
+
+    def test_fm21_deferred_slots_leave_deferred_in_index_order(self) -> None:
+        # Standbys 1 and 2 both defer to standby 0 ("H"), whose spawn then
+        # fails: released by the same withdrawal, each still waits its index
+        # backoff, so standby 1 pre-reads first (and standby 2 then sees its claim).
+        delay = sb.Timing().promotion_delay
+        drivers: dict[int, Driver] = {}
+        for me, index, peers in (("B", 1, ("H", "C")), ("C", 2, ("H", "B"))):
+            driver = Driver(me=me)
+            driver.reserve(CREATED, make_slot(index=index, peers=peers))
+            driver.tick(CREATED + SILENCE)
+            driver.answer_heartbeats(CREATED + SILENCE)
+            backoff_end = driver.machine.next_deadline()
+            assert backoff_end == CREATED + SILENCE + index * delay
+            one(driver.tick(backoff_end), sb.QueryClaims)
+            driver.answer_claims(
+                backoff_end + 1, results=[claim(CREATED + SILENCE, signer="H", index=0)]
+            )
+            assert driver.phase() is sb.Phase.DEFERRED
+            drivers[index] = driver
+        released = CREATED + SILENCE + 2 * delay + 10
+        for driver in drivers.values():
+            withdrawal = claim(released, signer="H", index=0, withdrawn=True)
+            assert only(driver.feed(released, withdrawal), sb.QueryClaims) == []
+            assert driver.phase() is sb.Phase.DEFERRED
+        assert drivers[1].machine.next_deadline() == released + delay
+        assert drivers[2].machine.next_deadline() == released + 2 * delay
+        one(drivers[1].tick(released + delay), sb.QueryClaims)
+        assert drivers[1].phase() is sb.Phase.PREREAD
+        assert drivers[2].tick(released + delay) == []
+        assert drivers[2].phase() is sb.Phase.DEFERRED
+
+    def test_fm21_a_deferral_that_runs_out_adds_the_index_backoff(self) -> None:
+        # Standbys 1 and 2 defer to one claim stamped ahead of their clocks
+        # (within max_clock_skew): the grace is counted from that stamp for
+        # both, and only the index backoff keeps them apart when it ends.
+        timing = sb.Timing(promotion_delay=5.0)
+        stamp = CREATED + SILENCE + 15
+        ends = []
+        for index in (1, 2):
+            driver = Driver(timing)
+            driver.reserve(CREATED, make_slot(index=index, peers=("B", "C")))
+            driver.tick(CREATED + SILENCE)
+            driver.answer_heartbeats(CREATED + SILENCE)
+            backoff_end = driver.machine.next_deadline()
+            assert backoff_end == CREATED + SILENCE + index * 5.0
+            driver.tick(backoff_end)
+            driver.answer_claims(backoff_end, results=[claim(stamp, signer="B", index=0)])
+            assert driver.phase() is sb.Phase.DEFERRED
+            ends.append(driver.machine.next_deadline())
+        grace_end = stamp + timing.peer_claim_grace
+        assert ends == [grace_end + 5.0, grace_end + 10.0]
 
     def test_peer_announcement_makes_us_follow_the_new_primary(self) -> None:
         driver = Driver()

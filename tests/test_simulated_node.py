@@ -176,6 +176,36 @@ def test_fm21_retries_after_a_relay_outage_keep_the_order(
     assert [p.provider for p in report.promotions] == ["standby-0"]
 
 
+@pytest.mark.parametrize("seed", [0, 7])
+def test_fm21_standbys_leaving_a_deferral_keep_their_order(seed: int) -> None:
+    # Standby 0 claims, its spawn times out, and it withdraws while standbys 1
+    # and 2 are both deferring to it: they used to pre-read at once, together,
+    # and standby 2 claimed first (seed 7) or even promoted (seed 0). Now each
+    # waits its index backoff, and standby 0's own retry comes first.
+    sim = Simulation(seed=seed, standbys=3).slow_spawn(0, "standby-0", 90).crash(600, "primary")
+    report = sim.run(until=2400)
+    assert report.ok, report.format()
+    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-0", 1)]
+
+
+# ----------------------------------------------------------------------
+# Failure mode 28: a compare-and-set holder that died blocked the epoch
+# ----------------------------------------------------------------------
+
+
+def test_fm28_a_compare_and_set_holder_that_died_is_followed_and_superseded() -> None:
+    # standby-0 wins the compare-and-set of epoch 1, and its host dies 1 s
+    # later, before it spawned or announced. standby-1 loses to that held
+    # claim; once the claim is older than peer_claim_grace, it follows
+    # standby-0 as the primary of epoch 1 and promotes itself at epoch 2
+    # after standby-0's silence (it used to lose every round, for good).
+    sim = Simulation(seed=0, atomic_claims=True).crash(600, "primary").crash(722, "standby-0")
+    report = sim.run(until=3600)
+    assert report.ok, report.format()
+    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-1", 2)]
+    assert any("follow standby-0 as primary of epoch 1" in line for line in report.timeline)
+
+
 # ----------------------------------------------------------------------
 # The loop: freeze holds, kill drops, steps are counted
 # ----------------------------------------------------------------------
