@@ -44,6 +44,7 @@ from ._state import NodeState, PrimaryRecord, PromotionIntent
 from ._timing import Timing
 from .effects import (
     Announce,
+    CannotStart,
     CheckContainer,
     CompareAndSetClaim,
     Dropped,
@@ -104,6 +105,7 @@ __all__ = [
     "AdapterError",
     "Announce",
     "AtomicClaims",
+    "CannotStart",
     "CheckContainer",
     "ClaimOutcome",
     "CompareAndSetClaim",

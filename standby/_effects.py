@@ -22,6 +22,7 @@ SpecT = TypeVar("SpecT")
 
 __all__ = [
     "Announce",
+    "CannotStart",
     "CheckContainer",
     "CompareAndSetClaim",
     "DropReason",
@@ -190,6 +191,21 @@ class SlotRemoved:
 
 
 @attrs.frozen
+class CannotStart:
+    """The workload failed to spawn here every time it was allowed to: the slot is given up.
+
+    ``attempts`` spawns failed in all (``max_spawn_rounds`` rounds of
+    ``max_spawn_attempts``); ``error`` is the last one's reason. The claim is
+    withdrawn and a :class:`SlotRemoved` follows: a final state the host is
+    told of (failure mode 24).
+    """
+
+    workload_id: str
+    attempts: int
+    error: str | None
+
+
+@attrs.frozen
 class PrimaryChanged:
     """A peer took over: the slot now stands by for ``new_primary`` in ``epoch``."""
 
@@ -269,6 +285,7 @@ ElectionEffect: TypeAlias = (
     | StopOrphan
     | SlotSaved[Any]
     | SlotRemoved
+    | CannotStart
     | PrimaryChanged
     | PhaseChanged
     | Dropped

@@ -310,6 +310,7 @@ class StandbyElection(ElectionInputs[SpecT]):
             # Too late: the lease that began with the claim is over, and the
             # followers may already treat this claimant as silent.
             self._count("spawn_outlived_lease")
+            entry.last_error = "the spawn outlived the claim's lease"
             effects.append(
                 StopOrphan(
                     slot.workload_id, claim.fencing_token, "spawn outlived the claim's lease"
@@ -320,6 +321,7 @@ class StandbyElection(ElectionInputs[SpecT]):
             self._promote(now, entry, claim, effects)
         else:
             self._count("spawn_failed")
+            entry.last_error = error
             self._spawn_failed(now, entry, effects)
         self._sweep(now, effects)
         return effects

@@ -20,6 +20,7 @@ import attrs
 
 from ._claim_reads import ClaimReads
 from ._effects import (
+    CannotStart,
     CompareAndSetClaim,
     Dropped,
     DropReason,
@@ -263,6 +264,7 @@ class ElectionSteps(Generic[SpecT]):
             self._settled(now, entry, effects)
         elif phase is Phase.SPAWNING:
             self._count("spawn_timeout")
+            entry.last_error = "the spawn timed out"
             self._spawn_failed(now, entry, effects)
 
     def _settled(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
@@ -329,6 +331,7 @@ class ElectionSteps(Generic[SpecT]):
         """The primary is alive after all: watch it again, the retry counts reset."""
         self._count("rearmed_by_heartbeat")
         entry.attempts = 0
+        entry.rounds = 0
         entry.claim_failures = 0
         self._watch(entry)
 
@@ -385,10 +388,25 @@ class ElectionSteps(Generic[SpecT]):
         if entry.attempts < self.timing.max_spawn_attempts:
             wait = self.timing.spawn_retry_backoff * 2 ** (entry.attempts - 1)
         else:
-            # Out of quick retries: fall back to a whole silence window.
+            # Out of quick retries: a round is over. After the last round the
+            # workload cannot start here (failure mode 24); before it, fall
+            # back to a silence window that doubles with every round.
             entry.attempts = 0
-            wait = self.timing.silence
+            entry.rounds += 1
+            if entry.rounds >= self.timing.max_spawn_rounds:
+                self._give_up(entry, effects)
+                return
+            wait = self.timing.silence * 2 ** (entry.rounds - 1)
         self._hold(now, entry, wait, Phase.PREREAD)
+
+    def _give_up(self, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
+        """Every round of spawns failed: drop the slot, a final state the host is told of."""
+        workload_id = entry.slot.workload_id
+        self._count("gave_up")
+        attempts = self.timing.max_spawn_rounds * self.timing.max_spawn_attempts
+        self._discard(entry)
+        effects.append(CannotStart(workload_id, attempts, entry.last_error))
+        effects.append(SlotRemoved(workload_id, "cannot start"))
 
     def _shortfall(
         self, stage: str, entries: Sequence[Entry[SpecT]], answered: int, needed: int
@@ -477,11 +495,17 @@ class ElectionSteps(Generic[SpecT]):
     ) -> None:
         """The peer this slot deferred to let its claim go (its spawn failed).
 
-        The slot pre-reads after its index backoff, counted from now (at once
-        for standby 0), or at its deferral's own end if that comes first:
-        deferred standbys released together keep their order (failure mode 21).
+        The next standby after the releaser goes at once (guarantee 2: a
+        failed spawn lets the next standby go without waiting out its whole
+        backoff); each one after it waits one ``promotion_delay`` more, so
+        deferred standbys released together keep their order (failure mode
+        21). A deferral's own end, if it comes first, still counts.
         """
-        at = self._retry_at(entry, now)
+        releaser = None if entry.deferred is None else entry.deferred.claimant
+        ahead = None if releaser is None else entry.slot.peer_index(releaser)
+        index = entry.slot.standby_index
+        behind = index if ahead is None else max(index - ahead - 1, 0)
+        at = now + promotion_delay(behind, self.timing.promotion_delay)
         if at <= now:
             self._preread(now, entry, effects)
         elif entry.deadline is None or at < entry.deadline:
@@ -519,6 +543,7 @@ class ElectionSteps(Generic[SpecT]):
         entry.revoked = False
         entry.state_uri = None
         entry.attempts = 0
+        entry.rounds = 0
         entry.claim_failures = 0
         self._watch(entry)
         self._count("followed")

@@ -37,6 +37,7 @@ __all__ = [
     "SlotPhaseChanged",
     "SlotsNotPersisted",
     "SubscriptionLost",
+    "WorkloadCannotStart",
 ]
 
 
@@ -269,6 +270,23 @@ class SubscriptionLost:
     retry_in: float
 
 
+@attrs.frozen
+class WorkloadCannotStart:
+    """This standby gave the workload up: every spawn it was allowed failed (failure mode 24).
+
+    A final state: its claim is withdrawn and its slot dropped, so it will
+    not try again. ``attempts`` spawns failed in all (``max_spawn_rounds``
+    rounds of ``max_spawn_attempts``); ``error`` is the last reason. When
+    every standby of a workload reports it, the workload runs nowhere: the
+    host alerts on it and refunds the consumer.
+    """
+
+    at: float
+    workload_id: str
+    attempts: int
+    error: str | None
+
+
 NodeEvent: TypeAlias = (
     SlotPhaseChanged
     | LifecycleChanged
@@ -290,4 +308,5 @@ NodeEvent: TypeAlias = (
     | Reconciled
     | ClockJumped
     | SubscriptionLost
+    | WorkloadCannotStart
 )

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from ._effects import (
+    CannotStart,
     Dropped,
     DropReason,
     ElectionEffect,
@@ -46,6 +47,7 @@ from ._node_events import (
     SlotPhaseChanged,
     SlotsNotPersisted,
     SubscriptionLost,
+    WorkloadCannotStart,
 )
 from ._node_types import TERMINAL
 from ._protocols import TransportDrop
@@ -248,6 +250,18 @@ class Observer:
         self.emit(
             InputDropped(now, effect.workload_id, effect.signer, effect.reason, effect.detail)
         )
+
+    def cannot_start(self, now: float, effect: CannotStart) -> None:
+        self.count("workloads_cannot_start")
+        self.log(
+            logging.ERROR,
+            "cannot start the workload: %d spawns failed (last: %s); slot given up",
+            effect.attempts,
+            effect.error or "no reason given",
+            workload_id=effect.workload_id,
+            role="standby",
+        )
+        self.emit(WorkloadCannotStart(now, effect.workload_id, effect.attempts, effect.error))
 
     def quorum_missed(self, now: float, effect: QuorumShortfall) -> None:
         self.count("quorum_shortfall")

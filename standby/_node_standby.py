@@ -12,6 +12,7 @@ from typing_extensions import assert_never
 
 from ._effects import (
     Announce,
+    CannotStart,
     CompareAndSetClaim,
     Dropped,
     ElectionEffect,
@@ -184,6 +185,8 @@ class StandbySide(Generic[SpecT]):
                 self.observer.input_dropped(now, effect)
             case QuorumShortfall():
                 self.observer.quorum_missed(now, effect)
+            case CannotStart():
+                self.observer.cannot_start(now, effect)
             case PhaseChanged():
                 self.observer.phase_changed(now, effect)
             case _:

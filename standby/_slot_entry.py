@@ -60,12 +60,14 @@ class Entry(Generic[SpecT]):
         "deadline",
         "deferred",
         "joined",
+        "last_error",
         "origin",
         "phase",
         "preread_at",
         "request",
         "resume",
         "revoked",
+        "rounds",
         "slot",
         "state_uri",
     )
@@ -80,6 +82,8 @@ class Entry(Generic[SpecT]):
         self.state_uri: str | None = None
         self.claim: PromotionClaim | None = None
         self.attempts = 0
+        self.rounds = 0
+        self.last_error: str | None = None
         self.claim_failures = 0
         self.preread_at = 0.0
         self.resume = Phase.WATCHING

@@ -82,7 +82,8 @@ class Timing:
       with its claim.
     * ``heartbeat_interval < suspect_after <= lease``.
     * every duration is positive (``promotion_delay``, ``fence_grace`` and
-      ``max_clock_skew`` may be zero), ``max_spawn_attempts >= 1``.
+      ``max_clock_skew`` may be zero), ``max_spawn_attempts >= 1``,
+      ``max_spawn_rounds >= 1``.
     """
 
     heartbeat_interval: float = 60.0
@@ -113,6 +114,14 @@ class Timing:
     """First backoff after a failed spawn; it doubles on each further failure."""
     max_spawn_attempts: int = 3
     """Spawn attempts in a row before the slot falls back to a full silence wait."""
+    max_spawn_rounds: int = 3
+    """Rounds of ``max_spawn_attempts`` failed spawns before a standby gives the slot up.
+
+    Between rounds the standby waits a silence window, doubled after each
+    round. When the last round fails too, the workload cannot start here: the
+    standby withdraws its claim, drops the slot and its node reports
+    ``WorkloadCannotStart`` (failure mode 24).
+    """
     relay_count: int = 3
     """Number of relays ``N``."""
     write_quorum: int = 2

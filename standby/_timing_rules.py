@@ -160,6 +160,9 @@ RULES: tuple[Rule, ...] = (
     _at_least_one(
         "max_spawn_attempts", "A standby that won its claim tries to spawn at least once."
     ),
+    _at_least_one(
+        "max_spawn_rounds", "A standby gives a slot up only after at least one round of spawns."
+    ),
     Rule(
         "claim_timeout > 2 * query_timeout",
         lambda t: t.claim_timeout > 2 * t.query_timeout,
@@ -246,6 +249,7 @@ _REPORT_ORDER: tuple[str, ...] = (
     "lease > claim_timeout + claim_settle + 2 * query_timeout + spawn_timeout",
     _SUSPECT,
     "max_spawn_attempts >= 1",
+    "max_spawn_rounds >= 1",
 )
 
 #: How the rule on durations reads in the docs' rule list.

@@ -88,6 +88,7 @@ def derive_for_target(
         "spawn_timeout": spawn,
         "spawn_retry_backoff": spawn / _RETRIES_PER_SPAWN,
         "max_spawn_attempts": 3,
+        "max_spawn_rounds": 3,
         "relay_count": relay_count,
         "write_quorum": quorum,
         "read_quorum": default_read_quorum(relay_count, quorum),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ._effects import (
     Announce,
+    CannotStart,
     CheckContainer,
     CompareAndSetClaim,
     Dropped,
@@ -42,6 +43,7 @@ from ._public import publish
 
 __all__ = [
     "Announce",
+    "CannotStart",
     "CheckContainer",
     "CompareAndSetClaim",
     "DropReason",

@@ -53,6 +53,7 @@ from ._node_events import (
     SlotPhaseChanged,
     SlotsNotPersisted,
     SubscriptionLost,
+    WorkloadCannotStart,
 )
 from ._node_types import NodeStatus, PrimaryStatus, SpawnRequest
 from ._public import publish
@@ -83,6 +84,7 @@ __all__ = [
     "SpawnRequest",
     "StandbyNode",
     "SubscriptionLost",
+    "WorkloadCannotStart",
 ]
 
 publish(__name__, globals(), __all__)

@@ -167,9 +167,9 @@ class Driver:
         publish = self.pending.pop(sb.PublishClaim)
         return self._keep(now, self.machine.claim_published(now, publish.request_id, acked))
 
-    def finish_spawn(self, now: float, ok: bool = True) -> list[Any]:
+    def finish_spawn(self, now: float, ok: bool = True, error: str | None = None) -> list[Any]:
         spawn = self.pending.pop(sb.Spawn)
-        return self._keep(now, self.machine.spawn_finished(now, spawn.request_id, ok))
+        return self._keep(now, self.machine.spawn_finished(now, spawn.request_id, ok, error))
 
     def phase(self, workload_id: str = "w1") -> sb.Phase:
         return self.machine.status(workload_id).phase

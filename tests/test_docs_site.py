@@ -175,6 +175,7 @@ def test_each_listed_rule_is_one_timing_refuses() -> None:
         {"spawn_timeout": 200.0},
         {"suspect_after": 30.0},
         {"max_spawn_attempts": 0},
+        {"max_spawn_rounds": 0},
     ]
     seen: set[str] = set()
     for change in breakers:

@@ -386,8 +386,9 @@ class TestDeferredAndFollow:
 
     def test_fm21_deferred_slots_leave_deferred_in_index_order(self) -> None:
         # Standbys 1 and 2 both defer to standby 0 ("H"), whose spawn then
-        # fails: released by the same withdrawal, each still waits its index
-        # backoff, so standby 1 pre-reads first (and standby 2 then sees its claim).
+        # fails: released by the same withdrawal, the next standby (1) goes
+        # at once (guarantee 2) and standby 2 waits one promotion delay more,
+        # so standby 1 pre-reads first (and standby 2 then sees its claim).
         delay = sb.Timing().promotion_delay
         drivers: dict[int, Driver] = {}
         for me, index, peers in (("B", 1, ("H", "C")), ("C", 2, ("H", "B"))):
@@ -404,16 +405,14 @@ class TestDeferredAndFollow:
             assert driver.phase() is sb.Phase.DEFERRED
             drivers[index] = driver
         released = CREATED + SILENCE + 2 * delay + 10
-        for driver in drivers.values():
-            withdrawal = claim(released, signer="H", index=0, withdrawn=True)
-            assert only(driver.feed(released, withdrawal), sb.QueryClaims) == []
-            assert driver.phase() is sb.Phase.DEFERRED
-        assert drivers[1].machine.next_deadline() == released + delay
-        assert drivers[2].machine.next_deadline() == released + 2 * delay
-        one(drivers[1].tick(released + delay), sb.QueryClaims)
+        withdrawal = claim(released, signer="H", index=0, withdrawn=True)
+        one(drivers[1].feed(released, withdrawal), sb.QueryClaims)
         assert drivers[1].phase() is sb.Phase.PREREAD
-        assert drivers[2].tick(released + delay) == []
+        assert only(drivers[2].feed(released, withdrawal), sb.QueryClaims) == []
         assert drivers[2].phase() is sb.Phase.DEFERRED
+        assert drivers[2].machine.next_deadline() == released + delay
+        one(drivers[2].tick(released + delay), sb.QueryClaims)
+        assert drivers[2].phase() is sb.Phase.PREREAD
 
     def test_fm21_a_deferral_that_runs_out_adds_the_index_backoff(self) -> None:
         # Standbys 1 and 2 defer to one claim stamped ahead of their clocks

@@ -23,6 +23,7 @@ EXPECTED = {
     "RunningWorkload",
     "Announce",
     "AtomicClaims",
+    "CannotStart",
     "CheckContainer",
     "ClaimOutcome",
     "CompareAndSetClaim",
@@ -119,6 +120,7 @@ def test_every_exported_name_exists() -> None:
 
 EFFECTS = {
     "Announce",
+    "CannotStart",
     "CheckContainer",
     "CompareAndSetClaim",
     "DropReason",

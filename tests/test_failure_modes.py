@@ -436,3 +436,41 @@ def test_fm13_repeated_spawn_failures_fall_back_to_a_silence_wait() -> None:
         start += 1
     assert "w1" in driver.machine.slots
     assert driver.machine.next_deadline() == start + T.silence
+
+
+def test_fm24_spawns_that_always_fail_end_in_a_final_state_with_growing_waits() -> None:
+    driver = Driver()
+    driver.reserve(CREATED)
+    driver.feed(CREATED + 1, revocation(CREATED + 1))
+    start = CREATED + 1
+    waits: list[float] = []
+    effects: list[Any] = []
+    total = T.max_spawn_rounds * T.max_spawn_attempts
+    for attempt in range(total):
+        start = driver.run_to_spawn(start)
+        effects = driver.finish_spawn(start + 1, ok=False, error=f"exec failed #{attempt}")
+        start += 1
+        deadline = driver.machine.next_deadline()
+        if deadline is not None:
+            waits.append(deadline - start)
+    # The slot is given up for good: a final state the host is told of.
+    gave_up = one(effects, sb.CannotStart)
+    assert (gave_up.workload_id, gave_up.attempts) == ("w1", total)
+    assert gave_up.error == f"exec failed #{total - 1}"
+    assert one(effects, sb.SlotRemoved).reason == "cannot start"
+    assert one(effects, sb.WithdrawClaim).claim.withdrawn
+    assert "w1" not in driver.machine.slots
+    assert driver.machine.next_deadline() is None
+    assert len(driver.spawns()) == total
+    # Quick retries double within a round; the waits between rounds double too.
+    backoff = T.spawn_retry_backoff
+    assert waits == [
+        backoff,
+        2 * backoff,
+        T.silence,
+        backoff,
+        2 * backoff,
+        2 * T.silence,
+        backoff,
+        2 * backoff,
+    ]

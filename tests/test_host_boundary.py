@@ -33,7 +33,7 @@ from standby._store import JsonFileStore
 from standby.adapters._transport_base import TransportBase
 from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime
 from standby.adapters.process import ProcessRuntime
-from standby.node import SpawnRequest, StandbyNode
+from standby.node import SpawnRequest, StandbyNode, WorkloadCannotStart
 from standby.protocols import ChecksSpecs
 
 pytestmark = pytest.mark.anyio
@@ -99,6 +99,9 @@ def test_fm22_a_malformed_request_is_refused_when_it_is_built(
     assert isinstance(info.value, StandbyError)
 
 
+# A file store saves in a worker thread, and a virtual clock jumps to the next
+# deadline while every task waits for it: this one runs on a real clock.
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_fm22_a_spec_the_store_cannot_save_is_refused_and_leaves_no_trace(
     tmp_path: Path,
 ) -> None:
@@ -245,3 +248,41 @@ async def test_fm24_the_process_runtime_checks_a_spec_without_starting_it(tmp_pa
         await runtime.check_spec({"argv": "true"}, workload_id="a-string")
     assert await runtime.list() == []
     assert not any((tmp_path / "runs").glob("*/*"))  # no run directory was made
+
+
+async def test_fm24_a_workload_that_fails_every_spawn_reaches_a_final_state_everywhere() -> None:
+    """The loop of claim, failed spawn, withdraw ends: each standby gives up and says so."""
+    network = MemoryRelayNetwork(3, wall_clock=wall)
+    names = ("prime", "sb0", "sb1")
+    events: dict[str, list[Any]] = {name: [] for name in names}
+    runtimes = {name: MemoryRuntime(name, wall_clock=wall) for name in names}
+    for runtime in runtimes.values():
+        runtime.fail_spawns(10_000, workload_id="w1", error="exec: /opt/app: not found")
+    timing = Timing()
+    async with anyio.create_task_group() as group:
+        nodes: dict[str, StandbyNode[Any]] = {}
+        for name in names:
+            node: StandbyNode[Any] = StandbyNode(
+                transport=network.transport(name),
+                runtime=runtimes[name],
+                timing=timing,
+                wall_clock=wall,
+                on_event=events[name].append,
+            )
+            nodes[name] = await group.start(node.run)
+        for name in ("sb0", "sb1", "prime"):
+            await nodes[name].accept(request("w1"))
+        await anyio.sleep(40 * timing.silence)
+        per_standby = timing.max_spawn_rounds * timing.max_spawn_attempts
+        for name in ("sb0", "sb1"):
+            (gave_up,) = [e for e in events[name] if isinstance(e, WorkloadCannotStart)]
+            assert gave_up.workload_id == "w1"
+            assert gave_up.attempts == per_standby
+            assert gave_up.error is not None
+            assert "not found" in gave_up.error
+            assert nodes[name].status().slot("w1") is None
+            assert len(runtimes[name].record.of_kind("spawn-failed", "w1")) == per_standby
+        failed = len(runtimes["sb0"].record.of_kind("spawn-failed", "w1"))
+        await anyio.sleep(20 * timing.silence)  # nothing tries again: a final state
+        assert len(runtimes["sb0"].record.of_kind("spawn-failed", "w1")) == failed
+        group.cancel_scope.cancel()

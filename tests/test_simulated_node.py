@@ -180,12 +180,13 @@ def test_fm21_retries_after_a_relay_outage_keep_the_order(
 def test_fm21_standbys_leaving_a_deferral_keep_their_order(seed: int) -> None:
     # Standby 0 claims, its spawn times out, and it withdraws while standbys 1
     # and 2 are both deferring to it: they used to pre-read at once, together,
-    # and standby 2 claimed first (seed 7) or even promoted (seed 0). Now each
-    # waits its index backoff, and standby 0's own retry comes first.
+    # and standby 2 claimed first (seed 7) or even promoted (seed 0). Now the
+    # next standby (1) goes at once, as guarantee 2 says a failed spawn lets
+    # it, and standby 2 waits one promotion delay more.
     sim = Simulation(seed=seed, standbys=3).slow_spawn(0, "standby-0", 90).crash(600, "primary")
     report = sim.run(until=2400)
     assert report.ok, report.format()
-    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-0", 1)]
+    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-1", 1)]
 
 
 # ----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ..node import (
     QuorumMissed,
     RevocationPublished,
     SlotPhaseChanged,
+    WorkloadCannotStart,
 )
 
 __all__ = ["describe_event", "runtime_lines"]
@@ -70,6 +71,11 @@ def describe_event(event: Any, base: float) -> Payload | None:
         return ("stopped container (token %d): %s", (event.fencing_token, event.reason))
     if kind is ContainerExited:
         return ("container %s although nobody stopped it", (event.status,))
+    if kind is WorkloadCannotStart:
+        return (
+            "gave the workload up: %d spawns failed (last: %s)",
+            (event.attempts, event.error or "?"),
+        )
     if kind is PromotedHere:
         return ("promoted: epoch %d, token %d", (event.epoch, event.fencing_token))
     if kind is AnnouncementPublished:
