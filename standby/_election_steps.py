@@ -118,8 +118,8 @@ class ElectionSteps(Generic[SpecT]):
         self._next_request += 1
         return self._next_request
 
-    def _add(self, slot: StandbySlot[SpecT], origin: float) -> None:
-        entry = Entry(slot, origin)
+    def _add(self, slot: StandbySlot[SpecT]) -> None:
+        entry = Entry(slot, slot.origin)
         self._moved(slot.workload_id, None, Phase.WATCHING, revoked=False)
         self._index.add(entry)
         self._watch(entry)
@@ -458,6 +458,9 @@ class ElectionSteps(Generic[SpecT]):
         old = entry.slot
         lineup = [s for s in old.standbys(self.me) if s != new_primary]
         index = lineup.index(self.me)
+        # The takeover's time is saved with the slot: a restarted follower
+        # times the new primary's silence from it, not from the reservation
+        # (failure mode 27).
         slot = attrs.evolve(
             old,
             primary=new_primary,
@@ -465,6 +468,7 @@ class ElectionSteps(Generic[SpecT]):
             standby_index=index,
             standby_count=len(lineup),
             peers=tuple(s for s in lineup if s != self.me),
+            primary_since=max(origin, old.created_at),
         )
         self._index.leave_phase(entry)
         self._release_request(entry)
@@ -473,7 +477,7 @@ class ElectionSteps(Generic[SpecT]):
         # primary) files it among the new primary's watchers.
         self._index.replace_slot(entry, slot)
         self._claims_seen.pop(slot.workload_id, None)
-        entry.origin = max(origin, slot.created_at)
+        entry.origin = slot.origin
         entry.revoked = False
         entry.state_uri = None
         entry.attempts = 0

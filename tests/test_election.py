@@ -417,6 +417,53 @@ class TestDeferredAndFollow:
         assert publish.claim.fencing_token > sb.fencing_token(1, 1)
 
 
+class TestRestartAfterAFollow:
+    """Failure mode 27: a restarted follower times a fresh primary from its takeover."""
+
+    def test_fm27_a_followed_slot_saved_and_restored_keeps_its_new_origin(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        took_over = CREATED + 5_000
+        saved = one(driver.feed(took_over + 1, announcement(took_over)), sb.SlotSaved).slot
+        assert (saved.primary, saved.epoch, saved.primary_since) == (PEER, 1, took_over)
+        assert saved.origin == took_over
+        # The follower restarts a little later, before any heartbeat of PEER.
+        restarted = Driver()
+        assert restarted.machine.restore(took_over + 20, [saved]) == [
+            sb.PhaseChanged("w1", None, sb.Phase.WATCHING, revoked=False)
+        ]
+        assert restarted.machine.next_deadline() == took_over + SILENCE
+        assert restarted.tick(took_over + 20) == []
+        assert restarted.phase() is sb.Phase.WATCHING
+
+    def test_fm27_a_claimant_followed_after_the_grace_is_timed_from_the_follow(self) -> None:
+        driver = Driver()
+        at = prereading(driver)
+        driver.answer_claims(at + 1, results=[claim(at, index=1)])
+        later = at + 1 + driver.timing.peer_claim_grace
+        driver.tick(later)
+        effects = driver.answer_claims(later + 1, results=[claim(at, index=1)])
+        saved = one(effects, sb.SlotSaved).slot
+        assert saved.primary_since == later + 1
+        restarted = Driver()
+        restarted.machine.restore(later + 2, [saved])
+        assert restarted.machine.next_deadline() == later + 1 + SILENCE
+
+    def test_fm27_a_slot_saved_before_the_field_existed_is_timed_from_its_reservation(
+        self,
+    ) -> None:
+        slot = make_slot(primary=PEER, peers=(), epoch=1)
+        assert slot.primary_since is None
+        assert slot.origin == CREATED
+        restarted = Driver()
+        restarted.machine.restore(CREATED + 10, [slot])
+        assert restarted.machine.next_deadline() == CREATED + SILENCE
+
+    def test_the_takeover_never_moves_the_origin_before_the_reservation(self) -> None:
+        slot = attrs.evolve(make_slot(), primary_since=CREATED - 500)
+        assert slot.origin == CREATED
+
+
 class TestPrimaryComesBack:
     def test_heartbeat_during_backoff_rearms(self) -> None:
         driver = Driver()

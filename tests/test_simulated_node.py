@@ -177,6 +177,41 @@ def test_fm21_retries_after_a_relay_outage_keep_the_order(
 
 
 # ----------------------------------------------------------------------
+# Failure mode 27: a fresh primary's silence baseline survives a restart
+# ----------------------------------------------------------------------
+
+
+def test_fm27_a_restarted_follower_times_the_silence_from_the_new_primarys_takeover() -> None:
+    # standby-0 promotes at t=739 and its first heartbeat reaches no relay;
+    # standby-1 follows it, is killed and restarted 20 s later. Timed from
+    # its reservation, standby-0 looked silent at once and standby-1 promoted
+    # over it (1,621 s of two live); timed from the takeover it waits for
+    # standby-0's next heartbeat.
+    sim = Simulation(seed=1).crash(600).drop(739.0, 0.3, 1.0, who="standby-0")
+    report = sim.kill(760, "standby-1").restart(760.5, "standby-1").run(until=2400)
+    assert report.ok, report.format()
+    assert [p.provider for p in report.promotions] == ["standby-0"]
+    assert report.promotions[0].at == pytest.approx(739.0, abs=1.0)
+
+
+def test_fm27_a_follower_killed_before_it_saved_the_follow_finds_the_new_primary_again() -> None:
+    # Killed 7 ms after following standby-0, before the save: standby-1 comes
+    # back with its slot on the old primary, and re-learns the takeover (and
+    # its time) from standby-0's announcement before it could claim.
+    sim = Simulation(seed=1).crash(600).drop(739.0, 0.3, 1.0, who="standby-0")
+    report = sim.kill(749.42, "standby-1").restart(749.92, "standby-1").run(until=2400)
+    assert report.ok, report.format()
+    assert [p.provider for p in report.promotions] == ["standby-0"]
+    follows = [
+        float(line.split()[0])
+        for line in report.timeline.lines()
+        if "standby-1" in line and "follow standby-0 as primary of epoch 1" in line
+    ]
+    assert len(follows) == 2
+    assert follows[1] > 749.92
+
+
+# ----------------------------------------------------------------------
 # The loop: freeze holds, kill drops, steps are counted
 # ----------------------------------------------------------------------
 
