@@ -84,7 +84,7 @@ class ElectionInputs(ElectionSteps[SpecT]):
             if rival.claimed_at + self.timing.peer_claim_grace <= now:
                 # The rival claimed long ago and never announced: treat it as the
                 # primary of that epoch, so its own silence can be detected.
-                self._follow(now, entry, rival.claimant, rival.epoch, now, effects)
+                self._follow(now, entry, rival.claimant, rival.epoch, now, effects, announced=False)
             else:
                 self._defer(now, entry, rival)
             return
@@ -268,4 +268,4 @@ class ElectionInputs(ElectionSteps[SpecT]):
             return
         skew = self.timing.max_clock_skew
         origin = min(announcement.promoted_at, now + skew)
-        self._follow(now, entry, signer, epoch, origin, effects)
+        self._follow(now, entry, signer, epoch, origin, effects, announced=True)

@@ -453,10 +453,22 @@ class ElectionSteps(Generic[SpecT]):
         epoch: int,
         origin: float,
         effects: list[ElectionEffect],
+        *,
+        announced: bool,
     ) -> None:
+        """Follow ``new_primary`` as the primary of ``epoch``, timed from ``origin``.
+
+        A new primary that ``announced`` its promotion leaves the standby
+        lineup: it holds no slot any more. One followed on the strength of
+        its claim alone stays in the lineup: it never promoted as far as we
+        know, so it may still stand by (and follow whoever takes over from
+        it), and the standby that takes over must list it among its
+        standbys, or believing itself unreplicated it would run the workload
+        unbounded by a lease (failure mode 30).
+        """
         self._withdraw(now, entry, effects)
         old = entry.slot
-        lineup = [s for s in old.standbys(self.me) if s != new_primary]
+        lineup = [s for s in old.standbys(self.me) if not (announced and s == new_primary)]
         index = lineup.index(self.me)
         # The takeover's time is saved with the slot: a restarted follower
         # times the new primary's silence from it, not from the reservation

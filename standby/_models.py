@@ -169,6 +169,10 @@ class StandbySlot(Generic[SpecT]):
     until the slot follows a new primary): the silence of that primary is
     measured from it, not from ``created_at``, so a fresh primary gets a full
     silence window, also after this provider restarts (see :attr:`origin`).
+    From epoch 1 on, ``primary`` may also be one of ``peers``: a peer
+    followed on the strength of its claim alone (it never announced a
+    promotion) keeps its place in the standby order, since it may still
+    stand by.
     """
 
     workload_id: str = attrs.field(validator=_identity("slot field", InvalidSlot))
@@ -199,7 +203,7 @@ class StandbySlot(Generic[SpecT]):
                 f"slot {self.workload_id!r}: need expires_at > created_at > 0, got "
                 f"expires_at={self.expires_at}, created_at={self.created_at}"
             )
-        if self.primary in self.peers:
+        if self.primary in self.peers and self.epoch == 0:
             raise InvalidSlot(f"slot {self.workload_id!r}: primary {self.primary!r} is a peer")
         if len(set(self.peers)) != len(self.peers):
             raise InvalidSlot(f"slot {self.workload_id!r}: duplicate peers in {self.peers!r}")

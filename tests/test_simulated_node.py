@@ -212,6 +212,33 @@ def test_fm27_a_follower_killed_before_it_saved_the_follow_finds_the_new_primary
 
 
 # ----------------------------------------------------------------------
+# Failure mode 30: a standby followed on its claim alone stays a standby
+# ----------------------------------------------------------------------
+
+
+def test_fm30_a_promoted_standby_keeps_the_standbys_that_watch_it() -> None:
+    # standby-0 claims epoch 1 and freezes before it spawns; standby-1 follows
+    # its claim, finds it silent and promotes into epoch 2; standby-0 thaws,
+    # stands down and watches standby-1. standby-1 used to list no standbys,
+    # ran its container unbounded by a lease, and when its node was killed the
+    # container outlived it beside standby-0's (2,013 s of two live).
+    sim = Simulation(seed=0).crash(600, "primary")
+    sim.pause(725, "standby-0", duration=300, workload="running").kill(1400, "standby-1")
+    report = sim.run(until=3600)
+    assert report.ok, report.format()
+    promotions = [(p.provider, p.epoch) for p in report.promotions]
+    assert promotions == [("standby-1", 2), ("standby-0", 3)]
+    # standby-1 ran under a lease (it knew standby-0 watched it): its
+    # container stopped at the lease end, before standby-0 took over.
+    (run,) = report.history.runs_of("standby-1")
+    (bounded,) = [end for end in report.history.lease_ends() if end.run == run]
+    assert bounded.expired
+    assert run.end is not None
+    assert run.end < report.promotions[1].at
+    assert run.end - 1400 < report.timing.lease
+
+
+# ----------------------------------------------------------------------
 # The loop: freeze holds, kill drops, steps are counted
 # ----------------------------------------------------------------------
 
