@@ -238,6 +238,21 @@ def test_fm30_a_promoted_standby_keeps_the_standbys_that_watch_it() -> None:
     assert run.end - 1400 < report.timing.lease
 
 
+def test_fm30_a_chain_of_frozen_claimants_all_stay_standbys() -> None:
+    # Two claimants in a row freeze before they spawn; standby-2 takes over
+    # epoch 3 and must list both, who thaw and watch it.
+    sim = Simulation(seed=0, standbys=3).crash(600, "primary")
+    sim.pause(725, "standby-0", duration=600, workload="running")
+    sim.pause(1043, "standby-1", duration=600, workload="running").kill(2500, "standby-2")
+    report = sim.run(until=5000)
+    assert report.ok, report.format()
+    promotions = [(p.provider, p.epoch) for p in report.promotions]
+    assert promotions == [("standby-2", 3), ("standby-0", 4)]
+    (run,) = report.history.runs_of("standby-2")
+    assert run.end is not None
+    assert run.end < report.promotions[1].at
+
+
 # ----------------------------------------------------------------------
 # The loop: freeze holds, kill drops, steps are counted
 # ----------------------------------------------------------------------
