@@ -122,13 +122,18 @@ class StandbyElection(ElectionInputs[SpecT]):
                     f"slot {slot.workload_id!r} is {existing.phase.value}: cannot replace it now"
                 )
             self._discard(existing)
-        self._add(slot, slot.created_at)
+        self._add(slot)
         effects.append(SlotSaved(slot))
         return effects
 
     @batched
     def restore(self, now: float, slots: Iterable[StandbySlot[SpecT]]) -> list[ElectionEffect]:
-        """Load slots persisted before a restart; expired ones are dropped and reported."""
+        """Load slots persisted before a restart; expired ones are dropped and reported.
+
+        A restored slot times its primary's silence from the slot's
+        :attr:`~standby.StandbySlot.origin`: the current primary's takeover
+        when the slot followed one, else the reservation.
+        """
         effects = self._swept(now)
         for slot in slots:
             if slot.expires_at <= now:
@@ -138,7 +143,7 @@ class StandbyElection(ElectionInputs[SpecT]):
             existing = self._index.entries.get(slot.workload_id)
             if existing is not None:
                 self._discard(existing)
-            self._add(slot, slot.created_at)
+            self._add(slot)
         return effects
 
     @batched

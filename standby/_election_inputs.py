@@ -261,4 +261,4 @@ class ElectionInputs(ElectionSteps[SpecT]):
             return
         skew = self.timing.max_clock_skew
         origin = min(announcement.promoted_at, now + skew)
-        self._follow(now, entry, signer, epoch, origin, effects)
+        self._follow(now, entry, signer, epoch, origin, effects, announced=True)

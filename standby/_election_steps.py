@@ -119,8 +119,8 @@ class ElectionSteps(Generic[SpecT]):
         self._next_request += 1
         return self._next_request
 
-    def _add(self, slot: StandbySlot[SpecT], origin: float) -> None:
-        entry = Entry(slot, origin)
+    def _add(self, slot: StandbySlot[SpecT]) -> None:
+        entry = Entry(slot, slot.origin)
         self._moved(slot.workload_id, None, Phase.WATCHING, revoked=False)
         self._index.add(entry)
         self._watch(entry)
@@ -476,7 +476,7 @@ class ElectionSteps(Generic[SpecT]):
         """
         self._withdraw(now, entry, effects)
         if rival.claimed_at + self.timing.peer_claim_grace <= now:
-            self._follow(now, entry, rival.claimant, rival.epoch, now, effects)
+            self._follow(now, entry, rival.claimant, rival.epoch, now, effects, announced=False)
         else:
             self._defer(now, entry, rival)
 
@@ -519,11 +519,26 @@ class ElectionSteps(Generic[SpecT]):
         epoch: int,
         origin: float,
         effects: list[ElectionEffect],
+        *,
+        announced: bool,
     ) -> None:
+        """Follow ``new_primary`` as the primary of ``epoch``, timed from ``origin``.
+
+        A new primary that ``announced`` its promotion leaves the standby
+        lineup: it holds no slot any more. One followed on the strength of
+        its claim alone stays in the lineup: it never promoted as far as we
+        know, so it may still stand by (and follow whoever takes over from
+        it), and the standby that takes over must list it among its
+        standbys, or believing itself unreplicated it would run the workload
+        unbounded by a lease (failure mode 30).
+        """
         self._withdraw(now, entry, effects)
         old = entry.slot
-        lineup = [s for s in old.standbys(self.me) if s != new_primary]
+        lineup = [s for s in old.standbys(self.me) if not (announced and s == new_primary)]
         index = lineup.index(self.me)
+        # The takeover's time is saved with the slot: a restarted follower
+        # times the new primary's silence from it, not from the reservation
+        # (failure mode 27).
         slot = attrs.evolve(
             old,
             primary=new_primary,
@@ -531,6 +546,7 @@ class ElectionSteps(Generic[SpecT]):
             standby_index=index,
             standby_count=len(lineup),
             peers=tuple(s for s in lineup if s != self.me),
+            primary_since=max(origin, old.created_at),
         )
         self._index.leave_phase(entry)
         self._release_request(entry)
@@ -539,7 +555,7 @@ class ElectionSteps(Generic[SpecT]):
         # primary) files it among the new primary's watchers.
         self._index.replace_slot(entry, slot)
         self._claims_seen.pop(slot.workload_id, None)
-        entry.origin = max(origin, slot.created_at)
+        entry.origin = slot.origin
         entry.revoked = False
         entry.state_uri = None
         entry.attempts = 0

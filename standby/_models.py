@@ -167,6 +167,15 @@ class StandbySlot(Generic[SpecT]):
     slot's ``primary`` is the primary of that epoch. ``spec_id`` is the id of
     the offer the consumer paid for (``None`` when the host does not track
     offers); ``spec`` is the container configuration itself.
+
+    ``primary_since`` is when the slot's current primary took over (``None``
+    until the slot follows a new primary): the silence of that primary is
+    measured from it, not from ``created_at``, so a fresh primary gets a full
+    silence window, also after this provider restarts (see :attr:`origin`).
+    From epoch 1 on, ``primary`` may also be one of ``peers``: a peer
+    followed on the strength of its claim alone (it never announced a
+    promotion) keeps its place in the standby order, since it may still
+    stand by.
     """
 
     workload_id: str = attrs.field(validator=_identity("slot field", InvalidSlot))
@@ -182,6 +191,9 @@ class StandbySlot(Generic[SpecT]):
     spec_id: str | None = attrs.field(
         default=None, validator=attrs.validators.optional(_identity("slot field", InvalidSlot))
     )
+    primary_since: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_slot_finite)
+    )
 
     def __attrs_post_init__(self) -> None:
         if not 0 <= self.standby_index < self.standby_count:
@@ -194,7 +206,7 @@ class StandbySlot(Generic[SpecT]):
                 f"slot {self.workload_id!r}: need expires_at > created_at > 0, got "
                 f"expires_at={self.expires_at}, created_at={self.created_at}"
             )
-        if self.primary in self.peers:
+        if self.primary in self.peers and self.epoch == 0:
             raise InvalidSlot(f"slot {self.workload_id!r}: primary {self.primary!r} is a peer")
         if len(set(self.peers)) != len(self.peers):
             raise InvalidSlot(f"slot {self.workload_id!r}: duplicate peers in {self.peers!r}")
@@ -241,6 +253,17 @@ class StandbySlot(Generic[SpecT]):
             peers=peers,
             spec_id=spec_id,
         )
+
+    @property
+    def origin(self) -> float:
+        """The instant this slot's primary is timed from, before any heartbeat of it.
+
+        ``primary_since`` when the slot followed a new primary (never before
+        ``created_at``), else ``created_at``: a primary that just took over
+        gets a full silence window, whatever the slot's age.
+        """
+        since = self.primary_since
+        return self.created_at if since is None else max(since, self.created_at)
 
     def standbys(self, me: str) -> tuple[str, ...]:
         """The full ordered standby list, with ``me`` at this slot's index."""

@@ -490,6 +490,113 @@ class TestDeferredAndFollow:
         assert publish.claim.fencing_token > sb.fencing_token(1, 1)
 
 
+class TestFollowedClaimant:
+    """Failure mode 30: a peer followed on its claim alone may still stand by."""
+
+    def followed(self, driver: Driver) -> float:
+        """Follow PEER (index 1) on its claim alone; returns the time."""
+        at = prereading(driver)
+        driver.answer_claims(at + 1, results=[claim(at, index=1)])
+        later = at + 1 + driver.timing.peer_claim_grace
+        driver.tick(later)
+        effects = driver.answer_claims(later + 1, results=[claim(at, index=1)])
+        assert one(effects, sb.PrimaryChanged).new_primary == PEER
+        return later + 1
+
+    def test_fm30_a_claimant_followed_on_its_claim_alone_keeps_its_place(self) -> None:
+        driver = Driver()
+        self.followed(driver)
+        slot = driver.machine.slots["w1"]
+        assert (slot.primary, slot.epoch) == (PEER, 1)
+        assert (slot.standby_index, slot.standby_count, slot.peers) == (0, 2, (PEER,))
+
+    def test_fm30_the_standby_taking_over_from_a_claimant_lists_it_among_its_standbys(
+        self,
+    ) -> None:
+        driver = Driver()
+        at = self.followed(driver)
+        deadline = driver.machine.next_deadline()
+        assert deadline == at + SILENCE
+        one(driver.tick(deadline), sb.QueryHeartbeats)
+        driver.answer_heartbeats(deadline + 1)
+        assert driver.phase() is sb.Phase.BACKOFF
+        driver.run_to_spawn(deadline + 1)
+        promoted = one(driver.finish_spawn(deadline + 100), sb.Promoted)
+        assert (promoted.epoch, promoted.fencing_token) == (2, sb.fencing_token(2, 0))
+        assert promoted.standbys == (PEER,)  # PEER never promoted: it may watch us
+
+    def test_an_announced_primary_leaves_the_lineup_after_a_claim_follow(self) -> None:
+        driver = Driver(me="C")
+        driver.reserve(CREATED, make_slot(index=2, peers=(ME, PEER)))
+        deadline = CREATED + SILENCE
+        one(driver.tick(deadline), sb.QueryHeartbeats)
+        driver.answer_heartbeats(deadline)
+        backoff = driver.machine.next_deadline()
+        assert backoff == deadline + 2 * driver.timing.promotion_delay
+        driver.tick(backoff)
+        driver.answer_claims(backoff + 1, results=[claim(backoff, signer=ME, index=0)])
+        # The deferral ends at the claim's grace plus C's index backoff (FM 21).
+        timing = driver.timing
+        later = backoff + 1 + timing.peer_claim_grace + 2 * timing.promotion_delay
+        driver.tick(later)
+        driver.answer_claims(later + 1, results=[claim(backoff, signer=ME, index=0)])
+        # A is followed on its claim alone: it keeps its place before B and C.
+        slot = driver.machine.slots["w1"]
+        assert (slot.primary, slot.epoch, slot.peers, slot.standby_index) == (ME, 1, (ME, PEER), 2)
+        # B announces epoch 2: B promoted, so it leaves the order; A stays.
+        driver.feed(later + 50, announcement(later + 50, signer=PEER, epoch=2))
+        slot = driver.machine.slots["w1"]
+        assert (slot.primary, slot.epoch, slot.peers, slot.standby_index) == (PEER, 2, (ME,), 1)
+        assert slot.primary_since == later + 50
+
+
+class TestRestartAfterAFollow:
+    """Failure mode 27: a restarted follower times a fresh primary from its takeover."""
+
+    def test_fm27_a_followed_slot_saved_and_restored_keeps_its_new_origin(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED)
+        took_over = CREATED + 5_000
+        saved = one(driver.feed(took_over + 1, announcement(took_over)), sb.SlotSaved).slot
+        assert (saved.primary, saved.epoch, saved.primary_since) == (PEER, 1, took_over)
+        assert saved.origin == took_over
+        # The follower restarts a little later, before any heartbeat of PEER.
+        restarted = Driver()
+        assert restarted.machine.restore(took_over + 20, [saved]) == [
+            sb.PhaseChanged("w1", None, sb.Phase.WATCHING, revoked=False)
+        ]
+        assert restarted.machine.next_deadline() == took_over + SILENCE
+        assert restarted.tick(took_over + 20) == []
+        assert restarted.phase() is sb.Phase.WATCHING
+
+    def test_fm27_a_claimant_followed_after_the_grace_is_timed_from_the_follow(self) -> None:
+        driver = Driver()
+        at = prereading(driver)
+        driver.answer_claims(at + 1, results=[claim(at, index=1)])
+        later = at + 1 + driver.timing.peer_claim_grace
+        driver.tick(later)
+        effects = driver.answer_claims(later + 1, results=[claim(at, index=1)])
+        saved = one(effects, sb.SlotSaved).slot
+        assert saved.primary_since == later + 1
+        restarted = Driver()
+        restarted.machine.restore(later + 2, [saved])
+        assert restarted.machine.next_deadline() == later + 1 + SILENCE
+
+    def test_fm27_a_slot_saved_before_the_field_existed_is_timed_from_its_reservation(
+        self,
+    ) -> None:
+        slot = make_slot(primary=PEER, peers=(), epoch=1)
+        assert slot.primary_since is None
+        assert slot.origin == CREATED
+        restarted = Driver()
+        restarted.machine.restore(CREATED + 10, [slot])
+        assert restarted.machine.next_deadline() == CREATED + SILENCE
+
+    def test_the_takeover_never_moves_the_origin_before_the_reservation(self) -> None:
+        slot = attrs.evolve(make_slot(), primary_since=CREATED - 500)
+        assert slot.origin == CREATED
+
+
 class TestPrimaryComesBack:
     def test_heartbeat_during_backoff_rearms(self) -> None:
         driver = Driver()

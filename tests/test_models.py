@@ -97,6 +97,19 @@ class TestStandbySlot:
         assert made.peer_index("c") == 2
         assert made.peer_index("p") is None
 
+    def test_fm30_a_claimant_followed_from_epoch_1_on_may_stay_a_peer(self) -> None:
+        followed = slot(primary="a", epoch=1)
+        assert followed.peer_index("a") == 0  # the claimant keeps its place in the order
+        assert followed.standbys("b") == ("a", "b", "c")
+
+    def test_primary_since_is_an_optional_finite_time(self) -> None:
+        assert slot().primary_since is None
+        assert slot().origin == 1000.0
+        assert slot(epoch=1, primary_since=1500.0).origin == 1500.0
+        for bad in (float("nan"), float("inf"), "soon", True):
+            with pytest.raises(InvalidSlot, match="primary_since"):
+                slot(primary_since=bad)
+
     def test_reserve_uses_the_canonical_comparison(self) -> None:
         topology = Topology("p", ("aa", "bb"))
         made = reserve("BB", topology, same=lambda x, y: x.lower() == y.lower())

@@ -208,6 +208,83 @@ def test_fm28_a_compare_and_set_holder_that_died_is_followed_and_superseded() ->
 
 
 # ----------------------------------------------------------------------
+# Failure mode 27: a fresh primary's silence baseline survives a restart
+# ----------------------------------------------------------------------
+
+
+def test_fm27_a_restarted_follower_times_the_silence_from_the_new_primarys_takeover() -> None:
+    # standby-0 promotes at t=739 and its first heartbeat reaches no relay;
+    # standby-1 follows it, is killed and restarted 20 s later. Timed from
+    # its reservation, standby-0 looked silent at once and standby-1 promoted
+    # over it (1,621 s of two live); timed from the takeover it waits for
+    # standby-0's next heartbeat.
+    sim = Simulation(seed=1).crash(600).drop(739.0, 0.3, 1.0, who="standby-0")
+    report = sim.kill(760, "standby-1").restart(760.5, "standby-1").run(until=2400)
+    assert report.ok, report.format()
+    assert [p.provider for p in report.promotions] == ["standby-0"]
+    assert report.promotions[0].at == pytest.approx(739.0, abs=1.0)
+
+
+def test_fm27_a_follower_killed_before_it_saved_the_follow_finds_the_new_primary_again() -> None:
+    # Killed 7 ms after following standby-0, before the save: standby-1 comes
+    # back with its slot on the old primary, and re-learns the takeover (and
+    # its time) from standby-0's announcement before it could claim.
+    sim = Simulation(seed=1).crash(600).drop(739.0, 0.3, 1.0, who="standby-0")
+    report = sim.kill(749.42, "standby-1").restart(749.92, "standby-1").run(until=2400)
+    assert report.ok, report.format()
+    assert [p.provider for p in report.promotions] == ["standby-0"]
+    follows = [
+        float(line.split()[0])
+        for line in report.timeline.lines()
+        if "standby-1" in line and "follow standby-0 as primary of epoch 1" in line
+    ]
+    assert len(follows) == 2
+    assert follows[1] > 749.92
+
+
+# ----------------------------------------------------------------------
+# Failure mode 30: a standby followed on its claim alone stays a standby
+# ----------------------------------------------------------------------
+
+
+def test_fm30_a_promoted_standby_keeps_the_standbys_that_watch_it() -> None:
+    # standby-0 claims epoch 1 and freezes before it spawns; standby-1 follows
+    # its claim, finds it silent and promotes into epoch 2; standby-0 thaws,
+    # stands down and watches standby-1. standby-1 used to list no standbys,
+    # ran its container unbounded by a lease, and when its node was killed the
+    # container outlived it beside standby-0's (2,013 s of two live).
+    sim = Simulation(seed=0).crash(600, "primary")
+    sim.pause(725, "standby-0", duration=400, workload="running").kill(1400, "standby-1")
+    report = sim.run(until=3600)
+    assert report.ok, report.format()
+    promotions = [(p.provider, p.epoch) for p in report.promotions]
+    assert promotions == [("standby-1", 2), ("standby-0", 3)]
+    # standby-1 ran under a lease (it knew standby-0 watched it): its
+    # container stopped at the lease end, before standby-0 took over.
+    (run,) = report.history.runs_of("standby-1")
+    (bounded,) = [end for end in report.history.lease_ends() if end.run == run]
+    assert bounded.expired
+    assert run.end is not None
+    assert run.end < report.promotions[1].at
+    assert run.end - 1400 < report.timing.lease
+
+
+def test_fm30_a_chain_of_frozen_claimants_all_stay_standbys() -> None:
+    # Two claimants in a row freeze before they spawn; standby-2 takes over
+    # epoch 3 and must list both, who thaw and watch it.
+    sim = Simulation(seed=0, standbys=3).crash(600, "primary")
+    sim.pause(725, "standby-0", duration=600, workload="running")
+    sim.pause(1075, "standby-1", duration=600, workload="running").kill(2500, "standby-2")
+    report = sim.run(until=5000)
+    assert report.ok, report.format()
+    promotions = [(p.provider, p.epoch) for p in report.promotions]
+    assert promotions == [("standby-2", 3), ("standby-0", 4)]
+    (run,) = report.history.runs_of("standby-2")
+    assert run.end is not None
+    assert run.end < report.promotions[1].at
+
+
+# ----------------------------------------------------------------------
 # The loop: freeze holds, kill drops, steps are counted
 # ----------------------------------------------------------------------
 

@@ -94,6 +94,27 @@ async def test_the_offer_id_survives_a_restart(tmp_path: Path) -> None:
     assert loaded == slots
 
 
+async def test_fm27_a_followed_primarys_takeover_time_survives_a_restart(tmp_path: Path) -> None:
+    followed = attrs.evolve(make_slot("w1"), epoch=1, primary_since=EPOCH + 600.25)
+    slots = [followed, make_slot("w2")]
+    await JsonFileStore(tmp_path / "slots.json", spec_type=Spec).save(slots)
+    loaded = await JsonFileStore(tmp_path / "slots.json", spec_type=Spec).load()
+    assert loaded == slots
+    assert [slot.origin for slot in loaded] == [EPOCH + 600.25, EPOCH]
+
+
+async def test_fm27_a_slot_file_without_the_takeover_time_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    await JsonFileStore(path, spec_type=Spec, journal=False).save([make_slot("w1")])
+    document = json.loads(path.read_text())
+    [body] = document["slots"]
+    assert "primary_since" not in body  # never written while unset: old files look the same
+    body["epoch"] = 1  # a slot that followed, saved by a version without the field
+    path.write_text(json.dumps(document))
+    [loaded] = await JsonFileStore(path, spec_type=Spec).load()
+    assert (loaded.epoch, loaded.primary_since, loaded.origin) == (1, None, EPOCH)
+
+
 async def test_file_is_versioned(tmp_path: Path) -> None:
     path = tmp_path / "slots.json"
     await JsonFileStore(path).save([make_slot(spec={"image": "app"})])

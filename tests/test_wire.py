@@ -138,6 +138,7 @@ def slots(draw: st.DrawFn, specs: st.SearchStrategy[Any] = json_values) -> Stand
         peers=tuple(peers),
         epoch=draw(counts),
         spec_id=draw(st.none() | identities),
+        primary_since=draw(st.none() | st.floats(min_value=1e-6, max_value=1e12)),
     )
 
 
@@ -551,6 +552,18 @@ def test_a_slot_carries_the_id_of_the_offer_it_was_paid_for() -> None:
     assert decode("slot", encode(paid)) == paid
     assert wire_error("slot", slot_body(spec_id=42)).path == "$.spec_id"
     assert wire_error("slot", slot_body(spec_id="")).path == "$.spec_id"
+
+
+def test_fm27_a_slot_carries_when_its_primary_took_over() -> None:
+    plain = decode("slot", dumps(slot_body()))
+    assert plain.primary_since is None  # a body from before the field reads as none
+    assert "primary_since" not in json.loads(encode(plain))  # omitted when None
+    followed = decode("slot", dumps(slot_body(epoch=1, primary_since=1700000600.25)))
+    assert followed.primary_since == 1700000600.25
+    assert json.loads(encode(followed))["primary_since"] == 1700000600.25
+    assert decode("slot", encode(followed)) == followed
+    assert wire_error("slot", slot_body(primary_since="soon")).path == "$.primary_since"
+    assert wire_error("slot", slot_body(primary_since=True)).path == "$.primary_since"
 
 
 def test_tuples_are_arrays_and_keys_are_sorted() -> None:

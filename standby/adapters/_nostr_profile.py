@@ -356,7 +356,8 @@ class NostrProfile:
         ``container_config`` (the spec), ``spec_id`` (only when set: the
         reference system requires it), ``created_at`` and ``expires_at`` as
         whole seconds with the exact values in ``<field>_exact``; the
-        library's other fields (``epoch``, ``version``) ride along. Raises
+        library's other fields (``epoch``, ``primary_since`` when set,
+        ``version``) ride along. Raises
         :class:`~standby.IdentityError` when an identity is not a Nostr key
         and :class:`~standby.WireError` when the slot cannot be encoded.
         """
