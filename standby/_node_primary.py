@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
+import attrs
 from typing_extensions import assert_never
 
 from ._effects import (
@@ -50,8 +51,10 @@ class PrimarySide(Generic[SpecT]):
         self.io = node.io
         self.timing = node.timing
         self.records: dict[str, PrimaryRun[SpecT]] = {}
-        #: Workloads this node ran before a restart and found gone: never started again here.
-        self.ended: dict[str, str] = {}
+        #: Replicated runs that ended here (fenced, handed over, failed, found gone
+        #: after a restart), kept and saved until their reservation ends: their
+        #: epoch was revoked, so they are never started again here (FM 29).
+        self.ended: dict[str, PrimaryRecord] = {}
         self._due: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
 
@@ -70,8 +73,9 @@ class PrimarySide(Generic[SpecT]):
         ended = self.ended.get(workload_id)
         if ended is not None:
             raise NodeError(
-                f"workload {workload_id!r} ran here as primary before this node restarted and "
-                f"was fenced ({ended}); its standbys take it over, so it is not started again"
+                f"workload {workload_id!r} ran here as primary in epoch {ended.epoch} until it "
+                f"ended ({ended.ended}); that epoch was fenced and revoked and its standbys take "
+                "the workload over, so it is not started here again"
             )
         existing = self.records.get(workload_id)
         if existing is not None and existing.spec is None:
@@ -83,19 +87,44 @@ class PrimarySide(Generic[SpecT]):
                 return False
         self._check_free(workload_id)
         if topology.standbys:
-            await self._check_epoch(workload_id)
+            await self._check_epoch(workload_id, topology)
             self._check_free(workload_id)
         self._start(now, request, topology)
         return True
 
-    async def _check_epoch(self, workload_id: str) -> None:
-        epochs, own, reached = await self.node.reconciler.read_epochs({workload_id})
-        if not reached:
+    async def _check_epoch(self, workload_id: str, topology: Topology) -> None:
+        """Refuse to start epoch 0 of a workload the relays show has moved on or is not ours.
+
+        A read quorum must answer. Any revocation of the workload (by this
+        node in an earlier life whose record is gone, or by anyone) means an
+        epoch of it was fenced and handed to the standbys (failure mode 29);
+        a claim or announcement of a later epoch means it was taken over
+        (failure mode 16); anything published about it by a node outside
+        this request's topology means another primary's workload carries the
+        same id (failure mode 32).
+        """
+        read = await self.node.reconciler.read_epochs({workload_id})
+        if not read.reached:
             raise NodeError(
                 f"workload {workload_id!r}: fewer than {self.timing.read_quorum} relays answered, "
                 "so it is unknown whether a standby already took it over; try again"
             )
-        later = max(epochs.get(workload_id, -1), own.get(workload_id, -1))
+        strangers = read.signers.get(workload_id, set()) - set(topology.standbys)
+        if strangers:
+            raise NodeError(
+                f"workload {workload_id!r} is held by another topology: "
+                f"{', '.join(sorted(strangers))} published claims, announcements or revocations "
+                f"of it, and none is in this request's topology (primary {topology.primary!r}, "
+                f"standbys {list(topology.standbys)!r}); the consumer must use a new workload id"
+            )
+        revoked = read.revoked.get(workload_id)
+        if revoked is not None:
+            raise NodeError(
+                f"workload {workload_id!r}: its epoch {revoked} was revoked (it ran and was "
+                "fenced or handed over), so its standbys take it over and this primary must "
+                "not start it again"
+            )
+        later = max(read.claimed.get(workload_id, -1), read.announced.get(workload_id, -1))
         if later > 0:
             raise NodeError(
                 f"workload {workload_id!r} was already taken over (epoch {later} was claimed "
@@ -257,6 +286,10 @@ class PrimarySide(Generic[SpecT]):
         if record.ended and lifecycle.next_deadline() is None:
             if record.container_up:
                 return
+            if lifecycle.replicated:
+                # Its epoch was revoked: never start it again (FM 29).
+                saved = attrs.evolve(record.saved(), ended=lifecycle.state.value)
+                self.ended.setdefault(workload_id, saved)
             del self.records[workload_id]
             self._due.pop(workload_id, None)
             self.node.persistence.mark_dirty()

@@ -95,8 +95,8 @@ class StandbySide(Generic[SpecT]):
         ended = self.node.primary.ended.get(workload_id)
         if ended is not None:
             raise NodeError(
-                f"workload {workload_id!r} ran here as primary before this node restarted and "
-                f"was fenced ({ended}); this node no longer stands by for it"
+                f"workload {workload_id!r} ran here as primary in epoch {ended.epoch} until it "
+                f"ended ({ended.ended}); this node no longer stands by for it"
             )
         created_at = now if request.created_at is None else request.created_at
         slot: StandbySlot[SpecT] = StandbySlot.reserve(

@@ -162,6 +162,27 @@ def test_fm17_a_primary_thawed_past_its_lease_fences_before_it_heartbeats(seed: 
 
 
 # ----------------------------------------------------------------------
+# Failure mode 29: a fenced primary never restarts its revoked epoch
+# ----------------------------------------------------------------------
+
+
+def test_fm29_a_fenced_primary_never_restarts_its_revoked_epoch() -> None:
+    # The primary is frozen past its lease, fences on waking and revokes
+    # epoch 0; its record retires, and the host restarts it 2 s later and
+    # re-sends the request. Before the fix the re-accept only asked whether a
+    # later epoch was claimed (not yet: standby-1 was still backing off) and
+    # started epoch 0 again with token 0, beside standby-1's epoch 1.
+    sim = Simulation(seed=0).crash(100, "standby-0")
+    sim.pause(600, "primary", duration=70, workload="running")
+    report = sim.restart(676, "primary", reaccept="without-created-at").run(until=2400)
+    assert report.ok, report.format()
+    assert not report.violations_of("token-shared")
+    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-1", 1)]
+    starts = [line for line in report.timeline.lines() if "start container with token 0" in line]
+    assert len(starts) == 1, starts
+
+
+# ----------------------------------------------------------------------
 # Failure mode 21: every retry keeps the standby order
 # ----------------------------------------------------------------------
 
