@@ -83,6 +83,7 @@ from .errors import (
     TransportError,
     UnsafeTiming,
     WireError,
+    WorkloadConflict,
 )
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ __all__ = [
     "UnsafeTiming",
     "WireError",
     "WithdrawClaim",
+    "WorkloadConflict",
     "WorkloadLifecycle",
     "__version__",
     "fencing_token",

@@ -20,7 +20,7 @@ from ._effects import (
     StateChanged,
     StopContainer,
 )
-from ._errors import NodeError, StoreError
+from ._errors import NodeError, StoreError, WorkloadConflict
 from ._lifecycle import RestartPolicy, WorkloadLifecycle
 from ._models import Topology
 from ._node_types import RUNNING, PrimaryRun, SpawnRequest
@@ -78,6 +78,8 @@ class PrimarySide(Generic[SpecT]):
                 "the workload over, so it is not started here again"
             )
         existing = self.records.get(workload_id)
+        if existing is not None:
+            self._check_same(existing, topology)
         if existing is not None and existing.spec is None:
             existing.spec = request.spec
             if not existing.ended:
@@ -85,6 +87,12 @@ class PrimarySide(Generic[SpecT]):
                     workload_id, "primary", "already runs here (adopted after a restart)"
                 )
                 return False
+        slot = self.node.election.slots.get(workload_id)
+        if slot is not None:
+            lineup = (slot.primary, slot.standbys(self.node.me))
+            raise WorkloadConflict(
+                workload_id, (topology.primary, topology.standbys), held=lineup, detail=" (a slot)"
+            )
         self._check_free(workload_id)
         if topology.standbys:
             await self._check_epoch(workload_id, topology)
@@ -111,11 +119,11 @@ class PrimarySide(Generic[SpecT]):
             )
         strangers = read.signers.get(workload_id, set()) - set(topology.standbys)
         if strangers:
-            raise NodeError(
-                f"workload {workload_id!r} is held by another topology: "
-                f"{', '.join(sorted(strangers))} published claims, announcements or revocations "
-                f"of it, and none is in this request's topology (primary {topology.primary!r}, "
-                f"standbys {list(topology.standbys)!r}); the consumer must use a new workload id"
+            raise WorkloadConflict(
+                workload_id,
+                (topology.primary, topology.standbys),
+                holders=tuple(sorted(strangers)),
+                detail=", and none of them is in this request's topology",
             )
         revoked = read.revoked.get(workload_id)
         if revoked is not None:
@@ -129,6 +137,17 @@ class PrimarySide(Generic[SpecT]):
             raise NodeError(
                 f"workload {workload_id!r} was already taken over (epoch {later} was claimed "
                 "or announced): this primary must not start it again"
+            )
+
+    def _check_same(self, existing: PrimaryRun[SpecT], topology: Topology) -> None:
+        """Refuse a request for a workload that runs here under other standbys (FM 32)."""
+        lifecycle = existing.lifecycle
+        if lifecycle.epoch == 0 and lifecycle.standbys != topology.standbys:
+            raise WorkloadConflict(
+                lifecycle.workload_id,
+                (topology.primary, topology.standbys),
+                held=(self.node.me, lifecycle.standbys),
+                detail=" (it runs here as primary)",
             )
 
     def _check_free(self, workload_id: str) -> None:

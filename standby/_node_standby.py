@@ -29,7 +29,7 @@ from ._effects import (
     WithdrawClaim,
 )
 from ._election import MAX_BATCH
-from ._errors import NodeError, StoreError
+from ._errors import NodeError, StoreError, WorkloadConflict
 from ._models import Envelope, Heartbeat, Message, PromotionAnnouncement, StandbySlot, Topology
 from ._node_types import SpawnRequest
 from ._protocols import AtomicClaims, Query
@@ -68,10 +68,11 @@ class StandbySide(Generic[SpecT]):
     ) -> None:
         """Reserve a standby slot for ``request`` (nothing when this node already holds it)."""
         workload_id = request.workload_id
-        if workload_id in self.election.slots:
-            epoch = self.election.slots[workload_id].epoch
+        held = self.election.slots.get(workload_id)
+        if held is not None:
+            self._check_same(held, topology)
             self.observer.reaccepted(
-                workload_id, "standby", "the slot is already reserved (epoch %d)", epoch
+                workload_id, "standby", "the slot is already reserved (epoch %d)", held.epoch
             )
             return
         running = self.node.primary.records.get(workload_id)
@@ -113,6 +114,30 @@ class StandbySide(Generic[SpecT]):
         self.observer.reserved(workload_id, role.index, role.count, topology.primary)
         self.effects(now, effects)
         await self.node.persistence.flush()
+
+    def _check_same(self, held: StandbySlot[SpecT], topology: Topology) -> None:
+        """Refuse a second reservation of a held id under another topology (FM 32).
+
+        A slot still at epoch 0 must match the request exactly. One that
+        followed a takeover lost the chain's primaries from its lineup: its
+        primary must be one of the request's standbys, and its lineup the
+        request's standbys in their order, less some.
+        """
+        lineup = held.standbys(self.node.me)
+        requested = topology.standbys
+        if held.epoch == 0:
+            same = held.primary == topology.primary and lineup == requested
+        else:
+            rest = iter(requested)
+            same = held.primary in requested and all(s in rest for s in lineup)
+        if not same:
+            detail = f" (epoch {held.epoch})" if held.epoch else ""
+            raise WorkloadConflict(
+                held.workload_id,
+                (topology.primary, requested),
+                held=(held.primary, lineup),
+                detail=detail,
+            )
 
     # -- the election's effects ------------------------------------------------
 

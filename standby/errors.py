@@ -25,6 +25,7 @@ from ._errors import (
     TransportError,
     UnsafeTiming,
     WireError,
+    WorkloadConflict,
 )
 from ._public import publish
 
@@ -42,6 +43,7 @@ __all__ = [
     "TransportError",
     "UnsafeTiming",
     "WireError",
+    "WorkloadConflict",
 ]
 
 publish(__name__, globals(), __all__)

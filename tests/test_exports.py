@@ -91,6 +91,7 @@ EXPECTED = {
     "TransportError",
     "UnsafeTiming",
     "WireError",
+    "WorkloadConflict",
     "WithdrawClaim",
     "WorkloadLifecycle",
     "__version__",
@@ -154,6 +155,7 @@ ERRORS = {
     "TransportError",
     "UnsafeTiming",
     "WireError",
+    "WorkloadConflict",
 }
 
 #: Top-level names that need anyio: loaded on first use, homed in standby.node
