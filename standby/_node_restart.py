@@ -259,13 +259,26 @@ class Restart(Generic[SpecT]):
         this node as that epoch's primary (through its claim or its
         announcement) and take the revocation as the signal to promote into
         the next epoch. The spent intent stays in the store until the
-        reservation's end, so the node never stands by for the workload again.
+        reservation's end, so the node never stands by for the workload again:
+        in its peers' view it was that epoch's primary and left their lineup,
+        so as a standby it would claim beside peers that ignore its claims, or
+        behind a new primary that does not count it and never fences (failure
+        mode 33). The host is told (:class:`~standby.node.StandbyGivenUp`).
         """
         node = self.node
         reason = "a promotion was interrupted by a restart; its token is never used again"
         if intent.workload_id in node.election.slots:
             node.election.remove(now, intent.workload_id)
         node.standby.spend(intent)
+        self.observer.gave_up(
+            now,
+            intent.workload_id,
+            intent.epoch,
+            intent.fencing_token,
+            intent.expires_at,
+            f"gave up its promotion into epoch {intent.epoch} (token {intent.fencing_token}): "
+            "a restart interrupted it",
+        )
         self._fence_lost(
             now,
             PrimaryRecord(

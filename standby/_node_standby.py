@@ -88,10 +88,13 @@ class StandbySide(Generic[SpecT]):
             return
         spent = self.intents.get(workload_id)
         if spent is not None and spent.spent:
+            self.observer.count("reaccepts_refused")
             raise NodeError(
                 f"workload {workload_id!r}: this node already promoted into epoch {spent.epoch} "
-                f"(token {spent.fencing_token}) for it, so it no longer stands by for it; the "
-                "consumer may reserve another standby"
+                f"(token {spent.fencing_token}) for it, so it no longer stands by for it: its "
+                "peers and later primaries left it out of the workload's standby lineup. The "
+                "workload has one standby fewer until its reservation ends; the consumer "
+                "should reserve another standby"
             )
         ended = self.node.primary.ended.get(workload_id)
         if ended is not None:

@@ -52,6 +52,7 @@ from ._node_events import (
     RevocationPublished,
     SlotPhaseChanged,
     SlotsNotPersisted,
+    StandbyGivenUp,
     SubscriptionLost,
 )
 from ._node_types import NodeStatus, PrimaryStatus, SpawnRequest
@@ -81,6 +82,7 @@ __all__ = [
     "SlotPhaseChanged",
     "SlotsNotPersisted",
     "SpawnRequest",
+    "StandbyGivenUp",
     "StandbyNode",
     "SubscriptionLost",
 ]

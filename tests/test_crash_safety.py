@@ -27,7 +27,13 @@ from standby import (
     fencing_token,
 )
 from standby.adapters.memory import MemoryRuntime, MemorySlotStore
-from standby.node import ClockJumped, Reconciled, StandbyNode, SubscriptionLost
+from standby.node import (
+    ClockJumped,
+    Reconciled,
+    StandbyGivenUp,
+    StandbyNode,
+    SubscriptionLost,
+)
 from standby.protocols import Query
 
 pytestmark = pytest.mark.anyio
@@ -163,15 +169,25 @@ async def test_fm15_standby_killed_mid_promotion_never_reuses_its_token(
 
 
 async def test_fm15_a_node_that_gave_up_a_promotion_never_stands_by_for_it_again() -> None:
+    # Its peers count it as the primary of the epoch it gave up, so it is out
+    # of their lineup: it tells the host so (failure mode 33), once, and
+    # refuses every re-accept until the reservation ends.
     cluster = CrashCluster(timing=TIMING)
     async with anyio.create_task_group() as group:
         request = await start_workload(cluster, group)
         await anyio.sleep(300)
         await _promote_sb0_and_kill_it(cluster, before_spawn=True)
         node = await cluster.launch(group, "sb0")
-        with pytest.raises(NodeError, match="already promoted into epoch"):
-            await node.accept(request)
+        for _ in range(2):
+            with pytest.raises(NodeError, match=r"already promoted into epoch 1.*reserve another"):
+                await node.accept(request)
         group.cancel_scope.cancel()
+    [given_up] = events_of(cluster, "sb0", StandbyGivenUp)
+    assert (given_up.workload_id, given_up.epoch) == ("w1", 1)
+    assert given_up.fencing_token == fencing_token(1, 0)
+    assert given_up.until == request.expires_at
+    assert node.counters["standbys_given_up"] == 1
+    assert node.counters["reaccepts_refused"] == 2
 
 
 # --------------------------------------------------------------------------- FM16

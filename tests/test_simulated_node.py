@@ -118,6 +118,38 @@ def test_fm15_a_promotion_adopted_after_a_restart_keeps_its_token_spent() -> Non
     assert any("no longer stands by" in line for line in report.timeline.lines())
 
 
+# ----------------------------------------------------------------------
+# Failure mode 33: a standby that gave a promotion up says so
+# ----------------------------------------------------------------------
+
+
+def test_fm33_a_standby_restarted_mid_promotion_gives_up_once_and_says_so() -> None:
+    # standby-0's host dies in the middle of its promotion (the spawn went
+    # out, the container died with the host); then its node is killed and
+    # restarted ten more times, the host re-sending the request each time.
+    # Before the fix it gave the promotion up without a word: only each
+    # re-accept was refused, so nothing told the host that the workload had
+    # lost a standby.
+    at = _spawned_at()
+    sim = Simulation(seed=0).crash(1200, "primary")
+    sim.kill(at - 2.0, "standby-0", steps=17, host=True)
+    when = at + 10.0
+    for _ in range(10):
+        sim.restart(when, "standby-0", reaccept="with-created-at").kill(when + 5.0, "standby-0")
+        when += 20.0
+    report = sim.restart(when, "standby-0", reaccept="with-created-at").run(until=3600)
+    assert report.ok, report.format()
+    # Its epoch was revoked; standby-1 takes over into the next one.
+    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-1", 2)]
+    lines = report.timeline.lines()
+    gave_up = [line for line in lines if "standby-0   no longer stands by:" in line]
+    assert len(gave_up) == 1, gave_up
+    assert "epoch 1 (token 1048576)" in gave_up[0]
+    refused = [line for line in lines if "request refused" in line]
+    assert len(refused) == 11
+    assert all("reserve another standby" in line for line in refused)
+
+
 def test_a_save_in_flight_when_the_process_dies_is_lost() -> None:
     store = SimulatedStore()
     sim = Simulation(

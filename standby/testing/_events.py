@@ -23,6 +23,7 @@ from ..node import (
     QuorumMissed,
     RevocationPublished,
     SlotPhaseChanged,
+    StandbyGivenUp,
 )
 
 __all__ = ["describe_event", "runtime_lines"]
@@ -70,6 +71,8 @@ def describe_event(event: Any, base: float) -> Payload | None:
         return ("stopped container (token %d): %s", (event.fencing_token, event.reason))
     if kind is ContainerExited:
         return ("container %s although nobody stopped it", (event.status,))
+    if kind is StandbyGivenUp:
+        return ("no longer stands by: %s", (event.reason,))
     if kind is PromotedHere:
         return ("promoted: epoch %d, token %d", (event.epoch, event.fencing_token))
     if kind is AnnouncementPublished:
