@@ -190,6 +190,35 @@ async def test_fm15_a_node_that_gave_up_a_promotion_never_stands_by_for_it_again
     assert node.counters["reaccepts_refused"] == 2
 
 
+# --------------------------------------------------------------------------- FM29
+
+
+async def test_fm29_an_ended_primary_refuses_its_workload_from_store_or_relays() -> None:
+    """After a handover, re-accepting is refused: in process, after a restart, without a disk."""
+    cluster = CrashCluster(timing=TIMING)
+    async with anyio.create_task_group() as group:
+        request = await start_workload(cluster, group)
+        await anyio.sleep(300)
+        await cluster.nodes["prime"].handover("w1")
+        await wait_until(lambda: len(starts_of(cluster)) == 2, within=TIMING.silence)
+        await anyio.sleep(60)  # the ended record retired
+        assert cluster.nodes["prime"].status().primary("w1") is None
+        with pytest.raises(NodeError, match="until it ended"):
+            await cluster.nodes["prime"].accept(request)
+        cluster.kill("prime")
+        node = await cluster.launch(group, "prime")
+        with pytest.raises(NodeError, match="until it ended"):
+            await node.accept(request)  # the store kept the ended record
+        cluster.kill("prime")
+        cluster.disks["prime"] = MemorySlotStore()  # the disk is lost
+        node = await cluster.launch(group, "prime")
+        with pytest.raises(NodeError, match="epoch 0 was revoked"):
+            await node.accept(request)  # the relays hold its revocation
+        await anyio.sleep(60)
+        group.cancel_scope.cancel()
+    assert starts_of(cluster) == [("prime", 0), ("sb0", fencing_token(1, 0))]
+
+
 # --------------------------------------------------------------------------- FM16
 
 
