@@ -22,7 +22,7 @@ from ._effects import (
 )
 from ._errors import NodeError, StoreError, WorkloadConflict
 from ._lifecycle import RestartPolicy, WorkloadLifecycle
-from ._models import Topology
+from ._models import PromotionClaim, Topology
 from ._node_types import RUNNING, PrimaryRun, SpawnRequest
 from ._state import PrimaryRecord
 
@@ -70,7 +70,7 @@ class PrimarySide(Generic[SpecT]):
         answers, the request is refused.
         """
         workload_id = request.workload_id
-        ended = self.ended.get(workload_id)
+        ended = self.ended_run(workload_id, now)
         if ended is not None:
             raise NodeError(
                 f"workload {workload_id!r} ran here as primary in epoch {ended.epoch} until it "
@@ -181,9 +181,40 @@ class PrimarySide(Generic[SpecT]):
             )
         )
         self.node.persistence.mark_dirty()
+        if topology.standbys:
+            self.io.spawn(self._publish_start, workload_id, now)
         self.observer.accepted_primary(workload_id, len(topology.standbys))
         self.call(workload_id, lambda lc: lc.start(now), now)
         self.node.heartbeat.poke()
+
+    def ended_run(self, workload_id: str, now: float) -> PrimaryRecord | None:
+        """The replicated run of ``workload_id`` that ended here, while its reservation lasts."""
+        ended = self.ended.get(workload_id)
+        if ended is not None and ended.expires_at <= now:
+            del self.ended[workload_id]  # the reservation is over: forget it
+            return None
+        return ended
+
+    async def _publish_start(self, workload_id: str, now: float) -> None:
+        """Claim epoch 0 of a replicated workload as its primary (failure mode 32).
+
+        Heartbeats are per provider, so without this nothing on the relays
+        would say that this node holds the workload: a second primary named
+        for the same id would find nothing to refuse on. Its standbys ignore
+        their primary's own claim; a claim on epoch 0 never competes with a
+        standby's, which is always for a later epoch.
+        """
+        claim = PromotionClaim(
+            workload_id=workload_id,
+            epoch=0,
+            fencing_token=0,
+            claimant=self.node.me,
+            standby_index=0,
+            claimed_at=now,
+        )
+        await self.io.publish_until_quorum(
+            claim, operation="publish_start", workload_id=workload_id, role="primary"
+        )
 
     def take_over(
         self,

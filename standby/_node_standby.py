@@ -96,7 +96,7 @@ class StandbySide(Generic[SpecT]):
                 "workload has one standby fewer until its reservation ends; the consumer "
                 "should reserve another standby"
             )
-        ended = self.node.primary.ended.get(workload_id)
+        ended = self.node.primary.ended_run(workload_id, now)
         if ended is not None:
             raise NodeError(
                 f"workload {workload_id!r} ran here as primary in epoch {ended.epoch} until it "

@@ -460,12 +460,17 @@ async def test_fm32_a_second_primary_for_the_same_workload_is_refused() -> None:
             assert "'prime'" in str(refused.value)
             assert "'other'" in str(refused.value)
             await cluster.nodes[name].accept(first)
+        # The second primary reads the first one's claim on epoch 0 and
+        # refuses to start a copy beside it.
+        with pytest.raises(WorkloadConflict) as refused:
+            await cluster.nodes["other"].accept(second)
+        assert refused.value.holders == ("prime",)
+        assert refused.value.requested == ("other", ("sb0", "sb1"))
         # The first primary refuses the id under other standbys.
         with pytest.raises(WorkloadConflict, match="runs here as primary"):
             await cluster.nodes["prime"].accept(cluster.request(standbys=["sb2"]))
-        # Once the first chain published about the workload (a handover: a
-        # revocation by prime, a claim and an announcement by sb0), a
-        # primary of another topology reads that and refuses to start it.
+        # After a handover (a revocation by prime, a claim and an
+        # announcement by sb0) a primary of yet another topology refuses too.
         await cluster.nodes["prime"].handover("w1")
         await wait_until(lambda: len(cluster.starts()) == 2, within=TIMING.silence)
         with pytest.raises(WorkloadConflict) as refused:
