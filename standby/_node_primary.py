@@ -64,10 +64,11 @@ class PrimarySide(Generic[SpecT]):
         """Start ``request`` as primary; ``False`` when it already runs here (adopted).
 
         A workload adopted after a restart is not started again: the request
-        only hands its spec back. Before a replicated workload starts, the
-        relays are asked which epoch it is at (failure mode 16): when a
-        standby already claimed or announced a later epoch, or no read quorum
-        answers, the request is refused.
+        only hands its spec back. A replicated run that ended here is never
+        started again in its reservation (failure mode 29); an id held here
+        under another topology raises :class:`~standby.WorkloadConflict`
+        (failure mode 32). Before a replicated workload starts, the relays
+        are read (:meth:`_check_epoch`).
         """
         workload_id = request.workload_id
         ended = self.ended_run(workload_id, now)
