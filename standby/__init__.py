@@ -89,6 +89,7 @@ from .errors import (
     TransportError,
     UnsafeTiming,
     WireError,
+    WorkloadConflict,
 )
 
 if TYPE_CHECKING:
@@ -184,6 +185,7 @@ __all__ = [
     "UnsafeTiming",
     "WireError",
     "WithdrawClaim",
+    "WorkloadConflict",
     "WorkloadLifecycle",
     "__version__",
     "fencing_token",

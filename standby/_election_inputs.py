@@ -198,8 +198,11 @@ class ElectionInputs(ElectionSteps[SpecT]):
         if signer == self.me:
             return
         entry = self._index.entries.get(claim.workload_id)
-        if entry is None or signer == entry.slot.primary:
-            return  # the current primary's own (old) claim is no news
+        if entry is None or signer == entry.slot.primary or claim.epoch <= entry.slot.epoch:
+            # The current primary's own (old) claim, or one on an epoch the
+            # slot is already past (the first primary's claim on epoch 0, say),
+            # is no news.
+            return
         if entry.slot.peer_index(signer) is None:
             reason, workload_id = DropReason.NOT_A_PEER, claim.workload_id
             detail = "claim from a stranger"

@@ -39,6 +39,7 @@ __all__ = [
     "TransportError",
     "UnsafeTiming",
     "WireError",
+    "WorkloadConflict",
     "raise_unwrapped",
     "sole_error",
 ]
@@ -245,3 +246,48 @@ def raise_unwrapped(
         raise sole
     finally:
         sole.__context__ = context
+
+
+#: A topology as an error names it: the primary and the ordered standbys.
+TopologyNames = tuple[str, tuple[str, ...]]
+
+
+class WorkloadConflict(RequestRefused):
+    """A workload id is already held under another topology (failure mode 32).
+
+    ``requested`` is the topology of the refused request; ``held`` the one
+    this node holds the id under (``None`` when it only saw, on the relays,
+    ``holders`` outside the request's topology publish about it). Each is
+    ``(primary, standbys)``. A consumer must give a new workload a new id.
+    """
+
+    def __init__(
+        self,
+        workload_id: str,
+        requested: TopologyNames,
+        *,
+        held: TopologyNames | None = None,
+        holders: tuple[str, ...] = (),
+        detail: str = "",
+    ) -> None:
+        if held is not None:
+            what = f"is held here under another topology: {_names(held)}"
+        else:
+            what = (
+                f"is held by another topology: {', '.join(holders)} published claims, "
+                "announcements or revocations of it"
+            )
+        super().__init__(
+            f"workload {workload_id!r} {what}{detail}; refused the request with "
+            f"{_names(requested)}. The same id names another reservation: give the new "
+            "workload a new id (or remove the old reservation first)",
+            workload_id=workload_id,
+        )
+        self.requested = requested
+        self.held = held
+        self.holders = holders
+
+
+def _names(topology: TopologyNames) -> str:
+    primary, standbys = topology
+    return f"primary {primary!r}, standbys {list(standbys)!r}"

@@ -366,14 +366,25 @@ class StandbyNode(Generic[SpecT]):
             raise NodeMisuse(f"node {self.me!r} is not running: use `async with node:`")
 
     def _collect(self) -> NodeState[Any]:
-        """What the store keeps: slots, promotion intents, and what runs or may still run."""
+        """What the store keeps: slots, promotion intents, what runs or may still run,
+        and the replicated runs that ended here (until their reservation ends)."""
+        now = self.now()
+        records = self.primary.records
+        ended = [
+            record
+            for workload_id, record in self.primary.ended.items()
+            if workload_id not in records and record.expires_at > now
+        ]
         return NodeState(
             slots=list(self.election.slots.values()),
             intents=tuple(self.standby.intents.values()),
-            primaries=tuple(
-                record.saved()
-                for record in self.primary.records.values()
-                if not record.ended or record.container_up
+            primaries=(
+                *(
+                    record.saved()
+                    for record in records.values()
+                    if not record.ended or record.container_up
+                ),
+                *ended,
             ),
         )
 

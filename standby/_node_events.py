@@ -36,6 +36,7 @@ __all__ = [
     "RevocationPublished",
     "SlotPhaseChanged",
     "SlotsNotPersisted",
+    "StandbyGivenUp",
     "SubscriptionLost",
     "WorkloadCannotStart",
 ]
@@ -248,6 +249,26 @@ class Reconciled:
 
 
 @attrs.frozen
+class StandbyGivenUp:
+    """This node gave a promotion up and no longer stands by for the workload: alert on it.
+
+    A restart interrupted its promotion into ``epoch`` with ``fencing_token``
+    (failure mode 33). That epoch was revoked, so the other standbys take the
+    workload over, and in their view this node was that epoch's primary: it
+    is out of the workload's standby lineup until the reservation ends at
+    ``until``. The workload has one standby fewer; the consumer should
+    reserve another. ``reason`` says what happened.
+    """
+
+    at: float
+    workload_id: str
+    epoch: int
+    fencing_token: int
+    until: float
+    reason: str
+
+
+@attrs.frozen
 class ClockJumped:
     """The wall clock moved unlike the monotonic clock (a paused process or VM, a clock step).
 
@@ -306,6 +327,7 @@ NodeEvent: TypeAlias = (
     | OperationFailed
     | SlotsNotPersisted
     | Reconciled
+    | StandbyGivenUp
     | ClockJumped
     | SubscriptionLost
     | WorkloadCannotStart

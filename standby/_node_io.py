@@ -79,7 +79,7 @@ class NodeIO:
             return await self.bounded(timeout, self.transport.query(query, timeout=timeout))
         except Exception as exc:
             self.observer.failed(operation, exc, workload_id=workload_id, role="standby")
-            return QueryResult((), frozenset())
+            return QueryResult((), frozenset(), {"*": f"{type(exc).__name__}: {exc}"})
 
     async def publish_until_quorum(
         self, message: Message, *, operation: str, workload_id: str | None, role: str

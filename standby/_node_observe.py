@@ -46,6 +46,7 @@ from ._node_events import (
     RevocationPublished,
     SlotPhaseChanged,
     SlotsNotPersisted,
+    StandbyGivenUp,
     SubscriptionLost,
     WorkloadCannotStart,
 )
@@ -180,6 +181,22 @@ class Observer:
             role="node",
         )
         self.emit(Reconciled(now, workload_id, action, epoch, token, reason))
+
+    def gave_up(
+        self, now: float, workload_id: str, epoch: int, token: int, until: float, reason: str
+    ) -> None:
+        """This node no longer stands by for a workload (a promotion it gave up)."""
+        self.count("standbys_given_up")
+        self.log(
+            logging.ERROR,
+            "no longer stands by (until the reservation ends at %.3f): %s; "
+            "the workload has one standby fewer, reserve another",
+            until,
+            reason,
+            workload_id=workload_id,
+            role="standby",
+        )
+        self.emit(StandbyGivenUp(now, workload_id, epoch, token, until, reason))
 
     def reaccepted(self, workload_id: str, role: str, what: str, *args: object) -> None:
         """The host sent a request again for a workload this node already holds."""

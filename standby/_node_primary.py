@@ -8,6 +8,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
+import attrs
 from typing_extensions import assert_never
 
 from ._effects import (
@@ -19,9 +20,16 @@ from ._effects import (
     StateChanged,
     StopContainer,
 )
-from ._errors import NodeError, NodeMisuse, StoreError
+from ._errors import (
+    NodeMisuse,
+    QuorumUnavailable,
+    RequestRefused,
+    RetryLater,
+    StoreError,
+    WorkloadConflict,
+)
 from ._lifecycle import RestartPolicy, WorkloadLifecycle
-from ._models import Topology
+from ._models import PromotionClaim, Topology
 from ._node_types import RUNNING, PrimaryRun, SpawnRequest
 from ._state import PrimaryRecord
 
@@ -50,8 +58,10 @@ class PrimarySide(Generic[SpecT]):
         self.io = node.io
         self.timing = node.timing
         self.records: dict[str, PrimaryRun[SpecT]] = {}
-        #: Workloads this node ran before a restart and found gone: never started again here.
-        self.ended: dict[str, str] = {}
+        #: Replicated runs that ended here (fenced, handed over, failed, found gone
+        #: after a restart), kept and saved until their reservation ends: their
+        #: epoch was revoked, so they are never started again here (FM 29).
+        self.ended: dict[str, PrimaryRecord] = {}
         self._due: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
 
@@ -61,19 +71,24 @@ class PrimarySide(Generic[SpecT]):
         """Start ``request`` as primary; ``False`` when it already runs here (adopted).
 
         A workload adopted after a restart is not started again: the request
-        only hands its spec back. Before a replicated workload starts, the
-        relays are asked which epoch it is at (failure mode 16): when a
-        standby already claimed or announced a later epoch, or no read quorum
-        answers, the request is refused.
+        only hands its spec back. A replicated run that ended here is never
+        started again in its reservation (failure mode 29); an id held here
+        under another topology raises :class:`~standby.WorkloadConflict`
+        (failure mode 32). Before a replicated workload starts, the relays
+        are read (:meth:`_check_epoch`).
         """
         workload_id = request.workload_id
-        ended = self.ended.get(workload_id)
+        ended = self.ended_run(workload_id, now)
         if ended is not None:
-            raise NodeError(
-                f"workload {workload_id!r} ran here as primary before this node restarted and "
-                f"was fenced ({ended}); its standbys take it over, so it is not started again"
+            raise RequestRefused(
+                f"workload {workload_id!r} ran here as primary in epoch {ended.epoch} until it "
+                f"ended ({ended.ended}); that epoch was fenced and revoked and its standbys take "
+                "the workload over, so it is not started here again",
+                workload_id=workload_id,
             )
         existing = self.records.get(workload_id)
+        if existing is not None:
+            self._check_same(existing, topology)
         if existing is not None and existing.spec is None:
             existing.spec = request.spec
             if not existing.ended:
@@ -81,39 +96,86 @@ class PrimarySide(Generic[SpecT]):
                     workload_id, "primary", "already runs here (adopted after a restart)"
                 )
                 return False
+        slot = self.node.election.slots.get(workload_id)
+        if slot is not None:
+            lineup = (slot.primary, slot.standbys(self.node.me))
+            raise WorkloadConflict(
+                workload_id, (topology.primary, topology.standbys), held=lineup, detail=" (a slot)"
+            )
         self._check_free(workload_id)
         if topology.standbys:
-            await self._check_epoch(workload_id)
+            await self._check_epoch(workload_id, topology)
             self._check_free(workload_id)
         self._start(now, request, topology)
         return True
 
-    async def _check_epoch(self, workload_id: str) -> None:
-        epochs, own, reached = await self.node.reconciler.read_epochs({workload_id})
-        if not reached:
-            raise NodeError(
-                f"workload {workload_id!r}: fewer than {self.timing.read_quorum} relays answered, "
-                "so it is unknown whether a standby already took it over; try again"
+    async def _check_epoch(self, workload_id: str, topology: Topology) -> None:
+        """Refuse to start epoch 0 of a workload the relays show has moved on or is not ours.
+
+        A read quorum must answer. Any revocation of the workload (by this
+        node in an earlier life whose record is gone, or by anyone) means an
+        epoch of it was fenced and handed to the standbys (failure mode 29);
+        a claim or announcement of a later epoch means it was taken over
+        (failure mode 16); anything published about it by a node outside
+        this request's topology means another primary's workload carries the
+        same id (failure mode 32).
+        """
+        read = await self.node.reconciler.read_epochs({workload_id})
+        if not read.reached:
+            raise QuorumUnavailable(
+                f"workload {workload_id!r}: it is unknown whether a standby already took it "
+                "over, so it is not started; try again",
+                answered=read.answered,
+                needed=self.timing.read_quorum,
+                reasons=read.errors,
             )
-        later = max(epochs.get(workload_id, -1), own.get(workload_id, -1))
+        strangers = read.signers.get(workload_id, set()) - set(topology.standbys)
+        if strangers:
+            raise WorkloadConflict(
+                workload_id,
+                (topology.primary, topology.standbys),
+                holders=tuple(sorted(strangers)),
+                detail=", and none of them is in this request's topology",
+            )
+        revoked = read.revoked.get(workload_id)
+        if revoked is not None:
+            raise RequestRefused(
+                f"workload {workload_id!r}: its epoch {revoked} was revoked (it ran and was "
+                "fenced or handed over), so its standbys take it over and this primary must "
+                "not start it again",
+                workload_id=workload_id,
+            )
+        later = max(read.claimed.get(workload_id, -1), read.announced.get(workload_id, -1))
         if later > 0:
-            raise NodeError(
+            raise RequestRefused(
                 f"workload {workload_id!r} was already taken over (epoch {later} was claimed "
-                "or announced): this primary must not start it again"
+                "or announced): this primary must not start it again",
+                workload_id=workload_id,
+            )
+
+    def _check_same(self, existing: PrimaryRun[SpecT], topology: Topology) -> None:
+        """Refuse a request for a workload that runs here under other standbys (FM 32)."""
+        lifecycle = existing.lifecycle
+        if lifecycle.epoch == 0 and lifecycle.standbys != topology.standbys:
+            raise WorkloadConflict(
+                lifecycle.workload_id,
+                (topology.primary, topology.standbys),
+                held=(self.node.me, lifecycle.standbys),
+                detail=" (it runs here as primary)",
             )
 
     def _check_free(self, workload_id: str) -> None:
         existing = self.records.get(workload_id)
         if existing is not None:
             if not existing.ended:
-                raise NodeError(f"workload {workload_id!r} already runs here as primary")
-            raise NodeError(
+                raise NodeMisuse(f"workload {workload_id!r} already runs here as primary")
+            raise RetryLater(
                 f"workload {workload_id!r} ended here ({existing.lifecycle.state.value}) and is "
                 "still winding down (stopping its container or publishing its revocation); "
                 "try again later"
             )
         if workload_id in self.node.election.slots:
-            raise NodeError(f"workload {workload_id!r} has a standby slot here; remove it first")
+            raise NodeMisuse(f"workload {workload_id!r} has a standby slot here; remove it first")
 
     def _start(self, now: float, request: SpawnRequest[SpecT], topology: Topology) -> None:
         workload_id = request.workload_id
@@ -133,9 +195,40 @@ class PrimarySide(Generic[SpecT]):
             )
         )
         self.node.persistence.mark_dirty()
+        if topology.standbys:
+            self.io.spawn(self._publish_start, workload_id, now)
         self.observer.accepted_primary(workload_id, len(topology.standbys))
         self.call(workload_id, lambda lc: lc.start(now), now)
         self.node.heartbeat.poke()
+
+    def ended_run(self, workload_id: str, now: float) -> PrimaryRecord | None:
+        """The replicated run of ``workload_id`` that ended here, while its reservation lasts."""
+        ended = self.ended.get(workload_id)
+        if ended is not None and ended.expires_at <= now:
+            del self.ended[workload_id]  # the reservation is over: forget it
+            return None
+        return ended
+
+    async def _publish_start(self, workload_id: str, now: float) -> None:
+        """Claim epoch 0 of a replicated workload as its primary (failure mode 32).
+
+        Heartbeats are per provider, so without this nothing on the relays
+        would say that this node holds the workload: a second primary named
+        for the same id would find nothing to refuse on. Its standbys ignore
+        their primary's own claim; a claim on epoch 0 never competes with a
+        standby's, which is always for a later epoch.
+        """
+        claim = PromotionClaim(
+            workload_id=workload_id,
+            epoch=0,
+            fencing_token=0,
+            claimant=self.node.me,
+            standby_index=0,
+            claimed_at=now,
+        )
+        await self.io.publish_until_quorum(
+            claim, operation="publish_start", workload_id=workload_id, role="primary"
+        )
 
     def take_over(
         self,
@@ -257,6 +350,10 @@ class PrimarySide(Generic[SpecT]):
         if record.ended and lifecycle.next_deadline() is None:
             if record.container_up:
                 return
+            if lifecycle.replicated:
+                # Its epoch was revoked: never start it again (FM 29).
+                saved = attrs.evolve(record.saved(), ended=lifecycle.state.value)
+                self.ended.setdefault(workload_id, saved)
             del self.records[workload_id]
             self._due.pop(workload_id, None)
             self.node.persistence.mark_dirty()

@@ -2,23 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
+import attrs
 
 from ._effects import Announce, SlotRemoved
 from ._lifecycle import Never
-from ._models import PromotionAnnouncement, PromotionClaim
+from ._models import LeaseRevocation, PromotionAnnouncement, PromotionClaim
 from ._protocols import Query, RunningWorkload
 from ._state import NodeState, PrimaryRecord, PromotionIntent
 
 if TYPE_CHECKING:
     from ._node import StandbyNode
 
-__all__ = ["Restart"]
+__all__ = ["EpochsRead", "Restart"]
 
 SpecT = TypeVar("SpecT")
+
+
+@attrs.define
+class EpochsRead:
+    """What a read of the relays found about some workloads, per workload id.
+
+    ``claimed``: the highest epoch others claimed (not withdrawn) or
+    announced; ``announced``: the highest this node announced; ``revoked``:
+    the highest epoch anyone revoked; ``signers``: who other than this node
+    published any of these; ``reached``: whether a read quorum answered;
+    ``answered``: how many relays did, and ``errors`` why each other did not.
+    """
+
+    reached: bool
+    answered: int = 0
+    errors: dict[str, str] = attrs.Factory(dict)
+    claimed: dict[str, int] = attrs.Factory(dict)
+    announced: dict[str, int] = attrs.Factory(dict)
+    revoked: dict[str, int] = attrs.Factory(dict)
+    signers: dict[str, set[str]] = attrs.Factory(dict)
+
+
+def _raise(into: dict[str, int], workload_id: str, epoch: int) -> None:
+    into[workload_id] = max(into.get(workload_id, -1), epoch)
 
 
 class Restart(Generic[SpecT]):
@@ -58,11 +83,14 @@ class Restart(Generic[SpecT]):
         timeout = self.timing.query_timeout
         with anyio.fail_after(2 * timeout + self.timing.spawn_timeout):
             running: Sequence[RunningWorkload] = await node.runtime.list()
-        primaries = {p.workload_id: p for p in state.primaries}
+        primaries = {p.workload_id: p for p in state.primaries if p.ended is None}
         intents = {i.workload_id: i for i in state.intents}
         workloads = set(primaries) | set(intents) | {r.workload_id for r in running}
-        epochs, _own, reached = await self.read_epochs(workloads)
+        read = await self.read_epochs(workloads)
         now = node.now()
+        for saved in state.primaries:
+            if saved.ended is not None and saved.expires_at > now:
+                node.primary.ended[saved.workload_id] = saved
         adopted: set[str] = set()
         for found in sorted(running, key=lambda r: (r.workload_id, r.fencing_token)):
             workload_id, token = found.workload_id, found.fencing_token
@@ -73,7 +101,7 @@ class Restart(Generic[SpecT]):
                 known = record
             elif intent is not None and intent.fencing_token == token:
                 known = intent
-            reason = self._refused(found, known, epochs, reached, now, adopted)
+            reason = self._refused(found, known, read, now, adopted)
             if reason is None and known is not None:
                 self._adopt(now, found, known)
                 adopted.add(workload_id)
@@ -97,48 +125,54 @@ class Restart(Generic[SpecT]):
                     standby.spend(intent)
                 continue
             self._abandon(now, intent)
-        if primaries or intents or running:
+        if state.primaries or intents or running:
             node.persistence.replace()  # the reconciled state replaces what was saved
 
-    async def read_epochs(self, workloads: set[str]) -> tuple[dict[str, int], dict[str, int], bool]:
-        """The highest epoch others claimed or announced, and this node announced, per workload.
+    async def read_epochs(self, workloads: set[str]) -> EpochsRead:
+        """What the relays hold about ``workloads``' epochs: claims, announcements, revocations.
 
         Withdrawn claims do not count (nor this node's own claims: those it
-        withdraws itself). The last value tells whether a read quorum
-        answered; without one, nothing may be adopted.
+        withdraws itself). Without a read quorum (``reached`` false) nothing
+        may be adopted or started.
         """
         if not workloads:
-            return {}, {}, True
+            return EpochsRead(reached=True)
         node = self.node
         query = Query(
-            kinds=("claim", "announcement"),
+            kinds=("claim", "announcement", "revocation"),
             workload_ids=workloads,
             until=node.now() + self.timing.max_clock_skew,
         )
         result = await node.io.query(query, operation="reconcile", workload_id=None)
-        others: dict[str, int] = {}
-        own: dict[str, int] = {}
+        found = EpochsRead(
+            reached=len(result.answered) >= self.timing.read_quorum,
+            answered=len(result.answered),
+            errors=dict(result.errors),
+        )
         for envelope in result.envelopes:
             message = envelope.message
-            if isinstance(message, PromotionClaim) and message.withdrawn:
-                continue
-            if not isinstance(message, (PromotionClaim, PromotionAnnouncement)):
-                continue
             mine = envelope.signer == node.me
-            if mine and isinstance(message, PromotionClaim):
+            if isinstance(message, LeaseRevocation):
+                _raise(found.revoked, message.workload_id, message.epoch)
+            elif isinstance(message, PromotionClaim):
+                if message.withdrawn or mine:
+                    continue
+                _raise(found.claimed, message.workload_id, message.epoch)
+            elif isinstance(message, PromotionAnnouncement):
+                # An announcement without an epoch (an older peer) still means a takeover.
+                epoch = message.epoch if message.epoch is not None else 1
+                _raise(found.announced if mine else found.claimed, message.workload_id, epoch)
+            else:
                 continue
-            into = own if mine else others
-            # An announcement without an epoch (an older peer) still means a takeover.
-            epoch = message.epoch if message.epoch is not None else 1
-            into[message.workload_id] = max(into.get(message.workload_id, -1), epoch)
-        return others, own, len(result.answered) >= self.timing.read_quorum
+            if not mine:
+                found.signers.setdefault(message.workload_id, set()).add(envelope.signer)
+        return found
 
     def _refused(
         self,
         found: RunningWorkload,
         known: PrimaryRecord | PromotionIntent | None,
-        epochs: Mapping[str, int],
-        reached: bool,
+        read: EpochsRead,
         now: float,
         adopted: set[str],
     ) -> str | None:
@@ -150,11 +184,14 @@ class Restart(Generic[SpecT]):
         if found.lease_end <= now:
             return f"its lease ended at {found.lease_end:.3f}"
         replicated = not isinstance(known, PrimaryRecord) or known.replicated
-        if replicated and not reached:
+        if replicated and not read.reached:
             return "no read quorum answered: the workload's current epoch is unknown"
-        later = epochs.get(found.workload_id, -1)
+        later = read.claimed.get(found.workload_id, -1)
         if replicated and later > known.epoch:
             return f"a peer claimed or announced epoch {later} (this container runs {known.epoch})"
+        revoked = read.revoked.get(found.workload_id, -1)
+        if replicated and revoked >= known.epoch:
+            return f"epoch {revoked} was revoked (this container runs {known.epoch})"
         if isinstance(known, PromotionIntent) and found.workload_id not in self.node.election.slots:
             return "its slot is gone"
         return None
@@ -215,7 +252,7 @@ class Restart(Generic[SpecT]):
         node.primary.add(
             node.primary.take_over(now, record, lease_from=lease_from, spec=None, restart=Never())
         )
-        node.primary.ended[workload_id] = reason
+        node.primary.ended[workload_id] = attrs.evolve(record, ended=reason)
         self.observer.reconciled(
             now, workload_id, action, record.epoch, record.fencing_token, reason
         )
@@ -229,13 +266,26 @@ class Restart(Generic[SpecT]):
         this node as that epoch's primary (through its claim or its
         announcement) and take the revocation as the signal to promote into
         the next epoch. The spent intent stays in the store until the
-        reservation's end, so the node never stands by for the workload again.
+        reservation's end, so the node never stands by for the workload again:
+        in its peers' view it was that epoch's primary and left their lineup,
+        so as a standby it would claim beside peers that ignore its claims, or
+        behind a new primary that does not count it and never fences (failure
+        mode 33). The host is told (:class:`~standby.node.StandbyGivenUp`).
         """
         node = self.node
         reason = "a promotion was interrupted by a restart; its token is never used again"
         if intent.workload_id in node.election.slots:
             node.election.remove(now, intent.workload_id)
         node.standby.spend(intent)
+        self.observer.gave_up(
+            now,
+            intent.workload_id,
+            intent.epoch,
+            intent.fencing_token,
+            intent.expires_at,
+            f"gave up its promotion into epoch {intent.epoch} (token {intent.fencing_token}): "
+            "a restart interrupted it",
+        )
         self._fence_lost(
             now,
             PrimaryRecord(

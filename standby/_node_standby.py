@@ -30,7 +30,7 @@ from ._effects import (
     WithdrawClaim,
 )
 from ._election import MAX_BATCH
-from ._errors import InvalidRequest, NodeError, StoreError
+from ._errors import InvalidRequest, RequestRefused, StoreError, WorkloadConflict
 from ._models import Envelope, Heartbeat, Message, PromotionAnnouncement, StandbySlot, Topology
 from ._node_types import SpawnRequest
 from ._protocols import AtomicClaims, Query
@@ -69,10 +69,11 @@ class StandbySide(Generic[SpecT]):
     ) -> None:
         """Reserve a standby slot for ``request`` (nothing when this node already holds it)."""
         workload_id = request.workload_id
-        if workload_id in self.election.slots:
-            epoch = self.election.slots[workload_id].epoch
+        held = self.election.slots.get(workload_id)
+        if held is not None:
+            self._check_same(held, topology)
             self.observer.reaccepted(
-                workload_id, "standby", "the slot is already reserved (epoch %d)", epoch
+                workload_id, "standby", "the slot is already reserved (epoch %d)", held.epoch
             )
             return
         running = self.node.primary.records.get(workload_id)
@@ -88,16 +89,21 @@ class StandbySide(Generic[SpecT]):
             return
         spent = self.intents.get(workload_id)
         if spent is not None and spent.spent:
-            raise NodeError(
+            self.observer.count("reaccepts_refused")
+            raise RequestRefused(
                 f"workload {workload_id!r}: this node already promoted into epoch {spent.epoch} "
-                f"(token {spent.fencing_token}) for it, so it no longer stands by for it; the "
-                "consumer may reserve another standby"
+                f"(token {spent.fencing_token}) for it, so it no longer stands by for it: its "
+                "peers and later primaries left it out of the workload's standby lineup. The "
+                "workload has one standby fewer until its reservation ends; the consumer "
+                "should reserve another standby",
+                workload_id=workload_id,
             )
-        ended = self.node.primary.ended.get(workload_id)
+        ended = self.node.primary.ended_run(workload_id, now)
         if ended is not None:
-            raise NodeError(
-                f"workload {workload_id!r} ran here as primary before this node restarted and "
-                f"was fenced ({ended}); this node no longer stands by for it"
+            raise RequestRefused(
+                f"workload {workload_id!r} ran here as primary in epoch {ended.epoch} until it "
+                f"ended ({ended.ended}); this node no longer stands by for it",
+                workload_id=workload_id,
             )
         created_at = now if request.created_at is None else request.created_at
         slot: StandbySlot[SpecT] = StandbySlot.reserve(
@@ -122,6 +128,30 @@ class StandbySide(Generic[SpecT]):
         self.observer.reserved(workload_id, role.index, role.count, topology.primary)
         self.effects(now, effects)
         await self.node.persistence.flush()
+
+    def _check_same(self, held: StandbySlot[SpecT], topology: Topology) -> None:
+        """Refuse a second reservation of a held id under another topology (FM 32).
+
+        A slot still at epoch 0 must match the request exactly. One that
+        followed a takeover lost the chain's primaries from its lineup: its
+        primary must be one of the request's standbys, and its lineup the
+        request's standbys in their order, less some.
+        """
+        lineup = held.standbys(self.node.me)
+        requested = topology.standbys
+        if held.epoch == 0:
+            same = held.primary == topology.primary and lineup == requested
+        else:
+            rest = iter(requested)
+            same = held.primary in requested and all(s in rest for s in lineup)
+        if not same:
+            detail = f" (epoch {held.epoch})" if held.epoch else ""
+            raise WorkloadConflict(
+                held.workload_id,
+                (topology.primary, requested),
+                held=(held.primary, lineup),
+                detail=detail,
+            )
 
     # -- the election's effects ------------------------------------------------
 

@@ -66,6 +66,12 @@ class PrimaryRecord:
     the epoch and token it runs under, its standbys and the reservation
     window. The container spec is not saved: the host supplies it again when
     it re-accepts the request.
+
+    ``ended`` is why the run ended here (``None`` while it runs or may still
+    run). An ended replicated run is kept until ``expires_at``: its epoch was
+    fenced and revoked (its standbys take over from it), so this node never
+    starts that workload again in this reservation, whatever restarts come
+    (failure mode 29).
     """
 
     workload_id: str
@@ -75,6 +81,7 @@ class PrimaryRecord:
     created_at: float
     expires_at: float
     started: bool = False
+    ended: str | None = None
 
     @property
     def replicated(self) -> bool:
@@ -201,14 +208,17 @@ def intent_from_json(entry: object, position: int) -> PromotionIntent:
 
 
 def primary_to_json(record: PrimaryRecord) -> dict[str, Any]:
-    """The JSON object a store writes for ``record``."""
-    return {
+    """The JSON object a store writes for ``record`` (``ended`` only when it ended)."""
+    found: dict[str, Any] = {
         **_fence_json(record),
         "standbys": list(record.standbys),
         "created_at": record.created_at,
         "expires_at": _expiry_json(record.expires_at),
         "started": record.started,
     }
+    if record.ended is not None:
+        found["ended"] = record.ended
+    return found
 
 
 def primary_from_json(entry: object, position: int) -> PrimaryRecord:
@@ -218,10 +228,12 @@ def primary_from_json(entry: object, position: int) -> PrimaryRecord:
     standbys = _identities(found, what, default=None)
     started = _flag(found, "started", what)
     expires_at = _expiry(found, what)
+    ended = None if found.get("ended") is None else _text(found, "ended", what)
     return PrimaryRecord(
         **_fence(found, what),
         standbys=standbys,
         created_at=_number(found, "created_at", what),
         expires_at=expires_at,
         started=started,
+        ended=ended,
     )

@@ -30,6 +30,7 @@ from ._errors import (
     TransportError,
     UnsafeTiming,
     WireError,
+    WorkloadConflict,
 )
 from ._public import publish
 
@@ -52,6 +53,7 @@ __all__ = [
     "TransportError",
     "UnsafeTiming",
     "WireError",
+    "WorkloadConflict",
 ]
 
 publish(__name__, globals(), __all__)

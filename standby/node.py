@@ -52,6 +52,7 @@ from ._node_events import (
     RevocationPublished,
     SlotPhaseChanged,
     SlotsNotPersisted,
+    StandbyGivenUp,
     SubscriptionLost,
     WorkloadCannotStart,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "SlotPhaseChanged",
     "SlotsNotPersisted",
     "SpawnRequest",
+    "StandbyGivenUp",
     "StandbyNode",
     "SubscriptionLost",
     "WorkloadCannotStart",

@@ -20,14 +20,21 @@ from test_node import EPOCH, SPAWN, TIMING, Cluster, events_of, start_workload, 
 from standby import (
     Heartbeat,
     LifecycleState,
-    NodeError,
+    NodeMisuse,
+    RequestRefused,
     Timing,
     TransportError,
     WorkloadLifecycle,
     fencing_token,
 )
 from standby.adapters.memory import MemoryRuntime, MemorySlotStore
-from standby.node import ClockJumped, Reconciled, StandbyNode, SubscriptionLost
+from standby.node import (
+    ClockJumped,
+    Reconciled,
+    StandbyGivenUp,
+    StandbyNode,
+    SubscriptionLost,
+)
 from standby.protocols import Query
 
 pytestmark = pytest.mark.anyio
@@ -163,15 +170,56 @@ async def test_fm15_standby_killed_mid_promotion_never_reuses_its_token(
 
 
 async def test_fm15_a_node_that_gave_up_a_promotion_never_stands_by_for_it_again() -> None:
+    # Its peers count it as the primary of the epoch it gave up, so it is out
+    # of their lineup: it tells the host so (failure mode 33), once, and
+    # refuses every re-accept until the reservation ends.
     cluster = CrashCluster(timing=TIMING)
     async with anyio.create_task_group() as group:
         request = await start_workload(cluster, group)
         await anyio.sleep(300)
         await _promote_sb0_and_kill_it(cluster, before_spawn=True)
         node = await cluster.launch(group, "sb0")
-        with pytest.raises(NodeError, match="already promoted into epoch"):
-            await node.accept(request)
+        for _ in range(2):
+            with pytest.raises(
+                RequestRefused, match=r"already promoted into epoch 1.*reserve another"
+            ):
+                await node.accept(request)
         group.cancel_scope.cancel()
+    [given_up] = events_of(cluster, "sb0", StandbyGivenUp)
+    assert (given_up.workload_id, given_up.epoch) == ("w1", 1)
+    assert given_up.fencing_token == fencing_token(1, 0)
+    assert given_up.until == request.expires_at
+    assert node.counters["standbys_given_up"] == 1
+    assert node.counters["reaccepts_refused"] == 2
+
+
+# --------------------------------------------------------------------------- FM29
+
+
+async def test_fm29_an_ended_primary_refuses_its_workload_from_store_or_relays() -> None:
+    """After a handover, re-accepting is refused: in process, after a restart, without a disk."""
+    cluster = CrashCluster(timing=TIMING)
+    async with anyio.create_task_group() as group:
+        request = await start_workload(cluster, group)
+        await anyio.sleep(300)
+        await cluster.nodes["prime"].handover("w1")
+        await wait_until(lambda: len(starts_of(cluster)) == 2, within=TIMING.silence)
+        await anyio.sleep(60)  # the ended record retired
+        assert cluster.nodes["prime"].status().primary("w1") is None
+        with pytest.raises(RequestRefused, match="until it ended"):
+            await cluster.nodes["prime"].accept(request)
+        cluster.kill("prime")
+        node = await cluster.launch(group, "prime")
+        with pytest.raises(RequestRefused, match="until it ended"):
+            await node.accept(request)  # the store kept the ended record
+        cluster.kill("prime")
+        cluster.disks["prime"] = MemorySlotStore()  # the disk is lost
+        node = await cluster.launch(group, "prime")
+        with pytest.raises(RequestRefused, match="epoch 0 was revoked"):
+            await node.accept(request)  # the relays hold its revocation
+        await anyio.sleep(60)
+        group.cancel_scope.cancel()
+    assert starts_of(cluster) == [("prime", 0), ("sb0", fencing_token(1, 0))]
 
 
 # --------------------------------------------------------------------------- FM16
@@ -209,7 +257,7 @@ async def test_fm16_primary_refuses_a_workload_a_standby_already_took_over() -> 
         cluster.crash("prime")  # host crash: the container is gone too
         await wait_until(lambda: len(cluster.starts()) >= 2, within=3 * TIMING.silence)
         node = await cluster.launch(group, "prime")
-        with pytest.raises(NodeError, match=r"taken over|fenced"):
+        with pytest.raises(RequestRefused, match=r"taken over|fenced"):
             await node.accept(request)
         await anyio.sleep(600)
         group.cancel_scope.cancel()
@@ -336,12 +384,12 @@ async def test_fm21_after_a_claim_shortfall_standby_0_still_goes_first(seed: int
 
 def test_a_transport_with_another_relay_count_than_the_timing_is_refused() -> None:
     cluster = Cluster(timing=TIMING, relays=5)
-    with pytest.raises(NodeError, match=r"5 relays.*relay_count=3"):
+    with pytest.raises(NodeMisuse, match=r"5 relays.*relay_count=3"):
         cluster.make_node("prime")
 
 
 def test_a_runtime_that_stops_later_than_the_fence_grace_is_refused() -> None:
     cluster = Cluster(timing=TIMING)
     slow = MemoryRuntime("prime", stop_grace=TIMING.fence_grace + 1)
-    with pytest.raises(NodeError, match="stop_grace"):
+    with pytest.raises(NodeMisuse, match="stop_grace"):
         cluster.make_node("prime", runtime=slow)

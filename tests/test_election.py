@@ -261,6 +261,17 @@ class TestClaimProtocol:
         assert one(effects, sb.Dropped).reason is sb.DropReason.NOT_A_PEER
         one(effects, sb.PublishClaim)
 
+    def test_fm32_a_claim_on_an_epoch_the_slot_is_past_is_no_news(self) -> None:
+        # The first primary claims epoch 0 when it starts the workload; the
+        # slot is at epoch 0, so neither that claim nor a stranger's on it
+        # is a rival or worth a drop report.
+        driver = Driver()
+        at = prereading(driver)
+        results = [claim(at, signer=PRIMARY, epoch=0, index=0), claim(at, signer=STRANGER, epoch=0)]
+        effects = driver.answer_claims(at + 1, results=results)
+        assert not only(effects, sb.Dropped)
+        one(effects, sb.PublishClaim)
+
     def test_preread_shortfall_retries_later(self) -> None:
         driver = Driver()
         at = prereading(driver)

@@ -97,6 +97,7 @@ EXPECTED = {
     "TransportError",
     "UnsafeTiming",
     "WireError",
+    "WorkloadConflict",
     "WithdrawClaim",
     "WorkloadLifecycle",
     "__version__",
@@ -166,6 +167,7 @@ ERRORS = {
     "TransportError",
     "UnsafeTiming",
     "WireError",
+    "WorkloadConflict",
 }
 
 #: Top-level names that need anyio: loaded on first use, homed in standby.node

@@ -28,6 +28,7 @@ from standby import (
     StoreError,
     Timing,
     Topology,
+    WorkloadConflict,
     fencing_token,
 )
 from standby._errors import IdentityError, NodeError, NotAddressedError, TransportError
@@ -432,6 +433,53 @@ async def test_handover_promotes_without_waiting_out_the_silence() -> None:
     assert [h.restore_from for h in cluster.runtimes["sb0"].running("w1")] == ["s3://snapshots/w1"]
     assert run.end is None
     assert [e.new_primary for e in events_of(cluster, "sb1", PrimaryFollowed)] == ["sb0"]
+
+
+async def test_fm32_a_second_primary_for_the_same_workload_is_refused() -> None:
+    # "other" is a second provider that the consumer (by mistake) names as
+    # primary of a workload id that "prime" already runs with sb0 and sb1.
+    cluster = Cluster(timing=TIMING, standbys=3)
+    cluster.names = [*cluster.names, "other"]
+    cluster.runtimes["other"] = MemoryRuntime("other", record=cluster.record, wall_clock=wall)
+    cluster.stores["other"] = MemorySlotStore()
+    cluster.events["other"] = []
+    first = cluster.request(standbys=["sb0", "sb1"])
+    second = cluster.request(primary="other", standbys=["sb0", "sb1"])
+    async with anyio.create_task_group() as group:
+        await cluster.launch_all(group)
+        for name in ("prime", "sb0", "sb1"):
+            await cluster.nodes[name].accept(first)
+        await anyio.sleep(300)
+        # A standby refuses the second topology loudly, naming both, and
+        # keeps its slot; re-sending the first request stays fine.
+        for name in ("sb0", "sb1"):
+            with pytest.raises(WorkloadConflict) as refused:
+                await cluster.nodes[name].accept(second)
+            assert refused.value.held == ("prime", ("sb0", "sb1"))
+            assert refused.value.requested == ("other", ("sb0", "sb1"))
+            assert "'prime'" in str(refused.value)
+            assert "'other'" in str(refused.value)
+            await cluster.nodes[name].accept(first)
+        # The second primary reads the first one's claim on epoch 0 and
+        # refuses to start a copy beside it.
+        with pytest.raises(WorkloadConflict) as refused:
+            await cluster.nodes["other"].accept(second)
+        assert refused.value.holders == ("prime",)
+        assert refused.value.requested == ("other", ("sb0", "sb1"))
+        # The first primary refuses the id under other standbys.
+        with pytest.raises(WorkloadConflict, match="runs here as primary"):
+            await cluster.nodes["prime"].accept(cluster.request(standbys=["sb2"]))
+        # After a handover (a revocation by prime, a claim and an
+        # announcement by sb0) a primary of yet another topology refuses too.
+        await cluster.nodes["prime"].handover("w1")
+        await wait_until(lambda: len(cluster.starts()) == 2, within=TIMING.silence)
+        with pytest.raises(WorkloadConflict) as refused:
+            await cluster.nodes["sb2"].accept(cluster.request(primary="sb2", standbys=["sb1"]))
+        assert refused.value.holders == ("prime", "sb0")
+        await anyio.sleep(600)
+        group.cancel_scope.cancel()
+    assert cluster.hosts_started() == ["prime", "sb0"]
+    assert cluster.nodes["sb1"].status().slot("w1") is not None
 
 
 async def test_unexpected_exit_on_the_primary_hands_the_workload_over() -> None:

@@ -118,6 +118,38 @@ def test_fm15_a_promotion_adopted_after_a_restart_keeps_its_token_spent() -> Non
     assert any("no longer stands by" in line for line in report.timeline.lines())
 
 
+# ----------------------------------------------------------------------
+# Failure mode 33: a standby that gave a promotion up says so
+# ----------------------------------------------------------------------
+
+
+def test_fm33_a_standby_restarted_mid_promotion_gives_up_once_and_says_so() -> None:
+    # standby-0's host dies in the middle of its promotion (the spawn went
+    # out, the container died with the host); then its node is killed and
+    # restarted ten more times, the host re-sending the request each time.
+    # Before the fix it gave the promotion up without a word: only each
+    # re-accept was refused, so nothing told the host that the workload had
+    # lost a standby.
+    at = _spawned_at()
+    sim = Simulation(seed=0).crash(1200, "primary")
+    sim.kill(at - 2.0, "standby-0", steps=17, host=True)
+    when = at + 10.0
+    for _ in range(10):
+        sim.restart(when, "standby-0", reaccept="with-created-at").kill(when + 5.0, "standby-0")
+        when += 20.0
+    report = sim.restart(when, "standby-0", reaccept="with-created-at").run(until=3600)
+    assert report.ok, report.format()
+    # Its epoch was revoked; standby-1 takes over into the next one.
+    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-1", 2)]
+    lines = report.timeline.lines()
+    gave_up = [line for line in lines if "standby-0   no longer stands by:" in line]
+    assert len(gave_up) == 1, gave_up
+    assert "epoch 1 (token 1048576)" in gave_up[0]
+    refused = [line for line in lines if "request refused" in line]
+    assert len(refused) == 11
+    assert all("reserve another standby" in line for line in refused)
+
+
 def test_a_save_in_flight_when_the_process_dies_is_lost() -> None:
     store = SimulatedStore()
     sim = Simulation(
@@ -159,6 +191,27 @@ def test_fm17_a_primary_thawed_past_its_lease_fences_before_it_heartbeats(seed: 
     assert [p.provider for p in report.promotions] == ["standby-0"]
     after = report.timeline.between(1000, 2400)
     assert not any("primary     heartbeat stamped" in line for line in after)
+
+
+# ----------------------------------------------------------------------
+# Failure mode 29: a fenced primary never restarts its revoked epoch
+# ----------------------------------------------------------------------
+
+
+def test_fm29_a_fenced_primary_never_restarts_its_revoked_epoch() -> None:
+    # The primary is frozen past its lease, fences on waking and revokes
+    # epoch 0; its record retires, and the host restarts it 2 s later and
+    # re-sends the request. Before the fix the re-accept only asked whether a
+    # later epoch was claimed (not yet: standby-1 was still backing off) and
+    # started epoch 0 again with token 0, beside standby-1's epoch 1.
+    sim = Simulation(seed=0).crash(100, "standby-0")
+    sim.pause(600, "primary", duration=70, workload="running")
+    report = sim.restart(676, "primary", reaccept="without-created-at").run(until=2400)
+    assert report.ok, report.format()
+    assert not report.violations_of("token-shared")
+    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-1", 1)]
+    starts = [line for line in report.timeline.lines() if "start container with token 0" in line]
+    assert len(starts) == 1, starts
 
 
 # ----------------------------------------------------------------------
@@ -230,7 +283,7 @@ def test_fm27_a_follower_killed_before_it_saved_the_follow_finds_the_new_primary
     # back with its slot on the old primary, and re-learns the takeover (and
     # its time) from standby-0's announcement before it could claim.
     sim = Simulation(seed=1).crash(600).drop(739.0, 0.3, 1.0, who="standby-0")
-    report = sim.kill(749.42, "standby-1").restart(749.92, "standby-1").run(until=2400)
+    report = sim.kill(749.594, "standby-1").restart(750.094, "standby-1").run(until=2400)
     assert report.ok, report.format()
     assert [p.provider for p in report.promotions] == ["standby-0"]
     follows = [
@@ -239,7 +292,7 @@ def test_fm27_a_follower_killed_before_it_saved_the_follow_finds_the_new_primary
         if "standby-1" in line and "follow standby-0 as primary of epoch 1" in line
     ]
     assert len(follows) == 2
-    assert follows[1] > 749.92
+    assert follows[1] > 750.094
 
 
 # ----------------------------------------------------------------------

@@ -302,7 +302,7 @@ def test_a_primary_cut_off_at_start_never_starts_late() -> None:
     assert [p.provider for p in report.promotions] == ["standby-0"]
     timeline = str(report.timeline)
     assert "container running (epoch 0" not in timeline
-    assert "primary     request refused: NodeError" in timeline
+    assert "primary     request refused: QuorumUnavailable" in timeline
 
 
 def test_a_spawn_slower_than_the_rules_allow_still_gives_one_primary() -> None:

@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from standby import StandbySlot, StoreError, _store
-from standby._state import NodeState, PrimaryRecord, PromotionIntent
+from standby._state import NodeState, PrimaryRecord, PromotionIntent, primary_to_json
 from standby._store import FORMAT, FORMAT_VERSION, JsonFileStore, Sealer, looks_secret
 from standby.protocols import SlotStore
 from standby.wire import Codec
@@ -468,6 +468,18 @@ async def test_journal_keeps_intents_and_primaries(tmp_path: Path) -> None:
     await store.save_state(NodeState(slots=[make_slot("w1")], primaries=[record]))
     state = await JsonFileStore(path, spec_type=Spec).load_state()
     assert (state.intents, state.primaries) == ((), (record,))
+
+
+async def test_fm29_an_ended_primary_record_is_kept_with_its_reason(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    store = JsonFileStore(path, spec_type=Spec, offload=False)
+    running = PrimaryRecord("p1", 0, 0, ("sb0",), EPOCH, EPOCH + 100, True)
+    ended = attrs.evolve(running, ended="fenced")
+    await store.save_state(NodeState(primaries=[running]))
+    await store.save_state(NodeState(primaries=[ended]))  # journalled
+    state = await JsonFileStore(path, spec_type=Spec).load_state()
+    assert state.primaries == (ended,)
+    assert "ended" not in primary_to_json(running)  # older files read the same
 
 
 async def test_a_torn_journal_tail_is_ignored_not_fatal(tmp_path: Path) -> None:

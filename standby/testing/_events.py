@@ -23,6 +23,7 @@ from ..node import (
     QuorumMissed,
     RevocationPublished,
     SlotPhaseChanged,
+    StandbyGivenUp,
     WorkloadCannotStart,
 )
 
@@ -76,6 +77,8 @@ def describe_event(event: Any, base: float) -> Payload | None:
             "gave the workload up: %d spawns failed (last: %s)",
             (event.attempts, event.error or "?"),
         )
+    if kind is StandbyGivenUp:
+        return ("no longer stands by: %s", (event.reason,))
     if kind is PromotedHere:
         return ("promoted: epoch %d, token %d", (event.epoch, event.fencing_token))
     if kind is AnnouncementPublished:
