@@ -36,6 +36,7 @@ __all__ = [
     "RevocationPublished",
     "SlotPhaseChanged",
     "SlotsNotPersisted",
+    "SteppedDown",
     "SubscriptionLost",
 ]
 
@@ -175,6 +176,25 @@ class RevocationPublished:
 
 
 @attrs.frozen
+class SteppedDown:
+    """A workload this node ran as primary of ``epoch`` fenced at once (failure mode 25).
+
+    Its standby ``by`` had claimed or announced (``kind``: ``"claim"`` or
+    ``"announcement"``) the later epoch ``later_epoch``: the workload is being
+    or was taken over, so this primary stopped it whatever its lease said.
+    Under a safe timing its lease has ended by then; seeing this event means
+    a timing outside the safety model, a partition that healed, or a bug.
+    """
+
+    at: float
+    workload_id: str
+    epoch: int
+    later_epoch: int
+    by: str
+    kind: str
+
+
+@attrs.frozen
 class PrimaryFollowed:
     """A peer took over: the slot now stands by for ``new_primary``."""
 
@@ -290,4 +310,5 @@ NodeEvent: TypeAlias = (
     | Reconciled
     | ClockJumped
     | SubscriptionLost
+    | SteppedDown
 )

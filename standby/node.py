@@ -52,6 +52,7 @@ from ._node_events import (
     RevocationPublished,
     SlotPhaseChanged,
     SlotsNotPersisted,
+    SteppedDown,
     SubscriptionLost,
 )
 from ._node_types import NodeStatus, PrimaryStatus, SpawnRequest
@@ -82,6 +83,7 @@ __all__ = [
     "SlotsNotPersisted",
     "SpawnRequest",
     "StandbyNode",
+    "SteppedDown",
     "SubscriptionLost",
 ]
 

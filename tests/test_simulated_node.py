@@ -162,6 +162,35 @@ def test_fm17_a_primary_thawed_past_its_lease_fences_before_it_heartbeats(seed: 
 
 
 # ----------------------------------------------------------------------
+# Failure mode 25: a primary that sees a later epoch steps down at once
+# ----------------------------------------------------------------------
+
+#: The reference provider's timing: a lease (420 s) longer than the silence (180 s).
+OUTSIDE_THE_MODEL = Timing.unsafe_unchecked(lease=420.0, suspect_after=120.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fm25_a_primary_that_sees_a_later_epoch_steps_down_at_once(seed: int) -> None:
+    # Cut off for 300 s: a standby finds it silent and takes over, while the old
+    # primary's 420 s lease still holds when the partition heals, so its
+    # heartbeats renew it again. Only the later epoch it reads can stop it.
+    timing = OUTSIDE_THE_MODEL
+    heal = 900.0
+    sim = Simulation(seed=seed, timing=timing).partition(600, "primary", duration=heal - 600)
+    report = sim.run(until=2400)
+    (promotion,) = report.promotions
+    assert promotion.provider == "standby-0"
+    assert promotion.at < heal
+    (violation,) = report.violations_of("two-live")  # while it could not hear of it
+    end = violation.at + report.double_live_seconds
+    # Once it hears again: at most a heartbeat interval and a read (and the stop).
+    bound = timing.heartbeat_interval + timing.query_timeout + sim.latencies.stop[1] + 1.0
+    assert heal < end <= heal + bound, report.format()
+    assert "still running at the end of the run" not in violation.explanation
+    assert any("primary     lifecycle live -> fenced" in line for line in report.timeline.lines())
+
+
+# ----------------------------------------------------------------------
 # Failure mode 21: every retry keeps the standby order
 # ----------------------------------------------------------------------
 
