@@ -197,6 +197,21 @@ def test_fm25_a_primary_that_sees_a_later_epoch_steps_down_at_once(seed: int) ->
     assert any(reason in line for line in lines)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fm25_a_primary_thawed_after_a_takeover_stops_within_the_fence_grace(seed: int) -> None:
+    # The failure mode as it was seen: a paused VM thaws after a standby took over,
+    # with 170 s of its 420 s lease left. Held messages reach it as it thaws.
+    sim = Simulation(seed=seed, timing=OUTSIDE_THE_MODEL)
+    report = sim.pause(600, "primary", duration=250, workload="frozen").run(until=2400)
+    assert report.ok, report.format()
+    assert [p.provider for p in report.promotions] == ["standby-0"]
+    assert report.double_live_seconds == 0
+    stopped = next(
+        line for line in report.timeline.lines() if "primary     stopped container" in line
+    )
+    assert float(stopped.split()[0]) - 850 <= OUTSIDE_THE_MODEL.fence_grace
+
+
 # ----------------------------------------------------------------------
 # Failure mode 21: every retry keeps the standby order
 # ----------------------------------------------------------------------
