@@ -121,7 +121,7 @@ class Heartbeats(Generic[SpecT]):
             if active:
                 if anyio.current_time() >= read_at:
                     # Has a standby claimed a later epoch of ours (FM25)? Once per
-                    # interval, beside the heartbeat, not before it.
+                    # interval, in a task of its own: it never delays the heartbeat.
                     read_at = next_at
                     self.node.io.spawn(self.node.stepdown.read)
                 await self.send()
