@@ -16,9 +16,14 @@ States (``LifecycleState``)::
                                \\--attempts exhausted--> FAILED (reclaim a stopped container)
 
     any state --expires_at--> EXPIRED (stop)
+    any state before an end --a standby's later epoch seen--> FENCED (stop, then revoke)
 
 Only a workload with standbys fences on quorum loss (failure mode 6); one
 without standbys stays up until it expires, restarting by its policy.
+
+A primary that sees one of its standbys claim or announce a later epoch of
+its workload fences at once, whatever its lease says (failure mode 25):
+defence in depth for a timing outside the safety model, or a bug.
 """
 
 from __future__ import annotations
@@ -120,6 +125,11 @@ class WorkloadLifecycle:
         self._acks: dict[str, float] = {}
         #: Acknowledgements ignored because their heartbeat was stamped after the lease end.
         self.late_acks = 0
+        #: The later epoch, and the standby that claimed or announced it, that made
+        #: this primary step down (``None``: it did not).
+        self.superseded: tuple[int, str] | None = None
+        #: Claims and announcements ignored: not a later epoch, or not by a standby.
+        self.ignored_takeovers = 0
         self._lease_floor = -math.inf
         self._live_since = -math.inf
         self._start_requested = False
@@ -343,6 +353,35 @@ class WorkloadLifecycle:
             else:
                 self._revocation_due = now + self.timing.heartbeat_interval
         self._advance(now, effects)
+        return effects
+
+    def takeover_seen(self, now: float, epoch: int, by: str) -> list[LifecycleEffect]:
+        """Standby ``by`` claimed or announced ``epoch`` of this workload (signed by ``by``).
+
+        A later epoch than this primary's, from one of its standbys, means
+        the workload is being (or was) taken over: the primary fences at
+        once, whatever its lease says (failure mode 25). Under a safe timing
+        the lease has ended before any standby may claim, so this changes
+        nothing there; outside it (a lease longer than the silence, a
+        partition that heals, a bug) it ends the overlap as soon as the
+        primary hears of the takeover. Like every fence it stops the
+        container and then publishes the revocation: a claim can still be
+        withdrawn (its spawn failed) and this provider's heartbeat goes on
+        for its other workloads, so the remaining standbys need the
+        revocation to take over. Anything else (an epoch not later than
+        this one, a signer that is not one of the standbys) is ignored and
+        counted in :attr:`ignored_takeovers`; so is nothing once the
+        workload has ended.
+        """
+        effects: list[LifecycleEffect] = []
+        self._advance(now, effects)
+        if self.state in _TERMINAL:
+            return effects
+        if by not in self.standbys or epoch <= self.epoch:
+            self.ignored_takeovers += 1
+            return effects
+        self.superseded = (epoch, by)
+        self._fence(now, f"{by} claimed or announced the later epoch {epoch}", effects)
         return effects
 
     def handover(

@@ -4,6 +4,7 @@ The node is put together from one part per concern, each in its own module:
 :class:`~standby._node_standby.StandbySide` (the election and promotions),
 :class:`~standby._node_primary.PrimarySide` (the lifecycles and containers of
 the workloads it runs), :class:`~standby._node_heartbeat.Heartbeats`,
+:class:`~standby._node_stepdown.StepDown` (a primary that sees a later epoch),
 :class:`~standby._node_restart.Restart` (reconciliation on entry),
 :class:`~standby._node_store.Persistence`,
 :class:`~standby._node_subscriptions.Subscriptions`, and one
@@ -49,6 +50,7 @@ from ._node_observe import Observer
 from ._node_primary import PrimarySide
 from ._node_restart import Restart
 from ._node_standby import StandbySide
+from ._node_stepdown import StepDown
 from ._node_store import Persistence
 from ._node_subscriptions import Subscriptions
 from ._node_types import NodeStatus, PrimaryStatus, SpawnRequest
@@ -129,10 +131,16 @@ class StandbyNode(Generic[SpecT]):
         self.persistence = Persistence(store, timing, self.observer, self._collect)
         self.standby: StandbySide[SpecT] = StandbySide(self)
         self.primary: PrimarySide[SpecT] = PrimarySide(self)
+        self.stepdown: StepDown[SpecT] = StepDown(self)
         self.heartbeat: Heartbeats[SpecT] = Heartbeats(self)
         self.reconciler: Restart[SpecT] = Restart(self)
         self.subscriptions = Subscriptions(
-            transport, timing, self.observer, self.election, self.standby.on_envelope
+            transport,
+            timing,
+            self.observer,
+            self.election,
+            self.standby.on_envelope,
+            self.stepdown.authors,
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._running = False

@@ -37,6 +37,7 @@ __all__ = [
     "SlotPhaseChanged",
     "SlotsNotPersisted",
     "StandbyGivenUp",
+    "SteppedDown",
     "SubscriptionLost",
     "WorkloadCannotStart",
 ]
@@ -174,6 +175,25 @@ class RevocationPublished:
     workload_id: str
     epoch: int
     acked: frozenset[str]
+
+
+@attrs.frozen
+class SteppedDown:
+    """A workload this node ran as primary of ``epoch`` fenced at once (failure mode 25).
+
+    Its standby ``by`` had claimed or announced (``kind``: ``"claim"`` or
+    ``"announcement"``) the later epoch ``later_epoch``: the workload is being
+    or was taken over, so this primary stopped it whatever its lease said.
+    Under a safe timing its lease has ended by then; seeing this event means
+    a timing outside the safety model, a partition that healed, or a bug.
+    """
+
+    at: float
+    workload_id: str
+    epoch: int
+    later_epoch: int
+    by: str
+    kind: str
 
 
 @attrs.frozen
@@ -331,4 +351,5 @@ NodeEvent: TypeAlias = (
     | ClockJumped
     | SubscriptionLost
     | WorkloadCannotStart
+    | SteppedDown
 )

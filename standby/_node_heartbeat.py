@@ -110,14 +110,20 @@ class Heartbeats(Generic[SpecT]):
                 node.io.spawn(self.primary.renew, workload_id, record, end)
 
     async def loop(self) -> None:
-        """The heartbeat task (it also polls the containers, once per interval)."""
+        """The heartbeat task (once per interval it also polls the containers, reads the claims)."""
         interval = self.node.timing.heartbeat_interval
         polled = -math.inf
+        read_at = -math.inf
         while True:
             self._now = wake = anyio.Event()
             next_at = anyio.current_time() + interval
             active = self.primary.active()
             if active:
+                if anyio.current_time() >= read_at:
+                    # Has a standby claimed a later epoch of ours (FM25)? Once per
+                    # interval, in a task of its own: it never delays the heartbeat.
+                    read_at = next_at
+                    self.node.io.spawn(self.node.stepdown.read)
                 await self.send()
                 # A heartbeat sent early (a workload just started or promoted)
                 # does not poll every container again: once per interval.

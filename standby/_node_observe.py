@@ -47,6 +47,7 @@ from ._node_events import (
     SlotPhaseChanged,
     SlotsNotPersisted,
     StandbyGivenUp,
+    SteppedDown,
     SubscriptionLost,
     WorkloadCannotStart,
 )
@@ -472,6 +473,36 @@ class Observer:
             role="primary",
         )
         self.emit(LifecycleChanged(now, workload_id, effect.old, effect.new, effect.reason))
+
+    def stepped_down(
+        self, now: float, workload_id: str, epoch: int, later: int, by: str, kind: str
+    ) -> None:
+        """A primary saw its standby's later epoch and fences at once (FM25)."""
+        self.count("stepped_down")
+        self.log(
+            logging.WARNING,
+            "stepping down from epoch %d: standby %s published a %s of the later epoch %d",
+            epoch,
+            by,
+            kind,
+            later,
+            workload_id=workload_id,
+            role="primary",
+        )
+        self.emit(SteppedDown(now, workload_id, epoch, later, by, kind))
+
+    def takeover_ignored(self, workload_id: str, epoch: int, by: str, kind: str) -> None:
+        """A claim or announcement that does not supersede the primary (not later, a stranger)."""
+        self.count("takeovers_ignored")
+        self.log(
+            logging.DEBUG,
+            "ignored a %s of epoch %d by %s: not a later epoch by one of the standbys",
+            kind,
+            epoch,
+            by,
+            workload_id=workload_id,
+            role="primary",
+        )
 
     def retired(self, workload_id: str, state: str) -> None:
         self.log(

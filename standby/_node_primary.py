@@ -265,6 +265,7 @@ class PrimarySide(Generic[SpecT]):
         workload_id = record.lifecycle.workload_id
         self.records[workload_id] = record
         self.schedule(workload_id)
+        self.node.subscriptions.refresh()  # hear its standbys' claims (FM25)
 
     def handover(self, now: float, workload_id: str, state_uri: str | None, reason: str) -> None:
         record = self.records.get(workload_id)
@@ -357,6 +358,7 @@ class PrimarySide(Generic[SpecT]):
             del self.records[workload_id]
             self._due.pop(workload_id, None)
             self.node.persistence.mark_dirty()
+            self.node.subscriptions.refresh()
             self.observer.retired(workload_id, lifecycle.state.value)
 
     # -- containers ----------------------------------------------------------------

@@ -12,6 +12,7 @@ from ._effects import Announce, SlotRemoved
 from ._lifecycle import Never
 from ._models import LeaseRevocation, PromotionAnnouncement, PromotionClaim
 from ._protocols import Query, RunningWorkload
+from ._relay_messages import takeover_epoch
 from ._state import NodeState, PrimaryRecord, PromotionIntent
 
 if TYPE_CHECKING:
@@ -154,13 +155,10 @@ class Restart(Generic[SpecT]):
             mine = envelope.signer == node.me
             if isinstance(message, LeaseRevocation):
                 _raise(found.revoked, message.workload_id, message.epoch)
-            elif isinstance(message, PromotionClaim):
-                if message.withdrawn or mine:
-                    continue
-                _raise(found.claimed, message.workload_id, message.epoch)
-            elif isinstance(message, PromotionAnnouncement):
-                # An announcement without an epoch (an older peer) still means a takeover.
-                epoch = message.epoch if message.epoch is not None else 1
+            elif isinstance(message, (PromotionClaim, PromotionAnnouncement)):
+                epoch = takeover_epoch(message)
+                if epoch is None or (mine and isinstance(message, PromotionClaim)):
+                    continue  # withdrawn, or a claim of ours (we withdraw those ourselves)
                 _raise(found.announced if mine else found.claimed, message.workload_id, epoch)
             else:
                 continue

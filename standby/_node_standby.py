@@ -228,6 +228,8 @@ class StandbySide(Generic[SpecT]):
         self.observer.count("messages")
         if envelope.signer == self.node.me:
             return
+        if self.node.stepdown.on_envelope(envelope):
+            return  # a claim or announcement of a workload run here as primary
         message = envelope.message
         if not isinstance(message, Heartbeat) and message.workload_id not in self.election.slots:
             # The subscription filters by author only: a peer's message about

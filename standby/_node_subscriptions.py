@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -36,12 +36,15 @@ class Subscriptions:
         observer: Observer,
         election: StandbyElection[Any],
         deliver: Callable[[Envelope[Message]], None],
+        primaries: Callable[[], Iterable[str]] = frozenset,
     ) -> None:
         self.transport = transport
         self.timing = timing
         self.observer = observer
         self.election = election
         self.deliver = deliver
+        #: The standbys of the workloads this node runs as primary (failure mode 25).
+        self.primaries = primaries
         self.failures = 0
         self._changed: anyio.Event | None = None
 
@@ -51,18 +54,19 @@ class Subscriptions:
     def interest(self) -> Query | None:
         """The live subscription: sized by primaries and peers, not by slots.
 
-        It names the authors only (the primaries and peers of the slots), so
-        a thousand slots of one primary need the same small request as one;
-        messages about workloads without a slot here are dropped by the
-        standby side. It changes only when the set of authors does.
+        It names the authors only (the primaries and peers of the slots, and
+        the standbys of the workloads run here as primary, whose claims and
+        announcements make a primary step down), so a thousand slots of one
+        primary need the same small request as one; messages about workloads
+        neither held nor run here are dropped by the standby side. It
+        changes only when the set of authors does.
         """
-        slots = self.election.slots
-        if not slots:
-            return None
-        authors: set[str] = set()
-        for slot in slots.values():
+        authors: set[str] = set(self.primaries())
+        for slot in self.election.slots.values():
             authors.add(slot.primary)
             authors.update(slot.peers)
+        if not authors:
+            return None
         return Query(kinds=MESSAGE_KINDS, authors=authors)
 
     def refresh(self) -> None:

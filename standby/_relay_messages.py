@@ -38,6 +38,7 @@ __all__ = [
     "message_kind",
     "message_timestamp",
     "newest_per_key",
+    "takeover_epoch",
     "unexpected_author",
 ]
 
@@ -83,6 +84,20 @@ def message_timestamp(message: Message) -> float:
     if isinstance(message, PromotionAnnouncement):
         return message.promoted_at
     raise TypeError(f"not a relay message: {message!r:.80}")
+
+
+def takeover_epoch(message: Message) -> int | None:
+    """The epoch a claim or announcement takes over (``None``: it takes nothing over).
+
+    A withdrawn claim takes nothing over. An announcement without an epoch
+    (from a peer that predates epochs) still means a takeover, of epoch 1 at
+    least.
+    """
+    if isinstance(message, PromotionClaim):
+        return None if message.withdrawn else message.epoch
+    if isinstance(message, PromotionAnnouncement):
+        return 1 if message.epoch is None else message.epoch
+    return None
 
 
 def addressable_key(signer: str, message: Message) -> tuple[str, ...]:

@@ -53,6 +53,7 @@ from ._node_events import (
     SlotPhaseChanged,
     SlotsNotPersisted,
     StandbyGivenUp,
+    SteppedDown,
     SubscriptionLost,
     WorkloadCannotStart,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "SpawnRequest",
     "StandbyGivenUp",
     "StandbyNode",
+    "SteppedDown",
     "SubscriptionLost",
     "WorkloadCannotStart",
 ]

@@ -309,6 +309,43 @@ def test_submodule_surfaces_are_pinned() -> None:
     assert {"encode", "decode", "Codec"} <= set(standby.wire.__all__)
 
 
+NODE_EVENTS = {
+    "AnnouncementPublished",
+    "ClaimCompared",
+    "ClaimPublished",
+    "ClockJumped",
+    "ContainerExited",
+    "ContainerStarted",
+    "ContainerStarting",
+    "ContainerStopped",
+    "HeartbeatPublished",
+    "InputDropped",
+    "LifecycleChanged",
+    "OperationFailed",
+    "PrimaryFollowed",
+    "PromotedHere",
+    "QuorumMissed",
+    "Reconciled",
+    "RevocationPublished",
+    "SlotPhaseChanged",
+    "SlotsNotPersisted",
+    "SteppedDown",
+    "SubscriptionLost",
+    "StandbyGivenUp",
+    "WorkloadCannotStart",
+}
+
+
+def test_node_events_are_pinned() -> None:
+    import typing
+
+    import standby.node
+
+    names = {kind.__name__ for kind in typing.get_args(standby.node.NodeEvent)}
+    assert names == NODE_EVENTS
+    assert set(standby.node.__all__) >= NODE_EVENTS
+
+
 def test_library_logging_is_silent_by_default() -> None:
     import logging
 

@@ -207,6 +207,71 @@ class TestHandover:
         assert revoked.revocation.epoch == 3
 
 
+class TestLaterEpoch:
+    """Failure mode 25: a primary that sees a standby's later epoch steps down at once."""
+
+    def test_fm25_a_later_epoch_from_a_standby_fences_at_once_whatever_the_lease(self) -> None:
+        machine = live(primary())
+        assert machine.holds_lease(START + 5)
+        effects = machine.takeover_seen(START + 5, 1, "b")
+        assert machine.state is sb.LifecycleState.FENCED
+        assert machine.superseded == (1, "b")
+        changed = one(effects, sb.StateChanged)
+        assert (changed.old, changed.new) == (sb.LifecycleState.LIVE, sb.LifecycleState.FENCED)
+        assert "epoch 1" in one(effects, sb.StopContainer).reason
+        assert only(effects, sb.PublishRevocation) == []  # stop first, always
+        # Then the revocation, as after every fence: the claim may yet be withdrawn,
+        # and the other standbys must not wait for a silence that never comes.
+        revoked = one(machine.container_stopped(START + 6), sb.PublishRevocation).revocation
+        assert (revoked.epoch, revoked.standbys) == (0, ("a", "b"))
+        ack_all(machine, START + 7, START + 7)
+        assert machine.state is sb.LifecycleState.FENCED  # heartbeats never bring it back
+
+    def test_a_primary_not_started_yet_gives_the_workload_up(self) -> None:
+        machine = primary()
+        machine.start(START)
+        effects = machine.takeover_seen(START + 1, 2, "a")
+        assert machine.state is sb.LifecycleState.FENCED
+        one(effects, sb.StopContainer)
+        one(effects, sb.PublishRevocation)  # nothing was started: nothing to wait for
+        ack_all(machine, START + 2, START + 2)
+        assert machine.next_deadline() is None
+
+    @pytest.mark.parametrize(("epoch", "by"), [(3, "b"), (2, "b"), (4, "P"), (4, "mallory")])
+    def test_an_epoch_not_later_or_not_by_a_standby_is_ignored_and_counted(
+        self, epoch: int, by: str
+    ) -> None:
+        machine = sb.WorkloadLifecycle.promoted(
+            workload_id="w",
+            me="A",
+            timing=T,
+            now=START,
+            standbys=("b",),
+            epoch=3,
+            fencing_token=sb.fencing_token(3, 0),
+            lease_from=START,
+        )
+        deadline = machine.next_deadline()
+        assert machine.takeover_seen(START + 1, epoch, by) == []
+        assert machine.state is sb.LifecycleState.LIVE
+        assert (machine.superseded, machine.ignored_takeovers) == (None, 1)
+        assert machine.next_deadline() == deadline
+        machine.takeover_seen(START + 2, 4, "b")
+        assert machine.state is sb.LifecycleState.FENCED
+
+    def test_once_ended_a_later_epoch_changes_nothing(self) -> None:
+        machine = live(primary())
+        machine.tick(START + T.lease)
+        assert machine.state is sb.LifecycleState.FENCED
+        assert machine.takeover_seen(START + T.lease + 1, 1, "a") == []
+        assert (machine.superseded, machine.ignored_takeovers) == (None, 0)
+
+    def test_a_workload_without_standbys_has_nobody_to_step_down_for(self) -> None:
+        machine = live(primary(standbys=()))
+        assert machine.takeover_seen(START + 1, 1, "a") == []
+        assert machine.state is sb.LifecycleState.LIVE
+
+
 class TestRestartPolicy:
     def test_never_ends_in_failed_and_checks_before_reclaiming(self) -> None:
         machine = live(primary(standbys=(), restart=sb.Never()))

@@ -25,6 +25,8 @@ from standby import (
     LeaseRevocation,
     LifecycleState,
     Phase,
+    PromotionAnnouncement,
+    PromotionClaim,
     StoreError,
     Timing,
     Topology,
@@ -48,10 +50,12 @@ from standby.node import (
     OperationFailed,
     PrimaryFollowed,
     PromotedHere,
+    RevocationPublished,
     SlotPhaseChanged,
     SlotsNotPersisted,
     SpawnRequest,
     StandbyNode,
+    SteppedDown,
 )
 from standby.protocols import Query, QueryResult, SlotStore
 
@@ -521,6 +525,144 @@ async def test_atomic_claims_transport_uses_compare_and_set() -> None:
     lost = events_of(cluster, "sb1", ClaimCompared)
     assert all(not e.won and e.holder == "sb0" for e in lost)
     assert cluster.record.max_concurrent("w1") == 1
+
+
+# --------------------------------------------------------------------------- a later epoch (FM25)
+
+
+class DeafSubscriptions(ForwardingTransport):
+    """A transport whose live subscription never delivers anything (every message missed)."""
+
+    def subscribe(self, query: Query) -> Any:
+        return _Silent()
+
+
+class BlindReads(ForwardingTransport):
+    """A transport whose queries find nothing once ``blind`` is set (no relay answers)."""
+
+    blind = False
+
+    async def query(self, query: Query, *, timeout: float) -> QueryResult:  # noqa: ASYNC109
+        if self.blind:
+            return QueryResult((), frozenset())
+        return await super().query(query, timeout=timeout)
+
+
+class _Silent:
+    def __aiter__(self) -> _Silent:
+        return self
+
+    async def __anext__(self) -> Any:
+        await anyio.sleep_forever()
+
+    async def aclose(self) -> None:
+        pass
+
+
+def primary_stops(cluster: Cluster) -> list[float]:
+    """Wall times at which the primary's node stopped a container of ``w1``."""
+    return [EPOCH + e.at for e in cluster.record.of_kind("stopped", "w1") if e.host == "prime"]
+
+
+async def test_fm25_a_primary_that_hears_a_later_epoch_stops_its_container_at_once() -> None:
+    cluster = Cluster(timing=TIMING)
+    blind = BlindReads(cluster.network.transport("prime"))
+    async with anyio.create_task_group() as group:
+        await cluster.launch(group, "prime", transport=blind)  # the standbys: identities only
+        await start_workload(cluster, group)
+        blind.blind = True  # from here on only the live subscription can tell it
+        await anyio.sleep(120)
+        status = cluster.nodes["prime"].status().primary("w1")
+        assert status is not None
+        assert status.lease_end is not None
+        assert status.lease_end > wall() + 30  # the lease alone would let it run on
+        announced = wall()
+        announcement = PromotionAnnouncement(
+            workload_id="w1",
+            new_primary="sb1",
+            promoted_at=announced,
+            epoch=1,
+            fencing_token=fencing_token(1, 1),
+        )
+        await cluster.network.transport("sb1").publish(announcement, timeout=5)
+        await wait_until(lambda: bool(primary_stops(cluster)), within=10, step=0.1)
+        await anyio.sleep(TIMING.heartbeat_interval)
+        group.cancel_scope.cancel()
+
+    # Heard on the live subscription: stopped at once, well inside its lease.
+    [stopped] = primary_stops(cluster)
+    assert stopped - announced < 2
+    [down] = events_of(cluster, "prime", SteppedDown)
+    assert (down.workload_id, down.epoch, down.later_epoch) == ("w1", 0, 1)
+    assert (down.by, down.kind) == ("sb1", "announcement")
+    fenced = events_of(cluster, "prime", LifecycleChanged)[-1]
+    assert fenced.new is LifecycleState.FENCED
+    assert "later epoch 1" in fenced.reason
+    [revoked] = events_of(cluster, "prime", RevocationPublished)
+    assert revoked.epoch == 0
+    assert cluster.nodes["prime"].counters["stepped_down"] == 1
+
+
+async def test_fm25_a_claim_the_subscription_missed_is_read_within_a_heartbeat_interval() -> None:
+    cluster = Cluster(timing=TIMING)
+    deaf = DeafSubscriptions(cluster.network.transport("prime"))
+    async with anyio.create_task_group() as group:
+        await cluster.launch(group, "prime", transport=deaf)
+        await start_workload(cluster, group)
+        await anyio.sleep(90)
+        claimed = wall()
+        claim = PromotionClaim(
+            workload_id="w1",
+            epoch=1,
+            fencing_token=fencing_token(1, 0),
+            claimant="sb0",
+            standby_index=0,
+            claimed_at=claimed,
+        )
+        await cluster.network.transport("sb0").publish(claim, timeout=5)
+        await wait_until(lambda: bool(primary_stops(cluster)), within=2 * TIMING.heartbeat_interval)
+        group.cancel_scope.cancel()
+
+    [stopped] = primary_stops(cluster)
+    assert stopped - claimed <= TIMING.heartbeat_interval + TIMING.query_timeout + 1
+    [down] = events_of(cluster, "prime", SteppedDown)
+    assert (down.later_epoch, down.by, down.kind) == (1, "sb0", "claim")
+
+
+async def test_fm25_a_stranger_an_old_epoch_or_a_withdrawal_makes_no_primary_step_down() -> None:
+    cluster = Cluster(timing=TIMING)
+    async with anyio.create_task_group() as group:
+        await cluster.launch(group, "prime")
+        await start_workload(cluster, group)
+        await anyio.sleep(30)
+        now = wall()
+
+        def claim(epoch: int, *, by: str = "sb0", withdrawn: bool = False) -> PromotionClaim:
+            index = 0 if by == "sb0" else 5
+            return PromotionClaim(
+                workload_id="w1",
+                epoch=epoch,
+                fencing_token=fencing_token(epoch, index),
+                claimant=by,
+                standby_index=index,
+                claimed_at=now,
+                withdrawn=withdrawn,
+            )
+
+        await cluster.network.transport("mallory").publish(claim(1, by="mallory"), timeout=5)
+        await cluster.network.transport("sb0").publish(claim(0), timeout=5)
+        await cluster.network.transport("sb1").publish(
+            attrs.evolve(claim(1, withdrawn=True), claimant="sb1", standby_index=1), timeout=5
+        )
+        await anyio.sleep(3 * TIMING.heartbeat_interval)
+        group.cancel_scope.cancel()
+
+    assert primary_state(cluster, "prime") is LifecycleState.LIVE
+    assert primary_stops(cluster) == []
+    assert events_of(cluster, "prime", SteppedDown) == []
+    counters = cluster.nodes["prime"].counters
+    assert counters.get("stepped_down", 0) == 0
+    assert counters["takeovers_ignored"] >= 2  # the stranger's and the old epoch, read again
 
 
 # --------------------------------------------------------------------------- host surface

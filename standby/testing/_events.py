@@ -24,6 +24,7 @@ from ..node import (
     RevocationPublished,
     SlotPhaseChanged,
     StandbyGivenUp,
+    SteppedDown,
     WorkloadCannotStart,
 )
 
@@ -102,6 +103,11 @@ def describe_event(event: Any, base: float) -> Payload | None:
         return (
             "quorum shortfall at %s: %d of %d relays",
             (event.stage, event.answered, event.needed),
+        )
+    if kind is SteppedDown:
+        return (
+            "stepping down from epoch %d: %s published a %s of epoch %d",
+            (event.epoch, event.by, event.kind, event.later_epoch),
         )
     if kind is LifecycleChanged:
         return ("lifecycle %s -> %s (%s)", (event.old.value, event.new.value, event.reason))
