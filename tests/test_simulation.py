@@ -239,8 +239,10 @@ def test_fm31_a_primary_clock_stepped_back_leaves_no_two_live(enforced: bool) ->
     nothing) stops at the lease's end in true time, not ten minutes later.
     """
     factory = {} if enforced else {"runtime_factory": partial(memory_runtime, enforce_leases=False)}
-    report = Simulation(seed=3, **factory).skew_clock(300, "primary", -600).run(until=1800)
-    assert any("max_clock_skew" in note for note in report.outside_model)
+    report = Simulation(seed=3, **factory).step_clock(300, "primary", -600).run(until=1800)
+    assert "primary's clock stepped -600 s > max_clock_skew=20 s at t=300.000" in (
+        report.outside_model
+    )
     assert [p.provider for p in report.promotions] == ["standby-0"]
     assert report.double_live_seconds == 0, report.format()
     assert report.ok, report.format()
@@ -623,6 +625,7 @@ PUBLIC = {
     "SkewClock",
     "SlowSpawn",
     "StandbyStateMachine",
+    "StepClock",
     "StorageWrite",
     "Timeline",
     "Violation",
