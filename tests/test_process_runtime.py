@@ -130,6 +130,11 @@ async def process_harness(state_dir: Path) -> AsyncIterator[RuntimeHarness]:
         f'#!/bin/sh\nif [ -e "{slow_flag}" ]; then sleep 0.5; fi\nexec {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)
+    # The supervisors' wall clock, through their test hook (failure mode 31).
+    clock_offset = state_dir.parent / f"clock-{mark}"
+    clock_offset.write_text("0")
+    hook_before = os.environ.get(TEST_CLOCK_OFFSET_ENV)
+    os.environ[TEST_CLOCK_OFFSET_ENV] = str(clock_offset)
 
     def make() -> ProcessRuntime:
         return ProcessRuntime(
@@ -173,6 +178,10 @@ async def process_harness(state_dir: Path) -> AsyncIterator[RuntimeHarness]:
         nonlocal runtime
         del runtime
 
+    async def step_clock(seconds: float) -> None:
+        offset = float(clock_offset.read_text()) + seconds
+        clock_offset.write_text(repr(offset))
+
     try:
         yield RuntimeHarness(
             runtime=runtime,
@@ -195,11 +204,16 @@ async def process_harness(state_dir: Path) -> AsyncIterator[RuntimeHarness]:
             ],
             reopen=reopen,
             abandon=abandon,
+            step_clock=step_clock,
             lease=LEASE,
             tolerance=0.15,
             timeout=10.0,
         )
     finally:
+        if hook_before is None:
+            os.environ.pop(TEST_CLOCK_OFFSET_ENV, None)
+        else:
+            os.environ[TEST_CLOCK_OFFSET_ENV] = hook_before
         slow_flag.unlink(missing_ok=True)
         sweep(state_dir)
         assert marked(mark) == [], "a conformance check left a workload running"

@@ -26,9 +26,10 @@ What it does, in order:
    neither extend nor shorten a lease it holds (failure mode 31). A
    renewal replaces ``RUN_DIR/share/lease`` (write, then rename); the
    supervisor reads that file each time it wakes (at least every
-   ``_MAX_NAP`` seconds) and takes a later value as a renewal, unless its
-   deadline has already passed: a lease that ran out is never revived. A
-   deadline never moves earlier.
+   ``_MAX_NAP`` seconds, and at the deadline before it acts on it) and
+   takes a later value as a renewal. A deadline never moves earlier. The
+   runtime writes no renewal once the lease it holds has run out, so a
+   lease that ran out is not revived.
 5. At the lease end, on ``SIGTERM``/``SIGHUP``/``SIGINT`` (a stop), or when
    the workload exits by itself: ``SIGTERM`` to the workload's process group
    (or ``kill -s TERM`` to the container), ``SIGKILL`` after ``kill_after``
@@ -290,13 +291,12 @@ class _Supervisor:
                 value = float(lease.read().strip())
         except (OSError, ValueError):
             return
-        mono = time.monotonic()
-        # An older or equal value is no renewal, and a lease that ran out
-        # stays out whatever the file says now.
-        if value <= self.lease_end or mono >= self.deadline:
+        # An older or equal value is no renewal (a lease never shrinks).
+        if value <= self.lease_end:
             return
         self.lease_end = value
-        self.deadline = max(self.deadline, lease_deadline(value, self.wall_clock(), mono))
+        due = lease_deadline(value, self.wall_clock(), time.monotonic())
+        self.deadline = max(self.deadline, due)
 
     def watch(self) -> str:
         while True:
