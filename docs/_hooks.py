@@ -28,8 +28,9 @@ from typing import Any, NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 
-#: Failure modes of the safety model (SAFETY.md): each needs a named test.
-FAILURE_MODES = range(1, 22)
+#: Failure modes of the safety model (SAFETY.md, then docs/failure-modes.md):
+#: each needs a named test. Numbers 22-30 are assigned on other branches.
+FAILURE_MODES = (*range(1, 22), 31)
 
 TESTS_PAGE = "failure-mode-tests.md"
 
