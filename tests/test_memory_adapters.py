@@ -473,7 +473,7 @@ async def test_shared_record_detects_overlap_across_hosts() -> None:
     ]
 
 
-async def test_fm31_a_wall_clock_step_back_never_extends_a_lease() -> None:
+async def test_fm31_a_wall_clock_step_back_never_extends_a_lease_in_memory() -> None:
     """Failure mode 31: the lease end is held as a monotonic deadline from its receipt on."""
     step = [0.0]
 
