@@ -131,6 +131,9 @@ class WorkloadLifecycle:
         #: Claims and announcements ignored: not a later epoch, or not by a standby.
         self.ignored_takeovers = 0
         self._lease_floor = -math.inf
+        #: No lease ends after this (on the current wall clock): set when the
+        #: clock steps back (failure mode 31).
+        self._lease_cap = math.inf
         self._live_since = -math.inf
         self._start_requested = False
         self._restart_at: float | None = None
@@ -212,7 +215,7 @@ class WorkloadLifecycle:
         base = self._lease_floor if stamp is None else max(stamp, self._lease_floor)
         if base == -math.inf:
             return None
-        return base + self.timing.lease
+        return min(base + self.timing.lease, self._lease_cap)
 
     def holds_lease(self, now: float) -> bool:
         """Whether the lease is valid at ``now``."""
@@ -278,6 +281,24 @@ class WorkloadLifecycle:
             self.late_acks += 1
         elif timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
             self._acks[relay] = timestamp
+        self._advance(now, effects)
+        return effects
+
+    def clock_stepped_back(self, now: float, seconds: float) -> list[LifecycleEffect]:
+        """The wall clock fell ``seconds`` behind the monotonic clock (failure mode 31).
+
+        Read on the stepped clock, the lease held so far would end
+        ``seconds`` later in true time than it was granted for; from now on
+        it ends ``seconds`` earlier on this clock, that is when it would
+        have ended without the step, and no later heartbeat moves it past
+        that: the standbys measured the silence on their own clocks, which
+        did not step. A primary whose clock stepped back therefore gives up
+        each replicated workload when the lease it held runs out.
+        """
+        effects: list[LifecycleEffect] = []
+        end = self.lease_end()
+        if seconds > 0 and end is not None:
+            self._lease_cap = min(self._lease_cap, end - seconds)
         self._advance(now, effects)
         return effects
 

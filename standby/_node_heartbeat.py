@@ -30,7 +30,10 @@ class Heartbeats(Generic[SpecT]):
     Before anything is sent the lifecycles are brought up to the present
     (failure mode 17): a wall clock that moved further than the monotonic
     clock since the last look (a paused VM, a clock step) counts as a pause,
-    and leases that ran out meanwhile fence first.
+    and leases that ran out meanwhile fence first. A wall clock that fell
+    behind the monotonic clock by more than ``max_clock_skew`` (a step
+    back) does not lengthen any lease: each ends when it would have without
+    the step (failure mode 31).
     """
 
     def __init__(self, node: StandbyNode[SpecT]) -> None:
@@ -65,6 +68,13 @@ class Heartbeats(Generic[SpecT]):
             if abs(wall_step - mono_step) > self.node.timing.max_clock_skew:
                 jumped = True
                 self.observer.clock_jumped(now, wall_step, mono_step)
+                if wall_step < mono_step:
+                    # A step back: no lease may last longer for it (FM31).
+                    back = mono_step - wall_step
+                    for workload_id in list(self.primary.records):
+                        self.primary.call(
+                            workload_id, lambda lc: lc.clock_stepped_back(now, back), now
+                        )
         if every or jumped:
             self.primary.tick_all(now)
         return now

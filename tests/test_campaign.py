@@ -14,6 +14,8 @@ from standby.testing import (
     RelayAmnesia,
     Simulation,
     SimulationReport,
+    SkewClock,
+    StepClock,
     random_faults,
     run_campaign,
 )
@@ -63,6 +65,25 @@ def test_random_schedules_stay_within_the_model() -> None:
         assert not any(isinstance(f, RelayAmnesia) for f in faults)
         report = Simulation(seed=seed, faults=faults).run(until=1.0)
         assert report.outside_model == ()
+
+
+def test_random_clock_steps_keep_every_clock_within_half_the_bound() -> None:
+    timing = Timing()
+    half = timing.max_clock_skew / 2
+    steps = 0
+    for seed in range(300):
+        faults = random_faults(random.Random(seed), timing=timing, standbys=2, horizon=2000.0)
+        offsets: dict[str, float] = {}
+        for fault in faults:
+            if isinstance(fault, SkewClock):
+                offsets[fault.who] = fault.offset
+            elif isinstance(fault, StepClock):
+                steps += 1
+                assert fault.delta != 0
+                assert abs(fault.delta) <= timing.max_clock_skew
+                offsets[fault.who] = offsets.get(fault.who, 0.0) + fault.delta
+                assert abs(offsets[fault.who]) < half, (seed, faults)
+    assert steps > 10
 
 
 def test_campaign_is_deterministic_and_reports_each_run() -> None:

@@ -169,6 +169,29 @@ class TestLease:
         machine.revocation_published(retry + 1, ["r1", "r2"])
         assert machine.next_deadline() is None
 
+    def test_fm31_a_clock_step_back_ends_the_lease_when_it_would_have_ended(self) -> None:
+        machine = live(primary())
+        ack_all(machine, START + 60, START + 60)
+        held = START + 60 + T.lease
+        # 10 s later in true time the clock reads 600 s earlier.
+        stepped = START + 70 - 600
+        assert machine.clock_stepped_back(stepped, 610.0) == []
+        assert machine.lease_end() == held - 610
+        # A heartbeat stamped on the stepped clock renews nothing.
+        ack_all(machine, stepped + 60, stepped + 60)
+        assert machine.lease_end() == held - 610
+        assert machine.next_deadline() == held - 610
+        assert one(machine.tick(held - 610), sb.StopContainer).reason == "lease expired"
+        assert machine.state is sb.LifecycleState.FENCED
+        # Nor does one stamped past the old acknowledgements, ten minutes on.
+        ack_all(machine, START + 200, START + 200)
+        assert machine.state is sb.LifecycleState.FENCED
+
+    def test_fm31_no_step_back_leaves_the_lease_alone(self) -> None:
+        machine = live(primary())
+        machine.clock_stepped_back(START + 1, 0.0)
+        assert machine.lease_end() == START + T.lease
+
 
 class TestHandover:
     def test_handover_fences_now_then_revokes(self) -> None:

@@ -473,6 +473,32 @@ async def test_shared_record_detects_overlap_across_hosts() -> None:
     ]
 
 
+async def test_fm31_a_wall_clock_step_back_never_extends_a_lease_in_memory() -> None:
+    """Failure mode 31: the lease end is held as a monotonic deadline from its receipt on."""
+    step = [0.0]
+
+    def host_clock() -> float:
+        return wall() + step[0]
+
+    runtime = MemoryRuntime("alice", wall_clock=host_clock, stop_grace=1.0)
+    handle = await runtime.spawn(
+        None, workload_id="w1", fencing_token=1, lease_end=host_clock() + 10
+    )
+    await anyio.sleep(4)
+    await runtime.renew(handle, host_clock() + 10)  # now ends at t=14, stopped by t=15
+    step[0] = -600.0  # the host's wall clock steps back ten minutes
+    assert runtime.lease_end(handle) == EPOCH + 14  # a Unix time 610 s ahead of the clock now
+    # The node, on the stepped clock, renews with an end before the one held: ignored.
+    await runtime.renew(handle, host_clock() + 10)
+    await anyio.sleep(30)
+    assert await runtime.status(handle) == "stopped"
+    assert [(e.kind, e.at) for e in runtime.events if e.kind != "spawn"] == [
+        ("started", 0.0),
+        ("renewed", 4.0),
+        ("expired", 15.0),
+    ]
+
+
 async def test_runtime_rejects_foreign_handles() -> None:
     alice, bob = MemoryRuntime("alice"), MemoryRuntime("bob")
     handle = await alice.spawn(None, workload_id="w1", fencing_token=1, lease_end=math.inf)

@@ -27,6 +27,7 @@ import pytest
 from _podman import Podman, podman_fixture  # noqa: F401
 
 from standby import SpawnError
+from standby.adapters._supervisor import TEST_CLOCK_OFFSET_ENV
 from standby.adapters.podman import PodmanHandle, PodmanRuntime
 from standby.protocols import ChecksSpecs, ContainerRuntime
 from standby.testing import RUNTIME_CHECKS, RuntimeHarness, check_container_runtime
@@ -79,6 +80,16 @@ async def podman_harness(
     podman: Podman, state_dir: Path, provider: str
 ) -> AsyncIterator[RuntimeHarness]:
     runtime = runtime_for(podman, state_dir, provider)
+    # The supervisors' wall clock, through their test hook (failure mode 31).
+    clock_offset = state_dir.parent / f"clock-{uuid.uuid4().hex}"
+    clock_offset.parent.mkdir(parents=True, exist_ok=True)
+    clock_offset.write_text("0")
+    hook_before = os.environ.get(TEST_CLOCK_OFFSET_ENV)
+    os.environ[TEST_CLOCK_OFFSET_ENV] = str(clock_offset)
+
+    async def step_clock(seconds: float) -> None:
+        offset = float(clock_offset.read_text()) + seconds
+        clock_offset.write_text(repr(offset))
 
     async def env_var(handle: Any, name: str) -> str | None:
         return (await exec_in(podman, handle, "sh", "-c", f'echo "${{{name}-}}"')) or None
@@ -111,29 +122,36 @@ async def podman_harness(
         del runtime
 
     spec = {"image": podman.image, "command": SLEEPER}
-    yield RuntimeHarness(
-        runtime=runtime,
-        spec=spec,
-        failing_spec=lambda: {"image": "localhost/standby-no-such-image:1"},
-        token_of=token_of,
-        restore_of=restore_of,
-        workload_id_of=workload_id_of,
-        lease_end_of=lease_end_of,
-        running_count=running_count,
-        slow_spec=lambda: spec,
-        bad_specs=[
-            ("busybox", "mapping"),
-            ({"command": ["sleep", "1"]}, "image"),
-            ({"image": podman.image, "command": "sleep 1"}, "command"),
-            ({"image": "localhost/standby-absent:0"}, "not present locally"),
-            ({"image": podman.image, "command": ["no-such-program"]}, "not found"),
-        ],
-        reopen=reopen,
-        abandon=abandon,
-        lease=LEASE,
-        tolerance=0.3,
-        timeout=60.0,
-    )
+    try:
+        yield RuntimeHarness(
+            runtime=runtime,
+            spec=spec,
+            failing_spec=lambda: {"image": "localhost/standby-no-such-image:1"},
+            token_of=token_of,
+            restore_of=restore_of,
+            workload_id_of=workload_id_of,
+            lease_end_of=lease_end_of,
+            running_count=running_count,
+            slow_spec=lambda: spec,
+            bad_specs=[
+                ("busybox", "mapping"),
+                ({"command": ["sleep", "1"]}, "image"),
+                ({"image": podman.image, "command": "sleep 1"}, "command"),
+                ({"image": "localhost/standby-absent:0"}, "not present locally"),
+                ({"image": podman.image, "command": ["no-such-program"]}, "not found"),
+            ],
+            reopen=reopen,
+            abandon=abandon,
+            step_clock=step_clock,
+            lease=LEASE,
+            tolerance=0.3,
+            timeout=60.0,
+        )
+    finally:
+        if hook_before is None:
+            os.environ.pop(TEST_CLOCK_OFFSET_ENV, None)
+        else:
+            os.environ[TEST_CLOCK_OFFSET_ENV] = hook_before
 
 
 # The whole suite takes about 30 s of real containers: it runs on trio; the

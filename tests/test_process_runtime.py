@@ -26,6 +26,7 @@ import anyio
 import pytest
 
 from standby import SpawnError
+from standby.adapters._supervisor import TEST_CLOCK_OFFSET_ENV
 from standby.adapters.process import ProcessHandle, ProcessRuntime
 from standby.protocols import ContainerRuntime
 from standby.testing import RUNTIME_CHECKS, RuntimeHarness, check_container_runtime
@@ -129,6 +130,11 @@ async def process_harness(state_dir: Path) -> AsyncIterator[RuntimeHarness]:
         f'#!/bin/sh\nif [ -e "{slow_flag}" ]; then sleep 0.5; fi\nexec {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)
+    # The supervisors' wall clock, through their test hook (failure mode 31).
+    clock_offset = state_dir.parent / f"clock-{mark}"
+    clock_offset.write_text("0")
+    hook_before = os.environ.get(TEST_CLOCK_OFFSET_ENV)
+    os.environ[TEST_CLOCK_OFFSET_ENV] = str(clock_offset)
 
     def make() -> ProcessRuntime:
         return ProcessRuntime(
@@ -172,6 +178,10 @@ async def process_harness(state_dir: Path) -> AsyncIterator[RuntimeHarness]:
         nonlocal runtime
         del runtime
 
+    async def step_clock(seconds: float) -> None:
+        offset = float(clock_offset.read_text()) + seconds
+        clock_offset.write_text(repr(offset))
+
     try:
         yield RuntimeHarness(
             runtime=runtime,
@@ -194,11 +204,16 @@ async def process_harness(state_dir: Path) -> AsyncIterator[RuntimeHarness]:
             ],
             reopen=reopen,
             abandon=abandon,
+            step_clock=step_clock,
             lease=LEASE,
             tolerance=0.15,
             timeout=10.0,
         )
     finally:
+        if hook_before is None:
+            os.environ.pop(TEST_CLOCK_OFFSET_ENV, None)
+        else:
+            os.environ[TEST_CLOCK_OFFSET_ENV] = hook_before
         slow_flag.unlink(missing_ok=True)
         sweep(state_dir)
         assert marked(mark) == [], "a conformance check left a workload running"
@@ -329,6 +344,37 @@ async def test_a_cooperative_workload_reads_its_renewed_lease(state_dir: Path) -
     seen = [float(v) for v in runtime.output_file(handle).read_text().split()]
     await runtime.stop(handle)
     assert seen == [first, first + 10, first + 20]
+
+
+async def test_fm31_a_wall_clock_step_back_never_extends_a_lease(
+    state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failure mode 31: the supervisor holds the lease on the monotonic clock.
+
+    The supervisor's wall clock (shifted through its test hook) steps back
+    ten minutes once it holds the lease; the workload still stops at the
+    lease end, not ten minutes later.
+    """
+    offset = tmp_path / "clock-offset"
+    offset.write_text("0")
+    monkeypatch.setenv(TEST_CLOCK_OFFSET_ENV, str(offset))
+    runtime = ProcessRuntime(state_dir, stop_grace=GRACE)
+    handle = await runtime.spawn(
+        {"argv": ["sleep", "300"]},
+        workload_id="w",
+        fencing_token=1,
+        lease_end=time.time() + LEASE,
+    )
+    assert group_alive(handle.pgid)
+    offset.write_text("-600")
+    exit_file = runtime.state_dir / handle.run_id / "exit.json"
+    # Bounded wait: with the lease read against the wall clock it would take 600 s.
+    with anyio.fail_after(LEASE + GRACE + 10):
+        while not exit_file.exists():  # noqa: ASYNC110 - polls the OS
+            await anyio.sleep(0.02)
+    assert json.loads(exit_file.read_text())["reason"] == "lease-expired"
+    assert not group_alive(handle.pgid)
+    assert await runtime.status(handle) == "stopped"
 
 
 async def test_list_reports_only_this_providers_live_workloads(state_dir: Path) -> None:

@@ -45,14 +45,19 @@ async def memory_runtime(
     anyio_backend: Any, *, enforce_leases: bool = True
 ) -> AsyncIterator[RuntimeHarness]:
     record = RuntimeRecord()
+    step = [0.0]  # what step_clock() added to the host's wall clock
     if virtual(anyio_backend):
 
         def wall_clock() -> float:
-            return EPOCH + anyio.current_time()
+            return EPOCH + anyio.current_time() + step[0]
 
         lease, grace = 1.0, 0.5
     else:
-        wall_clock, lease, grace = time.time, 0.05, 0.02
+
+        def wall_clock() -> float:
+            return time.time() + step[0]
+
+        lease, grace = 0.05, 0.02
 
     def make() -> MemoryRuntime:
         return MemoryRuntime(
@@ -97,6 +102,9 @@ async def memory_runtime(
         nonlocal runtime
         del runtime
 
+    async def step_clock(seconds: float) -> None:
+        step[0] += seconds
+
     yield RuntimeHarness(
         runtime=runtime,
         spec={"image": "app:1"},
@@ -109,6 +117,7 @@ async def memory_runtime(
         slow_spec=slow_spec,
         reopen=reopen,
         abandon=abandon,
+        step_clock=step_clock,
         wall_clock=wall_clock,
         lease=lease,
         tolerance=0.001 if virtual(anyio_backend) else 0.02,
@@ -217,3 +226,42 @@ async def test_the_suite_catches_a_spawn_error_that_names_nothing(anyio_backend:
 
     error = r"\[bad_spec\] the SpawnError must name the problem"
     await _suite_catches(anyio_backend, vague, "bad_spec", error)
+
+
+class WallClockRuntime(MemoryRuntime):
+    """A supervisor that compares the lease end with the wall clock at every look."""
+
+    def _rebound(self) -> None:
+        for handle_id in self._state.running:
+            left = self._state.leases[handle_id] + self.stop_grace - self.wall_clock()
+            self._state.deadlines[handle_id] = anyio.current_time() + left
+
+    async def status(self, handle: Any) -> Any:
+        self._rebound()
+        return await super().status(handle)
+
+
+async def test_the_suite_catches_a_lease_held_on_the_wall_clock(anyio_backend: Any) -> None:
+    """Failure mode 31: a step back of the wall clock must not extend the lease."""
+
+    @contextlib.asynccontextmanager
+    async def broken() -> AsyncIterator[RuntimeHarness]:
+        async with memory_runtime(anyio_backend) as harness:
+            runtime = harness.runtime
+            assert isinstance(runtime, MemoryRuntime)
+            yield attrs.evolve(
+                harness,
+                runtime=WallClockRuntime(
+                    "conformance-host",
+                    record=runtime.record,
+                    wall_clock=runtime.wall_clock,
+                    stop_grace=runtime.stop_grace,
+                ),
+            )
+
+    with pytest.raises(AssertionError, match=r"\[clock_step\] .*failure mode 31"):
+        await check_container_runtime(broken, only={"clock_step"})
+    report = await check_container_runtime(
+        lambda: memory_runtime(anyio_backend), only={"clock_step"}
+    )
+    assert report.passed == ("clock_step",)

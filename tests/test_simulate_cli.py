@@ -114,6 +114,30 @@ def test_process_faults_and_broken_adapters(capsys: pytest.CaptureFixture[str]) 
     assert "Pause(at=600.0, who='@primary', duration=400.0, workload='running')" in out
 
 
+def test_fm31_step_clock_steps_the_primary_clock_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Ten minutes back on the primary's clock, on hosts whose runtime enforces
+    # no lease: the node alone must stop the workload before the takeover.
+    status, out = simulate(
+        capsys,
+        "--step-clock",
+        "primary@300:-600",
+        "--no-lease-enforcement",
+        "--until",
+        "1800",
+        "--timeline",
+    )
+    assert status == 0, out
+    assert "StepClock(at=300.0, who='primary', delta=-600.0)" in out
+    assert "primary's clock stepped -600 s > max_clock_skew=20 s at t=300.000" in out
+    assert "promotions: 1" in out
+    assert "double-live: 0.000 s" in out
+    status, out = simulate(capsys, "--step-clock", "standby-0@100:5", "--crash-primary-at", "600")
+    assert status == 0, out
+    assert "outside the safety model" not in out
+
+
 def test_campaign_over_two_workers_matches_one(capsys: pytest.CaptureFixture[str]) -> None:
     one = simulate(capsys, "--runs", "6", "--seed", "5", "--until", "1200")
     two = simulate(capsys, "--runs", "6", "--seed", "5", "--until", "1200", "--workers", "2")
@@ -159,6 +183,13 @@ def test_bad_arguments_exit_two(argv: list[str], capsys: pytest.CaptureFixture[s
         (["--partition-primary", "5:inf"], "argument --partition-primary: expected T or T:"),
         (["--partition-primary=-1:5"], "T >= 0 and DURATION > 0"),
         (["--seed", "x"], "argument --seed: invalid int value"),
+        (["--step-clock", "primary@10"], "argument --step-clock: expected NAME@T:DELTA"),
+        (["--step-clock", "@10:5"], "argument --step-clock: expected NAME@T..."),
+        (["--step-clock", "primary@10:soon"], "bad clock step 'soon'"),
+        (["--step-clock", "primary@10:nan"], "finite number of seconds other than 0"),
+        (["--step-clock", "primary@10:0"], "finite number of seconds other than 0"),
+        (["--step-clock", "primary@later:5"], "bad time 'later'"),
+        (["--step-clock=primary@-1:5"], "times must be >= 0"),
     ],
 )
 def test_bad_numbers_are_one_line_on_stderr_and_exit_two(
@@ -242,6 +273,7 @@ def test_through_python_dash_m_standby(capsys: pytest.CaptureFixture[str]) -> No
     [
         ["simulate", "--until", "nan"],
         ["simulate", "--partition-primary", "nan"],
+        ["simulate", "--step-clock", "primary@10:-x"],
         ["demo", "--log-level", "LOUD"],
     ],
 )

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from functools import partial
 from typing import Any
 
 import attrs
@@ -34,6 +35,7 @@ from standby.testing import (
     Partition,
     Simulation,
     SimulationReport,
+    memory_runtime,
 )
 
 T = Timing()
@@ -225,6 +227,26 @@ def test_clock_skew_within_the_bound_is_safe_and_beyond_it_is_reported() -> None
     assert report.outside_model == ()
     beyond = Simulation(seed=17).skew_clock(10, "standby-0", 3 * T.max_clock_skew).run(until=60)
     assert any("max_clock_skew" in note for note in beyond.outside_model)
+
+
+@pytest.mark.parametrize("enforced", [True, False], ids=["supervisor", "node-alone"])
+def test_fm31_a_primary_clock_stepped_back_leaves_no_two_live(enforced: bool) -> None:
+    """Failure mode 31: ten minutes back on the primary's clock extend no lease.
+
+    The standbys ignore the primary's heartbeats, now stamped in their past,
+    and one takes over a silence later. The runtime holds the lease on the
+    monotonic clock; the node itself (alone, with a runtime that enforces
+    nothing) stops at the lease's end in true time, not ten minutes later.
+    """
+    factory = {} if enforced else {"runtime_factory": partial(memory_runtime, enforce_leases=False)}
+    report = Simulation(seed=3, **factory).step_clock(300, "primary", -600).run(until=1800)
+    assert "primary's clock stepped -600 s > max_clock_skew=20 s at t=300.000" in (
+        report.outside_model
+    )
+    assert [p.provider for p in report.promotions] == ["standby-0"]
+    assert report.double_live_seconds == 0, report.format()
+    assert report.ok, report.format()
+    assert "fenced (lease expired)" in str(report.timeline)
 
 
 def test_slow_spawn_beyond_the_timeout_is_cancelled_then_retried() -> None:
@@ -603,6 +625,7 @@ PUBLIC = {
     "SkewClock",
     "SlowSpawn",
     "StandbyStateMachine",
+    "StepClock",
     "StorageWrite",
     "Timeline",
     "Violation",

@@ -18,6 +18,7 @@ import attrs
 from .._errors import RuntimeFailure, SpawnError
 from .._protocols import ContainerStatus, RunningWorkload
 from ._runtime import OrderedRuntime, SpawnOrder
+from ._supervisor import lease_deadline
 
 __all__ = ["MemoryHandle", "MemoryRuntime", "RunInterval", "RuntimeEvent", "RuntimeRecord"]
 
@@ -77,7 +78,9 @@ class _Host:
         self.known: dict[int, MemoryHandle] = {}
         #: handle id -> lease end (the host's wall clock, Unix seconds)
         self.leases: dict[int, float] = {}
-        #: handle id -> the instant of the record's clock at which the lease runs out
+        #: handle id -> the instant of the record's clock (virtual, monotonic)
+        #: at which the lease runs out: fixed when the lease end is received,
+        #: so a later step of the host's wall clock does not move it (FM31)
         self.deadlines: dict[int, float] = {}
 
 
@@ -239,10 +242,12 @@ class MemoryRuntime(OrderedRuntime[MemoryHandle]):
     host runs lives in the shared :class:`RuntimeRecord`, so containers
     outlive the runtime object (and the node) that started them, a fresh
     ``MemoryRuntime`` for the same host and record lists them (adoption),
-    and each stops on its own at its lease end (checked with ``wall_clock``,
-    the host's clock in Unix seconds; tests pass ``lambda: EPOCH +
-    anyio.current_time()``). ``enforce_leases=False`` turns the supervisor
-    off, to show what goes wrong without it (failure mode 14).
+    and each stops on its own at its lease end (read against ``wall_clock``,
+    the host's clock in Unix seconds, when the lease end is received and
+    then kept on the monotonic clock, so a later step of the wall clock
+    does not move it; tests pass ``lambda: EPOCH + anyio.current_time()``).
+    ``enforce_leases=False`` turns the supervisor off, to show what goes
+    wrong without it (failure mode 14).
 
     Several hosts share one record (``record=``), so a test can check that
     two of them never ran a workload at once. Spawns take ``spawn_latency``
@@ -303,11 +308,19 @@ class MemoryRuntime(OrderedRuntime[MemoryHandle]):
         )
 
     def _bound(self, handle_id: int, lease_end: float) -> None:
+        """Take ``lease_end`` as received now: the supervisor's rule (failure mode 31).
+
+        It becomes a deadline on the monotonic (virtual) clock at once, the
+        same :func:`~._supervisor.lease_deadline` the real supervisor uses;
+        a deadline never moves earlier.
+        """
         state = self._state
         state.leases[handle_id] = lease_end
         if self.enforce_leases:
-            remaining = lease_end + self._stop_grace - self.wall_clock()
-            state.deadlines[handle_id] = anyio.current_time() + remaining
+            due = lease_deadline(
+                lease_end + self._stop_grace, self.wall_clock(), anyio.current_time()
+            )
+            state.deadlines[handle_id] = max(state.deadlines.get(handle_id, -math.inf), due)
 
     def fail_spawns(
         self, count: int = 1, *, workload_id: str | None = None, error: str = "injected failure"

@@ -19,10 +19,17 @@ What it does, in order:
    child.
 3. Writes ``RUN_DIR/record.json`` (its pid and start time, the workload's
    pid or container id), then reports ready.
-4. Sleeps until the lease end read from ``RUN_DIR/share/lease``; a renewal
-   replaces that file (write, then rename), so at the old end it reads the
-   new one and sleeps on. A lease never shrinks, so it never needs waking
-   early for a renewal.
+4. Sleeps until the lease runs out. The lease end is a Unix time (the
+   node's wall clock); the supervisor turns it into a deadline on the
+   monotonic clock the moment it receives it (:func:`lease_deadline`), at
+   the start and at each renewal, so a later step of the wall clock can
+   neither extend nor shorten a lease it holds (failure mode 31). A
+   renewal replaces ``RUN_DIR/share/lease`` (write, then rename); the
+   supervisor reads that file each time it wakes (at least every
+   ``_MAX_NAP`` seconds, and at the deadline before it acts on it) and
+   takes a later value as a renewal. A deadline never moves earlier. The
+   runtime writes no renewal once the lease it holds has run out, so a
+   lease that ran out is not revived.
 5. At the lease end, on ``SIGTERM``/``SIGHUP``/``SIGINT`` (a stop), or when
    the workload exits by itself: ``SIGTERM`` to the workload's process group
    (or ``kill -s TERM`` to the container), ``SIGKILL`` after ``kill_after``
@@ -43,13 +50,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["TEST_CLOCK_OFFSET_ENV", "lease_deadline", "main"]
 
 #: ``prctl`` options (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
-#: Longest single sleep: a wall clock that jumps is noticed within this.
+#: Longest single sleep: a renewal is noticed within this.
 _MAX_NAP = 0.5
+#: For tests only: names a file holding seconds added to the supervisor's
+#: wall clock (re-read at each look, so a test can step the clock of a
+#: running supervisor). Unset, the supervisor reads ``time.time()``.
+TEST_CLOCK_OFFSET_ENV = "STANDBY_SUPERVISOR_TEST_CLOCK_OFFSET"
 #: How long the container engine's CLI may take for one command.
 _CLI_TIMEOUT = 30.0
 
@@ -63,6 +74,37 @@ def _on_stop(_signum: int, _frame: object) -> None:
 
 def _on_child(_signum: int, _frame: object) -> None:
     """Nothing to do: the wakeup fd ends the current nap."""
+
+
+def lease_deadline(lease_end: float, wall_now: float, mono_now: float) -> float:
+    """The instant on the monotonic clock at which a lease ending at ``lease_end`` runs out.
+
+    ``lease_end`` is a Unix time; ``wall_now`` and ``mono_now`` are the wall
+    and monotonic clocks read together when the lease end is received (at
+    the start and at each renewal). Enforcing the result instead of
+    ``lease_end`` keeps a later step of the wall clock from extending the
+    lease (failure mode 31). One rule for every runtime here: the
+    supervisor and :class:`~standby.adapters.memory.MemoryRuntime` both
+    call it.
+    """
+    return mono_now + (lease_end - wall_now)
+
+
+def _wall_clock() -> Callable[[], float]:
+    """The wall clock: ``time.time``, or shifted by the test hook's offset file."""
+    path = os.environ.get(TEST_CLOCK_OFFSET_ENV)
+    if not path:
+        return time.time
+
+    def shifted() -> float:
+        try:
+            with open(path, encoding="ascii") as source:
+                offset = float(source.read().strip() or 0.0)
+        except (OSError, ValueError):
+            offset = 0.0
+        return time.time() + offset
+
+    return shifted
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -122,7 +164,10 @@ class _Supervisor:
         self.launch = launch
         self.wakeup = wakeup
         self.lease_file = os.path.join(run_dir, "share", "lease")
+        self.wall_clock = _wall_clock()
+        #: The latest lease end received (Unix time), and its monotonic deadline.
         self.lease_end = float(launch["lease_end"])
+        self.deadline = lease_deadline(self.lease_end, self.wall_clock(), time.monotonic())
         self.kill_after = float(launch["kill_after"])
         self.mode = str(launch["mode"])
         self.leader: int | None = None
@@ -239,16 +284,19 @@ class _Supervisor:
             return self.leader_status is not None
         return self.waiter is not None and self.waiter.poll() is not None
 
-    def _read_lease(self) -> float:
+    def _take_renewal(self) -> None:
+        """Move the deadline by a renewal found in the lease file (if any)."""
         try:
             with open(self.lease_file, encoding="ascii") as lease:
                 value = float(lease.read().strip())
         except (OSError, ValueError):
-            return self.lease_end
-        # A lease never shrinks: an older value read from a half-renewed
-        # state is ignored.
-        self.lease_end = max(self.lease_end, value)
-        return self.lease_end
+            return
+        # An older or equal value is no renewal (a lease never shrinks).
+        if value <= self.lease_end:
+            return
+        self.lease_end = value
+        due = lease_deadline(value, self.wall_clock(), time.monotonic())
+        self.deadline = max(self.deadline, due)
 
     def watch(self) -> str:
         while True:
@@ -256,7 +304,8 @@ class _Supervisor:
                 return "stopped"
             if self._workload_ended():
                 return "exited"
-            remaining = self._read_lease() - time.time()
+            self._take_renewal()
+            remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 return "lease-expired"
             self._nap(remaining)

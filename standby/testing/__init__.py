@@ -64,6 +64,7 @@ from ._faults import (
     Restart,
     SkewClock,
     SlowSpawn,
+    StepClock,
 )
 from ._report import (
     BASE_TIME,
@@ -136,6 +137,7 @@ __all__ = [
     "SkewClock",
     "SlowSpawn",
     "StandbyStateMachine",
+    "StepClock",
     "StorageWrite",
     "Timeline",
     "Violation",

@@ -30,6 +30,7 @@ from ._faults import (
     Restart,
     SkewClock,
     SlowSpawn,
+    StepClock,
 )
 from ._names import provider_names, relay_names
 from ._report import SimulationReport, Violation
@@ -52,11 +53,11 @@ def random_faults(
     containers surviving or not), restarts (the request sent again with or
     without ``created_at``, or not at all), pauses (the workload frozen with
     the node or running on), partitions (healing by themselves), message
-    loss, delay and duplication, replays, forgeries, clock skew within
-    ``max_clock_skew`` (every clock within half the bound of true time, so
-    any two differ by at most the bound) and slow or failing container
-    starts. Never a relay that loses events or an unsafe timing. Sorted by
-    time.
+    loss, delay and duplication, replays, forgeries, clocks set or stepped
+    (forward or back) within ``max_clock_skew`` (every clock stays within
+    half the bound of true time, so any two differ by at most the bound and
+    no step exceeds it) and slow or failing container starts. Never a relay
+    that loses events or an unsafe timing. Sorted by time.
     """
     providers = provider_names(standbys)
     relays = relay_names(timing.relay_count)
@@ -119,10 +120,16 @@ def random_faults(
             faults.append(Replay(when, rng.randint(1, 5), rng.choice([None, *providers])))
         elif roll < 0.79:
             faults.append(Forge(when, rng.choice(FORGE_KINDS), "mallory"))
-        elif roll < 0.86:
+        elif roll < 0.825:
             half = timing.max_clock_skew / 2
             faults.append(
                 SkewClock(when, rng.choice(providers), round(rng.uniform(-half, half), 3))
+            )
+        elif roll < 0.86:
+            # Kept within the bound below, once the schedule is in order.
+            bound = timing.max_clock_skew
+            faults.append(
+                StepClock(when, rng.choice(providers), round(rng.uniform(-bound, bound), 3))
             )
         elif roll < 0.91:
             extra = round(rng.uniform(0.1, 1.5 * timing.spawn_timeout), 3)
@@ -132,7 +139,32 @@ def random_faults(
         else:
             faults.append(Handover(when, CURRENT_PRIMARY))
     faults.sort(key=lambda f: f.at)
-    return faults
+    return _clocks_within(faults, timing.max_clock_skew / 2)
+
+
+#: Margin under half the skew bound, so that float sums of steps stay inside it.
+_CLOCK_MARGIN = 0.01
+
+
+def _clocks_within(faults: list[Fault], half: float) -> list[Fault]:
+    """``faults`` with each clock step shortened so every clock stays within ``half`` of true."""
+    limit = max(half - _CLOCK_MARGIN, 0.0)
+    offsets: dict[str, float] = {}
+    kept: list[Fault] = []
+    for fault in faults:
+        if isinstance(fault, SkewClock):
+            offsets[fault.who] = fault.offset
+        elif isinstance(fault, StepClock):
+            before = offsets.get(fault.who, 0.0)
+            after = min(max(before + fault.delta, -limit), limit)
+            delta = round(after - before, 3)
+            if delta == 0:
+                continue
+            offsets[fault.who] = before + delta
+            kept.append(StepClock(fault.at, fault.who, delta))
+            continue
+        kept.append(fault)
+    return kept
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

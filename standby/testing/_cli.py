@@ -36,6 +36,7 @@ from ._faults import (
     Partition,
     Pause,
     Restart,
+    StepClock,
 )
 from ._simulation import Simulation, memory_runtime
 from ._world import SimulatedStore
@@ -180,6 +181,23 @@ def _freeze_spec(text: str) -> Pause:
     return Pause(_seconds(at, text), name, length, mode or "frozen")
 
 
+def _step_clock_spec(text: str) -> StepClock:
+    """``NAME@T:DELTA``: step NAME's wall clock by DELTA seconds at T (negative: back)."""
+    name, rest = _split_target(text)
+    at, colon, delta = rest.partition(":")
+    if not colon or not delta:
+        raise argparse.ArgumentTypeError(f"expected NAME@T:DELTA, got {text!r}")
+    try:
+        seconds = float(delta)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad clock step {delta!r} in {text!r}") from None
+    if not math.isfinite(seconds) or seconds == 0:
+        raise argparse.ArgumentTypeError(
+            f"the clock step must be a finite number of seconds other than 0 in {text!r}"
+        )
+    return StepClock(_seconds(at, text), name, seconds)
+
+
 _positive_int = integer_at_least(1)
 _count = integer_at_least(0)
 
@@ -258,6 +276,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with ':running' the node process only (repeatable)",
     )
     parser.add_argument(
+        "--step-clock",
+        type=_step_clock_spec,
+        action="append",
+        default=[],
+        metavar="NAME@T:DELTA",
+        help="step NAME's wall clock by DELTA seconds at T, negative DELTA back (repeatable); "
+        "a step or a spread of the clocks beyond max_clock_skew is outside the safety model",
+    )
+    parser.add_argument(
         "--no-lease-enforcement",
         action="store_true",
         help="hosts whose runtime does not stop containers at their lease end (failure mode 14)",
@@ -313,6 +340,7 @@ def _scenario(args: argparse.Namespace) -> list[Fault]:
     faults.extend(args.crash)
     faults.extend(args.restart)
     faults.extend(args.freeze)
+    faults.extend(args.step_clock)
     return sorted(faults, key=lambda f: f.at)
 
 

@@ -72,6 +72,10 @@ class RuntimeHarness:
         Drop the owner of ``runtime`` without a clean shutdown (kill the
         process that holds it, or forget the object): no ``stop``, no
         ``renew`` comes after it. The check then uses ``reopen()``.
+    ``step_clock(seconds)``
+        Step the wall clock that the runtime's lease enforcement reads by
+        ``seconds`` (negative: back), the monotonic clock untouched: a
+        test hook of the runtime, or its simulated clock.
 
     Time: ``wall_clock`` gives Unix seconds (what ``lease_end`` is measured
     in), ``sleep`` waits (``anyio.sleep`` for real runtimes; a simulated one
@@ -93,6 +97,7 @@ class RuntimeHarness:
     bad_specs: Sequence[tuple[Any, str]] = ()
     reopen: Callable[[], Awaitable[ContainerRuntime]] | None = None
     abandon: Callable[[], Awaitable[None]] | None = None
+    step_clock: Callable[[float], Awaitable[None]] | None = None
     wall_clock: Callable[[], float] = time.time
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep
     lease: float = 1.0
@@ -105,6 +110,8 @@ RuntimeHarnessFactory: TypeAlias = Callable[[], AbstractAsyncContextManager[Runt
 
 #: A lease end far enough away that no check ever reaches it.
 _FAR = 3600.0
+#: How far ``clock_step`` steps the wall clock back: ten minutes.
+_STEP_BACK = 600.0
 
 
 async def _bounded(harness: RuntimeHarness, call: Awaitable[Any]) -> Any:
@@ -477,6 +484,30 @@ async def _check_abandoned(harness: RuntimeHarness) -> None:
             await _stop_quietly(harness, fresh, handle)
 
 
+async def _check_clock_step(harness: RuntimeHarness) -> None:
+    check = "clock_step"
+    step_clock = probe(harness.step_clock, "step_clock() to step the runtime's wall clock")
+    runtime = harness.runtime
+    lease_end = harness.wall_clock() + harness.lease
+    async with _running(
+        harness, runtime, workload=unique("step"), token=1, lease_end=lease_end
+    ) as handle:
+        await step_clock(-_STEP_BACK)
+        try:
+            # On the monotonic clock: the wall clock now reads ten minutes early.
+            await harness.sleep(harness.lease + runtime.stop_grace + harness.tolerance)
+            status = await _bounded(harness, runtime.status(handle))
+        finally:
+            await step_clock(_STEP_BACK)
+        if status == "running":
+            raise fail(
+                check,
+                f"the workload still runs after lease_end + stop_grace once the wall clock "
+                f"stepped back {_STEP_BACK:g} s: the runtime must turn the lease end into a "
+                "deadline on a monotonic clock when it receives it (failure mode 31)",
+            )
+
+
 _RUNTIME_CHECKS: tuple[tuple[str, Callable[[RuntimeHarness], Awaitable[None]]], ...] = (
     ("lifecycle", _check_lifecycle),
     ("restore", _check_restore),
@@ -490,6 +521,7 @@ _RUNTIME_CHECKS: tuple[tuple[str, Callable[[RuntimeHarness], Awaitable[None]]], 
     ("renew", _check_renew),
     ("list", _check_list),
     ("abandoned", _check_abandoned),
+    ("clock_step", _check_clock_step),
 )
 
 #: Names of the checks of :func:`check_container_runtime`, in the order they run.
@@ -540,6 +572,10 @@ async def check_container_runtime(
         (needs ``abandon`` and ``reopen``) after the owner went away
         without a clean shutdown the workload still stops by
         ``lease_end + stop_grace``: the bound does not live in the owner.
+    ``clock_step``
+        (needs ``step_clock``) the wall clock stepping back ten minutes
+        after the spawn does not extend the lease: the workload still stops
+        by ``lease_end + stop_grace`` in true time (failure mode 31).
 
     ``only`` restricts the run to some checks. Raises
     :class:`AssertionError` at the first failure.

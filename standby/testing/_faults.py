@@ -43,6 +43,7 @@ __all__ = [
     "Restart",
     "SkewClock",
     "SlowSpawn",
+    "StepClock",
     "WorkloadDuringPause",
 ]
 
@@ -195,6 +196,21 @@ class SkewClock:
 
 
 @attrs.frozen
+class StepClock:
+    """Step ``who``'s wall clock by ``delta`` seconds (negative: back) at ``at``.
+
+    A clock step as NTP or an operator makes it: the host's clock jumps,
+    its monotonic clock does not. The new offset from true time counts as
+    :class:`SkewClock`'s does: a spread beyond ``max_clock_skew`` is noted
+    as outside the model.
+    """
+
+    at: float = attrs.field(validator=_time)
+    who: str = attrs.field(validator=_name)
+    delta: float = attrs.field(validator=_finite)
+
+
+@attrs.frozen
 class Drop:
     """Lose each message to or from ``who`` (everyone when ``None``) with ``probability``.
 
@@ -334,6 +350,7 @@ Fault: TypeAlias = (
     | Partition
     | Heal
     | SkewClock
+    | StepClock
     | Drop
     | Delay
     | Duplicate

@@ -42,6 +42,7 @@ from ._faults import (
     Restart,
     SkewClock,
     SlowSpawn,
+    StepClock,
 )
 from ._loop import Process
 from ._report import BASE_TIME
@@ -132,8 +133,8 @@ class Injector:
             self._partition(fault)
         elif isinstance(fault, Heal):
             self._heal(fault.who, fault.relays)
-        elif isinstance(fault, SkewClock):
-            self._skew(fault)
+        elif isinstance(fault, (SkewClock, StepClock)):
+            self._clock(fault)
         elif isinstance(fault, (Drop, Delay, Duplicate)):
             self._link_rule(fault)
         elif isinstance(fault, Replay):
@@ -396,16 +397,33 @@ class Injector:
                 provider=name, latency=lo, jitter=jitter, drop=drop, duplicate=duplicate
             )
 
-    def _skew(self, fault: SkewClock) -> None:
+    def _clock(self, fault: SkewClock | StepClock) -> None:
+        """Set (or step) a host's wall clock; note a spread beyond the bound."""
         sim = self.sim
-        sim.host(fault.who).skew = float(fault.offset)
+        host = self._resolve(fault.who)
+        if host is None:
+            sim.record_line("FAULT", "  (no primary: no clock to set)")
+            return
+        if isinstance(fault, SkewClock):
+            host.skew = float(fault.offset)
+        else:
+            host.skew += float(fault.delta)
+        bound = sim.timing.max_clock_skew
+        notes = []
+        if isinstance(fault, StepClock) and abs(fault.delta) > bound:
+            notes.append(
+                f"{host.name}'s clock stepped {fault.delta:+g} s > max_clock_skew={bound:g} s "
+                f"at t={sim.now:.3f}"
+            )
         skews = [h.skew for h in sim.hosts()]
         spread = max(skews) - min(skews)
-        if spread > sim.timing.max_clock_skew:
-            sim.note(
-                f"clocks differ by {spread:g} s > max_clock_skew={sim.timing.max_clock_skew:g} s "
-                f"from t={sim.now:.3f}"
+        if spread > bound:
+            notes.append(
+                f"clocks differ by {spread:g} s > max_clock_skew={bound:g} s from t={sim.now:.3f}"
             )
+        for note in notes:
+            sim.note(note)
+        if notes:
             sim.disrupt("clock skew beyond the bound", _INF)
 
     def _amnesia(self, fault: RelayAmnesia) -> None:

@@ -63,6 +63,7 @@ from ._faults import (
     Restart,
     SkewClock,
     SlowSpawn,
+    StepClock,
 )
 from ._history import FaultRecorder
 from ._inject import Injector
@@ -295,6 +296,10 @@ class Simulation:
     def skew_clock(self, at: float, who: str, offset: float) -> Simulation:
         """Schedule a :class:`~standby.testing.SkewClock`."""
         return self.schedule(SkewClock(at, who, offset))
+
+    def step_clock(self, at: float, who: str, delta: float) -> Simulation:
+        """Schedule a :class:`~standby.testing.StepClock` (negative ``delta``: back)."""
+        return self.schedule(StepClock(at, who, delta))
 
     def drop(
         self, at: float, duration: float, probability: float = 1.0, who: str | None = None

@@ -252,6 +252,7 @@ def _fault_name(fault: FaultMark) -> str:
     names = {
         "freeze": "frozen",
         "skewclock": "clock skew",
+        "stepclock": "clock step",
         "relayamnesia": "relay amnesia",
         "slowspawn": "slow start",
         "failspawn": "failing start",
