@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 
 #: Failure modes of the safety model (SAFETY.md): each needs a named test.
-FAILURE_MODES = range(1, 22)
+FAILURE_MODES = range(1, 27)
 
 TESTS_PAGE = "failure-mode-tests.md"
 
