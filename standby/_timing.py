@@ -81,7 +81,7 @@ class Timing:
       -- a promotion that succeeds always starts inside the lease that began
       with its claim.
     * ``heartbeat_interval < suspect_after <= lease``.
-    * every duration is positive (``promotion_delay``, ``fence_grace`` and
+    * every duration is finite and positive (``promotion_delay``, ``fence_grace`` and
       ``max_clock_skew`` may be zero), ``max_spawn_attempts >= 1``.
     """
 

@@ -195,3 +195,9 @@ def test_endpoints_and_prefix_are_checked() -> None:
         EtcdTransport(["http://127.0.0.1:2379"], user="a", password="x", prefix="standby")
     with pytest.raises(IdentityError):
         EtcdTransport(["http://127.0.0.1:2379"], user="A B", password="x")
+
+
+def test_a_single_endpoint_string_is_refused() -> None:
+    # it would iterate as characters: "must be unique, got ['h', 't', ...]" or worse
+    with pytest.raises(TypeError, match=r"a list of URLs.*pass \['http://127.0.0.1:2379'\]"):
+        EtcdTransport("http://127.0.0.1:2379", user="a", password="x")

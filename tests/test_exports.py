@@ -302,3 +302,35 @@ def test_library_logging_is_silent_by_default() -> None:
 
     handlers = logging.getLogger("standby").handlers
     assert any(isinstance(h, logging.NullHandler) for h in handlers)
+
+
+def _all_modules() -> list[str]:
+    import pkgutil
+
+    names = ["standby"]
+    names.extend(info.name for info in pkgutil.walk_packages(standby.__path__, "standby."))
+    return sorted(names)
+
+
+def test_every_docstring_encodes_as_utf8() -> None:
+    # print(standby.wire.__doc__) raised UnicodeEncodeError: a lone surrogate
+    # ("\ud800" in a docstring that is not raw) cannot be written anywhere.
+    bad: list[str] = []
+    for module_name in _all_modules():
+        module = importlib.import_module(module_name)
+        objects: list[tuple[str, object]] = [(module_name, module)]
+        for name, value in vars(module).items():
+            if getattr(value, "__module__", None) != module_name:
+                continue
+            objects.append((f"{module_name}.{name}", value))
+            if inspect.isclass(value):
+                objects.extend((f"{module_name}.{name}.{k}", v) for k, v in vars(value).items())
+        for where, value in objects:
+            doc = getattr(value, "__doc__", None)
+            if not isinstance(doc, str):
+                continue
+            try:
+                doc.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad.append(f"{where}: {exc}")
+    assert bad == []

@@ -189,3 +189,26 @@ def test_prefix_is_checked() -> None:
         RedisTransport("127.0.0.1", user="a", password="x", prefix="has*glob")
     with pytest.raises(IdentityError):
         RedisTransport("127.0.0.1", user="A:B", password="x")
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "error", "fragment"),
+    [
+        ("redis://127.0.0.1:6379", 6379, ValueError, "not a URL"),
+        ("127.0.0.1:6379", 6379, ValueError, "port separately"),
+        ("127.0.0.1", 99999, ValueError, "port from 1 to 65535, got 99999"),
+        ("127.0.0.1", 0, ValueError, "port from 1 to 65535"),
+        ("127.0.0.1", "6379", TypeError, "integer port"),
+        ("", 6379, ValueError, "host name"),
+        (["127.0.0.1"], 6379, ValueError, "host name"),
+    ],
+)
+def test_host_and_port_are_checked_at_construction(
+    host: Any, port: Any, error: type[Exception], fragment: str
+) -> None:
+    with pytest.raises(error, match=fragment):
+        RedisTransport(host, port, user="a", password="x")
+
+
+def test_an_ipv6_address_is_a_host() -> None:
+    assert RedisTransport("::1", 6379, user="a", password="x").port == 6379

@@ -10,6 +10,7 @@ helpful ``ImportError`` of a missing extra.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
@@ -26,10 +27,12 @@ __all__ = [
     "TransportBase",
     "canonical_query",
     "check_backoff",
+    "check_host_port",
     "check_urls",
     "close_shielded",
     "keep_recent",
     "missing_extra",
+    "url_list",
 ]
 
 _Self = TypeVar("_Self", bound="TransportBase")
@@ -55,11 +58,24 @@ def check_backoff(name: str, backoff: Sequence[float]) -> tuple[float, float]:
     return first, longest
 
 
+def url_list(urls: Any, what: str) -> list[Any]:
+    """``urls`` as a list; ``TypeError`` for a single string (which would iterate as characters)."""
+    if isinstance(urls, (str, bytes)):
+        raise TypeError(
+            f"{what} must be a list of URLs, got the single string {urls!r}: pass [{urls!r}]"
+        )
+    try:
+        return list(urls)
+    except TypeError:
+        raise TypeError(f"{what} must be a list of URLs, got {urls!r}") from None
+
+
 def check_urls(
     urls: Sequence[Any], schemes: tuple[str, ...], *, what: str, empty: str, unique: bool = False
 ) -> None:
-    """Refuse an empty list (``empty`` says so), a repeated URL (when ``unique``) or a
-    URL of another scheme."""
+    """Refuse a single string (``TypeError``), an empty list (``empty`` says so), a repeated
+    URL (when ``unique``) or a URL of another scheme."""
+    url_list(urls, what)
     if not urls:
         raise ValueError(empty)
     if unique and len(set(urls)) != len(urls):
@@ -67,6 +83,34 @@ def check_urls(
     for url in urls:
         if not (isinstance(url, str) and url.startswith(schemes)):
             raise ValueError(f"{what} must start with {' or '.join(schemes)}, got {url!r}")
+
+
+def check_host_port(host: Any, port: Any, *, what: str) -> None:
+    """Refuse a host that is not a bare host name or address, or a port outside 1..65535.
+
+    ``ValueError`` (``TypeError`` for a port that is not an ``int``) saying
+    what was given and what to pass instead.
+    """
+    if not isinstance(host, str) or not host or host != host.strip():
+        raise ValueError(f"{what} needs a host name or address, got {host!r}")
+    if "://" in host:
+        raise ValueError(
+            f"{what} takes a host name and a port, not a URL: got host={host!r} "
+            "(pass host='name', port=6379)"
+        )
+    if "/" in host or any(c.isspace() for c in host):
+        raise ValueError(f"{what} needs a bare host name or address, got {host!r}")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.strip("[]"))
+        except ValueError:
+            raise ValueError(
+                f"{what} takes the port separately: got host={host!r} (pass host='name', port=6379)"
+            ) from None
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{what} needs an integer port, got {port!r}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{what} needs a port from 1 to 65535, got {port}")
 
 
 def canonical_query(query: Query, canonical: Callable[[str], str]) -> Query:

@@ -90,7 +90,7 @@ from ._kv import (
     quote_workload,
 )
 from ._stream import StreamSubscription
-from ._transport_base import check_urls
+from ._transport_base import check_urls, url_list
 
 __all__ = [
     "EtcdSubscription",
@@ -215,7 +215,10 @@ class EtcdTransport(EtcdGateway):
         live_backlog: float = 60.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        urls = [url.rstrip("/") for url in endpoints]
+        urls = [
+            url.rstrip("/") if isinstance(url, str) else url
+            for url in url_list(endpoints, "etcd endpoints")
+        ]
         check_urls(
             urls,
             ("http://", "https://"),

@@ -79,6 +79,7 @@ from ._kv import (
 )
 from ._kv_transport import KvTransport, Refused, Retry
 from ._stream import StreamSubscription
+from ._transport_base import check_host_port
 
 __all__ = [
     "RedisSubscription",
@@ -251,6 +252,7 @@ class RedisTransport(KvTransport):
         subscription_buffer: int = 1024,
         live_backlog: float = 60.0,
     ) -> None:
+        check_host_port(host, port, what="RedisTransport")
         super().__init__(
             user=user,
             password=password,
