@@ -55,7 +55,6 @@ import binascii
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final, Generic, TypeVar
@@ -63,8 +62,8 @@ from typing import Any, Final, Generic, TypeVar
 import anyio
 import anyio.to_thread
 
-from ._durable import append_durably, atomic_write, free_name, remove_leftovers
-from ._errors import StoreError, StoreQuarantined
+from ._durable import append_durably, atomic_write, remove_leftovers
+from ._errors import StoreError
 from ._models import StandbySlot
 from ._secrets import Sealer, looks_secret
 from ._state import (
@@ -76,6 +75,7 @@ from ._state import (
     primary_from_json,
     primary_to_json,
 )
+from ._store_quarantine import accept_loss, quarantine, refuse_if_quarantined
 from .wire import Codec
 
 __all__ = [
@@ -92,8 +92,6 @@ SpecT = TypeVar("SpecT")
 FORMAT: Final = "standby.slots"
 #: The file layout version this store reads and writes.
 FORMAT_VERSION: Final = 3
-#: The ``format`` marker of a quarantine marker file.
-QUARANTINE_FORMAT: Final = "standby.quarantine"
 #: The journal is compacted into the file once it is larger than the file and this.
 JOURNAL_MIN_COMPACT: Final = 64 * 1024
 
@@ -367,75 +365,11 @@ class JsonFileStore(Generic[SpecT]):
         return slot  # type: ignore[no-any-return]
 
     def _corrupt(self, reason: str) -> StoreError:
-        """Quarantine the unreadable file (and its journal) and build the error to raise.
-
-        The marker is written before anything moves: a crash in between
-        leaves a store that refuses to start, never one that starts empty.
-        """
-        aside = free_name(self.path)
-        journal_aside = aside.with_name(aside.name + ".journal")
-        lost = _readable_counts(self.path, self.journal_path)
-        marker = {
-            "format": QUARANTINE_FORMAT,
-            "file": str(aside),
-            "journal": str(journal_aside) if self.journal_path.exists() else None,
-            "reason": reason,
-            "lost": lost,
-            "at": time.time(),
-        }
-        try:
-            atomic_write(
-                self.quarantine_path, json.dumps(marker, indent=1, sort_keys=True).encode()
-            )
-            os.replace(self.path, aside)
-            if marker["journal"] is not None:
-                os.replace(self.journal_path, journal_aside)
-        except (OSError, StoreError) as exc:
-            return StoreError(
-                f"slot file {self.path} is corrupt ({reason}) and could not be quarantined: "
-                f"{exc}. Nothing was loaded; the store refuses to start until this is fixed"
-            )
-        _log.error("slot file %s is corrupt (%s); quarantined to %s", self.path, reason, aside)
-        return self._quarantined(marker, f"slot file {self.path} is corrupt ({reason})")
-
-    def _quarantined(self, marker: dict[str, Any], what: str) -> StoreQuarantined:
-        aside = str(marker.get("file", "?"))
-        lost = _describe_loss(marker)
-        return StoreQuarantined(
-            f"{what}; moved to {aside} and quarantined. Nothing was loaded: it held {lost}. The "
-            f"store refuses to start until the loss is accepted: inspect or restore {aside}, then "
-            f"run `python -m standby store accept-loss {self.path}` (or call "
-            "JsonFileStore.accept_loss())",
-            path=str(self.path),
-            quarantined=aside,
-            marker=str(self.quarantine_path),
-            lost=lost,
-        )
-
-    def _read_marker(self) -> dict[str, Any] | None:
-        """The quarantine marker, ``None`` when there is none (an unreadable one still counts)."""
-        try:
-            data = self.quarantine_path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            return {"file": "?", "reason": f"marker unreadable: {exc}"}
-        try:
-            marker = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            marker = None
-        if not isinstance(marker, dict):
-            return {"file": "?", "reason": "marker unreadable"}
-        return marker
+        """Quarantine the unreadable file (and its journal); the error to raise."""
+        return quarantine(self.path, self.journal_path, self.quarantine_path, reason)
 
     def _refuse_if_quarantined(self) -> None:
-        marker = self._read_marker()
-        if marker is not None:
-            raise self._quarantined(
-                marker,
-                f"slot file {self.path} was quarantined earlier "
-                f"({marker.get('reason', 'reason unknown')}; marker {self.quarantine_path})",
-            )
+        refuse_if_quarantined(self.path, self.quarantine_path)
 
     def accept_loss(self) -> str | None:
         """Accept the loss of the quarantined data: the store starts empty from now on.
@@ -447,20 +381,7 @@ class JsonFileStore(Generic[SpecT]):
         container this node promoted is running): the lost promotion intents
         are what kept a restarted node from reusing a fencing token.
         """
-        marker = self._read_marker()
-        if marker is None:
-            return None
-        lost = _describe_loss(marker)
-        try:
-            os.unlink(self.quarantine_path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise StoreError(
-                f"cannot remove quarantine marker {self.quarantine_path}: {exc}"
-            ) from exc
-        _log.warning("loss of %s accepted (%s): it held %s", marker.get("file"), self.path, lost)
-        return f"accepted the loss of {marker.get('file', '?')}: it held {lost}"
+        return accept_loss(self.path, self.quarantine_path)
 
     # ------------------------------------------------------------------ save
 
@@ -622,90 +543,6 @@ class JsonFileStore(Generic[SpecT]):
                 raise
             self._journal_bytes += len(data)
         self._written = tables
-
-
-def _readable_counts(path: Path, journal: Path) -> dict[str, Any] | None:
-    """What a corrupt file and its journal hold as far as they parse.
-
-    Entries per table (the journal lines of the file's generation replayed
-    by workload id), the latest ``expires_at`` among them, and how many
-    journal lines could not be read. ``None`` when nothing could be read.
-    """
-    try:
-        document = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        document = None
-    try:
-        raw_lines = [line for line in journal.read_bytes().split(b"\n") if line.strip()]
-    except OSError:
-        raw_lines = []
-    if not isinstance(document, dict):
-        return {"journal_lines": len(raw_lines)} if raw_lines else None
-    tables: dict[str, dict[Any, Any]] = {}
-    for table in _TABLES:
-        entries = document.get(table)
-        if isinstance(entries, list):
-            tables[table] = {_entry_key(e, i): e for i, e in enumerate(entries)}
-    unread = 0
-    for line in raw_lines:
-        try:
-            record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            record = None
-        if not isinstance(record, dict):
-            unread += 1
-            continue
-        if record.get("g") != document.get("journal"):
-            continue
-        for table, entries in tables.items():
-            change = record.get(table)
-            if not isinstance(change, dict):
-                continue
-            for workload_id in change.get("del", []) if isinstance(change.get("del"), list) else []:
-                entries.pop(workload_id, None)
-            puts = change.get("put", [])
-            for position, entry in enumerate(puts if isinstance(puts, list) else []):
-                entries[_entry_key(entry, (line, position))] = entry
-    counts: dict[str, Any] = {"journal_lines": unread}
-    latest: float | None = None
-    for table, entries in tables.items():
-        counts[table] = len(entries)
-        for entry in entries.values():
-            expires = entry.get("expires_at") if isinstance(entry, dict) else None
-            if isinstance(expires, (int, float)) and not isinstance(expires, bool):
-                latest = expires if latest is None else max(latest, expires)
-    if latest is not None:
-        counts["latest_expiry"] = latest
-    return counts
-
-
-def _entry_key(entry: Any, fallback: Any) -> Any:
-    """A record's workload id (a sealed slot has none in clear: its position)."""
-    workload_id = entry.get("workload_id") if isinstance(entry, dict) else None
-    return workload_id if isinstance(workload_id, str) else ("#", fallback)
-
-
-def _describe_loss(marker: dict[str, Any]) -> str:
-    """What a quarantine marker says was lost, in one line."""
-    lost = marker.get("lost")
-    if not isinstance(lost, dict) or not any(t in lost for t in _TABLES):
-        text = "an unknown number of slots, promotion intents and primary records (unparseable)"
-    else:
-        names = {
-            "slots": "slot(s)",
-            "intents": "promotion intent(s)",
-            "primaries": "primary record(s)",
-        }
-        text = ", ".join(
-            f"{lost[t] if isinstance(lost.get(t), int) else 'unknown'} {names[t]}" for t in _TABLES
-        )
-        latest = lost.get("latest_expiry")
-        if isinstance(latest, (int, float)):
-            text += f" (the latest expiring at {latest:.3f})"
-    lines = lost.get("journal_lines") if isinstance(lost, dict) else None
-    if isinstance(lines, int) and lines:
-        text += f", plus {lines} unreadable journal line(s)"
-    return text
 
 
 def _record_json(table: str, item: Any) -> dict[str, Any]:
