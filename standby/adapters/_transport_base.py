@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -24,10 +25,13 @@ from .._errors import IdentityError, TransportError
 from .._protocols import Query
 
 __all__ = [
+    "DEFAULT_RETENTION",
+    "MIN_RETENTION",
     "TransportBase",
     "canonical_query",
     "check_backoff",
     "check_host_port",
+    "check_retention",
     "check_urls",
     "close_shielded",
     "keep_recent",
@@ -83,6 +87,27 @@ def check_urls(
     for url in urls:
         if not (isinstance(url, str) and url.startswith(schemes)):
             raise ValueError(f"{what} must start with {' or '.join(schemes)}, got {url!r}")
+
+
+#: How long a key-value transport keeps what it writes, by default: 400 days,
+#: longer than any reservation a provider is expected to sell.
+DEFAULT_RETENTION: Final = 400 * 86_400.0
+#: The shortest retention accepted (a guard against passing minutes for seconds).
+MIN_RETENTION: Final = 3_600.0
+
+
+def check_retention(retention: Any) -> float | None:
+    """``retention`` in seconds (``None``: keep for ever); ``ValueError`` below an hour."""
+    if retention is None:
+        return None
+    if isinstance(retention, bool) or not isinstance(retention, (int, float)):
+        raise TypeError(f"retention must be a number of seconds or None, got {retention!r}")
+    if not (math.isfinite(retention) and retention >= MIN_RETENTION):
+        raise ValueError(
+            f"retention must be a finite number of seconds >= {MIN_RETENTION:g} (and longer than "
+            f"any reservation the provider sells), or None to keep keys for ever; got {retention!r}"
+        )
+    return float(retention)
 
 
 def check_host_port(host: Any, port: Any, *, what: str) -> None:
