@@ -300,3 +300,85 @@ def test_concepts_page_shows_exactly_the_slot_transitions() -> None:
     }
     assert shown == dict(TRANSITIONS)
     assert set(TRANSITIONS) == {None, *Phase}
+
+
+# ------------------------------------------------------------ the adapter contract
+
+CONTRACT_PROTOCOLS = (
+    "RelayTransport",
+    "Subscription",
+    "AtomicClaims",
+    "ReportsDrops",
+    "ContainerRuntime",
+    "SlotStore",
+)
+
+
+def _protocol_members(cls: type) -> list[str]:
+    """Every member of a protocol class as the contract page writes it."""
+    import inspect
+
+    out = []
+    for name, value in vars(cls).items():
+        if name.startswith("_") and name not in ("__aiter__", "__anext__"):
+            continue
+        if isinstance(value, property):
+            out.append(f"{name} (property)")
+            continue
+        if not inspect.isfunction(value):
+            continue
+        parts: list[str] = []
+        starred = False
+        for parameter in list(inspect.signature(value).parameters.values())[1:]:
+            if parameter.kind is parameter.KEYWORD_ONLY and not starred:
+                parts.append("*")
+                starred = True
+            default = parameter.default
+            shown = parameter.name
+            if default is not parameter.empty:
+                shown += f"={default!r}"
+            parts.append(shown)
+        prefix = "await " if inspect.iscoroutinefunction(value) else ""
+        out.append(f"{prefix}{name}({', '.join(parts)})")
+    return sorted(out)
+
+
+def _contract_members(page: str, protocol: str) -> list[str]:
+    start = page.index(f"### `{protocol}`\n")
+    end = page.find("\n#", start + 1)
+    section = page[start : end if end != -1 else None]
+    rows = table_rows(section, "| member | contract |")
+    members = []
+    for row in rows:
+        cell = row[0]
+        match = re.fullmatch(r"`([^`]+)`( \(property\))?", cell)
+        assert match, f"{protocol}: cannot read the member cell {cell!r}"
+        members.append(match.group(1) + (match.group(2) or ""))
+    return sorted(members)
+
+
+@pytest.mark.parametrize("protocol", CONTRACT_PROTOCOLS)
+def test_the_adapter_contract_lists_every_member_of_every_protocol(protocol: str) -> None:
+    # The page said "everything the node relies on" but gave spawn without
+    # lease_end and no renew, list, stop_grace, load_state or save_state.
+    import standby._protocols
+
+    page = (DOCS / "conformance.md").read_text(encoding="utf-8")
+    contract = page[page.index("## The adapter contract") :]
+    contract = contract[: contract.index("\n## ", 1)]
+    cls = getattr(standby._protocols, protocol)
+    assert _contract_members(contract, protocol) == _protocol_members(cls)
+
+
+def test_the_contract_names_every_protocol_class() -> None:
+    import inspect
+    from typing import Protocol
+
+    import standby._protocols
+
+    protocols = {
+        name
+        for name, value in vars(standby._protocols).items()
+        if inspect.isclass(value) and Protocol in value.__bases__
+    }
+    assert protocols == set(CONTRACT_PROTOCOLS)
