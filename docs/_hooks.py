@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 
-#: Failure modes of the safety model (SAFETY.md): each needs a named test.
+#: Failure modes of the safety model (failure-modes.md): each needs a named test.
 FAILURE_MODES = range(1, 27)
 
 TESTS_PAGE = "failure-mode-tests.md"

@@ -1,4 +1,4 @@
-"""Timing knobs and the safety rules they must satisfy (see SAFETY.md).
+"""Timing knobs and the safety rules they must satisfy (see ``docs/safety.md``).
 
 The rules themselves are in ``_timing_rules`` (one table, which the
 docs' list of rules is drawn from); how :meth:`Timing.for_target` derives

@@ -1,4 +1,4 @@
-"""The safety rules a :class:`~standby.Timing` must satisfy (see SAFETY.md).
+"""The safety rules a :class:`~standby.Timing` must satisfy (see ``docs/safety.md``).
 
 :data:`RULES` lists every rule but "durations are positive numbers" as a
 test, the numbers to show when it breaks, why it exists, and the duration

@@ -382,3 +382,33 @@ def test_the_contract_names_every_protocol_class() -> None:
         if inspect.isclass(value) and Protocol in value.__bases__
     }
     assert protocols == set(CONTRACT_PROTOCOLS)
+
+
+#: A file cited in a page, a docstring or a comment: ``name.md`` anywhere, or a
+#: path with a directory (``tests/_etcd.py``, ``docs/safety.md``).
+CITED_FILE = re.compile(r"(?<![\w/.:-])((?:[\w.-]+/)*[\w-]+\.(?:md|py|toml|yml|yaml))(?![\w/])")
+#: Pages the docs build generates.
+GENERATED_PAGES = {"failure-mode-tests.md"}
+
+
+def test_no_doc_or_docstring_cites_a_file_that_is_not_in_the_repo() -> None:
+    # Five pages and several docstrings cited a SAFETY.md the repo does not contain.
+    sources = [
+        *sorted(DOCS.glob("*.md")),
+        *sorted(DOCS.glob("*.py")),
+        ROOT / "README.md",
+        *sorted((ROOT / "examples").glob("*.py")),
+        *sorted((ROOT / "standby").rglob("*.py")),
+    ]
+    missing = []
+    for source in sources:
+        for match in CITED_FILE.finditer(source.read_text(encoding="utf-8")):
+            cited = match.group(1)
+            if "/" not in cited and not cited.endswith(".md"):
+                continue  # a bare module name: not a path
+            if cited in GENERATED_PAGES:
+                continue
+            places = (ROOT / cited, DOCS / cited, source.parent / cited)
+            if not any(place.exists() for place in places):
+                missing.append(f"{source.relative_to(ROOT)}: {cited}")
+    assert missing == []

@@ -20,7 +20,7 @@ What it guarantees, and what it does not:
   asynchronous: after a failover to a replica (Sentinel, a managed
   service), a claim or heartbeat the old primary acknowledged may be gone,
   and a second standby can then win the same epoch. Fencing tokens
-  (``SAFETY.md``, guarantee 3) still order the two. Use etcd for a store
+  (``docs/safety.md``, guarantee 3) still order the two. Use etcd for a store
   that keeps an acknowledged claim through the loss of a member.
 * **Who wrote it.** The identity is the Redis ACL user name. Messages live
   in the hash ``<prefix>:p:<user>``, which the ACL lets only that user write

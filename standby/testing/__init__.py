@@ -6,7 +6,7 @@
   primary, its standbys and the relays) that runs the shipped
   :class:`~standby.node.StandbyNode` on a virtual-time loop, injects faults
   (kills at any step, freezes, restarts) and checks the guarantees of
-  ``SAFETY.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`,
+  ``docs/safety.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`,
   which :func:`timeline_svg` (or :meth:`SimulationReport.to_svg`) draws.
 * :func:`run_campaign` -- many seeded simulations with random fault schedules.
 * :class:`StandbyStateMachine` -- a ``RuleBasedStateMachine`` to subclass.
