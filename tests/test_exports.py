@@ -297,6 +297,40 @@ def test_submodule_surfaces_are_pinned() -> None:
     assert {"encode", "decode", "Codec"} <= set(standby.wire.__all__)
 
 
+def test_the_testing_kit_offers_local_relays() -> None:
+    import standby.testing
+
+    # what examples/process_failover.py needs, without a private module
+    assert {
+        "RelayCluster",
+        "RelaySettings",
+        "RelayUnavailable",
+        "local_relay_timing",
+        "running_relays",
+    } <= set(standby.testing.__all__)
+    missing = [n for n in standby.testing.__all__ if not hasattr(standby.testing, n)]
+    assert missing == []
+
+
+def test_examples_import_no_private_module() -> None:
+    # examples/process_failover.py imported standby.testing._relay_process
+    import ast
+
+    private = []
+    for path in sorted((ROOT / "examples").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "standby" and any(p.startswith("_") for p in parts[1:]):
+                    private.append(f"{path.name}: {name}")
+    assert private == []
+
+
 def test_library_logging_is_silent_by_default() -> None:
     import logging
 

@@ -13,6 +13,10 @@
 * :func:`check_relay_transport`, :func:`check_atomic_claims`,
   :func:`check_container_runtime` -- conformance suites an adapter author
   points at a factory of their own.
+* :class:`RelayCluster` and :func:`running_relays` -- local ``nostr-relay``
+  processes on free ports (``pip install nostr-relay``), configured by
+  :class:`RelaySettings` (:class:`RelayUnavailable` when they cannot start),
+  and :func:`local_relay_timing`, the fast timing that suits them.
 
 ``Simulation`` and the campaign need nothing beyond ``standby`` itself;
 ``strategies`` and ``StandbyStateMachine`` need ``hypothesis`` (the
@@ -64,6 +68,13 @@ from ._faults import (
     Restart,
     SkewClock,
     SlowSpawn,
+)
+from ._relay_process import (
+    RelayCluster,
+    RelaySettings,
+    RelayUnavailable,
+    local_relay_timing,
+    running_relays,
 )
 from ._report import (
     BASE_TIME,
@@ -124,8 +135,11 @@ __all__ = [
     "Pause",
     "Promotion",
     "RelayAmnesia",
+    "RelayCluster",
     "RelayHarness",
     "RelayHarnessFactory",
+    "RelaySettings",
+    "RelayUnavailable",
     "Replay",
     "Restart",
     "RuntimeHarness",
@@ -142,10 +156,12 @@ __all__ = [
     "check_atomic_claims",
     "check_container_runtime",
     "check_relay_transport",
+    "local_relay_timing",
     "memory_runtime",
     "random_faults",
     "relay_name",
     "run_campaign",
+    "running_relays",
     "standby_name",
     "strategies",
     "timeline_svg",
