@@ -49,7 +49,7 @@ from standby import JsonFileStore, Topology
 from standby.adapters.nostr import NostrKeys, NostrTransport
 from standby.adapters.process import ProcessRuntime
 from standby.node import SpawnRequest, StandbyNode
-from standby.testing._relay_process import (
+from standby.testing import (
     RelayCluster,
     RelaySettings,
     RelayUnavailable,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m standby demo`` and ``python -m standby simulate``."""
+"""Command line: ``python -m standby demo``, ``simulate`` and ``store accept-loss PATH``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog="python -m standby", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    from . import _demo
+    from . import _demo, _store_cli
     from .testing import _cli as simulate_cli
 
     _demo.add_arguments(
@@ -33,9 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulate_cli.add_arguments(
         commands.add_parser("simulate", help="deterministic failover simulation and campaigns")
     )
+    _store_cli.add_arguments(
+        commands.add_parser("store", help="manage a JsonFileStore (accept-loss PATH)")
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo.run(args)
+    if args.command == "store":
+        return _store_cli.run(args)
     return simulate_cli.run(args)
 
 

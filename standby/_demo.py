@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.abc
 import attrs
 
-from ._argtypes import integer_at_least
+from ._argtypes import integer_at_least, number_between
 from ._effects import LifecycleState
 from ._election import Phase
 from ._models import Heartbeat, Topology
@@ -56,6 +55,12 @@ WORKLOAD = "demo-workload"
 PRIMARY = "primary"
 
 
+#: The demo runs on the real clock: scales outside this range would make it
+#: run for hours (or, past the floats, never end) or spin on sub-millisecond timers.
+MIN_SCALE: Final = 0.001
+MAX_SCALE: Final = 1.0
+
+
 @attrs.frozen
 class DemoOptions:
     """What the demo runs: ``standbys`` standbys at ``Timing().scaled(scale)``."""
@@ -73,8 +78,11 @@ class DemoOptions:
     def __attrs_post_init__(self) -> None:
         if self.standbys < 1:
             raise ValueError(f"the demo needs at least one standby, got {self.standbys}")
-        if not (self.scale > 0 and math.isfinite(self.scale)):
-            raise ValueError(f"scale must be a positive number, got {self.scale}")
+        if not (MIN_SCALE <= self.scale <= MAX_SCALE):
+            raise ValueError(
+                f"scale must be between {MIN_SCALE:g} (silence 0.18 s) and {MAX_SCALE:g} "
+                f"(the reference timing, silence 180 s), got {self.scale}"
+            )
         if self.relays < 1:
             raise ValueError(f"the demo needs at least one relay, got {self.relays}")
         if self.spawn_failures < 0:
@@ -353,14 +361,7 @@ def _log_level(text: str) -> str:
     return level
 
 
-def _scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
+_scale = number_between(MIN_SCALE, MAX_SCALE)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -381,7 +382,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--scale",
         type=_scale,
         default=1 / 100,
-        help="multiply the reference timing by this (default 0.01: silence 1.8 s)",
+        help="multiply the reference timing by this, from "
+        f"{MIN_SCALE:g} to {MAX_SCALE:g} (default 0.01: silence 1.8 s)",
     )
     parser.add_argument(
         "--relays", type=integer_at_least(1), default=3, help="number of relays (default 3)"

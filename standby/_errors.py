@@ -35,6 +35,7 @@ __all__ = [
     "SpawnError",
     "StandbyError",
     "StoreError",
+    "StoreQuarantined",
     "TopologyError",
     "TransportError",
     "UnsafeTiming",
@@ -95,6 +96,28 @@ class WireError(StandbyError, ValueError):
 
 class StoreError(StandbyError):
     """The slot store could not be read or written."""
+
+
+class StoreQuarantined(StoreError):
+    """The store moved unreadable data aside and refuses to start until the loss is accepted.
+
+    Raised by every load (and save) of a :class:`~standby.JsonFileStore` whose
+    file was quarantined, on every start, until the host accepts the loss with
+    :meth:`~standby.JsonFileStore.accept_loss` or ``python -m standby store
+    accept-loss PATH`` (failure mode 23). ``path`` is the store's file,
+    ``quarantined`` where its content was moved, ``marker`` the file that
+    records the quarantine, and ``lost`` a one-line account of what the
+    quarantined data held as far as it could be read.
+    """
+
+    def __init__(
+        self, message: str, *, path: str, quarantined: str, marker: str, lost: str
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.quarantined = quarantined
+        self.marker = marker
+        self.lost = lost
 
 
 class AdapterError(StandbyError):

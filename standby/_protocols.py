@@ -231,7 +231,7 @@ class AtomicClaims(Protocol):
     """Optional capability of a transport: strict compare-and-set of a claim.
 
     With it, two standbys can never both hold one epoch, whatever the relays
-    do (``SAFETY.md``, guarantee 2). The node detects it with
+    do (``docs/safety.md``, guarantee 2). The node detects it with
     ``isinstance(transport, AtomicClaims)``.
     """
 
@@ -280,7 +280,7 @@ class ContainerRuntime(Protocol):
     instant (Unix seconds) after which it must not run. The runtime enforces
     it with something that does not share the node's fate (a supervisor
     process, the engine's own deadline), so a node that is killed or frozen
-    never leaves a workload running past its lease (``SAFETY.md``, guarantee
+    never leaves a workload running past its lease (``docs/safety.md``, guarantee
     4): the workload is stopped no later than ``lease_end + stop_grace``.
     The node refuses a runtime whose ``stop_grace`` exceeds its timing's
     ``fence_grace``.

@@ -2,7 +2,7 @@
 
 A node that is killed and restarted must never promote twice into one epoch,
 never hand one fencing token to two incarnations and never start a second
-copy of a workload it already runs (``SAFETY.md``, guarantee 5). For that it
+copy of a workload it already runs (``docs/safety.md``, guarantee 5). For that it
 keeps, next to the slot table:
 
 - :class:`PromotionIntent`: a promotion it decided to make, written and made

@@ -37,6 +37,15 @@ A slot whose spec holds a secret (failure mode 11) is never written in clear:
 with a sealer it is sealed, without one it is kept in memory only, a warning
 is logged and :meth:`JsonFileStore.save` returns its workload id so the host
 is told (the node turns that into a ``SlotsNotPersisted`` event).
+
+A file that cannot be parsed is quarantined (failure mode 23): a marker,
+``<name>.quarantined``, is written first, then the file is moved aside to
+``<name>.corrupt-<n>`` and its journal to ``<name>.corrupt-<n>.journal``.
+While the marker exists every load and save raises
+:class:`~standby.StoreQuarantined` (on every start, not only the first), so
+a supervisor that restarts the node never brings it up silently empty: the
+host must accept the loss first, with :meth:`JsonFileStore.accept_loss` or
+``python -m standby store accept-loss PATH``.
 """
 
 from __future__ import annotations
@@ -53,7 +62,7 @@ from typing import Any, Final, Generic, TypeVar
 import anyio
 import anyio.to_thread
 
-from ._durable import append_durably, atomic_write, free_name, remove_leftovers
+from ._durable import append_durably, atomic_write, remove_leftovers
 from ._errors import StoreError
 from ._models import StandbySlot
 from ._secrets import Sealer, looks_secret
@@ -66,6 +75,7 @@ from ._state import (
     primary_from_json,
     primary_to_json,
 )
+from ._store_quarantine import accept_loss, quarantine, refuse_if_quarantined
 from .wire import Codec
 
 __all__ = [
@@ -118,6 +128,8 @@ class JsonFileStore(Generic[SpecT]):
     ) -> None:
         self.path = Path(path)
         self.journal_path = self.path.with_name(self.path.name + ".journal")
+        #: Exists while unreadable data is quarantined and the loss not accepted.
+        self.quarantine_path = self.path.with_name(self.path.name + ".quarantined")
         self.journal = journal
         if codec is None:
             codec = Codec()
@@ -188,6 +200,7 @@ class JsonFileStore(Generic[SpecT]):
 
     def load_state_sync(self) -> NodeState[SpecT]:
         """Blocking version of :meth:`load_state`."""
+        self._refuse_if_quarantined()
         remove_leftovers(self.path)
         try:
             data = self.path.read_bytes()
@@ -352,19 +365,23 @@ class JsonFileStore(Generic[SpecT]):
         return slot  # type: ignore[no-any-return]
 
     def _corrupt(self, reason: str) -> StoreError:
-        """Move the unreadable file aside and build the error to raise."""
-        aside = free_name(self.path)
-        try:
-            os.replace(self.path, aside)
-        except OSError as exc:
-            return StoreError(
-                f"slot file {self.path} is corrupt ({reason}) and could not be moved aside: {exc}"
-            )
-        _log.error("slot file %s is corrupt (%s); moved to %s", self.path, reason, aside)
-        return StoreError(
-            f"slot file {self.path} is corrupt ({reason}); moved to {aside} for inspection. "
-            "Nothing was loaded."
-        )
+        """Quarantine the unreadable file (and its journal); the error to raise."""
+        return quarantine(self.path, self.journal_path, self.quarantine_path, reason)
+
+    def _refuse_if_quarantined(self) -> None:
+        refuse_if_quarantined(self.path, self.quarantine_path)
+
+    def accept_loss(self) -> str | None:
+        """Accept the loss of the quarantined data: the store starts empty from now on.
+
+        Removes the quarantine marker (the quarantined files stay where they
+        are, for inspection) and returns a one-line account of what was lost;
+        ``None`` when nothing was quarantined. Call it only once nothing the
+        lost data recorded can matter any more (its reservations ended, or no
+        container this node promoted is running): the lost promotion intents
+        are what kept a restarted node from reusing a fencing token.
+        """
+        return accept_loss(self.path, self.quarantine_path)
 
     # ------------------------------------------------------------------ save
 
@@ -488,6 +505,7 @@ class JsonFileStore(Generic[SpecT]):
 
     def _write_full(self, tables: dict[str, dict[str, tuple[Any, Any]]]) -> None:
         """Write the whole state under a new journal generation (a compaction)."""
+        self._refuse_if_quarantined()
         generation = os.urandom(8).hex()
         document = {
             "format": FORMAT,

@@ -1,4 +1,4 @@
-"""Timing knobs and the safety rules they must satisfy (see SAFETY.md).
+"""Timing knobs and the safety rules they must satisfy (see ``docs/safety.md``).
 
 The rules themselves are in ``_timing_rules`` (one table, which the
 docs' list of rules is drawn from); how :meth:`Timing.for_target` derives
@@ -81,8 +81,8 @@ class Timing:
       -- a promotion that succeeds always starts inside the lease that began
       with its claim.
     * ``heartbeat_interval < suspect_after <= lease``.
-    * every duration is positive (``promotion_delay``, ``fence_grace`` and
-      ``max_clock_skew`` may be zero), ``max_spawn_attempts >= 1``,
+    * every duration is finite and positive (``promotion_delay``, ``fence_grace``
+      and ``max_clock_skew`` may be zero), ``max_spawn_attempts >= 1``,
       ``max_spawn_rounds >= 1``.
     """
 

@@ -1,4 +1,4 @@
-"""The safety rules a :class:`~standby.Timing` must satisfy (see SAFETY.md).
+"""The safety rules a :class:`~standby.Timing` must satisfy (see ``docs/safety.md``).
 
 :data:`RULES` lists every rule but "durations are positive numbers" as a
 test, the numbers to show when it breaks, why it exists, and the duration
@@ -253,16 +253,17 @@ _REPORT_ORDER: tuple[str, ...] = (
 )
 
 #: How the rule on durations reads in the docs' rule list.
-_POSITIVE = "every duration > 0 (promotion_delay, fence_grace, max_clock_skew may be 0)"
+_POSITIVE = "every duration finite and > 0 (promotion_delay, fence_grace, max_clock_skew may be 0)"
 
 
 def duration_violations(t: Timing) -> list[tuple[str, str]]:
-    """A line for each duration that is not a number or is out of range."""
+    """A line for each duration that is not a finite number or is out of range."""
     out: list[tuple[str, str]] = []
     for name in DURATIONS:
         value = getattr(t, name)
-        if not is_number(value) or math.isnan(value):
-            out.append((f"{name} is a number", f"{name}={value!r}"))
+        if not is_number(value) or not math.isfinite(value):
+            # inf would pass every rule (inf >= inf + 30) and break scaled().
+            out.append((f"{name} is a finite number", f"{name}={value!r}"))
             continue
         zero_ok = name in _ZERO_OK
         if out_of_range(value, zero_ok):

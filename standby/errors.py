@@ -5,7 +5,9 @@ values (:class:`UnsafeTiming`, :class:`TopologyError`, :class:`InvalidSlot`,
 :class:`NotAddressedError`, :class:`IdentityError`). Bad input from the
 network is a :class:`WireError`. Adapters map their client library's
 exceptions to :class:`TransportError`, :class:`SpawnError`,
-:class:`RuntimeFailure` or :class:`StoreError` (``raise ... from exc``).
+:class:`RuntimeFailure` or :class:`StoreError` (``raise ... from exc``); a
+store that quarantined unreadable data raises :class:`StoreQuarantined`
+until the host accepts the loss.
 Every name here is also importable from :mod:`standby`.
 """
 
@@ -26,6 +28,7 @@ from ._errors import (
     SpawnError,
     StandbyError,
     StoreError,
+    StoreQuarantined,
     TopologyError,
     TransportError,
     UnsafeTiming,
@@ -49,6 +52,7 @@ __all__ = [
     "SpawnError",
     "StandbyError",
     "StoreError",
+    "StoreQuarantined",
     "TopologyError",
     "TransportError",
     "UnsafeTiming",

@@ -34,7 +34,7 @@ Wire rules
 - **Round trip.** Whatever decodes encodes again. So arrays and objects
   nested deeper than :data:`MAX_DEPTH` levels (the body itself is level 1)
   and strings (keys included) that are not valid Unicode, such as a lone
-  surrogate ``"\ud800"`` written as a JSON escape, are refused on both sides,
+  surrogate ``"\\ud800"`` written as a JSON escape, are refused on both sides,
   at the path where they occur.
 - **Errors.** Anything wrong with a body -- bad UTF-8, bad JSON, a top level
   that is not an object, a missing field, a wrong type, a value the model's

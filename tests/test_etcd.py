@@ -34,7 +34,7 @@ from _kv_checks import (  # noqa: F401 - the shared tests run here, against etcd
     test_transport_shape_and_identities,
 )
 
-from standby import Heartbeat, LeaseRevocation, Message
+from standby import Heartbeat, LeaseRevocation, Message, PromotionAnnouncement
 from standby._errors import IdentityError, TransportError
 from standby.adapters.etcd import EtcdTransport, prefix_end
 from standby.protocols import Query
@@ -195,3 +195,55 @@ def test_endpoints_and_prefix_are_checked() -> None:
         EtcdTransport(["http://127.0.0.1:2379"], user="a", password="x", prefix="standby")
     with pytest.raises(IdentityError):
         EtcdTransport(["http://127.0.0.1:2379"], user="A B", password="x")
+
+
+def test_a_single_endpoint_string_is_refused() -> None:
+    # it would iterate as characters: "must be unique, got ['h', 't', ...]" or worse
+    with pytest.raises(TypeError, match=r"a list of URLs.*pass \['http://127.0.0.1:2379'\]"):
+        EtcdTransport("http://127.0.0.1:2379", user="a", password="x")
+
+
+async def _lease_of(transport: EtcdTransport, key: bytes) -> int:
+    answer = await raw(transport._call("/v3/kv/range", {"key": base64.b64encode(key).decode()}))
+    (kv,) = answer["kvs"]
+    return int(kv.get("lease", 0))
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_claims_and_announcements_expire_after_the_retention(store: EtcdStore) -> None:
+    # They stayed in etcd for ever: every key now carries a lease of the retention.
+    prefix = store.fresh_prefix()
+    user, password = await store.account("alice", prefix)
+    day = 86_400.0
+    opened = EtcdTransport(
+        store.cluster.endpoints, user=user, password=password, prefix=prefix, retention=day
+    )
+    async with opened as alice:
+        assert (await alice.compare_and_set_claim(claim("w1", 1, user, 0), timeout=5)).won
+        announcement = PromotionAnnouncement(
+            workload_id="w1", new_primary=user, promoted_at=time.time(), epoch=1
+        )
+        assert (await alice.publish(announcement, timeout=5)).acked
+        keys = [
+            alice._claim_key("w1"),
+            alice._proof_key(user, "w1"),
+            alice._message_key(user, announcement),
+        ]
+        leases = {await _lease_of(alice, key) for key in keys}
+        assert len(leases) == 1
+        (lease,) = leases
+        assert lease != 0
+        alive = await raw(alice._call("/v3/lease/timetolive", {"ID": str(lease)}))
+        assert day - 60 <= int(alive["TTL"]) <= day * 17 / 16
+    forever = EtcdTransport(
+        store.cluster.endpoints, user=user, password=password, prefix=prefix, retention=None
+    )
+    async with forever as alice:
+        assert (await alice.compare_and_set_claim(claim("w2", 1, user, 0), timeout=5)).won
+        assert await _lease_of(alice, alice._claim_key("w2")) == 0
+
+
+def test_the_retention_is_checked() -> None:
+    for bad in (0, 60.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="retention must be"):
+            EtcdTransport(["http://127.0.0.1:2379"], user="a", password="x", retention=bad)

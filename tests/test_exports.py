@@ -90,6 +90,7 @@ EXPECTED = {
     "StopContainer",
     "StopOrphan",
     "StoreError",
+    "StoreQuarantined",
     "Subscription",
     "Timing",
     "Topology",
@@ -163,6 +164,7 @@ ERRORS = {
     "SpawnError",
     "StandbyError",
     "StoreError",
+    "StoreQuarantined",
     "TopologyError",
     "TransportError",
     "UnsafeTiming",
@@ -346,8 +348,74 @@ def test_node_events_are_pinned() -> None:
     assert set(standby.node.__all__) >= NODE_EVENTS
 
 
+def test_the_testing_kit_offers_local_relays() -> None:
+    import standby.testing
+
+    # what examples/process_failover.py needs, without a private module
+    assert {
+        "RelayCluster",
+        "RelaySettings",
+        "RelayUnavailable",
+        "local_relay_timing",
+        "running_relays",
+    } <= set(standby.testing.__all__)
+    missing = [n for n in standby.testing.__all__ if not hasattr(standby.testing, n)]
+    assert missing == []
+
+
+def test_examples_import_no_private_module() -> None:
+    # examples/process_failover.py imported standby.testing._relay_process
+    import ast
+
+    private = []
+    for path in sorted((ROOT / "examples").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "standby" and any(p.startswith("_") for p in parts[1:]):
+                    private.append(f"{path.name}: {name}")
+    assert private == []
+
+
 def test_library_logging_is_silent_by_default() -> None:
     import logging
 
     handlers = logging.getLogger("standby").handlers
     assert any(isinstance(h, logging.NullHandler) for h in handlers)
+
+
+def _all_modules() -> list[str]:
+    import pkgutil
+
+    names = ["standby"]
+    names.extend(info.name for info in pkgutil.walk_packages(standby.__path__, "standby."))
+    return sorted(names)
+
+
+def test_every_docstring_encodes_as_utf8() -> None:
+    # print(standby.wire.__doc__) raised UnicodeEncodeError: a lone surrogate
+    # ("\ud800" in a docstring that is not raw) cannot be written anywhere.
+    bad: list[str] = []
+    for module_name in _all_modules():
+        module = importlib.import_module(module_name)
+        objects: list[tuple[str, object]] = [(module_name, module)]
+        for name, value in vars(module).items():
+            if getattr(value, "__module__", None) != module_name:
+                continue
+            objects.append((f"{module_name}.{name}", value))
+            if inspect.isclass(value):
+                objects.extend((f"{module_name}.{name}.{k}", v) for k, v in vars(value).items())
+        for where, value in objects:
+            doc = getattr(value, "__doc__", None)
+            if not isinstance(doc, str):
+                continue
+            try:
+                doc.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad.append(f"{where}: {exc}")
+    assert bad == []

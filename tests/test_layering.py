@@ -28,6 +28,8 @@ NAMED = {
     "node": "node",
     "_store": "adapters",  # JsonFileStore: the shipped SlotStore
     "_durable": "adapters",  # its fsynced file writes
+    "_store_quarantine": "adapters",  # its refusal to start after losing data (FM 23)
+    "_store_cli": "testing",  # python -m standby store accept-loss
     "_demo": "testing",
     "__main__": "testing",
 }

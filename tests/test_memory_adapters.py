@@ -541,3 +541,8 @@ def test_announcement_and_revocation_keys_are_per_workload() -> None:
         PromotionAnnouncement(workload_id="w2", new_primary="b", promoted_at=0.5), "b", "r", 0.0
     )
     assert newest_per_key([a, b]) == [b, a]
+
+
+def test_a_single_relay_name_string_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"pass \['relay-a'\]"):
+        MemoryRelayNetwork("relay-a")

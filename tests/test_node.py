@@ -9,6 +9,7 @@ sped-up timing.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,7 +34,14 @@ from standby import (
     WorkloadConflict,
     fencing_token,
 )
-from standby._errors import IdentityError, NodeError, NotAddressedError, TransportError
+from standby.__main__ import main as standby_main
+from standby._errors import (
+    IdentityError,
+    NodeError,
+    NotAddressedError,
+    StoreQuarantined,
+    TransportError,
+)
 from standby._store import JsonFileStore
 from standby.adapters.memory import (
     MemoryRelayNetwork,
@@ -852,6 +860,38 @@ async def test_corrupt_store_refuses_to_start(tmp_path: Path) -> None:
             pass  # pragma: no cover
     assert not node.running
     assert (tmp_path / "slots.json.corrupt-1").read_text() == "{not json"
+
+
+async def test_fm23_a_quarantined_store_refuses_to_start_until_the_loss_is_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "slots.json"
+    cluster = Cluster(timing=TIMING)
+    async with cluster.make_node("sb0", store=JsonFileStore(path, offload=False)) as node:
+        await node.accept(cluster.request("w1"))
+        await node.accept(cluster.request("w2"))
+    # One slot becomes unreadable: the file parses, the slot does not decode.
+    document = json.loads(path.read_text())
+    document["slots"][0] = {"workload_id": "w1"}
+    path.write_text(json.dumps(document))
+    for start in ("first", "second (an auto-restart)", "third"):
+        node = cluster.make_node("sb0", store=JsonFileStore(path, offload=False))
+        with pytest.raises(StoreQuarantined, match=r"slots\.json\.corrupt-1") as caught:
+            async with node:
+                pass  # pragma: no cover
+        assert not node.running, start
+        assert "2 slot(s)" in caught.value.lost
+        assert "accept-loss" in str(caught.value)
+    assert (tmp_path / "slots.json.corrupt-1").exists()
+    assert not path.exists()
+    assert standby_main(["store", "accept-loss", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "2 slot(s), 0 promotion intent(s), 0 primary record(s)" in out
+    async with cluster.make_node("sb0", store=JsonFileStore(path, offload=False)) as node:
+        assert node.status().slots == ()
+        await node.accept(cluster.request("w3"))
+    async with cluster.make_node("sb0", store=JsonFileStore(path, offload=False)) as node:
+        assert [s.workload_id for s in node.status().slots] == ["w3"]
 
 
 async def test_shutdown_saves_the_table_and_stops_every_task() -> None:

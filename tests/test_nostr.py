@@ -1042,3 +1042,9 @@ async def test_fm19_a_refused_query_is_asked_again_not_lost() -> None:
         assert result.answered == frozenset({url}), result.errors
         assert transport.counters["relay_refusals"] == 1
         assert transport.open_requests() == 0
+
+
+def test_a_single_relay_url_string_is_refused() -> None:
+    # it iterated as characters: "relay URLs must be unique, got ['w', 's', ':', ...]"
+    with pytest.raises(TypeError, match=r"a list of URLs.*pass \['wss://relay.example'\]"):
+        NostrTransport("wss://relay.example", fixed_keys())

@@ -21,6 +21,7 @@ from _kv_checks import (  # noqa: F401 - the shared tests run here, against Redi
     KvStore,
     anyio_backend,
     assert_missing_extra_is_explained,
+    claim,
     claims_suite_test,
     raw,
     relay_down_test,
@@ -34,7 +35,14 @@ from _kv_checks import (  # noqa: F401 - the shared tests run here, against Redi
 from _proxy import tcp_proxy
 from _redis import RedisServer, redis, redis_server  # noqa: F401
 
-from standby import Heartbeat, LeaseRevocation, Message
+from standby import (
+    Heartbeat,
+    LeaseRevocation,
+    Message,
+    PromotionAnnouncement,
+    PromotionClaim,
+    fencing_token,
+)
 from standby._errors import IdentityError, TransportError
 from standby.adapters.redis import RedisTransport
 from standby.protocols import Query
@@ -189,3 +197,78 @@ def test_prefix_is_checked() -> None:
         RedisTransport("127.0.0.1", user="a", password="x", prefix="has*glob")
     with pytest.raises(IdentityError):
         RedisTransport("127.0.0.1", user="A:B", password="x")
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "error", "fragment"),
+    [
+        ("redis://127.0.0.1:6379", 6379, ValueError, "not a URL"),
+        ("127.0.0.1:6379", 6379, ValueError, "port separately"),
+        ("127.0.0.1", 99999, ValueError, "port from 1 to 65535, got 99999"),
+        ("127.0.0.1", 0, ValueError, "port from 1 to 65535"),
+        ("127.0.0.1", "6379", TypeError, "integer port"),
+        ("", 6379, ValueError, "host name"),
+        (["127.0.0.1"], 6379, ValueError, "host name"),
+    ],
+)
+def test_host_and_port_are_checked_at_construction(
+    host: Any, port: Any, error: type[Exception], fragment: str
+) -> None:
+    with pytest.raises(error, match=fragment):
+        RedisTransport(host, port, user="a", password="x")
+
+
+def test_an_ipv6_address_is_a_host() -> None:
+    assert RedisTransport("::1", 6379, user="a", password="x").port == 6379
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_claims_expire_and_old_fields_are_swept(store: RedisStore) -> None:
+    # Claims and announcements stayed in Redis for ever: a claim key now has a
+    # time to live of the retention, and a sweep drops this provider's fields
+    # older than that (Redis 7.0 cannot expire one field of a hash).
+    prefix = store.fresh_prefix()
+    user, password = await store.account("alice", prefix)
+    day = 86_400.0
+    now = time.time()
+    opened = RedisTransport(
+        "127.0.0.1", store.port, user=user, password=password, prefix=prefix, retention=day
+    )
+    async with opened as alice:
+        client = alice._require_running()
+        assert (await alice.compare_and_set_claim(claim("w1", 1, user, 0), timeout=5)).won
+        ttl = await _raw(alice, client.pttl(alice._claim_key("w1")))
+        assert (day - 60) * 1000 <= ttl <= day * 1000
+        old_claim = PromotionClaim(
+            workload_id="w-old",
+            epoch=1,
+            fencing_token=fencing_token(1, 0),
+            claimant=user,
+            standby_index=0,
+            claimed_at=now - 2 * day,
+        )
+        assert (await alice.compare_and_set_claim(old_claim, timeout=5)).won
+        for workload_id, at in (("w-old", now - 2 * day), ("w1", now)):
+            announcement = PromotionAnnouncement(
+                workload_id=workload_id, new_primary=user, promoted_at=at, epoch=1
+            )
+            assert (await alice.publish(announcement, timeout=5)).acked
+        assert await alice.sweep() == 2  # the old announcement and the old claim's proof
+        left = await alice.query(Query(kinds=("announcement",)), timeout=5)
+        assert [e.message.workload_id for e in left.envelopes] == ["w1"]
+        assert await alice.holder("w-old", timeout=5) is None
+        assert (await alice.holder("w1", timeout=5)) is not None
+        assert await alice.sweep() == 0
+    forever = RedisTransport(
+        "127.0.0.1", store.port, user=user, password=password, prefix=prefix, retention=None
+    )
+    async with forever as alice:
+        client = alice._require_running()
+        assert (await alice.compare_and_set_claim(claim("w2", 1, user, 0), timeout=5)).won
+        assert await _raw(alice, client.pttl(alice._claim_key("w2"))) == -1
+
+
+def test_the_retention_is_checked() -> None:
+    for bad in (0, 60.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="retention must be"):
+            RedisTransport("127.0.0.1", user="a", password="x", retention=bad)

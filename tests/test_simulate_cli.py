@@ -188,8 +188,8 @@ def test_bad_arguments_exit_two(argv: list[str], capsys: pytest.CaptureFixture[s
         (["--step-clock", "primary@10:soon"], "bad clock step 'soon'"),
         (["--step-clock", "primary@10:nan"], "finite number of seconds other than 0"),
         (["--step-clock", "primary@10:0"], "finite number of seconds other than 0"),
-        (["--step-clock", "primary@later:5"], "bad time 'later'"),
-        (["--step-clock=primary@-1:5"], "times must be >= 0"),
+        (["--step-clock", "primary@later:5"], "expected a number of seconds, got 'later'"),
+        (["--step-clock=primary@-1:5"], "expected a time >= 0 in seconds"),
     ],
 )
 def test_bad_numbers_are_one_line_on_stderr_and_exit_two(
@@ -205,6 +205,37 @@ def test_bad_numbers_are_one_line_on_stderr_and_exit_two(
     assert captured.err.startswith("python -m standby simulate: error: ")
     assert fragment in captured.err
     assert captured.err.count("\n") == 1
+
+
+TIME_OPTIONS = [
+    ("--until", "{}"),
+    ("--crash-primary-at", "{}"),
+    ("--partition-primary", "{}"),
+    ("--partition-primary", "10:{}"),
+    ("--kill", "primary@{}"),
+    ("--crash", "primary@{}"),
+    ("--restart", "sb0@{}"),
+    ("--freeze", "sb0@{}+5"),
+    ("--freeze", "sb0@10+{}"),
+]
+
+
+@pytest.mark.parametrize("bad", ["inf", "nan", "-1", "-inf", "soon"])
+@pytest.mark.parametrize(("option", "form"), TIME_OPTIONS)
+def test_every_bad_time_in_every_time_option_is_one_readable_line(
+    option: str, form: str, bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--crash primary@inf` answered "invalid _crash_spec value"
+    from standby.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", f"{option}={form.format(bad)}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m standby simulate: error: argument {option}: expected ")
+    assert err.count("\n") == 1
+    assert "invalid" not in err
+    assert repr(bad) in err
 
 
 def test_a_run_too_long_for_the_timing_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import pytest
 
-from standby import StandbySlot, StoreError, _store
+from standby import StandbySlot, StoreError, StoreQuarantined, _store
 from standby._state import NodeState, PrimaryRecord, PromotionIntent, primary_to_json
 from standby._store import FORMAT, FORMAT_VERSION, JsonFileStore, Sealer, looks_secret
 from standby.protocols import SlotStore
@@ -252,11 +252,71 @@ async def test_corrupt_file_raises_and_is_moved_aside_not_overwritten(tmp_path: 
     aside = tmp_path / "slots.json.corrupt-1"
     assert aside.read_bytes().endswith(b"[")
     assert not path.exists()
+    assert store.accept_loss() is not None
     await store.save([make_slot()])  # a new table never touches the corrupt copy
     assert aside.read_bytes().endswith(b"[")
     path.write_text("[]")
     with pytest.raises(StoreError, match="corrupt-2"):
         await store.load()
+
+
+async def test_fm23_a_quarantined_file_refuses_every_load_and_save_until_the_loss_is_accepted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "slots.json"
+    store: JsonFileStore[Any] = JsonFileStore(path, spec_type=Spec)
+    await store.save_state(
+        NodeState(
+            (make_slot("w1"), make_slot("w2", expires_in=7200)),
+            (PromotionIntent("w3", 1, 5, EPOCH + 60, EPOCH, expires_at=EPOCH + 100),),
+            (),
+        )
+    )
+    await store.save([make_slot("w1"), make_slot("w2", expires_in=7200), make_slot("w4")])
+    assert store.journal_path.exists()
+    path.write_bytes(path.read_bytes().replace(b'"app:1"', b"[" * 400 + b"]" * 400, 1))
+    marker = tmp_path / "slots.json.quarantined"
+    for attempt in range(3):  # every start, not only the first
+        fresh: JsonFileStore[Any] = JsonFileStore(path, spec_type=Spec)
+        with pytest.raises(StoreQuarantined) as caught:
+            await fresh.load_state()
+        error = caught.value
+        assert error.quarantined == str(tmp_path / "slots.json.corrupt-1"), attempt
+        assert error.marker == str(marker)
+        assert error.lost.startswith("3 slot(s), 1 promotion intent(s), 0 primary record(s)")
+        assert f"{EPOCH + 7200:.3f}" in error.lost
+        assert "accept-loss" in str(error)
+        with pytest.raises(StoreQuarantined):
+            await fresh.save([make_slot("w9")])
+    assert not path.exists()
+    # the journal went with the file: nothing of the old state lies next to the new one
+    assert files(tmp_path) == [
+        "slots.json.corrupt-1",
+        "slots.json.corrupt-1.journal",
+        "slots.json.quarantined",
+    ]
+    accepted = JsonFileStore(path).accept_loss()
+    assert accepted is not None
+    assert "3 slot(s), 1 promotion intent(s)" in accepted
+    assert JsonFileStore(path).accept_loss() is None
+    after: JsonFileStore[Any] = JsonFileStore(path, spec_type=Spec)
+    assert await after.load_state() == NodeState()
+    await after.save([make_slot("w9")])
+    assert [s.workload_id for s in await JsonFileStore(path, spec_type=Spec).load()] == ["w9"]
+    assert (tmp_path / "slots.json.corrupt-1.journal").exists()
+
+
+async def test_a_crash_between_marker_and_move_still_refuses(tmp_path: Path) -> None:
+    path = tmp_path / "slots.json"
+    path.write_text("{not json")
+    with pytest.raises(StoreQuarantined):
+        await JsonFileStore(path).load()
+    os.replace(tmp_path / "slots.json.corrupt-1", path)  # as if the move never happened
+    with pytest.raises(StoreQuarantined, match="quarantined earlier"):
+        await JsonFileStore(path).load()
+    (tmp_path / "slots.json.quarantined").write_text("garbage")
+    with pytest.raises(StoreQuarantined, match="marker unreadable"):
+        await JsonFileStore(path).load()
 
 
 @pytest.mark.parametrize(
@@ -292,8 +352,9 @@ async def test_a_slot_that_could_not_be_saved_again_is_never_loaded(tmp_path: Pa
         path.write_bytes(path.read_bytes().replace(b'"app:1"', bad.encode()))
         with pytest.raises(StoreError, match=r"corrupt.*slot #0"):
             await JsonFileStore(path).load()
-        assert not path.exists()  # moved aside; the next save starts a clean table
+        assert not path.exists()  # moved aside; once the loss is accepted, a clean table
         store: JsonFileStore[Any] = JsonFileStore(path)
+        assert store.accept_loss() is not None
         assert await store.load() == []
         assert await store.save([make_slot()]) == []
         path.unlink()
@@ -576,3 +637,27 @@ def test_journal_append_is_fsynced_before_save_returns(
     if os.path.exists("/proc/self/fd"):
         assert synced[0].endswith("slots.json.journal")
     assert synced
+
+
+def test_the_accept_loss_command_names_the_loss_and_refuses_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from standby.__main__ import main
+
+    path = tmp_path / "slots.json"
+    assert main(["store", "accept-loss", str(path)]) == 1
+    assert "nothing is quarantined" in capsys.readouterr().err
+    path.write_text("{not json")
+    with pytest.raises(StoreQuarantined):
+        JsonFileStore(path).load_sync()
+    assert main(["store", "accept-loss", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "slots.json.corrupt-1" in out
+    assert "an unknown number of slots" in out
+    for argv in (["store"], ["store", "accept-loss"], ["store", "forget", str(path)]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, argv
+        assert "error:" in err, argv

@@ -278,11 +278,20 @@ def test_every_broken_rule_is_reported_at_once() -> None:
     assert "claim_settle=5.0 <= claim_timeout=10.0" in message
 
 
+@pytest.mark.parametrize("value", [math.inf, -math.inf])
+def test_an_infinite_duration_is_refused_naming_the_knob(value: float) -> None:
+    with pytest.raises(UnsafeTiming) as caught:
+        Timing(lease=value, silence=value)
+    assert caught.value.rules == ("lease is a finite number", "silence is a finite number")
+    assert "lease=" in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
 def test_a_non_number_duration_is_reported_with_the_quorum_rules() -> None:
     with pytest.raises(UnsafeTiming) as caught:
         Timing(silence=float("nan"), query_timeout=-1.0, relay_count=3, write_quorum=4)
     assert caught.value.rules == (
-        "silence is a number",
+        "silence is a finite number",
         "query_timeout > 0",
         "1 <= write_quorum <= relay_count",
         "1 <= read_quorum <= relay_count",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -217,6 +218,8 @@ class EtcdGateway(KvTransport):
         self._token_lock: anyio.Lock | None = None
         self._current = 0
         self._revision = 0
+        #: The lease new writes are attached to, and when (monotonic) it was granted.
+        self._lease: tuple[int, float] | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -316,6 +319,29 @@ class EtcdGateway(KvTransport):
         kvs, _revision = await self._range(key)
         return slot_of(kvs[0] if kvs else None)
 
+    async def _write_lease(self) -> int:
+        """The lease to attach a write to (``0``: none, the key is kept for ever).
+
+        One lease serves every write of a stretch of ``retention / 16``; its
+        TTL is ``retention`` plus that stretch, so a key lives at least
+        ``retention`` after its last write and at most 1/16 longer. A new
+        lease is granted for the next stretch (etcd deletes a lease's keys
+        when it expires; a key written again moves to the newer lease).
+        """
+        if self.retention is None:
+            return 0
+        stretch = self.retention / 16
+        now = anyio.current_time()
+        if self._lease is not None and now - self._lease[1] < stretch:
+            return self._lease[0]
+        ttl = math.ceil(self.retention + stretch)
+        answer = await self._call("/v3/lease/grant", {"TTL": str(ttl)})
+        lease = as_int(answer.get("ID"))
+        if not lease:
+            raise Unknown(f"lease grant answered without an ID: {answer!r:.80}")
+        self._lease = (lease, now)
+        return lease
+
     async def _txn(
         self, key: bytes, mod_revision: int, puts: Sequence[tuple[bytes, bytes | None]]
     ) -> tuple[bool, Slot]:
@@ -325,12 +351,16 @@ class EtcdGateway(KvTransport):
         ``(False, key's current value)``. Raises :class:`Unknown` when the
         answer was lost: the caller reads again.
         """
+        lease = await self._write_lease() if any(v is not None for _, v in puts) else 0
         success: list[dict[str, Any]] = []
         for target, value in puts:
             if value is None:
                 success.append({"request_delete_range": {"key": b64(target)}})
-            else:
-                success.append({"request_put": {"key": b64(target), "value": b64(value)}})
+                continue
+            put: dict[str, Any] = {"key": b64(target), "value": b64(value)}
+            if lease:
+                put["lease"] = str(lease)
+            success.append({"request_put": put})
         compare = {"target": "MOD", "key": b64(key), "mod_revision": str(mod_revision)}
         body = {
             "compare": [{**compare, "result": "EQUAL"}],
@@ -339,7 +369,9 @@ class EtcdGateway(KvTransport):
         }
         try:
             answer = await self._call("/v3/kv/txn", body)
-        except Unknown:
+        except Unknown as exc:
+            if "lease not found" in str(exc):
+                self._lease = None  # revoked or expired early: grant another one
             self._count("unknown_outcomes")
             raise
         revision = self._seen(answer)

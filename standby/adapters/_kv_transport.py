@@ -32,7 +32,13 @@ from .._protocols import (
 from ..wire import Codec
 from ._kv import ABSENT, Slot, canonical_account, claim_matches, decode_claim
 from ._stream import StreamSubscription
-from ._transport_base import TransportBase, canonical_query, check_backoff, keep_recent
+from ._transport_base import (
+    TransportBase,
+    canonical_query,
+    check_backoff,
+    check_retention,
+    keep_recent,
+)
 
 __all__ = ["KvTransport", "Refused", "Retry"]
 
@@ -81,8 +87,11 @@ class KvTransport(TransportBase):
         reconnect_backoff: tuple[float, float],
         subscription_buffer: int,
         live_backlog: float,
+        retention: float | None,
     ) -> None:
         super().__init__()
+        #: Seconds a written key is kept after its last write (``None``: for ever).
+        self.retention = check_retention(retention)
         self.reconnect_backoff = check_backoff("reconnect_backoff", reconnect_backoff)
         self.user = self.canonical(user)
         self._password = password

@@ -130,6 +130,11 @@ class MemoryRelayNetwork:
         atomic_claims: bool = False,
         limits: RelayLimits | None = None,
     ) -> None:
+        if isinstance(relays, (str, bytes)):
+            raise TypeError(
+                f"relays must be a count or a list of relay names, got the single string "
+                f"{relays!r}: pass [{relays!r}]"
+            )
         names = [f"relay-{i}" for i in range(relays)] if isinstance(relays, int) else list(relays)
         if not names:
             raise ValueError("a relay network needs at least one relay")

@@ -72,7 +72,7 @@ def canonical_identity(identity: str) -> str:
     (NIP-21); surrounding blanks are ignored. Anything else, including a key
     that is not a point of the curve, raises :class:`~standby.IdentityError`.
     ``canonical_identity("npub1...") == canonical_identity(hex)`` for the
-    same key, which is what keeps failure mode 2 of ``SAFETY.md`` away.
+    same key, which is what keeps failure mode 2 of ``docs/failure-modes.md`` away.
     """
     if not isinstance(identity, str):
         raise IdentityError(f"a Nostr identity must be a string, got {type(identity).__name__}")

@@ -10,11 +10,13 @@ helpful ``ImportError`` of a missing extra.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import math
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -27,13 +29,18 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends 
 from .._protocols import Query
 
 __all__ = [
+    "DEFAULT_RETENTION",
+    "MIN_RETENTION",
     "TransportBase",
     "canonical_query",
     "check_backoff",
+    "check_host_port",
+    "check_retention",
     "check_urls",
     "close_shielded",
     "keep_recent",
     "missing_extra",
+    "url_list",
 ]
 
 _Self = TypeVar("_Self", bound="TransportBase")
@@ -59,11 +66,24 @@ def check_backoff(name: str, backoff: Sequence[float]) -> tuple[float, float]:
     return first, longest
 
 
+def url_list(urls: Any, what: str) -> list[Any]:
+    """``urls`` as a list; ``TypeError`` for a single string (which would iterate as characters)."""
+    if isinstance(urls, (str, bytes)):
+        raise TypeError(
+            f"{what} must be a list of URLs, got the single string {urls!r}: pass [{urls!r}]"
+        )
+    try:
+        return list(urls)
+    except TypeError:
+        raise TypeError(f"{what} must be a list of URLs, got {urls!r}") from None
+
+
 def check_urls(
     urls: Sequence[Any], schemes: tuple[str, ...], *, what: str, empty: str, unique: bool = False
 ) -> None:
-    """Refuse an empty list (``empty`` says so), a repeated URL (when ``unique``) or a
-    URL of another scheme."""
+    """Refuse a single string (``TypeError``), an empty list (``empty`` says so), a repeated
+    URL (when ``unique``) or a URL of another scheme."""
+    url_list(urls, what)
     if not urls:
         raise ValueError(empty)
     if unique and len(set(urls)) != len(urls):
@@ -71,6 +91,55 @@ def check_urls(
     for url in urls:
         if not (isinstance(url, str) and url.startswith(schemes)):
             raise ValueError(f"{what} must start with {' or '.join(schemes)}, got {url!r}")
+
+
+#: How long a key-value transport keeps what it writes, by default: 400 days,
+#: longer than any reservation a provider is expected to sell.
+DEFAULT_RETENTION: Final = 400 * 86_400.0
+#: The shortest retention accepted (a guard against passing minutes for seconds).
+MIN_RETENTION: Final = 3_600.0
+
+
+def check_retention(retention: Any) -> float | None:
+    """``retention`` in seconds (``None``: keep for ever); ``ValueError`` below an hour."""
+    if retention is None:
+        return None
+    if isinstance(retention, bool) or not isinstance(retention, (int, float)):
+        raise TypeError(f"retention must be a number of seconds or None, got {retention!r}")
+    if not (math.isfinite(retention) and retention >= MIN_RETENTION):
+        raise ValueError(
+            f"retention must be a finite number of seconds >= {MIN_RETENTION:g} (and longer than "
+            f"any reservation the provider sells), or None to keep keys for ever; got {retention!r}"
+        )
+    return float(retention)
+
+
+def check_host_port(host: Any, port: Any, *, what: str) -> None:
+    """Refuse a host that is not a bare host name or address, or a port outside 1..65535.
+
+    ``ValueError`` (``TypeError`` for a port that is not an ``int``) saying
+    what was given and what to pass instead.
+    """
+    if not isinstance(host, str) or not host or host != host.strip():
+        raise ValueError(f"{what} needs a host name or address, got {host!r}")
+    if "://" in host:
+        raise ValueError(
+            f"{what} takes a host name and a port, not a URL: got host={host!r} "
+            "(pass host='name', port=6379)"
+        )
+    if "/" in host or any(c.isspace() for c in host):
+        raise ValueError(f"{what} needs a bare host name or address, got {host!r}")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.strip("[]"))
+        except ValueError:
+            raise ValueError(
+                f"{what} takes the port separately: got host={host!r} (pass host='name', port=6379)"
+            ) from None
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{what} needs an integer port, got {port!r}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{what} needs a port from 1 to 65535, got {port}")
 
 
 def canonical_query(query: Query, canonical: Callable[[str], str]) -> Query:

@@ -90,7 +90,7 @@ from ._kv import (
     quote_workload,
 )
 from ._stream import StreamSubscription
-from ._transport_base import check_urls
+from ._transport_base import DEFAULT_RETENTION, check_urls, url_list
 
 __all__ = [
     "EtcdSubscription",
@@ -178,6 +178,11 @@ class EtcdTransport(EtcdGateway):
     ``client`` (an ``httpx.AsyncClient``; the transport makes its own by
     default).
 
+    ``retention`` (seconds, default 400 days; ``None``: for ever) is how long
+    a key is kept after its last write: every put carries an etcd lease of
+    that length. It must be longer than any reservation the provider sells
+    (plus the longest a node may be down): see ``docs/backends.md``.
+
     A query with ``authors`` reads only their areas (one range each, in one
     transaction: a single snapshot); without, one range over every
     provider's area. A subscription with ``query.since`` gets the stored
@@ -214,8 +219,12 @@ class EtcdTransport(EtcdGateway):
         subscription_buffer: int = 1024,
         live_backlog: float = 60.0,
         client: httpx.AsyncClient | None = None,
+        retention: float | None = DEFAULT_RETENTION,
     ) -> None:
-        urls = [url.rstrip("/") for url in endpoints]
+        urls = [
+            url.rstrip("/") if isinstance(url, str) else url
+            for url in url_list(endpoints, "etcd endpoints")
+        ]
         check_urls(
             urls,
             ("http://", "https://"),
@@ -234,6 +243,7 @@ class EtcdTransport(EtcdGateway):
             reconnect_backoff=reconnect_backoff,
             subscription_buffer=subscription_buffer,
             live_backlog=live_backlog,
+            retention=retention,
         )
         self.prefix = _normal_prefix(prefix)
         self._last_watch_error = ""

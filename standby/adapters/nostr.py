@@ -93,6 +93,7 @@ from ._transport_base import (
     check_backoff,
     check_urls,
     close_shielded,
+    url_list,
 )
 
 __all__ = [
@@ -155,7 +156,7 @@ class NostrTransport(TransportBase):
         refusal_backoff: tuple[float, float] = (0.05, 1.0),
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        urls = list(relays)
+        urls = url_list(relays, "relay URLs")
         check_urls(
             urls,
             ("ws://", "wss://"),

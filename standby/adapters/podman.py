@@ -7,7 +7,7 @@ supervisor process (the same one :class:`~standby.adapters.process.ProcessRuntim
 uses, in its *container* mode) starts the container, watches it with
 ``podman wait`` and, at the lease end, sends ``SIGTERM`` and then
 ``SIGKILL`` through ``podman kill`` and removes the container: a node that is
-killed or frozen leaves nothing running past the lease (``SAFETY.md``,
+killed or frozen leaves nothing running past the lease (``docs/safety.md``,
 guarantee 4). See ``docs/runtimes.md``.
 
 Tested against podman 4 with runc. ``cli="docker"`` drives a

@@ -5,7 +5,7 @@ process (``standby/adapters/_supervisor.py``, standard library only) that
 lives in its own session, apart from the node. The supervisor stops the
 workload at its lease end whatever happens to the node: a node that is
 killed (``kill -9``), frozen (``SIGSTOP``) or restarted leaves nothing
-running past the lease (``SAFETY.md``, guarantee 4). See
+running past the lease (``docs/safety.md``, guarantee 4). See
 ``docs/runtimes.md``.
 
 Needs no extra dependency. Linux gives the strongest guarantees (a parent

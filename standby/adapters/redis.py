@@ -20,7 +20,7 @@ What it guarantees, and what it does not:
   asynchronous: after a failover to a replica (Sentinel, a managed
   service), a claim or heartbeat the old primary acknowledged may be gone,
   and a second standby can then win the same epoch. Fencing tokens
-  (``SAFETY.md``, guarantee 3) still order the two. Use etcd for a store
+  (``docs/safety.md``, guarantee 3) still order the two. Use etcd for a store
   that keeps an acknowledged claim through the loss of a member.
 * **Who wrote it.** The identity is the Redis ACL user name. Messages live
   in the hash ``<prefix>:p:<user>``, which the ACL lets only that user write
@@ -55,22 +55,28 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess test
     raise missing_extra("redis", "redis", _exc) from _exc
 
 import contextlib
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import attrs
 
+from .._errors import TransportError
 from .._models import Envelope, Message
 from .._protocols import Query
+from .._relay_messages import message_timestamp
 from ..wire import Codec
 from ._kv import (
     MESSAGE_FIELD_PREFIX,
+    PROOF_FIELD_PREFIX,
     Slot,
     canonical_account,
+    decode_claim,
     decode_stored,
     exact_account,
     field_of,
@@ -78,7 +84,9 @@ from ._kv import (
     quote_workload,
 )
 from ._kv_transport import KvTransport, Refused, Retry
+from ._redis_lua import DROP_FIELD, PUT_FIELD, SWAP_CLAIM
 from ._stream import StreamSubscription
+from ._transport_base import DEFAULT_RETENTION, check_host_port
 
 __all__ = [
     "RedisSubscription",
@@ -90,38 +98,6 @@ __all__ = [
 _T = TypeVar("_T")
 
 _PREFIX: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-# Compare-and-swap of one hash field, then a notification naming the field.
-# KEYS[1] hash; ARGV: field, expected-absent ('1'/'0'), expected, new, channel.
-_PUT_FIELD: Final = """
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if (ARGV[2] == '1' and current == false) or (ARGV[2] == '0' and current == ARGV[3]) then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
-  redis.call('PUBLISH', ARGV[5], ARGV[1])
-  return {1}
-end
-if current == false then return {0} end
-return {0, current}
-"""
-
-# Compare-and-swap of a claim key, writing (or deleting) the claimant's proof too.
-# KEYS[1] claim key, KEYS[2] claimant's hash; ARGV: expected-absent, expected,
-# new ('' deletes), proof field.
-_SWAP_CLAIM: Final = """
-local current = redis.call('GET', KEYS[1])
-if (ARGV[1] == '1' and current == false) or (ARGV[1] == '0' and current == ARGV[2]) then
-  if ARGV[3] == '' then
-    redis.call('DEL', KEYS[1])
-    redis.call('HDEL', KEYS[2], ARGV[4])
-  else
-    redis.call('SET', KEYS[1], ARGV[3])
-    redis.call('HSET', KEYS[2], ARGV[4], ARGV[3])
-  end
-  return {1}
-end
-if current == false then return {0} end
-return {0, current}
-"""
 
 
 def canonical_identity(identity: str) -> str:
@@ -215,6 +191,12 @@ class RedisTransport(KvTransport):
     and ``live_backlog`` (how far back a subscription without ``since``, or
     one that reconnects, reads stored messages).
 
+    ``retention`` (seconds, default 400 days; ``None``: for ever) is how long
+    what this provider writes is kept: claim keys get that time to live and
+    :meth:`sweep` drops older fields of its hash (it runs by itself). It must
+    be longer than any reservation the provider sells (plus the longest a
+    node may be down): see ``docs/backends.md``.
+
     A query with ``authors`` reads only their hashes (only the fields the
     query can match when it names workloads); without, every provider's
     hash under the prefix (found with ``SCAN``). A subscription gets the
@@ -225,8 +207,8 @@ class RedisTransport(KvTransport):
 
     :attr:`counters` counts ``commands``, ``retries``, ``unknown_outcomes``,
     ``rereads``, ``subscription_errors``, ``subscription_reconnects``,
-    ``dropped_malformed``, ``dropped_misplaced``, ``dropped_overflow`` and
-    ``forged_claims``.
+    ``dropped_malformed``, ``dropped_misplaced``, ``dropped_overflow``,
+    ``forged_claims``, ``swept`` and ``sweep_errors``.
     """
 
     _backend = "Redis"
@@ -250,7 +232,9 @@ class RedisTransport(KvTransport):
         reconnect_backoff: tuple[float, float] = (0.05, 2.0),
         subscription_buffer: int = 1024,
         live_backlog: float = 60.0,
+        retention: float | None = DEFAULT_RETENTION,
     ) -> None:
+        check_host_port(host, port, what="RedisTransport")
         super().__init__(
             user=user,
             password=password,
@@ -261,6 +245,7 @@ class RedisTransport(KvTransport):
             reconnect_backoff=reconnect_backoff,
             subscription_buffer=subscription_buffer,
             live_backlog=live_backlog,
+            retention=retention,
         )
         self.host = host
         self.port = port
@@ -269,6 +254,8 @@ class RedisTransport(KvTransport):
         self._field_script: Any = None
         self._claim_script: Any = None
         self._last_subscription_error = ""
+        self._last_sweep_error = ""
+        self._drop_script: Any = None
 
     def __repr__(self) -> str:
         state = "running" if self._group is not None else "stopped"
@@ -289,8 +276,63 @@ class RedisTransport(KvTransport):
         )
         self._client = await stack.enter_async_context(client)
         stack.callback(self._forget_client)
-        self._field_script = client.register_script(_PUT_FIELD)
-        self._claim_script = client.register_script(_SWAP_CLAIM)
+        self._field_script = client.register_script(PUT_FIELD)
+        self._claim_script = client.register_script(SWAP_CLAIM)
+        self._drop_script = client.register_script(DROP_FIELD)
+
+    def _started(self, group: anyio.abc.TaskGroup) -> None:
+        if self.retention is not None:
+            group.start_soon(self._sweep_loop, name="redis-sweep")
+
+    async def _sweep_loop(self) -> None:
+        """Sweep a minute after the start, then every ``retention / 16`` (at most 6 h)."""
+        assert self.retention is not None
+        interval = min(self.retention / 16, 6 * 3600.0)
+        await anyio.sleep(min(interval, 60.0))
+        while self._group is not None:
+            try:
+                await self.sweep()
+            except (Retry, Refused) as exc:
+                self._count("sweep_errors")
+                self._last_sweep_error = str(exc)
+            except TransportError:
+                return  # stopped meanwhile
+            await anyio.sleep(interval)
+
+    async def sweep(self) -> int:
+        """Delete this provider's fields written more than ``retention`` ago; how many.
+
+        A field's age is that of the message it holds (its timestamp, by
+        this provider's clock); a proof of a claim goes with the claim. A
+        field written again meanwhile is left alone. Runs by itself every
+        ``retention / 16`` while the transport runs (Redis 7.0 cannot expire
+        a field of a hash, only a whole key); shared claim keys expire by
+        their own time to live.
+        """
+        if self.retention is None:
+            return 0
+        client = self._require_running()
+        key = self._hash(self.user)
+        cutoff = self.wall_clock() - self.retention
+        dropped = 0
+        for field, value in (await self._run(client.hgetall(key))).items():
+            name, data = _text(field), _bytes(value)
+            if data is None:
+                continue
+            stamp: float | None = None
+            if name.startswith(PROOF_FIELD_PREFIX):
+                claim = decode_claim(self.codec, data)
+                stamp = None if claim is None else claim.claimed_at
+            else:
+                message = self._decode_own((key, name), data)
+                stamp = None if message is None else message_timestamp(message)
+            if stamp is None or stamp >= cutoff:
+                continue
+            if await self._run(self._drop_script(keys=[key], args=[name, data])) == 1:
+                dropped += 1
+        if dropped:
+            self._count("swept", dropped)
+        return dropped
 
     def _forget_client(self) -> None:
         self._client = None
@@ -392,6 +434,10 @@ class RedisTransport(KvTransport):
         )
         return (True, Slot(data)) if now_there is None else (False, now_there)
 
+    def _ttl_ms(self) -> str:
+        """A claim key's time to live, as the claim script takes it ('' for ever)."""
+        return "" if self.retention is None else str(math.ceil(self.retention * 1000))
+
     async def _read_claim(self, workload_id: str) -> Slot:
         client = self._require_running()
         return Slot(_bytes(await self._run(client.get(self._claim_key(workload_id)))))
@@ -406,7 +452,7 @@ class RedisTransport(KvTransport):
         now_there = await self._swap(
             self._claim_script,
             [self._claim_key(workload_id), self._hash(self.user)],
-            [absent, current.value or b"", data or b"", proof_field(workload_id)],
+            [absent, current.value or b"", data or b"", proof_field(workload_id), self._ttl_ms()],
         )
         return (True, Slot(data)) if now_there is None else (False, now_there)
 

@@ -6,13 +6,17 @@
   primary, its standbys and the relays) that runs the shipped
   :class:`~standby.node.StandbyNode` on a virtual-time loop, injects faults
   (kills at any step, freezes, restarts) and checks the guarantees of
-  ``SAFETY.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`,
+  ``docs/safety.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`,
   which :func:`timeline_svg` (or :meth:`SimulationReport.to_svg`) draws.
 * :func:`run_campaign` -- many seeded simulations with random fault schedules.
 * :class:`StandbyStateMachine` -- a ``RuleBasedStateMachine`` to subclass.
 * :func:`check_relay_transport`, :func:`check_atomic_claims`,
   :func:`check_container_runtime` -- conformance suites an adapter author
   points at a factory of their own.
+* :class:`RelayCluster` and :func:`running_relays` -- local ``nostr-relay``
+  processes on free ports (``pip install nostr-relay``), configured by
+  :class:`RelaySettings` (:class:`RelayUnavailable` when they cannot start),
+  and :func:`local_relay_timing`, the fast timing that suits them.
 
 ``Simulation`` and the campaign need nothing beyond ``standby`` itself;
 ``strategies`` and ``StandbyStateMachine`` need ``hypothesis`` (the
@@ -65,6 +69,13 @@ from ._faults import (
     SkewClock,
     SlowSpawn,
     StepClock,
+)
+from ._relay_process import (
+    RelayCluster,
+    RelaySettings,
+    RelayUnavailable,
+    local_relay_timing,
+    running_relays,
 )
 from ._report import (
     BASE_TIME,
@@ -125,8 +136,11 @@ __all__ = [
     "Pause",
     "Promotion",
     "RelayAmnesia",
+    "RelayCluster",
     "RelayHarness",
     "RelayHarnessFactory",
+    "RelaySettings",
+    "RelayUnavailable",
     "Replay",
     "Restart",
     "RuntimeHarness",
@@ -144,10 +158,12 @@ __all__ = [
     "check_atomic_claims",
     "check_container_runtime",
     "check_relay_transport",
+    "local_relay_timing",
     "memory_runtime",
     "random_faults",
     "relay_name",
     "run_campaign",
+    "running_relays",
     "standby_name",
     "strategies",
     "timeline_svg",

@@ -19,11 +19,12 @@ import argparse
 import functools
 import math
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
 
-from .._argtypes import integer_at_least
+from .._argtypes import integer_at_least, seconds
 from .._timing import Timing
 from ._campaign import run_campaign
 from ._faults import (
@@ -42,6 +43,8 @@ from ._simulation import Simulation, memory_runtime
 from ._world import SimulatedStore
 
 __all__ = ["add_arguments", "default_crash_at", "preset", "run"]
+
+T = TypeVar("T")
 
 PRESETS = ("default", "fast", "reference-unsafe")
 
@@ -78,28 +81,12 @@ def default_crash_at(timing: Timing, until: float) -> float:
     return min(10 * timing.heartbeat_interval, until / 4)
 
 
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
-    return value
-
-
 def _time(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a time >= 0 in seconds, got {text!r}")
-    return value
+    return seconds(text)
 
 
 def _duration(text: str) -> float:
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a duration > 0 in seconds, got {text!r}")
-    return value
+    return seconds(text, positive=True)
 
 
 def _partition_spec(text: str) -> tuple[float, float | None]:
@@ -115,6 +102,24 @@ def _partition_spec(text: str) -> tuple[float, float | None]:
     return start, length
 
 
+def _readable(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` with any ``ValueError`` of the fault it builds as a one-line argument error.
+
+    (argparse would otherwise answer ``invalid _crash_spec value``.)
+    """
+
+    @functools.wraps(parse)
+    def wrapper(text: str) -> T:
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
+
+    return wrapper
+
+
 def _split_target(text: str) -> tuple[str, str]:
     name, at, rest = text.partition("@")
     if not at or not name or not rest:
@@ -124,16 +129,14 @@ def _split_target(text: str) -> tuple[str, str]:
     return name, rest
 
 
-def _seconds(text: str, whole: str) -> float:
+def _seconds(text: str, whole: str, *, positive: bool = False) -> float:
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad time {text!r} in {whole!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"times must be >= 0, got {text!r} in {whole!r}")
-    return value
+        return seconds(text, positive=positive)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} in {whole!r}") from None
 
 
+@_readable
 def _kill_spec(text: str) -> Kill:
     """``NAME@T[:STEPS]``: kill -9 of NAME's node at T (after STEPS more steps)."""
     name, rest = _split_target(text)
@@ -149,12 +152,14 @@ def _kill_spec(text: str) -> Kill:
     return Kill(_seconds(at, text), name, count)
 
 
+@_readable
 def _crash_spec(text: str) -> Crash:
     """``NAME@T``: NAME's host dies at T (containers too)."""
     name, rest = _split_target(text)
     return Crash(_seconds(rest, text), name)
 
 
+@_readable
 def _restart_spec(text: str) -> Restart:
     """``NAME@T[:with-created-at|:without-created-at]``."""
     name, rest = _split_target(text)
@@ -166,6 +171,7 @@ def _restart_spec(text: str) -> Restart:
     return Restart(_seconds(at, text), name, mode or None)
 
 
+@_readable
 def _freeze_spec(text: str) -> Pause:
     """``NAME@T+D[:running]``: freeze NAME's node at T for D seconds."""
     name, rest = _split_target(text)
@@ -175,9 +181,7 @@ def _freeze_spec(text: str) -> Pause:
         raise argparse.ArgumentTypeError(f"expected NAME@T+DURATION, got {text!r}")
     if mode and mode not in PAUSE_WORKLOADS:
         raise argparse.ArgumentTypeError(f"expected :running or :frozen at the end of {text!r}")
-    length = _seconds(duration, text)
-    if length <= 0:
-        raise argparse.ArgumentTypeError(f"the freeze must last > 0 s in {text!r}")
+    length = _seconds(duration, text, positive=True)
     return Pause(_seconds(at, text), name, length, mode or "frozen")
 
 
@@ -188,14 +192,14 @@ def _step_clock_spec(text: str) -> StepClock:
     if not colon or not delta:
         raise argparse.ArgumentTypeError(f"expected NAME@T:DELTA, got {text!r}")
     try:
-        seconds = float(delta)
+        step = float(delta)
     except ValueError:
         raise argparse.ArgumentTypeError(f"bad clock step {delta!r} in {text!r}") from None
-    if not math.isfinite(seconds) or seconds == 0:
+    if not math.isfinite(step) or step == 0:
         raise argparse.ArgumentTypeError(
             f"the clock step must be a finite number of seconds other than 0 in {text!r}"
         )
-    return StepClock(_seconds(at, text), name, seconds)
+    return StepClock(_seconds(at, text), name, step)
 
 
 _positive_int = integer_at_least(1)

@@ -67,7 +67,7 @@ async def check_identity(harness: RelayHarness) -> None:
                 ) from exc
             if got != me:
                 raise fail(
-                    check, f"canonical({alias!r}) gave {got!r}, expected {me!r} (SAFETY.md #2)"
+                    check, f"canonical({alias!r}) gave {got!r}, expected {me!r} (failure mode 2)"
                 )
         for other in transports:
             if other is not transport and other.canonical(me) != me:

@@ -10,7 +10,9 @@ port and the database is a :class:`RelaySettings`.
 :func:`local_relay_timing` is the fast timing this project runs over such
 relays (silence 4 s, queries of 0.3 s: a local relay answers in a few ms).
 
-Private: tests, benchmarks and examples import it by this path.
+Public through :mod:`standby.testing` (``RelayCluster``, ``RelaySettings``,
+``RelayUnavailable``, ``running_relays``, ``local_relay_timing``); the
+project's own tests also use its other helpers by this path.
 """
 
 from __future__ import annotations

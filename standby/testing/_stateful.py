@@ -215,7 +215,7 @@ class StandbyStateMachine(RuleBasedStateMachine):
         """The current primary hands the workload over on purpose."""
         self._inject(Handover(self._sim.now))
 
-    # -- invariants (the guarantees of SAFETY.md) ------------------------
+    # -- invariants (the guarantees of docs/safety.md) ------------------------
 
     def _assert_none(self, *kinds: str) -> None:
         if self.sim is None:

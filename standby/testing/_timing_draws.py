@@ -1,6 +1,6 @@
 """How :func:`standby.testing.strategies.timings` draws a timing, safe or not.
 
-A safe timing is drawn knob by knob from the relations of ``SAFETY.md``
+A safe timing is drawn knob by knob from the relations of ``docs/safety.md``
 (the lease after the heartbeat, the silence after the lease and its graces,
 the claim protocol and the spawn inside the lease), then checked against
 every rule the core knows; an unsafe one draws each knob freely as a

@@ -180,7 +180,7 @@ def timings(
     """Timings; valid by default (the default and fast presets among them).
 
     With ``safe=False`` the relations between knobs are drawn freely, so many
-    values break a rule of ``SAFETY.md`` (built with
+    values break a rule of ``docs/safety.md`` (built with
     :meth:`Timing.unsafe_unchecked`). Every value stays well-formed either way:
     durations are positive and finite, quorums lie in ``[1, relay_count]``.
     """
