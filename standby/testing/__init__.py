@@ -9,6 +9,8 @@
   ``SAFETY.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`,
   which :func:`timeline_svg` (or :meth:`SimulationReport.to_svg`) draws.
 * :func:`run_campaign` -- many seeded simulations with random fault schedules.
+* :func:`shrink` -- a failing schedule cut down to the fewest faults and the
+  shortest run that still fail (a :class:`ShrunkSchedule`).
 * :class:`StandbyStateMachine` -- a ``RuleBasedStateMachine`` to subclass.
 * :func:`check_relay_transport`, :func:`check_atomic_claims`,
   :func:`check_container_runtime` -- conformance suites an adapter author
@@ -75,6 +77,7 @@ from ._report import (
     Timeline,
     Violation,
 )
+from ._shrink import ShrunkSchedule, shrink
 from ._simulation import (
     PRIMARY,
     STRANGER,
@@ -90,6 +93,7 @@ from ._world import SimulatedStore
 if TYPE_CHECKING:
     # Declared for type checkers: the module-level __getattr__ below would
     # otherwise make every submodule (``_cli`` for ``__main__``) look like Any.
+    from . import _campaign_cli as _campaign_cli
     from . import _cli as _cli
     from . import strategies
     from ._stateful import StandbyStateMachine
@@ -130,6 +134,7 @@ __all__ = [
     "Restart",
     "RuntimeHarness",
     "RuntimeHarnessFactory",
+    "ShrunkSchedule",
     "SimulatedStore",
     "Simulation",
     "SimulationReport",
@@ -146,6 +151,7 @@ __all__ = [
     "random_faults",
     "relay_name",
     "run_campaign",
+    "shrink",
     "standby_name",
     "strategies",
     "timeline_svg",
