@@ -28,6 +28,8 @@ from standby.testing._simulation import memory_runtime
 
 #: Schedules per configuration: 1,600 in all (the CI budget), a fresh sample every run.
 RUNS = 1600 // len(CONFIGURATIONS)
+#: At most this many simulations go into shrinking a CI failure (a few seconds).
+SHRINK_RUNS = 40
 
 
 def campaign_failure(seed: int, config: Configuration, summary: CampaignSummary) -> str:
@@ -40,7 +42,9 @@ def campaign_failure(seed: int, config: Configuration, summary: CampaignSummary)
     for run_seed in summary.failing_seeds[:5]:
         kinds = sorted({v.kind for s, v in summary.violations if s == run_seed})
         lines.append(f"  seed {run_seed} ({', '.join(kinds)}): {config.command(run_seed)}")
-    shrunk, command = shrink_run(config, summary.failing_seeds[0], max_runs=150)
+    # printed before shrinking, so a timeout while shrinking still shows it
+    print("\n".join(lines), flush=True)
+    shrunk, command = shrink_run(config, summary.failing_seeds[0], max_runs=SHRINK_RUNS)
     lines.append(shrunk.format(command=command))
     return "\n".join(lines)
 

@@ -288,6 +288,25 @@ def test_simulate_shrink_prints_a_command_that_still_fails(
     assert "[two-live]" in out
 
 
+def test_a_random_run_shrinks_to_a_command_with_its_faults_spelled_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, _ = command(
+        capsys,
+        "python -m standby simulate --random-faults --focus freeze-running --seed 45 "
+        "--timing reference-unsafe --until 1080 --shrink",
+    )
+    assert status == 1
+    (rerun,) = [line for line in out.splitlines() if line.startswith("reproduce: ")]
+    rerun = rerun.removeprefix("reproduce: ")
+    assert rerun.startswith("python -m standby simulate --seed 45 --timing reference-unsafe ")
+    assert "--random-faults" not in rerun
+    assert "--focus" not in rerun
+    assert "--fault " in rerun
+    status, out, _ = command(capsys, rerun)
+    assert status == 1
+
+
 def test_a_campaign_failure_shrinks_to_a_command_that_still_fails(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -378,7 +378,9 @@ def _shrunk(
         **_adapters(args, timing),
     }
     result = shrink(faults, until, **settings)
-    rerun = argparse.Namespace(**{**vars(args), "random_faults": False, "runs": None})
+    rerun = argparse.Namespace(
+        **{**vars(args), "random_faults": False, "runs": None, "focus": None}
+    )
     command = _rerun(rerun, seed, result.until, fault_flags(result.faults))
     return result.format(command=command)
 

@@ -231,12 +231,14 @@ def shrink(
     ``timing``, ``standbys``, ``atomic_claims``, ``runtime_factory``, ...);
     every candidate reruns ``Simulation(faults=..., **settings).run(until)``.
     "Still fails" means a violation of one of ``kinds`` (default: the kind
-    of the first violation of the whole schedule). Faults are left out one
+    of the first violation of the whole schedule). The faults are put in
+    time order (ties keep theirs), then left out one
     at a time, keeping each removal that still fails; then ``until`` is
     bisected; both repeat until neither helps or ``max_runs`` simulations
     have run. ``ValueError`` when the schedule does not fail.
     """
-    original = tuple(faults)
+    # in time order, as the command line schedules them (ties keep their order)
+    original = tuple(sorted(faults, key=lambda f: f.at))
     timing = settings.get("timing") or Timing()
     resolution = max(0.001, timing.heartbeat_interval / 60)
     runs = 0
