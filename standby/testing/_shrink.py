@@ -175,6 +175,8 @@ class ShrunkSchedule:
             f"{k}={_value_expression(v)}"
             for k, v in self.settings.items()
             if k not in defaults or defaults[k].default != v
+            # the timing Simulation builds by itself
+            if not (k == "timing" and v == Timing() and "relays" not in self.settings)
         ]
         lines = [f"Simulation({', '.join(args)}{', ' if args else ''}faults=["]
         lines += [f"    {fault!r}," for fault in self.faults]
