@@ -295,17 +295,6 @@ def test_submodule_surfaces_are_pinned() -> None:
     assert {"encode", "decode", "Codec"} <= set(standby.wire.__all__)
 
 
-def test_testing_kit_surface() -> None:
-    import standby.testing
-
-    missing = [name for name in standby.testing.__all__ if not hasattr(standby.testing, name)]
-    assert missing == []
-    # the campaign and its shrinker
-    assert {"run_campaign", "random_faults", "CampaignSummary", "shrink", "ShrunkSchedule"} <= set(
-        standby.testing.__all__
-    )
-
-
 def test_library_logging_is_silent_by_default() -> None:
     import logging
 
