@@ -50,6 +50,18 @@ def pytest_report_header() -> str:
     )
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A failed campaign repeats its seed at the end, next to the short summary."""
+    failed = terminalreporter.stats.get("failed", [])
+    if any("test_campaign.py::" in report.nodeid for report in failed):
+        terminalreporter.write_sep("-", "safety campaign")
+        terminalreporter.write_line(
+            f"the campaign failed with seed {CAMPAIGN_SEED}; replay it with "
+            f"{CAMPAIGN_SEED_VARIABLE}={CAMPAIGN_SEED} python -m pytest tests/test_campaign.py "
+            "(each failure above names the command that reruns its run alone)"
+        )
+
+
 @pytest.fixture(scope="session")
 def campaign_seed() -> int:
     """The base seed of this run's safety campaign (see ``CAMPAIGN_SEED``)."""
