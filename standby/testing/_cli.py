@@ -8,6 +8,11 @@ checker caught the unsafe timing, which is the point of the demonstration),
 ``--svg FILE`` writes a single run's timeline as an SVG picture (see
 :meth:`SimulationReport.to_svg`).
 
+``--random-faults`` runs the random schedule a campaign gives its seed
+(how a campaign's failing run is rerun alone), ``--fault`` adds any fault
+written as its ``repr``, and ``--shrink`` prints a failing run cut down to
+the fewest faults and the shortest ``--until`` that still fail.
+
 A single run without a scenario flag (``--crash-primary-at``,
 ``--partition-primary``) runs the default scenario, a primary crash (see
 :func:`default_crash_at`), and says so; ``--no-faults`` runs without any.
