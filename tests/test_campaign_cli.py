@@ -89,6 +89,13 @@ def test_the_time_limit_stops_the_campaign_and_it_reports_what_ran(
     assert status == 0
 
 
+def test_over_several_workers_the_time_limit_keeps_the_chunks_that_ran() -> None:
+    summary = run_configurations(400, seed=3, workers=2, max_seconds=0.2, chunk=5)
+    assert summary.stopped == "time limit"
+    assert 0 < summary.runs < 400
+    assert summary.runs % 5 == 0  # whole chunks of five runs each
+
+
 @pytest.mark.parametrize(
     "line",
     [
