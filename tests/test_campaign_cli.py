@@ -26,7 +26,7 @@ from standby.testing._configurations import (
     run_configurations,
     shrink_run,
 )
-from standby.testing._shrink import fault_expression, parse_fault
+from standby.testing._shrink import fault_expression, number_text, parse_fault
 from standby.testing._simulation import memory_runtime
 
 
@@ -247,7 +247,8 @@ def test_a_shrunk_failure_reads_in_a_screen() -> None:
     text = shrunk.format(command="python -m standby simulate ...")
     lines = text.splitlines()
     assert lines[0] == (
-        f"shrunk: {len(faults)} faults until t=2400 s -> 1 fault until t={shrunk.until:g} s "
+        f"shrunk: {len(faults)} faults until t=2400 s -> 1 fault until "
+        f"t={number_text(shrunk.until)} s "
         f"({shrunk.runs} simulations; leaving out any one fault makes it pass)"
     )
     assert lines[1:3] == [

@@ -28,7 +28,7 @@ from ._campaign import (
     summarize,
 )
 from ._report import Violation
-from ._shrink import ShrunkSchedule, fault_flags, shrink
+from ._shrink import ShrunkSchedule, fault_flags, number_text, shrink
 
 __all__ = [
     "CONFIGURATIONS",
@@ -63,11 +63,6 @@ def preset(name: str, relays: int = 3) -> Timing:
     raise ValueError(f"unknown timing preset {name!r}; choose from {', '.join(PRESETS)}")
 
 
-def _number(value: float) -> str:
-    text = f"{value:g}"
-    return text if float(text) == value else repr(value)
-
-
 def simulate_command(
     *,
     seed: int,
@@ -95,7 +90,7 @@ def simulate_command(
         argv.append("--atomic-claims")
     if focus is not None:
         argv += ["--focus", focus]
-    argv += ["--until", _number(until)]
+    argv += ["--until", number_text(until)]
     argv += extra
     return shlex.join(argv)
 

@@ -66,6 +66,12 @@ def parse_fault(text: str) -> Fault:
     return fault
 
 
+def number_text(value: float) -> str:
+    """``value`` written short (``1080``), but exactly (``1045.722``, never ``1045.72``)."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(value)
+
+
 def _literal(value: Any) -> str:
     # Double-quoted strings, so a shell quotes the whole fault in single quotes.
     if isinstance(value, str):
@@ -189,11 +195,11 @@ class ShrunkSchedule:
         ``command`` is the command line that reruns it, when the caller can
         build one (see :func:`fault_flags`).
         """
-        before = len(self.original_faults)
+        before, after = len(self.original_faults), len(self.faults)
         lines = [
-            f"shrunk: {before} fault{'s' * (before != 1)} until t={self.original_until:g} s "
-            f"-> {len(self.faults)} fault{'s' * (len(self.faults) != 1)} until "
-            f"t={self.until:g} s ({self.runs} simulations; "
+            f"shrunk: {before} fault{'s' * (before != 1)} until "
+            f"t={number_text(self.original_until)} s -> {after} fault{'s' * (after != 1)} "
+            f"until t={number_text(self.until)} s ({self.runs} simulations; "
             + (
                 "leaving out any one fault makes it pass)"
                 if self.minimal
