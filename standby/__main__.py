@@ -1,4 +1,4 @@
-"""Command line: ``python -m standby demo``, ``simulate`` and ``store accept-loss PATH``."""
+"""Command line: ``python -m standby`` ``demo``, ``simulate``, ``campaign`` and ``store``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     from . import _demo, _store_cli
+    from .testing import _campaign_cli as campaign_cli
     from .testing import _cli as simulate_cli
 
     _demo.add_arguments(
@@ -33,12 +34,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     simulate_cli.add_arguments(
         commands.add_parser("simulate", help="deterministic failover simulation and campaigns")
     )
+    campaign_cli.add_arguments(
+        commands.add_parser("campaign", help="long safety campaign over every fault configuration")
+    )
     _store_cli.add_arguments(
         commands.add_parser("store", help="manage a JsonFileStore (accept-loss PATH)")
     )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo.run(args)
+    if args.command == "campaign":
+        return campaign_cli.run(args)
     if args.command == "store":
         return _store_cli.run(args)
     return simulate_cli.run(args)

@@ -10,6 +10,7 @@ import pytest
 
 from standby import Timing, UnsafeTiming
 from standby.testing import (
+    CampaignSummary,
     Crash,
     RelayAmnesia,
     Simulation,
@@ -20,41 +21,80 @@ from standby.testing import (
     run_campaign,
 )
 from standby.testing._campaign import percentile
+from standby.testing._configurations import CONFIGURATIONS, Configuration, shrink_run
 from standby.testing._simulation import memory_runtime
 
 # ----------------------------------------------------------------------
-# The campaign: 2,000 random schedules within the model, zero violations
+# The campaign: 1,600 random schedules over every configuration, zero violations
 # ----------------------------------------------------------------------
 
-CAMPAIGNS = [
-    pytest.param(Timing(), 2, 1200, False, id="default-timing"),
-    pytest.param(Timing(relay_count=5, write_quorum=3), 2, 400, False, id="five-relays"),
-    pytest.param(Timing.fast(), 3, 400, True, id="fast-atomic-three-standbys"),
-]
+#: Schedules per configuration: 1,600 in all (the CI budget), a fresh sample every run.
+RUNS = 1600 // len(CONFIGURATIONS)
+#: At most this many simulations go into shrinking a CI failure (a few seconds).
+SHRINK_RUNS = 40
 
 
-@pytest.mark.parametrize(("timing", "standbys", "runs", "atomic"), CAMPAIGNS)
-def test_safety_campaign_finds_no_violation(
-    timing: Timing, standbys: int, runs: int, atomic: bool
-) -> None:
+def campaign_failure(seed: int, config: Configuration, summary: CampaignSummary) -> str:
+    """What a failing campaign says: the seed first, then how to rerun and read it."""
+    lines = [
+        f"campaign seed {seed} (replay: STANDBY_CAMPAIGN_SEED={seed}), "
+        f"{config.name}: {len(summary.violations)} violations in "
+        f"{len(summary.failing_seeds)} runs",
+    ]
+    for run_seed in summary.failing_seeds[:5]:
+        kinds = sorted({v.kind for s, v in summary.violations if s == run_seed})
+        lines.append(f"  seed {run_seed} ({', '.join(kinds)}): {config.command(run_seed)}")
+    # printed before shrinking, so a timeout while shrinking still shows it
+    print("\n".join(lines), flush=True)
+    shrunk, command = shrink_run(config, summary.failing_seeds[0], max_runs=SHRINK_RUNS)
+    lines.append(shrunk.format(command=command))
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("config", CONFIGURATIONS, ids=lambda c: c.name)
+def test_safety_campaign_finds_no_violation(config: Configuration, campaign_seed: int) -> None:
+    # each configuration gets its own range of seeds
+    seed = campaign_seed + CONFIGURATIONS.index(config) * RUNS
+    print(f"campaign seed {campaign_seed}: {config.name} runs seeds {seed}..{seed + RUNS - 1}")
+    timing = config.timing_value
     assert timing.is_safe
     summary = run_campaign(
-        runs,
-        seed=2024,
+        RUNS,
+        seed=seed,
         timing=timing,
-        standbys=standbys,
-        atomic_claims=atomic,
-        horizon=6 * timing.silence,
+        standbys=config.standbys,
+        atomic_claims=config.atomic_claims,
+        horizon=config.horizon,
+        focus=config.focus,
         workers=2,
     )
-    assert summary.runs == runs
-    assert summary.ok, summary.format()
+    assert summary.runs == RUNS
+    if not summary.ok:
+        pytest.fail(campaign_failure(campaign_seed, config, summary), pytrace=False)
     assert summary.double_live_seconds == 0
     # the schedules do cause failovers, and they stay within a sane range
-    assert summary.promotions >= runs // 2
+    assert summary.promotions >= RUNS // 2, f"campaign seed {campaign_seed}"
     p50 = summary.percentile(50)
     assert p50 is not None
-    assert timing.silence <= p50 <= timing.silence + timing.peer_claim_grace
+    assert timing.silence <= p50 <= timing.silence + timing.peer_claim_grace, (
+        f"campaign seed {campaign_seed}: p50 failover latency {p50}"
+    )
+
+
+def test_a_failing_campaign_names_its_seed_and_the_command_that_reruns_it() -> None:
+    config = Configuration("broken", timing="reference-unsafe")
+    summary = run_campaign(6, seed=44, timing=config.timing_value, horizon=config.horizon)
+    assert summary.failing_seeds[0] == 45
+    text = campaign_failure(1234, config, summary)
+    first, second = text.splitlines()[:2]
+    assert first.startswith("campaign seed 1234 (replay: STANDBY_CAMPAIGN_SEED=1234), broken: ")
+    assert second == (
+        "  seed 45 (two-live): python -m standby simulate --random-faults --seed 45 "
+        "--timing reference-unsafe --until 1080"
+    )
+    assert "shrunk: " in text
+    assert "reproduce: python -m standby simulate --seed 45 --timing reference-unsafe " in text
+    assert "Simulation(seed=45, timing=Timing.unsafe_unchecked(" in text
 
 
 def test_random_schedules_stay_within_the_model() -> None:

@@ -9,6 +9,8 @@
   ``docs/safety.md``; :meth:`Simulation.run` returns a :class:`SimulationReport`,
   which :func:`timeline_svg` (or :meth:`SimulationReport.to_svg`) draws.
 * :func:`run_campaign` -- many seeded simulations with random fault schedules.
+* :func:`shrink` -- a failing schedule cut down to the fewest faults and the
+  shortest run that still fail (a :class:`ShrunkSchedule`).
 * :class:`StandbyStateMachine` -- a ``RuleBasedStateMachine`` to subclass.
 * :func:`check_relay_transport`, :func:`check_atomic_claims`,
   :func:`check_container_runtime` -- conformance suites an adapter author
@@ -87,6 +89,7 @@ from ._report import (
     Timeline,
     Violation,
 )
+from ._shrink import ShrunkSchedule, shrink
 from ._simulation import (
     PRIMARY,
     STRANGER,
@@ -102,6 +105,7 @@ from ._world import SimulatedStore
 if TYPE_CHECKING:
     # Declared for type checkers: the module-level __getattr__ below would
     # otherwise make every submodule (``_cli`` for ``__main__``) look like Any.
+    from . import _campaign_cli as _campaign_cli
     from . import _cli as _cli
     from . import strategies
     from ._stateful import StandbyStateMachine
@@ -145,6 +149,7 @@ __all__ = [
     "Restart",
     "RuntimeHarness",
     "RuntimeHarnessFactory",
+    "ShrunkSchedule",
     "SimulatedStore",
     "Simulation",
     "SimulationReport",
@@ -164,6 +169,7 @@ __all__ = [
     "relay_name",
     "run_campaign",
     "running_relays",
+    "shrink",
     "standby_name",
     "strategies",
     "timeline_svg",

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import TypeAlias
 
 import attrs
 
@@ -26,6 +29,7 @@ from ._faults import (
     Kill,
     Partition,
     Pause,
+    Reaccept,
     Replay,
     Restart,
     SkewClock,
@@ -36,7 +40,7 @@ from ._names import provider_names, relay_names
 from ._report import SimulationReport, Violation
 from ._simulation import Simulation
 
-__all__ = ["CampaignSummary", "percentile", "random_faults", "run_campaign"]
+__all__ = ["FOCUSES", "CampaignSummary", "percentile", "random_faults", "run_campaign"]
 
 
 def random_faults(
@@ -46,6 +50,7 @@ def random_faults(
     standbys: int,
     horizon: float,
     count: int | None = None,
+    focus: str | None = None,
 ) -> list[Fault]:
     """A random schedule of faults that stay within the safety model.
 
@@ -58,7 +63,17 @@ def random_faults(
     half the bound of true time, so any two differ by at most the bound and
     no step exceeds it) and slow or failing container starts. Never a relay
     that loses events or an unsafe timing. Sorted by time.
+
+    ``focus`` (one of :data:`FOCUSES`) adds one more fault of that kind,
+    drawn after the others from the same ``rng``: ``"kill-at-step"`` (a
+    ``kill -9`` a random number of loop steps after its time, usually
+    followed by a restart), ``"freeze-running"`` (the node frozen while its
+    containers run on), ``"restart-with-created-at"`` and
+    ``"restart-without-created-at"`` (a node killed, then restarted and sent
+    the request again that way).
     """
+    if focus is not None and focus not in _FOCUS:
+        raise ValueError(f"unknown focus {focus!r}; choose from {', '.join(FOCUSES)}")
     providers = provider_names(standbys)
     relays = relay_names(timing.relay_count)
     silence = timing.silence
@@ -138,6 +153,8 @@ def random_faults(
             faults.append(FailSpawn(when, rng.choice(providers), rng.randint(1, 3)))
         else:
             faults.append(Handover(when, CURRENT_PRIMARY))
+    if focus is not None:
+        faults += _FOCUS[focus](rng, timing, providers, horizon)
     faults.sort(key=lambda f: f.at)
     return _clocks_within(faults, timing.max_clock_skew / 2)
 
@@ -165,6 +182,57 @@ def _clocks_within(faults: list[Fault], half: float) -> list[Fault]:
             continue
         kept.append(fault)
     return kept
+
+
+def _focus_time(rng: random.Random, horizon: float) -> float:
+    return round(rng.uniform(0.0, 0.85) * horizon, 3)
+
+
+def _kill_at_step(
+    rng: random.Random, timing: Timing, providers: Sequence[str], horizon: float
+) -> list[Fault]:
+    when = _focus_time(rng, horizon)
+    target = rng.choice([CURRENT_PRIMARY, *providers])
+    faults: list[Fault] = [Kill(when, target, rng.randint(1, 400), rng.random() < 0.3)]
+    if rng.random() < 0.7:
+        back = target if target != CURRENT_PRIMARY else rng.choice(providers)
+        later = round(when + rng.uniform(0.5, 2 * timing.silence), 3)
+        faults.append(Restart(later, back, rng.choice([None, *REACCEPT_MODES])))
+    return faults
+
+
+def _freeze_running(
+    rng: random.Random, timing: Timing, providers: Sequence[str], horizon: float
+) -> list[Fault]:
+    when = _focus_time(rng, horizon)
+    target = rng.choice([CURRENT_PRIMARY, CURRENT_PRIMARY, *providers])
+    return [Pause(when, target, round(rng.uniform(1, 3 * timing.silence), 3), "running")]
+
+
+def _restart_with(
+    mode: Reaccept,
+) -> Callable[[random.Random, Timing, Sequence[str], float], list[Fault]]:
+    def draw(
+        rng: random.Random, timing: Timing, providers: Sequence[str], horizon: float
+    ) -> list[Fault]:
+        when = _focus_time(rng, horizon)
+        target = rng.choice(providers)
+        steps = rng.choice([None, rng.randint(1, 400)])
+        later = round(when + rng.uniform(0.5, 2 * timing.silence), 3)
+        return [Kill(when, target, steps, rng.random() < 0.3), Restart(later, target, mode)]
+
+    return draw
+
+
+_FOCUS: dict[str, Callable[[random.Random, Timing, Sequence[str], float], list[Fault]]] = {
+    "kill-at-step": _kill_at_step,
+    "freeze-running": _freeze_running,
+    "restart-with-created-at": _restart_with("with-created-at"),
+    "restart-without-created-at": _restart_with("without-created-at"),
+}
+
+FOCUSES: tuple[str, ...] = tuple(_FOCUS)
+"""The kinds of fault :func:`random_faults` can add one more of (its ``focus``)."""
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -256,26 +324,38 @@ class _Outcome:
 
 @attrs.frozen
 class _Plan:
+    """What every run of one campaign shares; a run adds its seed."""
+
     timing: Timing
     standbys: int
     horizon: float
     faults: tuple[Fault, ...]
     random_schedule: bool
     atomic_claims: bool
+    focus: str | None = None
 
 
-def _one(plan: _Plan, run_seed: int) -> tuple[_Outcome, SimulationReport]:
+def schedule_for(plan: _Plan, run_seed: int) -> list[Fault]:
+    """The faults of the run with ``run_seed``: the fixed ones, then its random draw."""
     schedule = list(plan.faults)
     if plan.random_schedule:
         rng = random.Random(run_seed)
         schedule += random_faults(
-            rng, timing=plan.timing, standbys=plan.standbys, horizon=plan.horizon
+            rng,
+            timing=plan.timing,
+            standbys=plan.standbys,
+            horizon=plan.horizon,
+            focus=plan.focus,
         )
+    return schedule
+
+
+def _one(plan: _Plan, run_seed: int) -> tuple[_Outcome, SimulationReport]:
     sim = Simulation(
         timing=plan.timing,
         standbys=plan.standbys,
         seed=run_seed,
-        faults=schedule,
+        faults=schedule_for(plan, run_seed),
         atomic_claims=plan.atomic_claims,
     )
     report = sim.run(until=plan.horizon)
@@ -297,6 +377,106 @@ def _chunk(plan: _Plan, seeds: Sequence[int]) -> list[_Outcome]:
     return [_one(plan, seed)[0] for seed in seeds]
 
 
+def _ignore_interrupts() -> None:
+    # Workers leave Ctrl-C to the parent, which stops handing out work and
+    # reports what the finished runs found.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+#: Why a campaign stopped before its last run: ``None`` (it did not),
+#: ``"time limit"`` or ``"interrupted"``.
+Stop: TypeAlias = "str | None"
+
+
+def execute(
+    chunks: Sequence[tuple[_Plan, Sequence[int]]],
+    *,
+    workers: int = 1,
+    deadline: float | None = None,
+    on_report: Callable[[int, SimulationReport], None] | None = None,
+    on_chunk: Callable[[int, list[_Outcome]], None] | None = None,
+) -> tuple[list[list[_Outcome]], Stop]:
+    """Run each chunk's seeds under its plan; the outcomes per chunk, and why it stopped.
+
+    ``deadline`` (a :func:`time.monotonic` value) stops handing out runs once
+    passed, and Ctrl-C stops the same way: the outcomes then hold only the
+    runs that finished (with several workers, whole chunks). ``on_report``
+    sees every report of a single-process run; ``on_chunk`` is told of each
+    finished chunk.
+    """
+    results: list[list[_Outcome]] = [[] for _ in chunks]
+    stop: Stop = None
+    if workers == 1:
+        try:
+            for index, (plan, seeds) in enumerate(chunks):
+                for run_seed in seeds:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        return results, "time limit"
+                    outcome, report = _one(plan, run_seed)
+                    if on_report is not None:
+                        on_report(run_seed, report)
+                    results[index].append(outcome)
+                if on_chunk is not None:
+                    on_chunk(index, results[index])
+        except KeyboardInterrupt:
+            stop = "interrupted"
+        return results, stop
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts)
+    futures: dict[Future[list[_Outcome]], int] = {}
+    try:
+        for index, (plan, seeds) in enumerate(chunks):
+            futures[pool.submit(_chunk, plan, seeds)] = index
+        pending = set(futures)
+        while pending:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            if not done:
+                stop = "time limit"
+                break
+            for future in done:
+                index = futures[future]
+                results[index] = future.result()
+                if on_chunk is not None:
+                    on_chunk(index, results[index])
+    except KeyboardInterrupt:
+        stop = "interrupted"
+    finally:
+        for future in futures:
+            future.cancel()
+        # chunks already running finish (they are short) and count
+        pool.shutdown(wait=True)
+    for future, index in futures.items():
+        if future.done() and not future.cancelled() and not results[index]:
+            results[index] = future.result()
+    return results, stop
+
+
+def summarize(runs_seed: int, outcomes: Iterable[_Outcome]) -> CampaignSummary:
+    """The summary of ``outcomes``, a campaign whose first seed was ``runs_seed``."""
+    done = list(outcomes)
+    violations: list[tuple[int, Violation]] = []
+    failing: list[int] = []
+    latencies: list[float] = []
+    notes: dict[str, None] = {}
+    for outcome in done:
+        if outcome.violations:
+            failing.append(outcome.seed)
+            violations.extend((outcome.seed, v) for v in outcome.violations)
+        latencies.extend(outcome.latencies)
+        for note in outcome.notes:
+            notes[note] = None
+    return CampaignSummary(
+        runs=len(done),
+        seed=runs_seed,
+        violations=tuple(violations),
+        failing_seeds=tuple(failing),
+        failover_latencies=tuple(latencies),
+        double_live_seconds=sum(o.double_live for o in done),
+        promotions=sum(o.promotions for o in done),
+        outside_model=tuple(notes),
+    )
+
+
 def run_campaign(
     runs: int,
     *,
@@ -309,56 +489,31 @@ def run_campaign(
     atomic_claims: bool = False,
     on_report: Callable[[int, SimulationReport], None] | None = None,
     workers: int = 1,
+    focus: str | None = None,
 ) -> CampaignSummary:
     """Run ``runs`` simulations with seeds ``seed, seed + 1, ...``.
 
     Each run gets ``faults`` plus (with ``random_schedule``) a schedule from
-    :func:`random_faults` drawn from its own seed, and runs for ``horizon``
-    seconds (default: twelve silence windows). ``on_report`` sees every
-    report, e.g. to keep the failing ones. ``workers > 1`` spreads the runs
-    over that many processes (the summary is the same: every run depends on
-    its seed alone); ``on_report`` then sees nothing, the reports stay in
-    the workers.
+    :func:`random_faults` drawn from its own seed (with ``focus``), and runs
+    for ``horizon`` seconds (default: twelve silence windows). ``on_report``
+    sees every report, e.g. to keep the failing ones. ``workers > 1``
+    spreads the runs over that many processes (the summary is the same:
+    every run depends on its seed alone); ``on_report`` then sees nothing,
+    the reports stay in the workers.
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if focus is not None and focus not in _FOCUS:
+        raise ValueError(f"unknown focus {focus!r}; choose from {', '.join(FOCUSES)}")
     timing = Timing() if timing is None else timing
     horizon = 12 * timing.silence if horizon is None else horizon
-    plan = _Plan(timing, standbys, horizon, tuple(faults), random_schedule, atomic_claims)
+    plan = _Plan(timing, standbys, horizon, tuple(faults), random_schedule, atomic_claims, focus)
     seeds = list(range(seed, seed + runs))
-    outcomes: list[_Outcome] = []
-    if workers == 1:
-        for run_seed in seeds:
-            outcome, report = _one(plan, run_seed)
-            if on_report is not None:
-                on_report(run_seed, report)
-            outcomes.append(outcome)
-    else:
-        size = max(1, math.ceil(runs / (workers * 8)))
-        chunks = [seeds[i : i + size] for i in range(0, runs, size)]
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for part in pool.map(_chunk, [plan] * len(chunks), chunks):
-                outcomes.extend(part)
-    violations: list[tuple[int, Violation]] = []
-    failing: list[int] = []
-    latencies: list[float] = []
-    notes: dict[str, None] = {}
-    for outcome in outcomes:
-        if outcome.violations:
-            failing.append(outcome.seed)
-            violations.extend((outcome.seed, v) for v in outcome.violations)
-        latencies.extend(outcome.latencies)
-        for note in outcome.notes:
-            notes[note] = None
-    return CampaignSummary(
-        runs=runs,
-        seed=seed,
-        violations=tuple(violations),
-        failing_seeds=tuple(failing),
-        failover_latencies=tuple(latencies),
-        double_live_seconds=sum(o.double_live for o in outcomes),
-        promotions=sum(o.promotions for o in outcomes),
-        outside_model=tuple(notes),
-    )
+    size = runs if workers == 1 else max(1, math.ceil(runs / (workers * 8)))
+    chunks = [(plan, seeds[i : i + size]) for i in range(0, runs, size)]
+    results, stop = execute(chunks, workers=workers, on_report=on_report)
+    if stop == "interrupted":
+        raise KeyboardInterrupt
+    return summarize(seed, (o for part in results for o in part))

@@ -8,6 +8,11 @@ checker caught the unsafe timing, which is the point of the demonstration),
 ``--svg FILE`` writes a single run's timeline as an SVG picture (see
 :meth:`SimulationReport.to_svg`).
 
+``--random-faults`` runs the random schedule a campaign gives its seed
+(how a campaign's failing run is rerun alone), ``--fault`` adds any fault
+written as its ``repr``, and ``--shrink`` prints a failing run cut down to
+the fewest faults and the shortest ``--until`` that still fail.
+
 A single run without a scenario flag (``--crash-primary-at``,
 ``--partition-primary``) runs the default scenario, a primary crash (see
 :func:`default_crash_at`), and says so; ``--no-faults`` runs without any.
@@ -22,11 +27,10 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import attrs
-
 from .._argtypes import integer_at_least, seconds
 from .._timing import Timing
-from ._campaign import run_campaign
+from ._campaign import FOCUSES, _Plan, run_campaign, schedule_for
+from ._configurations import PRESETS, preset, simulate_command
 from ._faults import (
     CURRENT_PRIMARY,
     PAUSE_WORKLOADS,
@@ -39,6 +43,7 @@ from ._faults import (
     Restart,
     StepClock,
 )
+from ._shrink import fault_flags, parse_fault, shrink
 from ._simulation import Simulation, memory_runtime
 from ._world import SimulatedStore
 
@@ -46,29 +51,8 @@ __all__ = ["add_arguments", "default_crash_at", "preset", "run"]
 
 T = TypeVar("T")
 
-PRESETS = ("default", "fast", "reference-unsafe")
-
 #: The longest run ``--until`` may ask for, in heartbeat intervals.
 MAX_HEARTBEATS = 100_000
-
-
-def preset(name: str, relays: int = 3) -> Timing:
-    """A named timing for ``relays`` relays with a majority write quorum.
-
-    ``reference-unsafe`` is the reference provider's setting: the primary
-    steps down only after 120 s + 300 s without quorum (lease 420 s) while
-    standbys promote after 180 s of silence. ``Timing`` rejects it, so it is
-    built with :meth:`Timing.unsafe_unchecked`.
-    """
-    write = relays // 2 + 1
-    quorums = {"relay_count": relays, "write_quorum": write, "read_quorum": relays - write + 1}
-    if name == "default":
-        return attrs.evolve(Timing(), **quorums)
-    if name == "fast":
-        return attrs.evolve(Timing.fast(), **quorums)
-    if name == "reference-unsafe":
-        return Timing.unsafe_unchecked(lease=420.0, suspect_after=120.0, **quorums)
-    raise ValueError(f"unknown timing preset {name!r}; choose from {', '.join(PRESETS)}")
 
 
 def default_crash_at(timing: Timing, until: float) -> float:
@@ -202,6 +186,14 @@ def _step_clock_spec(text: str) -> StepClock:
     return StepClock(_seconds(at, text), name, step)
 
 
+def _fault_spec(text: str) -> Fault:
+    """``Kind(at=..., ...)``: any fault, written as its ``repr``."""
+    try:
+        return parse_fault(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _positive_int = integer_at_least(1)
 _count = integer_at_least(0)
 
@@ -289,6 +281,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a step or a spread of the clocks beyond max_clock_skew is outside the safety model",
     )
     parser.add_argument(
+        "--fault",
+        type=_fault_spec,
+        action="append",
+        default=[],
+        metavar="'Kind(at=T, ...)'",
+        help="any fault, written as the Python repr a report prints, e.g. "
+        '"Drop(at=600.0, duration=30.0, probability=0.5, who=None)" (repeatable; '
+        "what a shrunk failure's command line uses)",
+    )
+    parser.add_argument(
+        "--random-faults",
+        action="store_true",
+        help="a single run with the random fault schedule its seed draws, exactly the run "
+        "of that seed in a campaign (--runs) with the same flags",
+    )
+    parser.add_argument(
+        "--focus",
+        choices=FOCUSES,
+        default=None,
+        help="each random schedule also gets one fault of this kind (with --random-faults "
+        "or --runs)",
+    )
+    parser.add_argument(
+        "--shrink",
+        action="store_true",
+        help="when the run fails (with --runs: the first failing run), also print the "
+        "fewest faults and the shortest --until that still fail, and how to rerun them",
+    )
+    parser.add_argument(
         "--no-lease-enforcement",
         action="store_true",
         help="hosts whose runtime does not stop containers at their lease end (failure mode 14)",
@@ -345,6 +366,7 @@ def _scenario(args: argparse.Namespace) -> list[Fault]:
     faults.extend(args.restart)
     faults.extend(args.freeze)
     faults.extend(args.step_clock)
+    faults.extend(args.fault)
     return sorted(faults, key=lambda f: f.at)
 
 
@@ -359,34 +381,73 @@ def _adapters(args: argparse.Namespace, timing: Timing) -> dict[str, Any]:
     return chosen
 
 
+def _error(text: str) -> int:
+    print(f"error: {text}", file=sys.stderr)
+    return 2
+
+
+def _rerun(args: argparse.Namespace, seed: int, until: float, extra: list[str]) -> str:
+    """The command line of a single run with these arguments (``extra`` for the faults)."""
+    flags = ["--no-lease-enforcement"] * args.no_lease_enforcement
+    flags += ["--early-ack-store"] * args.early_ack_store
+    return simulate_command(
+        seed=seed,
+        until=until,
+        timing=args.timing,
+        relays=args.relays,
+        standbys=args.standbys,
+        atomic_claims=args.atomic_claims,
+        random_faults=args.random_faults or args.runs is not None,
+        focus=args.focus,
+        extra=[*extra, *flags],
+    )
+
+
+def _shrunk(
+    args: argparse.Namespace, timing: Timing, seed: int, faults: list[Fault], until: float
+) -> str:
+    """Shrink one failing run and say how to rerun the result."""
+    settings: dict[str, Any] = {
+        "seed": seed,
+        "timing": timing,
+        "standbys": args.standbys,
+        "atomic_claims": args.atomic_claims,
+        **_adapters(args, timing),
+    }
+    result = shrink(faults, until, **settings)
+    rerun = argparse.Namespace(
+        **{**vars(args), "random_faults": False, "runs": None, "focus": None}
+    )
+    command = _rerun(rerun, seed, result.until, fault_flags(result.faults))
+    return result.format(command=command)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run what ``args`` asks for, print the report; returns the exit status."""
     try:
         timing = preset(args.timing, args.relays)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     until = args.until if args.until is not None else 20 * timing.silence
     if until > MAX_HEARTBEATS * timing.heartbeat_interval:
-        print(
-            f"error: --until {until:g} is more than {MAX_HEARTBEATS} heartbeat intervals "
-            f"({MAX_HEARTBEATS * timing.heartbeat_interval:g} s at this timing)",
-            file=sys.stderr,
+        return _error(
+            f"--until {until:g} is more than {MAX_HEARTBEATS} heartbeat intervals "
+            f"({MAX_HEARTBEATS * timing.heartbeat_interval:g} s at this timing)"
         )
-        return 2
     faults = _scenario(args)
     if faults and args.no_faults:
-        print("error: --no-faults contradicts the scenario flags", file=sys.stderr)
-        return 2
+        return _error("--no-faults contradicts the scenario flags")
+    if args.random_faults and args.no_faults:
+        return _error("--no-faults contradicts --random-faults")
+    if args.focus is not None and not (args.random_faults or args.runs is not None):
+        return _error("--focus applies to random schedules: add --random-faults (or --runs N)")
     adapters = _adapters(args, timing)
     if args.runs is not None and adapters:
-        print(
-            "error: the broken-adapter flags apply to a single run, not to --runs", file=sys.stderr
-        )
-        return 2
+        return _error("the broken-adapter flags apply to a single run, not to --runs")
     if args.runs is not None and args.svg is not None:
-        print("error: --svg draws a single run, not a campaign (--runs)", file=sys.stderr)
-        return 2
+        return _error("--svg draws a single run, not a campaign (--runs)")
+    plan = _Plan(timing, args.standbys, until, tuple(faults), True, args.atomic_claims, args.focus)
+    scenario_flags = fault_flags(faults) if faults else []
     if args.runs is not None:
         summary = run_campaign(
             args.runs,
@@ -397,10 +458,19 @@ def run(args: argparse.Namespace) -> int:
             faults=faults,
             atomic_claims=args.atomic_claims,
             workers=args.workers,
+            focus=args.focus,
         )
         print(summary.format())
+        for seed in sorted(set(summary.failing_seeds))[:10]:
+            print(f"rerun seed {seed}: {_rerun(args, seed, until, scenario_flags)}")
+        if args.shrink and summary.failing_seeds:
+            seed = summary.failing_seeds[0]
+            print(f"seed {seed}, shrunk:")
+            print(_shrunk(args, timing, seed, schedule_for(plan, seed), until))
         return 0 if summary.ok else 1
-    if not faults and not args.no_faults:
+    if args.random_faults:
+        faults = schedule_for(plan, args.seed)
+    elif not faults and not args.no_faults:
         at = default_crash_at(timing, until)
         faults = [Crash(at, CURRENT_PRIMARY)]
         print(
@@ -417,8 +487,7 @@ def run(args: argparse.Namespace) -> int:
             **adapters,
         )
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     report = sim.run(until=until)
     sim.close()
     print(report.format(timeline=args.timeline))
@@ -427,7 +496,8 @@ def run(args: argparse.Namespace) -> int:
             with open(args.svg, "w", encoding="utf-8") as out:
                 out.write(report.to_svg())
         except OSError as exc:
-            print(f"error: cannot write {args.svg}: {exc}", file=sys.stderr)
-            return 2
+            return _error(f"cannot write {args.svg}: {exc}")
         print(f"timeline picture written to {args.svg}")
+    if args.shrink and not report.ok:
+        print(_shrunk(args, timing, args.seed, faults, until))
     return 0 if report.ok else 1
