@@ -76,7 +76,10 @@ def test_safety_campaign_finds_no_violation(config: Configuration, campaign_seed
     assert summary.promotions >= RUNS // 2, f"campaign seed {campaign_seed}"
     p50 = summary.percentile(50)
     assert p50 is not None
-    assert timing.silence <= p50 <= timing.silence + timing.peer_claim_grace, (
+    # A primary whose clock steps back caps its lease, fences early and
+    # revokes: its standbys take over without waiting out the silence.
+    fastest = 0.0 if config.focus == "primary-clock-back" else timing.silence
+    assert fastest <= p50 <= timing.silence + timing.peer_claim_grace, (
         f"campaign seed {campaign_seed}: p50 failover latency {p50}"
     )
 

@@ -50,13 +50,13 @@ def command(capsys: pytest.CaptureFixture[str], line: str) -> tuple[int, str, st
 def test_a_tiny_campaign_prints_its_seed_first_and_exits_zero(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    status, out, _ = command(capsys, "python -m standby campaign --schedules 8 --seed 5")
+    status, out, _ = command(capsys, "python -m standby campaign --schedules 9 --seed 5")
     lines = out.splitlines()
     assert lines[0] == (
-        "campaign seed 5 (rerun with --seed 5): 8 schedules over 8 configurations on 1 workers"
+        "campaign seed 5 (rerun with --seed 5): 9 schedules over 9 configurations on 1 workers"
     )
     assert re.match(
-        r"campaign: 8 of 8 schedules from seed 5 in [\d.]+ s \([\d.]+ schedules/s", lines[1]
+        r"campaign: 9 of 9 schedules from seed 5 in [\d.]+ s \([\d.]+ schedules/s", lines[1]
     )
     for config in CONFIGURATIONS:
         assert re.search(rf"^{config.name} +1 ", out, flags=re.M), config.name

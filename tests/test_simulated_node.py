@@ -293,6 +293,18 @@ def test_fm21_standbys_leaving_a_deferral_keep_their_order(seed: int) -> None:
     assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-1", 1)]
 
 
+def test_fm21_a_standby_whose_node_was_down_is_not_owed_its_turn() -> None:
+    # Found by a fresh-seed campaign: standby-0's host crashed before the
+    # primary's and came back just after standby-1 (index 1) had won the
+    # compare-and-set. The order checker called it a broken order, though
+    # standby-0 could not have claimed: its node was down.
+    sim = Simulation(seed=367435763, timing=Timing.fast(), standbys=3, atomic_claims=True)
+    sim.crash(9.967, "standby-0").crash(12.414, "primary").restart(15.564, "standby-0")
+    report = sim.run(until=40)
+    assert report.ok, report.format()
+    assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-1", 1)]
+
+
 # ----------------------------------------------------------------------
 # Failure mode 28: a compare-and-set holder that died blocked the epoch
 # ----------------------------------------------------------------------

@@ -153,8 +153,11 @@ def random_faults(
             faults.append(FailSpawn(when, rng.choice(providers), rng.randint(1, 3)))
         else:
             faults.append(Handover(when, CURRENT_PRIMARY))
-    if focus is not None:
-        faults += _FOCUS[focus](rng, timing, providers, horizon)
+    focused = [] if focus is None else _FOCUS[focus](rng, timing, providers, horizon)
+    if focus in _BEYOND_THE_BOUND:
+        faults = _clocks_within(sorted(faults, key=lambda f: f.at), timing.max_clock_skew / 2)
+        return sorted(faults + focused, key=lambda f: f.at)
+    faults += focused
     faults.sort(key=lambda f: f.at)
     return _clocks_within(faults, timing.max_clock_skew / 2)
 
@@ -224,12 +227,30 @@ def _restart_with(
     return draw
 
 
+def _primary_clock_back(
+    rng: random.Random, timing: Timing, providers: Sequence[str], horizon: float
+) -> list[Fault]:
+    """The current primary's wall clock steps back, by up to five silence windows.
+
+    Mostly far beyond ``max_clock_skew``, so the run counts as outside the
+    model; it must stay safe all the same (failure mode 31): the node caps
+    its leases and the supervisor holds a monotonic deadline.
+    """
+    when = _focus_time(rng, horizon)
+    back = round(rng.uniform(timing.max_clock_skew / 2, 5 * timing.silence), 3)
+    return [StepClock(when, CURRENT_PRIMARY, -back)]
+
+
 _FOCUS: dict[str, Callable[[random.Random, Timing, Sequence[str], float], list[Fault]]] = {
     "kill-at-step": _kill_at_step,
     "freeze-running": _freeze_running,
     "restart-with-created-at": _restart_with("with-created-at"),
     "restart-without-created-at": _restart_with("without-created-at"),
+    "primary-clock-back": _primary_clock_back,
 }
+
+#: Focuses whose fault goes beyond ``max_clock_skew`` on purpose (not shortened).
+_BEYOND_THE_BOUND = frozenset({"primary-clock-back"})
 
 FOCUSES: tuple[str, ...] = tuple(_FOCUS)
 """The kinds of fault :func:`random_faults` can add one more of (its ``focus``)."""

@@ -273,7 +273,7 @@ class Checks:
                 if other_epoch != epoch or lower >= index or other_at <= at:
                     continue
                 window = at - self.lookback
-                excused = any(
+                excused = self.was_down(other, window, at) or any(
                     d.start <= at and d.end >= window and d.sets_back(other)
                     for d in self.disruptions
                 )
@@ -315,6 +315,22 @@ class Checks:
     def node_state(self, at: float, host: str, *, up: bool) -> None:
         """``host``'s node process started (``up``) or died at ``at``."""
         self.node_states.setdefault(host, []).append((at, up))
+
+    def was_down(self, host: str, start: float, end: float) -> bool:
+        """Whether ``host``'s node was down at some time in ``[start, end]``.
+
+        A node that was not running (crashed, killed, not yet restarted) in
+        the window before a rival's claim was set back: it could not claim.
+        """
+        up = False
+        for when, state in self.node_states.get(host, ()):
+            if when > end:
+                break
+            if when <= start:
+                up = state
+            elif not state:
+                return True
+        return not up
 
     def can_take_over(self, host: str, at: float) -> bool:
         """Whether standby ``host`` could still promote at ``at``.

@@ -159,6 +159,7 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
     Configuration("freeze-running", focus="freeze-running"),
     Configuration("restart-with-created-at", focus="restart-with-created-at"),
     Configuration("restart-without-created-at", focus="restart-without-created-at"),
+    Configuration("primary-clock-back", focus="primary-clock-back"),
 )
 """Every fault configuration the command line offers, as campaigns run them."""
 
