@@ -52,7 +52,14 @@ from standby.adapters.nostr import (
     sign_event,
     verify_event,
 )
-from standby.protocols import Query, RelayTransport, ReportsDrops, Subscription, TransportDrop
+from standby.protocols import (
+    Query,
+    RelayTransport,
+    ReportsDrops,
+    Subscription,
+    TransportDrop,
+    WaitsConnected,
+)
 from standby.wire import Codec
 
 # A NIP-19 vector: the same key as hex and as npub.
@@ -1000,6 +1007,21 @@ async def test_fm18_a_hand_crafted_future_heartbeat_hides_no_genuine_one_on_real
         found = await reader.query(query, timeout=2.0)
     beats = [e.message for e in found.envelopes if isinstance(e.message, Heartbeat)]
     assert [b.timestamp for b in beats] == [pytest.approx(genuine[-1], abs=1.0)], beats
+
+
+@pytest.mark.anyio
+async def test_wait_connected_returns_the_relays_that_are_up(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    """Entering connects to every relay; ``wait_connected`` returns those ready."""
+    async with transports(relays.urls, 1) as (transport,):
+        assert isinstance(transport, WaitsConnected)
+        assert await transport.wait_connected(timeout=5.0) == frozenset(relays.urls)
+        assert transport.connected_relays() == frozenset(relays.urls)
+    await anyio.to_thread.run_sync(lambda: relays.stop(1, kill=True))
+    async with transports(relays.urls, 1) as (transport,):
+        ready = await transport.wait_connected(timeout=1.0)
+    assert ready == frozenset(relays.urls) - {relays.urls[1]}
 
 
 @pytest.mark.anyio
