@@ -61,6 +61,7 @@ from ._protocols import (
     RelayTransport,
     ReportsDrops,
     SlotStore,
+    WaitsConnected,
 )
 from ._roles import NotAddressed, Primary, Role, Standby
 from ._state import NodeState
@@ -90,6 +91,13 @@ class StandbyNode(Generic[SpecT]):
     ``atomic_claims`` defaults to whether the transport implements
     :class:`~standby.protocols.AtomicClaims`. ``wall_clock`` must return Unix
     seconds; in tests pass ``lambda: EPOCH + anyio.current_time()``.
+
+    ``connect_timeout`` (seconds, default 10) bounds how long entering waits
+    for a transport with :class:`~standby.protocols.WaitsConnected` to open
+    and log in to its relays, before the node's first request: a cold
+    handshake must not eat into a ``query_timeout`` sized for a warm
+    connection. Relays still not ready then are logged (and counted as
+    ``relays_not_ready_at_start``); the node runs on without them.
     """
 
     def __init__(
@@ -104,7 +112,13 @@ class StandbyNode(Generic[SpecT]):
         restart: RestartPolicy = _NEVER,
         atomic_claims: bool | None = None,
         logger: logging.Logger | None = None,
+        connect_timeout: float = 10.0,
     ) -> None:
+        if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
+            raise ValueError(
+                f"connect_timeout must be a finite number of seconds > 0, got {connect_timeout!r}"
+            )
+        self.connect_timeout = connect_timeout
         self.transport = transport
         self.runtime = runtime
         self.store = store
@@ -164,6 +178,7 @@ class StandbyNode(Generic[SpecT]):
         self.heartbeat.open()
         self.subscriptions.open()
         self.persistence.open()
+        await self._wait_connected()
         self.io.entering = True
         try:
             await self.reconciler.restore()
@@ -189,6 +204,32 @@ class StandbyNode(Generic[SpecT]):
             group.start_soon(self.standby.catch_up, tuple(self.election.slots))
         self.observer.started(len(self.election.slots))
         return self
+
+    async def _wait_connected(self) -> None:
+        """Let a ``WaitsConnected`` transport finish connecting (``connect_timeout``)."""
+        transport = self.transport
+        if not isinstance(transport, WaitsConnected):
+            return
+        ready: frozenset[str] = frozenset()
+        error = ""
+        with anyio.move_on_after(self.connect_timeout):
+            try:
+                ready = await transport.wait_connected(timeout=self.connect_timeout)
+            except Exception as exc:  # an adapter's failure is never fatal
+                error = f": {type(exc).__name__}: {exc}"
+        missing = transport.relay_count - len(ready)
+        if missing > 0:
+            self.observer.count("relays_not_ready_at_start", missing)
+            self.logger.warning(
+                "node %s: %d of %d relays ready after connect_timeout=%ss (%s)%s; "
+                "starting anyway, the transport keeps trying the others",
+                self.me,
+                len(ready),
+                transport.relay_count,
+                self.connect_timeout,
+                ", ".join(sorted(ready)) or "none",
+                error,
+            )
 
     async def __aexit__(
         self,

@@ -48,6 +48,7 @@ __all__ = [
     "SlotStore",
     "Subscription",
     "TransportDrop",
+    "WaitsConnected",
     "addressable_key",
     "claim_wins",
     "is_newer",
@@ -222,6 +223,29 @@ class ReportsDrops(Protocol):
         One hook at a time; a later call replaces it. The hook is called
         synchronously from the transport's own tasks and must not block; an
         exception it raises is swallowed by the transport.
+        """
+        ...
+
+
+@runtime_checkable
+class WaitsConnected(Protocol):
+    """Optional capability of a transport: it connects ahead of the first request.
+
+    A cold connection (a TCP and TLS handshake, a websocket upgrade, a login
+    on the first request) can take longer than a ``query_timeout`` derived
+    from the measured latency, and then the first real request fails with
+    no fault at all. A transport with this capability starts connecting when
+    it is entered; the node waits for :meth:`wait_connected` before its
+    first request (bounded by its ``connect_timeout``).
+    """
+
+    async def wait_connected(self, *, timeout: float) -> frozenset[str]:
+        """Open (and log in to) every relay; return those ready within ``timeout``.
+
+        Ready means the next request to that relay pays no handshake: the
+        connection is open and authenticated (a cheap request went through).
+        A relay that is down or refuses the login is left out; nothing is
+        raised for it. Cheap when everything is already connected.
         """
         ...
 

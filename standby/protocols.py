@@ -6,8 +6,9 @@ A provider plugs four things into :class:`~standby.node.StandbyNode`:
 - a :class:`ContainerRuntime` (how it runs the workload),
 - a :class:`SlotStore` (where reserved slots survive a restart),
 - and, when its transport can do it, :class:`AtomicClaims` (a strict
-  compare-and-set for promotion claims) and :class:`ReportsDrops` (it tells
-  the node about the messages it dropped: forgery attempts).
+  compare-and-set for promotion claims), :class:`ReportsDrops` (it tells
+  the node about the messages it dropped: forgery attempts) and
+  :class:`WaitsConnected` (it connects ahead of the first request).
 
 An adapter builds :class:`Envelope` values (re-exported here from the
 top-level package) for what it receives.
@@ -48,6 +49,7 @@ from ._protocols import (
     SlotStore,
     Subscription,
     TransportDrop,
+    WaitsConnected,
     addressable_key,
     claim_wins,
     is_newer,
@@ -76,6 +78,7 @@ __all__ = [
     "SlotStore",
     "Subscription",
     "TransportDrop",
+    "WaitsConnected",
     "addressable_key",
     "claim_wins",
     "is_newer",

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import anyio
 import attrs
 import pytest
 from _proxy import tcp_proxy
@@ -26,7 +27,7 @@ from _proxy import tcp_proxy
 from standby import Heartbeat, Message, PromotionClaim, fencing_token
 from standby._errors import IdentityError, TransportError
 from standby.adapters._kv_transport import Refused
-from standby.protocols import AtomicClaims, Query, RelayTransport
+from standby.protocols import AtomicClaims, Query, RelayTransport, WaitsConnected
 from standby.testing import (
     CLAIM_CHECKS,
     RELAY_CHECKS,
@@ -76,6 +77,8 @@ class KvStore:
     bad_identities: tuple[str, ...]
     #: Whether a lost claim answer counts exactly one more ``unknown_outcomes``.
     counts_lost_claim_answer: bool
+    #: The transport's counter of requests sent to the store.
+    request_counter: str
 
     @property
     def port(self) -> int:
@@ -340,8 +343,10 @@ async def test_a_lost_answer_is_read_again_not_assumed(store: KvStore) -> None:
         store.transports(("alice", "bob", "carol"), via=proxy.port) as opened,
     ):
         alice, bob, _carol = opened
+        for transport in opened:  # connected and logged in: nothing else in flight
+            assert await transport.wait_connected(timeout=5.0) == {store.relay}
         beat = Heartbeat(provider=alice.identity, timestamp=time.time())
-        assert (await alice.publish(beat, timeout=2.0)).acked == {store.relay}  # connected
+        assert (await alice.publish(beat, timeout=2.0)).acked == {store.relay}
         later = Heartbeat(provider=alice.identity, timestamp=time.time() + 1)
         proxy.lose_next_answer()
         assert (await alice.publish(later, timeout=3.0)).acked == {store.relay}
@@ -362,3 +367,20 @@ async def test_a_lost_answer_is_read_again_not_assumed(store: KvStore) -> None:
         assert not outcome.won
         assert outcome.holder is not None
         assert outcome.holder.claimant == alice.identity
+
+
+async def test_wait_connected_reports_the_store_once_it_is_ready(store: KvStore) -> None:
+    """Entering starts the login; ``wait_connected`` says whether the store is ready."""
+    async with tcp_proxy(store.port) as proxy:
+        # Entering alone connects and logs in: no request of the caller needed.
+        async with store.transports(("alice",), via=proxy.port) as (alice,):
+            assert isinstance(alice, WaitsConnected)
+            with anyio.fail_after(5):
+                while alice.counters.get(store.request_counter, 0) == 0:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            assert await alice.wait_connected(timeout=5.0) == {store.relay}
+        proxy.cut()
+        async with store.transports(("bob",), via=proxy.port) as (bob,):
+            assert await bob.wait_connected(timeout=0.5) == frozenset()
+            proxy.restore()
+            assert await bob.wait_connected(timeout=5.0) == {store.relay}

@@ -338,6 +338,36 @@ async def test_the_relay_suite_catches_more_planted_bugs(
     assert re.search(message, text), text
 
 
+class _BlocksTheLoop(_Wrapped):
+    """Calls a blocking function inside ``publish``: the whole event loop stops for 0.2 s."""
+
+    async def publish(
+        self,
+        message: Message,
+        *,
+        timeout: float,  # noqa: ASYNC109 - the protocol's
+    ) -> PublishResult:
+        time.sleep(0.2)  # noqa: ASYNC251 - the planted bug
+        return await self.inner.publish(message, timeout=timeout)
+
+
+async def test_the_relay_suite_catches_a_transport_that_blocks_the_event_loop() -> None:
+    message = r"\[publish\] transports\[0\]\.publish\(\) blocked the event loop for \d+ ms"
+    with pytest.raises(AssertionError, match=message):
+        await check_relay_transport(lambda: memory_relays(_BlocksTheLoop), only={"publish"})
+
+
+async def test_the_blocking_check_can_be_relaxed_or_turned_off() -> None:
+    @contextlib.asynccontextmanager
+    async def relaxed(limit: float | None) -> AsyncIterator[RelayHarness]:
+        async with memory_relays(_BlocksTheLoop) as harness:
+            yield attrs.evolve(harness, max_blocking=limit)
+
+    for limit in (1.0, None):
+        report = await check_relay_transport(lambda wanted=limit: relaxed(wanted), only={"publish"})
+        assert report.passed == ("publish",)
+
+
 async def test_anything_a_check_raises_is_a_named_failure() -> None:
     class _Explodes(_Wrapped):
         async def query(

@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 import runpy
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from standby import Timing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,3 +56,24 @@ def test_node_docs_name_every_error_accept_raises() -> None:
         "StoreError",
     ):
         assert f"`{error}`" in bullet, error
+
+
+def partition_recipe() -> Any:
+    """``partition_search`` from the worked example of docs/testing.md."""
+    (block,) = [
+        b for b in python_blocks(ROOT / "docs" / "testing.md") if "def partition_search" in b
+    ]
+    namespace: dict[str, Any] = {"__name__": "docs_testing", "MY_TIMING": Timing()}
+    exec(compile(block, "docs/testing.md", "exec"), namespace)
+    return namespace["partition_search"]
+
+
+def test_the_partition_recipe_finds_the_unsafe_reference_timing() -> None:
+    """Lease 420 s, silence 180 s: the recipe must report two live containers."""
+    unsafe = Timing.unsafe_unchecked(lease=420.0, suspect_after=120.0)
+    with pytest.raises(AssertionError, match="two-live"):
+        partition_recipe()(unsafe)()
+
+
+def test_the_partition_recipe_passes_the_default_timing() -> None:
+    partition_recipe()(Timing())()

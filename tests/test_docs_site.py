@@ -310,6 +310,7 @@ CONTRACT_PROTOCOLS = (
     "Subscription",
     "AtomicClaims",
     "ReportsDrops",
+    "WaitsConnected",
     "ContainerRuntime",
     "ChecksSpecs",
     "SlotStore",

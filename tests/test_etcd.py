@@ -32,6 +32,7 @@ from _kv_checks import (  # noqa: F401 - the shared tests run here, against etcd
     test_a_query_naming_several_authors_reads_each_of_them,
     test_one_provider_cannot_write_as_another,
     test_transport_shape_and_identities,
+    test_wait_connected_reports_the_store_once_it_is_ready,
 )
 
 from standby import Heartbeat, LeaseRevocation, Message, PromotionAnnouncement
@@ -55,6 +56,7 @@ class EtcdStore(KvStore):
     refusal = "permission denied"
     malformed_identities = ("etcd:", "a/b", "*")
     bad_identities = ("", "etcd:", "a/b", "a b", "x" * 65)
+    request_counter = "requests"
     counts_lost_claim_answer = True
 
     def __init__(self, cluster: EtcdCluster) -> None:

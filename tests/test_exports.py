@@ -220,6 +220,7 @@ def test_submodules_name_their_own_public_home() -> None:
                 assert not value.__module__.rsplit(".", 1)[-1].startswith("_"), name
                 assert value.__module__ in {"standby", module.__name__}, name
     assert standby.protocols.ReportsDrops.__module__ == "standby.protocols"
+    assert standby.protocols.WaitsConnected.__module__ == "standby.protocols"
     assert standby.protocols.Envelope.__module__ == "standby"
 
 
@@ -303,9 +304,13 @@ def test_submodule_surfaces_are_pinned() -> None:
         standby.protocols.__all__
     )
     # what an adapter builds or implements is importable from standby.protocols
-    assert {"Envelope", "ReportsDrops", "TransportDrop", "unexpected_author"} <= set(
-        standby.protocols.__all__
-    )
+    assert {
+        "Envelope",
+        "ReportsDrops",
+        "TransportDrop",
+        "WaitsConnected",
+        "unexpected_author",
+    } <= set(standby.protocols.__all__)
     assert standby.protocols.Envelope is standby.Envelope
     assert {"MemoryRelayNetwork", "MemoryRuntime"} <= set(standby.adapters.memory.__all__)
     assert {"encode", "decode", "Codec"} <= set(standby.wire.__all__)

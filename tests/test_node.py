@@ -983,3 +983,109 @@ def test_the_example_in_docs_node_md_runs(capsys: pytest.CaptureFixture[str]) ->
     [block] = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
     exec(compile(block, str(doc), "exec"), {"__name__": "docs_node"})
     assert capsys.readouterr().out.splitlines() == ["new primary: bob", "token: 1048576"]
+
+
+# --------------------------------------------------------------------------- connecting first
+
+
+class _ColdTransport(ForwardingTransport):
+    """Needs ``handshake`` seconds to connect; records when each call was made."""
+
+    def __init__(self, inner: Any, handshake: float) -> None:
+        super().__init__(inner)
+        self.handshake = handshake
+        self.calls: list[tuple[str, float]] = []
+
+    async def wait_connected(self, *, timeout: float) -> frozenset[str]:  # noqa: ASYNC109
+        self.calls.append(("wait_connected", anyio.current_time()))
+        with anyio.move_on_after(timeout):
+            await anyio.sleep(self.handshake)
+            self.calls.append(("connected", anyio.current_time()))
+            return frozenset({"relay-0", "relay-1", "relay-2"})
+        return frozenset()
+
+    async def publish(self, message: Any, *, timeout: float) -> Any:  # noqa: ASYNC109
+        self.calls.append(("publish", anyio.current_time()))
+        return await super().publish(message, timeout=timeout)
+
+    async def query(self, query: Query, *, timeout: float) -> QueryResult:  # noqa: ASYNC109
+        self.calls.append(("query", anyio.current_time()))
+        return await super().query(query, timeout=timeout)
+
+    def subscribe(self, query: Query) -> Any:
+        self.calls.append(("subscribe", anyio.current_time()))
+        return super().subscribe(query)
+
+
+async def test_entering_waits_for_the_transport_to_connect_before_any_request() -> None:
+    """A cold handshake (longer than a query_timeout) is paid on entry, not by a request."""
+    from standby.protocols import WaitsConnected
+
+    network = MemoryRelayNetwork(3, wall_clock=wall)
+    handshake = 2 * TIMING.query_timeout
+    transport = _ColdTransport(network.transport("sb0"), handshake=handshake)
+    assert isinstance(transport, WaitsConnected)
+    node: StandbyNode[Any] = StandbyNode(
+        transport=transport,
+        runtime=MemoryRuntime("sb0", wall_clock=wall),
+        timing=TIMING,
+        wall_clock=wall,
+    )
+    started = anyio.current_time()
+    async with node:
+        entered = anyio.current_time() - started
+        await node.accept(
+            SpawnRequest(
+                workload_id="w1",
+                topology=Topology(primary="prime", standbys=("sb0",)),
+                spec={"image": "app:1"},
+                owner="consumer",
+                expires_at=wall() + 86_400.0,
+            )
+        )
+        await anyio.sleep(TIMING.heartbeat_interval)
+    names = [name for name, _at in transport.calls]
+    assert names[:2] == ["wait_connected", "connected"]
+    assert len(names) > 2, "the node made requests after connecting"
+    assert entered == pytest.approx(handshake)
+
+
+async def test_entering_waits_no_longer_than_connect_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    network = MemoryRelayNetwork(3, wall_clock=wall)
+    transport = _ColdTransport(network.transport("sb0"), handshake=3600.0)
+    node: StandbyNode[Any] = StandbyNode(
+        transport=transport,
+        runtime=MemoryRuntime("sb0", wall_clock=wall),
+        timing=TIMING,
+        wall_clock=wall,
+        connect_timeout=5.0,
+    )
+    started = anyio.current_time()
+    with caplog.at_level(logging.WARNING, logger="standby"):
+        async with node:
+            entered = anyio.current_time() - started
+            counters = dict(node.counters)
+    assert entered == pytest.approx(5.0)
+    assert counters["relays_not_ready_at_start"] == 3
+    assert any("0 of 3 relays ready" in r.getMessage() for r in caplog.records)
+
+
+def test_connect_timeout_must_be_positive() -> None:
+    network = MemoryRelayNetwork(3, wall_clock=wall)
+    with pytest.raises(ValueError, match="connect_timeout"):
+        StandbyNode(
+            transport=network.transport("sb0"),
+            runtime=MemoryRuntime("sb0", wall_clock=wall),
+            connect_timeout=0.0,
+        )
+
+
+async def test_the_memory_transport_reports_the_relays_it_reaches() -> None:
+    network = MemoryRelayNetwork(3, wall_clock=wall)
+    transport = network.transport("sb0")
+    assert await transport.wait_connected(timeout=1.0) == frozenset(network.relays)
+    network.relay_down("relay-1")
+    network.partition("sb0", ["relay-2"])
+    assert await transport.wait_connected(timeout=1.0) == {"relay-0"}

@@ -52,7 +52,14 @@ from standby.adapters.nostr import (
     sign_event,
     verify_event,
 )
-from standby.protocols import Query, RelayTransport, ReportsDrops, Subscription, TransportDrop
+from standby.protocols import (
+    Query,
+    RelayTransport,
+    ReportsDrops,
+    Subscription,
+    TransportDrop,
+    WaitsConnected,
+)
 from standby.wire import Codec
 
 # A NIP-19 vector: the same key as hex and as npub.
@@ -964,6 +971,57 @@ async def test_fm18_a_future_heartbeat_hides_no_genuine_one_on_real_relays(
     [envelope] = found.envelopes
     assert isinstance(envelope.message, Heartbeat)
     assert envelope.message.timestamp == pytest.approx(genuine[-1], abs=1.0)
+
+
+def future_heartbeat(keys: NostrKeys, now: float) -> dict[str, Any]:
+    """A heartbeat whose body is stamped an hour ahead while its ``created_at`` is now."""
+    beat = Heartbeat(provider=keys.public_key, timestamp=now + 3600, active_workloads=1)
+    draft = PROFILE.drafts(beat, CODEC)[-1]
+    return sign_event(
+        keys, kind=draft.kind, tags=draft.tags, content=draft.content, created_at=math.floor(now)
+    ).to_json()
+
+
+@pytest.mark.anyio
+async def test_fm18_a_hand_crafted_future_heartbeat_hides_no_genuine_one_on_real_relays(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    """Body an hour ahead, ``created_at`` now (relays take it): the genuine beats still count."""
+    async with transports(relays.urls, 2) as (primary, reader):
+        now = time.time()
+        crafted = future_heartbeat(primary.keys, now - 3.0)
+        for url in relays.urls:
+            assert await primary.send_raw(url, crafted, timeout=2.0) == (True, "")
+        genuine = [now - 2.0, now - 1.0, now]
+        for stamp in genuine:
+            beat = Heartbeat(provider=primary.identity, timestamp=stamp, active_workloads=1)
+            result = await primary.publish(beat, timeout=2.0)
+            assert result.acked == frozenset(relays.urls), result.errors
+        workload = unique("fm18")
+        query = Query(
+            kinds=("heartbeat", "revocation"),
+            authors=(primary.identity,),
+            workload_ids=(workload,),
+            until=time.time() + 5.0,
+        )
+        found = await reader.query(query, timeout=2.0)
+    beats = [e.message for e in found.envelopes if isinstance(e.message, Heartbeat)]
+    assert [b.timestamp for b in beats] == [pytest.approx(genuine[-1], abs=1.0)], beats
+
+
+@pytest.mark.anyio
+async def test_wait_connected_returns_the_relays_that_are_up(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    """Entering connects to every relay; ``wait_connected`` returns those ready."""
+    async with transports(relays.urls, 1) as (transport,):
+        assert isinstance(transport, WaitsConnected)
+        assert await transport.wait_connected(timeout=5.0) == frozenset(relays.urls)
+        assert transport.connected_relays() == frozenset(relays.urls)
+    await anyio.to_thread.run_sync(lambda: relays.stop(1, kill=True))
+    async with transports(relays.urls, 1) as (transport,):
+        ready = await transport.wait_connected(timeout=1.0)
+    assert ready == frozenset(relays.urls) - {relays.urls[1]}
 
 
 @pytest.mark.anyio

@@ -19,10 +19,12 @@ import pytest
 from _e2e import NAMES, Providers
 from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, relays  # noqa: F401
 
-from standby import LeaseRevocation, Phase
-from standby.adapters.nostr import NostrTransport
+from standby import Heartbeat, LeaseRevocation, Phase
+from standby.adapters.nostr import NostrProfile, NostrTransport, sign_event
+from standby.node import SlotPhaseChanged
 from standby.protocols import Query
 from standby.testing._relay_process import local_relay_timing
+from standby.wire import Codec
 
 pytestmark = pytest.mark.anyio
 
@@ -135,3 +137,81 @@ async def test_planned_handover_skips_the_silence_wait(relays: RelayCluster) -> 
     providers.assert_standby_0_took_over()
     took = providers.started_at("sb0") - handed_over_at
     assert took < TIMING.silence, f"handover took {took:.2f}s, no faster than the silence wait"
+
+
+class NoLiveHeartbeats:
+    """A live subscription that loses every heartbeat: silence is confirmed by reading."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __aiter__(self) -> NoLiveHeartbeats:
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            envelope = await self.inner.__anext__()
+            if not isinstance(envelope.message, Heartbeat):
+                return envelope
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class DeafToHeartbeats(NostrTransport):
+    """A standby's transport whose subscriptions miss every heartbeat (its queries do not)."""
+
+    def subscribe(self, query: Query) -> Any:
+        return NoLiveHeartbeats(super().subscribe(query))
+
+
+async def test_fm18_a_hand_crafted_future_heartbeat_hides_no_genuine_one_on_real_relays(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    """A heartbeat body an hour ahead with ``created_at`` now (relays take it).
+
+    The standbys see no heartbeat live, so each silence wait ends in a
+    read-quorum query of the relays: it must find the primary's genuine
+    heartbeats, not conclude silence over a live primary.
+    """
+    providers = NostrProviders(relays)
+    plain = providers.connect
+
+    @contextlib.asynccontextmanager
+    async def connect(name: str) -> AsyncIterator[NostrTransport]:
+        if name == "primary":
+            async with plain(name) as transport:
+                yield transport
+            return
+        async with DeafToHeartbeats(
+            relays.urls, providers.keys[name], reconnect_backoff=(0.05, 0.5)
+        ) as transport:
+            assert await transport.wait_connected(timeout=5.0) == frozenset(relays.urls)
+            yield transport
+
+    providers.connect = connect
+    async with providers.running():
+        keys = providers.keys["primary"]
+        now = time.time()
+        beat = Heartbeat(provider=keys.public_key, timestamp=now + 3600, active_workloads=1)
+        draft = NostrProfile().drafts(beat, Codec())[-1]
+        crafted = sign_event(
+            keys, kind=draft.kind, tags=draft.tags, content=draft.content, created_at=int(now)
+        ).to_json()
+        primary = providers.nodes["primary"].transport
+        for url in relays.urls:
+            assert await primary.send_raw(url, crafted, timeout=2.0) == (True, "")
+        # The primary keeps heartbeating through two silence waits and more.
+        await anyio.sleep(2 * TIMING.silence + TIMING.claim_settle)
+        still_running = providers.runtimes["primary"].running(providers.workload_id)
+    moves = [
+        [(e.old, e.new) for e in providers.events[name] if isinstance(e, SlotPhaseChanged)]
+        for name in NAMES[1:]
+    ]
+    assert providers.hosts_started() == ["primary"]
+    assert len(still_running) == 1
+    for standby in moves:
+        # Each silence wait was checked by reading the relays...
+        assert (Phase.WATCHING, Phase.CONFIRMING) in standby, standby
+        # ...and the read found the primary alive every time.
+        assert (Phase.CONFIRMING, Phase.BACKOFF) not in standby, standby

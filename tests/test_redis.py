@@ -31,6 +31,7 @@ from _kv_checks import (  # noqa: F401 - the shared tests run here, against Redi
     test_a_query_naming_several_authors_reads_each_of_them,
     test_one_provider_cannot_write_as_another,
     test_transport_shape_and_identities,
+    test_wait_connected_reports_the_store_once_it_is_ready,
 )
 from _proxy import tcp_proxy
 from _redis import RedisServer, redis, redis_server  # noqa: F401
@@ -62,6 +63,7 @@ class RedisStore(KvStore):
     refusal = "no permissions"
     malformed_identities = ("redis:", "a:b", "*")
     bad_identities = ("", "redis:", "a:b", "a*", "x" * 65)
+    request_counter = "commands"
     counts_lost_claim_answer = False
 
     def __init__(self, server: RedisServer) -> None:

@@ -190,6 +190,35 @@ async def _suite_catches(
         await check_container_runtime(harness, only={check})
 
 
+@attrs.frozen
+class _BlocksTheLoop:
+    """A runtime whose ``status`` makes a blocking call (0.2 s of real time)."""
+
+    inner: MemoryRuntime
+
+    @property
+    def stop_grace(self) -> float:
+        return self.inner.stop_grace
+
+    async def status(self, handle: Any) -> Any:
+        time.sleep(0.2)  # noqa: ASYNC251 - the planted bug
+        return await self.inner.status(handle)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_the_suite_catches_a_runtime_that_blocks_the_event_loop(anyio_backend: Any) -> None:
+    """Real time, even when the suite runs on a virtual clock."""
+
+    def blocking(harness: RuntimeHarness) -> RuntimeHarness:
+        assert isinstance(harness.runtime, MemoryRuntime)
+        return attrs.evolve(harness, runtime=_BlocksTheLoop(harness.runtime))
+
+    error = r"\[lifecycle\] runtime\.status\(\) blocked the event loop for \d+ ms"
+    await _suite_catches(anyio_backend, blocking, "lifecycle", error)
+
+
 async def test_the_suite_catches_a_lost_renewal(anyio_backend: Any) -> None:
     def lossy(harness: RuntimeHarness) -> RuntimeHarness:
         assert isinstance(harness.runtime, MemoryRuntime)

@@ -10,6 +10,7 @@ subscription. A subclass says how to read a key and how to swap it.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, ClassVar, Final, TypeVar
@@ -171,6 +172,51 @@ class KvTransport(TransportBase):
     async def _connect_once(self, subscription: Any) -> bool:
         """Run the live feed once until it ends; ``True``: reconnect without a pause."""
         raise NotImplementedError
+
+    async def _probe(self, deadline: float) -> None:
+        """Connect, log in and make one cheap request by ``deadline``.
+
+        Raises ``Retry`` or ``Refused`` when it did not go through.
+        """
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- connecting
+
+    async def _warm_up(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._connect(anyio.current_time() + self.connect_timeout)
+
+    async def _connect(self, deadline: float) -> bool:
+        """Log in and make a cheap request, trying again until ``deadline``."""
+
+        async def attempt() -> bool:
+            await self._probe(deadline)
+            return True
+
+        done, _error = await self._until(deadline, attempt, what="connect")
+        return bool(done)
+
+    async def wait_connected(
+        self,
+        *,
+        timeout: float,  # noqa: ASYNC109 - like publish and query
+    ) -> frozenset[str]:
+        """Connect and log in to the store; ``{name}`` once ready within ``timeout``, else ``{}``.
+
+        Implements :class:`~standby.protocols.WaitsConnected`: tries again
+        (with a growing pause) while the store cannot be reached, and gives
+        up at once when it refuses the login. Entering the transport starts
+        connecting in the background (for up to ``connect_timeout``); this
+        waits for that first, then makes one cheap request. The node calls
+        it before its first request, so that request pays no handshake or
+        login.
+        """
+        self._check_running()
+        deadline = anyio.current_time() + timeout
+        with anyio.move_on_after(timeout):
+            await self._warm_up_done()  # one login at a time
+        ready = await self._connect(deadline)
+        return frozenset({self.name}) if ready else frozenset()
 
     # ----------------------------------------------------------------- retrying
 

@@ -101,6 +101,20 @@ class MemoryTransport:
         """See :func:`canonical_identity`."""
         return canonical_identity(identity)
 
+    async def wait_connected(
+        self,
+        *,
+        timeout: float,  # noqa: ASYNC109 - like publish and query
+    ) -> frozenset[str]:
+        """The relays this transport reaches now (``WaitsConnected``); nothing to open.
+
+        Returns at once, without a checkpoint: in-memory relays need no
+        handshake, so a simulated node's schedule is the same with or without it.
+        """
+        self._alive()
+        me = self._identity
+        return frozenset(r for r in self._network.relays if self._network.reachable(me, r))
+
     async def publish(
         self,
         message: Message,

@@ -181,7 +181,8 @@ class TransportBase:
 
     A subclass opens what it needs in :meth:`_open_resources` (registering
     their clean-up on the stack) and starts its own tasks in
-    :meth:`_started`; leaving the context cancels the tasks and ends every
+    :meth:`_started`; :meth:`_warm_up` runs in the background from entry
+    on, to connect before the first request; leaving the context cancels the tasks and ends every
     live subscription (they raise ``TransportError`` to their consumer).
     """
 
@@ -193,6 +194,7 @@ class TransportBase:
         self._subscriptions: set[Any] = set()
         self._group: anyio.abc.TaskGroup | None = None
         self._stack: contextlib.AsyncExitStack | None = None
+        self._warmed: anyio.Event | None = None
 
     async def __aenter__(self: _Self) -> _Self:
         if self._stack is not None:
@@ -206,6 +208,8 @@ class TransportBase:
             stack.callback(group.cancel_scope.cancel)
             self._group = group
             self._started(group)
+            self._warmed = anyio.Event()
+            group.start_soon(self._warming, self._warmed, name=f"{type(self).__name__}-warm-up")
         except BaseException:
             await stack.aclose()
             raise
@@ -230,6 +234,25 @@ class TransportBase:
 
     def _started(self, group: anyio.abc.TaskGroup) -> None:
         """Start the transport's own background tasks in ``group``."""
+
+    async def _warm_up(self) -> None:
+        """Started on entry, in the background: open the connections before they are needed.
+
+        So the first real request pays no handshake or login (see
+        ``WaitsConnected``). Must not raise.
+        """
+
+    async def _warming(self, done: anyio.Event) -> None:
+        try:
+            await self._warm_up()
+        finally:
+            done.set()
+
+    async def _warm_up_done(self) -> None:
+        """Wait until the warm-up started on entry has finished (at once when not running)."""
+        warmed = self._warmed
+        if warmed is not None:
+            await warmed.wait()
 
     def _stopped(self) -> None:
         self._group = None

@@ -390,6 +390,10 @@ class EtcdTransport(EtcdGateway):
                 subscription._deliver(envelope)
         subscription.revision = max(subscription.revision, revision)
 
+    async def _probe(self, deadline: float) -> None:
+        # Log in (once per token) and read one key this provider may read.
+        await self._call("/v3/kv/range", {"key": b64(self.prefix.encode()), "keys_only": True})
+
     async def _connect_once(self, subscription: EtcdSubscription) -> bool:
         try:
             if subscription.backlog is not None:

@@ -537,6 +537,18 @@ class RedisTransport(KvTransport):
 
     # ----------------------------------------------------------------- listening
 
+    async def _probe(self, deadline: float) -> None:
+        # Opens a pooled connection (logging in as the provider) and PINGs.
+        # coredis leaves the streams of a connection cancelled halfway open,
+        # so the attempt is shielded, up to the deadline, also from the
+        # transport's exit.
+        client = self._require_running()
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as scope:
+                await self._run(client.ping())
+        if scope.cancelled_caught:
+            raise Retry(f"{self.name}: no answer to PING before the deadline")
+
     async def _connect_once(self, subscription: RedisSubscription) -> bool:
         try:
             await self._listen_once(subscription)

@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 
 import anyio
+import attrs
 
-from ._conformance_base import ConformanceReport, Skip, fail, run_suite
+from ._conformance_base import ConformanceReport, LoopWatch, Skip, fail, run_suite, watched
 from ._relay_checks import (
     check_forged,
     check_identity,
@@ -86,6 +87,13 @@ _RELAY_CHECKS: tuple[tuple[str, Callable[[RelayHarness], Awaitable[None]]], ...]
     )
 )
 
+
+def _guard(harness: RelayHarness, watch: LoopWatch) -> RelayHarness:
+    """``harness`` with each transport watched for calls that block the event loop."""
+    transports = [watched(t, watch, f"transports[{i}]") for i, t in enumerate(harness.transports)]
+    return attrs.evolve(harness, transports=transports)
+
+
 #: Names of the checks of :func:`check_relay_transport`, in the order they run.
 RELAY_CHECKS: tuple[str, ...] = tuple(name for name, _check in _RELAY_CHECKS)
 
@@ -135,10 +143,16 @@ async def check_relay_transport(
         the other relays, and once the relay is back, publishes and that
         subscription reach it again.
 
+    Every check also fails when one call of a transport (``publish``,
+    ``query``, ``subscribe``, ``canonical``, a subscription's ``__anext__``
+    or ``aclose``...) keeps the event loop from running other tasks for
+    more than ``harness.max_blocking`` seconds of real time (50 ms by
+    default): a synchronous call inside an adapter stalls the whole node.
+
     ``only`` restricts the run to some checks. Raises
     :class:`AssertionError`, whose message starts with the check's name in
     brackets, at the first failure (also when the transport raised or a
     subscription ended where it must not); returns a
     :class:`ConformanceReport` otherwise.
     """
-    return await run_suite("relay transport", _RELAY_CHECKS, factory, only)
+    return await run_suite("relay transport", _RELAY_CHECKS, factory, only, _guard)

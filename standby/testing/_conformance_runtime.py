@@ -22,7 +22,16 @@ import attrs
 from .._errors import SpawnError
 from .._models import fencing_token
 from .._protocols import ContainerRuntime
-from ._conformance_base import ConformanceReport, fail, probe, run_suite, unique
+from ._conformance_base import (
+    DEFAULT_MAX_BLOCKING,
+    ConformanceReport,
+    LoopWatch,
+    fail,
+    probe,
+    run_suite,
+    unique,
+    watched,
+)
 
 __all__ = [
     "RUNTIME_CHECKS",
@@ -82,7 +91,9 @@ class RuntimeHarness:
     may advance its own clock instead). ``lease`` is the length of the
     leases the checks hand out, ``tolerance`` the slack a real clock needs
     when a check looks right at ``lease_end + stop_grace``. ``timeout``
-    bounds every runtime call.
+    bounds every runtime call. ``max_blocking`` is how long one runtime call
+    may keep the event loop from running anything else, in real seconds
+    (``None``: not checked).
     """
 
     runtime: ContainerRuntime
@@ -103,6 +114,7 @@ class RuntimeHarness:
     lease: float = 1.0
     tolerance: float = 0.25
     timeout: float = 30.0
+    max_blocking: float | None = DEFAULT_MAX_BLOCKING
 
 
 RuntimeHarnessFactory: TypeAlias = Callable[[], AbstractAsyncContextManager[RuntimeHarness]]
@@ -524,6 +536,21 @@ _RUNTIME_CHECKS: tuple[tuple[str, Callable[[RuntimeHarness], Awaitable[None]]], 
     ("clock_step", _check_clock_step),
 )
 
+
+def _guard(harness: RuntimeHarness, watch: LoopWatch) -> RuntimeHarness:
+    """``harness`` with its runtimes (also reopened ones) watched for blocking calls."""
+    reopen = harness.reopen
+    changes: dict[str, Any] = {"runtime": watched(harness.runtime, watch, "runtime")}
+    if reopen is not None:
+
+        async def reopened() -> ContainerRuntime:
+            runtime: ContainerRuntime = watched(await reopen(), watch, "reopen() runtime")
+            return runtime
+
+        changes["reopen"] = reopened
+    return attrs.evolve(harness, **changes)
+
+
 #: Names of the checks of :func:`check_container_runtime`, in the order they run.
 RUNTIME_CHECKS: tuple[str, ...] = tuple(name for name, _check in _RUNTIME_CHECKS)
 
@@ -577,7 +604,11 @@ async def check_container_runtime(
         after the spawn does not extend the lease: the workload still stops
         by ``lease_end + stop_grace`` in true time (failure mode 31).
 
+    Every check also fails when one runtime call keeps the event loop from
+    running other tasks for more than ``harness.max_blocking`` seconds of
+    real time (50 ms by default).
+
     ``only`` restricts the run to some checks. Raises
     :class:`AssertionError` at the first failure.
     """
-    return await run_suite("container runtime", _RUNTIME_CHECKS, factory, only)
+    return await run_suite("container runtime", _RUNTIME_CHECKS, factory, only, _guard)

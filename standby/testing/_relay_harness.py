@@ -25,7 +25,7 @@ from .._models import (
     fencing_token,
 )
 from .._protocols import RelayTransport, Subscription
-from ._conformance_base import fail
+from ._conformance_base import DEFAULT_MAX_BLOCKING, fail
 
 __all__ = [
     "DEFAULT_MALFORMED_IDENTITIES",
@@ -87,7 +87,10 @@ class RelayHarness:
     ``timeout`` is passed to ``publish`` and ``query``; ``delivery_timeout``
     bounds how long a subscription delivery (or a reconnection) may take;
     ``cancel_latency`` is how soon a cancelled ``publish`` or ``query`` must
-    return (the best of three tries counts).
+    return (the best of three tries counts); ``max_blocking`` is how long
+    one call of a transport (or of a subscription it returned) may keep the
+    event loop from running anything else, in real seconds (``None``: not
+    checked).
     """
 
     transports: Sequence[RelayTransport]
@@ -102,6 +105,7 @@ class RelayHarness:
     timeout: float = 2.0
     delivery_timeout: float = 5.0
     cancel_latency: float = 0.03
+    max_blocking: float | None = DEFAULT_MAX_BLOCKING
 
 
 RelayHarnessFactory: TypeAlias = Callable[[], AbstractAsyncContextManager[RelayHarness]]
