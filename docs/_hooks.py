@@ -1,9 +1,9 @@
 """mkdocs hooks: the parts of the site that are generated from the code.
 
 - The safety page's list of timing rules comes from the rule table in
-  ``standby/_timing.py`` (marker ``<!-- generated: timing-rules -->``).
+  ``standby/core/_timing.py`` (marker ``<!-- generated: timing-rules -->``).
 - The concepts page's table of slot phase moves comes from ``TRANSITIONS``
-  in ``standby/_election.py`` (marker ``<!-- generated: slot-transitions -->``).
+  in ``standby/core/_election.py`` (marker ``<!-- generated: slot-transitions -->``).
 - The failure-mode page links each failure mode to the tests named after it
   (``test_fm<N>_...`` anywhere under ``tests/``, marker
   ``<!-- generated: fm-tests N -->``), and a generated page,
@@ -55,9 +55,9 @@ log = logging.getLogger("mkdocs.hooks.standby")
 def _standby() -> Any:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    import standby._timing
+    import standby.core._timing
 
-    return standby._timing
+    return standby.core._timing
 
 
 # ---------------------------------------------------------------- timing rules
@@ -81,7 +81,7 @@ def timing_rules_markdown() -> str:
 def slot_transitions_markdown() -> str:
     """The table of every legal phase move of a slot, drawn from ``TRANSITIONS``."""
     _standby()
-    import standby._election as election
+    import standby.core._election as election
 
     order: list[Any] = [None, *election.Phase]
     lines = ["| from | may move to |", "|---|---|"]

@@ -12,10 +12,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._election import Phase, SlotStatus, StandbyElection
-from ._helpers import primary_is_silent, promotion_delay, role_of, select_expired, silence_baseline
-from ._lifecycle import Never, OnFailure, RestartPolicy, WorkloadLifecycle
-from ._models import (
+from .core._election import Phase, SlotStatus, StandbyElection
+from .core._helpers import (
+    primary_is_silent,
+    promotion_delay,
+    role_of,
+    select_expired,
+    silence_baseline,
+)
+from .core._lifecycle import Never, OnFailure, RestartPolicy, WorkloadLifecycle
+from .core._models import (
     Envelope,
     Heartbeat,
     LeaseRevocation,
@@ -26,22 +32,10 @@ from ._models import (
     Topology,
     fencing_token,
 )
-from ._protocols import (
-    AtomicClaims,
-    ClaimOutcome,
-    ContainerRuntime,
-    PublishResult,
-    Query,
-    QueryResult,
-    RelayTransport,
-    RunningWorkload,
-    SlotStore,
-    Subscription,
-)
-from ._public import publish
-from ._roles import NotAddressed, Primary, Role, Standby
-from ._state import NodeState, PrimaryRecord, PromotionIntent
-from ._timing import Timing
+from .core._public import publish
+from .core._records import NodeState, PrimaryRecord, PromotionIntent
+from .core._roles import NotAddressed, Primary, Role, Standby
+from .core._timing import Timing
 from .effects import (
     Announce,
     CannotStart,
@@ -92,9 +86,21 @@ from .errors import (
     WireError,
     WorkloadConflict,
 )
+from .protocols._contracts import (
+    AtomicClaims,
+    ClaimOutcome,
+    ContainerRuntime,
+    PublishResult,
+    Query,
+    QueryResult,
+    RelayTransport,
+    RunningWorkload,
+    SlotStore,
+    Subscription,
+)
 
 if TYPE_CHECKING:
-    from ._store import JsonFileStore, Sealer
+    from .adapters.files._store import JsonFileStore, Sealer
     from .node import NodeStatus, PrimaryStatus, SpawnRequest, StandbyNode
 
 # A library does not configure logging; this keeps Python from printing the
@@ -202,10 +208,10 @@ __all__ = [
 #: ``import standby`` stays free of I/O machinery. Value: the module to load
 #: them from, relative to this package.
 _LAZY: dict[str, str] = {
-    "JsonFileStore": "._store",
+    "JsonFileStore": ".adapters.files._store",
     "NodeStatus": ".node",
     "PrimaryStatus": ".node",
-    "Sealer": "._store",
+    "Sealer": ".adapters.files._store",
     "SpawnRequest": ".node",
     "StandbyNode": ".node",
 }

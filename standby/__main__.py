@@ -24,9 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog="python -m standby", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    from . import _demo, _store_cli
-    from .testing import _campaign_cli as campaign_cli
-    from .testing import _cli as simulate_cli
+    from .cli import _demo
+    from .cli import _store as _store_cli
+    from .testing.simulation import _campaign_cli as campaign_cli
+    from .testing.simulation import _cli as simulate_cli
 
     _demo.add_arguments(
         commands.add_parser("demo", help="live failover demo on embedded in-memory relays")

@@ -11,7 +11,7 @@ Every name here is also importable from :mod:`standby`.
 
 from __future__ import annotations
 
-from ._effects import (
+from .core._effects import (
     Announce,
     CannotStart,
     CheckContainer,
@@ -39,7 +39,7 @@ from ._effects import (
     StopOrphan,
     WithdrawClaim,
 )
-from ._public import publish
+from .core._public import publish
 
 __all__ = [
     "Announce",

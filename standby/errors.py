@@ -13,7 +13,7 @@ Every name here is also importable from :mod:`standby`.
 
 from __future__ import annotations
 
-from ._errors import (
+from .core._errors import (
     AdapterError,
     IdentityError,
     InvalidRequest,
@@ -35,7 +35,7 @@ from ._errors import (
     WireError,
     WorkloadConflict,
 )
-from ._public import publish
+from .core._public import publish
 
 __all__ = [
     "AdapterError",

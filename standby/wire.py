@@ -70,17 +70,25 @@ from typing import Any, Final, TypeAlias, TypeVar, overload
 
 import cattrs
 
-from ._errors import WireError
-from ._models import (
+from .core._errors import WireError
+from .core._models import (
     Heartbeat,
     LeaseRevocation,
     PromotionAnnouncement,
     PromotionClaim,
     StandbySlot,
 )
-from ._wire_hooks import SpecHooks, blame, build_converter, describe, json_type, locate, type_origin
-from ._wire_json import Data as _Data
-from ._wire_json import check_tree, dump, parse
+from .core._wire_hooks import (
+    SpecHooks,
+    blame,
+    build_converter,
+    describe,
+    json_type,
+    locate,
+    type_origin,
+)
+from .core._wire_json import Data as _Data
+from .core._wire_json import check_tree, dump, parse
 
 __all__ = [
     "KINDS",

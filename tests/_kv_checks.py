@@ -25,8 +25,8 @@ import pytest
 from _proxy import tcp_proxy
 
 from standby import Heartbeat, Message, PromotionClaim, fencing_token
-from standby._errors import IdentityError, TransportError
-from standby.adapters._kv_transport import Refused
+from standby.adapters.kv._transport import Refused
+from standby.core._errors import IdentityError, TransportError
 from standby.protocols import AtomicClaims, Query, RelayTransport, WaitsConnected
 from standby.testing import (
     CLAIM_CHECKS,

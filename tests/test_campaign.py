@@ -20,9 +20,9 @@ from standby.testing import (
     random_faults,
     run_campaign,
 )
-from standby.testing._campaign import percentile
-from standby.testing._configurations import CONFIGURATIONS, Configuration, shrink_run
-from standby.testing._simulation import memory_runtime
+from standby.testing.simulation._campaign import percentile
+from standby.testing.simulation._configurations import CONFIGURATIONS, Configuration, shrink_run
+from standby.testing.simulation._simulation import memory_runtime
 
 # ----------------------------------------------------------------------
 # The campaign: 1,600 random schedules over every configuration, zero violations

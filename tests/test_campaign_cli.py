@@ -20,14 +20,14 @@ from standby.testing import (
     run_campaign,
     shrink,
 )
-from standby.testing._configurations import (
+from standby.testing.simulation._configurations import (
     CONFIGURATIONS,
     Configuration,
     run_configurations,
     shrink_run,
 )
-from standby.testing._shrink import fault_expression, number_text, parse_fault
-from standby.testing._simulation import memory_runtime
+from standby.testing.simulation._shrink import fault_expression, number_text, parse_fault
+from standby.testing.simulation._simulation import memory_runtime
 
 
 def command(capsys: pytest.CaptureFixture[str], line: str) -> tuple[int, str, str]:

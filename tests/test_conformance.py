@@ -23,11 +23,11 @@ import pytest
 from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, relays  # noqa: F401
 
 from standby import Envelope, Heartbeat, LeaseRevocation, Message
-from standby._errors import TransportError
 from standby.adapters.memory import MemoryRelayNetwork, MemoryTransport
 from standby.adapters.nostr import NostrTransport, npub_of
+from standby.core._errors import TransportError
 from standby.protocols import PublishResult, Query, QueryResult
-from standby.testing._conformance import (
+from standby.testing.conformance._suites import (
     RELAY_CHECKS,
     RelayHarness,
     check_relay_transport,
@@ -387,7 +387,7 @@ async def test_anything_a_check_raises_is_a_named_failure() -> None:
 
 def forged_event(forger: NostrTransport, message: Message, victim: str) -> dict[str, Any]:
     """``message`` as an event with ``victim``'s pubkey but the forger's signature."""
-    from standby.adapters._nostr_keys import event_id
+    from standby.adapters.nostr._keys import event_id
 
     draft = forger.profile.drafts(message, forger.codec)[-1]
     created_at = int(forger.profile.natural_created_at(message))

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from standby import Timing
-from standby._demo import DemoOptions, DemoResult, add_arguments, run, run_demo
+from standby.cli._demo import DemoOptions, DemoResult, add_arguments, run, run_demo
 
 EPOCH = 1_700_000_000.0
 
@@ -180,7 +180,7 @@ def test_cli_runs_on_a_real_loop(backend: str, capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("standby.testing._cli") is None,
+    importlib.util.find_spec("standby.testing.simulation._cli") is None,
     reason="`python -m standby` also needs the simulate subcommand",
 )
 def test_python_dash_m_standby_demo(capsys: pytest.CaptureFixture[str]) -> None:

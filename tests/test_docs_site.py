@@ -21,7 +21,7 @@ import pytest
 from _nostr_relays import nostr_relays, relays  # noqa: F401
 from _real import REQUIRE_REAL
 
-from standby._timing import _RULES, rule_descriptions
+from standby.core._timing import _RULES, rule_descriptions
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -282,7 +282,7 @@ def test_site_builds_strict_and_offline(tmp_path: Path) -> None:
 
 
 def test_concepts_page_shows_exactly_the_slot_transitions() -> None:
-    from standby._election import TRANSITIONS, Phase
+    from standby.core._election import TRANSITIONS, Phase
 
     source = (DOCS / "concepts.md").read_text(encoding="utf-8")
     assert source.count(hooks.SLOT_MARKER) == 1
@@ -364,12 +364,12 @@ def _contract_members(page: str, protocol: str) -> list[str]:
 def test_the_adapter_contract_lists_every_member_of_every_protocol(protocol: str) -> None:
     # The page said "everything the node relies on" but gave spawn without
     # lease_end and no renew, list, stop_grace, load_state or save_state.
-    import standby._protocols
+    import standby.protocols._contracts
 
     page = (DOCS / "conformance.md").read_text(encoding="utf-8")
     contract = page[page.index("## The adapter contract") :]
     contract = contract[: contract.index("\n## ", 1)]
-    cls = getattr(standby._protocols, protocol)
+    cls = getattr(standby.protocols._contracts, protocol)
     assert _contract_members(contract, protocol) == _protocol_members(cls)
 
 
@@ -377,11 +377,11 @@ def test_the_contract_names_every_protocol_class() -> None:
     import inspect
     from typing import Protocol
 
-    import standby._protocols
+    import standby.protocols._contracts
 
     protocols = {
         name
-        for name, value in vars(standby._protocols).items()
+        for name, value in vars(standby.protocols._contracts).items()
         if inspect.isclass(value) and Protocol in value.__bases__
     }
     assert protocols == set(CONTRACT_PROTOCOLS)
@@ -450,3 +450,21 @@ def test_every_shipped_adapter_is_listed_and_has_a_reference_page() -> None:
         assert f"`{module}`" in shipped, module
         assert f"::: {module}\n" in references, module
         assert f"- {module}: reference/" in nav, module
+
+
+def test_the_architecture_page_names_every_layer_package() -> None:
+    import pkgutil
+
+    import standby
+
+    page = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    rows = table_rows(page, "| package | layer | what it holds | its public face |")
+    listed = {row[0].strip("`"): row[1] for row in rows}
+    packages = {
+        info.name
+        for info in pkgutil.walk_packages(standby.__path__, "standby.")
+        if info.ispkg and not info.name.rpartition(".")[2].startswith("_")
+    }
+    assert set(listed) == packages
+    for package, layer in listed.items():
+        assert package.split(".")[1] == layer  # a module's layer is its first component

@@ -24,7 +24,7 @@ from _driver import (
 )
 
 import standby as sb
-from standby._election import TRANSITIONS, IllegalTransition
+from standby.core._election import TRANSITIONS, IllegalTransition
 
 SILENCE = sb.Timing().silence
 

@@ -36,8 +36,8 @@ from _kv_checks import (  # noqa: F401 - the shared tests run here, against etcd
 )
 
 from standby import Heartbeat, LeaseRevocation, Message, PromotionAnnouncement
-from standby._errors import IdentityError, TransportError
 from standby.adapters.etcd import EtcdTransport, prefix_end
+from standby.core._errors import IdentityError, TransportError
 from standby.protocols import Query
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

@@ -29,8 +29,8 @@ from standby import (
     Timing,
     Topology,
 )
-from standby._store import JsonFileStore
 from standby.adapters._transport_base import TransportBase
+from standby.adapters.files._store import JsonFileStore
 from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime
 from standby.adapters.process import ProcessRuntime
 from standby.node import SpawnRequest, StandbyNode, WorkloadCannotStart

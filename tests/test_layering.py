@@ -1,13 +1,20 @@
-"""The package's layers import only downwards, and no module grows past its budget.
+"""The package's layers are its packages, and they import only downwards.
 
-core ← protocols ← node and adapters ← testing (and the demo): a module may
-import from its own layer and the layers below it. The node and the
-adapters sit side by side and never import each other, so an adapter can
-be written (and tested) without the node, and the node runs any adapter.
-The core does no I/O: it imports neither anyio nor a socket or process
-library. Imports only a type checker sees (``if TYPE_CHECKING:``) do not
-count; ``standby/__init__.py`` may load upper layers lazily (its
-``__getattr__``), never at import time.
+A module's layer is the first component of its path: ``standby.core``,
+``standby.protocols``, ``standby.node``, ``standby.adapters``,
+``standby.testing``, ``standby.cli``. The few public modules directly in
+``standby/`` (``errors``, ``effects``, ``wire``) are faces of the core;
+``__main__`` is the command line, and the package root re-exports the core
+and the protocols (it may load upper layers lazily, through its
+``__getattr__``, never at import time).
+
+core <- protocols <- node and adapters <- testing and cli: a module may import
+from its own layer and the layers below it. The node and the adapters sit
+side by side and never import each other, so an adapter can be written (and
+tested) without the node, and the node runs any adapter. The core does no
+I/O: it imports neither anyio nor a socket or process library. Imports only a
+type checker sees (``if TYPE_CHECKING:``) do not count. A module is one
+concern, however long that takes: there is no line budget.
 """
 
 from __future__ import annotations
@@ -20,22 +27,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "standby"
 
-RANK = {"core": 0, "protocols": 1, "node": 2, "adapters": 2, "testing": 3}
-#: Modules outside the core that are not named by their package or prefix.
-NAMED = {
-    "_protocols": "protocols",
-    "protocols": "protocols",
-    "node": "node",
-    "_store": "adapters",  # JsonFileStore: the shipped SlotStore
-    "_durable": "adapters",  # its fsynced file writes
-    "_store_quarantine": "adapters",  # its refusal to start after losing data (FM 23)
-    "_store_cli": "testing",  # python -m standby store accept-loss
-    "_demo": "testing",
-    "__main__": "testing",
-}
+RANK = {"core": 0, "protocols": 1, "node": 2, "adapters": 2, "testing": 3, "cli": 3}
 NO_IO = ("anyio", "asyncio", "trio", "socket", "subprocess", "sniffio", "os", "tempfile", "pathlib")
-#: The largest a module may grow (lines); split it by concern past that.
-MAX_LINES = 600
 
 
 def modules() -> Iterator[tuple[str, Path]]:
@@ -47,17 +40,13 @@ def modules() -> Iterator[tuple[str, Path]]:
 
 
 def layer(module: str) -> str:
+    """The layer of ``module``: its package under ``standby``, or what a top module faces."""
     parts = module.split(".")
-    if len(parts) > 1 and parts[1] in ("testing", "adapters"):
-        return parts[1]
     if len(parts) == 1:
         return "protocols"  # the package root re-exports the core and the protocols
-    name = parts[1]
-    if name in NAMED:
-        return NAMED[name]
-    if name.startswith("_node"):
-        return "node"
-    return "core"
+    if parts[1] in RANK:
+        return parts[1]
+    return "cli" if parts[1] == "__main__" else "core"
 
 
 def imports(module: str, path: Path, *, top_level: bool) -> Iterator[tuple[int, str]]:
@@ -137,7 +126,9 @@ def test_the_core_and_the_protocols_do_no_io(module: str, path: Path) -> None:
     assert not loaded, f"{module} imports I/O: {loaded}"
 
 
-def test_every_module_stays_within_its_budget() -> None:
-    sizes = {module: len(path.read_text().splitlines()) for module, path in ALL}
-    over = {module: lines for module, lines in sizes.items() if lines > MAX_LINES}
-    assert not over, f"modules over {MAX_LINES} lines (split them by concern): {over}"
+def test_every_module_lives_in_a_layer_package_or_is_a_public_face() -> None:
+    top = sorted(m for m, _ in ALL if m.count(".") == 1)
+    faces = {"standby.__main__", "standby.effects", "standby.errors", "standby.wire"}
+    packages = {f"standby.{name}" for name in RANK}
+    assert set(top) <= faces | packages, set(top) - faces - packages
+    assert len([m for m in top if m not in packages]) <= 12

@@ -21,7 +21,6 @@ from standby import (
     StandbySlot,
     StoreError,
 )
-from standby._errors import IdentityError, SpawnError, TransportError
 from standby.adapters.memory import (
     MemoryRelayNetwork,
     MemoryRuntime,
@@ -29,6 +28,7 @@ from standby.adapters.memory import (
     RuntimeRecord,
     canonical_identity,
 )
+from standby.core._errors import IdentityError, SpawnError, TransportError
 from standby.protocols import (
     MESSAGE_KINDS,
     AtomicClaims,

@@ -35,19 +35,19 @@ from standby import (
     fencing_token,
 )
 from standby.__main__ import main as standby_main
-from standby._errors import (
-    IdentityError,
-    NodeError,
-    NotAddressedError,
-    StoreQuarantined,
-    TransportError,
-)
-from standby._store import JsonFileStore
+from standby.adapters.files._store import JsonFileStore
 from standby.adapters.memory import (
     MemoryRelayNetwork,
     MemoryRuntime,
     MemorySlotStore,
     RuntimeRecord,
+)
+from standby.core._errors import (
+    IdentityError,
+    NodeError,
+    NotAddressedError,
+    StoreQuarantined,
+    TransportError,
 )
 from standby.node import (
     ContainerExited,

@@ -38,9 +38,6 @@ from standby import (
     WireError,
     fencing_token,
 )
-from standby._errors import IdentityError, TransportError
-from standby.adapters._nostr_keys import EventRejected, event_id
-from standby.adapters._nostr_profile import filters_for
 from standby.adapters.nostr import (
     DEFAULT_PREFIX,
     REFERENCE_PREFIX,
@@ -52,6 +49,9 @@ from standby.adapters.nostr import (
     sign_event,
     verify_event,
 )
+from standby.adapters.nostr._keys import EventRejected, event_id
+from standby.adapters.nostr._profile import filters_for
+from standby.core._errors import IdentityError, TransportError
 from standby.protocols import (
     Query,
     RelayTransport,

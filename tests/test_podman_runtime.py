@@ -27,8 +27,8 @@ import pytest
 from _podman import Podman, podman_fixture  # noqa: F401
 
 from standby import SpawnError
-from standby.adapters._supervisor import TEST_CLOCK_OFFSET_ENV
 from standby.adapters.podman import PodmanHandle, PodmanRuntime
+from standby.adapters.supervised._supervisor import TEST_CLOCK_OFFSET_ENV
 from standby.protocols import ChecksSpecs, ContainerRuntime
 from standby.testing import RUNTIME_CHECKS, RuntimeHarness, check_container_runtime
 

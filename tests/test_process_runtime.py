@@ -26,8 +26,8 @@ import anyio
 import pytest
 
 from standby import SpawnError
-from standby.adapters._supervisor import TEST_CLOCK_OFFSET_ENV
 from standby.adapters.process import ProcessHandle, ProcessRuntime
+from standby.adapters.supervised._supervisor import TEST_CLOCK_OFFSET_ENV
 from standby.protocols import ContainerRuntime
 from standby.testing import RUNTIME_CHECKS, RuntimeHarness, check_container_runtime
 
@@ -99,8 +99,8 @@ def sweep(state_dir: Path) -> None:
     processes when they carry the run's id in their environment (a recorded
     pid or group id alone may have been reused by now).
     """
-    from standby.adapters._supervised import Run, supervisor_alive
     from standby.adapters.process import _kill_leftovers
+    from standby.adapters.supervised._runs import Run, supervisor_alive
 
     if not state_dir.is_dir():
         return

@@ -44,8 +44,8 @@ from standby import (
     PromotionClaim,
     fencing_token,
 )
-from standby._errors import IdentityError, TransportError
 from standby.adapters.redis import RedisTransport
+from standby.core._errors import IdentityError, TransportError
 from standby.protocols import Query
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

@@ -8,7 +8,7 @@ import importlib.util
 import pytest
 
 from standby import Timing
-from standby.testing import _cli
+from standby.testing.simulation import _cli
 
 
 def simulate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -289,8 +289,8 @@ def test_presets() -> None:
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("standby._demo") is None,
-    reason="python -m standby also needs the demo command (standby._demo)",
+    importlib.util.find_spec("standby.cli._demo") is None,
+    reason="python -m standby also needs the demo command (standby.cli._demo)",
 )
 def test_through_python_dash_m_standby(capsys: pytest.CaptureFixture[str]) -> None:
     from standby.__main__ import main

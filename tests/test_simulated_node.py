@@ -18,9 +18,9 @@ import pytest
 
 from standby import Timing
 from standby.testing import Simulation, SimulationReport
-from standby.testing._loop import CURRENT_PROCESS, Process, VirtualLoop
-from standby.testing._simulation import memory_runtime
-from standby.testing._world import SimulatedStore
+from standby.testing.simulation._loop import CURRENT_PROCESS, Process, VirtualLoop
+from standby.testing.simulation._simulation import memory_runtime
+from standby.testing.simulation._world import SimulatedStore
 
 NO_LEASES = functools.partial(memory_runtime, enforce_leases=False)
 

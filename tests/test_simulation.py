@@ -23,7 +23,7 @@ from standby import (
     Timing,
     UnsafeTiming,
 )
-from standby import _node as node_module
+from standby.node import _node as node_module
 from standby.testing import (
     BASE_TIME,
     CURRENT_PRIMARY,
@@ -672,7 +672,7 @@ def test_public_names_are_pinned_and_resolve() -> None:
 def test_the_simulator_does_not_import_hypothesis() -> None:
     program = (
         "import sys, standby.testing as kit\n"
-        "from standby.testing import _cli\n"
+        "from standby.testing.simulation import _cli\n"
         "assert 'hypothesis' not in sys.modules, 'imported too early'\n"
         "kit.StandbyStateMachine\n"
         "assert 'hypothesis' in sys.modules\n"

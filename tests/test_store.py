@@ -12,9 +12,16 @@ from typing import Any
 import attrs
 import pytest
 
-from standby import StandbySlot, StoreError, StoreQuarantined, _store
-from standby._state import NodeState, PrimaryRecord, PromotionIntent, primary_to_json
-from standby._store import FORMAT, FORMAT_VERSION, JsonFileStore, Sealer, looks_secret
+from standby import StandbySlot, StoreError, StoreQuarantined
+from standby.adapters.files import _store
+from standby.adapters.files._store import (
+    FORMAT,
+    FORMAT_VERSION,
+    JsonFileStore,
+    Sealer,
+    looks_secret,
+)
+from standby.core._records import NodeState, PrimaryRecord, PromotionIntent, primary_to_json
 from standby.protocols import SlotStore
 from standby.wire import Codec
 

@@ -23,7 +23,7 @@ from standby import (
     UnsafeTiming,
     fencing_token,
 )
-from standby._effects import (
+from standby.core._effects import (
     Announce,
     CompareAndSetClaim,
     Dropped,

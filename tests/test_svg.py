@@ -12,7 +12,8 @@ import attrs
 import pytest
 
 from standby import Timing
-from standby.testing import Simulation, SimulationReport, _cli, timeline_svg
+from standby.testing import Simulation, SimulationReport, timeline_svg
+from standby.testing.simulation import _cli
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from standby import Timing, UnsafeTiming
-from standby._timing_rules import RULES
-from standby._timing_target import derive_for_target
+from standby.core._timing_rules import RULES
+from standby.core._timing_target import derive_for_target
 from standby.testing import Simulation
 
 REFERENCE = {

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 import anyio
 import anyio.lowlevel
 
-from .._errors import TransportError
-from .._models import Envelope, Message
-from .._protocols import Query
+from ..core._errors import TransportError
+from ..core._models import Envelope, Message
+from ..protocols._contracts import Query
 
 __all__ = ["BufferedSubscription", "StreamSubscription"]
 

@@ -22,11 +22,11 @@ import anyio
 import anyio.abc
 import attrs
 
-from .._errors import IdentityError, TransportError, raise_unwrapped
+from ..core._errors import IdentityError, TransportError, raise_unwrapped
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
     from exceptiongroup import BaseExceptionGroup
-from .._protocols import Query
+from ..protocols._contracts import Query
 
 __all__ = [
     "DEFAULT_RETENTION",

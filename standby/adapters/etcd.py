@@ -62,10 +62,12 @@ from typing import Any
 import anyio
 import attrs
 
-from .._models import Envelope, Message
-from .._protocols import Query
+from ..core._models import Envelope, Message
+from ..protocols._contracts import Query
 from ..wire import Codec
-from ._etcd_http import (
+from ._stream import StreamSubscription
+from ._transport_base import DEFAULT_RETENTION, check_urls, url_list
+from .kv._etcd_http import (
     EtcdGateway,
     Failed,
     Kv,
@@ -79,7 +81,7 @@ from ._etcd_http import (
     unb64,
     watch_result,
 )
-from ._kv import (
+from .kv._names import (
     MESSAGE_FIELD_PREFIX,
     Slot,
     canonical_account,
@@ -89,8 +91,6 @@ from ._kv import (
     proof_field,
     quote_workload,
 )
-from ._stream import StreamSubscription
-from ._transport_base import DEFAULT_RETENTION, check_urls, url_list
 
 __all__ = [
     "EtcdSubscription",

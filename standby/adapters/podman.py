@@ -32,11 +32,11 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .._errors import RuntimeFailure, SpawnError
-from .._protocols import ContainerStatus, RunningWorkload
+from ..core._errors import RuntimeFailure, SpawnError
+from ..protocols._contracts import ContainerStatus, RunningWorkload
 from ._runtime import SpawnOrder
-from ._supervised import Run, Supervision
-from ._supervised_runtime import SupervisedRuntime, bad_spec, open_spec, spec_env
+from .supervised._runs import Run, Supervision
+from .supervised._runtime import SupervisedRuntime, bad_spec, open_spec, spec_env
 
 __all__ = ["CONTAINER_LEASE_FILE", "PodmanHandle", "PodmanRuntime"]
 

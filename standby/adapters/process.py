@@ -1,7 +1,7 @@
 """Real OS processes under a lease supervisor: :class:`ProcessRuntime`.
 
 Each workload runs as its own process group under a small supervisor
-process (``standby/adapters/_supervisor.py``, standard library only) that
+process (``standby/adapters/supervised/_supervisor.py``, standard library only) that
 lives in its own session, apart from the node. The supervisor stops the
 workload at its lease end whatever happens to the node: a node that is
 killed (``kill -9``), frozen (``SIGSTOP``) or restarted leaves nothing
@@ -29,9 +29,9 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .._protocols import ContainerStatus, RunningWorkload
+from ..protocols._contracts import ContainerStatus, RunningWorkload
 from ._runtime import SpawnOrder
-from ._supervised import (
+from .supervised._runs import (
     ENV_FENCING_TOKEN,
     ENV_LEASE_END,
     ENV_LEASE_FILE,
@@ -42,7 +42,7 @@ from ._supervised import (
     Run,
     Supervision,
 )
-from ._supervised_runtime import SupervisedRuntime, bad_spec, open_spec, spec_env
+from .supervised._runtime import SupervisedRuntime, bad_spec, open_spec, spec_env
 
 __all__ = [
     "ENV_FENCING_TOKEN",

@@ -66,12 +66,14 @@ import anyio.abc
 import anyio.lowlevel
 import attrs
 
-from .._errors import TransportError
-from .._models import Envelope, Message
-from .._protocols import Query
-from .._relay_messages import message_timestamp
+from ..core._errors import TransportError
+from ..core._models import Envelope, Message
+from ..core._relay_messages import message_timestamp
+from ..protocols._contracts import Query
 from ..wire import Codec
-from ._kv import (
+from ._stream import StreamSubscription
+from ._transport_base import DEFAULT_RETENTION, check_host_port
+from .kv._names import (
     MESSAGE_FIELD_PREFIX,
     PROOF_FIELD_PREFIX,
     Slot,
@@ -83,10 +85,8 @@ from ._kv import (
     proof_field,
     quote_workload,
 )
-from ._kv_transport import KvTransport, Refused, Retry
-from ._redis_lua import DROP_FIELD, PUT_FIELD, SWAP_CLAIM
-from ._stream import StreamSubscription
-from ._transport_base import DEFAULT_RETENTION, check_host_port
+from .kv._redis_lua import DROP_FIELD, PUT_FIELD, SWAP_CLAIM
+from .kv._transport import KvTransport, Refused, Retry
 
 __all__ = [
     "RedisSubscription",

@@ -30,8 +30,26 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._campaign import CampaignSummary, random_faults, run_campaign
-from ._conformance import (
+from ._relay_process import (
+    RelayCluster,
+    RelaySettings,
+    RelayUnavailable,
+    local_relay_timing,
+    running_relays,
+)
+from .conformance._claims import (
+    CLAIM_CHECKS,
+    ClaimsHarness,
+    ClaimsHarnessFactory,
+    check_atomic_claims,
+)
+from .conformance._runtime import (
+    RUNTIME_CHECKS,
+    RuntimeHarness,
+    RuntimeHarnessFactory,
+    check_container_runtime,
+)
+from .conformance._suites import (
     DEFAULT_MALFORMED_IDENTITIES,
     RELAY_CHECKS,
     ConformanceReport,
@@ -39,19 +57,8 @@ from ._conformance import (
     RelayHarnessFactory,
     check_relay_transport,
 )
-from ._conformance_claims import (
-    CLAIM_CHECKS,
-    ClaimsHarness,
-    ClaimsHarnessFactory,
-    check_atomic_claims,
-)
-from ._conformance_runtime import (
-    RUNTIME_CHECKS,
-    RuntimeHarness,
-    RuntimeHarnessFactory,
-    check_container_runtime,
-)
-from ._faults import (
+from .simulation._campaign import CampaignSummary, random_faults, run_campaign
+from .simulation._faults import (
     CURRENT_PRIMARY,
     Crash,
     Delay,
@@ -72,14 +79,7 @@ from ._faults import (
     SlowSpawn,
     StepClock,
 )
-from ._relay_process import (
-    RelayCluster,
-    RelaySettings,
-    RelayUnavailable,
-    local_relay_timing,
-    running_relays,
-)
-from ._report import (
+from .simulation._report import (
     BASE_TIME,
     VIOLATION_KINDS,
     FencedStorage,
@@ -89,8 +89,8 @@ from ._report import (
     Timeline,
     Violation,
 )
-from ._shrink import ShrunkSchedule, shrink
-from ._simulation import (
+from .simulation._shrink import ShrunkSchedule, shrink
+from .simulation._simulation import (
     PRIMARY,
     STRANGER,
     Latencies,
@@ -99,16 +99,16 @@ from ._simulation import (
     relay_name,
     standby_name,
 )
-from ._svg import timeline_svg
-from ._world import SimulatedStore
+from .simulation._svg import timeline_svg
+from .simulation._world import SimulatedStore
 
 if TYPE_CHECKING:
     # Declared for type checkers: the module-level __getattr__ below would
     # otherwise make every submodule (``_cli`` for ``__main__``) look like Any.
-    from . import _campaign_cli as _campaign_cli
-    from . import _cli as _cli
     from . import strategies
-    from ._stateful import StandbyStateMachine
+    from .simulation import _campaign_cli as _campaign_cli
+    from .simulation import _cli as _cli
+    from .simulation._stateful import StandbyStateMachine
 
 __all__ = [
     "BASE_TIME",
@@ -179,7 +179,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Lazy: these two need hypothesis, the rest of the kit does not.
     if name == "StandbyStateMachine":
-        from ._stateful import StandbyStateMachine
+        from .simulation._stateful import StandbyStateMachine
 
         return StandbyStateMachine
     if name == "strategies":

@@ -17,7 +17,7 @@ def _register() -> None:
     """Register a type strategy for every ``standby`` model and message."""
     from hypothesis import strategies as st
 
-    from .._models import (
+    from ..core._models import (
         Envelope,
         Heartbeat,
         LeaseRevocation,
@@ -26,7 +26,7 @@ def _register() -> None:
         StandbySlot,
         Topology,
     )
-    from .._timing import Timing
+    from ..core._timing import Timing
     from . import strategies
 
     def slot_strategy(slot_type: type[Any]) -> st.SearchStrategy[Any]:

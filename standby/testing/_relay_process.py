@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from .._timing import Timing
+from ..core._timing import Timing
 
 __all__ = [
     "RelayCluster",

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from .._timing import Timing
+from ..core._timing import Timing
 
 __all__ = ["drawn_timing"]
 

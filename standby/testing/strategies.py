@@ -25,7 +25,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "standby.testing.strategies needs hypothesis: pip install 'standby[testing]'"
     ) from exc
 
-from .._models import (
+from ..core._models import (
     Envelope,
     Heartbeat,
     LeaseRevocation,
@@ -36,8 +36,9 @@ from .._models import (
     Topology,
     fencing_token,
 )
-from .._timing import Timing
-from ._faults import (
+from ..core._timing import Timing
+from ._timing_draws import drawn_timing
+from .simulation._faults import (
     CURRENT_PRIMARY,
     FORGE_KINDS,
     PAUSE_WORKLOADS,
@@ -60,8 +61,7 @@ from ._faults import (
     SkewClock,
     SlowSpawn,
 )
-from ._names import STRANGER, provider_names, relay_names
-from ._timing_draws import drawn_timing
+from .simulation._names import STRANGER, provider_names, relay_names
 
 __all__ = [
     "announcements",

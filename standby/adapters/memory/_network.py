@@ -1,0 +1,392 @@
+"""The in-memory relay network and its subscriptions.
+
+Re-exported by :mod:`standby.adapters.memory`, their public home.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import anyio
+
+from ...core._effects import DropReason
+from ...core._errors import TransportError
+from ...core._models import Envelope, Heartbeat, LeaseRevocation, Message, PromotionClaim
+from ...protocols._contracts import Query, TransportDrop, message_kind, unexpected_author
+from ._limits import RelayLimiter, RelayLimits
+from ._relay import NO_FAULTS, LinkFaults, MemoryRelay, canonical_identity
+from ._transport import MemoryAtomicTransport, MemoryTransport
+
+__all__ = ["MemoryRelayNetwork", "MemorySubscription"]
+
+
+class MemorySubscription:
+    """A subscription of one transport; deliveries wait out their link delay."""
+
+    def __init__(
+        self,
+        network: MemoryRelayNetwork,
+        identity: str,
+        query: Query,
+        report: Callable[[TransportDrop], None] | None = None,
+    ) -> None:
+        self._network = network
+        self.identity = identity
+        self.query = query
+        self._report = report
+        self._pending: list[tuple[float, int, str, str, Message]] = []
+        self._seq = 0
+        self._wakeup: anyio.Event | None = None
+        self._closed = False
+        #: Why the relays refused this subscription (their limits), if they did.
+        self.refused: str | None = None
+
+    def __aiter__(self) -> MemorySubscription:
+        return self
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    def _drop(self, relay: str, signer: str, message: Message) -> None:
+        """A relay delivered a message from an unexpected author: drop and report it."""
+        if self._closed or self._report is None:
+            return
+        workload_id = None if isinstance(message, Heartbeat) else message.workload_id
+        self._report(
+            TransportDrop(
+                DropReason.UNEXPECTED_AUTHOR,
+                relay,
+                signer,
+                f"{message_kind(message)} signed by {signer!r}, who is not an expected author",
+                workload_id,
+            )
+        )
+
+    def _push(self, at: float, relay: str, signer: str, message: Message) -> None:
+        self._seq += 1
+        heapq.heappush(self._pending, (at, self._seq, relay, signer, message))
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def __anext__(self) -> Envelope[Message]:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self.refused is not None:
+                raise TransportError(f"subscription refused by the relays: {self.refused}")
+            now = anyio.current_time()
+            if self._pending and self._pending[0][0] <= now:
+                _at, _seq, relay, signer, message = heapq.heappop(self._pending)
+                return Envelope(message, signer, relay, self._network.wall_clock())
+            wait = self._pending[0][0] - now if self._pending else math.inf
+            self._wakeup = anyio.Event()
+            with anyio.move_on_after(wait):
+                await self._wakeup.wait()
+            self._wakeup = None
+
+    async def aclose(self) -> None:
+        """Stop receiving; pending deliveries are discarded. Idempotent."""
+        self._close()
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pending.clear()
+        self._network._unsubscribe(self)
+        limiter = self._network.limiter
+        if limiter is not None and self.refused is None:
+            limiter.close_subscription(self.identity)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+
+class MemoryRelayNetwork:
+    """``N`` in-memory relays shared by every provider of a test.
+
+    ``relays`` is a count (names ``relay-0``...) or a sequence of names.
+    ``wall_clock`` stamps ``received_at`` of the envelopes (default
+    :func:`time.time`; tests pass ``lambda: EPOCH + anyio.current_time()``).
+    With ``atomic_claims=True`` the transports also implement
+    :class:`~standby.protocols.AtomicClaims`, through a compare-and-set store
+    that lives with the first relay (unreachable when that relay is).
+    ``limits`` (a :class:`RelayLimits`) bounds what each relay allows one
+    provider's connection (subscriptions, concurrent queries, a rate), as
+    public relays do; refusals are counted in ``network.limiter.refusals``.
+    """
+
+    def __init__(
+        self,
+        relays: int | Sequence[str] = 3,
+        *,
+        seed: int = 0,
+        wall_clock: Callable[[], float] = time.time,
+        atomic_claims: bool = False,
+        limits: RelayLimits | None = None,
+    ) -> None:
+        if isinstance(relays, (str, bytes)):
+            raise TypeError(
+                f"relays must be a count or a list of relay names, got the single string "
+                f"{relays!r}: pass [{relays!r}]"
+            )
+        names = [f"relay-{i}" for i in range(relays)] if isinstance(relays, int) else list(relays)
+        if not names:
+            raise ValueError("a relay network needs at least one relay")
+        if len(set(names)) != len(names):
+            raise ValueError(f"relay names must be unique, got {names!r}")
+        self.relays: tuple[str, ...] = tuple(names)
+        self.wall_clock = wall_clock
+        self.atomic_claims = atomic_claims
+        self.rng = random.Random(seed)
+        self._relays = {name: MemoryRelay(name) for name in names}
+        self._cut: dict[str, set[str]] = {}
+        self._relay_faults: dict[str, LinkFaults] = {}
+        self._provider_faults: dict[str, LinkFaults] = {}
+        self._default_faults = NO_FAULTS
+        self._subscriptions: list[MemorySubscription] = []
+        self._cas: dict[str, PromotionClaim] = {}
+        self.limiter: RelayLimiter | None = None if limits is None else RelayLimiter(limits)
+        """Enforces ``limits`` (``None`` without limits)."""
+        self.published: list[tuple[float, str, Message, frozenset[str]]] = []
+        """Every publish: ``(anyio time, signer, message, relays that acked)``."""
+        self.on_store: Callable[[str, str, Message], object] | None = None
+        """Called as ``on_store(relay, signer, message)`` whenever a relay stores a message."""
+
+    def __repr__(self) -> str:
+        return f"MemoryRelayNetwork(relays={list(self.relays)!r})"
+
+    # -------------------------------------------------------------- providers
+
+    @staticmethod
+    def canonical(identity: str) -> str:
+        """See :func:`canonical_identity`."""
+        return canonical_identity(identity)
+
+    def transport(self, identity: str) -> MemoryTransport:
+        """A transport that signs as ``identity`` (canonicalised)."""
+        me = canonical_identity(identity)
+        if self.atomic_claims:
+            return MemoryAtomicTransport(self, me)
+        return MemoryTransport(self, me)
+
+    def relay(self, name: str) -> MemoryRelay:
+        """The relay called ``name`` (``KeyError`` when there is none)."""
+        return self._relays[name]
+
+    # -------------------------------------------------------------- faults
+
+    def _names(self, relays: Iterable[str] | None) -> list[str]:
+        names = list(self.relays) if relays is None else list(relays)
+        for name in names:
+            if name not in self._relays:
+                raise KeyError(f"unknown relay {name!r}; relays are {list(self.relays)!r}")
+        return names
+
+    def relay_down(self, *relays: str) -> None:
+        """Take relays down: they neither store, answer nor deliver until up again."""
+        for name in self._names(relays):
+            self._relays[name].up = False
+
+    def relay_up(self, *relays: str) -> None:
+        """Bring relays back (they kept what they had stored)."""
+        for name in self._names(relays):
+            self._relays[name].up = True
+
+    def partition(self, identity: str, relays: Iterable[str] | None = None) -> None:
+        """Cut ``identity`` off from ``relays`` (default: all of them), both ways."""
+        me = canonical_identity(identity)
+        self._cut.setdefault(me, set()).update(self._names(relays))
+
+    def heal(self, identity: str, relays: Iterable[str] | None = None) -> None:
+        """Undo :meth:`partition` for ``relays`` (default: all of them)."""
+        me = canonical_identity(identity)
+        cut = self._cut.get(me)
+        if cut is None:
+            return
+        cut.difference_update(self._names(relays))
+        if not cut:
+            del self._cut[me]
+
+    def set_faults(
+        self,
+        *,
+        relay: str | None = None,
+        provider: str | None = None,
+        latency: float = 0.0,
+        jitter: float = 0.0,
+        drop: float = 0.0,
+        duplicate: float = 0.0,
+    ) -> LinkFaults:
+        """Set link faults for one relay, one provider, or (neither given) every link.
+
+        A link between a provider and a relay suffers the relay's faults and
+        the provider's faults combined (or the default when neither is set).
+        Setting all-zero faults clears them. Returns the faults set.
+        """
+        if relay is not None and provider is not None:
+            raise ValueError("give either relay= or provider=, not both")
+        faults = LinkFaults(latency=latency, jitter=jitter, drop=drop, duplicate=duplicate)
+        if relay is not None:
+            self._names([relay])
+            self._relay_faults[relay] = faults
+        elif provider is not None:
+            self._provider_faults[canonical_identity(provider)] = faults
+        else:
+            self._default_faults = faults
+        return faults
+
+    def clear_faults(self) -> None:
+        """Remove every link fault (partitions and relay states are kept)."""
+        self._relay_faults.clear()
+        self._provider_faults.clear()
+        self._default_faults = NO_FAULTS
+
+    def faults(self, relay: str, provider: str) -> LinkFaults:
+        """The faults of the link between ``provider`` and ``relay``."""
+        by_relay = self._relay_faults.get(relay)
+        by_provider = self._provider_faults.get(provider)
+        if by_relay is None and by_provider is None:
+            return self._default_faults
+        return (by_relay or NO_FAULTS).combine(by_provider or NO_FAULTS)
+
+    def reachable(self, identity: str, relay: str) -> bool:
+        """Whether ``identity`` can talk to ``relay`` now (it is up, no partition)."""
+        return self._relays[relay].up and relay not in self._cut.get(identity, ())
+
+    def _delay(self, faults: LinkFaults) -> float:
+        if faults.jitter:
+            return faults.latency + self.rng.uniform(0.0, faults.jitter)
+        return faults.latency
+
+    def _lost(self, faults: LinkFaults) -> bool:
+        return faults.drop > 0 and self.rng.random() < faults.drop
+
+    # -------------------------------------------------------------- storage
+
+    def _store(self, relay: str, signer: str, message: Message) -> None:
+        now = anyio.current_time()
+        target = self._relays[relay]
+        if target.amnesiac:
+            return
+        target.store(signer, message, now)
+        if self.on_store is not None:
+            self.on_store(relay, signer, message)
+        for subscription in list(self._subscriptions):
+            self._offer(subscription, relay, signer, message, now)
+
+    def _offer(
+        self,
+        subscription: MemorySubscription,
+        relay: str,
+        signer: str,
+        message: Message,
+        now: float,
+        *,
+        strangers: bool = True,
+    ) -> None:
+        """What ``relay`` does with a stored message for ``subscription``.
+
+        A matching message crosses the link (when it is not lost on the way,
+        perhaps twice); with ``strangers``, one from an unexpected author
+        reaches the subscription only to be dropped and reported, as a
+        transport that filters authors itself would drop it.
+        """
+        query = subscription.query
+        identity = subscription.identity
+        if query.matches(signer, message):
+            if not self.reachable(identity, relay):
+                return
+            faults = self.faults(relay, identity)
+            if self._lost(faults):
+                return
+            subscription._push(now + self._delay(faults), relay, signer, message)
+            if faults.duplicate > 0 and self.rng.random() < faults.duplicate:
+                subscription._push(now + self._delay(faults), relay, signer, message)
+        elif (
+            strangers
+            and unexpected_author(query, signer, message)
+            and _addressed_to(identity, message)
+            and self.reachable(identity, relay)
+        ):
+            subscription._drop(relay, signer, message)
+
+    def _subscribe(
+        self,
+        identity: str,
+        query: Query,
+        report: Callable[[TransportDrop], None] | None = None,
+    ) -> MemorySubscription:
+        subscription = MemorySubscription(self, identity, query, report)
+        if self.limiter is not None:
+            subscription.refused = self.limiter.open_subscription(identity)
+            if subscription.refused is not None:
+                return subscription
+        self._subscriptions.append(subscription)
+        if query.since is not None:
+            now = anyio.current_time()
+            for relay in self.relays:
+                for signer, message in self._relays[relay].stored():
+                    self._offer(subscription, relay, signer, message, now)
+        return subscription
+
+    def _unsubscribe(self, subscription: MemorySubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    def replay(
+        self,
+        message: Message,
+        *,
+        signer: str,
+        relays: Iterable[str] | None = None,
+        to: str | None = None,
+    ) -> None:
+        """Have ``relays`` (default: all up ones) receive ``message`` signed by ``signer`` now.
+
+        For replays and for "an addressable message arrives older than one
+        already stored": pass an old version of a message that was really
+        signed by ``signer``. Subscribers receive it like any other message.
+        With ``to``, the relays store nothing and re-send the message to the
+        matching subscriptions of that identity only. Must be called from
+        inside the event loop.
+        """
+        me = canonical_identity(signer)
+        message_kind(message)
+        target = None if to is None else canonical_identity(to)
+        for relay in self._names(relays):
+            if not self._relays[relay].up:
+                continue
+            if target is None:
+                self._store(relay, me, message)
+                continue
+            now = anyio.current_time()
+            for subscription in list(self._subscriptions):
+                if subscription.identity == target:
+                    self._offer(subscription, relay, me, message, now, strangers=False)
+
+    def stored(self, relay: str) -> list[tuple[str, Message]]:
+        """What ``relay`` holds, as ``(signer, message)`` in arrival order."""
+        return self._relays[relay].stored()
+
+    # -------------------------------------------------------------- atomic claims
+
+    def _cas_relay(self, identity: str) -> str:
+        relay = self.relays[0]
+        if not self.reachable(identity, relay):
+            raise TransportError(f"the claim store on {relay} is unreachable from {identity!r}")
+        return relay
+
+    def holder(self, workload_id: str) -> PromotionClaim | None:
+        """The claim holding the newest epoch of ``workload_id`` in the CAS store."""
+        return self._cas.get(workload_id)
+
+
+def _addressed_to(identity: str, message: Message) -> bool:
+    """A revocation reaches the standbys it names (Nostr's ``p`` tags); other kinds anyone."""
+    return not isinstance(message, LeaseRevocation) or identity in message.standbys

@@ -1,0 +1,140 @@
+"""The in-memory relays themselves: identities, link faults, one relay's store.
+
+:class:`~standby.adapters.memory.MemoryRelayNetwork` (in ``_memory_network``)
+ties the relays together; everything here is re-exported by
+:mod:`standby.adapters.memory`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+
+from ...core._errors import IdentityError
+from ...core._models import Message
+from ...protocols._contracts import Query, addressable_key
+
+__all__ = ["NO_FAULTS", "LinkFaults", "MemoryRelay", "canonical_identity"]
+
+_IDENTITY: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def canonical_identity(identity: str) -> str:
+    """Canonical form of an in-memory identity.
+
+    Case and surrounding blanks do not matter and an optional ``mem:`` prefix
+    is dropped, so ``" MEM:Alice "`` and ``"alice"`` are one identity. What is
+    left must be 1-64 characters of ``a-z 0-9 . _ -`` starting with a letter
+    or digit; anything else raises :class:`~standby.IdentityError`.
+    """
+    if not isinstance(identity, str):
+        raise IdentityError(f"an identity must be a string, got {type(identity).__name__}")
+    text = identity.strip().lower()
+    text = text.removeprefix("mem:")
+    if not _IDENTITY.fullmatch(text):
+        raise IdentityError(
+            f"malformed identity {identity!r}: expected 1-64 characters of a-z, 0-9, '.', "
+            "'_', '-' (optionally prefixed with 'mem:')"
+        )
+    return text
+
+
+# --------------------------------------------------------------------------
+# Faults
+# --------------------------------------------------------------------------
+
+
+def _probability(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{attribute.name} must be a probability in [0, 1], got {value}")
+
+
+def _duration(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value}")
+
+
+@attrs.frozen
+class LinkFaults:
+    """Faults on the link between a provider and a relay (each direction).
+
+    ``latency`` is a fixed one-way delay; ``jitter`` adds a uniform random
+    extra in ``[0, jitter]`` (which reorders messages); ``drop`` is the chance
+    a message (a publish, a query answer, a delivery) is lost; ``duplicate``
+    the chance a subscription delivery happens twice.
+    """
+
+    latency: float = attrs.field(default=0.0, validator=_duration)
+    jitter: float = attrs.field(default=0.0, validator=_duration)
+    drop: float = attrs.field(default=0.0, validator=_probability)
+    duplicate: float = attrs.field(default=0.0, validator=_probability)
+
+    def combine(self, other: LinkFaults) -> LinkFaults:
+        """Both faults at once: delays add up, losses and duplicates compound."""
+        return LinkFaults(
+            latency=self.latency + other.latency,
+            jitter=self.jitter + other.jitter,
+            drop=1 - (1 - self.drop) * (1 - other.drop),
+            duplicate=1 - (1 - self.duplicate) * (1 - other.duplicate),
+        )
+
+
+NO_FAULTS: Final = LinkFaults()
+
+
+@attrs.frozen
+class _Stored:
+    signer: str
+    message: Message
+    stored_at: float
+
+
+class MemoryRelay:
+    """One relay: it stores every message it receives and answers queries.
+
+    By default a relay keeps every version of an addressable message (readers
+    pick the newest). With ``replace_on_arrival=True`` it keeps only the last
+    version that *arrived* per key, so a stale message arriving late hides a
+    newer one: the misbehaviour that breaks claims over plain relays. With
+    ``amnesiac=True`` it acknowledges what it receives but neither keeps it
+    nor passes it on (a relay that loses acknowledged events).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.up = True
+        self.replace_on_arrival = False
+        self.amnesiac = False
+        self._stored: list[_Stored] = []
+
+    def __repr__(self) -> str:
+        state = "up" if self.up else "down"
+        return f"MemoryRelay({self.name!r}, {state}, {len(self._stored)} stored)"
+
+    def store(self, signer: str, message: Message, at: float) -> None:
+        """Store ``message`` signed by ``signer``."""
+        if self.replace_on_arrival:
+            key = addressable_key(signer, message)
+            self._stored = [s for s in self._stored if addressable_key(s.signer, s.message) != key]
+        self._stored.append(_Stored(signer, message, at))
+
+    def matching(self, query: Query) -> list[tuple[str, Message]]:
+        """Stored ``(signer, message)`` pairs matching ``query``, in arrival order."""
+        return [(s.signer, s.message) for s in self._stored if query.matches(s.signer, s.message)]
+
+    def stored(self) -> list[tuple[str, Message]]:
+        """Everything stored, in arrival order."""
+        return [(s.signer, s.message) for s in self._stored]
+
+    def forget(self, predicate: Callable[[str, Message], bool] | None = None) -> int:
+        """Lose stored messages (all, or those matching ``predicate``); returns how many."""
+        before = len(self._stored)
+        if predicate is None:
+            self._stored = []
+        else:
+            self._stored = [s for s in self._stored if not predicate(s.signer, s.message)]
+        return before - len(self._stored)

@@ -1,0 +1,275 @@
+"""A provider's view of the in-memory relays.
+
+Re-exported by :mod:`standby.adapters.memory`, their public home.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+import attrs
+
+from ...core._errors import TransportError
+from ...core._models import Envelope, Message, PromotionClaim
+from ...protocols._contracts import (
+    ClaimOutcome,
+    PublishResult,
+    Query,
+    QueryResult,
+    TransportDrop,
+    claim_wins,
+    message_kind,
+    newest_per_key,
+)
+from ._relay import canonical_identity
+
+if TYPE_CHECKING:
+    from ._network import MemoryRelayNetwork, MemorySubscription
+
+__all__ = ["MemoryAtomicTransport", "MemoryTransport"]
+
+
+class MemoryTransport:
+    """A provider's view of a :class:`MemoryRelayNetwork`; implements ``RelayTransport``."""
+
+    def __init__(self, network: MemoryRelayNetwork, identity: str) -> None:
+        self._network = network
+        self._identity = identity
+        self._severed = False
+        self._opened: list[MemorySubscription] = []
+        self._drop_hook: Callable[[TransportDrop], None] | None = None
+        self.drops: collections.deque[TransportDrop] = collections.deque(maxlen=1000)
+        """The latest 1000 messages this transport's subscriptions dropped, oldest first."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._identity!r})"
+
+    def sever(self) -> None:
+        """The process behind this transport is gone (``kill -9``).
+
+        Nothing it sends from now on reaches a relay, not even a publish or a
+        compare-and-set already in flight; its subscriptions close at once
+        (the relays see the connections drop); new calls raise
+        :class:`~standby.TransportError`. Other transports of the same
+        identity (a restarted process) are not affected.
+        """
+        self._severed = True
+        for subscription in self._opened:
+            subscription._close()
+        self._opened.clear()
+
+    @property
+    def severed(self) -> bool:
+        """Whether :meth:`sever` was called."""
+        return self._severed
+
+    def _alive(self) -> None:
+        if self._severed:
+            raise TransportError(f"the transport of {self._identity!r} was severed")
+
+    def set_drop_hook(self, hook: Callable[[TransportDrop], None] | None) -> None:
+        """Report every dropped message to ``hook`` (``ReportsDrops``); ``None`` stops."""
+        self._drop_hook = hook
+
+    def _report(self, drop: TransportDrop) -> None:
+        self.drops.append(drop)
+        hook = self._drop_hook
+        if hook is not None:
+            with contextlib.suppress(Exception):
+                hook(drop)
+
+    @property
+    def identity(self) -> str:
+        """The canonical identity this transport signs with."""
+        return self._identity
+
+    @property
+    def relay_count(self) -> int:
+        """How many relays the network has."""
+        return len(self._network.relays)
+
+    @property
+    def network(self) -> MemoryRelayNetwork:
+        """The network this transport belongs to."""
+        return self._network
+
+    def canonical(self, identity: str) -> str:
+        """See :func:`canonical_identity`."""
+        return canonical_identity(identity)
+
+    async def wait_connected(
+        self,
+        *,
+        timeout: float,  # noqa: ASYNC109 - like publish and query
+    ) -> frozenset[str]:
+        """The relays this transport reaches now (``WaitsConnected``); nothing to open.
+
+        Returns at once, without a checkpoint: in-memory relays need no
+        handshake, so a simulated node's schedule is the same with or without it.
+        """
+        self._alive()
+        me = self._identity
+        return frozenset(r for r in self._network.relays if self._network.reachable(me, r))
+
+    async def publish(
+        self,
+        message: Message,
+        *,
+        timeout: float,  # noqa: ASYNC109 - part of the protocol
+    ) -> PublishResult:
+        """Send ``message`` to every relay; see ``RelayTransport.publish``."""
+        self._alive()
+        try:
+            message_kind(message)
+        except TypeError as exc:
+            raise TransportError(f"cannot publish {message!r:.80}") from exc
+        network = self._network
+        me = self._identity
+        answers: dict[str, str | None] = {}
+
+        async def one(relay: str) -> None:
+            if not network.reachable(me, relay):
+                answers[relay] = "down" if not network.relay(relay).up else "unreachable"
+                return
+            faults = network.faults(relay, me)
+            limiter = network.limiter
+            if limiter is not None:
+                await limiter.pace(me, relay)
+            await anyio.sleep(network._delay(faults))
+            if not network.reachable(me, relay):
+                answers[relay] = "connection lost"
+                return
+            if network._lost(faults) or self._severed:
+                answers[relay] = "lost in transit"
+                return
+            if limiter is not None and (refusal := limiter.admit_publish(me, relay)) is not None:
+                answers[relay] = refusal
+                return
+            network._store(relay, me, message)
+            await anyio.sleep(network._delay(faults))
+            if network._lost(faults) or not network.reachable(me, relay):
+                answers[relay] = "acknowledgement lost"
+                return
+            answers[relay] = None
+
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as group:
+                for relay in network.relays:
+                    group.start_soon(one, relay)
+        acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
+        errors = {r: answers.get(r) or "timed out" for r in network.relays if r not in acked}
+        network.published.append((anyio.current_time(), me, message, acked))
+        return PublishResult(acked, errors)
+
+    async def query(
+        self,
+        query: Query,
+        *,
+        timeout: float,  # noqa: ASYNC109 - part of the protocol
+    ) -> QueryResult:
+        """Read from every relay; see ``RelayTransport.query``."""
+        self._alive()
+        network = self._network
+        me = self._identity
+        found: list[Envelope[Message]] = []
+        answered: set[str] = set()
+        errors: dict[str, str] = {}
+
+        async def one(relay: str) -> None:
+            limiter = network.limiter
+            if limiter is None:
+                await ask(relay)
+                return
+            async with limiter.query(me, relay) as refusal:
+                if refusal is not None:
+                    errors[relay] = refusal
+                    return
+                await ask(relay)
+
+        async def ask(relay: str) -> None:
+            if not network.reachable(me, relay):
+                errors[relay] = "down" if not network.relay(relay).up else "unreachable"
+                return
+            faults = network.faults(relay, me)
+            await anyio.sleep(network._delay(faults))
+            if not network.reachable(me, relay) or network._lost(faults):
+                errors[relay] = "no answer"
+                return
+            matches = network.relay(relay).matching(query)
+            await anyio.sleep(network._delay(faults))
+            if not network.reachable(me, relay) or network._lost(faults):
+                errors[relay] = "answer lost"
+                return
+            received = network.wall_clock()
+            found.extend(Envelope(message, signer, relay, received) for signer, message in matches)
+            answered.add(relay)
+
+        with anyio.move_on_after(timeout):
+            async with anyio.create_task_group() as group:
+                for relay in network.relays:
+                    group.start_soon(one, relay)
+        for relay in network.relays:
+            if relay not in answered and relay not in errors:
+                errors[relay] = "timed out"
+        return QueryResult(
+            newest_per_key(found, not_after=query.until), frozenset(answered), errors
+        )
+
+    def subscribe(self, query: Query) -> MemorySubscription:
+        """Receive matching messages as relays store them; see ``RelayTransport.subscribe``."""
+        self._alive()
+        subscription = self._network._subscribe(self._identity, query, self._report)
+        self._opened = [s for s in self._opened if not s.closed]
+        self._opened.append(subscription)
+        return subscription
+
+
+class MemoryAtomicTransport(MemoryTransport):
+    """A :class:`MemoryTransport` that also implements ``AtomicClaims``."""
+
+    async def compare_and_set_claim(
+        self,
+        claim: PromotionClaim,
+        *,
+        timeout: float,  # noqa: ASYNC109 - part of the protocol
+    ) -> ClaimOutcome:
+        """Hold ``claim.epoch`` unless another claimant holds it or a later one."""
+        claim = attrs.evolve(claim, claimant=self._identity)
+        table = await self._claim_table(within=timeout, answered=True)
+        held = table.get(claim.workload_id)
+        if claim_wins(claim, held):
+            table[claim.workload_id] = claim
+            return ClaimOutcome(won=True)
+        return ClaimOutcome(won=False, holder=held)
+
+    async def release_claim(
+        self,
+        claim: PromotionClaim,
+        *,
+        timeout: float,  # noqa: ASYNC109 - part of the protocol
+    ) -> None:
+        """Release ``claim`` if it still holds its epoch."""
+        table = await self._claim_table(within=timeout, answered=False)
+        held = table.get(claim.workload_id)
+        if held is not None and held.claimant == self._identity and held.epoch == claim.epoch:
+            del table[claim.workload_id]
+
+    async def _claim_table(self, *, within: float, answered: bool) -> dict[str, PromotionClaim]:
+        """Reach the compare-and-set store in ``within`` seconds; its table, once there.
+
+        The request crosses the link to the store's relay (one delay). With
+        ``answered`` the store must still be reachable once it arrived, for
+        the answer to come back; a severed transport gets no table either.
+        """
+        network = self._network
+        with anyio.fail_after(within):
+            relay = network._cas_relay(self._identity)
+            await anyio.sleep(network._delay(network.faults(relay, self._identity)))
+            if answered:
+                network._cas_relay(self._identity)
+        self._alive()
+        return network._cas

@@ -1,0 +1,152 @@
+"""The primary's heartbeat: one per interval for all its workloads, and the wake-up check."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import anyio
+
+from ..core._effects import LifecycleEffect
+from ..core._lifecycle import WorkloadLifecycle
+from ..core._models import Heartbeat
+from ._types import RUNNING
+
+if TYPE_CHECKING:
+    from ._node import StandbyNode
+
+__all__ = ["Heartbeats"]
+
+SpecT = TypeVar("SpecT")
+
+#: Early heartbeats are at least this fraction of heartbeat_interval apart
+#: (each heartbeat feeds every workload's lifecycle: O(workloads)).
+_EARLY_HEARTBEAT_SPACING = 0.25
+
+
+class Heartbeats(Generic[SpecT]):
+    """Sends the heartbeat, feeds its acknowledgements to every lifecycle, renews leases.
+
+    Before anything is sent the lifecycles are brought up to the present
+    (failure mode 17): a wall clock that moved further than the monotonic
+    clock since the last look (a paused VM, a clock step) counts as a pause,
+    and leases that ran out meanwhile fence first. A wall clock that fell
+    behind the monotonic clock by more than ``max_clock_skew`` (a step
+    back) does not lengthen any lease: each ends when it would have without
+    the step (failure mode 31).
+    """
+
+    def __init__(self, node: StandbyNode[SpecT]) -> None:
+        self.node = node
+        self.primary = node.primary
+        self.observer = node.observer
+        self._mark: tuple[float, float] | None = None
+        self._now: anyio.Event | None = None
+
+    def open(self) -> None:
+        self._now = anyio.Event()
+
+    def poke(self) -> None:
+        """Heartbeat soon (a workload just started or promoted)."""
+        if self._now is not None:
+            self._now.set()
+
+    def catch_up_clock(self, *, every: bool = True) -> float:
+        """Bring every lifecycle up to the present before acting as primary (FM17).
+
+        With ``every=False`` (the timer loop, whose tick then brings the due
+        lifecycles up to date) only a clock jump ticks every lifecycle, so a
+        node running many workloads does not tick them all on every input.
+        Returns the wall-clock time.
+        """
+        now = self.node.now()
+        mono = anyio.current_time()
+        mark, self._mark = self._mark, (now, mono)
+        jumped = False
+        if mark is not None:
+            wall_step, mono_step = now - mark[0], mono - mark[1]
+            if abs(wall_step - mono_step) > self.node.timing.max_clock_skew:
+                jumped = True
+                self.observer.clock_jumped(now, wall_step, mono_step)
+                if wall_step < mono_step:
+                    # A step back: no lease may last longer for it (FM31).
+                    back = mono_step - wall_step
+                    for workload_id in list(self.primary.records):
+                        self.primary.call(
+                            workload_id, lambda lc: lc.clock_stepped_back(now, back), now
+                        )
+        if every or jumped:
+            self.primary.tick_all(now)
+        return now
+
+    async def send(self) -> None:
+        """One heartbeat for every active workload."""
+        timestamp = self.catch_up_clock()
+        # Counted after the catch-up: a lease that ran out meanwhile has fenced.
+        workloads = len(self.primary.active())
+        if not workloads:
+            return
+        node = self.node
+        heartbeat = Heartbeat(provider=node.me, timestamp=timestamp, active_workloads=workloads)
+        result = await node.io.publish(
+            heartbeat, operation="heartbeat", workload_id=None, role="primary"
+        )
+        now = node.now()
+        self.observer.heartbeat(now, timestamp, result.acked, workloads)
+        relays = sorted(result.acked)
+
+        def feed(lifecycle: WorkloadLifecycle) -> list[LifecycleEffect]:
+            effects: list[LifecycleEffect] = []
+            for relay in relays:
+                effects.extend(lifecycle.heartbeat_acked(now, relay, timestamp))
+            return effects
+
+        records = self.primary.records
+        for workload_id in list(records):
+            self.primary.call(workload_id, feed, now)
+        for workload_id, record in list(records.items()):
+            lifecycle = record.lifecycle
+            if (
+                lifecycle.state not in RUNNING
+                or record.handle is None
+                or record.stopped
+                or (lifecycle.replicated and not lifecycle.holds_lease(now))
+            ):
+                continue
+            # A workload left with no standbys (the last one promoted) is bound
+            # by its reservation, not by the claim's lease it started under.
+            end = self.primary.bound_for(record)
+            if end > record.renewed:
+                node.io.spawn(self.primary.renew, workload_id, record, end)
+
+    async def loop(self) -> None:
+        """The heartbeat task (once per interval it also polls the containers, reads the claims)."""
+        interval = self.node.timing.heartbeat_interval
+        polled = -math.inf
+        read_at = -math.inf
+        while True:
+            self._now = wake = anyio.Event()
+            next_at = anyio.current_time() + interval
+            active = self.primary.active()
+            if active:
+                if anyio.current_time() >= read_at:
+                    # Has a standby claimed a later epoch of ours (FM25)? Once per
+                    # interval, in a task of its own: it never delays the heartbeat.
+                    read_at = next_at
+                    self.node.io.spawn(self.node.stepdown.read)
+                await self.send()
+                # A heartbeat sent early (a workload just started or promoted)
+                # does not poll every container again: once per interval.
+                if anyio.current_time() - polled >= interval:
+                    polled = anyio.current_time()
+                    await self.primary.poll_containers()
+            with anyio.move_on_after(max(next_at - anyio.current_time(), 0.0)):
+                await wake.wait()
+            # Early heartbeats (a workload just started) are spaced out, so that
+            # a burst of accepts sends a few heartbeats rather than one each; the
+            # first workload of an idle node heartbeats at once.
+            if active:
+                spacing = interval * _EARLY_HEARTBEAT_SPACING
+                rest = next_at - interval + spacing - anyio.current_time()
+                if rest > 0:
+                    await anyio.sleep(rest)

@@ -1,0 +1,102 @@
+"""The node's calls to its transport, bounded in time, and the tasks they run in."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+
+from ..core._models import Message
+from ..core._timing import Timing
+from ..protocols._contracts import PublishResult, Query, QueryResult, RelayTransport
+from ._observe import Observer
+
+__all__ = ["NodeIO"]
+
+_T = TypeVar("_T")
+
+#: How many times an announcement or a withdrawal is published before giving up.
+_PUBLISH_ATTEMPTS = 4
+
+Task = Callable[..., Coroutine[Any, Any, Any]]
+
+
+class NodeIO:
+    """Publishes and queries with timeouts, and starts the node's background tasks.
+
+    A failed call is reported (counted, logged, an ``OperationFailed``
+    event) and comes back as an empty result: the machines treat it like
+    relays that did not answer.
+    """
+
+    def __init__(self, transport: RelayTransport, timing: Timing, observer: Observer) -> None:
+        self.transport = transport
+        self.timing = timing
+        self.observer = observer
+        self.group: anyio.abc.TaskGroup | None = None
+        #: Set while the node reconciles on entry: tasks wait for the group.
+        self.entering = False
+        self._deferred: list[tuple[Task, tuple[Any, ...]]] = []
+
+    def spawn(self, func: Task, *args: Any) -> None:
+        """Run ``func(*args)`` in the node's task group (once it runs)."""
+        group = self.group
+        if group is None:
+            if self.entering:  # reconciling on entry: run once the tasks start
+                self._deferred.append((func, args))
+                return
+            self.observer.count("effects_after_stop")
+            return
+        group.start_soon(func, *args)
+
+    def start(self, group: anyio.abc.TaskGroup) -> None:
+        """The node's tasks run: start what was deferred while it reconciled."""
+        self.group = group
+        deferred, self._deferred = self._deferred, []
+        for func, args in deferred:
+            group.start_soon(func, *args)
+
+    async def bounded(self, limit: float, call: Awaitable[_T]) -> _T:
+        """Await an adapter call with a safety net of twice its own timeout."""
+        with anyio.fail_after(2 * limit):
+            return await call
+
+    async def publish(
+        self, message: Message, *, operation: str, workload_id: str | None, role: str
+    ) -> PublishResult:
+        timeout = self.timing.query_timeout
+        try:
+            return await self.bounded(timeout, self.transport.publish(message, timeout=timeout))
+        except Exception as exc:
+            self.observer.failed(operation, exc, workload_id=workload_id, role=role)
+            return PublishResult(frozenset(), {"*": str(exc) or type(exc).__name__})
+
+    async def query(self, query: Query, *, operation: str, workload_id: str | None) -> QueryResult:
+        timeout = self.timing.query_timeout
+        try:
+            return await self.bounded(timeout, self.transport.query(query, timeout=timeout))
+        except Exception as exc:
+            self.observer.failed(operation, exc, workload_id=workload_id, role="standby")
+            return QueryResult((), frozenset(), {"*": f"{type(exc).__name__}: {exc}"})
+
+    async def publish_until_quorum(
+        self, message: Message, *, operation: str, workload_id: str | None, role: str
+    ) -> PublishResult:
+        """Publish, retrying with doubling waits until a write quorum acknowledged."""
+        result = PublishResult(frozenset())
+        acked: set[str] = set()
+        wait = self.timing.retry_interval
+        for attempt in range(_PUBLISH_ATTEMPTS):
+            if attempt:
+                await anyio.sleep(wait)
+                wait *= 2
+            result = await self.publish(
+                message, operation=operation, workload_id=workload_id, role=role
+            )
+            acked |= result.acked
+            if len(acked) >= self.timing.write_quorum:
+                break
+            self.observer.count(f"{operation}_retries")
+        return PublishResult(frozenset(acked), result.errors)

@@ -1,0 +1,504 @@
+"""Implementation of :mod:`standby.node` (see its docstring): the node and its tasks.
+
+The node is put together from one part per concern, each in its own module:
+:class:`~standby.node._standby.StandbySide` (the election and promotions),
+:class:`~standby.node._primary.PrimarySide` (the lifecycles and containers of
+the workloads it runs), :class:`~standby.node._heartbeat.Heartbeats`,
+:class:`~standby.node._stepdown.StepDown` (a primary that sees a later epoch),
+:class:`~standby.node._restart.Restart` (reconciliation on entry),
+:class:`~standby.node._persistence.Persistence`,
+:class:`~standby.node._subscriptions.Subscriptions`, and one
+:class:`~standby.node._observe.Observer` through which every part logs,
+counts and reports events. This module holds the host's surface and the
+timer that drives both machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from types import MappingProxyType, TracebackType
+from typing import Any, Final, Generic, TypeVar
+
+import anyio
+import anyio.abc
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
+    from exceptiongroup import BaseExceptionGroup
+
+from ..core._election import StandbyElection
+from ..core._errors import (
+    NodeMisuse,
+    NotAddressedError,
+    RequestRefused,
+    RetryLater,
+    RuntimeFailure,
+    SpawnError,
+    raise_unwrapped,
+)
+from ..core._helpers import role_of
+from ..core._lifecycle import Never, RestartPolicy
+from ..core._models import Topology
+from ..core._records import NodeState
+from ..core._roles import NotAddressed, Primary, Role, Standby
+from ..core._timing import Timing
+from ..protocols._contracts import (
+    AtomicClaims,
+    ChecksSpecs,
+    ContainerRuntime,
+    RelayTransport,
+    ReportsDrops,
+    SlotStore,
+    WaitsConnected,
+)
+from ._events import NodeEvent
+from ._heartbeat import Heartbeats
+from ._io import NodeIO
+from ._observe import Observer
+from ._persistence import Persistence
+from ._primary import PrimarySide
+from ._restart import Restart
+from ._standby import StandbySide
+from ._stepdown import StepDown
+from ._subscriptions import Subscriptions
+from ._types import NodeStatus, PrimaryStatus, SpawnRequest
+
+__all__ = ["StandbyNode"]
+
+SpecT = TypeVar("SpecT")
+
+#: Shortest sleep of the timer loop (guards a busy loop; see _timer_loop).
+_MIN_SLEEP = 1e-3
+_NEVER: Final = Never()
+
+
+class StandbyNode(Generic[SpecT]):
+    """Warm-standby failover for one provider, on anyio (asyncio or trio).
+
+    Use it as an async context manager (or start :meth:`run` in a task
+    group). On entry it loads the slot store and restores the slots (expired
+    ones are dropped and the store rewritten); on exit (including
+    cancellation) it stops its tasks and saves the slot table one last time.
+    Exiting does **not** stop the containers it runs: a node that goes away
+    looks like a crash to its peers, and the lease rules take over.
+
+    ``store=None`` keeps slots in memory only. ``on_event`` receives a
+    :data:`~standby.node.NodeEvent` for everything worth a metric.
+    ``atomic_claims`` defaults to whether the transport implements
+    :class:`~standby.protocols.AtomicClaims`. ``wall_clock`` must return Unix
+    seconds; in tests pass ``lambda: EPOCH + anyio.current_time()``.
+
+    ``connect_timeout`` (seconds, default 10) bounds how long entering waits
+    for a transport with :class:`~standby.protocols.WaitsConnected` to open
+    and log in to its relays, before the node's first request: a cold
+    handshake must not eat into a ``query_timeout`` sized for a warm
+    connection. Relays still not ready then are logged (and counted as
+    ``relays_not_ready_at_start``); the node runs on without them.
+    """
+
+    def __init__(
+        self,
+        *,
+        transport: RelayTransport,
+        runtime: ContainerRuntime,
+        store: SlotStore | None = None,
+        timing: Timing | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        on_event: Callable[[NodeEvent], object] | None = None,
+        restart: RestartPolicy = _NEVER,
+        atomic_claims: bool | None = None,
+        logger: logging.Logger | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
+            raise ValueError(
+                f"connect_timeout must be a finite number of seconds > 0, got {connect_timeout!r}"
+            )
+        self.connect_timeout = connect_timeout
+        self.transport = transport
+        self.runtime = runtime
+        self.store = store
+        self.timing = timing = timing if timing is not None else Timing()
+        self.wall_clock = wall_clock
+        self.on_event = on_event
+        self.restart = restart
+        if atomic_claims is None:
+            atomic_claims = isinstance(transport, AtomicClaims)
+        elif atomic_claims and not isinstance(transport, AtomicClaims):
+            raise TypeError(
+                f"atomic_claims=True needs a transport with AtomicClaims, got {transport!r}"
+            )
+        self.atomic_claims = atomic_claims
+        _check_adapters(transport, runtime, timing)
+        self.me = transport.identity
+        self.observer = Observer(self.me, clock=self.now, logger=logger, on_event=on_event)
+        self.logger = self.observer.logger
+        self.counters = self.observer.counters
+        self.election: StandbyElection[SpecT] = StandbyElection(
+            me=self.me, timing=timing, atomic_claims=atomic_claims
+        )
+        self.io = NodeIO(transport, timing, self.observer)
+        self.persistence = Persistence(store, timing, self.observer, self._collect)
+        self.standby: StandbySide[SpecT] = StandbySide(self)
+        self.primary: PrimarySide[SpecT] = PrimarySide(self)
+        self.stepdown: StepDown[SpecT] = StepDown(self)
+        self.heartbeat: Heartbeats[SpecT] = Heartbeats(self)
+        self.reconciler: Restart[SpecT] = Restart(self)
+        self.subscriptions = Subscriptions(
+            transport,
+            timing,
+            self.observer,
+            self.election,
+            self.standby.on_envelope,
+            self.stepdown.authors,
+        )
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._running = False
+        self._wake: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else "stopped"
+        return (
+            f"StandbyNode({self.me!r}, {state}, {len(self.election.slots)} slots, "
+            f"{len(self.primary.records)} primaries)"
+        )
+
+    # ------------------------------------------------------------------
+    # Life of the node
+    # ------------------------------------------------------------------
+
+    async def __aenter__(self) -> StandbyNode[SpecT]:
+        if self._stack is not None:
+            raise NodeMisuse(f"node {self.me!r} is already running")
+        self._wake = anyio.Event()
+        self.heartbeat.open()
+        self.subscriptions.open()
+        self.persistence.open()
+        await self._wait_connected()
+        self.io.entering = True
+        try:
+            await self.reconciler.restore()
+        finally:
+            self.io.entering = False
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            group = await stack.enter_async_context(anyio.create_task_group())
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        self._running = True
+        if isinstance(self.transport, ReportsDrops):
+            self.transport.set_drop_hook(self.observer.transport_dropped)
+        group.start_soon(self._timer_loop, name=f"standby-timer-{self.me}")
+        group.start_soon(self.heartbeat.loop, name=f"standby-heartbeat-{self.me}")
+        group.start_soon(self.subscriptions.loop, name=f"standby-subscription-{self.me}")
+        group.start_soon(self.persistence.loop, name=f"standby-store-{self.me}")
+        self.io.start(group)
+        if self.election.slots:
+            group.start_soon(self.standby.catch_up, tuple(self.election.slots))
+        self.observer.started(len(self.election.slots))
+        return self
+
+    async def _wait_connected(self) -> None:
+        """Let a ``WaitsConnected`` transport finish connecting (``connect_timeout``)."""
+        transport = self.transport
+        if not isinstance(transport, WaitsConnected):
+            return
+        ready: frozenset[str] = frozenset()
+        error = ""
+        with anyio.move_on_after(self.connect_timeout):
+            try:
+                ready = await transport.wait_connected(timeout=self.connect_timeout)
+            except Exception as exc:  # an adapter's failure is never fatal
+                error = f": {type(exc).__name__}: {exc}"
+        missing = transport.relay_count - len(ready)
+        if missing > 0:
+            self.observer.count("relays_not_ready_at_start", missing)
+            self.logger.warning(
+                "node %s: %d of %d relays ready after connect_timeout=%ss (%s)%s; "
+                "starting anyway, the transport keeps trying the others",
+                self.me,
+                len(ready),
+                transport.relay_count,
+                self.connect_timeout,
+                ", ".join(sorted(ready)) or "none",
+                error,
+            )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, group = self._stack, self.io.group
+        assert stack is not None
+        assert group is not None
+        self._running = False
+        group.cancel_scope.cancel()
+        try:
+            return await stack.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as errors:
+            raise_unwrapped(errors, exc)
+            return False
+        finally:
+            self._stack = self.io.group = None
+            if isinstance(self.transport, ReportsDrops):
+                self.transport.set_drop_hook(None)
+            with anyio.CancelScope(shield=True):
+                await self.persistence.final_save()
+            self.observer.stopped()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[StandbyNode[SpecT]] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until cancelled: ``node = await task_group.start(node.run)``."""
+        async with self:
+            task_status.started(self)
+            await anyio.sleep_forever()
+
+    @property
+    def running(self) -> bool:
+        """Whether the node's tasks are running."""
+        return self._running
+
+    # ------------------------------------------------------------------
+    # Host surface
+    # ------------------------------------------------------------------
+
+    async def accept(self, request: SpawnRequest[SpecT]) -> Role:
+        """Take a consumer's spawn request: reserve a slot or run the workload.
+
+        Identities are canonicalised by the transport before the role is
+        computed (failure mode 2). As a standby the node reserves a slot and
+        returns once the slot is saved (raises :class:`~standby.StoreError`
+        when it could not be; the slot is then kept and saving is retried).
+        As primary it starts a :class:`~standby.WorkloadLifecycle` and
+        heartbeats at once; the container starts when the lease is granted.
+
+        Accept is all or nothing: whatever is refused leaves no trace in
+        memory or on disk. What the host does with each error:
+
+        - :class:`~standby.RetryLater` (:class:`~standby.QuorumUnavailable`
+          names the relays that did not answer): nothing was done; send the
+          same request again later.
+        - :class:`~standby.RequestRefused` (:class:`~standby.NotAddressedError`
+          among them): refused for good; tell the consumer.
+        - :class:`~standby.InvalidRequest`, :class:`~standby.IdentityError`,
+          :class:`~standby.InvalidSlot`, :class:`~standby.TopologyError`:
+          the request is malformed (a spec the store cannot save included).
+        - :class:`~standby.NodeMisuse`: the node is not running.
+
+        A runtime with the :class:`~standby.protocols.ChecksSpecs` capability
+        checks the spec first, on both sides: a spec that can never start
+        (a missing executable or image) is a :class:`~standby.RequestRefused`.
+        """
+        self._require_running()
+        canonical = self.transport.canonical
+        topology = Topology(
+            primary=canonical(request.topology.primary),
+            standbys=tuple(canonical(s) for s in request.topology.standbys),
+        )
+        role = role_of(self.me, topology.primary, topology.standbys)
+        if isinstance(role, NotAddressed):
+            raise NotAddressedError(
+                request.workload_id, self.me, topology.primary, topology.standbys
+            )
+        await self._check_spec(request)
+        now = self.now()
+        if isinstance(role, Primary):
+            if await self.primary.accept(now, request, topology):
+                await self.flush()
+            return role
+        assert isinstance(role, Standby)
+        await self.standby.accept(now, request, topology, role)
+        return role
+
+    async def _check_spec(self, request: SpawnRequest[SpecT]) -> None:
+        """Refuse a spec the runtime says can never start (failure mode 24)."""
+        runtime = self.runtime
+        if not isinstance(runtime, ChecksSpecs):
+            return
+        workload_id = request.workload_id
+        try:
+            with anyio.fail_after(self.timing.spawn_timeout):
+                await runtime.check_spec(request.spec, workload_id=workload_id)
+        except SpawnError as exc:
+            raise RequestRefused(
+                f"workload {workload_id!r} can never start here: {exc}", workload_id=workload_id
+            ) from exc
+        except (RuntimeFailure, TimeoutError) as exc:
+            raise RetryLater(
+                f"workload {workload_id!r}: the runtime could not check its spec "
+                f"({type(exc).__name__}: {exc}); try again"
+            ) from exc
+
+    async def handover(
+        self, workload_id: str, state_uri: str | None = None, *, reason: str = "handover"
+    ) -> None:
+        """Planned switchover of a workload this node runs as primary.
+
+        The node fences the workload (stops the container), then publishes a
+        signed revocation; the first standby takes over without waiting out
+        the silence. Raises :class:`~standby.NodeMisuse` for a workload this
+        node does not run and :class:`~standby.StandbyError` when the
+        workload has no standbys or already ended.
+        """
+        self._require_running()
+        self.primary.handover(self.now(), workload_id, state_uri, reason)
+
+    async def remove(self, workload_id: str) -> bool:
+        """Drop a reserved slot (the consumer cancelled); ``False`` when there was none."""
+        self._require_running()
+        if workload_id not in self.election.slots:
+            return False
+        now = self.now()
+        self.standby.effects(now, self.election.remove(now, workload_id))
+        await self.flush()
+        return True
+
+    async def flush(self) -> None:
+        """Wait until the slot table as it is now has been saved.
+
+        Raises :class:`~standby.StoreError` when the save failed (the node
+        keeps retrying in the background).
+        """
+        await self.persistence.flush()
+
+    def status(self) -> NodeStatus:
+        """A snapshot: slots with their phase, primaries with their state, counters."""
+        slots = tuple(self.election.status(w) for w in sorted(self.election.slots))
+        primaries = tuple(
+            PrimaryStatus(
+                workload_id=workload_id,
+                state=record.lifecycle.state,
+                epoch=record.lifecycle.epoch,
+                fencing_token=record.lifecycle.fencing_token,
+                lease_end=record.lifecycle.lease_end(),
+                standbys=record.lifecycle.standbys,
+                running=record.container_up,
+            )
+            for workload_id, record in sorted(self.primary.records.items())
+        )
+        counters = dict(self.counters)
+        for name, value in self.election.counters.items():
+            counters[f"election.{name}"] = value
+        return NodeStatus(
+            identity=self.me,
+            running=self._running,
+            slots=slots,
+            primaries=primaries,
+            counters=MappingProxyType(counters),
+        )
+
+    # ------------------------------------------------------------------
+    # Shared by the parts
+    # ------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The node's wall-clock time (Unix seconds)."""
+        return self.wall_clock()
+
+    def poke(self) -> None:
+        """New input for the machines: the timer looks at their deadlines again."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def _require_running(self) -> None:
+        if not self._running:
+            raise NodeMisuse(f"node {self.me!r} is not running: use `async with node:`")
+
+    def _collect(self) -> NodeState[Any]:
+        """What the store keeps: slots, promotion intents, what runs or may still run,
+        and the replicated runs that ended here (until their reservation ends)."""
+        now = self.now()
+        records = self.primary.records
+        ended = [
+            record
+            for workload_id, record in self.primary.ended.items()
+            if workload_id not in records and record.expires_at > now
+        ]
+        return NodeState(
+            slots=list(self.election.slots.values()),
+            intents=tuple(self.standby.intents.values()),
+            primaries=(
+                *(
+                    record.saved()
+                    for record in records.values()
+                    if not record.ended or record.container_up
+                ),
+                *ended,
+            ),
+        )
+
+    # ------------------------------------------------------------------
+    # The timer
+    # ------------------------------------------------------------------
+
+    def _next_deadline(self) -> float | None:
+        found = [
+            d
+            for d in (self.election.next_deadline(), self.primary.next_deadline())
+            if d is not None
+        ]
+        return min(found) if found else None
+
+    def _tick(self, now: float) -> None:
+        self.standby.call(now, lambda: self.election.tick(now))
+        self.primary.tick(now)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            if self.primary.records:
+                self.heartbeat.catch_up_clock(every=False)
+            now = self.now()
+            self._tick(now)
+            ticked = anyio.current_time()
+            # Created after the (synchronous) tick, so the tick's own pokes do not
+            # count as new input; anything that arrives while we sleep does.
+            self._wake = wake = anyio.Event()
+            deadline = self._next_deadline()
+            if deadline is None:
+                delay = math.inf
+            else:
+                if deadline <= now:
+                    self.observer.count("timer_spins")
+                # Never sleep less than _MIN_SLEEP: a wall clock of ~1.7e9 s
+                # has a resolution of ~2e-7 s, so a shorter sleep might not move
+                # it past the deadline at all (and on a virtual clock it never
+                # would: the loop would spin forever).
+                delay = max(deadline - self.now(), _MIN_SLEEP)
+            with anyio.move_on_after(delay):
+                await wake.wait()
+            # At most one tick per _MIN_SLEEP: an input that arrives at the very
+            # instant of a tick must not make the loop tick again at that same
+            # instant (a due deadline whose query answers instantly would
+            # otherwise spin without time ever moving on a virtual clock).
+            rest = ticked + _MIN_SLEEP - anyio.current_time()
+            if rest > 0:
+                await anyio.sleep(rest)
+
+
+def _check_adapters(transport: RelayTransport, runtime: ContainerRuntime, timing: Timing) -> None:
+    """Refuse adapters whose quorums or stop grace do not fit the timing."""
+    relay_count = getattr(transport, "relay_count", None)
+    if relay_count != timing.relay_count:
+        raise NodeMisuse(
+            f"the transport reads and writes {relay_count} relays but the timing is set for "
+            f"relay_count={timing.relay_count}: its quorums (write "
+            f"{timing.write_quorum}, read {timing.read_quorum}) would not overlap; "
+            "build the Timing with the transport's relay count"
+        )
+    stop_grace = getattr(runtime, "stop_grace", None)
+    if not isinstance(stop_grace, (int, float)) or stop_grace > timing.fence_grace:
+        raise NodeMisuse(
+            f"the runtime stops a workload up to stop_grace={stop_grace!r} s after its "
+            f"lease end, more than the timing's fence_grace={timing.fence_grace} s: "
+            "a standby could start it while the old one still runs"
+        )

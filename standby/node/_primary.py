@@ -1,0 +1,584 @@
+"""The primary side of the node: the workloads it runs, their lifecycles and containers."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+import attrs
+from typing_extensions import assert_never
+
+from ..core._effects import (
+    CheckContainer,
+    LifecycleEffect,
+    PublishRevocation,
+    ReclaimContainer,
+    StartContainer,
+    StateChanged,
+    StopContainer,
+)
+from ..core._errors import (
+    NodeMisuse,
+    QuorumUnavailable,
+    RequestRefused,
+    RetryLater,
+    StoreError,
+    WorkloadConflict,
+)
+from ..core._lifecycle import RestartPolicy, WorkloadLifecycle
+from ..core._models import PromotionClaim, Topology
+from ..core._records import PrimaryRecord
+from ._types import RUNNING, PrimaryRun, SpawnRequest
+
+if TYPE_CHECKING:
+    from ._node import StandbyNode
+
+__all__ = ["PrimarySide"]
+
+SpecT = TypeVar("SpecT")
+
+#: A stop is retried until it succeeds; the wait between tries is capped at this.
+_MAX_STOP_BACKOFF = 60.0
+
+
+class PrimarySide(Generic[SpecT]):
+    """Runs each workload's :class:`~standby.WorkloadLifecycle` and carries out its effects.
+
+    Each record's next lifecycle deadline sits in a heap (stale entries are
+    dropped lazily), so the timer costs O(log n) per change, not O(primaries)
+    per wake.
+    """
+
+    def __init__(self, node: StandbyNode[SpecT]) -> None:
+        self.node = node
+        self.observer = node.observer
+        self.io = node.io
+        self.timing = node.timing
+        self.records: dict[str, PrimaryRun[SpecT]] = {}
+        #: Replicated runs that ended here (fenced, handed over, failed, found gone
+        #: after a restart), kept and saved until their reservation ends: their
+        #: epoch was revoked, so they are never started again here (FM 29).
+        self.ended: dict[str, PrimaryRecord] = {}
+        self._due: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    # -- accepting, handing over ---------------------------------------------
+
+    async def accept(self, now: float, request: SpawnRequest[SpecT], topology: Topology) -> bool:
+        """Start ``request`` as primary; ``False`` when it already runs here (adopted).
+
+        A workload adopted after a restart is not started again: the request
+        only hands its spec back. A replicated run that ended here is never
+        started again in its reservation (failure mode 29); an id held here
+        under another topology raises :class:`~standby.WorkloadConflict`
+        (failure mode 32). Before a replicated workload starts, the relays
+        are read (:meth:`_check_epoch`).
+        """
+        workload_id = request.workload_id
+        ended = self.ended_run(workload_id, now)
+        if ended is not None:
+            raise RequestRefused(
+                f"workload {workload_id!r} ran here as primary in epoch {ended.epoch} until it "
+                f"ended ({ended.ended}); that epoch was fenced and revoked and its standbys take "
+                "the workload over, so it is not started here again",
+                workload_id=workload_id,
+            )
+        existing = self.records.get(workload_id)
+        if existing is not None:
+            self._check_same(existing, topology)
+        if existing is not None and existing.spec is None:
+            existing.spec = request.spec
+            if not existing.ended:
+                self.observer.reaccepted(
+                    workload_id, "primary", "already runs here (adopted after a restart)"
+                )
+                return False
+        slot = self.node.election.slots.get(workload_id)
+        if slot is not None:
+            lineup = (slot.primary, slot.standbys(self.node.me))
+            raise WorkloadConflict(
+                workload_id, (topology.primary, topology.standbys), held=lineup, detail=" (a slot)"
+            )
+        self._check_free(workload_id)
+        if topology.standbys:
+            await self._check_epoch(workload_id, topology)
+            self._check_free(workload_id)
+        self._start(now, request, topology)
+        return True
+
+    async def _check_epoch(self, workload_id: str, topology: Topology) -> None:
+        """Refuse to start epoch 0 of a workload the relays show has moved on or is not ours.
+
+        A read quorum must answer. Any revocation of the workload (by this
+        node in an earlier life whose record is gone, or by anyone) means an
+        epoch of it was fenced and handed to the standbys (failure mode 29);
+        a claim or announcement of a later epoch means it was taken over
+        (failure mode 16); anything published about it by a node outside
+        this request's topology means another primary's workload carries the
+        same id (failure mode 32).
+        """
+        read = await self.node.reconciler.read_epochs({workload_id})
+        if not read.reached:
+            raise QuorumUnavailable(
+                f"workload {workload_id!r}: it is unknown whether a standby already took it "
+                "over, so it is not started; try again",
+                answered=read.answered,
+                needed=self.timing.read_quorum,
+                reasons=read.errors,
+            )
+        strangers = read.signers.get(workload_id, set()) - set(topology.standbys)
+        if strangers:
+            raise WorkloadConflict(
+                workload_id,
+                (topology.primary, topology.standbys),
+                holders=tuple(sorted(strangers)),
+                detail=", and none of them is in this request's topology",
+            )
+        revoked = read.revoked.get(workload_id)
+        if revoked is not None:
+            raise RequestRefused(
+                f"workload {workload_id!r}: its epoch {revoked} was revoked (it ran and was "
+                "fenced or handed over), so its standbys take it over and this primary must "
+                "not start it again",
+                workload_id=workload_id,
+            )
+        later = max(read.claimed.get(workload_id, -1), read.announced.get(workload_id, -1))
+        if later > 0:
+            raise RequestRefused(
+                f"workload {workload_id!r} was already taken over (epoch {later} was claimed "
+                "or announced): this primary must not start it again",
+                workload_id=workload_id,
+            )
+
+    def _check_same(self, existing: PrimaryRun[SpecT], topology: Topology) -> None:
+        """Refuse a request for a workload that runs here under other standbys (FM 32)."""
+        lifecycle = existing.lifecycle
+        if lifecycle.epoch == 0 and lifecycle.standbys != topology.standbys:
+            raise WorkloadConflict(
+                lifecycle.workload_id,
+                (topology.primary, topology.standbys),
+                held=(self.node.me, lifecycle.standbys),
+                detail=" (it runs here as primary)",
+            )
+
+    def _check_free(self, workload_id: str) -> None:
+        existing = self.records.get(workload_id)
+        if existing is not None:
+            if not existing.ended:
+                raise NodeMisuse(f"workload {workload_id!r} already runs here as primary")
+            raise RetryLater(
+                f"workload {workload_id!r} ended here ({existing.lifecycle.state.value}) and is "
+                "still winding down (stopping its container or publishing its revocation); "
+                "try again later"
+            )
+        if workload_id in self.node.election.slots:
+            raise NodeMisuse(f"workload {workload_id!r} has a standby slot here; remove it first")
+
+    def _start(self, now: float, request: SpawnRequest[SpecT], topology: Topology) -> None:
+        workload_id = request.workload_id
+        created_at = now if request.created_at is None else request.created_at
+        lifecycle = WorkloadLifecycle(
+            workload_id=workload_id,
+            me=self.node.me,
+            timing=self.timing,
+            standbys=topology.standbys,
+            created_at=created_at,
+            expires_at=request.expires_at,
+            restart=request.restart if request.restart is not None else self.node.restart,
+        )
+        self.add(
+            PrimaryRun(
+                lifecycle, request.spec, created_at=created_at, expires_at=request.expires_at
+            )
+        )
+        self.node.persistence.mark_dirty()
+        if topology.standbys:
+            self.io.spawn(self._publish_start, workload_id, now)
+        self.observer.accepted_primary(workload_id, len(topology.standbys))
+        self.call(workload_id, lambda lc: lc.start(now), now)
+        self.node.heartbeat.poke()
+
+    def ended_run(self, workload_id: str, now: float) -> PrimaryRecord | None:
+        """The replicated run of ``workload_id`` that ended here, while its reservation lasts."""
+        ended = self.ended.get(workload_id)
+        if ended is not None and ended.expires_at <= now:
+            del self.ended[workload_id]  # the reservation is over: forget it
+            return None
+        return ended
+
+    async def _publish_start(self, workload_id: str, now: float) -> None:
+        """Claim epoch 0 of a replicated workload as its primary (failure mode 32).
+
+        Heartbeats are per provider, so without this nothing on the relays
+        would say that this node holds the workload: a second primary named
+        for the same id would find nothing to refuse on. Its standbys ignore
+        their primary's own claim; a claim on epoch 0 never competes with a
+        standby's, which is always for a later epoch.
+        """
+        claim = PromotionClaim(
+            workload_id=workload_id,
+            epoch=0,
+            fencing_token=0,
+            claimant=self.node.me,
+            standby_index=0,
+            claimed_at=now,
+        )
+        await self.io.publish_until_quorum(
+            claim, operation="publish_start", workload_id=workload_id, role="primary"
+        )
+
+    def take_over(
+        self,
+        now: float,
+        saved: PrimaryRecord,
+        *,
+        lease_from: float,
+        spec: SpecT | None,
+        handle: Any = None,
+        restart: RestartPolicy | None = None,
+    ) -> PrimaryRun[SpecT]:
+        """A run of ``saved``'s workload from its epoch on (promoted, adopted or fenced).
+
+        The lease starts at ``lease_from``; ``restart`` defaults to the node's policy.
+        """
+        lifecycle = WorkloadLifecycle.promoted(
+            workload_id=saved.workload_id,
+            me=self.node.me,
+            timing=self.timing,
+            now=now,
+            standbys=saved.standbys,
+            epoch=saved.epoch,
+            fencing_token=saved.fencing_token,
+            lease_from=lease_from,
+            expires_at=saved.expires_at,
+            restart=self.node.restart if restart is None else restart,
+        )
+        return PrimaryRun(
+            lifecycle, spec, handle, created_at=saved.created_at, expires_at=saved.expires_at
+        )
+
+    def add(self, record: PrimaryRun[SpecT]) -> None:
+        """Run ``record`` from now on (started here, promoted, adopted or fenced)."""
+        workload_id = record.lifecycle.workload_id
+        self.records[workload_id] = record
+        self.schedule(workload_id)
+        self.node.subscriptions.refresh()  # hear its standbys' claims (FM25)
+
+    def handover(self, now: float, workload_id: str, state_uri: str | None, reason: str) -> None:
+        record = self.records.get(workload_id)
+        if record is None:
+            raise NodeMisuse(f"workload {workload_id!r} does not run here as primary")
+        effects = record.lifecycle.handover(now, state_uri=state_uri, reason=reason)
+        self.observer.handing_over(workload_id, reason)
+        self.effects(workload_id, now, effects)
+
+    def active(self) -> list[str]:
+        """The workloads whose lifecycle has not ended."""
+        return [w for w, r in self.records.items() if not r.ended]
+
+    # -- the lifecycle's effects -----------------------------------------------
+
+    def call(
+        self,
+        workload_id: str,
+        call: Callable[[WorkloadLifecycle], list[LifecycleEffect]],
+        now: float,
+    ) -> None:
+        """Feed one input to a workload's lifecycle and carry out what it decides."""
+        record = self.records.get(workload_id)
+        if record is None:
+            return
+        try:
+            effects = call(record.lifecycle)
+        except Exception as exc:
+            self.observer.machine_refused("lifecycle", exc, workload_id)
+            return
+        self.effects(workload_id, now, effects)
+
+    def effects(self, workload_id: str, now: float, effects: Sequence[LifecycleEffect]) -> None:
+        record = self.records.get(workload_id)
+        if record is None:
+            return
+        for effect in effects:
+            self._effect(workload_id, record, now, effect)
+        self._retire(workload_id)
+        self.schedule(workload_id)
+        self.node.poke()
+
+    def _effect(
+        self, workload_id: str, record: PrimaryRun[SpecT], now: float, effect: LifecycleEffect
+    ) -> None:
+        """The one dispatcher of lifecycle effects (``assert_never`` on a new type)."""
+        match effect:
+            case StartContainer():
+                self._busy(record, self._run_start, workload_id, record, effect)
+            case StopContainer():
+                self._busy(record, self._run_stop, workload_id, record, effect.reason)
+            case PublishRevocation():
+                self._busy(record, self._run_revoke, workload_id, effect)
+            case CheckContainer():
+                self._busy(record, self._run_check, workload_id, record)
+            case ReclaimContainer():
+                self._busy(record, self._run_reclaim, workload_id, record)
+            case StateChanged():
+                self.observer.lifecycle_changed(now, workload_id, effect)
+            case _:
+                assert_never(effect)
+
+    def _busy(
+        self, record: PrimaryRun[SpecT], func: Callable[..., Coroutine[Any, Any, None]], *args: Any
+    ) -> None:
+        record.busy += 1
+
+        async def run() -> None:
+            try:
+                await func(*args)
+            finally:
+                record.busy -= 1
+                self._retire(args[0])
+
+        self.io.spawn(run)
+
+    def _retire(self, workload_id: str) -> None:
+        """Forget a primary record once it ended and has nothing left to do (FM 5)."""
+        record = self.records.get(workload_id)
+        if record is None or record.busy:
+            return
+        lifecycle = record.lifecycle
+        if record.ended and lifecycle.next_deadline() is None:
+            if record.container_up:
+                return
+            if lifecycle.replicated:
+                # Its epoch was revoked: never start it again (FM 29).
+                saved = attrs.evolve(record.saved(), ended=lifecycle.state.value)
+                self.ended.setdefault(workload_id, saved)
+            del self.records[workload_id]
+            self._due.pop(workload_id, None)
+            self.node.persistence.mark_dirty()
+            self.node.subscriptions.refresh()
+            self.observer.retired(workload_id, lifecycle.state.value)
+
+    # -- containers ----------------------------------------------------------------
+
+    async def _run_start(
+        self, workload_id: str, record: PrimaryRun[SpecT], effect: StartContainer
+    ) -> None:
+        token = effect.fencing_token
+        started_at = self.node.now()
+        record.starting = done = anyio.Event()
+        self.observer.container_starting(started_at, workload_id, token, effect.attempt)
+        error: str | None = None
+        try:
+            error = await self._may_start(workload_id, record)
+            if error is None:
+                lease_end = self.bound_for(record)
+                with anyio.fail_after(self.timing.spawn_timeout):
+                    handle = await self.node.runtime.spawn(
+                        record.spec,
+                        workload_id=workload_id,
+                        fencing_token=token,
+                        lease_end=lease_end,
+                    )
+                record.renewed = lease_end
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self.observer.failed("start", error, workload_id=workload_id, role="primary")
+        else:
+            if error is None:
+                record.handle = handle
+                record.started = True
+                record.stopped = False
+                self.node.persistence.mark_dirty()
+        finally:
+            record.starting = None
+            done.set()
+        now = self.node.now()
+        self.observer.container_started(
+            now, workload_id, token, promotion=False, error=error, took=now - started_at
+        )
+        if error is None:
+            self.call(workload_id, lambda lc: lc.container_started(now), now)
+        else:
+            self.call(workload_id, lambda lc: lc.container_failed(now, error), now)
+
+    async def _may_start(self, workload_id: str, record: PrimaryRun[SpecT]) -> str | None:
+        """Why a container must not start now (``None``: it may).
+
+        The lifecycle is first brought up to the present (a node that was
+        paused fences before it starts anything), and the primary record is
+        made durable, so a restarted node knows what it may find running.
+        """
+        now = self.node.now()
+        self.call(workload_id, lambda lc: lc.tick(now), now)
+        lifecycle = record.lifecycle
+        if record.ended:
+            return f"the workload ended before its start ({lifecycle.state.value})"
+        if lifecycle.replicated and not lifecycle.holds_lease(now):
+            return "the lease ran out before the container could start"
+        if record.spec is None:
+            return "no spec for this workload yet (adopted after a restart; re-accept it)"
+        if self.node.store is not None:
+            self.node.persistence.mark_dirty()
+            try:
+                await self.node.persistence.flush()
+            except StoreError as exc:
+                return f"primary record not saved, so not starting: {exc}"
+        return None
+
+    def bound_for(self, record: PrimaryRun[SpecT]) -> float:
+        """The lease end a runtime enforces for ``record``'s container.
+
+        A replicated workload runs under its lease; one without standbys
+        does not fence on quorum loss (failure mode 6) and is bounded by its
+        reservation's expiry only.
+        """
+        lifecycle = record.lifecycle
+        if not lifecycle.replicated:
+            return record.expires_at
+        end = lifecycle.lease_end()
+        return -math.inf if end is None else end
+
+    async def renew(self, workload_id: str, record: PrimaryRun[SpecT], lease_end: float) -> None:
+        """Hand a renewed lease end to the runtime (its supervisor enforces it)."""
+        handle = record.handle
+        if handle is None or lease_end <= record.renewed:
+            return
+        try:
+            with anyio.fail_after(self.timing.query_timeout):
+                await self.node.runtime.renew(handle, lease_end)
+        except Exception as exc:
+            self.observer.failed("renew", exc, workload_id=workload_id, role="primary")
+            return
+        record.renewed = max(record.renewed, lease_end)
+
+    async def _run_stop(self, workload_id: str, record: PrimaryRun[SpecT], reason: str) -> None:
+        if record.starting is not None:
+            await record.starting.wait()  # never leave a start that was in flight running
+        if record.handle is not None and not record.stopped:
+            await self.stop_container(
+                record.handle, workload_id, record.lifecycle.fencing_token, reason, "primary"
+            )
+        record.stopped = True
+        now = self.node.now()
+        self.call(workload_id, lambda lc: lc.container_stopped(now), now)
+
+    async def stop_container(
+        self, handle: Any, workload_id: str, token: int, reason: str, role: str
+    ) -> None:
+        """Stop a container, retrying until the runtime confirms it."""
+        wait = self.timing.retry_interval
+        while True:
+            try:
+                with anyio.fail_after(self.timing.spawn_timeout):
+                    await self.node.runtime.stop(handle)
+            except Exception as exc:
+                self.observer.failed("stop", exc, workload_id=workload_id, role=role)
+                await anyio.sleep(wait)
+                wait = min(wait * 2, _MAX_STOP_BACKOFF)
+                continue
+            break
+        self.observer.container_stopped(workload_id, token, reason, role)
+
+    async def _run_revoke(self, workload_id: str, effect: PublishRevocation) -> None:
+        revocation = effect.revocation
+        result = await self.io.publish(
+            revocation, operation="publish_revocation", workload_id=workload_id, role="primary"
+        )
+        now = self.node.now()
+        self.observer.revocation_published(now, workload_id, revocation.epoch, result.acked)
+        acked = tuple(result.acked)
+        self.call(workload_id, lambda lc: lc.revocation_published(now, acked), now)
+
+    async def _run_check(self, workload_id: str, record: PrimaryRun[SpecT]) -> None:
+        status = await self.container_status(workload_id, record)
+        if status is None:
+            return
+        now = self.node.now()
+        self.call(workload_id, lambda lc: lc.container_status(now, status), now)
+
+    async def _run_reclaim(self, workload_id: str, record: PrimaryRun[SpecT]) -> None:
+        if record.handle is not None:
+            await self.stop_container(
+                record.handle, workload_id, record.lifecycle.fencing_token, "reclaimed", "primary"
+            )
+        record.stopped = True
+        record.handle = None
+
+    async def container_status(self, workload_id: str, record: PrimaryRun[SpecT]) -> Any:
+        """The runtime's status of ``record``'s container (``None``: it could not say)."""
+        if record.handle is None:
+            return "absent"
+        timeout = self.timing.query_timeout
+        try:
+            with anyio.fail_after(timeout):
+                return await self.node.runtime.status(record.handle)
+        except Exception as exc:
+            self.observer.failed("status", exc, workload_id=workload_id, role="primary")
+            return None
+
+    async def poll_containers(self) -> None:
+        """Detect containers that stopped without being asked to."""
+        for workload_id, record in list(self.records.items()):
+            if (
+                record.lifecycle.state not in RUNNING
+                or record.handle is None
+                or record.stopped
+                or record.starting is not None
+            ):
+                continue
+            status = await self.container_status(workload_id, record)
+            if status in (None, "running") or record.stopped:
+                continue
+            if self.records.get(workload_id) is not record:
+                continue
+            record.stopped = True
+            now = self.node.now()
+            self.observer.container_exited(now, workload_id, str(status))
+            self._exited(workload_id, now, str(status))
+
+    def _exited(self, workload_id: str, now: float, reason: str) -> None:
+        self.call(workload_id, lambda lc: lc.container_exited(now, reason), now)
+
+    # -- deadlines -----------------------------------------------------------------
+
+    def schedule(self, workload_id: str) -> None:
+        """Record the next deadline of one primary's lifecycle (after every change to it)."""
+        record = self.records.get(workload_id)
+        due = None if record is None else record.lifecycle.next_deadline()
+        if due is None:
+            self._due.pop(workload_id, None)
+        elif self._due.get(workload_id) != due:
+            self._due[workload_id] = due
+            heapq.heappush(self._heap, (due, workload_id))
+            if len(self._heap) > 2 * len(self._due) + 64:
+                self._heap = [(d, w) for w, d in self._due.items()]
+                heapq.heapify(self._heap)
+
+    def next_deadline(self) -> float | None:
+        """The earliest lifecycle deadline."""
+        heap = self._heap
+        while heap:
+            due, workload_id = heap[0]
+            if self._due.get(workload_id) == due:
+                return due
+            heapq.heappop(heap)
+        return None
+
+    def tick(self, now: float) -> None:
+        """Tick every lifecycle that is due, each at most once."""
+        due: list[str] = []
+        while (top := self.next_deadline()) is not None and top <= now:
+            _, workload_id = heapq.heappop(self._heap)
+            del self._due[workload_id]
+            due.append(workload_id)
+        for workload_id in due:
+            self.call(workload_id, lambda lc: lc.tick(now), now)
+            self.schedule(workload_id)
+
+    def tick_all(self, now: float) -> None:
+        """Bring every lifecycle up to ``now`` (after a pause: leases that ran out fence)."""
+        for workload_id in list(self.records):
+            self.call(workload_id, lambda lc: lc.tick(now), now)

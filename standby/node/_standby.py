@@ -1,0 +1,457 @@
+"""The standby side of the node: its slots' election, claims and promotions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+import attrs
+from typing_extensions import assert_never
+
+from ..core._effects import (
+    Announce,
+    CannotStart,
+    CompareAndSetClaim,
+    Dropped,
+    ElectionEffect,
+    PhaseChanged,
+    PrimaryChanged,
+    Promoted,
+    PublishClaim,
+    QueryClaims,
+    QueryHeartbeats,
+    QuorumShortfall,
+    SlotRemoved,
+    SlotSaved,
+    Spawn,
+    StopOrphan,
+    WithdrawClaim,
+)
+from ..core._election import MAX_BATCH
+from ..core._errors import InvalidRequest, RequestRefused, StoreError, WorkloadConflict
+from ..core._models import (
+    Envelope,
+    Heartbeat,
+    Message,
+    PromotionAnnouncement,
+    StandbySlot,
+    Topology,
+)
+from ..core._records import PrimaryRecord, PromotionIntent
+from ..core._roles import Standby
+from ..protocols._contracts import AtomicClaims, Query
+from ._types import SpawnRequest
+
+if TYPE_CHECKING:
+    from ._node import StandbyNode
+
+__all__ = ["StandbySide"]
+
+SpecT = TypeVar("SpecT")
+
+
+class StandbySide(Generic[SpecT]):
+    """Carries out what the :class:`~standby.StandbyElection` decides, and feeds it back.
+
+    Promotion intents live here: one is saved and flushed before every
+    spawn, and stays, spent, until the reservation ends once its token was
+    handed to the runtime (guarantee 5).
+    """
+
+    def __init__(self, node: StandbyNode[SpecT]) -> None:
+        self.node = node
+        self.election = node.election
+        self.observer = node.observer
+        self.io = node.io
+        self.timing = node.timing
+        self.intents: dict[str, PromotionIntent] = {}
+        self._spawned: dict[tuple[str, int], Any] = {}
+
+    # -- the host's requests ---------------------------------------------------
+
+    async def accept(
+        self, now: float, request: SpawnRequest[SpecT], topology: Topology, role: Standby
+    ) -> None:
+        """Reserve a standby slot for ``request`` (nothing when this node already holds it)."""
+        workload_id = request.workload_id
+        held = self.election.slots.get(workload_id)
+        if held is not None:
+            self._check_same(held, topology)
+            self.observer.reaccepted(
+                workload_id, "standby", "the slot is already reserved (epoch %d)", held.epoch
+            )
+            return
+        running = self.node.primary.records.get(workload_id)
+        if running is not None and not running.ended:
+            if running.spec is None:
+                running.spec = request.spec
+            self.observer.reaccepted(
+                workload_id,
+                "primary",
+                "this node already runs it as primary of epoch %d",
+                running.lifecycle.epoch,
+            )
+            return
+        spent = self.intents.get(workload_id)
+        if spent is not None and spent.spent:
+            self.observer.count("reaccepts_refused")
+            raise RequestRefused(
+                f"workload {workload_id!r}: this node already promoted into epoch {spent.epoch} "
+                f"(token {spent.fencing_token}) for it, so it no longer stands by for it: its "
+                "peers and later primaries left it out of the workload's standby lineup. The "
+                "workload has one standby fewer until its reservation ends; the consumer "
+                "should reserve another standby",
+                workload_id=workload_id,
+            )
+        ended = self.node.primary.ended_run(workload_id, now)
+        if ended is not None:
+            raise RequestRefused(
+                f"workload {workload_id!r} ran here as primary in epoch {ended.epoch} until it "
+                f"ended ({ended.ended}); this node no longer stands by for it",
+                workload_id=workload_id,
+            )
+        created_at = now if request.created_at is None else request.created_at
+        slot: StandbySlot[SpecT] = StandbySlot.reserve(
+            me=self.node.me,
+            workload_id=workload_id,
+            topology=topology,
+            spec=request.spec,
+            owner=request.owner,
+            created_at=created_at,
+            expires_at=request.expires_at,
+            spec_id=request.spec_id,
+        )
+        try:
+            self.node.persistence.check_slot(slot)
+        except StoreError as exc:
+            raise InvalidRequest(
+                f"workload {workload_id!r}: the store cannot save its slot ({exc}); "
+                "a spec must encode as JSON",
+                field="spec",
+            ) from exc
+        effects = self.election.reserve(now, slot)
+        self.observer.reserved(workload_id, role.index, role.count, topology.primary)
+        self.effects(now, effects)
+        await self.node.persistence.flush()
+
+    def _check_same(self, held: StandbySlot[SpecT], topology: Topology) -> None:
+        """Refuse a second reservation of a held id under another topology (FM 32).
+
+        A slot still at epoch 0 must match the request exactly. One that
+        followed a takeover lost the chain's primaries from its lineup: its
+        primary must be one of the request's standbys, and its lineup the
+        request's standbys in their order, less some.
+        """
+        lineup = held.standbys(self.node.me)
+        requested = topology.standbys
+        if held.epoch == 0:
+            same = held.primary == topology.primary and lineup == requested
+        else:
+            rest = iter(requested)
+            same = held.primary in requested and all(s in rest for s in lineup)
+        if not same:
+            detail = f" (epoch {held.epoch})" if held.epoch else ""
+            raise WorkloadConflict(
+                held.workload_id,
+                (topology.primary, requested),
+                held=(held.primary, lineup),
+                detail=detail,
+            )
+
+    # -- the election's effects ------------------------------------------------
+
+    def call(self, now: float, call: Callable[[], list[ElectionEffect]]) -> None:
+        """Feed one input to the election and carry out what it decides."""
+        try:
+            effects = call()
+        except Exception as exc:
+            self.observer.machine_refused("election", exc)
+            return
+        self.effects(now, effects)
+
+    def effects(self, now: float, effects: Sequence[ElectionEffect]) -> None:
+        interest = False
+        for effect in effects:
+            interest |= self._effect(now, effect)
+        if interest:
+            self.node.subscriptions.refresh()
+        self.node.poke()
+
+    def _effect(self, now: float, effect: ElectionEffect) -> bool:
+        """Carry out one election effect; whether the subscriptions need a refresh.
+
+        The one dispatcher of election effects: a new effect type that is not
+        handled here fails type checking at ``assert_never``.
+        """
+        spawn = self.io.spawn
+        match effect:
+            case QueryHeartbeats():
+                spawn(self._run_query_heartbeats, effect)
+            case QueryClaims():
+                spawn(self._run_query_claims, effect)
+            case PublishClaim():
+                spawn(self._run_publish_claim, effect)
+            case CompareAndSetClaim():
+                spawn(self._run_compare_claim, effect)
+            case WithdrawClaim():
+                spawn(self._run_withdraw, effect)
+            case Spawn():
+                spawn(self._run_spawn, effect)
+            case Announce():
+                spawn(self.announce, effect)
+            case Promoted():
+                self._promoted(now, effect)
+                return True
+            case StopOrphan():
+                self._stop_orphan(effect)
+            case SlotSaved():
+                self.node.persistence.mark_dirty()
+                return True
+            case SlotRemoved():
+                self.node.persistence.mark_dirty()
+                self.observer.slot_removed(effect)
+                return True
+            case PrimaryChanged():
+                # What the new primary published before this slot followed it
+                # (a revocation above all) went by unheeded: read it back.
+                spawn(self.catch_up, (effect.workload_id,))
+                self.observer.primary_followed(now, effect)
+            case Dropped():
+                self.observer.input_dropped(now, effect)
+            case QuorumShortfall():
+                self.observer.quorum_missed(now, effect)
+            case CannotStart():
+                self.observer.cannot_start(now, effect)
+            case PhaseChanged():
+                self.observer.phase_changed(now, effect)
+            case _:
+                assert_never(effect)
+        return False
+
+    def on_envelope(self, envelope: Envelope[Message]) -> None:
+        """A message from the subscription or a catch-up read."""
+        self.observer.count("messages")
+        if envelope.signer == self.node.me:
+            return
+        if self.node.stepdown.on_envelope(envelope):
+            return  # a claim or announcement of a workload run here as primary
+        message = envelope.message
+        if not isinstance(message, Heartbeat) and message.workload_id not in self.election.slots:
+            # The subscription filters by author only: a peer's message about
+            # a workload it shares with others, not with this node.
+            self.observer.count("messages_not_ours")
+            return
+        now = self.node.now()
+        self.call(now, lambda: self.election.on_message(now, envelope))
+
+    async def catch_up(self, workload_ids: tuple[str, ...]) -> None:
+        """Read revocations, claims and announcements missed (after a restart, a new primary)."""
+        # In chunks, so each request and answer stays inside relay limits.
+        for first in range(0, len(workload_ids), MAX_BATCH):
+            chunk = workload_ids[first : first + MAX_BATCH]
+            query = Query(kinds=("revocation", "claim", "announcement"), workload_ids=chunk)
+            result = await self.io.query(query, operation="catch_up", workload_id=None)
+            for envelope in result.envelopes:
+                self.on_envelope(envelope)
+
+    # -- reads and claims ---------------------------------------------------------
+
+    async def _run_query_heartbeats(self, effect: QueryHeartbeats) -> None:
+        query = Query(
+            kinds=("heartbeat", "revocation"),
+            authors=(effect.primary,),
+            workload_ids=effect.workload_ids,
+            until=self.node.now() + self.timing.max_clock_skew,
+        )
+        await self._read(query, "query_heartbeats", effect, self.election.heartbeats_queried)
+
+    async def _run_query_claims(self, effect: QueryClaims) -> None:
+        query = Query(
+            kinds=("claim", "announcement"),
+            workload_ids=effect.workload_ids,
+            until=self.node.now() + self.timing.max_clock_skew,
+        )
+        await self._read(query, "query_claims", effect, self.election.claims_queried)
+
+    async def _read(
+        self,
+        query: Query,
+        operation: str,
+        effect: QueryHeartbeats | QueryClaims,
+        answer: Callable[
+            [float, int, Sequence[Envelope[Message]], frozenset[str]], list[ElectionEffect]
+        ],
+    ) -> None:
+        """Run a read the election asked for and hand it the answer."""
+        result = await self.io.query(
+            query, operation=operation, workload_id=",".join(effect.workload_ids)
+        )
+        now = self.node.now()
+        self.call(now, lambda: answer(now, effect.request_id, result.envelopes, result.answered))
+
+    async def _run_publish_claim(self, effect: PublishClaim) -> None:
+        claim = effect.claim
+        result = await self.io.publish(
+            claim, operation="publish_claim", workload_id=claim.workload_id, role="standby"
+        )
+        now = self.node.now()
+        self.observer.claim_published(now, claim, result.acked, withdrawn=False)
+        self.call(now, lambda: self.election.claim_published(now, effect.request_id, result.acked))
+
+    async def _run_compare_claim(self, effect: CompareAndSetClaim) -> None:
+        claim = effect.claim
+        transport = self.node.transport
+        assert isinstance(transport, AtomicClaims)
+        timeout = self.timing.query_timeout
+        won, holder = False, None
+        try:
+            outcome = await self.io.bounded(
+                timeout, transport.compare_and_set_claim(claim, timeout=timeout)
+            )
+            won, holder = outcome.won, outcome.holder
+        except Exception as exc:
+            self.observer.failed(
+                "compare_claim", exc, workload_id=claim.workload_id, role="standby"
+            )
+        now = self.node.now()
+        self.observer.claim_compared(now, claim, won, holder)
+        self.call(now, lambda: self.election.claim_compared(now, effect.request_id, won, holder))
+
+    async def _run_withdraw(self, effect: WithdrawClaim) -> None:
+        claim = effect.claim
+        transport = self.node.transport
+        if self.node.atomic_claims and isinstance(transport, AtomicClaims):
+            timeout = self.timing.query_timeout
+            try:
+                await self.io.bounded(timeout, transport.release_claim(claim, timeout=timeout))
+            except Exception as exc:
+                self.observer.failed(
+                    "release_claim", exc, workload_id=claim.workload_id, role="standby"
+                )
+        result = await self.io.publish_until_quorum(
+            claim, operation="withdraw_claim", workload_id=claim.workload_id, role="standby"
+        )
+        self.observer.claim_published(self.node.now(), claim, result.acked, withdrawn=True)
+
+    # -- promotion -------------------------------------------------------------------
+
+    async def _run_spawn(self, effect: Spawn[SpecT]) -> None:
+        workload_id, token = effect.workload_id, effect.fencing_token
+        started_at = self.node.now()
+        self.observer.spawning(started_at, workload_id, effect.epoch, token)
+        error = await self._record_intent(effect, started_at)
+        if error is not None and self.intents.pop(workload_id, None) is not None:
+            self.node.persistence.mark_dirty()  # never spawned: the unsaved intent is void
+        else:
+            # From here on the token has been handed to the runtime: even when
+            # the spawn fails, the intent stays, so a restarted node never
+            # hands that token out again (it gives the promotion up instead).
+            try:
+                with anyio.fail_after(self.timing.spawn_timeout):
+                    handle = await self.node.runtime.spawn(
+                        effect.spec,
+                        workload_id=workload_id,
+                        fencing_token=token,
+                        lease_end=effect.lease_end,
+                        restore_from=effect.restore_from,
+                    )
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                self.observer.failed("spawn", error, workload_id=workload_id, role="standby")
+            else:
+                self._spawned[(workload_id, token)] = handle
+        now = self.node.now()
+        self.observer.container_started(
+            now, workload_id, token, promotion=True, error=error, took=now - started_at
+        )
+        self.call(
+            now,
+            lambda: self.election.spawn_finished(now, effect.request_id, error is None, error),
+        )
+        leftover = self._spawned.pop((workload_id, token), None)
+        if leftover is not None:
+            # The machine neither promoted nor orphaned it: never leave it running.
+            self.observer.count("unclaimed_containers")
+            await self.node.primary.stop_container(
+                leftover, workload_id, token, "unclaimed spawn", role="standby"
+            )
+
+    async def _record_intent(self, effect: Spawn[SpecT], now: float) -> str | None:
+        """Save the promotion intent durably before the spawn (guarantee 5).
+
+        Returns why the spawn must not go ahead (``None``: it may). Without a
+        store there is nothing to make durable (and no crash safety).
+        """
+        slot = self.election.slots.get(effect.workload_id)
+        intent = PromotionIntent(
+            workload_id=effect.workload_id,
+            epoch=effect.epoch,
+            fencing_token=effect.fencing_token,
+            lease_end=effect.lease_end,
+            recorded_at=now,
+            standbys=() if slot is None else slot.peers,
+            expires_at=math.inf if slot is None else slot.expires_at,
+        )
+        self.intents[effect.workload_id] = intent
+        self.node.persistence.mark_dirty()
+        if self.node.store is None:
+            return None
+        try:
+            await self.node.persistence.flush()
+        except StoreError as exc:
+            error = f"promotion intent not saved, so not spawning: {exc}"
+            self.observer.failed("spawn", error, workload_id=effect.workload_id, role="standby")
+            return error
+        return None
+
+    def _promoted(self, now: float, effect: Promoted[SpecT]) -> None:
+        slot = effect.slot
+        workload_id = slot.workload_id
+        handle = self._spawned.pop((workload_id, effect.fencing_token), None)
+        saved = PrimaryRecord(
+            workload_id=workload_id,
+            epoch=effect.epoch,
+            fencing_token=effect.fencing_token,
+            standbys=effect.standbys,
+            created_at=slot.created_at,
+            expires_at=slot.expires_at,
+        )
+        record = self.node.primary.take_over(
+            now, saved, lease_from=effect.lease_from, spec=slot.spec, handle=handle
+        )
+        intent = self.intents.get(workload_id)
+        if intent is not None:
+            record.renewed = intent.lease_end
+            self.spend(intent)
+        self.node.primary.add(record)
+        self.node.persistence.mark_dirty()
+        self.observer.promoted(now, workload_id, effect.epoch, effect.fencing_token)
+        self.node.heartbeat.poke()
+
+    def spend(self, intent: PromotionIntent) -> None:
+        """Keep ``intent``, spent, until the reservation ends: this node never
+        stands by for the workload again with an epoch and token it used."""
+        self.intents[intent.workload_id] = attrs.evolve(intent, spent=True)
+
+    def _stop_orphan(self, effect: StopOrphan) -> None:
+        handle = self._spawned.pop((effect.workload_id, effect.fencing_token), None)
+        self.observer.orphan(effect.workload_id, effect.fencing_token, effect.reason)
+        if handle is not None:
+            self.io.spawn(
+                self.node.primary.stop_container,
+                handle,
+                effect.workload_id,
+                effect.fencing_token,
+                effect.reason,
+                "standby",
+            )
+
+    async def announce(self, effect: Announce) -> None:
+        """Publish that this node is the workload's new primary (until a write quorum holds it)."""
+        announcement: PromotionAnnouncement = effect.announcement
+        result = await self.io.publish_until_quorum(
+            announcement, operation="announce", workload_id=announcement.workload_id, role="primary"
+        )
+        self.observer.announced(announcement, result.acked)

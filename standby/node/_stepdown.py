@@ -1,0 +1,126 @@
+"""The primary's watch for a later epoch of its workloads (failure mode 25).
+
+A primary whose lease still holds must not run beside a standby that took
+its workload over. Under a safe timing that never happens (the lease ends
+before any standby may claim); outside it (a lease longer than the silence,
+a partition that heals, a bug) only the fencing tokens of the workload's
+storage would stand between the two. So the primary listens for its
+standbys' claims and announcements and steps down at once when one names a
+later epoch: the decision is :meth:`~standby.WorkloadLifecycle.takeover_seen`;
+this module brings it the messages, two ways:
+
+* the live subscription, whose authors include the standbys of every
+  workload run here (:meth:`StepDown.authors`);
+* a read of the claims and announcements of every workload run here, once
+  per heartbeat interval (:meth:`StepDown.read`, started by the heartbeat
+  task; one query per :data:`~standby.core._election.MAX_BATCH` workloads, all
+  at once), so a message the subscription missed cannot keep a split alive:
+  once the primary hears the relays again, the overlap lasts at most one
+  heartbeat interval and one query.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+import anyio
+
+from ..core._effects import LifecycleEffect
+from ..core._election import MAX_BATCH
+from ..core._lifecycle import WorkloadLifecycle
+from ..core._models import Envelope, Message, PromotionAnnouncement, PromotionClaim
+from ..core._relay_messages import takeover_epoch
+from ..protocols._contracts import Query
+
+if TYPE_CHECKING:
+    from ._node import StandbyNode
+
+__all__ = ["StepDown"]
+
+SpecT = TypeVar("SpecT")
+
+
+class StepDown(Generic[SpecT]):
+    """Feeds the standbys' claims and announcements to the lifecycles they concern."""
+
+    def __init__(self, node: StandbyNode[SpecT]) -> None:
+        self.node = node
+        self.primary = node.primary
+        self.observer = node.observer
+        self.timing = node.timing
+        self._reading = False
+
+    def watched(self) -> list[str]:
+        """The workloads whose lifecycle may still step down (replicated, not ended)."""
+        return [
+            workload_id
+            for workload_id, record in self.primary.records.items()
+            if not record.ended and record.lifecycle.replicated
+        ]
+
+    def authors(self) -> set[str]:
+        """The standbys of every workload run here: the subscription listens to them too."""
+        authors: set[str] = set()
+        for record in self.primary.records.values():
+            if not record.ended:
+                authors.update(record.lifecycle.standbys)
+        return authors
+
+    def on_envelope(self, envelope: Envelope[Message]) -> bool:
+        """Whether ``envelope`` is a claim or announcement of a workload run here.
+
+        When it is, it has been handed to that workload's lifecycle (unless
+        the workload has ended or the message is this node's own).
+        """
+        message = envelope.message
+        if not isinstance(message, (PromotionClaim, PromotionAnnouncement)):
+            return False
+        workload_id = message.workload_id
+        record = self.primary.records.get(workload_id)
+        if record is None:
+            return False
+        epoch = takeover_epoch(message)
+        signer = envelope.signer
+        if epoch is None or record.ended or signer == self.node.me:
+            return True
+        kind = "claim" if isinstance(message, PromotionClaim) else "announcement"
+        now = self.node.now()
+
+        def seen(lifecycle: WorkloadLifecycle) -> list[LifecycleEffect]:
+            before = lifecycle.superseded
+            effects = lifecycle.takeover_seen(now, epoch, signer)
+            if lifecycle.superseded is not None and before is None:
+                self.observer.stepped_down(now, workload_id, lifecycle.epoch, epoch, signer, kind)
+            elif lifecycle.superseded is None and not record.ended:
+                self.observer.takeover_ignored(workload_id, epoch, signer, kind)
+            return effects
+
+        self.primary.call(workload_id, seen, now)
+        return True
+
+    async def read(self) -> None:
+        """Read the claims and announcements of every workload run here (once per interval).
+
+        One query per :data:`MAX_BATCH` workloads, all at once; a read still
+        running when the next is due is not doubled.
+        """
+        watched = self.watched()
+        if not watched or self._reading:
+            return
+        self._reading = True
+        try:
+            async with anyio.create_task_group() as group:
+                for first in range(0, len(watched), MAX_BATCH):
+                    group.start_soon(self._read, tuple(watched[first : first + MAX_BATCH]))
+        finally:
+            self._reading = False
+
+    async def _read(self, workload_ids: tuple[str, ...]) -> None:
+        query = Query(
+            kinds=("claim", "announcement"),
+            workload_ids=workload_ids,
+            until=self.node.now() + self.timing.max_clock_skew,
+        )
+        result = await self.node.io.query(query, operation="epoch_watch", workload_id=None)
+        for envelope in result.envelopes:
+            self.on_envelope(envelope)

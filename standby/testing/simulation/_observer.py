@@ -1,0 +1,131 @@
+"""What the simulation learns as it runs: stored messages and the nodes' own events.
+
+The :class:`Observer` sits between the simulated world and the checkers: it
+notes which stored messages are genuine (a heartbeat of its own signer, a
+claim, a revocation by the primary it names), turns each node event into a
+timeline line, and records promotions with their failover latency, claims,
+follows, revocations and the inputs the cores dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ...core._models import (
+    TOKEN_EPOCH_STRIDE,
+    Heartbeat,
+    LeaseRevocation,
+    Message,
+    PromotionAnnouncement,
+    PromotionClaim,
+)
+from ._events import describe_event
+from ._loop import Process
+from ._names import PRIMARY
+from ._report import Promotion
+
+if TYPE_CHECKING:
+    from ._simulation import Simulation
+    from ._world import Host
+
+__all__ = ["Observer"]
+
+_INF = math.inf
+
+
+class Observer:
+    """Feeds a simulation's checkers from its relays and its nodes.
+
+    ``holder`` and ``epoch`` are the provider promoted into the newest epoch
+    so far (the primary at boot); ``published`` holds the first genuine
+    messages stored, for replays; ``drops`` counts the inputs the cores
+    dropped, by reason.
+    """
+
+    def __init__(self, sim: Simulation, hosts: Mapping[str, Host]) -> None:
+        self.sim = sim
+        self.hosts = hosts
+        self.drops: dict[str, int] = {}
+        self.epoch = 0
+        self.holder = PRIMARY
+        self.published: list[tuple[Message, str]] = []
+
+    def on_store(self, relay: str, signer: str, message: Message) -> None:
+        """A relay stored ``message`` of ``signer``: note what is genuine."""
+        sim = self.sim
+        if signer not in self.hosts:
+            return
+        checks = sim.checks
+        now = sim.now
+        kind = type(message)
+        if kind is Heartbeat:
+            if message.provider == signer:  # type: ignore[union-attr]
+                checks.hb_stored[signer] = now
+                stamped = message.timestamp  # type: ignore[union-attr]
+                sim.faults_seen.heartbeat(signer, stamped, now)
+        elif kind is LeaseRevocation:
+            assert isinstance(message, LeaseRevocation)
+            if message.primary == signer:
+                checks.genuine_revocations.setdefault(
+                    (message.workload_id, message.epoch, signer), now
+                )
+        elif kind is PromotionClaim:
+            assert isinstance(message, PromotionClaim)
+            checks.genuine_promoters.setdefault((message.workload_id, message.epoch, signer), now)
+        elif kind is PromotionAnnouncement:
+            assert isinstance(message, PromotionAnnouncement)
+            if message.epoch is not None:
+                checks.genuine_promoters.setdefault(
+                    (message.workload_id, message.epoch, signer), now
+                )
+        if len(self.published) < 4096:
+            self.published.append((message, signer))
+
+    def on_event(self, host: Host, process: Process, event: Any) -> None:
+        """``host``'s node reported ``event``: put it on the timeline, feed the checkers."""
+        sim = self.sim
+        name = host.name
+        line = describe_event(event, sim.base)
+        if line is not None:
+            sim.record_line(name, line)
+        checks = sim.checks
+        now = sim.now
+        kind = type(event).__name__
+        wid = getattr(event, "workload_id", None)
+        if kind == "PromotedHere" and wid == sim.workload_id:
+            self._promoted(host, event.epoch, event.fencing_token)
+        elif kind == "ClaimPublished" and not event.withdrawn and wid == sim.workload_id:
+            index = event.fencing_token % TOKEN_EPOCH_STRIDE
+            checks.claims.append((now, name, event.epoch, index))
+        elif kind == "ClaimCompared" and wid == sim.workload_id:
+            index = event.fencing_token % TOKEN_EPOCH_STRIDE
+            checks.claims.append((now, name, event.epoch, index))
+            if event.won:
+                checks.genuine_promoters.setdefault((wid, event.epoch, name), now)
+        elif kind == "PrimaryFollowed" and wid is not None:
+            checks.follows.append((now, name, wid, event.epoch, event.new_primary))
+        elif kind == "SlotPhaseChanged" and event.revoked and wid is not None:
+            node = host.node
+            slot = None if node is None else node.election.slots.get(wid)
+            if slot is not None:
+                checks.revoked.append((now, name, wid, slot.epoch, slot.primary))
+        elif kind == "InputDropped":
+            reason = event.reason.value
+            self.drops[reason] = self.drops.get(reason, 0) + 1
+
+    def _promoted(self, host: Host, epoch: int, token: int) -> None:
+        now = self.sim.now
+        previous = self.holder
+        checks = self.sim.checks
+        anchor = checks.hb_stored.get(previous, -_INF)
+        before = self.hosts.get(previous)
+        if before is not None:
+            anchor = max(anchor, before.promoted_at)
+        latency = None if anchor == -_INF else now - anchor
+        host.promoted_at = now
+        if epoch > self.epoch:
+            self.epoch = epoch
+            self.holder = host.name
+        checks.promoted(now, Promotion(now, host.name, epoch, token, previous, latency))
