@@ -4,16 +4,25 @@ Every event has ``at``: the node's wall-clock time (Unix seconds) when it
 happened. They are small frozen values meant for metrics, audit logs and the
 demo's timeline; the node never waits for the hook and survives a hook that
 raises.
+
+Each event also describes itself (:class:`Reported`): the level of its log
+line, the counters it adds to, the role its line is tagged with and its
+:meth:`~Reported.message`. The node's observer reports every event the same
+way from that description (count, log, hand to the hook) and the simulator's
+timeline prints the same message, so adding an event is adding its class here
+(and to :data:`NodeEvent`).
 """
 
 from __future__ import annotations
 
-from typing import TypeAlias
+import logging
+from typing import ClassVar, TypeAlias
 
 import attrs
 
 from ..core._effects import DropReason, LifecycleState
 from ..core._election import Phase
+from ._types import TERMINAL
 
 __all__ = [
     "AnnouncementPublished",
@@ -42,9 +51,57 @@ __all__ = [
     "WorkloadCannotStart",
 ]
 
+#: A log line: a ``%``-format and its arguments (formatted only when emitted).
+Line: TypeAlias = tuple[str, tuple[object, ...]]
+
+
+class Reported:
+    """What a node event says about itself: how it is logged, counted and shown.
+
+    The class attributes are the defaults; an event whose level, counters or
+    role depend on its fields overrides :meth:`log_level`, :meth:`counts` or
+    :meth:`log_role`.
+    """
+
+    __slots__ = ()
+
+    #: The level of its log line (``None``: not logged).
+    level: ClassVar[int | None] = logging.INFO
+    #: The node counter it adds one to (``None``: none).
+    counter: ClassVar[str | None] = None
+    #: The role its log line is tagged with (the reporter may say otherwise).
+    role: ClassVar[str] = "node"
+    #: Whether the simulator's timeline shows it.
+    on_timeline: ClassVar[bool] = True
+
+    def message(self, base: float = 0.0) -> Line:
+        """Its one line (times on the wall clock minus ``base``)."""
+        raise NotImplementedError
+
+    def log_level(self) -> int | None:
+        """The level of its log line (``None``: not logged)."""
+        return self.level
+
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        """The counters it adds to, and by how much."""
+        return () if self.counter is None else ((self.counter, 1),)
+
+    def log_role(self) -> str:
+        """The role its log line is tagged with."""
+        return self.role
+
+    def subject(self) -> str | None:
+        """The workload its log line is tagged with."""
+        workload_id: str | None = getattr(self, "workload_id", None)
+        return workload_id
+
+    def timeline(self, base: float) -> Line | None:
+        """Its line on the simulator's timeline (``None``: not worth one)."""
+        return self.message(base) if self.on_timeline else None
+
 
 @attrs.frozen
-class SlotPhaseChanged:
+class SlotPhaseChanged(Reported):
     """A reserved slot moved between election phases (``None``: added or removed).
 
     ``revoked`` tells whether the primary revoked its lease (graceful path);
@@ -58,9 +115,16 @@ class SlotPhaseChanged:
     new: Phase | None
     revoked: bool
 
+    role = "standby"
+
+    def message(self, base: float = 0.0) -> Line:
+        old = "-" if self.old is None else self.old.value
+        new = "-" if self.new is None else self.new.value
+        return ("slot phase %s -> %s%s", (old, new, " (lease revoked)" if self.revoked else ""))
+
 
 @attrs.frozen
-class LifecycleChanged:
+class LifecycleChanged(Reported):
     """A workload this node runs as primary changed state."""
 
     at: float
@@ -69,9 +133,20 @@ class LifecycleChanged:
     new: LifecycleState
     reason: str
 
+    role = "primary"
+
+    def log_level(self) -> int | None:
+        return logging.WARNING if self.new in TERMINAL else logging.INFO
+
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        return ((f"lifecycle_{self.new.value}", 1),)
+
+    def message(self, base: float = 0.0) -> Line:
+        return ("lifecycle %s -> %s (%s)", (self.old.value, self.new.value, self.reason))
+
 
 @attrs.frozen
-class HeartbeatPublished:
+class HeartbeatPublished(Reported):
     """A heartbeat went out; ``acked`` are the relays that stored it."""
 
     at: float
@@ -79,9 +154,19 @@ class HeartbeatPublished:
     acked: frozenset[str]
     workloads: int
 
+    level = logging.DEBUG
+    counter = "heartbeats"
+    role = "primary"
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "heartbeat stamped %.3f: %d relays acknowledged",
+            (self.timestamp - base, len(self.acked)),
+        )
+
 
 @attrs.frozen
-class ClaimPublished:
+class ClaimPublished(Reported):
     """A promotion claim (or its withdrawal) was published."""
 
     at: float
@@ -91,9 +176,22 @@ class ClaimPublished:
     withdrawn: bool
     acked: frozenset[str]
 
+    role = "standby"
+
+    def message(self, base: float = 0.0) -> Line:
+        if self.withdrawn:
+            return (
+                "withdraw claim on epoch %d: %d relays acknowledged",
+                (self.epoch, len(self.acked)),
+            )
+        return (
+            "publish claim on epoch %d (token %d): %d relays acknowledged",
+            (self.epoch, self.fencing_token, len(self.acked)),
+        )
+
 
 @attrs.frozen
-class ClaimCompared:
+class ClaimCompared(Reported):
     """An atomic compare-and-set of a claim finished (``won`` or lost to ``holder``)."""
 
     at: float
@@ -103,9 +201,18 @@ class ClaimCompared:
     won: bool
     holder: str | None
 
+    role = "standby"
+
+    def message(self, base: float = 0.0) -> Line:
+        outcome = "won" if self.won else f"lost to {self.holder}"
+        return (
+            "compare-and-set claim on epoch %d (token %d): %s",
+            (self.epoch, self.fencing_token, outcome),
+        )
+
 
 @attrs.frozen
-class ContainerStarting:
+class ContainerStarting(Reported):
     """The node asked the runtime to start the workload (``promotion``: as a new primary)."""
 
     at: float
@@ -113,9 +220,16 @@ class ContainerStarting:
     fencing_token: int
     promotion: bool
 
+    def log_role(self) -> str:
+        return "standby" if self.promotion else "primary"
+
+    def message(self, base: float = 0.0) -> Line:
+        verb = "spawn as new primary" if self.promotion else "start container"
+        return ("%s with token %d", (verb, self.fencing_token))
+
 
 @attrs.frozen
-class ContainerStarted:
+class ContainerStarted(Reported):
     """A start finished: ``ok``, or failed with ``error``; ``elapsed`` seconds."""
 
     at: float
@@ -126,9 +240,23 @@ class ContainerStarted:
     error: str | None
     elapsed: float
 
+    level = None  # a failure is reported as OperationFailed too
+
+    def log_role(self) -> str:
+        return "standby" if self.promotion else "primary"
+
+    def message(self, base: float = 0.0) -> Line:
+        verb = "spawn" if self.promotion else "container start"
+        if self.ok:
+            return ("%s finished (token %d) in %.3f s", (verb, self.fencing_token, self.elapsed))
+        return ("%s failed (token %d): %s", (verb, self.fencing_token, self.error or "?"))
+
+    def timeline(self, base: float) -> Line | None:
+        return None if self.ok else self.message(base)
+
 
 @attrs.frozen
-class ContainerStopped:
+class ContainerStopped(Reported):
     """The node stopped a container (fencing, expiry, orphan, reclaim)."""
 
     at: float
@@ -136,18 +264,28 @@ class ContainerStopped:
     fencing_token: int
     reason: str
 
+    def message(self, base: float = 0.0) -> Line:
+        return ("stopped container (token %d): %s", (self.fencing_token, self.reason))
+
 
 @attrs.frozen
-class ContainerExited:
+class ContainerExited(Reported):
     """The runtime reports a container no longer runs although nobody stopped it."""
 
     at: float
     workload_id: str
     status: str
 
+    level = logging.WARNING
+    counter = "container_exits"
+    role = "primary"
+
+    def message(self, base: float = 0.0) -> Line:
+        return ("container %s although nobody stopped it", (self.status,))
+
 
 @attrs.frozen
-class PromotedHere:
+class PromotedHere(Reported):
     """This node took the workload over as primary of ``epoch``."""
 
     at: float
@@ -155,9 +293,16 @@ class PromotedHere:
     epoch: int
     fencing_token: int
 
+    level = logging.WARNING
+    counter = "promotions"
+    role = "primary"
+
+    def message(self, base: float = 0.0) -> Line:
+        return ("promoted: epoch %d, token %d", (self.epoch, self.fencing_token))
+
 
 @attrs.frozen
-class AnnouncementPublished:
+class AnnouncementPublished(Reported):
     """The announcement of a promotion was published (after retries)."""
 
     at: float
@@ -166,9 +311,17 @@ class AnnouncementPublished:
     fencing_token: int | None
     acked: frozenset[str]
 
+    role = "primary"
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "announced new primary of epoch %s: %d relays acknowledged",
+            (self.epoch, len(self.acked)),
+        )
+
 
 @attrs.frozen
-class RevocationPublished:
+class RevocationPublished(Reported):
     """A lease revocation was published for a workload this node fenced."""
 
     at: float
@@ -176,9 +329,17 @@ class RevocationPublished:
     epoch: int
     acked: frozenset[str]
 
+    role = "primary"
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "published revocation of epoch %d: %d relays acknowledged",
+            (self.epoch, len(self.acked)),
+        )
+
 
 @attrs.frozen
-class SteppedDown:
+class SteppedDown(Reported):
     """A workload this node ran as primary of ``epoch`` fenced at once (failure mode 25).
 
     Its standby ``by`` had claimed or announced (``kind``: ``"claim"`` or
@@ -195,9 +356,19 @@ class SteppedDown:
     by: str
     kind: str
 
+    level = logging.WARNING
+    counter = "stepped_down"
+    role = "primary"
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "stepping down from epoch %d: %s published a %s of epoch %d",
+            (self.epoch, self.by, self.kind, self.later_epoch),
+        )
+
 
 @attrs.frozen
-class PrimaryFollowed:
+class PrimaryFollowed(Reported):
     """A peer took over: the slot now stands by for ``new_primary``."""
 
     at: float
@@ -206,9 +377,18 @@ class PrimaryFollowed:
     new_primary: str
     epoch: int
 
+    counter = "primary_changed"
+    role = "standby"
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "follow %s as primary of epoch %d (was %s)",
+            (self.new_primary, self.epoch, self.old_primary),
+        )
+
 
 @attrs.frozen
-class InputDropped:
+class InputDropped(Reported):
     """An input (message or late result) was rejected; nothing else happened."""
 
     at: float
@@ -216,10 +396,27 @@ class InputDropped:
     signer: str | None
     reason: DropReason
     detail: str
+    #: The relay whose message the transport dropped (``ReportsDrops``);
+    #: ``None``: the node itself dropped the input.
+    relay: str | None = None
+
+    role = "standby"
+
+    def log_level(self) -> int | None:
+        forged = self.reason in (DropReason.BAD_SIGNATURE, DropReason.UNEXPECTED_AUTHOR)
+        return logging.WARNING if forged and self.relay is not None else logging.INFO
+
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        if self.relay is None:
+            return (("dropped", 1),)
+        return (("transport_drops", 1), (f"transport_drops.{self.reason.name.lower()}", 1))
+
+    def message(self, base: float = 0.0) -> Line:
+        return ("dropped (%s) from %s: %s", (self.reason.value, self.signer, self.detail))
 
 
 @attrs.frozen
-class QuorumMissed:
+class QuorumMissed(Reported):
     """A query or claim did not reach its quorum; the slot retries later."""
 
     at: float
@@ -228,9 +425,22 @@ class QuorumMissed:
     answered: int
     needed: int
 
+    level = logging.WARNING
+    counter = "quorum_shortfall"
+    role = "standby"
+
+    def subject(self) -> str | None:
+        return ",".join(self.workload_ids) or None
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "quorum shortfall at %s: %d of %d relays",
+            (self.stage, self.answered, self.needed),
+        )
+
 
 @attrs.frozen
-class OperationFailed:
+class OperationFailed(Reported):
     """An adapter operation failed or timed out (``operation``: "query", "spawn", ...)."""
 
     at: float
@@ -238,17 +448,49 @@ class OperationFailed:
     workload_id: str | None
     error: str
 
+    level = logging.WARNING
+
+    def log_level(self) -> int | None:
+        return logging.ERROR if self.operation == "save" else logging.WARNING
+
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        return (("store_errors" if self.operation == "save" else f"{self.operation}_errors", 1),)
+
+    def message(self, base: float = 0.0) -> Line:
+        return ("%s failed: %s", (self.operation, self.error))
+
+    def timeline(self, base: float) -> Line | None:
+        if self.operation in ("spawn", "start"):
+            return None  # ContainerStarted says it, with the token
+        return self.message(base)
+
 
 @attrs.frozen
-class SlotsNotPersisted:
+class SlotsNotPersisted(Reported):
     """The store kept these slots in memory only (they hold secrets it cannot seal)."""
 
     at: float
     workload_ids: tuple[str, ...]
 
+    level = logging.WARNING
+    role = "standby"
+    on_timeline = False
+
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        return (("slots_not_persisted", len(self.workload_ids)),)
+
+    def subject(self) -> str | None:
+        return ",".join(self.workload_ids) or None
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "%d slots hold a secret and are kept in memory only: they will not survive a restart",
+            (len(self.workload_ids),),
+        )
+
 
 @attrs.frozen
-class Reconciled:
+class Reconciled(Reported):
     """What a restarted node did with a workload it found in its store or its runtime.
 
     ``action`` is ``"adopted"`` (its container still runs under a valid lease
@@ -267,9 +509,24 @@ class Reconciled:
     fencing_token: int
     reason: str
 
+    on_timeline = False
+
+    def log_level(self) -> int | None:
+        return logging.INFO if self.action == "adopted" else logging.WARNING
+
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        counts = ((f"reconcile_{self.action}", 1),)
+        return (("adopted", 1), *counts) if self.action == "adopted" else counts
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "after restart: %s (epoch %d, token %d): %s",
+            (self.action, self.epoch, self.fencing_token, self.reason),
+        )
+
 
 @attrs.frozen
-class StandbyGivenUp:
+class StandbyGivenUp(Reported):
     """This node gave a promotion up and no longer stands by for the workload: alert on it.
 
     A restart interrupted its promotion into ``epoch`` with ``fencing_token``
@@ -287,9 +544,16 @@ class StandbyGivenUp:
     until: float
     reason: str
 
+    level = logging.ERROR
+    counter = "standbys_given_up"
+    role = "standby"
+
+    def message(self, base: float = 0.0) -> Line:
+        return ("no longer stands by: %s", (self.reason,))
+
 
 @attrs.frozen
-class ClockJumped:
+class ClockJumped(Reported):
     """The wall clock moved unlike the monotonic clock (a paused process or VM, a clock step).
 
     The node treats it as a pause: every lease is checked before the node
@@ -300,9 +564,20 @@ class ClockJumped:
     wall_seconds: float
     monotonic_seconds: float
 
+    level = logging.WARNING
+    counter = "clock_jumps"
+    on_timeline = False
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "wall clock moved %.3f s while the monotonic clock moved %.3f s: "
+            "treating it as a pause",
+            (self.wall_seconds, self.monotonic_seconds),
+        )
+
 
 @attrs.frozen
-class SubscriptionLost:
+class SubscriptionLost(Reported):
     """The live subscription failed or was refused; it is retried after ``retry_in`` seconds."""
 
     at: float
@@ -310,9 +585,18 @@ class SubscriptionLost:
     attempt: int
     retry_in: float
 
+    level = None  # reported as OperationFailed too
+    on_timeline = False
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "subscription lost (failure %d): %s; retrying in %.3f s",
+            (self.attempt, self.error, self.retry_in),
+        )
+
 
 @attrs.frozen
-class WorkloadCannotStart:
+class WorkloadCannotStart(Reported):
     """This standby gave the workload up: every spawn it was allowed failed (failure mode 24).
 
     A final state: its claim is withdrawn and its slot dropped, so it will
@@ -326,6 +610,16 @@ class WorkloadCannotStart:
     workload_id: str
     attempts: int
     error: str | None
+
+    level = logging.ERROR
+    counter = "workloads_cannot_start"
+    role = "standby"
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "gave the workload up: %d spawns failed (last: %s)",
+            (self.attempts, self.error or "?"),
+        )
 
 
 NodeEvent: TypeAlias = (

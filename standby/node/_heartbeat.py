@@ -10,6 +10,7 @@ import anyio
 from ..core._effects import LifecycleEffect
 from ..core._lifecycle import WorkloadLifecycle
 from ..core._models import Heartbeat
+from ._events import ClockJumped, HeartbeatPublished
 from ._types import RUNNING
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class Heartbeats(Generic[SpecT]):
             wall_step, mono_step = now - mark[0], mono - mark[1]
             if abs(wall_step - mono_step) > self.node.timing.max_clock_skew:
                 jumped = True
-                self.observer.clock_jumped(now, wall_step, mono_step)
+                self.observer.report(ClockJumped(now, wall_step, mono_step))
                 if wall_step < mono_step:
                     # A step back: no lease may last longer for it (FM31).
                     back = mono_step - wall_step
@@ -92,7 +93,7 @@ class Heartbeats(Generic[SpecT]):
             heartbeat, operation="heartbeat", workload_id=None, role="primary"
         )
         now = node.now()
-        self.observer.heartbeat(now, timestamp, result.acked, workloads)
+        self.observer.report(HeartbeatPublished(now, timestamp, result.acked, workloads))
         relays = sorted(result.acked)
 
         def feed(lifecycle: WorkloadLifecycle) -> list[LifecycleEffect]:

@@ -12,6 +12,7 @@ from ..core._models import StandbySlot
 from ..core._records import NodeState
 from ..core._timing import Timing
 from ..protocols._contracts import SlotStore
+from ._events import OperationFailed, SlotsNotPersisted
 from ._observe import Observer
 
 __all__ = ["Persistence"]
@@ -107,7 +108,9 @@ class Persistence:
             withheld = await store.save_state(state)
         except Exception as exc:
             self._failure = (attempt, version, exc)
-            self.observer.save_failed(len(state.slots), exc)
+            self.observer.report(
+                OperationFailed(self.observer.clock(), "save", None, str(exc)), exc_info=exc
+            )
             ok = False
         else:
             self.saved_version = max(self.saved_version, version)
@@ -124,7 +127,7 @@ class Persistence:
         fresh = current - self._withheld
         self._withheld = current
         if fresh:
-            self.observer.withheld(tuple(sorted(fresh)))
+            self.observer.report(SlotsNotPersisted(self.observer.clock(), tuple(sorted(fresh))))
 
     async def final_save(self) -> None:
         """One last save on the way out, bounded in time."""

@@ -31,6 +31,14 @@ from ..core._errors import (
 from ..core._lifecycle import RestartPolicy, WorkloadLifecycle
 from ..core._models import PromotionClaim, Topology
 from ..core._records import PrimaryRecord
+from ._events import (
+    ContainerExited,
+    ContainerStarted,
+    ContainerStarting,
+    ContainerStopped,
+    LifecycleChanged,
+    RevocationPublished,
+)
 from ._types import RUNNING, PrimaryRun, SpawnRequest
 
 if TYPE_CHECKING:
@@ -324,7 +332,9 @@ class PrimarySide(Generic[SpecT]):
             case ReclaimContainer():
                 self._busy(record, self._run_reclaim, workload_id, record)
             case StateChanged():
-                self.observer.lifecycle_changed(now, workload_id, effect)
+                self.observer.report(
+                    LifecycleChanged(now, workload_id, effect.old, effect.new, effect.reason)
+                )
             case _:
                 assert_never(effect)
 
@@ -369,7 +379,7 @@ class PrimarySide(Generic[SpecT]):
         token = effect.fencing_token
         started_at = self.node.now()
         record.starting = done = anyio.Event()
-        self.observer.container_starting(started_at, workload_id, token, effect.attempt)
+        self.observer.report(ContainerStarting(started_at, workload_id, token, promotion=False))
         error: str | None = None
         try:
             error = await self._may_start(workload_id, record)
@@ -396,8 +406,8 @@ class PrimarySide(Generic[SpecT]):
             record.starting = None
             done.set()
         now = self.node.now()
-        self.observer.container_started(
-            now, workload_id, token, promotion=False, error=error, took=now - started_at
+        self.observer.report(
+            ContainerStarted(now, workload_id, token, False, error is None, error, now - started_at)
         )
         if error is None:
             self.call(workload_id, lambda lc: lc.container_started(now), now)
@@ -480,7 +490,9 @@ class PrimarySide(Generic[SpecT]):
                 wait = min(wait * 2, _MAX_STOP_BACKOFF)
                 continue
             break
-        self.observer.container_stopped(workload_id, token, reason, role)
+        self.observer.report(
+            ContainerStopped(self.observer.clock(), workload_id, token, reason), role=role
+        )
 
     async def _run_revoke(self, workload_id: str, effect: PublishRevocation) -> None:
         revocation = effect.revocation
@@ -488,7 +500,7 @@ class PrimarySide(Generic[SpecT]):
             revocation, operation="publish_revocation", workload_id=workload_id, role="primary"
         )
         now = self.node.now()
-        self.observer.revocation_published(now, workload_id, revocation.epoch, result.acked)
+        self.observer.report(RevocationPublished(now, workload_id, revocation.epoch, result.acked))
         acked = tuple(result.acked)
         self.call(workload_id, lambda lc: lc.revocation_published(now, acked), now)
 
@@ -536,7 +548,7 @@ class PrimarySide(Generic[SpecT]):
                 continue
             record.stopped = True
             now = self.node.now()
-            self.observer.container_exited(now, workload_id, str(status))
+            self.observer.report(ContainerExited(now, workload_id, str(status)))
             self._exited(workload_id, now, str(status))
 
     def _exited(self, workload_id: str, now: float, reason: str) -> None:

@@ -14,6 +14,7 @@ from ..core._models import LeaseRevocation, PromotionAnnouncement, PromotionClai
 from ..core._records import NodeState, PrimaryRecord, PromotionIntent
 from ..core._relay_messages import takeover_epoch
 from ..protocols._contracts import Query, RunningWorkload
+from ._events import Reconciled, StandbyGivenUp
 
 if TYPE_CHECKING:
     from ._node import StandbyNode
@@ -111,7 +112,9 @@ class Restart(Generic[SpecT]):
             await node.primary.stop_container(
                 found.handle, workload_id, token, reason or "", "node"
             )
-            self.observer.reconciled(now, workload_id, "stopped", epoch, token, reason or "")
+            self.observer.report(
+                Reconciled(now, workload_id, "stopped", epoch, token, reason or "")
+            )
         for workload_id, record in primaries.items():
             if workload_id not in adopted and record.replicated:
                 # Started or about to start: either way nothing of it runs here
@@ -229,8 +232,10 @@ class Restart(Generic[SpecT]):
         )
         record.renewed = found.lease_end
         node.primary.add(record)
-        self.observer.reconciled(
-            now, workload_id, "adopted", known.epoch, known.fencing_token, "lease still valid"
+        self.observer.report(
+            Reconciled(
+                now, workload_id, "adopted", known.epoch, known.fencing_token, "lease still valid"
+            )
         )
 
     def _fence_lost(
@@ -251,8 +256,8 @@ class Restart(Generic[SpecT]):
             node.primary.take_over(now, record, lease_from=lease_from, spec=None, restart=Never())
         )
         node.primary.ended[workload_id] = attrs.evolve(record, ended=reason)
-        self.observer.reconciled(
-            now, workload_id, action, record.epoch, record.fencing_token, reason
+        self.observer.report(
+            Reconciled(now, workload_id, action, record.epoch, record.fencing_token, reason)
         )
 
     def _abandon(self, now: float, intent: PromotionIntent) -> None:
@@ -275,14 +280,16 @@ class Restart(Generic[SpecT]):
         if intent.workload_id in node.election.slots:
             node.election.remove(now, intent.workload_id)
         node.standby.spend(intent)
-        self.observer.gave_up(
-            now,
-            intent.workload_id,
-            intent.epoch,
-            intent.fencing_token,
-            intent.expires_at,
-            f"gave up its promotion into epoch {intent.epoch} (token {intent.fencing_token}): "
-            "a restart interrupted it",
+        self.observer.report(
+            StandbyGivenUp(
+                now,
+                intent.workload_id,
+                intent.epoch,
+                intent.fencing_token,
+                intent.expires_at,
+                f"gave up its promotion into epoch {intent.epoch} (token {intent.fencing_token}): "
+                "a restart interrupted it",
+            )
         )
         self._fence_lost(
             now,

@@ -42,6 +42,19 @@ from ..core._models import (
 from ..core._records import PrimaryRecord, PromotionIntent
 from ..core._roles import Standby
 from ..protocols._contracts import AtomicClaims, Query
+from ._events import (
+    AnnouncementPublished,
+    ClaimCompared,
+    ClaimPublished,
+    ContainerStarted,
+    ContainerStarting,
+    InputDropped,
+    PrimaryFollowed,
+    PromotedHere,
+    QuorumMissed,
+    SlotPhaseChanged,
+    WorkloadCannotStart,
+)
 from ._types import SpawnRequest
 
 if TYPE_CHECKING:
@@ -217,15 +230,37 @@ class StandbySide(Generic[SpecT]):
                 # What the new primary published before this slot followed it
                 # (a revocation above all) went by unheeded: read it back.
                 spawn(self.catch_up, (effect.workload_id,))
-                self.observer.primary_followed(now, effect)
+                self.observer.report(
+                    PrimaryFollowed(
+                        now,
+                        effect.workload_id,
+                        effect.old_primary,
+                        effect.new_primary,
+                        effect.epoch,
+                    )
+                )
             case Dropped():
-                self.observer.input_dropped(now, effect)
+                self.observer.report(
+                    InputDropped(
+                        now, effect.workload_id, effect.signer, effect.reason, effect.detail
+                    )
+                )
             case QuorumShortfall():
-                self.observer.quorum_missed(now, effect)
+                self.observer.report(
+                    QuorumMissed(
+                        now, effect.stage, effect.workload_ids, effect.answered, effect.needed
+                    )
+                )
             case CannotStart():
-                self.observer.cannot_start(now, effect)
+                self.observer.report(
+                    WorkloadCannotStart(now, effect.workload_id, effect.attempts, effect.error)
+                )
             case PhaseChanged():
-                self.observer.phase_changed(now, effect)
+                self.observer.report(
+                    SlotPhaseChanged(
+                        now, effect.workload_id, effect.old, effect.new, effect.revoked
+                    )
+                )
             case _:
                 assert_never(effect)
         return False
@@ -297,7 +332,11 @@ class StandbySide(Generic[SpecT]):
             claim, operation="publish_claim", workload_id=claim.workload_id, role="standby"
         )
         now = self.node.now()
-        self.observer.claim_published(now, claim, result.acked, withdrawn=False)
+        self.observer.report(
+            ClaimPublished(
+                now, claim.workload_id, claim.epoch, claim.fencing_token, False, result.acked
+            )
+        )
         self.call(now, lambda: self.election.claim_published(now, effect.request_id, result.acked))
 
     async def _run_compare_claim(self, effect: CompareAndSetClaim) -> None:
@@ -316,7 +355,16 @@ class StandbySide(Generic[SpecT]):
                 "compare_claim", exc, workload_id=claim.workload_id, role="standby"
             )
         now = self.node.now()
-        self.observer.claim_compared(now, claim, won, holder)
+        self.observer.report(
+            ClaimCompared(
+                now,
+                claim.workload_id,
+                claim.epoch,
+                claim.fencing_token,
+                won,
+                None if holder is None else holder.claimant,
+            )
+        )
         self.call(now, lambda: self.election.claim_compared(now, effect.request_id, won, holder))
 
     async def _run_withdraw(self, effect: WithdrawClaim) -> None:
@@ -333,14 +381,23 @@ class StandbySide(Generic[SpecT]):
         result = await self.io.publish_until_quorum(
             claim, operation="withdraw_claim", workload_id=claim.workload_id, role="standby"
         )
-        self.observer.claim_published(self.node.now(), claim, result.acked, withdrawn=True)
+        self.observer.report(
+            ClaimPublished(
+                self.node.now(),
+                claim.workload_id,
+                claim.epoch,
+                claim.fencing_token,
+                True,
+                result.acked,
+            )
+        )
 
     # -- promotion -------------------------------------------------------------------
 
     async def _run_spawn(self, effect: Spawn[SpecT]) -> None:
         workload_id, token = effect.workload_id, effect.fencing_token
         started_at = self.node.now()
-        self.observer.spawning(started_at, workload_id, effect.epoch, token)
+        self.observer.report(ContainerStarting(started_at, workload_id, token, promotion=True))
         error = await self._record_intent(effect, started_at)
         if error is not None and self.intents.pop(workload_id, None) is not None:
             self.node.persistence.mark_dirty()  # never spawned: the unsaved intent is void
@@ -363,8 +420,8 @@ class StandbySide(Generic[SpecT]):
             else:
                 self._spawned[(workload_id, token)] = handle
         now = self.node.now()
-        self.observer.container_started(
-            now, workload_id, token, promotion=True, error=error, took=now - started_at
+        self.observer.report(
+            ContainerStarted(now, workload_id, token, True, error is None, error, now - started_at)
         )
         self.call(
             now,
@@ -427,7 +484,7 @@ class StandbySide(Generic[SpecT]):
             self.spend(intent)
         self.node.primary.add(record)
         self.node.persistence.mark_dirty()
-        self.observer.promoted(now, workload_id, effect.epoch, effect.fencing_token)
+        self.observer.report(PromotedHere(now, workload_id, effect.epoch, effect.fencing_token))
         self.node.heartbeat.poke()
 
     def spend(self, intent: PromotionIntent) -> None:
@@ -454,4 +511,12 @@ class StandbySide(Generic[SpecT]):
         result = await self.io.publish_until_quorum(
             announcement, operation="announce", workload_id=announcement.workload_id, role="primary"
         )
-        self.observer.announced(announcement, result.acked)
+        self.observer.report(
+            AnnouncementPublished(
+                self.observer.clock(),
+                announcement.workload_id,
+                announcement.epoch,
+                announcement.fencing_token,
+                result.acked,
+            )
+        )

@@ -31,6 +31,7 @@ from ..core._lifecycle import WorkloadLifecycle
 from ..core._models import Envelope, Message, PromotionAnnouncement, PromotionClaim
 from ..core._relay_messages import takeover_epoch
 from ..protocols._contracts import Query
+from ._events import SteppedDown
 
 if TYPE_CHECKING:
     from ._node import StandbyNode
@@ -90,7 +91,9 @@ class StepDown(Generic[SpecT]):
             before = lifecycle.superseded
             effects = lifecycle.takeover_seen(now, epoch, signer)
             if lifecycle.superseded is not None and before is None:
-                self.observer.stepped_down(now, workload_id, lifecycle.epoch, epoch, signer, kind)
+                self.observer.report(
+                    SteppedDown(now, workload_id, lifecycle.epoch, epoch, signer, kind)
+                )
             elif lifecycle.superseded is None and not record.ended:
                 self.observer.takeover_ignored(workload_id, epoch, signer, kind)
             return effects

@@ -11,6 +11,7 @@ from ..core._election import StandbyElection
 from ..core._models import Envelope, Message
 from ..core._timing import Timing
 from ..protocols._contracts import MESSAGE_KINDS, Query, RelayTransport
+from ._events import SubscriptionLost
 from ._observe import Observer
 
 __all__ = ["Subscriptions"]
@@ -133,4 +134,7 @@ class Subscriptions:
     def _lost(self, operation: str, exc: BaseException) -> None:
         """A failed or refused subscription: warn, count, report, retry with backoff (FM20)."""
         self.failures += 1
-        self.observer.subscription_lost(operation, exc, self.failures, self._wait())
+        retry_in = self._wait()
+        self.observer.failed(operation, exc)
+        text = f"{type(exc).__name__}: {exc}"
+        self.observer.report(SubscriptionLost(self.observer.clock(), text, self.failures, retry_in))

@@ -21,7 +21,6 @@ from ...core._models import (
     PromotionAnnouncement,
     PromotionClaim,
 )
-from ._events import describe_event
 from ._loop import Process
 from ._names import PRIMARY
 from ._report import Promotion
@@ -87,7 +86,7 @@ class Observer:
         """``host``'s node reported ``event``: put it on the timeline, feed the checkers."""
         sim = self.sim
         name = host.name
-        line = describe_event(event, sim.base)
+        line = event.timeline(sim.base)
         if line is not None:
             sim.record_line(name, line)
         checks = sim.checks
