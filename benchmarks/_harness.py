@@ -33,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from _e2e import eventually
 
-from standby import Phase, PromotionClaim, Timing, Topology, fencing_token
+from standby import PromotionClaim, Timing, Topology, fencing_token
 from standby.adapters.memory import MemoryRuntime, RuntimeRecord
 from standby.adapters.nostr import NostrKeys, NostrTransport
+from standby.core import Phase
 from standby.node import (
     ContainerStarting,
     HeartbeatPublished,

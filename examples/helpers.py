@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import standby
+import standby.core
 
 NOW = 1_700_000_000.0  # any Unix time
 TIMING = standby.Timing()
@@ -54,15 +55,15 @@ def main() -> None:
         show(now, effects)
         replies: list[Any] = []
         for effect in effects:
-            if isinstance(effect, standby.QueryHeartbeats):
+            if isinstance(effect, standby.core.QueryHeartbeats):
                 replies = election.heartbeats_queried(now, effect.request_id, [], QUORUM)
-            elif isinstance(effect, standby.QueryClaims):
+            elif isinstance(effect, standby.core.QueryClaims):
                 replies = election.claims_queried(now, effect.request_id, [], QUORUM)
         show(now, replies)
         for effect in replies:
-            if isinstance(effect, standby.PublishClaim):
+            if isinstance(effect, standby.core.PublishClaim):
                 show(now, election.claim_published(now, effect.request_id, QUORUM))
-            elif isinstance(effect, standby.Spawn):
+            elif isinstance(effect, standby.core.Spawn):
                 print(f"          spawning with fencing token {effect.fencing_token}")
                 show(now + 5, election.spawn_finished(now + 5, effect.request_id, ok=True))
                 return

@@ -5,14 +5,21 @@ wire codec) does no I/O and reads no clock, and ``import standby`` loads only
 the core: the names that need anyio (:class:`StandbyNode` and its
 companions, :class:`JsonFileStore`) are imported on first use. See ``docs/``
 for the guide.
+
+This is what a host needs; the machine level (effects, phases, records,
+the transition table) is :mod:`standby.core`, the optional protocol types
+:mod:`standby.protocols`. A name that left the top level still resolves here
+for one release, with a ``DeprecationWarning`` naming its new import.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
-from .core._election import Phase, SlotStatus, StandbyElection
+from . import effects, errors
+from .core import StandbyElection, WorkloadLifecycle
 from .core._helpers import (
     primary_is_silent,
     promotion_delay,
@@ -20,7 +27,7 @@ from .core._helpers import (
     select_expired,
     silence_baseline,
 )
-from .core._lifecycle import Never, OnFailure, RestartPolicy, WorkloadLifecycle
+from .core._lifecycle import Never, OnFailure, RestartPolicy
 from .core._models import (
     Envelope,
     Heartbeat,
@@ -33,75 +40,14 @@ from .core._models import (
     fencing_token,
 )
 from .core._public import publish
-from .core._records import NodeState, PrimaryRecord, PromotionIntent
 from .core._roles import NotAddressed, Primary, Role, Standby
 from .core._timing import Timing
-from .effects import (
-    Announce,
-    CannotStart,
-    CheckContainer,
-    CompareAndSetClaim,
-    Dropped,
-    DropReason,
-    ElectionEffect,
-    LifecycleEffect,
-    LifecycleState,
-    PhaseChanged,
-    PrimaryChanged,
-    Promoted,
-    PublishClaim,
-    PublishRevocation,
-    QueryClaims,
-    QueryHeartbeats,
-    QuorumShortfall,
-    ReclaimContainer,
-    SlotRemoved,
-    SlotSaved,
-    Spawn,
-    StartContainer,
-    StateChanged,
-    StopContainer,
-    StopOrphan,
-    WithdrawClaim,
-)
-from .errors import (
-    AdapterError,
-    IdentityError,
-    InvalidRequest,
-    InvalidSlot,
-    NodeError,
-    NodeMisuse,
-    NotAddressedError,
-    QuorumUnavailable,
-    RequestRefused,
-    RetryLater,
-    RuntimeFailure,
-    SpawnError,
-    StandbyError,
-    StoreError,
-    StoreQuarantined,
-    TopologyError,
-    TransportError,
-    UnsafeTiming,
-    WireError,
-    WorkloadConflict,
-)
-from .protocols._contracts import (
-    AtomicClaims,
-    ClaimOutcome,
-    ContainerRuntime,
-    PublishResult,
-    Query,
-    QueryResult,
-    RelayTransport,
-    RunningWorkload,
-    SlotStore,
-    Subscription,
-)
+from .errors import *  # noqa: F403 (listed once, in standby.core._errors)
+from .protocols import AtomicClaims, ContainerRuntime, RelayTransport, SlotStore
 
 if TYPE_CHECKING:
     from .adapters.files._store import JsonFileStore, Sealer
-    from .node import NodeStatus, PrimaryStatus, SpawnRequest, StandbyNode
+    from .node import NodeEvent, NodeStatus, PrimaryStatus, SpawnRequest, StandbyNode
 
 # A library does not configure logging; this keeps Python from printing the
 # node's warnings to stderr when the host configured none.
@@ -110,90 +56,34 @@ logging.getLogger("standby").addHandler(logging.NullHandler())
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdapterError",
-    "Announce",
     "AtomicClaims",
-    "CannotStart",
-    "CheckContainer",
-    "ClaimOutcome",
-    "CompareAndSetClaim",
     "ContainerRuntime",
-    "DropReason",
-    "Dropped",
-    "ElectionEffect",
     "Envelope",
     "Heartbeat",
-    "IdentityError",
-    "InvalidRequest",
-    "InvalidSlot",
     "JsonFileStore",
     "LeaseRevocation",
-    "LifecycleEffect",
-    "LifecycleState",
     "Message",
     "Never",
-    "NodeError",
-    "NodeMisuse",
-    "NodeState",
+    "NodeEvent",
     "NodeStatus",
     "NotAddressed",
-    "NotAddressedError",
     "OnFailure",
-    "Phase",
-    "PhaseChanged",
     "Primary",
-    "PrimaryChanged",
-    "PrimaryRecord",
     "PrimaryStatus",
-    "Promoted",
     "PromotionAnnouncement",
     "PromotionClaim",
-    "PromotionIntent",
-    "PublishClaim",
-    "PublishResult",
-    "PublishRevocation",
-    "Query",
-    "QueryClaims",
-    "QueryHeartbeats",
-    "QueryResult",
-    "QuorumShortfall",
-    "QuorumUnavailable",
-    "ReclaimContainer",
     "RelayTransport",
-    "RequestRefused",
     "RestartPolicy",
-    "RetryLater",
     "Role",
-    "RunningWorkload",
-    "RuntimeFailure",
     "Sealer",
-    "SlotRemoved",
-    "SlotSaved",
-    "SlotStatus",
     "SlotStore",
-    "Spawn",
-    "SpawnError",
     "SpawnRequest",
     "Standby",
     "StandbyElection",
-    "StandbyError",
     "StandbyNode",
     "StandbySlot",
-    "StartContainer",
-    "StateChanged",
-    "StopContainer",
-    "StopOrphan",
-    "StoreError",
-    "StoreQuarantined",
-    "Subscription",
     "Timing",
     "Topology",
-    "TopologyError",
-    "TransportError",
-    "UnsafeTiming",
-    "WireError",
-    "WithdrawClaim",
-    "WorkloadConflict",
     "WorkloadLifecycle",
     "__version__",
     "fencing_token",
@@ -203,12 +93,14 @@ __all__ = [
     "select_expired",
     "silence_baseline",
 ]
+__all__ += errors.__all__
 
 #: Names whose modules import anyio, loaded on first access (PEP 562) so that
 #: ``import standby`` stays free of I/O machinery. Value: the module to load
 #: them from, relative to this package.
 _LAZY: dict[str, str] = {
     "JsonFileStore": ".adapters.files._store",
+    "NodeEvent": ".node",
     "NodeStatus": ".node",
     "PrimaryStatus": ".node",
     "Sealer": ".adapters.files._store",
@@ -216,16 +108,52 @@ _LAZY: dict[str, str] = {
     "StandbyNode": ".node",
 }
 
+#: Names that left the top level for the face of their layer: they still
+#: resolve here, with a ``DeprecationWarning``, until the next release.
+_MOVED: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "Phase",
+            "SlotStatus",
+            "NodeState",
+            "PrimaryRecord",
+            "PromotionIntent",
+            *effects.__all__,
+        ],
+        "standby.core",
+    ),
+    **dict.fromkeys(
+        [
+            "ClaimOutcome",
+            "PublishResult",
+            "Query",
+            "QueryResult",
+            "RunningWorkload",
+            "Subscription",
+        ],
+        "standby.protocols",
+    ),
+}
+
 publish(__name__, globals(), [name for name in __all__ if name not in _LAZY])
 
 
 def __getattr__(name: str) -> Any:
-    """Load a name of :data:`_LAZY` on first use and keep it in the module."""
+    """Load a name of :data:`_LAZY` on first use; warn on a name of :data:`_MOVED`."""
+    import importlib
+
+    moved = _MOVED.get(name)
+    if moved is not None:
+        warnings.warn(
+            f"standby.{name} moved: write `from {moved} import {name}`; "
+            "the top-level name goes away in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(moved), name)
     source = _LAZY.get(name)
     if source is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
     module = importlib.import_module(source, __name__)
     value = getattr(module, name)
     publish(__name__, {name: value}, [name])

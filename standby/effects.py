@@ -6,68 +6,16 @@ for the standby side (:data:`ElectionEffect`, returned by
 :class:`~standby.StandbyElection`), :class:`StartContainer`,
 :class:`PublishRevocation` and the rest for the primary side
 (:data:`LifecycleEffect`, returned by :class:`~standby.WorkloadLifecycle`).
-Every name here is also importable from :mod:`standby`.
+Every name here is also importable from :mod:`standby.core`.
 """
 
 from __future__ import annotations
 
-from .core._effects import (
-    Announce,
-    CannotStart,
-    CheckContainer,
-    CompareAndSetClaim,
-    Dropped,
-    DropReason,
-    ElectionEffect,
-    LifecycleEffect,
-    LifecycleState,
-    PhaseChanged,
-    PrimaryChanged,
-    Promoted,
-    PublishClaim,
-    PublishRevocation,
-    QueryClaims,
-    QueryHeartbeats,
-    QuorumShortfall,
-    ReclaimContainer,
-    SlotRemoved,
-    SlotSaved,
-    Spawn,
-    StartContainer,
-    StateChanged,
-    StopContainer,
-    StopOrphan,
-    WithdrawClaim,
-)
+from .core import _effects
+from .core._effects import *  # noqa: F403 (listed once, in standby.core._effects)
 from .core._public import publish
 
-__all__ = [
-    "Announce",
-    "CannotStart",
-    "CheckContainer",
-    "CompareAndSetClaim",
-    "DropReason",
-    "Dropped",
-    "ElectionEffect",
-    "LifecycleEffect",
-    "LifecycleState",
-    "PhaseChanged",
-    "PrimaryChanged",
-    "Promoted",
-    "PublishClaim",
-    "PublishRevocation",
-    "QueryClaims",
-    "QueryHeartbeats",
-    "QuorumShortfall",
-    "ReclaimContainer",
-    "SlotRemoved",
-    "SlotSaved",
-    "Spawn",
-    "StartContainer",
-    "StateChanged",
-    "StopContainer",
-    "StopOrphan",
-    "WithdrawClaim",
-]
+__all__: list[str] = []
+__all__ += _effects.__all__
 
 publish(__name__, globals(), __all__)

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 import standby as sb
+import standby.core as sbc
 
 PRIMARY = "P"
 QUORUM = ("r1", "r2")
@@ -30,7 +31,7 @@ class Racer:
     spawn_delay: float = 1.0
     spawn_ok: bool = True
     pending: list[tuple[float, int, Any]] = attrs.field(factory=list)
-    spawned: list[tuple[float, sb.Spawn[Any]]] = attrs.field(factory=list)
+    spawned: list[tuple[float, sbc.Spawn[Any]]] = attrs.field(factory=list)
     claims: int = 0
 
 
@@ -63,22 +64,22 @@ def race(racers: Sequence[Racer], board: Board, *, until: float) -> None:
         nonlocal seq
         for effect in effects:
             seq += 1
-            if isinstance(effect, sb.QueryHeartbeats | sb.QueryClaims):
+            if isinstance(effect, sbc.QueryHeartbeats | sbc.QueryClaims):
                 racer.pending.append((now + racer.query_delay, seq, effect))
-            elif isinstance(effect, sb.PublishClaim):
+            elif isinstance(effect, sbc.PublishClaim):
                 delay = racer.ack_delays[racer.claims % len(racer.ack_delays)]
                 early = racer.early[racer.claims % len(racer.early)]
                 racer.claims += 1
                 board.publish(now + delay * early, racer.name, effect.claim)
                 racer.pending.append((now + delay, seq, effect))
                 broadcast(racer, now + delay, effect.claim)
-            elif isinstance(effect, sb.WithdrawClaim):
+            elif isinstance(effect, sbc.WithdrawClaim):
                 board.publish(now, racer.name, effect.claim)
                 broadcast(racer, now, effect.claim)
-            elif isinstance(effect, sb.Spawn):
+            elif isinstance(effect, sbc.Spawn):
                 racer.spawned.append((now, effect))
                 racer.pending.append((now + racer.spawn_delay, seq, effect))
-            elif isinstance(effect, sb.Announce):
+            elif isinstance(effect, sbc.Announce):
                 announcement = effect.announcement
                 for other in racers:
                     if other is not racer:
@@ -105,14 +106,14 @@ def race(racers: Sequence[Racer], board: Board, *, until: float) -> None:
         racer.pending.remove(item)
         _, _, effect = item
         machine = racer.machine
-        if isinstance(effect, sb.QueryHeartbeats):
+        if isinstance(effect, sbc.QueryHeartbeats):
             handle(racer, now, machine.heartbeats_queried(now, effect.request_id, [], QUORUM))
-        elif isinstance(effect, sb.QueryClaims):
+        elif isinstance(effect, sbc.QueryClaims):
             reply = machine.claims_queried(now, effect.request_id, board.read(now), QUORUM)
             handle(racer, now, reply)
-        elif isinstance(effect, sb.PublishClaim):
+        elif isinstance(effect, sbc.PublishClaim):
             handle(racer, now, machine.claim_published(now, effect.request_id, QUORUM))
-        elif isinstance(effect, sb.Spawn):
+        elif isinstance(effect, sbc.Spawn):
             handle(racer, now, machine.spawn_finished(now, effect.request_id, racer.spawn_ok))
         elif isinstance(effect, sb.Envelope):
             handle(racer, now, machine.on_message(now, effect))

@@ -18,8 +18,9 @@ from typing import Any
 
 import anyio
 
-from standby import NodeState, StandbySlot, StoreError, TransportError
+from standby import StandbySlot, StoreError, TransportError
 from standby.adapters.memory import MemorySlotStore, MemoryTransport
+from standby.core import NodeState
 from standby.protocols import PublishResult, Query, QueryResult, RunningWorkload
 
 

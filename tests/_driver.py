@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import standby as sb
+import standby.core as sbc
 
 T = TypeVar("T")
 
@@ -121,21 +122,21 @@ class Driver:
         self.log: list[tuple[float, Any]] = []
         self.pending: dict[type[Any], Any] = {}
         #: Every phase move the machine reported, in order.
-        self.moves: list[sb.PhaseChanged] = []
+        self.moves: list[sbc.PhaseChanged] = []
 
     def _keep(self, now: float, effects: list[Any]) -> list[Any]:
         """Log the effects and return them without the phase reports."""
-        self.moves.extend(e for e in effects if isinstance(e, sb.PhaseChanged))
-        effects = [e for e in effects if not isinstance(e, sb.PhaseChanged)]
+        self.moves.extend(e for e in effects if isinstance(e, sbc.PhaseChanged))
+        effects = [e for e in effects if not isinstance(e, sbc.PhaseChanged)]
         for effect in effects:
             self.log.append((now, effect))
             if isinstance(
                 effect,
-                sb.QueryHeartbeats | sb.QueryClaims | sb.PublishClaim | sb.CompareAndSetClaim,
+                sbc.QueryHeartbeats | sbc.QueryClaims | sbc.PublishClaim | sbc.CompareAndSetClaim,
             ):
                 self.pending[type(effect)] = effect
-            elif isinstance(effect, sb.Spawn):
-                self.pending[sb.Spawn] = effect
+            elif isinstance(effect, sbc.Spawn):
+                self.pending[sbc.Spawn] = effect
         return effects
 
     def reserve(self, now: float, slot: sb.StandbySlot[Any] | None = None) -> list[Any]:
@@ -150,7 +151,7 @@ class Driver:
     def answer_heartbeats(
         self, now: float, results: Sequence[Any] = (), answered: Sequence[str] = QUORUM
     ) -> list[Any]:
-        query = self.pending.pop(sb.QueryHeartbeats)
+        query = self.pending.pop(sbc.QueryHeartbeats)
         return self._keep(
             now, self.machine.heartbeats_queried(now, query.request_id, results, answered)
         )
@@ -158,20 +159,20 @@ class Driver:
     def answer_claims(
         self, now: float, results: Sequence[Any] = (), answered: Sequence[str] = QUORUM
     ) -> list[Any]:
-        query = self.pending.pop(sb.QueryClaims)
+        query = self.pending.pop(sbc.QueryClaims)
         return self._keep(
             now, self.machine.claims_queried(now, query.request_id, results, answered)
         )
 
     def ack_claim(self, now: float, acked: Sequence[str] = QUORUM) -> list[Any]:
-        publish = self.pending.pop(sb.PublishClaim)
+        publish = self.pending.pop(sbc.PublishClaim)
         return self._keep(now, self.machine.claim_published(now, publish.request_id, acked))
 
     def finish_spawn(self, now: float, ok: bool = True, error: str | None = None) -> list[Any]:
-        spawn = self.pending.pop(sb.Spawn)
+        spawn = self.pending.pop(sbc.Spawn)
         return self._keep(now, self.machine.spawn_finished(now, spawn.request_id, ok, error))
 
-    def phase(self, workload_id: str = "w1") -> sb.Phase:
+    def phase(self, workload_id: str = "w1") -> sbc.Phase:
         return self.machine.status(workload_id).phase
 
     def run_to_spawn(self, start: float) -> float:
@@ -179,14 +180,14 @@ class Driver:
         now = self.machine.next_deadline()
         assert now is not None
         now = max(now, start)
-        one(self.tick(now), sb.QueryClaims)
-        one(self.answer_claims(now + 1), sb.PublishClaim)
+        one(self.tick(now), sbc.QueryClaims)
+        one(self.answer_claims(now + 1), sbc.PublishClaim)
         self.ack_claim(now + 2)
         settle = self.machine.next_deadline()
         assert settle == now + 2 + self.timing.claim_settle
-        one(self.tick(settle), sb.QueryClaims)
-        one(self.answer_claims(settle + 1), sb.Spawn)
+        one(self.tick(settle), sbc.QueryClaims)
+        one(self.answer_claims(settle + 1), sbc.Spawn)
         return settle + 1
 
-    def spawns(self) -> list[sb.Spawn[Any]]:
-        return [e for _, e in self.log if isinstance(e, sb.Spawn)]
+    def spawns(self) -> list[sbc.Spawn[Any]]:
+        return [e for _, e in self.log if isinstance(e, sbc.Spawn)]

@@ -15,8 +15,9 @@ import anyio
 import pytest
 from test_node import Cluster, primary_state, wait_until, wall
 
-from standby import LifecycleState, PromotionClaim, Timing, fencing_token
+from standby import PromotionClaim, Timing, fencing_token
 from standby.adapters.memory import MemoryRelayNetwork, RelayLimits
+from standby.core import LifecycleState
 from standby.node import QuorumMissed
 from standby.protocols import Query
 

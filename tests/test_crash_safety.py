@@ -19,7 +19,6 @@ from test_node import EPOCH, SPAWN, TIMING, Cluster, events_of, start_workload, 
 
 from standby import (
     Heartbeat,
-    LifecycleState,
     NodeMisuse,
     RequestRefused,
     Timing,
@@ -28,6 +27,7 @@ from standby import (
     fencing_token,
 )
 from standby.adapters.memory import MemoryRuntime, MemorySlotStore
+from standby.core import LifecycleState
 from standby.node import (
     ClockJumped,
     Reconciled,

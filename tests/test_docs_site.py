@@ -270,8 +270,11 @@ def test_site_builds_strict_and_offline(tmp_path: Path) -> None:
         for test in tests:
             assert f'id="{test.name}"' in tests_page, test.name
     reference = (site / "reference" / "standby" / "index.html").read_text(encoding="utf-8")
-    for name in ("standby.Timing.for_target", "standby.StandbyNode", "standby.Spawn"):
+    for name in ("standby.Timing.for_target", "standby.StandbyNode", "standby.StandbyElection"):
         assert f'id="{name}"' in reference, name
+    core = (site / "reference" / "core" / "index.html").read_text(encoding="utf-8")
+    for name in ("standby.core.Phase", "standby.core.StandbyElection", "standby.core.Spawn"):
+        assert f'id="{name}"' in core, name
     assert not list(site.rglob("*.py")), "the hooks are not part of the site"
     assert not list(site.rglob("__pycache__")), "nor their bytecode"
     for page in site.rglob("*.html"):

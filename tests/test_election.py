@@ -24,6 +24,7 @@ from _driver import (
 )
 
 import standby as sb
+import standby.core as sbc
 from standby.core._election import TRANSITIONS, IllegalTransition
 
 SILENCE = sb.Timing().silence
@@ -36,9 +37,9 @@ def confirmed(driver: Driver, *, last: float | None = None) -> float:
         driver.feed(last, heartbeat(last))
     deadline = driver.machine.next_deadline()
     assert deadline is not None
-    one(driver.tick(deadline), sb.QueryHeartbeats)
+    one(driver.tick(deadline), sbc.QueryHeartbeats)
     driver.answer_heartbeats(deadline + 1)
-    assert driver.phase() is sb.Phase.BACKOFF
+    assert driver.phase() is sbc.Phase.BACKOFF
     return deadline + 1
 
 
@@ -76,7 +77,7 @@ class TestSilenceDeadline:
         driver.feed(CREATED + 37.25, heartbeat(CREATED + 37.25))
         assert driver.machine.next_deadline() == CREATED + 37.25 + SILENCE
         assert driver.tick(CREATED + 37.25 + SILENCE - 0.001) == []
-        one(driver.tick(CREATED + 37.25 + SILENCE), sb.QueryHeartbeats)
+        one(driver.tick(CREATED + 37.25 + SILENCE), sbc.QueryHeartbeats)
 
     def test_heartbeat_older_than_the_slot_does_not_shorten_grace(self) -> None:
         driver = Driver()
@@ -113,20 +114,20 @@ class TestSilenceDeadline:
         driver.feed(CREATED + 100, heartbeat(CREATED + 100))
         assert driver.machine.next_deadline() == CREATED + 100 + SILENCE
         effects = driver.tick(CREATED + 100 + SILENCE)
-        query = one(effects, sb.QueryHeartbeats)
+        query = one(effects, sbc.QueryHeartbeats)
         assert len(query.workload_ids) == 1_000  # one query for the whole primary
 
     def test_slots_created_later_get_their_own_grace(self) -> None:
         driver = Driver()
         driver.reserve(CREATED, make_slot(workload_id="old"))
         driver.reserve(CREATED, make_slot(workload_id="new", created_at=CREATED + 100))
-        query = one(driver.tick(CREATED + SILENCE), sb.QueryHeartbeats)
+        query = one(driver.tick(CREATED + SILENCE), sbc.QueryHeartbeats)
         assert query.workload_ids == ("old",)
         assert driver.machine.status("new").deadline == CREATED + 100 + SILENCE
         driver.answer_heartbeats(CREATED + SILENCE + 1)
         assert driver.machine.next_deadline() == CREATED + SILENCE + 1  # "old" backs off
         assert driver.tick(CREATED + 100 + SILENCE - 1) != []
-        one(driver.tick(CREATED + 100 + SILENCE), sb.QueryHeartbeats)
+        one(driver.tick(CREATED + 100 + SILENCE), sbc.QueryHeartbeats)
 
     def test_deadline_and_silence_check_agree_on_float_rounding(self) -> None:
         # With Unix-time floats, baseline + silence can round to an instant at
@@ -141,9 +142,9 @@ class TestSilenceDeadline:
         assert deadline is not None
         assert deadline - stamp >= timing.silence
         assert driver.tick(math.nextafter(deadline, -math.inf)) == []
-        one(driver.tick(deadline), sb.QueryHeartbeats)
+        one(driver.tick(deadline), sbc.QueryHeartbeats)
         driver.answer_heartbeats(deadline)
-        assert driver.phase() is sb.Phase.BACKOFF  # confirmed, no re-query loop
+        assert driver.phase() is sbc.Phase.BACKOFF  # confirmed, no re-query loop
 
 
 class TestConfirmation:
@@ -158,20 +159,20 @@ class TestConfirmation:
         driver.reserve(CREATED)
         driver.tick(CREATED + SILENCE)
         effects = driver.answer_heartbeats(CREATED + SILENCE + 1, answered=("r1",))
-        shortfall = one(effects, sb.QuorumShortfall)
+        shortfall = one(effects, sbc.QuorumShortfall)
         assert (shortfall.answered, shortfall.needed) == (1, 2)
-        assert driver.phase() is sb.Phase.HOLD
+        assert driver.phase() is sbc.Phase.HOLD
         assert driver.machine.counters["quorum_shortfall"] == 1
         retry = CREATED + SILENCE + 1 + driver.timing.retry_interval
         assert driver.machine.next_deadline() == retry
-        one(driver.tick(retry), sb.QueryHeartbeats)
+        one(driver.tick(retry), sbc.QueryHeartbeats)
 
     def test_duplicate_relay_names_do_not_make_a_quorum(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)
         driver.tick(CREATED + SILENCE)
         driver.answer_heartbeats(CREATED + SILENCE + 1, answered=("r1", "r1", "r1"))
-        assert driver.phase() is sb.Phase.HOLD
+        assert driver.phase() is sbc.Phase.HOLD
 
     def test_newer_heartbeat_in_the_query_rearms(self) -> None:
         driver = Driver()
@@ -179,7 +180,7 @@ class TestConfirmation:
         driver.tick(CREATED + SILENCE)
         fresh = CREATED + SILENCE - 5
         driver.answer_heartbeats(CREATED + SILENCE + 1, results=[heartbeat(fresh)])
-        assert driver.phase() is sb.Phase.WATCHING
+        assert driver.phase() is sbc.Phase.WATCHING
         assert driver.machine.next_deadline() == fresh + SILENCE
 
     def test_unanswered_query_times_out_as_a_shortfall(self) -> None:
@@ -188,10 +189,10 @@ class TestConfirmation:
         driver.tick(CREATED + SILENCE)
         timeout = CREATED + SILENCE + 2 * driver.timing.query_timeout
         effects = driver.tick(timeout)
-        one(effects, sb.QuorumShortfall)
-        assert driver.phase() is sb.Phase.HOLD
+        one(effects, sbc.QuorumShortfall)
+        assert driver.phase() is sbc.Phase.HOLD
         late = driver.answer_heartbeats(timeout + 1)
-        assert one(late, sb.Dropped).reason is sb.DropReason.LATE_RESULT
+        assert one(late, sbc.Dropped).reason is sbc.DropReason.LATE_RESULT
 
     def test_backoff_is_index_times_delay(self) -> None:
         driver = Driver()
@@ -200,41 +201,41 @@ class TestConfirmation:
         driver.answer_heartbeats(CREATED + SILENCE + 1)
         assert driver.machine.next_deadline() == CREATED + SILENCE + 1 + 2 * 30.0
         assert driver.tick(CREATED + SILENCE + 60.9) == []
-        one(driver.tick(CREATED + SILENCE + 61), sb.QueryClaims)
+        one(driver.tick(CREATED + SILENCE + 61), sbc.QueryClaims)
 
 
 class TestClaimProtocol:
     def test_happy_path_claims_settles_and_spawns_with_the_token(self) -> None:
         driver = Driver()
         at = confirmed(driver)
-        one(driver.tick(at), sb.QueryClaims)
-        publish = one(driver.answer_claims(at + 1), sb.PublishClaim)
+        one(driver.tick(at), sbc.QueryClaims)
+        publish = one(driver.answer_claims(at + 1), sbc.PublishClaim)
         assert publish.claim.epoch == 1
         assert publish.claim.claimant == ME
         assert publish.claim.fencing_token == sb.fencing_token(1, 0)
         assert driver.ack_claim(at + 2) == []
-        assert driver.phase() is sb.Phase.SETTLING
+        assert driver.phase() is sbc.Phase.SETTLING
         assert driver.machine.next_deadline() == at + 2 + driver.timing.claim_settle
-        one(driver.tick(at + 2 + driver.timing.claim_settle), sb.QueryClaims)
-        spawn = one(driver.answer_claims(at + 18), sb.Spawn)
+        one(driver.tick(at + 2 + driver.timing.claim_settle), sbc.QueryClaims)
+        spawn = one(driver.answer_claims(at + 18), sbc.Spawn)
         assert (spawn.workload_id, spawn.epoch) == ("w1", 1)
         assert spawn.fencing_token == sb.fencing_token(1, 0)
         assert spawn.spec == {"image": "app:1"}
         effects = driver.finish_spawn(at + 30)
-        announced = one(effects, sb.Announce).announcement
+        announced = one(effects, sbc.Announce).announcement
         assert (announced.new_primary, announced.epoch) == (ME, 1)
-        promoted = one(effects, sb.Promoted)
+        promoted = one(effects, sbc.Promoted)
         assert promoted.lease_from == at + 1
         assert promoted.standbys == (PEER,)
-        assert one(effects, sb.SlotRemoved).reason == "promoted"
+        assert one(effects, sbc.SlotRemoved).reason == "promoted"
         assert "w1" not in driver.machine.slots
 
     def test_claim_is_never_published_before_the_preread(self) -> None:
         driver = Driver()
         at = confirmed(driver)
         effects = driver.tick(at)
-        assert only(effects, sb.PublishClaim) == []
-        one(effects, sb.QueryClaims)
+        assert only(effects, sbc.PublishClaim) == []
+        one(effects, sbc.QueryClaims)
 
     @pytest.mark.parametrize(
         "rival", [{"index": 1}, {"epoch": 2}], ids=["the-same-epoch", "a-later-epoch"]
@@ -243,23 +244,23 @@ class TestClaimProtocol:
         driver = Driver()
         at = prereading(driver)
         effects = driver.answer_claims(at + 1, results=[claim(at, **rival)])
-        assert only(effects, sb.PublishClaim) == []
+        assert only(effects, sbc.PublishClaim) == []
         status = driver.machine.status("w1")
-        assert status.phase is sb.Phase.DEFERRED
+        assert status.phase is sbc.Phase.DEFERRED
         assert status.deferred_to == PEER
 
     def test_withdrawn_or_older_epoch_claims_do_not_block(self) -> None:
         driver = Driver()
         at = prereading(driver)
         results = [claim(at - 5, withdrawn=False), claim(at - 1, withdrawn=True)]
-        one(driver.answer_claims(at + 1, results=results), sb.PublishClaim)
+        one(driver.answer_claims(at + 1, results=results), sbc.PublishClaim)
 
     def test_claim_from_a_stranger_is_dropped_not_obeyed(self) -> None:
         driver = Driver()
         at = prereading(driver)
         effects = driver.answer_claims(at + 1, results=[claim(at, signer=STRANGER)])
-        assert one(effects, sb.Dropped).reason is sb.DropReason.NOT_A_PEER
-        one(effects, sb.PublishClaim)
+        assert one(effects, sbc.Dropped).reason is sbc.DropReason.NOT_A_PEER
+        one(effects, sbc.PublishClaim)
 
     def test_fm32_a_claim_on_an_epoch_the_slot_is_past_is_no_news(self) -> None:
         # The first primary claims epoch 0 when it starts the workload; the
@@ -269,45 +270,45 @@ class TestClaimProtocol:
         at = prereading(driver)
         results = [claim(at, signer=PRIMARY, epoch=0, index=0), claim(at, signer=STRANGER, epoch=0)]
         effects = driver.answer_claims(at + 1, results=results)
-        assert not only(effects, sb.Dropped)
-        one(effects, sb.PublishClaim)
+        assert not only(effects, sbc.Dropped)
+        one(effects, sbc.PublishClaim)
 
     def test_preread_shortfall_retries_later(self) -> None:
         driver = Driver()
         at = prereading(driver)
         effects = driver.answer_claims(at + 1, answered=("r3",))
-        assert one(effects, sb.QuorumShortfall).stage == "preread"
-        assert driver.phase() is sb.Phase.HOLD
-        one(driver.tick(at + 1 + driver.timing.retry_interval), sb.QueryClaims)
+        assert one(effects, sbc.QuorumShortfall).stage == "preread"
+        assert driver.phase() is sbc.Phase.HOLD
+        one(driver.tick(at + 1 + driver.timing.retry_interval), sbc.QueryClaims)
 
     def test_claim_without_write_quorum_is_withdrawn_and_retried(self) -> None:
         driver = Driver()
         at = claiming(driver)
         effects = driver.ack_claim(at + 2, acked=("r1",))
-        withdrawn = one(effects, sb.WithdrawClaim).claim
+        withdrawn = one(effects, sbc.WithdrawClaim).claim
         assert withdrawn.withdrawn
         assert withdrawn.epoch == 1
-        assert driver.phase() is sb.Phase.HOLD
+        assert driver.phase() is sbc.Phase.HOLD
 
     def test_claim_acknowledged_after_claim_timeout_is_withdrawn(self) -> None:
         driver = Driver()
         at = claiming(driver)
         late = at + driver.timing.claim_timeout + 0.5
         effects = driver.ack_claim(late)
-        assert one(effects, sb.WithdrawClaim).claim.withdrawn
+        assert one(effects, sbc.WithdrawClaim).claim.withdrawn
 
     def test_claim_exactly_at_claim_timeout_counts(self) -> None:
         driver = Driver()
         at = claiming(driver)
         assert driver.ack_claim(at + driver.timing.claim_timeout) == []
-        assert driver.phase() is sb.Phase.SETTLING
+        assert driver.phase() is sbc.Phase.SETTLING
 
     def test_unreported_claim_times_out_and_is_withdrawn(self) -> None:
         driver = Driver()
         at = claiming(driver)
         effects = driver.tick(at + driver.timing.claim_timeout)
-        one(effects, sb.WithdrawClaim)
-        assert driver.phase() is sb.Phase.HOLD
+        one(effects, sbc.WithdrawClaim)
+        assert driver.phase() is sbc.Phase.HOLD
 
     def test_settle_reread_lower_index_rival_wins_the_tie(self) -> None:
         driver = Driver()
@@ -321,39 +322,39 @@ class TestClaimProtocol:
         driver.tick(at + 1 + driver.timing.claim_settle)
         rival = claim(at + 2, signer="Z", index=0)
         effects = driver.answer_claims(at + 17, results=[rival])
-        assert only(effects, sb.Spawn) == []
-        one(effects, sb.WithdrawClaim)
-        assert driver.phase() is sb.Phase.DEFERRED
+        assert only(effects, sbc.Spawn) == []
+        one(effects, sbc.WithdrawClaim)
+        assert driver.phase() is sbc.Phase.DEFERRED
 
     def test_settle_reread_higher_index_rival_loses_the_tie(self) -> None:
         driver = Driver()
         at = rereading(driver)
         effects = driver.answer_claims(at + 18, results=[claim(at + 3, index=1)])
-        one(effects, sb.Spawn)
+        one(effects, sbc.Spawn)
 
     def test_settle_reread_shortfall_withdraws(self) -> None:
         driver = Driver()
         at = rereading(driver)
         effects = driver.answer_claims(at + 18, answered=("r1",))
-        one(effects, sb.WithdrawClaim)
-        assert only(effects, sb.Spawn) == []
+        one(effects, sbc.WithdrawClaim)
+        assert only(effects, sbc.Spawn) == []
 
     def test_atomic_claims_skip_the_settle_wait(self) -> None:
         driver = Driver(atomic=True)
         at = prereading(driver)
-        cas = one(driver.answer_claims(at + 1), sb.CompareAndSetClaim)
-        assert only(driver.log, sb.PublishClaim) == []
+        cas = one(driver.answer_claims(at + 1), sbc.CompareAndSetClaim)
+        assert only(driver.log, sbc.PublishClaim) == []
         effects = driver.machine.claim_compared(at + 2, cas.request_id, won=True)
-        spawn = one(effects, sb.Spawn)
+        spawn = one(effects, sbc.Spawn)
         assert spawn.fencing_token == cas.claim.fencing_token
 
     def test_atomic_claim_lost_defers_to_the_holder(self) -> None:
         driver = Driver(atomic=True)
         at = prereading(driver)
-        cas = one(driver.answer_claims(at + 1), sb.CompareAndSetClaim)
+        cas = one(driver.answer_claims(at + 1), sbc.CompareAndSetClaim)
         holder = claim(at, index=1).message
         effects = driver.machine.claim_compared(at + 2, cas.request_id, won=False, holder=holder)
-        assert only(effects, sb.Spawn) == []
+        assert only(effects, sbc.Spawn) == []
         assert driver.machine.status("w1").deferred_to == PEER
 
     def test_fm28_a_compare_and_set_lost_to_an_old_claim_follows_the_holder(self) -> None:
@@ -362,20 +363,20 @@ class TestClaimProtocol:
         # claims read would, so that its silence leads to the next epoch.
         driver = Driver(atomic=True)
         at = prereading(driver)
-        cas = one(driver.answer_claims(at + 1), sb.CompareAndSetClaim)
+        cas = one(driver.answer_claims(at + 1), sbc.CompareAndSetClaim)
         now = at + 2
         holder = claim(now - driver.timing.peer_claim_grace).message
         effects = driver.machine.claim_compared(now, cas.request_id, won=False, holder=holder)
-        assert only(effects, sb.WithdrawClaim) == []  # it never held the epoch
-        changed = one(effects, sb.PrimaryChanged)
+        assert only(effects, sbc.WithdrawClaim) == []  # it never held the epoch
+        changed = one(effects, sbc.PrimaryChanged)
         assert (changed.old_primary, changed.new_primary, changed.epoch) == (PRIMARY, PEER, 1)
-        assert driver.phase() is sb.Phase.WATCHING
+        assert driver.phase() is sbc.Phase.WATCHING
         deadline = driver.machine.next_deadline()
         assert deadline == now + SILENCE
         driver.tick(deadline)
         driver.answer_heartbeats(deadline)
         driver.tick(deadline)
-        retry = one(driver.answer_claims(deadline + 1), sb.CompareAndSetClaim)
+        retry = one(driver.answer_claims(deadline + 1), sbc.CompareAndSetClaim)
         assert retry.claim.epoch == 2
 
     def test_spawn_carries_the_revocation_state_uri(self) -> None:
@@ -392,8 +393,8 @@ class TestDeferredAndFollow:
         at = prereading(driver)
         driver.answer_claims(at + 1, results=[claim(at, index=1)])
         effects = driver.feed(at + 3, claim(at + 3, index=1, withdrawn=True))
-        one(effects, sb.QueryClaims)
-        assert driver.phase() is sb.Phase.PREREAD
+        one(effects, sbc.QueryClaims)
+        assert driver.phase() is sbc.Phase.PREREAD
 
     def test_fm21_deferred_slots_leave_deferred_in_index_order(self) -> None:
         # Standbys 1 and 2 both defer to standby 0 ("H"), whose spawn then
@@ -409,21 +410,21 @@ class TestDeferredAndFollow:
             driver.answer_heartbeats(CREATED + SILENCE)
             backoff_end = driver.machine.next_deadline()
             assert backoff_end == CREATED + SILENCE + index * delay
-            one(driver.tick(backoff_end), sb.QueryClaims)
+            one(driver.tick(backoff_end), sbc.QueryClaims)
             driver.answer_claims(
                 backoff_end + 1, results=[claim(CREATED + SILENCE, signer="H", index=0)]
             )
-            assert driver.phase() is sb.Phase.DEFERRED
+            assert driver.phase() is sbc.Phase.DEFERRED
             drivers[index] = driver
         released = CREATED + SILENCE + 2 * delay + 10
         withdrawal = claim(released, signer="H", index=0, withdrawn=True)
-        one(drivers[1].feed(released, withdrawal), sb.QueryClaims)
-        assert drivers[1].phase() is sb.Phase.PREREAD
-        assert only(drivers[2].feed(released, withdrawal), sb.QueryClaims) == []
-        assert drivers[2].phase() is sb.Phase.DEFERRED
+        one(drivers[1].feed(released, withdrawal), sbc.QueryClaims)
+        assert drivers[1].phase() is sbc.Phase.PREREAD
+        assert only(drivers[2].feed(released, withdrawal), sbc.QueryClaims) == []
+        assert drivers[2].phase() is sbc.Phase.DEFERRED
         assert drivers[2].machine.next_deadline() == released + delay
-        one(drivers[2].tick(released + delay), sb.QueryClaims)
-        assert drivers[2].phase() is sb.Phase.PREREAD
+        one(drivers[2].tick(released + delay), sbc.QueryClaims)
+        assert drivers[2].phase() is sbc.Phase.PREREAD
 
     def test_fm21_a_deferral_that_runs_out_adds_the_index_backoff(self) -> None:
         # Standbys 1 and 2 defer to one claim stamped ahead of their clocks
@@ -441,7 +442,7 @@ class TestDeferredAndFollow:
             assert backoff_end == CREATED + SILENCE + index * 5.0
             driver.tick(backoff_end)
             driver.answer_claims(backoff_end, results=[claim(stamp, signer="B", index=0)])
-            assert driver.phase() is sb.Phase.DEFERRED
+            assert driver.phase() is sbc.Phase.DEFERRED
             ends.append(driver.machine.next_deadline())
         grace_end = stamp + timing.peer_claim_grace
         assert ends == [grace_end + 5.0, grace_end + 10.0]
@@ -450,9 +451,9 @@ class TestDeferredAndFollow:
         driver = Driver()
         driver.reserve(CREATED, make_slot(index=1, peers=("B", "C")))
         effects = driver.feed(CREATED + 50, announcement(CREATED + 50, signer="B"))
-        changed = one(effects, sb.PrimaryChanged)
+        changed = one(effects, sbc.PrimaryChanged)
         assert (changed.old_primary, changed.new_primary, changed.epoch) == (PRIMARY, "B", 1)
-        slot = one(effects, sb.SlotSaved).slot
+        slot = one(effects, sbc.SlotSaved).slot
         assert (slot.primary, slot.epoch, slot.standby_index, slot.standby_count) == ("B", 1, 0, 2)
         assert slot.peers == ("C",)
         assert driver.machine.next_deadline() == CREATED + 50 + SILENCE
@@ -463,22 +464,22 @@ class TestDeferredAndFollow:
         driver.feed(CREATED + 50, announcement(CREATED + 50))
         for relay in ("r2", "r3"):
             copy = attrs.evolve(announcement(CREATED + 50), relay=relay)
-            dropped = one(driver.feed(CREATED + 51, copy), sb.Dropped)
-            assert dropped.reason is sb.DropReason.DUPLICATE
+            dropped = one(driver.feed(CREATED + 51, copy), sbc.Dropped)
+            assert dropped.reason is sbc.DropReason.DUPLICATE
         assert "announcement_not_a_peer" not in driver.machine.counters
 
     def test_announcement_from_a_stranger_is_dropped(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)
         effects = driver.feed(CREATED + 1, announcement(CREATED + 1, signer=STRANGER))
-        assert one(effects, sb.Dropped).reason is sb.DropReason.NOT_A_PEER
+        assert one(effects, sbc.Dropped).reason is sbc.DropReason.NOT_A_PEER
         assert driver.machine.slots["w1"].primary == PRIMARY
 
     def test_announcement_of_an_old_epoch_is_stale(self) -> None:
         driver = Driver()
         driver.reserve(CREATED, make_slot(epoch=2))
         effects = driver.feed(CREATED + 1, announcement(CREATED + 1, epoch=2))
-        assert one(effects, sb.Dropped).reason is sb.DropReason.STALE
+        assert one(effects, sbc.Dropped).reason is sbc.DropReason.STALE
 
     def test_claim_held_past_the_grace_is_treated_as_the_new_primary(self) -> None:
         driver = Driver()
@@ -486,9 +487,9 @@ class TestDeferredAndFollow:
         driver.answer_claims(at + 1, results=[claim(at, index=1)])
         later = at + 1 + driver.timing.peer_claim_grace
         assert driver.machine.next_deadline() == later
-        one(driver.tick(later), sb.QueryClaims)
+        one(driver.tick(later), sbc.QueryClaims)
         effects = driver.answer_claims(later + 1, results=[claim(at, index=1)])
-        changed = one(effects, sb.PrimaryChanged)
+        changed = one(effects, sbc.PrimaryChanged)
         assert (changed.new_primary, changed.epoch) == (PEER, 1)
         # Now it watches the claimant: its silence leads to epoch 2.
         deadline = driver.machine.next_deadline()
@@ -496,7 +497,7 @@ class TestDeferredAndFollow:
         driver.tick(deadline)
         driver.answer_heartbeats(deadline)
         driver.tick(deadline)
-        publish = one(driver.answer_claims(deadline + 1), sb.PublishClaim)
+        publish = one(driver.answer_claims(deadline + 1), sbc.PublishClaim)
         assert publish.claim.epoch == 2
         assert publish.claim.fencing_token > sb.fencing_token(1, 1)
 
@@ -511,7 +512,7 @@ class TestFollowedClaimant:
         later = at + 1 + driver.timing.peer_claim_grace
         driver.tick(later)
         effects = driver.answer_claims(later + 1, results=[claim(at, index=1)])
-        assert one(effects, sb.PrimaryChanged).new_primary == PEER
+        assert one(effects, sbc.PrimaryChanged).new_primary == PEER
         return later + 1
 
     def test_fm30_a_claimant_followed_on_its_claim_alone_keeps_its_place(self) -> None:
@@ -528,11 +529,11 @@ class TestFollowedClaimant:
         at = self.followed(driver)
         deadline = driver.machine.next_deadline()
         assert deadline == at + SILENCE
-        one(driver.tick(deadline), sb.QueryHeartbeats)
+        one(driver.tick(deadline), sbc.QueryHeartbeats)
         driver.answer_heartbeats(deadline + 1)
-        assert driver.phase() is sb.Phase.BACKOFF
+        assert driver.phase() is sbc.Phase.BACKOFF
         driver.run_to_spawn(deadline + 1)
-        promoted = one(driver.finish_spawn(deadline + 100), sb.Promoted)
+        promoted = one(driver.finish_spawn(deadline + 100), sbc.Promoted)
         assert (promoted.epoch, promoted.fencing_token) == (2, sb.fencing_token(2, 0))
         assert promoted.standbys == (PEER,)  # PEER never promoted: it may watch us
 
@@ -540,7 +541,7 @@ class TestFollowedClaimant:
         driver = Driver(me="C")
         driver.reserve(CREATED, make_slot(index=2, peers=(ME, PEER)))
         deadline = CREATED + SILENCE
-        one(driver.tick(deadline), sb.QueryHeartbeats)
+        one(driver.tick(deadline), sbc.QueryHeartbeats)
         driver.answer_heartbeats(deadline)
         backoff = driver.machine.next_deadline()
         assert backoff == deadline + 2 * driver.timing.promotion_delay
@@ -568,17 +569,17 @@ class TestRestartAfterAFollow:
         driver = Driver()
         driver.reserve(CREATED)
         took_over = CREATED + 5_000
-        saved = one(driver.feed(took_over + 1, announcement(took_over)), sb.SlotSaved).slot
+        saved = one(driver.feed(took_over + 1, announcement(took_over)), sbc.SlotSaved).slot
         assert (saved.primary, saved.epoch, saved.primary_since) == (PEER, 1, took_over)
         assert saved.origin == took_over
         # The follower restarts a little later, before any heartbeat of PEER.
         restarted = Driver()
         assert restarted.machine.restore(took_over + 20, [saved]) == [
-            sb.PhaseChanged("w1", None, sb.Phase.WATCHING, revoked=False)
+            sbc.PhaseChanged("w1", None, sbc.Phase.WATCHING, revoked=False)
         ]
         assert restarted.machine.next_deadline() == took_over + SILENCE
         assert restarted.tick(took_over + 20) == []
-        assert restarted.phase() is sb.Phase.WATCHING
+        assert restarted.phase() is sbc.Phase.WATCHING
 
     def test_fm27_a_claimant_followed_after_the_grace_is_timed_from_the_follow(self) -> None:
         driver = Driver()
@@ -587,7 +588,7 @@ class TestRestartAfterAFollow:
         later = at + 1 + driver.timing.peer_claim_grace
         driver.tick(later)
         effects = driver.answer_claims(later + 1, results=[claim(at, index=1)])
-        saved = one(effects, sb.SlotSaved).slot
+        saved = one(effects, sbc.SlotSaved).slot
         assert saved.primary_since == later + 1
         restarted = Driver()
         restarted.machine.restore(later + 2, [saved])
@@ -614,9 +615,9 @@ class TestPrimaryComesBack:
         driver.reserve(CREATED, make_slot(index=1, peers=("B",)))
         driver.tick(CREATED + SILENCE)
         driver.answer_heartbeats(CREATED + SILENCE)
-        assert driver.phase() is sb.Phase.BACKOFF
+        assert driver.phase() is sbc.Phase.BACKOFF
         driver.feed(CREATED + SILENCE + 3, heartbeat(CREATED + SILENCE + 2))
-        assert driver.phase() is sb.Phase.WATCHING
+        assert driver.phase() is sbc.Phase.WATCHING
         assert driver.machine.counters["rearmed_by_heartbeat"] == 1
 
     def test_heartbeat_while_claiming_withdraws_the_claim(self) -> None:
@@ -624,21 +625,21 @@ class TestPrimaryComesBack:
         at = claiming(driver)
         driver.ack_claim(at + 2)
         effects = driver.feed(at + 3, heartbeat(at + 3))
-        one(effects, sb.WithdrawClaim)
-        assert driver.phase() is sb.Phase.WATCHING
+        one(effects, sbc.WithdrawClaim)
+        assert driver.phase() is sbc.Phase.WATCHING
 
     def test_delayed_old_heartbeat_does_not_rearm(self) -> None:
         driver = Driver()
         at = confirmed(driver, last=CREATED + 10)
         driver.feed(at, heartbeat(CREATED + 10.5))  # newer, but still silent for long
-        assert driver.phase() is sb.Phase.BACKOFF
+        assert driver.phase() is sbc.Phase.BACKOFF
 
     def test_revoked_slot_ignores_later_heartbeats(self) -> None:
         driver = Driver()
         driver.reserve(CREATED, make_slot(index=1, peers=("B",)))
         driver.feed(CREATED + 5, revocation(CREATED + 5))
         driver.feed(CREATED + 6, heartbeat(CREATED + 6))
-        assert driver.phase() is sb.Phase.BACKOFF
+        assert driver.phase() is sbc.Phase.BACKOFF
         assert driver.machine.status("w1").revoked
 
 
@@ -648,35 +649,35 @@ class TestRevocation:
         driver.reserve(CREATED)
         driver.feed(CREATED + 60, heartbeat(CREATED + 60))
         driver.feed(CREATED + 61, revocation(CREATED + 61))
-        assert driver.phase() is sb.Phase.BACKOFF
-        one(driver.tick(CREATED + 61), sb.QueryClaims)
+        assert driver.phase() is sbc.Phase.BACKOFF
+        one(driver.tick(CREATED + 61), sbc.QueryClaims)
 
     def test_revocation_for_another_epoch_is_dropped(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)
         effects = driver.feed(CREATED + 5, revocation(CREATED + 5, epoch=1))
-        assert one(effects, sb.Dropped).reason is sb.DropReason.WRONG_EPOCH
-        assert driver.phase() is sb.Phase.WATCHING
+        assert one(effects, sbc.Dropped).reason is sbc.DropReason.WRONG_EPOCH
+        assert driver.phase() is sbc.Phase.WATCHING
 
     def test_revocation_for_an_unknown_workload_is_dropped(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)
         effects = driver.feed(CREATED + 5, revocation(CREATED + 5, workload_id="other"))
-        assert one(effects, sb.Dropped).reason is sb.DropReason.UNKNOWN_WORKLOAD
+        assert one(effects, sbc.Dropped).reason is sbc.DropReason.UNKNOWN_WORKLOAD
 
     def test_future_dated_revocation_is_dropped(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)
         skew = driver.timing.max_clock_skew
         effects = driver.feed(CREATED + 5, revocation(CREATED + 5 + skew + 1))
-        assert one(effects, sb.Dropped).reason is sb.DropReason.FUTURE_DATED
-        assert driver.phase() is sb.Phase.WATCHING
+        assert one(effects, sbc.Dropped).reason is sbc.DropReason.FUTURE_DATED
+        assert driver.phase() is sbc.Phase.WATCHING
 
     def test_revocation_older_than_the_slot_is_a_replay(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)
         effects = driver.feed(CREATED + 5, revocation(CREATED - 500))
-        assert one(effects, sb.Dropped).reason is sb.DropReason.STALE
+        assert one(effects, sbc.Dropped).reason is sbc.DropReason.STALE
 
 
 class TestExpiryAndTable:
@@ -709,8 +710,8 @@ class TestExpiryAndTable:
         driver = Driver()
         at = claiming(driver)
         effects = driver.machine.remove(at + 2, "w1")
-        one(effects, sb.WithdrawClaim)
-        assert one(effects, sb.SlotRemoved).reason == "removed"
+        one(effects, sbc.WithdrawClaim)
+        assert one(effects, sbc.SlotRemoved).reason == "removed"
         assert driver.machine.slots == {}
 
     def test_status_of_unknown_slot_raises_key_error(self) -> None:
@@ -722,7 +723,7 @@ class TestExpiryAndTable:
         at = prereading(driver)
         driver.machine.remove(at, "w1")
         effects: list[Any] = driver.answer_claims(at + 1)
-        assert one(effects, sb.Dropped).reason is sb.DropReason.LATE_RESULT
+        assert one(effects, sbc.Dropped).reason is sbc.DropReason.LATE_RESULT
 
     def test_spawn_reported_after_timeout_is_stopped_as_an_orphan(self) -> None:
         driver = Driver()
@@ -732,24 +733,24 @@ class TestExpiryAndTable:
         timeout = at + driver.timing.spawn_timeout + driver.timing.query_timeout
         assert driver.machine.next_deadline() == timeout
         effects = driver.tick(timeout)
-        one(effects, sb.WithdrawClaim)
+        one(effects, sbc.WithdrawClaim)
         late = driver.finish_spawn(timeout + 1, ok=True)
-        orphan = one(late, sb.StopOrphan)
+        orphan = one(late, sbc.StopOrphan)
         assert orphan.fencing_token == sb.fencing_token(1, 0)
-        assert only(late, sb.Promoted) == []
+        assert only(late, sbc.Promoted) == []
 
     def test_spawn_finishing_after_the_claims_lease_is_stopped_and_retried(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)
         driver.feed(CREATED + 1, revocation(CREATED + 1))
         driver.run_to_spawn(CREATED + 1)
-        claim = next(e for _, e in driver.log if isinstance(e, sb.PublishClaim)).claim
+        claim = next(e for _, e in driver.log if isinstance(e, sbc.PublishClaim)).claim
         late = claim.claimed_at + driver.timing.lease
         effects = driver.finish_spawn(late, ok=True)
-        assert one(effects, sb.StopOrphan).fencing_token == claim.fencing_token
-        assert only(effects, sb.Announce) == []
-        one(effects, sb.WithdrawClaim)
-        assert driver.phase() is sb.Phase.HOLD
+        assert one(effects, sbc.StopOrphan).fencing_token == claim.fencing_token
+        assert only(effects, sbc.Announce) == []
+        one(effects, sbc.WithdrawClaim)
+        assert driver.phase() is sbc.Phase.HOLD
         assert driver.machine.counters["spawn_outlived_lease"] == 1
 
     def test_slot_expiring_mid_spawn_is_stopped_not_promoted(self) -> None:
@@ -760,9 +761,9 @@ class TestExpiryAndTable:
         assert at < CREATED + 40
         assert driver.machine.next_deadline() != CREATED + 40  # no busy loop on it
         effects = driver.finish_spawn(CREATED + 41, ok=True)
-        one(effects, sb.StopOrphan)
-        assert one(effects, sb.SlotRemoved).reason == "expired"
-        assert only(effects, sb.Announce) == []
+        one(effects, sbc.StopOrphan)
+        assert one(effects, sbc.SlotRemoved).reason == "expired"
+        assert only(effects, sbc.Announce) == []
 
 
 def test_removing_oldest_first_keeps_the_primary_deadline_exact() -> None:
@@ -790,9 +791,9 @@ def test_primary_deadline_confirms_only_the_due_prefix() -> None:
     for i in range(3):
         machine.reserve(CREATED, make_slot(workload_id=f"w{i}", created_at=CREATED + 10 * i))
     effects = machine.tick(CREATED + 10 + timing.silence)
-    (query,) = [e for e in effects if isinstance(e, sb.QueryHeartbeats)]
+    (query,) = [e for e in effects if isinstance(e, sbc.QueryHeartbeats)]
     assert query.workload_ids == ("w0", "w1")
-    assert machine.status("w2").phase is sb.Phase.WATCHING
+    assert machine.status("w2").phase is sbc.Phase.WATCHING
     assert machine.status("w2").deadline == CREATED + 20 + timing.silence
 
 
@@ -806,24 +807,24 @@ def test_correlated_failover_reads_claims_once_per_primary_and_step() -> None:
     for wid in ids:
         machine.reserve(CREATED, make_slot(workload_id=wid))
     now = CREATED + timing.silence
-    (confirm,) = only(machine.tick(now), sb.QueryHeartbeats)
+    (confirm,) = only(machine.tick(now), sbc.QueryHeartbeats)
     machine.heartbeats_queried(now, confirm.request_id, [], ["r1", "r2"])
-    (preread,) = only(machine.tick(now), sb.QueryClaims)
+    (preread,) = only(machine.tick(now), sbc.QueryClaims)
     assert preread.workload_ids == tuple(ids)
     claims = only(
-        machine.claims_queried(now + 1, preread.request_id, [], ["r1", "r2"]), sb.PublishClaim
+        machine.claims_queried(now + 1, preread.request_id, [], ["r1", "r2"]), sbc.PublishClaim
     )
     assert sorted(c.claim.workload_id for c in claims) == ids
     for k, publish in enumerate(claims):
         machine.claim_published(now + 2 + 0.1 * k, publish.request_id, ["r1", "r2"])
     first = machine.next_deadline()
     assert first == now + 2 + timing.claim_settle
-    assert only(machine.tick(first), sb.QueryClaims) == []  # waits for its batch
+    assert only(machine.tick(first), sbc.QueryClaims) == []  # waits for its batch
     last = now + 2 + 0.4 + timing.claim_settle
     assert machine.next_deadline() == last
-    (reread,) = only(machine.tick(last), sb.QueryClaims)
+    (reread,) = only(machine.tick(last), sbc.QueryClaims)
     assert sorted(reread.workload_ids) == ids
-    spawns = only(machine.claims_queried(last + 1, reread.request_id, [], ["r1", "r2"]), sb.Spawn)
+    spawns = only(machine.claims_queried(last + 1, reread.request_id, [], ["r1", "r2"]), sbc.Spawn)
     assert sorted(s.workload_id for s in spawns) == ids
     assert machine.counters["claims_reads"] == 2
 
@@ -834,17 +835,17 @@ def test_a_rival_claim_in_a_batched_reread_stops_only_its_workload() -> None:
     for wid in ("w1", "w2"):
         machine.reserve(CREATED, make_slot(workload_id=wid, index=1))
     now = CREATED + timing.silence
-    (confirm,) = only(machine.tick(now), sb.QueryHeartbeats)
+    (confirm,) = only(machine.tick(now), sbc.QueryHeartbeats)
     machine.heartbeats_queried(now, confirm.request_id, [], ["r1", "r2"])
     now += timing.promotion_delay
-    (preread,) = only(machine.tick(now), sb.QueryClaims)
+    (preread,) = only(machine.tick(now), sbc.QueryClaims)
     publishes = only(
-        machine.claims_queried(now, preread.request_id, [], ["r1", "r2"]), sb.PublishClaim
+        machine.claims_queried(now, preread.request_id, [], ["r1", "r2"]), sbc.PublishClaim
     )
     for publish in publishes:
         machine.claim_published(now + 1, publish.request_id, ["r1", "r2"])
     settle = now + 1 + timing.claim_settle
-    (reread,) = only(machine.tick(settle), sb.QueryClaims)
+    (reread,) = only(machine.tick(settle), sbc.QueryClaims)
     rival_claim = sb.PromotionClaim(
         workload_id="w2",
         epoch=1,
@@ -855,8 +856,8 @@ def test_a_rival_claim_in_a_batched_reread_stops_only_its_workload() -> None:
     )
     rival = sb.Envelope(rival_claim, PEER, "r1", settle)
     effects = machine.claims_queried(settle, reread.request_id, [rival], ["r1", "r2"])
-    assert [s.workload_id for s in only(effects, sb.Spawn)] == ["w1"]
-    assert machine.status("w2").phase is sb.Phase.DEFERRED
+    assert [s.workload_id for s in only(effects, sbc.Spawn)] == ["w1"]
+    assert machine.status("w2").phase is sbc.Phase.DEFERRED
 
 
 class TestTransitions:
@@ -865,7 +866,7 @@ class TestTransitions:
         at = rereading(driver)
         driver.answer_claims(at + 3 + driver.timing.claim_settle)
         driver.finish_spawn(at + 30)
-        ph = sb.Phase
+        ph = sbc.Phase
         assert [(m.old, m.new) for m in driver.moves] == [
             (None, ph.WATCHING),
             (ph.WATCHING, ph.CONFIRMING),
@@ -884,8 +885,8 @@ class TestTransitions:
         machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=sb.Timing())
         effects = machine.reserve(CREATED, make_slot())
         assert effects == [
-            sb.SlotSaved(make_slot()),
-            sb.PhaseChanged("w1", None, sb.Phase.WATCHING, False),
+            sbc.SlotSaved(make_slot()),
+            sbc.PhaseChanged("w1", None, sbc.Phase.WATCHING, False),
         ]
         assert machine.tick(CREATED + 1) == []
 
@@ -894,15 +895,15 @@ class TestTransitions:
         driver.reserve(CREATED)
         driver.feed(CREATED + 5, revocation(CREATED + 5))
         last = driver.moves[-1]
-        assert (last.old, last.new, last.revoked) == (sb.Phase.WATCHING, sb.Phase.BACKOFF, True)
+        assert (last.old, last.new, last.revoked) == (sbc.Phase.WATCHING, sbc.Phase.BACKOFF, True)
 
     def test_a_move_outside_the_table_is_an_internal_error(self) -> None:
         driver = Driver()
         driver.reserve(CREATED)
         entry = driver.machine._index.entries["w1"]
         with pytest.raises(IllegalTransition, match="WATCHING to SPAWNING"):
-            driver.machine._enter(entry, sb.Phase.SPAWNING)
-        assert driver.machine.phase("w1") is sb.Phase.WATCHING
+            driver.machine._enter(entry, sbc.Phase.SPAWNING)
+        assert driver.machine.phase("w1") is sbc.Phase.WATCHING
 
     def test_a_failed_call_leaves_no_report_for_the_next(self) -> None:
         machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=sb.Timing())

@@ -12,25 +12,14 @@ from pathlib import Path
 import pytest
 
 import standby
+import standby.core
 
 ROOT = Path(__file__).resolve().parent.parent
 
 EXPECTED = {
     "AdapterError",
-    "NodeState",
-    "PrimaryRecord",
-    "PromotionIntent",
-    "RunningWorkload",
-    "Announce",
     "AtomicClaims",
-    "CannotStart",
-    "CheckContainer",
-    "ClaimOutcome",
-    "CompareAndSetClaim",
     "ContainerRuntime",
-    "DropReason",
-    "Dropped",
-    "ElectionEffect",
     "Envelope",
     "Heartbeat",
     "IdentityError",
@@ -38,46 +27,28 @@ EXPECTED = {
     "InvalidSlot",
     "JsonFileStore",
     "LeaseRevocation",
-    "LifecycleEffect",
-    "LifecycleState",
     "Message",
     "Never",
     "NodeError",
+    "NodeEvent",
     "NodeMisuse",
     "NodeStatus",
     "NotAddressed",
     "NotAddressedError",
-    "QuorumUnavailable",
-    "RequestRefused",
-    "RetryLater",
     "OnFailure",
-    "Phase",
-    "PhaseChanged",
     "Primary",
-    "PrimaryChanged",
     "PrimaryStatus",
-    "Promoted",
     "PromotionAnnouncement",
     "PromotionClaim",
-    "PublishClaim",
-    "PublishResult",
-    "PublishRevocation",
-    "Query",
-    "QueryClaims",
-    "QueryHeartbeats",
-    "QueryResult",
-    "QuorumShortfall",
-    "ReclaimContainer",
+    "QuorumUnavailable",
     "RelayTransport",
+    "RequestRefused",
     "RestartPolicy",
+    "RetryLater",
     "Role",
     "RuntimeFailure",
     "Sealer",
-    "SlotRemoved",
-    "SlotSaved",
-    "SlotStatus",
     "SlotStore",
-    "Spawn",
     "SpawnError",
     "SpawnRequest",
     "Standby",
@@ -85,13 +56,8 @@ EXPECTED = {
     "StandbyError",
     "StandbyNode",
     "StandbySlot",
-    "StartContainer",
-    "StateChanged",
-    "StopContainer",
-    "StopOrphan",
     "StoreError",
     "StoreQuarantined",
-    "Subscription",
     "Timing",
     "Topology",
     "TopologyError",
@@ -99,7 +65,6 @@ EXPECTED = {
     "UnsafeTiming",
     "WireError",
     "WorkloadConflict",
-    "WithdrawClaim",
     "WorkloadLifecycle",
     "__version__",
     "fencing_token",
@@ -108,6 +73,23 @@ EXPECTED = {
     "role_of",
     "select_expired",
     "silence_baseline",
+}
+
+#: What left the top level, and the face to import it from now.
+MOVED_TO_CORE = {
+    "NodeState",
+    "Phase",
+    "PrimaryRecord",
+    "PromotionIntent",
+    "SlotStatus",
+}
+MOVED_TO_PROTOCOLS = {
+    "ClaimOutcome",
+    "PublishResult",
+    "Query",
+    "QueryResult",
+    "RunningWorkload",
+    "Subscription",
 }
 
 
@@ -174,8 +156,19 @@ ERRORS = {
 
 #: Top-level names that need anyio: loaded on first use, homed in standby.node
 #: when the node re-exports them.
-LAZY = {"JsonFileStore", "NodeStatus", "PrimaryStatus", "Sealer", "SpawnRequest", "StandbyNode"}
-NODE_HOMED = {"NodeStatus", "PrimaryStatus", "SpawnRequest", "StandbyNode"}
+LAZY = {
+    "JsonFileStore",
+    "NodeEvent",
+    "NodeStatus",
+    "PrimaryStatus",
+    "Sealer",
+    "SpawnRequest",
+    "StandbyNode",
+}
+NODE_HOMED = {"NodeEvent", "NodeStatus", "PrimaryStatus", "SpawnRequest", "StandbyNode"}
+#: The machines: at the top level (the API contract fixes them there) and homed
+#: in standby.core, the face of the machine level.
+CORE_HOMED = {"StandbyElection", "WorkloadLifecycle", *MOVED_TO_CORE}
 
 
 def expected_home(name: str) -> str:
@@ -189,6 +182,8 @@ def expected_home(name: str) -> str:
         return "standby.errors"
     if name in NODE_HOMED:
         return "standby.node"
+    if name in CORE_HOMED:
+        return "standby.core"
     return "standby"
 
 
@@ -198,10 +193,39 @@ def test_effects_and_errors_modules_are_pinned() -> None:
 
     assert set(standby.effects.__all__) == EFFECTS
     assert set(standby.errors.__all__) == ERRORS
-    assert set(standby.__all__) >= EFFECTS | ERRORS
-    for module in (standby.effects, standby.errors):
-        for name in module.__all__:
-            assert getattr(module, name) is getattr(standby, name), name
+    assert set(standby.__all__) >= ERRORS
+    assert not set(standby.__all__) & EFFECTS
+    for name in standby.errors.__all__:
+        assert standby.errors.__dict__[name] is standby.__dict__[name], name
+    for name in standby.effects.__all__:
+        assert standby.effects.__dict__[name] is standby.core.__dict__[name], name
+
+
+def test_the_machine_level_is_pinned_at_standby_core() -> None:
+    assert set(standby.core.__all__) == EFFECTS | MOVED_TO_CORE | {
+        "TRANSITIONS",
+        "StandbyElection",
+        "WorkloadLifecycle",
+    }
+    for name in standby.core.__all__:
+        value = getattr(standby.core, name)
+        if isinstance(value, type) or inspect.isfunction(value):
+            assert value.__module__ == expected_home(name), (name, value.__module__)
+
+
+def test_the_top_level_stays_small() -> None:
+    assert len(standby.__all__) <= 60
+
+
+def test_names_that_left_the_top_level_resolve_with_a_warning_naming_the_new_import() -> None:
+    moved = dict.fromkeys(EFFECTS | MOVED_TO_CORE, "standby.core")
+    moved |= dict.fromkeys(MOVED_TO_PROTOCOLS, "standby.protocols")
+    assert moved == standby._MOVED
+    for name, face in sorted(moved.items()):
+        with pytest.warns(DeprecationWarning, match=f"from {face} import {name}`"):
+            value = getattr(standby, name)
+        assert value is getattr(importlib.import_module(face), name)
+        assert name not in dir(standby)
 
 
 def test_every_class_and_function_names_its_public_home() -> None:
@@ -233,7 +257,7 @@ def test_rehomed_models_still_resolve_their_annotations() -> None:
 
     from standby import wire
 
-    for cls in (standby.StandbySlot, standby.Heartbeat, standby.Spawn, standby.Timing):
+    for cls in (standby.StandbySlot, standby.Heartbeat, standby.core.Spawn, standby.Timing):
         typing.get_type_hints(cls)
     slot = standby.StandbySlot(
         workload_id="w",
@@ -252,7 +276,7 @@ def test_rehomed_models_still_resolve_their_annotations() -> None:
 def test_rehomed_values_pickle_by_their_public_name() -> None:
     import pickle
 
-    for value in (standby.DropReason.FUTURE_DATED, standby.Timing.fast()):
+    for value in (standby.core.DropReason.FUTURE_DATED, standby.Timing.fast()):
         assert pickle.loads(pickle.dumps(value)) == value
     error = pickle.loads(pickle.dumps(standby.TopologyError("bad")))
     assert type(error) is standby.TopologyError
@@ -278,7 +302,7 @@ def test_lazy_names_are_listed_and_loaded_on_demand() -> None:
     assert set(standby.__all__) >= LAZY
     assert set(dir(standby)) >= LAZY
     for name in sorted(LAZY):
-        assert getattr(standby, name).__name__ == name
+        assert getattr(standby, name) is getattr(importlib.import_module(expected_home(name)), name)
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = standby.no_such_name  # type: ignore[attr-defined]
 

@@ -29,6 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import standby as sb
+import standby.core as sbc
 
 T = sb.Timing()
 
@@ -54,12 +55,12 @@ def first_claim_vs_fence(
         lifecycle.heartbeat_acked(stamp, relay, stamp)
     lifecycle.container_started(stamp)
     fence_local = lifecycle.next_deadline()
-    while lifecycle.state is not sb.LifecycleState.FENCED:
+    while lifecycle.state is not sbc.LifecycleState.FENCED:
         assert fence_local is not None
         lifecycle.tick(fence_local)
         fence_local = (
             lifecycle.next_deadline()
-            if lifecycle.state is not sb.LifecycleState.FENCED
+            if lifecycle.state is not sbc.LifecycleState.FENCED
             else fence_local
         )
     assert fence_local is not None
@@ -74,7 +75,7 @@ def first_claim_vs_fence(
     assert deadline is not None
     driver.tick(deadline)
     driver.answer_heartbeats(deadline)
-    assert driver.phase() is sb.Phase.BACKOFF
+    assert driver.phase() is sbc.Phase.BACKOFF
     claim_local = driver.machine.next_deadline()
     assert claim_local is not None
     return claim_local - base - standby_skew, fence_true + timing.fence_grace
@@ -165,21 +166,21 @@ def test_guarantee3_fencing_tokens_increase_across_successive_promotions() -> No
     first.feed(CREATED + 1, revocation(CREATED + 1))
     first.run_to_spawn(CREATED + 1)
     done = first.finish_spawn(CREATED + 30)
-    tokens.append(one(done, sb.Promoted).fencing_token)
-    announced = one(done, sb.Announce).announcement
+    tokens.append(one(done, sbc.Promoted).fencing_token)
+    announced = one(done, sbc.Announce).announcement
     # C (index 2) follows A, then A goes silent and C (now index 1 of 2) takes epoch 2.
     second = Driver(me="C")
     second.reserve(CREATED, make_slot(index=2, peers=("A", "B")))
     changed = one(
         second.feed(CREATED + 31, sb.Envelope(announced, "A", "r1", CREATED + 31)),
-        sb.PrimaryChanged,
+        sbc.PrimaryChanged,
     )
     assert changed.epoch == 1
     assert second.machine.slots["w1"].standby_index == 1
     second.feed(CREATED + 40, revocation(CREATED + 40, signer="A", epoch=1))
     spawned_at = second.run_to_spawn(CREATED + 40)
     done = second.finish_spawn(spawned_at + 20)
-    tokens.append(one(done, sb.Promoted).fencing_token)
+    tokens.append(one(done, sbc.Promoted).fencing_token)
     assert tokens[0] < tokens[1]
     assert tokens == [sb.fencing_token(1, 0), sb.fencing_token(2, 1)]
 
@@ -195,8 +196,8 @@ def test_fm01_fresh_slot_waits_a_full_silence_from_created_at() -> None:
     # "last seen = 0" must not read as silence: nothing happens for a full window.
     for now in (CREATED, CREATED + 1, CREATED + 60, CREATED + T.silence - 0.001):
         assert driver.tick(now) == []
-    assert driver.phase() is sb.Phase.WATCHING
-    one(driver.tick(CREATED + T.silence), sb.QueryHeartbeats)
+    assert driver.phase() is sbc.Phase.WATCHING
+    one(driver.tick(CREATED + T.silence), sbc.QueryHeartbeats)
 
 
 def test_fm02_identities_are_compared_in_canonical_form() -> None:
@@ -231,7 +232,7 @@ def test_fm03_peer_routine_heartbeats_do_not_mean_a_peer_promoted() -> None:
     assert driver.machine.slots["w1"].primary == PRIMARY
     driver.tick(CREATED + T.silence)
     driver.answer_heartbeats(CREATED + T.silence, results=[heartbeat(CREATED + 170, signer=PEER)])
-    assert driver.phase() is sb.Phase.BACKOFF  # still promotes: only claims stop it
+    assert driver.phase() is sbc.Phase.BACKOFF  # still promotes: only claims stop it
     driver.run_to_spawn(CREATED + T.silence)
     assert len(driver.spawns()) == 1
 
@@ -264,7 +265,7 @@ def test_fm05_expired_slots_are_dropped_on_every_call_and_on_restore() -> None:
     assert driver.machine.next_deadline() == CREATED + 50
     # Any call after expiry drops it: here a heartbeat, not a tick.
     effects = driver.feed(CREATED + 50, heartbeat(CREATED + 50))
-    assert one(effects, sb.SlotRemoved) == sb.SlotRemoved("short", "expired")
+    assert one(effects, sbc.SlotRemoved) == sbc.SlotRemoved("short", "expired")
     assert set(driver.machine.slots) == {"long"}
     # A restart restores only what has not expired.
     fresh = Driver()
@@ -273,8 +274,8 @@ def test_fm05_expired_slots_are_dropped_on_every_call_and_on_restore() -> None:
         [make_slot(workload_id="gone", expires_at=CREATED + 60), make_slot(workload_id="kept")],
     )
     assert restored == [
-        sb.SlotRemoved("gone", "expired"),
-        sb.PhaseChanged("kept", None, sb.Phase.WATCHING, False),
+        sbc.SlotRemoved("gone", "expired"),
+        sbc.PhaseChanged("kept", None, sbc.Phase.WATCHING, False),
     ]
     assert set(fresh.machine.slots) == {"kept"}
 
@@ -284,7 +285,7 @@ def test_fm05_expired_slot_is_never_promoted() -> None:
     driver.reserve(CREATED, make_slot(index=1, peers=(PEER,), expires_at=CREATED + 20))
     driver.feed(CREATED + 1, revocation(CREATED + 1))  # backoff ends at CREATED + 31
     effects = driver.tick(CREATED + 31)
-    assert only(effects, sb.QueryClaims) == []
+    assert only(effects, sbc.QueryClaims) == []
     assert driver.machine.slots == {}
     assert driver.machine.next_deadline() is None
 
@@ -303,12 +304,12 @@ def test_fm06_quorum_loss_never_fences_a_workload_without_standbys() -> None:
     effects: list[Any] = []
     for hour in range(1, 49):
         effects += alone.tick(CREATED + 3_600 * hour)
-    assert alone.state is sb.LifecycleState.SUSPECT
-    assert only(effects, sb.StopContainer) == []
-    assert only(effects, sb.PublishRevocation) == []
+    assert alone.state is sbc.LifecycleState.SUSPECT
+    assert only(effects, sbc.StopContainer) == []
+    assert only(effects, sbc.PublishRevocation) == []
     replicated = lifecycle(("a",))
     replicated.tick(CREATED + T.lease)
-    assert replicated.state is sb.LifecycleState.FENCED
+    assert replicated.state is sbc.LifecycleState.FENCED
 
 
 def test_fm07_quorum_is_judged_over_a_window_per_relay_not_the_last_tick() -> None:
@@ -325,7 +326,7 @@ def test_fm07_quorum_is_judged_over_a_window_per_relay_not_the_last_tick() -> No
             machine.heartbeat_acked(now, relay, published)
         machine.tick(now)
         states.add(machine.state)
-    assert states == {sb.LifecycleState.LIVE}
+    assert states == {sbc.LifecycleState.LIVE}
 
 
 def test_fm08_revocation_needs_primary_signature() -> None:
@@ -334,12 +335,12 @@ def test_fm08_revocation_needs_primary_signature() -> None:
     # The body names the right primary; the signer is somebody else.
     forged = revocation(CREATED + 5, signer=STRANGER, body_primary=PRIMARY)
     effects = driver.feed(CREATED + 5, forged)
-    assert one(effects, sb.Dropped).reason is sb.DropReason.WRONG_SIGNER
-    assert driver.phase() is sb.Phase.WATCHING
+    assert one(effects, sbc.Dropped).reason is sbc.DropReason.WRONG_SIGNER
+    assert driver.phase() is sbc.Phase.WATCHING
     assert driver.machine.next_deadline() == CREATED + T.silence
     # A peer's signature is not the primary's either.
     driver.feed(CREATED + 6, revocation(CREATED + 6, signer=PEER))
-    assert driver.phase() is sb.Phase.WATCHING
+    assert driver.phase() is sbc.Phase.WATCHING
 
 
 def test_fm08_replayed_revocation_after_the_slot_moved_on_is_rejected() -> None:
@@ -347,10 +348,10 @@ def test_fm08_replayed_revocation_after_the_slot_moved_on_is_rejected() -> None:
     driver.reserve(CREATED)
     driver.feed(CREATED + 30, announcement(CREATED + 30))  # PEER took over: epoch 1
     old = driver.feed(CREATED + 31, revocation(CREATED + 10))  # old primary's, replayed
-    assert one(old, sb.Dropped).reason is sb.DropReason.WRONG_SIGNER
+    assert one(old, sbc.Dropped).reason is sbc.DropReason.WRONG_SIGNER
     epoch0 = driver.feed(CREATED + 32, revocation(CREATED + 32, signer=PEER, epoch=0))
-    assert one(epoch0, sb.Dropped).reason is sb.DropReason.WRONG_EPOCH
-    assert driver.phase() is sb.Phase.WATCHING
+    assert one(epoch0, sbc.Dropped).reason is sbc.DropReason.WRONG_EPOCH
+    assert driver.phase() is sbc.Phase.WATCHING
 
 
 def test_fm09_reference_timing_is_rejected_and_defaults_are_safe() -> None:
@@ -364,8 +365,8 @@ def test_fm10_future_dated_heartbeat_is_rejected_and_reported() -> None:
     driver.reserve(CREATED)
     now = CREATED + 10
     effects = driver.feed(now, heartbeat(now + T.max_clock_skew + 1))
-    dropped = one(effects, sb.Dropped)
-    assert dropped.reason is sb.DropReason.FUTURE_DATED
+    dropped = one(effects, sbc.Dropped)
+    assert dropped.reason is sbc.DropReason.FUTURE_DATED
     assert driver.machine.counters["future_dated"] == 1
     assert driver.machine.last_heartbeat(PRIMARY) is None
     assert driver.machine.next_deadline() == CREATED + T.silence
@@ -383,16 +384,16 @@ def test_fm12_duplicate_revocations_and_the_watchdog_promote_once() -> None:
         driver.feed(at, envelope)
     now = CREATED + T.silence  # the watchdog's deadline passes as well
     effects = driver.tick(now)
-    assert only(effects, sb.QueryHeartbeats) == []
-    one(effects, sb.QueryClaims)
+    assert only(effects, sbc.QueryHeartbeats) == []
+    one(effects, sbc.QueryClaims)
     for envelope in copies:
-        assert only(driver.feed(now, envelope), sb.QueryClaims) == []
-    one(driver.answer_claims(now + 1), sb.PublishClaim)
+        assert only(driver.feed(now, envelope), sbc.QueryClaims) == []
+    one(driver.answer_claims(now + 1), sbc.PublishClaim)
     driver.ack_claim(now + 2)
     for envelope in copies:
         driver.feed(now + 3, envelope)
-    one(driver.tick(now + 2 + T.claim_settle), sb.QueryClaims)
-    one(driver.answer_claims(now + 18), sb.Spawn)
+    one(driver.tick(now + 2 + T.claim_settle), sbc.QueryClaims)
+    one(driver.answer_claims(now + 18), sbc.Spawn)
     spawn_at = now + 18
     for envelope in copies:
         driver.feed(spawn_at, envelope)
@@ -410,18 +411,18 @@ def test_fm13_failed_spawn_releases_the_claim_and_rearms() -> None:
     driver.feed(CREATED + 1, revocation(CREATED + 1))
     spawn_at = driver.run_to_spawn(CREATED + 1)
     effects = driver.finish_spawn(spawn_at + 2, ok=False)
-    released = one(effects, sb.WithdrawClaim).claim
+    released = one(effects, sbc.WithdrawClaim).claim
     assert released.withdrawn
     assert released.epoch == 1
     assert "w1" in driver.machine.slots
     status = driver.machine.status("w1")
-    assert (status.phase, status.spawn_attempts) == (sb.Phase.HOLD, 1)
+    assert (status.phase, status.spawn_attempts) == (sbc.Phase.HOLD, 1)
     # It retries after the backoff, and a later attempt can succeed.
     retry = spawn_at + 2 + T.spawn_retry_backoff
     assert driver.machine.next_deadline() == retry
     driver.run_to_spawn(retry)
     done = driver.finish_spawn(retry + 40)
-    one(done, sb.Promoted)
+    one(done, sbc.Promoted)
     assert len(driver.spawns()) == 2
 
 
@@ -454,11 +455,11 @@ def test_fm24_spawns_that_always_fail_end_in_a_final_state_with_growing_waits() 
         if deadline is not None:
             waits.append(deadline - start)
     # The slot is given up for good: a final state the host is told of.
-    gave_up = one(effects, sb.CannotStart)
+    gave_up = one(effects, sbc.CannotStart)
     assert (gave_up.workload_id, gave_up.attempts) == ("w1", total)
     assert gave_up.error == f"exec failed #{total - 1}"
-    assert one(effects, sb.SlotRemoved).reason == "cannot start"
-    assert one(effects, sb.WithdrawClaim).claim.withdrawn
+    assert one(effects, sbc.SlotRemoved).reason == "cannot start"
+    assert one(effects, sbc.WithdrawClaim).claim.withdrawn
     assert "w1" not in driver.machine.slots
     assert driver.machine.next_deadline() is None
     assert len(driver.spawns()) == total

@@ -8,6 +8,7 @@ import pytest
 from _driver import one, only
 
 import standby as sb
+import standby.core as sbc
 
 T = sb.Timing()
 START = 10_000.0
@@ -26,7 +27,7 @@ def live(machine: sb.WorkloadLifecycle, at: float = START) -> sb.WorkloadLifecyc
     machine.start(at)
     ack_all(machine, at, at)
     machine.container_started(at)
-    assert machine.state is sb.LifecycleState.LIVE
+    assert machine.state is sbc.LifecycleState.LIVE
     return machine
 
 
@@ -36,15 +37,15 @@ class TestProvisioning:
         assert machine.start(START) == []
         assert machine.heartbeat_acked(START, "r1", START) == []  # one relay is no quorum
         effects = machine.heartbeat_acked(START + 0.5, "r2", START)
-        start = one(effects, sb.StartContainer)
+        start = one(effects, sbc.StartContainer)
         assert (start.fencing_token, start.attempt) == (0, 1)
-        assert machine.state is sb.LifecycleState.PROVISIONING
-        one(machine.container_started(START + 2), sb.StateChanged)
-        assert machine.state is sb.LifecycleState.LIVE
+        assert machine.state is sbc.LifecycleState.PROVISIONING
+        one(machine.container_started(START + 2), sbc.StateChanged)
+        assert machine.state is sbc.LifecycleState.LIVE
 
     def test_unreplicated_workload_starts_at_once(self) -> None:
         machine = primary(standbys=())
-        one(machine.start(START), sb.StartContainer)
+        one(machine.start(START), sbc.StartContainer)
 
     def test_promoted_workload_is_live_with_a_lease_from_its_claim(self) -> None:
         machine = sb.WorkloadLifecycle.promoted(
@@ -57,7 +58,7 @@ class TestProvisioning:
             fencing_token=sb.fencing_token(1, 0),
             lease_from=START,
         )
-        assert machine.state is sb.LifecycleState.LIVE
+        assert machine.state is sbc.LifecycleState.LIVE
         assert machine.lease_end() == START + T.lease
         assert machine.next_deadline() == START + 20 + T.suspect_after
 
@@ -72,11 +73,11 @@ class TestProvisioning:
             fencing_token=sb.fencing_token(1, 0),
             lease_from=START,
         )
-        assert machine.state is sb.LifecycleState.FENCED
+        assert machine.state is sbc.LifecycleState.FENCED
         assert machine.next_deadline() == START + T.lease + 5  # call me now
         effects = machine.tick(START + T.lease + 5)
-        assert one(effects, sb.StopContainer).reason == "lease expired"
-        one(machine.container_stopped(START + T.lease + 6), sb.PublishRevocation)
+        assert one(effects, sbc.StopContainer).reason == "lease expired"
+        one(machine.container_stopped(START + T.lease + 6), sbc.PublishRevocation)
 
     def test_replicated_workload_without_lease_by_the_grace_end_gives_up(self) -> None:
         machine = primary(created_at=START)
@@ -85,23 +86,23 @@ class TestProvisioning:
         assert machine.next_deadline() == give_up
         machine.heartbeat_acked(give_up - 1, "r1", give_up - 1)  # one relay: no lease
         effects = machine.tick(give_up)
-        assert machine.state is sb.LifecycleState.FENCED
-        assert only(effects, sb.StartContainer) == []
-        one(effects, sb.PublishRevocation)  # never started: stopped already
+        assert machine.state is sbc.LifecycleState.FENCED
+        assert only(effects, sbc.StartContainer) == []
+        one(effects, sbc.PublishRevocation)  # never started: stopped already
         ack_all(machine, give_up + 1, give_up + 1)
-        assert only(machine.tick(give_up + 2), sb.StartContainer) == []
+        assert only(machine.tick(give_up + 2), sbc.StartContainer) == []
 
     def test_lease_just_before_the_grace_end_still_starts(self) -> None:
         machine = primary(created_at=START)
         machine.start(START)
         at = START + T.silence - T.max_clock_skew - 1
         assert machine.heartbeat_acked(at, "r1", at) == []
-        start = one(machine.heartbeat_acked(at, "r2", at), sb.StartContainer)
+        start = one(machine.heartbeat_acked(at, "r2", at), sbc.StartContainer)
         assert start.attempt == 1
         machine.container_started(at + 0.5)
-        assert machine.state is sb.LifecycleState.LIVE
+        assert machine.state is sbc.LifecycleState.LIVE
         machine.tick(START + T.silence)  # past the grace end, but it did start in time
-        assert machine.state is sb.LifecycleState.LIVE
+        assert machine.state is sbc.LifecycleState.LIVE
 
 
 class TestLease:
@@ -124,23 +125,23 @@ class TestLease:
     def test_no_quorum_for_suspect_after_makes_it_suspect(self) -> None:
         machine = live(primary())
         assert machine.tick(START + T.suspect_after - 1) == []
-        changed = one(machine.tick(START + T.suspect_after), sb.StateChanged)
-        assert changed.new is sb.LifecycleState.SUSPECT
+        changed = one(machine.tick(START + T.suspect_after), sbc.StateChanged)
+        assert changed.new is sbc.LifecycleState.SUSPECT
 
     def test_quorum_back_before_the_lease_ends_is_live_again(self) -> None:
         machine = live(primary())
         machine.tick(START + T.suspect_after)
         ack_all(machine, START + 100, START + 100)
-        assert machine.state is sb.LifecycleState.LIVE
+        assert machine.state is sbc.LifecycleState.LIVE
 
     def test_lease_end_fences_stop_first_then_revoke(self) -> None:
         machine = live(primary())
         effects = machine.tick(START + T.lease)
-        assert machine.state is sb.LifecycleState.FENCED
-        stop = one(effects, sb.StopContainer)
+        assert machine.state is sbc.LifecycleState.FENCED
+        stop = one(effects, sbc.StopContainer)
         assert stop.reason == "lease expired"
-        assert only(effects, sb.PublishRevocation) == []
-        revoked = one(machine.container_stopped(START + T.lease + 3), sb.PublishRevocation)
+        assert only(effects, sbc.PublishRevocation) == []
+        revoked = one(machine.container_stopped(START + T.lease + 3), sbc.PublishRevocation)
         assert revoked.revocation.primary == "P"
         assert revoked.revocation.standbys == ("a", "b")
         assert revoked.revocation.revoked_at == START + T.lease + 3
@@ -148,15 +149,15 @@ class TestLease:
     def test_one_second_before_lease_end_still_not_fenced(self) -> None:
         machine = live(primary())
         machine.tick(START + T.lease - 1)
-        assert machine.state is sb.LifecycleState.SUSPECT
+        assert machine.state is sbc.LifecycleState.SUSPECT
 
     def test_fenced_is_terminal_even_when_heartbeats_come_back(self) -> None:
         machine = live(primary())
         machine.tick(START + T.lease)
         ack_all(machine, START + T.lease + 1, START + T.lease + 1)
-        assert machine.state is sb.LifecycleState.FENCED
+        assert machine.state is sbc.LifecycleState.FENCED
         late = machine.container_started(START + T.lease + 2)
-        one(late, sb.StopContainer)  # a start that raced the fence is stopped again
+        one(late, sbc.StopContainer)  # a start that raced the fence is stopped again
 
     def test_revocation_is_retried_until_a_write_quorum_acknowledges(self) -> None:
         machine = live(primary())
@@ -165,7 +166,7 @@ class TestLease:
         machine.revocation_published(START + T.lease + 1, ["r1"])
         retry = START + T.lease + 1 + T.heartbeat_interval
         assert machine.next_deadline() == retry
-        one(machine.tick(retry), sb.PublishRevocation)
+        one(machine.tick(retry), sbc.PublishRevocation)
         machine.revocation_published(retry + 1, ["r1", "r2"])
         assert machine.next_deadline() is None
 
@@ -181,11 +182,11 @@ class TestLease:
         ack_all(machine, stepped + 60, stepped + 60)
         assert machine.lease_end() == held - 610
         assert machine.next_deadline() == held - 610
-        assert one(machine.tick(held - 610), sb.StopContainer).reason == "lease expired"
-        assert machine.state is sb.LifecycleState.FENCED
+        assert one(machine.tick(held - 610), sbc.StopContainer).reason == "lease expired"
+        assert machine.state is sbc.LifecycleState.FENCED
         # Nor does one stamped past the old acknowledgements, ten minutes on.
         ack_all(machine, START + 200, START + 200)
-        assert machine.state is sb.LifecycleState.FENCED
+        assert machine.state is sbc.LifecycleState.FENCED
 
     def test_fm31_no_step_back_leaves_the_lease_alone(self) -> None:
         machine = live(primary())
@@ -197,10 +198,10 @@ class TestHandover:
     def test_handover_fences_now_then_revokes(self) -> None:
         machine = live(primary())
         effects = machine.handover(START + 5, state_uri="s3://ckpt")
-        assert machine.state is sb.LifecycleState.FENCED
-        one(effects, sb.StopContainer)
-        assert only(effects, sb.PublishRevocation) == []
-        revoked = one(machine.container_stopped(START + 6), sb.PublishRevocation).revocation
+        assert machine.state is sbc.LifecycleState.FENCED
+        one(effects, sbc.StopContainer)
+        assert only(effects, sbc.PublishRevocation) == []
+        revoked = one(machine.container_stopped(START + 6), sbc.PublishRevocation).revocation
         assert (revoked.reason, revoked.state_uri) == ("handover", "s3://ckpt")
 
     def test_handover_without_standbys_raises(self) -> None:
@@ -226,7 +227,7 @@ class TestHandover:
             lease_from=START,
         )
         machine.handover(START + 1)
-        revoked = one(machine.container_stopped(START + 2), sb.PublishRevocation)
+        revoked = one(machine.container_stopped(START + 2), sbc.PublishRevocation)
         assert revoked.revocation.epoch == 3
 
 
@@ -237,26 +238,26 @@ class TestLaterEpoch:
         machine = live(primary())
         assert machine.holds_lease(START + 5)
         effects = machine.takeover_seen(START + 5, 1, "b")
-        assert machine.state is sb.LifecycleState.FENCED
+        assert machine.state is sbc.LifecycleState.FENCED
         assert machine.superseded == (1, "b")
-        changed = one(effects, sb.StateChanged)
-        assert (changed.old, changed.new) == (sb.LifecycleState.LIVE, sb.LifecycleState.FENCED)
-        assert "epoch 1" in one(effects, sb.StopContainer).reason
-        assert only(effects, sb.PublishRevocation) == []  # stop first, always
+        changed = one(effects, sbc.StateChanged)
+        assert (changed.old, changed.new) == (sbc.LifecycleState.LIVE, sbc.LifecycleState.FENCED)
+        assert "epoch 1" in one(effects, sbc.StopContainer).reason
+        assert only(effects, sbc.PublishRevocation) == []  # stop first, always
         # Then the revocation, as after every fence: the claim may yet be withdrawn,
         # and the other standbys must not wait for a silence that never comes.
-        revoked = one(machine.container_stopped(START + 6), sb.PublishRevocation).revocation
+        revoked = one(machine.container_stopped(START + 6), sbc.PublishRevocation).revocation
         assert (revoked.epoch, revoked.standbys) == (0, ("a", "b"))
         ack_all(machine, START + 7, START + 7)
-        assert machine.state is sb.LifecycleState.FENCED  # heartbeats never bring it back
+        assert machine.state is sbc.LifecycleState.FENCED  # heartbeats never bring it back
 
     def test_a_primary_not_started_yet_gives_the_workload_up(self) -> None:
         machine = primary()
         machine.start(START)
         effects = machine.takeover_seen(START + 1, 2, "a")
-        assert machine.state is sb.LifecycleState.FENCED
-        one(effects, sb.StopContainer)
-        one(effects, sb.PublishRevocation)  # nothing was started: nothing to wait for
+        assert machine.state is sbc.LifecycleState.FENCED
+        one(effects, sbc.StopContainer)
+        one(effects, sbc.PublishRevocation)  # nothing was started: nothing to wait for
         ack_all(machine, START + 2, START + 2)
         assert machine.next_deadline() is None
 
@@ -276,57 +277,57 @@ class TestLaterEpoch:
         )
         deadline = machine.next_deadline()
         assert machine.takeover_seen(START + 1, epoch, by) == []
-        assert machine.state is sb.LifecycleState.LIVE
+        assert machine.state is sbc.LifecycleState.LIVE
         assert (machine.superseded, machine.ignored_takeovers) == (None, 1)
         assert machine.next_deadline() == deadline
         machine.takeover_seen(START + 2, 4, "b")
-        assert machine.state is sb.LifecycleState.FENCED
+        assert machine.state is sbc.LifecycleState.FENCED
 
     def test_once_ended_a_later_epoch_changes_nothing(self) -> None:
         machine = live(primary())
         machine.tick(START + T.lease)
-        assert machine.state is sb.LifecycleState.FENCED
+        assert machine.state is sbc.LifecycleState.FENCED
         assert machine.takeover_seen(START + T.lease + 1, 1, "a") == []
         assert (machine.superseded, machine.ignored_takeovers) == (None, 0)
 
     def test_a_workload_without_standbys_has_nobody_to_step_down_for(self) -> None:
         machine = live(primary(standbys=()))
         assert machine.takeover_seen(START + 1, 1, "a") == []
-        assert machine.state is sb.LifecycleState.LIVE
+        assert machine.state is sbc.LifecycleState.LIVE
 
 
 class TestRestartPolicy:
     def test_never_ends_in_failed_and_checks_before_reclaiming(self) -> None:
         machine = live(primary(standbys=(), restart=sb.Never()))
         effects = machine.container_exited(START + 10)
-        assert machine.state is sb.LifecycleState.FAILED
-        one(effects, sb.CheckContainer)
+        assert machine.state is sbc.LifecycleState.FAILED
+        one(effects, sbc.CheckContainer)
         assert machine.container_status(START + 11, "running") == []
-        one(machine.container_status(START + 12, "stopped"), sb.ReclaimContainer)
+        one(machine.container_status(START + 12, "stopped"), sbc.ReclaimContainer)
         assert machine.container_status(START + 13, "stopped") == []
 
     def test_on_failure_restarts_with_backoff_then_fails(self) -> None:
         machine = live(primary(standbys=(), restart=sb.OnFailure(max_attempts=2, backoff=4.0)))
         machine.container_exited(START + 10)
-        assert machine.state is sb.LifecycleState.RESTARTING
+        assert machine.state is sbc.LifecycleState.RESTARTING
         assert machine.next_deadline() == START + 14
-        restart = one(machine.tick(START + 14), sb.StartContainer)
+        restart = one(machine.tick(START + 14), sbc.StartContainer)
         assert restart.attempt == 2
         machine.container_started(START + 15)
-        assert machine.state is sb.LifecycleState.LIVE
+        assert machine.state is sbc.LifecycleState.LIVE
         machine.container_exited(START + 20)
         assert machine.next_deadline() == START + 28
         machine.tick(START + 28)
         machine.container_failed(START + 29, "image pull failed")
-        assert machine.state is sb.LifecycleState.FAILED
+        assert machine.state is sbc.LifecycleState.FAILED
         assert "image pull failed" in machine.reason
 
     def test_replicated_workload_hands_over_when_its_container_dies(self) -> None:
         machine = live(primary(restart=sb.OnFailure()))
         effects = machine.container_exited(START + 10)
-        assert machine.state is sb.LifecycleState.FENCED
-        stop_at = next(i for i, e in enumerate(effects) if isinstance(e, sb.StopContainer))
-        revoke_at = next(i for i, e in enumerate(effects) if isinstance(e, sb.PublishRevocation))
+        assert machine.state is sbc.LifecycleState.FENCED
+        stop_at = next(i for i, e in enumerate(effects) if isinstance(e, sbc.StopContainer))
+        revoke_at = next(i for i, e in enumerate(effects) if isinstance(e, sbc.PublishRevocation))
         assert stop_at < revoke_at
 
     def test_policy_validation(self) -> None:
@@ -340,6 +341,6 @@ class TestExpiry:
     def test_expiry_stops_the_container(self) -> None:
         machine = live(primary(standbys=(), expires_at=START + 500))
         effects = machine.tick(START + 500)
-        assert machine.state is sb.LifecycleState.EXPIRED
-        assert one(effects, sb.StopContainer).reason == "reservation expired"
+        assert machine.state is sbc.LifecycleState.EXPIRED
+        assert one(effects, sbc.StopContainer).reason == "reservation expired"
         assert machine.next_deadline() is None

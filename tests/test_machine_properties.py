@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import standby as sb
+import standby.core as sbc
 
 T = sb.Timing()
 RELAYS = ("r1", "r2", "r3")
@@ -65,29 +66,29 @@ def test_lifecycle_never_live_past_lease_and_revokes_only_after_stop(
                 effects = machine.handover(now)
             except sb.StandbyError:
                 assert not replicated or machine.state in (
-                    sb.LifecycleState.FENCED,
-                    sb.LifecycleState.FAILED,
-                    sb.LifecycleState.EXPIRED,
+                    sbc.LifecycleState.FENCED,
+                    sbc.LifecycleState.FAILED,
+                    sbc.LifecycleState.EXPIRED,
                 )
         elif op[0] == "published":
             effects = machine.revocation_published(now, RELAYS[: op[1]])
         for effect in effects:
-            if isinstance(effect, sb.StopContainer):
+            if isinstance(effect, sbc.StopContainer):
                 stop_emitted = True
-            if isinstance(effect, sb.PublishRevocation):
+            if isinstance(effect, sbc.PublishRevocation):
                 assert replicated
-                assert machine.state is not sb.LifecycleState.LIVE
+                assert machine.state is not sbc.LifecycleState.LIVE
                 assert stop_emitted, "revocation before any stop"
                 # The first one follows a completed stop, or a stop in the same
                 # batch for a container that never started; later ones are retries.
                 assert stop_done or effects.index(effect) > 0
                 stop_done = True
-        if replicated and machine.state is sb.LifecycleState.LIVE:
+        if replicated and machine.state is sbc.LifecycleState.LIVE:
             end = machine.lease_end()
             assert end is not None
             assert now < end, "Live past the lease end"
         if not replicated:
-            assert machine.state is not sb.LifecycleState.FENCED
+            assert machine.state is not sbc.LifecycleState.FENCED
 
 
 # ---------------------------------------------------------------------------
@@ -130,7 +131,7 @@ class ElectionRun:
     def __init__(self, timing: sb.Timing) -> None:
         self.machine: sb.StandbyElection[Any] = sb.StandbyElection(me="A", timing=timing)
         self.pending: list[Any] = []
-        self.spawns: list[tuple[float, sb.Spawn[Any]]] = []
+        self.spawns: list[tuple[float, sbc.Spawn[Any]]] = []
         self.claims: list[tuple[float, sb.PromotionClaim]] = []
         self.in_flight: set[int] = set()
         self.promoted = 0
@@ -138,16 +139,18 @@ class ElectionRun:
 
     def take(self, now: float, effects: list[Any]) -> None:
         for effect in effects:
-            if isinstance(effect, sb.Spawn):
+            if isinstance(effect, sbc.Spawn):
                 assert not self.in_flight, "a second spawn while one is running"
                 assert self.promoted == 0, "a spawn after the promotion"
                 self.in_flight.add(effect.request_id)
                 self.spawns.append((now, effect))
-            if isinstance(effect, sb.PublishClaim):
+            if isinstance(effect, sbc.PublishClaim):
                 self.claims.append((now, effect.claim))
-            if isinstance(effect, sb.Promoted):
+            if isinstance(effect, sbc.Promoted):
                 self.promoted += 1
-            if isinstance(effect, sb.QueryHeartbeats | sb.QueryClaims | sb.PublishClaim | sb.Spawn):
+            if isinstance(
+                effect, sbc.QueryHeartbeats | sbc.QueryClaims | sbc.PublishClaim | sbc.Spawn
+            ):
                 self.pending.append(effect)
 
     def answer(self, now: float, quorum: bool, ok: bool) -> None:
@@ -156,11 +159,11 @@ class ElectionRun:
         effect = self.pending.pop(0)
         answered = ("r1", "r2") if quorum else ("r1",)
         m = self.machine
-        if isinstance(effect, sb.QueryHeartbeats):
+        if isinstance(effect, sbc.QueryHeartbeats):
             self.take(now, m.heartbeats_queried(now, effect.request_id, [], answered))
-        elif isinstance(effect, sb.QueryClaims):
+        elif isinstance(effect, sbc.QueryClaims):
             self.take(now, m.claims_queried(now, effect.request_id, [], answered))
-        elif isinstance(effect, sb.PublishClaim):
+        elif isinstance(effect, sbc.PublishClaim):
             self.take(now, m.claim_published(now, effect.request_id, answered))
         else:
             self.in_flight.discard(effect.request_id)
@@ -239,7 +242,7 @@ def test_forged_or_replayed_revocations_never_promote(
             run.answer(now, True, True)
     assert run.claims == []
     assert run.spawns == []
-    assert run.machine.status("w1").phase is sb.Phase.WATCHING
+    assert run.machine.status("w1").phase is sbc.Phase.WATCHING
 
 
 @settings(max_examples=100, deadline=None)
@@ -291,8 +294,8 @@ def test_fencing_tokens_strictly_increase_across_promotions(
         while run.promoted == 0:
             deadline = machine.next_deadline()
             if run.pending:
-                ok = fails == 0 or not isinstance(run.pending[0], sb.Spawn)
-                if isinstance(run.pending[0], sb.Spawn) and fails:
+                ok = fails == 0 or not isinstance(run.pending[0], sbc.Spawn)
+                if isinstance(run.pending[0], sbc.Spawn) and fails:
                     fails -= 1
                 run.answer(now, True, ok)
             else:

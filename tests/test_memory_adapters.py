@@ -12,7 +12,6 @@ import attrs
 import pytest
 
 from standby import (
-    DropReason,
     Envelope,
     Heartbeat,
     LeaseRevocation,
@@ -28,6 +27,7 @@ from standby.adapters.memory import (
     RuntimeRecord,
     canonical_identity,
 )
+from standby.core import DropReason
 from standby.core._errors import IdentityError, SpawnError, TransportError
 from standby.protocols import (
     MESSAGE_KINDS,

@@ -24,8 +24,6 @@ from _crash import ForwardingTransport
 from standby import (
     InvalidSlot,
     LeaseRevocation,
-    LifecycleState,
-    Phase,
     PromotionAnnouncement,
     PromotionClaim,
     StoreError,
@@ -42,6 +40,7 @@ from standby.adapters.memory import (
     MemorySlotStore,
     RuntimeRecord,
 )
+from standby.core import LifecycleState, Phase
 from standby.core._errors import (
     IdentityError,
     NodeError,

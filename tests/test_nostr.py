@@ -29,7 +29,6 @@ from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, rela
 from httpx_ws import aconnect_ws
 
 from standby import (
-    DropReason,
     Heartbeat,
     LeaseRevocation,
     PromotionAnnouncement,
@@ -51,6 +50,7 @@ from standby.adapters.nostr import (
 )
 from standby.adapters.nostr._keys import EventRejected, event_id
 from standby.adapters.nostr._profile import filters_for
+from standby.core import DropReason
 from standby.core._errors import IdentityError, TransportError
 from standby.protocols import (
     Query,

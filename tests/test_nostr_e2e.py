@@ -19,8 +19,9 @@ import pytest
 from _e2e import NAMES, Providers
 from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, relays  # noqa: F401
 
-from standby import Heartbeat, LeaseRevocation, Phase
+from standby import Heartbeat, LeaseRevocation
 from standby.adapters.nostr import NostrProfile, NostrTransport, sign_event
+from standby.core import Phase
 from standby.node import SlotPhaseChanged
 from standby.protocols import Query
 from standby.testing._relay_process import local_relay_timing

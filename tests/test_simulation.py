@@ -15,14 +15,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from standby import (
-    Envelope,
-    LeaseRevocation,
-    Promoted,
-    StandbyElection,
-    Timing,
-    UnsafeTiming,
-)
+from standby import Envelope, LeaseRevocation, StandbyElection, Timing, UnsafeTiming
+from standby.core import Promoted
 from standby.node import _node as node_module
 from standby.testing import (
     BASE_TIME,

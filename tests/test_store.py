@@ -453,7 +453,7 @@ def test_default_secret_heuristic(spec: Any, secret: bool) -> None:
 
 
 async def test_node_state_round_trips_with_intents_and_primaries(tmp_path: Path) -> None:
-    from standby import NodeState, PrimaryRecord, PromotionIntent
+    from standby.core import NodeState, PrimaryRecord, PromotionIntent
 
     path = tmp_path / "slots.json"
     state = NodeState(

@@ -3,7 +3,7 @@
 A slot that needs to read the claims (its pre-read or its settle re-read)
 does not ask on its own: it queues, and at the end of the machine's call
 every queue of one primary and one step becomes one
-:class:`~standby.QueryClaims` of at most :data:`MAX_BATCH` workloads. The
+:class:`~standby.core.QueryClaims` of at most :data:`MAX_BATCH` workloads. The
 read in flight is remembered by request id until its answer comes back.
 """
 
@@ -46,8 +46,8 @@ def batched(
     """Wrap one call of the machine: its reads go out batched, its moves reported last.
 
     The claims reads queued during ``method`` become batched
-    :class:`~standby.QueryClaims` effects, and the phase moves it made are
-    appended as :class:`~standby.PhaseChanged` effects. A call that raises
+    :class:`~standby.core.QueryClaims` effects, and the phase moves it made are
+    appended as :class:`~standby.core.PhaseChanged` effects. A call that raises
     leaves no reported move behind for the next one.
     """
 

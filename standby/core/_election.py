@@ -8,7 +8,7 @@ calls :meth:`StandbyElection.tick` no later than :meth:`next_deadline`.
 
 Life of a slot (``Phase``): :data:`TRANSITIONS` lists every legal move, and
 every move goes through one checked step that reports it as a
-:class:`~standby.PhaseChanged` effect. In short: ``WATCHING`` until the
+:class:`~standby.core.PhaseChanged` effect. In short: ``WATCHING`` until the
 primary's silence deadline, ``CONFIRMING`` the silence with a quorum read,
 ``BACKOFF`` by standby index (a revocation skips straight here), then the
 claim protocol ``PREREAD`` -> ``CLAIMING`` -> ``SETTLING`` -> ``REREAD`` ->
@@ -51,7 +51,7 @@ class StandbyElection(ElectionInputs[SpecT]):
     """Election machine for every slot this provider reserved.
 
     ``me`` is this provider's canonical identity. With ``atomic_claims=True``
-    the machine asks for a :class:`~standby.CompareAndSetClaim` instead of
+    the machine asks for a :class:`~standby.core.CompareAndSetClaim` instead of
     publish-and-settle (use it when the transport implements
     :class:`~standby.protocols.AtomicClaims`).
 
@@ -196,7 +196,7 @@ class StandbyElection(ElectionInputs[SpecT]):
         results: Sequence[Envelope[Any]],
         answered: Iterable[str],
     ) -> list[ElectionEffect]:
-        """Report the result of a :class:`~standby.QueryHeartbeats`."""
+        """Report the result of a :class:`~standby.core.QueryHeartbeats`."""
         effects = self._swept(now)
         pending = self._confirming.pop(request_id, None)
         if pending is None:
@@ -229,7 +229,7 @@ class StandbyElection(ElectionInputs[SpecT]):
         results: Sequence[Envelope[Any]],
         answered: Iterable[str],
     ) -> list[ElectionEffect]:
-        """Report the result of a :class:`~standby.QueryClaims`.
+        """Report the result of a :class:`~standby.core.QueryClaims`.
 
         ``results`` must hold every matching message that each relay in
         ``answered`` stored, for every workload of the query.
@@ -253,7 +253,7 @@ class StandbyElection(ElectionInputs[SpecT]):
     def claim_published(
         self, now: float, request_id: int, acknowledged: Iterable[str]
     ) -> list[ElectionEffect]:
-        """Report which relays acknowledged a :class:`~standby.PublishClaim`."""
+        """Report which relays acknowledged a :class:`~standby.core.PublishClaim`."""
         effects = self._swept(now)
         entry = self._take_request(request_id, Request.PUBLISH, effects)
         if entry is None:
@@ -270,7 +270,7 @@ class StandbyElection(ElectionInputs[SpecT]):
     def claim_compared(
         self, now: float, request_id: int, won: bool, holder: PromotionClaim | None = None
     ) -> list[ElectionEffect]:
-        """Report the outcome of a :class:`~standby.CompareAndSetClaim`.
+        """Report the outcome of a :class:`~standby.core.CompareAndSetClaim`.
 
         ``holder`` is the claim that holds the epoch when this one lost.
         """
@@ -292,7 +292,7 @@ class StandbyElection(ElectionInputs[SpecT]):
     def spawn_finished(
         self, now: float, request_id: int, ok: bool, error: str | None = None
     ) -> list[ElectionEffect]:
-        """Report the outcome of a :class:`~standby.Spawn`."""
+        """Report the outcome of a :class:`~standby.core.Spawn`."""
         effects: list[ElectionEffect] = []
         abandoned = self._abandoned.pop(request_id, None)
         if abandoned is not None:

@@ -341,7 +341,7 @@ class WorkloadLifecycle:
         return effects
 
     def container_stopped(self, now: float) -> list[LifecycleEffect]:
-        """A :class:`~standby.StopContainer` completed: the container no longer runs."""
+        """A :class:`~standby.core.StopContainer` completed: the container no longer runs."""
         effects: list[LifecycleEffect] = []
         self._advance(now, effects)
         self._stopped = True
@@ -350,7 +350,7 @@ class WorkloadLifecycle:
         return effects
 
     def container_status(self, now: float, status: ContainerStatus) -> list[LifecycleEffect]:
-        """Answer to a :class:`~standby.CheckContainer`.
+        """Answer to a :class:`~standby.core.CheckContainer`.
 
         A failed workload reclaims its container only when it is stopped, never
         while it runs.

@@ -33,60 +33,11 @@ from __future__ import annotations
 
 from ..core._models import Envelope
 from ..core._public import publish
-from ._contracts import (
-    MESSAGE_KINDS,
-    AtomicClaims,
-    ChecksSpecs,
-    ClaimOutcome,
-    ContainerRuntime,
-    ContainerStatus,
-    MessageKind,
-    PublishResult,
-    Query,
-    QueryResult,
-    RelayTransport,
-    ReportsDrops,
-    RunningWorkload,
-    SlotStore,
-    Subscription,
-    TransportDrop,
-    WaitsConnected,
-    addressable_key,
-    claim_wins,
-    is_newer,
-    message_kind,
-    message_timestamp,
-    newest_per_key,
-    unexpected_author,
-)
+from . import _contracts
+from ._contracts import *  # noqa: F403 (listed once, in standby.protocols._contracts)
 
-__all__ = [
-    "MESSAGE_KINDS",
-    "AtomicClaims",
-    "ChecksSpecs",
-    "ClaimOutcome",
-    "ContainerRuntime",
-    "ContainerStatus",
-    "Envelope",
-    "MessageKind",
-    "PublishResult",
-    "Query",
-    "QueryResult",
-    "RelayTransport",
-    "ReportsDrops",
-    "RunningWorkload",
-    "SlotStore",
-    "Subscription",
-    "TransportDrop",
-    "WaitsConnected",
-    "addressable_key",
-    "claim_wins",
-    "is_newer",
-    "message_kind",
-    "message_timestamp",
-    "newest_per_key",
-    "unexpected_author",
-]
+__all__ = ["Envelope"]
+__all__ += _contracts.__all__
 
 # The protocols and the relay rules are homed here; Envelope is a model (the root).
 publish(__name__, globals(), [name for name in __all__ if name != "Envelope"])

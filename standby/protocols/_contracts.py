@@ -171,9 +171,9 @@ class RelayTransport(Protocol):
 class TransportDrop:
     """An incoming message a transport dropped before it became an envelope.
 
-    ``reason`` is :attr:`~standby.DropReason.BAD_SIGNATURE` (the signature or
-    the event id does not verify), :attr:`~standby.DropReason.UNEXPECTED_AUTHOR`
-    (see :func:`unexpected_author`) or :attr:`~standby.DropReason.MALFORMED`
+    ``reason`` is :attr:`~standby.core.DropReason.BAD_SIGNATURE` (the signature or
+    the event id does not verify), :attr:`~standby.core.DropReason.UNEXPECTED_AUTHOR`
+    (see :func:`unexpected_author`) or :attr:`~standby.core.DropReason.MALFORMED`
     (the body or the envelope cannot be decoded). ``signer`` is the identity
     the message *claims* (unauthenticated for a bad signature; ``None`` when
     unknown), ``workload_id`` the workload it names when known.
@@ -379,7 +379,7 @@ class ContainerRuntime(Protocol):
 class SlotStore(Protocol):
     """Where the node's state survives a restart.
 
-    The node saves and loads its whole state (:class:`~standby.NodeState`:
+    The node saves and loads its whole state (:class:`~standby.core.NodeState`:
     slots, promotion intents, primary records) through :meth:`save_state`
     and :meth:`load_state`; :meth:`load` and :meth:`save` are the slot-table
     view of the same store, for hosts and tools.
