@@ -19,28 +19,12 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from . import effects, errors
-from .core import StandbyElection, WorkloadLifecycle
-from .core._helpers import (
-    primary_is_silent,
-    promotion_delay,
-    role_of,
-    select_expired,
-    silence_baseline,
-)
-from .core._lifecycle import Never, OnFailure, RestartPolicy
-from .core._models import (
-    Envelope,
-    Heartbeat,
-    LeaseRevocation,
-    Message,
-    PromotionAnnouncement,
-    PromotionClaim,
-    StandbySlot,
-    Topology,
-    fencing_token,
-)
+from .core import StandbyElection, _helpers, _lifecycle, _models, _roles
+from .core._helpers import *  # noqa: F403 (the pure helpers)
+from .core._lifecycle import *  # noqa: F403 (the lifecycle and its restart policies)
+from .core._models import *  # noqa: F403 (the models and messages)
 from .core._public import publish
-from .core._roles import NotAddressed, Primary, Role, Standby
+from .core._roles import *  # noqa: F403 (the roles role_of returns)
 from .core._timing import Timing
 from .errors import *  # noqa: F403 (listed once, in standby.core._errors)
 from .protocols import AtomicClaims, ContainerRuntime, RelayTransport, SlotStore
@@ -55,44 +39,29 @@ logging.getLogger("standby").addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 
+# The names that need anyio (see _LAZY), the election (the API contract keeps
+# it here; its home is standby.core), timing, and the protocols a host's
+# adapters implement; then each private module's own list.
 __all__ = [
     "AtomicClaims",
     "ContainerRuntime",
-    "Envelope",
-    "Heartbeat",
     "JsonFileStore",
-    "LeaseRevocation",
-    "Message",
-    "Never",
     "NodeEvent",
     "NodeStatus",
-    "NotAddressed",
-    "OnFailure",
-    "Primary",
     "PrimaryStatus",
-    "PromotionAnnouncement",
-    "PromotionClaim",
     "RelayTransport",
-    "RestartPolicy",
-    "Role",
     "Sealer",
     "SlotStore",
     "SpawnRequest",
-    "Standby",
     "StandbyElection",
     "StandbyNode",
-    "StandbySlot",
     "Timing",
-    "Topology",
-    "WorkloadLifecycle",
     "__version__",
-    "fencing_token",
-    "primary_is_silent",
-    "promotion_delay",
-    "role_of",
-    "select_expired",
-    "silence_baseline",
 ]
+__all__ += _helpers.__all__
+__all__ += _lifecycle.__all__
+__all__ += _models.__all__
+__all__ += _roles.__all__
 __all__ += errors.__all__
 
 #: Names whose modules import anyio, loaded on first access (PEP 562) so that
