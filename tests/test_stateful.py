@@ -134,3 +134,26 @@ def test_a_fault_armed_after_an_event_lands_that_long_after_it() -> None:
     assert [(f.who, f.start) for f in crashes] == [((won.provider,), pytest.approx(won.at + 0.072))]
     machine.teardown()  # the next standby takes over
     assert [p.provider for p in machine._sim.report().promotions][-1] != won.provider
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="failure mode 29 (a fenced primary restarts its revoked epoch), fixed on its own "
+    "branch: drop this mark when that fix is merged",
+)
+def test_window_c_a_restart_armed_after_the_revocation_is_safe() -> None:
+    # The primary is frozen (workload running) past its lease, fences on waking
+    # and revokes; one second later its host restarts it and re-sends the request
+    # without created_at, while standby-1 is still backing off.
+    machine = StandbyStateMachine()
+    machine.start(seed=0)
+    machine.crash(_Draws("standby-0"))  # type: ignore[arg-type]
+    machine._sim.run(until=600.0)
+    machine.after_event(
+        _Draws(IT, "without-created-at"),  # type: ignore[arg-type]
+        trigger="revocation",
+        delay_ms=1000,
+        fault="restart",
+    )
+    machine.pause(_Draws(CURRENT_PRIMARY), fraction=70 / 360, workload="running")  # type: ignore[arg-type]
+    machine.teardown()
