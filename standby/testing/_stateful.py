@@ -35,6 +35,7 @@ from ._faults import (
     Restart,
     SkewClock,
     SlowSpawn,
+    StepClock,
 )
 from ._names import STRANGER
 from ._report import (
@@ -112,14 +113,18 @@ class StandbyStateMachine(RuleBasedStateMachine):
 
     Class attributes to override: ``timing`` (or the :meth:`make_timing`
     method), ``standbys``, ``atomic_claims``, ``max_advance`` (the longest
-    single time step, default two silence windows) and ``settle`` (how far
+    single time step, default two silence windows), ``settle`` (how far
     :meth:`teardown` runs the simulation past the last step, default four
-    silence windows, so every pending liveness bound is decided). Override
+    silence windows, so every pending liveness bound is decided) and
+    ``max_clock_step`` (the largest wall-clock step, default
+    ``max_clock_skew``; larger steps leave the model, so the report notes
+    them and liveness is no longer owed, while safety still is). Override
     :meth:`make_simulation` for anything else (latencies, write interval).
 
     The rules only inject faults inside the safety model (no relay that loses
-    events, clocks within ``max_clock_skew`` of each other), so any invariant
-    failure is a real bug in the timing or the node.
+    events, clocks within ``max_clock_skew`` of each other, unless
+    ``max_clock_step`` says otherwise), so any invariant failure is a real
+    bug in the timing or the node.
 
     Most rules inject their fault at the current step. :meth:`after_event`
     instead arms a fault for later: it fires a chosen number of
@@ -135,6 +140,7 @@ class StandbyStateMachine(RuleBasedStateMachine):
     atomic_claims: bool = False
     max_advance: float | None = None
     settle: float | None = None
+    max_clock_step: float | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -180,24 +186,26 @@ class StandbyStateMachine(RuleBasedStateMachine):
         return self._sim.current_primary() if who == CURRENT_PRIMARY else who
 
     def _clock_step(self, at: float, who: str, fraction: float) -> Fault | None:
-        """Step ``who``'s wall clock by ``fraction`` of ``max_clock_skew`` (negative: back).
+        """Step ``who``'s wall clock by ``fraction`` of the largest step (negative: back).
 
-        The new reading is kept within ``max_clock_skew`` of every other
-        clock, so the step stays inside the safety model. The simulator's
-        one clock mechanism is :class:`SkewClock` (the offset it sets takes
-        effect at once, which is a step): this is the one place to change if
-        it gains a dedicated step verb.
+        The largest step is ``max_clock_step``, by default ``max_clock_skew``;
+        up to that bound the new reading is kept within ``max_clock_skew`` of
+        every other clock, so the step stays inside the safety model.
         """
+        sim = self._sim
+        bound = sim.timing.max_clock_skew
+        largest = bound if self.max_clock_step is None else self.max_clock_step
+        if largest > bound:
+            return StepClock(at, who, round(fraction * largest, 6))
         name = self._concrete(who)
         if name is None:
             return None
-        sim = self._sim
-        bound = sim.timing.max_clock_skew
         others = [h.skew for h in sim.hosts() if h.name != name]
         lo = max(others, default=0.0) - bound
         hi = min(others, default=0.0) + bound
-        offset = sim.host(name).skew + fraction * bound
-        return SkewClock(at, name, round(min(max(offset, lo), hi), 6))
+        skew = sim.host(name).skew
+        offset = min(max(skew + fraction * largest, lo), hi)
+        return StepClock(at, name, round(offset - skew, 6))
 
     def _on_node_event(self, provider: str, event: Any) -> None:
         sim = self._sim
@@ -311,7 +319,7 @@ class StandbyStateMachine(RuleBasedStateMachine):
 
     @rule(data=st.data(), fraction=_signed)
     def step_clock(self, data: st.DataObject, fraction: float) -> None:
-        """Step a provider's wall clock (back when negative), keeping clocks within the bound."""
+        """Step a provider's wall clock (back when negative), up to ``max_clock_step``."""
         fault = self._clock_step(self._sim.now, self._target(data), fraction)
         if fault is not None:
             self._inject(fault)
