@@ -117,8 +117,9 @@ class StandbyStateMachine(RuleBasedStateMachine):
     :meth:`teardown` runs the simulation past the last step, default four
     silence windows, so every pending liveness bound is decided) and
     ``max_clock_step`` (the largest wall-clock step, default
-    ``max_clock_skew``; larger steps leave the model, so the report notes
-    them and liveness is no longer owed, while safety still is). Override
+    ``max_clock_skew``; a larger one applies only to the current primary's
+    clock stepping back, which leaves the model, so the report notes it and
+    liveness is no longer owed, while safety still is). Override
     :meth:`make_simulation` for anything else (latencies, write interval).
 
     The rules only inject faults inside the safety model (no relay that loses
@@ -188,15 +189,20 @@ class StandbyStateMachine(RuleBasedStateMachine):
     def _clock_step(self, at: float, who: str, fraction: float) -> Fault | None:
         """Step ``who``'s wall clock by ``fraction`` of the largest step (negative: back).
 
-        The largest step is ``max_clock_step``, by default ``max_clock_skew``;
-        up to that bound the new reading is kept within ``max_clock_skew`` of
-        every other clock, so the step stays inside the safety model.
+        The largest step is ``max_clock_step``, by default ``max_clock_skew``.
+        Only a step back of the current primary's clock may go beyond
+        ``max_clock_skew`` (failure mode 31: the primary caps its leases and
+        the runtime holds a monotonic deadline, so that stays safe); every
+        other step is cut so that every clock stays within ``max_clock_skew``
+        of the others, inside the safety model. Beyond it, one winner per
+        epoch without atomic claims is not promised (SAFETY.md): a standby
+        whose clock is far behind rejects the winner's claim as future-dated.
         """
         sim = self._sim
         bound = sim.timing.max_clock_skew
         largest = bound if self.max_clock_step is None else self.max_clock_step
-        if largest > bound:
-            return StepClock(at, who, round(fraction * largest, 6))
+        if largest > bound and who == CURRENT_PRIMARY and fraction < 0:
+            return StepClock(at, CURRENT_PRIMARY, round(fraction * largest, 6))
         name = self._concrete(who)
         if name is None:
             return None
@@ -204,7 +210,7 @@ class StandbyStateMachine(RuleBasedStateMachine):
         lo = max(others, default=0.0) - bound
         hi = min(others, default=0.0) + bound
         skew = sim.host(name).skew
-        offset = min(max(skew + fraction * largest, lo), hi)
+        offset = min(max(skew + fraction * min(largest, bound), lo), hi)
         return StepClock(at, name, round(offset - skew, 6))
 
     def _on_node_event(self, provider: str, event: Any) -> None:
