@@ -17,7 +17,7 @@ from standby.testing import (
     StandbyStateMachine,
     memory_runtime,
 )
-from standby.testing._stateful import IT
+from standby.testing.simulation._stateful import IT
 
 
 class MyMachine(StandbyStateMachine):

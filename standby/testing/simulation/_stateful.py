@@ -195,7 +195,7 @@ class StandbyStateMachine(RuleBasedStateMachine):
         the runtime holds a monotonic deadline, so that stays safe); every
         other step is cut so that every clock stays within ``max_clock_skew``
         of the others, inside the safety model. Beyond it, one winner per
-        epoch without atomic claims is not promised (SAFETY.md): a standby
+        epoch without atomic claims is not promised (docs/safety.md): a standby
         whose clock is far behind rejects the winner's claim as future-dated.
         """
         sim = self._sim
