@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
 
 import anyio
 import attrs
@@ -29,12 +29,15 @@ from ..core._errors import (
     WorkloadConflict,
 )
 from ..core._lifecycle import RestartPolicy, WorkloadLifecycle
-from ..core._models import PromotionClaim, Topology
+from ..core._models import PromotionClaim, StandbySlot, Topology
 from ..core._records import PrimaryRecord
+from ..core._timing import Timing
+from ..protocols._contracts import ContainerRuntime
+from ._epochs import EpochsRead
+from ._io import NodeIO
+from ._observe import Observer
+from ._persistence import Persistence
 from ._types import RUNNING, PrimaryRun, SpawnRequest
-
-if TYPE_CHECKING:
-    from ._node import StandbyNode
 
 __all__ = ["PrimarySide"]
 
@@ -52,11 +55,42 @@ class PrimarySide(Generic[SpecT]):
     per wake.
     """
 
-    def __init__(self, node: StandbyNode[SpecT]) -> None:
-        self.node = node
-        self.observer = node.observer
-        self.io = node.io
-        self.timing = node.timing
+    def __init__(
+        self,
+        me: str,
+        timing: Timing,
+        observer: Observer,
+        io: NodeIO,
+        runtime: ContainerRuntime,
+        persistence: Persistence,
+        *,
+        restart: RestartPolicy,
+        now: Callable[[], float],
+        poke: Callable[[], None],
+        refresh: Callable[[], None],
+        heartbeat_soon: Callable[[], None],
+        slot: Callable[[str], StandbySlot[Any] | None],
+        read_epochs: Callable[[set[str]], Awaitable[EpochsRead]],
+    ) -> None:
+        self.me = me
+        self.timing = timing
+        self.observer = observer
+        self.io = io
+        self.runtime = runtime
+        self.persistence = persistence
+        #: The restart policy of a workload whose request names none.
+        self.restart = restart
+        self.now = now
+        #: New input for the machines: the node's timer looks at the deadlines again.
+        self.poke = poke
+        #: Who the node listens to changed (the standbys of the workloads run here).
+        self.refresh = refresh
+        #: Heartbeat soon (a workload just started or promoted).
+        self.heartbeat_soon = heartbeat_soon
+        #: The standby slot this node holds for a workload id, if any.
+        self.slot = slot
+        #: What the relays say of some workloads' epochs.
+        self.read_epochs = read_epochs
         self.records: dict[str, PrimaryRun[SpecT]] = {}
         #: Replicated runs that ended here (fenced, handed over, failed, found gone
         #: after a restart), kept and saved until their reservation ends: their
@@ -96,9 +130,9 @@ class PrimarySide(Generic[SpecT]):
                     workload_id, "primary", "already runs here (adopted after a restart)"
                 )
                 return False
-        slot = self.node.election.slots.get(workload_id)
+        slot = self.slot(workload_id)
         if slot is not None:
-            lineup = (slot.primary, slot.standbys(self.node.me))
+            lineup = (slot.primary, slot.standbys(self.me))
             raise WorkloadConflict(
                 workload_id, (topology.primary, topology.standbys), held=lineup, detail=" (a slot)"
             )
@@ -120,7 +154,7 @@ class PrimarySide(Generic[SpecT]):
         this request's topology means another primary's workload carries the
         same id (failure mode 32).
         """
-        read = await self.node.reconciler.read_epochs({workload_id})
+        read = await self.read_epochs({workload_id})
         if not read.reached:
             raise QuorumUnavailable(
                 f"workload {workload_id!r}: it is unknown whether a standby already took it "
@@ -160,7 +194,7 @@ class PrimarySide(Generic[SpecT]):
             raise WorkloadConflict(
                 lifecycle.workload_id,
                 (topology.primary, topology.standbys),
-                held=(self.node.me, lifecycle.standbys),
+                held=(self.me, lifecycle.standbys),
                 detail=" (it runs here as primary)",
             )
 
@@ -174,7 +208,7 @@ class PrimarySide(Generic[SpecT]):
                 "still winding down (stopping its container or publishing its revocation); "
                 "try again later"
             )
-        if workload_id in self.node.election.slots:
+        if self.slot(workload_id) is not None:
             raise NodeMisuse(f"workload {workload_id!r} has a standby slot here; remove it first")
 
     def _start(self, now: float, request: SpawnRequest[SpecT], topology: Topology) -> None:
@@ -182,24 +216,40 @@ class PrimarySide(Generic[SpecT]):
         created_at = now if request.created_at is None else request.created_at
         lifecycle = WorkloadLifecycle(
             workload_id=workload_id,
-            me=self.node.me,
+            me=self.me,
             timing=self.timing,
             standbys=topology.standbys,
             created_at=created_at,
             expires_at=request.expires_at,
-            restart=request.restart if request.restart is not None else self.node.restart,
+            restart=request.restart if request.restart is not None else self.restart,
         )
         self.add(
             PrimaryRun(
                 lifecycle, request.spec, created_at=created_at, expires_at=request.expires_at
             )
         )
-        self.node.persistence.mark_dirty()
+        self.persistence.mark_dirty()
         if topology.standbys:
             self.io.spawn(self._publish_start, workload_id, now)
         self.observer.accepted_primary(workload_id, len(topology.standbys))
         self.call(workload_id, lambda lc: lc.start(now), now)
-        self.node.heartbeat.poke()
+        self.heartbeat_soon()
+
+    def already_runs(self, workload_id: str, spec: SpecT) -> bool:
+        """Whether ``workload_id`` runs here (not ended): a standby's request for it is
+        then a re-accept, which hands back the spec of a run adopted after a restart."""
+        running = self.records.get(workload_id)
+        if running is None or running.ended:
+            return False
+        if running.spec is None:
+            running.spec = spec
+        self.observer.reaccepted(
+            workload_id,
+            "primary",
+            "this node already runs it as primary of epoch %d",
+            running.lifecycle.epoch,
+        )
+        return True
 
     def ended_run(self, workload_id: str, now: float) -> PrimaryRecord | None:
         """The replicated run of ``workload_id`` that ended here, while its reservation lasts."""
@@ -222,7 +272,7 @@ class PrimarySide(Generic[SpecT]):
             workload_id=workload_id,
             epoch=0,
             fencing_token=0,
-            claimant=self.node.me,
+            claimant=self.me,
             standby_index=0,
             claimed_at=now,
         )
@@ -239,14 +289,16 @@ class PrimarySide(Generic[SpecT]):
         spec: SpecT | None,
         handle: Any = None,
         restart: RestartPolicy | None = None,
-    ) -> PrimaryRun[SpecT]:
-        """A run of ``saved``'s workload from its epoch on (promoted, adopted or fenced).
+        renewed: float = -math.inf,
+    ) -> None:
+        """Run ``saved``'s workload from its epoch on (promoted, adopted or fenced).
 
-        The lease starts at ``lease_from``; ``restart`` defaults to the node's policy.
+        The lease starts at ``lease_from``; ``restart`` defaults to the node's
+        policy; ``renewed`` is the lease end the runtime was already given.
         """
         lifecycle = WorkloadLifecycle.promoted(
             workload_id=saved.workload_id,
-            me=self.node.me,
+            me=self.me,
             timing=self.timing,
             now=now,
             standbys=saved.standbys,
@@ -254,18 +306,20 @@ class PrimarySide(Generic[SpecT]):
             fencing_token=saved.fencing_token,
             lease_from=lease_from,
             expires_at=saved.expires_at,
-            restart=self.node.restart if restart is None else restart,
+            restart=self.restart if restart is None else restart,
         )
-        return PrimaryRun(
+        record = PrimaryRun(
             lifecycle, spec, handle, created_at=saved.created_at, expires_at=saved.expires_at
         )
+        record.renewed = renewed
+        self.add(record)
 
     def add(self, record: PrimaryRun[SpecT]) -> None:
         """Run ``record`` from now on (started here, promoted, adopted or fenced)."""
         workload_id = record.lifecycle.workload_id
         self.records[workload_id] = record
         self.schedule(workload_id)
-        self.node.subscriptions.refresh()  # hear its standbys' claims (FM25)
+        self.refresh()  # hear its standbys' claims (FM25)
 
     def handover(self, now: float, workload_id: str, state_uri: str | None, reason: str) -> None:
         record = self.records.get(workload_id)
@@ -306,7 +360,7 @@ class PrimarySide(Generic[SpecT]):
             self._effect(workload_id, record, now, effect)
         self._retire(workload_id)
         self.schedule(workload_id)
-        self.node.poke()
+        self.poke()
 
     def _effect(
         self, workload_id: str, record: PrimaryRun[SpecT], now: float, effect: LifecycleEffect
@@ -357,8 +411,8 @@ class PrimarySide(Generic[SpecT]):
                 self.ended.setdefault(workload_id, saved)
             del self.records[workload_id]
             self._due.pop(workload_id, None)
-            self.node.persistence.mark_dirty()
-            self.node.subscriptions.refresh()
+            self.persistence.mark_dirty()
+            self.refresh()
             self.observer.retired(workload_id, lifecycle.state.value)
 
     # -- containers ----------------------------------------------------------------
@@ -367,7 +421,7 @@ class PrimarySide(Generic[SpecT]):
         self, workload_id: str, record: PrimaryRun[SpecT], effect: StartContainer
     ) -> None:
         token = effect.fencing_token
-        started_at = self.node.now()
+        started_at = self.now()
         record.starting = done = anyio.Event()
         self.observer.container_starting(started_at, workload_id, token, effect.attempt)
         error: str | None = None
@@ -376,7 +430,7 @@ class PrimarySide(Generic[SpecT]):
             if error is None:
                 lease_end = self.bound_for(record)
                 with anyio.fail_after(self.timing.spawn_timeout):
-                    handle = await self.node.runtime.spawn(
+                    handle = await self.runtime.spawn(
                         record.spec,
                         workload_id=workload_id,
                         fencing_token=token,
@@ -391,11 +445,11 @@ class PrimarySide(Generic[SpecT]):
                 record.handle = handle
                 record.started = True
                 record.stopped = False
-                self.node.persistence.mark_dirty()
+                self.persistence.mark_dirty()
         finally:
             record.starting = None
             done.set()
-        now = self.node.now()
+        now = self.now()
         self.observer.container_started(
             now, workload_id, token, promotion=False, error=error, took=now - started_at
         )
@@ -411,7 +465,7 @@ class PrimarySide(Generic[SpecT]):
         paused fences before it starts anything), and the primary record is
         made durable, so a restarted node knows what it may find running.
         """
-        now = self.node.now()
+        now = self.now()
         self.call(workload_id, lambda lc: lc.tick(now), now)
         lifecycle = record.lifecycle
         if record.ended:
@@ -420,10 +474,10 @@ class PrimarySide(Generic[SpecT]):
             return "the lease ran out before the container could start"
         if record.spec is None:
             return "no spec for this workload yet (adopted after a restart; re-accept it)"
-        if self.node.store is not None:
-            self.node.persistence.mark_dirty()
+        if self.persistence.store is not None:
+            self.persistence.mark_dirty()
             try:
-                await self.node.persistence.flush()
+                await self.persistence.flush()
             except StoreError as exc:
                 return f"primary record not saved, so not starting: {exc}"
         return None
@@ -448,7 +502,7 @@ class PrimarySide(Generic[SpecT]):
             return
         try:
             with anyio.fail_after(self.timing.query_timeout):
-                await self.node.runtime.renew(handle, lease_end)
+                await self.runtime.renew(handle, lease_end)
         except Exception as exc:
             self.observer.failed("renew", exc, workload_id=workload_id, role="primary")
             return
@@ -462,7 +516,7 @@ class PrimarySide(Generic[SpecT]):
                 record.handle, workload_id, record.lifecycle.fencing_token, reason, "primary"
             )
         record.stopped = True
-        now = self.node.now()
+        now = self.now()
         self.call(workload_id, lambda lc: lc.container_stopped(now), now)
 
     async def stop_container(
@@ -473,7 +527,7 @@ class PrimarySide(Generic[SpecT]):
         while True:
             try:
                 with anyio.fail_after(self.timing.spawn_timeout):
-                    await self.node.runtime.stop(handle)
+                    await self.runtime.stop(handle)
             except Exception as exc:
                 self.observer.failed("stop", exc, workload_id=workload_id, role=role)
                 await anyio.sleep(wait)
@@ -487,7 +541,7 @@ class PrimarySide(Generic[SpecT]):
         result = await self.io.publish(
             revocation, operation="publish_revocation", workload_id=workload_id, role="primary"
         )
-        now = self.node.now()
+        now = self.now()
         self.observer.revocation_published(now, workload_id, revocation.epoch, result.acked)
         acked = tuple(result.acked)
         self.call(workload_id, lambda lc: lc.revocation_published(now, acked), now)
@@ -496,7 +550,7 @@ class PrimarySide(Generic[SpecT]):
         status = await self.container_status(workload_id, record)
         if status is None:
             return
-        now = self.node.now()
+        now = self.now()
         self.call(workload_id, lambda lc: lc.container_status(now, status), now)
 
     async def _run_reclaim(self, workload_id: str, record: PrimaryRun[SpecT]) -> None:
@@ -514,7 +568,7 @@ class PrimarySide(Generic[SpecT]):
         timeout = self.timing.query_timeout
         try:
             with anyio.fail_after(timeout):
-                return await self.node.runtime.status(record.handle)
+                return await self.runtime.status(record.handle)
         except Exception as exc:
             self.observer.failed("status", exc, workload_id=workload_id, role="primary")
             return None
@@ -535,7 +589,7 @@ class PrimarySide(Generic[SpecT]):
             if self.records.get(workload_id) is not record:
                 continue
             record.stopped = True
-            now = self.node.now()
+            now = self.now()
             self.observer.container_exited(now, workload_id, str(status))
             self._exited(workload_id, now, str(status))
 
