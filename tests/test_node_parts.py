@@ -113,7 +113,7 @@ async def test_primary_side_alone_starts_a_workload_and_asks_for_a_heartbeat(
     assert "heartbeat_soon" in kit.calls
     await anyio.wait_all_tasks_blocked()  # the start ran in the io's task group
     assert kit.runtime.running("w1")
-    assert primary.records["w1"].container_up
+    assert primary.workloads["w1"].container_up
 
 
 async def test_primary_side_alone_refuses_an_id_the_standby_side_holds() -> None:
@@ -131,7 +131,7 @@ async def test_primary_side_alone_refuses_an_id_the_standby_side_holds() -> None
     )
     with pytest.raises(WorkloadConflict):
         await primary.accept(wall(), request, request.topology)
-    assert not primary.records
+    assert not primary.workloads
 
 
 async def test_primary_side_alone_does_not_start_a_revoked_workload() -> None:
@@ -143,7 +143,7 @@ async def test_primary_side_alone_does_not_start_a_revoked_workload() -> None:
     with pytest.raises(RequestRefused, match="revoked"):
         await primary.accept(wall(), request, request.topology)
     assert kit.calls == ["read_epochs ['w1']"]
-    assert not primary.records
+    assert not primary.workloads
 
 
 async def test_standby_side_alone_reserves_a_slot() -> None:
@@ -257,5 +257,5 @@ async def test_reconciler_alone_stops_a_stray_container() -> None:
     assert not kit.runtime.running("w9")
     reconciled = [e for e in kit.events if isinstance(e, Reconciled)]
     assert [(e.workload_id, e.action) for e in reconciled] == [("w9", "stopped")]
-    assert not primary.records
+    assert not primary.workloads
     assert not spent

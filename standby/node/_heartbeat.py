@@ -88,7 +88,7 @@ class Heartbeats(Generic[SpecT]):
                 if wall_step < mono_step:
                     # A step back: no lease may last longer for it (FM31).
                     back = mono_step - wall_step
-                    for workload_id in list(self.primary.records):
+                    for workload_id in list(self.primary.workloads):
                         self.primary.call(
                             workload_id, lambda lc: lc.clock_stepped_back(now, back), now
                         )
@@ -117,23 +117,23 @@ class Heartbeats(Generic[SpecT]):
                 effects.extend(lifecycle.heartbeat_acked(now, relay, timestamp))
             return effects
 
-        records = self.primary.records
-        for workload_id in list(records):
+        running = self.primary.workloads
+        for workload_id in list(running):
             self.primary.call(workload_id, feed, now)
-        for workload_id, record in list(records.items()):
-            lifecycle = record.lifecycle
+        for workload_id, workload in list(running.items()):
+            lifecycle = workload.lifecycle
             if (
                 lifecycle.state not in RUNNING
-                or record.handle is None
-                or record.stopped
+                or workload.handle is None
+                or workload.stopped
                 or (lifecycle.replicated and not lifecycle.holds_lease(now))
             ):
                 continue
             # A workload left with no standbys (the last one promoted) is bound
             # by its reservation, not by the claim's lease it started under.
-            end = self.primary.bound_for(record)
-            if end > record.renewed:
-                self.io.spawn(self.primary.renew, workload_id, record, end)
+            end = self.primary.bound_for(workload)
+            if end > workload.renewed:
+                self.io.spawn(self.primary.renew, workload_id, workload, end)
 
     async def loop(self) -> None:
         """The heartbeat task (once per interval it also polls the containers, reads the claims)."""

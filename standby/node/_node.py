@@ -245,7 +245,7 @@ class StandbyNode(Generic[SpecT]):
         state = "running" if self._running else "stopped"
         return (
             f"StandbyNode({self.me!r}, {state}, {len(self.election.slots)} slots, "
-            f"{len(self.primary.records)} primaries)"
+            f"{len(self.primary.workloads)} primaries)"
         )
 
     # ------------------------------------------------------------------
@@ -465,7 +465,7 @@ class StandbyNode(Generic[SpecT]):
                 standbys=record.lifecycle.standbys,
                 running=record.container_up,
             )
-            for workload_id, record in sorted(self.primary.records.items())
+            for workload_id, record in sorted(self.primary.workloads.items())
         )
         counters = dict(self.counters)
         for name, value in self.election.counters.items():
@@ -499,20 +499,20 @@ class StandbyNode(Generic[SpecT]):
         """What the store keeps: slots, promotion intents, what runs or may still run,
         and the replicated runs that ended here (until their reservation ends)."""
         now = self.now()
-        records = self.primary.records
+        running = self.primary.workloads
         ended = [
             record
             for workload_id, record in self.primary.ended.items()
-            if workload_id not in records and record.expires_at > now
+            if workload_id not in running and record.expires_at > now
         ]
         return NodeState(
             slots=list(self.election.slots.values()),
             intents=tuple(self.standby.intents.values()),
             primaries=(
                 *(
-                    record.saved()
-                    for record in records.values()
-                    if not record.ended or record.container_up
+                    workload.saved()
+                    for workload in running.values()
+                    if not workload.ended or workload.container_up
                 ),
                 *ended,
             ),
@@ -536,7 +536,7 @@ class StandbyNode(Generic[SpecT]):
 
     async def _timer_loop(self) -> None:
         while True:
-            if self.primary.records:
+            if self.primary.workloads:
                 self.heartbeat.catch_up_clock(every=False)
             now = self.now()
             self._tick(now)

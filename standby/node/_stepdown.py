@@ -67,16 +67,16 @@ class StepDown(Generic[SpecT]):
         """The workloads whose lifecycle may still step down (replicated, not ended)."""
         return [
             workload_id
-            for workload_id, record in self.primary.records.items()
-            if not record.ended and record.lifecycle.replicated
+            for workload_id, workload in self.primary.workloads.items()
+            if not workload.ended and workload.lifecycle.replicated
         ]
 
     def authors(self) -> set[str]:
         """The standbys of every workload run here: the subscription listens to them too."""
         authors: set[str] = set()
-        for record in self.primary.records.values():
-            if not record.ended:
-                authors.update(record.lifecycle.standbys)
+        for workload in self.primary.workloads.values():
+            if not workload.ended:
+                authors.update(workload.lifecycle.standbys)
         return authors
 
     def on_envelope(self, envelope: Envelope[Message]) -> bool:
@@ -89,12 +89,12 @@ class StepDown(Generic[SpecT]):
         if not isinstance(message, (PromotionClaim, PromotionAnnouncement)):
             return False
         workload_id = message.workload_id
-        record = self.primary.records.get(workload_id)
-        if record is None:
+        workload = self.primary.workloads.get(workload_id)
+        if workload is None:
             return False
         epoch = takeover_epoch(message)
         signer = envelope.signer
-        if epoch is None or record.ended or signer == self.me:
+        if epoch is None or workload.ended or signer == self.me:
             return True
         kind = "claim" if isinstance(message, PromotionClaim) else "announcement"
         now = self.now()
@@ -104,7 +104,7 @@ class StepDown(Generic[SpecT]):
             effects = lifecycle.takeover_seen(now, epoch, signer)
             if lifecycle.superseded is not None and before is None:
                 self.observer.stepped_down(now, workload_id, lifecycle.epoch, epoch, signer, kind)
-            elif lifecycle.superseded is None and not record.ended:
+            elif lifecycle.superseded is None and not workload.ended:
                 self.observer.takeover_ignored(workload_id, epoch, signer, kind)
             return effects
 
