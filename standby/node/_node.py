@@ -6,11 +6,14 @@ The node is put together from one part per concern, each in its own module:
 the workloads it runs), :class:`~standby.node._heartbeat.Heartbeats`,
 :class:`~standby.node._stepdown.StepDown` (a primary that sees a later epoch),
 :class:`~standby.node._reconcile.Reconciler` (reconciliation on entry),
+:class:`~standby.node._epochs.EpochReader`,
 :class:`~standby.node._persistence.Persistence`,
 :class:`~standby.node._subscriptions.Subscriptions`, and one
 :class:`~standby.node._observe.Observer` through which every part logs,
-counts and reports events. This module holds the host's surface and the
-timer that drives both machines.
+counts and reports events. No part holds the node: each is built from the
+objects it uses and narrow calls for what it needs of another part, wired
+here (:meth:`StandbyNode._build_parts`). This module holds the host's
+surface and the timer that drives both machines.
 """
 
 from __future__ import annotations
