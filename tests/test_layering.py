@@ -132,3 +132,51 @@ def test_every_module_lives_in_a_layer_package_or_is_a_public_face() -> None:
     packages = {f"standby.{name}" for name in RANK}
     assert set(top) <= faces | packages, set(top) - faces - packages
     assert len([m for m in top if m not in packages]) <= 12
+
+
+def node_import_graph() -> dict[str, set[str]]:
+    """Which ``standby.node._*`` module imports which, counting every import
+    (a ``TYPE_CHECKING`` one too: it must not hold a circle together either)."""
+    node_modules = {m: p for m, p in ALL if m.startswith("standby.node._")}
+    graph: dict[str, set[str]] = {}
+    for module, path in node_modules.items():
+        found: set[str] = set()
+        for statement in ast.walk(ast.parse(path.read_text())):
+            if isinstance(statement, ast.ImportFrom):
+                base = "standby.node" if statement.level == 1 else ""
+                target = f"{base}.{statement.module}" if base else (statement.module or "")
+                names = [target, *(f"{target}.{a.name}" for a in statement.names)]
+            elif isinstance(statement, ast.Import):
+                names = [a.name for a in statement.names]
+            else:
+                continue
+            found.update(name for name in names if name in node_modules)
+        graph[module] = found - {module}
+    return graph
+
+
+def test_the_node_parts_import_no_circle() -> None:
+    """The node's modules form no import circle, and only ``_node`` knows the node.
+
+    Each part is built from the few objects it uses (issue 21): none imports
+    ``standby.node._node``, not even for a type checker.
+    """
+    graph = node_import_graph()
+    assert "standby.node._standby" in graph
+    assert "standby.node._node" in graph
+    knows_node = sorted(m for m, targets in graph.items() if "standby.node._node" in targets)
+    assert not knows_node, f"parts that import the node: {knows_node}"
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        if module in path:
+            circle = " -> ".join([*path[path.index(module) :], module])
+            raise AssertionError(f"import circle: {circle}")
+        if module in done:
+            return
+        for target in sorted(graph[module]):
+            visit(target, (*path, module))
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())

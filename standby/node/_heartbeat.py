@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Generic, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 import anyio
 
 from ..core._effects import LifecycleEffect
 from ..core._lifecycle import WorkloadLifecycle
 from ..core._models import Heartbeat
+from ..core._timing import Timing
 from ._events import ClockJumped, HeartbeatPublished
+from ._io import NodeIO
+from ._observe import Observer
+from ._primary import PrimarySide
 from ._types import RUNNING
-
-if TYPE_CHECKING:
-    from ._node import StandbyNode
 
 __all__ = ["Heartbeats"]
 
@@ -37,10 +39,25 @@ class Heartbeats(Generic[SpecT]):
     the step (failure mode 31).
     """
 
-    def __init__(self, node: StandbyNode[SpecT]) -> None:
-        self.node = node
-        self.primary = node.primary
-        self.observer = node.observer
+    def __init__(
+        self,
+        me: str,
+        timing: Timing,
+        observer: Observer,
+        io: NodeIO,
+        primary: PrimarySide[SpecT],
+        *,
+        now: Callable[[], float],
+        watch: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        self.me = me
+        self.timing = timing
+        self.observer = observer
+        self.io = io
+        self.primary = primary
+        self.now = now
+        #: The step-down watch's read of the claims (once per interval, FM25).
+        self.watch = watch
         self._mark: tuple[float, float] | None = None
         self._now: anyio.Event | None = None
 
@@ -60,19 +77,19 @@ class Heartbeats(Generic[SpecT]):
         node running many workloads does not tick them all on every input.
         Returns the wall-clock time.
         """
-        now = self.node.now()
+        now = self.now()
         mono = anyio.current_time()
         mark, self._mark = self._mark, (now, mono)
         jumped = False
         if mark is not None:
             wall_step, mono_step = now - mark[0], mono - mark[1]
-            if abs(wall_step - mono_step) > self.node.timing.max_clock_skew:
+            if abs(wall_step - mono_step) > self.timing.max_clock_skew:
                 jumped = True
                 self.observer.report(ClockJumped(now, wall_step, mono_step))
                 if wall_step < mono_step:
                     # A step back: no lease may last longer for it (FM31).
                     back = mono_step - wall_step
-                    for workload_id in list(self.primary.records):
+                    for workload_id in list(self.primary.workloads):
                         self.primary.call(
                             workload_id, lambda lc: lc.clock_stepped_back(now, back), now
                         )
@@ -87,12 +104,11 @@ class Heartbeats(Generic[SpecT]):
         workloads = len(self.primary.active())
         if not workloads:
             return
-        node = self.node
-        heartbeat = Heartbeat(provider=node.me, timestamp=timestamp, active_workloads=workloads)
-        result = await node.io.publish(
+        heartbeat = Heartbeat(provider=self.me, timestamp=timestamp, active_workloads=workloads)
+        result = await self.io.publish(
             heartbeat, operation="heartbeat", workload_id=None, role="primary"
         )
-        now = node.now()
+        now = self.now()
         self.observer.report(HeartbeatPublished(now, timestamp, result.acked, workloads))
         relays = sorted(result.acked)
 
@@ -102,27 +118,27 @@ class Heartbeats(Generic[SpecT]):
                 effects.extend(lifecycle.heartbeat_acked(now, relay, timestamp))
             return effects
 
-        records = self.primary.records
-        for workload_id in list(records):
+        running = self.primary.workloads
+        for workload_id in list(running):
             self.primary.call(workload_id, feed, now)
-        for workload_id, record in list(records.items()):
-            lifecycle = record.lifecycle
+        for workload_id, workload in list(running.items()):
+            lifecycle = workload.lifecycle
             if (
                 lifecycle.state not in RUNNING
-                or record.handle is None
-                or record.stopped
+                or workload.handle is None
+                or workload.stopped
                 or (lifecycle.replicated and not lifecycle.holds_lease(now))
             ):
                 continue
             # A workload left with no standbys (the last one promoted) is bound
             # by its reservation, not by the claim's lease it started under.
-            end = self.primary.bound_for(record)
-            if end > record.renewed:
-                node.io.spawn(self.primary.renew, workload_id, record, end)
+            end = self.primary.bound_for(workload)
+            if end > workload.renewed:
+                self.io.spawn(self.primary.renew, workload_id, workload, end)
 
     async def loop(self) -> None:
         """The heartbeat task (once per interval it also polls the containers, reads the claims)."""
-        interval = self.node.timing.heartbeat_interval
+        interval = self.timing.heartbeat_interval
         polled = -math.inf
         read_at = -math.inf
         while True:
@@ -134,7 +150,7 @@ class Heartbeats(Generic[SpecT]):
                     # Has a standby claimed a later epoch of ours (FM25)? Once per
                     # interval, in a task of its own: it never delays the heartbeat.
                     read_at = next_at
-                    self.node.io.spawn(self.node.stepdown.read)
+                    self.io.spawn(self.watch)
                 await self.send()
                 # A heartbeat sent early (a workload just started or promoted)
                 # does not poll every container again: once per interval.

@@ -5,12 +5,15 @@ The node is put together from one part per concern, each in its own module:
 :class:`~standby.node._primary.PrimarySide` (the lifecycles and containers of
 the workloads it runs), :class:`~standby.node._heartbeat.Heartbeats`,
 :class:`~standby.node._stepdown.StepDown` (a primary that sees a later epoch),
-:class:`~standby.node._restart.Restart` (reconciliation on entry),
+:class:`~standby.node._reconcile.Reconciler` (reconciliation on entry),
+:class:`~standby.node._epochs.EpochReader`,
 :class:`~standby.node._persistence.Persistence`,
 :class:`~standby.node._subscriptions.Subscriptions`, and one
 :class:`~standby.node._observe.Observer` through which every part logs,
-counts and reports events. This module holds the host's surface and the
-timer that drives both machines.
+counts and reports events. No part holds the node: each is built from the
+objects it uses and narrow calls for what it needs of another part, wired
+here (:meth:`StandbyNode._build_parts`). This module holds the host's
+surface and the timer that drives both machines.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from ..core._errors import (
 )
 from ..core._helpers import role_of
 from ..core._lifecycle import Never, RestartPolicy
-from ..core._models import Topology
+from ..core._models import StandbySlot, Topology
 from ..core._records import NodeState
 from ..core._roles import NotAddressed, Primary, Role, Standby
 from ..core._timing import Timing
@@ -55,13 +58,14 @@ from ..protocols._contracts import (
     SlotStore,
     WaitsConnected,
 )
+from ._epochs import EpochReader
 from ._events import NodeEvent
 from ._heartbeat import Heartbeats
 from ._io import NodeIO
 from ._observe import Observer
 from ._persistence import Persistence
 from ._primary import PrimarySide
-from ._restart import Restart
+from ._reconcile import Reconciler
 from ._standby import StandbySide
 from ._stepdown import StepDown
 from ._subscriptions import Subscriptions
@@ -141,30 +145,110 @@ class StandbyNode(Generic[SpecT]):
         self.election: StandbyElection[SpecT] = StandbyElection(
             me=self.me, timing=timing, atomic_claims=atomic_claims
         )
-        self.io = NodeIO(transport, timing, self.observer)
-        self.persistence = Persistence(store, timing, self.observer, self._collect)
-        self.standby: StandbySide[SpecT] = StandbySide(self)
-        self.primary: PrimarySide[SpecT] = PrimarySide(self)
-        self.stepdown: StepDown[SpecT] = StepDown(self)
-        self.heartbeat: Heartbeats[SpecT] = Heartbeats(self)
-        self.reconciler: Restart[SpecT] = Restart(self)
-        self.subscriptions = Subscriptions(
-            transport,
-            timing,
-            self.observer,
-            self.election,
-            self.standby.on_envelope,
-            self.stepdown.authors,
-        )
+        self._build_parts(transport, runtime, store, timing)
         self._stack: contextlib.AsyncExitStack | None = None
         self._running = False
         self._wake: anyio.Event | None = None
+
+    def _build_parts(
+        self,
+        transport: RelayTransport,
+        runtime: ContainerRuntime,
+        store: SlotStore | None,
+        timing: Timing,
+    ) -> None:
+        """Build each part from the few objects it uses, and wire what crosses parts.
+
+        No part holds the node. The primary side is built first: the step-down
+        watch, the heartbeat and the restart work on the workloads it runs. A
+        part that needs something of a part built after it (the standby side
+        and the primary side refresh the subscription; the primary side pokes
+        the heartbeat) gets a call that looks that part up when made.
+        """
+        me, observer = self.me, self.observer
+        self.io = io = NodeIO(transport, timing, observer)
+        self.persistence = persistence = Persistence(store, timing, observer, self._collect)
+        self.epochs = EpochReader(me, timing, io, self.now)
+        election = self.election
+
+        def refresh() -> None:
+            self.subscriptions.refresh()
+
+        def heartbeat_soon() -> None:
+            self.heartbeat.poke()
+
+        def slot(workload_id: str) -> StandbySlot[SpecT] | None:
+            return election.slots.get(workload_id)
+
+        self.primary: PrimarySide[SpecT] = PrimarySide(
+            me,
+            timing,
+            observer,
+            io,
+            runtime,
+            persistence,
+            restart=self.restart,
+            now=self.now,
+            poke=self.poke,
+            refresh=refresh,
+            heartbeat_soon=heartbeat_soon,
+            slot=slot,
+            read_epochs=self.epochs.read,
+        )
+        primary = self.primary
+        self.stepdown: StepDown[SpecT] = StepDown(me, timing, observer, io, primary, now=self.now)
+        self.heartbeat: Heartbeats[SpecT] = Heartbeats(
+            me, timing, observer, io, primary, now=self.now, watch=self.stepdown.read
+        )
+        self.standby: StandbySide[SpecT] = StandbySide(
+            me,
+            timing,
+            observer,
+            io,
+            runtime,
+            persistence,
+            election,
+            claims=transport
+            if self.atomic_claims and isinstance(transport, AtomicClaims)
+            else None,
+            now=self.now,
+            poke=self.poke,
+            refresh=refresh,
+            to_primary=self.stepdown.on_envelope,
+            already_runs=primary.already_runs,
+            ended_run=primary.ended_run,
+            take_over=primary.take_over,
+            stop_container=primary.stop_container,
+            heartbeat_soon=heartbeat_soon,
+        )
+        self.reconciler: Reconciler[SpecT] = Reconciler(
+            me,
+            timing,
+            observer,
+            io,
+            runtime,
+            election,
+            persistence,
+            primary,
+            now=self.now,
+            read_epochs=self.epochs.read,
+            spend=self.standby.spend,
+            announce=self.standby.announce,
+        )
+        self.subscriptions = Subscriptions(
+            transport,
+            timing,
+            observer,
+            election,
+            self.standby.on_envelope,
+            self.stepdown.authors,
+        )
 
     def __repr__(self) -> str:
         state = "running" if self._running else "stopped"
         return (
             f"StandbyNode({self.me!r}, {state}, {len(self.election.slots)} slots, "
-            f"{len(self.primary.records)} primaries)"
+            f"{len(self.primary.workloads)} primaries)"
         )
 
     # ------------------------------------------------------------------
@@ -384,7 +468,7 @@ class StandbyNode(Generic[SpecT]):
                 standbys=record.lifecycle.standbys,
                 running=record.container_up,
             )
-            for workload_id, record in sorted(self.primary.records.items())
+            for workload_id, record in sorted(self.primary.workloads.items())
         )
         counters = dict(self.counters)
         for name, value in self.election.counters.items():
@@ -418,20 +502,20 @@ class StandbyNode(Generic[SpecT]):
         """What the store keeps: slots, promotion intents, what runs or may still run,
         and the replicated runs that ended here (until their reservation ends)."""
         now = self.now()
-        records = self.primary.records
+        running = self.primary.workloads
         ended = [
             record
             for workload_id, record in self.primary.ended.items()
-            if workload_id not in records and record.expires_at > now
+            if workload_id not in running and record.expires_at > now
         ]
         return NodeState(
             slots=list(self.election.slots.values()),
             intents=tuple(self.standby.intents.values()),
             primaries=(
                 *(
-                    record.saved()
-                    for record in records.values()
-                    if not record.ended or record.container_up
+                    workload.saved()
+                    for workload in running.values()
+                    if not workload.ended or workload.container_up
                 ),
                 *ended,
             ),
@@ -455,7 +539,7 @@ class StandbyNode(Generic[SpecT]):
 
     async def _timer_loop(self) -> None:
         while True:
-            if self.primary.records:
+            if self.primary.workloads:
                 self.heartbeat.catch_up_clock(every=False)
             now = self.now()
             self._tick(now)

@@ -51,6 +51,12 @@ class Persistence:
         self._dirty = anyio.Event()
         self._saved = anyio.Event()
 
+    async def load(self) -> NodeState[Any]:
+        """The state saved before (empty without a store)."""
+        if self.store is None:
+            return NodeState()
+        return await self.store.load_state()
+
     def check_slot(self, slot: StandbySlot[Any]) -> None:
         """Raise :class:`~standby.StoreError` when the store could not save ``slot``.
 

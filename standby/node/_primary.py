@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Generic, TypeVar
 
 import anyio
 import attrs
@@ -29,8 +29,11 @@ from ..core._errors import (
     WorkloadConflict,
 )
 from ..core._lifecycle import RestartPolicy, WorkloadLifecycle
-from ..core._models import PromotionClaim, Topology
+from ..core._models import PromotionClaim, StandbySlot, Topology
 from ..core._records import PrimaryRecord
+from ..core._timing import Timing
+from ..protocols._contracts import ContainerRuntime
+from ._epochs import EpochsRead
 from ._events import (
     ContainerExited,
     ContainerStarted,
@@ -39,10 +42,10 @@ from ._events import (
     LifecycleChanged,
     RevocationPublished,
 )
-from ._types import RUNNING, PrimaryRun, SpawnRequest
-
-if TYPE_CHECKING:
-    from ._node import StandbyNode
+from ._io import NodeIO
+from ._observe import Observer
+from ._persistence import Persistence
+from ._types import RUNNING, PrimaryWorkload, SpawnRequest
 
 __all__ = ["PrimarySide"]
 
@@ -55,17 +58,50 @@ _MAX_STOP_BACKOFF = 60.0
 class PrimarySide(Generic[SpecT]):
     """Runs each workload's :class:`~standby.WorkloadLifecycle` and carries out its effects.
 
-    Each record's next lifecycle deadline sits in a heap (stale entries are
+    Each workload's next lifecycle deadline sits in a heap (stale entries are
     dropped lazily), so the timer costs O(log n) per change, not O(primaries)
     per wake.
     """
 
-    def __init__(self, node: StandbyNode[SpecT]) -> None:
-        self.node = node
-        self.observer = node.observer
-        self.io = node.io
-        self.timing = node.timing
-        self.records: dict[str, PrimaryRun[SpecT]] = {}
+    def __init__(
+        self,
+        me: str,
+        timing: Timing,
+        observer: Observer,
+        io: NodeIO,
+        runtime: ContainerRuntime,
+        persistence: Persistence,
+        *,
+        restart: RestartPolicy,
+        now: Callable[[], float],
+        poke: Callable[[], None],
+        refresh: Callable[[], None],
+        heartbeat_soon: Callable[[], None],
+        slot: Callable[[str], StandbySlot[Any] | None],
+        read_epochs: Callable[[set[str]], Awaitable[EpochsRead]],
+    ) -> None:
+        self.me = me
+        self.timing = timing
+        self.observer = observer
+        self.io = io
+        self.runtime = runtime
+        self.persistence = persistence
+        #: The restart policy of a workload whose request names none.
+        self.restart = restart
+        self.now = now
+        #: New input for the machines: the node's timer looks at the deadlines again.
+        self.poke = poke
+        #: Who the node listens to changed (the standbys of the workloads run here).
+        self.refresh = refresh
+        #: Heartbeat soon (a workload just started or promoted).
+        self.heartbeat_soon = heartbeat_soon
+        #: The standby slot this node holds for a workload id, if any.
+        self.slot = slot
+        #: What the relays say of some workloads' epochs.
+        self.read_epochs = read_epochs
+        #: The workloads this node runs as primary, live (what the store keeps of
+        #: each is its :class:`~standby.core._records.PrimaryRecord`).
+        self.workloads: dict[str, PrimaryWorkload[SpecT]] = {}
         #: Replicated runs that ended here (fenced, handed over, failed, found gone
         #: after a restart), kept and saved until their reservation ends: their
         #: epoch was revoked, so they are never started again here (FM 29).
@@ -94,7 +130,7 @@ class PrimarySide(Generic[SpecT]):
                 "the workload over, so it is not started here again",
                 workload_id=workload_id,
             )
-        existing = self.records.get(workload_id)
+        existing = self.workloads.get(workload_id)
         if existing is not None:
             self._check_same(existing, topology)
         if existing is not None and existing.spec is None:
@@ -104,9 +140,9 @@ class PrimarySide(Generic[SpecT]):
                     workload_id, "primary", "already runs here (adopted after a restart)"
                 )
                 return False
-        slot = self.node.election.slots.get(workload_id)
+        slot = self.slot(workload_id)
         if slot is not None:
-            lineup = (slot.primary, slot.standbys(self.node.me))
+            lineup = (slot.primary, slot.standbys(self.me))
             raise WorkloadConflict(
                 workload_id, (topology.primary, topology.standbys), held=lineup, detail=" (a slot)"
             )
@@ -128,7 +164,7 @@ class PrimarySide(Generic[SpecT]):
         this request's topology means another primary's workload carries the
         same id (failure mode 32).
         """
-        read = await self.node.reconciler.read_epochs({workload_id})
+        read = await self.read_epochs({workload_id})
         if not read.reached:
             raise QuorumUnavailable(
                 f"workload {workload_id!r}: it is unknown whether a standby already took it "
@@ -161,19 +197,19 @@ class PrimarySide(Generic[SpecT]):
                 workload_id=workload_id,
             )
 
-    def _check_same(self, existing: PrimaryRun[SpecT], topology: Topology) -> None:
+    def _check_same(self, existing: PrimaryWorkload[SpecT], topology: Topology) -> None:
         """Refuse a request for a workload that runs here under other standbys (FM 32)."""
         lifecycle = existing.lifecycle
         if lifecycle.epoch == 0 and lifecycle.standbys != topology.standbys:
             raise WorkloadConflict(
                 lifecycle.workload_id,
                 (topology.primary, topology.standbys),
-                held=(self.node.me, lifecycle.standbys),
+                held=(self.me, lifecycle.standbys),
                 detail=" (it runs here as primary)",
             )
 
     def _check_free(self, workload_id: str) -> None:
-        existing = self.records.get(workload_id)
+        existing = self.workloads.get(workload_id)
         if existing is not None:
             if not existing.ended:
                 raise NodeMisuse(f"workload {workload_id!r} already runs here as primary")
@@ -182,7 +218,7 @@ class PrimarySide(Generic[SpecT]):
                 "still winding down (stopping its container or publishing its revocation); "
                 "try again later"
             )
-        if workload_id in self.node.election.slots:
+        if self.slot(workload_id) is not None:
             raise NodeMisuse(f"workload {workload_id!r} has a standby slot here; remove it first")
 
     def _start(self, now: float, request: SpawnRequest[SpecT], topology: Topology) -> None:
@@ -190,24 +226,40 @@ class PrimarySide(Generic[SpecT]):
         created_at = now if request.created_at is None else request.created_at
         lifecycle = WorkloadLifecycle(
             workload_id=workload_id,
-            me=self.node.me,
+            me=self.me,
             timing=self.timing,
             standbys=topology.standbys,
             created_at=created_at,
             expires_at=request.expires_at,
-            restart=request.restart if request.restart is not None else self.node.restart,
+            restart=request.restart if request.restart is not None else self.restart,
         )
         self.add(
-            PrimaryRun(
+            PrimaryWorkload(
                 lifecycle, request.spec, created_at=created_at, expires_at=request.expires_at
             )
         )
-        self.node.persistence.mark_dirty()
+        self.persistence.mark_dirty()
         if topology.standbys:
             self.io.spawn(self._publish_start, workload_id, now)
         self.observer.accepted_primary(workload_id, len(topology.standbys))
         self.call(workload_id, lambda lc: lc.start(now), now)
-        self.node.heartbeat.poke()
+        self.heartbeat_soon()
+
+    def already_runs(self, workload_id: str, spec: SpecT) -> bool:
+        """Whether ``workload_id`` runs here (not ended): a standby's request for it is
+        then a re-accept, which hands back the spec of a run adopted after a restart."""
+        running = self.workloads.get(workload_id)
+        if running is None or running.ended:
+            return False
+        if running.spec is None:
+            running.spec = spec
+        self.observer.reaccepted(
+            workload_id,
+            "primary",
+            "this node already runs it as primary of epoch %d",
+            running.lifecycle.epoch,
+        )
+        return True
 
     def ended_run(self, workload_id: str, now: float) -> PrimaryRecord | None:
         """The replicated run of ``workload_id`` that ended here, while its reservation lasts."""
@@ -230,7 +282,7 @@ class PrimarySide(Generic[SpecT]):
             workload_id=workload_id,
             epoch=0,
             fencing_token=0,
-            claimant=self.node.me,
+            claimant=self.me,
             standby_index=0,
             claimed_at=now,
         )
@@ -247,14 +299,16 @@ class PrimarySide(Generic[SpecT]):
         spec: SpecT | None,
         handle: Any = None,
         restart: RestartPolicy | None = None,
-    ) -> PrimaryRun[SpecT]:
-        """A run of ``saved``'s workload from its epoch on (promoted, adopted or fenced).
+        renewed: float = -math.inf,
+    ) -> None:
+        """Run ``saved``'s workload from its epoch on (promoted, adopted or fenced).
 
-        The lease starts at ``lease_from``; ``restart`` defaults to the node's policy.
+        The lease starts at ``lease_from``; ``restart`` defaults to the node's
+        policy; ``renewed`` is the lease end the runtime was already given.
         """
         lifecycle = WorkloadLifecycle.promoted(
             workload_id=saved.workload_id,
-            me=self.node.me,
+            me=self.me,
             timing=self.timing,
             now=now,
             standbys=saved.standbys,
@@ -262,30 +316,32 @@ class PrimarySide(Generic[SpecT]):
             fencing_token=saved.fencing_token,
             lease_from=lease_from,
             expires_at=saved.expires_at,
-            restart=self.node.restart if restart is None else restart,
+            restart=self.restart if restart is None else restart,
         )
-        return PrimaryRun(
+        workload = PrimaryWorkload(
             lifecycle, spec, handle, created_at=saved.created_at, expires_at=saved.expires_at
         )
+        workload.renewed = renewed
+        self.add(workload)
 
-    def add(self, record: PrimaryRun[SpecT]) -> None:
-        """Run ``record`` from now on (started here, promoted, adopted or fenced)."""
-        workload_id = record.lifecycle.workload_id
-        self.records[workload_id] = record
+    def add(self, workload: PrimaryWorkload[SpecT]) -> None:
+        """Run ``workload`` from now on (started here, promoted, adopted or fenced)."""
+        workload_id = workload.lifecycle.workload_id
+        self.workloads[workload_id] = workload
         self.schedule(workload_id)
-        self.node.subscriptions.refresh()  # hear its standbys' claims (FM25)
+        self.refresh()  # hear its standbys' claims (FM25)
 
     def handover(self, now: float, workload_id: str, state_uri: str | None, reason: str) -> None:
-        record = self.records.get(workload_id)
-        if record is None:
+        workload = self.workloads.get(workload_id)
+        if workload is None:
             raise NodeMisuse(f"workload {workload_id!r} does not run here as primary")
-        effects = record.lifecycle.handover(now, state_uri=state_uri, reason=reason)
+        effects = workload.lifecycle.handover(now, state_uri=state_uri, reason=reason)
         self.observer.handing_over(workload_id, reason)
         self.effects(workload_id, now, effects)
 
     def active(self) -> list[str]:
         """The workloads whose lifecycle has not ended."""
-        return [w for w, r in self.records.items() if not r.ended]
+        return [w for w, r in self.workloads.items() if not r.ended]
 
     # -- the lifecycle's effects -----------------------------------------------
 
@@ -296,41 +352,45 @@ class PrimarySide(Generic[SpecT]):
         now: float,
     ) -> None:
         """Feed one input to a workload's lifecycle and carry out what it decides."""
-        record = self.records.get(workload_id)
-        if record is None:
+        workload = self.workloads.get(workload_id)
+        if workload is None:
             return
         try:
-            effects = call(record.lifecycle)
+            effects = call(workload.lifecycle)
         except Exception as exc:
             self.observer.machine_refused("lifecycle", exc, workload_id)
             return
         self.effects(workload_id, now, effects)
 
     def effects(self, workload_id: str, now: float, effects: Sequence[LifecycleEffect]) -> None:
-        record = self.records.get(workload_id)
-        if record is None:
+        workload = self.workloads.get(workload_id)
+        if workload is None:
             return
         for effect in effects:
-            self._effect(workload_id, record, now, effect)
+            self._effect(workload_id, workload, now, effect)
         self._retire(workload_id)
         self.schedule(workload_id)
-        self.node.poke()
+        self.poke()
 
     def _effect(
-        self, workload_id: str, record: PrimaryRun[SpecT], now: float, effect: LifecycleEffect
+        self,
+        workload_id: str,
+        workload: PrimaryWorkload[SpecT],
+        now: float,
+        effect: LifecycleEffect,
     ) -> None:
         """The one dispatcher of lifecycle effects (``assert_never`` on a new type)."""
         match effect:
             case StartContainer():
-                self._busy(record, self._run_start, workload_id, record, effect)
+                self._busy(workload, self._run_start, workload_id, workload, effect)
             case StopContainer():
-                self._busy(record, self._run_stop, workload_id, record, effect.reason)
+                self._busy(workload, self._run_stop, workload_id, workload, effect.reason)
             case PublishRevocation():
-                self._busy(record, self._run_revoke, workload_id, effect)
+                self._busy(workload, self._run_revoke, workload_id, effect)
             case CheckContainer():
-                self._busy(record, self._run_check, workload_id, record)
+                self._busy(workload, self._run_check, workload_id, workload)
             case ReclaimContainer():
-                self._busy(record, self._run_reclaim, workload_id, record)
+                self._busy(workload, self._run_reclaim, workload_id, workload)
             case StateChanged():
                 self.observer.report(
                     LifecycleChanged(now, workload_id, effect.old, effect.new, effect.reason)
@@ -339,73 +399,76 @@ class PrimarySide(Generic[SpecT]):
                 assert_never(effect)
 
     def _busy(
-        self, record: PrimaryRun[SpecT], func: Callable[..., Coroutine[Any, Any, None]], *args: Any
+        self,
+        workload: PrimaryWorkload[SpecT],
+        func: Callable[..., Coroutine[Any, Any, None]],
+        *args: Any,
     ) -> None:
-        record.busy += 1
+        workload.busy += 1
 
         async def run() -> None:
             try:
                 await func(*args)
             finally:
-                record.busy -= 1
+                workload.busy -= 1
                 self._retire(args[0])
 
         self.io.spawn(run)
 
     def _retire(self, workload_id: str) -> None:
-        """Forget a primary record once it ended and has nothing left to do (FM 5)."""
-        record = self.records.get(workload_id)
-        if record is None or record.busy:
+        """Forget a workload once it ended and has nothing left to do (FM 5)."""
+        workload = self.workloads.get(workload_id)
+        if workload is None or workload.busy:
             return
-        lifecycle = record.lifecycle
-        if record.ended and lifecycle.next_deadline() is None:
-            if record.container_up:
+        lifecycle = workload.lifecycle
+        if workload.ended and lifecycle.next_deadline() is None:
+            if workload.container_up:
                 return
             if lifecycle.replicated:
                 # Its epoch was revoked: never start it again (FM 29).
-                saved = attrs.evolve(record.saved(), ended=lifecycle.state.value)
+                saved = attrs.evolve(workload.saved(), ended=lifecycle.state.value)
                 self.ended.setdefault(workload_id, saved)
-            del self.records[workload_id]
+            del self.workloads[workload_id]
             self._due.pop(workload_id, None)
-            self.node.persistence.mark_dirty()
-            self.node.subscriptions.refresh()
+            self.persistence.mark_dirty()
+            self.refresh()
             self.observer.retired(workload_id, lifecycle.state.value)
 
     # -- containers ----------------------------------------------------------------
 
     async def _run_start(
-        self, workload_id: str, record: PrimaryRun[SpecT], effect: StartContainer
+        self, workload_id: str, workload: PrimaryWorkload[SpecT], effect: StartContainer
     ) -> None:
         token = effect.fencing_token
-        started_at = self.node.now()
-        record.starting = done = anyio.Event()
+        started_at = self.now()
+        workload.starting = done = anyio.Event()
         self.observer.report(ContainerStarting(started_at, workload_id, token, promotion=False))
         error: str | None = None
         try:
-            error = await self._may_start(workload_id, record)
+            error = await self._may_start(workload_id, workload)
             if error is None:
-                lease_end = self.bound_for(record)
+                lease_end = self.bound_for(workload)
                 with anyio.fail_after(self.timing.spawn_timeout):
-                    handle = await self.node.runtime.spawn(
-                        record.spec,
+                    handle = await self.runtime.spawn(
+                        workload.spec,
                         workload_id=workload_id,
                         fencing_token=token,
                         lease_end=lease_end,
                     )
-                record.renewed = lease_end
+                workload.renewed = lease_end
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             self.observer.failed("start", error, workload_id=workload_id, role="primary")
         else:
             if error is None:
-                record.handle = handle
-                record.started = True
-                record.stopped = False
-                self.node.persistence.mark_dirty()
+                workload.handle = handle
+                workload.started = True
+                workload.stopped = False
+                self.persistence.mark_dirty()
         finally:
-            record.starting = None
+            workload.starting = None
             done.set()
-        now = self.node.now()
+        now = self.now()
         self.observer.report(
             ContainerStarted(now, workload_id, token, False, error is None, error, now - started_at)
         )
@@ -414,65 +477,69 @@ class PrimarySide(Generic[SpecT]):
         else:
             self.call(workload_id, lambda lc: lc.container_failed(now, error), now)
 
-    async def _may_start(self, workload_id: str, record: PrimaryRun[SpecT]) -> str | None:
+    async def _may_start(self, workload_id: str, workload: PrimaryWorkload[SpecT]) -> str | None:
         """Why a container must not start now (``None``: it may).
 
         The lifecycle is first brought up to the present (a node that was
         paused fences before it starts anything), and the primary record is
         made durable, so a restarted node knows what it may find running.
         """
-        now = self.node.now()
+        now = self.now()
         self.call(workload_id, lambda lc: lc.tick(now), now)
-        lifecycle = record.lifecycle
-        if record.ended:
+        lifecycle = workload.lifecycle
+        if workload.ended:
             return f"the workload ended before its start ({lifecycle.state.value})"
         if lifecycle.replicated and not lifecycle.holds_lease(now):
             return "the lease ran out before the container could start"
-        if record.spec is None:
+        if workload.spec is None:
             return "no spec for this workload yet (adopted after a restart; re-accept it)"
-        if self.node.store is not None:
-            self.node.persistence.mark_dirty()
+        if self.persistence.store is not None:
+            self.persistence.mark_dirty()
             try:
-                await self.node.persistence.flush()
+                await self.persistence.flush()
             except StoreError as exc:
                 return f"primary record not saved, so not starting: {exc}"
         return None
 
-    def bound_for(self, record: PrimaryRun[SpecT]) -> float:
-        """The lease end a runtime enforces for ``record``'s container.
+    def bound_for(self, workload: PrimaryWorkload[SpecT]) -> float:
+        """The lease end a runtime enforces for ``workload``'s container.
 
         A replicated workload runs under its lease; one without standbys
         does not fence on quorum loss (failure mode 6) and is bounded by its
         reservation's expiry only.
         """
-        lifecycle = record.lifecycle
+        lifecycle = workload.lifecycle
         if not lifecycle.replicated:
-            return record.expires_at
+            return workload.expires_at
         end = lifecycle.lease_end()
         return -math.inf if end is None else end
 
-    async def renew(self, workload_id: str, record: PrimaryRun[SpecT], lease_end: float) -> None:
+    async def renew(
+        self, workload_id: str, workload: PrimaryWorkload[SpecT], lease_end: float
+    ) -> None:
         """Hand a renewed lease end to the runtime (its supervisor enforces it)."""
-        handle = record.handle
-        if handle is None or lease_end <= record.renewed:
+        handle = workload.handle
+        if handle is None or lease_end <= workload.renewed:
             return
         try:
             with anyio.fail_after(self.timing.query_timeout):
-                await self.node.runtime.renew(handle, lease_end)
+                await self.runtime.renew(handle, lease_end)
         except Exception as exc:
             self.observer.failed("renew", exc, workload_id=workload_id, role="primary")
             return
-        record.renewed = max(record.renewed, lease_end)
+        workload.renewed = max(workload.renewed, lease_end)
 
-    async def _run_stop(self, workload_id: str, record: PrimaryRun[SpecT], reason: str) -> None:
-        if record.starting is not None:
-            await record.starting.wait()  # never leave a start that was in flight running
-        if record.handle is not None and not record.stopped:
+    async def _run_stop(
+        self, workload_id: str, workload: PrimaryWorkload[SpecT], reason: str
+    ) -> None:
+        if workload.starting is not None:
+            await workload.starting.wait()  # never leave a start that was in flight running
+        if workload.handle is not None and not workload.stopped:
             await self.stop_container(
-                record.handle, workload_id, record.lifecycle.fencing_token, reason, "primary"
+                workload.handle, workload_id, workload.lifecycle.fencing_token, reason, "primary"
             )
-        record.stopped = True
-        now = self.node.now()
+        workload.stopped = True
+        now = self.now()
         self.call(workload_id, lambda lc: lc.container_stopped(now), now)
 
     async def stop_container(
@@ -483,7 +550,7 @@ class PrimarySide(Generic[SpecT]):
         while True:
             try:
                 with anyio.fail_after(self.timing.spawn_timeout):
-                    await self.node.runtime.stop(handle)
+                    await self.runtime.stop(handle)
             except Exception as exc:
                 self.observer.failed("stop", exc, workload_id=workload_id, role=role)
                 await anyio.sleep(wait)
@@ -499,55 +566,59 @@ class PrimarySide(Generic[SpecT]):
         result = await self.io.publish(
             revocation, operation="publish_revocation", workload_id=workload_id, role="primary"
         )
-        now = self.node.now()
+        now = self.now()
         self.observer.report(RevocationPublished(now, workload_id, revocation.epoch, result.acked))
         acked = tuple(result.acked)
         self.call(workload_id, lambda lc: lc.revocation_published(now, acked), now)
 
-    async def _run_check(self, workload_id: str, record: PrimaryRun[SpecT]) -> None:
-        status = await self.container_status(workload_id, record)
+    async def _run_check(self, workload_id: str, workload: PrimaryWorkload[SpecT]) -> None:
+        status = await self.container_status(workload_id, workload)
         if status is None:
             return
-        now = self.node.now()
+        now = self.now()
         self.call(workload_id, lambda lc: lc.container_status(now, status), now)
 
-    async def _run_reclaim(self, workload_id: str, record: PrimaryRun[SpecT]) -> None:
-        if record.handle is not None:
+    async def _run_reclaim(self, workload_id: str, workload: PrimaryWorkload[SpecT]) -> None:
+        if workload.handle is not None:
             await self.stop_container(
-                record.handle, workload_id, record.lifecycle.fencing_token, "reclaimed", "primary"
+                workload.handle,
+                workload_id,
+                workload.lifecycle.fencing_token,
+                "reclaimed",
+                "primary",
             )
-        record.stopped = True
-        record.handle = None
+        workload.stopped = True
+        workload.handle = None
 
-    async def container_status(self, workload_id: str, record: PrimaryRun[SpecT]) -> Any:
-        """The runtime's status of ``record``'s container (``None``: it could not say)."""
-        if record.handle is None:
+    async def container_status(self, workload_id: str, workload: PrimaryWorkload[SpecT]) -> Any:
+        """The runtime's status of ``workload``'s container (``None``: it could not say)."""
+        if workload.handle is None:
             return "absent"
         timeout = self.timing.query_timeout
         try:
             with anyio.fail_after(timeout):
-                return await self.node.runtime.status(record.handle)
+                return await self.runtime.status(workload.handle)
         except Exception as exc:
             self.observer.failed("status", exc, workload_id=workload_id, role="primary")
             return None
 
     async def poll_containers(self) -> None:
         """Detect containers that stopped without being asked to."""
-        for workload_id, record in list(self.records.items()):
+        for workload_id, workload in list(self.workloads.items()):
             if (
-                record.lifecycle.state not in RUNNING
-                or record.handle is None
-                or record.stopped
-                or record.starting is not None
+                workload.lifecycle.state not in RUNNING
+                or workload.handle is None
+                or workload.stopped
+                or workload.starting is not None
             ):
                 continue
-            status = await self.container_status(workload_id, record)
-            if status in (None, "running") or record.stopped:
+            status = await self.container_status(workload_id, workload)
+            if status in (None, "running") or workload.stopped:
                 continue
-            if self.records.get(workload_id) is not record:
+            if self.workloads.get(workload_id) is not workload:
                 continue
-            record.stopped = True
-            now = self.node.now()
+            workload.stopped = True
+            now = self.now()
             self.observer.report(ContainerExited(now, workload_id, str(status)))
             self._exited(workload_id, now, str(status))
 
@@ -558,8 +629,8 @@ class PrimarySide(Generic[SpecT]):
 
     def schedule(self, workload_id: str) -> None:
         """Record the next deadline of one primary's lifecycle (after every change to it)."""
-        record = self.records.get(workload_id)
-        due = None if record is None else record.lifecycle.next_deadline()
+        workload = self.workloads.get(workload_id)
+        due = None if workload is None else workload.lifecycle.next_deadline()
         if due is None:
             self._due.pop(workload_id, None)
         elif self._due.get(workload_id) != due:
@@ -592,5 +663,5 @@ class PrimarySide(Generic[SpecT]):
 
     def tick_all(self, now: float) -> None:
         """Bring every lifecycle up to ``now`` (after a pause: leases that ran out fence)."""
-        for workload_id in list(self.records):
+        for workload_id in list(self.workloads):
             self.call(workload_id, lambda lc: lc.tick(now), now)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import attrs
@@ -29,7 +29,7 @@ from ..core._effects import (
     StopOrphan,
     WithdrawClaim,
 )
-from ..core._election import MAX_BATCH
+from ..core._election import MAX_BATCH, StandbyElection
 from ..core._errors import InvalidRequest, RequestRefused, StoreError, WorkloadConflict
 from ..core._models import (
     Envelope,
@@ -41,7 +41,8 @@ from ..core._models import (
 )
 from ..core._records import PrimaryRecord, PromotionIntent
 from ..core._roles import Standby
-from ..protocols._contracts import AtomicClaims, Query
+from ..core._timing import Timing
+from ..protocols._contracts import AtomicClaims, ContainerRuntime, Query
 from ._events import (
     AnnouncementPublished,
     ClaimCompared,
@@ -55,14 +56,29 @@ from ._events import (
     SlotPhaseChanged,
     WorkloadCannotStart,
 )
+from ._io import NodeIO
+from ._observe import Observer
+from ._persistence import Persistence
 from ._types import SpawnRequest
-
-if TYPE_CHECKING:
-    from ._node import StandbyNode
 
 __all__ = ["StandbySide"]
 
 SpecT = TypeVar("SpecT")
+
+
+class TakeOver(Protocol):
+    """The primary side's :meth:`~standby.node._primary.PrimarySide.take_over`."""
+
+    def __call__(
+        self,
+        now: float,
+        saved: PrimaryRecord,
+        *,
+        lease_from: float,
+        spec: Any,
+        handle: Any = ...,
+        renewed: float = ...,
+    ) -> None: ...
 
 
 class StandbySide(Generic[SpecT]):
@@ -73,12 +89,50 @@ class StandbySide(Generic[SpecT]):
     handed to the runtime (guarantee 5).
     """
 
-    def __init__(self, node: StandbyNode[SpecT]) -> None:
-        self.node = node
-        self.election = node.election
-        self.observer = node.observer
-        self.io = node.io
-        self.timing = node.timing
+    def __init__(
+        self,
+        me: str,
+        timing: Timing,
+        observer: Observer,
+        io: NodeIO,
+        runtime: ContainerRuntime,
+        persistence: Persistence,
+        election: StandbyElection[SpecT],
+        *,
+        claims: AtomicClaims | None,
+        now: Callable[[], float],
+        poke: Callable[[], None],
+        refresh: Callable[[], None],
+        to_primary: Callable[[Envelope[Message]], bool],
+        already_runs: Callable[[str, SpecT], bool],
+        ended_run: Callable[[str, float], PrimaryRecord | None],
+        take_over: TakeOver,
+        stop_container: Callable[[Any, str, int, str, str], Coroutine[Any, Any, None]],
+        heartbeat_soon: Callable[[], None],
+    ) -> None:
+        self.me = me
+        self.timing = timing
+        self.observer = observer
+        self.io = io
+        self.runtime = runtime
+        self.persistence = persistence
+        self.election = election
+        #: The transport, when claims are compare-and-set (``None``: published).
+        self.claims = claims
+        self.now = now
+        #: New input for the machines: the node's timer looks at the deadlines again.
+        self.poke = poke
+        #: Who the node listens to changed (the slots' primaries and peers).
+        self.refresh = refresh
+        # What the standby side needs of the primary side (and its step-down
+        # watch and heartbeat), each one call:
+        #: Whether a message concerns a workload run here as primary (it then went there).
+        self.to_primary = to_primary
+        self.already_runs = already_runs
+        self.ended_run = ended_run
+        self.take_over = take_over
+        self.stop_container = stop_container
+        self.heartbeat_soon = heartbeat_soon
         self.intents: dict[str, PromotionIntent] = {}
         self._spawned: dict[tuple[str, int], Any] = {}
 
@@ -96,16 +150,7 @@ class StandbySide(Generic[SpecT]):
                 workload_id, "standby", "the slot is already reserved (epoch %d)", held.epoch
             )
             return
-        running = self.node.primary.records.get(workload_id)
-        if running is not None and not running.ended:
-            if running.spec is None:
-                running.spec = request.spec
-            self.observer.reaccepted(
-                workload_id,
-                "primary",
-                "this node already runs it as primary of epoch %d",
-                running.lifecycle.epoch,
-            )
+        if self.already_runs(workload_id, request.spec):
             return
         spent = self.intents.get(workload_id)
         if spent is not None and spent.spent:
@@ -118,7 +163,7 @@ class StandbySide(Generic[SpecT]):
                 "should reserve another standby",
                 workload_id=workload_id,
             )
-        ended = self.node.primary.ended_run(workload_id, now)
+        ended = self.ended_run(workload_id, now)
         if ended is not None:
             raise RequestRefused(
                 f"workload {workload_id!r} ran here as primary in epoch {ended.epoch} until it "
@@ -127,7 +172,7 @@ class StandbySide(Generic[SpecT]):
             )
         created_at = now if request.created_at is None else request.created_at
         slot: StandbySlot[SpecT] = StandbySlot.reserve(
-            me=self.node.me,
+            me=self.me,
             workload_id=workload_id,
             topology=topology,
             spec=request.spec,
@@ -137,7 +182,7 @@ class StandbySide(Generic[SpecT]):
             spec_id=request.spec_id,
         )
         try:
-            self.node.persistence.check_slot(slot)
+            self.persistence.check_slot(slot)
         except StoreError as exc:
             raise InvalidRequest(
                 f"workload {workload_id!r}: the store cannot save its slot ({exc}); "
@@ -147,7 +192,7 @@ class StandbySide(Generic[SpecT]):
         effects = self.election.reserve(now, slot)
         self.observer.reserved(workload_id, role.index, role.count, topology.primary)
         self.effects(now, effects)
-        await self.node.persistence.flush()
+        await self.persistence.flush()
 
     def _check_same(self, held: StandbySlot[SpecT], topology: Topology) -> None:
         """Refuse a second reservation of a held id under another topology (FM 32).
@@ -157,7 +202,7 @@ class StandbySide(Generic[SpecT]):
         primary must be one of the request's standbys, and its lineup the
         request's standbys in their order, less some.
         """
-        lineup = held.standbys(self.node.me)
+        lineup = held.standbys(self.me)
         requested = topology.standbys
         if held.epoch == 0:
             same = held.primary == topology.primary and lineup == requested
@@ -189,8 +234,8 @@ class StandbySide(Generic[SpecT]):
         for effect in effects:
             interest |= self._effect(now, effect)
         if interest:
-            self.node.subscriptions.refresh()
-        self.node.poke()
+            self.refresh()
+        self.poke()
 
     def _effect(self, now: float, effect: ElectionEffect) -> bool:
         """Carry out one election effect; whether the subscriptions need a refresh.
@@ -220,10 +265,10 @@ class StandbySide(Generic[SpecT]):
             case StopOrphan():
                 self._stop_orphan(effect)
             case SlotSaved():
-                self.node.persistence.mark_dirty()
+                self.persistence.mark_dirty()
                 return True
             case SlotRemoved():
-                self.node.persistence.mark_dirty()
+                self.persistence.mark_dirty()
                 self.observer.slot_removed(effect)
                 return True
             case PrimaryChanged():
@@ -268,9 +313,9 @@ class StandbySide(Generic[SpecT]):
     def on_envelope(self, envelope: Envelope[Message]) -> None:
         """A message from the subscription or a catch-up read."""
         self.observer.count("messages")
-        if envelope.signer == self.node.me:
+        if envelope.signer == self.me:
             return
-        if self.node.stepdown.on_envelope(envelope):
+        if self.to_primary(envelope):
             return  # a claim or announcement of a workload run here as primary
         message = envelope.message
         if not isinstance(message, Heartbeat) and message.workload_id not in self.election.slots:
@@ -278,7 +323,7 @@ class StandbySide(Generic[SpecT]):
             # a workload it shares with others, not with this node.
             self.observer.count("messages_not_ours")
             return
-        now = self.node.now()
+        now = self.now()
         self.call(now, lambda: self.election.on_message(now, envelope))
 
     async def catch_up(self, workload_ids: tuple[str, ...]) -> None:
@@ -298,7 +343,7 @@ class StandbySide(Generic[SpecT]):
             kinds=("heartbeat", "revocation"),
             authors=(effect.primary,),
             workload_ids=effect.workload_ids,
-            until=self.node.now() + self.timing.max_clock_skew,
+            until=self.now() + self.timing.max_clock_skew,
         )
         await self._read(query, "query_heartbeats", effect, self.election.heartbeats_queried)
 
@@ -306,7 +351,7 @@ class StandbySide(Generic[SpecT]):
         query = Query(
             kinds=("claim", "announcement"),
             workload_ids=effect.workload_ids,
-            until=self.node.now() + self.timing.max_clock_skew,
+            until=self.now() + self.timing.max_clock_skew,
         )
         await self._read(query, "query_claims", effect, self.election.claims_queried)
 
@@ -323,7 +368,7 @@ class StandbySide(Generic[SpecT]):
         result = await self.io.query(
             query, operation=operation, workload_id=",".join(effect.workload_ids)
         )
-        now = self.node.now()
+        now = self.now()
         self.call(now, lambda: answer(now, effect.request_id, result.envelopes, result.answered))
 
     async def _run_publish_claim(self, effect: PublishClaim) -> None:
@@ -331,7 +376,7 @@ class StandbySide(Generic[SpecT]):
         result = await self.io.publish(
             claim, operation="publish_claim", workload_id=claim.workload_id, role="standby"
         )
-        now = self.node.now()
+        now = self.now()
         self.observer.report(
             ClaimPublished(
                 now, claim.workload_id, claim.epoch, claim.fencing_token, False, result.acked
@@ -341,8 +386,8 @@ class StandbySide(Generic[SpecT]):
 
     async def _run_compare_claim(self, effect: CompareAndSetClaim) -> None:
         claim = effect.claim
-        transport = self.node.transport
-        assert isinstance(transport, AtomicClaims)
+        transport = self.claims
+        assert transport is not None
         timeout = self.timing.query_timeout
         won, holder = False, None
         try:
@@ -354,7 +399,7 @@ class StandbySide(Generic[SpecT]):
             self.observer.failed(
                 "compare_claim", exc, workload_id=claim.workload_id, role="standby"
             )
-        now = self.node.now()
+        now = self.now()
         self.observer.report(
             ClaimCompared(
                 now,
@@ -369,8 +414,8 @@ class StandbySide(Generic[SpecT]):
 
     async def _run_withdraw(self, effect: WithdrawClaim) -> None:
         claim = effect.claim
-        transport = self.node.transport
-        if self.node.atomic_claims and isinstance(transport, AtomicClaims):
+        transport = self.claims
+        if transport is not None:
             timeout = self.timing.query_timeout
             try:
                 await self.io.bounded(timeout, transport.release_claim(claim, timeout=timeout))
@@ -383,7 +428,7 @@ class StandbySide(Generic[SpecT]):
         )
         self.observer.report(
             ClaimPublished(
-                self.node.now(),
+                self.now(),
                 claim.workload_id,
                 claim.epoch,
                 claim.fencing_token,
@@ -396,18 +441,18 @@ class StandbySide(Generic[SpecT]):
 
     async def _run_spawn(self, effect: Spawn[SpecT]) -> None:
         workload_id, token = effect.workload_id, effect.fencing_token
-        started_at = self.node.now()
+        started_at = self.now()
         self.observer.report(ContainerStarting(started_at, workload_id, token, promotion=True))
         error = await self._record_intent(effect, started_at)
         if error is not None and self.intents.pop(workload_id, None) is not None:
-            self.node.persistence.mark_dirty()  # never spawned: the unsaved intent is void
+            self.persistence.mark_dirty()  # never spawned: the unsaved intent is void
         else:
             # From here on the token has been handed to the runtime: even when
             # the spawn fails, the intent stays, so a restarted node never
             # hands that token out again (it gives the promotion up instead).
             try:
                 with anyio.fail_after(self.timing.spawn_timeout):
-                    handle = await self.node.runtime.spawn(
+                    handle = await self.runtime.spawn(
                         effect.spec,
                         workload_id=workload_id,
                         fencing_token=token,
@@ -419,7 +464,7 @@ class StandbySide(Generic[SpecT]):
                 self.observer.failed("spawn", error, workload_id=workload_id, role="standby")
             else:
                 self._spawned[(workload_id, token)] = handle
-        now = self.node.now()
+        now = self.now()
         self.observer.report(
             ContainerStarted(now, workload_id, token, True, error is None, error, now - started_at)
         )
@@ -431,9 +476,7 @@ class StandbySide(Generic[SpecT]):
         if leftover is not None:
             # The machine neither promoted nor orphaned it: never leave it running.
             self.observer.count("unclaimed_containers")
-            await self.node.primary.stop_container(
-                leftover, workload_id, token, "unclaimed spawn", role="standby"
-            )
+            await self.stop_container(leftover, workload_id, token, "unclaimed spawn", "standby")
 
     async def _record_intent(self, effect: Spawn[SpecT], now: float) -> str | None:
         """Save the promotion intent durably before the spawn (guarantee 5).
@@ -452,11 +495,11 @@ class StandbySide(Generic[SpecT]):
             expires_at=math.inf if slot is None else slot.expires_at,
         )
         self.intents[effect.workload_id] = intent
-        self.node.persistence.mark_dirty()
-        if self.node.store is None:
+        self.persistence.mark_dirty()
+        if self.persistence.store is None:
             return None
         try:
-            await self.node.persistence.flush()
+            await self.persistence.flush()
         except StoreError as exc:
             error = f"promotion intent not saved, so not spawning: {exc}"
             self.observer.failed("spawn", error, workload_id=effect.workload_id, role="standby")
@@ -475,17 +518,20 @@ class StandbySide(Generic[SpecT]):
             created_at=slot.created_at,
             expires_at=slot.expires_at,
         )
-        record = self.node.primary.take_over(
-            now, saved, lease_from=effect.lease_from, spec=slot.spec, handle=handle
-        )
         intent = self.intents.get(workload_id)
+        self.take_over(
+            now,
+            saved,
+            lease_from=effect.lease_from,
+            spec=slot.spec,
+            handle=handle,
+            renewed=-math.inf if intent is None else intent.lease_end,
+        )
         if intent is not None:
-            record.renewed = intent.lease_end
             self.spend(intent)
-        self.node.primary.add(record)
-        self.node.persistence.mark_dirty()
+        self.persistence.mark_dirty()
         self.observer.report(PromotedHere(now, workload_id, effect.epoch, effect.fencing_token))
-        self.node.heartbeat.poke()
+        self.heartbeat_soon()
 
     def spend(self, intent: PromotionIntent) -> None:
         """Keep ``intent``, spent, until the reservation ends: this node never
@@ -497,7 +543,7 @@ class StandbySide(Generic[SpecT]):
         self.observer.orphan(effect.workload_id, effect.fencing_token, effect.reason)
         if handle is not None:
             self.io.spawn(
-                self.node.primary.stop_container,
+                self.stop_container,
                 handle,
                 effect.workload_id,
                 effect.fencing_token,

@@ -21,7 +21,8 @@ this module brings it the messages, two ways:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import anyio
 
@@ -30,11 +31,12 @@ from ..core._election import MAX_BATCH
 from ..core._lifecycle import WorkloadLifecycle
 from ..core._models import Envelope, Message, PromotionAnnouncement, PromotionClaim
 from ..core._relay_messages import takeover_epoch
+from ..core._timing import Timing
 from ..protocols._contracts import Query
 from ._events import SteppedDown
-
-if TYPE_CHECKING:
-    from ._node import StandbyNode
+from ._io import NodeIO
+from ._observe import Observer
+from ._primary import PrimarySide
 
 __all__ = ["StepDown"]
 
@@ -44,27 +46,38 @@ SpecT = TypeVar("SpecT")
 class StepDown(Generic[SpecT]):
     """Feeds the standbys' claims and announcements to the lifecycles they concern."""
 
-    def __init__(self, node: StandbyNode[SpecT]) -> None:
-        self.node = node
-        self.primary = node.primary
-        self.observer = node.observer
-        self.timing = node.timing
+    def __init__(
+        self,
+        me: str,
+        timing: Timing,
+        observer: Observer,
+        io: NodeIO,
+        primary: PrimarySide[SpecT],
+        *,
+        now: Callable[[], float],
+    ) -> None:
+        self.me = me
+        self.timing = timing
+        self.observer = observer
+        self.io = io
+        self.primary = primary
+        self.now = now
         self._reading = False
 
     def watched(self) -> list[str]:
         """The workloads whose lifecycle may still step down (replicated, not ended)."""
         return [
             workload_id
-            for workload_id, record in self.primary.records.items()
-            if not record.ended and record.lifecycle.replicated
+            for workload_id, workload in self.primary.workloads.items()
+            if not workload.ended and workload.lifecycle.replicated
         ]
 
     def authors(self) -> set[str]:
         """The standbys of every workload run here: the subscription listens to them too."""
         authors: set[str] = set()
-        for record in self.primary.records.values():
-            if not record.ended:
-                authors.update(record.lifecycle.standbys)
+        for workload in self.primary.workloads.values():
+            if not workload.ended:
+                authors.update(workload.lifecycle.standbys)
         return authors
 
     def on_envelope(self, envelope: Envelope[Message]) -> bool:
@@ -77,15 +90,15 @@ class StepDown(Generic[SpecT]):
         if not isinstance(message, (PromotionClaim, PromotionAnnouncement)):
             return False
         workload_id = message.workload_id
-        record = self.primary.records.get(workload_id)
-        if record is None:
+        workload = self.primary.workloads.get(workload_id)
+        if workload is None:
             return False
         epoch = takeover_epoch(message)
         signer = envelope.signer
-        if epoch is None or record.ended or signer == self.node.me:
+        if epoch is None or workload.ended or signer == self.me:
             return True
         kind = "claim" if isinstance(message, PromotionClaim) else "announcement"
-        now = self.node.now()
+        now = self.now()
 
         def seen(lifecycle: WorkloadLifecycle) -> list[LifecycleEffect]:
             before = lifecycle.superseded
@@ -94,7 +107,7 @@ class StepDown(Generic[SpecT]):
                 self.observer.report(
                     SteppedDown(now, workload_id, lifecycle.epoch, epoch, signer, kind)
                 )
-            elif lifecycle.superseded is None and not record.ended:
+            elif lifecycle.superseded is None and not workload.ended:
                 self.observer.takeover_ignored(workload_id, epoch, signer, kind)
             return effects
 
@@ -122,8 +135,8 @@ class StepDown(Generic[SpecT]):
         query = Query(
             kinds=("claim", "announcement"),
             workload_ids=workload_ids,
-            until=self.node.now() + self.timing.max_clock_skew,
+            until=self.now() + self.timing.max_clock_skew,
         )
-        result = await self.node.io.query(query, operation="epoch_watch", workload_id=None)
+        result = await self.io.query(query, operation="epoch_watch", workload_id=None)
         for envelope in result.envelopes:
             self.on_envelope(envelope)

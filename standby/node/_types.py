@@ -1,4 +1,4 @@
-"""The node's request and status values, and its record of a workload it runs."""
+"""The node's request and status values, and the live state of a workload it runs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..core._lifecycle import Never, OnFailure, RestartPolicy, WorkloadLifecycle
 from ..core._models import Topology, finite_field, identity_field
 from ..core._records import PrimaryRecord
 
-__all__ = ["RUNNING", "TERMINAL", "NodeStatus", "PrimaryRun", "PrimaryStatus", "SpawnRequest"]
+__all__ = ["RUNNING", "TERMINAL", "NodeStatus", "PrimaryStatus", "PrimaryWorkload", "SpawnRequest"]
 
 SpecT = TypeVar("SpecT")
 
@@ -134,8 +134,12 @@ class NodeStatus:
         return next((p for p in self.primaries if p.workload_id == workload_id), None)
 
 
-class PrimaryRun(Generic[SpecT]):
-    """A workload this node runs as primary: its lifecycle and its container (private)."""
+class PrimaryWorkload(Generic[SpecT]):
+    """A workload this node runs as primary, live: its lifecycle and its container (private).
+
+    What the store keeps of it is a :class:`~standby.core._records.PrimaryRecord`
+    (:meth:`saved`); a restarted node builds a new one from that record.
+    """
 
     __slots__ = (
         "busy",

@@ -10,7 +10,7 @@ follows, revocations and the inputs the cores dropped.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...core._models import (
@@ -40,7 +40,8 @@ class Observer:
     ``holder`` and ``epoch`` are the provider promoted into the newest epoch
     so far (the primary at boot); ``published`` holds the first genuine
     messages stored, for replays; ``drops`` counts the inputs the cores
-    dropped, by reason.
+    dropped, by reason; ``listeners`` are called with ``(provider, event)``
+    after each node event has been recorded.
     """
 
     def __init__(self, sim: Simulation, hosts: Mapping[str, Host]) -> None:
@@ -50,6 +51,7 @@ class Observer:
         self.epoch = 0
         self.holder = PRIMARY
         self.published: list[tuple[Message, str]] = []
+        self.listeners: list[Callable[[str, Any], None]] = []
 
     def on_store(self, relay: str, signer: str, message: Message) -> None:
         """A relay stored ``message`` of ``signer``: note what is genuine."""
@@ -113,6 +115,8 @@ class Observer:
         elif kind == "InputDropped":
             reason = event.reason.value
             self.drops[reason] = self.drops.get(reason, 0) + 1
+        for listener in tuple(self.listeners):
+            listener(name, event)
 
     def _promoted(self, host: Host, epoch: int, token: int) -> None:
         now = self.sim.now

@@ -27,6 +27,7 @@ How the simulated world behaves:
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 import random
@@ -259,7 +260,24 @@ class Simulation:
         self.injector.validate(fault)
         if fault.at < self.now:
             raise ValueError(f"{fault!r} is scheduled at t={fault.at}, before now={self.now}")
-        self.loop.call_at(float(fault.at), self.injector.apply, fault)
+        # A fault belongs to the world, not to a node process, even when it is
+        # scheduled from a node's event (see :meth:`on_node_event`): an empty
+        # context keeps it from being held or dropped with that process.
+        self.loop.call_at(
+            float(fault.at), self.injector.apply, fault, context=contextvars.Context()
+        )
+        return self
+
+    def on_node_event(self, listener: Callable[[str, Any], None]) -> Simulation:
+        """Call ``listener(provider, event)`` for every event a node reports, as it happens.
+
+        The events are those of :mod:`standby.node` (``PromotedHere``,
+        ``ClaimCompared``, ``ContainerStarting``, ...). A listener may call
+        :meth:`schedule`: that is how a fault lands a given time after a
+        promotion, a won claim or a container start, inside the windows a
+        schedule fixed in advance rarely hits.
+        """
+        self.observer.listeners.append(listener)
         return self
 
     def crash(self, at: float, who: str = CURRENT_PRIMARY) -> Simulation:

@@ -1,0 +1,261 @@
+"""Each part of the node built alone, from memory adapters and fakes, without a StandbyNode.
+
+A part is built from the few objects it uses (the transport's calls, the
+runtime, the timing, the observer, the store) and narrow calls for what it
+needs of another part (issue 21); here each is put together by hand and one
+of its behaviours exercised, on trio's virtual clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+
+from standby import PromotionClaim, Timing, Topology, WorkloadConflict, fencing_token
+from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime
+from standby.core._effects import Announce
+from standby.core._election import StandbyElection
+from standby.core._errors import RequestRefused
+from standby.core._lifecycle import Never
+from standby.core._models import StandbySlot
+from standby.core._records import NodeState, PromotionIntent
+from standby.core._roles import Standby
+from standby.node import HeartbeatPublished, NodeEvent, Reconciled, SpawnRequest, SteppedDown
+from standby.node._epochs import EpochsRead
+from standby.node._heartbeat import Heartbeats
+from standby.node._io import NodeIO
+from standby.node._observe import Observer
+from standby.node._persistence import Persistence
+from standby.node._primary import PrimarySide
+from standby.node._reconcile import Reconciler
+from standby.node._standby import StandbySide
+from standby.node._stepdown import StepDown
+
+pytestmark = pytest.mark.anyio
+
+EPOCH = 1_700_000_000.0
+
+
+def wall() -> float:
+    return EPOCH + anyio.current_time()
+
+
+class Kit:
+    """The objects a part is built from, for one provider, on memory adapters."""
+
+    def __init__(self, name: str = "prime", network: MemoryRelayNetwork | None = None) -> None:
+        self.timing = Timing()
+        self.network = network or MemoryRelayNetwork(3, wall_clock=wall)
+        self.transport = self.network.transport(name)
+        self.me = self.transport.identity
+        self.runtime = MemoryRuntime(name, wall_clock=wall)
+        self.events: list[NodeEvent] = []
+        self.observer = Observer(self.me, clock=wall, logger=None, on_event=self.events.append)
+        self.io = NodeIO(self.transport, self.timing, self.observer)
+        self.persistence = Persistence(None, self.timing, self.observer, NodeState)
+        self.calls: list[str] = []
+        self.epochs = EpochsRead(reached=True, answered=3)
+        self.slots: dict[str, StandbySlot[Any]] = {}
+
+    def note(self, what: str) -> Any:
+        return lambda *args, **kwargs: self.calls.append(what)
+
+    async def read_epochs(self, workloads: set[str]) -> EpochsRead:
+        self.calls.append(f"read_epochs {sorted(workloads)}")
+        return self.epochs
+
+    def primary_side(self) -> PrimarySide[Any]:
+        return PrimarySide(
+            self.me,
+            self.timing,
+            self.observer,
+            self.io,
+            self.runtime,
+            self.persistence,
+            restart=Never(),
+            now=wall,
+            poke=self.note("poke"),
+            refresh=self.note("refresh"),
+            heartbeat_soon=self.note("heartbeat_soon"),
+            slot=self.slots.get,
+            read_epochs=self.read_epochs,
+        )
+
+    def request(self, *standbys: str, workload_id: str = "w1") -> SpawnRequest[Any]:
+        return SpawnRequest(
+            workload_id=workload_id,
+            topology=Topology(primary="prime", standbys=standbys),
+            spec={"image": "app:1"},
+            owner="consumer",
+            expires_at=wall() + 86_400.0,
+        )
+
+
+@pytest.fixture
+async def group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    async with anyio.create_task_group() as tasks:
+        yield tasks
+        tasks.cancel_scope.cancel()
+
+
+async def test_primary_side_alone_starts_a_workload_and_asks_for_a_heartbeat(
+    group: anyio.abc.TaskGroup,
+) -> None:
+    kit = Kit()
+    kit.io.start(group)
+    primary = kit.primary_side()
+    request = kit.request()
+    assert await primary.accept(wall(), request, request.topology)
+    assert "heartbeat_soon" in kit.calls
+    await anyio.wait_all_tasks_blocked()  # the start ran in the io's task group
+    assert kit.runtime.running("w1")
+    assert primary.workloads["w1"].container_up
+
+
+async def test_primary_side_alone_refuses_an_id_the_standby_side_holds() -> None:
+    kit = Kit()
+    primary = kit.primary_side()
+    request = kit.request("sb0")
+    kit.slots["w1"] = StandbySlot.reserve(
+        me=kit.me,
+        workload_id="w1",
+        topology=Topology(primary="other", standbys=(kit.me,)),
+        spec=None,
+        owner="consumer",
+        created_at=wall(),
+        expires_at=wall() + 100.0,
+    )
+    with pytest.raises(WorkloadConflict):
+        await primary.accept(wall(), request, request.topology)
+    assert not primary.workloads
+
+
+async def test_primary_side_alone_does_not_start_a_revoked_workload() -> None:
+    """Failure mode 29, decided on what the injected epoch read returns."""
+    kit = Kit()
+    primary = kit.primary_side()
+    kit.epochs = EpochsRead(reached=True, answered=3, revoked={"w1": 0})
+    request = kit.request("sb0")
+    with pytest.raises(RequestRefused, match="revoked"):
+        await primary.accept(wall(), request, request.topology)
+    assert kit.calls == ["read_epochs ['w1']"]
+    assert not primary.workloads
+
+
+async def test_standby_side_alone_reserves_a_slot() -> None:
+    kit = Kit("sb0")
+    election: StandbyElection[Any] = StandbyElection(me=kit.me, timing=kit.timing)
+
+    async def stop(*_args: Any) -> None:
+        raise AssertionError("nothing to stop")
+
+    standby: StandbySide[Any] = StandbySide(
+        kit.me,
+        kit.timing,
+        kit.observer,
+        kit.io,
+        kit.runtime,
+        kit.persistence,
+        election,
+        claims=None,
+        now=wall,
+        poke=kit.note("poke"),
+        refresh=kit.note("refresh"),
+        to_primary=lambda _envelope: False,
+        already_runs=lambda _workload_id, _spec: False,
+        ended_run=lambda _workload_id, _now: None,
+        take_over=kit.note("take_over"),
+        stop_container=stop,
+        heartbeat_soon=kit.note("heartbeat_soon"),
+    )
+    request = kit.request("sb0", "sb1")
+    await standby.accept(wall(), request, request.topology, Standby(0, 2))
+    assert set(election.slots) == {"w1"}
+    assert kit.calls == ["refresh", "poke"]
+
+
+async def test_heartbeats_alone_publish_for_the_primary_sides_workloads(
+    group: anyio.abc.TaskGroup,
+) -> None:
+    kit = Kit()
+    kit.io.start(group)
+    primary = kit.primary_side()
+
+    async def watch() -> None:
+        kit.calls.append("watch")
+
+    heartbeats: Heartbeats[Any] = Heartbeats(
+        kit.me, kit.timing, kit.observer, kit.io, primary, now=wall, watch=watch
+    )
+    await heartbeats.send()
+    assert not [e for e in kit.events if isinstance(e, HeartbeatPublished)]  # nothing runs
+    request = kit.request()
+    await primary.accept(wall(), request, request.topology)
+    await heartbeats.send()
+    sent = [e for e in kit.events if isinstance(e, HeartbeatPublished)]
+    assert len(sent) == 1
+    assert sent[0].workloads == 1
+
+
+async def test_stepdown_alone_steps_a_primary_down_on_a_later_claim(
+    group: anyio.abc.TaskGroup,
+) -> None:
+    """Failure mode 25: the watch's read finds a standby's claim of a later epoch."""
+    kit = Kit()
+    kit.io.start(group)
+    primary = kit.primary_side()
+    stepdown: StepDown[Any] = StepDown(kit.me, kit.timing, kit.observer, kit.io, primary, now=wall)
+    request = kit.request("sb0")
+    await primary.accept(wall(), request, request.topology)
+    assert stepdown.watched() == ["w1"]
+    assert stepdown.authors() == {"sb0"}
+    claim = PromotionClaim(
+        workload_id="w1",
+        epoch=1,
+        fencing_token=fencing_token(1, 0),
+        claimant="sb0",
+        standby_index=0,
+        claimed_at=wall(),
+    )
+    await kit.network.transport("sb0").publish(claim, timeout=5)
+    await stepdown.read()
+    stepped = [e for e in kit.events if isinstance(e, SteppedDown)]
+    assert [(e.workload_id, e.later_epoch) for e in stepped] == [("w1", 1)]
+
+
+async def test_reconciler_alone_stops_a_stray_container() -> None:
+    kit = Kit()
+    primary = kit.primary_side()
+    election: StandbyElection[Any] = StandbyElection(me=kit.me, timing=kit.timing)
+    spent: list[PromotionIntent] = []
+
+    async def announce(_effect: Announce) -> None:
+        raise AssertionError("nothing to announce")
+
+    reconciler: Reconciler[Any] = Reconciler(
+        kit.me,
+        kit.timing,
+        kit.observer,
+        kit.io,
+        kit.runtime,
+        election,
+        kit.persistence,
+        primary,
+        now=wall,
+        read_epochs=kit.read_epochs,
+        spend=spent.append,
+        announce=announce,
+    )
+    await kit.runtime.spawn(
+        {"image": "app:1"}, workload_id="w9", fencing_token=7, lease_end=wall() + 60.0
+    )
+    await reconciler.restore()
+    assert not kit.runtime.running("w9")
+    reconciled = [e for e in kit.events if isinstance(e, Reconciled)]
+    assert [(e.workload_id, e.action) for e in reconciled] == [("w9", "stopped")]
+    assert not primary.workloads
+    assert not spent
