@@ -160,7 +160,7 @@ class TestConfirmation:
         effects = driver.answer_heartbeats(CREATED + SILENCE + 1, answered=("r1",))
         shortfall = one(effects, sb.QuorumShortfall)
         assert (shortfall.answered, shortfall.needed) == (1, 2)
-        assert driver.phase() is sb.Phase.HOLD
+        assert driver.phase() is sb.Phase.RETRY_WATCH
         assert driver.machine.counters["quorum_shortfall"] == 1
         retry = CREATED + SILENCE + 1 + driver.timing.retry_interval
         assert driver.machine.next_deadline() == retry
@@ -171,7 +171,7 @@ class TestConfirmation:
         driver.reserve(CREATED)
         driver.tick(CREATED + SILENCE)
         driver.answer_heartbeats(CREATED + SILENCE + 1, answered=("r1", "r1", "r1"))
-        assert driver.phase() is sb.Phase.HOLD
+        assert driver.phase() is sb.Phase.RETRY_WATCH
 
     def test_newer_heartbeat_in_the_query_rearms(self) -> None:
         driver = Driver()
@@ -189,7 +189,7 @@ class TestConfirmation:
         timeout = CREATED + SILENCE + 2 * driver.timing.query_timeout
         effects = driver.tick(timeout)
         one(effects, sb.QuorumShortfall)
-        assert driver.phase() is sb.Phase.HOLD
+        assert driver.phase() is sb.Phase.RETRY_WATCH
         late = driver.answer_heartbeats(timeout + 1)
         assert one(late, sb.Dropped).reason is sb.DropReason.LATE_RESULT
 
@@ -277,7 +277,7 @@ class TestClaimProtocol:
         at = prereading(driver)
         effects = driver.answer_claims(at + 1, answered=("r3",))
         assert one(effects, sb.QuorumShortfall).stage == "preread"
-        assert driver.phase() is sb.Phase.HOLD
+        assert driver.phase() is sb.Phase.RETRY_CLAIM
         one(driver.tick(at + 1 + driver.timing.retry_interval), sb.QueryClaims)
 
     def test_claim_without_write_quorum_is_withdrawn_and_retried(self) -> None:
@@ -287,7 +287,7 @@ class TestClaimProtocol:
         withdrawn = one(effects, sb.WithdrawClaim).claim
         assert withdrawn.withdrawn
         assert withdrawn.epoch == 1
-        assert driver.phase() is sb.Phase.HOLD
+        assert driver.phase() is sb.Phase.RETRY_CLAIM
 
     def test_claim_acknowledged_after_claim_timeout_is_withdrawn(self) -> None:
         driver = Driver()
@@ -307,7 +307,7 @@ class TestClaimProtocol:
         at = claiming(driver)
         effects = driver.tick(at + driver.timing.claim_timeout)
         one(effects, sb.WithdrawClaim)
-        assert driver.phase() is sb.Phase.HOLD
+        assert driver.phase() is sb.Phase.RETRY_CLAIM
 
     def test_settle_reread_lower_index_rival_wins_the_tie(self) -> None:
         driver = Driver()
@@ -749,7 +749,7 @@ class TestExpiryAndTable:
         assert one(effects, sb.StopOrphan).fencing_token == claim.fencing_token
         assert only(effects, sb.Announce) == []
         one(effects, sb.WithdrawClaim)
-        assert driver.phase() is sb.Phase.HOLD
+        assert driver.phase() is sb.Phase.RETRY_CLAIM
         assert driver.machine.counters["spawn_outlived_lease"] == 1
 
     def test_slot_expiring_mid_spawn_is_stopped_not_promoted(self) -> None:

@@ -14,8 +14,10 @@ primary's silence deadline, ``CONFIRMING`` the silence with a quorum read,
 claim protocol ``PREREAD`` -> ``CLAIMING`` -> ``SETTLING`` -> ``REREAD`` ->
 ``SPAWNING``, after which the promoted slot leaves the table. A peer's claim
 sends the slot to ``DEFERRED``; a live primary sends it back to ``WATCHING``.
-A slot in ``HOLD`` waits before resuming one of the phases above (retry
-after a quorum shortfall, a timed-out claim or a failed spawn).
+A slot in ``RETRY_WATCH`` waits before watching again (its confirmation
+missed the read quorum); one in ``RETRY_CLAIM`` waits before pre-reading
+again (a claims read or a claim missed its quorum or deadline, or a spawn
+failed).
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ __all__ = [
 ]
 
 SpecT = TypeVar("SpecT")
+
+#: The phases in which :meth:`StandbyElection.reserve` may replace a slot
+#: (nothing is in flight and no claim is held).
+_REPLACEABLE = frozenset({Phase.WATCHING, Phase.RETRY_WATCH, Phase.RETRY_CLAIM})
 
 
 class StandbyElection(ElectionInputs[SpecT]):
@@ -117,7 +123,7 @@ class StandbyElection(ElectionInputs[SpecT]):
             raise InvalidSlot(f"workload {slot.workload_id!r} was already promoted by this process")
         existing = self._index.entries.get(slot.workload_id)
         if existing is not None:
-            if existing.phase not in (Phase.WATCHING, Phase.HOLD) or existing.revoked:
+            if existing.phase not in _REPLACEABLE or existing.revoked:
                 raise InvalidSlot(
                     f"slot {slot.workload_id!r} is {existing.phase.value}: cannot replace it now"
                 )
@@ -285,7 +291,7 @@ class StandbyElection(ElectionInputs[SpecT]):
         if holder is not None and entry.slot.peer_index(holder.claimant) is not None:
             self._yield_to(now, entry, holder, effects)
         else:
-            self._hold(now, entry, self.timing.retry_interval, Phase.PREREAD)
+            self._retry_claim(now, entry, self.timing.retry_interval)
         return effects
 
     @batched

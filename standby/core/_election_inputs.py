@@ -85,7 +85,7 @@ class ElectionInputs(ElectionSteps[SpecT]):
         if rereading:
             self._spawn(now, entry, effects)
         elif now >= entry.preread_at + self.timing.claim_timeout:
-            self._hold(now, entry, self.timing.retry_interval, Phase.PREREAD)
+            self._retry_claim(now, entry, self.timing.retry_interval)
         else:
             self._claim(now, entry, effects)
 
@@ -143,8 +143,6 @@ class ElectionInputs(ElectionSteps[SpecT]):
                 entry = self._index.entries[workload_id]
                 if entry.revoked or entry.phase not in PRE_SPAWN:
                     continue
-                if entry.phase is Phase.HOLD and entry.resume is Phase.WATCHING:
-                    continue
                 baseline = silence_baseline(entry.origin, timestamp)
                 if baseline > entry.confirmed_baseline and not primary_is_silent(
                     now, baseline, silence
@@ -187,9 +185,7 @@ class ElectionInputs(ElectionSteps[SpecT]):
         entry.revoked = True
         entry.state_uri = revocation.state_uri
         self._count("revoked")
-        if entry.phase in (Phase.WATCHING, Phase.CONFIRMING) or (
-            entry.phase is Phase.HOLD and entry.resume is Phase.WATCHING
-        ):
+        if entry.phase in (Phase.WATCHING, Phase.CONFIRMING, Phase.RETRY_WATCH):
             self._backoff(now, entry)
 
     def _peer_claim(

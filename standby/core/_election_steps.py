@@ -216,11 +216,16 @@ class ElectionSteps(Generic[SpecT]):
         """
         return ready + promotion_delay(entry.slot.standby_index, self.timing.promotion_delay)
 
-    def _hold(self, now: float, entry: Entry[SpecT], wait: float, resume: Phase) -> None:
-        at = self._retry_at(entry, now + wait) if resume is Phase.PREREAD else now + wait
+    def _retry_watch(self, now: float, entry: Entry[SpecT]) -> None:
+        """Wait a retry interval, then watch again."""
         self._release_request(entry)
-        entry.resume = resume
-        self._set(entry, Phase.HOLD, at)
+        self._set(entry, Phase.RETRY_WATCH, now + self.timing.retry_interval)
+
+    def _retry_claim(self, now: float, entry: Entry[SpecT], wait: float) -> None:
+        """Wait ``wait`` (and the index backoff: :meth:`_retry_at`), then pre-read again."""
+        at = self._retry_at(entry, now + wait)
+        self._release_request(entry)
+        self._set(entry, Phase.RETRY_CLAIM, at)
 
     def _backoff(self, now: float, entry: Entry[SpecT]) -> None:
         self._release_request(entry)
@@ -247,14 +252,12 @@ class ElectionSteps(Generic[SpecT]):
         phase = entry.phase
         if phase is Phase.CONFIRMING:
             self._confirm_failed(now, [entry], 0, effects)
-        elif phase is Phase.HOLD:
-            if entry.resume is Phase.PREREAD:
-                self._preread(now, entry, effects)
-            elif entry.revoked:
+        elif phase is Phase.RETRY_WATCH:
+            if entry.revoked:
                 self._backoff(now, entry)
             else:
                 self._watch(entry)
-        elif phase in (Phase.BACKOFF, Phase.DEFERRED):
+        elif phase in (Phase.BACKOFF, Phase.DEFERRED, Phase.RETRY_CLAIM):
             self._preread(now, entry, effects)
         elif phase in (Phase.PREREAD, Phase.REREAD):
             self._claims_read_failed(now, entry, phase.value, 0, effects)
@@ -397,7 +400,7 @@ class ElectionSteps(Generic[SpecT]):
                 self._give_up(entry, effects)
                 return
             wait = self.timing.silence * 2 ** (entry.rounds - 1)
-        self._hold(now, entry, wait, Phase.PREREAD)
+        self._retry_claim(now, entry, wait)
 
     def _give_up(self, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
         """Every round of spawns failed: drop the slot, a final state the host is told of."""
@@ -424,7 +427,7 @@ class ElectionSteps(Generic[SpecT]):
         """Too few relays answered the confirmation: not silence; watch again later."""
         effects.append(self._shortfall("confirm", entries, answered, self.timing.read_quorum))
         for entry in entries:
-            self._hold(now, entry, self.timing.retry_interval, Phase.WATCHING)
+            self._retry_watch(now, entry)
 
     def _claims_read_failed(
         self,
@@ -437,7 +440,7 @@ class ElectionSteps(Generic[SpecT]):
         """A claims read missed its quorum: withdraw any claim and pre-read again later."""
         effects.append(self._shortfall(stage, [entry], answered, self.timing.read_quorum))
         self._withdraw(now, entry, effects)
-        self._hold(now, entry, self.timing.retry_interval, Phase.PREREAD)
+        self._retry_claim(now, entry, self.timing.retry_interval)
 
     def _claim_failed(
         self, now: float, entry: Entry[SpecT], acks: int, effects: list[ElectionEffect]
@@ -452,7 +455,7 @@ class ElectionSteps(Generic[SpecT]):
         self._withdraw(now, entry, effects)
         entry.claim_failures += 1
         wait = self.timing.retry_interval * 2 ** min(entry.claim_failures - 1, 5)
-        self._hold(now, entry, wait, Phase.PREREAD)
+        self._retry_claim(now, entry, wait)
 
     def _withdraw(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
         claim = entry.claim

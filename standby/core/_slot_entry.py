@@ -18,9 +18,17 @@ SpecT = TypeVar("SpecT")
 QUEUED = 0
 
 #: Phases in which the slot has not spawned and may still step back when the
-#: primary turns out to be alive.
+#: primary turns out to be alive (a slot in ``RETRY_WATCH`` is about to watch
+#: anyway).
 PRE_SPAWN = frozenset(
-    {Phase.HOLD, Phase.BACKOFF, Phase.PREREAD, Phase.CLAIMING, Phase.SETTLING, Phase.REREAD}
+    {
+        Phase.BACKOFF,
+        Phase.PREREAD,
+        Phase.CLAIMING,
+        Phase.SETTLING,
+        Phase.REREAD,
+        Phase.RETRY_CLAIM,
+    }
 )
 
 
@@ -65,7 +73,6 @@ class Entry(Generic[SpecT]):
         "phase",
         "preread_at",
         "request",
-        "resume",
         "revoked",
         "rounds",
         "slot",
@@ -86,7 +93,6 @@ class Entry(Generic[SpecT]):
         self.last_error: str | None = None
         self.claim_failures = 0
         self.preread_at = 0.0
-        self.resume = Phase.WATCHING
         self.deferred: PromotionClaim | None = None
         self.confirmed_baseline = 0.0
         self.joined = False

@@ -15,9 +15,9 @@ from ._phase import Phase
 
 __all__ = ["TRANSITIONS", "IllegalTransition", "checked_move"]
 
-_W, _C, _H, _B = Phase.WATCHING, Phase.CONFIRMING, Phase.HOLD, Phase.BACKOFF
+_W, _C, _RW, _B = Phase.WATCHING, Phase.CONFIRMING, Phase.RETRY_WATCH, Phase.BACKOFF
 _PR, _CL, _SE, _RR = Phase.PREREAD, Phase.CLAIMING, Phase.SETTLING, Phase.REREAD
-_SP, _DE = Phase.SPAWNING, Phase.DEFERRED
+_SP, _RC, _DE = Phase.SPAWNING, Phase.RETRY_CLAIM, Phase.DEFERRED
 
 #: Every legal move of a slot: from a phase to the phases it may enter next.
 #: ``None`` stands for "not in the table": a slot enters from ``None`` when it
@@ -28,14 +28,15 @@ TRANSITIONS: Mapping[Phase | None, frozenset[Phase | None]] = MappingProxyType(
     {
         None: frozenset({_W}),
         _W: frozenset({_C, _B, None}),
-        _C: frozenset({_W, _B, _H, None}),
-        _H: frozenset({_W, _B, _PR, None}),
+        _C: frozenset({_W, _B, _RW, None}),
+        _RW: frozenset({_W, _B, None}),
         _B: frozenset({_PR, _W, None}),
-        _PR: frozenset({_CL, _DE, _H, _W, None}),
-        _CL: frozenset({_SE, _SP, _DE, _H, _W, None}),
+        _PR: frozenset({_CL, _DE, _RC, _W, None}),
+        _CL: frozenset({_SE, _SP, _DE, _RC, _W, None}),
         _SE: frozenset({_RR, _W, None}),
-        _RR: frozenset({_SP, _DE, _H, _W, None}),
-        _SP: frozenset({_H, None}),
+        _RR: frozenset({_SP, _DE, _RC, _W, None}),
+        _SP: frozenset({_RC, None}),
+        _RC: frozenset({_PR, _W, None}),
         _DE: frozenset({_PR, _W, None}),
     }
 )
