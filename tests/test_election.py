@@ -24,7 +24,8 @@ from _driver import (
 )
 
 import standby as sb
-from standby.core._election import TRANSITIONS, IllegalTransition
+from standby.core._election import _DEADLINE_STEPS, TRANSITIONS, IllegalTransition
+from standby.core._transitions import ON_DEADLINE, STEP_LEADS_TO, Step
 
 SILENCE = sb.Timing().silence
 
@@ -903,6 +904,14 @@ class TestTransitions:
         with pytest.raises(IllegalTransition, match="WATCHING to SPAWNING"):
             driver.machine._enter(entry, sb.Phase.SPAWNING)
         assert driver.machine.phase("w1") is sb.Phase.WATCHING
+
+    def test_each_deadline_step_leads_only_to_legal_moves(self) -> None:
+        # Every phase but WATCHING (whose deadline is its primary's) has a step.
+        assert set(ON_DEADLINE) == set(sb.Phase) - {sb.Phase.WATCHING}
+        for phase, step in ON_DEADLINE.items():
+            assert STEP_LEADS_TO[step] <= TRANSITIONS[phase] | {phase}, (phase, step)
+        # The machine knows how to take every step the tables name.
+        assert set(_DEADLINE_STEPS) == set(Step) == set(STEP_LEADS_TO)
 
     def test_a_failed_call_leaves_no_report_for_the_next(self) -> None:
         machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=sb.Timing())

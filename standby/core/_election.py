@@ -28,7 +28,7 @@ move through :meth:`StandbyElection._enter`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
@@ -69,7 +69,7 @@ from ._phase import Phase
 from ._slot_entry import PRE_SPAWN, Entry, Request, SlotStatus
 from ._slot_index import SlotIndex
 from ._timing import Timing
-from ._transitions import TRANSITIONS, IllegalTransition, checked_move
+from ._transitions import ON_DEADLINE, TRANSITIONS, IllegalTransition, Step, checked_move
 
 __all__ = [
     "MAX_BATCH",
@@ -922,26 +922,38 @@ class StandbyElection(Generic[SpecT]):
         self._index.rearm_primary(primary)
 
     def _slot_due(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
-        phase = entry.phase
-        if phase is Phase.CONFIRMING:
-            self._confirm_failed(now, [entry], 0, effects)
-        elif phase is Phase.RETRY_WATCH:
-            if entry.revoked:
-                self._backoff(now, entry)
-            else:
-                self._watch(entry)
-        elif phase in (Phase.BACKOFF, Phase.DEFERRED, Phase.RETRY_CLAIM):
-            self._preread(now, entry, effects)
-        elif phase in (Phase.PREREAD, Phase.REREAD):
-            self._claims_read_failed(now, entry, phase.value, 0, effects)
-        elif phase is Phase.CLAIMING:
-            self._claim_failed(now, entry, 0, effects)
-        elif phase is Phase.SETTLING:
-            self._settled(now, entry, effects)
-        elif phase is Phase.SPAWNING:
-            self._count("spawn_timeout")
-            entry.last_error = "the spawn timed out"
-            self._spawn_failed(now, entry, effects)
+        """A slot's own deadline: take the step :data:`ON_DEADLINE` names for its phase."""
+        step = ON_DEADLINE.get(entry.phase)
+        if step is not None:
+            _DEADLINE_STEPS[step](self, now, entry, effects)
+
+    def _confirm_timed_out(
+        self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]
+    ) -> None:
+        self._confirm_failed(now, [entry], 0, effects)
+
+    def _watch_again(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
+        if entry.revoked:
+            self._backoff(now, entry)
+        else:
+            self._watch(entry)
+
+    def _claims_read_timed_out(
+        self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]
+    ) -> None:
+        self._claims_read_failed(now, entry, entry.phase.value, 0, effects)
+
+    def _claim_timed_out(
+        self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]
+    ) -> None:
+        self._claim_failed(now, entry, 0, effects)
+
+    def _spawn_timed_out(
+        self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]
+    ) -> None:
+        self._count("spawn_timeout")
+        entry.last_error = "the spawn timed out"
+        self._spawn_failed(now, entry, effects)
 
     def _settled(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
         """The settle wait is over: re-read, together with the slots pre-read alongside.
@@ -1225,3 +1237,19 @@ class StandbyElection(Generic[SpecT]):
         self._count("followed")
         effects.append(PrimaryChanged(slot.workload_id, old.primary, new_primary, epoch))
         effects.append(SlotSaved(slot))
+
+
+_DeadlineStep = Callable[[StandbyElection[Any], float, Entry[Any], list[ElectionEffect]], None]
+
+#: How the machine takes each step of :data:`ON_DEADLINE`.
+_DEADLINE_STEPS: Mapping[Step, _DeadlineStep] = MappingProxyType(
+    {
+        Step.CONFIRM_TIMED_OUT: StandbyElection._confirm_timed_out,
+        Step.WATCH_AGAIN: StandbyElection._watch_again,
+        Step.PREREAD: StandbyElection._preread,
+        Step.CLAIMS_READ_TIMED_OUT: StandbyElection._claims_read_timed_out,
+        Step.CLAIM_TIMED_OUT: StandbyElection._claim_timed_out,
+        Step.SETTLED: StandbyElection._settled,
+        Step.SPAWN_TIMED_OUT: StandbyElection._spawn_timed_out,
+    }
+)

@@ -1,19 +1,30 @@
-"""The legal phase moves of a slot, and the one checked step every move takes.
+"""The legal phase moves of a slot, the step each deadline takes, and the checked move.
 
 :data:`TRANSITIONS` is the table the docs draw their state diagram from;
-:func:`checked_move` is how the election machine reports a move it makes,
-refusing any move the table does not list.
+:data:`ON_DEADLINE` decides which :class:`Step` the election machine takes
+when a slot's deadline is reached (the machine runs it; the step's rules
+pick among the phases :data:`STEP_LEADS_TO` lists); :func:`checked_move`
+is how the machine reports a move it makes, refusing any move
+:data:`TRANSITIONS` does not list.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from types import MappingProxyType
 
 from ._effects import PhaseChanged
 from ._phase import Phase
 
-__all__ = ["TRANSITIONS", "IllegalTransition", "checked_move"]
+__all__ = [
+    "ON_DEADLINE",
+    "STEP_LEADS_TO",
+    "TRANSITIONS",
+    "IllegalTransition",
+    "Step",
+    "checked_move",
+]
 
 _W, _C, _RW, _B = Phase.WATCHING, Phase.CONFIRMING, Phase.RETRY_WATCH, Phase.BACKOFF
 _PR, _CL, _SE, _RR = Phase.PREREAD, Phase.CLAIMING, Phase.SETTLING, Phase.REREAD
@@ -38,6 +49,68 @@ TRANSITIONS: Mapping[Phase | None, frozenset[Phase | None]] = MappingProxyType(
         _SP: frozenset({_RC, None}),
         _RC: frozenset({_PR, _W, None}),
         _DE: frozenset({_PR, _W, None}),
+    }
+)
+
+
+class Step(enum.Enum):
+    """A step the election machine takes on one slot; the value says what it does."""
+
+    CONFIRM_TIMED_OUT = (
+        "the heartbeat query got too few answers in time: a shortfall; wait to watch again"
+    )
+    WATCH_AGAIN = "watch the primary again (back off at once if the lease was revoked)"
+    PREREAD = (
+        "read the peers' claims (watch again instead if the primary spoke meanwhile "
+        "and the lease was not revoked)"
+    )
+    CLAIMS_READ_TIMED_OUT = (
+        "the claims read got too few answers in time: withdraw any claim; wait to pre-read again"
+    )
+    CLAIM_TIMED_OUT = (
+        "the claim missed its deadline: withdraw it; wait (doubling with each failure) "
+        "to pre-read again"
+    )
+    SETTLED = (
+        "re-read the claims, together with the slots of its batch (first waiting for "
+        "those of its batch still settling)"
+    )
+    SPAWN_TIMED_OUT = (
+        "the spawn timed out: withdraw the claim; wait to pre-read again, or give up "
+        "after the last round (the slot leaves the table)"
+    )
+
+
+#: What the machine does when a slot's own deadline is reached, by phase.
+#: A ``WATCHING`` slot has no deadline of its own: its primary's silence
+#: deadline sends its due slots to ``CONFIRMING`` together.
+ON_DEADLINE: Mapping[Phase, Step] = MappingProxyType(
+    {
+        _C: Step.CONFIRM_TIMED_OUT,
+        _RW: Step.WATCH_AGAIN,
+        _B: Step.PREREAD,
+        _PR: Step.CLAIMS_READ_TIMED_OUT,
+        _CL: Step.CLAIM_TIMED_OUT,
+        _SE: Step.SETTLED,
+        _RR: Step.CLAIMS_READ_TIMED_OUT,
+        _SP: Step.SPAWN_TIMED_OUT,
+        _RC: Step.PREREAD,
+        _DE: Step.PREREAD,
+    }
+)
+
+#: The phases each step may leave a slot in (``None``: it leaves the table).
+#: Every one must be a legal move from the phase the step is taken in, or
+#: that phase itself (a new deadline).
+STEP_LEADS_TO: Mapping[Step, frozenset[Phase | None]] = MappingProxyType(
+    {
+        Step.CONFIRM_TIMED_OUT: frozenset({_RW}),
+        Step.WATCH_AGAIN: frozenset({_W, _B}),
+        Step.PREREAD: frozenset({_PR, _W}),
+        Step.CLAIMS_READ_TIMED_OUT: frozenset({_RC}),
+        Step.CLAIM_TIMED_OUT: frozenset({_RC}),
+        Step.SETTLED: frozenset({_SE, _RR}),
+        Step.SPAWN_TIMED_OUT: frozenset({_RC, None}),
     }
 )
 
