@@ -325,6 +325,20 @@ def test_concepts_page_shows_exactly_the_step_each_deadline_takes() -> None:
         )
 
 
+def test_concepts_page_shows_exactly_the_step_each_input_takes() -> None:
+    from standby.core._transitions import ON_INPUT, Input, Phase, Step
+
+    source = (DOCS / "concepts.md").read_text(encoding="utf-8")
+    assert source.count(hooks.INPUT_MARKER) == 1
+    rendered = hooks.render(source)
+    assert hooks.INPUT_MARKER not in rendered
+    shown: dict[Input, dict[Phase, Step]] = {}
+    for kind, phases, step, _ in table_rows(rendered, "| input | in phase | step | then in |"):
+        for cell in phases.split(","):
+            shown.setdefault(Input(kind), {})[Phase[cell.strip().strip("`")]] = Step(step)
+    assert shown == {kind: dict(steps) for kind, steps in ON_INPUT.items()}
+
+
 # ------------------------------------------------------------ the adapter contract
 
 CONTRACT_PROTOCOLS = (

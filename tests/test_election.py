@@ -24,8 +24,8 @@ from _driver import (
 )
 
 import standby as sb
-from standby.core._election import _DEADLINE_STEPS, TRANSITIONS, IllegalTransition
-from standby.core._transitions import ON_DEADLINE, STEP_LEADS_TO, Step
+from standby.core._election import _STEPS, TRANSITIONS, IllegalTransition
+from standby.core._transitions import ON_DEADLINE, ON_INPUT, STEP_LEADS_TO, Input, Step
 
 SILENCE = sb.Timing().silence
 
@@ -910,8 +910,18 @@ class TestTransitions:
         assert set(ON_DEADLINE) == set(sb.Phase) - {sb.Phase.WATCHING}
         for phase, step in ON_DEADLINE.items():
             assert STEP_LEADS_TO[step] <= TRANSITIONS[phase] | {phase}, (phase, step)
-        # The machine knows how to take every step the tables name.
-        assert set(_DEADLINE_STEPS) == set(Step) == set(STEP_LEADS_TO)
+        # The machine knows how to take every step the tables name (the
+        # announcement rule follows the announcer itself).
+        assert set(_STEPS) == set(Step) - {Step.FOLLOW}
+        assert set(STEP_LEADS_TO) == set(Step)
+
+    def test_each_input_step_leads_only_to_legal_moves(self) -> None:
+        assert set(ON_INPUT) == set(Input)
+        for kind, steps in ON_INPUT.items():
+            for phase, step in steps.items():
+                assert STEP_LEADS_TO[step] <= TRANSITIONS[phase] | {phase}, (kind, phase)
+        # A spawning slot never follows an announcement (the conflict is dropped).
+        assert sb.Phase.SPAWNING not in ON_INPUT[Input.ANNOUNCED]
 
     def test_a_failed_call_leaves_no_report_for_the_next(self) -> None:
         machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=sb.Timing())

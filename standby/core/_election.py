@@ -66,10 +66,18 @@ from ._models import (
     fencing_token,
 )
 from ._phase import Phase
-from ._slot_entry import PRE_SPAWN, Entry, Request, SlotStatus
+from ._slot_entry import Entry, Request, SlotStatus
 from ._slot_index import SlotIndex
 from ._timing import Timing
-from ._transitions import ON_DEADLINE, TRANSITIONS, IllegalTransition, Step, checked_move
+from ._transitions import (
+    ON_DEADLINE,
+    ON_INPUT,
+    TRANSITIONS,
+    IllegalTransition,
+    Input,
+    Step,
+    checked_move,
+)
 
 __all__ = [
     "MAX_BATCH",
@@ -645,11 +653,11 @@ class StandbyElection(Generic[SpecT]):
             silence = self.timing.silence
             for workload_id in list(busy):
                 entry = self._index.entries[workload_id]
-                if entry.revoked or entry.phase not in PRE_SPAWN:
+                step = ON_INPUT[Input.ALIVE].get(entry.phase)
+                if step is None or entry.revoked:
                     continue
                 if shows_alive(now, entry.origin, timestamp, entry.confirmed_baseline, silence):
-                    self._withdraw(now, entry, effects)
-                    self._rearm(entry)
+                    self._take(step, now, entry, effects)
 
     def _revocation(
         self, now: float, signer: str, revocation: LeaseRevocation, effects: list[ElectionEffect]
@@ -686,8 +694,9 @@ class StandbyElection(Generic[SpecT]):
         entry.revoked = True
         entry.state_uri = revocation.state_uri
         self._count("revoked")
-        if entry.phase in (Phase.WATCHING, Phase.CONFIRMING, Phase.RETRY_WATCH):
-            self._backoff(now, entry)
+        step = ON_INPUT[Input.REVOKED].get(entry.phase)
+        if step is not None:
+            self._take(step, now, entry, effects)
 
     def _peer_claim(
         self, now: float, signer: str, claim: PromotionClaim, effects: list[ElectionEffect]
@@ -711,8 +720,9 @@ class StandbyElection(Generic[SpecT]):
         if not claim_is_news(seen.get(signer), claim):
             return
         seen[signer] = claim
-        if entry.phase is Phase.DEFERRED and ends_deferral(entry.deferred, signer, claim):
-            self._deferral_ended(now, entry, effects)
+        step = ON_INPUT[Input.RELEASED].get(entry.phase)
+        if step is not None and ends_deferral(entry.deferred, signer, claim):
+            self._take(step, now, entry, effects)
 
     def _announcement(
         self,
@@ -744,8 +754,8 @@ class StandbyElection(Generic[SpecT]):
         if epoch <= slot.epoch:
             drop(None, DropReason.STALE, f"announces epoch {epoch}")
             return
-        if entry.phase is Phase.SPAWNING:
-            detail = f"peer announced epoch {epoch} while this standby is spawning"
+        if ON_INPUT[Input.ANNOUNCED].get(entry.phase) is not Step.FOLLOW:
+            detail = f"peer announced epoch {epoch} while this standby is {entry.phase.value}"
             drop("conflict", DropReason.CONFLICT, detail)
             return
         skew = self.timing.max_clock_skew
@@ -925,7 +935,22 @@ class StandbyElection(Generic[SpecT]):
         """A slot's own deadline: take the step :data:`ON_DEADLINE` names for its phase."""
         step = ON_DEADLINE.get(entry.phase)
         if step is not None:
-            _DEADLINE_STEPS[step](self, now, entry, effects)
+            self._take(step, now, entry, effects)
+
+    def _take(
+        self, step: Step, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]
+    ) -> None:
+        """Take one step a table named (:data:`ON_DEADLINE`, :data:`ON_INPUT`)."""
+        _STEPS[step](self, now, entry, effects)
+
+    def _back_off(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
+        self._backoff(now, entry)
+
+    def _alive_after_all(
+        self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]
+    ) -> None:
+        self._withdraw(now, entry, effects)
+        self._rearm(entry)
 
     def _confirm_timed_out(
         self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]
@@ -1239,10 +1264,11 @@ class StandbyElection(Generic[SpecT]):
         effects.append(SlotSaved(slot))
 
 
-_DeadlineStep = Callable[[StandbyElection[Any], float, Entry[Any], list[ElectionEffect]], None]
+_StepMethod = Callable[[StandbyElection[Any], float, Entry[Any], list[ElectionEffect]], None]
 
-#: How the machine takes each step of :data:`ON_DEADLINE`.
-_DEADLINE_STEPS: Mapping[Step, _DeadlineStep] = MappingProxyType(
+#: How the machine takes each step the tables name (``FOLLOW`` needs the
+#: announcement's own data: the announcement rule takes it).
+_STEPS: Mapping[Step, _StepMethod] = MappingProxyType(
     {
         Step.CONFIRM_TIMED_OUT: StandbyElection._confirm_timed_out,
         Step.WATCH_AGAIN: StandbyElection._watch_again,
@@ -1251,5 +1277,8 @@ _DEADLINE_STEPS: Mapping[Step, _DeadlineStep] = MappingProxyType(
         Step.CLAIM_TIMED_OUT: StandbyElection._claim_timed_out,
         Step.SETTLED: StandbyElection._settled,
         Step.SPAWN_TIMED_OUT: StandbyElection._spawn_timed_out,
+        Step.REARM: StandbyElection._alive_after_all,
+        Step.BACK_OFF: StandbyElection._back_off,
+        Step.DEFERRAL_ENDED: StandbyElection._deferral_ended,
     }
 )

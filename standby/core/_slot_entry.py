@@ -10,26 +10,12 @@ import attrs
 from ._models import PromotionClaim, StandbySlot
 from ._phase import Phase
 
-__all__ = ["PRE_SPAWN", "QUEUED", "Entry", "Request", "SlotStatus"]
+__all__ = ["QUEUED", "Entry", "Request", "SlotStatus"]
 
 SpecT = TypeVar("SpecT")
 
 #: ``entry.request`` of a slot whose claims read is queued for the batch.
 QUEUED = 0
-
-#: Phases in which the slot has not spawned and may still step back when the
-#: primary turns out to be alive (a slot in ``RETRY_WATCH`` is about to watch
-#: anyway).
-PRE_SPAWN = frozenset(
-    {
-        Phase.BACKOFF,
-        Phase.PREREAD,
-        Phase.CLAIMING,
-        Phase.SETTLING,
-        Phase.REREAD,
-        Phase.RETRY_CLAIM,
-    }
-)
 
 
 class Request(enum.Enum):

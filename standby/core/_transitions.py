@@ -2,8 +2,9 @@
 
 :data:`TRANSITIONS` is the table the docs draw their state diagram from;
 :data:`ON_DEADLINE` decides which :class:`Step` the election machine takes
-when a slot's deadline is reached (the machine runs it; the step's rules
-pick among the phases :data:`STEP_LEADS_TO` lists); :func:`checked_move`
+when a slot's deadline is reached, and :data:`ON_INPUT` which one it takes
+when an accepted message reaches it (the machine runs the step; the step's
+rules pick among the phases :data:`STEP_LEADS_TO` lists); :func:`checked_move`
 is how the machine reports a move it makes, refusing any move
 :data:`TRANSITIONS` does not list.
 """
@@ -19,9 +20,11 @@ from ._phase import Phase
 
 __all__ = [
     "ON_DEADLINE",
+    "ON_INPUT",
     "STEP_LEADS_TO",
     "TRANSITIONS",
     "IllegalTransition",
+    "Input",
     "Step",
     "checked_move",
 ]
@@ -79,6 +82,22 @@ class Step(enum.Enum):
         "the spawn timed out: withdraw the claim; wait to pre-read again, or give up "
         "after the last round (the slot leaves the table)"
     )
+    REARM = "withdraw any claim and watch the primary again, the retry counts reset"
+    BACK_OFF = "back off by standby index, then pre-read"
+    DEFERRAL_ENDED = (
+        "pre-read once the standbys between the releaser and this one had their turn "
+        "(at once for the next one after it)"
+    )
+    FOLLOW = "withdraw any claim and watch the announcer as the primary of its epoch"
+
+
+class Input(enum.Enum):
+    """A message that may move a slot, once the rules for its kind accepted it."""
+
+    ALIVE = "a heartbeat shows the primary alive (a slot whose lease was revoked ignores it)"
+    REVOKED = "the slot's primary revoked its lease"
+    RELEASED = "the peer this slot deferred to withdrew its claim"
+    ANNOUNCED = "a peer announced its promotion to a later epoch"
 
 
 #: What the machine does when a slot's own deadline is reached, by phase.
@@ -99,6 +118,21 @@ ON_DEADLINE: Mapping[Phase, Step] = MappingProxyType(
     }
 )
 
+#: What the machine does when an accepted input reaches a slot, by phase. In
+#: a phase not listed nothing moves: the input is only recorded (a revoked
+#: lease, say), and an announcement that reaches a spawning slot is dropped
+#: as a conflict.
+ON_INPUT: Mapping[Input, Mapping[Phase, Step]] = MappingProxyType(
+    {
+        Input.ALIVE: MappingProxyType(dict.fromkeys((_B, _PR, _CL, _SE, _RR, _RC), Step.REARM)),
+        Input.REVOKED: MappingProxyType(dict.fromkeys((_W, _C, _RW), Step.BACK_OFF)),
+        Input.RELEASED: MappingProxyType({_DE: Step.DEFERRAL_ENDED}),
+        Input.ANNOUNCED: MappingProxyType(
+            {phase: Step.FOLLOW for phase in Phase if phase is not _SP}
+        ),
+    }
+)
+
 #: The phases each step may leave a slot in (``None``: it leaves the table).
 #: Every one must be a legal move from the phase the step is taken in, or
 #: that phase itself (a new deadline).
@@ -111,6 +145,10 @@ STEP_LEADS_TO: Mapping[Step, frozenset[Phase | None]] = MappingProxyType(
         Step.CLAIM_TIMED_OUT: frozenset({_RC}),
         Step.SETTLED: frozenset({_SE, _RR}),
         Step.SPAWN_TIMED_OUT: frozenset({_RC, None}),
+        Step.REARM: frozenset({_W}),
+        Step.BACK_OFF: frozenset({_B}),
+        Step.DEFERRAL_ENDED: frozenset({_PR, _DE, _W}),
+        Step.FOLLOW: frozenset({_W}),
     }
 )
 
