@@ -169,6 +169,14 @@ class TestLease:
         machine.revocation_published(retry + 1, ["r1", "r2"])
         assert machine.next_deadline() is None
 
+    def test_the_revocation_table_covers_every_state_and_acknowledged_is_final(self) -> None:
+        from standby.core._lifecycle import REVOCATION_MOVES, Revocation
+
+        assert set(REVOCATION_MOVES) == set(Revocation)
+        assert not REVOCATION_MOVES[Revocation.ACKNOWLEDGED]
+        reachable = {new for moves in REVOCATION_MOVES.values() for new in moves.values()}
+        assert reachable == set(Revocation) - {Revocation.NOT_SENT}
+
     def test_fm31_a_clock_step_back_ends_the_lease_when_it_would_have_ended(self) -> None:
         machine = live(primary())
         ack_all(machine, START + 60, START + 60)

@@ -24,13 +24,17 @@ without standbys stays up until it expires, restarting by its policy.
 A primary that sees one of its standbys claim or announce a later epoch of
 its workload fences at once, whatever its lease says (failure mode 25):
 defence in depth for a timing outside the safety model, or a bug.
+The revocation a fenced workload publishes moves through its own states
+(:class:`Revocation`), by the table :data:`REVOCATION_MOVES`.
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Literal
 
 import attrs
@@ -55,6 +59,53 @@ ContainerStatus = Literal["running", "stopped", "absent"]
 
 _ACTIVE = frozenset({LifecycleState.LIVE, LifecycleState.SUSPECT})
 _TERMINAL = frozenset({LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED})
+
+
+class Revocation(enum.Enum):
+    """Where the lease revocation of a fenced replicated workload stands."""
+
+    NOT_SENT = "not sent"
+    """No revocation yet (the workload has not fenced, or its container still runs)."""
+    SENT = "sent"
+    """Published; waiting for the relays' acknowledgements."""
+    RETRYING = "retrying"
+    """Fewer than a write quorum acknowledged: publish it again at the retry time."""
+    ACKNOWLEDGED = "acknowledged"
+    """A write quorum acknowledged it: final."""
+
+
+class RevocationEvent(enum.Enum):
+    """What happens to a revocation."""
+
+    PUBLISH = "the container is known stopped after the fence: publish"
+    QUORUM = "a write quorum acknowledged it"
+    SHORT = "fewer than a write quorum acknowledged it"
+    RETRY_DUE = "its retry time came (the workload is fenced)"
+    EXPIRED = "the reservation expired: no more retries"
+
+
+#: Every move of a revocation: ``REVOCATION_MOVES[state][event]`` is the next
+#: state. An event a state does not list changes nothing.
+REVOCATION_MOVES: Mapping[Revocation, Mapping[RevocationEvent, Revocation]] = MappingProxyType(
+    {
+        Revocation.NOT_SENT: MappingProxyType({RevocationEvent.PUBLISH: Revocation.SENT}),
+        Revocation.SENT: MappingProxyType(
+            {
+                RevocationEvent.QUORUM: Revocation.ACKNOWLEDGED,
+                RevocationEvent.SHORT: Revocation.RETRYING,
+            }
+        ),
+        Revocation.RETRYING: MappingProxyType(
+            {
+                RevocationEvent.QUORUM: Revocation.ACKNOWLEDGED,
+                RevocationEvent.SHORT: Revocation.RETRYING,
+                RevocationEvent.RETRY_DUE: Revocation.SENT,
+                RevocationEvent.EXPIRED: Revocation.SENT,
+            }
+        ),
+        Revocation.ACKNOWLEDGED: MappingProxyType({}),
+    }
+)
 
 
 @attrs.frozen
@@ -140,9 +191,11 @@ class WorkloadLifecycle:
         self._restarts = 0
         self._stop_requested = False
         self._stopped = False
+        #: Where the revocation stands (:data:`REVOCATION_MOVES`), the message
+        #: once built, and when to publish it again (in ``RETRYING`` only).
+        self._revocation_state = Revocation.NOT_SENT
         self._revocation: LeaseRevocation | None = None
         self._revocation_due: float | None = None
-        self._revocation_done = False
         self._reclaimed = False
         self._state_uri: str | None = None
         self._created_at = created_at
@@ -241,7 +294,8 @@ class WorkloadLifecycle:
             candidates.append(self._suspect_at())
         if self.state is LifecycleState.RESTARTING and self._restart_at is not None:
             candidates.append(self._restart_at)
-        if self._revocation_due is not None:
+        if self._revocation_state is Revocation.RETRYING:
+            assert self._revocation_due is not None
             candidates.append(self._revocation_due)
         best = min(candidates, default=math.inf)
         if best == -math.inf:
@@ -367,12 +421,10 @@ class WorkloadLifecycle:
     ) -> list[LifecycleEffect]:
         """Report which relays acknowledged the revocation; it is retried below a quorum."""
         effects: list[LifecycleEffect] = []
-        if self._revocation is not None and not self._revocation_done:
-            if len(set(acknowledged)) >= self.timing.write_quorum:
-                self._revocation_done = True
-                self._revocation_due = None
-            else:
-                self._revocation_due = now + self.timing.heartbeat_interval
+        if len(set(acknowledged)) >= self.timing.write_quorum:
+            self._revocation_moves(RevocationEvent.QUORUM)
+        elif self._revocation_moves(RevocationEvent.SHORT):
+            self._revocation_due = now + self.timing.heartbeat_interval
         self._advance(now, effects)
         return effects
 
@@ -466,9 +518,24 @@ class WorkloadLifecycle:
             self._stopped = True
         self._maybe_revoke(now, effects)
 
+    def _revocation_moves(self, event: RevocationEvent) -> bool:
+        """Move the revocation as :data:`REVOCATION_MOVES` says; whether ``event`` applied."""
+        new = REVOCATION_MOVES[self._revocation_state].get(event)
+        if new is None:
+            return False
+        self._revocation_state = new
+        if new is not Revocation.RETRYING:
+            self._revocation_due = None
+        return True
+
     def _maybe_revoke(self, now: float, effects: list[LifecycleEffect]) -> None:
-        if self._revocation is not None or not self._stopped or not self.replicated:
+        if (
+            self._revocation_state is not Revocation.NOT_SENT
+            or not self._stopped
+            or not self.replicated
+        ):
             return
+        self._revocation_moves(RevocationEvent.PUBLISH)
         self._revocation = LeaseRevocation(
             workload_id=self.workload_id,
             primary=self.me,
@@ -503,18 +570,19 @@ class WorkloadLifecycle:
         state = self.state
         if state is not LifecycleState.EXPIRED and now >= self.expires_at:
             self._become(now, LifecycleState.EXPIRED, "reservation expired", effects)
-            self._revocation_due = None
+            self._revocation_moves(RevocationEvent.EXPIRED)
             if self._start_requested and not self._stop_requested and not self._stopped:
                 self._stop(now, "reservation expired", effects)
             return
         if state in _TERMINAL:
             if (
                 state is LifecycleState.FENCED
-                and self._revocation is not None
+                and self._revocation_state is Revocation.RETRYING
                 and self._revocation_due is not None
                 and now >= self._revocation_due
             ):
-                self._revocation_due = None
+                self._revocation_moves(RevocationEvent.RETRY_DUE)
+                assert self._revocation is not None
                 effects.append(PublishRevocation(attrs.evolve(self._revocation)))
             return
         if self.replicated:
