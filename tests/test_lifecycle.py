@@ -177,6 +177,28 @@ class TestLease:
         reachable = {new for moves in REVOCATION_MOVES.values() for new in moves.values()}
         assert reachable == set(Revocation) - {Revocation.NOT_SENT}
 
+    def test_the_container_table_keeps_what_was_asked_and_what_is_known(self) -> None:
+        from standby.core._lifecycle import (
+            _KNOWN_DOWN,
+            _START_ASKED,
+            CONTAINER_MOVES,
+            Container,
+            ContainerEvent,
+        )
+
+        assert set(CONTAINER_MOVES) == set(Container)
+        for state, moves in CONTAINER_MOVES.items():
+            for event, new in moves.items():
+                assert new is not state, (state, event)
+                # A start asked for stays asked for; a down container stays
+                # down until it comes up; nothing else changes either.
+                asked = state in _START_ASKED or event is ContainerEvent.ASK_START
+                assert (new in _START_ASKED) == asked, (state, event)
+                down = (state in _KNOWN_DOWN or event is ContainerEvent.DOWN) and (
+                    event is not ContainerEvent.UP
+                )
+                assert (new in _KNOWN_DOWN) == down, (state, event)
+
     def test_fm31_a_clock_step_back_ends_the_lease_when_it_would_have_ended(self) -> None:
         machine = live(primary())
         ack_all(machine, START + 60, START + 60)
