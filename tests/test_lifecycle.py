@@ -177,6 +177,18 @@ class TestLease:
         reachable = {new for moves in REVOCATION_MOVES.values() for new in moves.values()}
         assert reachable == set(Revocation) - {Revocation.NOT_SENT}
 
+    def test_a_lifecycle_move_outside_its_table_is_an_internal_error(self) -> None:
+        from standby.core._election import IllegalTransition
+        from standby.core._lifecycle import LIFECYCLE_MOVES
+
+        assert set(LIFECYCLE_MOVES) == set(sb.LifecycleState)
+        machine = live(primary())
+        machine.tick(START + T.lease)
+        assert machine.state is sb.LifecycleState.FENCED
+        with pytest.raises(IllegalTransition, match="FENCED to LIVE"):
+            machine._become(START + T.lease + 1, sb.LifecycleState.LIVE, "bug", [])
+        assert machine.state is sb.LifecycleState.FENCED
+
     def test_the_container_table_keeps_what_was_asked_and_what_is_known(self) -> None:
         from standby.core._lifecycle import (
             _KNOWN_DOWN,

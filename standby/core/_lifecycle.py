@@ -54,6 +54,7 @@ from ._effects import (
 from ._errors import StandbyError
 from ._models import LeaseRevocation
 from ._timing import Timing
+from ._transitions import IllegalTransition
 
 __all__ = ["Never", "OnFailure", "RestartPolicy", "WorkloadLifecycle"]
 
@@ -61,6 +62,23 @@ ContainerStatus = Literal["running", "stopped", "absent"]
 
 _ACTIVE = frozenset({LifecycleState.LIVE, LifecycleState.SUSPECT})
 _TERMINAL = frozenset({LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED})
+
+_S = LifecycleState
+#: Every legal move of a workload's state: from a state to those it may
+#: enter next. ``RESTARTING`` and ``FAILED`` are for a workload without
+#: standbys, ``FENCED`` for one with; the reservation's expiry ends any state.
+#: The machine refuses any other move (:class:`IllegalTransition`).
+LIFECYCLE_MOVES: Mapping[LifecycleState, frozenset[LifecycleState]] = MappingProxyType(
+    {
+        _S.PROVISIONING: frozenset({_S.LIVE, _S.FENCED, _S.RESTARTING, _S.FAILED, _S.EXPIRED}),
+        _S.LIVE: frozenset({_S.SUSPECT, _S.FENCED, _S.RESTARTING, _S.FAILED, _S.EXPIRED}),
+        _S.SUSPECT: frozenset({_S.LIVE, _S.FENCED, _S.RESTARTING, _S.FAILED, _S.EXPIRED}),
+        _S.RESTARTING: frozenset({_S.LIVE, _S.FAILED, _S.EXPIRED}),
+        _S.FENCED: frozenset({_S.EXPIRED}),
+        _S.FAILED: frozenset({_S.EXPIRED}),
+        _S.EXPIRED: frozenset(),
+    }
+)
 
 
 class Container(enum.Enum):
@@ -563,6 +581,11 @@ class WorkloadLifecycle:
     ) -> None:
         if state is self.state:
             return
+        if state not in LIFECYCLE_MOVES[self.state]:
+            raise IllegalTransition(
+                f"workload {self.workload_id!r}: no move from {self.state.name} to "
+                f"{state.name} in LIFECYCLE_MOVES (a bug in the lifecycle machine)"
+            )
         if state is LifecycleState.LIVE and self._live_since == -math.inf:
             self._live_since = now
         old = self.state

@@ -154,7 +154,11 @@ STEP_LEADS_TO: Mapping[Step, frozenset[Phase | None]] = MappingProxyType(
 
 
 class IllegalTransition(RuntimeError):
-    """Internal error: the machine tried a phase move that :data:`TRANSITIONS` forbids."""
+    """Internal error: a machine tried a move its table forbids.
+
+    The election's slots move by :data:`TRANSITIONS`; a workload's lifecycle
+    by ``LIFECYCLE_MOVES`` (:mod:`standby.core._lifecycle`).
+    """
 
 
 def _name(phase: Phase | None) -> str:
