@@ -3,7 +3,11 @@
 - The safety page's list of timing rules comes from the rule table in
   ``standby/core/_timing.py`` (marker ``<!-- generated: timing-rules -->``).
 - The concepts page's table of slot phase moves comes from ``TRANSITIONS``
-  in ``standby/core/_election.py`` (marker ``<!-- generated: slot-transitions -->``).
+  in ``standby/core/_transitions.py`` (marker ``<!-- generated: slot-transitions -->``),
+  its table of what a slot's deadline does from ``ON_DEADLINE`` and
+  ``STEP_LEADS_TO`` beside it (marker ``<!-- generated: slot-deadlines -->``),
+  and its table of what an accepted message does from ``ON_INPUT``
+  (marker ``<!-- generated: slot-inputs -->``).
 - The failure-mode page links each failure mode to the tests named after it
   (``test_fm<N>_...`` anywhere under ``tests/``, marker
   ``<!-- generated: fm-tests N -->``), and a generated page,
@@ -43,6 +47,8 @@ OPTIONAL_GUIDES = (
 
 RULES_MARKER = "<!-- generated: timing-rules -->"
 SLOT_MARKER = "<!-- generated: slot-transitions -->"
+DEADLINE_MARKER = "<!-- generated: slot-deadlines -->"
+INPUT_MARKER = "<!-- generated: slot-inputs -->"
 #: How the table names ``None`` (a slot not in the table) on each side.
 SLOT_ENTERS = "*(reserved or restored)*"
 SLOT_LEAVES = "*(leaves the table)*"
@@ -96,6 +102,51 @@ def slot_transitions_markdown() -> str:
         ]
         source = SLOT_ENTERS if old is None else f"`{old.name}`"
         lines.append(f"| {source} | {', '.join(names)} |")
+    return "\n".join(lines)
+
+
+def _leads_to(transitions: Any, step: Any) -> str:
+    leads_to = transitions.STEP_LEADS_TO[step]
+    names = [
+        SLOT_LEAVES if new is None else f"`{new.name}`"
+        for new in [*transitions.Phase, None]
+        if new in leads_to
+    ]
+    return ", ".join(names)
+
+
+def slot_inputs_markdown() -> str:
+    """The table of the step an accepted message takes, by kind and phase, from ``ON_INPUT``."""
+    _standby()
+    import standby.core._transitions as transitions
+
+    lines = ["| input | in phase | step | then in |", "|---|---|---|---|"]
+    for kind, steps in transitions.ON_INPUT.items():
+        by_step: dict[Any, list[str]] = {}
+        for phase, step in steps.items():
+            by_step.setdefault(step, []).append(f"`{phase.name}`")
+        for step, phases in by_step.items():
+            lines.append(
+                f"| {_cell(kind.value)} | {', '.join(phases)} | {_cell(step.value)} "
+                f"| {_leads_to(transitions, step)} |"
+            )
+    return "\n".join(lines)
+
+
+def slot_deadlines_markdown() -> str:
+    """The table of the step a slot takes on its deadline, by phase, from ``ON_DEADLINE``."""
+    _standby()
+    import standby.core._transitions as transitions
+
+    lines = ["| phase | on its deadline | then in |", "|---|---|---|"]
+    for phase, step in transitions.ON_DEADLINE.items():
+        leads_to = transitions.STEP_LEADS_TO[step]
+        names = [
+            SLOT_LEAVES if new is None else f"`{new.name}`"
+            for new in [*transitions.Phase, None]
+            if new in leads_to
+        ]
+        lines.append(f"| `{phase.name}` | {_cell(step.value)} | {', '.join(names)} |")
     return "\n".join(lines)
 
 
@@ -205,6 +256,10 @@ def render(
         markdown = markdown.replace(RULES_MARKER, timing_rules_markdown())
     if SLOT_MARKER in markdown:
         markdown = markdown.replace(SLOT_MARKER, slot_transitions_markdown())
+    if DEADLINE_MARKER in markdown:
+        markdown = markdown.replace(DEADLINE_MARKER, slot_deadlines_markdown())
+    if INPUT_MARKER in markdown:
+        markdown = markdown.replace(INPUT_MARKER, slot_inputs_markdown())
     if FM_MARKER.search(markdown):
         tests = failure_mode_tests() if found is None else found
         markdown = FM_MARKER.sub(lambda m: fm_links(int(m.group(1)), tests), markdown)

@@ -306,6 +306,42 @@ def test_concepts_page_shows_exactly_the_slot_transitions() -> None:
     assert set(TRANSITIONS) == {None, *Phase}
 
 
+def test_concepts_page_shows_exactly_the_step_each_deadline_takes() -> None:
+    from standby.core._transitions import ON_DEADLINE, STEP_LEADS_TO, Phase, Step
+
+    source = (DOCS / "concepts.md").read_text(encoding="utf-8")
+    assert source.count(hooks.DEADLINE_MARKER) == 1
+    rendered = hooks.render(source)
+    assert hooks.DEADLINE_MARKER not in rendered
+
+    def phase(cell: str) -> Phase | None:
+        cell = cell.strip()
+        return None if cell == hooks.SLOT_LEAVES else Phase[cell.strip("`")]
+
+    rows = table_rows(rendered, "| phase | on its deadline | then in |")
+    shown = {phase(p): Step(does) for p, does, _ in rows}
+    assert shown == dict(ON_DEADLINE)
+    for p, _, leads_to in rows:
+        assert (
+            frozenset(phase(c) for c in leads_to.split(","))
+            == STEP_LEADS_TO[ON_DEADLINE[Phase[p.strip("`")]]]
+        )
+
+
+def test_concepts_page_shows_exactly_the_step_each_input_takes() -> None:
+    from standby.core._transitions import ON_INPUT, Input, Phase, Step
+
+    source = (DOCS / "concepts.md").read_text(encoding="utf-8")
+    assert source.count(hooks.INPUT_MARKER) == 1
+    rendered = hooks.render(source)
+    assert hooks.INPUT_MARKER not in rendered
+    shown: dict[Input, dict[Phase, Step]] = {}
+    for kind, phases, step, _ in table_rows(rendered, "| input | in phase | step | then in |"):
+        for cell in phases.split(","):
+            shown.setdefault(Input(kind), {})[Phase[cell.strip().strip("`")]] = Step(step)
+    assert shown == {kind: dict(steps) for kind, steps in ON_INPUT.items()}
+
+
 # ------------------------------------------------------------ the adapter contract
 
 CONTRACT_PROTOCOLS = (

@@ -25,7 +25,8 @@ from _driver import (
 
 import standby as sb
 import standby.core as sbc
-from standby.core._election import TRANSITIONS, IllegalTransition
+from standby.core._election import _STEPS, TRANSITIONS, IllegalTransition
+from standby.core._transitions import ON_DEADLINE, ON_INPUT, STEP_LEADS_TO, Input, Step
 
 SILENCE = sb.Timing().silence
 
@@ -161,7 +162,7 @@ class TestConfirmation:
         effects = driver.answer_heartbeats(CREATED + SILENCE + 1, answered=("r1",))
         shortfall = one(effects, sbc.QuorumShortfall)
         assert (shortfall.answered, shortfall.needed) == (1, 2)
-        assert driver.phase() is sbc.Phase.HOLD
+        assert driver.phase() is sbc.Phase.RETRY_WATCH
         assert driver.machine.counters["quorum_shortfall"] == 1
         retry = CREATED + SILENCE + 1 + driver.timing.retry_interval
         assert driver.machine.next_deadline() == retry
@@ -172,7 +173,7 @@ class TestConfirmation:
         driver.reserve(CREATED)
         driver.tick(CREATED + SILENCE)
         driver.answer_heartbeats(CREATED + SILENCE + 1, answered=("r1", "r1", "r1"))
-        assert driver.phase() is sbc.Phase.HOLD
+        assert driver.phase() is sbc.Phase.RETRY_WATCH
 
     def test_newer_heartbeat_in_the_query_rearms(self) -> None:
         driver = Driver()
@@ -190,7 +191,7 @@ class TestConfirmation:
         timeout = CREATED + SILENCE + 2 * driver.timing.query_timeout
         effects = driver.tick(timeout)
         one(effects, sbc.QuorumShortfall)
-        assert driver.phase() is sbc.Phase.HOLD
+        assert driver.phase() is sbc.Phase.RETRY_WATCH
         late = driver.answer_heartbeats(timeout + 1)
         assert one(late, sbc.Dropped).reason is sbc.DropReason.LATE_RESULT
 
@@ -278,7 +279,7 @@ class TestClaimProtocol:
         at = prereading(driver)
         effects = driver.answer_claims(at + 1, answered=("r3",))
         assert one(effects, sbc.QuorumShortfall).stage == "preread"
-        assert driver.phase() is sbc.Phase.HOLD
+        assert driver.phase() is sbc.Phase.RETRY_CLAIM
         one(driver.tick(at + 1 + driver.timing.retry_interval), sbc.QueryClaims)
 
     def test_claim_without_write_quorum_is_withdrawn_and_retried(self) -> None:
@@ -288,7 +289,7 @@ class TestClaimProtocol:
         withdrawn = one(effects, sbc.WithdrawClaim).claim
         assert withdrawn.withdrawn
         assert withdrawn.epoch == 1
-        assert driver.phase() is sbc.Phase.HOLD
+        assert driver.phase() is sbc.Phase.RETRY_CLAIM
 
     def test_claim_acknowledged_after_claim_timeout_is_withdrawn(self) -> None:
         driver = Driver()
@@ -308,7 +309,7 @@ class TestClaimProtocol:
         at = claiming(driver)
         effects = driver.tick(at + driver.timing.claim_timeout)
         one(effects, sbc.WithdrawClaim)
-        assert driver.phase() is sbc.Phase.HOLD
+        assert driver.phase() is sbc.Phase.RETRY_CLAIM
 
     def test_settle_reread_lower_index_rival_wins_the_tie(self) -> None:
         driver = Driver()
@@ -750,7 +751,7 @@ class TestExpiryAndTable:
         assert one(effects, sbc.StopOrphan).fencing_token == claim.fencing_token
         assert only(effects, sbc.Announce) == []
         one(effects, sbc.WithdrawClaim)
-        assert driver.phase() is sbc.Phase.HOLD
+        assert driver.phase() is sbc.Phase.RETRY_CLAIM
         assert driver.machine.counters["spawn_outlived_lease"] == 1
 
     def test_slot_expiring_mid_spawn_is_stopped_not_promoted(self) -> None:
@@ -904,6 +905,24 @@ class TestTransitions:
         with pytest.raises(IllegalTransition, match="WATCHING to SPAWNING"):
             driver.machine._enter(entry, sbc.Phase.SPAWNING)
         assert driver.machine.phase("w1") is sbc.Phase.WATCHING
+
+    def test_each_deadline_step_leads_only_to_legal_moves(self) -> None:
+        # Every phase but WATCHING (whose deadline is its primary's) has a step.
+        assert set(ON_DEADLINE) == set(sbc.Phase) - {sbc.Phase.WATCHING}
+        for phase, step in ON_DEADLINE.items():
+            assert STEP_LEADS_TO[step] <= TRANSITIONS[phase] | {phase}, (phase, step)
+        # The machine knows how to take every step the tables name (the
+        # announcement rule follows the announcer itself).
+        assert set(_STEPS) == set(Step) - {Step.FOLLOW}
+        assert set(STEP_LEADS_TO) == set(Step)
+
+    def test_each_input_step_leads_only_to_legal_moves(self) -> None:
+        assert set(ON_INPUT) == set(Input)
+        for kind, steps in ON_INPUT.items():
+            for phase, step in steps.items():
+                assert STEP_LEADS_TO[step] <= TRANSITIONS[phase] | {phase}, (kind, phase)
+        # A spawning slot never follows an announcement (the conflict is dropped).
+        assert sbc.Phase.SPAWNING not in ON_INPUT[Input.ANNOUNCED]
 
     def test_a_failed_call_leaves_no_report_for_the_next(self) -> None:
         machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=sb.Timing())

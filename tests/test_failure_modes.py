@@ -416,7 +416,7 @@ def test_fm13_failed_spawn_releases_the_claim_and_rearms() -> None:
     assert released.epoch == 1
     assert "w1" in driver.machine.slots
     status = driver.machine.status("w1")
-    assert (status.phase, status.spawn_attempts) == (sbc.Phase.HOLD, 1)
+    assert (status.phase, status.spawn_attempts) == (sbc.Phase.RETRY_CLAIM, 1)
     # It retries after the backoff, and a later attempt can succeed.
     retry = spawn_at + 2 + T.spawn_retry_backoff
     assert driver.machine.next_deadline() == retry

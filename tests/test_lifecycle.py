@@ -170,6 +170,48 @@ class TestLease:
         machine.revocation_published(retry + 1, ["r1", "r2"])
         assert machine.next_deadline() is None
 
+    def test_the_revocation_table_covers_every_state_and_acknowledged_is_final(self) -> None:
+        from standby.core._lifecycle import REVOCATION_MOVES, Revocation
+
+        assert set(REVOCATION_MOVES) == set(Revocation)
+        assert not REVOCATION_MOVES[Revocation.ACKNOWLEDGED]
+        reachable = {new for moves in REVOCATION_MOVES.values() for new in moves.values()}
+        assert reachable == set(Revocation) - {Revocation.NOT_SENT}
+
+    def test_a_lifecycle_move_outside_its_table_is_an_internal_error(self) -> None:
+        from standby.core._election import IllegalTransition
+        from standby.core._lifecycle import LIFECYCLE_MOVES
+
+        assert set(LIFECYCLE_MOVES) == set(sbc.LifecycleState)
+        machine = live(primary())
+        machine.tick(START + T.lease)
+        assert machine.state is sbc.LifecycleState.FENCED
+        with pytest.raises(IllegalTransition, match="FENCED to LIVE"):
+            machine._become(START + T.lease + 1, sbc.LifecycleState.LIVE, "bug", [])
+        assert machine.state is sbc.LifecycleState.FENCED
+
+    def test_the_container_table_keeps_what_was_asked_and_what_is_known(self) -> None:
+        from standby.core._lifecycle import (
+            _KNOWN_DOWN,
+            _START_ASKED,
+            CONTAINER_MOVES,
+            Container,
+            ContainerEvent,
+        )
+
+        assert set(CONTAINER_MOVES) == set(Container)
+        for state, moves in CONTAINER_MOVES.items():
+            for event, new in moves.items():
+                assert new is not state, (state, event)
+                # A start asked for stays asked for; a down container stays
+                # down until it comes up; nothing else changes either.
+                asked = state in _START_ASKED or event is ContainerEvent.ASK_START
+                assert (new in _START_ASKED) == asked, (state, event)
+                down = (state in _KNOWN_DOWN or event is ContainerEvent.DOWN) and (
+                    event is not ContainerEvent.UP
+                )
+                assert (new in _KNOWN_DOWN) == down, (state, event)
+
     def test_fm31_a_clock_step_back_ends_the_lease_when_it_would_have_ended(self) -> None:
         machine = live(primary())
         ack_all(machine, START + 60, START + 60)

@@ -197,8 +197,10 @@ class _Timeline:
             return f"claim reached its quorum: settling {timing.claim_settle:.2f}s"
         if new is Phase.REREAD:
             return "settle re-read of peer claims"
-        if new is Phase.HOLD:
-            return "holding before a retry"
+        if new is Phase.RETRY_WATCH:
+            return "confirmation missed its quorum: watching again after a retry interval"
+        if new is Phase.RETRY_CLAIM:
+            return "holding before retrying the claim"
         if old is None and new is Phase.WATCHING:
             return "reserved a standby slot; watching the primary's heartbeats"
         return None

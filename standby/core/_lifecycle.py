@@ -24,13 +24,19 @@ without standbys stays up until it expires, restarting by its policy.
 A primary that sees one of its standbys claim or announce a later epoch of
 its workload fences at once, whatever its lease says (failure mode 25):
 defence in depth for a timing outside the safety model, or a bug.
+What the machine asked of the container, and whether it is known down, is
+one state (:class:`Container`) moved by the table :data:`CONTAINER_MOVES`;
+the revocation a fenced workload publishes moves through its own states
+(:class:`Revocation`), by the table :data:`REVOCATION_MOVES`.
 """
 
 from __future__ import annotations
 
+import enum
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Literal
 
 import attrs
@@ -48,6 +54,7 @@ from ._effects import (
 from ._errors import StandbyError
 from ._models import LeaseRevocation
 from ._timing import Timing
+from ._transitions import IllegalTransition
 
 __all__ = ["Never", "OnFailure", "RestartPolicy", "WorkloadLifecycle"]
 
@@ -55,6 +62,134 @@ ContainerStatus = Literal["running", "stopped", "absent"]
 
 _ACTIVE = frozenset({LifecycleState.LIVE, LifecycleState.SUSPECT})
 _TERMINAL = frozenset({LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED})
+
+_S = LifecycleState
+#: Every legal move of a workload's state: from a state to those it may
+#: enter next. ``RESTARTING`` and ``FAILED`` are for a workload without
+#: standbys, ``FENCED`` for one with; the reservation's expiry ends any state.
+#: The machine refuses any other move (:class:`IllegalTransition`).
+LIFECYCLE_MOVES: Mapping[LifecycleState, frozenset[LifecycleState]] = MappingProxyType(
+    {
+        _S.PROVISIONING: frozenset({_S.LIVE, _S.FENCED, _S.RESTARTING, _S.FAILED, _S.EXPIRED}),
+        _S.LIVE: frozenset({_S.SUSPECT, _S.FENCED, _S.RESTARTING, _S.FAILED, _S.EXPIRED}),
+        _S.SUSPECT: frozenset({_S.LIVE, _S.FENCED, _S.RESTARTING, _S.FAILED, _S.EXPIRED}),
+        _S.RESTARTING: frozenset({_S.LIVE, _S.FAILED, _S.EXPIRED}),
+        _S.FENCED: frozenset({_S.EXPIRED}),
+        _S.FAILED: frozenset({_S.EXPIRED}),
+        _S.EXPIRED: frozenset(),
+    }
+)
+
+
+class Container(enum.Enum):
+    """What this machine asked of the workload's container, and whether it is known down.
+
+    A container can start without being asked (a restart of the host, a
+    race); such a start is stopped at once, and the ``UNASKED`` states keep
+    that apart from the container this machine started.
+    """
+
+    NOT_ASKED = "not asked"
+    """No start asked for yet."""
+    ASKED = "asked"
+    """A start was asked for: the container is starting or running."""
+    DOWN = "down"
+    """Asked to start, then failed or exited without being asked to stop."""
+    STOPPING = "stopping"
+    """A stop was asked for; not yet known done."""
+    STOPPED = "stopped"
+    """A stop was asked for and the container is known down."""
+    STOPPING_UNASKED = "stopping unasked"
+    """No start asked for, but a stop was (a start nobody asked for, or a fence)."""
+    STOPPED_UNASKED = "stopped unasked"
+    """No start asked for; a stop was, and the container is known down."""
+    DOWN_UNASKED = "down unasked"
+    """No start or stop asked for, and the container is reported down."""
+
+
+class ContainerEvent(enum.Enum):
+    """What happens to the container, as this machine sees it."""
+
+    ASK_START = "a start is asked for"
+    ASK_STOP = "a stop is asked for"
+    DOWN = "it is known not to run (stopped, exited, failed to start, or never started)"
+    UP = "the start that was asked for succeeded"
+
+
+_C = Container
+_CE = ContainerEvent
+
+#: Every move of the container's state: ``CONTAINER_MOVES[state][event]`` is
+#: the next state. An event a state does not list changes nothing.
+CONTAINER_MOVES: Mapping[Container, Mapping[ContainerEvent, Container]] = MappingProxyType(
+    {
+        _C.NOT_ASKED: MappingProxyType(
+            {_CE.ASK_START: _C.ASKED, _CE.ASK_STOP: _C.STOPPING_UNASKED, _CE.DOWN: _C.DOWN_UNASKED}
+        ),
+        _C.ASKED: MappingProxyType({_CE.ASK_STOP: _C.STOPPING, _CE.DOWN: _C.DOWN}),
+        _C.DOWN: MappingProxyType({_CE.ASK_STOP: _C.STOPPED, _CE.UP: _C.ASKED}),
+        _C.STOPPING: MappingProxyType({_CE.DOWN: _C.STOPPED}),
+        _C.STOPPED: MappingProxyType({_CE.UP: _C.STOPPING}),
+        _C.STOPPING_UNASKED: MappingProxyType(
+            {_CE.ASK_START: _C.STOPPING, _CE.DOWN: _C.STOPPED_UNASKED}
+        ),
+        _C.STOPPED_UNASKED: MappingProxyType({_CE.ASK_START: _C.STOPPED}),
+        _C.DOWN_UNASKED: MappingProxyType(
+            {_CE.ASK_START: _C.DOWN, _CE.ASK_STOP: _C.STOPPED_UNASKED}
+        ),
+    }
+)
+#: The container states in which a start was asked for.
+_START_ASKED = frozenset({_C.ASKED, _C.DOWN, _C.STOPPING, _C.STOPPED})
+#: The container states in which it is known not to run.
+_KNOWN_DOWN = frozenset({_C.DOWN, _C.STOPPED, _C.STOPPED_UNASKED, _C.DOWN_UNASKED})
+
+
+class Revocation(enum.Enum):
+    """Where the lease revocation of a fenced replicated workload stands."""
+
+    NOT_SENT = "not sent"
+    """No revocation yet (the workload has not fenced, or its container still runs)."""
+    SENT = "sent"
+    """Published; waiting for the relays' acknowledgements."""
+    RETRYING = "retrying"
+    """Fewer than a write quorum acknowledged: publish it again at the retry time."""
+    ACKNOWLEDGED = "acknowledged"
+    """A write quorum acknowledged it: final."""
+
+
+class RevocationEvent(enum.Enum):
+    """What happens to a revocation."""
+
+    PUBLISH = "the container is known stopped after the fence: publish"
+    QUORUM = "a write quorum acknowledged it"
+    SHORT = "fewer than a write quorum acknowledged it"
+    RETRY_DUE = "its retry time came (the workload is fenced)"
+    EXPIRED = "the reservation expired: no more retries"
+
+
+#: Every move of a revocation: ``REVOCATION_MOVES[state][event]`` is the next
+#: state. An event a state does not list changes nothing.
+REVOCATION_MOVES: Mapping[Revocation, Mapping[RevocationEvent, Revocation]] = MappingProxyType(
+    {
+        Revocation.NOT_SENT: MappingProxyType({RevocationEvent.PUBLISH: Revocation.SENT}),
+        Revocation.SENT: MappingProxyType(
+            {
+                RevocationEvent.QUORUM: Revocation.ACKNOWLEDGED,
+                RevocationEvent.SHORT: Revocation.RETRYING,
+            }
+        ),
+        Revocation.RETRYING: MappingProxyType(
+            {
+                RevocationEvent.QUORUM: Revocation.ACKNOWLEDGED,
+                RevocationEvent.SHORT: Revocation.RETRYING,
+                RevocationEvent.RETRY_DUE: Revocation.SENT,
+                RevocationEvent.EXPIRED: Revocation.SENT,
+            }
+        ),
+        Revocation.ACKNOWLEDGED: MappingProxyType({}),
+    }
+)
 
 
 @attrs.frozen
@@ -135,14 +270,16 @@ class WorkloadLifecycle:
         #: clock steps back (failure mode 31).
         self._lease_cap = math.inf
         self._live_since = -math.inf
-        self._start_requested = False
+        #: What was asked of the container, and whether it is known down
+        #: (:data:`CONTAINER_MOVES`).
+        self._container = Container.NOT_ASKED
         self._restart_at: float | None = None
         self._restarts = 0
-        self._stop_requested = False
-        self._stopped = False
+        #: Where the revocation stands (:data:`REVOCATION_MOVES`), the message
+        #: once built, and when to publish it again (in ``RETRYING`` only).
+        self._revocation_state = Revocation.NOT_SENT
         self._revocation: LeaseRevocation | None = None
         self._revocation_due: float | None = None
-        self._revocation_done = False
         self._reclaimed = False
         self._state_uri: str | None = None
         self._created_at = created_at
@@ -181,7 +318,7 @@ class WorkloadLifecycle:
             restart=restart,
         )
         machine._lease_floor = lease_from
-        machine._start_requested = True
+        machine._container_moves(ContainerEvent.ASK_START)
         machine._created_at = lease_from
         # Effects of the first step (a stop, if the lease is already over) wait
         # for the first call; next_deadline() asks for it at once.
@@ -227,13 +364,13 @@ class WorkloadLifecycle:
         candidates: list[float] = []
         if self._queued:
             candidates.append(-math.inf)
-        if self.state is LifecycleState.PROVISIONING and not self._start_requested:
+        if self.state is LifecycleState.PROVISIONING and self._container not in _START_ASKED:
             give_up = self._start_deadline()
             if give_up is not None:
                 candidates.append(give_up)
         if self.state not in _TERMINAL:
             candidates.append(self.expires_at)
-        if self.replicated and self._start_requested and self.state not in _TERMINAL:
+        if self.replicated and self._container in _START_ASKED and self.state not in _TERMINAL:
             end = self.lease_end()
             if end is not None:
                 candidates.append(end)
@@ -241,7 +378,8 @@ class WorkloadLifecycle:
             candidates.append(self._suspect_at())
         if self.state is LifecycleState.RESTARTING and self._restart_at is not None:
             candidates.append(self._restart_at)
-        if self._revocation_due is not None:
+        if self._revocation_state is Revocation.RETRYING:
+            assert self._revocation_due is not None
             candidates.append(self._revocation_due)
         best = min(candidates, default=math.inf)
         if best == -math.inf:
@@ -306,11 +444,11 @@ class WorkloadLifecycle:
         """The runtime reports the container (re)started."""
         effects: list[LifecycleEffect] = []
         self._advance(now, effects)
-        if not self._start_requested:
+        if self._container not in _START_ASKED:
             # Nobody asked for this start (a replicated workload waits for its lease).
             self._stop(now, "started without a lease", effects)
         elif self.state in (LifecycleState.PROVISIONING, LifecycleState.RESTARTING):
-            self._stopped = False
+            self._container_moves(ContainerEvent.UP)
             self._become(now, LifecycleState.LIVE, "container started", effects)
             self._advance(now, effects)
         elif self.state in _TERMINAL:
@@ -323,7 +461,7 @@ class WorkloadLifecycle:
         effects: list[LifecycleEffect] = []
         self._advance(now, effects)
         if self.state in (LifecycleState.PROVISIONING, LifecycleState.RESTARTING):
-            self._stopped = True
+            self._container_moves(ContainerEvent.DOWN)
             self._on_container_down(
                 now, f"start failed: {error}" if error else "start failed", effects
             )
@@ -333,7 +471,7 @@ class WorkloadLifecycle:
         """The container stopped without being asked to."""
         effects: list[LifecycleEffect] = []
         self._advance(now, effects)
-        self._stopped = True
+        self._container_moves(ContainerEvent.DOWN)
         if self.state in _ACTIVE:
             self._on_container_down(now, f"container {reason}", effects)
         elif self.state is LifecycleState.FENCED:
@@ -344,7 +482,7 @@ class WorkloadLifecycle:
         """A :class:`~standby.core.StopContainer` completed: the container no longer runs."""
         effects: list[LifecycleEffect] = []
         self._advance(now, effects)
-        self._stopped = True
+        self._container_moves(ContainerEvent.DOWN)
         if self.state is LifecycleState.FENCED:
             self._maybe_revoke(now, effects)
         return effects
@@ -367,12 +505,10 @@ class WorkloadLifecycle:
     ) -> list[LifecycleEffect]:
         """Report which relays acknowledged the revocation; it is retried below a quorum."""
         effects: list[LifecycleEffect] = []
-        if self._revocation is not None and not self._revocation_done:
-            if len(set(acknowledged)) >= self.timing.write_quorum:
-                self._revocation_done = True
-                self._revocation_due = None
-            else:
-                self._revocation_due = now + self.timing.heartbeat_interval
+        if len(set(acknowledged)) >= self.timing.write_quorum:
+            self._revocation_moves(RevocationEvent.QUORUM)
+        elif self._revocation_moves(RevocationEvent.SHORT):
+            self._revocation_due = now + self.timing.heartbeat_interval
         self._advance(now, effects)
         return effects
 
@@ -445,6 +581,11 @@ class WorkloadLifecycle:
     ) -> None:
         if state is self.state:
             return
+        if state not in LIFECYCLE_MOVES[self.state]:
+            raise IllegalTransition(
+                f"workload {self.workload_id!r}: no move from {self.state.name} to "
+                f"{state.name} in LIFECYCLE_MOVES (a bug in the lifecycle machine)"
+            )
         if state is LifecycleState.LIVE and self._live_since == -math.inf:
             self._live_since = now
         old = self.state
@@ -454,7 +595,7 @@ class WorkloadLifecycle:
         effects.append(StateChanged(self.workload_id, old, state, reason))
 
     def _stop(self, now: float, reason: str, effects: list[LifecycleEffect]) -> None:
-        self._stop_requested = True
+        self._container_moves(ContainerEvent.ASK_STOP)
         effects.append(StopContainer(self.workload_id, reason))
 
     def _fence(self, now: float, reason: str, effects: list[LifecycleEffect]) -> None:
@@ -462,13 +603,32 @@ class WorkloadLifecycle:
         self._restart_at = None
         # Stop first, always (stopping a container that never started is a no-op).
         self._stop(now, reason, effects)
-        if not self._start_requested:
-            self._stopped = True
+        if self._container not in _START_ASKED:
+            self._container_moves(ContainerEvent.DOWN)
         self._maybe_revoke(now, effects)
 
+    def _container_moves(self, event: ContainerEvent) -> None:
+        """Move the container's state as :data:`CONTAINER_MOVES` says."""
+        self._container = CONTAINER_MOVES[self._container].get(event, self._container)
+
+    def _revocation_moves(self, event: RevocationEvent) -> bool:
+        """Move the revocation as :data:`REVOCATION_MOVES` says; whether ``event`` applied."""
+        new = REVOCATION_MOVES[self._revocation_state].get(event)
+        if new is None:
+            return False
+        self._revocation_state = new
+        if new is not Revocation.RETRYING:
+            self._revocation_due = None
+        return True
+
     def _maybe_revoke(self, now: float, effects: list[LifecycleEffect]) -> None:
-        if self._revocation is not None or not self._stopped or not self.replicated:
+        if (
+            self._revocation_state is not Revocation.NOT_SENT
+            or self._container not in _KNOWN_DOWN
+            or not self.replicated
+        ):
             return
+        self._revocation_moves(RevocationEvent.PUBLISH)
         self._revocation = LeaseRevocation(
             workload_id=self.workload_id,
             primary=self.me,
@@ -503,36 +663,37 @@ class WorkloadLifecycle:
         state = self.state
         if state is not LifecycleState.EXPIRED and now >= self.expires_at:
             self._become(now, LifecycleState.EXPIRED, "reservation expired", effects)
-            self._revocation_due = None
-            if self._start_requested and not self._stop_requested and not self._stopped:
+            self._revocation_moves(RevocationEvent.EXPIRED)
+            if self._container is Container.ASKED:
                 self._stop(now, "reservation expired", effects)
             return
         if state in _TERMINAL:
             if (
                 state is LifecycleState.FENCED
-                and self._revocation is not None
+                and self._revocation_state is Revocation.RETRYING
                 and self._revocation_due is not None
                 and now >= self._revocation_due
             ):
-                self._revocation_due = None
+                self._revocation_moves(RevocationEvent.RETRY_DUE)
+                assert self._revocation is not None
                 effects.append(PublishRevocation(attrs.evolve(self._revocation)))
             return
         if self.replicated:
             end = self.lease_end()
-            if self._start_requested and end is not None and now >= end:
+            if self._container in _START_ASKED and end is not None and now >= end:
                 self._fence(now, "lease expired", effects)
                 return
-            if not self._start_requested:
+            if self._container not in _START_ASKED:
                 give_up = self._start_deadline()
                 if give_up is not None and now >= give_up:
                     # Too late to start: a standby may have found us silent.
                     self._fence(now, "no lease before the standbys' grace ended", effects)
                     return
                 if end is not None and now < end:
-                    self._start_requested = True
+                    self._container_moves(ContainerEvent.ASK_START)
                     effects.append(StartContainer(self.workload_id, self.fencing_token, 1))
-        elif not self._start_requested:
-            self._start_requested = True
+        elif self._container not in _START_ASKED:
+            self._container_moves(ContainerEvent.ASK_START)
             effects.append(StartContainer(self.workload_id, self.fencing_token, 1))
         if state is LifecycleState.RESTARTING:
             if self._restart_at is not None and now >= self._restart_at:

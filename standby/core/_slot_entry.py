@@ -10,18 +10,12 @@ import attrs
 from ._models import PromotionClaim, StandbySlot
 from ._phase import Phase
 
-__all__ = ["PRE_SPAWN", "QUEUED", "Entry", "Request", "SlotStatus"]
+__all__ = ["QUEUED", "Entry", "Request", "SlotStatus"]
 
 SpecT = TypeVar("SpecT")
 
 #: ``entry.request`` of a slot whose claims read is queued for the batch.
 QUEUED = 0
-
-#: Phases in which the slot has not spawned and may still step back when the
-#: primary turns out to be alive.
-PRE_SPAWN = frozenset(
-    {Phase.HOLD, Phase.BACKOFF, Phase.PREREAD, Phase.CLAIMING, Phase.SETTLING, Phase.REREAD}
-)
 
 
 class Request(enum.Enum):
@@ -65,7 +59,6 @@ class Entry(Generic[SpecT]):
         "phase",
         "preread_at",
         "request",
-        "resume",
         "revoked",
         "rounds",
         "slot",
@@ -86,7 +79,6 @@ class Entry(Generic[SpecT]):
         self.last_error: str | None = None
         self.claim_failures = 0
         self.preread_at = 0.0
-        self.resume = Phase.WATCHING
         self.deferred: PromotionClaim | None = None
         self.confirmed_baseline = 0.0
         self.joined = False
