@@ -49,6 +49,7 @@ RULES_MARKER = "<!-- generated: timing-rules -->"
 SLOT_MARKER = "<!-- generated: slot-transitions -->"
 DEADLINE_MARKER = "<!-- generated: slot-deadlines -->"
 INPUT_MARKER = "<!-- generated: slot-inputs -->"
+LIFECYCLE_MARKER = "<!-- generated: lifecycle-moves -->"
 #: How the table names ``None`` (a slot not in the table) on each side.
 SLOT_ENTERS = "*(reserved or restored)*"
 SLOT_LEAVES = "*(leaves the table)*"
@@ -102,6 +103,18 @@ def slot_transitions_markdown() -> str:
         ]
         source = SLOT_ENTERS if old is None else f"`{old.name}`"
         lines.append(f"| {source} | {', '.join(names)} |")
+    return "\n".join(lines)
+
+
+def lifecycle_moves_markdown() -> str:
+    """The table of every legal state move of a workload, drawn from ``LIFECYCLE_MOVES``."""
+    _standby()
+    import standby.core._lifecycle as lifecycle
+
+    lines = ["| from | may move to |", "|---|---|"]
+    for old, targets in lifecycle.LIFECYCLE_MOVES.items():
+        names = [f"`{new.name}`" for new in lifecycle.LifecycleState if new in targets]
+        lines.append(f"| `{old.name}` | {', '.join(names) or '(final)'} |")
     return "\n".join(lines)
 
 
@@ -260,6 +273,8 @@ def render(
         markdown = markdown.replace(DEADLINE_MARKER, slot_deadlines_markdown())
     if INPUT_MARKER in markdown:
         markdown = markdown.replace(INPUT_MARKER, slot_inputs_markdown())
+    if LIFECYCLE_MARKER in markdown:
+        markdown = markdown.replace(LIFECYCLE_MARKER, lifecycle_moves_markdown())
     if FM_MARKER.search(markdown):
         tests = failure_mode_tests() if found is None else found
         markdown = FM_MARKER.sub(lambda m: fm_links(int(m.group(1)), tests), markdown)

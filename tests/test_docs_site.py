@@ -507,3 +507,19 @@ def test_the_architecture_page_names_every_layer_package() -> None:
     assert set(listed) == packages
     for package, layer in listed.items():
         assert package.split(".")[1] == layer  # a module's layer is its first component
+
+
+def test_core_page_shows_exactly_the_lifecycle_moves() -> None:
+    from standby.core import LifecycleState
+    from standby.core._lifecycle import LIFECYCLE_MOVES
+
+    source = (DOCS / "core.md").read_text(encoding="utf-8")
+    assert source.count(hooks.LIFECYCLE_MARKER) == 1
+    rendered = hooks.render(source)
+    shown = {
+        LifecycleState[old.strip("`")]: frozenset(
+            LifecycleState[t.strip().strip("`")] for t in targets.split(",") if "`" in t
+        )
+        for old, targets in table_rows(rendered, "| from | may move to |")
+    }
+    assert shown == dict(LIFECYCLE_MOVES)

@@ -1,4 +1,4 @@
-"""Batching of the election's claims reads, and the call wrapper that flushes them.
+"""Batching of the election's claims reads.
 
 A slot that needs to read the claims (its pre-read or its settle re-read)
 does not ask on its own: it queues, and at the end of the machine's call
@@ -10,62 +10,20 @@ read in flight is remembered by request id until its answer comes back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Concatenate, Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
-from typing_extensions import ParamSpec
-
-from ._effects import ElectionEffect, PhaseChanged, QueryClaims
+from ._effects import QueryClaims
 from ._phase import Phase
 from ._slot_entry import QUEUED, Entry
 from ._slot_index import SlotIndex
 
-__all__ = ["MAX_BATCH", "ClaimReads", "batched"]
+__all__ = ["MAX_BATCH", "ClaimReads"]
 
 #: At most this many workloads share one claims read (keeps requests and
 #: answers well inside relay limits: filter sizes, result caps).
 MAX_BATCH = 100
 
 SpecT = TypeVar("SpecT")
-_P = ParamSpec("_P")
-
-
-class _Batching(Protocol):
-    """What :func:`batched` needs of the machine it wraps."""
-
-    _changes: list[PhaseChanged]
-
-    def _flush_reads(self, effects: list[ElectionEffect]) -> None: ...
-
-
-_MachineT = TypeVar("_MachineT", bound=_Batching)
-
-
-def batched(
-    method: Callable[Concatenate[_MachineT, _P], list[ElectionEffect]],
-) -> Callable[Concatenate[_MachineT, _P], list[ElectionEffect]]:
-    """Wrap one call of the machine: its reads go out batched, its moves reported last.
-
-    The claims reads queued during ``method`` become batched
-    :class:`~standby.core.QueryClaims` effects, and the phase moves it made are
-    appended as :class:`~standby.core.PhaseChanged` effects. A call that raises
-    leaves no reported move behind for the next one.
-    """
-
-    def wrapper(self: _MachineT, /, *args: _P.args, **kwargs: _P.kwargs) -> list[ElectionEffect]:
-        changes = self._changes
-        changes.clear()
-        try:
-            effects = method(self, *args, **kwargs)
-            self._flush_reads(effects)
-            effects.extend(changes)
-        finally:
-            changes.clear()
-        return effects
-
-    wrapper.__doc__ = method.__doc__
-    wrapper.__name__ = method.__name__
-    wrapper.__qualname__ = method.__qualname__
-    return wrapper
 
 
 class ClaimReads(Generic[SpecT]):

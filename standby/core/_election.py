@@ -30,11 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Generic, TypeVar
+from typing import Any, Concatenate, Generic, Protocol, TypeVar
 
 import attrs
+from typing_extensions import ParamSpec
 
-from ._claim_reads import MAX_BATCH, ClaimReads, batched
+from ._claim_reads import MAX_BATCH, ClaimReads
 from ._effects import (
     Announce,
     CannotStart,
@@ -243,6 +244,48 @@ def follows_claim_alone(rival: PromotionClaim, now: float, peer_claim_grace: flo
     good); a recent one is deferred to.
     """
     return rival.claimed_at + peer_claim_grace <= now
+
+
+_P = ParamSpec("_P")
+
+
+class _Batching(Protocol):
+    """What :func:`batched` needs of the machine it wraps."""
+
+    _changes: list[PhaseChanged]
+
+    def _flush_reads(self, effects: list[ElectionEffect]) -> None: ...
+
+
+_MachineT = TypeVar("_MachineT", bound=_Batching)
+
+
+def batched(
+    method: Callable[Concatenate[_MachineT, _P], list[ElectionEffect]],
+) -> Callable[Concatenate[_MachineT, _P], list[ElectionEffect]]:
+    """Wrap one call of the machine: its reads go out batched, its moves reported last.
+
+    The claims reads queued during ``method`` become batched
+    :class:`~standby.core.QueryClaims` effects, and the phase moves it made are
+    appended as :class:`~standby.core.PhaseChanged` effects. A call that raises
+    leaves no reported move behind for the next one.
+    """
+
+    def wrapper(self: _MachineT, /, *args: _P.args, **kwargs: _P.kwargs) -> list[ElectionEffect]:
+        changes = self._changes
+        changes.clear()
+        try:
+            effects = method(self, *args, **kwargs)
+            self._flush_reads(effects)
+            effects.extend(changes)
+        finally:
+            changes.clear()
+        return effects
+
+    wrapper.__doc__ = method.__doc__
+    wrapper.__name__ = method.__name__
+    wrapper.__qualname__ = method.__qualname__
+    return wrapper
 
 
 class StandbyElection(Generic[SpecT]):

@@ -315,9 +315,9 @@ class StandbySide(Generic[SpecT]):
         self.observer.count("messages")
         if envelope.signer == self.me:
             return
-        if self.to_primary(envelope):
-            return  # a claim or announcement of a workload run here as primary
         message = envelope.message
+        if not isinstance(message, Heartbeat) and self.to_primary(envelope):
+            return  # a claim or announcement of a workload run here as primary
         if not isinstance(message, Heartbeat) and message.workload_id not in self.election.slots:
             # The subscription filters by author only: a peer's message about
             # a workload it shares with others, not with this node.
