@@ -214,6 +214,25 @@ def test_fm29_a_fenced_primary_never_restarts_its_revoked_epoch() -> None:
     assert len(starts) == 1, starts
 
 
+def test_fm29_a_primary_killed_between_its_fence_and_its_retirement_still_refuses() -> None:
+    # Found by the fresh-seed CI campaign (seed 1503352113, shrunk): restarted,
+    # the primary found its container gone and fenced the workload; 0.6 s
+    # later, before the record retired, it was restarted again. The save in
+    # between held no record of the run at all (an ended run was saved only
+    # once retired), so the third incarnation started epoch 0 again with
+    # token 0, the first incarnation's token.
+    sim = Simulation(seed=1503352113)
+    sim.partition(397.627, relays=["relay-1"], duration=420.627)
+    sim.drop(564.885, 164.201, 0.942, who="standby-0")
+    sim.delay(809.271, 81.6, 1.843, who="primary")
+    sim.restart(870.808, "primary", reaccept="without-created-at")
+    sim.restart(874.701, "primary", reaccept="without-created-at")
+    report = sim.run(until=1080)
+    assert report.ok, report.format()
+    starts = [line for line in report.timeline.lines() if "start container with token 0" in line]
+    assert len(starts) == 1, starts
+
+
 # ----------------------------------------------------------------------
 # Failure mode 25: a primary that sees a later epoch steps down at once
 # ----------------------------------------------------------------------

@@ -499,26 +499,11 @@ class StandbyNode(Generic[SpecT]):
             raise NodeMisuse(f"node {self.me!r} is not running: use `async with node:`")
 
     def _collect(self) -> NodeState[Any]:
-        """What the store keeps: slots, promotion intents, what runs or may still run,
-        and the replicated runs that ended here (until their reservation ends)."""
-        now = self.now()
-        running = self.primary.workloads
-        ended = [
-            record
-            for workload_id, record in self.primary.ended.items()
-            if workload_id not in running and record.expires_at > now
-        ]
+        """What the store keeps: slots, promotion intents, and the primary side's records."""
         return NodeState(
             slots=list(self.election.slots.values()),
             intents=tuple(self.standby.intents.values()),
-            primaries=(
-                *(
-                    workload.saved()
-                    for workload in running.values()
-                    if not workload.ended or workload.container_up
-                ),
-                *ended,
-            ),
+            primaries=tuple(self.primary.saved_records(self.now())),
         )
 
     # ------------------------------------------------------------------

@@ -261,6 +261,34 @@ class PrimarySide(Generic[SpecT]):
         )
         return True
 
+    def saved_records(self, now: float) -> list[PrimaryRecord]:
+        """What the store must keep of the workloads run here as primary.
+
+        Every workload that runs or may still run, and every replicated run
+        that ended here, until its reservation ends, marked ``ended``: from
+        the moment it fences, not only once it is retired, so a restart in
+        between still refuses to start its revoked epoch again (FM 29).
+        """
+        records: list[PrimaryRecord] = []
+        for workload_id, workload in self.workloads.items():
+            if not workload.ended or workload.container_up:
+                records.append(workload.saved())
+            elif workload.lifecycle.replicated and workload.expires_at > now:
+                records.append(self._ended_record(workload_id, workload))
+        records.extend(
+            record
+            for workload_id, record in self.ended.items()
+            if workload_id not in self.workloads and record.expires_at > now
+        )
+        return records
+
+    def _ended_record(self, workload_id: str, workload: PrimaryWorkload[SpecT]) -> PrimaryRecord:
+        """The record of a replicated run that ended here (the reason it ended kept)."""
+        known = self.ended.get(workload_id)
+        if known is not None:
+            return known
+        return attrs.evolve(workload.saved(), ended=workload.lifecycle.state.value)
+
     def ended_run(self, workload_id: str, now: float) -> PrimaryRecord | None:
         """The replicated run of ``workload_id`` that ended here, while its reservation lasts."""
         ended = self.ended.get(workload_id)
@@ -426,8 +454,7 @@ class PrimarySide(Generic[SpecT]):
                 return
             if lifecycle.replicated:
                 # Its epoch was revoked: never start it again (FM 29).
-                saved = attrs.evolve(workload.saved(), ended=lifecycle.state.value)
-                self.ended.setdefault(workload_id, saved)
+                self.ended.setdefault(workload_id, self._ended_record(workload_id, workload))
             del self.workloads[workload_id]
             self._due.pop(workload_id, None)
             self.persistence.mark_dirty()
