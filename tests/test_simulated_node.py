@@ -324,6 +324,21 @@ def test_fm21_a_standby_whose_node_was_down_is_not_owed_its_turn() -> None:
     assert [(p.provider, p.epoch) for p in report.promotions] == [("standby-1", 1)]
 
 
+def test_fm21_a_standby_cut_off_from_a_relay_may_find_the_silence_first() -> None:
+    # Found by a fresh-seed campaign (seed 291, shrunk): the killed primary's
+    # last heartbeat reached relay-0 alone (no write quorum, so it renewed no
+    # lease). standby-0 saw it and timed the silence from it; standby-1, cut
+    # off from relay-0, did not, found the primary silent 60 s sooner and
+    # claimed first. Not a broken order: standby-1 saw less, through a fault.
+    sim = Simulation(seed=291).fail_spawn(3.33, "standby-1", count=3)
+    sim.forge(281.879, "announcement", signer="mallory")
+    sim.kill(529.588, steps=133)
+    sim.partition(560.309, "standby-1", relays=["relay-0"], duration=372.519)
+    report = sim.run(until=1080)
+    assert report.ok, report.format()
+    assert not report.violations_of("retry-order")
+
+
 # ----------------------------------------------------------------------
 # Failure mode 28: a compare-and-set holder that died blocked the epoch
 # ----------------------------------------------------------------------

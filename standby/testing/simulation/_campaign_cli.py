@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import signal
 import sys
 import time
 
@@ -92,6 +93,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _stop_on_signals() -> None:
+    """Stop the campaign with its report on Ctrl-C and on ``kill`` (SIGTERM).
+
+    A job started in the background of a non-interactive shell inherits
+    SIGINT ignored, so the handler is installed explicitly, and SIGTERM (what
+    ``kill`` and a CI timeout send) gets the same treatment: the schedules
+    already run are reported, with the rerun command of each failing one.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the campaign ``args`` asks for and print its summary; returns the exit status."""
     configurations = CONFIGURATIONS if args.config is None else by_name(args.config)
@@ -110,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             last[0] = now
             print(f"... {done} schedules, {failing} failing", file=sys.stderr, flush=True)
 
+    _stop_on_signals()
     summary = run_configurations(
         args.schedules,
         seed=seed,

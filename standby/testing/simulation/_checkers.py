@@ -40,6 +40,10 @@ Raw = tuple[str, float, str]
 Entry = tuple[float, str, Any]
 
 
+#: Disruptions that change what a provider sees of the relays.
+_NETWORK_FAULTS = frozenset({"partition", "drop", "delay"})
+
+
 class Disruption:
     """A fault, for deciding whether a liveness or ordering bound applied.
 
@@ -67,6 +71,16 @@ class Disruption:
 
     def sets_back(self, name: str) -> bool:
         return not self.even and (self.targets is None or name in self.targets)
+
+    def blinds(self, name: str) -> bool:
+        """Whether this fault could hide messages from ``name`` alone (not from everyone).
+
+        A standby cut off from some relays, or whose messages are lost or
+        late, may miss a heartbeat its peers saw (one that reached no write
+        quorum, so it never renewed the lease) and find the primary silent
+        sooner: its claim may then come before a lower-indexed peer's.
+        """
+        return self.what in _NETWORK_FAULTS and self.sets_back(name)
 
 
 class _Liveness:
@@ -273,9 +287,16 @@ class Checks:
                 if other_epoch != epoch or lower >= index or other_at <= at:
                     continue
                 window = at - self.lookback
-                excused = self.was_down(other, window, at) or any(
-                    d.start <= at and d.end >= window and d.sets_back(other)
-                    for d in self.disruptions
+                excused = (
+                    self.was_down(other, window, at)
+                    or any(
+                        d.start <= at and d.end >= window and d.sets_back(other)
+                        for d in self.disruptions
+                    )
+                    or any(
+                        d.start <= at and d.end >= window and d.blinds(who)
+                        for d in self.disruptions
+                    )
                 )
                 if not excused:
                     out.append(
