@@ -175,8 +175,25 @@ class TestLease:
 
         assert set(REVOCATION_MOVES) == set(Revocation)
         assert not REVOCATION_MOVES[Revocation.ACKNOWLEDGED]
+        assert not REVOCATION_MOVES[Revocation.ABANDONED]
         reachable = {new for moves in REVOCATION_MOVES.values() for new in moves.values()}
         assert reachable == set(Revocation) - {Revocation.NOT_SENT}
+
+    def test_a_revocation_short_of_its_quorum_after_the_reservation_ended_is_not_retried(
+        self,
+    ) -> None:
+        # A publish in flight when the reservation expired reported a shortfall
+        # afterwards: it scheduled a retry that no tick ever cleared, so
+        # next_deadline() stayed in the past and a driver could spin on it.
+        machine = live(primary(expires_at=START + 10 * T.lease))
+        machine.tick(START + T.lease)  # the lease ran out: fenced
+        one(machine.container_stopped(START + T.lease), sbc.PublishRevocation)
+        expires = machine.expires_at
+        machine.tick(expires)
+        assert machine.state is sbc.LifecycleState.EXPIRED
+        assert machine.revocation_published(expires + 1, ["r1"]) == []
+        assert machine.next_deadline() is None
+        assert machine.tick(expires + 10 * T.heartbeat_interval) == []
 
     def test_a_lifecycle_move_outside_its_table_is_an_internal_error(self) -> None:
         from standby.core._election import IllegalTransition

@@ -156,6 +156,8 @@ class Revocation(enum.Enum):
     """Fewer than a write quorum acknowledged: publish it again at the retry time."""
     ACKNOWLEDGED = "acknowledged"
     """A write quorum acknowledged it: final."""
+    ABANDONED = "abandoned"
+    """The reservation expired before a write quorum acknowledged it: final, no retries."""
 
 
 class RevocationEvent(enum.Enum):
@@ -177,6 +179,7 @@ REVOCATION_MOVES: Mapping[Revocation, Mapping[RevocationEvent, Revocation]] = Ma
             {
                 RevocationEvent.QUORUM: Revocation.ACKNOWLEDGED,
                 RevocationEvent.SHORT: Revocation.RETRYING,
+                RevocationEvent.EXPIRED: Revocation.ABANDONED,
             }
         ),
         Revocation.RETRYING: MappingProxyType(
@@ -184,10 +187,13 @@ REVOCATION_MOVES: Mapping[Revocation, Mapping[RevocationEvent, Revocation]] = Ma
                 RevocationEvent.QUORUM: Revocation.ACKNOWLEDGED,
                 RevocationEvent.SHORT: Revocation.RETRYING,
                 RevocationEvent.RETRY_DUE: Revocation.SENT,
-                RevocationEvent.EXPIRED: Revocation.SENT,
+                RevocationEvent.EXPIRED: Revocation.ABANDONED,
             }
         ),
         Revocation.ACKNOWLEDGED: MappingProxyType({}),
+        # A publish still in flight when the reservation expired may report a
+        # shortfall afterwards: nothing is retried once the reservation is over.
+        Revocation.ABANDONED: MappingProxyType({}),
     }
 )
 
