@@ -339,6 +339,23 @@ def test_fm21_a_standby_cut_off_from_a_relay_may_find_the_silence_first() -> Non
     assert not report.violations_of("retry-order")
 
 
+def test_fm14_a_lease_that_ran_out_with_nobody_asking_the_runtime_still_ended() -> None:
+    # Found by the 100,000-schedule campaign (seed 1122307783, shrunk): the
+    # killed standby-0's container reached its lease end at t=983 while no
+    # node asked its runtime anything, and the report, made after the run,
+    # read the lazily-reaped record on no clock at all: the container seemed
+    # to run on beside standby-1's. The report now reaps at the virtual now.
+    sim = Simulation(seed=1122307783).crash(36.318, "primary")
+    sim.slow_spawn(175.644, "standby-1", 19.517, count=2)
+    sim.restart(215.968, "primary").kill(781.658, steps=55)
+    report = sim.run(until=1080)
+    assert report.ok, report.format()
+    (_first, second) = report.promotions
+    (run,) = report.history.runs_of("standby-0")
+    assert run.end is not None
+    assert run.end < second.at
+
+
 # ----------------------------------------------------------------------
 # Failure mode 28: a compare-and-set holder that died blocked the epoch
 # ----------------------------------------------------------------------

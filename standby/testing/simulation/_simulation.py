@@ -392,6 +392,11 @@ class Simulation:
         checks.decide_liveness(now)
         raw = list(checks.violations)
         raw.extend((NODE_FAILED, now, f"the event loop reported: {m}") for m in self.loop.errors)
+        # The memory runtime's supervisor stops a container at its lease end
+        # lazily, when the runtime is next asked: the report asks at the
+        # virtual now, not on the wall clock of whoever reads it afterwards,
+        # so a lease that ran out with nobody asking still ended in time.
+        self.record.reap(now)
         runs = self.record.intervals(self.workload_id)
         freezes = {h.name: h.freezes for h in self._hosts if h.freezes}
         segments = checks.acting(runs, freezes, now)
