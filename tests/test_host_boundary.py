@@ -286,3 +286,17 @@ async def test_fm24_a_workload_that_fails_every_spawn_reaches_a_final_state_ever
         await anyio.sleep(20 * timing.silence)  # nothing tries again: a final state
         assert len(runtimes["sb0"].record.of_kind("spawn-failed", "w1")) == failed
         group.cancel_scope.cancel()
+
+
+async def test_fm24_a_re_accept_of_a_held_slot_asks_the_runtime_nothing() -> None:
+    """Only a request that would reserve or start is checked: a re-sent one is idempotent."""
+    network = MemoryRelayNetwork(3, wall_clock=wall)
+    runtime = MemoryRuntime("sb0", wall_clock=wall)
+    node: StandbyNode[Any] = StandbyNode(
+        transport=network.transport("sb0"), runtime=runtime, timing=Timing(), wall_clock=wall
+    )
+    async with node:
+        await node.accept(request("w1"))
+        runtime.never_starts("w1")  # the runtime would refuse it now
+        assert (await node.accept(request("w1"))).index == 0  # type: ignore[union-attr]
+        assert node.status().slot("w1") is not None

@@ -194,6 +194,7 @@ class StandbyNode(Generic[SpecT]):
             heartbeat_soon=heartbeat_soon,
             slot=slot,
             read_epochs=self.epochs.read,
+            check_spec=self._check_spec,
         )
         primary = self.primary
         self.stepdown: StepDown[SpecT] = StepDown(me, timing, observer, io, primary, now=self.now)
@@ -220,6 +221,7 @@ class StandbyNode(Generic[SpecT]):
             take_over=primary.take_over,
             stop_container=primary.stop_container,
             heartbeat_soon=heartbeat_soon,
+            check_spec=self._check_spec,
         )
         self.reconciler: Reconciler[SpecT] = Reconciler(
             me,
@@ -380,8 +382,10 @@ class StandbyNode(Generic[SpecT]):
         - :class:`~standby.NodeMisuse`: the node is not running.
 
         A runtime with the :class:`~standby.protocols.ChecksSpecs` capability
-        checks the spec first, on both sides: a spec that can never start
-        (a missing executable or image) is a :class:`~standby.RequestRefused`.
+        checks the spec of a request that would reserve a slot or start the
+        workload, on both sides (not a re-accept of what this node already
+        holds): a spec that can never start (a missing executable or image)
+        is a :class:`~standby.RequestRefused`.
         """
         self._require_running()
         canonical = self.transport.canonical
@@ -394,7 +398,6 @@ class StandbyNode(Generic[SpecT]):
             raise NotAddressedError(
                 request.workload_id, self.me, topology.primary, topology.standbys
             )
-        await self._check_spec(request)
         now = self.now()
         if isinstance(role, Primary):
             if await self.primary.accept(now, request, topology):

@@ -79,6 +79,7 @@ class PrimarySide(Generic[SpecT]):
         heartbeat_soon: Callable[[], None],
         slot: Callable[[str], StandbySlot[Any] | None],
         read_epochs: Callable[[set[str]], Awaitable[EpochsRead]],
+        check_spec: Callable[[SpawnRequest[SpecT]], Awaitable[None]] | None = None,
     ) -> None:
         self.me = me
         self.timing = timing
@@ -99,6 +100,7 @@ class PrimarySide(Generic[SpecT]):
         self.slot = slot
         #: What the relays say of some workloads' epochs.
         self.read_epochs = read_epochs
+        self.check_spec = check_spec
         #: The workloads this node runs as primary, live (what the store keeps of
         #: each is its :class:`~standby.core._records.PrimaryRecord`).
         self.workloads: dict[str, PrimaryWorkload[SpecT]] = {}
@@ -147,6 +149,9 @@ class PrimarySide(Generic[SpecT]):
                 workload_id, (topology.primary, topology.standbys), held=lineup, detail=" (a slot)"
             )
         self._check_free(workload_id)
+        if self.check_spec is not None:
+            await self.check_spec(request)  # only a request that would start (FM 24)
+            now = self.now()
         if topology.standbys:
             await self._check_epoch(workload_id, topology)
             self._check_free(workload_id)

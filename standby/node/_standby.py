@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
@@ -109,6 +109,7 @@ class StandbySide(Generic[SpecT]):
         take_over: TakeOver,
         stop_container: Callable[[Any, str, int, str, str], Coroutine[Any, Any, None]],
         heartbeat_soon: Callable[[], None],
+        check_spec: Callable[[SpawnRequest[SpecT]], Awaitable[None]] | None = None,
     ) -> None:
         self.me = me
         self.timing = timing
@@ -133,6 +134,7 @@ class StandbySide(Generic[SpecT]):
         self.take_over = take_over
         self.stop_container = stop_container
         self.heartbeat_soon = heartbeat_soon
+        self.check_spec = check_spec
         self.intents: dict[str, PromotionIntent] = {}
         self._spawned: dict[tuple[str, int], Any] = {}
 
@@ -170,6 +172,9 @@ class StandbySide(Generic[SpecT]):
                 f"ended ({ended.ended}); this node no longer stands by for it",
                 workload_id=workload_id,
             )
+        if self.check_spec is not None:
+            await self.check_spec(request)  # only a request that would reserve (FM 24)
+            now = self.now()
         created_at = now if request.created_at is None else request.created_at
         slot: StandbySlot[SpecT] = StandbySlot.reserve(
             me=self.me,
