@@ -44,7 +44,7 @@ from ..core._errors import (
     raise_unwrapped,
 )
 from ..core._helpers import role_of
-from ..core._lifecycle import Never, RestartPolicy
+from ..core._lifecycle import Never, RestartPolicy, check_at_risk
 from ..core._models import StandbySlot, Topology
 from ..core._records import NodeState
 from ..core._roles import NotAddressed, Primary, Role, Standby
@@ -102,6 +102,12 @@ class StandbyNode(Generic[SpecT]):
     handshake must not eat into a ``query_timeout`` sized for a warm
     connection. Relays still not ready then are logged (and counted as
     ``relays_not_ready_at_start``); the node runs on without them.
+
+    ``lease_at_risk`` (seconds, below ``timing.lease``) is the lease remaining
+    below which a workload run here as primary reports
+    :class:`~standby.node.LeaseAtRisk` (once per lease); a heartbeat that
+    misses its write quorum reports it whatever the threshold (``None``: that
+    only).
     """
 
     def __init__(
@@ -117,16 +123,19 @@ class StandbyNode(Generic[SpecT]):
         atomic_claims: bool | None = None,
         logger: logging.Logger | None = None,
         connect_timeout: float = 10.0,
+        lease_at_risk: float | None = None,
     ) -> None:
         if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
             raise ValueError(
                 f"connect_timeout must be a finite number of seconds > 0, got {connect_timeout!r}"
             )
         self.connect_timeout = connect_timeout
+        self.timing = timing = timing if timing is not None else Timing()
+        check_at_risk(lease_at_risk, timing)
+        self.lease_at_risk = lease_at_risk
         self.transport = transport
         self.runtime = runtime
         self.store = store
-        self.timing = timing = timing if timing is not None else Timing()
         self.wall_clock = wall_clock
         self.on_event = on_event
         self.restart = restart
@@ -195,6 +204,7 @@ class StandbyNode(Generic[SpecT]):
             slot=slot,
             read_epochs=self.epochs.read,
             check_spec=self._check_spec,
+            at_risk=self.lease_at_risk,
         )
         primary = self.primary
         self.stepdown: StepDown[SpecT] = StepDown(me, timing, observer, io, primary, now=self.now)

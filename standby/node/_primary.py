@@ -12,6 +12,7 @@ import attrs
 from typing_extensions import assert_never
 
 from ..core._effects import (
+    AtRisk,
     CheckContainer,
     LifecycleEffect,
     PublishRevocation,
@@ -39,6 +40,7 @@ from ._events import (
     ContainerStarted,
     ContainerStarting,
     ContainerStopped,
+    LeaseAtRisk,
     LifecycleChanged,
     RevocationPublished,
 )
@@ -80,6 +82,7 @@ class PrimarySide(Generic[SpecT]):
         slot: Callable[[str], StandbySlot[Any] | None],
         read_epochs: Callable[[set[str]], Awaitable[EpochsRead]],
         check_spec: Callable[[SpawnRequest[SpecT]], Awaitable[None]] | None = None,
+        at_risk: float | None = None,
     ) -> None:
         self.me = me
         self.timing = timing
@@ -101,6 +104,8 @@ class PrimarySide(Generic[SpecT]):
         #: What the relays say of some workloads' epochs.
         self.read_epochs = read_epochs
         self.check_spec = check_spec
+        #: The lease remaining below which a workload's lease is reported at risk.
+        self.at_risk = at_risk
         #: The workloads this node runs as primary, live (what the store keeps of
         #: each is its :class:`~standby.core._records.PrimaryRecord`).
         self.workloads: dict[str, PrimaryWorkload[SpecT]] = {}
@@ -237,6 +242,7 @@ class PrimarySide(Generic[SpecT]):
             created_at=created_at,
             expires_at=request.expires_at,
             restart=request.restart if request.restart is not None else self.restart,
+            at_risk=self.at_risk,
         )
         self.add(
             PrimaryWorkload(
@@ -350,6 +356,7 @@ class PrimarySide(Generic[SpecT]):
             lease_from=lease_from,
             expires_at=saved.expires_at,
             restart=self.restart if restart is None else restart,
+            at_risk=self.at_risk,
         )
         workload = PrimaryWorkload(
             lifecycle, spec, handle, created_at=saved.created_at, expires_at=saved.expires_at
@@ -427,6 +434,17 @@ class PrimarySide(Generic[SpecT]):
             case StateChanged():
                 self.observer.report(
                     LifecycleChanged(now, workload_id, effect.old, effect.new, effect.reason)
+                )
+            case AtRisk():
+                self.observer.report(
+                    LeaseAtRisk(
+                        now,
+                        workload_id,
+                        effect.epoch,
+                        effect.lease_end,
+                        effect.remaining,
+                        effect.reason,
+                    )
                 )
             case _:
                 assert_never(effect)
