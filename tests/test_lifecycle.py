@@ -445,13 +445,13 @@ class TestLeaseAtRisk:
         assert machine.state is sbc.LifecycleState.FENCED
 
     def test_a_renewal_that_leaves_the_lease_below_the_threshold_does_not_clear_it(self) -> None:
-        machine = live(primary(at_risk=100.0))
+        machine = live(primary(at_risk=50.0))
         end = machine.lease_end()
         assert end is not None
-        one(machine.tick(end - 100.0), sbc.AtRisk)
+        one(machine.tick(end - 50.0), sbc.AtRisk)
         # Renewed with an old stamp: the lease still ends within the threshold.
-        now = end - 50.0
-        stamp = now - 30.0
+        now = end - 40.0
+        stamp = now - 75.0
         assert only(machine.heartbeat_published(now, stamp, ["r1", "r2"]), sbc.AtRisk) == []
         assert machine.risk.value == "at risk"
 
@@ -465,7 +465,9 @@ class TestLeaseAtRisk:
         fenced.handover(START + 1)
         assert only(fenced.heartbeat_published(START + 2, START + 2, []), sbc.AtRisk) == []
 
-    @pytest.mark.parametrize("bad", [0.0, -1.0, T.lease, float("nan"), float("inf")])
+    @pytest.mark.parametrize(
+        "bad", [0.0, -1.0, T.lease - T.heartbeat_interval, T.lease, float("nan"), float("inf")]
+    )
     def test_a_threshold_that_is_no_lease_remaining_is_refused(self, bad: float) -> None:
         with pytest.raises(ValueError, match="at_risk must be"):
             primary(at_risk=bad)

@@ -262,13 +262,20 @@ RestartPolicy = Never | OnFailure
 
 
 def check_at_risk(at_risk: float | None, timing: Timing) -> None:
-    """Refuse an ``at_risk`` threshold that is not a lease remaining (``0 < at_risk < lease``)."""
+    """Refuse an ``at_risk`` threshold a healthy lease would cross.
+
+    It must be above 0 and below ``lease - heartbeat_interval``: the lease
+    remaining just before a heartbeat that arrives on time. A higher
+    threshold would report every lease at risk at every interval.
+    """
     if at_risk is None:
         return
-    if not (isinstance(at_risk, (int, float)) and 0 < at_risk < timing.lease):
+    most = timing.lease - timing.heartbeat_interval
+    if isinstance(at_risk, bool) or not (isinstance(at_risk, (int, float)) and 0 < at_risk < most):
         raise ValueError(
-            f"at_risk must be a number of seconds of lease remaining, above 0 and below "
-            f"the lease ({timing.lease:g} s), got {at_risk!r}"
+            f"at_risk must be a number of seconds of lease remaining above 0 and below "
+            f"lease - heartbeat_interval ({most:g} s, what is left just before a heartbeat "
+            f"on time), got {at_risk!r}"
         )
 
 
@@ -289,7 +296,7 @@ class WorkloadLifecycle:
     late: by then a standby may already have found it silent. When omitted,
     the time of :meth:`start` is used.
 
-    ``at_risk`` (seconds, ``0 < at_risk < timing.lease``) is the lease
+    ``at_risk`` (seconds, ``0 < at_risk < lease - heartbeat_interval``) is the lease
     remaining below which a running replicated workload reports
     :class:`~standby.core.AtRisk`; ``None`` reports only a heartbeat that
     missed its write quorum (:meth:`heartbeat_published`).
@@ -404,6 +411,11 @@ class WorkloadLifecycle:
     def replicated(self) -> bool:
         """Whether the workload has standbys (and so fences on quorum loss)."""
         return bool(self.standbys)
+
+    @property
+    def revocation_state(self) -> Revocation:
+        """Where a fenced replicated workload's revocation stands (:data:`REVOCATION_MOVES`)."""
+        return self._revocation_state
 
     def quorum_timestamp(self) -> float | None:
         """Newest heartbeat timestamp that a write quorum of relays has acknowledged.

@@ -115,6 +115,7 @@ class PrimarySide(Generic[SpecT]):
         self.ended: dict[str, PrimaryRecord] = {}
         self._due: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
+        self._changed: anyio.Event | None = None
 
     # -- accepting, handing over ---------------------------------------------
 
@@ -379,6 +380,14 @@ class PrimarySide(Generic[SpecT]):
         self.observer.handing_over(workload_id, reason)
         self.effects(workload_id, now, effects)
 
+    def stop(self, now: float, workload_id: str, reason: str) -> None:
+        """Stop ``workload_id`` for good (the host shuts down); a no-op once it ended."""
+        workload = self.workloads.get(workload_id)
+        if workload is None:
+            raise NodeMisuse(f"workload {workload_id!r} does not run here as primary")
+        self.observer.stopping(workload_id, reason)
+        self.call(workload_id, lambda lc: lc.stop(now, reason), now)
+
     def active(self) -> list[str]:
         """The workloads whose lifecycle has not ended."""
         return [w for w, r in self.workloads.items() if not r.ended]
@@ -411,6 +420,18 @@ class PrimarySide(Generic[SpecT]):
         self._retire(workload_id)
         self.schedule(workload_id)
         self.poke()
+        self._tell_changed()
+
+    async def changed(self) -> None:
+        """Wait until some workload's lifecycle moves or a container operation ends."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _tell_changed(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     def _effect(
         self,
@@ -463,6 +484,7 @@ class PrimarySide(Generic[SpecT]):
             finally:
                 workload.busy -= 1
                 self._retire(args[0])
+                self._tell_changed()
 
         self.io.spawn(run)
 
