@@ -80,7 +80,8 @@ def _act(args: argparse.Namespace, command: str) -> int:
     from ..node._node import StandbyNode
 
     async def main() -> Any:
-        runtime = ProcessRuntime(args.state_dir, provider=args.provider)
+        grace = min(2.0, timing.fence_grace)  # the runtime may not outlast the fence
+        runtime = ProcessRuntime(args.state_dir, provider=args.provider, stop_grace=grace)
         store: JsonFileStore[Any] = JsonFileStore(args.store)
         node: StandbyNode[Any] = StandbyNode(
             transport=transport, runtime=runtime, store=store, timing=timing

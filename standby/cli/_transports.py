@@ -22,6 +22,7 @@ A bad combination raises :class:`BadArguments` (one line; exit status 2).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -172,16 +173,26 @@ def _built(build: Callable[[], _T]) -> _T:
 
 
 def timing_for(args: argparse.Namespace, relay_count: int) -> Timing:
-    """The :class:`~standby.Timing` of ``--timing`` for ``relay_count`` relays."""
+    """The :class:`~standby.Timing` of ``--timing`` for ``relay_count`` relays.
+
+    ``scale=F`` starts from ``Timing().scaled(F)``; every other ``NAME=VALUE``
+    sets one field. ``relay_count`` is the transport's; ``write_quorum``
+    defaults to a majority and ``read_quorum`` to the smallest that overlaps it.
+    """
     fields = {field.name: field for field in attrs.fields(Timing)}
     values: dict[str, Any] = {"relay_count": relay_count, "write_quorum": relay_count // 2 + 1}
+    base = Timing()
     for item in args.timing:
         name, sep, text = item.partition("=")
         name = name.strip()
-        if not sep or name not in fields:
+        if not sep or (name not in fields and name != "scale"):
             raise BadArguments(f"--timing expects NAME=VALUE with a Timing field, got {item!r}")
         try:
-            values[name] = int(text) if fields[name].type in ("int", int) else float(text)
+            if name == "scale":
+                base = _built(functools.partial(Timing().scaled, float(text)))
+            else:
+                values[name] = int(text) if fields[name].type in ("int", int) else float(text)
         except ValueError:
             raise BadArguments(f"--timing {name}: expected a number, got {text!r}") from None
-    return _built(lambda: Timing(**values))
+    start = {k: v for k, v in attrs.asdict(base).items() if k != "read_quorum"}
+    return _built(lambda: Timing(**(start | values)))
