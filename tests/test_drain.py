@@ -372,3 +372,20 @@ class TestOnAsyncio:
 
 
 assert EPOCH  # the shared scenario clock (test_node) is the one these tests run on
+
+
+def test_the_operations_page_has_one_entry_per_node_event() -> None:
+    import re
+    import typing
+
+    import standby.node
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text(
+        encoding="utf-8"
+    )
+    section = page[page.index("## What to do after each event") :]
+    section = section[: section.find("\n## ", 1) if "\n## " in section[1:] else None]
+    listed = re.findall(r"^- \*\*`(\w+)`\*\*", section, flags=re.M)
+    listed += re.findall(r", \*\*`(\w+)`\*\*", section)
+    events = {kind.__name__ for kind in typing.get_args(standby.node.NodeEvent)}
+    assert sorted(listed) == sorted(events)
