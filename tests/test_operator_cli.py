@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 from _redis import RedisServer, redis, redis_server  # noqa: F401
+from test_node import wait_until
 
 from standby import (
     Heartbeat,
@@ -22,6 +23,8 @@ from standby import (
 )
 from standby.__main__ import main
 from standby.adapters.redis import RedisTransport
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -212,3 +215,87 @@ def test_drain_refuses_a_store_a_running_node_holds_and_drains_an_idle_one(
     status, out, _ = run(capsys, "stop", *flags, *timing, *where, "--within", "1")
     assert status == 0
     assert out.splitlines() == ["stopped: 0", "not stopped: 0"]
+
+
+# --------------------------------------------------------------------------- drain, end to end
+
+
+def _runs(node: Any, workload_id: str) -> bool:
+    status = node.status().primary(workload_id)
+    return status is not None and bool(status.running)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # real processes and a real server: real time
+
+
+@pytest.mark.anyio
+async def test_the_drain_command_hands_a_stopped_nodes_workload_to_its_standby(
+    redis: RedisServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import argparse
+    import os
+    import sys
+
+    from standby import SpawnRequest, Topology
+    from standby.adapters.process import ProcessRuntime
+    from standby.cli._transports import timing_for
+    from standby.node import StandbyNode
+
+    prefix = f"cli-{uuid.uuid4().hex[:8]}"
+    timing = timing_for(argparse.Namespace(timing=["scale=0.1"]), 1)
+    grace = min(2.0, timing.fence_grace)
+    flags = _flags(redis, "prime", prefix, tmp_path)
+    prime_user = flags[flags.index("--user") + 1]
+    sb_user, sb_password = redis.provider("sb0", prefix)
+    store, runs = tmp_path / "prime.json", tmp_path / "prime-runs"
+    request: SpawnRequest[Any] = SpawnRequest(
+        workload_id="job",
+        topology=Topology(primary=prime_user, standbys=(sb_user,)),
+        spec={"argv": ["sleep", "600"]},
+        owner="consumer",
+        expires_at=time.time() + 3600,
+    )
+    standby_link = RedisTransport(
+        "127.0.0.1", redis.port, user=sb_user, password=sb_password, prefix=prefix
+    )
+    standby_runtime = ProcessRuntime(tmp_path / "sb-runs", provider="sb0", stop_grace=grace)
+    standby: StandbyNode[Any] = StandbyNode(
+        transport=standby_link, runtime=standby_runtime, timing=timing
+    )
+    async with standby_link, standby:
+        await standby.accept(request)
+        password = (tmp_path / "prime.password").read_text(encoding="utf-8").strip()
+        prime_link = RedisTransport(
+            "127.0.0.1", redis.port, user=prime_user, password=password, prefix=prefix
+        )
+        prime_runtime = ProcessRuntime(runs, provider="prime", stop_grace=grace)
+        prime: StandbyNode[Any] = StandbyNode(
+            transport=prime_link,
+            runtime=prime_runtime,
+            store=JsonFileStore(store),
+            timing=timing,
+        )
+        async with prime_link, prime:
+            await prime.accept(request)
+            await wait_until(lambda: _runs(prime, "job"), within=30, step=0.05)
+        # The node left; its workload runs on under its supervisor until the lease ends.
+        assert [r.workload_id for r in await prime_runtime.list()] == ["job"]
+        command = [sys.executable, "-m", "standby", "drain", *flags, "--timing", "scale=0.1"]
+        command += ["--store", str(store), "--state-dir", str(runs), "--provider", "prime"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = await anyio.run_process([*command, "--json"], check=False, env=env)
+        assert done.returncode == 0, done.stderr.decode()
+        report = json.loads(done.stdout)
+        assert report == {
+            "taken_over": [{"workload_id": "job", "epoch": 0, "new_epoch": 1, "by": sb_user}],
+            "not_handed_over": {},
+        }
+        assert await prime_runtime.list() == []  # the drained run was stopped
+        took = standby.status().primary("job")
+        assert took is not None
+        assert (took.epoch, took.running) == (1, True)
+        stopped = await standby.stop_workloads()
+        assert stopped.stopped == ("job",)
