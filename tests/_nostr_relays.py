@@ -130,10 +130,27 @@ def relays(nostr_relays: RelayCluster) -> RelayCluster:
 @pytest.fixture(params=RELAY_IMPLEMENTATIONS)
 def any_relays(request: pytest.FixtureRequest) -> RelayCluster:
     """Each relay implementation's session cluster in turn, every relay running."""
-    name = "nostr_relays" if request.param == "nostr-relay" else "local_relays"
+    implementation: RelayImplementation = request.param
+    name = "nostr_relays" if implementation == "nostr-relay" else "local_relays"
     cluster: RelayCluster = request.getfixturevalue(name)
     cluster.start()
     return cluster
+
+
+#: (relay implementation, anyio backend) of a test on ``any_relays`` that is
+#: async: both backends on ``nostr-relay``, asyncio alone on ``LocalRelay``
+#: (what the second relay tests is the relay, not the event loop; this keeps
+#: the suite's added time small).
+RELAY_RUNS = [("nostr-relay", "asyncio"), ("nostr-relay", "trio"), ("rust-local", "asyncio")]
+
+
+#: The mark that runs an async test taking ``any_relays`` over :data:`RELAY_RUNS`.
+on_relay_runs = pytest.mark.parametrize(
+    ("any_relays", "anyio_backend"),
+    RELAY_RUNS,
+    indirect=["any_relays"],
+    ids=[f"{relay}-{backend}" for relay, backend in RELAY_RUNS],
+)
 
 
 def backends() -> list[Any]:

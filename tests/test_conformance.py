@@ -27,6 +27,7 @@ from _nostr_relays import (  # noqa: F401
     fixed_keys,
     local_relays,
     nostr_relays,
+    on_relay_runs,
     relays,
 )
 
@@ -476,6 +477,7 @@ def nostr_harness_factory(cluster: RelayCluster) -> Any:
     return factory
 
 
+@on_relay_runs
 async def test_nostr_transport_passes_the_relay_suite_on_real_relays(
     any_relays: RelayCluster,  # noqa: F811
 ) -> None:

@@ -26,6 +26,7 @@ from _nostr_relays import (  # noqa: F401
     fixed_keys,
     local_relays,
     nostr_relays,
+    on_relay_runs,
 )
 
 from standby import Heartbeat, LeaseRevocation
@@ -36,7 +37,7 @@ from standby.protocols import Query
 from standby.testing._relay_process import local_relay_timing
 from standby.wire import Codec
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, on_relay_runs]
 
 #: Silence 4 s; queries get 0.3 s (real sockets; they take a few ms here).
 TIMING = local_relay_timing()
