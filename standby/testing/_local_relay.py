@@ -32,12 +32,23 @@ __all__ = ["READY_PREFIX", "main", "serve"]
 READY_PREFIX = "ready"
 
 
-async def serve(port: int, data: Path) -> None:
-    """Serve one relay on ``127.0.0.1:port`` with its LMDB database in ``data``, until a signal."""
+async def serve(port: int, data: Path, rate: tuple[int, int] | None = None) -> None:
+    """Serve one relay on ``127.0.0.1:port`` with its LMDB database in ``data``, until a signal.
+
+    ``rate`` is ``(max_reqs, notes_per_minute)``, the relay's rate limit per
+    connection (``None``: the relay's own default, which refuses events past
+    about 60 a minute on one connection with ``rate-limited: slow down``).
+    """
     import nostr_sdk
 
     database = await nostr_sdk.NostrLmdb.open(str(data / "lmdb"))
-    relay = nostr_sdk.LocalRelayBuilder().addr("127.0.0.1").port(port).database(database).build()
+    builder = nostr_sdk.LocalRelayBuilder().addr("127.0.0.1").port(port).database(database)
+    if rate is not None:
+        max_reqs, notes_per_minute = rate
+        builder = builder.rate_limit(
+            nostr_sdk.RateLimit(max_reqs=max_reqs, notes_per_minute=notes_per_minute)
+        )
+    relay = builder.build()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # The relay calls the LMDB store through the binding's Python side from
@@ -60,12 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
     parser.add_argument("--data", type=Path, required=True, help="directory of the LMDB database")
+    parser.add_argument(
+        "--rate-limit",
+        nargs=2,
+        type=int,
+        metavar=("MAX_REQS", "NOTES_PER_MINUTE"),
+        help="the relay's rate limit per connection (default: the relay's own)",
+    )
     args = parser.parse_args(argv)
     args.data.mkdir(parents=True, exist_ok=True)
     if not 0 < args.port < 65536:
         parser.error(f"--port must be between 1 and 65535, not {args.port}")
+    rate = None if args.rate_limit is None else (args.rate_limit[0], args.rate_limit[1])
+    if rate is not None and min(rate) < 1:
+        parser.error(f"--rate-limit takes two positive numbers, not {rate[0]} {rate[1]}")
     try:
-        asyncio.run(serve(args.port, args.data))
+        asyncio.run(serve(args.port, args.data, rate))
     except ImportError:
         print(
             "the `nostr-sdk` package is not installed: pip install 'nostr-sdk>=0.45,<0.46'",

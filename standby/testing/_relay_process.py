@@ -140,12 +140,15 @@ class RelaySettings:
 
     ``validators`` is the list of event checks (``None``: the relay's own
     defaults); ``limits`` are further top-level settings such as
-    ``subscription_limit``, written as given.
+    ``subscription_limit``, written as given. A ``rust-local`` relay takes
+    only ``rate_limit``: ``(max_reqs, notes_per_minute)`` per connection
+    (``None``: the relay's own default).
     """
 
     title: str = "standby relay"
     validators: tuple[str, ...] | None = None
     limits: tuple[tuple[str, int], ...] = ()
+    rate_limit: tuple[int, int] | None = None
 
     @property
     def lax(self) -> bool:
@@ -224,7 +227,11 @@ class RelayProcess:
     def command(self, program: Sequence[str]) -> list[str]:
         """The command line that serves this relay (writes its config file when it has one)."""
         if self.implementation == "rust-local":
-            return [*program, "--port", str(self.port), "--data", str(self.directory)]
+            command = [*program, "--port", str(self.port), "--data", str(self.directory)]
+            rate = self.settings.rate_limit
+            if rate is not None:
+                command += ["--rate-limit", str(rate[0]), str(rate[1])]
+            return command
         db = self.directory / "relay.sqlite3"
         self.config_path.write_text(self.settings.render(self.name, db, self.port))
         return [*program, "-c", str(self.config_path), "serve", "--use-uvicorn"]
