@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -1216,3 +1217,47 @@ async def test_fm19_a_query_reads_past_a_relay_that_caps_each_answer_at_500(
     for result in (by_author, by_workload):
         assert result.answered == frozenset({url}), result.errors
         assert sorted(e.message.workload_id for e in result.envelopes) == sorted(workloads)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_fm19_a_relay_rate_limit_is_waited_out_on_the_same_connection(
+    tmp_path: Path,
+) -> None:
+    """``LocalRelay`` with 5 events a minute per connection: the refusals are not dodged.
+
+    The publishes past the limit come back ``rate-limited: slow down``; the
+    transport must keep its connection (a new one would start a fresh
+    allowance), retry within the timeout and report those relays as refused.
+    """
+    from standby.testing._relay_process import RelayCluster as Relays
+    from standby.testing._relay_process import RelaySettings, running_relays
+
+    cluster = Relays(tmp_path, [RelaySettings(rate_limit=(1000, 5))], implementation="rust-local")
+    with running_relays(cluster):
+        url = cluster.urls[0]
+        async with transports([url], 1) as (claimant,):
+            assert await claimant.wait_connected(timeout=5.0) == frozenset({url})
+            now = time.time()
+            results = [
+                await claimant.publish(
+                    PromotionClaim(
+                        workload_id=unique("limited"),
+                        epoch=1,
+                        fencing_token=fencing_token(1, 0),
+                        claimant=claimant.identity,
+                        standby_index=0,
+                        claimed_at=now,
+                    ),
+                    timeout=0.5,
+                )
+                for _ in range(12)
+            ]
+            counters = dict(claimant.counters)
+    acked = [url in r.acked for r in results]
+    refused = [r.errors[url] for r in results if url in r.errors]
+    assert acked[:3] == [True] * 3
+    assert refused, acked
+    assert all("rate-limited" in reason for reason in refused), refused
+    assert counters.get("recycled_connections", 0) == 0, counters
+    assert counters.get("connects", 0) == 1, counters
