@@ -14,8 +14,12 @@ A second, independent relay implementation runs beside it: rust-nostr's
 ``LocalRelay`` (the ``nostr-sdk`` wheel, in a child Python process with an
 LMDB database). The session fixture ``local_relays`` starts three of those,
 and ``any_relays`` is parametrised over both implementations, so a test that
-takes it runs once on ``nostr-relay`` and once on ``LocalRelay``. A
-``LocalRelay`` always checks signatures: no relay of that cluster is lax.
+takes it runs once on ``nostr-relay`` and once on ``LocalRelay``; an async
+test marked ``on_relay_runs`` runs on asyncio and trio over ``nostr-relay``
+and on asyncio over ``LocalRelay``. A ``LocalRelay`` always checks
+signatures: no relay of that cluster is lax. Its own rate limit (about 60
+events a minute per connection) is lifted for the tests, as ``nostr-relay``
+has none.
 
 If a relay cannot start (the ``nostr-relay`` program is missing, its port is
 taken, it does not answer in time), every test that needs it fails with the
