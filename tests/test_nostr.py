@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,7 +26,15 @@ import httpx
 import pytest
 import wsproto
 import wsproto.events
-from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, relays  # noqa: F401
+from _nostr_relays import (  # noqa: F401
+    RelayCluster,
+    any_relays,
+    backends,
+    fixed_keys,
+    local_relays,
+    nostr_relays,
+    relays,
+)
 from httpx_ws import aconnect_ws
 
 from standby import (
@@ -1106,3 +1115,149 @@ def test_a_single_relay_url_string_is_refused() -> None:
     # it iterated as characters: "relay URLs must be unique, got ['w', 's', ':', ...]"
     with pytest.raises(TypeError, match=r"a list of URLs.*pass \['wss://relay.example'\]"):
         NostrTransport("wss://relay.example", fixed_keys())
+
+
+# =========================================================================== paging
+
+
+def page_events(times: list[int]) -> list[Any]:
+    from standby.adapters.nostr._keys import NostrEvent
+
+    return [
+        NostrEvent(
+            id=f"{i:064x}", pubkey="a" * 64, created_at=t, kind=1, tags=(), content="", sig=""
+        )
+        for i, t in enumerate(times)
+    ]
+
+
+def test_a_short_page_ends_the_read_and_a_full_one_asks_until_its_oldest_second() -> None:
+    from standby.adapters.nostr._paging import next_page
+
+    asked = {"kinds": [1], "limit": 3}
+    assert next_page(asked, page_events([5, 4]), set(), 3) is None
+    assert next_page(asked, page_events([9, 7, 8]), set(), 3) == {**asked, "until": 7}
+
+
+def test_a_full_page_with_nothing_new_is_an_answer_that_cannot_be_completed() -> None:
+    from standby.adapters.nostr._paging import PagingStuck, next_page
+
+    page = page_events([7, 7, 7])
+    with pytest.raises(PagingStuck, match="more than 3 events at created_at 7"):
+        next_page({"kinds": [1], "until": 7}, page, {e.id for e in page}, 3)
+
+
+def test_many_d_tags_are_split_so_each_filter_fits_in_a_page() -> None:
+    from standby.adapters.nostr._paging import CLAIMANTS_PER_KEY, first_pages
+
+    tags = [f"d{i}" for i in range(120)]
+    pages = first_pages({"kinds": [30000], "#d": tags}, 100)
+    assert [len(p["#d"]) for p in pages] == [100 // CLAIMANTS_PER_KEY] * 12
+    assert [t for p in pages for t in p["#d"]] == tags
+    assert {p["limit"] for p in pages} == {100}
+    assert first_pages({"kinds": [1]}, 100) == [{"kinds": [1], "limit": 100}]
+
+
+def test_page_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="page_size must be >= 1, got 0"):
+        NostrTransport(["ws://127.0.0.1:1/"], fixed_keys(), page_size=0)
+
+
+#: More events than rust-nostr's LocalRelay answers for one filter (500).
+PAGED = 620
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_fm19_a_query_reads_past_a_relay_that_caps_each_answer_at_500(
+    any_relays: RelayCluster,  # noqa: F811
+) -> None:
+    """One claimant's claims for 620 workloads, one second apart, on every relay.
+
+    ``LocalRelay`` answers a filter with 500 events at most, whatever its
+    ``limit``: the transport must page back (``limit`` + ``until``) and split
+    long ``#d`` lists to read them all, by author and by workload.
+    """
+    url = any_relays.urls[1]
+    async with transports([url], 2) as (claimant, reader):
+        now = int(time.time())
+        workloads = [unique("paged") for _ in range(PAGED)]
+        claims = [
+            PromotionClaim(
+                workload_id=w,
+                epoch=1,
+                fencing_token=fencing_token(1, 0),
+                claimant=claimant.identity,
+                standby_index=0,
+                claimed_at=now - i,
+            )
+            for i, w in enumerate(workloads)
+        ]
+        acked: list[bool] = []
+
+        async def put(claim: PromotionClaim) -> None:
+            acked.append(url in (await claimant.publish(claim, timeout=60.0)).acked)
+
+        async with anyio.create_task_group() as group:
+            for claim in claims:
+                group.start_soon(put, claim)
+        assert acked == [True] * PAGED
+        # What the relay itself answers to one filter that asks for them all:
+        plain = await raw_query(
+            url,
+            {"kinds": [claimant.profile.claim_kind], "authors": [claimant.identity], "limit": 5000},
+        )
+        assert len(plain) == (500 if any_relays.implementation == "rust-local" else PAGED)
+        by_author = await reader.query(
+            Query(kinds={"claim"}, authors={claimant.identity}), timeout=30.0
+        )
+        by_workload = await reader.query(
+            Query(kinds={"claim"}, workload_ids=set(workloads)), timeout=30.0
+        )
+    for result in (by_author, by_workload):
+        assert result.answered == frozenset({url}), result.errors
+        assert sorted(e.message.workload_id for e in result.envelopes) == sorted(workloads)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_fm19_a_relay_rate_limit_is_waited_out_on_the_same_connection(
+    tmp_path: Path,
+) -> None:
+    """``LocalRelay`` with 5 events a minute per connection: the refusals are not dodged.
+
+    The publishes past the limit come back ``rate-limited: slow down``; the
+    transport must keep its connection (a new one would start a fresh
+    allowance), retry within the timeout and report those relays as refused.
+    """
+    from standby.testing._relay_process import RelayCluster as Relays
+    from standby.testing._relay_process import RelaySettings, running_relays
+
+    cluster = Relays(tmp_path, [RelaySettings(rate_limit=(1000, 5))], implementation="rust-local")
+    with running_relays(cluster):
+        url = cluster.urls[0]
+        async with transports([url], 1) as (claimant,):
+            assert await claimant.wait_connected(timeout=5.0) == frozenset({url})
+            now = time.time()
+            results = [
+                await claimant.publish(
+                    PromotionClaim(
+                        workload_id=unique("limited"),
+                        epoch=1,
+                        fencing_token=fencing_token(1, 0),
+                        claimant=claimant.identity,
+                        standby_index=0,
+                        claimed_at=now,
+                    ),
+                    timeout=0.5,
+                )
+                for _ in range(12)
+            ]
+            counters = dict(claimant.counters)
+    acked = [url in r.acked for r in results]
+    refused = [r.errors[url] for r in results if url in r.errors]
+    assert acked[:3] == [True] * 3
+    assert refused, acked
+    assert all("rate-limited" in reason for reason in refused), refused
+    assert counters.get("recycled_connections", 0) == 0, counters
+    assert counters.get("connects", 0) == 1, counters

@@ -1,9 +1,11 @@
 """End to end over three real relay processes: StandbyNode + NostrTransport.
 
-Three providers (a primary and two standbys), each a :class:`StandbyNode`
-with its own :class:`NostrTransport` to the three local relays and a
-:class:`MemoryRuntime`; all runtimes share one :class:`RuntimeRecord`, which
-is what the assertions read ("who ran the workload, when"). Real sockets and
+Every test runs on both relay implementations (``any_relays``:
+``nostr-relay`` and rust-nostr's ``LocalRelay``). Three providers (a
+primary and two standbys), each a :class:`StandbyNode` with its own
+:class:`NostrTransport` to the three local relays and a
+:class:`MemoryRuntime`; all runtimes share one :class:`RuntimeRecord`,
+which is what the assertions read ("who ran the workload, when"). Real sockets and
 real time, at a timing scaled down to a silence of 4 s.
 """
 
@@ -17,7 +19,15 @@ from typing import Any
 import anyio
 import pytest
 from _e2e import NAMES, Providers
-from _nostr_relays import RelayCluster, backends, fixed_keys, nostr_relays, relays  # noqa: F401
+from _nostr_relays import (  # noqa: F401
+    RelayCluster,
+    any_relays,
+    backends,
+    fixed_keys,
+    local_relays,
+    nostr_relays,
+    on_relay_runs,
+)
 
 from standby import Heartbeat, LeaseRevocation
 from standby.adapters.nostr import NostrProfile, NostrTransport, sign_event
@@ -27,7 +37,7 @@ from standby.protocols import Query
 from standby.testing._relay_process import local_relay_timing
 from standby.wire import Codec
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, on_relay_runs]
 
 #: Silence 4 s; queries get 0.3 s (real sockets; they take a few ms here).
 TIMING = local_relay_timing()
@@ -62,8 +72,8 @@ class NostrProviders(Providers):
             yield transport
 
 
-async def test_primary_crash_exactly_one_standby_takes_over(relays: RelayCluster) -> None:  # noqa: F811
-    providers = NostrProviders(relays)
+async def test_primary_crash_exactly_one_standby_takes_over(any_relays: RelayCluster) -> None:  # noqa: F811
+    providers = NostrProviders(any_relays)
     async with providers.running():
         await anyio.sleep(TIMING.heartbeat_interval)
         # Standby 1's backoff expired before standby 0 spawned: it must have
@@ -76,12 +86,12 @@ async def test_primary_crash_exactly_one_standby_takes_over(relays: RelayCluster
     providers.assert_standby_0_alone_was_promoted()
 
 
-async def test_a_revocation_signed_by_a_stranger_promotes_nobody(relays: RelayCluster) -> None:  # noqa: F811
-    providers = NostrProviders(relays)
+async def test_a_revocation_signed_by_a_stranger_promotes_nobody(any_relays: RelayCluster) -> None:  # noqa: F811
+    providers = NostrProviders(any_relays)
     async with providers.running():
         primary = providers.keys["primary"].public_key
         standbys = (providers.keys["sb0"].public_key, providers.keys["sb1"].public_key)
-        async with NostrTransport(relays.urls, fixed_keys()) as stranger:
+        async with NostrTransport(any_relays.urls, fixed_keys()) as stranger:
             forged = LeaseRevocation(
                 workload_id=providers.workload_id,
                 primary=primary,
@@ -90,7 +100,7 @@ async def test_a_revocation_signed_by_a_stranger_promotes_nobody(relays: RelayCl
                 revoked_at=time.time(),
             )
             result = await stranger.publish(forged, timeout=2.0)
-            assert result.acked == frozenset(relays.urls)
+            assert result.acked == frozenset(any_relays.urls)
         # A genuine revocation would have the workload moved well within this.
         await anyio.sleep(TIMING.claim_settle + 2.0)
         # The forged revocation is on the relays, attributed to its real signer...
@@ -109,11 +119,11 @@ async def test_a_revocation_signed_by_a_stranger_promotes_nobody(relays: RelayCl
         assert slot.phase is Phase.WATCHING
 
 
-async def test_failover_works_with_one_relay_of_three_down(relays: RelayCluster) -> None:  # noqa: F811
-    providers = NostrProviders(relays)
+async def test_failover_works_with_one_relay_of_three_down(any_relays: RelayCluster) -> None:  # noqa: F811
+    providers = NostrProviders(any_relays)
     async with providers.running():
         await anyio.sleep(TIMING.heartbeat_interval)
-        await anyio.to_thread.run_sync(lambda: relays.stop(1, kill=True))
+        await anyio.to_thread.run_sync(lambda: any_relays.stop(1, kill=True))
         await anyio.sleep(TIMING.heartbeat_interval)
         assert providers.runtimes["primary"].running(providers.workload_id)
         await providers.fail_over(
@@ -124,8 +134,8 @@ async def test_failover_works_with_one_relay_of_three_down(relays: RelayCluster)
     providers.assert_standby_0_took_over()
 
 
-async def test_planned_handover_skips_the_silence_wait(relays: RelayCluster) -> None:  # noqa: F811
-    providers = NostrProviders(relays)
+async def test_planned_handover_skips_the_silence_wait(any_relays: RelayCluster) -> None:  # noqa: F811
+    providers = NostrProviders(any_relays)
     async with providers.running():
         await anyio.sleep(TIMING.heartbeat_interval)
         handed_over_at = anyio.current_time()
@@ -167,7 +177,7 @@ class DeafToHeartbeats(NostrTransport):
 
 
 async def test_fm18_a_hand_crafted_future_heartbeat_hides_no_genuine_one_on_real_relays(
-    relays: RelayCluster,  # noqa: F811
+    any_relays: RelayCluster,  # noqa: F811
 ) -> None:
     """A heartbeat body an hour ahead with ``created_at`` now (relays take it).
 
@@ -175,7 +185,7 @@ async def test_fm18_a_hand_crafted_future_heartbeat_hides_no_genuine_one_on_real
     read-quorum query of the relays: it must find the primary's genuine
     heartbeats, not conclude silence over a live primary.
     """
-    providers = NostrProviders(relays)
+    providers = NostrProviders(any_relays)
     plain = providers.connect
 
     @contextlib.asynccontextmanager
@@ -185,9 +195,9 @@ async def test_fm18_a_hand_crafted_future_heartbeat_hides_no_genuine_one_on_real
                 yield transport
             return
         async with DeafToHeartbeats(
-            relays.urls, providers.keys[name], reconnect_backoff=(0.05, 0.5)
+            any_relays.urls, providers.keys[name], reconnect_backoff=(0.05, 0.5)
         ) as transport:
-            assert await transport.wait_connected(timeout=5.0) == frozenset(relays.urls)
+            assert await transport.wait_connected(timeout=5.0) == frozenset(any_relays.urls)
             yield transport
 
     providers.connect = connect
@@ -200,7 +210,7 @@ async def test_fm18_a_hand_crafted_future_heartbeat_hides_no_genuine_one_on_real
             keys, kind=draft.kind, tags=draft.tags, content=draft.content, created_at=int(now)
         ).to_json()
         primary = providers.nodes["primary"].transport
-        for url in relays.urls:
+        for url in any_relays.urls:
             assert await primary.send_raw(url, crafted, timeout=2.0) == (True, "")
         # The primary keeps heartbeating through two silence waits and more.
         await anyio.sleep(2 * TIMING.silence + TIMING.claim_settle)

@@ -2,7 +2,8 @@
 
 Each provider is its own OS process running a :class:`StandbyNode` (the
 primary and the second standby on asyncio, the first standby on trio) over
-the three real Nostr relays of ``tests/_nostr_relays.py``, with a
+the three real Nostr relays of ``tests/_nostr_relays.py`` (the kill -9
+scenario on both relay implementations), with a
 :class:`ProcessRuntime` whose workloads are real processes. The scenarios
 are ``examples/process_failover.py``'s; what ran when is read back from the
 runtimes' own records (the supervisors' start and end times), so "never two
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from _e2e import load_example
-from _nostr_relays import RelayCluster, nostr_relays, relays  # noqa: F401
+from _nostr_relays import RelayCluster, any_relays, local_relays, nostr_relays, relays  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux processes")
 
@@ -60,11 +61,12 @@ def failover_at_the_lease_end(
 
 
 def test_kill_9_of_the_primary_node_its_workload_is_gone_before_the_standby_starts(
-    relays: RelayCluster,  # noqa: F811
+    any_relays: RelayCluster,  # noqa: F811
     tmp_path: Path,
     record_property: Any,
 ) -> None:
-    failover_at_the_lease_end("kill", relays, tmp_path, record_property, "margin_after_kill_9")
+    """On both relay implementations (``nostr-relay`` and ``LocalRelay``)."""
+    failover_at_the_lease_end("kill", any_relays, tmp_path, record_property, "margin_after_kill_9")
 
 
 def test_sigstop_of_the_primary_node_its_supervisor_stops_the_workload_at_lease_end(

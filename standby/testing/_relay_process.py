@@ -1,11 +1,18 @@
-"""Local ``nostr-relay`` processes, for tests, benchmarks and demos on real sockets.
+"""Local Nostr relay processes, for tests, benchmarks and demos on real sockets.
 
-:class:`RelayCluster` starts a few relay processes (the Python relay from
-PyPI, ``pip install nostr-relay``) on ``127.0.0.1``, each on a free port
-with its own directory, SQLite database, config file and log; it waits
-until each accepts connections and stops them by PID. :func:`running_relays`
-wraps that in a context manager. What goes into each config file beyond the
-port and the database is a :class:`RelaySettings`.
+:class:`RelayCluster` starts a few relay processes on ``127.0.0.1``, each on
+a free port with its own directory, database and log; it waits until each
+is ready and stops them by PID. :func:`running_relays` wraps that in a
+context manager. Two independent relay implementations can run:
+
+* ``"nostr-relay"`` (the default): the Python relay from PyPI
+  (``pip install nostr-relay``), with a SQLite database and a config file;
+  what goes into that file beyond the port and the database is a
+  :class:`RelaySettings`. The cluster waits until it accepts connections.
+* ``"rust-local"``: rust-nostr's ``LocalRelay`` from the ``nostr-sdk``
+  wheel, served by :mod:`standby.testing._local_relay` in a child Python
+  process with an LMDB database; the cluster waits for its ``ready`` line.
+  It takes no settings (it always checks signatures: never lax).
 
 :func:`local_relay_timing` is the fast timing this project runs over such
 relays (silence 4 s, queries of 0.3 s: a local relay answers in a few ms).
@@ -18,6 +25,7 @@ project's own tests also use its other helpers by this path.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
@@ -27,20 +35,26 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import attrs
 
 from ..core._timing import Timing
 
 __all__ = [
+    "RELAY_IMPLEMENTATIONS",
     "RelayCluster",
+    "RelayImplementation",
     "RelayProcess",
     "RelaySettings",
     "RelayUnavailable",
     "local_relay_timing",
     "running_relays",
 ]
+
+#: The relay programs a cluster can run (see the module's docstring).
+RelayImplementation = Literal["nostr-relay", "rust-local"]
+RELAY_IMPLEMENTATIONS: tuple[RelayImplementation, ...] = get_args(RelayImplementation)
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
@@ -73,11 +87,27 @@ def local_relay_timing(**changes: Any) -> Timing:
 
 
 class RelayUnavailable(RuntimeError):
-    """The ``nostr-relay`` program is missing, or a relay did not start."""
+    """The relay program is missing, or a relay did not start."""
 
 
-def relay_program() -> list[str]:
-    """The command that runs ``nostr-relay``: beside this Python, else on ``PATH``."""
+def relay_program(implementation: RelayImplementation = "nostr-relay") -> list[str]:
+    """The command that runs a relay of ``implementation``.
+
+    ``nostr-relay``: the program beside this Python, else on ``PATH``;
+    ``rust-local``: this Python running :mod:`standby.testing._local_relay`.
+    """
+    if implementation not in RELAY_IMPLEMENTATIONS:
+        raise ValueError(
+            f"unknown relay implementation {implementation!r}: "
+            f"one of {', '.join(RELAY_IMPLEMENTATIONS)}"
+        )
+    if implementation == "rust-local":
+        if importlib.util.find_spec("nostr_sdk") is None:
+            raise RelayUnavailable(
+                "the `nostr-sdk` package is not installed: "
+                "pip install 'nostr-sdk>=0.45,<0.46' (it comes with the dev extra)"
+            )
+        return [sys.executable, "-m", "standby.testing._local_relay"]
     beside = Path(sys.executable).with_name("nostr-relay")
     if beside.exists():
         return [str(beside)]
@@ -110,12 +140,15 @@ class RelaySettings:
 
     ``validators`` is the list of event checks (``None``: the relay's own
     defaults); ``limits`` are further top-level settings such as
-    ``subscription_limit``, written as given.
+    ``subscription_limit``, written as given. A ``rust-local`` relay takes
+    only ``rate_limit``: ``(max_reqs, notes_per_minute)`` per connection
+    (``None``: the relay's own default).
     """
 
     title: str = "standby relay"
     validators: tuple[str, ...] | None = None
     limits: tuple[tuple[str, int], ...] = ()
+    rate_limit: tuple[int, int] | None = None
 
     @property
     def lax(self) -> bool:
@@ -138,12 +171,20 @@ class RelaySettings:
 class RelayProcess:
     """One relay process: its config, database, log and PID."""
 
-    def __init__(self, name: str, directory: Path, settings: RelaySettings) -> None:
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        settings: RelaySettings,
+        implementation: RelayImplementation = "nostr-relay",
+    ) -> None:
         self.name = name
         self.directory = directory
         self.settings = settings
+        self.implementation = implementation
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
         directory.mkdir(parents=True, exist_ok=True)
 
     def __repr__(self) -> str:
@@ -153,7 +194,7 @@ class RelayProcess:
     @property
     def lax(self) -> bool:
         """Whether this relay stores events without checking their signatures."""
-        return self.settings.lax
+        return self.implementation == "nostr-relay" and self.settings.lax
 
     @property
     def url(self) -> str:
@@ -183,13 +224,25 @@ class RelayProcess:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def launch(self, program: Sequence[str]) -> None:
-        """Write the config and start the process (does not wait for it to listen)."""
+    def command(self, program: Sequence[str]) -> list[str]:
+        """The command line that serves this relay (writes its config file when it has one)."""
+        if self.implementation == "rust-local":
+            command = [*program, "--port", str(self.port), "--data", str(self.directory)]
+            rate = self.settings.rate_limit
+            if rate is not None:
+                command += ["--rate-limit", str(rate[0]), str(rate[1])]
+            return command
         db = self.directory / "relay.sqlite3"
         self.config_path.write_text(self.settings.render(self.name, db, self.port))
+        return [*program, "-c", str(self.config_path), "serve", "--use-uvicorn"]
+
+    def launch(self, program: Sequence[str]) -> None:
+        """Start the process (does not wait for it to be ready)."""
+        command = self.command(program)
         with self.log_path.open("ab") as log:
+            self._log_start = log.tell()
             self.proc = subprocess.Popen(
-                [*program, "-c", str(self.config_path), "serve", "--use-uvicorn"],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -204,10 +257,24 @@ class RelayProcess:
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
                 return f"exited with code {code}"
-            if _accepts(self.port):
+            if self._ready():
                 return None
             time.sleep(0.05)
         return f"did not accept connections on port {self.port} within {timeout:.0f}s"
+
+    def _ready(self) -> bool:
+        """Whether it is ready: its ``ready`` line printed (``rust-local``), or it accepts."""
+        if self.implementation == "nostr-relay":
+            return _accepts(self.port)
+        from ._local_relay import READY_PREFIX
+
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return False
+        return any(line.startswith(f"{READY_PREFIX} ws://") for line in text.splitlines())
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop the process by its PID (SIGTERM, then SIGKILL when it lingers)."""
@@ -229,17 +296,28 @@ class RelayProcess:
 
 
 class RelayCluster:
-    """Relay processes, one for each of ``settings``, under ``directory/relay-N``."""
+    """Relay processes, one for each of ``settings``, under ``directory/relay-N``.
 
-    def __init__(self, directory: Path, settings: Sequence[RelaySettings]) -> None:
-        self.program = relay_program()
+    ``implementation`` chooses the relay program (see the module's
+    docstring); ``rust-local`` relays ignore ``settings`` beyond their count.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        settings: Sequence[RelaySettings],
+        *,
+        implementation: RelayImplementation = "nostr-relay",
+    ) -> None:
+        self.implementation = implementation
+        self.program = relay_program(implementation)
         self.relays = [
-            RelayProcess(f"relay-{i}", directory / f"relay-{i}", one)
+            RelayProcess(f"relay-{i}", directory / f"relay-{i}", one, implementation)
             for i, one in enumerate(settings)
         ]
 
     def __repr__(self) -> str:
-        return f"RelayCluster({self.relays!r})"
+        return f"RelayCluster({self.implementation}, {self.relays!r})"
 
     @property
     def urls(self) -> list[str]:
@@ -273,7 +351,10 @@ class RelayCluster:
                     relay.port = free_port()
         logs = "\n\n".join(f"--- {relay.name} log ---\n{relay.log_tail()}" for relay in chosen)
         raise RelayUnavailable(
-            "could not start the local Nostr relays: " + "; ".join(problems) + "\n" + logs
+            f"could not start the local Nostr relays ({self.implementation}): "
+            + "; ".join(problems)
+            + "\n"
+            + logs
         )
 
     def stop(self, index: int, *, kill: bool = False) -> None:

@@ -93,6 +93,7 @@ from ._keys import (
     verify_event,
 )
 from ._link import Connection, RelayLink, RelayUnavailable, is_refusal
+from ._paging import DEFAULT_PAGE_SIZE, PagingStuck, first_pages, next_page
 from ._profile import DEFAULT_PREFIX, REFERENCE_PREFIX, NostrProfile, filters_for
 from ._subscription import Collector, NostrSubscription
 
@@ -130,7 +131,11 @@ class NostrTransport(TransportBase):
     subscriptions beyond 64, a query counting as one), ``refusal_backoff``
     (first and longest wait before asking a relay again after it refused a
     request because of a limit; refusals are retried within the caller's
-    timeout, never dropped) and ``client`` (an ``httpx.AsyncClient`` to
+    timeout, never dropped), ``page_size`` (events asked for per filter in
+    one request: a query reads each filter page by page, ``limit`` then
+    ``until``, until a page comes back short, so a relay that caps its
+    answers, as rust-nostr's relay does at 500, is still read to the end;
+    keep it within every relay's cap) and ``client`` (an ``httpx.AsyncClient`` to
     connect with; the transport makes its own by default).
 
     :attr:`counters` counts ``events_received``, ``dropped_bad_signature``,
@@ -154,6 +159,7 @@ class NostrTransport(TransportBase):
         subscription_buffer: int = 1024,
         max_queries: int = 8,
         refusal_backoff: tuple[float, float] = (0.05, 1.0),
+        page_size: int = DEFAULT_PAGE_SIZE,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         urls = url_list(relays, "relay URLs")
@@ -168,8 +174,11 @@ class NostrTransport(TransportBase):
         if max_queries < 1:
             raise ValueError(f"max_queries must be >= 1, got {max_queries!r}")
         check_backoff("refusal_backoff", refusal_backoff)
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, got {page_size!r}")
         super().__init__()
         self.max_queries = max_queries
+        self.page_size = page_size
         self.refusal_backoff = refusal_backoff
         self._pools: dict[str, anyio.CapacityLimiter] = {}
         self.keys = keys if isinstance(keys, NostrKeys) else NostrKeys.from_secret(keys)
@@ -428,28 +437,31 @@ class NostrTransport(TransportBase):
             except RelayUnavailable as exc:
                 errors[link.url] = f"unreachable: {exc}"
                 return None
-            collector = Collector()
+            events: dict[str, NostrEvent] = {}
             async with self._pool(link.url):  # at most max_queries in flight on this connection
-                sub_id = f"q{next(self._ids)}"
-                try:
-                    conn.subscribe(sub_id, filters, collector)
-                except RelayUnavailable as exc:
-                    errors[link.url] = f"unreachable: {exc}"
-                    return None
-                conn.queries[sub_id] = None
-                try:
-                    await collector.done.wait()
-                finally:
-                    conn.queries.pop(sub_id, None)
-                    conn.unsubscribe(sub_id)
-            if collector.refused is not None:
-                # Over a relay limit: ask again after a backoff (within the timeout).
-                refusals[link.url] = collector.refused
-                return collector.refused
-            if collector.error is not None:
-                errors[link.url] = collector.error
-            else:
-                answers[link.url] = collector.events
+                for first in [page for flt in filters for page in first_pages(flt, self.page_size)]:
+                    asked: dict[str, Any] | None = first
+                    while asked is not None:
+                        try:
+                            collector = await self._read_page(conn, asked)
+                        except RelayUnavailable as exc:
+                            errors[link.url] = f"unreachable: {exc}"
+                            return None
+                        if collector.refused is not None:
+                            # Over a relay limit: ask again after a backoff (within the timeout).
+                            refusals[link.url] = collector.refused
+                            return collector.refused
+                        if collector.error is not None:
+                            errors[link.url] = collector.error
+                            return None
+                        try:
+                            asked = next_page(asked, collector.events, events, self.page_size)
+                        except PagingStuck as exc:
+                            # A partial answer must not count towards a read quorum.
+                            errors[link.url] = str(exc)
+                            return None
+                        events.update((event.id, event) for event in collector.events)
+            answers[link.url] = list(events.values())
             return None
 
         await self._on_every_relay(one, timeout)
@@ -464,6 +476,22 @@ class NostrTransport(TransportBase):
                 if envelope is not None:
                     found.append(envelope)
         return QueryResult(newest_per_key(found, not_after=query.until), frozenset(answers), errors)
+
+    async def _read_page(self, conn: Connection, flt: Mapping[str, Any]) -> Collector:
+        """One request for ``flt`` on ``conn``, answered to its end (or refused, or closed).
+
+        Raises :class:`RelayUnavailable` when the request cannot be sent.
+        """
+        collector = Collector()
+        sub_id = f"q{next(self._ids)}"
+        conn.subscribe(sub_id, [dict(flt)], collector)
+        conn.queries[sub_id] = None
+        try:
+            await collector.done.wait()
+        finally:
+            conn.queries.pop(sub_id, None)
+            conn.unsubscribe(sub_id)
+        return collector
 
     def subscribe(self, query: Query) -> NostrSubscription:
         """Receive matching messages as relays store them; see ``RelayTransport.subscribe``.

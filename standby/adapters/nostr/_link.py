@@ -482,4 +482,8 @@ class RelayLink:
         if not accepted:
             self.count("rejected_events")
             # A relay may throttle a connection after a rejection: start afresh.
-            conn.recycle(f"event rejected: {reason[:100]}")
+            # Not after a refusal over a limit ("rate-limited: ..."): a fresh
+            # connection would get round a per-connection limit, so the
+            # publish backs off and asks again on this one.
+            if not is_refusal(reason):
+                conn.recycle(f"event rejected: {reason[:100]}")
