@@ -104,6 +104,7 @@ def test_every_exported_name_exists() -> None:
 
 EFFECTS = {
     "Announce",
+    "AtRisk",
     "CannotStart",
     "CheckContainer",
     "CompareAndSetClaim",
@@ -371,6 +372,7 @@ NODE_EVENTS = {
     "ContainerStopped",
     "HeartbeatPublished",
     "InputDropped",
+    "LeaseAtRisk",
     "LifecycleChanged",
     "OperationFailed",
     "PrimaryFollowed",

@@ -46,6 +46,12 @@ While the marker exists every load and save raises
 a supervisor that restarts the node never brings it up silently empty: the
 host must accept the loss first, with :meth:`JsonFileStore.accept_loss` or
 ``python -m standby store accept-loss PATH``.
+
+One node at a time: a node takes the store's lock (:meth:`JsonFileStore.acquire`,
+an exclusive ``flock`` on ``<name>.lock``) while it runs, and a second node
+or command that tries gets a :class:`~standby.StoreError`. A store opened
+with ``read_only=True`` (an operator's view) never takes the lock and
+refuses to save.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ from ...core._records import (
 )
 from ...wire import Codec
 from ._durable import append_durably, atomic_write, remove_leftovers
+from ._lock import StoreLock
 from ._quarantine import accept_loss, quarantine, refuse_if_quarantined
 from ._secrets import Sealer, looks_secret
 
@@ -113,6 +120,10 @@ class JsonFileStore(Generic[SpecT]):
     does it inline, briefly blocking the event loop (handy on a virtual clock).
     ``journal=False`` rewrites the whole file on every save instead of
     appending the changes to the journal.
+
+    ``read_only=True`` opens the store to look at it (an operator's command
+    beside a running node): it never takes the lock, never removes leftover
+    temporary files, and every save raises :class:`~standby.StoreError`.
     """
 
     def __init__(
@@ -125,8 +136,13 @@ class JsonFileStore(Generic[SpecT]):
         sealer: Sealer | None = None,
         offload: bool = True,
         journal: bool = True,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.read_only = read_only
+        #: The lock a node holds while it uses this store (``<name>.lock``).
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._holder = StoreLock(self.lock_path)
         self.journal_path = self.path.with_name(self.path.name + ".journal")
         #: Exists while unreadable data is quarantined and the loss not accepted.
         self.quarantine_path = self.path.with_name(self.path.name + ".quarantined")
@@ -155,6 +171,25 @@ class JsonFileStore(Generic[SpecT]):
 
     def __repr__(self) -> str:
         return f"JsonFileStore({str(self.path)!r})"
+
+    def acquire(self, owner: str = "a node") -> None:
+        """Take the store for ``owner`` alone until :meth:`release` (the node does, on entry).
+
+        Raises :class:`~standby.StoreError` when another holder (a node in
+        this or another process) has it, or for a read-only store.
+        """
+        if self.read_only:
+            raise StoreError(f"{self.path} is opened read-only: it cannot be taken by {owner}")
+        self._holder.acquire(owner)
+
+    def release(self) -> None:
+        """Let the store go (the node does, on exit); a no-op when not held."""
+        self._holder.release()
+
+    @property
+    def held(self) -> bool:
+        """Whether this instance holds the store's lock."""
+        return self._holder.held
 
     @property
     def memory_only(self) -> tuple[str, ...]:
@@ -201,7 +236,8 @@ class JsonFileStore(Generic[SpecT]):
     def load_state_sync(self) -> NodeState[SpecT]:
         """Blocking version of :meth:`load_state`."""
         self._refuse_if_quarantined()
-        remove_leftovers(self.path)
+        if not self.read_only:
+            remove_leftovers(self.path)
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -408,11 +444,17 @@ class JsonFileStore(Generic[SpecT]):
 
     def save_state_sync(self, state: NodeState[SpecT]) -> list[str]:
         """Blocking version of :meth:`save_state`."""
+        self._refuse_if_read_only()
         return self._write(state.slots, state.intents, state.primaries)
 
     def save_sync(self, slots: Iterable[StandbySlot[SpecT]]) -> list[str]:
         """Blocking version of :meth:`save` (intents and primaries are kept as they were)."""
+        self._refuse_if_read_only()
         return self._write(slots, self._intents, self._primaries)
+
+    def _refuse_if_read_only(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.path} is opened read-only: nothing is saved")
 
     def check_slot(self, slot: StandbySlot[SpecT]) -> None:
         """Raise :class:`~standby.StoreError` when ``slot`` could not be saved.
