@@ -11,7 +11,7 @@ Nothing here touches the machine's podman state. The session fixture
 - storage under ``--root``/``--runroot`` of its own;
 - an image ``localhost/standby-busybox:test`` imported from a tarball of
   ``/bin/busybox`` (package ``busybox-static``) and its applet links, so
-  nothing is ever pulled.
+  nothing is ever pulled (``tests/_engines.py``).
 
 Without podman, runc or busybox the tests skip with the ``apt-get`` line
 (they fail in CI, see ``tests/_real.py``); when podman is installed but
@@ -21,31 +21,19 @@ cannot run a container here, they fail with the engine's own message.
 from __future__ import annotations
 
 import contextlib
-import io
-import os
 import shutil
 import subprocess
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import attrs
 import pytest
+from _engines import IMAGE, Engine, EngineUnavailable, import_busybox
 from _real import require_program
 
-__all__ = [
-    "IMAGE",
-    "Podman",
-    "PodmanUnavailable",
-    "podman_fixture",
-    "private_podman",
-    "remove_private_podman",
-]
+__all__ = ["APT", "podman_fixture", "private_podman", "remove_private_podman"]
 
-IMAGE = "localhost/standby-busybox:test"
 APT = "podman runc busybox-static"
-APPLETS = ("sh", "sleep", "cat", "echo", "env", "true", "false", "test", "ls", "kill")
 
 CONTAINERS_CONF = """\
 [containers]
@@ -58,93 +46,25 @@ events_logger = "file"
 """
 
 
-@attrs.frozen
-class Podman:
-    """How to reach the private podman: its CLI options and environment, and the image."""
-
-    cli: str
-    cli_args: tuple[str, ...]
-    env: dict[str, str]
-    image: str
-    conf: Path
-    root: Path
-    runroot: Path
-
-    def run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [self.cli, *self.cli_args, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, **self.env},
-            check=False,
-        )
-
-    def containers(self, label: str) -> list[str]:
-        """Ids of the containers (any state) that carry ``label``."""
-        done = self.run("ps", "--all", "--quiet", "--no-trunc", "--filter", f"label={label}")
-        return done.stdout.split()
-
-    def running(self, label: str) -> list[str]:
-        """Ids of the running containers that carry ``label``."""
-        done = self.run("ps", "--quiet", "--no-trunc", "--filter", f"label={label}")
-        return done.stdout.split()
-
-
-def busybox_tarball(busybox: Path) -> bytes:
-    """A root filesystem holding ``/bin/busybox`` and links for its applets."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory in ("bin", "tmp", "run"):
-            info = tarfile.TarInfo(directory)
-            info.type = tarfile.DIRTYPE
-            info.mode = 0o1777 if directory == "tmp" else 0o755
-            tar.addfile(info)
-        tar.add(str(busybox), arcname="bin/busybox")
-        for applet in APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type = tarfile.SYMTYPE
-            link.linkname = "busybox"
-            tar.addfile(link)
-    return buffer.getvalue()
-
-
-class PodmanUnavailable(Exception):
-    """Podman is installed but cannot do what the tests need here (the engine's message)."""
-
-
-def _unavailable(what: str, done: subprocess.CompletedProcess[str]) -> PodmanUnavailable:
-    message = (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
-    return PodmanUnavailable(f"podman cannot {what} here: {message}")
-
-
-def private_podman(cli: str, busybox: Path, base: Path) -> Podman:
+def private_podman(cli: str, busybox: Path, base: Path) -> Engine:
     """Configure a podman of our own under ``base`` and import the busybox image into it."""
     conf = base / "containers.conf"
     conf.write_text(CONTAINERS_CONF)
-    setup = Podman(
+    cli_args = ("--root", str(base / "root"), "--runroot", str(base / "run"))
+    env = {"CONTAINERS_CONF": str(conf)}
+    setup = Engine(
+        name="podman",
         cli=cli,
-        cli_args=("--root", str(base / "root"), "--runroot", str(base / "run")),
-        env={"CONTAINERS_CONF": str(conf)},
+        cli_args=cli_args,
+        env=env,
         image=IMAGE,
-        conf=conf,
-        root=base / "root",
-        runroot=base / "run",
+        options={"cli": cli, "cli_args": list(cli_args), "env": env},
     )
-    tarball = base / "busybox.tar"
-    tarball.write_bytes(busybox_tarball(busybox))
-    done = setup.run("import", str(tarball), IMAGE)
-    if done.returncode != 0:
-        raise _unavailable(f"import a local image ({tarball})", done)
-    done = setup.run(
-        "run", "--rm", "--network", "none", "--pull", "never", IMAGE, "echo", "podman-ok"
-    )
-    if done.returncode != 0 or "podman-ok" not in done.stdout:
-        raise _unavailable("run a container", done)
+    import_busybox(setup, busybox, base)
     return setup
 
 
-def remove_private_podman(setup: Podman, base: Path) -> None:
+def remove_private_podman(setup: Engine, base: Path) -> None:
     """Remove every container and image of the private podman, then its directory."""
     with contextlib.suppress(subprocess.SubprocessError, OSError):
         setup.run("rm", "--all", "--force", "--time", "0")
@@ -153,7 +73,7 @@ def remove_private_podman(setup: Podman, base: Path) -> None:
 
 
 @pytest.fixture(scope="session", name="podman")
-def podman_fixture() -> Iterator[Podman]:
+def podman_fixture() -> Iterator[Engine]:
     cli = require_program("podman", APT)
     require_program("runc", APT)
     busybox = Path(require_program("busybox", APT)).resolve()
@@ -161,7 +81,7 @@ def podman_fixture() -> Iterator[Podman]:
     base = Path(tempfile.mkdtemp(prefix="sbpod-", dir="/tmp"))
     try:
         setup = private_podman(cli, busybox, base)
-    except PodmanUnavailable as exc:
+    except EngineUnavailable as exc:
         shutil.rmtree(base, ignore_errors=True)
         pytest.fail(str(exc), pytrace=False)
     try:

@@ -5,7 +5,10 @@ prints (the handle's details and the lease end), then ``kill -9`` it: the
 workload must still stop by ``lease_end + stop_grace``.
 
     python tests/_runtime_owner.py process STATE_DIR LEASE STOP_GRACE
-    python tests/_runtime_owner.py podman STATE_DIR LEASE STOP_GRACE IMAGE CONF ROOT RUNROOT
+    python tests/_runtime_owner.py podman|docker STATE_DIR LEASE STOP_GRACE IMAGE OPTIONS
+
+``OPTIONS`` is a JSON object of the container runtime's keyword arguments
+(what points it at the tests' private engine, ``tests/_engines.py``).
 """
 
 from __future__ import annotations
@@ -27,16 +30,10 @@ async def main(argv: list[str]) -> None:
         runtime = ProcessRuntime(state_dir, provider="owner", stop_grace=grace)
         spec: Any = {"argv": ["sleep", "600"]}
     else:
-        from standby.adapters.podman import PodmanRuntime
+        from _engines import RUNTIMES
 
-        image, conf, root, runroot = argv[5:9]
-        runtime = PodmanRuntime(
-            state_dir,
-            provider="owner",
-            stop_grace=grace,
-            cli_args=["--root", root, "--runroot", runroot],
-            env={"CONTAINERS_CONF": conf},
-        )
+        image, options = argv[5], json.loads(argv[6])
+        runtime = RUNTIMES[kind](state_dir, provider="owner", stop_grace=grace, **options)
         spec = {"image": image, "command": ["sleep", "600"]}
     lease_end = time.time() + lease
     handle = await runtime.spawn(spec, workload_id="fm14", fencing_token=7, lease_end=lease_end)

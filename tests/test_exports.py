@@ -345,6 +345,22 @@ def test_submodule_surfaces_are_pinned() -> None:
     assert {"encode", "decode", "Codec"} <= set(standby.wire.__all__)
 
 
+def test_container_engine_surfaces_are_pinned() -> None:
+    import standby.adapters.docker
+    import standby.adapters.podman
+
+    assert standby.adapters.podman.__all__ == [
+        "CONTAINER_LEASE_FILE",
+        "PodmanHandle",
+        "PodmanRuntime",
+    ]
+    assert standby.adapters.docker.__all__ == [
+        "CONTAINER_LEASE_FILE",
+        "DockerHandle",
+        "DockerRuntime",
+    ]
+
+
 NODE_EVENTS = {
     "AnnouncementPublished",
     "ClaimCompared",

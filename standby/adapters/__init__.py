@@ -14,9 +14,12 @@
   lease end even when the node is killed or frozen. No extra dependency.
 
 - :mod:`standby.adapters.podman`: :class:`PodmanRuntime`, real containers
-  through the podman CLI (or a docker-compatible one) under the same
-  supervisor; images must be present locally. No Python dependency; needs
-  the engine installed. See ``docs/runtimes.md``.
+  through the podman CLI under the same supervisor; images must be present
+  locally. No Python dependency; needs the engine installed. See
+  ``docs/runtimes.md``.
+
+- :mod:`standby.adapters.docker`: :class:`DockerRuntime`, the same through
+  the docker CLI, pointed at a daemon by ``host`` (``unix://...``).
 
 - :mod:`standby.adapters.etcd`: :class:`EtcdTransport`, one etcd cluster as
   one relay, with atomic claims by transaction. Needs the ``etcd`` extra.

@@ -1,4 +1,4 @@
-"""What :class:`ProcessRuntime` and :class:`PodmanRuntime` share: runs under a lease supervisor.
+"""What the process and container runtimes share: runs under a lease supervisor.
 
 A *run* is one spawned workload: a directory ``STATE_DIR/RUN_ID`` that holds
 

@@ -1,4 +1,4 @@
-"""The runtime half that :class:`ProcessRuntime` and :class:`PodmanRuntime` share.
+"""The runtime half that :class:`ProcessRuntime` and the container runtimes share.
 
 :class:`SupervisedRuntime` holds the :class:`~._supervised.Supervision` of a
 runtime's ``state_dir`` and answers what does not depend on how the

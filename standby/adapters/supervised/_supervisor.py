@@ -2,8 +2,9 @@
 
 Run as a script with the standard library only (``python -I _supervisor.py
 RUN_DIR``), so it starts in a few milliseconds and never imports the node's
-code. :class:`~standby.adapters.process.ProcessRuntime` and
-:class:`~standby.adapters.podman.PodmanRuntime` start it; nobody else needs
+code. :class:`~standby.adapters.process.ProcessRuntime`,
+:class:`~standby.adapters.podman.PodmanRuntime` and
+:class:`~standby.adapters.docker.DockerRuntime` start it; nobody else needs
 to.
 
 What it does, in order:
