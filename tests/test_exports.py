@@ -355,6 +355,7 @@ NODE_EVENTS = {
     "ContainerStopped",
     "HeartbeatPublished",
     "InputDropped",
+    "LeaseRenewed",
     "LifecycleChanged",
     "OperationFailed",
     "PrimaryFollowed",
