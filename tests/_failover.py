@@ -4,7 +4,7 @@ A primary and two standbys share memory relays and one runtime record; the
 primary's host crashes once the workload runs, and the run goes on until
 the first standby has taken over. On trio the clock is virtual
 (``MockClock``) and the reference timing is used; on asyncio (a real
-clock) a timing scaled down 600 times keeps it under a second.
+clock) a timing scaled down 200 times keeps it to a few seconds.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
 
 def timing_for(backend: Any) -> Timing:
     """The reference timing on a virtual clock, a fast one on a real clock."""
-    return Timing() if backend != "asyncio" else Timing().scaled(1 / 600)
+    return Timing() if backend != "asyncio" else Timing().scaled(1 / 200)
 
 
 def wall() -> float:
