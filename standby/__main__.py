@@ -1,10 +1,11 @@
-"""Command line: ``python -m standby`` ``demo``, ``simulate``, ``campaign`` and ``store``."""
+"""Command line: ``python -m standby`` ``demo``, ``simulate``, ``campaign``, ``store``,
+``status`` and ``timeline``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 
@@ -41,7 +42,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     _store_cli.add_arguments(
         commands.add_parser("store", help="manage a JsonFileStore (accept-loss PATH)")
     )
+    # The operator's view (docs/operations.md): status of a store, timeline of event logs.
+    from .cli import _status, _timeline
+
+    observe: dict[str, Callable[[argparse.Namespace], int]] = {
+        "status": _status.run,
+        "timeline": _timeline.run,
+    }
+    _status.add_arguments(
+        commands.add_parser("status", help="what a node's store holds, read-only (--json)")
+    )
+    _timeline.add_arguments(
+        commands.add_parser("timeline", help="draw the event logs of real nodes (text or --svg)")
+    )
     args = parser.parse_args(argv)
+    if args.command in observe:
+        return observe[args.command](args)
     if args.command == "demo":
         return _demo.run(args)
     if args.command == "campaign":

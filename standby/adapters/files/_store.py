@@ -113,6 +113,14 @@ class JsonFileStore(Generic[SpecT]):
     does it inline, briefly blocking the event loop (handy on a virtual clock).
     ``journal=False`` rewrites the whole file on every save instead of
     appending the changes to the journal.
+
+    ``read_only=True`` opens the store for reading only, as
+    ``python -m standby status`` does beside a running node: loading
+    changes nothing on disk (no leftover temporaries are removed, an
+    unreadable file is reported with a :class:`~standby.StoreError` and left
+    where it is, not quarantined) and every save raises
+    :class:`~standby.StoreError`. It takes no lock, so it may read the
+    state as of a moment between two saves of a running node.
     """
 
     def __init__(
@@ -125,8 +133,10 @@ class JsonFileStore(Generic[SpecT]):
         sealer: Sealer | None = None,
         offload: bool = True,
         journal: bool = True,
+        read_only: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self.journal_path = self.path.with_name(self.path.name + ".journal")
         #: Exists while unreadable data is quarantined and the loss not accepted.
         self.quarantine_path = self.path.with_name(self.path.name + ".quarantined")
@@ -201,7 +211,8 @@ class JsonFileStore(Generic[SpecT]):
     def load_state_sync(self) -> NodeState[SpecT]:
         """Blocking version of :meth:`load_state`."""
         self._refuse_if_quarantined()
-        remove_leftovers(self.path)
+        if not self.read_only:
+            remove_leftovers(self.path)
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
@@ -365,7 +376,15 @@ class JsonFileStore(Generic[SpecT]):
         return slot  # type: ignore[no-any-return]
 
     def _corrupt(self, reason: str) -> StoreError:
-        """Quarantine the unreadable file (and its journal); the error to raise."""
+        """Quarantine the unreadable file (and its journal); the error to raise.
+
+        A read-only store leaves the file where it is.
+        """
+        if self.read_only:
+            return StoreError(
+                f"slot file {self.path} is corrupt ({reason}); opened read-only, it is left "
+                "untouched (a node opening it would quarantine it)"
+            )
         return quarantine(self.path, self.journal_path, self.quarantine_path, reason)
 
     def _refuse_if_quarantined(self) -> None:
@@ -477,6 +496,8 @@ class JsonFileStore(Generic[SpecT]):
         intents: tuple[PromotionIntent, ...],
         primaries: tuple[PrimaryRecord, ...],
     ) -> list[str]:
+        if self.read_only:
+            raise StoreError(f"{self!r} is opened read-only: nothing is saved")
         encoded, memory_only = self._encode_slots(slots)
         tables: dict[str, dict[str, tuple[Any, Any]]] = {
             "slots": encoded,
