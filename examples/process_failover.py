@@ -207,10 +207,9 @@ def event_log_of(base: Path, name: str) -> Path:
 
 def draw(base: Path, svg: str) -> int:
     """Draw the event logs under ``base`` into ``svg`` (``python -m standby timeline``)."""
-    from standby.__main__ import main as standby_main
-
     logs = [str(event_log_of(base, name)) for name in NAMES]
-    return standby_main(["timeline", *logs, "--svg", svg])
+    command = [sys.executable, "-m", "standby", "timeline", *logs, "--svg", svg]
+    return subprocess.run(command, check=False).returncode
 
 
 def runs(state_dir: Path) -> list[dict[str, Any]]:
