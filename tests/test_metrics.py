@@ -157,3 +157,11 @@ def test_without_the_extra_the_import_says_what_to_install() -> None:
     ).stdout
     assert "standby.metrics needs" in out
     assert "pip install 'standby[metrics]'" in out
+
+
+def test_the_metrics_face_is_pinned() -> None:
+    import standby.metrics
+
+    assert set(standby.metrics.__all__) == {"METRICS", "NodeCollector", "StatusSource"}
+    for name in ("NodeCollector", "StatusSource"):
+        assert getattr(standby.metrics, name).__module__ == "standby.metrics"
