@@ -1,5 +1,5 @@
 """Command line: ``python -m standby`` ``demo``, ``simulate``, ``campaign``, ``store``,
-``status`` and ``timeline``."""
+``inspect``, ``drain``, ``stop``, ``status`` and ``timeline``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     from .cli import _demo
+    from .cli import _drain as _drain_cli
+    from .cli import _inspect as _inspect_cli
     from .cli import _store as _store_cli
     from .testing.simulation import _campaign_cli as campaign_cli
     from .testing.simulation import _cli as simulate_cli
@@ -41,6 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     _store_cli.add_arguments(
         commands.add_parser("store", help="manage a JsonFileStore (accept-loss PATH)")
+    )
+    _inspect_cli.add_arguments(
+        commands.add_parser("inspect", help="one workload as a read quorum of relays sees it")
+    )
+    _drain_cli.add_drain_arguments(
+        commands.add_parser("drain", help="hand a stopped node's workloads to their standbys")
+    )
+    _drain_cli.add_stop_arguments(
+        commands.add_parser("stop", help="stop a stopped node's workloads for good")
     )
     # The operator's view (docs/operations.md): status of a store, timeline of event logs.
     from .cli import _status, _timeline
@@ -58,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in observe:
         return observe[args.command](args)
+    if args.command == "inspect":
+        return _inspect_cli.run(args)
+    if args.command == "drain":
+        return _drain_cli.run_drain(args)
+    if args.command == "stop":
+        return _drain_cli.run_stop(args)
     if args.command == "demo":
         return _demo.run(args)
     if args.command == "campaign":

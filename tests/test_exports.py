@@ -104,6 +104,7 @@ def test_every_exported_name_exists() -> None:
 
 EFFECTS = {
     "Announce",
+    "AtRisk",
     "CannotStart",
     "CheckContainer",
     "CompareAndSetClaim",
@@ -355,6 +356,7 @@ NODE_EVENTS = {
     "ContainerStopped",
     "HeartbeatPublished",
     "InputDropped",
+    "LeaseAtRisk",
     "LeaseRenewed",
     "LifecycleChanged",
     "OperationFailed",

@@ -403,3 +403,99 @@ class TestExpiry:
         assert machine.state is sbc.LifecycleState.EXPIRED
         assert one(effects, sbc.StopContainer).reason == "reservation expired"
         assert machine.next_deadline() is None
+
+
+class TestLeaseAtRisk:
+    """A running replicated workload reports its lease at risk once per lease."""
+
+    def test_a_heartbeat_short_of_its_write_quorum_reports_the_lease_at_risk_once(self) -> None:
+        machine = live(primary())
+        end = machine.lease_end()
+        assert end is not None
+        later = START + T.heartbeat_interval
+        risk = one(machine.heartbeat_published(later, later, ["r1"]), sbc.AtRisk)
+        assert (risk.workload_id, risk.epoch, risk.lease_end) == ("w", 0, end)
+        assert risk.remaining == end - later
+        assert "below the write quorum of 2" in risk.reason
+        # Once per lease: another short heartbeat says nothing more.
+        again = later + T.heartbeat_interval / 2
+        assert only(machine.heartbeat_published(again, again, []), sbc.AtRisk) == []
+
+    def test_a_renewal_clears_the_risk_so_the_next_lease_may_report_again(self) -> None:
+        machine = live(primary())
+        at = START + 10
+        one(machine.heartbeat_published(at, at, ["r2"]), sbc.AtRisk)
+        renewed = at + 10
+        assert only(machine.heartbeat_published(renewed, renewed, ["r1", "r3"]), sbc.AtRisk) == []
+        short = renewed + 10
+        one(machine.heartbeat_published(short, short, []), sbc.AtRisk)
+
+    def test_the_lease_remaining_below_the_threshold_is_a_deadline(self) -> None:
+        machine = live(primary(at_risk=30.0))
+        end = machine.lease_end()
+        assert end is not None
+        assert machine.next_deadline() == end - 30.0
+        assert only(machine.tick(end - 31.0), sbc.AtRisk) == []
+        risk = one(machine.tick(end - 30.0), sbc.AtRisk)
+        assert risk.remaining == 30.0
+        assert risk.reason == "lease remaining below 30 s"
+        assert only(machine.tick(end - 1.0), sbc.AtRisk) == []
+        # The lease is then lost as before: the risk came first.
+        one(machine.tick(end), sbc.StopContainer)
+        assert machine.state is sbc.LifecycleState.FENCED
+
+    def test_a_renewal_that_leaves_the_lease_below_the_threshold_does_not_clear_it(self) -> None:
+        machine = live(primary(at_risk=50.0))
+        end = machine.lease_end()
+        assert end is not None
+        one(machine.tick(end - 50.0), sbc.AtRisk)
+        # Renewed with an old stamp: the lease still ends within the threshold.
+        now = end - 40.0
+        stamp = now - 75.0
+        assert only(machine.heartbeat_published(now, stamp, ["r1", "r2"]), sbc.AtRisk) == []
+        assert machine.risk.value == "at risk"
+
+    def test_workloads_without_standbys_or_not_running_report_nothing(self) -> None:
+        alone = live(primary(standbys=()))
+        assert only(alone.heartbeat_published(START + 5, START + 5, []), sbc.AtRisk) == []
+        provisioning = primary()
+        provisioning.start(START)
+        assert only(provisioning.heartbeat_published(START, START, ["r1"]), sbc.AtRisk) == []
+        fenced = live(primary())
+        fenced.handover(START + 1)
+        assert only(fenced.heartbeat_published(START + 2, START + 2, []), sbc.AtRisk) == []
+
+    @pytest.mark.parametrize(
+        "bad", [0.0, -1.0, T.lease - T.heartbeat_interval, T.lease, float("nan"), float("inf")]
+    )
+    def test_a_threshold_that_is_no_lease_remaining_is_refused(self, bad: float) -> None:
+        with pytest.raises(ValueError, match="at_risk must be"):
+            primary(at_risk=bad)
+
+    def test_the_risk_table_reports_only_on_entering_at_risk(self) -> None:
+        from standby.core._lifecycle import RISK_MOVES, LeaseRisk, RiskEvent
+
+        assert set(RISK_MOVES) == set(LeaseRisk)
+        assert set(RISK_MOVES[LeaseRisk.SAFE].values()) == {LeaseRisk.AT_RISK}
+        assert RISK_MOVES[LeaseRisk.AT_RISK] == {RiskEvent.RENEWED: LeaseRisk.SAFE}
+
+
+class TestHostStop:
+    def test_stop_fences_a_workload_without_standbys_and_revokes_nothing(self) -> None:
+        machine = live(primary(standbys=()))
+        effects = machine.stop(START + 1)
+        assert one(effects, sbc.StopContainer).reason == "stopped by the host"
+        assert machine.state is sbc.LifecycleState.FENCED
+        assert only(machine.container_stopped(START + 2), sbc.PublishRevocation) == []
+        assert machine.next_deadline() is None
+
+    def test_stop_of_a_replicated_workload_revokes_after_the_stop(self) -> None:
+        machine = live(primary())
+        one(machine.stop(START + 1, "host shutdown"), sbc.StopContainer)
+        revocation = one(machine.container_stopped(START + 2), sbc.PublishRevocation)
+        assert revocation.revocation.reason == "host shutdown"
+
+    def test_stop_of_an_ended_workload_changes_nothing(self) -> None:
+        machine = live(primary())
+        machine.handover(START + 1)
+        assert machine.stop(START + 2) == []

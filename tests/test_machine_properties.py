@@ -308,3 +308,68 @@ def test_fencing_tokens_strictly_increase_across_promotions(
         primary = name
         assert run.spawns[-1][1].epoch == epoch
     assert tokens == sorted(set(tokens))
+
+
+heartbeat_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("beat"), st.floats(1, 90), st.sets(st.sampled_from(RELAYS))),
+        st.tuples(st.just("wait")),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=heartbeat_ops, threshold=st.sampled_from([None, 10.0, 45.0]))
+def test_a_lease_is_reported_at_risk_once_per_lease_and_before_it_is_lost(
+    ops: list[tuple[Any, ...]], threshold: float | None
+) -> None:
+    """Driven at every deadline it names, the lifecycle reports ``AtRisk`` at most once
+    between two renewals, and with a threshold always before a lease runs out."""
+    machine = sb.WorkloadLifecycle(
+        workload_id="w", me=PRIMARY, timing=T, standbys=("a", "b"), at_risk=threshold
+    )
+    now = CREATED
+    machine.start(now)
+    machine.heartbeat_published(now, now, RELAYS)
+    machine.container_started(now)
+    reported_since_renewal = 0
+    for op in ops:
+        due = machine.next_deadline()
+        if op[0] == "wait":
+            if due is None:
+                break
+            now = max(now, due)  # the driver wakes at the deadline the machine named
+            effects = machine.tick(now)
+        else:
+            later = now + op[1]
+            if due is not None and due < later:
+                now = max(now, due)
+                effects = machine.tick(now)
+            else:
+                now = later
+                before = machine.quorum_timestamp()
+                effects = machine.heartbeat_published(now, now, sorted(op[2]))
+                end = machine.lease_end()
+                renewed = machine.quorum_timestamp() != before and (
+                    threshold is None or (end is not None and end - now > threshold)
+                )
+                if renewed:
+                    reported_since_renewal = 0
+        after = machine.next_deadline()
+        assert after is None or after > now, "a deadline that does not go away spins the driver"
+        risks = [e for e in effects if isinstance(e, sbc.AtRisk)]
+        reported_since_renewal += len(risks)
+        assert reported_since_renewal <= 1
+        for risk in risks:
+            assert risk.remaining >= 0
+            assert risk.lease_end == machine.lease_end()
+        lost = [
+            e for e in effects if isinstance(e, sbc.StateChanged) and e.reason == "lease expired"
+        ]
+        if lost and threshold is not None:
+            assert reported_since_renewal == 1, "the lease ran out without a warning"
+        if machine.state is not sbc.LifecycleState.LIVE and (
+            machine.state is not sbc.LifecycleState.SUSPECT
+        ):
+            break

@@ -22,6 +22,7 @@ SpecT = TypeVar("SpecT")
 
 __all__ = [
     "Announce",
+    "AtRisk",
     "CannotStart",
     "CheckContainer",
     "CompareAndSetClaim",
@@ -363,6 +364,25 @@ class StateChanged:
     reason: str
 
 
+@attrs.frozen
+class AtRisk:
+    """The lease of a replicated workload is at risk: it may be lost before it is renewed.
+
+    Reported once per lease, before the lease ends (then the workload fences):
+    ``reason`` says whether the last heartbeat missed its write quorum or the
+    lease remaining fell below the host's threshold. Nothing to carry out and
+    nothing to report back: a cooperative workload or the host can act on it
+    (checkpoint, shed load) before the fence. ``remaining`` is
+    ``lease_end - now`` at the time it was found.
+    """
+
+    workload_id: str
+    epoch: int
+    lease_end: float
+    remaining: float
+    reason: str
+
+
 LifecycleEffect: TypeAlias = (
     StartContainer
     | StopContainer
@@ -370,4 +390,5 @@ LifecycleEffect: TypeAlias = (
     | CheckContainer
     | ReclaimContainer
     | StateChanged
+    | AtRisk
 )

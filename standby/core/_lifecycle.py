@@ -28,6 +28,13 @@ What the machine asked of the container, and whether it is known down, is
 one state (:class:`Container`) moved by the table :data:`CONTAINER_MOVES`;
 the revocation a fenced workload publishes moves through its own states
 (:class:`Revocation`), by the table :data:`REVOCATION_MOVES`.
+
+A replicated workload that runs reports, once per lease, that its lease is
+at risk (:class:`~standby.core.AtRisk`) before it is lost: a heartbeat
+missed its write quorum, or the lease remaining fell below the host's
+``at_risk`` threshold. Whether it is reported is the table
+:data:`RISK_MOVES` (:class:`LeaseRisk`): once reported, it is not reported
+again until a heartbeat renews the lease above the threshold.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import Literal
 import attrs
 
 from ._effects import (
+    AtRisk,
     CheckContainer,
     LifecycleEffect,
     LifecycleState,
@@ -198,6 +206,39 @@ REVOCATION_MOVES: Mapping[Revocation, Mapping[RevocationEvent, Revocation]] = Ma
 )
 
 
+class LeaseRisk(enum.Enum):
+    """Whether the lease of a running replicated workload was reported at risk."""
+
+    SAFE = "safe"
+    """Renewed as expected (or not reported yet)."""
+    AT_RISK = "at risk"
+    """Reported at risk; not reported again until a heartbeat renews the lease."""
+
+
+class RiskEvent(enum.Enum):
+    """What happens to a running replicated workload's lease."""
+
+    QUORUM_MISSED = "a heartbeat did not reach its write quorum"
+    RUNNING_LOW = "the lease remaining fell below the host's threshold"
+    RENEWED = "a heartbeat reached its write quorum, leaving the lease above the threshold"
+
+
+#: Every move of the lease's risk: ``RISK_MOVES[state][event]`` is the next
+#: state. Entering ``AT_RISK`` reports :class:`~standby.core.AtRisk`; an event
+#: a state does not list changes nothing (so it is reported once per lease).
+RISK_MOVES: Mapping[LeaseRisk, Mapping[RiskEvent, LeaseRisk]] = MappingProxyType(
+    {
+        LeaseRisk.SAFE: MappingProxyType(
+            {
+                RiskEvent.QUORUM_MISSED: LeaseRisk.AT_RISK,
+                RiskEvent.RUNNING_LOW: LeaseRisk.AT_RISK,
+            }
+        ),
+        LeaseRisk.AT_RISK: MappingProxyType({RiskEvent.RENEWED: LeaseRisk.SAFE}),
+    }
+)
+
+
 @attrs.frozen
 class Never:
     """Do not restart a container that stopped unexpectedly: the workload fails."""
@@ -220,6 +261,24 @@ class OnFailure:
 RestartPolicy = Never | OnFailure
 
 
+def check_at_risk(at_risk: float | None, timing: Timing) -> None:
+    """Refuse an ``at_risk`` threshold a healthy lease would cross.
+
+    It must be above 0 and below ``lease - heartbeat_interval``: the lease
+    remaining just before a heartbeat that arrives on time. A higher
+    threshold would report every lease at risk at every interval.
+    """
+    if at_risk is None:
+        return
+    most = timing.lease - timing.heartbeat_interval
+    if isinstance(at_risk, bool) or not (isinstance(at_risk, (int, float)) and 0 < at_risk < most):
+        raise ValueError(
+            f"at_risk must be a number of seconds of lease remaining above 0 and below "
+            f"lease - heartbeat_interval ({most:g} s, what is left just before a heartbeat "
+            f"on time), got {at_risk!r}"
+        )
+
+
 class WorkloadLifecycle:
     """Lifecycle of one workload on its primary.
 
@@ -236,6 +295,11 @@ class WorkloadLifecycle:
     ``created_at + silence - max_clock_skew`` gives up instead of starting
     late: by then a standby may already have found it silent. When omitted,
     the time of :meth:`start` is used.
+
+    ``at_risk`` (seconds, ``0 < at_risk < lease - heartbeat_interval``) is the lease
+    remaining below which a running replicated workload reports
+    :class:`~standby.core.AtRisk`; ``None`` reports only a heartbeat that
+    missed its write quorum (:meth:`heartbeat_published`).
     """
 
     def __init__(
@@ -250,9 +314,14 @@ class WorkloadLifecycle:
         expires_at: float = math.inf,
         restart: RestartPolicy = Never(),
         created_at: float | None = None,
+        at_risk: float | None = None,
     ) -> None:
         if not workload_id:
             raise ValueError("workload_id must be non-empty")
+        check_at_risk(at_risk, timing)
+        self.at_risk = at_risk
+        #: Whether the lease was reported at risk (:data:`RISK_MOVES`).
+        self.risk = LeaseRisk.SAFE
         self.workload_id = workload_id
         self.me = me
         self.timing = timing
@@ -306,6 +375,7 @@ class WorkloadLifecycle:
         lease_from: float,
         expires_at: float = math.inf,
         restart: RestartPolicy = Never(),
+        at_risk: float | None = None,
     ) -> WorkloadLifecycle:
         """A workload this provider just took over; its container is running.
 
@@ -322,6 +392,7 @@ class WorkloadLifecycle:
             fencing_token=fencing_token,
             expires_at=expires_at,
             restart=restart,
+            at_risk=at_risk,
         )
         machine._lease_floor = lease_from
         machine._container_moves(ContainerEvent.ASK_START)
@@ -340,6 +411,11 @@ class WorkloadLifecycle:
     def replicated(self) -> bool:
         """Whether the workload has standbys (and so fences on quorum loss)."""
         return bool(self.standbys)
+
+    @property
+    def revocation_state(self) -> Revocation:
+        """Where a fenced replicated workload's revocation stands (:data:`REVOCATION_MOVES`)."""
+        return self._revocation_state
 
     def quorum_timestamp(self) -> float | None:
         """Newest heartbeat timestamp that a write quorum of relays has acknowledged.
@@ -382,6 +458,9 @@ class WorkloadLifecycle:
                 candidates.append(end)
         if self.state is LifecycleState.LIVE:
             candidates.append(self._suspect_at())
+        low = self._running_low_at()
+        if low is not None:
+            candidates.append(low)
         if self.state is LifecycleState.RESTARTING and self._restart_at is not None:
             candidates.append(self._restart_at)
         if self._revocation_state is Revocation.RETRYING:
@@ -426,6 +505,33 @@ class WorkloadLifecycle:
         elif timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
             self._acks[relay] = timestamp
         self._advance(now, effects)
+        return effects
+
+    def heartbeat_published(
+        self, now: float, timestamp: float, acknowledged: Sequence[str]
+    ) -> list[LifecycleEffect]:
+        """Our heartbeat stamped ``timestamp`` was published; ``acknowledged`` relays stored it.
+
+        Each acknowledgement counts as in :meth:`heartbeat_acked`. A running
+        replicated workload whose lease this heartbeat did not renew (fewer
+        than a write quorum acknowledged it) reports its lease at risk
+        (:class:`~standby.core.AtRisk`, once per lease).
+        """
+        effects: list[LifecycleEffect] = []
+        for relay in sorted(set(acknowledged)):
+            effects.extend(self.heartbeat_acked(now, relay, timestamp))
+        self._advance(now, effects)
+        if not self._lease_watched():
+            return effects
+        stamp = self.quorum_timestamp()
+        if stamp is None or stamp < timestamp:
+            got, needed = len(set(acknowledged)), self.timing.write_quorum
+            reason = f"a heartbeat stored by {got} relays, below the write quorum of {needed}"
+            self._risk_moves(now, RiskEvent.QUORUM_MISSED, reason, effects)
+        else:
+            end = self.lease_end()
+            if end is not None and (self.at_risk is None or end - now > self.at_risk):
+                self._risk_moves(now, RiskEvent.RENEWED, "renewed", effects)
         return effects
 
     def clock_stepped_back(self, now: float, seconds: float) -> list[LifecycleEffect]:
@@ -547,6 +653,19 @@ class WorkloadLifecycle:
         self._fence(now, f"{by} claimed or announced the later epoch {epoch}", effects)
         return effects
 
+    def stop(self, now: float, reason: str = "stopped by the host") -> list[LifecycleEffect]:
+        """The host stops the workload for good (a provider that shuts down).
+
+        The workload fences, with or without standbys: its container is
+        stopped, and a replicated workload's revocation follows so a standby
+        takes over at once. A workload that already ended changes nothing.
+        """
+        effects: list[LifecycleEffect] = []
+        self._advance(now, effects)
+        if self.state not in _TERMINAL:
+            self._fence(now, reason, effects)
+        return effects
+
     def handover(
         self, now: float, *, state_uri: str | None = None, reason: str = "handover"
     ) -> list[LifecycleEffect]:
@@ -568,6 +687,36 @@ class WorkloadLifecycle:
     # ------------------------------------------------------------------
     # Internals
     # ------------------------------------------------------------------
+
+    def _lease_watched(self) -> bool:
+        """Whether the lease is one whose risk is reported: a replicated workload that runs."""
+        return (
+            self.replicated
+            and self.state in _ACTIVE
+            and self._container in _START_ASKED
+            and self.lease_end() is not None
+        )
+
+    def _running_low_at(self) -> float | None:
+        """When the lease remaining falls below ``at_risk`` (``None``: not watched now)."""
+        if self.at_risk is None or self.risk is not LeaseRisk.SAFE or not self._lease_watched():
+            return None
+        end = self.lease_end()
+        assert end is not None
+        return end - self.at_risk
+
+    def _risk_moves(
+        self, now: float, event: RiskEvent, reason: str, effects: list[LifecycleEffect]
+    ) -> None:
+        """Move the lease's risk as :data:`RISK_MOVES` says; report entering ``AT_RISK``."""
+        new = RISK_MOVES[self.risk].get(event)
+        if new is None:
+            return
+        self.risk = new
+        if new is LeaseRisk.AT_RISK:
+            end = self.lease_end()
+            assert end is not None
+            effects.append(AtRisk(self.workload_id, self.epoch, end, end - now, reason))
 
     def _start_deadline(self) -> float | None:
         """Last instant a replicated workload may still start (see the class doc)."""
@@ -708,6 +857,11 @@ class WorkloadLifecycle:
                     StartContainer(self.workload_id, self.fencing_token, self._restarts + 1)
                 )
             return
+        low = self._running_low_at()
+        if low is not None and now >= low:
+            self._risk_moves(
+                now, RiskEvent.RUNNING_LOW, f"lease remaining below {self.at_risk:g} s", effects
+            )
         if state in _ACTIVE:
             if now >= self._suspect_at():
                 self._become(now, LifecycleState.SUSPECT, "no write quorum", effects)

@@ -32,11 +32,20 @@ from __future__ import annotations
 
 from ..core._public import publish
 from . import _events
+from ._drain import DrainReport, StopReport, TakenOver
 from ._events import *  # noqa: F403 (the events, listed once in standby.node._events)
 from ._node import StandbyNode
 from ._types import NodeStatus, PrimaryStatus, SpawnRequest
 
-__all__ = ["NodeStatus", "PrimaryStatus", "SpawnRequest", "StandbyNode"]
+__all__ = [
+    "DrainReport",
+    "NodeStatus",
+    "PrimaryStatus",
+    "SpawnRequest",
+    "StandbyNode",
+    "StopReport",
+    "TakenOver",
+]
 __all__ += _events.__all__
 
 publish(__name__, globals(), __all__)

@@ -21,7 +21,9 @@ class EpochsRead:
 
     ``claimed``: the highest epoch others claimed (not withdrawn) or
     announced; ``announced``: the highest this node announced; ``revoked``:
-    the highest epoch anyone revoked; ``signers``: who other than this node
+    the highest epoch anyone revoked; ``taken_over``: the highest epoch
+    another node announced (it runs the workload in that epoch), and who;
+    ``signers``: who other than this node
     published any of these; ``reached``: whether a read quorum answered;
     ``answered``: how many relays did, and ``errors`` why each other did not.
     """
@@ -32,6 +34,7 @@ class EpochsRead:
     claimed: dict[str, int] = attrs.Factory(dict)
     announced: dict[str, int] = attrs.Factory(dict)
     revoked: dict[str, int] = attrs.Factory(dict)
+    taken_over: dict[str, tuple[int, str]] = attrs.Factory(dict)
     signers: dict[str, set[str]] = attrs.Factory(dict)
 
 
@@ -82,6 +85,10 @@ class EpochReader:
                 if epoch is None or (mine and isinstance(message, PromotionClaim)):
                     continue  # withdrawn, or a claim of ours (we withdraw those ourselves)
                 _raise(found.announced if mine else found.claimed, message.workload_id, epoch)
+                if not mine and isinstance(message, PromotionAnnouncement):
+                    best = found.taken_over.get(message.workload_id)
+                    if best is None or epoch > best[0]:
+                        found.taken_over[message.workload_id] = (epoch, envelope.signer)
             else:
                 continue
             if not mine:

@@ -35,6 +35,7 @@ __all__ = [
     "ContainerStopped",
     "HeartbeatPublished",
     "InputDropped",
+    "LeaseAtRisk",
     "LeaseRenewed",
     "LifecycleChanged",
     "NodeEvent",
@@ -144,6 +145,37 @@ class LifecycleChanged(Reported):
 
     def message(self, base: float = 0.0) -> Line:
         return ("lifecycle %s -> %s (%s)", (self.old.value, self.new.value, self.reason))
+
+
+@attrs.frozen
+class LeaseAtRisk(Reported):
+    """The lease of a workload this node runs as primary may be lost before it is renewed.
+
+    Reported once per lease, before the lease ends at ``lease_end``
+    (``remaining`` seconds after ``at``): the last heartbeat missed its write
+    quorum, or the lease remaining fell below the node's ``lease_at_risk``
+    threshold (``reason`` says which). Unless a heartbeat renews it in time,
+    the workload fences at ``lease_end`` and a standby takes it over: a
+    cooperative workload can checkpoint now, and the host can look at its
+    relays.
+    """
+
+    at: float
+    workload_id: str
+    epoch: int
+    lease_end: float
+    remaining: float
+    reason: str
+
+    level = logging.WARNING
+    counter = "leases_at_risk"
+    role = "primary"
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "lease of epoch %d at risk, %.3f s left: %s",
+            (self.epoch, self.remaining, self.reason),
+        )
 
 
 @attrs.frozen
@@ -662,6 +694,7 @@ class WorkloadCannotStart(Reported):
 NodeEvent: TypeAlias = (
     SlotPhaseChanged
     | LifecycleChanged
+    | LeaseAtRisk
     | HeartbeatPublished
     | ClaimPublished
     | ClaimCompared

@@ -113,10 +113,7 @@ class Heartbeats(Generic[SpecT]):
         relays = sorted(result.acked)
 
         def feed(lifecycle: WorkloadLifecycle) -> list[LifecycleEffect]:
-            effects: list[LifecycleEffect] = []
-            for relay in relays:
-                effects.extend(lifecycle.heartbeat_acked(now, relay, timestamp))
-            return effects
+            return lifecycle.heartbeat_published(now, timestamp, relays)
 
         running = self.primary.workloads
         for workload_id in list(running):

@@ -45,7 +45,7 @@ from ..core._errors import (
     raise_unwrapped,
 )
 from ..core._helpers import role_of
-from ..core._lifecycle import Never, RestartPolicy
+from ..core._lifecycle import Never, RestartPolicy, check_at_risk
 from ..core._models import StandbySlot, Topology
 from ..core._records import NodeState
 from ..core._roles import NotAddressed, Primary, Role, Standby
@@ -59,6 +59,7 @@ from ..protocols._contracts import (
     SlotStore,
     WaitsConnected,
 )
+from ._drain import Drainer, DrainReport, StopReport
 from ._epochs import EpochReader
 from ._eventlog import EventLog
 from ._events import NodeEvent
@@ -105,6 +106,12 @@ class StandbyNode(Generic[SpecT]):
     connection. Relays still not ready then are logged (and counted as
     ``relays_not_ready_at_start``); the node runs on without them.
 
+    ``lease_at_risk`` (seconds, below ``lease - heartbeat_interval``) is the lease remaining
+    below which a workload run here as primary reports
+    :class:`~standby.node.LeaseAtRisk` (once per lease); a heartbeat that
+    misses its write quorum reports it whatever the threshold (``None``: that
+    only).
+
     ``event_log`` names a file the node appends every event to, one JSON
     line each (see ``docs/operations.md``, "Event logs and timelines"); a
     line it cannot write is counted as ``event_log_errors``, never fatal.
@@ -123,6 +130,7 @@ class StandbyNode(Generic[SpecT]):
         atomic_claims: bool | None = None,
         logger: logging.Logger | None = None,
         connect_timeout: float = 10.0,
+        lease_at_risk: float | None = None,
         event_log: str | os.PathLike[str] | None = None,
     ) -> None:
         if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
@@ -130,10 +138,12 @@ class StandbyNode(Generic[SpecT]):
                 f"connect_timeout must be a finite number of seconds > 0, got {connect_timeout!r}"
             )
         self.connect_timeout = connect_timeout
+        self.timing = timing = timing if timing is not None else Timing()
+        check_at_risk(lease_at_risk, timing)
+        self.lease_at_risk = lease_at_risk
         self.transport = transport
         self.runtime = runtime
         self.store = store
-        self.timing = timing = timing if timing is not None else Timing()
         self.wall_clock = wall_clock
         self.on_event = on_event
         self.restart = restart
@@ -208,6 +218,7 @@ class StandbyNode(Generic[SpecT]):
             slot=slot,
             read_epochs=self.epochs.read,
             check_spec=self._check_spec,
+            at_risk=self.lease_at_risk,
         )
         primary = self.primary
         self.stepdown: StepDown[SpecT] = StepDown(me, timing, observer, io, primary, now=self.now)
@@ -250,6 +261,9 @@ class StandbyNode(Generic[SpecT]):
             spend=self.standby.spend,
             announce=self.standby.announce,
         )
+        self.drainer: Drainer[SpecT] = Drainer(
+            timing, observer, primary, now=self.now, read_epochs=self.epochs.read
+        )
         self.subscriptions = Subscriptions(
             transport,
             timing,
@@ -278,19 +292,23 @@ class StandbyNode(Generic[SpecT]):
             self.observer.event_log.open()
         self.heartbeat.open()
         self.subscriptions.open()
-        self.persistence.open()
-        await self._wait_connected()
-        self.io.entering = True
+        self.persistence.open(f"node {self.me}")
         try:
-            await self.reconciler.restore()
-        finally:
-            self.io.entering = False
-        stack = contextlib.AsyncExitStack()
-        await stack.__aenter__()
-        try:
-            group = await stack.enter_async_context(anyio.create_task_group())
+            await self._wait_connected()
+            self.io.entering = True
+            try:
+                await self.reconciler.restore()
+            finally:
+                self.io.entering = False
+            stack = contextlib.AsyncExitStack()
+            await stack.__aenter__()
+            try:
+                group = await stack.enter_async_context(anyio.create_task_group())
+            except BaseException:
+                await stack.aclose()
+                raise
         except BaseException:
-            await stack.aclose()
+            self.persistence.close()
             raise
         self._stack = stack
         self._running = True
@@ -354,6 +372,7 @@ class StandbyNode(Generic[SpecT]):
                 self.transport.set_drop_hook(None)
             with anyio.CancelScope(shield=True):
                 await self.persistence.final_save()
+            self.persistence.close()
             self.observer.stopped()
             if self.observer.event_log is not None:
                 self.observer.event_log.close()
@@ -456,6 +475,34 @@ class StandbyNode(Generic[SpecT]):
         """
         self._require_running()
         self.primary.handover(self.now(), workload_id, state_uri, reason)
+
+    async def drain(self, within: float | None = None) -> DrainReport:
+        """Hand every workload this node runs as primary to its standbys, and wait.
+
+        Each replicated workload is handed over as by :meth:`handover`
+        (fenced, stopped, a signed revocation published); then the node reads
+        the relays until a read quorum shows each one announced by a standby
+        in a later epoch, or ``within`` seconds pass (by default long enough
+        for the last standby's turn, :func:`~standby.node._drain.takeover_within`).
+        The report lists what was taken over and, for every other workload
+        (one without standbys included, which keeps running), why not.
+        Slots this node holds as a standby are untouched: a node drained for
+        maintenance still stands by until it leaves.
+        """
+        self._require_running()
+        return await self.drainer.drain(_duration("within", within))
+
+    async def stop_workloads(self, within: float | None = None) -> StopReport:
+        """Stop every workload this node runs as primary, for good (a host shutting down).
+
+        Each workload fences: its container is stopped and, when it has
+        standbys, a revocation follows so they take over at once; one without
+        standbys is simply stopped. Waits until the runtime confirms every
+        stop or ``within`` seconds pass (default ``timing.spawn_timeout``);
+        the report lists what stopped and what the node is still stopping.
+        """
+        self._require_running()
+        return await self.drainer.stop_workloads(_duration("within", within))
 
     async def remove(self, workload_id: str) -> bool:
         """Drop a reserved slot (the consumer cancelled); ``False`` when there was none."""
@@ -579,6 +626,19 @@ class StandbyNode(Generic[SpecT]):
             rest = ticked + _MIN_SLEEP - anyio.current_time()
             if rest > 0:
                 await anyio.sleep(rest)
+
+
+def _duration(name: str, value: float | None) -> float | None:
+    """``value`` when it is ``None`` or a finite number of seconds ``>= 0``; else ``ValueError``."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value >= 0)
+    ):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def _check_adapters(transport: RelayTransport, runtime: ContainerRuntime, timing: Timing) -> None:

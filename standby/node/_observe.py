@@ -219,6 +219,20 @@ class Observer:
     def handing_over(self, workload_id: str, reason: str) -> None:
         self.log(logging.INFO, "handing over (%s)", reason, workload_id=workload_id, role="primary")
 
+    def stopping(self, workload_id: str, reason: str) -> None:
+        self.log(
+            logging.INFO, "stopping for good (%s)", reason, workload_id=workload_id, role="primary"
+        )
+
+    def drained(self, taken_over: int, not_handed_over: int) -> None:
+        level = logging.WARNING if not_handed_over else logging.INFO
+        self.log(
+            level,
+            "drain finished: %d taken over by a standby, %d not handed over",
+            taken_over,
+            not_handed_over,
+        )
+
     # -- the standby side ----------------------------------------------------
 
     def slot_removed(self, effect: SlotRemoved) -> None:

@@ -46,10 +46,25 @@ class Persistence:
         self._dirty: anyio.Event | None = None
         self._saved: anyio.Event | None = None
 
-    def open(self) -> None:
-        """Create the events the saving task and :meth:`flush` wait on."""
+    def open(self, owner: str) -> None:
+        """Take the store for ``owner`` alone and create the events the saving task waits on.
+
+        A store with ``acquire`` and ``release`` (``JsonFileStore``) is locked
+        until :meth:`close`; another holder makes this raise
+        :class:`~standby.StoreError`. Any other store is trusted to be used by
+        one node.
+        """
+        acquire = getattr(self.store, "acquire", None)
+        if acquire is not None:
+            acquire(owner)
         self._dirty = anyio.Event()
         self._saved = anyio.Event()
+
+    def close(self) -> None:
+        """Let the store go (after the last save)."""
+        release = getattr(self.store, "release", None)
+        if release is not None:
+            release()
 
     async def load(self) -> NodeState[Any]:
         """The state saved before (empty without a store)."""

@@ -12,6 +12,7 @@ import attrs
 from typing_extensions import assert_never
 
 from ..core._effects import (
+    AtRisk,
     CheckContainer,
     LifecycleEffect,
     PublishRevocation,
@@ -39,6 +40,7 @@ from ._events import (
     ContainerStarted,
     ContainerStarting,
     ContainerStopped,
+    LeaseAtRisk,
     LeaseRenewed,
     LifecycleChanged,
     RevocationPublished,
@@ -81,6 +83,7 @@ class PrimarySide(Generic[SpecT]):
         slot: Callable[[str], StandbySlot[Any] | None],
         read_epochs: Callable[[set[str]], Awaitable[EpochsRead]],
         check_spec: Callable[[SpawnRequest[SpecT]], Awaitable[None]] | None = None,
+        at_risk: float | None = None,
     ) -> None:
         self.me = me
         self.timing = timing
@@ -102,6 +105,8 @@ class PrimarySide(Generic[SpecT]):
         #: What the relays say of some workloads' epochs.
         self.read_epochs = read_epochs
         self.check_spec = check_spec
+        #: The lease remaining below which a workload's lease is reported at risk.
+        self.at_risk = at_risk
         #: The workloads this node runs as primary, live (what the store keeps of
         #: each is its :class:`~standby.core._records.PrimaryRecord`).
         self.workloads: dict[str, PrimaryWorkload[SpecT]] = {}
@@ -111,6 +116,7 @@ class PrimarySide(Generic[SpecT]):
         self.ended: dict[str, PrimaryRecord] = {}
         self._due: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
+        self._changed: anyio.Event | None = None
 
     # -- accepting, handing over ---------------------------------------------
 
@@ -238,6 +244,7 @@ class PrimarySide(Generic[SpecT]):
             created_at=created_at,
             expires_at=request.expires_at,
             restart=request.restart if request.restart is not None else self.restart,
+            at_risk=self.at_risk,
         )
         self.add(
             PrimaryWorkload(
@@ -351,6 +358,7 @@ class PrimarySide(Generic[SpecT]):
             lease_from=lease_from,
             expires_at=saved.expires_at,
             restart=self.restart if restart is None else restart,
+            at_risk=self.at_risk,
         )
         workload = PrimaryWorkload(
             lifecycle, spec, handle, created_at=saved.created_at, expires_at=saved.expires_at
@@ -372,6 +380,14 @@ class PrimarySide(Generic[SpecT]):
         effects = workload.lifecycle.handover(now, state_uri=state_uri, reason=reason)
         self.observer.handing_over(workload_id, reason)
         self.effects(workload_id, now, effects)
+
+    def stop(self, now: float, workload_id: str, reason: str) -> None:
+        """Stop ``workload_id`` for good (the host shuts down); a no-op once it ended."""
+        workload = self.workloads.get(workload_id)
+        if workload is None:
+            raise NodeMisuse(f"workload {workload_id!r} does not run here as primary")
+        self.observer.stopping(workload_id, reason)
+        self.call(workload_id, lambda lc: lc.stop(now, reason), now)
 
     def active(self) -> list[str]:
         """The workloads whose lifecycle has not ended."""
@@ -405,6 +421,18 @@ class PrimarySide(Generic[SpecT]):
         self._retire(workload_id)
         self.schedule(workload_id)
         self.poke()
+        self._tell_changed()
+
+    async def changed(self) -> None:
+        """Wait until some workload's lifecycle moves or a container operation ends."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _tell_changed(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     def _effect(
         self,
@@ -429,6 +457,17 @@ class PrimarySide(Generic[SpecT]):
                 self.observer.report(
                     LifecycleChanged(now, workload_id, effect.old, effect.new, effect.reason)
                 )
+            case AtRisk():
+                self.observer.report(
+                    LeaseAtRisk(
+                        now,
+                        workload_id,
+                        effect.epoch,
+                        effect.lease_end,
+                        effect.remaining,
+                        effect.reason,
+                    )
+                )
             case _:
                 assert_never(effect)
 
@@ -446,6 +485,7 @@ class PrimarySide(Generic[SpecT]):
             finally:
                 workload.busy -= 1
                 self._retire(args[0])
+                self._tell_changed()
 
         self.io.spawn(run)
 

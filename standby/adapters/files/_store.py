@@ -46,6 +46,12 @@ While the marker exists every load and save raises
 a supervisor that restarts the node never brings it up silently empty: the
 host must accept the loss first, with :meth:`JsonFileStore.accept_loss` or
 ``python -m standby store accept-loss PATH``.
+
+One node at a time: a node takes the store's lock (:meth:`JsonFileStore.acquire`,
+an exclusive ``flock`` on ``<name>.lock``) while it runs, and a second node
+or command that tries gets a :class:`~standby.StoreError`. A store opened
+with ``read_only=True`` (an operator's view) never takes the lock and
+refuses to save.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ from ...core._records import (
 )
 from ...wire import Codec
 from ._durable import append_durably, atomic_write, remove_leftovers
+from ._lock import StoreLock
 from ._quarantine import accept_loss, quarantine, refuse_if_quarantined
 from ._secrets import Sealer, looks_secret
 
@@ -114,13 +121,11 @@ class JsonFileStore(Generic[SpecT]):
     ``journal=False`` rewrites the whole file on every save instead of
     appending the changes to the journal.
 
-    ``read_only=True`` opens the store for reading only, as
-    ``python -m standby status`` does beside a running node: loading
-    changes nothing on disk (no leftover temporaries are removed, an
-    unreadable file is reported with a :class:`~standby.StoreError` and left
-    where it is, not quarantined) and every save raises
-    :class:`~standby.StoreError`. It takes no lock, so it may read the
-    state as of a moment between two saves of a running node.
+    ``read_only=True`` opens the store to look at it (an operator's command
+    beside a running node): it never takes the lock, never removes leftover
+    temporary files, never quarantines an unreadable file (it reports it with
+    a :class:`~standby.StoreError` and leaves it where it is), and every
+    save raises :class:`~standby.StoreError`.
     """
 
     def __init__(
@@ -137,6 +142,9 @@ class JsonFileStore(Generic[SpecT]):
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        #: The lock a node holds while it uses this store (``<name>.lock``).
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._holder = StoreLock(self.lock_path)
         self.journal_path = self.path.with_name(self.path.name + ".journal")
         #: Exists while unreadable data is quarantined and the loss not accepted.
         self.quarantine_path = self.path.with_name(self.path.name + ".quarantined")
@@ -165,6 +173,25 @@ class JsonFileStore(Generic[SpecT]):
 
     def __repr__(self) -> str:
         return f"JsonFileStore({str(self.path)!r})"
+
+    def acquire(self, owner: str = "a node") -> None:
+        """Take the store for ``owner`` alone until :meth:`release` (the node does, on entry).
+
+        Raises :class:`~standby.StoreError` when another holder (a node in
+        this or another process) has it, or for a read-only store.
+        """
+        if self.read_only:
+            raise StoreError(f"{self.path} is opened read-only: it cannot be taken by {owner}")
+        self._holder.acquire(owner)
+
+    def release(self) -> None:
+        """Let the store go (the node does, on exit); a no-op when not held."""
+        self._holder.release()
+
+    @property
+    def held(self) -> bool:
+        """Whether this instance holds the store's lock."""
+        return self._holder.held
 
     @property
     def memory_only(self) -> tuple[str, ...]:
@@ -427,11 +454,17 @@ class JsonFileStore(Generic[SpecT]):
 
     def save_state_sync(self, state: NodeState[SpecT]) -> list[str]:
         """Blocking version of :meth:`save_state`."""
+        self._refuse_if_read_only()
         return self._write(state.slots, state.intents, state.primaries)
 
     def save_sync(self, slots: Iterable[StandbySlot[SpecT]]) -> list[str]:
         """Blocking version of :meth:`save` (intents and primaries are kept as they were)."""
+        self._refuse_if_read_only()
         return self._write(slots, self._intents, self._primaries)
+
+    def _refuse_if_read_only(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.path} is opened read-only: nothing is saved")
 
     def check_slot(self, slot: StandbySlot[SpecT]) -> None:
         """Raise :class:`~standby.StoreError` when ``slot`` could not be saved.
@@ -496,8 +529,6 @@ class JsonFileStore(Generic[SpecT]):
         intents: tuple[PromotionIntent, ...],
         primaries: tuple[PrimaryRecord, ...],
     ) -> list[str]:
-        if self.read_only:
-            raise StoreError(f"{self!r} is opened read-only: nothing is saved")
         encoded, memory_only = self._encode_slots(slots)
         tables: dict[str, dict[str, tuple[Any, Any]]] = {
             "slots": encoded,
