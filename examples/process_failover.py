@@ -23,7 +23,10 @@ them one workload, and once the primary runs it:
 
 It prints a timeline (node events and the workload runs, read from the
 runtimes' records) and the margin between the old workload's end and the
-new one's start. ``python examples/process_failover.py provider ...`` runs
+new one's start. Each node also writes its event log
+(``StandbyNode(event_log=...)``); ``--svg FILE`` draws the three logs with
+``python -m standby timeline --svg`` (``docs/process-failover.svg`` is one
+such picture). ``python examples/process_failover.py provider ...`` runs
 one provider; the coordinator starts three of them that way.
 """
 
@@ -111,7 +114,12 @@ async def run_provider(args: argparse.Namespace) -> None:
         await link.wait_connected(timeout=10.0)
         store: JsonFileStore[Any] = JsonFileStore(Path(args.state_dir).with_suffix(".store.json"))
         async with StandbyNode(
-            transport=link, runtime=runtime, store=store, timing=TIMING, on_event=emit
+            transport=link,
+            runtime=runtime,
+            store=store,
+            timing=TIMING,
+            on_event=emit,
+            event_log=args.event_log,
         ) as node:
             await node.accept(
                 SpawnRequest(
@@ -149,7 +157,9 @@ class Provider:
         self.name = name
         self.state_dir = state_dir
         self.log = state_dir.parent / f"{name}.{incarnation}.events"
-        state_dir.parent.mkdir(parents=True, exist_ok=True)
+        #: The node's event log (a restarted node appends to it).
+        self.event_log = event_log_of(state_dir.parent, name)
+        self.event_log.parent.mkdir(parents=True, exist_ok=True)
         root = str(Path(__file__).resolve().parent.parent)
         env = {
             **os.environ,
@@ -158,7 +168,7 @@ class Provider:
         command = [sys.executable, str(Path(__file__).resolve()), "provider", "--name", name]
         command += ["--state-dir", str(state_dir), "--relays", ",".join(relays)]
         command += ["--workload", workload, "--seed", seed, "--expires-at", str(time.time() + 3600)]
-        command += ["--backend", BACKENDS[name]]
+        command += ["--backend", BACKENDS[name], "--event-log", str(self.event_log)]
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(command, stdout=out, env=env)
         #: The provider's previous incarnations (processes killed before this one).
@@ -188,6 +198,18 @@ class Provider:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def event_log_of(base: Path, name: str) -> Path:
+    """Where provider ``name`` writes its event log (its lane's name is the file's stem)."""
+    return base / "event-logs" / f"{name}.jsonl"
+
+
+def draw(base: Path, svg: str) -> int:
+    """Draw the event logs under ``base`` into ``svg`` (``python -m standby timeline``)."""
+    logs = [str(event_log_of(base, name)) for name in NAMES]
+    command = [sys.executable, "-m", "standby", "timeline", *logs, "--svg", svg]
+    return subprocess.run(command, check=False).returncode
 
 
 def runs(state_dir: Path) -> list[dict[str, Any]]:
@@ -385,8 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     one.add_argument("--seed", default="demo")
     one.add_argument("--expires-at", type=float, required=True)
     one.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
+    one.add_argument("--event-log", help="the node's event log (JSON lines)")
     parser.add_argument("--scenario", choices=("kill", "freeze", "restart"), default="kill")
     parser.add_argument("--relays", help="comma-separated relay URLs (default: start three)")
+    parser.add_argument("--svg", help="draw the nodes' event logs into this SVG file")
     args = parser.parse_args(argv)
     if args.command == "provider":
         anyio.run(run_provider, args, backend=args.backend)
@@ -398,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.relays.split(",") if args.relays else stack.enter_context(local_relays(base))
             )
             result = scenario(base / "run", urls, args.scenario, seed=str(os.getpid()))
+        if args.svg and draw(base / "run", args.svg) != 0:
+            return 1
     print("\n".join(timeline(result)))
     if result["margin"] is not None:
         print(f"old workload gone {result['margin']:.2f}s before the new one started")

@@ -1,11 +1,11 @@
 """Command line: ``python -m standby`` ``demo``, ``simulate``, ``campaign``, ``store``,
-``inspect``, ``drain`` and ``stop``."""
+``inspect``, ``drain``, ``stop``, ``status`` and ``timeline``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 
@@ -53,7 +53,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     _drain_cli.add_stop_arguments(
         commands.add_parser("stop", help="stop a stopped node's workloads for good")
     )
+    # The operator's view (docs/operations.md): status of a store, timeline of event logs.
+    from .cli import _status, _timeline
+
+    observe: dict[str, Callable[[argparse.Namespace], int]] = {
+        "status": _status.run,
+        "timeline": _timeline.run,
+    }
+    _status.add_arguments(
+        commands.add_parser("status", help="what a node's store holds, read-only (--json)")
+    )
+    _timeline.add_arguments(
+        commands.add_parser("timeline", help="draw the event logs of real nodes (text or --svg)")
+    )
     args = parser.parse_args(argv)
+    if args.command in observe:
+        return observe[args.command](args)
     if args.command == "inspect":
         return _inspect_cli.run(args)
     if args.command == "drain":

@@ -373,6 +373,7 @@ NODE_EVENTS = {
     "HeartbeatPublished",
     "InputDropped",
     "LeaseAtRisk",
+    "LeaseRenewed",
     "LifecycleChanged",
     "OperationFailed",
     "PrimaryFollowed",

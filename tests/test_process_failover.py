@@ -66,7 +66,17 @@ def test_kill_9_of_the_primary_node_its_workload_is_gone_before_the_standby_star
     record_property: Any,
 ) -> None:
     """On both relay implementations (``nostr-relay`` and ``LocalRelay``)."""
-    failover_at_the_lease_end("kill", any_relays, tmp_path, record_property, "margin_after_kill_9")
+    result, old = failover_at_the_lease_end(
+        "kill", any_relays, tmp_path, record_property, "margin_after_kill_9"
+    )
+    # The nodes' event logs tell the same story, drawn by `python -m standby timeline`.
+    picture = tmp_path / "kill.svg"
+    assert failover.draw(tmp_path, str(picture)) == 0
+    svg = picture.read_text(encoding="utf-8")
+    assert f'data-token="{old["token"]}"' in svg
+    assert f'data-token="{result["runs"][1]["token"]}"' in svg
+    assert 'data-kind="kill"' in svg
+    assert "two-live-window" not in svg
 
 
 def test_sigstop_of_the_primary_node_its_supervisor_stops_the_workload_at_lease_end(

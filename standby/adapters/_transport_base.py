@@ -23,6 +23,7 @@ import anyio.abc
 import attrs
 
 from ..core._errors import IdentityError, TransportError, raise_unwrapped
+from ..core._errors import missing_extra as _missing_extra
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
     from exceptiongroup import BaseExceptionGroup
@@ -50,10 +51,7 @@ _V = TypeVar("_V")
 
 def missing_extra(module: str, extra: str, exc: ImportError) -> ImportError:
     """The error raised when ``standby.adapters.<module>`` lacks its extra's packages."""
-    return ImportError(
-        f"standby.adapters.{module} needs the optional dependencies of the '{extra}' extra "
-        f"(missing: {exc.name}); install them with: pip install 'standby[{extra}]'"
-    )
+    return _missing_extra(f"standby.adapters.{module}", extra, exc)
 
 
 def check_backoff(name: str, backoff: Sequence[float]) -> tuple[float, float]:

@@ -537,6 +537,7 @@ class StandbyElection(Generic[SpecT]):
         if won:
             self._spawn(now, entry, effects)
             return effects
+        self._count("claims_lost")
         entry.claim = None  # it never held the epoch: nothing to withdraw
         if holder is not None and entry.slot.peer_index(holder.claimant) is not None:
             self._yield_to(now, entry, holder, effects)
@@ -1116,6 +1117,7 @@ class StandbyElection(Generic[SpecT]):
     def _spawn(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
         claim = entry.claim
         assert claim is not None
+        self._count("claims_won")
         slot = entry.slot
         request = self._new_request(Request.SPAWN, slot.workload_id)
         self._set(
@@ -1216,6 +1218,8 @@ class StandbyElection(Generic[SpecT]):
         claims read that finds a rival and for a compare-and-set lost to a
         holder.
         """
+        if entry.claim is not None:
+            self._count("claims_lost")
         self._withdraw(now, entry, effects)
         if follows_claim_alone(rival, now, self.timing.peer_claim_grace):
             self._follow(now, entry, rival.claimant, rival.epoch, now, effects, announced=False)

@@ -41,6 +41,7 @@ __all__ = [
     "UnsafeTiming",
     "WireError",
     "WorkloadConflict",
+    "missing_extra",
     "raise_unwrapped",
     "sole_error",
 ]
@@ -228,6 +229,14 @@ class InvalidRequest(StandbyError, ValueError):
     def __init__(self, message: str, *, field: str) -> None:
         super().__init__(f"invalid spawn request: {message}")
         self.field = field
+
+
+def missing_extra(module: str, extra: str, exc: ImportError) -> ImportError:
+    """The error raised when ``module`` lacks the packages of its optional ``extra``."""
+    return ImportError(
+        f"{module} needs the optional dependencies of the '{extra}' extra "
+        f"(missing: {exc.name}); install them with: pip install 'standby[{extra}]'"
+    )
 
 
 def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

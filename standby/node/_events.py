@@ -36,6 +36,7 @@ __all__ = [
     "HeartbeatPublished",
     "InputDropped",
     "LeaseAtRisk",
+    "LeaseRenewed",
     "LifecycleChanged",
     "NodeEvent",
     "OperationFailed",
@@ -262,7 +263,12 @@ class ContainerStarting(Reported):
 
 @attrs.frozen
 class ContainerStarted(Reported):
-    """A start finished: ``ok``, or failed with ``error``; ``elapsed`` seconds."""
+    """A start finished: ``ok``, or failed with ``error``; ``elapsed`` seconds.
+
+    ``lease_end`` is the lease end (Unix seconds) the runtime was handed with
+    the start: it stops the container then unless a renewal moves it
+    (:class:`LeaseRenewed`).
+    """
 
     at: float
     workload_id: str
@@ -271,6 +277,7 @@ class ContainerStarted(Reported):
     ok: bool
     error: str | None
     elapsed: float
+    lease_end: float | None = None
 
     level = None  # a failure is reported as OperationFailed too
 
@@ -285,6 +292,34 @@ class ContainerStarted(Reported):
 
     def timeline(self, base: float) -> Line | None:
         return None if self.ok else self.message(base)
+
+
+@attrs.frozen
+class LeaseRenewed(Reported):
+    """The runtime accepted a later lease end for a container this node runs as primary.
+
+    The runtime stops the container at ``lease_end`` (Unix seconds) unless
+    it is renewed again: the bound that outlives the node (guarantee 4).
+    One per renewal, so it is neither logged nor drawn on the simulator's
+    timeline; the event log keeps it, so a picture of a real incident shows
+    the last lease end each run was given.
+    """
+
+    at: float
+    workload_id: str
+    fencing_token: int
+    lease_end: float
+
+    level = None
+    counter = "lease_renewals"
+    role = "primary"
+    on_timeline = False
+
+    def message(self, base: float = 0.0) -> Line:
+        return (
+            "lease of token %d renewed to %.3f",
+            (self.fencing_token, self.lease_end - base),
+        )
 
 
 @attrs.frozen
@@ -458,8 +493,10 @@ class QuorumMissed(Reported):
     needed: int
 
     level = logging.WARNING
-    counter = "quorum_shortfall"
     role = "standby"
+
+    def counts(self) -> tuple[tuple[str, int], ...]:
+        return (("quorum_shortfall", 1), (f"quorum_shortfall.{self.stage}", 1))
 
     def subject(self) -> str | None:
         return ",".join(self.workload_ids) or None
@@ -663,6 +700,7 @@ NodeEvent: TypeAlias = (
     | ClaimCompared
     | ContainerStarting
     | ContainerStarted
+    | LeaseRenewed
     | ContainerStopped
     | ContainerExited
     | PromotedHere

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 import anyio
@@ -68,18 +68,27 @@ class NodeIO:
     ) -> PublishResult:
         timeout = self.timing.query_timeout
         try:
-            return await self.bounded(timeout, self.transport.publish(message, timeout=timeout))
+            result = await self.bounded(timeout, self.transport.publish(message, timeout=timeout))
         except Exception as exc:
             self.observer.failed(operation, exc, workload_id=workload_id, role=role)
             return PublishResult(frozenset(), {"*": str(exc) or type(exc).__name__})
+        self._refused(result.errors)
+        return result
 
     async def query(self, query: Query, *, operation: str, workload_id: str | None) -> QueryResult:
         timeout = self.timing.query_timeout
         try:
-            return await self.bounded(timeout, self.transport.query(query, timeout=timeout))
+            result = await self.bounded(timeout, self.transport.query(query, timeout=timeout))
         except Exception as exc:
             self.observer.failed(operation, exc, workload_id=workload_id, role="standby")
             return QueryResult((), frozenset(), {"*": f"{type(exc).__name__}: {exc}"})
+        self._refused(result.errors)
+        return result
+
+    def _refused(self, errors: Mapping[str, str]) -> None:
+        """Count the relays that answered a call with an error (``relay_refusals``)."""
+        if errors:
+            self.observer.count("relay_refusals", len(errors))
 
     async def publish_until_quorum(
         self, message: Message, *, operation: str, workload_id: str | None, role: str

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -60,6 +61,7 @@ from ..protocols._contracts import (
 )
 from ._drain import Drainer, DrainReport, StopReport
 from ._epochs import EpochReader
+from ._eventlog import EventLog
 from ._events import NodeEvent
 from ._heartbeat import Heartbeats
 from ._io import NodeIO
@@ -109,6 +111,10 @@ class StandbyNode(Generic[SpecT]):
     :class:`~standby.node.LeaseAtRisk` (once per lease); a heartbeat that
     misses its write quorum reports it whatever the threshold (``None``: that
     only).
+
+    ``event_log`` names a file the node appends every event to, one JSON
+    line each (see ``docs/operations.md``, "Event logs and timelines"); a
+    line it cannot write is counted as ``event_log_errors``, never fatal.
     """
 
     def __init__(
@@ -125,6 +131,7 @@ class StandbyNode(Generic[SpecT]):
         logger: logging.Logger | None = None,
         connect_timeout: float = 10.0,
         lease_at_risk: float | None = None,
+        event_log: str | os.PathLike[str] | None = None,
     ) -> None:
         if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
             raise ValueError(
@@ -149,7 +156,13 @@ class StandbyNode(Generic[SpecT]):
         self.atomic_claims = atomic_claims
         _check_adapters(transport, runtime, timing)
         self.me = transport.identity
-        self.observer = Observer(self.me, clock=self.now, logger=logger, on_event=on_event)
+        self.observer = observer = Observer(
+            self.me, clock=self.now, logger=logger, on_event=on_event
+        )
+        if event_log is not None:
+            observer.event_log = EventLog(
+                event_log, self.me, timing, clock=self.now, on_error=observer.event_log_failed
+            )
         self.logger = self.observer.logger
         self.counters = self.observer.counters
         self.election: StandbyElection[SpecT] = StandbyElection(
@@ -275,6 +288,8 @@ class StandbyNode(Generic[SpecT]):
         if self._stack is not None:
             raise NodeMisuse(f"node {self.me!r} is already running")
         self._wake = anyio.Event()
+        if self.observer.event_log is not None:
+            self.observer.event_log.open()
         self.heartbeat.open()
         self.subscriptions.open()
         self.persistence.open(f"node {self.me}")
@@ -359,6 +374,8 @@ class StandbyNode(Generic[SpecT]):
                 await self.persistence.final_save()
             self.persistence.close()
             self.observer.stopped()
+            if self.observer.event_log is not None:
+                self.observer.event_log.close()
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[StandbyNode[SpecT]] = anyio.TASK_STATUS_IGNORED
@@ -523,12 +540,19 @@ class StandbyNode(Generic[SpecT]):
         counters = dict(self.counters)
         for name, value in self.election.counters.items():
             counters[f"election.{name}"] = value
+        heartbeats: dict[str, float] = {}
+        for slot in slots:
+            last = self.election.last_heartbeat(slot.primary)
+            if last is not None:
+                heartbeats[slot.primary] = last
         return NodeStatus(
             identity=self.me,
             running=self._running,
             slots=slots,
             primaries=primaries,
             counters=MappingProxyType(counters),
+            at=self.now(),
+            heartbeats=MappingProxyType(heartbeats),
         )
 
     # ------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ..core._effects import (
     SlotRemoved,
 )
 from ..protocols._contracts import TransportDrop
+from ._eventlog import EventLog
 from ._events import (
     InputDropped,
     NodeEvent,
@@ -49,6 +50,8 @@ class Observer:
         self.logger = logger if logger is not None else logging.getLogger(LOGGER_NAME)
         self.on_event = on_event
         self.counters: dict[str, int] = {}
+        #: Where every event is also written as a JSON line (``StandbyNode(event_log=...)``).
+        self.event_log: EventLog | None = None
 
     # -- the three outlets -------------------------------------------------
 
@@ -75,7 +78,13 @@ class Observer:
         )
 
     def emit(self, event: NodeEvent) -> None:
-        """Hand ``event`` to the host's hook (a hook that raises is counted and logged)."""
+        """Write ``event`` to the event log and hand it to the host's hook.
+
+        A hook that raises is counted and logged, and so is a line the event
+        log cannot write (:meth:`event_log_failed`).
+        """
+        if self.event_log is not None:
+            self.event_log.write(event)
         hook = self.on_event
         if hook is None:
             return
@@ -84,6 +93,23 @@ class Observer:
         except Exception as exc:
             self.count("event_hook_errors")
             self.log(logging.WARNING, "event hook raised on %r", event, exc_info=exc)
+
+    def event_log_failed(self, exc: BaseException) -> None:
+        """A line of the event log could not be written: counted, logged, never fatal.
+
+        The first failure is a warning, later ones debug lines (a full disk
+        would otherwise log once per event).
+        """
+        self.count("event_log_errors")
+        first = self.counters["event_log_errors"] == 1
+        self.log(
+            logging.WARNING if first else logging.DEBUG,
+            "event log %s: cannot write (%s: %s)%s",
+            self.event_log,
+            type(exc).__name__,
+            exc,
+            "; counting further failures in event_log_errors" if first else "",
+        )
 
     # -- events ------------------------------------------------------------
 

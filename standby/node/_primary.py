@@ -41,6 +41,7 @@ from ._events import (
     ContainerStarting,
     ContainerStopped,
     LeaseAtRisk,
+    LeaseRenewed,
     LifecycleChanged,
     RevocationPublished,
 )
@@ -516,6 +517,7 @@ class PrimarySide(Generic[SpecT]):
         workload.starting = done = anyio.Event()
         self.observer.report(ContainerStarting(started_at, workload_id, token, promotion=False))
         error: str | None = None
+        lease_end: float | None = None
         try:
             error = await self._may_start(workload_id, workload)
             if error is None:
@@ -542,7 +544,16 @@ class PrimarySide(Generic[SpecT]):
             done.set()
         now = self.now()
         self.observer.report(
-            ContainerStarted(now, workload_id, token, False, error is None, error, now - started_at)
+            ContainerStarted(
+                now,
+                workload_id,
+                token,
+                False,
+                error is None,
+                error,
+                now - started_at,
+                lease_end if error is None else None,
+            )
         )
         if error is None:
             self.call(workload_id, lambda lc: lc.container_started(now), now)
@@ -600,6 +611,8 @@ class PrimarySide(Generic[SpecT]):
             self.observer.failed("renew", exc, workload_id=workload_id, role="primary")
             return
         workload.renewed = max(workload.renewed, lease_end)
+        token = workload.lifecycle.fencing_token
+        self.observer.report(LeaseRenewed(self.now(), workload_id, token, lease_end))
 
     async def _run_stop(
         self, workload_id: str, workload: PrimaryWorkload[SpecT], reason: str

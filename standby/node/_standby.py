@@ -471,7 +471,16 @@ class StandbySide(Generic[SpecT]):
                 self._spawned[(workload_id, token)] = handle
         now = self.now()
         self.observer.report(
-            ContainerStarted(now, workload_id, token, True, error is None, error, now - started_at)
+            ContainerStarted(
+                now,
+                workload_id,
+                token,
+                True,
+                error is None,
+                error,
+                now - started_at,
+                effect.lease_end if error is None else None,
+            )
         )
         self.call(
             now,

@@ -124,6 +124,10 @@ class NodeStatus:
     slots: tuple[SlotStatus, ...]
     primaries: tuple[PrimaryStatus, ...]
     counters: Mapping[str, int] = attrs.field(eq=False)
+    #: The node's wall-clock time of the snapshot (Unix seconds; 0: not known).
+    at: float = 0.0
+    #: The newest heartbeat timestamp heard from each primary of a slot here.
+    heartbeats: Mapping[str, float] = attrs.field(factory=dict, eq=False)
 
     def slot(self, workload_id: str) -> SlotStatus | None:
         """The slot of ``workload_id``, if this node holds one."""

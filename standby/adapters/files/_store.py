@@ -123,7 +123,9 @@ class JsonFileStore(Generic[SpecT]):
 
     ``read_only=True`` opens the store to look at it (an operator's command
     beside a running node): it never takes the lock, never removes leftover
-    temporary files, and every save raises :class:`~standby.StoreError`.
+    temporary files, never quarantines an unreadable file (it reports it with
+    a :class:`~standby.StoreError` and leaves it where it is), and every
+    save raises :class:`~standby.StoreError`.
     """
 
     def __init__(
@@ -401,7 +403,15 @@ class JsonFileStore(Generic[SpecT]):
         return slot  # type: ignore[no-any-return]
 
     def _corrupt(self, reason: str) -> StoreError:
-        """Quarantine the unreadable file (and its journal); the error to raise."""
+        """Quarantine the unreadable file (and its journal); the error to raise.
+
+        A read-only store leaves the file where it is.
+        """
+        if self.read_only:
+            return StoreError(
+                f"slot file {self.path} is corrupt ({reason}); opened read-only, it is left "
+                "untouched (a node opening it would quarantine it)"
+            )
         return quarantine(self.path, self.journal_path, self.quarantine_path, reason)
 
     def _refuse_if_quarantined(self) -> None:

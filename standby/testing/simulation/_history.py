@@ -108,6 +108,9 @@ class RunHistory:
     claims: tuple[Claim, ...]
     faults: tuple[FaultMark, ...]
     two_live: tuple[tuple[float, float], ...]
+    #: The wall-clock time (Unix seconds) of t=0: lease ends in the runtime
+    #: events are wall-clock times, drawn at ``lease end - base``.
+    base: float = BASE_TIME
 
     def runs_of(self, provider: str) -> list[RunInterval]:
         """The runs on ``provider``'s host, in start order."""
@@ -128,7 +131,7 @@ class RunHistory:
                 expired.add(event.handle)
             match = _LEASE.match(event.detail) if event.kind in ("started", "renewed") else None
             if match is not None:
-                granted[event.handle] = float(match.group(1)) - BASE_TIME
+                granted[event.handle] = float(match.group(1)) - self.base
         return [
             LeaseEnd(run, granted[run.handle], run.handle in expired)
             for run in self.runs

@@ -9,7 +9,12 @@ faults (a cross for a crash or a kill, shaded spans for partitions and
 freezes). A window in which two containers ran at once is a red band across
 every lane. A time axis with ticks runs along the bottom.
 
-The output depends only on the report: numbers are written with fixed
+One function draws: :func:`draw_timeline` takes a :class:`RunHistory`, a
+title, a summary line and the timing's silence. :func:`timeline_svg` calls
+it for a simulation report, and ``python -m standby timeline`` for the
+event logs of real nodes.
+
+The output depends only on its input: numbers are written with fixed
 precision and everything is drawn in a fixed order, so one seed gives the
 same bytes. Elements carry classes (``lane``, ``run``, ``two-live``, ...)
 and ``data-*`` attributes so that tests and style sheets can find them.
@@ -18,13 +23,14 @@ and ``data-*`` attributes so that tests and style sheets can find them.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from xml.sax.saxutils import escape, quoteattr
 
 from ...core._models import TOKEN_EPOCH_STRIDE
 from ._history import FaultMark, RunHistory
 from ._report import SimulationReport
 
-__all__ = ["timeline_svg"]
+__all__ = ["draw_timeline", "timeline_svg"]
 
 WIDTH = 1200
 LEFT = 120  # room for the lane names
@@ -127,9 +133,12 @@ class _Labels:
 
 
 class _Canvas:
-    def __init__(self, report: SimulationReport, history: RunHistory) -> None:
-        self.report = report
+    def __init__(
+        self, history: RunHistory, silence: float, captions: Mapping[str, str] | None
+    ) -> None:
         self.history = history
+        self.silence = silence
+        self.captions = captions
         self.until = max(history.until, 1e-9)
         self.plot = WIDTH - LEFT - RIGHT
         self.out: list[str] = []
@@ -162,10 +171,30 @@ def timeline_svg(report: SimulationReport) -> str:
     history = report.history
     if history is None:
         raise ValueError("this report has no run history to draw")
-    canvas = _Canvas(report, history)
+    return draw_timeline(
+        history, title=_title(report), summary=_summary(report), silence=report.timing.silence
+    )
+
+
+def draw_timeline(
+    history: RunHistory,
+    *,
+    title: str,
+    summary: str,
+    silence: float,
+    captions: Mapping[str, str] | None = None,
+) -> str:
+    """``history`` as a standalone SVG document (a string): the one drawing of a run.
+
+    ``title`` and ``summary`` are the two lines above the lanes; ``silence``
+    is the timing's silence (the amber band after a silenced primary's last
+    heartbeat); ``captions`` name each provider's role under its name
+    (default: the first lane is the primary at t=0, the others standbys in
+    order).
+    """
+    canvas = _Canvas(history, silence, captions)
     lanes_top = TOP + WORLD
     height = lanes_top + LANE * len(history.providers) + AXIS + LEGEND
-    title = _title(report)
     canvas.add(
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
         f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label={quoteattr(title)}>'
@@ -175,7 +204,7 @@ def timeline_svg(report: SimulationReport) -> str:
     canvas.add(_DEFS)
     canvas.add(f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>')
     canvas.text(LEFT, 22, title, "title")
-    canvas.text(LEFT, 42, _summary(report), "summary")
+    canvas.text(LEFT, 42, summary, "summary")
     bottom = lanes_top + LANE * len(history.providers)
     _grid(canvas, TOP, bottom)
     _world(canvas, TOP)
@@ -294,6 +323,8 @@ class _Lane:
         )
         canvas.text(LEFT - 10, BAR_Y + 14, provider, "name", "end")
         role = "primary at t=0" if index == 0 else f"standby {index - 1}"
+        if canvas.captions is not None:
+            role = canvas.captions.get(provider, "")
         canvas.text(LEFT - 10, BAR_Y + 30, role, "small", "end")
         self.spans()
         self.runs()
@@ -403,7 +434,7 @@ class _Lane:
     def silences(self) -> None:
         """From the last heartbeat of a primary a fault cut off, for ``timing.silence``."""
         canvas = self.canvas
-        silence = canvas.report.timing.silence
+        silence = canvas.silence
         for window in self.history.silence_windows(silence):
             if window.provider != self.provider:
                 continue
