@@ -148,7 +148,12 @@ def canonical(world: World, horizon: float) -> tuple[Any, ...]:
                 None if p.lifecycle is None else shifted.lifecycle(p.lifecycle),
                 None
                 if p.container is None
-                else (p.container.token, p.container.epoch, shifted.time(p.container.lease_end)),
+                else (
+                    p.container.token,
+                    p.container.epoch,
+                    shifted.time(p.container.lease_end),
+                    shifted.time(p.container.stop_at),
+                ),
                 shifted.time(p.heartbeat_due),
                 shifted.value(p.saved_slot),
                 p.intent,

@@ -323,7 +323,9 @@ def _liveness(world: World, bound: float) -> str | None:
     running = [
         name
         for name, p in world.providers.items()
-        if p.container is not None and p.local(world.now) < p.container.lease_end
+        if p.container is not None
+        and p.container.stop_at is None
+        and p.local(world.now) < p.container.lease_end
     ]
     if len(running) != 1:
         who = ", ".join(running) or "none"

@@ -131,12 +131,24 @@ class Delivery:
 
 @attrs.define
 class Container:
-    """A container that runs: its fencing token, its epoch and the lease end its runtime holds."""
+    """A container that runs: its fencing token, its epoch and the lease end its runtime holds.
+
+    A stop (asked for, or the runtime's own at the lease end) takes
+    ``fence_grace``, the longest the rules allow: until then the container
+    may still act.
+    """
 
     token: int
     epoch: int
     lease_end: float
     """On its provider's clock: the runtime stops it then (guarantee 4)."""
+    stop_at: float | None = None
+    """When a stop was asked for (its provider's clock)."""
+
+    def gone_at(self, fence_grace: float) -> float:
+        """When it can no longer act, on its provider's clock."""
+        start = self.lease_end if self.stop_at is None else min(self.stop_at, self.lease_end)
+        return start + fence_grace
 
 
 @attrs.define
@@ -194,9 +206,10 @@ class World:
         self.ops: list[Op] = []
         self.deliveries: list[Delivery] = []
         self.budget = budget
-        #: Highest fencing token and epoch ever handed to a runtime.
+        #: Highest fencing token ever handed to a runtime.
         self.max_token = -1
-        self.max_epoch = -1
+        #: Highest epoch taken: the first primary's, then each promotion's.
+        self.max_epoch = 0
         self.promotions = 0
 
     # ------------------------------------------------------------------ set-up
@@ -366,7 +379,7 @@ class World:
             candidates.append(d.due)
         for p in self.providers.values():
             if p.container is not None:
-                candidates.append(p.container.lease_end - p.offset)
+                candidates.append(p.container.gone_at(self.timing.fence_grace) - p.offset)
             if not p.up or p.paused:
                 continue
             candidates.extend(deadline - p.offset for deadline in self._deadlines(p))
@@ -396,10 +409,15 @@ class World:
             for p in self.providers.values():
                 local = p.local(self.now)
                 c = p.container
-                if c is not None and local >= c.lease_end:
-                    p.container = None  # the runtime's own deadline (guarantee 4)
-                    if p.up and not p.paused and p.lifecycle is not None:
-                        self._lifecycle(p, p.lifecycle.container_exited(local, "lease end"))
+                if c is not None and local >= c.gone_at(self.timing.fence_grace):
+                    # Stopped: as asked, or by the runtime's own deadline (guarantee 4).
+                    p.container = None
+                    lc = p.lifecycle
+                    if p.up and not p.paused and lc is not None and lc.epoch == c.epoch:
+                        if c.stop_at is None:
+                            self._lifecycle(p, lc.container_exited(local, "lease end"))
+                        else:
+                            self._lifecycle(p, lc.container_stopped(local))
                     progressed = True
                 if not p.up or p.paused:
                     continue
@@ -456,8 +474,9 @@ class World:
             elif isinstance(effect, Promoted):
                 self._promoted(p, effect)
             elif isinstance(effect, StopOrphan):
-                if p.container is not None and p.container.token == effect.fencing_token:
-                    p.container = None
+                c = p.container
+                if c is not None and c.token == effect.fencing_token and c.stop_at is None:
+                    c.stop_at = p.local(self.now)
             elif isinstance(effect, SlotSaved):
                 p.saved_slot = effect.slot
             elif isinstance(effect, SlotRemoved):
@@ -473,6 +492,12 @@ class World:
 
     def _promoted(self, p: Provider, effect: Promoted[Any]) -> None:
         slot = effect.slot
+        if effect.epoch <= self.max_epoch:
+            raise Violation(
+                f"{p.name} promoted into epoch {effect.epoch}, which was already taken "
+                f"(epochs up to {self.max_epoch} were)"
+            )
+        self.max_epoch = effect.epoch
         self.promotions += 1
         p.lifecycle = WorkloadLifecycle.promoted(
             workload_id=slot.workload_id,
@@ -499,8 +524,11 @@ class World:
                 self._run(p, lc.fencing_token, lc.epoch, -math.inf if end is None else end)
                 self._lifecycle(p, lc.container_started(local))
             elif isinstance(effect, StopContainer):
-                p.container = None
-                self._lifecycle(p, lc.container_stopped(local))
+                c = p.container
+                if c is None:
+                    self._lifecycle(p, lc.container_stopped(local))
+                elif c.stop_at is None:
+                    c.stop_at = local
             elif isinstance(effect, PublishRevocation):
                 self._start_op(p, OpKind.REVOCATION, effect, effect.revocation)
             else:
@@ -513,9 +541,7 @@ class World:
                 f"{p.name} started the workload with fencing token {token}, not above the "
                 f"highest already handed out ({self.max_token})"
             )
-        if epoch <= self.max_epoch:
-            raise Violation(f"{p.name} started epoch {epoch}, which was already taken")
-        self.max_token, self.max_epoch = token, epoch
+        self.max_token = token
         p.container = Container(token, epoch, lease_end)
         self.check_one_writer()
 
@@ -524,7 +550,8 @@ class World:
         acting = [
             name
             for name, p in self.providers.items()
-            if p.container is not None and p.local(self.now) < p.container.lease_end
+            if p.container is not None
+            and p.local(self.now) < p.container.gone_at(self.timing.fence_grace)
         ]
         if len(acting) > 1:
             raise Violation(f"two workloads can act at once: {' and '.join(acting)}")
