@@ -1,4 +1,7 @@
-"""Command line: ``python -m standby`` ``demo``, ``simulate``, ``campaign`` and ``store``."""
+"""Command line: ``python -m standby`` ``demo``, ``simulate``, ``campaign``, ``explore``, ``store``.
+
+Each command's options are in its own module.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .cli import _demo
     from .cli import _store as _store_cli
+    from .testing.explore import _cli as explore_cli
     from .testing.simulation import _campaign_cli as campaign_cli
     from .testing.simulation import _cli as simulate_cli
 
@@ -38,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     campaign_cli.add_arguments(
         commands.add_parser("campaign", help="long safety campaign over every fault configuration")
     )
+    explore_parser = commands.add_parser(
+        "explore", help="exhaustive search of the shipped machines' interleavings"
+    )
+    explore_cli.add_arguments(explore_parser)
     _store_cli.add_arguments(
         commands.add_parser("store", help="manage a JsonFileStore (accept-loss PATH)")
     )
@@ -46,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo.run(args)
     if args.command == "campaign":
         return campaign_cli.run(args)
+    if args.command == "explore":
+        return explore_cli.run(args, explore_parser)
     if args.command == "store":
         return _store_cli.run(args)
     return simulate_cli.run(args)

@@ -26,6 +26,8 @@ from ._world import Budget
 
 __all__ = [
     "BROKEN_RULES",
+    "TABLE_DEPTH",
+    "TABLE_STATES",
     "BrokenRule",
     "RuleRow",
     "render_rule_table",
@@ -35,6 +37,10 @@ __all__ = [
 
 START = "<!-- generated: explore-rules (python -m standby explore --rule-table docs/safety.md) -->"
 END = "<!-- end: explore-rules -->"
+
+#: The bounds of each rule's exploration in the docs' table.
+TABLE_STATES = 30_000
+TABLE_DEPTH = 80
 
 _NOTHING = Budget(losses=0, duplicates=0, crashes=0, partitions=0, pauses=0)
 
@@ -171,8 +177,8 @@ class RuleRow:
 
 
 def rule_table(
-    max_states: int = 30_000,
-    depth: int = 80,
+    max_states: int = TABLE_STATES,
+    depth: int = TABLE_DEPTH,
     progress: Callable[[RuleRow], None] | None = None,
 ) -> list[RuleRow]:
     """Explore every broken timing of :data:`BROKEN_RULES`."""

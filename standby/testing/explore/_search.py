@@ -9,6 +9,7 @@ budget or the depth bound is reached, and returns an :class:`ExploreResult`.
 from __future__ import annotations
 
 import collections
+import functools
 import pickle
 import time
 from collections.abc import Callable, Iterator
@@ -87,8 +88,11 @@ class Counterexample:
         lines.extend(f"  {step}" for step in self.steps)
         return "\n".join(lines)
 
-    def faults(self) -> list[Fault]:
+    def faults(self, start: float = 0.0) -> list[Fault]:
         """The path's faults as a :class:`~standby.testing.Simulation` schedule.
+
+        ``start`` shifts every fault but the clock skew: a simulated primary
+        needs a moment to start, where the explorer's starts at once.
 
         A loss becomes a short :class:`Drop` of the provider's messages; a
         pause a :class:`Pause` (its workload keeps running) until it resumes;
@@ -102,7 +106,7 @@ class Counterexample:
             out.append(SkewClock(at=0.0, who=self.skew[0], offset=self.skew[1]))
         paused: dict[str, float] = {}
         for step in self.steps:
-            kind, at = step.move[0], step.at
+            kind, at = step.move[0], step.at + start
             if kind == "crash":
                 out.append(Crash(at=at, who=step.move[1]))
             elif kind == "restart":
@@ -123,12 +127,24 @@ class Counterexample:
             out.append(Pause(at=start, who=who, duration=3600.0))
         return out
 
-    def simulation(self, seed: int = 0) -> Any:
-        """A :class:`~standby.testing.Simulation` of the real node with :meth:`faults`."""
-        from ..simulation._simulation import Simulation
+    def simulation(self, start: float = 0.0, seed: int = 0) -> Any:
+        """A :class:`~standby.testing.Simulation` of the real node with :meth:`faults`.
 
+        Its containers take the whole ``fence_grace`` to stop, as the
+        explorer assumes (the simulator's default is quicker).
+        """
+        from ..simulation._simulation import Simulation
+        from ..simulation._world import Latencies, memory_runtime
+
+        grace = self.timing.fence_grace
+        latencies = attrs.evolve(Latencies.for_timing(self.timing), stop=(grace, grace))
         return Simulation(
-            timing=self.timing, standbys=self.standbys, seed=seed, faults=self.faults()
+            timing=self.timing,
+            standbys=self.standbys,
+            seed=seed,
+            faults=self.faults(start),
+            latencies=latencies,
+            runtime_factory=functools.partial(memory_runtime, stop_grace=grace),
         )
 
     @property
