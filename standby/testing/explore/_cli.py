@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from ...cli._argtypes import integer_at_least
+from ...cli._argtypes import integer_at_least, seconds
 from ...core._errors import UnsafeTiming
 from ...core._timing import Timing
 from ..simulation._configurations import PRESETS, preset
@@ -57,6 +57,10 @@ def _target(text: str) -> dict[str, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected four numbers, got {text!r}") from None
     return dict(zip(_TARGETS, values, strict=True))
+
+
+def _positive_seconds(text: str) -> float:
+    return seconds(text, positive=True)
 
 
 def _setting(text: str) -> tuple[str, float]:
@@ -96,6 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="D",
         help=f"explore paths of at most D moves (default {DEPTH}; {TABLE_DEPTH} for --rule-table)",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        help="stop after S seconds and report what was explored",
     )
     parser.add_argument("--mode", choices=("safety", "liveness"), default="safety")
     parser.add_argument("--standbys", type=integer_at_least(1), default=2, metavar="K")
@@ -206,6 +217,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
         skew=skew,
         mode=mode,
         progress=progress,
+        max_seconds=args.max_seconds,
     )
     print(result.format())
     example = result.counterexample

@@ -12,6 +12,7 @@ import collections
 import functools
 import pickle
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -28,6 +29,11 @@ Mode = Literal["safety", "liveness"]
 """What :func:`explore` checks: the safety properties, or that one primary runs again."""
 
 _DUMP = pickle.HIGHEST_PROTOCOL
+
+
+def _pack(world: World) -> bytes:
+    """A waiting state, small (the frontier of a long search holds millions)."""
+    return zlib.compress(pickle.dumps(world, _DUMP), 1)
 
 
 def liveness_bound(timing: Timing, standbys: int) -> float:
@@ -216,6 +222,7 @@ def explore(
     mode: Mode = "safety",
     horizon: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_seconds: float | None = None,
 ) -> ExploreResult:
     """Search the interleavings of the shipped machines breadth-first (see the module doc).
 
@@ -224,7 +231,9 @@ def explore(
     ``skew`` adds start states with one clock ``max_clock_skew`` apart.
     ``horizon`` (seconds; default four times the timing's longest wait)
     is how far back an instant still counts as itself in the canonical
-    form. ``progress(states, depth)`` is called after each level.
+    form. ``progress(states, depth)`` is called after each level. With
+    ``max_seconds`` the search stops after that much time and reports what
+    it saw.
     """
     timing = Timing() if timing is None else timing
     if standbys < 1:
@@ -271,7 +280,7 @@ def explore(
             continue
         parents[key] = None
         skews[key] = choice
-        frontier.append((key, 0, pickle.dumps(world, _DUMP)))
+        frontier.append((key, 0, _pack(world)))
     level = 0
     while frontier:
         key, at_depth, blob = frontier.popleft()
@@ -279,9 +288,12 @@ def explore(
             level = at_depth
             if progress is not None:
                 progress(len(parents), level)
+        if max_seconds is not None and time.perf_counter() - started > max_seconds:
+            break
         reached = max(reached, at_depth)
         if at_depth >= depth:
             continue
+        blob = zlib.decompress(blob)
         template = pickle.loads(blob)
         if mode == "liveness":
             failure = _liveness(template, bound)
@@ -306,9 +318,15 @@ def explore(
                     mode, len(parents), reached, transitions,
                     time.perf_counter() - started, False, None,
                 )  # fmt: skip
-            frontier.append((child, at_depth + 1, pickle.dumps(world, _DUMP)))
+            frontier.append((child, at_depth + 1, _pack(world)))
     return ExploreResult(
-        mode, len(parents), reached, transitions, time.perf_counter() - started, True, None
+        mode,
+        len(parents),
+        reached,
+        transitions,
+        time.perf_counter() - started,
+        not frontier,
+        None,
     )
 
 
