@@ -144,8 +144,7 @@ BROKEN_RULES: tuple[BrokenRule, ...] = (
         _by_name("lease > claim_timeout + claim_settle + 2 * query_timeout + spawn_timeout"),
         {"spawn_timeout": 100.0},
         budget=attrs.evolve(_NOTHING, crashes=1),
-        note="a spawn that outlives the claim's lease is stopped (its runtime holds the "
-        "claim's lease end): a liveness cost only",
+        note="a spawn slower than the claim's lease allows: two standbys' containers overlap",
     ),
     _rule(
         _by_name("silence >= lease + fence_grace + max_clock_skew"),

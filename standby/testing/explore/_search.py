@@ -173,6 +173,8 @@ class ExploreResult:
     exhausted: bool
     """Every state within the depth bound was explored (no state budget left over)."""
     counterexample: Counterexample | None
+    promoted: int = 0
+    """Unique states explored in which a standby had promoted (a failover happened)."""
 
     @property
     def states_per_second(self) -> float:
@@ -187,7 +189,7 @@ class ExploreResult:
         head = (
             f"explore ({self.mode}): {self.states} unique states, depth {self.depth}, "
             f"{self.transitions} transitions, {self.seconds:.1f} s, "
-            f"{self.states_per_second:.0f} states/s"
+            f"{self.states_per_second:.0f} states/s, {self.promoted} after a promotion"
             + (", every state within the bounds" if self.exhausted else "")
         )
         if self.counterexample is None:
@@ -251,6 +253,7 @@ def explore(
     frontier: collections.deque[tuple[int, int, bytes]] = collections.deque()
     transitions = 0
     reached = 0
+    promoted = 0
     bound = liveness_bound(timing, standbys)
 
     def found(key: int, step: Step | None, violation: str) -> ExploreResult:
@@ -272,6 +275,7 @@ def explore(
             time.perf_counter() - started,
             False,
             example,
+            promoted,
         )
 
     for choice, world in initial_worlds(timing, standbys, budget, skew):
@@ -313,10 +317,12 @@ def explore(
             if child in parents:
                 continue
             parents[child] = (key, step)
+            if world.promotions:
+                promoted += 1
             if len(parents) >= max_states:
                 return ExploreResult(
                     mode, len(parents), reached, transitions,
-                    time.perf_counter() - started, False, None,
+                    time.perf_counter() - started, False, None, promoted,
                 )  # fmt: skip
             frontier.append((child, at_depth + 1, _pack(world)))
     return ExploreResult(
@@ -327,6 +333,7 @@ def explore(
         time.perf_counter() - started,
         not frontier,
         None,
+        promoted,
     )
 
 
