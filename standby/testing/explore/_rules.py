@@ -59,6 +59,8 @@ class BrokenRule:
     budget: Budget = _NOTHING
     skew: bool = False
     note: str = ""
+    max_states: int | None = None
+    """A larger state budget than the table's, for a counterexample that lies deep."""
 
     def timing(self) -> Timing | None:
         """The broken timing (``None`` when the rule cannot be broken alone)."""
@@ -100,6 +102,7 @@ BROKEN_RULES: tuple[BrokenRule, ...] = (
         _by_name("write_quorum + read_quorum > relay_count"),
         {"read_quorum": 1},
         budget=attrs.evolve(_NOTHING, partitions=2),
+        max_states=400_000,
         note="a standby that reads only a relay the primary cannot reach finds it silent",
     ),
     _rule(
@@ -188,7 +191,7 @@ def rule_table(
         if timing is not None:
             result = explore(
                 timing,
-                max_states=max_states,
+                max_states=max_states if broken.max_states is None else broken.max_states,
                 depth=depth,
                 budget=broken.budget,
                 skew=broken.skew,
