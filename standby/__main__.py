@@ -1,5 +1,8 @@
-"""Command line: ``python -m standby`` ``demo``, ``simulate``, ``campaign``, ``store``,
-``inspect``, ``drain``, ``stop``, ``status`` and ``timeline``."""
+"""Command line: ``python -m standby`` ``demo``, ``simulate``, ``campaign``, ``explore``,
+``store``, ``inspect``, ``drain``, ``stop``, ``status`` and ``timeline``.
+
+Each command's options are in its own module.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .cli import _drain as _drain_cli
     from .cli import _inspect as _inspect_cli
     from .cli import _store as _store_cli
+    from .testing.explore import _cli as explore_cli
     from .testing.simulation import _campaign_cli as campaign_cli
     from .testing.simulation import _cli as simulate_cli
 
@@ -41,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     campaign_cli.add_arguments(
         commands.add_parser("campaign", help="long safety campaign over every fault configuration")
     )
+    explore_parser = commands.add_parser(
+        "explore", help="exhaustive search of the shipped machines' interleavings"
+    )
+    explore_cli.add_arguments(explore_parser)
     _store_cli.add_arguments(
         commands.add_parser("store", help="manage a JsonFileStore (accept-loss PATH)")
     )
@@ -79,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo.run(args)
     if args.command == "campaign":
         return campaign_cli.run(args)
+    if args.command == "explore":
+        return explore_cli.run(args, explore_parser)
     if args.command == "store":
         return _store_cli.run(args)
     return simulate_cli.run(args)

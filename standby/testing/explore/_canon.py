@@ -1,0 +1,208 @@
+"""The canonical form of a :class:`~standby.testing.explore._world.World`.
+
+Two states that behave the same from now on get the same form, so the
+search visits them once: every instant is taken relative to now (and an
+instant more than ``horizon`` seconds away counts only as "long ago" or
+"far ahead"), request
+ids relative to the machine's counter, and what has no order (a relay's
+messages, the operations in flight, the deliveries) is sorted. Counters,
+histories and reasons kept only for people are left out.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Any
+
+import attrs
+
+from ...core._election import StandbyElection
+from ...core._lifecycle import WorkloadLifecycle
+from ...core._timing import Timing
+from ._world import World
+
+__all__ = ["canonical"]
+
+_LONG_AGO = "long ago"
+_FAR_AHEAD = "far ahead"
+
+
+class _Form:
+    """Turns values into hashable, relative forms for one state."""
+
+    def __init__(self, now: float, horizon: float) -> None:
+        self.now = now
+        self.horizon = horizon
+
+    def time(self, t: float | None) -> Any:
+        if t is None or not math.isfinite(t):
+            return t
+        rel = round(t - self.now, 6)
+        if rel < -self.horizon:
+            return _LONG_AGO
+        return _FAR_AHEAD if rel > self.horizon else rel
+
+    def value(self, v: Any) -> Any:
+        if v is None or isinstance(v, (bool, int, str)):
+            return v
+        if isinstance(v, float):
+            return self.time(v)
+        if isinstance(v, enum.Enum):
+            return v.value
+        if isinstance(v, Timing):
+            return None
+        if attrs.has(type(v)):
+            return (
+                type(v).__name__,
+                *(self.value(getattr(v, a.name)) for a in attrs.fields(type(v))),
+            )
+        if isinstance(v, (tuple, list)):
+            return tuple(self.value(x) for x in v)
+        if isinstance(v, (set, frozenset)):
+            return tuple(sorted(map(repr, (self.value(x) for x in v))))
+        if isinstance(v, dict):
+            return tuple(sorted((repr(self.value(k)), self.value(x)) for k, x in v.items()))
+        raise TypeError(f"no canonical form for {v!r:.60}")
+
+    def election(self, e: StandbyElection[Any]) -> Any:
+        base = e._next_request
+
+        def rid(request: int | None) -> int | None:
+            return None if request is None or request == 0 else request - base
+
+        index = e._index
+        entries = []
+        for wid, entry in sorted(index.entries.items()):
+            claiming = entry.phase.value not in ("watching", "confirming", "retry-watch")
+            entries.append(
+                (
+                    wid,
+                    entry.phase.value,
+                    self.time(entry.deadline),
+                    rid(entry.request),
+                    entry.request == 0,
+                    entry.revoked,
+                    self.value(entry.claim),
+                    entry.attempts,
+                    entry.rounds,
+                    entry.claim_failures,
+                    self.time(entry.preread_at) if claiming else None,
+                    self.value(entry.deferred),
+                    self.time(entry.confirmed_baseline) if entry.confirmed_baseline else None,
+                    entry.joined,
+                    self.time(entry.origin),
+                    self.value(entry.slot),
+                    entry.state_uri,
+                )
+            )
+        return (
+            tuple(entries),
+            self.value(index.last_hb),
+            self.value(index.promoted),
+            self.value(e._claims_seen),
+            tuple(sorted((rid(r), k.value, w) for r, (k, w) in e._requests.items())),
+            tuple(sorted((rid(r), v) for r, v in e._confirming.items())),
+            tuple(sorted((rid(r), v) for r, v in e._abandoned.items())),
+            tuple(sorted((rid(r), p.value, w) for r, (p, w) in e._reads.reading.items())),
+        )
+
+    def lifecycle(self, lc: WorkloadLifecycle) -> Any:
+        return (
+            lc.state.value,
+            lc.reason,
+            lc.epoch,
+            lc.fencing_token,
+            lc.standbys,
+            self.value(lc._acks),
+            self.time(lc._lease_floor),
+            self.time(lc._lease_cap),
+            self.time(lc._live_since),
+            lc._container.value,
+            self.time(lc._restart_at),
+            lc._restarts,
+            lc._revocation_state.value,
+            self.value(lc._revocation),
+            self.time(lc._revocation_due),
+            lc._reclaimed,
+            self.time(lc._created_at),
+            lc.superseded,
+            len(lc._queued),
+        )
+
+
+def canonical(world: World, horizon: float) -> tuple[Any, ...]:
+    """The hashable canonical form of ``world`` (see the module docstring)."""
+    f = _Form(world.now, horizon)
+    providers = []
+    for name, p in sorted(world.providers.items()):
+        shifted = _Form(p.local(world.now), horizon)  # its machines run on its own clock
+        providers.append(
+            (
+                name,
+                p.offset,
+                p.up,
+                p.paused,
+                tuple(sorted(p.cut)),
+                None if p.election is None else shifted.election(p.election),
+                None if p.lifecycle is None else shifted.lifecycle(p.lifecycle),
+                None
+                if p.container is None
+                else (
+                    p.container.token,
+                    p.container.epoch,
+                    shifted.time(p.container.lease_end),
+                    shifted.time(p.container.stop_at),
+                ),
+                shifted.time(p.heartbeat_due),
+                shifted.value(p.saved_slot),
+                p.intent,
+                p.ran_primary,
+            )
+        )
+    relays = tuple(
+        (r, tuple(sorted(repr((s, f.value(m))) for s, m in stored.values())))
+        for r, stored in sorted(world.relays.items())
+    )
+    ops = tuple(
+        sorted(
+            repr(
+                (
+                    op.kind.value,
+                    op.provider,
+                    op.late,
+                    f.time(op.due),
+                    _request(world, f, op.provider, op.effect),
+                    f.value(op.message),
+                )
+            )
+            for op in world.ops
+        )
+    )
+    deliveries = tuple(
+        sorted(
+            repr(
+                (d.recipient, d.signer, f.value(d.message), tuple(sorted(d.relays)), f.time(d.due))
+            )
+            for d in world.deliveries
+        )
+    )
+    return (
+        tuple(providers),
+        relays,
+        ops,
+        deliveries,
+        world.budget.key(),
+        world.max_token,
+        world.max_epoch,
+    )
+
+
+def _request(world: World, f: _Form, provider: str, effect: Any) -> Any:
+    """An effect, its request id relative to its machine's counter."""
+    request = getattr(effect, "request_id", None)
+    if request is None:
+        return f.value(effect)
+    e = world.providers[provider].election
+    rel = request if e is None else request - e._next_request
+    return f.value(attrs.evolve(effect, request_id=rel))

@@ -1,0 +1,237 @@
+"""The explorer of the shipped machines: what it finds, what it prints, what it replays."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import attrs
+import pytest
+
+from standby import Timing
+from standby.__main__ import main
+from standby.core._timing_rules import RULES
+from standby.testing.explore import (
+    BROKEN_RULES,
+    Budget,
+    explore,
+)
+from standby.testing.explore._rules import (
+    TABLE_DEPTH,
+    TABLE_STATES,
+    RuleRow,
+    generated_table,
+    table_cells,
+)
+from standby.testing.simulation._faults import Partition
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+NO_FAULTS = Budget(losses=0, duplicates=0, crashes=0, partitions=0, pauses=0)
+
+
+def broken(rule: str, half: int = 0):  # type: ignore[no-untyped-def]
+    return [b for b in BROKEN_RULES if b.rule == rule][half]
+
+
+def command(capsys: pytest.CaptureFixture[str], line: str) -> tuple[int, str, str]:
+    argv = shlex.split(line)
+    try:
+        status = main(argv[3:])
+    except SystemExit as exc:
+        status = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+# ------------------------------------------------------------------ what it finds
+
+
+def test_the_default_timing_shows_no_violation_within_the_bound() -> None:
+    result = explore(Timing(), max_states=2_000, depth=60)
+    assert result.ok
+    assert result.states == 2_000
+
+
+def test_the_default_timing_fails_over_safely_after_a_crash() -> None:
+    budget = Budget(losses=0, duplicates=0, crashes=1, partitions=0, pauses=0)
+    result = explore(Timing(), max_states=6_000, depth=200, budget=budget, skew=False)
+    assert result.ok
+    assert result.promoted > 0  # the bound reaches failovers, and every one was safe
+
+
+def test_a_for_target_timing_shows_no_violation_within_the_bound() -> None:
+    timing = Timing.for_target(
+        silence=30, heartbeat_interval=10, relay_latency=0.25, max_clock_skew=2
+    )
+    result = explore(timing, max_states=3_000, depth=60)
+    assert result.ok
+
+
+def test_without_faults_the_search_ends_because_times_are_relative() -> None:
+    # Heartbeats go on for ever; only a canonical form relative to now makes
+    # the steady state one state, so the search runs out of new states.
+    result = explore(Timing(), max_states=50_000, depth=10_000, budget=NO_FAULTS, skew=False)
+    assert result.exhausted
+    assert result.ok
+    assert result.states < 5_000
+
+
+def test_a_broken_claim_settle_gives_two_promotions_into_one_epoch() -> None:
+    b = broken("claim_settle > claim_timeout")
+    result = explore(b.timing(), max_states=20_000, depth=40, budget=b.budget, skew=False)
+    example = result.counterexample
+    assert example is not None
+    assert "fencing token" in example.violation or "epoch 1" in example.violation
+    text = example.format()
+    assert text.splitlines()[0] == "counterexample: " + example.violation
+    assert "standby-1: claim answers" in text
+    assert "primary crashes" in text
+
+
+def test_the_counterexample_is_a_shortest_path() -> None:
+    timing = Timing.unsafe_unchecked(silence=110.0)
+    budget = attrs.evolve(NO_FAULTS, partitions=1)
+    found = explore(timing, max_states=20_000, depth=40, budget=budget, skew=False)
+    assert found.counterexample is not None
+    shortest = len(found.counterexample)
+    shorter = explore(timing, max_states=20_000, depth=shortest - 1, budget=budget, skew=False)
+    assert shorter.ok
+    assert shorter.exhausted
+
+
+# ------------------------------------------------------------------ replay on the real node
+
+
+def test_a_counterexample_replays_as_a_simulation_of_the_real_node() -> None:
+    timing = Timing.unsafe_unchecked(silence=110.0)
+    result = explore(timing, max_states=20_000, depth=40, budget=Budget(0, 0, 0, 1, 0), skew=False)
+    example = result.counterexample
+    assert example is not None
+    assert example.violation == "two workloads can act at once: primary and standby-0"
+    faults = example.faults(start=600.0)
+    assert faults == [Partition(at=600.0, who="primary", relays=("relay-0", "relay-1", "relay-2"))]
+    report = example.simulation(start=600.0).run(until=600.0 + example.end + 600.0)
+    assert [v.kind for v in report.violations][:1] == ["two-live"]
+    # The same schedule under a safe timing: the real node keeps one writer.
+    safe = type(example)(example.violation, None, example.steps, Timing(), 2)
+    assert safe.simulation(start=600.0).run(until=600.0 + example.end + 600.0).ok
+
+
+# ------------------------------------------------------------------ liveness
+
+
+def test_liveness_holds_for_the_default_timing_after_a_crash() -> None:
+    budget = Budget(losses=0, duplicates=0, crashes=1, partitions=0, pauses=0)
+    result = explore(Timing(), max_states=300, depth=20, budget=budget, skew=False, mode="liveness")
+    assert result.ok
+
+
+def test_liveness_fails_when_no_read_can_reach_its_quorum() -> None:
+    b = broken("1 <= read_quorum <= relay_count")
+    result = explore(b.timing(), max_states=2_000, depth=20, budget=b.budget, mode="liveness")
+    example = result.counterexample
+    assert example is not None
+    assert "0 primaries run" in example.violation
+    assert any(step.move == ("crash", "primary") for step in example.steps)
+
+
+# ------------------------------------------------------------------ every rule
+
+
+def test_each_rule_of_the_table_has_one_timing_that_breaks_it_alone() -> None:
+    assert [(b.rule, b.why) for b in BROKEN_RULES] == [(r.name, r.why) for r in RULES]
+    for b in BROKEN_RULES:
+        timing = b.timing()
+        if timing is None:
+            assert "cannot be broken alone" in b.note
+            continue
+        assert [rule for rule, _ in timing.violations()] == [b.rule]
+
+
+def test_the_safety_page_holds_the_current_rule_table() -> None:
+    page = (DOCS / "safety.md").read_text(encoding="utf-8")
+    rows = table_cells(generated_table(page))
+    assert [r[0] for r in rows] == [b.rule for b in BROKEN_RULES]
+    # Rerun the rules whose exploration is quick; the others are checked by
+    # `python -m standby explore --rule-table docs/safety.md` in CI's docs job.
+    for b, cells in zip(BROKEN_RULES, rows, strict=True):
+        if b.fields is None or cells[3] == "-" or int(cells[3]) > 2_000:
+            continue
+        result = explore(
+            b.timing(),
+            max_states=TABLE_STATES,
+            depth=TABLE_DEPTH,
+            budget=b.budget,
+            skew=b.skew,
+            mode=b.mode,
+        )
+        assert RuleRow(b, result).cells() == cells
+
+
+# ------------------------------------------------------------------ the command
+
+
+def test_the_command_prints_the_figures_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = command(capsys, "python -m standby explore --max-states 500 --no-skew")
+    assert status == 0
+    assert out.startswith("explore (safety): 500 unique states, depth ")
+    assert "states/s" in out
+    assert out.rstrip().endswith("no violation")
+
+
+def test_the_command_exits_1_with_a_schedule(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = command(
+        capsys,
+        "python -m standby explore --set silence=110 --no-skew --losses 0 --duplicates 0 "
+        "--crashes 0 --pauses 0 --schedule --max-states 20000",
+    )
+    assert status == 1
+    assert "timing breaks `silence >= lease + fence_grace + max_clock_skew`" in out
+    assert "counterexample: two workloads can act at once" in out
+    assert "Partition(at=0.0, who='primary'" in out
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        "--depth -1",
+        "--max-states 0",
+        "--set nonsense=3",
+        "--set silence=abc",
+        "--target 30,10,0.25",
+        "--target 1,10,0.25,2",
+        "--break-rule 99",
+        "--break-rule 1",
+        "--mode sometimes",
+        "--max-seconds 0",
+        "--rule-table /no/such/page.md",
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], arguments: str
+) -> None:
+    status, out, err = command(capsys, f"python -m standby explore {arguments}")
+    assert status == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("python -m standby explore: error: ")
+
+
+def test_the_explore_module_exports_are_pinned() -> None:
+    import standby.testing.explore as module
+
+    assert sorted(module.__all__) == [
+        "BROKEN_RULES",
+        "BrokenRule",
+        "Budget",
+        "Counterexample",
+        "ExploreResult",
+        "Mode",
+        "RuleRow",
+        "Step",
+        "explore",
+        "liveness_bound",
+        "render_rule_table",
+        "rule_table",
+    ]
+    assert all(hasattr(module, name) for name in module.__all__)
