@@ -686,3 +686,4 @@ def test_the_python_examples_of_docs_testing_md_run() -> None:
     namespace["test_my_timing_survives_partitions"]()  # the worked example, run by hypothesis
     assert namespace["summary"].runs == 20
     assert namespace["report"].violations_of("token-shared")
+    assert namespace["replayed"].violations_of("two-live")  # the explorer's path, on the node
