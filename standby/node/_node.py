@@ -70,6 +70,7 @@ from ._standby import StandbySide
 from ._stepdown import StepDown
 from ._subscriptions import Subscriptions
 from ._types import NodeStatus, PrimaryStatus, SpawnRequest
+from ._wakeup import Wakeup
 
 __all__ = ["StandbyNode"]
 
@@ -148,7 +149,7 @@ class StandbyNode(Generic[SpecT]):
         self._build_parts(transport, runtime, store, timing)
         self._stack: contextlib.AsyncExitStack | None = None
         self._running = False
-        self._wake: anyio.Event | None = None
+        self._wake: Wakeup | None = None
 
     def _build_parts(
         self,
@@ -260,7 +261,7 @@ class StandbyNode(Generic[SpecT]):
     async def __aenter__(self) -> StandbyNode[SpecT]:
         if self._stack is not None:
             raise NodeMisuse(f"node {self.me!r} is already running")
-        self._wake = anyio.Event()
+        self._wake = Wakeup()
         self.heartbeat.open()
         self.subscriptions.open()
         self.persistence.open()
@@ -534,7 +535,9 @@ class StandbyNode(Generic[SpecT]):
             ticked = anyio.current_time()
             # Created after the (synchronous) tick, so the tick's own pokes do not
             # count as new input; anything that arrives while we sleep does.
-            self._wake = wake = anyio.Event()
+            wake = self._wake
+            assert wake is not None
+            wake.clear()
             deadline = self._next_deadline()
             if deadline is None:
                 delay = math.inf
@@ -546,8 +549,7 @@ class StandbyNode(Generic[SpecT]):
                 # it past the deadline at all (and on a virtual clock it never
                 # would: the loop would spin forever).
                 delay = max(deadline - self.now(), _MIN_SLEEP)
-            with anyio.move_on_after(delay):
-                await wake.wait()
+            await wake.wait(delay)
             # At most one tick per _MIN_SLEEP: an input that arrives at the very
             # instant of a tick must not make the loop tick again at that same
             # instant (a due deadline whose query answers instantly would
