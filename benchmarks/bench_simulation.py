@@ -5,7 +5,12 @@ standbys, the primary crashes at t=1200 s, simulated until t=3600 s (one
 virtual hour, one failover, a heartbeat a minute, storage writes). Every
 scenario has its own seed. The simulator runs three real ``StandbyNode``s
 on the virtual-time loop (the machine-level simulator it replaced ran 329
-scenarios per second on the reference machine). Goal: at least 30 per second.
+scenarios per second on the reference machine). Goal: at least 50 per second
+on one core.
+
+The rate is scenarios per second of this process's CPU time (what one core
+gives it, however loaded the machine is); the wall-clock rate and the load
+average are printed beside it.
 
     python benchmarks/bench_simulation.py [--scenarios N] [--repeat R] [--profile]
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import time
 
@@ -22,6 +28,7 @@ from standby.testing import Simulation
 
 HORIZON = 3600.0
 CRASH_AT = 1200.0
+GOAL = 50.0
 
 
 def scenario(seed: int) -> int:
@@ -35,16 +42,16 @@ def scenario(seed: int) -> int:
     return len(report.promotions)
 
 
-def measure(count: int, first_seed: int) -> float:
-    """Scenarios per second over ``count`` scenarios."""
-    start = time.perf_counter()
+def measure(count: int, first_seed: int) -> tuple[float, float]:
+    """Scenarios per CPU second and per wall-clock second over ``count`` scenarios."""
+    cpu, wall = time.process_time(), time.perf_counter()
     promotions = 0
     for seed in range(first_seed, first_seed + count):
         promotions += scenario(seed)
-    elapsed = time.perf_counter() - start
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     if promotions != count:
         raise SystemExit(f"expected one promotion per scenario, got {promotions} in {count}")
-    return count / elapsed
+    return count / cpu, count / wall
 
 
 def main() -> None:
@@ -63,12 +70,13 @@ def main() -> None:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
     rates = [measure(args.scenarios, first_seed=i * args.scenarios) for i in range(args.repeat)]
-    best = max(rates)
+    best, wall = max(rates)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"{best:.0f} scenarios/s (best of {args.repeat} x {args.scenarios}; "
-        f"all: {', '.join(f'{r:.0f}' for r in rates)}) -- "
-        f"one virtual hour each, {1 / best * 1e3:.2f} ms per scenario, "
-        f"goal >= 30/s: {'met' if best >= 30 else 'MISSED'}"
+        f"{best:.1f} scenarios/s on one core (best of {args.repeat} x {args.scenarios}; "
+        f"all: {', '.join(f'{r:.1f}' for r, _ in rates)}; wall clock {wall:.1f}/s) -- "
+        f"one virtual hour each, {1 / best * 1e3:.2f} ms of CPU per scenario; "
+        f"goal >= {GOAL:.0f}/s: {'met' if best >= GOAL else 'MISSED'}; load average {load}"
     )
 
 

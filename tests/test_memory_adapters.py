@@ -21,6 +21,7 @@ from standby import (
     StoreError,
 )
 from standby.adapters.memory import (
+    MemoryRelay,
     MemoryRelayNetwork,
     MemoryRuntime,
     MemorySlotStore,
@@ -546,3 +547,36 @@ def test_announcement_and_revocation_keys_are_per_workload() -> None:
 def test_a_single_relay_name_string_is_refused() -> None:
     with pytest.raises(TypeError, match=r"pass \['relay-a'\]"):
         MemoryRelayNetwork("relay-a")
+
+
+def test_a_relay_answers_a_query_of_several_kinds_in_arrival_order() -> None:
+    relay = MemoryRelay("r")
+
+    def claim(epoch: int, at: float) -> PromotionClaim:
+        return PromotionClaim(
+            workload_id="w1",
+            epoch=epoch,
+            fencing_token=epoch,
+            claimant="b",
+            standby_index=0,
+            claimed_at=at,
+        )
+
+    stored = [
+        ("a", Heartbeat(provider="a", timestamp=1.0)),
+        ("b", claim(1, 2.0)),
+        ("b", PromotionAnnouncement(workload_id="w1", new_primary="b", promoted_at=3.0)),
+        ("a", Heartbeat(provider="a", timestamp=4.0)),
+        ("b", claim(2, 5.0)),
+    ]
+    for at, (signer, message) in enumerate(stored):
+        relay.store(signer, message, float(at))
+    takeovers = Query(kinds=("claim", "announcement"))
+    assert relay.matching(takeovers) == [stored[1], stored[2], stored[4]]
+    assert relay.matching(Query(kinds=("heartbeat",))) == [stored[0], stored[3]]
+    assert relay.forget(lambda _signer, message: isinstance(message, PromotionAnnouncement)) == 1
+    assert relay.matching(takeovers) == [stored[1], stored[4]]
+    relay.replace_on_arrival = True
+    relay.store("b", claim(3, 1.5), 9.0)  # same key as both claims: replaces them
+    assert relay.matching(takeovers) == [("b", claim(3, 1.5))]
+    assert relay.stored() == [stored[0], stored[3], ("b", claim(3, 1.5))]

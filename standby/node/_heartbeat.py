@@ -17,6 +17,7 @@ from ._io import NodeIO
 from ._observe import Observer
 from ._primary import PrimarySide
 from ._types import RUNNING
+from ._wakeup import Wakeup
 
 __all__ = ["Heartbeats"]
 
@@ -59,10 +60,10 @@ class Heartbeats(Generic[SpecT]):
         #: The step-down watch's read of the claims (once per interval, FM25).
         self.watch = watch
         self._mark: tuple[float, float] | None = None
-        self._now: anyio.Event | None = None
+        self._now: Wakeup | None = None
 
     def open(self) -> None:
-        self._now = anyio.Event()
+        self._now = Wakeup()
 
     def poke(self) -> None:
         """Heartbeat soon (a workload just started or promoted)."""
@@ -139,7 +140,9 @@ class Heartbeats(Generic[SpecT]):
         polled = -math.inf
         read_at = -math.inf
         while True:
-            self._now = wake = anyio.Event()
+            wake = self._now
+            assert wake is not None
+            wake.clear()
             next_at = anyio.current_time() + interval
             active = self.primary.active()
             if active:
@@ -154,8 +157,7 @@ class Heartbeats(Generic[SpecT]):
                 if anyio.current_time() - polled >= interval:
                     polled = anyio.current_time()
                     await self.primary.poll_containers()
-            with anyio.move_on_after(max(next_at - anyio.current_time(), 0.0)):
-                await wake.wait()
+            await wake.wait(max(next_at - anyio.current_time(), 0.0))
             # Early heartbeats (a workload just started) are spaced out, so that
             # a burst of accepts sends a few heartbeats rather than one each; the
             # first workload of an idle node heartbeats at once.

@@ -73,6 +73,7 @@ from ._standby import StandbySide
 from ._stepdown import StepDown
 from ._subscriptions import Subscriptions
 from ._types import NodeStatus, PrimaryStatus, SpawnRequest
+from ._wakeup import Wakeup
 
 __all__ = ["StandbyNode"]
 
@@ -171,7 +172,7 @@ class StandbyNode(Generic[SpecT]):
         self._build_parts(transport, runtime, store, timing)
         self._stack: contextlib.AsyncExitStack | None = None
         self._running = False
-        self._wake: anyio.Event | None = None
+        self._wake: Wakeup | None = None
 
     def _build_parts(
         self,
@@ -287,7 +288,7 @@ class StandbyNode(Generic[SpecT]):
     async def __aenter__(self) -> StandbyNode[SpecT]:
         if self._stack is not None:
             raise NodeMisuse(f"node {self.me!r} is already running")
-        self._wake = anyio.Event()
+        self._wake = Wakeup()
         if self.observer.event_log is not None:
             self.observer.event_log.open()
         self.heartbeat.open()
@@ -605,7 +606,9 @@ class StandbyNode(Generic[SpecT]):
             ticked = anyio.current_time()
             # Created after the (synchronous) tick, so the tick's own pokes do not
             # count as new input; anything that arrives while we sleep does.
-            self._wake = wake = anyio.Event()
+            wake = self._wake
+            assert wake is not None
+            wake.clear()
             deadline = self._next_deadline()
             if deadline is None:
                 delay = math.inf
@@ -617,8 +620,7 @@ class StandbyNode(Generic[SpecT]):
                 # it past the deadline at all (and on a virtual clock it never
                 # would: the loop would spin forever).
                 delay = max(deadline - self.now(), _MIN_SLEEP)
-            with anyio.move_on_after(delay):
-                await wake.wait()
+            await wake.wait(delay)
             # At most one tick per _MIN_SLEEP: an input that arrives at the very
             # instant of a tick must not make the loop tick again at that same
             # instant (a due deadline whose query answers instantly would

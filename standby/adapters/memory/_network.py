@@ -6,7 +6,6 @@ Re-exported by :mod:`standby.adapters.memory`, their public home.
 from __future__ import annotations
 
 import heapq
-import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -84,10 +83,12 @@ class MemorySubscription:
             if self._pending and self._pending[0][0] <= now:
                 _at, _seq, relay, signer, message = heapq.heappop(self._pending)
                 return Envelope(message, signer, relay, self._network.wall_clock())
-            wait = self._pending[0][0] - now if self._pending else math.inf
-            self._wakeup = anyio.Event()
-            with anyio.move_on_after(wait):
-                await self._wakeup.wait()
+            self._wakeup = wakeup = anyio.Event()
+            if self._pending:
+                with anyio.move_on_after(self._pending[0][0] - now):
+                    await wakeup.wait()
+            else:  # nothing on its way: no deadline, so no cancel scope to pay for
+                await wakeup.wait()
             self._wakeup = None
 
     async def aclose(self) -> None:

@@ -16,7 +16,7 @@ import attrs
 
 from ...core._errors import IdentityError
 from ...core._models import Message
-from ...protocols._contracts import Query, addressable_key
+from ...protocols._contracts import Query, addressable_key, message_kind
 
 __all__ = ["NO_FAULTS", "LinkFaults", "MemoryRelay", "canonical_identity"]
 
@@ -110,6 +110,10 @@ class MemoryRelay:
         self.replace_on_arrival = False
         self.amnesiac = False
         self._stored: list[_Stored] = []
+        # The same messages by kind, each list in arrival order (a query reads
+        # the kinds it asks for, not every message stored).
+        self._by_kind: dict[str, list[tuple[int, _Stored]]] = {}
+        self._arrivals = 0
 
     def __repr__(self) -> str:
         state = "up" if self.up else "down"
@@ -119,12 +123,20 @@ class MemoryRelay:
         """Store ``message`` signed by ``signer``."""
         if self.replace_on_arrival:
             key = addressable_key(signer, message)
-            self._stored = [s for s in self._stored if addressable_key(s.signer, s.message) != key]
-        self._stored.append(_Stored(signer, message, at))
+            self._keep(lambda s: addressable_key(s.signer, s.message) != key)
+        stored = _Stored(signer, message, at)
+        self._stored.append(stored)
+        self._arrivals += 1
+        self._by_kind.setdefault(message_kind(message), []).append((self._arrivals, stored))
 
     def matching(self, query: Query) -> list[tuple[str, Message]]:
         """Stored ``(signer, message)`` pairs matching ``query``, in arrival order."""
-        return [(s.signer, s.message) for s in self._stored if query.matches(s.signer, s.message)]
+        lists = [self._by_kind.get(kind, ()) for kind in query.kinds]
+        lists = [entries for entries in lists if entries]
+        if not lists:
+            return []
+        entries = lists[0] if len(lists) == 1 else sorted(e for es in lists for e in es)
+        return [(s.signer, s.message) for _, s in entries if query.matches(s.signer, s.message)]
 
     def stored(self) -> list[tuple[str, Message]]:
         """Everything stored, in arrival order."""
@@ -134,7 +146,13 @@ class MemoryRelay:
         """Lose stored messages (all, or those matching ``predicate``); returns how many."""
         before = len(self._stored)
         if predicate is None:
-            self._stored = []
+            self._keep(lambda _s: False)
         else:
-            self._stored = [s for s in self._stored if not predicate(s.signer, s.message)]
+            self._keep(lambda s: not predicate(s.signer, s.message))
         return before - len(self._stored)
+
+    def _keep(self, keep: Callable[[_Stored], bool]) -> None:
+        """Keep only what ``keep`` accepts, in the list and in the index."""
+        self._stored = [s for s in self._stored if keep(s)]
+        for kind, entries in self._by_kind.items():
+            self._by_kind[kind] = [(n, s) for n, s in entries if keep(s)]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -156,10 +156,7 @@ class MemoryTransport:
                 return
             answers[relay] = None
 
-        with anyio.move_on_after(timeout):
-            async with anyio.create_task_group() as group:
-                for relay in network.relays:
-                    group.start_soon(one, relay)
+        await _each_relay(network.relays, one, timeout)
         acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
         errors = {r: answers.get(r) or "timed out" for r in network.relays if r not in acked}
         network.published.append((anyio.current_time(), me, message, acked))
@@ -208,10 +205,7 @@ class MemoryTransport:
             found.extend(Envelope(message, signer, relay, received) for signer, message in matches)
             answered.add(relay)
 
-        with anyio.move_on_after(timeout):
-            async with anyio.create_task_group() as group:
-                for relay in network.relays:
-                    group.start_soon(one, relay)
+        await _each_relay(network.relays, one, timeout)
         for relay in network.relays:
             if relay not in answered and relay not in errors:
                 errors[relay] = "timed out"
@@ -226,6 +220,22 @@ class MemoryTransport:
         self._opened = [s for s in self._opened if not s.closed]
         self._opened.append(subscription)
         return subscription
+
+
+async def _each_relay(
+    relays: tuple[str, ...],
+    leg: Callable[[str], Coroutine[Any, Any, None]],
+    timeout: float,  # noqa: ASYNC109 - the call's own timeout
+) -> None:
+    """Run ``leg(relay)`` for every relay at once; after ``timeout`` the rest are abandoned.
+
+    The timeout is the task group's own deadline: one cancel scope per call,
+    not one more around the group.
+    """
+    async with anyio.create_task_group() as group:
+        group.cancel_scope.deadline = anyio.current_time() + timeout
+        for relay in relays:
+            group.start_soon(leg, relay)
 
 
 class MemoryAtomicTransport(MemoryTransport):

@@ -123,6 +123,35 @@ class _Task(asyncio.Task):  # type: ignore[type-arg]
         return self is other
 
 
+class _Timer(asyncio.TimerHandle):
+    """A timer ordered by ``(when, scheduling order)``: ties go first come, first served.
+
+    asyncio's own timers compare by time alone, so the order of two timers
+    due at the same instant depends on the shape of the loop's heap, which
+    every timer ever scheduled (or cancelled) changes.
+    """
+
+    __slots__ = ("_seq",)
+
+    def __init__(
+        self,
+        seq: int,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: VirtualLoop,
+        context: contextvars.Context | None,
+    ) -> None:
+        super().__init__(when, callback, args, loop, context)
+        self._seq = seq
+
+    def __lt__(self, other: object) -> bool:
+        assert isinstance(other, _Timer)
+        when = self._when  # type: ignore[attr-defined]
+        other_when = other._when  # type: ignore[attr-defined]
+        return when < other_when or (when == other_when and self._seq < other._seq)
+
+
 def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> _Task:
     assert isinstance(loop, VirtualLoop)
     return _Task(coro, loop=loop, **kwargs)
@@ -158,6 +187,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self._clock_resolution = 1e-9
         self.errors: list[str] = []
         self._tasks_made = 0
+        self._timers_made = 0
         self.set_exception_handler(self._on_error)
         self.set_task_factory(_task_factory)
 
@@ -176,7 +206,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
         """Run everything scheduled up to virtual time ``when``, then stop there."""
         handle: asyncio.Handle
         if when > self._now:
-            handle = asyncio.BaseEventLoop.call_at(self, when, self.stop)
+            handle = self._timer(when, self.stop, (), None)
         else:
             handle = asyncio.BaseEventLoop.call_soon(self, self.stop)
         # Every callback of this loop runs under asyncio, tasks or not (the
@@ -223,8 +253,22 @@ class VirtualLoop(asyncio.BaseEventLoop):
             context = contextvars.copy_context()
         process = context.get(CURRENT_PROCESS)
         if process is None:
-            return super().call_at(when, callback, *args, context=context)
-        return super().call_at(when, self._gate, process, callback, args, context, context=context)
+            return self._timer(when, callback, args, context)
+        return self._timer(when, self._gate, (process, callback, args, context), context)
+
+    def _timer(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
+    ) -> asyncio.TimerHandle:
+        self._check_closed()  # type: ignore[attr-defined]
+        self._timers_made += 1
+        timer = _Timer(self._timers_made, when, callback, args, self, context)
+        heapq.heappush(self._scheduled, timer)  # type: ignore[attr-defined]
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
 
     def _gate(
         self,
