@@ -25,6 +25,7 @@ from ...protocols._contracts import (
     message_kind,
     newest_per_key,
 )
+from .._pacing import Lane, Pacing, PublishWindow, lane_of
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
@@ -36,9 +37,14 @@ __all__ = ["MemoryAtomicTransport", "MemoryTransport"]
 class MemoryTransport:
     """A provider's view of a :class:`MemoryRelayNetwork`; implements ``RelayTransport``."""
 
-    def __init__(self, network: MemoryRelayNetwork, identity: str) -> None:
+    def __init__(
+        self, network: MemoryRelayNetwork, identity: str, *, pacing: Pacing | None = None
+    ) -> None:
         self._network = network
         self._identity = identity
+        self._pacing = network.pacing if pacing is None else pacing
+        #: The bulk window of each relay (used only when the relays charge costs).
+        self.windows: dict[str, PublishWindow] = {}
         self._severed = False
         self._opened: list[MemorySubscription] = []
         self._drop_hook: Callable[[TransportDrop], None] | None = None
@@ -93,6 +99,23 @@ class MemoryTransport:
         return len(self._network.relays)
 
     @property
+    def pacing(self) -> Pacing:
+        """How this transport uses each relay's connections."""
+        return self._pacing
+
+    def _connection(self, relay: str, lane: Lane) -> tuple[int, str, str]:
+        """The key of this transport's connection to ``relay`` for ``lane``."""
+        return (id(self), relay, lane.value)
+
+    def _window(self, relay: str, lane: Lane) -> PublishWindow | None:
+        if not self._pacing.paced or lane in (Lane.URGENT, Lane.READ):
+            return None
+        window = self.windows.get(relay)
+        if window is None:
+            window = self.windows[relay] = PublishWindow(self._pacing)
+        return window
+
+    @property
     def network(self) -> MemoryRelayNetwork:
         """The network this transport belongs to."""
         return self._network
@@ -130,11 +153,33 @@ class MemoryTransport:
         network = self._network
         me = self._identity
         answers: dict[str, str | None] = {}
+        server = network.server
+        lane, rank = lane_of(self._pacing, message)
 
         async def one(relay: str) -> None:
             if not network.reachable(me, relay):
                 answers[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
+            window = None if server is None else self._window(relay, lane)
+            if window is None:
+                await send(relay)
+                return
+            await window.acquire(rank)
+            sent = anyio.current_time()
+            try:
+                await send(relay)
+            finally:
+                answer = answers.get(relay, "timed out")
+                if answer is None:
+                    window.acked(anyio.current_time() - sent)
+                elif answer in ("timed out", "lost in transit", "acknowledgement lost") or (
+                    answer.startswith(("rejected:", "rate-limited:"))
+                ):
+                    window.lost()
+                else:
+                    window.release()
+
+        async def send(relay: str) -> None:
             faults = network.faults(relay, me)
             limiter = network.limiter
             if limiter is not None:
@@ -149,7 +194,14 @@ class MemoryTransport:
             if limiter is not None and (refusal := limiter.admit_publish(me, relay)) is not None:
                 answers[relay] = refusal
                 return
-            network._store(relay, me, message)
+            if server is None:
+                network._store(relay, me, message)
+            else:
+                now = anyio.current_time()
+                kind = message_kind(message)
+                done = server.store(relay, self._connection(relay, lane), me, kind, now)
+                network._store_at(done, relay, me, message)
+                await anyio.sleep(done - now)
             await anyio.sleep(network._delay(faults))
             if network._lost(faults) or not network.reachable(me, relay):
                 answers[relay] = "acknowledgement lost"
@@ -200,6 +252,14 @@ class MemoryTransport:
                 errors[relay] = "no answer"
                 return
             matches = network.relay(relay).matching(query)
+            server = network.server
+            if server is not None:
+                now = anyio.current_time()
+                tags = len(query.workload_ids or ()) + len(query.authors or ())
+                connection = self._connection(relay, lane_of(self._pacing, None)[0])
+                done = server.query(relay, connection, now, tags, len(matches))
+                await anyio.sleep(done - now)
+                matches = network.relay(relay).matching(query)
             await anyio.sleep(network._delay(faults))
             if not network.reachable(me, relay) or network._lost(faults):
                 errors[relay] = "answer lost"
