@@ -7,6 +7,7 @@ ties the relays together; everything here is re-exported by
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any, Final
 import attrs
 
 from ...core._errors import IdentityError
-from ...core._models import Message
+from ...core._models import Heartbeat, Message
 from ...protocols._contracts import Query, addressable_key
 
 __all__ = ["NO_FAULTS", "LinkFaults", "MemoryRelay", "canonical_identity"]
@@ -93,6 +94,10 @@ class _Stored:
     stored_at: float
 
 
+def _workload(message: Message) -> str | None:
+    return None if isinstance(message, Heartbeat) else message.workload_id
+
+
 class MemoryRelay:
     """One relay: it stores every message it receives and answers queries.
 
@@ -102,6 +107,10 @@ class MemoryRelay:
     newer one: the misbehaviour that breaks claims over plain relays. With
     ``amnesiac=True`` it acknowledges what it receives but neither keeps it
     nor passes it on (a relay that loses acknowledged events).
+
+    A query that names workloads looks only at their messages and the
+    heartbeats (an index by workload id, in arrival order), so a read of a
+    hundred workloads does not scan what a thousand others stored.
     """
 
     def __init__(self, name: str) -> None:
@@ -110,21 +119,38 @@ class MemoryRelay:
         self.replace_on_arrival = False
         self.amnesiac = False
         self._stored: list[_Stored] = []
+        self._by_workload: dict[str | None, list[tuple[int, _Stored]]] = {}
 
     def __repr__(self) -> str:
         state = "up" if self.up else "down"
         return f"MemoryRelay({self.name!r}, {state}, {len(self._stored)} stored)"
 
+    def _reindex(self) -> None:
+        self._by_workload = {}
+        for seq, stored in enumerate(self._stored):
+            self._by_workload.setdefault(_workload(stored.message), []).append((seq, stored))
+
     def store(self, signer: str, message: Message, at: float) -> None:
         """Store ``message`` signed by ``signer``."""
+        stored = _Stored(signer, message, at)
         if self.replace_on_arrival:
             key = addressable_key(signer, message)
             self._stored = [s for s in self._stored if addressable_key(s.signer, s.message) != key]
-        self._stored.append(_Stored(signer, message, at))
+            self._stored.append(stored)
+            self._reindex()
+            return
+        bucket = self._by_workload.setdefault(_workload(message), [])
+        bucket.append((len(self._stored), stored))
+        self._stored.append(stored)
 
     def matching(self, query: Query) -> list[tuple[str, Message]]:
         """Stored ``(signer, message)`` pairs matching ``query``, in arrival order."""
-        return [(s.signer, s.message) for s in self._stored if query.matches(s.signer, s.message)]
+        if query.workload_ids is None:
+            candidates: list[_Stored] = self._stored
+        else:
+            buckets = [self._by_workload.get(w, ()) for w in (None, *query.workload_ids)]
+            candidates = [s for _seq, s in heapq.merge(*buckets, key=lambda pair: pair[0])]
+        return [(s.signer, s.message) for s in candidates if query.matches(s.signer, s.message)]
 
     def stored(self) -> list[tuple[str, Message]]:
         """Everything stored, in arrival order."""
@@ -137,4 +163,5 @@ class MemoryRelay:
             self._stored = []
         else:
             self._stored = [s for s in self._stored if not predicate(s.signer, s.message)]
+        self._reindex()
         return before - len(self._stored)
