@@ -84,12 +84,14 @@ class RelayServer:
         #: Events stored and queries answered, per relay.
         self.served: dict[str, int] = {}
 
-    def _serve(self, relay: str, connection: Hashable, arrived: float, cost: float) -> float:
+    def _serve(
+        self, relay: str, connection: Hashable, arrived: float, cost: float
+    ) -> tuple[float, float]:
         start = max(arrived, self._free_at.get(connection, arrived))
         done = start + cost
         self._free_at[connection] = done
         self.served[relay] = self.served.get(relay, 0) + 1
-        return done
+        return start, done
 
     def store(
         self, relay: str, connection: Hashable, signer: str, kind: str, arrived: float
@@ -99,18 +101,16 @@ class RelayServer:
         history = self._history.get(key, 0)
         self._history[key] = history + 1
         costs = self.costs
-        return self._serve(
-            relay, connection, arrived, costs.per_event + costs.per_history * history
-        )
-
-    def starts(self, connection: Hashable, arrived: float) -> float:
-        """When a request arriving now on ``connection`` would start."""
-        return max(arrived, self._free_at.get(connection, arrived))
+        cost = costs.per_event + costs.per_history * history
+        return self._serve(relay, connection, arrived, cost)[1]
 
     def query(
-        self, relay: str, connection: Hashable, arrived: float, tags: int, results: int
-    ) -> float:
-        """A query arrived on ``connection`` at ``arrived``: when the relay has answered it."""
+        self, relay: str, connection: Hashable, arrived: float, tags: int
+    ) -> tuple[float, float]:
+        """A query of ``tags`` tags arrived on ``connection``: when the relay starts and ends it.
+
+        The relay reads what it stored by the start; ``per_result`` for each
+        result found then delays this answer but not the requests after it.
+        """
         costs = self.costs
-        cost = costs.per_query + costs.per_tag * tags + costs.per_result * results
-        return self._serve(relay, connection, arrived, cost)
+        return self._serve(relay, connection, arrived, costs.per_query + costs.per_tag * tags)

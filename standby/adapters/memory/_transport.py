@@ -251,15 +251,18 @@ class MemoryTransport:
             if not network.reachable(me, relay) or network._lost(faults):
                 errors[relay] = "no answer"
                 return
-            matches = network.relay(relay).matching(query)
             server = network.server
-            if server is not None:
-                now = anyio.current_time()
-                tags = len(query.workload_ids or ()) + len(query.authors or ())
-                connection = self._connection(relay, lane_of(self._pacing, None)[0])
-                done = server.query(relay, connection, now, tags, len(matches))
-                await anyio.sleep(done - now)
+            if server is None:
                 matches = network.relay(relay).matching(query)
+            else:
+                # In order: the relay reads once it is done with what this
+                # connection sent before, and answers after its own cost.
+                connection = self._connection(relay, lane_of(self._pacing, None)[0])
+                tags = len(query.workload_ids or ()) + len(query.authors or ())
+                start, done = server.query(relay, connection, anyio.current_time(), tags)
+                await anyio.sleep(start - anyio.current_time())
+                matches = network.relay(relay).matching(query)
+                await anyio.sleep(done + server.costs.per_result * len(matches) - start)
             await anyio.sleep(network._delay(faults))
             if not network.reachable(me, relay) or network._lost(faults):
                 errors[relay] = "answer lost"
