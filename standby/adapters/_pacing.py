@@ -36,9 +36,14 @@ from ..core._models import (
     LeaseRevocation,
     Message,
     PromotionAnnouncement,
+    PromotionClaim,
 )
+from ..core._relay_messages import NOT_SENT
 
-__all__ = ["Lane", "Pacing", "PublishWindow", "lane_of"]
+__all__ = ["NOT_SENT_FOR_ROOM", "Lane", "Pacing", "PublishWindow", "lane_of"]
+
+#: The publish error for a relay whose window had no room before the timeout.
+NOT_SENT_FOR_ROOM: Final = f"{NOT_SENT}: no room in the relay's window before the timeout"
 
 
 class Lane(enum.Enum):
@@ -52,9 +57,10 @@ class Lane(enum.Enum):
 
 
 #: Among bulk publishes waiting for room, lower goes first: a claim has a
-#: deadline (``claim_timeout``), an announcement is retried until it holds.
+#: deadline (``claim_timeout``); an announcement or a withdrawal is retried
+#: until it holds.
 _CLAIM_FIRST: Final = 0
-_ANNOUNCEMENT_LATER: Final = 1
+_LATER: Final = 1
 
 
 def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -107,8 +113,10 @@ def lane_of(pacing: Pacing, message: Message | None) -> tuple[Lane, int]:
         return Lane.READ, _CLAIM_FIRST
     if isinstance(message, (Heartbeat, LeaseRevocation)):
         return Lane.URGENT, _CLAIM_FIRST
-    if isinstance(message, PromotionAnnouncement):
-        return Lane.BULK, _ANNOUNCEMENT_LATER
+    if isinstance(message, PromotionAnnouncement) or (
+        isinstance(message, PromotionClaim) and message.withdrawn
+    ):
+        return Lane.BULK, _LATER
     return Lane.BULK, _CLAIM_FIRST
 
 

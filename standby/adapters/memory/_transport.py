@@ -25,7 +25,7 @@ from ...protocols._contracts import (
     message_kind,
     newest_per_key,
 )
-from .._pacing import Lane, Pacing, PublishWindow, lane_of
+from .._pacing import NOT_SENT_FOR_ROOM, Lane, Pacing, PublishWindow, lane_of
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
@@ -164,7 +164,11 @@ class MemoryTransport:
             if window is None:
                 await send(relay)
                 return
-            await window.acquire(rank)
+            try:
+                await window.acquire(rank)
+            except anyio.get_cancelled_exc_class():
+                answers[relay] = NOT_SENT_FOR_ROOM
+                raise
             sent = anyio.current_time()
             try:
                 await send(relay)
