@@ -66,6 +66,21 @@ class RelayCosts:
             per_event=0.0021, per_history=0.000004, per_query=0.005, per_tag=0.0001, per_result=5e-5
         )
 
+    def failover_floor(self, workloads: int, *, read_size: int = 100) -> float:
+        """The relay time a correlated failover of ``workloads`` needs on one relay, in seconds.
+
+        One connection, pipelined: ``workloads`` claims and as many
+        announcements by one fresh author (each kind's history growing from
+        zero), and the batched claims reads of ``read_size`` workloads each.
+        No transport can take over faster over these relays; the bound of
+        failure mode 26 is 1.5 times this.
+        """
+        if workloads < 0:
+            raise ValueError(f"workloads must be >= 0, got {workloads!r}")
+        stores = workloads * self.per_event + self.per_history * workloads * (workloads - 1) / 2
+        reads = -(-workloads // read_size)
+        return 2 * stores + reads * self.per_query + workloads * (self.per_tag + self.per_result)
+
     @property
     def free(self) -> bool:
         """Whether every charge is zero (the relays then charge nothing and keep no order)."""
