@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import heapq
 import math
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 import anyio
@@ -40,7 +41,7 @@ from ..core._models import (
 )
 from ..core._relay_messages import NOT_SENT
 
-__all__ = ["NOT_SENT_FOR_ROOM", "Lane", "Pacing", "PublishWindow", "lane_of"]
+__all__ = ["NOT_SENT_FOR_ROOM", "Lane", "Pacing", "PublishWindow", "lane_of", "send_paced"]
 
 #: The publish error for a relay whose window had no room before the timeout.
 NOT_SENT_FOR_ROOM: Final = f"{NOT_SENT}: no room in the relay's window before the timeout"
@@ -201,3 +202,40 @@ class PublishWindow:
         """An event sent was not acknowledged in time, or was refused: send less."""
         self.size = max(1.0, self.size / 2)
         self.release()
+
+
+async def send_paced(
+    window: PublishWindow | None,
+    rank: int,
+    relay: str,
+    answers: MutableMapping[str, str | None],
+    send: Callable[[], Awaitable[None]],
+    congested: Callable[[str], bool],
+) -> None:
+    """Run ``send()`` (which puts the relay's answer in ``answers[relay]``) inside ``window``.
+
+    Without a window it just sends. With one it first waits for room (a
+    caller that gives up meanwhile leaves :data:`NOT_SENT_FOR_ROOM`: nothing
+    was sent), then tells the window how the relay answered: stored (an
+    acknowledgement and its round trip), no answer in time or a reason
+    ``congested`` recognises (the window halves), or anything else.
+    """
+    if window is None:
+        await send()
+        return
+    try:
+        await window.acquire(rank)
+    except anyio.get_cancelled_exc_class():
+        answers[relay] = NOT_SENT_FOR_ROOM
+        raise
+    sent = anyio.current_time()
+    try:
+        await send()
+    finally:
+        answer = answers.get(relay, "timed out")
+        if answer is None:
+            window.acked(anyio.current_time() - sent)
+        elif answer == "timed out" or congested(answer):
+            window.lost()
+        else:
+            window.release()

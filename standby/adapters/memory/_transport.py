@@ -25,13 +25,20 @@ from ...protocols._contracts import (
     message_kind,
     newest_per_key,
 )
-from .._pacing import NOT_SENT_FOR_ROOM, Lane, Pacing, PublishWindow, lane_of
+from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
     from ._network import MemoryRelayNetwork, MemorySubscription
 
 __all__ = ["MemoryAtomicTransport", "MemoryTransport"]
+
+
+def _congested(reason: str) -> bool:
+    """Whether a memory relay's answer says it is overloaded or the message got lost."""
+    return reason in ("lost in transit", "acknowledgement lost") or reason.startswith(
+        ("rejected:", "rate-limited:")
+    )
 
 
 class MemoryTransport:
@@ -161,27 +168,10 @@ class MemoryTransport:
                 answers[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
             window = None if server is None else self._window(relay, lane)
-            if window is None:
+            if window is None:  # free relays: nothing to pace, nothing added
                 await send(relay)
                 return
-            try:
-                await window.acquire(rank)
-            except anyio.get_cancelled_exc_class():
-                answers[relay] = NOT_SENT_FOR_ROOM
-                raise
-            sent = anyio.current_time()
-            try:
-                await send(relay)
-            finally:
-                answer = answers.get(relay, "timed out")
-                if answer is None:
-                    window.acked(anyio.current_time() - sent)
-                elif answer in ("timed out", "lost in transit", "acknowledgement lost") or (
-                    answer.startswith(("rejected:", "rate-limited:"))
-                ):
-                    window.lost()
-                else:
-                    window.release()
+            await send_paced(window, rank, relay, answers, lambda: send(relay), _congested)
 
         async def send(relay: str) -> None:
             faults = network.faults(relay, me)
