@@ -68,6 +68,7 @@ from ...protocols._contracts import (
     newest_per_key,
 )
 from ...wire import Codec
+from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced
 from .._transport_base import (
     TransportBase,
     canonical_query,
@@ -104,6 +105,7 @@ __all__ = [
     "NostrProfile",
     "NostrSubscription",
     "NostrTransport",
+    "Pacing",
     "canonical_identity",
     "npub_of",
     "sign_event",
@@ -130,8 +132,13 @@ class NostrTransport(TransportBase):
     subscriptions beyond 64, a query counting as one), ``refusal_backoff``
     (first and longest wait before asking a relay again after it refused a
     request because of a limit; refusals are retried within the caller's
-    timeout, never dropped) and ``client`` (an ``httpx.AsyncClient`` to
-    connect with; the transport makes its own by default).
+    timeout, never dropped), ``pacing`` (a :class:`Pacing`: by default
+    queries and urgent publishes, heartbeats and revocations, each have a
+    connection of their own beside the one for claims and announcements,
+    which are paced by an adaptive window; ``Pacing.unpaced()`` keeps one
+    connection per relay and sends everything at once) and ``client`` (an
+    ``httpx.AsyncClient`` to connect with; the transport makes its own by
+    default).
 
     :attr:`counters` counts ``events_received``, ``dropped_bad_signature``,
     ``dropped_bad_id``, ``dropped_malformed``, ``dropped_bad_body``,
@@ -154,6 +161,7 @@ class NostrTransport(TransportBase):
         subscription_buffer: int = 1024,
         max_queries: int = 8,
         refusal_backoff: tuple[float, float] = (0.05, 1.0),
+        pacing: Pacing | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         urls = url_list(relays, "relay URLs")
@@ -183,17 +191,30 @@ class NostrTransport(TransportBase):
         self._client = client
         self._own_client = client is None
         self._drop_hook: Callable[[TransportDrop], None] | None = None
-        self._links: dict[str, RelayLink] = {
-            url: RelayLink(
-                url,
-                connect=self._connect,
-                counters=self._counters,
-                max_message_bytes=max_message_bytes,
-                backoff=backoff,
-                on_rejected=self._rejected,
-            )
-            for url in urls
-        }
+
+        def links() -> dict[str, RelayLink]:
+            return {
+                url: RelayLink(
+                    url,
+                    connect=self._connect,
+                    counters=self._counters,
+                    max_message_bytes=max_message_bytes,
+                    backoff=backoff,
+                    on_rejected=self._rejected,
+                )
+                for url in urls
+            }
+
+        self.pacing = Pacing() if pacing is None else pacing
+        #: The connection per relay for bulk publishes and live subscriptions
+        #: (and everything, without lanes).
+        self._links: dict[str, RelayLink] = links()
+        #: The connections of the other lanes (none without lanes).
+        self._lane_links: dict[Lane, dict[str, RelayLink]] = (
+            {Lane.READ: links(), Lane.URGENT: links()} if self.pacing.lanes else {}
+        )
+        #: The bulk window of each relay.
+        self.windows: dict[str, PublishWindow] = {}
         self._versions: Versions = OrderedDict()
         self._ids = itertools.count(1)
         self._ws_client: httpx_ws.AsyncWebSocketClient[httpx_ws.AsyncWebSocketSession] | None = None
@@ -216,8 +237,25 @@ class NostrTransport(TransportBase):
             keepalive_ping_timeout_seconds=20.0,
         )
 
+    def _all_links(self) -> list[RelayLink]:
+        lanes = [links.values() for links in self._lane_links.values()]
+        return [*self._links.values(), *(link for links in lanes for link in links)]
+
+    def _link(self, lane: Lane, link: RelayLink) -> RelayLink:
+        """The connection to ``link``'s relay that ``lane`` travels on."""
+        links = self._lane_links.get(lane)
+        return link if links is None else links[link.url]
+
+    def _window(self, url: str, lane: Lane) -> PublishWindow | None:
+        if not self.pacing.paced or lane in (Lane.URGENT, Lane.READ):
+            return None
+        window = self.windows.get(url)
+        if window is None:
+            window = self.windows[url] = PublishWindow(self.pacing)
+        return window
+
     def _started(self, group: anyio.abc.TaskGroup) -> None:
-        for link in self._links.values():
+        for link in self._all_links():
             link.stopped = False
             group.start_soon(link.run, name=f"nostr-relay-{link.url}")
 
@@ -275,7 +313,7 @@ class NostrTransport(TransportBase):
         a leak check for cancellation.
         """
         total = 0
-        for link in self._links.values():
+        for link in self._all_links():
             conn = link.conn
             if conn is None:
                 continue
@@ -384,9 +422,19 @@ class NostrTransport(TransportBase):
         events = self._sign(message)
         results: dict[str, str | None] = {}
         used: dict[str, Connection] = {}
+        lane, rank = lane_of(self.pacing, message)
 
         async def one(link: RelayLink) -> str | None:
-            await offer(link, events, results, used)
+            window = self._window(link.url, lane)
+            target = self._link(lane, link)
+            await send_paced(
+                window,
+                rank,
+                link.url,
+                results,
+                lambda: offer(target, events, results, used),
+                is_refusal,
+            )
             reason = results.get(link.url)
             # Over a relay limit: publish again after a backoff (the same
             # signed events: harmless to repeat).
@@ -424,7 +472,7 @@ class NostrTransport(TransportBase):
 
         async def one(link: RelayLink) -> str | None:
             try:
-                conn = await link.connection()
+                conn = await self._link(Lane.READ, link).connection()
             except RelayUnavailable as exc:
                 errors[link.url] = f"unreachable: {exc}"
                 return None
