@@ -41,7 +41,15 @@ from ..core._models import (
 )
 from ..core._relay_messages import NOT_SENT
 
-__all__ = ["NOT_SENT_FOR_ROOM", "Lane", "Pacing", "PublishWindow", "lane_of", "send_paced"]
+__all__ = [
+    "NOT_SENT_FOR_ROOM",
+    "Lane",
+    "Pacing",
+    "PublishWindow",
+    "lane_of",
+    "send_paced",
+    "window_for",
+]
 
 #: The publish error for a relay whose window had no room before the timeout.
 NOT_SENT_FOR_ROOM: Final = f"{NOT_SENT}: no room in the relay's window before the timeout"
@@ -202,6 +210,18 @@ class PublishWindow:
         """An event sent was not acknowledged in time, or was refused: send less."""
         self.size = max(1.0, self.size / 2)
         self.release()
+
+
+def window_for(
+    windows: dict[str, PublishWindow], pacing: Pacing, relay: str, lane: Lane
+) -> PublishWindow | None:
+    """The window of ``relay``'s bulk connection (made on first use); ``None`` when unpaced."""
+    if not pacing.paced or lane in (Lane.URGENT, Lane.READ):
+        return None
+    window = windows.get(relay)
+    if window is None:
+        window = windows[relay] = PublishWindow(pacing)
+    return window
 
 
 async def send_paced(

@@ -25,7 +25,7 @@ from ...protocols._contracts import (
     message_kind,
     newest_per_key,
 )
-from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced
+from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_for
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
@@ -114,14 +114,6 @@ class MemoryTransport:
         """The key of this transport's connection to ``relay`` for ``lane``."""
         return (id(self), relay, lane.value)
 
-    def _window(self, relay: str, lane: Lane) -> PublishWindow | None:
-        if not self._pacing.paced or lane in (Lane.URGENT, Lane.READ):
-            return None
-        window = self.windows.get(relay)
-        if window is None:
-            window = self.windows[relay] = PublishWindow(self._pacing)
-        return window
-
     @property
     def network(self) -> MemoryRelayNetwork:
         """The network this transport belongs to."""
@@ -167,7 +159,7 @@ class MemoryTransport:
             if not network.reachable(me, relay):
                 answers[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
-            window = None if server is None else self._window(relay, lane)
+            window = None if server is None else window_for(self.windows, self._pacing, relay, lane)
             if window is None:  # free relays: nothing to pace, nothing added
                 await send(relay)
                 return

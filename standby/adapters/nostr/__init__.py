@@ -68,7 +68,7 @@ from ...protocols._contracts import (
     newest_per_key,
 )
 from ...wire import Codec
-from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced
+from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_for
 from .._transport_base import (
     TransportBase,
     canonical_query,
@@ -246,14 +246,6 @@ class NostrTransport(TransportBase):
         links = self._lane_links.get(lane)
         return link if links is None else links[link.url]
 
-    def _window(self, url: str, lane: Lane) -> PublishWindow | None:
-        if not self.pacing.paced or lane in (Lane.URGENT, Lane.READ):
-            return None
-        window = self.windows.get(url)
-        if window is None:
-            window = self.windows[url] = PublishWindow(self.pacing)
-        return window
-
     def _started(self, group: anyio.abc.TaskGroup) -> None:
         for link in self._all_links():
             link.stopped = False
@@ -425,7 +417,7 @@ class NostrTransport(TransportBase):
         lane, rank = lane_of(self.pacing, message)
 
         async def one(link: RelayLink) -> str | None:
-            window = self._window(link.url, lane)
+            window = window_for(self.windows, self.pacing, link.url, lane)
             target = self._link(lane, link)
             await send_paced(
                 window,
