@@ -156,7 +156,7 @@ class PublishWindow:
         self.fastest = math.inf
         #: Largest window reached, for tests and reports.
         self.peak = self.size
-        self._waiting: list[tuple[int, int, _Waiter]] = []
+        self._waiting: list[tuple[int, int, int, _Waiter]] = []
         self._seq = 0
 
     def __repr__(self) -> str:
@@ -165,14 +165,22 @@ class PublishWindow:
     def _room(self) -> bool:
         return self.in_flight < max(1, int(self.size))
 
-    async def acquire(self, rank: int = _CLAIM_FIRST) -> None:
-        """Wait for room for one event (``rank``: lower first); cancellable while waiting."""
+    async def acquire(self, rank: int = _CLAIM_FIRST, order: int | None = None) -> None:
+        """Wait for room for one event; cancellable while waiting.
+
+        Waiters go by ``rank`` (lower first), then by ``order``, then as they
+        came. A transport passes the same ``order`` for one message on every
+        relay, so all relays get the waiting messages in the same order: the
+        first ones reach their quorum first instead of each relay storing a
+        different few.
+        """
         if self._room() and not self._waiting:
             self.in_flight += 1
             return
         waiter = _Waiter()
         self._seq += 1
-        heapq.heappush(self._waiting, (rank, self._seq, waiter))
+        key = self._seq if order is None else order
+        heapq.heappush(self._waiting, (rank, key, self._seq, waiter))
         try:
             await waiter.event.wait()
         except BaseException:
@@ -183,7 +191,7 @@ class PublishWindow:
 
     def _grant(self) -> None:
         while self._waiting and self._room():
-            _rank, _seq, waiter = heapq.heappop(self._waiting)
+            *_key, waiter = heapq.heappop(self._waiting)
             if waiter.gone:
                 continue
             waiter.granted = True
@@ -231,12 +239,14 @@ async def send_paced(
     answers: MutableMapping[str, str | None],
     send: Callable[[], Awaitable[None]],
     congested: Callable[[str], bool],
+    order: int | None = None,
 ) -> None:
     """Run ``send()`` (which puts the relay's answer in ``answers[relay]``) inside ``window``.
 
     Without a window it just sends. With one it first waits for room (a
     caller that gives up meanwhile leaves :data:`NOT_SENT_FOR_ROOM`: nothing
-    was sent), then tells the window how the relay answered: stored (an
+    was sent; ``order`` as in :meth:`PublishWindow.acquire`), then tells the
+    window how the relay answered: stored (an
     acknowledgement and its round trip), no answer in time or a reason
     ``congested`` recognises (the window halves), or anything else.
     """
@@ -244,7 +254,7 @@ async def send_paced(
         await send()
         return
     try:
-        await window.acquire(rank)
+        await window.acquire(rank, order)
     except anyio.get_cancelled_exc_class():
         answers[relay] = NOT_SENT_FOR_ROOM
         raise

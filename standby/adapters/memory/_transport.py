@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,7 @@ class MemoryTransport:
         self._pacing = network.pacing if pacing is None else pacing
         #: The bulk window of each relay (used only when the relays charge costs).
         self.windows: dict[str, PublishWindow] = {}
+        self._publishes = itertools.count()
         self._severed = False
         self._opened: list[MemorySubscription] = []
         self._drop_hook: Callable[[TransportDrop], None] | None = None
@@ -154,6 +156,7 @@ class MemoryTransport:
         answers: dict[str, str | None] = {}
         server = network.server
         lane, rank = lane_of(self._pacing, message)
+        order = next(self._publishes)
 
         async def one(relay: str) -> None:
             if not network.reachable(me, relay):
@@ -163,7 +166,7 @@ class MemoryTransport:
             if window is None:  # free relays: nothing to pace, nothing added
                 await send(relay)
                 return
-            await send_paced(window, rank, relay, answers, lambda: send(relay), _congested)
+            await send_paced(window, rank, relay, answers, lambda: send(relay), _congested, order)
 
         async def send(relay: str) -> None:
             faults = network.faults(relay, me)

@@ -415,6 +415,7 @@ class NostrTransport(TransportBase):
         results: dict[str, str | None] = {}
         used: dict[str, Connection] = {}
         lane, rank = lane_of(self.pacing, message)
+        order = next(self._ids)
 
         async def one(link: RelayLink) -> str | None:
             window = window_for(self.windows, self.pacing, link.url, lane)
@@ -426,6 +427,7 @@ class NostrTransport(TransportBase):
                 results,
                 lambda: offer(target, events, results, used),
                 is_refusal,
+                order,
             )
             reason = results.get(link.url)
             # Over a relay limit: publish again after a backoff (the same
