@@ -9,6 +9,7 @@ websocket relay served from the test itself, on asyncio and trio.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import math
@@ -52,6 +53,7 @@ from standby.adapters.nostr import (
     NostrKeys,
     NostrProfile,
     NostrTransport,
+    Pacing,
     canonical_identity,
     npub_of,
     sign_event,
@@ -1260,4 +1262,50 @@ async def test_fm19_a_relay_rate_limit_is_waited_out_on_the_same_connection(
     assert refused, acked
     assert all("rate-limited" in reason for reason in refused), refused
     assert counters.get("recycled_connections", 0) == 0, counters
-    assert counters.get("connects", 0) == 1, counters
+    # one connection per lane (urgent, bulk, read), each opened once
+    assert counters.get("connects", 0) == 3, counters
+
+
+async def read_during_bulk(urls: list[str], pacing: Pacing) -> list[str]:
+    """Publish 300 claims at once, read while the relays store them: what finished first."""
+    finished: list[str] = []
+    run = uuid.uuid4().hex[:8]
+    async with transports(urls, 1, pacing=pacing) as (transport,):
+
+        async def bulk() -> None:
+            async with anyio.create_task_group() as group:
+                for n in range(300):
+                    claim = PromotionClaim(
+                        workload_id=f"bulk-{run}-{n}",
+                        epoch=1,
+                        fencing_token=fencing_token(1, 0),
+                        claimant=transport.identity,
+                        standby_index=0,
+                        claimed_at=time.time(),
+                    )
+                    group.start_soon(functools.partial(transport.publish, claim, timeout=60.0))
+            finished.append("writes")
+
+        async def read() -> None:
+            await anyio.sleep(0.05)  # after the events, on the wire
+            query = Query(kinds=("claim",), workload_ids=(f"bulk-{run}-0",))
+            result = await transport.query(query, timeout=60.0)
+            assert result.answered == frozenset(urls), result.errors
+            finished.append("read")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(bulk)
+            group.start_soon(read)
+        assert transport.open_requests() == 0
+    return finished
+
+
+@pytest.mark.anyio
+async def test_fm26_a_read_does_not_wait_behind_the_transports_own_writes(
+    relays: RelayCluster,  # noqa: F811
+) -> None:
+    # nostr-relay handles one connection's messages in order: on the bulk
+    # connection a read waits for every event sent before it; on its own
+    # connection it answers while they are being stored.
+    assert await read_during_bulk(relays.urls, Pacing(paced=False)) == ["read", "writes"]
+    assert await read_during_bulk(relays.urls, Pacing.unpaced()) == ["writes", "read"]

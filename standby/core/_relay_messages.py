@@ -265,6 +265,25 @@ class PublishResult:
     acked: frozenset[str] = attrs.field(converter=_frozen)
     errors: Mapping[str, str] = attrs.field(factory=dict, converter=_errors, eq=False)
 
+    @property
+    def never_sent(self) -> bool:
+        """Whether no relay can hold the message: none acknowledged and none was sent it.
+
+        A paced transport gives the reason :data:`NOT_SENT` (with details
+        after it) for a relay it never sent the message to (its caller's
+        timeout ended while it waited for room), so a withdrawal of it need
+        not be published.
+        """
+        return (
+            not self.acked
+            and bool(self.errors)
+            and all(reason.startswith(NOT_SENT) for reason in self.errors.values())
+        )
+
+
+#: The start of a publish error for a relay the message was never sent to.
+NOT_SENT: Final = "not sent"
+
 
 @attrs.frozen
 class QueryResult:

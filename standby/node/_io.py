@@ -64,9 +64,17 @@ class NodeIO:
             return await call
 
     async def publish(
-        self, message: Message, *, operation: str, workload_id: str | None, role: str
+        self,
+        message: Message,
+        *,
+        operation: str,
+        workload_id: str | None,
+        role: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - passed on to the transport
     ) -> PublishResult:
-        timeout = self.timing.query_timeout
+        """Publish with ``timeout`` (default ``query_timeout``); a failure is an empty result."""
+        if timeout is None:
+            timeout = self.timing.query_timeout
         try:
             result = await self.bounded(timeout, self.transport.publish(message, timeout=timeout))
         except Exception as exc:

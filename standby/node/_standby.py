@@ -137,6 +137,8 @@ class StandbySide(Generic[SpecT]):
         self.check_spec = check_spec
         self.intents: dict[str, PromotionIntent] = {}
         self._spawned: dict[tuple[str, int], Any] = {}
+        #: Claims ``(workload, token)`` a paced transport never sent to any relay.
+        self._unsent: set[tuple[str, int]] = set()
 
     # -- the host's requests ---------------------------------------------------
 
@@ -378,9 +380,17 @@ class StandbySide(Generic[SpecT]):
 
     async def _run_publish_claim(self, effect: PublishClaim) -> None:
         claim = effect.claim
+        # The election takes acknowledgements until claim_timeout after the
+        # pre-read: a claim waiting for room on a busy relay may use all of it.
         result = await self.io.publish(
-            claim, operation="publish_claim", workload_id=claim.workload_id, role="standby"
+            claim,
+            operation="publish_claim",
+            workload_id=claim.workload_id,
+            role="standby",
+            timeout=self.timing.claim_timeout,
         )
+        if result.never_sent:
+            self._unsent.add((claim.workload_id, claim.fencing_token))
         now = self.now()
         self.observer.report(
             ClaimPublished(
@@ -428,6 +438,12 @@ class StandbySide(Generic[SpecT]):
                 self.observer.failed(
                     "release_claim", exc, workload_id=claim.workload_id, role="standby"
                 )
+        if (claim.workload_id, claim.fencing_token) in self._unsent:
+            # No relay was ever sent the claim: nothing to withdraw, and
+            # publishing a withdrawal would only add to a busy relay's queue.
+            self._unsent.discard((claim.workload_id, claim.fencing_token))
+            self.observer.count("withdrawals_not_needed")
+            return
         result = await self.io.publish_until_quorum(
             claim, operation="withdraw_claim", workload_id=claim.workload_id, role="standby"
         )

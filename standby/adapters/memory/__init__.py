@@ -42,6 +42,8 @@ from ...core._errors import StoreError
 from ...core._models import StandbySlot
 from ...core._public import publish
 from ...core._records import NodeState
+from .._pacing import Pacing
+from ._costs import RelayCosts
 from ._limits import RelayLimits
 from ._network import MemoryRelayNetwork, MemorySubscription
 from ._relay import LinkFaults, MemoryRelay, canonical_identity
@@ -58,6 +60,8 @@ __all__ = [
     "MemorySlotStore",
     "MemorySubscription",
     "MemoryTransport",
+    "Pacing",
+    "RelayCosts",
     "RelayLimits",
     "RunInterval",
     "RuntimeEvent",
@@ -129,5 +133,6 @@ class MemorySlotStore:
 
 
 # The classes above are defined in private modules; their home is this one
-# (``RelayLimits`` is shared with the other transports and keeps its own).
-publish(__name__, globals(), [name for name in __all__ if name != "RelayLimits"])
+# (``RelayLimits`` and ``Pacing`` are shared with the other transports and
+# keep their own).
+publish(__name__, globals(), [name for name in __all__ if name not in ("RelayLimits", "Pacing")])

@@ -16,6 +16,8 @@ from ...core._effects import DropReason
 from ...core._errors import TransportError
 from ...core._models import Envelope, Heartbeat, LeaseRevocation, Message, PromotionClaim
 from ...protocols._contracts import Query, TransportDrop, message_kind, unexpected_author
+from .._pacing import Pacing
+from ._costs import RelayCosts, RelayServer
 from ._limits import RelayLimiter, RelayLimits
 from ._relay import NO_FAULTS, LinkFaults, MemoryRelay, canonical_identity
 from ._transport import MemoryAtomicTransport, MemoryTransport
@@ -120,6 +122,11 @@ class MemoryRelayNetwork:
     ``limits`` (a :class:`RelayLimits`) bounds what each relay allows one
     provider's connection (subscriptions, concurrent queries, a rate), as
     public relays do; refusals are counted in ``network.limiter.refusals``.
+    ``costs`` (a :class:`RelayCosts`) makes the relays spend time on each
+    event and query and serve each connection in order, as a real relay
+    does; ``pacing`` (a :class:`~standby.adapters.memory.Pacing`) is how the
+    transports use the connections (it matters only with costs: free relays
+    answer at once).
     """
 
     def __init__(
@@ -130,6 +137,8 @@ class MemoryRelayNetwork:
         wall_clock: Callable[[], float] = time.time,
         atomic_claims: bool = False,
         limits: RelayLimits | None = None,
+        costs: RelayCosts | None = None,
+        pacing: Pacing | None = None,
     ) -> None:
         if isinstance(relays, (str, bytes)):
             raise TypeError(
@@ -154,6 +163,14 @@ class MemoryRelayNetwork:
         self._cas: dict[str, PromotionClaim] = {}
         self.limiter: RelayLimiter | None = None if limits is None else RelayLimiter(limits)
         """Enforces ``limits`` (``None`` without limits)."""
+        self.server: RelayServer | None = (
+            None if costs is None or costs.free else RelayServer(costs)
+        )
+        """Charges ``costs`` and keeps each connection in order (``None`` without costs)."""
+        self.pacing = Pacing() if pacing is None else pacing
+        """How the transports of this network use each relay's connections."""
+        self._later: list[tuple[float, int, str, str, Message]] = []
+        self._later_seq = 0
         self.published: list[tuple[float, str, Message, frozenset[str]]] = []
         """Every publish: ``(anyio time, signer, message, relays that acked)``."""
         self.on_store: Callable[[str, str, Message], object] | None = None
@@ -169,15 +186,21 @@ class MemoryRelayNetwork:
         """See :func:`canonical_identity`."""
         return canonical_identity(identity)
 
-    def transport(self, identity: str) -> MemoryTransport:
-        """A transport that signs as ``identity`` (canonicalised)."""
+    def transport(self, identity: str, *, pacing: Pacing | None = None) -> MemoryTransport:
+        """A transport that signs as ``identity`` (canonicalised).
+
+        ``pacing`` overrides the network's :attr:`pacing` for this transport.
+        """
         me = canonical_identity(identity)
+        chosen = self.pacing if pacing is None else pacing
         if self.atomic_claims:
-            return MemoryAtomicTransport(self, me)
-        return MemoryTransport(self, me)
+            return MemoryAtomicTransport(self, me, pacing=chosen)
+        return MemoryTransport(self, me, pacing=chosen)
 
     def relay(self, name: str) -> MemoryRelay:
         """The relay called ``name`` (``KeyError`` when there is none)."""
+        if self._later:
+            self._settle()
         return self._relays[name]
 
     # -------------------------------------------------------------- faults
@@ -281,6 +304,30 @@ class MemoryRelayNetwork:
         for subscription in list(self._subscriptions):
             self._offer(subscription, relay, signer, message, now)
 
+    def _store_at(self, at: float, relay: str, signer: str, message: Message) -> None:
+        """``relay`` stores ``message`` at ``at`` (later than now: it is busy until then).
+
+        The message is offered to the subscriptions now, for delivery from
+        ``at`` on, and becomes visible to queries and :meth:`stored` at ``at``,
+        whatever happens to the publisher meanwhile (the relay has it).
+        """
+        if self._relays[relay].amnesiac:
+            return
+        self._later_seq += 1
+        heapq.heappush(self._later, (at, self._later_seq, relay, signer, message))
+        for subscription in list(self._subscriptions):
+            self._offer(subscription, relay, signer, message, at)
+
+    def _settle(self) -> None:
+        """Store what the relays have finished storing by now (see :meth:`_store_at`)."""
+        now = anyio.current_time()
+        later = self._later
+        while later and later[0][0] <= now:
+            at, _seq, relay, signer, message = heapq.heappop(later)
+            self._relays[relay].store(signer, message, at)
+            if self.on_store is not None:
+                self.on_store(relay, signer, message)
+
     def _offer(
         self,
         subscription: MemorySubscription,
@@ -331,9 +378,13 @@ class MemoryRelayNetwork:
         self._subscriptions.append(subscription)
         if query.since is not None:
             now = anyio.current_time()
+            if self._later:
+                self._settle()
             for relay in self.relays:
                 for signer, message in self._relays[relay].stored():
                     self._offer(subscription, relay, signer, message, now)
+            for at, _seq, relay, signer, message in sorted(self._later):
+                self._offer(subscription, relay, signer, message, at)
         return subscription
 
     def _unsubscribe(self, subscription: MemorySubscription) -> None:
@@ -373,7 +424,7 @@ class MemoryRelayNetwork:
 
     def stored(self, relay: str) -> list[tuple[str, Message]]:
         """What ``relay`` holds, as ``(signer, message)`` in arrival order."""
-        return self._relays[relay].stored()
+        return self.relay(relay).stored()
 
     # -------------------------------------------------------------- atomic claims
 

@@ -7,6 +7,7 @@ ties the relays together; everything here is re-exported by
 
 from __future__ import annotations
 
+import heapq
 import math
 import re
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any, Final
 import attrs
 
 from ...core._errors import IdentityError
-from ...core._models import Message
+from ...core._models import Heartbeat, Message
 from ...protocols._contracts import Query, addressable_key, message_kind
 
 __all__ = ["NO_FAULTS", "LinkFaults", "MemoryRelay", "canonical_identity"]
@@ -93,6 +94,10 @@ class _Stored:
     stored_at: float
 
 
+def _workload(message: Message) -> str | None:
+    return None if isinstance(message, Heartbeat) else message.workload_id
+
+
 class MemoryRelay:
     """One relay: it stores every message it receives and answers queries.
 
@@ -102,6 +107,10 @@ class MemoryRelay:
     newer one: the misbehaviour that breaks claims over plain relays. With
     ``amnesiac=True`` it acknowledges what it receives but neither keeps it
     nor passes it on (a relay that loses acknowledged events).
+
+    A query that names workloads looks only at their messages and the
+    heartbeats (an index by workload id, in arrival order), so a read of a
+    hundred workloads does not scan what a thousand others stored.
     """
 
     def __init__(self, name: str) -> None:
@@ -110,9 +119,12 @@ class MemoryRelay:
         self.replace_on_arrival = False
         self.amnesiac = False
         self._stored: list[_Stored] = []
-        # The same messages by kind, each list in arrival order (a query reads
-        # the kinds it asks for, not every message stored).
+        # The same messages indexed twice, each list in arrival order: by kind
+        # (a query reads the kinds it asks for) and by workload, heartbeats
+        # under None (a read naming a hundred workloads does not scan what a
+        # thousand others stored).
         self._by_kind: dict[str, list[tuple[int, _Stored]]] = {}
+        self._by_workload: dict[str | None, list[tuple[int, _Stored]]] = {}
         self._arrivals = 0
 
     def __repr__(self) -> str:
@@ -121,21 +133,27 @@ class MemoryRelay:
 
     def store(self, signer: str, message: Message, at: float) -> None:
         """Store ``message`` signed by ``signer``."""
+        stored = _Stored(signer, message, at)
         if self.replace_on_arrival:
             key = addressable_key(signer, message)
             self._keep(lambda s: addressable_key(s.signer, s.message) != key)
-        stored = _Stored(signer, message, at)
         self._stored.append(stored)
         self._arrivals += 1
-        self._by_kind.setdefault(message_kind(message), []).append((self._arrivals, stored))
+        entry = (self._arrivals, stored)
+        self._by_kind.setdefault(message_kind(message), []).append(entry)
+        self._by_workload.setdefault(_workload(message), []).append(entry)
 
     def matching(self, query: Query) -> list[tuple[str, Message]]:
         """Stored ``(signer, message)`` pairs matching ``query``, in arrival order."""
-        lists = [self._by_kind.get(kind, ()) for kind in query.kinds]
+        if query.workload_ids is None:
+            lists = [self._by_kind.get(kind, ()) for kind in query.kinds]
+        else:
+            keys = (None, *query.workload_ids) if "heartbeat" in query.kinds else query.workload_ids
+            lists = [self._by_workload.get(w, ()) for w in keys]
         lists = [entries for entries in lists if entries]
         if not lists:
             return []
-        entries = lists[0] if len(lists) == 1 else sorted(e for es in lists for e in es)
+        entries = lists[0] if len(lists) == 1 else heapq.merge(*lists, key=lambda e: e[0])
         return [(s.signer, s.message) for _, s in entries if query.matches(s.signer, s.message)]
 
     def stored(self) -> list[tuple[str, Message]]:
@@ -156,3 +174,5 @@ class MemoryRelay:
         self._stored = [s for s in self._stored if keep(s)]
         for kind, entries in self._by_kind.items():
             self._by_kind[kind] = [(n, s) for n, s in entries if keep(s)]
+        for workload, entries in self._by_workload.items():
+            self._by_workload[workload] = [(n, s) for n, s in entries if keep(s)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ from ...protocols._contracts import (
     message_kind,
     newest_per_key,
 )
+from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_for
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
@@ -33,12 +35,25 @@ if TYPE_CHECKING:
 __all__ = ["MemoryAtomicTransport", "MemoryTransport"]
 
 
+def _congested(reason: str) -> bool:
+    """Whether a memory relay's answer says it is overloaded or the message got lost."""
+    return reason in ("lost in transit", "acknowledgement lost") or reason.startswith(
+        ("rejected:", "rate-limited:")
+    )
+
+
 class MemoryTransport:
     """A provider's view of a :class:`MemoryRelayNetwork`; implements ``RelayTransport``."""
 
-    def __init__(self, network: MemoryRelayNetwork, identity: str) -> None:
+    def __init__(
+        self, network: MemoryRelayNetwork, identity: str, *, pacing: Pacing | None = None
+    ) -> None:
         self._network = network
         self._identity = identity
+        self._pacing = network.pacing if pacing is None else pacing
+        #: The bulk window of each relay (used only when the relays charge costs).
+        self.windows: dict[str, PublishWindow] = {}
+        self._publishes = itertools.count()
         self._severed = False
         self._opened: list[MemorySubscription] = []
         self._drop_hook: Callable[[TransportDrop], None] | None = None
@@ -93,6 +108,15 @@ class MemoryTransport:
         return len(self._network.relays)
 
     @property
+    def pacing(self) -> Pacing:
+        """How this transport uses each relay's connections."""
+        return self._pacing
+
+    def _connection(self, relay: str, lane: Lane) -> tuple[int, str, str]:
+        """The key of this transport's connection to ``relay`` for ``lane``."""
+        return (id(self), relay, lane.value)
+
+    @property
     def network(self) -> MemoryRelayNetwork:
         """The network this transport belongs to."""
         return self._network
@@ -130,11 +154,21 @@ class MemoryTransport:
         network = self._network
         me = self._identity
         answers: dict[str, str | None] = {}
+        server = network.server
+        lane, rank = lane_of(self._pacing, message)
+        order = next(self._publishes)
 
         async def one(relay: str) -> None:
             if not network.reachable(me, relay):
                 answers[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
+            window = None if server is None else window_for(self.windows, self._pacing, relay, lane)
+            if window is None:  # free relays: nothing to pace, nothing added
+                await send(relay)
+                return
+            await send_paced(window, rank, relay, answers, lambda: send(relay), _congested, order)
+
+        async def send(relay: str) -> None:
             faults = network.faults(relay, me)
             limiter = network.limiter
             if limiter is not None:
@@ -149,7 +183,14 @@ class MemoryTransport:
             if limiter is not None and (refusal := limiter.admit_publish(me, relay)) is not None:
                 answers[relay] = refusal
                 return
-            network._store(relay, me, message)
+            if server is None:
+                network._store(relay, me, message)
+            else:
+                now = anyio.current_time()
+                kind = message_kind(message)
+                done = server.store(relay, self._connection(relay, lane), me, kind, now)
+                network._store_at(done, relay, me, message)
+                await anyio.sleep(done - now)
             await anyio.sleep(network._delay(faults))
             if network._lost(faults) or not network.reachable(me, relay):
                 answers[relay] = "acknowledgement lost"
@@ -196,7 +237,18 @@ class MemoryTransport:
             if not network.reachable(me, relay) or network._lost(faults):
                 errors[relay] = "no answer"
                 return
-            matches = network.relay(relay).matching(query)
+            server = network.server
+            if server is None:
+                matches = network.relay(relay).matching(query)
+            else:
+                # In order: the relay reads once it is done with what this
+                # connection sent before, and answers after its own cost.
+                connection = self._connection(relay, lane_of(self._pacing, None)[0])
+                tags = len(query.workload_ids or ()) + len(query.authors or ())
+                start, done = server.query(relay, connection, anyio.current_time(), tags)
+                await anyio.sleep(start - anyio.current_time())
+                matches = network.relay(relay).matching(query)
+                await anyio.sleep(done + server.costs.per_result * len(matches) - start)
             await anyio.sleep(network._delay(faults))
             if not network.reachable(me, relay) or network._lost(faults):
                 errors[relay] = "answer lost"

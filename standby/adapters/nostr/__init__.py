@@ -68,6 +68,7 @@ from ...protocols._contracts import (
     newest_per_key,
 )
 from ...wire import Codec
+from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_for
 from .._transport_base import (
     TransportBase,
     canonical_query,
@@ -105,6 +106,7 @@ __all__ = [
     "NostrProfile",
     "NostrSubscription",
     "NostrTransport",
+    "Pacing",
     "canonical_identity",
     "npub_of",
     "sign_event",
@@ -135,8 +137,13 @@ class NostrTransport(TransportBase):
     one request: a query reads each filter page by page, ``limit`` then
     ``until``, until a page comes back short, so a relay that caps its
     answers, as rust-nostr's relay does at 500, is still read to the end;
-    keep it within every relay's cap) and ``client`` (an ``httpx.AsyncClient`` to
-    connect with; the transport makes its own by default).
+    keep it within every relay's cap), ``pacing`` (a :class:`Pacing`: by
+    default queries and urgent publishes, heartbeats and revocations, each
+    have a connection of their own beside the one for claims and
+    announcements, which are paced by an adaptive window;
+    ``Pacing.unpaced()`` keeps one connection per relay and sends everything
+    at once) and ``client`` (an ``httpx.AsyncClient`` to connect with; the
+    transport makes its own by default).
 
     :attr:`counters` counts ``events_received``, ``dropped_bad_signature``,
     ``dropped_bad_id``, ``dropped_malformed``, ``dropped_bad_body``,
@@ -160,6 +167,7 @@ class NostrTransport(TransportBase):
         max_queries: int = 8,
         refusal_backoff: tuple[float, float] = (0.05, 1.0),
         page_size: int = DEFAULT_PAGE_SIZE,
+        pacing: Pacing | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         urls = url_list(relays, "relay URLs")
@@ -192,17 +200,30 @@ class NostrTransport(TransportBase):
         self._client = client
         self._own_client = client is None
         self._drop_hook: Callable[[TransportDrop], None] | None = None
-        self._links: dict[str, RelayLink] = {
-            url: RelayLink(
-                url,
-                connect=self._connect,
-                counters=self._counters,
-                max_message_bytes=max_message_bytes,
-                backoff=backoff,
-                on_rejected=self._rejected,
-            )
-            for url in urls
-        }
+
+        def links() -> dict[str, RelayLink]:
+            return {
+                url: RelayLink(
+                    url,
+                    connect=self._connect,
+                    counters=self._counters,
+                    max_message_bytes=max_message_bytes,
+                    backoff=backoff,
+                    on_rejected=self._rejected,
+                )
+                for url in urls
+            }
+
+        self.pacing = Pacing() if pacing is None else pacing
+        #: The connection per relay for bulk publishes and live subscriptions
+        #: (and everything, without lanes).
+        self._links: dict[str, RelayLink] = links()
+        #: The connections of the other lanes (none without lanes).
+        self._lane_links: dict[Lane, dict[str, RelayLink]] = (
+            {Lane.READ: links(), Lane.URGENT: links()} if self.pacing.lanes else {}
+        )
+        #: The bulk window of each relay.
+        self.windows: dict[str, PublishWindow] = {}
         self._versions: Versions = OrderedDict()
         self._ids = itertools.count(1)
         self._ws_client: httpx_ws.AsyncWebSocketClient[httpx_ws.AsyncWebSocketSession] | None = None
@@ -225,8 +246,17 @@ class NostrTransport(TransportBase):
             keepalive_ping_timeout_seconds=20.0,
         )
 
+    def _all_links(self) -> list[RelayLink]:
+        lanes = [links.values() for links in self._lane_links.values()]
+        return [*self._links.values(), *(link for links in lanes for link in links)]
+
+    def _link(self, lane: Lane, link: RelayLink) -> RelayLink:
+        """The connection to ``link``'s relay that ``lane`` travels on."""
+        links = self._lane_links.get(lane)
+        return link if links is None else links[link.url]
+
     def _started(self, group: anyio.abc.TaskGroup) -> None:
-        for link in self._links.values():
+        for link in self._all_links():
             link.stopped = False
             group.start_soon(link.run, name=f"nostr-relay-{link.url}")
 
@@ -284,7 +314,7 @@ class NostrTransport(TransportBase):
         a leak check for cancellation.
         """
         total = 0
-        for link in self._links.values():
+        for link in self._all_links():
             conn = link.conn
             if conn is None:
                 continue
@@ -393,9 +423,21 @@ class NostrTransport(TransportBase):
         events = self._sign(message)
         results: dict[str, str | None] = {}
         used: dict[str, Connection] = {}
+        lane, rank = lane_of(self.pacing, message)
+        order = next(self._ids)
 
         async def one(link: RelayLink) -> str | None:
-            await offer(link, events, results, used)
+            window = window_for(self.windows, self.pacing, link.url, lane)
+            target = self._link(lane, link)
+            await send_paced(
+                window,
+                rank,
+                link.url,
+                results,
+                lambda: offer(target, events, results, used),
+                is_refusal,
+                order,
+            )
             reason = results.get(link.url)
             # Over a relay limit: publish again after a backoff (the same
             # signed events: harmless to repeat).
@@ -433,7 +475,7 @@ class NostrTransport(TransportBase):
 
         async def one(link: RelayLink) -> str | None:
             try:
-                conn = await link.connection()
+                conn = await self._link(Lane.READ, link).connection()
             except RelayUnavailable as exc:
                 errors[link.url] = f"unreachable: {exc}"
                 return None
