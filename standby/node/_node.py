@@ -6,7 +6,8 @@ The node is put together from one part per concern, each in its own module:
 the workloads it runs), :class:`~standby.node._heartbeat.Heartbeats`,
 :class:`~standby.node._stepdown.StepDown` (a primary that sees a later epoch),
 :class:`~standby.node._reconcile.Reconciler` (reconciliation on entry),
-:class:`~standby.node._epochs.EpochReader`,
+:class:`~standby.node._epochs.EpochReader` (with
+:class:`~standby.node._epochs.BatchedEpochReads` for the starts of many workloads at once),
 :class:`~standby.node._persistence.Persistence`,
 :class:`~standby.node._subscriptions.Subscriptions`, and one
 :class:`~standby.node._observe.Observer` through which every part logs,
@@ -58,7 +59,7 @@ from ..protocols._contracts import (
     SlotStore,
     WaitsConnected,
 )
-from ._epochs import EpochReader
+from ._epochs import BatchedEpochReads, EpochReader
 from ._events import NodeEvent
 from ._heartbeat import Heartbeats
 from ._io import NodeIO
@@ -193,7 +194,7 @@ class StandbyNode(Generic[SpecT]):
             refresh=refresh,
             heartbeat_soon=heartbeat_soon,
             slot=slot,
-            read_epochs=self.epochs.read,
+            read_epochs=BatchedEpochReads(self.epochs.read).read,
             check_spec=self._check_spec,
         )
         primary = self.primary

@@ -1,0 +1,201 @@
+"""A primary accepting many workloads at once reads their epochs in batches (failure mode 19).
+
+Before a replicated workload starts, its primary reads the relays for
+claims, announcements and revocations of it. One read per workload, with
+hundreds accepted at once, queued on each relay connection and missed the
+read quorum; :class:`~standby.node._epochs.BatchedEpochReads` gathers the
+callers of a moment into reads of at most ``MAX_BATCH`` workloads.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import anyio
+import anyio.abc
+import pytest
+from _crash import ForwardingTransport
+from _nostr_relays import backends
+
+from standby import SpawnRequest, Topology
+from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime, RuntimeRecord
+from standby.core._claim_reads import MAX_BATCH
+from standby.node import StandbyNode
+from standby.node._epochs import BatchedEpochReads, EpochsRead
+from standby.protocols import Query, QueryResult
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=backends())
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+class HeldReads:
+    """A read function whose answers wait until the test releases them."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.asked: list[set[str]] = []
+        self.release = anyio.Event()
+        self.fail = fail
+
+    async def __call__(self, workloads: set[str]) -> EpochsRead:
+        self.asked.append(set(workloads))
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("the relays went away")
+        return EpochsRead(reached=True, answered=3, claimed=dict.fromkeys(workloads, 1))
+
+
+async def read_all(
+    reads: BatchedEpochReads, ids: list[str], held: HeldReads
+) -> dict[str, EpochsRead | BaseException]:
+    answers: dict[str, EpochsRead | BaseException] = {}
+
+    async def one(workload_id: str) -> None:
+        try:
+            answers[workload_id] = await reads.read({workload_id})
+        except RuntimeError as exc:
+            answers[workload_id] = exc
+
+    async with anyio.create_task_group() as group:
+        for workload_id in ids:
+            group.start_soon(one, workload_id)
+        await anyio.wait_all_tasks_blocked()
+        held.release.set()
+    return answers
+
+
+async def test_fm19_callers_of_one_moment_share_reads_of_at_most_a_batch() -> None:
+    held = HeldReads()
+    reads = BatchedEpochReads(held)
+    ids = [f"w{i:04d}" for i in range(1_000)]
+    answers = await read_all(reads, ids, held)
+    assert len(held.asked) == math.ceil(len(ids) / MAX_BATCH)
+    assert all(len(asked) <= MAX_BATCH for asked in held.asked)
+    assert set().union(*held.asked) == set(ids)
+    # Each caller gets the answer of the read that carried its own workload.
+    for workload_id, answer in answers.items():
+        assert isinstance(answer, EpochsRead)
+        assert answer.reached
+        assert answer.claimed[workload_id] == 1
+    assert reads.reads == len(held.asked)
+
+
+async def test_fm19_callers_arriving_while_reads_are_out_ride_the_next_batch() -> None:
+    held = HeldReads()
+    reads = BatchedEpochReads(held, batch_size=10, in_flight=1)
+    answers: dict[str, EpochsRead] = {}
+
+    async def one(workload_id: str) -> None:
+        answers[workload_id] = await reads.read({workload_id})
+
+    async with anyio.create_task_group() as group:
+        for i in range(5):
+            group.start_soon(one, f"early{i}")
+        await anyio.wait_all_tasks_blocked()
+        assert [len(asked) for asked in held.asked] == [5]
+        for i in range(12):
+            group.start_soon(one, f"late{i}")
+        await anyio.wait_all_tasks_blocked()
+        assert len(held.asked) == 1  # one read out at a time: the late ones wait, batched
+        held.release.set()
+    assert [len(asked) for asked in held.asked] == [5, 10, 2]
+    assert len(answers) == 17
+    assert all(answer.reached for answer in answers.values())
+
+
+async def test_fm19_a_failed_batch_read_never_answers_reached() -> None:
+    held = HeldReads(fail=True)
+    reads = BatchedEpochReads(held)
+    answers = await read_all(reads, [f"w{i}" for i in range(30)], held)
+    errors = [a for a in answers.values() if isinstance(a, BaseException)]
+    unreached = [a for a in answers.values() if isinstance(a, EpochsRead)]
+    assert len(errors) == 1  # the caller whose read it was sees the error itself
+    assert len(unreached) == 29
+    assert not any(a.reached for a in unreached)
+    # The next caller opens a fresh batch and gets a fresh read.
+    held.fail, held.release = False, anyio.Event()
+    held.release.set()
+    again = await reads.read({"w0"})
+    assert again.reached
+
+
+async def test_fm19_a_cancelled_sender_leaves_its_batch_unreached() -> None:
+    held = HeldReads()
+    reads = BatchedEpochReads(held, in_flight=1)
+    answers: dict[str, EpochsRead] = {}
+    sender = anyio.CancelScope()
+
+    async def one(workload_id: str, scope: anyio.CancelScope | None = None) -> None:
+        with scope or anyio.CancelScope():
+            answers[workload_id] = await reads.read({workload_id})
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(one, "a")  # its read goes out (and is held)
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(one, "b", sender)  # opens the next batch, waits for its turn
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(one, "c")  # joins b's batch
+        await anyio.wait_all_tasks_blocked()
+        sender.cancel()
+        await anyio.wait_all_tasks_blocked()
+        held.release.set()
+    assert held.asked == [{"a"}]  # b's batch was never read
+    assert answers["a"].reached
+    assert "b" not in answers  # cancelled
+    assert not answers["c"].reached
+
+
+def test_batch_size_and_window_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        BatchedEpochReads(HeldReads(), batch_size=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        BatchedEpochReads(HeldReads(), in_flight=0)
+
+
+class CountingTransport(ForwardingTransport):
+    """Counts the epoch reads (queries asking for revocations) that reach the relays."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.epoch_reads: list[int] = []
+
+    async def query(self, query: Query, *, timeout: float) -> QueryResult:  # noqa: ASYNC109
+        if "revocation" in query.kinds and query.workload_ids:
+            self.epoch_reads.append(len(query.workload_ids))
+        return await super().query(query, timeout=timeout)
+
+
+async def test_fm19_a_primary_accepting_1000_workloads_reads_their_epochs_in_batches() -> None:
+    network = MemoryRelayNetwork(3)
+    transport = CountingTransport(network.transport("prime"))
+    runtime = MemoryRuntime("prime", record=RuntimeRecord())
+    node: StandbyNode[Any] = StandbyNode(transport=transport, runtime=runtime)
+    # Without batching: one read per workload (1,000); with it, one per batch.
+    ids = [f"w{i:04d}" for i in range(1_000)]
+    now = time.time()
+    topology = Topology(primary="prime", standbys=("sb0", "sb1"))
+    accepted: list[str] = []
+
+    async def accept(request: SpawnRequest[Any]) -> None:
+        if await node.accept(request):
+            accepted.append(request.workload_id)
+
+    async with node, anyio.create_task_group() as group:
+        for workload_id in ids:
+            request = SpawnRequest(
+                workload_id=workload_id,
+                topology=topology,
+                spec={"image": "w"},
+                owner="bench",
+                expires_at=now + 3600,
+                created_at=now,
+            )
+            group.start_soon(accept, request)
+    assert sorted(accepted) == ids  # each started here as primary
+    assert sum(transport.epoch_reads) == len(ids)
+    assert len(transport.epoch_reads) <= 2 * math.ceil(len(ids) / MAX_BATCH)
