@@ -18,6 +18,9 @@ import anyio.abc
 import pytest
 from _crash import ForwardingTransport
 from _nostr_relays import backends
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from trio.testing import MockClock
 
 from standby import SpawnRequest, Topology
 from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime, RuntimeRecord
@@ -199,3 +202,53 @@ async def test_fm19_a_primary_accepting_1000_workloads_reads_their_epochs_in_bat
     assert sorted(accepted) == ids  # each started here as primary
     assert sum(transport.epoch_reads) == len(ids)
     assert len(transport.epoch_reads) <= 2 * math.ceil(len(ids) / MAX_BATCH)
+
+
+# --------------------------------------------------------------------------- property
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrivals=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=8),
+    batch_size=st.integers(min_value=1, max_value=30),
+    in_flight=st.integers(min_value=1, max_value=4),
+    read_time=st.integers(min_value=0, max_value=3),
+    backend=st.sampled_from(["trio", "asyncio"]),
+)
+def test_fm19_every_caller_gets_the_answer_of_a_read_that_carried_its_workload(
+    arrivals: list[int], batch_size: int, in_flight: int, read_time: int, backend: str
+) -> None:
+    """Callers arrive in waves (one wave a virtual second) while reads take ``read_time``."""
+    asked: list[set[str]] = []
+    scale = 1.0 if backend == "trio" else 0.0  # asyncio: no virtual clock, checkpoints only
+
+    async def read(workloads: set[str]) -> EpochsRead:
+        asked.append(set(workloads))
+        number = len(asked)
+        await anyio.sleep(read_time * scale)
+        return EpochsRead(reached=True, claimed=dict.fromkeys(workloads, number))
+
+    async def run() -> dict[str, tuple[int, EpochsRead]]:
+        reads = BatchedEpochReads(read, batch_size=batch_size, in_flight=in_flight)
+        answers: dict[str, tuple[int, EpochsRead]] = {}
+
+        async def one(workload_id: str) -> None:
+            answers[workload_id] = (len(asked), await reads.read({workload_id}))
+
+        async with anyio.create_task_group() as group:
+            for wave, count in enumerate(arrivals):
+                for i in range(count):
+                    group.start_soon(one, f"w{wave}-{i}")
+                await anyio.sleep(scale)
+        return answers
+
+    options = {"clock": MockClock(autojump_threshold=0)} if backend == "trio" else {}
+    answers = anyio.run(run, backend=backend, backend_options=options)
+    assert len(answers) == sum(arrivals)
+    assert all(len(workloads) <= batch_size for workloads in asked)
+    assert sum(len(workloads) for workloads in asked) == sum(arrivals)  # one read each
+    for workload_id, (reads_before, answer) in answers.items():
+        assert answer.reached
+        number = answer.claimed[workload_id]  # the read that carried it...
+        assert workload_id in asked[number - 1]
+        assert number > reads_before  # ...was sent after the caller asked
