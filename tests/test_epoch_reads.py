@@ -17,17 +17,18 @@ import anyio
 import anyio.abc
 import pytest
 from _crash import ForwardingTransport
+from _e2e import eventually
 from _nostr_relays import backends
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from trio.testing import MockClock
 
-from standby import SpawnRequest, Topology
+from standby import PromotionClaim, SpawnRequest, Topology
 from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime, RuntimeRecord
 from standby.core._claim_reads import MAX_BATCH
 from standby.node import StandbyNode
 from standby.node._epochs import BatchedEpochReads, EpochsRead
-from standby.protocols import Query, QueryResult
+from standby.protocols import PublishResult, Query, QueryResult
 
 pytestmark = pytest.mark.anyio
 
@@ -161,16 +162,24 @@ def test_batch_size_and_window_must_be_positive() -> None:
 
 
 class CountingTransport(ForwardingTransport):
-    """Counts the epoch reads (queries asking for revocations) that reach the relays."""
+    """Counts the epoch reads (queries asking for revocations) that reach the relays,
+    and the order of those reads and the primary's epoch-0 claims."""
 
     def __init__(self, inner: Any) -> None:
         super().__init__(inner)
         self.epoch_reads: list[int] = []
+        self.order: list[str] = []
 
     async def query(self, query: Query, *, timeout: float) -> QueryResult:  # noqa: ASYNC109
         if "revocation" in query.kinds and query.workload_ids:
             self.epoch_reads.append(len(query.workload_ids))
+            self.order.append("read")
         return await super().query(query, timeout=timeout)
+
+    async def publish(self, message: Any, *, timeout: float) -> PublishResult:  # noqa: ASYNC109
+        if isinstance(message, PromotionClaim) and message.epoch == 0:
+            self.order.append("claim0")
+        return await super().publish(message, timeout=timeout)
 
 
 async def test_fm19_a_primary_accepting_1000_workloads_reads_their_epochs_in_batches() -> None:
@@ -202,6 +211,34 @@ async def test_fm19_a_primary_accepting_1000_workloads_reads_their_epochs_in_bat
     assert sorted(accepted) == ids  # each started here as primary
     assert sum(transport.epoch_reads) == len(ids)
     assert len(transport.epoch_reads) <= 2 * math.ceil(len(ids) / MAX_BATCH)
+
+
+async def test_fm19_the_epoch0_claims_of_many_accepts_wait_for_their_epoch_reads() -> None:
+    """On a relay connection served in order, a read sent after 800 claims waits for
+    all of them: the primary's epoch-0 claims (nothing waits for them) go after
+    the epoch reads its accepts are waiting for."""
+    network = MemoryRelayNetwork(3)
+    transport = CountingTransport(network.transport("prime"))
+    node: StandbyNode[Any] = StandbyNode(
+        transport=transport, runtime=MemoryRuntime("prime", record=RuntimeRecord())
+    )
+    now = time.time()
+    topology = Topology(primary="prime", standbys=("sb0", "sb1"))
+    async with node, anyio.create_task_group() as group:
+        for i in range(1_000):
+            request = SpawnRequest(
+                workload_id=f"w{i:04d}",
+                topology=topology,
+                spec={"image": "w"},
+                owner="bench",
+                expires_at=now + 3600,
+                created_at=now,
+            )
+            group.start_soon(node.accept, request)
+        assert await eventually(lambda: transport.order.count("claim0") == 1_000, 60, 0.01)
+    reads = transport.order.count("read")
+    assert reads >= math.ceil(1_000 / MAX_BATCH)
+    assert transport.order[:reads] == ["read"] * reads  # every read before any claim
 
 
 # --------------------------------------------------------------------------- property

@@ -140,9 +140,30 @@ class BatchedEpochReads:
         self._open: _Batch | None = None
         #: Reads sent (one per batch).
         self.reads = 0
+        #: Callers waiting for an answer, and an event set when none is.
+        self.pending = 0
+        self._idle = anyio.Event()
+        self._idle.set()
 
     async def read(self, workloads: set[str]) -> EpochsRead:
         """What the relays hold about ``workloads``' epochs, read together with other callers'."""
+        self.pending += 1
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        try:
+            return await self._join(workloads)
+        finally:
+            self.pending -= 1
+            if not self.pending:
+                self._idle.set()
+
+    async def idle(self, within: float) -> None:
+        """Return once no caller waits for an epoch read, or after ``within`` seconds."""
+        with anyio.move_on_after(within):
+            while self.pending:
+                await self._idle.wait()
+
+    async def _join(self, workloads: set[str]) -> EpochsRead:
         if len(workloads) >= self.batch_size:
             return await self._read(workloads)  # a batch of its own already
         batch = self._open

@@ -170,6 +170,7 @@ class StandbyNode(Generic[SpecT]):
         self.io = io = NodeIO(transport, timing, observer)
         self.persistence = persistence = Persistence(store, timing, observer, self._collect)
         self.epochs = EpochReader(me, timing, io, self.now)
+        starts = BatchedEpochReads(self.epochs.read)
         election = self.election
 
         def refresh() -> None:
@@ -194,8 +195,9 @@ class StandbyNode(Generic[SpecT]):
             refresh=refresh,
             heartbeat_soon=heartbeat_soon,
             slot=slot,
-            read_epochs=BatchedEpochReads(self.epochs.read).read,
+            read_epochs=starts.read,
             check_spec=self._check_spec,
+            reads_done=starts.idle,
         )
         primary = self.primary
         self.stepdown: StepDown[SpecT] = StepDown(me, timing, observer, io, primary, now=self.now)
