@@ -6,7 +6,8 @@ The node is put together from one part per concern, each in its own module:
 the workloads it runs), :class:`~standby.node._heartbeat.Heartbeats`,
 :class:`~standby.node._stepdown.StepDown` (a primary that sees a later epoch),
 :class:`~standby.node._reconcile.Reconciler` (reconciliation on entry),
-:class:`~standby.node._epochs.EpochReader`,
+:class:`~standby.node._epochs.EpochReader` (with
+:class:`~standby.node._epochs.BatchedEpochReads` for the starts of many workloads at once),
 :class:`~standby.node._persistence.Persistence`,
 :class:`~standby.node._subscriptions.Subscriptions`, and one
 :class:`~standby.node._observe.Observer` through which every part logs,
@@ -60,7 +61,7 @@ from ..protocols._contracts import (
     WaitsConnected,
 )
 from ._drain import Drainer, DrainReport, StopReport
-from ._epochs import EpochReader
+from ._epochs import BatchedEpochReads, EpochReader
 from ._eventlog import EventLog
 from ._events import NodeEvent
 from ._heartbeat import Heartbeats
@@ -193,6 +194,7 @@ class StandbyNode(Generic[SpecT]):
         self.io = io = NodeIO(transport, timing, observer)
         self.persistence = persistence = Persistence(store, timing, observer, self._collect)
         self.epochs = EpochReader(me, timing, io, self.now)
+        starts = BatchedEpochReads(self.epochs.read)
         election = self.election
 
         def refresh() -> None:
@@ -217,9 +219,10 @@ class StandbyNode(Generic[SpecT]):
             refresh=refresh,
             heartbeat_soon=heartbeat_soon,
             slot=slot,
-            read_epochs=self.epochs.read,
+            read_epochs=starts.read,
             check_spec=self._check_spec,
             at_risk=self.lease_at_risk,
+            reads_done=starts.idle,
         )
         primary = self.primary
         self.stepdown: StepDown[SpecT] = StepDown(me, timing, observer, io, primary, now=self.now)

@@ -84,6 +84,7 @@ class PrimarySide(Generic[SpecT]):
         read_epochs: Callable[[set[str]], Awaitable[EpochsRead]],
         check_spec: Callable[[SpawnRequest[SpecT]], Awaitable[None]] | None = None,
         at_risk: float | None = None,
+        reads_done: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.me = me
         self.timing = timing
@@ -104,6 +105,10 @@ class PrimarySide(Generic[SpecT]):
         self.slot = slot
         #: What the relays say of some workloads' epochs.
         self.read_epochs = read_epochs
+        #: Waits (at most the given seconds) until no epoch read is pending, so
+        #: that the epoch-0 claims of many accepts do not queue the later
+        #: accepts' reads behind them on the relay connections (FM 19).
+        self.reads_done = reads_done
         self.check_spec = check_spec
         #: The lease remaining below which a workload's lease is reported at risk.
         self.at_risk = at_risk
@@ -319,6 +324,9 @@ class PrimarySide(Generic[SpecT]):
         their primary's own claim; a claim on epoch 0 never competes with a
         standby's, which is always for a later epoch.
         """
+        if self.reads_done is not None:
+            # Not urgent (nothing waits for it): let pending epoch reads go first.
+            await self.reads_done(self.timing.heartbeat_interval)
         claim = PromotionClaim(
             workload_id=workload_id,
             epoch=0,
