@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from test_node import Cluster, primary_state, wait_until, wall
+from test_node import Cluster, wait_until, wall
 
 from standby import Heartbeat, PromotionAnnouncement, PromotionClaim, Timing, fencing_token
 from standby.adapters.memory import MemoryRelayNetwork, Pacing, RelayCosts, RelayLimits
@@ -226,10 +226,14 @@ async def correlated(
         await cluster.launch_all(group)
         for workload_id in ids:
             await cluster.accept_everywhere(cluster.request(workload_id))
+
+        def all_live() -> bool:
+            primaries = cluster.nodes[cluster.primary].status().primaries  # one snapshot
+            live = {p.workload_id for p in primaries if p.state is LifecycleState.LIVE}
+            return live.issuperset(ids)
+
         await wait_until(
-            lambda: all(
-                primary_state(cluster, cluster.primary, w) is LifecycleState.LIVE for w in ids
-            ),
+            all_live,
             within=30 * REAL.heartbeat_interval,
             step=1.0,
             what="the primary to run every workload",
