@@ -8,8 +8,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -27,6 +27,7 @@ from ...protocols._contracts import (
     newest_per_key,
 )
 from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_for
+from ._fanout import each_relay
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
@@ -197,7 +198,7 @@ class MemoryTransport:
                 return
             answers[relay] = None
 
-        await _each_relay(network.relays, one, timeout)
+        await each_relay(network.relays, one, timeout)
         acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
         errors = {r: answers.get(r) or "timed out" for r in network.relays if r not in acked}
         network.published.append((anyio.current_time(), me, message, acked))
@@ -257,7 +258,7 @@ class MemoryTransport:
             found.extend(Envelope(message, signer, relay, received) for signer, message in matches)
             answered.add(relay)
 
-        await _each_relay(network.relays, one, timeout)
+        await each_relay(network.relays, one, timeout)
         for relay in network.relays:
             if relay not in answered and relay not in errors:
                 errors[relay] = "timed out"
@@ -272,22 +273,6 @@ class MemoryTransport:
         self._opened = [s for s in self._opened if not s.closed]
         self._opened.append(subscription)
         return subscription
-
-
-async def _each_relay(
-    relays: tuple[str, ...],
-    leg: Callable[[str], Coroutine[Any, Any, None]],
-    timeout: float,  # noqa: ASYNC109 - the call's own timeout
-) -> None:
-    """Run ``leg(relay)`` for every relay at once; after ``timeout`` the rest are abandoned.
-
-    The timeout is the task group's own deadline: one cancel scope per call,
-    not one more around the group.
-    """
-    async with anyio.create_task_group() as group:
-        group.cancel_scope.deadline = anyio.current_time() + timeout
-        for relay in relays:
-            group.start_soon(leg, relay)
 
 
 class MemoryAtomicTransport(MemoryTransport):
