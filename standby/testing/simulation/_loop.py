@@ -320,11 +320,23 @@ class VirtualLoop(asyncio.BaseEventLoop):
                 if handle._cancelled:
                     continue
                 process = handle._process
+                callback = handle._callback
                 try:
-                    if process is None:
-                        handle._context.run(handle._callback, *handle._args)
-                    else:
-                        self._gate(process, handle)
+                    if process is None or process.state == KILLED:
+                        # KILLED: unwinding (see kill); the callback runs only to let
+                        # the coroutines finish, the world is already cut off from them.
+                        handle._context.run(callback, *handle._args)
+                    elif process.state == RUNNING:
+                        handle._context.run(callback, *handle._args)
+                        # A step is a task resuming (an await returning); other
+                        # callbacks, such as a library's retries, are not counted,
+                        # so the count does not depend on how often those run.
+                        if type(getattr(callback, "__self__", None)) is _Task:
+                            process.steps += 1
+                            if process.kill_at_step is not None:
+                                self._stepped(process, handle._context)
+                    else:  # FROZEN
+                        process.held.append((callback, tuple(handle._args), handle._context))
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
@@ -332,25 +344,11 @@ class VirtualLoop(asyncio.BaseEventLoop):
             if self._stopping:
                 return
 
-    def _gate(self, process: Process, handle: _Call | _Timer) -> None:
-        state = process.state
-        callback = handle._callback
-        if state == RUNNING:
-            handle._context.run(callback, *handle._args)
-            # A step is a task resuming (an await returning); other callbacks,
-            # such as a library's retries, are not counted, so the count does
-            # not depend on how often those happen to run.
-            if type(getattr(callback, "__self__", None)) is _Task:
-                process.steps += 1
-                if process.kill_at_step is not None and process.steps >= process.kill_at_step:
-                    process.kill_at_step = None
-                    handle._context.run(self.kill, process)
-        elif state == FROZEN:
-            process.held.append((callback, tuple(handle._args), handle._context))
-        # KILLED: unwinding (see kill); the callback runs only to let the
-        # coroutines finish, the world is already cut off from them.
-        else:
-            handle._context.run(callback, *handle._args)
+    def _stepped(self, process: Process, context: contextvars.Context) -> None:
+        """A step of ``process`` that is to be killed after some step: is it this one?"""
+        if process.kill_at_step is not None and process.steps >= process.kill_at_step:
+            process.kill_at_step = None
+            context.run(self.kill, process)
 
     def _failed(self, handle: _Call | _Timer, exc: BaseException) -> None:
         callback = asyncio.format_helpers._format_callback_source(  # type: ignore[attr-defined]
@@ -381,7 +379,11 @@ class VirtualLoop(asyncio.BaseEventLoop):
     ) -> asyncio.Handle:
         if context is None:
             context = contextvars.copy_context()
-        return self._call(callback, args, context, context.get(CURRENT_PROCESS))
+        if self._closed:  # type: ignore[attr-defined]
+            raise RuntimeError("Event loop is closed")
+        handle = _Call(callback, args, self, context, context.get(CURRENT_PROCESS))
+        self._ready.append(handle)
+        return handle
 
     def _call(
         self,
