@@ -27,7 +27,7 @@ from ...protocols._contracts import (
     newest_per_key,
 )
 from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_for
-from ._fanout import each_relay
+from ._aio import each_relay
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
