@@ -7,6 +7,9 @@ Two waits, each the same as its anyio form in everything but cost:
 * :class:`Doorbell`: a subscription's wait for its next delivery, until
   a message arrives or the first one on its way is due.
 
+and :func:`sleeper`, the backend's own sleep (what ``anyio.sleep`` ends up
+calling, without looking the backend up on every call).
+
 ``each_relay``: on trio, and wherever the call is not on asyncio, this is an anyio task
 group whose cancel scope has the deadline. On asyncio each leg is a plain
 task and the caller waits on one future: anyio's task group would add, per
@@ -30,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import anyio
@@ -39,9 +42,16 @@ import sniffio
 if sys.version_info < (3, 11):  # pragma: no cover - the backport
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Doorbell", "each_relay"]
+__all__ = ["Doorbell", "each_relay", "sleeper"]
 
 Leg = Callable[[str], Coroutine[Any, Any, None]]
+
+
+def sleeper() -> Callable[[float], Awaitable[None]]:
+    """The running backend's sleep: ``asyncio.sleep`` on asyncio, ``anyio.sleep`` elsewhere."""
+    if sniffio.current_async_library() == "asyncio":
+        return asyncio.sleep
+    return anyio.sleep
 
 
 async def each_relay(

@@ -27,7 +27,7 @@ from ...protocols._contracts import (
     newest_per_key,
 )
 from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_for
-from ._aio import each_relay
+from ._aio import each_relay, sleeper
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
@@ -158,6 +158,7 @@ class MemoryTransport:
         server = network.server
         lane, rank = lane_of(self._pacing, message)
         order = next(self._publishes)
+        sleep = sleeper()
 
         async def one(relay: str) -> None:
             if not network.reachable(me, relay):
@@ -174,7 +175,7 @@ class MemoryTransport:
             limiter = network.limiter
             if limiter is not None:
                 await limiter.pace(me, relay)
-            await anyio.sleep(network._delay(faults))
+            await sleep(network._delay(faults))
             if not network.reachable(me, relay):
                 answers[relay] = "connection lost"
                 return
@@ -191,8 +192,8 @@ class MemoryTransport:
                 kind = message_kind(message)
                 done = server.store(relay, self._connection(relay, lane), me, kind, now)
                 network._store_at(done, relay, me, message)
-                await anyio.sleep(done - now)
-            await anyio.sleep(network._delay(faults))
+                await sleep(done - now)
+            await sleep(network._delay(faults))
             if network._lost(faults) or not network.reachable(me, relay):
                 answers[relay] = "acknowledgement lost"
                 return
@@ -217,6 +218,7 @@ class MemoryTransport:
         found: list[Envelope[Message]] = []
         answered: set[str] = set()
         errors: dict[str, str] = {}
+        sleep = sleeper()
 
         async def one(relay: str) -> None:
             limiter = network.limiter
@@ -234,7 +236,7 @@ class MemoryTransport:
                 errors[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
             faults = network.faults(relay, me)
-            await anyio.sleep(network._delay(faults))
+            await sleep(network._delay(faults))
             if not network.reachable(me, relay) or network._lost(faults):
                 errors[relay] = "no answer"
                 return
@@ -247,10 +249,10 @@ class MemoryTransport:
                 connection = self._connection(relay, lane_of(self._pacing, None)[0])
                 tags = len(query.workload_ids or ()) + len(query.authors or ())
                 start, done = server.query(relay, connection, anyio.current_time(), tags)
-                await anyio.sleep(start - anyio.current_time())
+                await sleep(start - anyio.current_time())
                 matches = network.relay(relay).matching(query)
-                await anyio.sleep(done + server.costs.per_result * len(matches) - start)
-            await anyio.sleep(network._delay(faults))
+                await sleep(done + server.costs.per_result * len(matches) - start)
+            await sleep(network._delay(faults))
             if not network.reachable(me, relay) or network._lost(faults):
                 errors[relay] = "answer lost"
                 return
