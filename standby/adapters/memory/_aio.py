@@ -24,8 +24,8 @@ context, after the deadline's timer; each resumes exactly where it would
 callback one loop iteration after it returns, and the caller resumes on the
 iteration after the last one. At the deadline the unfinished legs are
 cancelled and the caller wakes once, then again when the last leg is gone,
-as it does inside anyio's group. A leg that fails cancels the others and
-the call raises the failures as an exception group, as the task group does.
+as it does inside anyio's group; the same when a leg fails, and the call
+then raises the failures as an exception group, as the task group does.
 """
 
 from __future__ import annotations
@@ -130,9 +130,12 @@ class _Fanout:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._left -= 1
         if not task.cancelled() and (error := task.exception()) is not None:
+            # As the group's cancel scope would: the other legs go, and the
+            # caller wakes once (then again when the last leg is gone).
             self._errors.append(error)
             self._cancel_legs()
-        if not self._left:
+            self._wake()
+        elif not self._left:
             self._wake()
 
     def _expire(self) -> None:
