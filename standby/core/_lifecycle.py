@@ -67,8 +67,9 @@ __all__ = ["Never", "OnFailure", "RestartPolicy", "WorkloadLifecycle"]
 
 ContainerStatus = Literal["running", "stopped", "absent"]
 
-_ACTIVE = frozenset({LifecycleState.LIVE, LifecycleState.SUSPECT})
-_TERMINAL = frozenset({LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED})
+# Tuples, not sets: a membership test by identity skips the enum's Python-level hash.
+_ACTIVE = (LifecycleState.LIVE, LifecycleState.SUSPECT)
+_TERMINAL = (LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED)
 
 _S = LifecycleState
 #: Every legal move of a workload's state: from a state to those it may
@@ -147,7 +148,7 @@ CONTAINER_MOVES: Mapping[Container, Mapping[ContainerEvent, Container]] = Mappin
     }
 )
 #: The container states in which a start was asked for.
-_START_ASKED = frozenset({_C.ASKED, _C.DOWN, _C.STOPPING, _C.STOPPED})
+_START_ASKED = (_C.ASKED, _C.DOWN, _C.STOPPING, _C.STOPPED)
 #: The container states in which it is known not to run.
 _KNOWN_DOWN = frozenset({_C.DOWN, _C.STOPPED, _C.STOPPED_UNASKED, _C.DOWN_UNASKED})
 

@@ -67,10 +67,18 @@ def message_kind(message: Message) -> MessageKind:
     The names are :mod:`standby.wire`'s; a slot is a wire kind but not a
     relay message.
     """
+    kind = _KIND_OF_TYPE.get(type(message))
+    if kind is not None:
+        return kind
     for cls, kind in _WIRE_KINDS.items():
         if isinstance(message, cls):
+            _KIND_OF_TYPE[type(message)] = kind
             return kind
     raise TypeError(f"not a relay message: {message!r:.80}")
+
+
+#: What :func:`message_kind` found for each type it saw (the first match of the loop).
+_KIND_OF_TYPE: dict[type, MessageKind] = {}
 
 
 def message_timestamp(message: Message) -> float:
