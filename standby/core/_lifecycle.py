@@ -333,6 +333,8 @@ class WorkloadLifecycle:
         self.state = LifecycleState.PROVISIONING
         self.reason = "created"
         self._acks: dict[str, float] = {}
+        #: ``(write quorum, quorum_timestamp())`` as of the last change to ``_acks``.
+        self._quorum_stamp: tuple[int, float | None] | None = None
         #: Acknowledgements ignored because their heartbeat was stamped after the lease end.
         self.late_acks = 0
         #: The later epoch, and the standby that claimed or announced it, that made
@@ -424,10 +426,15 @@ class WorkloadLifecycle:
         per relay), so the answer never depends on which batch arrived last.
         """
         quorum = self.timing.write_quorum
-        if len(self._acks) < quorum:
-            return None
-        # The quorum-th newest; a sort of a handful of relays beats heapq.nlargest.
-        return sorted(self._acks.values(), reverse=True)[quorum - 1]
+        known = self._quorum_stamp
+        if known is not None and known[0] == quorum:
+            return known[1]  # read on every deadline; it changes only with an acknowledgement
+        stamp = None
+        if len(self._acks) >= quorum:
+            # The quorum-th newest; a sort of a handful of relays beats heapq.nlargest.
+            stamp = sorted(self._acks.values(), reverse=True)[quorum - 1]
+        self._quorum_stamp = (quorum, stamp)
+        return stamp
 
     def lease_end(self) -> float | None:
         """When the lease runs out, or ``None`` before it was ever granted."""
@@ -505,6 +512,7 @@ class WorkloadLifecycle:
             self.late_acks += 1
         elif timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
             self._acks[relay] = timestamp
+            self._quorum_stamp = None
         self._advance(now, effects)
         return effects
 
