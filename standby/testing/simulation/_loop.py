@@ -398,6 +398,21 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self._ready.append(handle)
         return handle
 
+    def _call_soon(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
+    ) -> _Call:
+        # What asyncio's call_soon_threadsafe and its internals schedule with.
+        if context is None:
+            context = contextvars.copy_context()
+        return self._call(callback, args, context, context.get(CURRENT_PROCESS))
+
+    def close(self) -> None:
+        super().close()
+        self._timers.clear()
+
     def call_later(  # type: ignore[override]
         self,
         delay: float,
