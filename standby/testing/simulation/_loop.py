@@ -340,7 +340,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
-                    self._failed(handle, exc)
+                    self._failed(handle, callback, exc)
             if self._stopping:
                 return
 
@@ -350,12 +350,15 @@ class VirtualLoop(asyncio.BaseEventLoop):
             process.kill_at_step = None
             context.run(self.kill, process)
 
-    def _failed(self, handle: _Call | _Timer, exc: BaseException) -> None:
-        callback = asyncio.format_helpers._format_callback_source(  # type: ignore[attr-defined]
-            handle._callback, handle._args
+    def _failed(
+        self, handle: _Call | _Timer, callback: Callable[..., object], exc: BaseException
+    ) -> None:
+        # The handle may have been cancelled by its own callback: name what ran.
+        source = asyncio.format_helpers._format_callback_source(  # type: ignore[attr-defined]
+            callback, handle._args or ()
         )
         self.call_exception_handler(
-            {"message": f"Exception in callback {callback}", "exception": exc, "handle": handle}
+            {"message": f"Exception in callback {source}", "exception": exc, "handle": handle}
         )
 
     def _drop_cancelled(self) -> None:
