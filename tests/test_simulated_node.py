@@ -521,3 +521,71 @@ def test_a_kill_lands_after_the_requested_step() -> None:
     assert not a.alive
     assert len(log) <= 3
     loop.close()
+
+
+def test_the_loop_runs_ties_in_scheduling_order_and_new_callbacks_next_iteration() -> None:
+    loop = VirtualLoop()
+    log: list[str] = []
+
+    def note(what: str) -> None:
+        log.append(f"{what}@{loop.time():g}")
+        if what == "soon-1":
+            loop.call_soon(note, "soon-from-soon-1")
+
+    cancelled = loop.call_at(5, note, "cancelled")
+    loop.call_at(5, note, "t5-first")
+    loop.call_later(2, note, "t2")
+    loop.call_at(5, note, "t5-second")
+    cancelled.cancel()
+    loop.call_soon(note, "soon-1")
+    loop.call_soon(note, "soon-2")
+    loop.advance_to(10)
+    assert log == [
+        "soon-1@0",
+        "soon-2@0",
+        "soon-from-soon-1@0",
+        "t2@2",
+        "t5-first@5",
+        "t5-second@5",
+    ]
+    assert loop.time() == 10
+    assert loop.next_timer() is None
+    loop.close()
+
+
+def test_the_loop_reports_a_failing_callback_and_goes_on() -> None:
+    loop = VirtualLoop()
+    log: list[str] = []
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    loop.call_at(1, boom)
+    loop.call_at(2, log.append, "after")
+    loop.advance_to(3)
+    assert log == ["after"]
+    assert len(loop.errors) == 1
+    assert "ValueError: boom" in loop.errors[0]
+    loop.close()
+
+
+def test_callbacks_scheduled_threadsafe_belong_to_their_process() -> None:
+    loop = VirtualLoop()
+    a = Process("a")
+    log: list[str] = []
+    context = contextvars.copy_context()
+    context.run(CURRENT_PROCESS.set, a)
+
+    async def waits() -> None:
+        future = loop.create_future()
+        loop.call_soon_threadsafe(future.set_result, "done")
+        log.append(await future)
+
+    a.root = context.run(loop.create_task, waits())
+    loop.freeze(a)
+    loop.advance_to(5)
+    assert log == []  # held with its process
+    loop.thaw(a)
+    loop.advance_to(6)
+    assert log == ["done"]
+    loop.close()

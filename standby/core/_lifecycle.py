@@ -40,7 +40,6 @@ again until a heartbeat renews the lease above the threshold.
 from __future__ import annotations
 
 import enum
-import heapq
 import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -68,8 +67,9 @@ __all__ = ["Never", "OnFailure", "RestartPolicy", "WorkloadLifecycle"]
 
 ContainerStatus = Literal["running", "stopped", "absent"]
 
-_ACTIVE = frozenset({LifecycleState.LIVE, LifecycleState.SUSPECT})
-_TERMINAL = frozenset({LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED})
+# Tuples, not sets: a membership test by identity skips the enum's Python-level hash.
+_ACTIVE = (LifecycleState.LIVE, LifecycleState.SUSPECT)
+_TERMINAL = (LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED)
 
 _S = LifecycleState
 #: Every legal move of a workload's state: from a state to those it may
@@ -148,7 +148,7 @@ CONTAINER_MOVES: Mapping[Container, Mapping[ContainerEvent, Container]] = Mappin
     }
 )
 #: The container states in which a start was asked for.
-_START_ASKED = frozenset({_C.ASKED, _C.DOWN, _C.STOPPING, _C.STOPPED})
+_START_ASKED = (_C.ASKED, _C.DOWN, _C.STOPPING, _C.STOPPED)
 #: The container states in which it is known not to run.
 _KNOWN_DOWN = frozenset({_C.DOWN, _C.STOPPED, _C.STOPPED_UNASKED, _C.DOWN_UNASKED})
 
@@ -333,6 +333,8 @@ class WorkloadLifecycle:
         self.state = LifecycleState.PROVISIONING
         self.reason = "created"
         self._acks: dict[str, float] = {}
+        #: ``(write quorum, quorum_timestamp())`` as of the last change to ``_acks``.
+        self._quorum_stamp: tuple[int, float | None] | None = None
         #: Acknowledgements ignored because their heartbeat was stamped after the lease end.
         self.late_acks = 0
         #: The later epoch, and the standby that claimed or announced it, that made
@@ -424,9 +426,15 @@ class WorkloadLifecycle:
         per relay), so the answer never depends on which batch arrived last.
         """
         quorum = self.timing.write_quorum
-        if len(self._acks) < quorum:
-            return None
-        return heapq.nlargest(quorum, self._acks.values())[-1]
+        known = self._quorum_stamp
+        if known is not None and known[0] == quorum:
+            return known[1]  # read on every deadline; it changes only with an acknowledgement
+        stamp = None
+        if len(self._acks) >= quorum:
+            # The quorum-th newest; a sort of a handful of relays beats heapq.nlargest.
+            stamp = sorted(self._acks.values(), reverse=True)[quorum - 1]
+        self._quorum_stamp = (quorum, stamp)
+        return stamp
 
     def lease_end(self) -> float | None:
         """When the lease runs out, or ``None`` before it was ever granted."""
@@ -504,6 +512,7 @@ class WorkloadLifecycle:
             self.late_acks += 1
         elif timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
             self._acks[relay] = timestamp
+            self._quorum_stamp = None
         self._advance(now, effects)
         return effects
 

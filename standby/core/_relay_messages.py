@@ -67,10 +67,18 @@ def message_kind(message: Message) -> MessageKind:
     The names are :mod:`standby.wire`'s; a slot is a wire kind but not a
     relay message.
     """
+    kind = _KIND_OF_TYPE.get(type(message))
+    if kind is not None:
+        return kind
     for cls, kind in _WIRE_KINDS.items():
         if isinstance(message, cls):
+            _KIND_OF_TYPE[type(message)] = kind
             return kind
     raise TypeError(f"not a relay message: {message!r:.80}")
+
+
+#: What :func:`message_kind` found for each type it saw (the first match of the loop).
+_KIND_OF_TYPE: dict[type, MessageKind] = {}
 
 
 def message_timestamp(message: Message) -> float:
@@ -112,12 +120,46 @@ def addressable_key(signer: str, message: Message) -> tuple[str, ...]:
     return (kind, signer, message.workload_id)
 
 
-def _version_rank(message: Message) -> tuple[float, int, str]:
+class _Text:
+    """A message ordered by its ``repr``, written only when a comparison needs it.
+
+    Versions of one key nearly always differ in timestamp, and a relay's
+    copies of one version are the same message: the text decides only the
+    rare true ties, so most comparisons never pay for a ``repr``.
+    """
+
+    __slots__ = ("_message", "_text")
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+        self._text: str | None = None
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = repr(self._message)
+        return self._text
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Text):
+            return NotImplemented
+        return self._message is other._message or self.text() == other.text()
+
+    def __hash__(self) -> int:
+        return hash(self.text())
+
+    def __lt__(self, other: _Text) -> bool:
+        return self._message is not other._message and self.text() < other.text()
+
+    def __gt__(self, other: _Text) -> bool:
+        return self._message is not other._message and self.text() > other.text()
+
+
+def _version_rank(message: Message) -> tuple[float, int, _Text]:
     # Newest timestamp first; on a tie a withdrawn claim beats the claim it
     # withdraws (a withdrawal may carry the claim's own timestamp), and then
     # the text of the message decides, so every reader picks the same one.
     withdrawn = 1 if isinstance(message, PromotionClaim) and message.withdrawn else 0
-    return (message_timestamp(message), withdrawn, repr(message))
+    return (message_timestamp(message), withdrawn, _Text(message))
 
 
 def newest_per_key(
@@ -136,7 +178,7 @@ def newest_per_key(
     the genuine ones after it (failure mode 18). It is kept only when no
     genuine version of its key exists, so the reader can still report it.
     """
-    best: dict[tuple[str, ...], tuple[tuple[int, float, int, str], Envelope[Message]]] = {}
+    best: dict[tuple[str, ...], tuple[tuple[int, float, int, _Text], Envelope[Message]]] = {}
     for envelope in envelopes:
         key = addressable_key(envelope.signer, envelope.message)
         version = _version_rank(envelope.message)

@@ -12,6 +12,7 @@ from ..core._effects import LifecycleEffect
 from ..core._lifecycle import WorkloadLifecycle
 from ..core._models import Heartbeat
 from ..core._timing import Timing
+from ._clock import monotonic
 from ._events import ClockJumped, HeartbeatPublished
 from ._io import NodeIO
 from ._observe import Observer
@@ -137,16 +138,17 @@ class Heartbeats(Generic[SpecT]):
     async def loop(self) -> None:
         """The heartbeat task (once per interval it also polls the containers, reads the claims)."""
         interval = self.timing.heartbeat_interval
+        clock = monotonic()
         polled = -math.inf
         read_at = -math.inf
         while True:
             wake = self._now
             assert wake is not None
             wake.clear()
-            next_at = anyio.current_time() + interval
+            next_at = clock() + interval
             active = self.primary.active()
             if active:
-                if anyio.current_time() >= read_at:
+                if clock() >= read_at:
                     # Has a standby claimed a later epoch of ours (FM25)? Once per
                     # interval, in a task of its own: it never delays the heartbeat.
                     read_at = next_at
@@ -154,15 +156,15 @@ class Heartbeats(Generic[SpecT]):
                 await self.send()
                 # A heartbeat sent early (a workload just started or promoted)
                 # does not poll every container again: once per interval.
-                if anyio.current_time() - polled >= interval:
-                    polled = anyio.current_time()
+                if clock() - polled >= interval:
+                    polled = clock()
                     await self.primary.poll_containers()
-            await wake.wait(max(next_at - anyio.current_time(), 0.0))
+            await wake.wait(max(next_at - clock(), 0.0))
             # Early heartbeats (a workload just started) are spaced out, so that
             # a burst of accepts sends a few heartbeats rather than one each; the
             # first workload of an idle node heartbeats at once.
             if active:
                 spacing = interval * _EARLY_HEARTBEAT_SPACING
-                rest = next_at - interval + spacing - anyio.current_time()
+                rest = next_at - interval + spacing - clock()
                 if rest > 0:
                     await anyio.sleep(rest)

@@ -60,6 +60,7 @@ from ..protocols._contracts import (
     SlotStore,
     WaitsConnected,
 )
+from ._clock import monotonic
 from ._drain import Drainer, DrainReport, StopReport
 from ._epochs import BatchedEpochReads, EpochReader
 from ._eventlog import EventLog
@@ -601,12 +602,13 @@ class StandbyNode(Generic[SpecT]):
         self.primary.tick(now)
 
     async def _timer_loop(self) -> None:
+        clock = monotonic()
         while True:
             if self.primary.workloads:
                 self.heartbeat.catch_up_clock(every=False)
             now = self.now()
             self._tick(now)
-            ticked = anyio.current_time()
+            ticked = clock()
             # Created after the (synchronous) tick, so the tick's own pokes do not
             # count as new input; anything that arrives while we sleep does.
             wake = self._wake
@@ -628,7 +630,7 @@ class StandbyNode(Generic[SpecT]):
             # instant of a tick must not make the loop tick again at that same
             # instant (a due deadline whose query answers instantly would
             # otherwise spin without time ever moving on a virtual clock).
-            rest = ticked + _MIN_SLEEP - anyio.current_time()
+            rest = ticked + _MIN_SLEEP - clock()
             if rest > 0:
                 await anyio.sleep(rest)
 

@@ -69,6 +69,8 @@ class Observer:
         exc_info: BaseException | None = None,
     ) -> None:
         """One log line, tagged with the workload, the role and this node."""
+        if not self.logger.isEnabledFor(level):  # nothing to build for a line nobody keeps
+            return
         self.logger.log(
             level,
             message,
@@ -124,7 +126,7 @@ class Observer:
         for name, amount in event.counts():
             self.count(name, amount)
         level = event.log_level()
-        if level is not None:
+        if level is not None and self.logger.isEnabledFor(level):
             fmt, args = event.message()
             self.log(
                 level,

@@ -46,9 +46,9 @@ def _instance_of(kind: type | tuple[type, ...], what: str) -> _Check:
 
 
 #: Lifecycle states a primary record never leaves.
-TERMINAL = frozenset({LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED})
+TERMINAL = (LifecycleState.FENCED, LifecycleState.FAILED, LifecycleState.EXPIRED)
 #: Lifecycle states in which the workload's container runs.
-RUNNING = frozenset({LifecycleState.LIVE, LifecycleState.SUSPECT})
+RUNNING = (LifecycleState.LIVE, LifecycleState.SUSPECT)
 
 
 @attrs.frozen

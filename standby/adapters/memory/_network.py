@@ -6,6 +6,7 @@ Re-exported by :mod:`standby.adapters.memory`, their public home.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -17,6 +18,7 @@ from ...core._errors import TransportError
 from ...core._models import Envelope, Heartbeat, LeaseRevocation, Message, PromotionClaim
 from ...protocols._contracts import Query, TransportDrop, message_kind, unexpected_author
 from .._pacing import Pacing
+from ._aio import Doorbell
 from ._costs import RelayCosts, RelayServer
 from ._limits import RelayLimiter, RelayLimits
 from ._relay import NO_FAULTS, LinkFaults, MemoryRelay, canonical_identity
@@ -41,7 +43,7 @@ class MemorySubscription:
         self._report = report
         self._pending: list[tuple[float, int, str, str, Message]] = []
         self._seq = 0
-        self._wakeup: anyio.Event | None = None
+        self._wakeup: Doorbell | None = None
         self._closed = False
         #: Why the relays refused this subscription (their limits), if they did.
         self.refused: str | None = None
@@ -73,7 +75,7 @@ class MemorySubscription:
         self._seq += 1
         heapq.heappush(self._pending, (at, self._seq, relay, signer, message))
         if self._wakeup is not None:
-            self._wakeup.set()
+            self._wakeup.ring()
 
     async def __anext__(self) -> Envelope[Message]:
         while True:
@@ -85,12 +87,9 @@ class MemorySubscription:
             if self._pending and self._pending[0][0] <= now:
                 _at, _seq, relay, signer, message = heapq.heappop(self._pending)
                 return Envelope(message, signer, relay, self._network.wall_clock())
-            self._wakeup = wakeup = anyio.Event()
-            if self._pending:
-                with anyio.move_on_after(self._pending[0][0] - now):
-                    await wakeup.wait()
-            else:  # nothing on its way: no deadline, so no cancel scope to pay for
-                await wakeup.wait()
+            self._wakeup = wakeup = Doorbell()
+            # Nothing on its way: no deadline (and no timer to pay for).
+            await wakeup.wait(self._pending[0][0] - now if self._pending else math.inf)
             self._wakeup = None
 
     async def aclose(self) -> None:
@@ -107,7 +106,7 @@ class MemorySubscription:
         if limiter is not None and self.refused is None:
             limiter.close_subscription(self.identity)
         if self._wakeup is not None:
-            self._wakeup.set()
+            self._wakeup.ring()
 
 
 class MemoryRelayNetwork:

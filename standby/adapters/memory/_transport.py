@@ -8,8 +8,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
@@ -27,6 +27,7 @@ from ...protocols._contracts import (
     newest_per_key,
 )
 from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_for
+from ._aio import each_relay, sleeper
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ class MemoryTransport:
         server = network.server
         lane, rank = lane_of(self._pacing, message)
         order = next(self._publishes)
+        sleep = sleeper()
 
         async def one(relay: str) -> None:
             if not network.reachable(me, relay):
@@ -173,7 +175,7 @@ class MemoryTransport:
             limiter = network.limiter
             if limiter is not None:
                 await limiter.pace(me, relay)
-            await anyio.sleep(network._delay(faults))
+            await sleep(network._delay(faults))
             if not network.reachable(me, relay):
                 answers[relay] = "connection lost"
                 return
@@ -190,14 +192,14 @@ class MemoryTransport:
                 kind = message_kind(message)
                 done = server.store(relay, self._connection(relay, lane), me, kind, now)
                 network._store_at(done, relay, me, message)
-                await anyio.sleep(done - now)
-            await anyio.sleep(network._delay(faults))
+                await sleep(done - now)
+            await sleep(network._delay(faults))
             if network._lost(faults) or not network.reachable(me, relay):
                 answers[relay] = "acknowledgement lost"
                 return
             answers[relay] = None
 
-        await _each_relay(network.relays, one, timeout)
+        await each_relay(network.relays, one, timeout)
         acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
         errors = {r: answers.get(r) or "timed out" for r in network.relays if r not in acked}
         network.published.append((anyio.current_time(), me, message, acked))
@@ -216,6 +218,7 @@ class MemoryTransport:
         found: list[Envelope[Message]] = []
         answered: set[str] = set()
         errors: dict[str, str] = {}
+        sleep = sleeper()
 
         async def one(relay: str) -> None:
             limiter = network.limiter
@@ -233,7 +236,7 @@ class MemoryTransport:
                 errors[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
             faults = network.faults(relay, me)
-            await anyio.sleep(network._delay(faults))
+            await sleep(network._delay(faults))
             if not network.reachable(me, relay) or network._lost(faults):
                 errors[relay] = "no answer"
                 return
@@ -246,10 +249,10 @@ class MemoryTransport:
                 connection = self._connection(relay, lane_of(self._pacing, None)[0])
                 tags = len(query.workload_ids or ()) + len(query.authors or ())
                 start, done = server.query(relay, connection, anyio.current_time(), tags)
-                await anyio.sleep(start - anyio.current_time())
+                await sleep(start - anyio.current_time())
                 matches = network.relay(relay).matching(query)
-                await anyio.sleep(done + server.costs.per_result * len(matches) - start)
-            await anyio.sleep(network._delay(faults))
+                await sleep(done + server.costs.per_result * len(matches) - start)
+            await sleep(network._delay(faults))
             if not network.reachable(me, relay) or network._lost(faults):
                 errors[relay] = "answer lost"
                 return
@@ -257,7 +260,7 @@ class MemoryTransport:
             found.extend(Envelope(message, signer, relay, received) for signer, message in matches)
             answered.add(relay)
 
-        await _each_relay(network.relays, one, timeout)
+        await each_relay(network.relays, one, timeout)
         for relay in network.relays:
             if relay not in answered and relay not in errors:
                 errors[relay] = "timed out"
@@ -272,22 +275,6 @@ class MemoryTransport:
         self._opened = [s for s in self._opened if not s.closed]
         self._opened.append(subscription)
         return subscription
-
-
-async def _each_relay(
-    relays: tuple[str, ...],
-    leg: Callable[[str], Coroutine[Any, Any, None]],
-    timeout: float,  # noqa: ASYNC109 - the call's own timeout
-) -> None:
-    """Run ``leg(relay)`` for every relay at once; after ``timeout`` the rest are abandoned.
-
-    The timeout is the task group's own deadline: one cancel scope per call,
-    not one more around the group.
-    """
-    async with anyio.create_task_group() as group:
-        group.cancel_scope.deadline = anyio.current_time() + timeout
-        for relay in relays:
-            group.start_soon(leg, relay)
 
 
 class MemoryAtomicTransport(MemoryTransport):

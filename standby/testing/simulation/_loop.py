@@ -40,9 +40,12 @@ and that order must not change from one run to the next.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import heapq
 import math
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -79,7 +82,7 @@ class Process:
         self.held: list[tuple[Callable[..., object], tuple[Any, ...], contextvars.Context]] = []
         self.root: asyncio.Task[None] | None = None
         self.frozen_at: float | None = None
-        self.timers: list[tuple[asyncio.TimerHandle, float]] = []
+        self.timers: list[tuple[_Timer, float]] = []
 
     def __repr__(self) -> str:
         state = ("running", "frozen", "killed")[self.state]
@@ -123,33 +126,76 @@ class _Task(asyncio.Task):  # type: ignore[type-arg]
         return self is other
 
 
-class _Timer(asyncio.TimerHandle):
-    """A timer ordered by ``(when, scheduling order)``: ties go first come, first served.
+class _Call(asyncio.Handle):
+    """A ready callback, with the process it belongs to (``None``: the simulator's own).
 
-    asyncio's own timers compare by time alone, so the order of two timers
-    due at the same instant depends on the shape of the loop's heap, which
-    every timer ever scheduled (or cancelled) changes.
+    Built without :class:`asyncio.Handle`'s constructor (which asks the loop
+    whether it is in debug mode on every call): the loop runs it itself.
     """
 
-    __slots__ = ("_seq",)
+    __slots__ = ("_process",)
 
     def __init__(
         self,
-        seq: int,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: VirtualLoop,
+        context: contextvars.Context,
+        process: Process | None,
+    ) -> None:
+        self._callback = callback
+        self._args = args
+        self._loop = loop
+        self._context = context
+        self._cancelled = False
+        self._repr = None
+        self._source_traceback = None
+        self._process = process
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._callback = None  # type: ignore[assignment]
+        self._args = None  # type: ignore[assignment]
+
+
+class _Timer(asyncio.TimerHandle):
+    """A timer of the loop, kept in its heap as ``(when, scheduling order, timer)``.
+
+    Ties go first come, first served: asyncio's own timers compare by time
+    alone, so the order of two timers due at the same instant would depend
+    on the shape of the heap, which every timer ever scheduled (or
+    cancelled) changes.
+    """
+
+    __slots__ = ("_process",)
+
+    def __init__(
+        self,
         when: float,
         callback: Callable[..., object],
         args: tuple[Any, ...],
         loop: VirtualLoop,
-        context: contextvars.Context | None,
+        context: contextvars.Context,
+        process: Process | None,
     ) -> None:
-        super().__init__(when, callback, args, loop, context)
-        self._seq = seq
+        self._callback = callback
+        self._args = args
+        self._loop = loop
+        self._context = context
+        self._cancelled = False
+        self._repr = None
+        self._source_traceback = None
+        self._when = when
+        self._scheduled = True
+        self._process = process
 
-    def __lt__(self, other: object) -> bool:
-        assert isinstance(other, _Timer)
-        when = self._when  # type: ignore[attr-defined]
-        other_when = other._when  # type: ignore[attr-defined]
-        return when < other_when or (when == other_when and self._seq < other._seq)
+    def cancel(self) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            self._callback = None  # type: ignore[assignment]
+            self._args = None  # type: ignore[assignment]
+            if self._scheduled:
+                self._loop._timer_cancelled_count += 1
 
 
 def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> _Task:
@@ -157,34 +203,29 @@ def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> 
     return _Task(coro, loop=loop, **kwargs)
 
 
-class _Clockwork:
-    """The loop's stand-in for a selector: waiting moves the virtual clock."""
+#: asyncio's cap on one wait (a day); kept so the clock moves exactly as it did.
+_LONGEST_WAIT = 24 * 3600.0
 
-    def __init__(self, loop: VirtualLoop) -> None:
-        self._loop = loop
-
-    def select(self, timeout: float | None = None) -> list[Any]:
-        if timeout is None:
-            raise RuntimeError(
-                "the simulated world has nothing left to do and nothing scheduled: "
-                "a run must always have a deadline"
-            )
-        if timeout > 0:
-            self._loop._now += timeout
-        return []
-
-    def close(self) -> None:
-        pass
+#: Heap entries: ``(when, scheduling order, timer)``.
+_Entry = tuple[float, int, _Timer]
 
 
 class VirtualLoop(asyncio.BaseEventLoop):
-    """An asyncio loop on a virtual clock that gates callbacks by process."""
+    """An asyncio loop on a virtual clock that gates callbacks by process.
+
+    It runs its own iterations (:meth:`run_forever`), in the order asyncio's
+    ``_run_once`` gives: the callbacks ready when an iteration starts run in
+    FIFO order (those they schedule wait for the next one); when nothing is
+    ready, the clock moves to the earliest timer, and the timers due then
+    join the ready queue in ``(when, scheduling order)`` order.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._now = 0.0
-        self._selector = _Clockwork(self)
         self._clock_resolution = 1e-9
+        self._timers: list[_Entry] = []
+        self._ready: collections.deque[_Call | _Timer] = collections.deque()
         self.errors: list[str] = []
         self._tasks_made = 0
         self._timers_made = 0
@@ -206,9 +247,9 @@ class VirtualLoop(asyncio.BaseEventLoop):
         """Run everything scheduled up to virtual time ``when``, then stop there."""
         handle: asyncio.Handle
         if when > self._now:
-            handle = self._timer(when, self.stop, (), None)
+            handle = self._timer(when, self.stop, (), contextvars.copy_context(), None)
         else:
-            handle = asyncio.BaseEventLoop.call_soon(self, self.stop)
+            handle = self._call(self.stop, (), contextvars.copy_context(), None)
         # Every callback of this loop runs under asyncio, tasks or not (the
         # world's own callbacks call anyio.current_time() outside any task).
         previous = getattr(sniffio.thread_local, "name", None)
@@ -222,12 +263,116 @@ class VirtualLoop(asyncio.BaseEventLoop):
 
     def next_timer(self) -> float | None:
         """When the next timer is due (``None`` when none is scheduled)."""
-        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
-        while scheduled and scheduled[0].cancelled():
-            heapq.heappop(scheduled)
-        return scheduled[0].when() if scheduled else None
+        timers = self._timers
+        while timers and timers[0][2]._cancelled:
+            heapq.heappop(timers)[2]._scheduled = False
+            self._timer_cancelled_count -= 1
+        return timers[0][0] if timers else None
 
-    # -- gating -----------------------------------------------------------
+    def run_forever(self) -> None:
+        """Run iterations until :meth:`stop` (see the class docstring for their order)."""
+        self._check_closed()  # type: ignore[attr-defined]
+        self._check_running()  # type: ignore[attr-defined]
+        old_hooks = sys.get_asyncgen_hooks()
+        try:
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(
+                firstiter=self._asyncgen_firstiter_hook,  # type: ignore[attr-defined]
+                finalizer=self._asyncgen_finalizer_hook,  # type: ignore[attr-defined]
+            )
+            asyncio.events._set_running_loop(self)
+            self._iterate()
+        finally:
+            self._stopping = False
+            self._thread_id = None  # type: ignore[assignment]
+            asyncio.events._set_running_loop(None)
+            sys.set_asyncgen_hooks(*old_hooks)
+
+    def _iterate(self) -> None:
+        ready = self._ready
+        popleft = ready.popleft
+        append = ready.append
+        timers = self._timers
+        heappop = heapq.heappop
+        resolution = self._clock_resolution
+        while True:
+            if self._timer_cancelled_count > 100 and self._timer_cancelled_count * 2 > len(timers):
+                self._drop_cancelled()
+            while timers and timers[0][2]._cancelled:
+                heappop(timers)[2]._scheduled = False
+                self._timer_cancelled_count -= 1
+            if not ready and not self._stopping:
+                if not timers:
+                    raise RuntimeError(
+                        "the simulated world has nothing left to do and nothing scheduled: "
+                        "a run must always have a deadline"
+                    )
+                wait = min(max(0.0, timers[0][0] - self._now), _LONGEST_WAIT)
+                if wait > 0:
+                    self._now += wait
+            end = self._now + resolution
+            while timers and timers[0][0] < end:
+                timer = heappop(timers)[2]
+                timer._scheduled = False
+                append(timer)
+            for _ in range(len(ready)):
+                handle = popleft()
+                if handle._cancelled:
+                    continue
+                process = handle._process
+                callback = handle._callback
+                try:
+                    if process is None or process.state == KILLED:
+                        # KILLED: unwinding (see kill); the callback runs only to let
+                        # the coroutines finish, the world is already cut off from them.
+                        handle._context.run(callback, *handle._args)
+                    elif process.state == RUNNING:
+                        handle._context.run(callback, *handle._args)
+                        # A step is a task resuming (an await returning); other
+                        # callbacks, such as a library's retries, are not counted,
+                        # so the count does not depend on how often those run.
+                        if type(getattr(callback, "__self__", None)) is _Task:
+                            process.steps += 1
+                            if process.kill_at_step is not None:
+                                self._stepped(process, handle._context)
+                    else:  # FROZEN
+                        process.held.append((callback, tuple(handle._args), handle._context))
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    self._failed(handle, callback, exc)
+            if self._stopping:
+                return
+
+    def _stepped(self, process: Process, context: contextvars.Context) -> None:
+        """A step of ``process`` that is to be killed after some step: is it this one?"""
+        if process.kill_at_step is not None and process.steps >= process.kill_at_step:
+            process.kill_at_step = None
+            context.run(self.kill, process)
+
+    def _failed(
+        self, handle: _Call | _Timer, callback: Callable[..., object], exc: BaseException
+    ) -> None:
+        # The handle may have been cancelled by its own callback: name what ran.
+        source = asyncio.format_helpers._format_callback_source(  # type: ignore[attr-defined]
+            callback, handle._args or ()
+        )
+        self.call_exception_handler(
+            {"message": f"Exception in callback {source}", "exception": exc, "handle": handle}
+        )
+
+    def _drop_cancelled(self) -> None:
+        kept = []
+        for entry in self._timers:
+            if entry[2]._cancelled:
+                entry[2]._scheduled = False
+            else:
+                kept.append(entry)
+        heapq.heapify(kept)
+        self._timers[:] = kept
+        self._timer_cancelled_count = 0
+
+    # -- scheduling -------------------------------------------------------
 
     def call_soon(  # type: ignore[override]
         self,
@@ -237,10 +382,50 @@ class VirtualLoop(asyncio.BaseEventLoop):
     ) -> asyncio.Handle:
         if context is None:
             context = contextvars.copy_context()
-        process = context.get(CURRENT_PROCESS)
-        if process is None:
-            return super().call_soon(callback, *args, context=context)
-        return super().call_soon(self._gate, process, callback, args, context, context=context)
+        if self._closed:  # type: ignore[attr-defined]
+            raise RuntimeError("Event loop is closed")
+        handle = _Call(callback, args, self, context, context.get(CURRENT_PROCESS))
+        self._ready.append(handle)
+        return handle
+
+    def _call(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context,
+        process: Process | None,
+    ) -> _Call:
+        if self._closed:  # type: ignore[attr-defined]
+            raise RuntimeError("Event loop is closed")
+        handle = _Call(callback, args, self, context, process)
+        self._ready.append(handle)
+        return handle
+
+    def _call_soon(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
+    ) -> _Call:
+        # What asyncio's call_soon_threadsafe and its internals schedule with.
+        if context is None:
+            context = contextvars.copy_context()
+        return self._call(callback, args, context, context.get(CURRENT_PROCESS))
+
+    def close(self) -> None:
+        super().close()
+        self._timers.clear()
+
+    def call_later(  # type: ignore[override]
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        if context is None:
+            context = contextvars.copy_context()
+        return self._timer(self._now + delay, callback, args, context, context.get(CURRENT_PROCESS))
 
     def call_at(  # type: ignore[override]
         self,
@@ -251,49 +436,22 @@ class VirtualLoop(asyncio.BaseEventLoop):
     ) -> asyncio.TimerHandle:
         if context is None:
             context = contextvars.copy_context()
-        process = context.get(CURRENT_PROCESS)
-        if process is None:
-            return self._timer(when, callback, args, context)
-        return self._timer(when, self._gate, (process, callback, args, context), context)
+        return self._timer(when, callback, args, context, context.get(CURRENT_PROCESS))
 
     def _timer(
         self,
         when: float,
         callback: Callable[..., object],
         args: tuple[Any, ...],
-        context: contextvars.Context | None,
-    ) -> asyncio.TimerHandle:
-        self._check_closed()  # type: ignore[attr-defined]
-        self._timers_made += 1
-        timer = _Timer(self._timers_made, when, callback, args, self, context)
-        heapq.heappush(self._scheduled, timer)  # type: ignore[attr-defined]
-        timer._scheduled = True  # type: ignore[attr-defined]
-        return timer
-
-    def _gate(
-        self,
-        process: Process,
-        callback: Callable[..., object],
-        args: tuple[Any, ...],
         context: contextvars.Context,
-    ) -> None:
-        state = process.state
-        if state == RUNNING:
-            callback(*args)
-            # A step is a task resuming (an await returning); other callbacks,
-            # such as a library's retries, are not counted, so the count does
-            # not depend on how often those happen to run.
-            if type(getattr(callback, "__self__", None)) is _Task:
-                process.steps += 1
-                if process.kill_at_step is not None and process.steps >= process.kill_at_step:
-                    process.kill_at_step = None
-                    self.kill(process)
-        elif state == FROZEN:
-            process.held.append((callback, args, context))
-        # KILLED: unwinding (see kill); the callback runs only to let the
-        # coroutines finish, the world is already cut off from them.
-        else:
-            callback(*args)
+        process: Process | None,
+    ) -> _Timer:
+        if self._closed:  # type: ignore[attr-defined]
+            raise RuntimeError("Event loop is closed")
+        self._timers_made += 1
+        timer = _Timer(when, callback, args, self, context, process)
+        heapq.heappush(self._timers, (when, self._timers_made, timer))
+        return timer
 
     # -- process control --------------------------------------------------
 
@@ -305,14 +463,14 @@ class VirtualLoop(asyncio.BaseEventLoop):
         if not hold_clock:
             return
         process.frozen_at = self._now
-        scheduled: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
-        for handle in scheduled:
-            args = handle._args
-            if args and args[0] is process and not handle.cancelled():
-                process.timers.append((handle, handle.when()))
-                handle._when = math.inf  # type: ignore[attr-defined]
+        timers = self._timers
+        for i, (when, seq, timer) in enumerate(timers):
+            if timer._process is process and not timer._cancelled:
+                process.timers.append((timer, when))
+                timer._when = math.inf
+                timers[i] = (math.inf, seq, timer)
         if process.timers:
-            heapq.heapify(scheduled)
+            heapq.heapify(timers)
 
     def thaw(self, process: Process) -> None:
         """Release ``process``: what it held runs now, in its original order."""
@@ -324,14 +482,18 @@ class VirtualLoop(asyncio.BaseEventLoop):
     def _release(self, process: Process) -> None:
         if process.frozen_at is not None:
             held_for = self._now - process.frozen_at
-            for handle, when in process.timers:
-                handle._when = when + held_for  # type: ignore[attr-defined]
+            for timer, when in process.timers:
+                timer._when = when + held_for
             process.frozen_at = None
             process.timers = []
-            heapq.heapify(self._scheduled)  # type: ignore[attr-defined]
+            timers = self._timers
+            for i, (when, seq, timer) in enumerate(timers):
+                if when != timer._when:
+                    timers[i] = (timer._when, seq, timer)
+            heapq.heapify(timers)
         held, process.held = process.held, []
         for callback, args, context in held:
-            super().call_soon(self._gate, process, callback, args, context, context=context)
+            self._call(callback, args, context, process)
 
     def kill(self, process: Process) -> None:
         """``kill -9``: ``process`` never acts again; its coroutines are unwound."""

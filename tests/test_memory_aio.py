@@ -1,0 +1,205 @@
+"""The memory relays' waits on asyncio: a call's legs, a subscription's doorbell.
+
+On trio (mock clock) they are anyio's own forms. On the simulator's virtual
+loop they must do what the anyio forms do, in the same loop steps, so that a
+simulated run does not change with them: each test runs a schedule once with
+the cheap form and once with the anyio form, in two simulated processes, and
+compares what happened, when, and the steps each process took.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+from collections.abc import Awaitable, Callable
+
+import anyio
+import pytest
+
+from standby.adapters.memory._aio import Doorbell, each_relay, sleeper
+from standby.testing.simulation._loop import CURRENT_PROCESS, Process, VirtualLoop
+
+RELAYS = ("relay-0", "relay-1", "relay-2")
+#: How long each relay's leg takes in the schedules (relay-2 outlasts a 5 s deadline).
+TAKES = {"relay-0": 1.0, "relay-1": 2.0, "relay-2": 9.0}
+
+Fanout = Callable[[tuple[str, ...], Callable[[str], Awaitable[None]], float], Awaitable[None]]
+
+
+async def _task_group(
+    relays: tuple[str, ...],
+    leg: Callable[[str], Awaitable[None]],
+    timeout: float,  # noqa: ASYNC109 - as each_relay
+) -> None:
+    """The anyio form each_relay replaces on asyncio."""
+    async with anyio.create_task_group() as group:
+        group.cancel_scope.deadline = anyio.current_time() + timeout
+        for relay in relays:
+            group.start_soon(leg, relay)
+
+
+async def _legs(fanout: Fanout, schedule: str) -> list[str]:
+    """Run one schedule of three legs; what happened, with the virtual time."""
+    start = anyio.current_time()
+    seen: list[str] = []
+
+    def note(what: str) -> None:
+        seen.append(f"{what} at {anyio.current_time() - start:g}")
+
+    async def leg(relay: str) -> None:
+        try:
+            await anyio.sleep(TAKES[relay] / 2)
+            if schedule == "a leg fails" and relay == "relay-0":
+                raise ValueError(relay)
+            await anyio.sleep(TAKES[relay] / 2)
+            note(f"{relay} done")
+        except anyio.get_cancelled_exc_class():
+            note(f"{relay} cancelled")
+            raise
+
+    timeout = 5.0 if schedule == "past the deadline" else 20.0
+    try:
+        if schedule == "cancelled from outside":
+            with anyio.move_on_after(1.5):
+                await fanout(RELAYS, leg, timeout)
+        else:
+            await fanout(RELAYS, leg, timeout)
+    except Exception as exc:  # the task group's exception group
+        note(f"raised {type(exc).__name__} of {[str(e) for e in exc.exceptions]}")  # type: ignore[attr-defined]
+    note("returned")
+    return seen
+
+
+EXPECTED = {
+    "in time": ["relay-0 done at 1", "relay-1 done at 2", "relay-2 done at 9", "returned at 9"],
+    "past the deadline": [
+        "relay-0 done at 1",
+        "relay-1 done at 2",
+        "relay-2 cancelled at 5",
+        "returned at 5",
+    ],
+    "a leg fails": [
+        "relay-1 cancelled at 0.5",
+        "relay-2 cancelled at 0.5",
+        "raised ExceptionGroup of ['relay-0'] at 0.5",
+        "returned at 0.5",
+    ],
+    "cancelled from outside": [
+        "relay-0 done at 1",
+        "relay-1 cancelled at 1.5",
+        "relay-2 cancelled at 1.5",
+        "returned at 1.5",
+    ],
+}
+
+
+def _in_process(loop: VirtualLoop, name: str, work: Callable[[], Awaitable[object]]) -> Process:
+    process = Process(name)
+    context = contextvars.copy_context()
+    context.run(CURRENT_PROCESS.set, process)
+
+    async def root() -> None:
+        await work()
+
+    process.root = context.run(loop.create_task, root())
+    return process
+
+
+def _both(
+    cheap: Callable[[], Awaitable[list[str]]], anyio_form: Callable[[], Awaitable[list[str]]]
+) -> tuple[list[str], list[str], int, int]:
+    """Run both forms on one virtual loop: (cheap's log, anyio's log, their steps)."""
+    loop = VirtualLoop()
+    results: dict[str, list[str]] = {}
+
+    async def run_cheap() -> None:
+        results["cheap"] = await cheap()
+
+    async def run_anyio() -> None:
+        results["anyio"] = await anyio_form()
+
+    a = _in_process(loop, "cheap", run_cheap)
+    b = _in_process(loop, "anyio", run_anyio)
+    loop.advance_to(100)
+    assert not loop.errors
+    assert loop.next_timer() is None  # neither left a timer behind
+    loop.close()
+    return results["cheap"], results["anyio"], a.steps, b.steps
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("schedule", sorted(EXPECTED))
+async def test_each_relay_runs_the_legs_at_once_until_the_deadline_on_trio(schedule: str) -> None:
+    seen = await _legs(each_relay, schedule)
+    assert sorted(seen) == sorted(EXPECTED[schedule])
+
+
+@pytest.mark.parametrize("schedule", sorted(EXPECTED))
+def test_on_the_virtual_loop_each_relay_takes_the_steps_of_a_task_group(schedule: str) -> None:
+    cheap, reference, cheap_steps, reference_steps = _both(
+        lambda: _legs(each_relay, schedule), lambda: _legs(_task_group, schedule)
+    )
+    assert sorted(cheap) == sorted(EXPECTED[schedule])
+    # anyio cancels the legs' scopes in the order of a set of them (by
+    # address), so only the legs that finished keep their order there.
+    assert sorted(cheap) == sorted(reference)
+    assert [e for e in cheap if "cancelled" not in e] == [
+        e for e in reference if "cancelled" not in e
+    ]
+    assert cheap_steps == reference_steps > 0
+
+
+async def _rings(bell: Callable[[], Doorbell | anyio.Event], schedule: str) -> list[str]:
+    """One wait of a subscription: rung (before or during) or its deadline; when it returned."""
+    start = anyio.current_time()
+    door = bell()
+    ring = door.ring if isinstance(door, Doorbell) else door.set
+    async with anyio.create_task_group() as group:
+        if schedule == "rung before":
+            ring()
+        elif schedule in ("rung during", "rung, no deadline"):
+
+            async def poke() -> None:
+                await anyio.sleep(3)
+                ring()
+
+            group.start_soon(poke)
+        delay = math.inf if schedule == "rung, no deadline" else 10.0
+        if isinstance(door, Doorbell):
+            await door.wait(delay)
+        else:
+            with anyio.move_on_after(delay):
+                await door.wait()
+    return [f"returned at {anyio.current_time() - start:g}"]
+
+
+RINGS = {
+    "rung before": ["returned at 0"],
+    "rung during": ["returned at 3"],
+    "rung, no deadline": ["returned at 3"],
+    "deadline": ["returned at 10"],
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("schedule", sorted(RINGS))
+async def test_a_doorbell_wait_returns_when_rung_or_at_its_deadline_on_trio(schedule: str) -> None:
+    assert await _rings(Doorbell, schedule) == RINGS[schedule]
+
+
+@pytest.mark.parametrize("schedule", sorted(RINGS))
+def test_on_the_virtual_loop_a_doorbell_takes_the_steps_of_an_event_in_a_scope(
+    schedule: str,
+) -> None:
+    cheap, reference, cheap_steps, reference_steps = _both(
+        lambda: _rings(Doorbell, schedule), lambda: _rings(anyio.Event, schedule)
+    )
+    assert cheap == reference == RINGS[schedule]
+    assert cheap_steps == reference_steps > 0
+
+
+@pytest.mark.anyio
+async def test_sleeper_sleeps_on_the_running_backend() -> None:
+    start = anyio.current_time()
+    await sleeper()(4.0)
+    assert anyio.current_time() - start == 4.0
