@@ -1,7 +1,7 @@
 """The package's layers are its packages, and they import only downwards.
 
 A module's layer is the first component of its path: ``standby.core``,
-``standby.protocols``, ``standby.node``, ``standby.adapters``,
+``standby.protocols``, ``standby.aio``, ``standby.node``, ``standby.adapters``,
 ``standby.testing``, ``standby.cli``. The few public modules directly in
 ``standby/`` (``errors``, ``effects``, ``wire``) are faces of the core;
 ``metrics`` is a top layer beside testing and cli (it reads the node's status);
@@ -9,7 +9,9 @@ A module's layer is the first component of its path: ``standby.core``,
 and the protocols (it may load upper layers lazily, through its
 ``__getattr__``, never at import time).
 
-core <- protocols <- node and adapters <- testing, cli and metrics: a module may import
+core <- protocols and aio <- node and adapters <- testing, cli and metrics (``aio``
+holds the waits both the node and the adapters use; it may do I/O, the
+protocols may not): a module may import
 from its own layer and the layers below it. The node and the adapters sit
 side by side and never import each other, so an adapter can be written (and
 tested) without the node, and the node runs any adapter. The core does no
@@ -28,7 +30,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "standby"
 
-RANK = {"core": 0, "protocols": 1, "node": 2, "adapters": 2, "testing": 3, "cli": 3, "metrics": 3}
+RANK = {"core": 0, "protocols": 1, "aio": 1, "node": 2, "adapters": 2, "testing": 3, "cli": 3, "metrics": 3}
 NO_IO = ("anyio", "asyncio", "trio", "socket", "subprocess", "sniffio", "os", "tempfile", "pathlib")
 
 

@@ -1,4 +1,4 @@
-"""The memory relays' waits on asyncio: a call's legs, a subscription's doorbell.
+"""The memory relays' waits on asyncio: a call's legs, a subscription's wakeup.
 
 On trio (mock clock) they are anyio's own forms. On the simulator's virtual
 loop they must do what the anyio forms do, in the same loop steps, so that a
@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 import anyio
 import pytest
 
-from standby.adapters.memory._aio import Doorbell, each_relay, sleeper
+from standby.adapters.memory._aio import each_relay, sleeper
+from standby.aio import Wakeup
 from standby.testing.simulation._loop import CURRENT_PROCESS, Process, VirtualLoop
 
 RELAYS = ("relay-0", "relay-1", "relay-2")
@@ -149,11 +150,11 @@ def test_on_the_virtual_loop_each_relay_takes_the_steps_of_a_task_group(schedule
     assert cheap_steps == reference_steps > 0
 
 
-async def _rings(bell: Callable[[], Doorbell | anyio.Event], schedule: str) -> list[str]:
+async def _rings(bell: Callable[[], Wakeup | anyio.Event], schedule: str) -> list[str]:
     """One wait of a subscription: rung (before or during) or its deadline; when it returned."""
     start = anyio.current_time()
     door = bell()
-    ring = door.ring if isinstance(door, Doorbell) else door.set
+    ring = door.set
     async with anyio.create_task_group() as group:
         if schedule == "rung before":
             ring()
@@ -165,7 +166,7 @@ async def _rings(bell: Callable[[], Doorbell | anyio.Event], schedule: str) -> l
 
             group.start_soon(poke)
         delay = math.inf if schedule == "rung, no deadline" else 10.0
-        if isinstance(door, Doorbell):
+        if isinstance(door, Wakeup):
             await door.wait(delay)
         else:
             with anyio.move_on_after(delay):
@@ -183,16 +184,16 @@ RINGS = {
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("schedule", sorted(RINGS))
-async def test_a_doorbell_wait_returns_when_rung_or_at_its_deadline_on_trio(schedule: str) -> None:
-    assert await _rings(Doorbell, schedule) == RINGS[schedule]
+async def test_a_wakeup_wait_returns_when_rung_or_at_its_deadline_on_trio(schedule: str) -> None:
+    assert await _rings(Wakeup, schedule) == RINGS[schedule]
 
 
 @pytest.mark.parametrize("schedule", sorted(RINGS))
-def test_on_the_virtual_loop_a_doorbell_takes_the_steps_of_an_event_in_a_scope(
+def test_on_the_virtual_loop_a_wakeup_takes_the_steps_of_an_event_in_a_scope(
     schedule: str,
 ) -> None:
     cheap, reference, cheap_steps, reference_steps = _both(
-        lambda: _rings(Doorbell, schedule), lambda: _rings(anyio.Event, schedule)
+        lambda: _rings(Wakeup, schedule), lambda: _rings(anyio.Event, schedule)
     )
     assert cheap == reference == RINGS[schedule]
     assert cheap_steps == reference_steps > 0

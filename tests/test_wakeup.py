@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import pytest
 
-from standby.node._wakeup import Wakeup
+from standby.aio import Wakeup
 from standby.testing.simulation._loop import CURRENT_PROCESS, Process, VirtualLoop
 
 

@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
+from ..aio import Wakeup
 from ..core._effects import LifecycleEffect
 from ..core._lifecycle import WorkloadLifecycle
 from ..core._models import Heartbeat
@@ -18,7 +19,6 @@ from ._io import NodeIO
 from ._observe import Observer
 from ._primary import PrimarySide
 from ._types import RUNNING
-from ._wakeup import Wakeup
 
 __all__ = ["Heartbeats"]
 

@@ -35,6 +35,7 @@ import anyio.abc
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
     from exceptiongroup import BaseExceptionGroup
 
+from ..aio import Wakeup
 from ..core._election import StandbyElection
 from ..core._errors import (
     NodeMisuse,
@@ -75,7 +76,6 @@ from ._standby import StandbySide
 from ._stepdown import StepDown
 from ._subscriptions import Subscriptions
 from ._types import NodeStatus, PrimaryStatus, SpawnRequest
-from ._wakeup import Wakeup
 
 __all__ = ["StandbyNode"]
 

@@ -1,14 +1,11 @@
 """The memory relays' waits on asyncio, without anyio's per-wait machinery.
 
-Two waits, each the same as its anyio form in everything but cost:
-
-* :func:`each_relay`: one call's legs (one per relay) run at once,
-  abandoned at the call's deadline;
-* :class:`Doorbell`: a subscription's wait for its next delivery, until
-  a message arrives or the first one on its way is due.
-
-and :func:`sleeper`, the backend's own sleep (what ``anyio.sleep`` ends up
-calling, without looking the backend up on every call).
+:func:`each_relay`, one call's legs (one per relay) run at once and
+abandoned at the call's deadline, the same as its anyio form in everything
+but cost (a subscription's wait for its next delivery is
+:class:`standby.aio.Wakeup`, shared with the node), and :func:`sleeper`,
+the backend's own sleep (what ``anyio.sleep`` ends up calling, without
+looking the backend up on every call).
 
 ``each_relay``: on trio, and wherever the call is not on asyncio, this is an anyio task
 group whose cancel scope has the deadline. On asyncio each leg is a plain
@@ -31,7 +28,6 @@ then raises the failures as an exception group, as the task group does.
 from __future__ import annotations
 
 import asyncio
-import math
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
@@ -42,7 +38,7 @@ import sniffio
 if sys.version_info < (3, 11):  # pragma: no cover - the backport
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["Doorbell", "each_relay", "sleeper"]
+__all__ = ["each_relay", "sleeper"]
 
 Leg = Callable[[str], Coroutine[Any, Any, None]]
 
@@ -159,69 +155,3 @@ class _Fanout:
             task.cancel()
         if retry:
             self._loop.call_soon(self._cancel_legs)
-
-
-class Doorbell:
-    """One task waits until :meth:`ring` or a deadline; anyio's ``Event`` and ``move_on_after``.
-
-    On asyncio the wait is one future and one timer, and takes the loop
-    iterations the anyio form takes: a ring wakes the task on the next
-    iteration; the deadline, on the iteration after its timer fires (as a
-    cancellation would); a deadline already over, after two iterations.
-    A doorbell rings for one wait; make a new one for the next.
-    """
-
-    __slots__ = ("_event", "_rung", "_timer", "_waiter")
-
-    def __init__(self) -> None:
-        self._rung = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._timer: asyncio.Handle | None = None
-        self._event: anyio.Event | None = None
-
-    def ring(self) -> None:
-        """Wake the waiting task (or let the wait return at once)."""
-        self._rung = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if self._event is not None:
-            self._event.set()
-
-    async def wait(self, delay: float) -> None:
-        """Until rung, or ``delay`` seconds (``math.inf``: no deadline)."""
-        if sniffio.current_async_library() != "asyncio":
-            self._event = anyio.Event()
-            if self._rung:
-                self._event.set()
-            with anyio.move_on_after(delay):
-                await self._event.wait()
-            return
-        if self._rung:
-            await asyncio.sleep(0)
-            return
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
-        if delay != math.inf:
-            deadline = loop.time() + delay
-            if deadline <= loop.time():
-                self._timer = loop.call_soon(self._expire, loop, waiter, deadline)
-            else:
-                self._timer = loop.call_at(deadline, self._expire, loop, waiter, deadline)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
-    def _expire(
-        self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None], at: float
-    ) -> None:
-        if waiter.done():
-            return
-        if loop.time() < at:  # a clock that reached the timer a hair short of it
-            self._timer = loop.call_at(at, self._expire, loop, waiter, at)
-            return
-        waiter.set_result(None)

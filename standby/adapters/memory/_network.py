@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 
 import anyio
 
+from ...aio import Wakeup
 from ...core._effects import DropReason
 from ...core._errors import TransportError
 from ...core._models import Envelope, Heartbeat, LeaseRevocation, Message, PromotionClaim
 from ...protocols._contracts import Query, TransportDrop, message_kind, unexpected_author
 from .._pacing import Pacing
-from ._aio import Doorbell
 from ._costs import RelayCosts, RelayServer
 from ._limits import RelayLimiter, RelayLimits
 from ._relay import NO_FAULTS, LinkFaults, MemoryRelay, canonical_identity
@@ -43,7 +43,7 @@ class MemorySubscription:
         self._report = report
         self._pending: list[tuple[float, int, str, str, Message]] = []
         self._seq = 0
-        self._wakeup: Doorbell | None = None
+        self._wakeup: Wakeup | None = None
         self._closed = False
         #: Why the relays refused this subscription (their limits), if they did.
         self.refused: str | None = None
@@ -75,7 +75,7 @@ class MemorySubscription:
         self._seq += 1
         heapq.heappush(self._pending, (at, self._seq, relay, signer, message))
         if self._wakeup is not None:
-            self._wakeup.ring()
+            self._wakeup.set()
 
     async def __anext__(self) -> Envelope[Message]:
         while True:
@@ -87,7 +87,7 @@ class MemorySubscription:
             if self._pending and self._pending[0][0] <= now:
                 _at, _seq, relay, signer, message = heapq.heappop(self._pending)
                 return Envelope(message, signer, relay, self._network.wall_clock())
-            self._wakeup = wakeup = Doorbell()
+            self._wakeup = wakeup = Wakeup()
             # Nothing on its way: no deadline (and no timer to pay for).
             await wakeup.wait(self._pending[0][0] - now if self._pending else math.inf)
             self._wakeup = None
@@ -106,7 +106,7 @@ class MemorySubscription:
         if limiter is not None and self.refused is None:
             limiter.close_subscription(self.identity)
         if self._wakeup is not None:
-            self._wakeup.ring()
+            self._wakeup.set()
 
 
 class MemoryRelayNetwork:
