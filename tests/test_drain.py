@@ -265,6 +265,12 @@ async def test_a_second_node_on_the_same_store_is_refused_until_the_first_leaves
     second = cluster.make_node("prime", store=JsonFileStore(path, offload=False))
     async with first:
         await first.accept(cluster.request("w1", standbys=[]))
+        # Running, so the second node adopts it (a primary that never started
+        # is not kept across a restart: its host accepts it again).
+        await wait_until(
+            lambda: getattr(first.status().primary("w1"), "running", False),
+            within=TIMING.spawn_timeout,
+        )
         with pytest.raises(StoreError, match="in use"):
             await second.__aenter__()
         assert not second.running
