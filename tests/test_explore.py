@@ -23,7 +23,7 @@ from standby.testing.explore._rules import (
     generated_table,
     table_cells,
 )
-from standby.testing.simulation._faults import Partition
+from standby.testing.simulation._faults import Crash, FailSpawn, Partition
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 NO_FAULTS = Budget(losses=0, duplicates=0, crashes=0, partitions=0, pauses=0)
@@ -117,6 +117,62 @@ def test_a_counterexample_replays_as_a_simulation_of_the_real_node() -> None:
     assert safe.simulation(start=600.0).run(until=600.0 + example.end + 600.0).ok
 
 
+def test_a_broken_claim_timeout_replays_as_a_failover_that_never_completes() -> None:
+    b = broken("claim_timeout > 2 * query_timeout")
+    result = explore(b.timing(), max_states=500, depth=10, budget=b.budget, mode="liveness")
+    example = result.counterexample
+    assert example is not None
+    assert example.late_answers
+    assert "with every answer at its deadline, 0 primaries run" in example.violation
+    assert example.faults(start=600.0) == [Crash(at=600.0, who="primary")]
+    report = example.simulation(start=600.0).run(until=2_600.0)
+    assert report.promotions == ()
+    assert "liveness" in [v.kind for v in report.violations]
+    # The same slow relays under a safe claim window: the real node fails over.
+    safe = attrs.evolve(example, timing=Timing())
+    report = safe.simulation(start=600.0).run(until=2_600.0)
+    assert report.ok
+    assert [p.provider for p in report.promotions] == ["standby-0"]
+
+
+def test_fm24_a_standby_whose_spawns_all_fail_gives_up_in_the_explorer_and_the_node() -> None:
+    timing = Timing(max_spawn_attempts=1, max_spawn_rounds=1)
+    budget = attrs.evolve(NO_FAULTS, crashes=1, spawn_failures=1)
+    result = explore(
+        timing, standbys=1, max_states=2_000, depth=20, budget=budget, skew=False, mode="liveness"
+    )
+    example = result.counterexample
+    assert example is not None
+    assert "0 primaries run" in example.violation
+    assert example.steps[-1].what == "standby-0: spawn fails"
+    faults = example.faults(start=600.0)
+    assert FailSpawn(at=0.0, who="standby-0", count=1) in faults
+    report = example.simulation(start=600.0).run(until=2_600.0)
+    assert report.promotions == ()
+    assert "gave the workload up: 1 spawns failed" in report.format(timeline=True)
+
+
+@pytest.mark.parametrize("field", ["max_spawn_attempts", "max_spawn_rounds"])
+def test_no_spawn_budget_explores_exactly_as_a_budget_of_one(field: str) -> None:
+    # The election counts a failed spawn before it compares: 0 cannot differ
+    # from 1, which is why the rule table shows no counterexample for these.
+    budget = attrs.evolve(NO_FAULTS, crashes=1, spawn_failures=2)
+    runs = [
+        explore(
+            Timing.unsafe_unchecked(**{field: n}),
+            standbys=1,
+            max_states=50_000,
+            depth=20,
+            budget=budget,
+            skew=False,
+        )
+        for n in (0, 1)
+    ]
+    assert all(run.exhausted for run in runs)
+    assert (runs[0].states, runs[0].transitions) == (runs[1].states, runs[1].transitions)
+    assert runs[0].promoted == runs[1].promoted > 0
+
+
 # ------------------------------------------------------------------ liveness
 
 
@@ -205,6 +261,7 @@ def test_the_command_exits_1_with_a_schedule(capsys: pytest.CaptureFixture[str])
         "--mode sometimes",
         "--max-seconds 0",
         "--rule-table /no/such/page.md",
+        "--spawn-failures -1",
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(

@@ -105,7 +105,7 @@ _QUERY_KINDS: dict[OpKind, tuple[type[Any], ...]] = {
 }
 
 
-@attrs.define
+@attrs.define(slots=False)  # pickled often: a plain __dict__ is the fastest to copy
 class Op:
     """An operation in flight: it answers at the latest at ``due`` (true time)."""
 
@@ -118,7 +118,7 @@ class Op:
     """Put off: it answers at ``due``."""
 
 
-@attrs.define
+@attrs.define(slots=False)  # pickled often: a plain __dict__ is the fastest to copy
 class Delivery:
     """A stored message a subscription still has to hand to ``recipient``."""
 
@@ -129,7 +129,7 @@ class Delivery:
     due: float
 
 
-@attrs.define
+@attrs.define(slots=False)  # pickled often: a plain __dict__ is the fastest to copy
 class Container:
     """A container that runs: its fencing token, its epoch and the lease end its runtime holds.
 
@@ -151,7 +151,7 @@ class Container:
         return start + fence_grace
 
 
-@attrs.define
+@attrs.define(slots=False)  # pickled often: a plain __dict__ is the fastest to copy
 class Budget:
     """Faults still allowed on this path."""
 
@@ -160,12 +160,21 @@ class Budget:
     crashes: int = 1
     partitions: int = 1
     pauses: int = 1
+    spawn_failures: int = 0
+    """Container starts that fail (the runtime's error): off unless asked for."""
 
     def key(self) -> tuple[int, ...]:
-        return (self.losses, self.duplicates, self.crashes, self.partitions, self.pauses)
+        return (
+            self.losses,
+            self.duplicates,
+            self.crashes,
+            self.partitions,
+            self.pauses,
+            self.spawn_failures,
+        )
 
 
-@attrs.define
+@attrs.define(slots=False)  # pickled often: a plain __dict__ is the fastest to copy
 class Provider:
     """One provider: its machines, its clock offset, its links, what its store keeps."""
 
@@ -306,7 +315,11 @@ class World:
 
     def _answers(self, i: int, op: Op) -> Iterator[tuple[str, Any]]:
         yield f"{op.provider}: {op.kind.value} answers", ("op", i, ())
-        if op.kind is OpKind.SPAWN or not self.budget.losses:
+        if op.kind is OpKind.SPAWN:
+            if self.budget.spawn_failures:
+                yield f"{op.provider}: spawn fails", ("fail", i, op.provider)
+            return
+        if not self.budget.losses:
             return
         for r in self.relays:
             if r not in self.providers[op.provider].cut:
@@ -324,6 +337,10 @@ class World:
             if lost:
                 self.budget.losses -= 1
             self._complete(op, lost)
+        elif kind == "fail":
+            op = self.ops.pop(move[1])
+            self.budget.spawn_failures -= 1
+            self._spawn_failed(op)
         elif kind == "deliver":
             d = self.deliveries[move[1]]
             if move[2]:
@@ -592,6 +609,15 @@ class World:
         else:
             for envelope in results:
                 self._on_envelope(p, envelope)
+
+    def _spawn_failed(self, op: Op) -> None:
+        """The runtime could not start the container: the election hears of it."""
+        p = self.providers[op.provider]
+        assert p.election is not None
+        effects = p.election.spawn_finished(
+            p.local(self.now), op.effect.request_id, False, "the runtime failed"
+        )
+        self._election(p, effects)
 
     def _acked(self, p: Provider, local: float, heartbeat: Message, acked: list[str]) -> None:
         """The heartbeat task feeds the acknowledgements, then renews the runtime's lease."""
