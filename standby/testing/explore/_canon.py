@@ -30,10 +30,14 @@ _FAR_AHEAD = "far ahead"
 
 # How :meth:`_Form.value` treats a value, decided once per type (the order of
 # the tests matters: a ``bool`` is an ``int``, an enum may be a ``str``).
-_PLAIN, _FLOAT, _ENUM, _TIMING, _ATTRS, _SEQUENCE, _SET, _DICT = range(8)
+_PLAIN, _FLOAT, _ENUM, _TIMING, _ATTRS, _FROZEN, _SEQUENCE, _SET, _DICT = range(9)
 _KINDS: dict[type, int] = {}
 #: The field names of each attrs class met, in definition order.
 _FIELDS: dict[type, tuple[str, ...]] = {}
+#: Forms of frozen values by ``(value, now, horizon)``: the siblings of a
+#: search hold equal messages and slots at the same instant. Emptied when full.
+_SHARED: dict[tuple[Any, float, float], Any] = {}
+_SHARED_LIMIT = 200_000
 
 
 def _kind(t: type) -> int:
@@ -49,7 +53,8 @@ def _kind(t: type) -> int:
     elif issubclass(t, Timing):
         kind = _TIMING
     elif attrs.has(t):
-        kind = _ATTRS
+        # A frozen class hashes by value: its forms are shared across states.
+        kind = _ATTRS if t.__hash__ is None else _FROZEN
         _FIELDS[t] = tuple(a.name for a in attrs.fields(t))
     elif issubclass(t, (tuple, list)):
         kind = _SEQUENCE
@@ -93,6 +98,16 @@ class _Form:
             return v
         if kind == _FLOAT:
             return self.time(v)
+        if kind == _FROZEN:
+            key = (v, self.now, self.horizon)
+            form = _SHARED.get(key)
+            if form is None:
+                value = self.value
+                form = (t.__name__, *[value(getattr(v, name)) for name in _FIELDS[t]])
+                if len(_SHARED) >= _SHARED_LIMIT:
+                    _SHARED.clear()
+                _SHARED[key] = form
+            return form
         if kind == _ATTRS:
             seen = self._seen.get(id(v))
             if seen is not None and seen[0] is v:

@@ -30,6 +30,7 @@ import attrs
 
 from ...core._effects import (
     Announce,
+    AtRisk,
     CannotStart,
     CheckContainer,
     CompareAndSetClaim,
@@ -415,7 +416,7 @@ class World:
             d = p.lifecycle.next_deadline()
             if d is not None:
                 out.append(d)
-            if p.heartbeat_due is not None and _active(p.lifecycle):
+            if p.heartbeat_due is not None and not p.lifecycle.ended:
                 out.append(p.heartbeat_due)
         return out
 
@@ -449,7 +450,7 @@ class World:
                     if d is not None and d <= local:
                         self._lifecycle(p, lc.tick(local))
                         progressed = True
-                    if p.heartbeat_due is not None and p.heartbeat_due <= local and _active(lc):
+                    if p.heartbeat_due is not None and p.heartbeat_due <= local and not lc.ended:
                         self._heartbeat(p, local)
                         progressed = True
             if not progressed:
@@ -537,8 +538,7 @@ class World:
         local = p.local(self.now)
         for effect in effects:
             if isinstance(effect, StartContainer):
-                end = lc.lease_end()
-                self._run(p, lc.fencing_token, lc.epoch, -math.inf if end is None else end)
+                self._run(p, lc.fencing_token, lc.epoch, lc.runtime_bound())
                 self._lifecycle(p, lc.container_started(local))
             elif isinstance(effect, StopContainer):
                 c = p.container
@@ -549,7 +549,10 @@ class World:
             elif isinstance(effect, PublishRevocation):
                 self._start_op(p, OpKind.REVOCATION, effect, effect.revocation)
             else:
-                assert isinstance(effect, (StateChanged, CheckContainer, ReclaimContainer)), effect
+                # Told to the host only: the lease at risk, a new state, a poll.
+                assert isinstance(
+                    effect, (AtRisk, StateChanged, CheckContainer, ReclaimContainer)
+                ), effect
 
     def _run(self, p: Provider, token: int, epoch: int, lease_end: float) -> None:
         """A runtime starts a container: the fencing rules are checked here."""
@@ -625,12 +628,10 @@ class World:
         if lc is None:
             return
         assert isinstance(heartbeat, Heartbeat)
-        for relay in acked:
-            self._lifecycle(p, lc.heartbeat_acked(local, relay, heartbeat.timestamp))
+        self._lifecycle(p, lc.heartbeat_published(local, heartbeat.timestamp, acked))
         c = p.container
-        end = lc.lease_end()
-        if c is not None and _active(lc) and lc.holds_lease(local) and end is not None:
-            c.lease_end = max(c.lease_end, end)
+        if c is not None and c.stop_at is None and lc.renews(local):
+            c.lease_end = max(c.lease_end, lc.runtime_bound())
 
     def _store(self, signer: str, message: Message, relays: frozenset[str]) -> None:
         """Each relay keeps the newest version per key; subscribers are told."""
@@ -679,7 +680,7 @@ class World:
         lc = p.lifecycle
         if isinstance(message, (PromotionClaim, PromotionAnnouncement)) and lc is not None:
             epoch = takeover_epoch(message)
-            if epoch is not None and _active(lc):
+            if epoch is not None and not lc.ended:
                 self._lifecycle(p, lc.takeover_seen(local, epoch, envelope.signer))
             return
         e = p.election
@@ -717,10 +718,6 @@ class World:
         p.election = StandbyElection(me=p.name, timing=self.timing)
         self._election(p, p.election.restore(local, [slot]))
         self._start_op(p, OpKind.CATCH_UP)
-
-
-def _active(lc: WorkloadLifecycle) -> bool:
-    return lc.state.value in ("provisioning", "live", "suspect")
 
 
 def _describe(message: Message) -> str:
