@@ -122,11 +122,12 @@ BROKEN_RULES: tuple[BrokenRule, ...] = (
     ),
     _rule(
         _by_name("max_spawn_rounds >= 1"),
-        {"max_spawn_rounds": 0},
+        {"max_spawn_rounds": 0, "max_spawn_attempts": 1},
         budget=_SPAWNS_FAIL,
-        note="no run differs from max_spawn_rounds=1: a round ends before the rounds are "
-        "compared; the rule keeps the count of failed spawns that CannotStart reports to "
-        "the host true (0 rounds would report 0)",
+        note="no run differs from max_spawn_rounds=1 (one attempt a round, so that a failed "
+        "spawn ends a round): a round ends before the rounds are compared; the rule keeps "
+        "the count of failed spawns that CannotStart reports to the host true (0 rounds "
+        "would report 0)",
     ),
     _rule(
         _by_name("claim_timeout > 2 * query_timeout"),
