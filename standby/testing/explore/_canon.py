@@ -117,7 +117,7 @@ class _Form:
             self._seen[id(v)] = (v, form)
             return form
         if kind == _ENUM:
-            return v.value
+            return v._value_  # the member's value, without the property
         if kind == _TIMING:
             return None
         if kind == _SEQUENCE:
@@ -135,11 +135,11 @@ class _Form:
         index = e._index
         entries = []
         for wid, entry in sorted(index.entries.items()):
-            claiming = entry.phase.value not in ("watching", "confirming", "retry-watch")
+            claiming = entry.phase._value_ not in ("watching", "confirming", "retry-watch")
             entries.append(
                 (
                     wid,
-                    entry.phase.value,
+                    entry.phase._value_,
                     self.time(entry.deadline),
                     rid(entry.request),
                     entry.request == 0,
@@ -162,15 +162,15 @@ class _Form:
             self.value(index.last_hb),
             self.value(index.promoted),
             self.value(e._claims_seen),
-            tuple(sorted((rid(r), k.value, w) for r, (k, w) in e._requests.items())),
+            tuple(sorted((rid(r), k._value_, w) for r, (k, w) in e._requests.items())),
             tuple(sorted((rid(r), v) for r, v in e._confirming.items())),
             tuple(sorted((rid(r), v) for r, v in e._abandoned.items())),
-            tuple(sorted((rid(r), p.value, w) for r, (p, w) in e._reads.reading.items())),
+            tuple(sorted((rid(r), p._value_, w) for r, (p, w) in e._reads.reading.items())),
         )
 
     def lifecycle(self, lc: WorkloadLifecycle) -> Any:
         return (
-            lc.state.value,
+            lc.state._value_,
             lc.reason,
             lc.epoch,
             lc.fencing_token,
@@ -179,10 +179,10 @@ class _Form:
             self.time(lc._lease_floor),
             self.time(lc._lease_cap),
             self.time(lc._live_since),
-            lc._container.value,
+            lc._container._value_,
             self.time(lc._restart_at),
             lc._restarts,
-            lc._revocation_state.value,
+            lc._revocation_state._value_,
             self.value(lc._revocation),
             self.time(lc._revocation_due),
             lc._reclaimed,

@@ -330,18 +330,18 @@ def explore(
         for n, (what, move) in enumerate(moves, 1):
             # Each move on a fresh copy; the last one on the template itself.
             world = template if n == len(moves) else pickle.loads(blob)
-            step = Step(world.now - BASE, what, move)
+            at = world.now - BASE
             transitions += 1
             try:
                 world.apply(move)
             except Violation as exc:
                 if mode == "safety":
-                    return found(key, step, str(exc))
+                    return found(key, Step(at, what, move), str(exc))
                 continue
             child = hash(canonical(world, horizon))
             if child in parents:
                 continue
-            parents[child] = (key, step)
+            parents[child] = (key, Step(at, what, move))
             if world.promotions:
                 promoted += 1
             if len(parents) >= max_states:
