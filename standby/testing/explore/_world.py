@@ -15,7 +15,12 @@ Time: each operation answers at any instant between its start and its
 deadline (``query_timeout`` for relay calls, ``spawn_timeout`` for a spawn);
 the clock advances only to the next instant something is due (a machine's
 :meth:`next_deadline`, a heartbeat, a runtime's lease end, an operation's
-deadline), and never past an operation or delivery that is due.
+deadline), and never past an operation or delivery that is due. A spawn
+may also fail, as a budgeted fault (:attr:`Budget.spawn_failures`).
+
+The search copies a world for every move by pickling it, so the classes
+here keep a plain ``__dict__`` (``slots=False``): that is the quickest kind
+of object to pickle.
 """
 
 from __future__ import annotations
@@ -106,7 +111,7 @@ _QUERY_KINDS: dict[OpKind, tuple[type[Any], ...]] = {
 }
 
 
-@attrs.define(slots=False)  # pickled often: a plain __dict__ is the fastest to copy
+@attrs.define(slots=False)
 class Op:
     """An operation in flight: it answers at the latest at ``due`` (true time)."""
 
@@ -119,7 +124,7 @@ class Op:
     """Put off: it answers at ``due``."""
 
 
-@attrs.define(slots=False)  # pickled often: a plain __dict__ is the fastest to copy
+@attrs.define(slots=False)
 class Delivery:
     """A stored message a subscription still has to hand to ``recipient``."""
 
@@ -130,7 +135,7 @@ class Delivery:
     due: float
 
 
-@attrs.define(slots=False)  # pickled often: a plain __dict__ is the fastest to copy
+@attrs.define(slots=False)
 class Container:
     """A container that runs: its fencing token, its epoch and the lease end its runtime holds.
 
@@ -152,7 +157,7 @@ class Container:
         return start + fence_grace
 
 
-@attrs.define(slots=False)  # pickled often: a plain __dict__ is the fastest to copy
+@attrs.define(slots=False)
 class Budget:
     """Faults still allowed on this path."""
 
@@ -175,7 +180,7 @@ class Budget:
         )
 
 
-@attrs.define(slots=False)  # pickled often: a plain __dict__ is the fastest to copy
+@attrs.define(slots=False)
 class Provider:
     """One provider: its machines, its clock offset, its links, what its store keeps."""
 
