@@ -234,6 +234,18 @@ def test_the_command_prints_the_figures_and_exits_0(capsys: pytest.CaptureFixtur
     assert out.rstrip().endswith("no violation")
 
 
+def test_the_command_fails_spawns_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = command(
+        capsys,
+        "python -m standby explore --standbys 1 --no-skew --losses 0 --duplicates 0 "
+        "--partitions 0 --pauses 0 --spawn-failures 1 --mode liveness "
+        "--set max_spawn_attempts=1 --set max_spawn_rounds=1 --max-states 2000 --schedule",
+    )
+    assert status == 1
+    assert "standby-0: spawn fails" in out
+    assert "FailSpawn(at=0.0, who='standby-0', count=1)" in out
+
+
 def test_the_command_exits_1_with_a_schedule(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = command(
         capsys,
