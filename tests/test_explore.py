@@ -14,6 +14,8 @@ from standby.core._timing_rules import RULES
 from standby.testing.explore import (
     BROKEN_RULES,
     Budget,
+    Counterexample,
+    Step,
     explore,
 )
 from standby.testing.explore._rules import (
@@ -23,7 +25,7 @@ from standby.testing.explore._rules import (
     generated_table,
     table_cells,
 )
-from standby.testing.simulation._faults import Crash, FailSpawn, Partition
+from standby.testing.simulation._faults import Crash, FailSpawn, Partition, Pause
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 NO_FAULTS = Budget(losses=0, duplicates=0, crashes=0, partitions=0, pauses=0)
@@ -115,6 +117,19 @@ def test_a_counterexample_replays_as_a_simulation_of_the_real_node() -> None:
     # The same schedule under a safe timing: the real node keeps one writer.
     safe = type(example)(example.violation, None, example.steps, Timing(), 2)
     assert safe.simulation(start=600.0).run(until=600.0 + example.end + 600.0).ok
+
+
+def test_faults_after_a_pause_keep_the_start_offset() -> None:
+    steps = (
+        Step(10.0, "standby-0 pauses", ("pause", "standby-0")),
+        Step(40.0, "standby-0 resumes", ("resume", "standby-0")),
+        Step(70.0, "primary crashes", ("crash", "primary")),
+    )
+    example = Counterexample("made up", None, steps, Timing())
+    assert example.faults(start=600.0) == [
+        Pause(at=610.0, who="standby-0", duration=30.0),
+        Crash(at=670.0, who="primary"),
+    ]
 
 
 def test_a_broken_claim_timeout_replays_as_a_failover_that_never_completes() -> None:
