@@ -65,14 +65,19 @@ from ...core._lifecycle import WorkloadLifecycle
 from ...core._models import (
     Envelope,
     Heartbeat,
-    LeaseRevocation,
     Message,
     PromotionAnnouncement,
     PromotionClaim,
     StandbySlot,
     Topology,
 )
-from ...core._relay_messages import addressable_key, is_newer, takeover_epoch
+from ...core._relay_messages import (
+    Query,
+    addressable_key,
+    is_newer,
+    newest_per_key,
+    takeover_epoch,
+)
 from ...core._timing import Timing
 from ..simulation._names import PRIMARY, provider_names, relay_names
 
@@ -103,11 +108,13 @@ class OpKind(enum.Enum):
 _PUBLISHES = frozenset(
     {OpKind.HEARTBEAT, OpKind.CLAIM, OpKind.WITHDRAW, OpKind.ANNOUNCE, OpKind.REVOCATION}
 )
-_QUERY_KINDS: dict[OpKind, tuple[type[Any], ...]] = {
-    OpKind.QUERY_HEARTBEATS: (Heartbeat, LeaseRevocation),
-    OpKind.QUERY_CLAIMS: (PromotionClaim, PromotionAnnouncement),
-    OpKind.CATCH_UP: (LeaseRevocation, PromotionClaim, PromotionAnnouncement),
-    OpKind.WATCH: (PromotionClaim, PromotionAnnouncement),
+#: The kinds each read asks for, as the node's parts ask (``node/_standby.py``,
+#: ``node/_stepdown.py``).
+_QUERY_KINDS: dict[OpKind, tuple[str, ...]] = {
+    OpKind.QUERY_HEARTBEATS: ("heartbeat", "revocation"),
+    OpKind.QUERY_CLAIMS: ("claim", "announcement"),
+    OpKind.CATCH_UP: ("revocation", "claim", "announcement"),
+    OpKind.WATCH: ("claim", "announcement"),
 }
 
 
@@ -604,9 +611,8 @@ class World:
             elif op.kind is OpKind.REVOCATION and p.lifecycle is not None:
                 self._lifecycle(p, p.lifecycle.revocation_published(local, acked))
             return
-        results = self._read(op.kind, answered, local)
+        results = self._read(self._query(op, local), answered, local)
         if op.kind is OpKind.QUERY_HEARTBEATS and p.election is not None:
-            results = [e for e in results if e.signer == op.effect.primary]
             self._election(
                 p, p.election.heartbeats_queried(local, op.effect.request_id, results, answered)
             )
@@ -657,18 +663,43 @@ class World:
                 Delivery(name, signer, message, reach, self.now + self.timing.query_timeout)
             )
 
+    def _query(self, op: Op, local: float) -> Query:
+        """The query the node sends for ``op``: its kinds, authors, workloads and time bound.
+
+        Reads of the election and the step-down watch are bounded by the
+        reader's clock plus ``max_clock_skew`` (failure mode 18); the
+        catch-up read after a new primary is not.
+        """
+        kinds = _QUERY_KINDS[op.kind]
+        if op.kind is OpKind.CATCH_UP:
+            return Query(kinds=kinds, workload_ids=(WORKLOAD,))
+        until = local + self.timing.max_clock_skew
+        if op.kind is OpKind.QUERY_HEARTBEATS:
+            effect = op.effect
+            return Query(
+                kinds=kinds,
+                authors=(effect.primary,),
+                workload_ids=effect.workload_ids,
+                until=until,
+            )
+        workload_ids = op.effect.workload_ids if op.kind is OpKind.QUERY_CLAIMS else (WORKLOAD,)
+        return Query(kinds=kinds, workload_ids=workload_ids, until=until)
+
     def _read(
-        self, kind: OpKind, answered: frozenset[str], local: float
+        self, query: Query, answered: frozenset[str], local: float
     ) -> list[Envelope[Message]]:
-        """What the relays that answered hold of the kinds a read asks for (one copy each)."""
-        kinds = _QUERY_KINDS[kind]
-        seen: dict[tuple[str, tuple[str, ...]], Envelope[Message]] = {}
-        for r in sorted(answered):
-            for key, (signer, message) in self.relays[r].items():
-                if isinstance(message, kinds):
-                    envelope = Envelope(message, signer, r, local)
-                    seen.setdefault((repr(message), key), envelope)
-        return [seen[k] for k in sorted(seen)]
+        """What the relays that answered return, as a transport must (the contract's functions).
+
+        Each relay's matches (:meth:`Query.matches`), merged to the newest
+        version per key (:func:`newest_per_key`).
+        """
+        found = [
+            Envelope(message, signer, r, local)
+            for r in sorted(answered)
+            for signer, message in self.relays[r].values()
+            if query.matches(signer, message)
+        ]
+        return newest_per_key(found, not_after=query.until)
 
     def _deliver(self, d: Delivery) -> None:
         p = self.providers[d.recipient]
