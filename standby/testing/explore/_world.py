@@ -74,6 +74,9 @@ from ...core._models import (
 from ...core._relay_messages import (
     Query,
     addressable_key,
+    catch_up_read,
+    claims_read,
+    heartbeats_read,
     is_newer,
     newest_per_key,
     takeover_epoch,
@@ -108,14 +111,6 @@ class OpKind(enum.Enum):
 _PUBLISHES = frozenset(
     {OpKind.HEARTBEAT, OpKind.CLAIM, OpKind.WITHDRAW, OpKind.ANNOUNCE, OpKind.REVOCATION}
 )
-#: The kinds each read asks for, as the node's parts ask (``node/_standby.py``,
-#: ``node/_stepdown.py``).
-_QUERY_KINDS: dict[OpKind, tuple[str, ...]] = {
-    OpKind.QUERY_HEARTBEATS: ("heartbeat", "revocation"),
-    OpKind.QUERY_CLAIMS: ("claim", "announcement"),
-    OpKind.CATCH_UP: ("revocation", "claim", "announcement"),
-    OpKind.WATCH: ("claim", "announcement"),
-}
 
 
 @attrs.define(slots=False)
@@ -664,26 +659,14 @@ class World:
             )
 
     def _query(self, op: Op, local: float) -> Query:
-        """The query the node sends for ``op``: its kinds, authors, workloads and time bound.
-
-        Reads of the election and the step-down watch are bounded by the
-        reader's clock plus ``max_clock_skew`` (failure mode 18); the
-        catch-up read after a new primary is not.
-        """
-        kinds = _QUERY_KINDS[op.kind]
+        """The query the node sends for ``op`` (the same functions build it)."""
+        skew = self.timing.max_clock_skew
         if op.kind is OpKind.CATCH_UP:
-            return Query(kinds=kinds, workload_ids=(WORKLOAD,))
-        until = local + self.timing.max_clock_skew
+            return catch_up_read((WORKLOAD,))
         if op.kind is OpKind.QUERY_HEARTBEATS:
-            effect = op.effect
-            return Query(
-                kinds=kinds,
-                authors=(effect.primary,),
-                workload_ids=effect.workload_ids,
-                until=until,
-            )
+            return heartbeats_read(op.effect.primary, op.effect.workload_ids, local, skew)
         workload_ids = op.effect.workload_ids if op.kind is OpKind.QUERY_CLAIMS else (WORKLOAD,)
-        return Query(kinds=kinds, workload_ids=workload_ids, until=until)
+        return claims_read(workload_ids, local, skew)
 
     def _read(
         self, query: Query, answered: frozenset[str], local: float
