@@ -30,7 +30,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "standby"
 
-RANK = {"core": 0, "protocols": 1, "aio": 1, "node": 2, "adapters": 2, "testing": 3, "cli": 3, "metrics": 3}
+RANK = {
+    "core": 0,
+    "protocols": 1,
+    "aio": 1,
+    "node": 2,
+    "adapters": 2,
+    "testing": 3,
+    "cli": 3,
+    "metrics": 3,
+}
 NO_IO = ("anyio", "asyncio", "trio", "socket", "subprocess", "sniffio", "os", "tempfile", "pathlib")
 
 

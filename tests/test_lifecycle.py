@@ -253,6 +253,33 @@ class TestLease:
         assert machine.lease_end() == START + T.lease
 
 
+class TestRuntimeBound:
+    """What the node and the explorer hand a runtime after a heartbeat (one rule for both)."""
+
+    def test_a_replicated_workload_is_bound_by_its_lease_and_renewed_while_it_holds(
+        self,
+    ) -> None:
+        m = live(primary())
+        assert m.runtime_bound() == START + T.lease
+        assert m.renews(START + T.lease - 1)
+        assert not m.renews(START + T.lease)
+        assert not m.ended
+
+    def test_a_workload_without_standbys_is_bound_by_its_reservation(self) -> None:
+        m = live(primary(standbys=(), expires_at=START + 86_400))
+        assert m.runtime_bound() == START + 86_400
+        assert m.renews(START + 10 * T.lease)
+
+    def test_before_a_lease_and_after_the_end_nothing_is_renewed(self) -> None:
+        m = primary()
+        m.start(START)
+        assert m.runtime_bound() == float("-inf")
+        assert not m.renews(START)
+        m.tick(START + T.silence)
+        assert m.ended
+        assert not m.renews(START + T.silence)
+
+
 class TestHandover:
     def test_handover_fences_now_then_revokes(self) -> None:
         machine = live(primary())

@@ -449,6 +449,31 @@ class WorkloadLifecycle:
         end = self.lease_end()
         return end is not None and now < end
 
+    @property
+    def ended(self) -> bool:
+        """Whether the lifecycle reached a terminal state (FENCED, FAILED, EXPIRED)."""
+        return self.state in _TERMINAL
+
+    def runtime_bound(self) -> float:
+        """The lease end a runtime enforces for this workload's container.
+
+        A replicated workload runs under its lease (``-inf`` before one was
+        granted); one without standbys does not fence on quorum loss
+        (failure mode 6) and is bounded by its reservation's expiry only.
+        """
+        if not self.replicated:
+            return self.expires_at
+        end = self.lease_end()
+        return -math.inf if end is None else end
+
+    def renews(self, now: float) -> bool:
+        """Whether the runtime's lease is renewed to :meth:`runtime_bound` after a heartbeat.
+
+        Only a container that runs (LIVE or SUSPECT) is renewed, and a
+        replicated one only while its lease holds at ``now``.
+        """
+        return self.state in _ACTIVE and (not self.replicated or self.holds_lease(now))
+
     def next_deadline(self) -> float | None:
         """The earliest instant at which :meth:`tick` has work to do."""
         candidates: list[float] = []

@@ -33,7 +33,10 @@ __all__ = [
     "Query",
     "QueryResult",
     "addressable_key",
+    "catch_up_read",
     "claim_wins",
+    "claims_read",
+    "heartbeats_read",
     "is_newer",
     "message_kind",
     "message_timestamp",
@@ -353,3 +356,42 @@ class ClaimOutcome:
 
     won: bool
     holder: PromotionClaim | None = None
+
+
+# --------------------------------------------------------------------------
+# The node's reads (the explorer sends the same)
+# --------------------------------------------------------------------------
+
+
+def heartbeats_read(
+    primary: str, workload_ids: Iterable[str], now: float, max_clock_skew: float
+) -> Query:
+    """A standby's read of a primary's silence: its heartbeats and revocations.
+
+    Bounded by ``now + max_clock_skew``, as every read of the election and
+    of the step-down watch, so a future-dated version never masks the
+    genuine ones (failure mode 18).
+    """
+    return Query(
+        kinds=("heartbeat", "revocation"),
+        authors=(primary,),
+        workload_ids=workload_ids,
+        until=now + max_clock_skew,
+    )
+
+
+def claims_read(workload_ids: Iterable[str], now: float, max_clock_skew: float) -> Query:
+    """The claims and announcements of some workloads: a standby's pre-read and settle
+    re-read, and a primary's watch for a later epoch of its own (bounded as
+    :func:`heartbeats_read`)."""
+    return Query(
+        kinds=("claim", "announcement"), workload_ids=workload_ids, until=now + max_clock_skew
+    )
+
+
+def catch_up_read(workload_ids: Iterable[str]) -> Query:
+    """What a standby missed (after a restart, a new primary).
+
+    Its revocations, claims and announcements, with no time bound.
+    """
+    return Query(kinds=("revocation", "claim", "announcement"), workload_ids=workload_ids)

@@ -18,7 +18,6 @@ from ._events import ClockJumped, HeartbeatPublished
 from ._io import NodeIO
 from ._observe import Observer
 from ._primary import PrimarySide
-from ._types import RUNNING
 
 __all__ = ["Heartbeats"]
 
@@ -122,12 +121,7 @@ class Heartbeats(Generic[SpecT]):
             self.primary.call(workload_id, feed, now)
         for workload_id, workload in list(running.items()):
             lifecycle = workload.lifecycle
-            if (
-                lifecycle.state not in RUNNING
-                or workload.handle is None
-                or workload.stopped
-                or (lifecycle.replicated and not lifecycle.holds_lease(now))
-            ):
+            if workload.handle is None or workload.stopped or not lifecycle.renews(now):
                 continue
             # A workload left with no standbys (the last one promoted) is bound
             # by its reservation, not by the claim's lease it started under.

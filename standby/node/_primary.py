@@ -593,17 +593,8 @@ class PrimarySide(Generic[SpecT]):
         return None
 
     def bound_for(self, workload: PrimaryWorkload[SpecT]) -> float:
-        """The lease end a runtime enforces for ``workload``'s container.
-
-        A replicated workload runs under its lease; one without standbys
-        does not fence on quorum loss (failure mode 6) and is bounded by its
-        reservation's expiry only.
-        """
-        lifecycle = workload.lifecycle
-        if not lifecycle.replicated:
-            return workload.expires_at
-        end = lifecycle.lease_end()
-        return -math.inf if end is None else end
+        """The lease end a runtime enforces for ``workload``'s container (see the lifecycle)."""
+        return workload.lifecycle.runtime_bound()
 
     async def renew(
         self, workload_id: str, workload: PrimaryWorkload[SpecT], lease_end: float

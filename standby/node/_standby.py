@@ -40,6 +40,7 @@ from ..core._models import (
     Topology,
 )
 from ..core._records import PrimaryRecord, PromotionIntent
+from ..core._relay_messages import catch_up_read, claims_read, heartbeats_read
 from ..core._roles import Standby
 from ..core._timing import Timing
 from ..protocols._contracts import AtomicClaims, ContainerRuntime, Query
@@ -338,7 +339,7 @@ class StandbySide(Generic[SpecT]):
         # In chunks, so each request and answer stays inside relay limits.
         for first in range(0, len(workload_ids), MAX_BATCH):
             chunk = workload_ids[first : first + MAX_BATCH]
-            query = Query(kinds=("revocation", "claim", "announcement"), workload_ids=chunk)
+            query = catch_up_read(chunk)
             result = await self.io.query(query, operation="catch_up", workload_id=None)
             for envelope in result.envelopes:
                 self.on_envelope(envelope)
@@ -346,20 +347,13 @@ class StandbySide(Generic[SpecT]):
     # -- reads and claims ---------------------------------------------------------
 
     async def _run_query_heartbeats(self, effect: QueryHeartbeats) -> None:
-        query = Query(
-            kinds=("heartbeat", "revocation"),
-            authors=(effect.primary,),
-            workload_ids=effect.workload_ids,
-            until=self.now() + self.timing.max_clock_skew,
+        query = heartbeats_read(
+            effect.primary, effect.workload_ids, self.now(), self.timing.max_clock_skew
         )
         await self._read(query, "query_heartbeats", effect, self.election.heartbeats_queried)
 
     async def _run_query_claims(self, effect: QueryClaims) -> None:
-        query = Query(
-            kinds=("claim", "announcement"),
-            workload_ids=effect.workload_ids,
-            until=self.now() + self.timing.max_clock_skew,
-        )
+        query = claims_read(effect.workload_ids, self.now(), self.timing.max_clock_skew)
         await self._read(query, "query_claims", effect, self.election.claims_queried)
 
     async def _read(

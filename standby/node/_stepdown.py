@@ -30,9 +30,8 @@ from ..core._effects import LifecycleEffect
 from ..core._election import MAX_BATCH
 from ..core._lifecycle import WorkloadLifecycle
 from ..core._models import Envelope, Message, PromotionAnnouncement, PromotionClaim
-from ..core._relay_messages import takeover_epoch
+from ..core._relay_messages import claims_read, takeover_epoch
 from ..core._timing import Timing
-from ..protocols._contracts import Query
 from ._events import SteppedDown
 from ._io import NodeIO
 from ._observe import Observer
@@ -132,11 +131,7 @@ class StepDown(Generic[SpecT]):
             self._reading = False
 
     async def _read(self, workload_ids: tuple[str, ...]) -> None:
-        query = Query(
-            kinds=("claim", "announcement"),
-            workload_ids=workload_ids,
-            until=self.now() + self.timing.max_clock_skew,
-        )
+        query = claims_read(workload_ids, self.now(), self.timing.max_clock_skew)
         result = await self.io.query(query, operation="epoch_watch", workload_id=None)
         for envelope in result.envelopes:
             self.on_envelope(envelope)

@@ -183,7 +183,7 @@ class PrimaryWorkload(Generic[SpecT]):
     @property
     def ended(self) -> bool:
         """Whether the lifecycle reached a terminal state."""
-        return self.lifecycle.state in TERMINAL
+        return self.lifecycle.ended
 
     @property
     def container_up(self) -> bool:

@@ -28,12 +28,58 @@ _LONG_AGO = "long ago"
 _FAR_AHEAD = "far ahead"
 
 
+# How :meth:`_Form.value` treats a value, decided once per type (the order of
+# the tests matters: a ``bool`` is an ``int``, an enum may be a ``str``).
+_PLAIN, _FLOAT, _ENUM, _TIMING, _ATTRS, _FROZEN, _SEQUENCE, _SET, _DICT = range(9)
+_KINDS: dict[type, int] = {}
+#: The field names of each attrs class met, in definition order.
+_FIELDS: dict[type, tuple[str, ...]] = {}
+#: Forms of frozen values by ``(value, now, horizon)``: the siblings of a
+#: search hold equal messages and slots at the same instant. Emptied when full.
+_SHARED: dict[tuple[Any, float, float], Any] = {}
+_SHARED_LIMIT = 200_000
+
+
+def _kind(t: type) -> int:
+    kind = _KINDS.get(t)
+    if kind is not None:
+        return kind
+    if t is type(None) or issubclass(t, (bool, int, str)):
+        kind = _PLAIN
+    elif issubclass(t, float):
+        kind = _FLOAT
+    elif issubclass(t, enum.Enum):
+        kind = _ENUM
+    elif issubclass(t, Timing):
+        kind = _TIMING
+    elif attrs.has(t):
+        # A frozen class hashes by value: its forms are shared across states.
+        kind = _ATTRS if t.__hash__ is None else _FROZEN
+        _FIELDS[t] = tuple(a.name for a in attrs.fields(t))
+    elif issubclass(t, (tuple, list)):
+        kind = _SEQUENCE
+    elif issubclass(t, (set, frozenset)):
+        kind = _SET
+    elif issubclass(t, dict):
+        kind = _DICT
+    else:
+        raise TypeError(f"no canonical form for a {t.__name__}")
+    _KINDS[t] = kind
+    return kind
+
+
 class _Form:
-    """Turns values into hashable, relative forms for one state."""
+    """Turns values into hashable, relative forms for one state.
+
+    The form of an attrs object is kept for the rest of the state (one
+    message sits on several relays and in several machines); the object is
+    kept with it, so that its ``id`` is not reused meanwhile.
+    """
 
     def __init__(self, now: float, horizon: float) -> None:
         self.now = now
         self.horizon = horizon
+        self._seen: dict[int, tuple[Any, Any]] = {}
 
     def time(self, t: float | None) -> Any:
         if t is None or not math.isfinite(t):
@@ -44,26 +90,41 @@ class _Form:
         return _FAR_AHEAD if rel > self.horizon else rel
 
     def value(self, v: Any) -> Any:
-        if v is None or isinstance(v, (bool, int, str)):
+        t = type(v)
+        kind = _KINDS.get(t)
+        if kind is None:
+            kind = _kind(t)
+        if kind == _PLAIN:
             return v
-        if isinstance(v, float):
+        if kind == _FLOAT:
             return self.time(v)
-        if isinstance(v, enum.Enum):
-            return v.value
-        if isinstance(v, Timing):
+        if kind == _FROZEN:
+            key = (v, self.now, self.horizon)
+            form = _SHARED.get(key)
+            if form is None:
+                value = self.value
+                form = (t.__name__, *[value(getattr(v, name)) for name in _FIELDS[t]])
+                if len(_SHARED) >= _SHARED_LIMIT:
+                    _SHARED.clear()
+                _SHARED[key] = form
+            return form
+        if kind == _ATTRS:
+            seen = self._seen.get(id(v))
+            if seen is not None and seen[0] is v:
+                return seen[1]
+            value = self.value
+            form = (t.__name__, *[value(getattr(v, name)) for name in _FIELDS[t]])
+            self._seen[id(v)] = (v, form)
+            return form
+        if kind == _ENUM:
+            return v._value_  # the member's value, without the property
+        if kind == _TIMING:
             return None
-        if attrs.has(type(v)):
-            return (
-                type(v).__name__,
-                *(self.value(getattr(v, a.name)) for a in attrs.fields(type(v))),
-            )
-        if isinstance(v, (tuple, list)):
-            return tuple(self.value(x) for x in v)
-        if isinstance(v, (set, frozenset)):
-            return tuple(sorted(map(repr, (self.value(x) for x in v))))
-        if isinstance(v, dict):
-            return tuple(sorted((repr(self.value(k)), self.value(x)) for k, x in v.items()))
-        raise TypeError(f"no canonical form for {v!r:.60}")
+        if kind == _SEQUENCE:
+            return tuple([self.value(x) for x in v])
+        if kind == _SET:
+            return tuple(sorted(map(repr, [self.value(x) for x in v])))
+        return tuple(sorted([(repr(self.value(k)), self.value(x)) for k, x in v.items()]))
 
     def election(self, e: StandbyElection[Any]) -> Any:
         base = e._next_request
@@ -74,11 +135,11 @@ class _Form:
         index = e._index
         entries = []
         for wid, entry in sorted(index.entries.items()):
-            claiming = entry.phase.value not in ("watching", "confirming", "retry-watch")
+            claiming = entry.phase._value_ not in ("watching", "confirming", "retry-watch")
             entries.append(
                 (
                     wid,
-                    entry.phase.value,
+                    entry.phase._value_,
                     self.time(entry.deadline),
                     rid(entry.request),
                     entry.request == 0,
@@ -101,15 +162,15 @@ class _Form:
             self.value(index.last_hb),
             self.value(index.promoted),
             self.value(e._claims_seen),
-            tuple(sorted((rid(r), k.value, w) for r, (k, w) in e._requests.items())),
+            tuple(sorted((rid(r), k._value_, w) for r, (k, w) in e._requests.items())),
             tuple(sorted((rid(r), v) for r, v in e._confirming.items())),
             tuple(sorted((rid(r), v) for r, v in e._abandoned.items())),
-            tuple(sorted((rid(r), p.value, w) for r, (p, w) in e._reads.reading.items())),
+            tuple(sorted((rid(r), p._value_, w) for r, (p, w) in e._reads.reading.items())),
         )
 
     def lifecycle(self, lc: WorkloadLifecycle) -> Any:
         return (
-            lc.state.value,
+            lc.state._value_,
             lc.reason,
             lc.epoch,
             lc.fencing_token,
@@ -118,10 +179,10 @@ class _Form:
             self.time(lc._lease_floor),
             self.time(lc._lease_cap),
             self.time(lc._live_since),
-            lc._container.value,
+            lc._container._value_,
             self.time(lc._restart_at),
             lc._restarts,
-            lc._revocation_state.value,
+            lc._revocation_state._value_,
             self.value(lc._revocation),
             self.time(lc._revocation_due),
             lc._reclaimed,

@@ -44,6 +44,8 @@ DEPTH = 60
 
 _TARGETS = ("silence", "heartbeat_interval", "relay_latency", "max_clock_skew")
 _FIELDS = {a.name for a in attrs.fields(Timing)}
+#: The fault kinds a path may use, each with its ``--NAME N`` option.
+_FAULTS = tuple(a.name for a in attrs.fields(Budget))
 
 
 def _target(text: str) -> dict[str, float]:
@@ -134,9 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with its mode and faults",
     )
     budget = Budget()
-    for name in ("losses", "duplicates", "crashes", "partitions", "pauses"):
+    for name in _FAULTS:
         parser.add_argument(
-            f"--{name}",
+            f"--{name.replace('_', '-')}",
             type=integer_at_least(0),
             default=None,
             metavar="N",
@@ -196,11 +198,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
         print(f"breaks `{broken.rule}`: {broken.note}")
     else:
         timing = _timing(args, parser)
-    changes = {
-        n: getattr(args, n)
-        for n in ("losses", "duplicates", "crashes", "partitions", "pauses")
-        if getattr(args, n) is not None
-    }
+    changes = {n: getattr(args, n) for n in _FAULTS if getattr(args, n) is not None}
     budget = attrs.evolve(budget, **changes)
     for rule, detail in timing.violations():
         print(f"timing breaks `{rule}`: {detail}")

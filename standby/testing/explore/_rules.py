@@ -77,6 +77,13 @@ def _by_name(name: str, half: int = 0) -> int:
 
 
 _SUSPECT = "heartbeat_interval < suspect_after <= lease"
+_REPORT_ONLY = (
+    "no safety or liveness property depends on it: SUSPECT and LIVE take the same decisions "
+    "(the node and the metrics count both as running); the rule keeps the state the host "
+    "and the operator see meaningful"
+)
+#: A crash to fail over from, and spawns that fail on the way.
+_SPAWNS_FAIL = attrs.evolve(_NOTHING, crashes=1, spawn_failures=2)
 
 #: One broken timing per entry of the rule table, in the table's order.
 BROKEN_RULES: tuple[BrokenRule, ...] = (
@@ -108,19 +115,27 @@ BROKEN_RULES: tuple[BrokenRule, ...] = (
     _rule(
         _by_name("max_spawn_attempts >= 1"),
         {"max_spawn_attempts": 0},
-        note="only a failed spawn consults it, and the explorer's spawns do not fail",
+        budget=_SPAWNS_FAIL,
+        note="no run differs from max_spawn_attempts=1: the election counts a failed spawn "
+        "before comparing, and never gates the first; the rule keeps the count of failed "
+        "spawns that CannotStart reports to the host true (0 attempts would report 0)",
     ),
     _rule(
         _by_name("max_spawn_rounds >= 1"),
-        {"max_spawn_rounds": 0},
-        note="only a failed spawn consults it, and the explorer's spawns do not fail",
+        {"max_spawn_rounds": 0, "max_spawn_attempts": 1},
+        budget=_SPAWNS_FAIL,
+        note="no run differs from max_spawn_rounds=1 (one attempt a round, so that a failed "
+        "spawn ends a round): a round ends before the rounds are compared; the rule keeps "
+        "the count of failed spawns that CannotStart reports to the host true (0 rounds "
+        "would report 0)",
     ),
     _rule(
         _by_name("claim_timeout > 2 * query_timeout"),
-        {"claim_timeout": 8.0},
+        {"claim_timeout": 7.0},
+        mode="liveness",
         budget=attrs.evolve(_NOTHING, crashes=1),
-        note="a claim that waits out its relays misses its window: a liveness cost "
-        "under slow relays, which the liveness mode's prompt answers do not show",
+        note="with every relay answering just inside query_timeout, a pre-read and a publish "
+        "outlast the claim window: every claim fails and nobody takes over",
     ),
     _rule(
         _by_name("claim_settle > claim_timeout"),
@@ -131,12 +146,13 @@ BROKEN_RULES: tuple[BrokenRule, ...] = (
     _rule(
         _by_name(_SUSPECT, 0),
         {"suspect_after": 60.0},
-        note="SUSPECT only reports: no decision reads it",
+        note=_REPORT_ONLY + "; broken, a primary with punctual heartbeats shows SUSPECT "
+        "between two of them",
     ),
     _rule(
         _by_name(_SUSPECT, 1),
         {"suspect_after": 130.0},
-        note="SUSPECT only reports: no decision reads it",
+        note=_REPORT_ONLY + "; broken, a primary that lost its lease shows LIVE until it fences",
     ),
     _rule(
         _by_name("lease > heartbeat_interval"),

@@ -12,14 +12,23 @@ import collections
 import functools
 import pickle
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import attrs
 
 from ...core._timing import Timing
-from ..simulation._faults import Crash, Drop, Fault, Heal, Partition, Pause, Restart, SkewClock
+from ..simulation._faults import (
+    Crash,
+    Drop,
+    FailSpawn,
+    Fault,
+    Heal,
+    Partition,
+    Pause,
+    Restart,
+    SkewClock,
+)
 from ._canon import canonical
 from ._world import BASE, Budget, Violation, World
 
@@ -29,11 +38,6 @@ Mode = Literal["safety", "liveness"]
 """What :func:`explore` checks: the safety properties, or that one primary runs again."""
 
 _DUMP = pickle.HIGHEST_PROTOCOL
-
-
-def _pack(world: World) -> bytes:
-    """A waiting state, small (the frontier of a long search holds millions)."""
-    return zlib.compress(pickle.dumps(world, _DUMP), 1)
 
 
 def liveness_bound(timing: Timing, standbys: int) -> float:
@@ -82,6 +86,8 @@ class Counterexample:
     steps: tuple[Step, ...]
     timing: Timing = attrs.field(repr=False)
     standbys: int = 2
+    late_answers: bool = False
+    """The violation shows when every answer after the faults comes at its deadline."""
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -111,6 +117,7 @@ class Counterexample:
         if self.skew is not None:
             out.append(SkewClock(at=0.0, who=self.skew[0], offset=self.skew[1]))
         paused: dict[str, float] = {}
+        failed: dict[str, int] = {}
         for step in self.steps:
             kind, at = step.move[0], step.at + start
             if kind == "crash":
@@ -118,32 +125,42 @@ class Counterexample:
             elif kind == "restart":
                 out.append(Restart(at=at, who=step.move[1]))
             elif kind == "cut":
-                relays = tuple(r.replace("relay-", "relay-") for r in step.move[2])
-                out.append(Partition(at=at, who=step.move[1], relays=relays))
+                out.append(Partition(at=at, who=step.move[1], relays=tuple(step.move[2])))
             elif kind == "heal":
                 out.append(Heal(at=at, who=step.move[1]))
             elif kind == "pause":
                 paused[step.move[1]] = at
             elif kind == "resume":
-                start = paused.pop(step.move[1])
-                out.append(Pause(at=start, who=step.move[1], duration=max(at - start, 1e-3)))
+                since = paused.pop(step.move[1])
+                out.append(Pause(at=since, who=step.move[1], duration=max(at - since, 1e-3)))
+            elif kind == "fail":
+                failed[step.move[2]] = failed.get(step.move[2], 0) + 1
             elif (kind == "op" and step.move[2]) or kind == "drop":
                 out.append(Drop(at=at, duration=self.timing.query_timeout))
-        for who, start in paused.items():
-            out.append(Pause(at=start, who=who, duration=3600.0))
+        for who, since in paused.items():
+            out.append(Pause(at=since, who=who, duration=3600.0))
+        # A standby starts no container before its promotion: armed from the
+        # start, its next starts fail, as the path's spawns did.
+        out.extend(FailSpawn(at=0.0, who=who, count=n) for who, n in failed.items())
         return out
 
     def simulation(self, start: float = 0.0, seed: int = 0) -> Any:
         """A :class:`~standby.testing.Simulation` of the real node with :meth:`faults`.
 
         Its containers take the whole ``fence_grace`` to stop, as the
-        explorer assumes (the simulator's default is quicker).
+        explorer assumes (the simulator's default is quicker). When the
+        violation needs late answers (:attr:`late_answers`), each hop
+        between a provider and a relay takes nearly half of
+        ``query_timeout``, so that every call answers just inside it.
         """
         from ..simulation._simulation import Simulation
         from ..simulation._world import Latencies, memory_runtime
 
         grace = self.timing.fence_grace
         latencies = attrs.evolve(Latencies.for_timing(self.timing), stop=(grace, grace))
+        if self.late_answers:
+            half = self.timing.query_timeout / 2
+            latencies = attrs.evolve(latencies, network=(0.9 * half, 0.98 * half))
         return Simulation(
             timing=self.timing,
             standbys=self.standbys,
@@ -250,13 +267,17 @@ def explore(
     started = time.perf_counter()
     parents: dict[int, tuple[int, Step] | None] = {}
     skews: dict[int, tuple[str, float] | None] = {}
-    frontier: collections.deque[tuple[int, int, bytes]] = collections.deque()
+    # A waiting state is its parent's pickle and the move that led to it:
+    # one pickle serves all the children of a state, and a child is rebuilt
+    # only when it is expanded (the frontier of a long search holds millions).
+    frontier: collections.deque[tuple[int, int, bytes, tuple[Any, ...] | None]]
+    frontier = collections.deque()
     transitions = 0
     reached = 0
     promoted = 0
     bound = liveness_bound(timing, standbys)
 
-    def found(key: int, step: Step | None, violation: str) -> ExploreResult:
+    def found(key: int, step: Step | None, violation: str, late: bool = False) -> ExploreResult:
         steps: list[Step] = [] if step is None else [step]
         at = parents.get(key)
         while at is not None:
@@ -266,7 +287,7 @@ def explore(
         root = key
         while parents.get(root) is not None:
             root = parents[root][0]  # type: ignore[index]
-        example = Counterexample(violation, skews.get(root), tuple(steps), timing, standbys)
+        example = Counterexample(violation, skews.get(root), tuple(steps), timing, standbys, late)
         return ExploreResult(
             mode,
             len(parents),
@@ -284,10 +305,10 @@ def explore(
             continue
         parents[key] = None
         skews[key] = choice
-        frontier.append((key, 0, _pack(world)))
+        frontier.append((key, 0, pickle.dumps(world, _DUMP), None))
     level = 0
     while frontier:
-        key, at_depth, blob = frontier.popleft()
+        key, at_depth, blob, last = frontier.popleft()
         if at_depth > level:
             level = at_depth
             if progress is not None:
@@ -297,26 +318,30 @@ def explore(
         reached = max(reached, at_depth)
         if at_depth >= depth:
             continue
-        blob = zlib.decompress(blob)
         template = pickle.loads(blob)
+        if last is not None:
+            template.apply(last)  # as when it was found: the machines are deterministic
+            blob = pickle.dumps(template, _DUMP)
         if mode == "liveness":
-            failure = _liveness(template, bound)
+            failure = _liveness(blob, bound)
             if failure is not None:
-                return found(key, None, failure)
-        for what, move in list(template.moves()):
-            world = pickle.loads(blob)
-            step = Step(world.now - BASE, what, move)
+                return found(key, None, *failure)
+        moves = list(template.moves())
+        for n, (what, move) in enumerate(moves, 1):
+            # Each move on a fresh copy; the last one on the template itself.
+            world = template if n == len(moves) else pickle.loads(blob)
+            at = world.now - BASE
             transitions += 1
             try:
                 world.apply(move)
             except Violation as exc:
                 if mode == "safety":
-                    return found(key, step, str(exc))
+                    return found(key, Step(at, what, move), str(exc))
                 continue
             child = hash(canonical(world, horizon))
             if child in parents:
                 continue
-            parents[child] = (key, step)
+            parents[child] = (key, Step(at, what, move))
             if world.promotions:
                 promoted += 1
             if len(parents) >= max_states:
@@ -324,7 +349,7 @@ def explore(
                     mode, len(parents), reached, transitions,
                     time.perf_counter() - started, False, None, promoted,
                 )  # fmt: skip
-            frontier.append((child, at_depth + 1, _pack(world)))
+            frontier.append((child, at_depth + 1, blob, move))
     return ExploreResult(
         mode,
         len(parents),
@@ -337,30 +362,41 @@ def explore(
     )
 
 
-def _liveness(world: World, bound: float) -> str | None:
+def _liveness(blob: bytes, bound: float) -> tuple[str, bool] | None:
     """From a state with no fault in effect: do exactly one primary run within ``bound``?
 
-    The faults stop: every answer comes at once, nothing is lost, no new
-    fault happens, a crashed provider stays down. ``None`` when the
-    property holds (or the state still has a fault in effect).
+    The faults stop: nothing is lost, no new fault happens, a crashed
+    provider stays down. Two runs from the state pickled in ``blob`` must both hold: every
+    answer coming at once, and every answer coming at its deadline (the
+    slowest the relay model allows). Returns the failure and whether the
+    answers were late, or ``None`` when the property holds (or the state
+    still has a fault in effect).
     """
+    world: World = pickle.loads(blob)
     if any(p.paused or p.cut for p in world.providers.values()):
         return None
-    world = pickle.loads(pickle.dumps(world, _DUMP))
+    for late in (False, True):
+        failure = _run_to_bound(pickle.loads(blob) if late else world, bound, late)
+        if failure is not None:
+            return failure, late
+    return None
+
+
+def _run_to_bound(world: World, bound: float, late: bool) -> str | None:
+    """One run of :func:`_liveness` (``late``: each answer at its deadline)."""
     until = world.now + bound
+    when = "with every answer at its deadline, " if late else ""
     try:
         for _ in range(10_000):
-            if world.ops:
-                world.apply(("op", 0, ()))
-            elif world.deliveries:
-                world.apply(("deliver", 0, False))
-            else:
+            move = _next_answer(world, late)
+            if move is None:
                 later = world.next_instant()
                 if later is None or later > until:
                     break
-                world.apply(("advance", later))
+                move = ("advance", later)
+            world.apply(move)
     except Violation as exc:
-        return f"after the faults stopped: {exc}"
+        return f"after the faults stopped, {when}{exc}"
     running = [
         name
         for name, p in world.providers.items()
@@ -370,5 +406,22 @@ def _liveness(world: World, bound: float) -> str | None:
     ]
     if len(running) != 1:
         who = ", ".join(running) or "none"
-        return f"{bound:g} s after the faults stopped, {len(running)} primaries run ({who})"
+        return f"{bound:g} s after the faults stopped, {when}{len(running)} primaries run ({who})"
+    return None
+
+
+def _next_answer(world: World, late: bool) -> tuple[Any, ...] | None:
+    """The first answer due now: any at once, or (``late``) only those at their deadline."""
+    if not late:
+        if world.ops:
+            return ("op", 0, ())
+        return ("deliver", 0, False) if world.deliveries else None
+    now = world.now
+    for i, op in enumerate(world.ops):
+        op.late = True
+        if op.due <= now:
+            return ("op", i, ())
+    for i, d in enumerate(world.deliveries):
+        if d.due <= now:
+            return ("deliver", i, False)
     return None

@@ -15,7 +15,12 @@ Time: each operation answers at any instant between its start and its
 deadline (``query_timeout`` for relay calls, ``spawn_timeout`` for a spawn);
 the clock advances only to the next instant something is due (a machine's
 :meth:`next_deadline`, a heartbeat, a runtime's lease end, an operation's
-deadline), and never past an operation or delivery that is due.
+deadline), and never past an operation or delivery that is due. A spawn
+may also fail, as a budgeted fault (:attr:`Budget.spawn_failures`).
+
+The search copies a world for every move by pickling it, so the classes
+here keep a plain ``__dict__`` (``slots=False``): that is the quickest kind
+of object to pickle.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import attrs
 
 from ...core._effects import (
     Announce,
+    AtRisk,
     CannotStart,
     CheckContainer,
     CompareAndSetClaim,
@@ -59,14 +65,22 @@ from ...core._lifecycle import WorkloadLifecycle
 from ...core._models import (
     Envelope,
     Heartbeat,
-    LeaseRevocation,
     Message,
     PromotionAnnouncement,
     PromotionClaim,
     StandbySlot,
     Topology,
 )
-from ...core._relay_messages import addressable_key, is_newer, takeover_epoch
+from ...core._relay_messages import (
+    Query,
+    addressable_key,
+    catch_up_read,
+    claims_read,
+    heartbeats_read,
+    is_newer,
+    newest_per_key,
+    takeover_epoch,
+)
 from ...core._timing import Timing
 from ..simulation._names import PRIMARY, provider_names, relay_names
 
@@ -97,15 +111,9 @@ class OpKind(enum.Enum):
 _PUBLISHES = frozenset(
     {OpKind.HEARTBEAT, OpKind.CLAIM, OpKind.WITHDRAW, OpKind.ANNOUNCE, OpKind.REVOCATION}
 )
-_QUERY_KINDS: dict[OpKind, tuple[type[Any], ...]] = {
-    OpKind.QUERY_HEARTBEATS: (Heartbeat, LeaseRevocation),
-    OpKind.QUERY_CLAIMS: (PromotionClaim, PromotionAnnouncement),
-    OpKind.CATCH_UP: (LeaseRevocation, PromotionClaim, PromotionAnnouncement),
-    OpKind.WATCH: (PromotionClaim, PromotionAnnouncement),
-}
 
 
-@attrs.define
+@attrs.define(slots=False)
 class Op:
     """An operation in flight: it answers at the latest at ``due`` (true time)."""
 
@@ -118,7 +126,7 @@ class Op:
     """Put off: it answers at ``due``."""
 
 
-@attrs.define
+@attrs.define(slots=False)
 class Delivery:
     """A stored message a subscription still has to hand to ``recipient``."""
 
@@ -129,7 +137,7 @@ class Delivery:
     due: float
 
 
-@attrs.define
+@attrs.define(slots=False)
 class Container:
     """A container that runs: its fencing token, its epoch and the lease end its runtime holds.
 
@@ -151,7 +159,7 @@ class Container:
         return start + fence_grace
 
 
-@attrs.define
+@attrs.define(slots=False)
 class Budget:
     """Faults still allowed on this path."""
 
@@ -160,12 +168,21 @@ class Budget:
     crashes: int = 1
     partitions: int = 1
     pauses: int = 1
+    spawn_failures: int = 0
+    """Container starts that fail (the runtime's error): off unless asked for."""
 
     def key(self) -> tuple[int, ...]:
-        return (self.losses, self.duplicates, self.crashes, self.partitions, self.pauses)
+        return (
+            self.losses,
+            self.duplicates,
+            self.crashes,
+            self.partitions,
+            self.pauses,
+            self.spawn_failures,
+        )
 
 
-@attrs.define
+@attrs.define(slots=False)
 class Provider:
     """One provider: its machines, its clock offset, its links, what its store keeps."""
 
@@ -306,7 +323,11 @@ class World:
 
     def _answers(self, i: int, op: Op) -> Iterator[tuple[str, Any]]:
         yield f"{op.provider}: {op.kind.value} answers", ("op", i, ())
-        if op.kind is OpKind.SPAWN or not self.budget.losses:
+        if op.kind is OpKind.SPAWN:
+            if self.budget.spawn_failures:
+                yield f"{op.provider}: spawn fails", ("fail", i, op.provider)
+            return
+        if not self.budget.losses:
             return
         for r in self.relays:
             if r not in self.providers[op.provider].cut:
@@ -324,6 +345,10 @@ class World:
             if lost:
                 self.budget.losses -= 1
             self._complete(op, lost)
+        elif kind == "fail":
+            op = self.ops.pop(move[1])
+            self.budget.spawn_failures -= 1
+            self._spawn_failed(op)
         elif kind == "deliver":
             d = self.deliveries[move[1]]
             if move[2]:
@@ -398,7 +423,7 @@ class World:
             d = p.lifecycle.next_deadline()
             if d is not None:
                 out.append(d)
-            if p.heartbeat_due is not None and _active(p.lifecycle):
+            if p.heartbeat_due is not None and not p.lifecycle.ended:
                 out.append(p.heartbeat_due)
         return out
 
@@ -432,7 +457,7 @@ class World:
                     if d is not None and d <= local:
                         self._lifecycle(p, lc.tick(local))
                         progressed = True
-                    if p.heartbeat_due is not None and p.heartbeat_due <= local and _active(lc):
+                    if p.heartbeat_due is not None and p.heartbeat_due <= local and not lc.ended:
                         self._heartbeat(p, local)
                         progressed = True
             if not progressed:
@@ -520,8 +545,7 @@ class World:
         local = p.local(self.now)
         for effect in effects:
             if isinstance(effect, StartContainer):
-                end = lc.lease_end()
-                self._run(p, lc.fencing_token, lc.epoch, -math.inf if end is None else end)
+                self._run(p, lc.fencing_token, lc.epoch, lc.runtime_bound())
                 self._lifecycle(p, lc.container_started(local))
             elif isinstance(effect, StopContainer):
                 c = p.container
@@ -532,7 +556,10 @@ class World:
             elif isinstance(effect, PublishRevocation):
                 self._start_op(p, OpKind.REVOCATION, effect, effect.revocation)
             else:
-                assert isinstance(effect, (StateChanged, CheckContainer, ReclaimContainer)), effect
+                # Told to the host only: the lease at risk, a new state, a poll.
+                assert isinstance(
+                    effect, (AtRisk, StateChanged, CheckContainer, ReclaimContainer)
+                ), effect
 
     def _run(self, p: Provider, token: int, epoch: int, lease_end: float) -> None:
         """A runtime starts a container: the fencing rules are checked here."""
@@ -579,9 +606,8 @@ class World:
             elif op.kind is OpKind.REVOCATION and p.lifecycle is not None:
                 self._lifecycle(p, p.lifecycle.revocation_published(local, acked))
             return
-        results = self._read(op.kind, answered, local)
+        results = self._read(self._query(op, local), answered, local)
         if op.kind is OpKind.QUERY_HEARTBEATS and p.election is not None:
-            results = [e for e in results if e.signer == op.effect.primary]
             self._election(
                 p, p.election.heartbeats_queried(local, op.effect.request_id, results, answered)
             )
@@ -593,18 +619,25 @@ class World:
             for envelope in results:
                 self._on_envelope(p, envelope)
 
+    def _spawn_failed(self, op: Op) -> None:
+        """The runtime could not start the container: the election hears of it."""
+        p = self.providers[op.provider]
+        assert p.election is not None
+        effects = p.election.spawn_finished(
+            p.local(self.now), op.effect.request_id, False, "the runtime failed"
+        )
+        self._election(p, effects)
+
     def _acked(self, p: Provider, local: float, heartbeat: Message, acked: list[str]) -> None:
         """The heartbeat task feeds the acknowledgements, then renews the runtime's lease."""
         lc = p.lifecycle
         if lc is None:
             return
         assert isinstance(heartbeat, Heartbeat)
-        for relay in acked:
-            self._lifecycle(p, lc.heartbeat_acked(local, relay, heartbeat.timestamp))
+        self._lifecycle(p, lc.heartbeat_published(local, heartbeat.timestamp, acked))
         c = p.container
-        end = lc.lease_end()
-        if c is not None and _active(lc) and lc.holds_lease(local) and end is not None:
-            c.lease_end = max(c.lease_end, end)
+        if c is not None and c.stop_at is None and lc.renews(local):
+            c.lease_end = max(c.lease_end, lc.runtime_bound())
 
     def _store(self, signer: str, message: Message, relays: frozenset[str]) -> None:
         """Each relay keeps the newest version per key; subscribers are told."""
@@ -625,18 +658,31 @@ class World:
                 Delivery(name, signer, message, reach, self.now + self.timing.query_timeout)
             )
 
+    def _query(self, op: Op, local: float) -> Query:
+        """The query the node sends for ``op`` (the same functions build it)."""
+        skew = self.timing.max_clock_skew
+        if op.kind is OpKind.CATCH_UP:
+            return catch_up_read((WORKLOAD,))
+        if op.kind is OpKind.QUERY_HEARTBEATS:
+            return heartbeats_read(op.effect.primary, op.effect.workload_ids, local, skew)
+        workload_ids = op.effect.workload_ids if op.kind is OpKind.QUERY_CLAIMS else (WORKLOAD,)
+        return claims_read(workload_ids, local, skew)
+
     def _read(
-        self, kind: OpKind, answered: frozenset[str], local: float
+        self, query: Query, answered: frozenset[str], local: float
     ) -> list[Envelope[Message]]:
-        """What the relays that answered hold of the kinds a read asks for (one copy each)."""
-        kinds = _QUERY_KINDS[kind]
-        seen: dict[tuple[str, tuple[str, ...]], Envelope[Message]] = {}
-        for r in sorted(answered):
-            for key, (signer, message) in self.relays[r].items():
-                if isinstance(message, kinds):
-                    envelope = Envelope(message, signer, r, local)
-                    seen.setdefault((repr(message), key), envelope)
-        return [seen[k] for k in sorted(seen)]
+        """What the relays that answered return, as a transport must (the contract's functions).
+
+        Each relay's matches (:meth:`Query.matches`), merged to the newest
+        version per key (:func:`newest_per_key`).
+        """
+        found = [
+            Envelope(message, signer, r, local)
+            for r in sorted(answered)
+            for signer, message in self.relays[r].values()
+            if query.matches(signer, message)
+        ]
+        return newest_per_key(found, not_after=query.until)
 
     def _deliver(self, d: Delivery) -> None:
         p = self.providers[d.recipient]
@@ -653,7 +699,7 @@ class World:
         lc = p.lifecycle
         if isinstance(message, (PromotionClaim, PromotionAnnouncement)) and lc is not None:
             epoch = takeover_epoch(message)
-            if epoch is not None and _active(lc):
+            if epoch is not None and not lc.ended:
                 self._lifecycle(p, lc.takeover_seen(local, epoch, envelope.signer))
             return
         e = p.election
@@ -691,10 +737,6 @@ class World:
         p.election = StandbyElection(me=p.name, timing=self.timing)
         self._election(p, p.election.restore(local, [slot]))
         self._start_op(p, OpKind.CATCH_UP)
-
-
-def _active(lc: WorkloadLifecycle) -> bool:
-    return lc.state.value in ("provisioning", "live", "suspect")
 
 
 def _describe(message: Message) -> str:
