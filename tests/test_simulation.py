@@ -687,3 +687,4 @@ def test_the_python_examples_of_docs_testing_md_run() -> None:
     assert namespace["summary"].runs == 20
     assert namespace["report"].violations_of("token-shared")
     assert namespace["replayed"].violations_of("two-live")  # the explorer's path, on the node
+    assert namespace["late"].promotions == ()  # the broken claim window, on the node
