@@ -23,7 +23,8 @@ the load average.
 ``--timing`` takes ``fast`` (the timing of the real-relay tests: silence
 4 s, ``claim_settle`` 0.9 s) or ``Timing.for_target`` arguments.
 ``--relay nostr-relay`` runs three local ``nostr-relay`` processes;
-``rust-local`` three rust-nostr ``LocalRelay`` processes; ``memory`` the
+``rust-local`` three rust-nostr ``LocalRelay`` processes (without a rate
+limit; ``--relay-default-rate`` keeps the relay's own); ``memory`` the
 memory relays with ``nostr-relay``'s limits on trio's virtual clock, where
 ``--costs`` is their cost model: ``measured`` (``RelayCosts.measured()``)
 or ``RelayCosts`` fields as ``NAME=VALUE``. ``--unpaced`` gives every
@@ -77,7 +78,8 @@ from standby.adapters.memory import (
 from standby.adapters.nostr import NostrKeys
 from standby.core import LifecycleState
 from standby.node import LifecycleChanged, NodeEvent, QuorumMissed, SpawnRequest, StandbyNode
-from standby.testing._relay_process import local_relay_timing, running_relays
+from standby.testing._relay_process import RelayCluster as ProcessRelays
+from standby.testing._relay_process import RelaySettings, local_relay_timing, running_relays
 
 EPOCH = 1_700_000_000.0
 #: The goal for ``(last - silence - claim_settle) / floor``.
@@ -305,9 +307,21 @@ async def memory_failover(
 # --------------------------------------------------------------------------- real relays
 
 
-def relay_cluster(kind: str, directory: Path) -> Any:
-    """Three local relays of ``kind`` (``nostr-relay`` or ``rust-local``)."""
-    return RelayCluster(directory, implementation=kind)
+#: A rate limit no failover reaches (``LocalRelay``'s own allows about 60
+#: events a minute per connection: a provider running it sets its own).
+UNLIMITED = (1_000_000, 1_000_000)
+
+
+def relay_cluster(kind: str, directory: Path, *, default_rate: bool = False) -> Any:
+    """Three local relays of ``kind`` (``nostr-relay`` or ``rust-local``).
+
+    ``rust-local`` relays run without a rate limit unless ``default_rate``
+    keeps the relay's own.
+    """
+    if kind == "nostr-relay" or default_rate:
+        return RelayCluster(directory, implementation=kind)
+    settings = [RelaySettings(rate_limit=UNLIMITED)] * 3
+    return ProcessRelays(directory, settings, implementation=kind)
 
 
 def real_provider(
@@ -527,6 +541,11 @@ def main() -> None:
         action="store_true",
         help="memory relays only: one connection per relay, no pacing (Pacing.unpaced())",
     )
+    parser.add_argument(
+        "--relay-default-rate",
+        action="store_true",
+        help="rust-local only: keep LocalRelay's own rate limit (about 60 events a minute)",
+    )
     parser.add_argument("--large", type=int, default=100_000)
     parser.add_argument("--primaries", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=5)
@@ -564,7 +583,11 @@ def main() -> None:
     else:
         with (
             tempfile.TemporaryDirectory(prefix="bench-correlated-") as directory,
-            running_relays(relay_cluster(args.relay, Path(directory) / "relays")) as cluster,
+            running_relays(
+                relay_cluster(
+                    args.relay, Path(directory) / "relays", default_rate=args.relay_default_rate
+                )
+            ) as cluster,
         ):
             base = Path(directory)
             real, accept_all = anyio.run(real_failover, cluster.urls, args.workloads, timing, base)
