@@ -23,6 +23,7 @@ import anyio
 import attrs
 import pytest
 from _proxy import tcp_proxy
+from _real import REAL_MAX_BLOCKING
 
 from standby import Heartbeat, Message, PromotionClaim, fencing_token
 from standby.adapters.kv._transport import Refused
@@ -182,6 +183,7 @@ def relay_suite_test(loop: str) -> Test:
                     open_requests=lambda: sum(t.open_requests() for t in (alice, bob, mallory)),
                     timeout=2.0,
                     delivery_timeout=5.0,
+                    max_blocking=REAL_MAX_BLOCKING,
                 )
 
         report = await check_relay_transport(harness, only=set(RELAY_CHECKS) - {"relay_down"})
@@ -216,6 +218,7 @@ def relay_down_test(loop: str) -> Test:
                         relay_up=up,
                         timeout=0.5,
                         delivery_timeout=5.0,
+                        max_blocking=REAL_MAX_BLOCKING,
                     )
 
             report = await check_relay_transport(harness, only={"relay_down"})

@@ -30,6 +30,7 @@ from _nostr_relays import (  # noqa: F401
     on_relay_runs,
     relays,
 )
+from _real import REAL_MAX_BLOCKING
 
 from standby import Envelope, Heartbeat, LeaseRevocation, Message
 from standby.adapters.memory import MemoryRelayNetwork, MemoryTransport
@@ -468,6 +469,7 @@ def nostr_harness_factory(cluster: RelayCluster) -> Any:
                     fixed_keys().nsec,  # a secret key is no identity
                 ],
                 open_requests=lambda: sum(t.open_requests() for t in transports),
+                max_blocking=REAL_MAX_BLOCKING,
                 relay_down=relay_down,
                 relay_up=relay_up,
                 timeout=2.0,

@@ -29,6 +29,7 @@ import pytest
 from _docker import docker_fixture  # noqa: F401
 from _engines import Engine
 from _podman import podman_fixture  # noqa: F401
+from _real import REAL_MAX_BLOCKING
 
 from standby import RuntimeFailure, SpawnError
 from standby.adapters.docker import DockerHandle, DockerRuntime
@@ -137,6 +138,7 @@ async def engine_harness(
             workload_id_of=workload_id_of,
             lease_end_of=lease_end_of,
             running_count=running_count,
+            max_blocking=REAL_MAX_BLOCKING,
             slow_spec=lambda: spec,
             bad_specs=[
                 ("busybox", "mapping"),
@@ -420,3 +422,41 @@ def test_inspect_output_keeps_only_this_providers_running_labelled_containers() 
         parse_inspect(1, "garbage", "daemon gone", prefix="io.standby", provider="p")
     with pytest.raises(RuntimeFailure, match="not a list"):
         parse_inspect(0, "{}", "", prefix="io.standby", provider="p")
+
+
+async def test_a_removal_already_under_way_is_waited_out_not_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docker refuses a second removal while one is under way (the container's
+    # supervisor removing it as it exits): the runtime waits until it is gone.
+    runtime = DockerRuntime(tmp_path, cli="true")
+    answers = [
+        (1, "", "Error response from daemon: removal of container c1 is already in progress"),
+        (0, "[{}]", ""),  # still there
+        (1, "", "Error: No such container: c1"),
+    ]
+    asked: list[tuple[str, ...]] = []
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        asked.append(args)
+        return answers.pop(0)
+
+    runtime._cli = cli  # type: ignore[method-assign]
+    await runtime._unless_gone("remove container c1", "rm", "--force", "c1")
+    assert asked == [
+        ("rm", "--force", "c1"),
+        ("container", "inspect", "c1"),
+        ("container", "inspect", "c1"),
+    ]
+
+    never_gone = [
+        (1, "", "Error response from daemon: removal of container c2 is already in progress")
+    ]
+
+    async def stuck(*args: str) -> tuple[int, str, str]:
+        return never_gone[0] if args[0] == "rm" else (0, "[{}]", "")
+
+    runtime._cli = stuck  # type: ignore[method-assign]
+    monkeypatch.setattr("standby.adapters.supervised._engine._REMOVAL_WAIT", 0.3)
+    with pytest.raises(RuntimeFailure, match="a removal under way did not end"):
+        await runtime._unless_gone("remove container c2", "rm", "--force", "c2")

@@ -24,6 +24,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _real import REAL_MAX_BLOCKING
 
 from standby import SpawnError
 from standby.adapters.process import ProcessHandle, ProcessRuntime
@@ -192,6 +193,7 @@ async def process_harness(state_dir: Path) -> AsyncIterator[RuntimeHarness]:
             workload_id_of=workload_id_of,
             lease_end_of=lease_end_of,
             running_count=running_count,
+            max_blocking=REAL_MAX_BLOCKING,
             slow_spec=slow_spec,
             bad_specs=[
                 ("sleep 300", "mapping"),

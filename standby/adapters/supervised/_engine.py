@@ -55,6 +55,11 @@ _SPEC_KEYS = frozenset({"image", "command", "env"})
 _RUNNING = frozenset({"running", "paused", "stopping", "restarting"})
 #: How the engines say an image is missing (podman, docker).
 _NO_IMAGE = ("image not known", "no such image", "unable to find image")
+#: What docker answers a removal while another is under way (the container's
+#: own supervisor removing it as it exits, say): it is going, not refused.
+_REMOVING = "already in progress"
+#: How long (seconds) to wait for a removal someone else started.
+_REMOVAL_WAIT = 10.0
 #: The labels every container gets, under the runtime's prefix.
 _LABELS = ("provider", "workload", "token", "run", "lease-end")
 
@@ -304,10 +309,26 @@ class EngineRuntime(SupervisedRuntime[HandleT]):
         await self._unless_gone(f"remove container {container}", "rm", "--force", container)
 
     async def _unless_gone(self, what: str, *args: str) -> None:
-        """Run the CLI with ``args``; unless the container is gone, a failure raises."""
+        """Run the CLI with ``args``; unless the container is gone, a failure raises.
+
+        A removal already under way (docker refuses a second one) is waited
+        out: the container is gone when this returns.
+        """
         code, _out, err = await self._cli(*args)
-        if code != 0 and "no such" not in err.lower():
-            raise RuntimeFailure(f"cannot {what}: {err}")
+        if code == 0 or "no such" in err.lower():
+            return
+        if _REMOVING in err.lower():
+            container = args[-1]
+            with anyio.move_on_after(_REMOVAL_WAIT):
+                while True:
+                    code, _out, err = await self._cli("container", "inspect", container)
+                    if code != 0 and "no such" in err.lower():
+                        return
+                    await anyio.sleep(0.1)
+            raise RuntimeFailure(
+                f"cannot {what}: a removal under way did not end within {_REMOVAL_WAIT:g} s"
+            )
+        raise RuntimeFailure(f"cannot {what}: {err}")
 
     async def status(self, handle: Any) -> ContainerStatus:
         """What the engine says: ``running``, ``stopped`` (exited, created) or ``absent``."""
