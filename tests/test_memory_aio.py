@@ -9,16 +9,14 @@ compares what happened, when, and the steps each process took.
 
 from __future__ import annotations
 
-import contextvars
-import math
 from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
+from test_wakeup import _in_process
 
 from standby.adapters.memory._aio import each_relay, sleeper
-from standby.aio import Wakeup
-from standby.testing.simulation._loop import CURRENT_PROCESS, Process, VirtualLoop
+from standby.testing.simulation._loop import VirtualLoop
 
 RELAYS = ("relay-0", "relay-1", "relay-2")
 #: How long each relay's leg takes in the schedules (relay-2 outlasts a 5 s deadline).
@@ -94,18 +92,6 @@ EXPECTED = {
 }
 
 
-def _in_process(loop: VirtualLoop, name: str, work: Callable[[], Awaitable[object]]) -> Process:
-    process = Process(name)
-    context = contextvars.copy_context()
-    context.run(CURRENT_PROCESS.set, process)
-
-    async def root() -> None:
-        await work()
-
-    process.root = context.run(loop.create_task, root())
-    return process
-
-
 def _both(
     cheap: Callable[[], Awaitable[list[str]]], anyio_form: Callable[[], Awaitable[list[str]]]
 ) -> tuple[list[str], list[str], int, int]:
@@ -147,55 +133,6 @@ def test_on_the_virtual_loop_each_relay_takes_the_steps_of_a_task_group(schedule
     assert [e for e in cheap if "cancelled" not in e] == [
         e for e in reference if "cancelled" not in e
     ]
-    assert cheap_steps == reference_steps > 0
-
-
-async def _rings(bell: Callable[[], Wakeup | anyio.Event], schedule: str) -> list[str]:
-    """One wait of a subscription: rung (before or during) or its deadline; when it returned."""
-    start = anyio.current_time()
-    door = bell()
-    ring = door.set
-    async with anyio.create_task_group() as group:
-        if schedule == "rung before":
-            ring()
-        elif schedule in ("rung during", "rung, no deadline"):
-
-            async def poke() -> None:
-                await anyio.sleep(3)
-                ring()
-
-            group.start_soon(poke)
-        delay = math.inf if schedule == "rung, no deadline" else 10.0
-        if isinstance(door, Wakeup):
-            await door.wait(delay)
-        else:
-            with anyio.move_on_after(delay):
-                await door.wait()
-    return [f"returned at {anyio.current_time() - start:g}"]
-
-
-RINGS = {
-    "rung before": ["returned at 0"],
-    "rung during": ["returned at 3"],
-    "rung, no deadline": ["returned at 3"],
-    "deadline": ["returned at 10"],
-}
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize("schedule", sorted(RINGS))
-async def test_a_wakeup_wait_returns_when_rung_or_at_its_deadline_on_trio(schedule: str) -> None:
-    assert await _rings(Wakeup, schedule) == RINGS[schedule]
-
-
-@pytest.mark.parametrize("schedule", sorted(RINGS))
-def test_on_the_virtual_loop_a_wakeup_takes_the_steps_of_an_event_in_a_scope(
-    schedule: str,
-) -> None:
-    cheap, reference, cheap_steps, reference_steps = _both(
-        lambda: _rings(Wakeup, schedule), lambda: _rings(anyio.Event, schedule)
-    )
-    assert cheap == reference == RINGS[schedule]
     assert cheap_steps == reference_steps > 0
 
 

@@ -9,6 +9,7 @@ change with it.
 from __future__ import annotations
 
 import contextvars
+import math
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -18,6 +19,11 @@ from standby.aio import Wakeup
 from standby.testing.simulation._loop import CURRENT_PROCESS, Process, VirtualLoop
 
 
+def _first_delay(schedule: str) -> float:
+    """The first wait's delay: none left, none at all (``math.inf``) or 10 s."""
+    return {"zero": 0.0, "set-during-no-deadline": math.inf}.get(schedule, 10.0)
+
+
 async def _times(wakeup: Wakeup, schedule: str) -> list[float]:
     """Run one schedule; the times at which each wait returned."""
     start = anyio.current_time()
@@ -25,14 +31,14 @@ async def _times(wakeup: Wakeup, schedule: str) -> list[float]:
     async with anyio.create_task_group() as group:
         if schedule == "set-before":
             wakeup.set()
-        elif schedule == "set-during":
+        elif schedule in ("set-during", "set-during-no-deadline"):
 
             async def poke() -> None:
                 await anyio.sleep(3)
                 wakeup.set()
 
             group.start_soon(poke)
-        await wakeup.wait(0.0 if schedule == "zero" else 10.0)
+        await wakeup.wait(_first_delay(schedule))
         seen.append(anyio.current_time() - start)
         wakeup.clear()
         await wakeup.wait(5.0)
@@ -43,6 +49,7 @@ async def _times(wakeup: Wakeup, schedule: str) -> list[float]:
 EXPECTED = {
     "set-before": [0.0, 5.0],
     "set-during": [3.0, 8.0],
+    "set-during-no-deadline": [3.0, 8.0],
     "timeout": [10.0, 15.0],
     "zero": [0.0, 5.0],
 }
@@ -74,14 +81,14 @@ async def _event_times(schedule: str) -> list[float]:
     async with anyio.create_task_group() as group:
         if schedule == "set-before":
             event.set()
-        elif schedule == "set-during":
+        elif schedule in ("set-during", "set-during-no-deadline"):
 
             async def poke() -> None:
                 await anyio.sleep(3)
                 event.set()
 
             group.start_soon(poke)
-        with anyio.move_on_after(0.0 if schedule == "zero" else 10.0):
+        with anyio.move_on_after(_first_delay(schedule)):
             await event.wait()
         seen.append(anyio.current_time() - start)
         event = anyio.Event()
