@@ -419,11 +419,14 @@ def test_forged_input_checker_catches_an_election_that_trusts_the_body(
 class _SlowToNotice(StandbyElection[Any]):
     """A broken election that waits twice the configured silence."""
 
-    def __init__(self, *, me: str, timing: Timing, atomic_claims: bool = False) -> None:
+    def __init__(
+        self, *, me: str, timing: Timing, atomic_claims: bool = False, claim_window: int = 100
+    ) -> None:
         super().__init__(
             me=me,
             timing=attrs.evolve(timing, silence=2 * timing.silence),
             atomic_claims=atomic_claims,
+            claim_window=claim_window,
         )
 
 

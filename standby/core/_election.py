@@ -35,6 +35,7 @@ from typing import Any, Concatenate, Generic, Protocol, TypeVar
 import attrs
 from typing_extensions import ParamSpec
 
+from ._admission import IN_FLIGHT, ClaimAdmission
 from ._claim_reads import MAX_BATCH, ClaimReads
 from ._effects import (
     Announce,
@@ -201,6 +202,46 @@ def strongest_rival(
     return winner
 
 
+#: At most this many pre-reads of one slot in a row wait for a lower standby
+#: at work on the same primary's other workloads (:func:`lower_standby_at_work`).
+MAX_TURN_WAITS = 3
+
+
+def standbys_at_work(results: Sequence[Envelope[Any]], now: float, grace: float) -> frozenset[str]:
+    """The signers of held claims in a claims read that are still in their grace.
+
+    A claim younger than ``peer_claim_grace`` is a peer in the middle of a
+    promotion: it has not announced yet, and is not yet followed on its
+    claim alone.
+    """
+    return frozenset(
+        e.signer
+        for e in results
+        if isinstance(e.message, PromotionClaim)
+        and not e.message.withdrawn
+        and e.message.claimed_at + grace > now
+    )
+
+
+def lower_standby_at_work(slot: StandbySlot[Any], at_work: frozenset[str], waits: int) -> bool:
+    """Whether a pre-read that found no rival should let a lower standby go first.
+
+    In a correlated failover a lower standby may still be working through
+    the dead primary's workloads when this one's backoff ends: the batched
+    pre-read shows its fresh claims on other workloads of the primary, not
+    yet on this one. Claiming now would only race it (both claim, the tie
+    rule picks the lower standby, the higher one withdraws) and load the
+    relays twice. The slot waits one more turn instead, at most
+    :data:`MAX_TURN_WAITS` times in a row, so a lower standby that does not
+    hold this workload at all (it dropped the slot) delays it by a bounded
+    time. Waiting is always safe: no claim is made.
+    """
+    if waits >= MAX_TURN_WAITS:
+        return False
+    mine = slot.standby_index
+    return any((i := slot.peer_index(s)) is not None and i < mine for s in at_work)
+
+
 def claim_is_news(known: PromotionClaim | None, claim: PromotionClaim) -> bool:
     """Whether a peer's ``claim`` replaces the one ``known`` from the same signer.
 
@@ -254,6 +295,8 @@ class _Batching(Protocol):
 
     _changes: list[PhaseChanged]
 
+    def _let_in(self, now: float, effects: list[ElectionEffect]) -> None: ...
+
     def _flush_reads(self, effects: list[ElectionEffect]) -> None: ...
 
 
@@ -261,21 +304,26 @@ _MachineT = TypeVar("_MachineT", bound=_Batching)
 
 
 def batched(
-    method: Callable[Concatenate[_MachineT, _P], list[ElectionEffect]],
-) -> Callable[Concatenate[_MachineT, _P], list[ElectionEffect]]:
-    """Wrap one call of the machine: its reads go out batched, its moves reported last.
+    method: Callable[Concatenate[_MachineT, float, _P], list[ElectionEffect]],
+) -> Callable[Concatenate[_MachineT, float, _P], list[ElectionEffect]]:
+    """Wrap one call of the machine (``now`` first): reads batched, moves reported last.
 
-    The claims reads queued during ``method`` become batched
-    :class:`~standby.core.QueryClaims` effects, and the phase moves it made are
-    appended as :class:`~standby.core.PhaseChanged` effects. A call that raises
-    leaves no reported move behind for the next one.
+    Once ``method`` is done, the slots waiting for room in the claim window
+    that now fit are let in to pre-read; the claims reads queued during the
+    call become batched :class:`~standby.core.QueryClaims` effects, and the
+    phase moves it made are appended as :class:`~standby.core.PhaseChanged`
+    effects. A call that raises leaves no reported move behind for the next
+    one.
     """
 
-    def wrapper(self: _MachineT, /, *args: _P.args, **kwargs: _P.kwargs) -> list[ElectionEffect]:
+    def wrapper(
+        self: _MachineT, now: float, /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> list[ElectionEffect]:
         changes = self._changes
         changes.clear()
         try:
-            effects = method(self, *args, **kwargs)
+            effects = method(self, now, *args, **kwargs)
+            self._let_in(now, effects)
             self._flush_reads(effects)
             effects.extend(changes)
         finally:
@@ -294,14 +342,23 @@ class StandbyElection(Generic[SpecT]):
     ``me`` is this provider's canonical identity. With ``atomic_claims=True``
     the machine asks for a :class:`~standby.core.CompareAndSetClaim` instead of
     publish-and-settle (use it when the transport implements
-    :class:`~standby.protocols.AtomicClaims`).
+    :class:`~standby.protocols.AtomicClaims`). ``claim_window`` is how many
+    slots may run the claim protocol at once before the relays have answered
+    any (the window then adapts to them; see :attr:`claim_window`).
 
     Costs: a heartbeat is O(1) whatever the number of slots of its primary;
     deadlines live in a heap (O(log n) per change); expiry is checked on every
     call through its own heap.
     """
 
-    def __init__(self, *, me: str, timing: Timing, atomic_claims: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        me: str,
+        timing: Timing,
+        atomic_claims: bool = False,
+        claim_window: int = MAX_BATCH,
+    ) -> None:
         if not isinstance(me, str) or not me.strip():
             raise ValueError(f"`me` must be a non-empty identity, got {me!r}")
         self.me = me
@@ -309,6 +366,9 @@ class StandbyElection(Generic[SpecT]):
         self.atomic_claims = atomic_claims
         self._index: SlotIndex[SpecT] = SlotIndex(timing)
         self._reads: ClaimReads[SpecT] = ClaimReads()
+        self._admission: ClaimAdmission[SpecT] = ClaimAdmission(
+            claim_window, timing.claim_timeout / 2
+        )
         #: Publish, compare-and-set and spawn requests: request -> (kind, workload id).
         self._requests: dict[int, tuple[Request, str]] = {}
         #: Heartbeat reads in flight: request -> (primary, workload ids).
@@ -355,6 +415,17 @@ class StandbyElection(Generic[SpecT]):
     def last_heartbeat(self, primary: str) -> float | None:
         """Newest accepted heartbeat timestamp of ``primary``, if any."""
         return self._index.last_hb.get(primary)
+
+    @property
+    def claim_window(self) -> int:
+        """How many slots may be between their pre-read and their claim's answer now.
+
+        It grows by one for each slot the relays answered well within
+        ``claim_timeout``, shrinks by one for each answered later and halves
+        (once a round) when they did not answer in time; slots beyond it
+        wait in ``PACED``.
+        """
+        return int(self._admission.window)
 
     @batched
     def reserve(self, now: float, slot: StandbySlot[SpecT]) -> list[ElectionEffect]:
@@ -501,8 +572,9 @@ class StandbyElection(Generic[SpecT]):
         for envelope in results:
             self._receive(now, envelope, CLAIMS_READ, effects)
         count = len(set(answered))
+        at_work = standbys_at_work(results, now, self.timing.peer_claim_grace)
         for entry in entries:
-            self._claims_read(now, entry, phase, count, effects)
+            self._claims_read(now, entry, phase, count, at_work, effects)
         return effects
 
     @batched
@@ -517,6 +589,7 @@ class StandbyElection(Generic[SpecT]):
         acks = len(set(acknowledged))
         in_time = now <= entry.preread_at + self.timing.claim_timeout
         if acks >= self.timing.write_quorum and in_time:
+            self._got_through(now, entry)
             self._set(entry, Phase.SETTLING, now + self.timing.claim_settle)
             return effects
         self._claim_failed(now, entry, acks, effects)
@@ -534,6 +607,7 @@ class StandbyElection(Generic[SpecT]):
         entry = self._take_request(request_id, Request.COMPARE_AND_SET, effects)
         if entry is None:
             return effects
+        self._got_through(now, entry)
         if won:
             self._spawn(now, entry, effects)
             return effects
@@ -650,9 +724,14 @@ class StandbyElection(Generic[SpecT]):
         entry: Entry[SpecT],
         phase: Phase,
         count: int,
+        at_work: frozenset[str],
         effects: list[ElectionEffect],
     ) -> None:
-        """One slot's share of a claims read: the per-workload rule of guarantee 2."""
+        """One slot's share of a claims read: the per-workload rule of guarantee 2.
+
+        ``at_work``: the signers of the fresh claims the read found, on any
+        of its workloads (:func:`standbys_at_work`).
+        """
         if self._index.entries.get(entry.slot.workload_id) is not entry or entry.phase is not phase:
             return  # an announcement moved the slot on
         rereading = phase is Phase.REREAD
@@ -664,12 +743,19 @@ class StandbyElection(Generic[SpecT]):
             self._claims_seen.get(entry.slot.workload_id), entry.slot, rereading
         )
         if rival is not None:
+            self._got_through(now, entry)
             self._yield_to(now, entry, rival, effects)
             return
         if rereading:
             self._spawn(now, entry, effects)
         elif now >= entry.preread_at + self.timing.claim_timeout:
+            self._fell_short(now, entry)
             self._retry_claim(now, entry, self.timing.retry_interval)
+        elif lower_standby_at_work(entry.slot, at_work, entry.turn_waits):
+            self._got_through(now, entry)
+            self._count("waited_for_lower_standby")
+            entry.turn_waits += 1
+            self._retry_claim(now, entry, 0.0)
         else:
             self._claim(now, entry, effects)
 
@@ -868,6 +954,7 @@ class StandbyElection(Generic[SpecT]):
         self._release_request(entry)
         entry.deadline = None
         self._moved(workload_id, entry.phase, None, revoked=entry.revoked)
+        self._admission.moved(entry, entry.phase, None)
         self._index.remove(workload_id)
         self._claims_seen.pop(workload_id, None)
 
@@ -928,6 +1015,7 @@ class StandbyElection(Generic[SpecT]):
         old = entry.phase
         if old is not new:
             self._moved(entry.slot.workload_id, old, new, revoked=entry.revoked)
+            self._admission.moved(entry, old, new)
             entry.phase = new
 
     def _moved(
@@ -1073,16 +1161,53 @@ class StandbyElection(Generic[SpecT]):
             effects.append(read)
 
     def _preread(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
-        if not entry.revoked:
-            baseline = silence_baseline(entry.origin, self._index.last_hb.get(entry.slot.primary))
-            if not primary_is_silent(now, baseline, self.timing.silence):
-                # The primary spoke while we were deferring or spawning: never
-                # claim without a revocation or a full silence.
-                self._rearm(entry)
-                return
+        """Pre-read now, or wait in ``PACED`` while the claim window is full."""
+        if not self._still_silent(now, entry):
+            self._rearm(entry)
+            return
         entry.deferred = None
+        if self._admission.full():
+            self._release_request(entry)
+            self._enter(entry, Phase.PACED)
+            entry.deadline = None
+            return
+        self._start_preread(now, entry, effects)
+
+    def _still_silent(self, now: float, entry: Entry[SpecT]) -> bool:
+        """Whether the slot may still claim: its lease was revoked, or the silence holds.
+
+        The primary may have spoken while the slot was deferring, spawning
+        or waiting for room: never claim without a revocation or a full
+        silence.
+        """
+        if entry.revoked:
+            return True
+        baseline = silence_baseline(entry.origin, self._index.last_hb.get(entry.slot.primary))
+        return primary_is_silent(now, baseline, self.timing.silence)
+
+    def _start_preread(
+        self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]
+    ) -> None:
         entry.preread_at = now
         self._query_claims(now, entry, Phase.PREREAD, effects)
+
+    def _let_in(self, now: float, effects: list[ElectionEffect]) -> None:
+        """Pre-read the slots waiting in ``PACED`` that the claim window has room for."""
+        for entry in self._admission.let_in():
+            if self._still_silent(now, entry):
+                self._start_preread(now, entry, effects)
+            else:
+                self._rearm(entry)
+
+    def _got_through(self, now: float, entry: Entry[SpecT]) -> None:
+        """A slot in the claim window was answered in time."""
+        if entry.phase in IN_FLIGHT:
+            self._admission.got_through(now - entry.preread_at)
+
+    def _fell_short(self, now: float, entry: Entry[SpecT]) -> None:
+        """A slot in the claim window missed a quorum or a deadline."""
+        if entry.phase in IN_FLIGHT and self._admission.fell_short(now, entry.preread_at):
+            self._count("claim_window_cut")
 
     def _rearm(self, entry: Entry[SpecT]) -> None:
         """The primary is alive after all: watch it again, the retry counts reset."""
@@ -1090,6 +1215,7 @@ class StandbyElection(Generic[SpecT]):
         entry.attempts = 0
         entry.rounds = 0
         entry.claim_failures = 0
+        entry.turn_waits = 0
         self._watch(entry)
 
     def _claim(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
@@ -1184,6 +1310,7 @@ class StandbyElection(Generic[SpecT]):
         effects: list[ElectionEffect],
     ) -> None:
         """A claims read missed its quorum: withdraw any claim and pre-read again later."""
+        self._fell_short(now, entry)
         effects.append(self._shortfall(stage, [entry], answered, self.timing.read_quorum))
         self._withdraw(now, entry, effects)
         self._retry_claim(now, entry, self.timing.retry_interval)
@@ -1195,6 +1322,7 @@ class StandbyElection(Generic[SpecT]):
 
         The wait is :func:`claim_retry_wait`.
         """
+        self._fell_short(now, entry)
         effects.append(self._shortfall("claim", [entry], acks, self.timing.write_quorum))
         self._withdraw(now, entry, effects)
         entry.claim_failures += 1
@@ -1305,6 +1433,7 @@ class StandbyElection(Generic[SpecT]):
         entry.attempts = 0
         entry.rounds = 0
         entry.claim_failures = 0
+        entry.turn_waits = 0
         self._watch(entry)
         self._count("followed")
         effects.append(PrimaryChanged(slot.workload_id, old.primary, new_primary, epoch))

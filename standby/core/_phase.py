@@ -18,6 +18,9 @@ class Phase(enum.Enum):
     """Waiting a retry interval before watching again (a confirmation missed its quorum)."""
     BACKOFF = "backoff"
     """Silence confirmed (or lease revoked): waiting ``index * promotion_delay``."""
+    PACED = "paced"
+    """Ready to pre-read, waiting for room: the election lets only as many slots
+    run the claim protocol at once as the relays answer in time."""
     PREREAD = "preread"
     """Step 1: reading peer claims before claiming."""
     CLAIMING = "claiming"

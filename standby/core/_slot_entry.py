@@ -63,6 +63,7 @@ class Entry(Generic[SpecT]):
         "rounds",
         "slot",
         "state_uri",
+        "turn_waits",
     )
 
     def __init__(self, slot: StandbySlot[SpecT], origin: float) -> None:
@@ -82,6 +83,9 @@ class Entry(Generic[SpecT]):
         self.deferred: PromotionClaim | None = None
         self.confirmed_baseline = 0.0
         self.joined = False
+        #: Pre-reads that waited for a lower standby still at work (see
+        #: ``lower_standby_at_work``), since the primary was last seen alive.
+        self.turn_waits = 0
 
     def waiting_on(self, phase: Phase, request: int) -> bool:
         """Whether this slot is in ``phase`` and still waits for ``request``."""

@@ -32,6 +32,7 @@ __all__ = [
 _W, _C, _RW, _B = Phase.WATCHING, Phase.CONFIRMING, Phase.RETRY_WATCH, Phase.BACKOFF
 _PR, _CL, _SE, _RR = Phase.PREREAD, Phase.CLAIMING, Phase.SETTLING, Phase.REREAD
 _SP, _RC, _DE = Phase.SPAWNING, Phase.RETRY_CLAIM, Phase.DEFERRED
+_PA = Phase.PACED
 
 #: Every legal move of a slot: from a phase to the phases it may enter next.
 #: ``None`` stands for "not in the table": a slot enters from ``None`` when it
@@ -44,14 +45,15 @@ TRANSITIONS: Mapping[Phase | None, frozenset[Phase | None]] = MappingProxyType(
         _W: frozenset({_C, _B, None}),
         _C: frozenset({_W, _B, _RW, None}),
         _RW: frozenset({_W, _B, None}),
-        _B: frozenset({_PR, _W, None}),
+        _B: frozenset({_PA, _PR, _W, None}),
+        _PA: frozenset({_PR, _W, None}),
         _PR: frozenset({_CL, _DE, _RC, _W, None}),
         _CL: frozenset({_SE, _SP, _DE, _RC, _W, None}),
         _SE: frozenset({_RR, _W, None}),
         _RR: frozenset({_SP, _DE, _RC, _W, None}),
         _SP: frozenset({_RC, None}),
-        _RC: frozenset({_PR, _W, None}),
-        _DE: frozenset({_PR, _W, None}),
+        _RC: frozenset({_PA, _PR, _W, None}),
+        _DE: frozenset({_PA, _PR, _W, None}),
     }
 )
 
@@ -65,7 +67,7 @@ class Step(enum.Enum):
     WATCH_AGAIN = "watch the primary again (back off at once if the lease was revoked)"
     PREREAD = (
         "read the peers' claims (watch again instead if the primary spoke meanwhile "
-        "and the lease was not revoked)"
+        "and the lease was not revoked; wait in PACED while the claim window is full)"
     )
     CLAIMS_READ_TIMED_OUT = (
         "the claims read got too few answers in time: withdraw any claim; wait to pre-read again"
@@ -102,7 +104,9 @@ class Input(enum.Enum):
 
 #: What the machine does when a slot's own deadline is reached, by phase.
 #: A ``WATCHING`` slot has no deadline of its own: its primary's silence
-#: deadline sends its due slots to ``CONFIRMING`` together.
+#: deadline sends its due slots to ``CONFIRMING`` together. Nor has a
+#: ``PACED`` one: it pre-reads when the slots ahead of it leave room in the
+#: claim window.
 ON_DEADLINE: Mapping[Phase, Step] = MappingProxyType(
     {
         _C: Step.CONFIRM_TIMED_OUT,
@@ -124,7 +128,9 @@ ON_DEADLINE: Mapping[Phase, Step] = MappingProxyType(
 #: as a conflict.
 ON_INPUT: Mapping[Input, Mapping[Phase, Step]] = MappingProxyType(
     {
-        Input.ALIVE: MappingProxyType(dict.fromkeys((_B, _PR, _CL, _SE, _RR, _RC), Step.REARM)),
+        Input.ALIVE: MappingProxyType(
+            dict.fromkeys((_B, _PA, _PR, _CL, _SE, _RR, _RC), Step.REARM)
+        ),
         Input.REVOKED: MappingProxyType(dict.fromkeys((_W, _C, _RW), Step.BACK_OFF)),
         Input.RELEASED: MappingProxyType({_DE: Step.DEFERRAL_ENDED}),
         Input.ANNOUNCED: MappingProxyType(
@@ -140,14 +146,14 @@ STEP_LEADS_TO: Mapping[Step, frozenset[Phase | None]] = MappingProxyType(
     {
         Step.CONFIRM_TIMED_OUT: frozenset({_RW}),
         Step.WATCH_AGAIN: frozenset({_W, _B}),
-        Step.PREREAD: frozenset({_PR, _W}),
+        Step.PREREAD: frozenset({_PA, _PR, _W}),
         Step.CLAIMS_READ_TIMED_OUT: frozenset({_RC}),
         Step.CLAIM_TIMED_OUT: frozenset({_RC}),
         Step.SETTLED: frozenset({_SE, _RR}),
         Step.SPAWN_TIMED_OUT: frozenset({_RC, None}),
         Step.REARM: frozenset({_W}),
         Step.BACK_OFF: frozenset({_B}),
-        Step.DEFERRAL_ENDED: frozenset({_PR, _DE, _W}),
+        Step.DEFERRAL_ENDED: frozenset({_PA, _PR, _DE, _W}),
         Step.FOLLOW: frozenset({_W}),
     }
 )

@@ -36,7 +36,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends 
     from exceptiongroup import BaseExceptionGroup
 
 from ..aio import Wakeup
-from ..core._election import StandbyElection
+from ..core._election import MAX_BATCH, StandbyElection
 from ..core._errors import (
     NodeMisuse,
     NotAddressedError,
@@ -118,6 +118,11 @@ class StandbyNode(Generic[SpecT]):
     ``event_log`` names a file the node appends every event to, one JSON
     line each (see ``docs/operations.md``, "Event logs and timelines"); a
     line it cannot write is counted as ``event_log_errors``, never fatal.
+
+    ``claim_window`` (default 100) is how many of this node's slots may run
+    the claim protocol at once when many primaries' workloads fail over
+    together, before the relays have answered any; the window then follows
+    what the relays acknowledge in time (see ``docs/scale.md``).
     """
 
     def __init__(
@@ -135,6 +140,7 @@ class StandbyNode(Generic[SpecT]):
         connect_timeout: float = 10.0,
         lease_at_risk: float | None = None,
         event_log: str | os.PathLike[str] | None = None,
+        claim_window: int = MAX_BATCH,
     ) -> None:
         if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
             raise ValueError(
@@ -169,7 +175,7 @@ class StandbyNode(Generic[SpecT]):
         self.logger = self.observer.logger
         self.counters = self.observer.counters
         self.election: StandbyElection[SpecT] = StandbyElection(
-            me=self.me, timing=timing, atomic_claims=atomic_claims
+            me=self.me, timing=timing, atomic_claims=atomic_claims, claim_window=claim_window
         )
         self._build_parts(transport, runtime, store, timing)
         self._stack: contextlib.AsyncExitStack | None = None

@@ -148,6 +148,7 @@ class _Form:
                     entry.attempts,
                     entry.rounds,
                     entry.claim_failures,
+                    entry.turn_waits,
                     self.time(entry.preread_at) if claiming else None,
                     self.value(entry.deferred),
                     self.time(entry.confirmed_baseline) if entry.confirmed_baseline else None,
@@ -166,6 +167,11 @@ class _Form:
             tuple(sorted((rid(r), v) for r, v in e._confirming.items())),
             tuple(sorted((rid(r), v) for r, v in e._abandoned.items())),
             tuple(sorted((rid(r), p._value_, w) for r, (p, w) in e._reads.reading.items())),
+            (
+                e._admission.window,
+                tuple(e._admission.waiting),
+                self.time(e._admission.cut_at),
+            ),
         )
 
     def lifecycle(self, lc: WorkloadLifecycle) -> Any:

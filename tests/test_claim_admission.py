@@ -1,0 +1,262 @@
+"""The election's claim window: how many slots run the claim protocol at once (FM26).
+
+The test plays the relays for one ``StandbyElection`` with many slots of one
+dead primary, as ``test_election.py`` does for one slot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _driver import CREATED, ME, PEER, QUORUM, heartbeat, make_slot, only
+
+import standby as sb
+import standby.core as sbc
+
+TIMING = sb.Timing()
+IN_FLIGHT = (sbc.Phase.PREREAD, sbc.Phase.CLAIMING)
+
+
+def machine_with(slots: int, claim_window: int = 100) -> sb.StandbyElection[Any]:
+    machine: sb.StandbyElection[Any] = sb.StandbyElection(
+        me=ME, timing=TIMING, claim_window=claim_window
+    )
+    for i in range(slots):
+        machine.reserve(CREATED, make_slot(workload_id=f"w{i:04d}"))
+    return machine
+
+
+def silence_confirmed(machine: sb.StandbyElection[Any]) -> tuple[float, list[Any]]:
+    """Let the primary go silent and confirm it; returns the time and the tick's effects."""
+    now = CREATED + TIMING.silence
+    (confirm,) = only(machine.tick(now), sbc.QueryHeartbeats)
+    effects = machine.heartbeats_queried(now, confirm.request_id, [], QUORUM)
+    return now, effects + machine.tick(now)
+
+
+def phases(machine: sb.StandbyElection[Any]) -> dict[sbc.Phase, int]:
+    counts: dict[sbc.Phase, int] = {}
+    for workload_id in machine.slots:
+        phase = machine.status(workload_id).phase
+        counts[phase] = counts.get(phase, 0) + 1
+    return counts
+
+
+def in_flight(machine: sb.StandbyElection[Any]) -> int:
+    counts = phases(machine)
+    return sum(counts.get(p, 0) for p in IN_FLIGHT)
+
+
+def test_fm26_slots_beyond_the_claim_window_wait_paced_in_the_order_they_became_ready() -> None:
+    machine = machine_with(250)
+    _, effects = silence_confirmed(machine)
+    (preread,) = only(effects, sbc.QueryClaims)
+    assert preread.workload_ids == tuple(f"w{i:04d}" for i in range(100))
+    assert phases(machine) == {sbc.Phase.PREREAD: 100, sbc.Phase.PACED: 150}
+    assert machine.status("w0100").deadline is None  # let in by room, not by time
+
+
+def test_fm26_every_slot_of_a_large_failover_is_claimed_with_few_reads_and_the_window_kept() -> (
+    None
+):
+    # The relays answer every read and acknowledge every claim in time: the
+    # window widens by one per claim, the paced slots are let in a chunk at
+    # a time (one batched pre-read each), and every slot settles exactly once.
+    machine = machine_with(1_000)
+    now, effects = silence_confirmed(machine)
+    reads = only(effects, sbc.QueryClaims)
+    settled: set[str] = set()
+    read_count = 0
+    while reads:
+        read_count += 1
+        read = reads.pop(0)
+        assert len(read.workload_ids) >= 25, "slots let in together share one pre-read"
+        now += 0.1
+        publishes = only(machine.claims_queried(now, read.request_id, [], QUORUM), sbc.PublishClaim)
+        assert len(publishes) == len(read.workload_ids)
+        for publish in publishes:
+            now += 0.001
+            window = machine.claim_window
+            effects = machine.claim_published(now, publish.request_id, QUORUM)
+            assert machine.claim_window == window + 1
+            assert in_flight(machine) <= machine.claim_window
+            settled.add(publish.claim.workload_id)
+            reads.extend(only(effects, sbc.QueryClaims))
+    assert len(settled) == 1_000
+    assert phases(machine) == {sbc.Phase.SETTLING: 1_000}
+    assert read_count <= 20
+    assert machine.counters.get("claim_window_cut", 0) == 0
+
+
+def test_fm26_the_window_halves_once_for_a_round_of_late_claims() -> None:
+    machine = machine_with(300)
+    now, effects = silence_confirmed(machine)
+    (preread,) = only(effects, sbc.QueryClaims)
+    publishes = only(
+        machine.claims_queried(now + 0.1, preread.request_id, [], QUORUM), sbc.PublishClaim
+    )
+    late = now + TIMING.claim_timeout + 0.5
+    for publish in publishes:
+        machine.claim_published(late, publish.request_id, QUORUM)
+    # A hundred claims of one round came back late: one cut, not a hundred.
+    assert machine.claim_window == 50
+    assert machine.counters["claim_window_cut"] == 1
+    assert machine.counters["claim_failed"] == 100
+    # The room freed lets the next slots in: at most the new window of them.
+    counts = phases(machine)
+    assert counts[sbc.Phase.PREREAD] == 50
+    assert counts[sbc.Phase.RETRY_CLAIM] == 100
+    assert counts[sbc.Phase.PACED] == 150
+
+
+def test_fm26_a_preread_short_of_its_quorum_cuts_the_window() -> None:
+    machine = machine_with(200)
+    now, effects = silence_confirmed(machine)
+    (preread,) = only(effects, sbc.QueryClaims)
+    machine.claims_queried(now + 0.5, preread.request_id, [], ["r1"])
+    assert machine.claim_window == 50
+    assert phases(machine)[sbc.Phase.PREREAD] == 50  # the next 50 were let in
+
+
+def test_fm26_a_paced_slot_watches_again_when_its_primary_speaks() -> None:
+    machine = machine_with(3, claim_window=1)
+    now, effects = silence_confirmed(machine)
+    assert phases(machine) == {sbc.Phase.PREREAD: 1, sbc.Phase.PACED: 2}
+    machine.on_message(now + 1, heartbeat(now + 1))
+    assert phases(machine) == {sbc.Phase.WATCHING: 3}
+    # Nothing is left waiting for room: the next silence starts afresh.
+    _, effects = silence_confirmed_at(machine, now + 1 + TIMING.silence)
+    (preread,) = only(effects, sbc.QueryClaims)
+    assert preread.workload_ids == ("w0000",)
+
+
+def silence_confirmed_at(machine: sb.StandbyElection[Any], now: float) -> tuple[float, list[Any]]:
+    (confirm,) = only(machine.tick(now), sbc.QueryHeartbeats)
+    effects = machine.heartbeats_queried(now, confirm.request_id, [], QUORUM)
+    return now, effects + machine.tick(now)
+
+
+def test_fm26_a_paced_slot_that_expires_leaves_the_queue() -> None:
+    machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=TIMING, claim_window=1)
+    machine.reserve(CREATED, make_slot(workload_id="a"))
+    end = CREATED + TIMING.silence + 5
+    machine.reserve(CREATED, make_slot(workload_id="b", expires_at=end))
+    silence_confirmed(machine)
+    assert machine.status("b").phase is sbc.Phase.PACED
+    effects = machine.tick(end)
+    assert [e.workload_id for e in only(effects, sbc.SlotRemoved)] == ["b"]
+    assert "b" not in machine.slots
+    assert machine._admission.waiting == {}
+
+
+def test_the_window_never_holds_back_a_lone_slot() -> None:
+    # One slot of a failed round, with the window at its floor: it still gets in.
+    machine = machine_with(1, claim_window=1)
+    now, effects = silence_confirmed(machine)
+    for _ in range(4):
+        (preread,) = only(effects, sbc.QueryClaims)
+        machine.claims_queried(now + 0.1, preread.request_id, [], [])
+        assert machine.claim_window == 1
+        deadline = machine.next_deadline()
+        assert deadline is not None
+        now = deadline
+        effects = machine.tick(now)
+    assert machine.status("w0000").phase is sbc.Phase.PREREAD
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "100", None])
+def test_a_claim_window_that_is_not_a_positive_int_is_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="claim window"):
+        sb.StandbyElection(me=ME, timing=TIMING, claim_window=bad)
+
+
+def test_fm26_claims_acknowledged_late_in_their_deadline_narrow_the_window() -> None:
+    # In time, but after half of claim_timeout: the relays' queues are
+    # growing, so each such claim narrows the window by one (no cut).
+    machine = machine_with(300)
+    now, effects = silence_confirmed(machine)
+    (preread,) = only(effects, sbc.QueryClaims)
+    publishes = only(
+        machine.claims_queried(now + 0.1, preread.request_id, [], QUORUM), sbc.PublishClaim
+    )
+    slow = now + 0.75 * TIMING.claim_timeout
+    for publish in publishes[:40]:
+        machine.claim_published(slow, publish.request_id, QUORUM)
+    assert machine.claim_window == 60
+    assert machine.counters.get("claim_window_cut", 0) == 0
+    assert phases(machine)[sbc.Phase.SETTLING] == 40
+
+
+def peer_claim(
+    workload_id: str, at: float, *, signer: str = PEER, index: int = 0, **kw: Any
+) -> Any:
+    message = sb.PromotionClaim(
+        workload_id=workload_id,
+        epoch=1,
+        fencing_token=sb.fencing_token(1, index),
+        claimant=signer,
+        standby_index=index,
+        claimed_at=at,
+        **kw,
+    )
+    return sb.Envelope(message, signer, "r1", at)
+
+
+def second_standby(peers: tuple[str, ...] = (PEER,)) -> tuple[sb.StandbyElection[Any], float, Any]:
+    """Standby index 1 of two workloads; its backoff is over and the pre-read is out."""
+    machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=TIMING)
+    for workload_id in ("w0", "w1"):
+        machine.reserve(CREATED, make_slot(workload_id=workload_id, index=1, peers=peers))
+    now, _ = silence_confirmed(machine)
+    now += TIMING.promotion_delay
+    (preread,) = only(machine.tick(now), sbc.QueryClaims)
+    return machine, now, preread
+
+
+def test_fm26_a_higher_standby_lets_a_lower_one_at_work_on_the_primary_go_first() -> None:
+    machine, now, preread = second_standby()
+    # The lower standby claimed w0 a moment ago, not yet w1.
+    effects = machine.claims_queried(
+        now + 0.1, preread.request_id, [peer_claim("w0", now - 1)], QUORUM
+    )
+    assert only(effects, sbc.PublishClaim) == []
+    assert machine.status("w0").phase is sbc.Phase.DEFERRED
+    assert machine.status("w1").phase is sbc.Phase.RETRY_CLAIM
+    assert machine.status("w1").deadline == now + 0.1 + TIMING.promotion_delay
+    assert machine.counters["waited_for_lower_standby"] == 1
+
+
+def test_fm26_the_wait_for_a_lower_standby_is_bounded() -> None:
+    machine, now, preread = second_standby()
+    fresh = [peer_claim("w0", now)]
+    effects = machine.claims_queried(now, preread.request_id, fresh, QUORUM)
+    for _ in range(3):
+        deadline = machine.status("w1").deadline
+        assert deadline is not None
+        assert only(effects, sbc.PublishClaim) == []
+        now = deadline
+        (preread,) = only(machine.tick(now), sbc.QueryClaims)
+        assert preread.workload_ids == ("w1",)
+        fresh = [peer_claim("w0", now - 1)]
+        effects = machine.claims_queried(now, preread.request_id, fresh, QUORUM)
+    # Three waits in a row: the fourth pre-read claims, lower standby or not.
+    assert machine.counters["waited_for_lower_standby"] == 3
+    (publish,) = only(effects, sbc.PublishClaim)
+    assert publish.claim.workload_id == "w1"
+
+
+@pytest.mark.parametrize(
+    "seen",
+    [
+        pytest.param(lambda now: peer_claim("w0", now - TIMING.peer_claim_grace), id="old"),
+        pytest.param(lambda now: peer_claim("w0", now, withdrawn=True), id="withdrawn"),
+        pytest.param(lambda now: peer_claim("w0", now, signer="C", index=2), id="higher"),
+    ],
+)
+def test_fm26_only_a_lower_standbys_fresh_held_claims_make_a_slot_wait(seen: Any) -> None:
+    machine, now, preread = second_standby(peers=(PEER, "C"))
+    effects = machine.claims_queried(now, preread.request_id, [seen(now)], QUORUM)
+    claimed = {p.claim.workload_id for p in only(effects, sbc.PublishClaim)}
+    assert "w1" in claimed
+    assert machine.counters.get("waited_for_lower_standby", 0) == 0
