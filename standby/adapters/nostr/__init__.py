@@ -448,9 +448,13 @@ class NostrTransport(TransportBase):
             if url not in results:
                 results[url] = "timed out"
                 conn = used.get(url)
-                if conn is not None:
-                    # The relay may be throttling this connection: start afresh.
-                    conn.recycle("no OK within the publish timeout")
+                if conn is not None and anyio.current_time() - conn.last_heard >= timeout:
+                    # Not a word from the relay for the whole timeout: it may
+                    # be throttling this connection, so start afresh. A relay
+                    # that keeps answering other events is alive and only has
+                    # a queue: dropping the connection would throw away every
+                    # event in flight on it (failure mode 26).
+                    conn.recycle("no word from the relay within the publish timeout")
         acked = frozenset(url for url, error in results.items() if error is None)
         errors = {url: error for url, error in results.items() if error is not None}
         return PublishResult(acked, errors)

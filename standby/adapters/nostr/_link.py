@@ -113,6 +113,10 @@ class Connection:
         self.closed = False
         self.recycled: str | None = None
         self.scope = anyio.CancelScope()
+        #: When the relay last said anything on this connection (the event
+        #: loop's clock; opening counts): a relay that answers is alive,
+        #: however long its queue.
+        self.last_heard = anyio.current_time()
 
     def send(self, message: list[Any]) -> None:
         """Queue a NIP-01 message; raises :class:`RelayUnavailable` when it cannot be."""
@@ -403,6 +407,7 @@ class RelayLink:
 
     def dispatch(self, conn: Connection, text: str) -> None:
         """Handle one message from the relay."""
+        conn.last_heard = anyio.current_time()
         try:
             message = json.loads(text)
         except ValueError:
