@@ -46,16 +46,20 @@ class NodeIO:
         self.entering = False
         self._deferred: list[tuple[Task, tuple[Any, ...]]] = []
 
-    def spawn(self, func: Task, *args: Any) -> None:
-        """Run ``func(*args)`` in the node's task group (once it runs)."""
+    def spawn(self, func: Task, *args: Any) -> bool:
+        """Run ``func(*args)`` in the node's task group (once it runs).
+
+        Whether it will run: ``False`` once the node stopped.
+        """
         group = self.group
         if group is None:
             if self.entering:  # reconciling on entry: run once the tasks start
                 self._deferred.append((func, args))
-                return
+                return True
             self.observer.count("effects_after_stop")
-            return
+            return False
         group.start_soon(func, *args)
+        return True
 
     def start(self, group: anyio.abc.TaskGroup) -> None:
         """The node's tasks run: start what was deferred while it reconciled."""

@@ -140,6 +140,10 @@ class StandbySide(Generic[SpecT]):
         self._spawned: dict[tuple[str, int], Any] = {}
         #: Claims ``(workload, token)`` a paced transport never sent to any relay.
         self._unsent: set[tuple[str, int]] = set()
+        #: Workloads whose slot followed a new primary and whose catch-up read
+        #: has not started yet, in order (see :meth:`catch_up_soon`).
+        self._to_catch_up: dict[str, None] = {}
+        self._catching_up = False
 
     # -- the host's requests ---------------------------------------------------
 
@@ -282,7 +286,7 @@ class StandbySide(Generic[SpecT]):
             case PrimaryChanged():
                 # What the new primary published before this slot followed it
                 # (a revocation above all) went by unheeded: read it back.
-                spawn(self.catch_up, (effect.workload_id,))
+                self.catch_up_soon(effect.workload_id)
                 self.observer.report(
                     PrimaryFollowed(
                         now,
@@ -333,6 +337,29 @@ class StandbySide(Generic[SpecT]):
             return
         now = self.now()
         self.call(now, lambda: self.election.on_message(now, envelope))
+
+    def catch_up_soon(self, workload_id: str) -> None:
+        """Read back what a slot missed, in a batch with the other slots that need it.
+
+        In a correlated failover hundreds of slots follow the new primary
+        one announcement at a time: one read each would load the relays
+        with reads of one workload while they are busy storing claims
+        (failure mode 26). One task reads for every slot waiting, up to
+        ``MAX_BATCH`` a read; slots that follow while it reads wait for its
+        next read.
+        """
+        self._to_catch_up[workload_id] = None
+        if not self._catching_up:
+            self._catching_up = self.io.spawn(self._catch_up_waiting)
+
+    async def _catch_up_waiting(self) -> None:
+        try:
+            while self._to_catch_up:
+                waiting = tuple(self._to_catch_up)
+                self._to_catch_up.clear()
+                await self.catch_up(waiting)
+        finally:
+            self._catching_up = False
 
     async def catch_up(self, workload_ids: tuple[str, ...]) -> None:
         """Read revocations, claims and announcements missed (after a restart, a new primary)."""
