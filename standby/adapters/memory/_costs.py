@@ -1,11 +1,13 @@
 """What the memory relays charge for their work, and the order they do it in (failure mode 26).
 
 A real relay spends time on every event it stores and every query it
-answers, and it handles the messages of one connection strictly in order.
-Without that, the memory relays answer a thousand claims as fast as one
-and a test cannot see a provider's heartbeats wait behind its own bulk
-publishing. :class:`RelayCosts` names the charges; :class:`RelayServer`
-keeps, per connection, when the relay will be done with what it was sent.
+answers, it stores one event at a time whichever connection it came on,
+and it handles the messages of one connection strictly in order. Without
+that, the memory relays answer a thousand claims as fast as one, a test
+cannot see a provider's heartbeats wait behind its own bulk publishing, and
+two providers publishing at once look twice as fast as one.
+:class:`RelayCosts` names the charges; :class:`RelayServer` keeps when each
+relay's store and each connection will be done with what they were sent.
 
 With no costs (the default) the network never creates a server, so the
 memory relays do exactly what they did before, at the same speed.
@@ -39,7 +41,13 @@ class RelayCosts:
     ``per_query``, plus ``per_tag`` for each workload id it names and
     ``per_result`` for each stored event it returns. A connection starts a
     request when it has finished the ones sent before it on that
-    connection; separate connections are served side by side.
+    connection. A relay stores one event at a time, whatever connection it
+    came on: events from separate connections queue for the same store
+    (measured on ``nostr-relay``: two connections storing 1,000 claims each
+    at once took 4.4 s, one connection storing 1,000 took 1.8 s). Queries on
+    connections of their own are served beside the stores (a 100-tag read
+    answered in 14 ms median while another connection stored 1,000
+    events).
 
     :meth:`measured` gives the figures of one ``nostr-relay`` process.
     """
@@ -95,29 +103,39 @@ class RelayServer:
     def __init__(self, costs: RelayCosts) -> None:
         self.costs = costs
         self._free_at: dict[Hashable, float] = {}
+        #: When each relay's store is done with the events sent to it so far.
+        self._store_free_at: dict[str, float] = {}
         self._history: dict[tuple[str, str, str], int] = {}
         #: Events stored and queries answered, per relay.
         self.served: dict[str, int] = {}
 
     def _serve(
-        self, relay: str, connection: Hashable, arrived: float, cost: float
+        self, relay: str, connection: Hashable, arrived: float, cost: float, *, store: bool
     ) -> tuple[float, float]:
         start = max(arrived, self._free_at.get(connection, arrived))
+        if store:
+            start = max(start, self._store_free_at.get(relay, start))
         done = start + cost
         self._free_at[connection] = done
+        if store:
+            self._store_free_at[relay] = done
         self.served[relay] = self.served.get(relay, 0) + 1
         return start, done
 
     def store(
         self, relay: str, connection: Hashable, signer: str, kind: str, arrived: float
     ) -> float:
-        """An event arrived on ``connection`` at ``arrived``: when the relay has stored it."""
+        """An event arrived on ``connection`` at ``arrived``: when the relay has stored it.
+
+        It waits for the events sent before it on ``connection`` and for
+        every event the relay was storing for anyone.
+        """
         key = (relay, signer, kind)
         history = self._history.get(key, 0)
         self._history[key] = history + 1
         costs = self.costs
         cost = costs.per_event + costs.per_history * history
-        return self._serve(relay, connection, arrived, cost)[1]
+        return self._serve(relay, connection, arrived, cost, store=True)[1]
 
     def query(
         self, relay: str, connection: Hashable, arrived: float, tags: int
@@ -128,4 +146,5 @@ class RelayServer:
         result found then delays this answer but not the requests after it.
         """
         costs = self.costs
-        return self._serve(relay, connection, arrived, costs.per_query + costs.per_tag * tags)
+        cost = costs.per_query + costs.per_tag * tags
+        return self._serve(relay, connection, arrived, cost, store=False)
