@@ -8,6 +8,7 @@ simulated run on a virtual clock exactly as the anyio form would make it.
 
 from __future__ import annotations
 
+from ._clock import monotonic
 from ._wakeup import Wakeup
 
-__all__ = ["Wakeup"]
+__all__ = ["Wakeup", "monotonic"]

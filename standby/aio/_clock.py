@@ -1,9 +1,10 @@
-"""The monotonic clock of the running backend, for the node's loops that read it often.
+"""The monotonic clock of the running backend, for loops that read it often.
 
 ``anyio.current_time()`` looks the backend up on every call; a loop that
-reads the clock several times per turn, for as long as the node runs, looks
-it up once: on asyncio the clock is the event loop's ``time``, which is what
-anyio would return, elsewhere anyio's own function.
+reads the clock several times per turn (the node's timer and heartbeat, a
+memory subscription's reader), for as long as it runs, looks it up once: on
+asyncio the clock is the event loop's ``time``, which is what anyio would
+return, elsewhere anyio's own function.
 """
 
 from __future__ import annotations
