@@ -8,7 +8,8 @@ simulated run on a virtual clock exactly as the anyio form would make it.
 
 from __future__ import annotations
 
-from ._clock import monotonic
+from ._at_once import at_once
+from ._clock import monotonic, sleeper
 from ._wakeup import Wakeup
 
-__all__ = ["Wakeup", "monotonic"]
+__all__ = ["Wakeup", "at_once", "monotonic", "sleeper"]

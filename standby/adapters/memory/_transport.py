@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
+from ...aio import at_once, sleeper
 from ...core._errors import TransportError
 from ...core._models import Envelope, Message, PromotionClaim
 from ...protocols._contracts import (
@@ -27,7 +28,6 @@ from ...protocols._contracts import (
     newest_per_key,
 )
 from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_for
-from ._aio import each_relay, sleeper
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ class MemoryTransport:
                 return
             answers[relay] = None
 
-        await each_relay(network.relays, one, timeout)
+        await at_once(network.relays, one, timeout)
         acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
         errors = {r: answers.get(r) or "timed out" for r in network.relays if r not in acked}
         network.published.append((anyio.current_time(), me, message, acked))
@@ -260,7 +260,7 @@ class MemoryTransport:
             found.extend(Envelope(message, signer, relay, received) for signer, message in matches)
             answered.add(relay)
 
-        await each_relay(network.relays, one, timeout)
+        await at_once(network.relays, one, timeout)
         for relay in network.relays:
             if relay not in answered and relay not in errors:
                 errors[relay] = "timed out"

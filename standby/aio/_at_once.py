@@ -1,36 +1,35 @@
-"""The memory relays' waits on asyncio, without anyio's per-wait machinery.
+"""Coroutines run at once until the last is done or a deadline, without anyio's per-task cost.
 
-:func:`each_relay`, one call's legs (one per relay) run at once and
-abandoned at the call's deadline, the same as its anyio form in everything
-but cost (a subscription's wait for its next delivery is
-:class:`standby.aio.Wakeup`, shared with the node), and :func:`sleeper`,
-the backend's own sleep (what ``anyio.sleep`` ends up calling, without
-looking the backend up on every call).
+:func:`at_once` runs ``run(item)`` for every item at once, as an anyio task
+group whose cancel scope has the deadline would (no deadline by default):
+the memory relays' legs of one call (one per relay, abandoned at the call's
+deadline), the primary's reads of its claims (one per batch of workloads).
 
-``each_relay``: on trio, and wherever the call is not on asyncio, this is an anyio task
-group whose cancel scope has the deadline. On asyncio each leg is a plain
-task and the caller waits on one future: anyio's task group would add, per
-leg, a task handle, a cancel scope entered and left, a completion event and
-its bookkeeping, which is most of what a memory relay call costs (and the
-simulator makes many thousands of them).
+On trio, and wherever the call is not on asyncio, it is that task group. On
+asyncio each item runs in a plain task and the caller waits on one future:
+anyio's task group would add, per task, a task handle, a cancel scope
+entered and left, a completion event and its bookkeeping, which is most of
+what a memory relay call costs (and the simulator makes many thousands of
+them).
 
 The asyncio path keeps the task group's schedule, so a simulated run is the
-same with either: the legs are created in order, as tasks, in the caller's
-context, after the deadline's timer; each resumes exactly where it would
-(a leg's steps are its own awaits); a leg's completion is noticed by a
-callback one loop iteration after it returns, and the caller resumes on the
-iteration after the last one. At the deadline the unfinished legs are
-cancelled and the caller wakes once, then again when the last leg is gone,
-as it does inside anyio's group; the same when a leg fails, and the call
-then raises the failures as an exception group, as the task group does.
+same with either: the tasks are created in order, in the caller's context,
+after the deadline's timer (none without a deadline); each resumes exactly
+where it would (a task's steps are its own awaits); a task's completion is
+noticed by a callback one loop iteration after it returns, and the caller
+resumes on the iteration after the last one. At the deadline the unfinished
+tasks are cancelled and the caller wakes once, then again when the last one
+is gone, as it does inside anyio's group; the same when one fails, and the
+call then raises the failures as an exception group, as the task group does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 import anyio
 import sniffio
@@ -38,35 +37,28 @@ import sniffio
 if sys.version_info < (3, 11):  # pragma: no cover - the backport
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["each_relay", "sleeper"]
+__all__ = ["at_once"]
 
-Leg = Callable[[str], Coroutine[Any, Any, None]]
-
-
-def sleeper() -> Callable[[float], Awaitable[None]]:
-    """The running backend's sleep: ``asyncio.sleep`` on asyncio, ``anyio.sleep`` elsewhere."""
-    if sniffio.current_async_library() == "asyncio":
-        return asyncio.sleep
-    return anyio.sleep
+_Item = TypeVar("_Item")
 
 
-async def each_relay(
-    relays: Sequence[str],
-    leg: Leg,
-    timeout: float,  # noqa: ASYNC109 - the call's own timeout
+async def at_once(
+    items: Sequence[_Item],
+    run: Callable[[_Item], Coroutine[Any, Any, None]],
+    timeout: float = math.inf,  # noqa: ASYNC109 - the call's own timeout
 ) -> None:
-    """Run ``leg(relay)`` for every relay at once; after ``timeout`` the rest are abandoned."""
+    """Run ``run(item)`` for every item at once; after ``timeout`` the rest are abandoned."""
     if sniffio.current_async_library() == "asyncio":
-        await _Fanout(asyncio.get_running_loop(), timeout).run(relays, leg)
+        await _Fanout(asyncio.get_running_loop(), timeout).run(items, run)
         return
     async with anyio.create_task_group() as group:
         group.cancel_scope.deadline = anyio.current_time() + timeout
-        for relay in relays:
-            group.start_soon(leg, relay)
+        for item in items:
+            group.start_soon(run, item)
 
 
 class _Fanout:
-    """The legs of one call on asyncio, and the caller's wait for them."""
+    """The tasks ("legs") of one call on asyncio, and the caller's wait for them."""
 
     __slots__ = ("_deadline", "_errors", "_left", "_loop", "_tasks", "_timer", "_waiter")
 
@@ -79,13 +71,15 @@ class _Fanout:
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.Handle | None = None
 
-    async def run(self, relays: Sequence[str], leg: Leg) -> None:
+    async def run(
+        self, items: Sequence[_Item], leg: Callable[[_Item], Coroutine[Any, Any, None]]
+    ) -> None:
         loop = self._loop
         expired = self._deadline <= loop.time()
-        if not expired:
+        if not expired and self._deadline != math.inf:
             self._timer = loop.call_at(self._deadline, self._expire)
-        for relay in relays:
-            task = loop.create_task(leg(relay))
+        for item in items:
+            task = loop.create_task(leg(item))
             task.add_done_callback(self._done)
             self._tasks.append(task)
         self._left = len(self._tasks)

@@ -1,21 +1,23 @@
-"""The memory relays' waits on asyncio: a call's legs, a subscription's wakeup.
+"""``at_once``: coroutines run at once until the last is done or a deadline (standby.aio).
 
-On trio (mock clock) they are anyio's own forms. On the simulator's virtual
-loop they must do what the anyio forms do, in the same loop steps, so that a
-simulated run does not change with them: each test runs a schedule once with
+On trio (mock clock) it is anyio's own task group. On the simulator's virtual
+loop it must do what the task group does, in the same loop steps, so that a
+simulated run does not change with it: each test runs a schedule once with
 the cheap form and once with the anyio form, in two simulated processes, and
-compares what happened, when, and the steps each process took.
+compares what happened, when, and the steps each process took. The backend's
+sleep (``sleeper``) is checked here too.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
 from test_wakeup import _in_process
 
-from standby.adapters.memory._aio import each_relay, sleeper
+from standby.aio import at_once, sleeper
 from standby.testing.simulation._loop import VirtualLoop
 
 RELAYS = ("relay-0", "relay-1", "relay-2")
@@ -28,9 +30,9 @@ Fanout = Callable[[tuple[str, ...], Callable[[str], Awaitable[None]], float], Aw
 async def _task_group(
     relays: tuple[str, ...],
     leg: Callable[[str], Awaitable[None]],
-    timeout: float,  # noqa: ASYNC109 - as each_relay
+    timeout: float,  # noqa: ASYNC109 - as at_once
 ) -> None:
-    """The anyio form each_relay replaces on asyncio."""
+    """The anyio form at_once replaces on asyncio."""
     async with anyio.create_task_group() as group:
         group.cancel_scope.deadline = anyio.current_time() + timeout
         for relay in relays:
@@ -56,7 +58,7 @@ async def _legs(fanout: Fanout, schedule: str) -> list[str]:
             note(f"{relay} cancelled")
             raise
 
-    timeout = 5.0 if schedule == "past the deadline" else 20.0
+    timeout = {"past the deadline": 5.0, "no deadline": math.inf}.get(schedule, 20.0)
     try:
         if schedule == "cancelled from outside":
             with anyio.move_on_after(1.5):
@@ -71,6 +73,7 @@ async def _legs(fanout: Fanout, schedule: str) -> list[str]:
 
 EXPECTED = {
     "in time": ["relay-0 done at 1", "relay-1 done at 2", "relay-2 done at 9", "returned at 9"],
+    "no deadline": ["relay-0 done at 1", "relay-1 done at 2", "relay-2 done at 9", "returned at 9"],
     "past the deadline": [
         "relay-0 done at 1",
         "relay-1 done at 2",
@@ -116,15 +119,15 @@ def _both(
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("schedule", sorted(EXPECTED))
-async def test_each_relay_runs_the_legs_at_once_until_the_deadline_on_trio(schedule: str) -> None:
-    seen = await _legs(each_relay, schedule)
+async def test_at_once_runs_the_legs_at_once_until_the_deadline_on_trio(schedule: str) -> None:
+    seen = await _legs(at_once, schedule)
     assert sorted(seen) == sorted(EXPECTED[schedule])
 
 
 @pytest.mark.parametrize("schedule", sorted(EXPECTED))
-def test_on_the_virtual_loop_each_relay_takes_the_steps_of_a_task_group(schedule: str) -> None:
+def test_on_the_virtual_loop_at_once_takes_the_steps_of_a_task_group(schedule: str) -> None:
     cheap, reference, cheap_steps, reference_steps = _both(
-        lambda: _legs(each_relay, schedule), lambda: _legs(_task_group, schedule)
+        lambda: _legs(at_once, schedule), lambda: _legs(_task_group, schedule)
     )
     assert sorted(cheap) == sorted(EXPECTED[schedule])
     # anyio cancels the legs' scopes in the order of a set of them (by
