@@ -21,11 +21,17 @@ resumes on the iteration after the last one. At the deadline the unfinished
 tasks are cancelled and the caller wakes once, then again when the last one
 is gone, as it does inside anyio's group; the same when one fails, and the
 call then raises the failures as an exception group, as the task group does.
+
+:func:`at_once_steps` does the same for legs written as
+:data:`~standby.aio._steps.Steps` that yield delays only; on asyncio they run
+as :class:`~standby.aio._steps.StepLeg`, without a task (its docstring says
+how it keeps the task's schedule).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -34,10 +40,12 @@ from typing import Any, TypeVar
 import anyio
 import sniffio
 
+from ._steps import StepLeg, Steps, run_steps
+
 if sys.version_info < (3, 11):  # pragma: no cover - the backport
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["at_once"]
+__all__ = ["at_once", "at_once_steps"]
 
 _Item = TypeVar("_Item")
 
@@ -49,12 +57,24 @@ async def at_once(
 ) -> None:
     """Run ``run(item)`` for every item at once; after ``timeout`` the rest are abandoned."""
     if sniffio.current_async_library() == "asyncio":
-        await _Fanout(asyncio.get_running_loop(), timeout).run(items, run)
+        await _Fanout(asyncio.get_running_loop(), timeout).run(items, run, None)
         return
     async with anyio.create_task_group() as group:
         group.cancel_scope.deadline = anyio.current_time() + timeout
         for item in items:
             group.start_soon(run, item)
+
+
+async def at_once_steps(
+    items: Sequence[_Item],
+    steps: Callable[[_Item], Steps],
+    timeout: float = math.inf,  # noqa: ASYNC109 - the call's own timeout
+) -> None:
+    """:func:`at_once` for legs that yield delays only; on asyncio, without tasks."""
+    if sniffio.current_async_library() == "asyncio":
+        await _Fanout(asyncio.get_running_loop(), timeout).run(items, None, steps)
+        return
+    await at_once(items, lambda item: run_steps(steps(item)), timeout)
 
 
 class _Fanout:
@@ -65,23 +85,36 @@ class _Fanout:
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self._loop = loop
         self._deadline = loop.time() + timeout
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None] | StepLeg] = []
         self._left = 0
         self._errors: list[BaseException] = []
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.Handle | None = None
 
     async def run(
-        self, items: Sequence[_Item], leg: Callable[[_Item], Coroutine[Any, Any, None]]
+        self,
+        items: Sequence[_Item],
+        leg: Callable[[_Item], Coroutine[Any, Any, None]] | None,
+        steps: Callable[[_Item], Steps] | None,
     ) -> None:
+        """Run ``leg`` (a coroutine for each item, as tasks) or ``steps`` (as StepLegs)."""
         loop = self._loop
         expired = self._deadline <= loop.time()
         if not expired and self._deadline != math.inf:
             self._timer = loop.call_at(self._deadline, self._expire)
-        for item in items:
-            task = loop.create_task(leg(item))
-            task.add_done_callback(self._done)
-            self._tasks.append(task)
+        if steps is not None:
+            # One context for the legs, as each task would copy it, in which
+            # anyio finds its backend from a callback as it does in a task.
+            context = contextvars.copy_context()
+            context.run(sniffio.current_async_library_cvar.set, "asyncio")
+            for item in items:
+                self._tasks.append(StepLeg(loop, steps(item), context, self._done))
+        else:
+            assert leg is not None
+            for item in items:
+                task = loop.create_task(leg(item))
+                task.add_done_callback(self._done)
+                self._tasks.append(task)
         self._left = len(self._tasks)
         if expired:
             self._cancel_legs()
@@ -117,7 +150,7 @@ class _Fanout:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[None] | StepLeg) -> None:
         self._left -= 1
         if not task.cancelled() and (error := task.exception()) is not None:
             # As the group's cancel scope would: the other legs go, and the
@@ -142,8 +175,12 @@ class _Fanout:
         for task in self._tasks:
             if task.done():
                 continue
-            waiter = getattr(task, "_fut_waiter", None)
-            if waiter is not None and waiter.done():
+            if isinstance(task, StepLeg):
+                woken = task.woken()
+            else:
+                waiter = getattr(task, "_fut_waiter", None)
+                woken = waiter is not None and waiter.done()
+            if woken:
                 retry = True  # it runs this iteration anyway; cancel it at its next wait
                 continue
             task.cancel()
