@@ -43,7 +43,8 @@ class MemorySubscription:
         self._report = report
         self._pending: list[tuple[float, int, str, str, Message]] = []
         self._seq = 0
-        #: The reader's wakeup while it waits (``None`` otherwise); one for every wait.
+        #: The reader's wakeup while it waits (``None`` otherwise): the same one,
+        #: cleared, for every wait; and its backend's clock, once it has read it.
         self._wakeup: Wakeup | None = None
         self._waiting = Wakeup()
         self._clock: Callable[[], float] | None = None
