@@ -8,6 +8,18 @@ simulated run on a virtual clock exactly as the anyio form would make it.
 
 from __future__ import annotations
 
+from ._at_once import at_once, at_once_steps
+from ._clock import monotonic, sleeper
+from ._steps import StepLeg, Steps, run_steps
 from ._wakeup import Wakeup
 
-__all__ = ["Wakeup"]
+__all__ = [
+    "StepLeg",
+    "Steps",
+    "Wakeup",
+    "at_once",
+    "at_once_steps",
+    "monotonic",
+    "run_steps",
+    "sleeper",
+]

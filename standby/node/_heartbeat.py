@@ -8,12 +8,11 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from ..aio import Wakeup
+from ..aio import Wakeup, monotonic
 from ..core._effects import LifecycleEffect
 from ..core._lifecycle import WorkloadLifecycle
 from ..core._models import Heartbeat
 from ..core._timing import Timing
-from ._clock import monotonic
 from ._events import ClockJumped, HeartbeatPublished
 from ._io import NodeIO
 from ._observe import Observer

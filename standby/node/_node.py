@@ -35,7 +35,7 @@ import anyio.abc
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
     from exceptiongroup import BaseExceptionGroup
 
-from ..aio import Wakeup
+from ..aio import Wakeup, monotonic
 from ..core._election import MAX_BATCH, StandbyElection
 from ..core._errors import (
     NodeMisuse,
@@ -61,7 +61,6 @@ from ..protocols._contracts import (
     SlotStore,
     WaitsConnected,
 )
-from ._clock import monotonic
 from ._drain import Drainer, DrainReport, StopReport
 from ._epochs import BatchedEpochReads, EpochReader
 from ._eventlog import EventLog

@@ -24,8 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-import anyio
-
+from ..aio import at_once
 from ..core._effects import LifecycleEffect
 from ..core._election import MAX_BATCH
 from ..core._lifecycle import WorkloadLifecycle
@@ -124,9 +123,10 @@ class StepDown(Generic[SpecT]):
             return
         self._reading = True
         try:
-            async with anyio.create_task_group() as group:
-                for first in range(0, len(watched), MAX_BATCH):
-                    group.start_soon(self._read, tuple(watched[first : first + MAX_BATCH]))
+            batches = range(0, len(watched), MAX_BATCH)
+            await at_once(
+                [tuple(watched[first : first + MAX_BATCH]) for first in batches], self._read
+            )
         finally:
             self._reading = False
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import anyio
 
-from ...aio import Wakeup
+from ...aio import Wakeup, monotonic
 from ...core._effects import DropReason
 from ...core._errors import TransportError
 from ...core._models import Envelope, Heartbeat, LeaseRevocation, Message, PromotionClaim
@@ -43,7 +43,11 @@ class MemorySubscription:
         self._report = report
         self._pending: list[tuple[float, int, str, str, Message]] = []
         self._seq = 0
+        #: The reader's wakeup while it waits (``None`` otherwise): the same one,
+        #: cleared, for every wait; and its backend's clock, once it has read it.
         self._wakeup: Wakeup | None = None
+        self._waiting = Wakeup()
+        self._clock: Callable[[], float] | None = None
         self._closed = False
         #: Why the relays refused this subscription (their limits), if they did.
         self.refused: str | None = None
@@ -83,11 +87,16 @@ class MemorySubscription:
                 raise StopAsyncIteration
             if self.refused is not None:
                 raise TransportError(f"subscription refused by the relays: {self.refused}")
-            now = anyio.current_time()
+            clock = self._clock
+            if clock is None:
+                self._clock = clock = monotonic()
+            now = clock()
             if self._pending and self._pending[0][0] <= now:
                 _at, _seq, relay, signer, message = heapq.heappop(self._pending)
                 return Envelope(message, signer, relay, self._network.wall_clock())
-            self._wakeup = wakeup = Wakeup()
+            wakeup = self._waiting
+            wakeup.clear()
+            self._wakeup = wakeup
             # Nothing on its way: no deadline (and no timer to pay for).
             await wakeup.wait(self._pending[0][0] - now if self._pending else math.inf)
             self._wakeup = None

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 
+from ...aio import Steps, at_once, at_once_steps, run_steps
 from ...core._errors import TransportError
 from ...core._models import Envelope, Message, PromotionClaim
 from ...protocols._contracts import (
@@ -27,7 +28,6 @@ from ...protocols._contracts import (
     newest_per_key,
 )
 from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_for
-from ._aio import each_relay, sleeper
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
@@ -156,26 +156,27 @@ class MemoryTransport:
         me = self._identity
         answers: dict[str, str | None] = {}
         server = network.server
+        limiter = network.limiter
         lane, rank = lane_of(self._pacing, message)
         order = next(self._publishes)
-        sleep = sleeper()
 
-        async def one(relay: str) -> None:
+        def one(relay: str) -> Steps:
             if not network.reachable(me, relay):
                 answers[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
             window = None if server is None else window_for(self.windows, self._pacing, relay, lane)
             if window is None:  # free relays: nothing to pace, nothing added
-                await send(relay)
+                yield from send(relay)
                 return
-            await send_paced(window, rank, relay, answers, lambda: send(relay), _congested, order)
+            yield send_paced(
+                window, rank, relay, answers, lambda: run_steps(send(relay)), _congested, order
+            )
 
-        async def send(relay: str) -> None:
+        def send(relay: str) -> Steps:
             faults = network.faults(relay, me)
-            limiter = network.limiter
             if limiter is not None:
-                await limiter.pace(me, relay)
-            await sleep(network._delay(faults))
+                yield limiter.pace(me, relay)
+            yield network._delay(faults)
             if not network.reachable(me, relay):
                 answers[relay] = "connection lost"
                 return
@@ -192,14 +193,17 @@ class MemoryTransport:
                 kind = message_kind(message)
                 done = server.store(relay, self._connection(relay, lane), me, kind, now)
                 network._store_at(done, relay, me, message)
-                await sleep(done - now)
-            await sleep(network._delay(faults))
+                yield done - now
+            yield network._delay(faults)
             if network._lost(faults) or not network.reachable(me, relay):
                 answers[relay] = "acknowledgement lost"
                 return
             answers[relay] = None
 
-        await each_relay(network.relays, one, timeout)
+        if server is None and limiter is None:  # legs of delays only: no tasks on asyncio
+            await at_once_steps(network.relays, one, timeout)
+        else:
+            await at_once(network.relays, lambda relay: run_steps(one(relay)), timeout)
         acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
         errors = {r: answers.get(r) or "timed out" for r in network.relays if r not in acked}
         network.published.append((anyio.current_time(), me, message, acked))
@@ -218,25 +222,22 @@ class MemoryTransport:
         found: list[Envelope[Message]] = []
         answered: set[str] = set()
         errors: dict[str, str] = {}
-        sleep = sleeper()
+        limiter = network.limiter
 
         async def one(relay: str) -> None:
-            limiter = network.limiter
-            if limiter is None:
-                await ask(relay)
-                return
+            assert limiter is not None
             async with limiter.query(me, relay) as refusal:
                 if refusal is not None:
                     errors[relay] = refusal
                     return
-                await ask(relay)
+                await run_steps(ask(relay))
 
-        async def ask(relay: str) -> None:
+        def ask(relay: str) -> Steps:
             if not network.reachable(me, relay):
                 errors[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
             faults = network.faults(relay, me)
-            await sleep(network._delay(faults))
+            yield network._delay(faults)
             if not network.reachable(me, relay) or network._lost(faults):
                 errors[relay] = "no answer"
                 return
@@ -249,10 +250,10 @@ class MemoryTransport:
                 connection = self._connection(relay, lane_of(self._pacing, None)[0])
                 tags = len(query.workload_ids or ()) + len(query.authors or ())
                 start, done = server.query(relay, connection, anyio.current_time(), tags)
-                await sleep(start - anyio.current_time())
+                yield start - anyio.current_time()
                 matches = network.relay(relay).matching(query)
-                await sleep(done + server.costs.per_result * len(matches) - start)
-            await sleep(network._delay(faults))
+                yield done + server.costs.per_result * len(matches) - start
+            yield network._delay(faults)
             if not network.reachable(me, relay) or network._lost(faults):
                 errors[relay] = "answer lost"
                 return
@@ -260,7 +261,10 @@ class MemoryTransport:
             found.extend(Envelope(message, signer, relay, received) for signer, message in matches)
             answered.add(relay)
 
-        await each_relay(network.relays, one, timeout)
+        if limiter is None:  # legs of delays only: no tasks on asyncio
+            await at_once_steps(network.relays, ask, timeout)
+        else:
+            await at_once(network.relays, one, timeout)
         for relay in network.relays:
             if relay not in answered and relay not in errors:
                 errors[relay] = "timed out"

@@ -51,6 +51,8 @@ from typing import Any
 
 import sniffio
 
+from ...aio import StepLeg
+
 __all__ = ["CURRENT_PROCESS", "Process", "VirtualLoop"]
 
 RUNNING = 0
@@ -198,6 +200,10 @@ class _Timer(asyncio.TimerHandle):
                 self._loop._timer_cancelled_count += 1
 
 
+#: What a counted step's callback is bound to: a task, or a leg that stands in for one.
+_STEPPERS = frozenset({_Task, StepLeg})
+
+
 def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> _Task:
     assert isinstance(loop, VirtualLoop)
     return _Task(coro, loop=loop, **kwargs)
@@ -331,7 +337,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
                         # A step is a task resuming (an await returning); other
                         # callbacks, such as a library's retries, are not counted,
                         # so the count does not depend on how often those run.
-                        if type(getattr(callback, "__self__", None)) is _Task:
+                        if type(getattr(callback, "__self__", None)) in _STEPPERS:
                             process.steps += 1
                             if process.kill_at_step is not None:
                                 self._stepped(process, handle._context)
