@@ -229,21 +229,40 @@ def test_fm26_a_higher_standby_lets_a_lower_one_at_work_on_the_primary_go_first(
 
 def test_fm26_the_wait_for_a_lower_standby_is_bounded() -> None:
     machine, now, preread = second_standby()
-    fresh = [peer_claim("w0", now)]
-    effects = machine.claims_queried(now, preread.request_id, fresh, QUORUM)
-    for _ in range(3):
+    effects = machine.claims_queried(now, preread.request_id, [peer_claim("w0", now)], QUORUM)
+    assert only(effects, sbc.PublishClaim) == []
+    # The lower standby's claim is still fresh at the next turns: the slot
+    # waits again without reading, until it has waited three turns.
+    for _ in range(2):
         deadline = machine.status("w1").deadline
         assert deadline is not None
-        assert only(effects, sbc.PublishClaim) == []
         now = deadline
-        (preread,) = only(machine.tick(now), sbc.QueryClaims)
-        assert preread.workload_ids == ("w1",)
-        fresh = [peer_claim("w0", now - 1)]
-        effects = machine.claims_queried(now, preread.request_id, fresh, QUORUM)
-    # Three waits in a row: the fourth pre-read claims, lower standby or not.
+        assert only(machine.tick(now), sbc.QueryClaims) == []
+        assert machine.status("w1").phase is sbc.Phase.RETRY_CLAIM
     assert machine.counters["waited_for_lower_standby"] == 3
+    deadline = machine.status("w1").deadline
+    assert deadline is not None
+    now = deadline
+    (preread,) = only(machine.tick(now), sbc.QueryClaims)
+    assert preread.workload_ids == ("w1",)
+    effects = machine.claims_queried(now, preread.request_id, [], QUORUM)
     (publish,) = only(effects, sbc.PublishClaim)
     assert publish.claim.workload_id == "w1"
+
+
+def test_fm26_a_lower_standby_claiming_seen_live_spares_the_pre_read() -> None:
+    # The subscription brought the lower standby's fresh claim on w0 during
+    # the backoff: at its end, w1 waits a turn without reading at all.
+    machine: sb.StandbyElection[Any] = sb.StandbyElection(me=ME, timing=TIMING)
+    for workload_id in ("w0", "w1"):
+        machine.reserve(CREATED, make_slot(workload_id=workload_id, index=1))
+    now, _ = silence_confirmed(machine)
+    machine.on_message(now + 1, peer_claim("w0", now + 1))
+    effects = machine.tick(now + TIMING.promotion_delay)
+    assert only(effects, sbc.QueryClaims) == []
+    assert machine.status("w0").phase is sbc.Phase.RETRY_CLAIM
+    assert machine.status("w1").phase is sbc.Phase.RETRY_CLAIM
+    assert machine.counters["waited_for_lower_standby"] == 2
 
 
 @pytest.mark.parametrize(
@@ -260,3 +279,17 @@ def test_fm26_only_a_lower_standbys_fresh_held_claims_make_a_slot_wait(seen: Any
     claimed = {p.claim.workload_id for p in only(effects, sbc.PublishClaim)}
     assert "w1" in claimed
     assert machine.counters.get("waited_for_lower_standby", 0) == 0
+
+
+def test_the_claims_at_work_are_forgotten_with_the_slots() -> None:
+    machine, now, preread = second_standby()
+    machine.claims_queried(now, preread.request_id, [peer_claim("w0", now)], QUORUM)
+    assert machine._at_work  # PEER is at work on the primary
+    announced = sb.PromotionAnnouncement(
+        workload_id="w0", new_primary=PEER, promoted_at=now + 1, epoch=1
+    )
+    machine.on_message(now + 1, sb.Envelope(announced, PEER, "r1", now + 1))
+    assert machine.slots["w0"].primary == PEER  # followed: its claim no longer counts
+    assert machine._at_work == {}
+    machine.remove(now + 2, "w1")
+    assert machine._at_work == {}

@@ -207,34 +207,22 @@ def strongest_rival(
 MAX_TURN_WAITS = 3
 
 
-def standbys_at_work(results: Sequence[Envelope[Any]], now: float, grace: float) -> frozenset[str]:
-    """The signers of held claims in a claims read that are still in their grace.
+def lower_standby_at_work(slot: StandbySlot[Any], at_work: Iterable[str], waits: int) -> bool:
+    """Whether a slot about to pre-read or claim should let a lower standby go first.
 
-    A claim younger than ``peer_claim_grace`` is a peer in the middle of a
-    promotion: it has not announced yet, and is not yet followed on its
-    claim alone.
-    """
-    return frozenset(
-        e.signer
-        for e in results
-        if isinstance(e.message, PromotionClaim)
-        and not e.message.withdrawn
-        and e.message.claimed_at + grace > now
-    )
-
-
-def lower_standby_at_work(slot: StandbySlot[Any], at_work: frozenset[str], waits: int) -> bool:
-    """Whether a pre-read that found no rival should let a lower standby go first.
+    ``at_work``: the peers with a held claim younger than
+    ``peer_claim_grace`` (in the middle of a promotion: not announced yet,
+    not yet followed on the claim alone) on any workload of the slot's
+    primary, as seen by a claims read or the live subscription.
 
     In a correlated failover a lower standby may still be working through
-    the dead primary's workloads when this one's backoff ends: the batched
-    pre-read shows its fresh claims on other workloads of the primary, not
-    yet on this one. Claiming now would only race it (both claim, the tie
-    rule picks the lower standby, the higher one withdraws) and load the
-    relays twice. The slot waits one more turn instead, at most
-    :data:`MAX_TURN_WAITS` times in a row, so a lower standby that does not
-    hold this workload at all (it dropped the slot) delays it by a bounded
-    time. Waiting is always safe: no claim is made.
+    the dead primary's workloads when this one's backoff ends. Pre-reading
+    and claiming now would only race it (both claim, the tie rule picks the
+    lower standby, the higher one withdraws) and load the relays twice. The
+    slot waits one more turn instead, at most :data:`MAX_TURN_WAITS` times in
+    a row, so a lower standby that does not hold this workload at all (it
+    dropped the slot) delays it by a bounded time. Waiting is always safe:
+    no claim is made.
     """
     if waits >= MAX_TURN_WAITS:
         return False
@@ -376,6 +364,10 @@ class StandbyElection(Generic[SpecT]):
         #: Spawns given up while in flight: request -> (workload id, fencing token).
         self._abandoned: dict[int, tuple[str, int]] = {}
         self._claims_seen: dict[str, dict[str, PromotionClaim]] = {}
+        #: Per primary and peer, the held claims seen on the primary's
+        #: workloads (workload -> stamp, in the order seen), for
+        #: :func:`lower_standby_at_work`.
+        self._at_work: dict[str, dict[str, dict[str, float]]] = {}
         self._next_request = 0
         #: Phase moves made during the current call, reported at its end.
         self._changes: list[PhaseChanged] = []
@@ -572,9 +564,8 @@ class StandbyElection(Generic[SpecT]):
         for envelope in results:
             self._receive(now, envelope, CLAIMS_READ, effects)
         count = len(set(answered))
-        at_work = standbys_at_work(results, now, self.timing.peer_claim_grace)
         for entry in entries:
-            self._claims_read(now, entry, phase, count, at_work, effects)
+            self._claims_read(now, entry, phase, count, effects)
         return effects
 
     @batched
@@ -724,14 +715,9 @@ class StandbyElection(Generic[SpecT]):
         entry: Entry[SpecT],
         phase: Phase,
         count: int,
-        at_work: frozenset[str],
         effects: list[ElectionEffect],
     ) -> None:
-        """One slot's share of a claims read: the per-workload rule of guarantee 2.
-
-        ``at_work``: the signers of the fresh claims the read found, on any
-        of its workloads (:func:`standbys_at_work`).
-        """
+        """One slot's share of a claims read: the per-workload rule of guarantee 2."""
         if self._index.entries.get(entry.slot.workload_id) is not entry or entry.phase is not phase:
             return  # an announcement moved the slot on
         rereading = phase is Phase.REREAD
@@ -751,11 +737,9 @@ class StandbyElection(Generic[SpecT]):
         elif now >= entry.preread_at + self.timing.claim_timeout:
             self._fell_short(now, entry)
             self._retry_claim(now, entry, self.timing.retry_interval)
-        elif lower_standby_at_work(entry.slot, at_work, entry.turn_waits):
+        elif self._lower_at_work(now, entry):
             self._got_through(now, entry)
-            self._count("waited_for_lower_standby")
-            entry.turn_waits += 1
-            self._retry_claim(now, entry, 0.0)
+            self._wait_a_turn(now, entry)
         else:
             self._claim(now, entry, effects)
 
@@ -850,6 +834,10 @@ class StandbyElection(Generic[SpecT]):
         if not claim_is_news(seen.get(signer), claim):
             return
         seen[signer] = claim
+        held = self._at_work.setdefault(entry.slot.primary, {}).setdefault(signer, {})
+        held.pop(claim.workload_id, None)
+        if not claim.withdrawn:
+            held[claim.workload_id] = claim.claimed_at  # newest last
         step = ON_INPUT[Input.RELEASED].get(entry.phase)
         if step is not None and ends_deferral(entry.deferred, signer, claim):
             self._take(step, now, entry, effects)
@@ -957,6 +945,19 @@ class StandbyElection(Generic[SpecT]):
         self._admission.moved(entry, entry.phase, None)
         self._index.remove(workload_id)
         self._claims_seen.pop(workload_id, None)
+        self._forget_at_work(entry.slot.primary, workload_id)
+
+    def _forget_at_work(self, primary: str, workload_id: str) -> None:
+        """The slot left ``primary`` (removed, promoted, followed a new one)."""
+        by_signer = self._at_work.get(primary)
+        if by_signer is None:
+            return
+        for signer, held in list(by_signer.items()):
+            held.pop(workload_id, None)
+            if not held:
+                del by_signer[signer]
+        if not by_signer:
+            del self._at_work[primary]
 
     def _release_request(self, entry: Entry[SpecT]) -> None:
         request = entry.request
@@ -1161,11 +1162,24 @@ class StandbyElection(Generic[SpecT]):
             effects.append(read)
 
     def _preread(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
-        """Pre-read now, or wait in ``PACED`` while the claim window is full."""
+        """Pre-read now, or wait a turn for a lower standby, or wait for room."""
+        self._go(now, entry, effects, lower_first=True)
+
+    def _go(
+        self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect], *, lower_first: bool
+    ) -> None:
+        """Pre-read now, or wait in ``PACED`` while the claim window is full.
+
+        With ``lower_first``, first wait a turn while a lower standby claims
+        the primary's other workloads (:func:`lower_standby_at_work`).
+        """
         if not self._still_silent(now, entry):
             self._rearm(entry)
             return
         entry.deferred = None
+        if lower_first and self._lower_at_work(now, entry):
+            self._wait_a_turn(now, entry)
+            return
         if self._admission.full():
             self._release_request(entry)
             self._enter(entry, Phase.PACED)
@@ -1198,6 +1212,33 @@ class StandbyElection(Generic[SpecT]):
                 self._start_preread(now, entry, effects)
             else:
                 self._rearm(entry)
+
+    def _lower_at_work(self, now: float, entry: Entry[SpecT]) -> bool:
+        """Whether a lower standby is claiming this slot's primary's workloads now.
+
+        A peer counts while it holds a claim younger than ``peer_claim_grace``
+        on one of them; older claims are dropped from the front, oldest seen
+        first.
+        """
+        seen = self._at_work.get(entry.slot.primary)
+        if not seen:
+            return False
+        grace = self.timing.peer_claim_grace
+        for signer, held in list(seen.items()):
+            while held:
+                first = next(iter(held))
+                if held[first] + grace > now:
+                    break
+                del held[first]  # no longer in the middle of a promotion
+            if not held:
+                del seen[signer]
+        return lower_standby_at_work(entry.slot, seen, entry.turn_waits)
+
+    def _wait_a_turn(self, now: float, entry: Entry[SpecT]) -> None:
+        """Let a lower standby at work go first: pre-read again after the index backoff."""
+        self._count("waited_for_lower_standby")
+        entry.turn_waits += 1
+        self._retry_claim(now, entry, 0.0)
 
     def _got_through(self, now: float, entry: Entry[SpecT]) -> None:
         """A slot in the claim window was answered in time."""
@@ -1379,7 +1420,8 @@ class StandbyElection(Generic[SpecT]):
         ahead = None if releaser is None else entry.slot.peer_index(releaser)
         at = now + release_delay(entry.slot.standby_index, ahead, self.timing.promotion_delay)
         if at <= now:
-            self._preread(now, entry, effects)
+            # The next standby after the releaser goes at once (guarantee 2).
+            self._go(now, entry, effects, lower_first=False)
         elif entry.deadline is None or at < entry.deadline:
             self._set(entry, Phase.DEFERRED, at)
 
@@ -1422,6 +1464,7 @@ class StandbyElection(Generic[SpecT]):
         )
         self._index.leave_phase(entry)
         self._release_request(entry)
+        self._forget_at_work(old.primary, slot.workload_id)
         # Re-file the entry under its new primary: it is in no set now, and
         # _watch (whose _leave_phase finds nothing of it under the new
         # primary) files it among the new primary's watchers.

@@ -45,7 +45,7 @@ TRANSITIONS: Mapping[Phase | None, frozenset[Phase | None]] = MappingProxyType(
         _W: frozenset({_C, _B, None}),
         _C: frozenset({_W, _B, _RW, None}),
         _RW: frozenset({_W, _B, None}),
-        _B: frozenset({_PA, _PR, _W, None}),
+        _B: frozenset({_PA, _PR, _RC, _W, None}),
         _PA: frozenset({_PR, _W, None}),
         _PR: frozenset({_CL, _DE, _RC, _W, None}),
         _CL: frozenset({_SE, _SP, _DE, _RC, _W, None}),
@@ -53,7 +53,7 @@ TRANSITIONS: Mapping[Phase | None, frozenset[Phase | None]] = MappingProxyType(
         _RR: frozenset({_SP, _DE, _RC, _W, None}),
         _SP: frozenset({_RC, None}),
         _RC: frozenset({_PA, _PR, _W, None}),
-        _DE: frozenset({_PA, _PR, _W, None}),
+        _DE: frozenset({_PA, _PR, _RC, _W, None}),
     }
 )
 
@@ -67,7 +67,9 @@ class Step(enum.Enum):
     WATCH_AGAIN = "watch the primary again (back off at once if the lease was revoked)"
     PREREAD = (
         "read the peers' claims (watch again instead if the primary spoke meanwhile "
-        "and the lease was not revoked; wait in PACED while the claim window is full)"
+        "and the lease was not revoked; wait a turn in RETRY_CLAIM while a lower "
+        "standby claims the primary's other workloads; wait in PACED while the claim "
+        "window is full)"
     )
     CLAIMS_READ_TIMED_OUT = (
         "the claims read got too few answers in time: withdraw any claim; wait to pre-read again"
@@ -146,14 +148,14 @@ STEP_LEADS_TO: Mapping[Step, frozenset[Phase | None]] = MappingProxyType(
     {
         Step.CONFIRM_TIMED_OUT: frozenset({_RW}),
         Step.WATCH_AGAIN: frozenset({_W, _B}),
-        Step.PREREAD: frozenset({_PA, _PR, _W}),
+        Step.PREREAD: frozenset({_PA, _PR, _RC, _W}),
         Step.CLAIMS_READ_TIMED_OUT: frozenset({_RC}),
         Step.CLAIM_TIMED_OUT: frozenset({_RC}),
         Step.SETTLED: frozenset({_SE, _RR}),
         Step.SPAWN_TIMED_OUT: frozenset({_RC, None}),
         Step.REARM: frozenset({_W}),
         Step.BACK_OFF: frozenset({_B}),
-        Step.DEFERRAL_ENDED: frozenset({_PA, _PR, _DE, _W}),
+        Step.DEFERRAL_ENDED: frozenset({_PA, _PR, _RC, _DE, _W}),
         Step.FOLLOW: frozenset({_W}),
     }
 )

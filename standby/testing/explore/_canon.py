@@ -167,6 +167,13 @@ class _Form:
             tuple(sorted((rid(r), v) for r, v in e._confirming.items())),
             tuple(sorted((rid(r), v) for r, v in e._abandoned.items())),
             tuple(sorted((rid(r), p._value_, w) for r, (p, w) in e._reads.reading.items())),
+            tuple(
+                sorted(
+                    (p, s, tuple((w, self.time(t)) for w, t in held.items()))
+                    for p, by_signer in e._at_work.items()
+                    for s, held in by_signer.items()
+                )
+            ),
             (
                 e._admission.window,
                 tuple(e._admission.waiting),
