@@ -335,3 +335,30 @@ async def test_fm26_one_connection_without_pacing_misses_the_bound() -> None:
     assert len(takeovers_by_first_standby(cluster, ids)) < 1000
     for workload_id in ids:  # the guarantees hold all the same
         assert cluster.record.max_concurrent(workload_id) <= 1
+
+
+async def test_announcements_and_withdrawals_use_at_most_half_the_window() -> None:
+    from standby.adapters._pacing import _LATER, PublishWindow
+
+    window = PublishWindow(Pacing(initial_window=4))
+    await window.acquire(_LATER)
+    await window.acquire(_LATER)
+    assert window.later_in_flight == 2
+    later_granted: list[str] = []
+
+    async def later() -> None:
+        await window.acquire(_LATER)
+        later_granted.append("announcement")
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(later)
+        await anyio.wait_all_tasks_blocked()
+        assert later_granted == []  # half the window is the later rank's
+        with anyio.fail_after(1):
+            await window.acquire()  # a claim still finds room
+        assert window.in_flight == 3
+        window.acked(0.01, _LATER)  # one announcement answered: the waiting one goes
+        await anyio.wait_all_tasks_blocked()
+        assert later_granted == ["announcement"]
+    assert window.later_in_flight == 2
+    assert window.in_flight == 3

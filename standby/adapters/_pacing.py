@@ -145,13 +145,20 @@ class PublishWindow:
     :attr:`size` events are in flight), sends, and then reports exactly one
     of :meth:`acked` (with the round trip), :meth:`lost` (timed out or
     refused: the window halves) or :meth:`release` (no verdict, e.g. the
-    connection dropped).
+    connection dropped), with the rank it acquired with.
+
+    Announcements and withdrawals (the later rank) use at most half the
+    window: the relay stores one event at a time, so every one of them in
+    flight is one a claim sent after it waits for, and claims have a
+    deadline.
     """
 
     def __init__(self, pacing: Pacing) -> None:
         self._pacing = pacing
         self.size = float(pacing.initial_window)
         self.in_flight = 0
+        #: Of those, the ones of the later rank (announcements, withdrawals).
+        self.later_in_flight = 0
         #: The fastest acknowledgement seen: the relay's time with no queue.
         self.fastest = math.inf
         #: Largest window reached, for tests and reports.
@@ -162,8 +169,16 @@ class PublishWindow:
     def __repr__(self) -> str:
         return f"PublishWindow(size={self.size:.1f}, in_flight={self.in_flight})"
 
-    def _room(self) -> bool:
-        return self.in_flight < max(1, int(self.size))
+    def _room(self, rank: int) -> bool:
+        size = max(1, int(self.size))
+        if rank != _CLAIM_FIRST and self.later_in_flight >= max(1, size // 2):
+            return False
+        return self.in_flight < size
+
+    def _take(self, rank: int) -> None:
+        self.in_flight += 1
+        if rank != _CLAIM_FIRST:
+            self.later_in_flight += 1
 
     async def acquire(self, rank: int = _CLAIM_FIRST, order: int | None = None) -> None:
         """Wait for room for one event; cancellable while waiting.
@@ -174,36 +189,40 @@ class PublishWindow:
         first ones reach their quorum first instead of each relay storing a
         different few.
         """
-        if self._room() and not self._waiting:
-            self.in_flight += 1
+        if self._room(rank) and not self._waiting:
+            self._take(rank)
             return
         waiter = _Waiter()
         self._seq += 1
         key = self._seq if order is None else order
         heapq.heappush(self._waiting, (rank, key, self._seq, waiter))
+        self._grant()  # a better rank may go ahead of a waiter held back by its own share
         try:
             await waiter.event.wait()
         except BaseException:
             waiter.gone = True
             if waiter.granted:
-                self.release()
+                self.release(rank)
             raise
 
     def _grant(self) -> None:
-        while self._waiting and self._room():
-            *_key, waiter = heapq.heappop(self._waiting)
+        # Best rank first: when the best waiter has no room, nobody behind it does.
+        while self._waiting and self._room(self._waiting[0][0]):
+            rank, *_key, waiter = heapq.heappop(self._waiting)
             if waiter.gone:
                 continue
             waiter.granted = True
-            self.in_flight += 1
+            self._take(rank)
             waiter.event.set()
 
-    def release(self) -> None:
-        """An event left the window without a verdict."""
+    def release(self, rank: int = _CLAIM_FIRST) -> None:
+        """An event of ``rank`` left the window without a verdict."""
         self.in_flight = max(0, self.in_flight - 1)
+        if rank != _CLAIM_FIRST:
+            self.later_in_flight = max(0, self.later_in_flight - 1)
         self._grant()
 
-    def acked(self, round_trip: float) -> None:
+    def acked(self, round_trip: float, rank: int = _CLAIM_FIRST) -> None:
         """The relay acknowledged an event ``round_trip`` seconds after it was sent."""
         pacing = self._pacing
         self.fastest = min(self.fastest, round_trip)
@@ -212,12 +231,12 @@ class PublishWindow:
             self.peak = max(self.peak, self.size)
         else:
             self.size = max(1.0, self.size - 1.0)
-        self.release()
+        self.release(rank)
 
-    def lost(self) -> None:
+    def lost(self, rank: int = _CLAIM_FIRST) -> None:
         """An event sent was not acknowledged in time, or was refused: send less."""
         self.size = max(1.0, self.size / 2)
-        self.release()
+        self.release(rank)
 
 
 def window_for(
@@ -264,8 +283,8 @@ async def send_paced(
     finally:
         answer = answers.get(relay, "timed out")
         if answer is None:
-            window.acked(anyio.current_time() - sent)
+            window.acked(anyio.current_time() - sent, rank)
         elif answer == "timed out" or congested(answer):
-            window.lost()
+            window.lost(rank)
         else:
-            window.release()
+            window.release(rank)
