@@ -86,6 +86,34 @@ async def test_fm19_correlated_failover_of_one_primary_is_batched_and_bounded() 
     assert promoted == {"sb0": 200}
 
 
+async def test_fm19_slots_following_the_new_primary_share_their_catch_up_reads() -> None:
+    # Standby 1 follows standby 0 for every workload, one announcement at a
+    # time: what it missed is read back for many slots a read, not one each.
+    cluster = limited_cluster(RelayLimits.nostr_relay_defaults())
+    catch_ups: list[int] = []
+    make = cluster.network.transport
+
+    def counting(name: str, **options: Any) -> Any:
+        transport = make(name, **options)
+        if name == "sb1":
+            query = transport.query
+
+            async def counted(q: Query, *, timeout: float) -> Any:  # noqa: ASYNC109
+                if {"revocation", "claim"} <= set(q.kinds) and q.workload_ids:
+                    catch_ups.append(len(q.workload_ids))
+                return await query(q, timeout=timeout)
+
+            transport.query = counted  # type: ignore[method-assign]
+        return transport
+
+    cluster.network.transport = counting  # type: ignore[method-assign]
+    ids, _last = await run_correlated(cluster, 200)
+    assert all(cluster.nodes["sb1"].election.slots[w].primary == "sb0" for w in ids)
+    assert sum(catch_ups) >= 200  # every followed slot was read back ...
+    assert len(catch_ups) <= 20  # ... in shared reads (one each: 200)
+    assert max(catch_ups) <= 100
+
+
 async def test_fm19_relays_refuse_what_breaks_their_limits() -> None:
     # The limits are real: a client that ignores them is refused, and the
     # refusal is an error for that relay (retried by the node), never a loss.
