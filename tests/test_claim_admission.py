@@ -259,10 +259,10 @@ def test_fm26_a_lower_standby_claiming_seen_live_spares_the_pre_read() -> None:
     now, _ = silence_confirmed(machine)
     machine.on_message(now + 1, peer_claim("w0", now + 1))
     effects = machine.tick(now + TIMING.promotion_delay)
-    assert only(effects, sbc.QueryClaims) == []
-    assert machine.status("w0").phase is sbc.Phase.RETRY_CLAIM
+    (preread,) = only(effects, sbc.QueryClaims)
+    assert preread.workload_ids == ("w0",)  # its own rival is read as ever
     assert machine.status("w1").phase is sbc.Phase.RETRY_CLAIM
-    assert machine.counters["waited_for_lower_standby"] == 2
+    assert machine.counters["waited_for_lower_standby"] == 1
 
 
 @pytest.mark.parametrize(
@@ -293,3 +293,17 @@ def test_the_claims_at_work_are_forgotten_with_the_slots() -> None:
     assert machine._at_work == {}
     machine.remove(now + 2, "w1")
     assert machine._at_work == {}
+
+
+def test_the_machine_tells_a_settle_re_read_from_a_pre_read() -> None:
+    machine = machine_with(2)
+    now, effects = silence_confirmed(machine)
+    (preread,) = only(effects, sbc.QueryClaims)
+    assert not machine.rereading(preread.request_id)
+    publishes = only(machine.claims_queried(now, preread.request_id, [], QUORUM), sbc.PublishClaim)
+    for publish in publishes:
+        machine.claim_published(now + 0.1, publish.request_id, QUORUM)
+    (reread,) = only(machine.tick(now + 0.1 + TIMING.claim_settle), sbc.QueryClaims)
+    assert machine.rereading(reread.request_id)
+    machine.claims_queried(now + 20, reread.request_id, [], QUORUM)
+    assert not machine.rereading(reread.request_id)  # answered: no longer a read in flight

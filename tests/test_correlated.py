@@ -114,6 +114,35 @@ async def test_fm19_slots_following_the_new_primary_share_their_catch_up_reads()
     assert max(catch_ups) <= 100
 
 
+async def test_fm26_a_settle_re_read_waits_for_answers_most_of_its_deadline() -> None:
+    # The re-read may take up to 2 * query_timeout (the lease rule allows it);
+    # the node waits three quarters of that for answers, a pre-read only
+    # query_timeout (its claim must still fit in claim_timeout).
+    cluster = limited_cluster(RelayLimits.nostr_relay_defaults())
+    reads: list[tuple[tuple[str, ...], float]] = []
+    make = cluster.network.transport
+
+    def recording(name: str, **options: Any) -> Any:
+        transport = make(name, **options)
+        if name == "sb0":
+            query = transport.query
+
+            async def recorded(q: Query, *, timeout: float) -> Any:  # noqa: ASYNC109
+                if set(q.kinds) == {"claim", "announcement"}:
+                    reads.append((tuple(sorted(q.workload_ids or ())), timeout))
+                return await query(q, timeout=timeout)
+
+            transport.query = recorded  # type: ignore[method-assign]
+        return transport
+
+    cluster.network.transport = recording  # type: ignore[method-assign]
+    await run_correlated(cluster, 20)
+    pre_read, re_read = reads[:2]
+    assert pre_read[0] == re_read[0]  # the same twenty workloads, read twice
+    assert pre_read[1] == FAST.query_timeout
+    assert re_read[1] == pytest.approx(1.5 * FAST.query_timeout)
+
+
 async def test_fm19_relays_refuse_what_breaks_their_limits() -> None:
     # The limits are real: a client that ignores them is refused, and the
     # refusal is an error for that relay (retried by the node), never a loss.

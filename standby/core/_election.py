@@ -408,6 +408,16 @@ class StandbyElection(Generic[SpecT]):
         """Newest accepted heartbeat timestamp of ``primary``, if any."""
         return self._index.last_hb.get(primary)
 
+    def rereading(self, request_id: int) -> bool:
+        """Whether claims read ``request_id`` is a settle re-read (not a pre-read).
+
+        A re-read may take up to its deadline, ``2 * query_timeout`` (what the
+        lease rule of ``Timing`` allows it); a pre-read's answer must leave
+        room for the claim within ``claim_timeout``.
+        """
+        reading = self._reads.reading.get(request_id)
+        return reading is not None and reading[0] is Phase.REREAD
+
     @property
     def claim_window(self) -> int:
         """How many slots may be between their pre-read and their claim's answer now.
@@ -1214,7 +1224,7 @@ class StandbyElection(Generic[SpecT]):
                 self._rearm(entry)
 
     def _lower_at_work(self, now: float, entry: Entry[SpecT]) -> bool:
-        """Whether a lower standby is claiming this slot's primary's workloads now.
+        """Whether a lower standby is claiming this slot's primary's other workloads now.
 
         A peer counts while it holds a claim younger than ``peer_claim_grace``
         on one of them; older claims are dropped from the front, oldest seen
@@ -1232,7 +1242,11 @@ class StandbyElection(Generic[SpecT]):
                 del held[first]  # no longer in the middle of a promotion
             if not held:
                 del seen[signer]
-        return lower_standby_at_work(entry.slot, seen, entry.turn_waits)
+        # Its claim on this very workload is a rival, which the pre-read
+        # answers as ever (defer, or follow): only the others count here.
+        mine = entry.slot.workload_id
+        at_work = [s for s, held in seen.items() if len(held) > 1 or mine not in held]
+        return lower_standby_at_work(entry.slot, at_work, entry.turn_waits)
 
     def _wait_a_turn(self, now: float, entry: Entry[SpecT]) -> None:
         """Let a lower standby at work go first: pre-read again after the index backoff."""

@@ -103,8 +103,17 @@ class NodeIO:
         self._refused(result.errors)
         return result
 
-    async def query(self, query: Query, *, operation: str, workload_id: str | None) -> QueryResult:
-        timeout = self.timing.query_timeout
+    async def query(
+        self,
+        query: Query,
+        *,
+        operation: str,
+        workload_id: str | None,
+        timeout: float | None = None,  # noqa: ASYNC109 - passed on to the transport
+    ) -> QueryResult:
+        """Query with ``timeout`` (default ``query_timeout``); a failure is an empty result."""
+        if timeout is None:
+            timeout = self.timing.query_timeout
         try:
             result = await self.bounded(timeout, self.transport.query(query, timeout=timeout))
         except Exception as exc:

@@ -66,6 +66,10 @@ __all__ = ["StandbySide"]
 
 SpecT = TypeVar("SpecT")
 
+#: The share of a settle re-read's deadline (``2 * query_timeout``) the node
+#: waits for the relays' answers; the rest is left for the answer to arrive.
+REREAD_SHARE = 0.75
+
 
 class TakeOver(Protocol):
     """The primary side's :meth:`~standby.node._primary.PrimarySide.take_over`."""
@@ -381,7 +385,14 @@ class StandbySide(Generic[SpecT]):
 
     async def _run_query_claims(self, effect: QueryClaims) -> None:
         query = claims_read(effect.workload_ids, self.now(), self.timing.max_clock_skew)
-        await self._read(query, "query_claims", effect, self.election.claims_queried)
+        timeout = None
+        if self.election.rereading(effect.request_id):
+            # A settle re-read may use most of its deadline (2 * query_timeout,
+            # inside the lease rule): on relays busy with a correlated
+            # failover, one slow read would otherwise withdraw a hundred good
+            # claims (failure mode 26). A quarter is left for the answer.
+            timeout = REREAD_SHARE * 2 * self.timing.query_timeout
+        await self._read(query, "query_claims", effect, self.election.claims_queried, timeout)
 
     async def _read(
         self,
@@ -391,10 +402,11 @@ class StandbySide(Generic[SpecT]):
         answer: Callable[
             [float, int, Sequence[Envelope[Message]], frozenset[str]], list[ElectionEffect]
         ],
+        timeout: float | None = None,  # noqa: ASYNC109 - passed on to the transport
     ) -> None:
         """Run a read the election asked for and hand it the answer."""
         result = await self.io.query(
-            query, operation=operation, workload_id=",".join(effect.workload_ids)
+            query, operation=operation, workload_id=",".join(effect.workload_ids), timeout=timeout
         )
         now = self.now()
         self.call(now, lambda: answer(now, effect.request_id, result.envelopes, result.answered))
