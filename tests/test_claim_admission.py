@@ -89,13 +89,17 @@ def test_fm26_every_slot_of_a_large_failover_is_claimed_with_few_reads_and_the_w
     assert machine.counters.get("claim_window_cut", 0) == 0
 
 
-def test_fm26_the_window_halves_once_for_a_round_of_late_claims() -> None:
-    machine = machine_with(300)
+def claims_out(slots: int) -> tuple[sb.StandbyElection[Any], float, list[Any]]:
+    """A machine of ``slots`` slots whose first pre-read was answered: its claims are out."""
+    machine = machine_with(slots)
     now, effects = silence_confirmed(machine)
     (preread,) = only(effects, sbc.QueryClaims)
-    publishes = only(
-        machine.claims_queried(now + 0.1, preread.request_id, [], QUORUM), sbc.PublishClaim
-    )
+    effects = machine.claims_queried(now + 0.1, preread.request_id, [], QUORUM)
+    return machine, now, only(effects, sbc.PublishClaim)
+
+
+def test_fm26_the_window_halves_once_for_a_round_of_late_claims() -> None:
+    machine, now, publishes = claims_out(300)
     late = now + TIMING.claim_timeout + 0.5
     for publish in publishes:
         machine.claim_published(late, publish.request_id, QUORUM)
@@ -174,12 +178,7 @@ def test_a_claim_window_that_is_not_a_positive_int_is_refused(bad: Any) -> None:
 def test_fm26_claims_acknowledged_late_in_their_deadline_narrow_the_window() -> None:
     # In time, but after half of claim_timeout: the relays' queues are
     # growing, so each such claim narrows the window by one (no cut).
-    machine = machine_with(300)
-    now, effects = silence_confirmed(machine)
-    (preread,) = only(effects, sbc.QueryClaims)
-    publishes = only(
-        machine.claims_queried(now + 0.1, preread.request_id, [], QUORUM), sbc.PublishClaim
-    )
+    machine, now, publishes = claims_out(300)
     slow = now + 0.75 * TIMING.claim_timeout
     for publish in publishes[:40]:
         machine.claim_published(slow, publish.request_id, QUORUM)

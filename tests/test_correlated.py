@@ -86,29 +86,39 @@ async def test_fm19_correlated_failover_of_one_primary_is_batched_and_bounded() 
     assert promoted == {"sb0": 200}
 
 
+def watch_queries(cluster: Cluster, name: str) -> list[tuple[Query, float]]:
+    """Every query node ``name``'s transport is asked, with its timeout, in order."""
+    seen: list[tuple[Query, float]] = []
+    make = cluster.network.transport
+
+    def watching(provider: str, **options: Any) -> Any:
+        transport = make(provider, **options)
+        if provider == name:
+            query = transport.query
+
+            async def watched(q: Query, *, timeout: float) -> Any:  # noqa: ASYNC109
+                seen.append((q, timeout))
+                return await query(q, timeout=timeout)
+
+            transport.query = watched  # type: ignore[method-assign]
+        return transport
+
+    cluster.network.transport = watching  # type: ignore[method-assign]
+    return seen
+
+
 async def test_fm19_slots_following_the_new_primary_share_their_catch_up_reads() -> None:
     # Standby 1 follows standby 0 for every workload, one announcement at a
     # time: what it missed is read back for many slots a read, not one each.
     cluster = limited_cluster(RelayLimits.nostr_relay_defaults())
-    catch_ups: list[int] = []
-    make = cluster.network.transport
-
-    def counting(name: str, **options: Any) -> Any:
-        transport = make(name, **options)
-        if name == "sb1":
-            query = transport.query
-
-            async def counted(q: Query, *, timeout: float) -> Any:  # noqa: ASYNC109
-                if {"revocation", "claim"} <= set(q.kinds) and q.workload_ids:
-                    catch_ups.append(len(q.workload_ids))
-                return await query(q, timeout=timeout)
-
-            transport.query = counted  # type: ignore[method-assign]
-        return transport
-
-    cluster.network.transport = counting  # type: ignore[method-assign]
+    queries = watch_queries(cluster, "sb1")
     ids, _last = await run_correlated(cluster, 200)
     assert all(cluster.nodes["sb1"].election.slots[w].primary == "sb0" for w in ids)
+    catch_ups = [
+        len(q.workload_ids)
+        for q, _timeout in queries
+        if {"revocation", "claim"} <= set(q.kinds) and q.workload_ids
+    ]
     assert sum(catch_ups) >= 200  # every followed slot was read back ...
     assert len(catch_ups) <= 20  # ... in shared reads (one each: 200)
     assert max(catch_ups) <= 100
@@ -119,24 +129,13 @@ async def test_fm26_a_settle_re_read_waits_for_answers_most_of_its_deadline() ->
     # the node waits three quarters of that for answers, a pre-read only
     # query_timeout (its claim must still fit in claim_timeout).
     cluster = limited_cluster(RelayLimits.nostr_relay_defaults())
-    reads: list[tuple[tuple[str, ...], float]] = []
-    make = cluster.network.transport
-
-    def recording(name: str, **options: Any) -> Any:
-        transport = make(name, **options)
-        if name == "sb0":
-            query = transport.query
-
-            async def recorded(q: Query, *, timeout: float) -> Any:  # noqa: ASYNC109
-                if set(q.kinds) == {"claim", "announcement"}:
-                    reads.append((tuple(sorted(q.workload_ids or ())), timeout))
-                return await query(q, timeout=timeout)
-
-            transport.query = recorded  # type: ignore[method-assign]
-        return transport
-
-    cluster.network.transport = recording  # type: ignore[method-assign]
+    queries = watch_queries(cluster, "sb0")
     await run_correlated(cluster, 20)
+    reads = [
+        (tuple(sorted(q.workload_ids or ())), timeout)
+        for q, timeout in queries
+        if set(q.kinds) == {"claim", "announcement"}
+    ]
     pre_read, re_read = reads[:2]
     assert pre_read[0] == re_read[0]  # the same twenty workloads, read twice
     assert pre_read[1] == FAST.query_timeout
