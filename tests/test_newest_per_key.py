@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from test_memory_adapters import claim
 
 from standby.core._models import Envelope, Heartbeat, Message, PromotionClaim
 from standby.core._relay_messages import (
@@ -20,26 +21,13 @@ from standby.core._relay_messages import (
     newest_per_key,
 )
 
-
-def _claim(who: str, at: float, epoch: int, withdrawn: bool) -> PromotionClaim:
-    return PromotionClaim(
-        workload_id="w1",
-        epoch=epoch,
-        fencing_token=epoch << 20,
-        claimant=who,
-        standby_index=0,
-        claimed_at=at,
-        withdrawn=withdrawn,
-    )
-
-
 _messages = st.one_of(
     st.builds(
-        _claim,
+        claim,
         st.sampled_from(["a", "b"]),
         st.sampled_from([1.0, 2.0, 3.0]),
-        st.integers(1, 3),
-        st.booleans(),
+        epoch=st.integers(1, 3),
+        withdrawn=st.booleans(),
     ),
     st.builds(
         lambda who, at: Heartbeat(provider=who, timestamp=at),
