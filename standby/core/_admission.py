@@ -21,10 +21,10 @@ claim short of its quorum or late) halves the window, at most once per
 round: a failure of a slot that pre-read before the last cut does not cut
 again. A failed claim costs the relays twice (the late claim and its
 withdrawal) and the slot a doubling wait, so the window aims to avoid
-failures, not to find them. A slot ready to pre-read while the window is full waits in phase
-``PACED``, in the order it became ready, and is let in when the slots ahead
-of it leave room: a chunk at a time, so the slots let in together share one
-batched pre-read.
+failures, not to find them. A slot ready to pre-read while the window is
+full waits in phase ``PACED``, in the order it became ready, and is let in
+when the slots ahead of it leave room: a chunk at a time, so the slots let
+in together share one batched pre-read.
 
 Safety does not depend on when a slot pre-reads, only on what it does from
 its pre-read on (``docs/safety.md``): a later pre-read is always allowed.
@@ -70,8 +70,6 @@ class ClaimAdmission(Generic[SpecT]):
         self.waiting: dict[str, Entry[SpecT]] = {}
         #: When the window was last halved; ``None``: never.
         self.cut_at: float | None = None
-        #: How many times the window was halved.
-        self.cuts = 0
 
     def __repr__(self) -> str:
         return (
@@ -138,5 +136,4 @@ class ClaimAdmission(Generic[SpecT]):
             return False
         self.window = max(1.0, self.window / 2)
         self.cut_at = now
-        self.cuts += 1
         return True
