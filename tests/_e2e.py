@@ -28,6 +28,7 @@ import anyio.abc
 
 from standby import Timing, Topology
 from standby.adapters.memory import MemoryRuntime, RuntimeRecord
+from standby.errors import QuorumUnavailable
 from standby.node import NodeEvent, SpawnRequest, StandbyNode
 
 __all__ = ["NAMES", "Providers", "eventually", "load_example", "wait_until"]
@@ -137,7 +138,7 @@ class Providers:
                 await self.launch(group, name)
             request = self.request()
             for name in NAMES:
-                await self.nodes[name].accept(request)
+                await self.accept(name, request)
             await wait_until(
                 lambda: self.hosts_started() == ["primary"],
                 within=5.0,
@@ -145,6 +146,20 @@ class Providers:
             )
             yield group
             group.cancel_scope.cancel()
+
+    async def accept(self, name: str, request: SpawnRequest[Any], attempts: int = 3) -> None:
+        """``name`` accepts ``request``, asked again (as a consumer would) while no quorum answers.
+
+        The primary reads the relays before it starts epoch 0; on a loaded
+        machine that read can miss its quorum, and the node then says to try
+        again. A read that keeps failing still fails the test.
+        """
+        for _ in range(attempts - 1):
+            with contextlib.suppress(QuorumUnavailable):
+                await self.nodes[name].accept(request)
+                return
+            await anyio.sleep(0.2)
+        await self.nodes[name].accept(request)
 
     def crash(self, name: str) -> None:
         """The host dies: its containers end and its node stops."""

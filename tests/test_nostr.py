@@ -1029,6 +1029,11 @@ async def test_wait_connected_returns_the_relays_that_are_up(
         assert isinstance(transport, WaitsConnected)
         assert await transport.wait_connected(timeout=5.0) == frozenset(relays.urls)
         assert transport.connected_relays() == frozenset(relays.urls)
+        # Every lane is up, not only the bulk connection: the first query
+        # must not pay for its connection's handshake inside its timeout.
+        lanes = transport._all_links()
+        assert len(lanes) == 3 * len(relays.urls)
+        assert all(link.conn is not None for link in lanes), lanes
     await anyio.to_thread.run_sync(lambda: relays.stop(1, kill=True))
     async with transports(relays.urls, 1) as (transport,):
         ready = await transport.wait_connected(timeout=1.0)

@@ -576,7 +576,13 @@ class NostrTransport(TransportBase):
         *,
         timeout: float,  # noqa: ASYNC109 - like publish and query
     ) -> frozenset[str]:
-        """Connect to ``relays`` (default: all) and return those connected within ``timeout``."""
+        """Connect to ``relays`` (default: all) and return those connected within ``timeout``.
+
+        A relay counts once every connection the transport keeps to it is up
+        (with lanes: the bulk, read and urgent ones), so the first query or
+        heartbeat after this does not pay for a handshake inside its own
+        timeout.
+        """
         self._check_running()
         wanted = list(self.relays if relays is None else relays)
         done: set[str] = set()
@@ -584,6 +590,8 @@ class NostrTransport(TransportBase):
         async def one(url: str) -> None:
             with contextlib.suppress(RelayUnavailable):
                 await self._links[url].connection()
+                for links in self._lane_links.values():
+                    await links[url].connection()
                 done.add(url)
 
         with anyio.move_on_after(timeout):
