@@ -25,7 +25,7 @@ from _driver import (
 
 import standby as sb
 import standby.core as sbc
-from standby.core._election import _STEPS, TRANSITIONS, IllegalTransition
+from standby.core._election import _STEPS, MAX_REREADS, TRANSITIONS, IllegalTransition
 from standby.core._transitions import ON_DEADLINE, ON_INPUT, STEP_LEADS_TO, Input, Step
 
 SILENCE = sb.Timing().silence
@@ -333,12 +333,65 @@ class TestClaimProtocol:
         effects = driver.answer_claims(at + 18, results=[claim(at + 3, index=1)])
         one(effects, sbc.Spawn)
 
-    def test_settle_reread_shortfall_withdraws(self) -> None:
+    def test_settle_reread_shortfall_reads_again_keeping_the_claim(self) -> None:
+        # The default timing leaves the lease room for two more re-reads: the
+        # claim stays, and a re-read that reaches its quorum spawns.
         driver = Driver()
         at = rereading(driver)
         effects = driver.answer_claims(at + 18, answered=("r1",))
+        one(effects, sbc.QuorumShortfall)
+        again = one(effects, sbc.QueryClaims)
+        assert only(effects, sbc.WithdrawClaim) == []
+        assert driver.phase() is sbc.Phase.REREAD
+        assert driver.machine.next_deadline() == at + 18 + 2 * driver.timing.query_timeout
+        assert driver.machine.counters["reread_again"] == 1
+        effects = driver.answer_claims(at + 19)
+        spawn = one(effects, sbc.Spawn)
+        published = one([e for _, e in driver.log], sbc.PublishClaim)
+        assert spawn.fencing_token == published.claim.fencing_token
+        assert again.workload_ids == ("w1",)
+
+    def test_a_reread_that_misses_its_deadline_is_read_again_too(self) -> None:
+        driver = Driver()
+        at = rereading(driver)
+        effects = driver.tick(at + 2 + driver.timing.claim_settle + 2 * driver.timing.query_timeout)
+        one(effects, sbc.QueryClaims)
+        assert only(effects, sbc.WithdrawClaim) == []
+        assert driver.phase() is sbc.Phase.REREAD
+
+    def test_settle_reread_shortfall_withdraws_after_the_last_repeat(self) -> None:
+        driver = Driver()
+        at = rereading(driver)
+        for attempt in range(1, MAX_REREADS + 1):
+            effects = driver.answer_claims(at + 17 + attempt, answered=("r1",))
+            one(effects, sbc.QueryClaims)
+            assert only(effects, sbc.WithdrawClaim) == []
+        effects = driver.answer_claims(at + 20, answered=("r1",))
         one(effects, sbc.WithdrawClaim)
         assert only(effects, sbc.Spawn) == []
+        assert driver.phase() is sbc.Phase.RETRY_CLAIM
+        assert driver.machine.counters["reread_again"] == MAX_REREADS
+
+    def test_settle_reread_shortfall_withdraws_when_the_lease_has_no_room(self) -> None:
+        # Here the repeat and the spawn after it would end after the lease that
+        # began with the claim: withdraw at once, as before.
+        driver = Driver()
+        rereading(driver)
+        claimed_at = one([e for _, e in driver.log], sbc.PublishClaim).claim.claimed_at
+        timing = driver.timing
+        late = claimed_at + timing.lease - 2 * timing.query_timeout - timing.spawn_timeout
+        effects = driver.answer_claims(late, answered=("r1",))
+        one(effects, sbc.WithdrawClaim)
+        assert only(effects, sbc.QueryClaims) == []
+        assert "reread_again" not in driver.machine.counters
+
+    def test_a_preread_shortfall_is_not_read_again(self) -> None:
+        driver = Driver()
+        at = prereading(driver)
+        effects = driver.answer_claims(at + 1, answered=("r1",))
+        one(effects, sbc.QuorumShortfall)
+        assert only(effects, sbc.QueryClaims) == []
+        assert driver.phase() is sbc.Phase.RETRY_CLAIM
 
     def test_atomic_claims_skip_the_settle_wait(self) -> None:
         driver = Driver(atomic=True)

@@ -202,6 +202,29 @@ def strongest_rival(
     return winner
 
 
+#: At most this many settle re-reads of one claim are read again after
+#: missing their quorum (:func:`may_reread`).
+MAX_REREADS = 2
+
+
+def may_reread(timing: Timing, now: float, claim: PromotionClaim | None, rereads: int) -> bool:
+    """Whether a settle re-read that missed its quorum may be read again, keeping the claim.
+
+    A re-read that starts later than the settle requires is as sound as one
+    on time (it can only see more rival claims), so what bounds a repeat is
+    the lease rule of ``Timing``: the repeat (``2 * query_timeout``) and the
+    spawn after it (``spawn_timeout``) must still end inside the lease that
+    began with the claim. At most :data:`MAX_REREADS` repeats per claim, so
+    relays that fail every read at once are not asked in a loop.
+    Withdrawing instead costs the relays the withdrawal, a new pre-read and
+    a new claim, and the slot a retry interval and a new settle.
+    """
+    if claim is None or rereads >= MAX_REREADS:
+        return False
+    end = now + 2 * timing.query_timeout + timing.spawn_timeout
+    return end < claim.claimed_at + timing.lease
+
+
 #: At most this many pre-reads of one slot in a row wait for a lower standby
 #: at work on the same primary's other workloads (:func:`lower_standby_at_work`).
 MAX_TURN_WAITS = 3
@@ -1286,6 +1309,7 @@ class StandbyElection(Generic[SpecT]):
         )
         entry.claim = claim
         entry.joined = False
+        entry.rereads = 0
         if self.atomic_claims:
             request = self._new_request(Request.COMPARE_AND_SET, slot.workload_id)
             effects.append(CompareAndSetClaim(request, claim))
@@ -1364,9 +1388,18 @@ class StandbyElection(Generic[SpecT]):
         answered: int,
         effects: list[ElectionEffect],
     ) -> None:
-        """A claims read missed its quorum: withdraw any claim and pre-read again later."""
+        """A claims read missed its quorum: read again, or withdraw any claim and pre-read later.
+
+        A settle re-read is read again, keeping the claim, while
+        :func:`may_reread` allows it; anything else withdraws.
+        """
         self._fell_short(now, entry)
         effects.append(self._shortfall(stage, [entry], answered, self.timing.read_quorum))
+        if entry.phase is Phase.REREAD and may_reread(self.timing, now, entry.claim, entry.rereads):
+            self._count("reread_again")
+            entry.rereads += 1
+            self._query_claims(now, entry, Phase.REREAD, effects)
+            return
         self._withdraw(now, entry, effects)
         self._retry_claim(now, entry, self.timing.retry_interval)
 
@@ -1507,6 +1540,7 @@ _STEPS: Mapping[Step, _StepMethod] = MappingProxyType(
         Step.WATCH_AGAIN: StandbyElection._watch_again,
         Step.PREREAD: StandbyElection._preread,
         Step.CLAIMS_READ_TIMED_OUT: StandbyElection._claims_read_timed_out,
+        Step.REREAD_TIMED_OUT: StandbyElection._claims_read_timed_out,
         Step.CLAIM_TIMED_OUT: StandbyElection._claim_timed_out,
         Step.SETTLED: StandbyElection._settled,
         Step.SPAWN_TIMED_OUT: StandbyElection._spawn_timed_out,

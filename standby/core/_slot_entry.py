@@ -59,6 +59,7 @@ class Entry(Generic[SpecT]):
         "phase",
         "preread_at",
         "request",
+        "rereads",
         "revoked",
         "rounds",
         "slot",
@@ -86,6 +87,9 @@ class Entry(Generic[SpecT]):
         #: Pre-reads that waited for a lower standby still at work (see
         #: ``lower_standby_at_work``), since the primary was last seen alive.
         self.turn_waits = 0
+        #: Settle re-reads of the current claim that missed their quorum and
+        #: were read again (see ``may_reread``).
+        self.rereads = 0
 
     def waiting_on(self, phase: Phase, request: int) -> bool:
         """Whether this slot is in ``phase`` and still waits for ``request``."""

@@ -74,6 +74,11 @@ class Step(enum.Enum):
     CLAIMS_READ_TIMED_OUT = (
         "the claims read got too few answers in time: withdraw any claim; wait to pre-read again"
     )
+    REREAD_TIMED_OUT = (
+        "the settle re-read got too few answers in time: read again, keeping the claim, "
+        "while its lease leaves room (at most twice); otherwise withdraw it and wait to "
+        "pre-read again"
+    )
     CLAIM_TIMED_OUT = (
         "the claim missed its deadline: withdraw it; wait (doubling with each failure) "
         "to pre-read again"
@@ -117,7 +122,7 @@ ON_DEADLINE: Mapping[Phase, Step] = MappingProxyType(
         _PR: Step.CLAIMS_READ_TIMED_OUT,
         _CL: Step.CLAIM_TIMED_OUT,
         _SE: Step.SETTLED,
-        _RR: Step.CLAIMS_READ_TIMED_OUT,
+        _RR: Step.REREAD_TIMED_OUT,
         _SP: Step.SPAWN_TIMED_OUT,
         _RC: Step.PREREAD,
         _DE: Step.PREREAD,
@@ -150,6 +155,7 @@ STEP_LEADS_TO: Mapping[Step, frozenset[Phase | None]] = MappingProxyType(
         Step.WATCH_AGAIN: frozenset({_W, _B}),
         Step.PREREAD: frozenset({_PA, _PR, _RC, _W}),
         Step.CLAIMS_READ_TIMED_OUT: frozenset({_RC}),
+        Step.REREAD_TIMED_OUT: frozenset({_RC, _RR}),
         Step.CLAIM_TIMED_OUT: frozenset({_RC}),
         Step.SETTLED: frozenset({_SE, _RR}),
         Step.SPAWN_TIMED_OUT: frozenset({_RC, None}),

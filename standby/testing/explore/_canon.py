@@ -149,6 +149,7 @@ class _Form:
                     entry.rounds,
                     entry.claim_failures,
                     entry.turn_waits,
+                    entry.rereads,
                     self.time(entry.preread_at) if claiming else None,
                     self.value(entry.deferred),
                     self.time(entry.confirmed_baseline) if entry.confirmed_baseline else None,
