@@ -23,6 +23,7 @@ from standby.core._errors import RequestRefused
 from standby.core._lifecycle import Never
 from standby.core._models import StandbySlot
 from standby.core._records import NodeState, PromotionIntent
+from standby.core._relay_messages import Query
 from standby.core._roles import Standby
 from standby.node import HeartbeatPublished, NodeEvent, Reconciled, SpawnRequest, SteppedDown
 from standby.node._epochs import EpochsRead
@@ -225,6 +226,28 @@ async def test_stepdown_alone_steps_a_primary_down_on_a_later_claim(
     await stepdown.read()
     stepped = [e for e in kit.events if isinstance(e, SteppedDown)]
     assert [(e.workload_id, e.later_epoch) for e in stepped] == [("w1", 1)]
+
+
+async def test_stepdown_reads_only_the_standbys_messages(
+    group: anyio.abc.TaskGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch asks the relays for the standbys' claims, never this node's own."""
+    kit = Kit()
+    kit.io.start(group)
+    primary = kit.primary_side()
+    stepdown: StepDown[Any] = StepDown(kit.me, kit.timing, kit.observer, kit.io, primary, now=wall)
+    request = kit.request("sb0")
+    await primary.accept(wall(), request, request.topology)
+    asked: list[Query] = []
+    query = kit.io.query
+
+    async def spy(read: Query, **options: Any) -> Any:
+        asked.append(read)
+        return await query(read, **options)
+
+    monkeypatch.setattr(kit.io, "query", spy)
+    await stepdown.read()
+    assert [(q.authors, q.workload_ids) for q in asked] == [(frozenset({"sb0"}), frozenset({"w1"}))]
 
 
 async def test_reconciler_alone_stops_a_stray_container() -> None:

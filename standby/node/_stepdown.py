@@ -11,8 +11,8 @@ this module brings it the messages, two ways:
 
 * the live subscription, whose authors include the standbys of every
   workload run here (:meth:`StepDown.authors`);
-* a read of the claims and announcements of every workload run here, once
-  per heartbeat interval (:meth:`StepDown.read`, started by the heartbeat
+* a read of the standbys' claims and announcements of every workload run
+  here, once per heartbeat interval (:meth:`StepDown.read`, started by the heartbeat
   task; one query per :data:`~standby.core._election.MAX_BATCH` workloads, all
   at once), so a message the subscription missed cannot keep a split alive:
   once the primary hears the relays again, the overlap lasts at most one
@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+import attrs
 
 from ..aio import at_once
 from ..core._effects import LifecycleEffect
@@ -131,7 +133,22 @@ class StepDown(Generic[SpecT]):
             self._reading = False
 
     async def _read(self, workload_ids: tuple[str, ...]) -> None:
-        query = claims_read(workload_ids, self.now(), self.timing.max_clock_skew)
+        # Only the workloads' standbys can make a primary step down, so only
+        # their messages are asked for: after a takeover of a thousand
+        # workloads the relays hold this node's own claim and announcement of
+        # each, and returning those every interval made every watch read of
+        # such a host time out (failure mode 19).
+        authors: set[str] = set()
+        for workload_id in workload_ids:
+            workload = self.primary.workloads.get(workload_id)
+            if workload is not None:
+                authors.update(workload.lifecycle.standbys)
+        authors.discard(self.me)
+        if not authors:
+            return
+        query = attrs.evolve(
+            claims_read(workload_ids, self.now(), self.timing.max_clock_skew), authors=authors
+        )
         result = await self.io.query(query, operation="epoch_watch", workload_id=None)
         for envelope in result.envelopes:
             self.on_envelope(envelope)
