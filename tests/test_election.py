@@ -206,6 +206,27 @@ class TestConfirmation:
 
 
 class TestClaimProtocol:
+    def test_claims_reads_ask_only_for_the_peers_messages(self) -> None:
+        # This standby's own claims cannot move it: the pre-read and the
+        # settle re-read name the slot's peers as the authors to read.
+        driver = Driver()
+        at = confirmed(driver)
+        assert one(driver.tick(at), sbc.QueryClaims).authors == (PEER,)
+        one(driver.answer_claims(at + 1), sbc.PublishClaim)
+        driver.ack_claim(at + 2)
+        reread = one(driver.tick(at + 2 + driver.timing.claim_settle), sbc.QueryClaims)
+        assert reread.authors == (PEER,)
+
+    def test_a_slot_without_peers_reads_every_author(self) -> None:
+        driver = Driver()
+        driver.reserve(CREATED, slot=make_slot(peers=()))
+        at = CREATED + SILENCE
+        one(driver.tick(at), sbc.QueryHeartbeats)
+        driver.answer_heartbeats(at + 1)
+        deadline = driver.machine.next_deadline()
+        assert deadline is not None
+        assert one(driver.tick(deadline), sbc.QueryClaims).authors is None
+
     def test_happy_path_claims_settles_and_spawns_with_the_token(self) -> None:
         driver = Driver()
         at = confirmed(driver)

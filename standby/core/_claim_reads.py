@@ -58,7 +58,11 @@ class ClaimReads(Generic[SpecT]):
                 for entry in chunk:
                     entry.request = request
                 self.reading[request] = (phase, workload_ids)
-                reads.append(QueryClaims(request, workload_ids[0], workload_ids))
+                # Only the peers' messages can move a slot (the election drops
+                # the rest); with no peer at all, read everything as before.
+                peers = sorted({peer for e in chunk for peer in e.slot.peers})
+                authors = tuple(peers) if peers else None
+                reads.append(QueryClaims(request, workload_ids[0], workload_ids, authors))
         return reads
 
     def answered(

@@ -81,11 +81,14 @@ def _str_tuple(values: Any) -> tuple[str, ...]:
 
 @attrs.frozen
 class QueryClaims:
-    """Read every claim and announcement for ``workload_ids`` from the relays.
+    """Read every claim and announcement for ``workload_ids`` by ``authors`` from the relays.
 
     One read covers the slots of one primary that reached the same step at
     the same time (a correlated failover reads once, not once per slot);
-    ``workload_id`` is the first of them. Report with
+    ``workload_id`` is the first of them. ``authors`` are the slots' peers,
+    the only signers whose claims and announcements can move them (``None``:
+    anyone): this standby's own claims are not asked for, which keeps the
+    answers of a correlated failover's re-reads small. Report with
     :meth:`StandbyElection.claims_queried`; every relay counted as answering
     must have returned every matching message for every workload named.
     """
@@ -95,6 +98,7 @@ class QueryClaims:
     workload_ids: tuple[str, ...] = attrs.field(
         default=attrs.Factory(_one_workload, takes_self=True), converter=_str_tuple
     )
+    authors: tuple[str, ...] | None = None
 
 
 @attrs.frozen

@@ -380,12 +380,20 @@ def heartbeats_read(
     )
 
 
-def claims_read(workload_ids: Iterable[str], now: float, max_clock_skew: float) -> Query:
+def claims_read(
+    workload_ids: Iterable[str],
+    now: float,
+    max_clock_skew: float,
+    authors: Iterable[str] | None = None,
+) -> Query:
     """The claims and announcements of some workloads: a standby's pre-read and settle
     re-read, and a primary's watch for a later epoch of its own (bounded as
-    :func:`heartbeats_read`)."""
+    :func:`heartbeats_read`). ``authors``: only those signers' (``None``: anyone's)."""
     return Query(
-        kinds=("claim", "announcement"), workload_ids=workload_ids, until=now + max_clock_skew
+        kinds=("claim", "announcement"),
+        authors=authors,
+        workload_ids=workload_ids,
+        until=now + max_clock_skew,
     )
 
 

@@ -384,7 +384,9 @@ class StandbySide(Generic[SpecT]):
         await self._read(query, "query_heartbeats", effect, self.election.heartbeats_queried)
 
     async def _run_query_claims(self, effect: QueryClaims) -> None:
-        query = claims_read(effect.workload_ids, self.now(), self.timing.max_clock_skew)
+        query = claims_read(
+            effect.workload_ids, self.now(), self.timing.max_clock_skew, effect.authors
+        )
         timeout = None
         if self.election.rereading(effect.request_id):
             # A settle re-read may use most of its deadline (2 * query_timeout,

@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-import attrs
-
 from ..aio import at_once
 from ..core._effects import LifecycleEffect
 from ..core._election import MAX_BATCH
@@ -146,9 +144,7 @@ class StepDown(Generic[SpecT]):
         authors.discard(self.me)
         if not authors:
             return
-        query = attrs.evolve(
-            claims_read(workload_ids, self.now(), self.timing.max_clock_skew), authors=authors
-        )
+        query = claims_read(workload_ids, self.now(), self.timing.max_clock_skew, authors)
         result = await self.io.query(query, operation="epoch_watch", workload_id=None)
         for envelope in result.envelopes:
             self.on_envelope(envelope)

@@ -665,8 +665,13 @@ class World:
             return catch_up_read((WORKLOAD,))
         if op.kind is OpKind.QUERY_HEARTBEATS:
             return heartbeats_read(op.effect.primary, op.effect.workload_ids, local, skew)
-        workload_ids = op.effect.workload_ids if op.kind is OpKind.QUERY_CLAIMS else (WORKLOAD,)
-        return claims_read(workload_ids, local, skew)
+        if op.kind is OpKind.QUERY_CLAIMS:
+            return claims_read(op.effect.workload_ids, local, skew, op.effect.authors)
+        # The step-down watch asks for the workload's standbys' messages.
+        provider = self.providers[op.provider]
+        standbys = set() if provider.lifecycle is None else set(provider.lifecycle.standbys)
+        standbys.discard(op.provider)
+        return claims_read((WORKLOAD,), local, skew, standbys)
 
     def _read(
         self, query: Query, answered: frozenset[str], local: float
