@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import pytest
 
 from standby import PromotionClaim, Timing, Topology, WorkloadConflict, fencing_token
@@ -248,6 +249,42 @@ async def test_stepdown_reads_only_the_standbys_messages(
     monkeypatch.setattr(kit.io, "query", spy)
     await stepdown.read()
     assert [(q.authors, q.workload_ids) for q in asked] == [(frozenset({"sb0"}), frozenset({"w1"}))]
+
+
+async def test_stepdown_reads_its_batches_one_after_another(
+    group: anyio.abc.TaskGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A primary of 250 workloads watches them in three queries, never two at once.
+
+    The relays answer a connection's requests in order: sent together, the
+    watch's queries would hold up every claims read sharing the connection.
+    """
+    kit = Kit()
+    kit.io.start(group)
+    primary = kit.primary_side()
+    stepdown: StepDown[Any] = StepDown(kit.me, kit.timing, kit.observer, kit.io, primary, now=wall)
+    for n in range(250):
+        request = kit.request("sb0", workload_id=f"w{n:03d}")
+        await primary.accept(wall(), request, request.topology)
+    sizes: list[int] = []
+    running = [0, 0]  # now, most at once
+    query = kit.io.query
+
+    async def spy(read: Query, **options: Any) -> Any:
+        running[0] += 1
+        running[1] = max(running)
+        try:
+            await anyio.lowlevel.checkpoint()  # let any other query start
+            return await query(read, **options)
+        finally:
+            running[0] -= 1
+            assert read.workload_ids is not None
+            sizes.append(len(read.workload_ids))
+
+    monkeypatch.setattr(kit.io, "query", spy)
+    await stepdown.read()
+    assert sizes == [100, 100, 50]
+    assert running[1] == 1
 
 
 async def test_reconciler_alone_stops_a_stray_container() -> None:

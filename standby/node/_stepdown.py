@@ -13,10 +13,10 @@ this module brings it the messages, two ways:
   workload run here (:meth:`StepDown.authors`);
 * a read of the standbys' claims and announcements of every workload run
   here, once per heartbeat interval (:meth:`StepDown.read`, started by the heartbeat
-  task; one query per :data:`~standby.core._election.MAX_BATCH` workloads, all
-  at once), so a message the subscription missed cannot keep a split alive:
-  once the primary hears the relays again, the overlap lasts at most one
-  heartbeat interval and one query.
+  task; one query per :data:`~standby.core._election.MAX_BATCH` workloads, one
+  after another), so a message the subscription missed cannot keep a split
+  alive: once the primary hears the relays again, the overlap lasts at most
+  one heartbeat interval and the watch's queries.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from ..aio import at_once
 from ..core._effects import LifecycleEffect
 from ..core._election import MAX_BATCH
 from ..core._lifecycle import WorkloadLifecycle
@@ -115,18 +114,20 @@ class StepDown(Generic[SpecT]):
     async def read(self) -> None:
         """Read the claims and announcements of every workload run here (once per interval).
 
-        One query per :data:`MAX_BATCH` workloads, all at once; a read still
-        running when the next is due is not doubled.
+        One query per :data:`MAX_BATCH` workloads, one after another: a relay
+        answers a connection's requests in order, so sent all at once they
+        would hold up every claims read of this node (its standby side's
+        pre-reads and re-reads share the read connection) until the last
+        one was answered, and each would wait for the others within its own
+        timeout. A read still running when the next is due is not doubled.
         """
         watched = self.watched()
         if not watched or self._reading:
             return
         self._reading = True
         try:
-            batches = range(0, len(watched), MAX_BATCH)
-            await at_once(
-                [tuple(watched[first : first + MAX_BATCH]) for first in batches], self._read
-            )
+            for first in range(0, len(watched), MAX_BATCH):
+                await self._read(tuple(watched[first : first + MAX_BATCH]))
         finally:
             self._reading = False
 
