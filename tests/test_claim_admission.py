@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 from _driver import CREATED, ME, PEER, QUORUM, heartbeat, make_slot, only
 
@@ -169,10 +170,24 @@ def test_the_window_never_holds_back_a_lone_slot() -> None:
     assert machine.status("w0000").phase is sbc.Phase.PREREAD
 
 
-@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "100", None])
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "100"])
 def test_a_claim_window_that_is_not_a_positive_int_is_refused(bad: Any) -> None:
     with pytest.raises(ValueError, match="claim window"):
         sb.StandbyElection(me=ME, timing=TIMING, claim_window=bad)
+
+
+@pytest.mark.parametrize(
+    ("claim_timeout", "window"), [(10.0, 100), (2.5, 100), (0.7, 28), (0.1, 4), (0.01, 1)]
+)
+def test_the_first_claim_window_follows_claim_timeout(claim_timeout: float, window: int) -> None:
+    # Without a window given, the machine starts with what a relay storing
+    # 80 events a second acknowledges in half of claim_timeout (at most 100):
+    # a fast timing's first round must not be more than the relays answer in time.
+    timing = attrs.evolve(
+        sb.Timing(), claim_timeout=claim_timeout, query_timeout=min(4.0, claim_timeout / 3)
+    )
+    assert sb.StandbyElection(me=ME, timing=timing).claim_window == window
+    assert sb.StandbyElection(me=ME, timing=timing, claim_window=7).claim_window == 7
 
 
 def test_fm26_claims_acknowledged_late_in_their_deadline_narrow_the_window() -> None:

@@ -40,14 +40,35 @@ from typing import Generic, TypeVar
 from ._claim_reads import MAX_BATCH
 from ._phase import Phase
 from ._slot_entry import Entry
+from ._timing import Timing
 
-__all__ = ["IN_FLIGHT", "ClaimAdmission"]
+__all__ = ["IN_FLIGHT", "ClaimAdmission", "initial_claim_window"]
 
 SpecT = TypeVar("SpecT")
 
 #: The phases that count against the window: a slot between its pre-read and
 #: its claim's acknowledgement (or its compare-and-set's answer).
 IN_FLIGHT = frozenset({Phase.PREREAD, Phase.CLAIMING})
+
+#: The store rate (events a second) the first claim window assumes of a relay:
+#: a third of the slowest ``nostr-relay`` figure measured here (240 a second),
+#: so the first round is answered in time on slower relays too; the window
+#: then follows what the relays really do.
+ASSUMED_STORE_RATE = 80.0
+
+
+def initial_claim_window(timing: Timing) -> int:
+    """The claim window before the relays said anything: the claims a relay storing
+    :data:`ASSUMED_STORE_RATE` events a second acknowledges within half of
+    ``claim_timeout``, at least 1 and at most :data:`MAX_BATCH`.
+
+    100 for the default timing and for ``claim_timeout`` 2.5 s; 28 for 0.7 s.
+    A window that starts larger than the relays keep up with loses most of
+    its first round: the claims miss ``claim_timeout``, are withdrawn, and
+    wait a doubling retry.
+    """
+    fits = int(ASSUMED_STORE_RATE * timing.claim_timeout / 2)
+    return max(1, min(MAX_BATCH, fits))
 
 
 class ClaimAdmission(Generic[SpecT]):

@@ -35,7 +35,7 @@ from typing import Any, Concatenate, Generic, Protocol, TypeVar
 import attrs
 from typing_extensions import ParamSpec
 
-from ._admission import IN_FLIGHT, ClaimAdmission
+from ._admission import IN_FLIGHT, ClaimAdmission, initial_claim_window
 from ._claim_reads import MAX_BATCH, ClaimReads
 from ._effects import (
     Announce,
@@ -355,7 +355,10 @@ class StandbyElection(Generic[SpecT]):
     publish-and-settle (use it when the transport implements
     :class:`~standby.protocols.AtomicClaims`). ``claim_window`` is how many
     slots may run the claim protocol at once before the relays have answered
-    any (the window then adapts to them; see :attr:`claim_window`).
+    any (the window then adapts to them; see :attr:`claim_window`); by
+    default what the timing's ``claim_timeout`` suggests
+    (:func:`~standby.core._admission.initial_claim_window`: 100 for the
+    default timing, 28 for a ``claim_timeout`` of 0.7 s).
 
     Costs: a heartbeat is O(1) whatever the number of slots of its primary;
     deadlines live in a heap (O(log n) per change); expiry is checked on every
@@ -368,7 +371,7 @@ class StandbyElection(Generic[SpecT]):
         me: str,
         timing: Timing,
         atomic_claims: bool = False,
-        claim_window: int = MAX_BATCH,
+        claim_window: int | None = None,
     ) -> None:
         if not isinstance(me, str) or not me.strip():
             raise ValueError(f"`me` must be a non-empty identity, got {me!r}")
@@ -377,6 +380,8 @@ class StandbyElection(Generic[SpecT]):
         self.atomic_claims = atomic_claims
         self._index: SlotIndex[SpecT] = SlotIndex(timing)
         self._reads: ClaimReads[SpecT] = ClaimReads()
+        if claim_window is None:
+            claim_window = initial_claim_window(timing)
         self._admission: ClaimAdmission[SpecT] = ClaimAdmission(
             claim_window, timing.claim_timeout / 2
         )

@@ -36,7 +36,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends 
     from exceptiongroup import BaseExceptionGroup
 
 from ..aio import Wakeup, monotonic
-from ..core._election import MAX_BATCH, StandbyElection
+from ..core._election import StandbyElection
 from ..core._errors import (
     NodeMisuse,
     NotAddressedError,
@@ -118,10 +118,11 @@ class StandbyNode(Generic[SpecT]):
     line each (see ``docs/operations.md``, "Event logs and timelines"); a
     line it cannot write is counted as ``event_log_errors``, never fatal.
 
-    ``claim_window`` (default 100) is how many of this node's slots may run
-    the claim protocol at once when many primaries' workloads fail over
-    together, before the relays have answered any; the window then follows
-    what the relays acknowledge in time (see ``docs/scale.md``).
+    ``claim_window`` is how many of this node's slots may run the claim
+    protocol at once when many workloads fail over together, before the
+    relays have answered any (default: what ``timing.claim_timeout``
+    suggests, at most 100); the window then follows what the relays
+    acknowledge in time (see ``docs/scale.md``).
     """
 
     def __init__(
@@ -139,7 +140,7 @@ class StandbyNode(Generic[SpecT]):
         connect_timeout: float = 10.0,
         lease_at_risk: float | None = None,
         event_log: str | os.PathLike[str] | None = None,
-        claim_window: int = MAX_BATCH,
+        claim_window: int | None = None,
     ) -> None:
         if not (connect_timeout > 0 and math.isfinite(connect_timeout)):
             raise ValueError(
