@@ -128,9 +128,18 @@ class NodeIO:
             self.observer.count("relay_refusals", len(errors))
 
     async def publish_until_quorum(
-        self, message: Message, *, operation: str, workload_id: str | None, role: str
+        self,
+        message: Message,
+        *,
+        operation: str,
+        workload_id: str | None,
+        role: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - passed on to the transport
     ) -> PublishResult:
-        """Publish, retrying with doubling waits until a write quorum acknowledged."""
+        """Publish, retrying with doubling waits until a write quorum acknowledged.
+
+        ``timeout`` bounds each attempt (default ``query_timeout``).
+        """
         result = PublishResult(frozenset())
         acked: set[str] = set()
         wait = self.timing.retry_interval
@@ -139,7 +148,7 @@ class NodeIO:
                 await anyio.sleep(wait)
                 wait *= 2
             result = await self.publish(
-                message, operation=operation, workload_id=workload_id, role=role
+                message, operation=operation, workload_id=workload_id, role=role, timeout=timeout
             )
             acked |= result.acked
             if len(acked) >= self.timing.write_quorum:

@@ -480,7 +480,11 @@ class StandbySide(Generic[SpecT]):
             self.observer.count("withdrawals_not_needed")
             return
         result = await self.io.publish_until_quorum(
-            claim, operation="withdraw_claim", workload_id=claim.workload_id, role="standby"
+            claim,
+            operation="withdraw_claim",
+            workload_id=claim.workload_id,
+            role="standby",
+            timeout=self._bulk_timeout(),
         )
         self.observer.report(
             ClaimPublished(
@@ -616,11 +620,26 @@ class StandbySide(Generic[SpecT]):
                 "standby",
             )
 
+    def _bulk_timeout(self) -> float:
+        """How long one attempt of an announcement or a withdrawal may take.
+
+        They wait for room in a busy relay's window behind the claims, which
+        may take up to ``claim_timeout`` for room: with ``query_timeout``
+        most of them gave up unsent in a correlated failover and were asked
+        again after a retry wait, at the busiest moment (failure mode 26).
+        Neither has a deadline of its own.
+        """
+        return max(self.timing.query_timeout, self.timing.claim_timeout)
+
     async def announce(self, effect: Announce) -> None:
         """Publish that this node is the workload's new primary (until a write quorum holds it)."""
         announcement: PromotionAnnouncement = effect.announcement
         result = await self.io.publish_until_quorum(
-            announcement, operation="announce", workload_id=announcement.workload_id, role="primary"
+            announcement,
+            operation="announce",
+            workload_id=announcement.workload_id,
+            role="primary",
+            timeout=self._bulk_timeout(),
         )
         self.observer.report(
             AnnouncementPublished(
