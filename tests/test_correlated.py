@@ -155,10 +155,10 @@ async def test_fm26_a_settle_re_read_waits_for_answers_most_of_its_deadline() ->
     assert len(re_read) == 20
 
 
-async def test_fm26_announcements_wait_for_room_as_long_as_a_claim_may() -> None:
+async def test_fm26_announcements_wait_for_room_without_a_deadline_of_their_own() -> None:
     # An announcement waits behind the claims for room in a relay's window;
-    # with only query_timeout per attempt it gave up unsent and was asked
-    # again after a retry wait, adding to the busiest moment.
+    # with a short attempt it gave up and was sent again after a retry wait,
+    # adding to the busiest moment: each attempt may take a lease.
     cluster = limited_cluster(RelayLimits.nostr_relay_defaults())
     published: list[tuple[str, float]] = []
     make = cluster.network.transport
@@ -178,7 +178,7 @@ async def test_fm26_announcements_wait_for_room_as_long_as_a_claim_may() -> None
     cluster.network.transport = watching  # type: ignore[method-assign]
     await run_correlated(cluster, 20)
     timeouts = {kind: {t for k, t in published if k == kind} for kind, _ in published}
-    assert timeouts["PromotionAnnouncement"] == {FAST.claim_timeout}
+    assert timeouts["PromotionAnnouncement"] == {FAST.lease}
     assert timeouts["PromotionClaim"] == {FAST.claim_timeout}
     assert timeouts["Heartbeat"] == {FAST.query_timeout}
 
