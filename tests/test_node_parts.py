@@ -203,16 +203,26 @@ async def test_heartbeats_alone_publish_for_the_primary_sides_workloads(
     assert sent[0].workloads == 1
 
 
-async def test_stepdown_alone_steps_a_primary_down_on_a_later_claim(
-    group: anyio.abc.TaskGroup,
-) -> None:
-    """Failure mode 25: the watch's read finds a standby's claim of a later epoch."""
+async def primary_watching(
+    group: anyio.abc.TaskGroup, workloads: int = 1
+) -> tuple[Kit, StepDown[Any]]:
+    """A primary side running ``workloads`` workloads with standby ``sb0``, and its watch."""
     kit = Kit()
     kit.io.start(group)
     primary = kit.primary_side()
     stepdown: StepDown[Any] = StepDown(kit.me, kit.timing, kit.observer, kit.io, primary, now=wall)
-    request = kit.request("sb0")
-    await primary.accept(wall(), request, request.topology)
+    names = ["w1"] if workloads == 1 else [f"w{n:03d}" for n in range(workloads)]
+    for workload_id in names:
+        request = kit.request("sb0", workload_id=workload_id)
+        await primary.accept(wall(), request, request.topology)
+    return kit, stepdown
+
+
+async def test_stepdown_alone_steps_a_primary_down_on_a_later_claim(
+    group: anyio.abc.TaskGroup,
+) -> None:
+    """Failure mode 25: the watch's read finds a standby's claim of a later epoch."""
+    kit, stepdown = await primary_watching(group)
     assert stepdown.watched() == ["w1"]
     assert stepdown.authors() == {"sb0"}
     claim = PromotionClaim(
@@ -233,12 +243,7 @@ async def test_stepdown_reads_only_the_standbys_messages(
     group: anyio.abc.TaskGroup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The watch asks the relays for the standbys' claims, never this node's own."""
-    kit = Kit()
-    kit.io.start(group)
-    primary = kit.primary_side()
-    stepdown: StepDown[Any] = StepDown(kit.me, kit.timing, kit.observer, kit.io, primary, now=wall)
-    request = kit.request("sb0")
-    await primary.accept(wall(), request, request.topology)
+    kit, stepdown = await primary_watching(group)
     asked: list[Query] = []
     query = kit.io.query
 
@@ -259,13 +264,7 @@ async def test_stepdown_reads_its_batches_one_after_another(
     The relays answer a connection's requests in order: sent together, the
     watch's queries would hold up every claims read sharing the connection.
     """
-    kit = Kit()
-    kit.io.start(group)
-    primary = kit.primary_side()
-    stepdown: StepDown[Any] = StepDown(kit.me, kit.timing, kit.observer, kit.io, primary, now=wall)
-    for n in range(250):
-        request = kit.request("sb0", workload_id=f"w{n:03d}")
-        await primary.accept(wall(), request, request.topology)
+    kit, stepdown = await primary_watching(group, 250)
     sizes: list[int] = []
     running = [0, 0]  # now, most at once
     query = kit.io.query
