@@ -155,34 +155,6 @@ async def test_fm26_a_settle_re_read_waits_for_answers_most_of_its_deadline() ->
     assert len(re_read) == 20
 
 
-async def test_fm26_announcements_wait_for_room_without_a_deadline_of_their_own() -> None:
-    # An announcement waits behind the claims for room in a relay's window;
-    # with a short attempt it gave up and was sent again after a retry wait,
-    # adding to the busiest moment: each attempt may take a lease.
-    cluster = limited_cluster(RelayLimits.nostr_relay_defaults())
-    published: list[tuple[str, float]] = []
-    make = cluster.network.transport
-
-    def watching(provider: str, **options: Any) -> Any:
-        transport = make(provider, **options)
-        if provider == "sb0":
-            publish = transport.publish
-
-            async def watched(message: Any, *, timeout: float) -> Any:  # noqa: ASYNC109
-                published.append((type(message).__name__, timeout))
-                return await publish(message, timeout=timeout)
-
-            transport.publish = watched  # type: ignore[method-assign]
-        return transport
-
-    cluster.network.transport = watching  # type: ignore[method-assign]
-    await run_correlated(cluster, 20)
-    timeouts = {kind: {t for k, t in published if k == kind} for kind, _ in published}
-    assert timeouts["PromotionAnnouncement"] == {FAST.lease}
-    assert timeouts["PromotionClaim"] == {FAST.claim_timeout}
-    assert timeouts["Heartbeat"] == {FAST.query_timeout}
-
-
 async def test_fm19_relays_refuse_what_breaks_their_limits() -> None:
     # The limits are real: a client that ignores them is refused, and the
     # refusal is an error for that relay (retried by the node), never a loss.

@@ -128,18 +128,9 @@ class NodeIO:
             self.observer.count("relay_refusals", len(errors))
 
     async def publish_until_quorum(
-        self,
-        message: Message,
-        *,
-        operation: str,
-        workload_id: str | None,
-        role: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - passed on to the transport
+        self, message: Message, *, operation: str, workload_id: str | None, role: str
     ) -> PublishResult:
-        """Publish, retrying with doubling waits until a write quorum acknowledged.
-
-        ``timeout`` bounds each attempt (default ``query_timeout``).
-        """
+        """Publish, retrying with doubling waits until a write quorum acknowledged."""
         result = PublishResult(frozenset())
         acked: set[str] = set()
         wait = self.timing.retry_interval
@@ -148,7 +139,7 @@ class NodeIO:
                 await anyio.sleep(wait)
                 wait *= 2
             result = await self.publish(
-                message, operation=operation, workload_id=workload_id, role=role, timeout=timeout
+                message, operation=operation, workload_id=workload_id, role=role
             )
             acked |= result.acked
             if len(acked) >= self.timing.write_quorum:

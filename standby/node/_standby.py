@@ -480,11 +480,7 @@ class StandbySide(Generic[SpecT]):
             self.observer.count("withdrawals_not_needed")
             return
         result = await self.io.publish_until_quorum(
-            claim,
-            operation="withdraw_claim",
-            workload_id=claim.workload_id,
-            role="standby",
-            timeout=self._bulk_timeout(),
+            claim, operation="withdraw_claim", workload_id=claim.workload_id, role="standby"
         )
         self.observer.report(
             ClaimPublished(
@@ -620,29 +616,11 @@ class StandbySide(Generic[SpecT]):
                 "standby",
             )
 
-    def _bulk_timeout(self) -> float:
-        """How long one attempt of an announcement or a withdrawal may take: a lease.
-
-        Neither has a deadline of its own, and in a correlated failover they
-        wait for room in a busy relay's window behind the claims. With a
-        short attempt most of them gave up (unsent, or sent and answered
-        late), slept a retry wait and were sent again, each retry one more
-        event for every relay to check: 2,600 attempts for 1,000
-        announcements over ``nostr-relay`` with ``claim_timeout`` per
-        attempt (failure mode 26). Waiting in the window costs the relays
-        nothing.
-        """
-        return max(self.timing.query_timeout, self.timing.lease)
-
     async def announce(self, effect: Announce) -> None:
         """Publish that this node is the workload's new primary (until a write quorum holds it)."""
         announcement: PromotionAnnouncement = effect.announcement
         result = await self.io.publish_until_quorum(
-            announcement,
-            operation="announce",
-            workload_id=announcement.workload_id,
-            role="primary",
-            timeout=self._bulk_timeout(),
+            announcement, operation="announce", workload_id=announcement.workload_id, role="primary"
         )
         self.observer.report(
             AnnouncementPublished(
