@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import pytest
+from trio.testing import MockClock
 
 from standby import PromotionClaim, Timing, Topology, WorkloadConflict, fencing_token
 from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime
@@ -24,7 +25,14 @@ from standby.core._lifecycle import Never
 from standby.core._models import StandbySlot
 from standby.core._records import NodeState, PromotionIntent
 from standby.core._roles import Standby
-from standby.node import HeartbeatPublished, NodeEvent, Reconciled, SpawnRequest, SteppedDown
+from standby.node import (
+    HeartbeatPublished,
+    NodeEvent,
+    Reconciled,
+    SpawnRequest,
+    StandbyNode,
+    SteppedDown,
+)
 from standby.node._epochs import EpochsRead
 from standby.node._heartbeat import Heartbeats
 from standby.node._io import NodeIO
@@ -259,3 +267,56 @@ async def test_reconciler_alone_stops_a_stray_container() -> None:
     assert [(e.workload_id, e.action) for e in reconciled] == [("w9", "stopped")]
     assert not primary.workloads
     assert not spent
+
+
+class TestSpawnedTasks:
+    """The node's short tasks (plain asyncio tasks on asyncio) keep the task group's rules."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> Any:
+        if request.param == "trio":
+            return ("trio", {"clock": MockClock(autojump_threshold=0)})
+        return "asyncio"
+
+    @staticmethod
+    def node(kit: Kit) -> StandbyNode[Any]:
+        return StandbyNode(
+            transport=kit.transport, runtime=kit.runtime, timing=kit.timing, wall_clock=wall
+        )
+
+    async def test_a_failing_task_stops_the_node_which_raises_its_error(self) -> None:
+        node = self.node(Kit())
+
+        async def fail() -> None:
+            await anyio.sleep(0.01)
+            raise RuntimeError("broken task")
+
+        async def host() -> None:
+            async with node:
+                assert node.io.spawn(fail)
+                await anyio.sleep(5)
+            pytest.fail("the host's body should have been cancelled")
+
+        with pytest.raises(RuntimeError, match="broken task"):
+            await host()
+        assert not node.running
+
+    async def test_tasks_are_cancelled_and_waited_for_when_the_node_stops(self) -> None:
+        node = self.node(Kit())
+        ended: list[str] = []
+
+        async def slow(name: str) -> None:
+            try:
+                await anyio.sleep(3600)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(0.01)
+                ended.append(name)
+
+        async with node:
+            node.io.spawn(slow, "a")
+            node.io.spawn(slow, "b")
+            await anyio.sleep(0.01)
+        assert sorted(ended) == ["a", "b"]
+        assert not node.io.spawn(slow, "c")
+        assert node.counters["effects_after_stop"] == 1

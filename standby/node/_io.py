@@ -1,4 +1,13 @@
-"""The node's calls to its transport, bounded in time, and the tasks they run in."""
+"""The node's calls to its transport, bounded in time, and the tasks they run in.
+
+On asyncio the node's short tasks (a lease renewal, the step-down read of
+each heartbeat, a promotion's steps) run as plain asyncio tasks beside its
+anyio task group rather than in it: an anyio task costs, besides the task, a
+task handle with a cancel scope and an event, a wrapper coroutine and its
+bookkeeping in the group, about four times the task itself. The group's
+rules hold for them all the same (see :meth:`NodeIO.spawn`), and each runs
+exactly the steps, in the same loop iterations, it would run in the group.
+"""
 
 from __future__ import annotations
 
@@ -45,11 +54,21 @@ class NodeIO:
         #: Set while the node reconciles on entry: tasks wait for the group.
         self.entering = False
         self._deferred: list[tuple[Task, tuple[Any, ...]]] = []
+        #: On asyncio, the plain tasks spawned and not done yet, oldest first.
+        self._plain: dict[asyncio.Task[Any], None] | None = None
+        #: What the plain tasks raised (the node raises it when it stops).
+        self.failures: list[BaseException] = []
+        self._stopping = False
 
     def spawn(self, func: Task, *args: Any) -> bool:
-        """Run ``func(*args)`` in the node's task group (once it runs).
+        """Run ``func(*args)`` as one of the node's tasks (once they run).
 
-        Whether it will run: ``False`` once the node stopped.
+        Whether it will run: ``False`` once the node stopped. On asyncio it is
+        a plain task that obeys the group's rules: it is cancelled when the
+        node stops (:meth:`cancel_tasks`), the node waits for it before it
+        stops (:meth:`wait_tasks`), and when it fails (or ends cancelled
+        while the node runs) the group is cancelled and the node raises
+        what it raised, as when one of the group's tasks fails.
         """
         group = self.group
         if group is None:
@@ -58,15 +77,62 @@ class NodeIO:
                 return True
             self.observer.count("effects_after_stop")
             return False
-        group.start_soon(func, *args)
+        self._start(group, func, args)
         return True
 
     def start(self, group: anyio.abc.TaskGroup) -> None:
         """The node's tasks run: start what was deferred while it reconciled."""
         self.group = group
+        self._plain = {} if sniffio.current_async_library() == "asyncio" else None
+        self._stopping = False
+        self.failures = []
         deferred, self._deferred = self._deferred, []
         for func, args in deferred:
+            self._start(group, func, args)
+
+    def _start(self, group: anyio.abc.TaskGroup, func: Task, args: tuple[Any, ...]) -> None:
+        plain = self._plain
+        if plain is None:
             group.start_soon(func, *args)
+            return
+        # Made where the group would make it (in the caller's context, first
+        # step on the next iteration); its end is noticed by a done callback
+        # on the iteration after, as the group's is.
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(func(*args))
+        plain[task] = None
+        task.add_done_callback(self._ended)
+        if self._stopping:  # as in a cancelled group: cancelled at its first wait
+            loop.call_soon(task.cancel)
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        if self._plain is not None:
+            self._plain.pop(task, None)
+        if not task.cancelled():
+            error = task.exception()
+            if error is None:
+                return
+            self.failures.append(error)
+        if self._stopping:
+            return
+        # As the group does when one of its tasks fails or ends cancelled: the
+        # node's other tasks are cancelled, the host's too (the node then stops).
+        if self.group is not None:
+            self.group.cancel_scope.cancel()
+        self.cancel_tasks()
+
+    def cancel_tasks(self) -> None:
+        """The node stops: cancel its plain tasks (its group's scope cancels the rest)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for task in list(self._plain or ()):
+            task.cancel()
+
+    async def wait_tasks(self) -> None:
+        """Until every plain task is done (after :meth:`cancel_tasks`)."""
+        while self._plain:
+            await asyncio.wait(list(self._plain))
 
     async def bounded(self, limit: float, call: Awaitable[_T]) -> _T:
         """Await an adapter call with a safety net of twice its own timeout.

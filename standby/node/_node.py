@@ -371,11 +371,26 @@ class StandbyNode(Generic[SpecT]):
         assert group is not None
         self._running = False
         group.cancel_scope.cancel()
+        self.io.cancel_tasks()
         try:
-            return await stack.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as errors:
-            raise_unwrapped(errors, exc)
-            return False
+            errors: BaseExceptionGroup[BaseException] | None = None
+            try:
+                handled = await stack.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as raised:
+                errors, handled = raised, False
+            finally:
+                # The node's plain tasks (see NodeIO.spawn) are gone too.
+                with anyio.CancelScope(shield=True):
+                    await self.io.wait_tasks()
+            if self.io.failures:
+                errors = BaseExceptionGroup(
+                    "unhandled errors in a TaskGroup",
+                    [*(() if errors is None else errors.exceptions), *self.io.failures],
+                )
+            if errors is not None:
+                raise_unwrapped(errors, exc)
+                return False
+            return handled
         finally:
             self._stack = self.io.group = None
             if isinstance(self.transport, ReportsDrops):
