@@ -1,10 +1,11 @@
 """The node's calls to its transport, bounded in time, and the tasks they run in.
 
-On asyncio the node's short tasks (a lease renewal, the step-down read of
-each heartbeat, a promotion's steps) run as plain asyncio tasks beside its
-anyio task group rather than in it: an anyio task costs, besides the task, a
-task handle with a cancel scope and an event, a wrapper coroutine and its
-bookkeeping in the group, about four times the task itself. The group's
+On asyncio the node's tasks (its loops, and the short ones: a lease renewal,
+the step-down read of each heartbeat, a promotion's steps) run as plain
+asyncio tasks beside its anyio task group rather than in it: an anyio task
+costs, besides the task, a task handle with a cancel scope and an event, a
+wrapper coroutine that every step passes through and its bookkeeping in the
+group, about four times the task itself. The group's
 rules hold for them all the same (see :meth:`NodeIO.spawn`), and each runs
 exactly the steps, in the same loop iterations, it would run in the group.
 """
@@ -80,26 +81,35 @@ class NodeIO:
         self._start(group, func, args)
         return True
 
-    def start(self, group: anyio.abc.TaskGroup) -> None:
-        """The node's tasks run: start what was deferred while it reconciled."""
+    def start(self, group: anyio.abc.TaskGroup, *loops: tuple[Task, str]) -> None:
+        """The node's tasks run: its ``loops`` (each with its task's name), then what waited.
+
+        The loops are the node's long-lived tasks; they run as the others do
+        (see :meth:`spawn`), started before what was deferred while the node
+        reconciled.
+        """
         self.group = group
         self._plain = {} if sniffio.current_async_library() == "asyncio" else None
         self._stopping = False
         self.failures = []
+        for func, name in loops:
+            self._start(group, func, (), name)
         deferred, self._deferred = self._deferred, []
         for func, args in deferred:
             self._start(group, func, args)
 
-    def _start(self, group: anyio.abc.TaskGroup, func: Task, args: tuple[Any, ...]) -> None:
+    def _start(
+        self, group: anyio.abc.TaskGroup, func: Task, args: tuple[Any, ...], name: str | None = None
+    ) -> None:
         plain = self._plain
         if plain is None:
-            group.start_soon(func, *args)
+            group.start_soon(func, *args, name=name)
             return
         # Made where the group would make it (in the caller's context, first
         # step on the next iteration); its end is noticed by a done callback
         # on the iteration after, as the group's is.
         loop = asyncio.get_running_loop()
-        task = loop.create_task(func(*args))
+        task = loop.create_task(func(*args), name=name)
         plain[task] = None
         task.add_done_callback(self._ended)
         if self._stopping:  # as in a cancelled group: cancelled at its first wait

@@ -324,13 +324,15 @@ class StandbyNode(Generic[SpecT]):
         self._running = True
         if isinstance(self.transport, ReportsDrops):
             self.transport.set_drop_hook(self.observer.transport_dropped)
-        group.start_soon(self._timer_loop, name=f"standby-timer-{self.me}")
-        group.start_soon(self.heartbeat.loop, name=f"standby-heartbeat-{self.me}")
-        group.start_soon(self.subscriptions.loop, name=f"standby-subscription-{self.me}")
-        group.start_soon(self.persistence.loop, name=f"standby-store-{self.me}")
-        self.io.start(group)
+        self.io.start(
+            group,
+            (self._timer_loop, f"standby-timer-{self.me}"),
+            (self.heartbeat.loop, f"standby-heartbeat-{self.me}"),
+            (self.subscriptions.loop, f"standby-subscription-{self.me}"),
+            (self.persistence.loop, f"standby-store-{self.me}"),
+        )
         if self.election.slots:
-            group.start_soon(self.standby.catch_up, tuple(self.election.slots))
+            self.io.spawn(self.standby.catch_up, tuple(self.election.slots))
         self.observer.started(len(self.election.slots))
         return self
 
