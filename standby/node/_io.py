@@ -21,6 +21,7 @@ import anyio
 import anyio.abc
 import sniffio
 
+from ..aio import fail_after
 from ..core._models import Message
 from ..core._timing import Timing
 from ..protocols._contracts import PublishResult, Query, QueryResult, RelayTransport
@@ -156,7 +157,7 @@ class NodeIO:
         if _NATIVE_TIMEOUT and sniffio.current_async_library() == "asyncio":
             async with asyncio.timeout(2 * limit):  # type: ignore[attr-defined,unused-ignore]
                 return await call
-        with anyio.fail_after(2 * limit):
+        with fail_after(2 * limit):
             return await call
 
     async def publish(

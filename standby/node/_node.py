@@ -35,7 +35,7 @@ import anyio.abc
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
     from exceptiongroup import BaseExceptionGroup
 
-from ..aio import Wakeup, monotonic
+from ..aio import Wakeup, fail_after, monotonic
 from ..core._election import MAX_BATCH, StandbyElection
 from ..core._errors import (
     NodeMisuse,
@@ -477,7 +477,7 @@ class StandbyNode(Generic[SpecT]):
             return
         workload_id = request.workload_id
         try:
-            with anyio.fail_after(self.timing.spawn_timeout):
+            with fail_after(self.timing.spawn_timeout):
                 await runtime.check_spec(request.spec, workload_id=workload_id)
         except SpawnError as exc:
             raise RequestRefused(
