@@ -60,9 +60,12 @@ class Heartbeats(Generic[SpecT]):
         self.watch = watch
         self._mark: tuple[float, float] | None = None
         self._now: Wakeup | None = None
+        #: The monotonic clock of the loop the node runs on (looked up once a run).
+        self._clock: Callable[[], float] | None = None
 
     def open(self) -> None:
         self._now = Wakeup()
+        self._clock = None
 
     def poke(self) -> None:
         """Heartbeat soon (a workload just started or promoted)."""
@@ -78,7 +81,10 @@ class Heartbeats(Generic[SpecT]):
         Returns the wall-clock time.
         """
         now = self.now()
-        mono = anyio.current_time()
+        clock = self._clock
+        if clock is None:
+            self._clock = clock = monotonic()
+        mono = clock()
         mark, self._mark = self._mark, (now, mono)
         jumped = False
         if mark is not None:

@@ -46,6 +46,7 @@ import heapq
 import math
 import sys
 import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -124,8 +125,7 @@ class _Task(asyncio.Task):  # type: ignore[type-arg]
     def __hash__(self) -> int:
         return self._number
 
-    def __eq__(self, other: object) -> bool:
-        return self is other
+    # Equality stays object identity (the default, compared in C).
 
 
 class _Call(asyncio.Handle):
@@ -185,6 +185,9 @@ class _Timer(asyncio.TimerHandle):
 
 #: What a counted step's callback is bound to: a task, or a leg that stands in for one.
 _STEPPERS = frozenset({_Task, StepLeg})
+
+#: A plain function's callback is bound to nothing: never a step.
+_FUNCTION = types.FunctionType
 
 
 _new = object.__new__
@@ -338,7 +341,10 @@ class VirtualLoop(asyncio.BaseEventLoop):
                         # A step is a task resuming (an await returning); other
                         # callbacks, such as a library's retries, are not counted,
                         # so the count does not depend on how often those run.
-                        if type(getattr(callback, "__self__", None)) in steppers:
+                        if (
+                            type(callback) is not _FUNCTION
+                            and type(getattr(callback, "__self__", None)) in steppers
+                        ):
                             process.steps += 1
                             if process.kill_at_step is not None:
                                 self._stepped(process, handle._context)
