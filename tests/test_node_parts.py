@@ -320,3 +320,64 @@ class TestSpawnedTasks:
         assert sorted(ended) == ["a", "b"]
         assert not node.io.spawn(slow, "c")
         assert node.counters["effects_after_stop"] == 1
+
+
+class TestBoundedCalls:
+    """NodeIO.bounded: a call that overruns twice its timeout is cut off, nothing else is."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> Any:
+        if request.param == "trio":
+            return ("trio", {"clock": MockClock(autojump_threshold=0)})
+        return "asyncio"
+
+    @staticmethod
+    async def takes(seconds: float) -> str:
+        await anyio.sleep(seconds)
+        return "answer"
+
+    async def test_a_call_within_twice_its_limit_returns_its_answer(self) -> None:
+        io = Kit().io
+        assert await io.bounded(0.05, self.takes(0.08)) == "answer"
+
+    async def test_a_call_past_twice_its_limit_raises_timeout_error(self) -> None:
+        io = Kit().io
+        start = anyio.current_time()
+        with pytest.raises(TimeoutError):
+            await io.bounded(0.02, self.takes(3600))
+        assert anyio.current_time() - start < 1.0
+        # The net took its cancellation back: the task goes on unharmed.
+        await anyio.sleep(0.01)
+
+    async def test_a_cancellation_from_outside_goes_through(self) -> None:
+        io = Kit().io
+        with anyio.move_on_after(0.02) as outer:
+            await io.bounded(1.0, self.takes(3600))
+        assert outer.cancelled_caught
+
+    async def test_the_calls_own_error_goes_through(self) -> None:
+        io = Kit().io
+
+        async def fail() -> None:
+            await anyio.sleep(0.01)
+            raise KeyError("own")
+
+        with pytest.raises(KeyError):
+            await io.bounded(1.0, fail())
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_net_whose_timer_runs_after_the_call_ended_does_nothing() -> None:
+    """A loop may run a timer it held (the simulator's, for a frozen process) after its cancel."""
+    import asyncio
+
+    from standby.node._io import _Net
+
+    task = asyncio.current_task()
+    assert task is not None
+    net = _Net(task, 10.0)
+    net.close()
+    net._fire()  # what the held timer would do
+    assert not net.caught()
+    await asyncio.sleep(0)  # not cancelled
+    assert task.cancelling() == 0
