@@ -5,9 +5,9 @@ the step-down read of each heartbeat, a promotion's steps) run as plain
 asyncio tasks beside its anyio task group rather than in it: an anyio task
 costs, besides the task, a task handle with a cancel scope and an event, a
 wrapper coroutine that every step passes through and its bookkeeping in the
-group, about four times the task itself. The group's
-rules hold for them all the same (see :meth:`NodeIO.spawn`), and each runs
-exactly the steps, in the same loop iterations, it would run in the group.
+group, about four times the task itself. The group's rules hold for them
+all the same (see :meth:`NodeIO.spawn`), and each runs exactly the steps,
+in the same loop iterations, it would run in the group.
 """
 
 from __future__ import annotations
