@@ -612,12 +612,10 @@ class StandbyNode(Generic[SpecT]):
     # ------------------------------------------------------------------
 
     def _next_deadline(self) -> float | None:
-        found = [
-            d
-            for d in (self.election.next_deadline(), self.primary.next_deadline())
-            if d is not None
-        ]
-        return min(found) if found else None
+        election, primary = self.election.next_deadline(), self.primary.next_deadline()
+        if election is None or (primary is not None and primary < election):
+            return primary
+        return election
 
     def _tick(self, now: float) -> None:
         self.standby.call(now, lambda: self.election.tick(now))

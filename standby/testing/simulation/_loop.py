@@ -306,9 +306,9 @@ class VirtualLoop(asyncio.BaseEventLoop):
                         "the simulated world has nothing left to do and nothing scheduled: "
                         "a run must always have a deadline"
                     )
-                wait = min(max(0.0, timers[0][0] - self._now), _LONGEST_WAIT)
+                wait = timers[0][0] - self._now
                 if wait > 0:
-                    self._now += wait
+                    self._now += wait if wait < _LONGEST_WAIT else _LONGEST_WAIT
             if timers:
                 end = self._now + resolution
                 while timers and timers[0][0] < end:
