@@ -158,7 +158,8 @@ class Heartbeats(Generic[SpecT]):
                 if clock() - polled >= interval:
                     polled = clock()
                     await self.primary.poll_containers()
-            await wake.wait(max(next_at - clock(), 0.0))
+            left = next_at - clock()
+            await wake.wait(0.0 if left < 0.0 else left)  # max(left, 0.0), for less
             # Early heartbeats (a workload just started) are spaced out, so that
             # a burst of accepts sends a few heartbeats rather than one each; the
             # first workload of an idle node heartbeats at once.

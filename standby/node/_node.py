@@ -644,7 +644,8 @@ class StandbyNode(Generic[SpecT]):
                 # has a resolution of ~2e-7 s, so a shorter sleep might not move
                 # it past the deadline at all (and on a virtual clock it never
                 # would: the loop would spin forever).
-                delay = max(deadline - self.now(), _MIN_SLEEP)
+                delay = deadline - self.now()  # max() with _MIN_SLEEP, for less:
+                delay = _MIN_SLEEP if delay < _MIN_SLEEP else delay
             await wake.wait(delay)
             # At most one tick per _MIN_SLEEP: an input that arrives at the very
             # instant of a tick must not make the loop tick again at that same
