@@ -291,6 +291,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
         heappop = heapq.heappop
         resolution = self._clock_resolution
         steppers = _STEPPERS
+        function = _FUNCTION
         while True:
             if timers:
                 if self._timer_cancelled_count > 100 and self._timer_cancelled_count * 2 > len(
@@ -326,14 +327,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
                 callback = handle._callback
                 args = handle._args
                 try:
-                    if process is None or process.state == KILLED:
-                        # KILLED: unwinding (see kill); the callback runs only to let
-                        # the coroutines finish, the world is already cut off from them.
-                        if args:
-                            handle._context.run(callback, *args)
-                        else:
-                            handle._context.run(callback)
-                    elif process.state == RUNNING:
+                    if process is not None and process.state == RUNNING:
                         if args:
                             handle._context.run(callback, *args)
                         else:
@@ -342,12 +336,19 @@ class VirtualLoop(asyncio.BaseEventLoop):
                         # callbacks, such as a library's retries, are not counted,
                         # so the count does not depend on how often those run.
                         if (
-                            type(callback) is not _FUNCTION
+                            type(callback) is not function
                             and type(getattr(callback, "__self__", None)) in steppers
                         ):
                             process.steps += 1
                             if process.kill_at_step is not None:
                                 self._stepped(process, handle._context)
+                    elif process is None or process.state == KILLED:
+                        # KILLED: unwinding (see kill); the callback runs only to let
+                        # the coroutines finish, the world is already cut off from them.
+                        if args:
+                            handle._context.run(callback, *args)
+                        else:
+                            handle._context.run(callback)
                     else:  # FROZEN
                         process.held.append((callback, tuple(args), handle._context))
                 except (SystemExit, KeyboardInterrupt):
