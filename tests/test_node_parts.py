@@ -15,6 +15,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import pytest
+from trio.testing import MockClock
 
 from standby import PromotionClaim, Timing, Topology, WorkloadConflict, fencing_token
 from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime
@@ -26,7 +27,14 @@ from standby.core._models import StandbySlot
 from standby.core._records import NodeState, PromotionIntent
 from standby.core._relay_messages import Query
 from standby.core._roles import Standby
-from standby.node import HeartbeatPublished, NodeEvent, Reconciled, SpawnRequest, SteppedDown
+from standby.node import (
+    HeartbeatPublished,
+    NodeEvent,
+    Reconciled,
+    SpawnRequest,
+    StandbyNode,
+    SteppedDown,
+)
 from standby.node._epochs import EpochsRead
 from standby.node._heartbeat import Heartbeats
 from standby.node._io import NodeIO
@@ -318,3 +326,117 @@ async def test_reconciler_alone_stops_a_stray_container() -> None:
     assert [(e.workload_id, e.action) for e in reconciled] == [("w9", "stopped")]
     assert not primary.workloads
     assert not spent
+
+
+class TestSpawnedTasks:
+    """The node's short tasks (plain asyncio tasks on asyncio) keep the task group's rules."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> Any:
+        if request.param == "trio":
+            return ("trio", {"clock": MockClock(autojump_threshold=0)})
+        return "asyncio"
+
+    @staticmethod
+    def node(kit: Kit) -> StandbyNode[Any]:
+        return StandbyNode(
+            transport=kit.transport, runtime=kit.runtime, timing=kit.timing, wall_clock=wall
+        )
+
+    async def test_a_failing_task_stops_the_node_which_raises_its_error(self) -> None:
+        node = self.node(Kit())
+
+        async def fail() -> None:
+            await anyio.sleep(0.01)
+            raise RuntimeError("broken task")
+
+        async def host() -> None:
+            async with node:
+                assert node.io.spawn(fail)
+                await anyio.sleep(5)
+            pytest.fail("the host's body should have been cancelled")
+
+        with pytest.raises(RuntimeError, match="broken task"):
+            await host()
+        assert not node.running
+
+    async def test_tasks_are_cancelled_and_waited_for_when_the_node_stops(self) -> None:
+        node = self.node(Kit())
+        ended: list[str] = []
+
+        async def slow(name: str) -> None:
+            try:
+                await anyio.sleep(3600)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(0.01)
+                ended.append(name)
+
+        async with node:
+            node.io.spawn(slow, "a")
+            node.io.spawn(slow, "b")
+            await anyio.sleep(0.01)
+        assert sorted(ended) == ["a", "b"]
+        assert not node.io.spawn(slow, "c")
+        assert node.counters["effects_after_stop"] == 1
+
+
+class TestBoundedCalls:
+    """NodeIO.bounded: a call that overruns twice its timeout is cut off, nothing else is."""
+
+    @pytest.fixture(params=["asyncio", "trio"])
+    def anyio_backend(self, request: pytest.FixtureRequest) -> Any:
+        if request.param == "trio":
+            return ("trio", {"clock": MockClock(autojump_threshold=0)})
+        return "asyncio"
+
+    @staticmethod
+    async def takes(seconds: float) -> str:
+        await anyio.sleep(seconds)
+        return "answer"
+
+    async def test_a_call_within_twice_its_limit_returns_its_answer(self) -> None:
+        io = Kit().io
+        assert await io.bounded(0.05, self.takes(0.08)) == "answer"
+
+    async def test_a_call_past_twice_its_limit_raises_timeout_error(self) -> None:
+        io = Kit().io
+        start = anyio.current_time()
+        with pytest.raises(TimeoutError):
+            await io.bounded(0.02, self.takes(3600))
+        assert anyio.current_time() - start < 1.0
+        # The net took its cancellation back: the task goes on unharmed.
+        await anyio.sleep(0.01)
+
+    async def test_a_cancellation_from_outside_goes_through(self) -> None:
+        io = Kit().io
+        with anyio.move_on_after(0.02) as outer:
+            await io.bounded(1.0, self.takes(3600))
+        assert outer.cancelled_caught
+
+    async def test_the_calls_own_error_goes_through(self) -> None:
+        io = Kit().io
+
+        async def fail() -> None:
+            await anyio.sleep(0.01)
+            raise KeyError("own")
+
+        with pytest.raises(KeyError):
+            await io.bounded(1.0, fail())
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_net_whose_timer_runs_after_the_call_ended_does_nothing() -> None:
+    """A loop may run a timer it held (the simulator's, for a frozen process) after its cancel."""
+    import asyncio
+
+    from standby.node._io import _Net
+
+    task = asyncio.current_task()
+    assert task is not None
+    net = _Net(task, 10.0)
+    net.close()
+    net._fire()  # what the held timer would do
+    assert not net.caught()
+    await asyncio.sleep(0)  # not cancelled
+    assert task.cancelling() == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ._at_once import at_once, at_once_steps
 from ._clock import monotonic, sleeper
+from ._deadline import fail_after
 from ._steps import StepLeg, Steps, run_steps
 from ._wakeup import Wakeup
 
@@ -19,6 +20,7 @@ __all__ = [
     "Wakeup",
     "at_once",
     "at_once_steps",
+    "fail_after",
     "monotonic",
     "run_steps",
     "sleeper",

@@ -72,8 +72,9 @@ class Wakeup:
             return
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
-        deadline = loop.time() + delay
-        if deadline <= loop.time():
+        now = loop.time()
+        deadline = now + delay
+        if deadline <= now:
             self._timer = loop.call_soon(self._expire, loop, waiter, deadline)
         elif deadline != math.inf:
             self._timer = loop.call_at(deadline, self._expire, loop, waiter, deadline)

@@ -39,9 +39,9 @@ def silence_baseline(created_at: float, last_heartbeat: float | None) -> float:
     window of grace, and a heartbeat older than the reservation does not
     shorten it.
     """
-    if last_heartbeat is None:
-        return created_at
-    return max(created_at, last_heartbeat)
+    if last_heartbeat is None or not last_heartbeat > created_at:
+        return created_at  # max(created_at, last_heartbeat), without the builtin's cost
+    return last_heartbeat
 
 
 def promotion_delay(index: int, delay: float) -> float:

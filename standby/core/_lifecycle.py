@@ -438,11 +438,16 @@ class WorkloadLifecycle:
 
     def lease_end(self) -> float | None:
         """When the lease runs out, or ``None`` before it was ever granted."""
+        # Read on every deadline: max() and min() of two spelled out as the
+        # comparisons they make (the builtins cost several times as much).
         stamp = self.quorum_timestamp()
-        base = self._lease_floor if stamp is None else max(stamp, self._lease_floor)
+        floor = self._lease_floor
+        base = floor if stamp is None or floor > stamp else stamp  # max(stamp, floor)
         if base == -math.inf:
             return None
-        return min(base + self.timing.lease, self._lease_cap)
+        end = base + self.timing.lease
+        cap = self._lease_cap
+        return cap if cap < end else end  # min(end, cap)
 
     def holds_lease(self, now: float) -> bool:
         """Whether the lease is valid at ``now``."""
@@ -760,9 +765,10 @@ class WorkloadLifecycle:
 
     def _suspect_at(self) -> float:
         stamp = self.quorum_timestamp()
-        base = max(self._lease_floor, self._live_since)
-        if stamp is not None:
-            base = max(base, stamp)
+        floor, live = self._lease_floor, self._live_since
+        base = live if live > floor else floor  # max(floor, live), as in lease_end
+        if stamp is not None and stamp > base:
+            base = stamp
         return base + self.timing.suspect_after
 
     def _become(

@@ -60,9 +60,12 @@ class Heartbeats(Generic[SpecT]):
         self.watch = watch
         self._mark: tuple[float, float] | None = None
         self._now: Wakeup | None = None
+        #: The monotonic clock of the loop the node runs on (looked up once a run).
+        self._clock: Callable[[], float] | None = None
 
     def open(self) -> None:
         self._now = Wakeup()
+        self._clock = None
 
     def poke(self) -> None:
         """Heartbeat soon (a workload just started or promoted)."""
@@ -78,7 +81,10 @@ class Heartbeats(Generic[SpecT]):
         Returns the wall-clock time.
         """
         now = self.now()
-        mono = anyio.current_time()
+        clock = self._clock
+        if clock is None:
+            self._clock = clock = monotonic()
+        mono = clock()
         mark, self._mark = self._mark, (now, mono)
         jumped = False
         if mark is not None:
@@ -152,7 +158,8 @@ class Heartbeats(Generic[SpecT]):
                 if clock() - polled >= interval:
                     polled = clock()
                     await self.primary.poll_containers()
-            await wake.wait(max(next_at - clock(), 0.0))
+            left = next_at - clock()
+            await wake.wait(0.0 if left < 0.0 else left)  # max(left, 0.0), for less
             # Early heartbeats (a workload just started) are spaced out, so that
             # a burst of accepts sends a few heartbeats rather than one each; the
             # first workload of an idle node heartbeats at once.

@@ -1,4 +1,14 @@
-"""The node's calls to its transport, bounded in time, and the tasks they run in."""
+"""The node's calls to its transport, bounded in time, and the tasks they run in.
+
+On asyncio the node's tasks (its loops, and the short ones: a lease renewal,
+the step-down read of each heartbeat, a promotion's steps) run as plain
+asyncio tasks beside its anyio task group rather than in it: an anyio task
+costs, besides the task, a task handle with a cancel scope and an event, a
+wrapper coroutine that every step passes through and its bookkeeping in the
+group, about four times the task itself. The group's rules hold for them
+all the same (see :meth:`NodeIO.spawn`), and each runs exactly the steps,
+in the same loop iterations, it would run in the group.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +21,7 @@ import anyio
 import anyio.abc
 import sniffio
 
+from ..aio import fail_after
 from ..core._models import Message
 from ..core._timing import Timing
 from ..protocols._contracts import PublishResult, Query, QueryResult, RelayTransport
@@ -45,11 +56,21 @@ class NodeIO:
         #: Set while the node reconciles on entry: tasks wait for the group.
         self.entering = False
         self._deferred: list[tuple[Task, tuple[Any, ...]]] = []
+        #: On asyncio, the plain tasks spawned and not done yet, oldest first.
+        self._plain: dict[asyncio.Task[Any], None] | None = None
+        #: What the plain tasks raised (the node raises it when it stops).
+        self.failures: list[BaseException] = []
+        self._stopping = False
 
     def spawn(self, func: Task, *args: Any) -> bool:
-        """Run ``func(*args)`` in the node's task group (once it runs).
+        """Run ``func(*args)`` as one of the node's tasks (once they run).
 
-        Whether it will run: ``False`` once the node stopped.
+        Whether it will run: ``False`` once the node stopped. On asyncio it is
+        a plain task that obeys the group's rules: it is cancelled when the
+        node stops (:meth:`cancel_tasks`), the node waits for it before it
+        stops (:meth:`wait_tasks`), and when it fails (or ends cancelled
+        while the node runs) the group is cancelled and the node raises
+        what it raised, as when one of the group's tasks fails.
         """
         group = self.group
         if group is None:
@@ -58,29 +79,95 @@ class NodeIO:
                 return True
             self.observer.count("effects_after_stop")
             return False
-        group.start_soon(func, *args)
+        self._start(group, func, args)
         return True
 
-    def start(self, group: anyio.abc.TaskGroup) -> None:
-        """The node's tasks run: start what was deferred while it reconciled."""
+    def start(self, group: anyio.abc.TaskGroup, *loops: tuple[Task, str]) -> None:
+        """The node's tasks run: its ``loops`` (each with its task's name), then what waited.
+
+        The loops are the node's long-lived tasks; they run as the others do
+        (see :meth:`spawn`), started before what was deferred while the node
+        reconciled.
+        """
         self.group = group
+        self._plain = {} if sniffio.current_async_library() == "asyncio" else None
+        self._stopping = False
+        self.failures = []
+        for func, name in loops:
+            self._start(group, func, (), name)
         deferred, self._deferred = self._deferred, []
         for func, args in deferred:
-            group.start_soon(func, *args)
+            self._start(group, func, args)
+
+    def _start(
+        self, group: anyio.abc.TaskGroup, func: Task, args: tuple[Any, ...], name: str | None = None
+    ) -> None:
+        plain = self._plain
+        if plain is None:
+            group.start_soon(func, *args, name=name)
+            return
+        # Made where the group would make it (in the caller's context, first
+        # step on the next iteration); its end is noticed by a done callback
+        # on the iteration after, as the group's is.
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(func(*args), name=name)
+        plain[task] = None
+        task.add_done_callback(self._ended)
+        if self._stopping:  # as in a cancelled group: cancelled at its first wait
+            loop.call_soon(_cancel, task)
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        if self._plain is not None:
+            self._plain.pop(task, None)
+        if not task.cancelled():
+            error = task.exception()
+            if error is None:
+                return
+            self.failures.append(error)
+        if self._stopping:
+            return
+        # As the group does when one of its tasks fails or ends cancelled: the
+        # node's other tasks are cancelled, the host's too (the node then stops).
+        if self.group is not None:
+            self.group.cancel_scope.cancel()
+        self.cancel_tasks()
+
+    def cancel_tasks(self) -> None:
+        """The node stops: cancel its plain tasks (its group's scope cancels the rest)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for task in list(self._plain or ()):
+            task.cancel()
+
+    async def wait_tasks(self) -> None:
+        """Until every plain task is done (after :meth:`cancel_tasks`)."""
+        while self._plain:
+            await asyncio.wait(list(self._plain))
 
     async def bounded(self, limit: float, call: Awaitable[_T]) -> _T:
         """Await an adapter call with a safety net of twice its own timeout.
 
         The net is ``TimeoutError`` after ``2 * limit``: it fires only when an
         adapter overruns its own timeout, so it is paid for on every call and
-        used almost never. On asyncio (3.11 on) it is asyncio's own
-        ``timeout``, about half the cost of an anyio cancel scope; both
-        cancel the call's task from their timer.
+        used almost never. On asyncio (3.11 on) it is a :class:`_Net`: a timer
+        that cancels the call's task, as asyncio's own ``timeout`` does, for
+        less than half of what that costs (a quarter of an anyio cancel
+        scope).
         """
         if _NATIVE_TIMEOUT and sniffio.current_async_library() == "asyncio":
-            async with asyncio.timeout(2 * limit):  # type: ignore[attr-defined,unused-ignore]
+            task = asyncio.current_task()
+            assert task is not None
+            net = _Net(task, 2 * limit)
+            try:
                 return await call
-        with anyio.fail_after(2 * limit):
+            except asyncio.CancelledError:
+                if net.caught():
+                    raise TimeoutError from None
+                raise
+            finally:
+                net.close()
+        with fail_after(2 * limit):
             return await call
 
     async def publish(
@@ -146,3 +233,51 @@ class NodeIO:
                 break
             self.observer.count(f"{operation}_retries")
         return PublishResult(frozenset(acked), result.errors)
+
+
+class _Net:
+    """The timer of :meth:`NodeIO.bounded` on asyncio: asyncio's ``timeout``, pared down.
+
+    At ``delay`` from now it cancels ``task`` (which then gets
+    ``CancelledError`` at its wait); :meth:`caught` tells whether a
+    ``CancelledError`` that left the call was the net's (it takes back the
+    net's cancellation, as ``asyncio.timeout`` does); :meth:`close` cancels
+    the timer. A timer that fires after :meth:`close` (a loop that held it,
+    as the simulator's does for a frozen process) does nothing.
+    """
+
+    __slots__ = ("_cancelling", "_closed", "_fired", "_handle", "_task")
+
+    def __init__(self, task: asyncio.Task[Any], delay: float) -> None:
+        self._task = task
+        self._cancelling: int = task.cancelling()  # type: ignore[attr-defined,unused-ignore]
+        self._fired = False
+        self._closed = False
+        self._handle = task.get_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        if self._closed:
+            return
+        self._fired = True
+        self._task.cancel()
+
+    def caught(self) -> bool:
+        """Whether the net cancelled the task and nothing else did meanwhile."""
+        if not self._fired:
+            return False
+        self._fired = False
+        uncancelled: int = self._task.uncancel()  # type: ignore[attr-defined,unused-ignore]
+        return uncancelled <= self._cancelling
+
+    def close(self) -> None:
+        if self._fired:  # it fired, but the call ended some other way: take it back
+            self._fired = False
+            self._task.uncancel()  # type: ignore[attr-defined,unused-ignore]
+        self._closed = True
+        self._handle.cancel()
+
+
+def _cancel(task: asyncio.Task[Any]) -> None:
+    # A function, not the task's bound method: a loop that counts the steps of
+    # its tasks by what a callback is bound to does not count this one.
+    task.cancel()

@@ -35,7 +35,7 @@ import anyio.abc
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
     from exceptiongroup import BaseExceptionGroup
 
-from ..aio import Wakeup, monotonic
+from ..aio import Wakeup, fail_after, monotonic
 from ..core._election import StandbyElection
 from ..core._errors import (
     NodeMisuse,
@@ -325,13 +325,15 @@ class StandbyNode(Generic[SpecT]):
         self._running = True
         if isinstance(self.transport, ReportsDrops):
             self.transport.set_drop_hook(self.observer.transport_dropped)
-        group.start_soon(self._timer_loop, name=f"standby-timer-{self.me}")
-        group.start_soon(self.heartbeat.loop, name=f"standby-heartbeat-{self.me}")
-        group.start_soon(self.subscriptions.loop, name=f"standby-subscription-{self.me}")
-        group.start_soon(self.persistence.loop, name=f"standby-store-{self.me}")
-        self.io.start(group)
+        self.io.start(
+            group,
+            (self._timer_loop, f"standby-timer-{self.me}"),
+            (self.heartbeat.loop, f"standby-heartbeat-{self.me}"),
+            (self.subscriptions.loop, f"standby-subscription-{self.me}"),
+            (self.persistence.loop, f"standby-store-{self.me}"),
+        )
         if self.election.slots:
-            group.start_soon(self.standby.catch_up, tuple(self.election.slots))
+            self.io.spawn(self.standby.catch_up, tuple(self.election.slots))
         self.observer.started(len(self.election.slots))
         return self
 
@@ -372,11 +374,26 @@ class StandbyNode(Generic[SpecT]):
         assert group is not None
         self._running = False
         group.cancel_scope.cancel()
+        self.io.cancel_tasks()
         try:
-            return await stack.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as errors:
-            raise_unwrapped(errors, exc)
-            return False
+            errors: BaseExceptionGroup[BaseException] | None = None
+            try:
+                handled = await stack.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as raised:
+                errors, handled = raised, False
+            finally:
+                # The node's plain tasks (see NodeIO.spawn) are gone too.
+                with anyio.CancelScope(shield=True):
+                    await self.io.wait_tasks()
+            if self.io.failures:
+                errors = BaseExceptionGroup(
+                    "unhandled errors in a TaskGroup",
+                    [*(() if errors is None else errors.exceptions), *self.io.failures],
+                )
+            if errors is not None:
+                raise_unwrapped(errors, exc)
+                return False
+            return handled
         finally:
             self._stack = self.io.group = None
             if isinstance(self.transport, ReportsDrops):
@@ -461,7 +478,7 @@ class StandbyNode(Generic[SpecT]):
             return
         workload_id = request.workload_id
         try:
-            with anyio.fail_after(self.timing.spawn_timeout):
+            with fail_after(self.timing.spawn_timeout):
                 await runtime.check_spec(request.spec, workload_id=workload_id)
         except SpawnError as exc:
             raise RequestRefused(
@@ -596,12 +613,10 @@ class StandbyNode(Generic[SpecT]):
     # ------------------------------------------------------------------
 
     def _next_deadline(self) -> float | None:
-        found = [
-            d
-            for d in (self.election.next_deadline(), self.primary.next_deadline())
-            if d is not None
-        ]
-        return min(found) if found else None
+        election, primary = self.election.next_deadline(), self.primary.next_deadline()
+        if election is None or (primary is not None and primary < election):
+            return primary
+        return election
 
     def _tick(self, now: float) -> None:
         self.standby.call(now, lambda: self.election.tick(now))
@@ -630,7 +645,8 @@ class StandbyNode(Generic[SpecT]):
                 # has a resolution of ~2e-7 s, so a shorter sleep might not move
                 # it past the deadline at all (and on a virtual clock it never
                 # would: the loop would spin forever).
-                delay = max(deadline - self.now(), _MIN_SLEEP)
+                delay = deadline - self.now()  # max() with _MIN_SLEEP, for less:
+                delay = _MIN_SLEEP if delay < _MIN_SLEEP else delay
             await wake.wait(delay)
             # At most one tick per _MIN_SLEEP: an input that arrives at the very
             # instant of a tick must not make the loop tick again at that same

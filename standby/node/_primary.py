@@ -11,6 +11,7 @@ import anyio
 import attrs
 from typing_extensions import assert_never
 
+from ..aio import fail_after
 from ..core._effects import (
     AtRisk,
     CheckContainer,
@@ -530,7 +531,7 @@ class PrimarySide(Generic[SpecT]):
             error = await self._may_start(workload_id, workload)
             if error is None:
                 lease_end = self.bound_for(workload)
-                with anyio.fail_after(self.timing.spawn_timeout):
+                with fail_after(self.timing.spawn_timeout):
                     handle = await self.runtime.spawn(
                         workload.spec,
                         workload_id=workload_id,
@@ -604,7 +605,7 @@ class PrimarySide(Generic[SpecT]):
         if handle is None or lease_end <= workload.renewed:
             return
         try:
-            with anyio.fail_after(self.timing.query_timeout):
+            with fail_after(self.timing.query_timeout):
                 await self.runtime.renew(handle, lease_end)
         except Exception as exc:
             self.observer.failed("renew", exc, workload_id=workload_id, role="primary")
@@ -633,7 +634,7 @@ class PrimarySide(Generic[SpecT]):
         wait = self.timing.retry_interval
         while True:
             try:
-                with anyio.fail_after(self.timing.spawn_timeout):
+                with fail_after(self.timing.spawn_timeout):
                     await self.runtime.stop(handle)
             except Exception as exc:
                 self.observer.failed("stop", exc, workload_id=workload_id, role=role)
@@ -680,7 +681,7 @@ class PrimarySide(Generic[SpecT]):
             return "absent"
         timeout = self.timing.query_timeout
         try:
-            with anyio.fail_after(timeout):
+            with fail_after(timeout):
                 return await self.runtime.status(workload.handle)
         except Exception as exc:
             self.observer.failed("status", exc, workload_id=workload_id, role="primary")

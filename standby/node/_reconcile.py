@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, TypeVar
 
-import anyio
 import attrs
 
+from ..aio import fail_after
 from ..core._effects import Announce, SlotRemoved
 from ..core._election import StandbyElection
 from ..core._lifecycle import Never
@@ -85,7 +85,7 @@ class Reconciler(Generic[SpecT]):
 
     async def _reconcile(self, state: NodeState[SpecT]) -> None:
         timeout = self.timing.query_timeout
-        with anyio.fail_after(2 * timeout + self.timing.spawn_timeout):
+        with fail_after(2 * timeout + self.timing.spawn_timeout):
             running: Sequence[RunningWorkload] = await self.runtime.list()
         primaries = {p.workload_id: p for p in state.primaries if p.ended is None}
         intents = {i.workload_id: i for i in state.intents}

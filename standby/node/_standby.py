@@ -6,10 +6,10 @@ import math
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-import anyio
 import attrs
 from typing_extensions import assert_never
 
+from ..aio import fail_after
 from ..core._effects import (
     Announce,
     CannotStart,
@@ -404,7 +404,7 @@ class StandbySide(Generic[SpecT]):
         answer: Callable[
             [float, int, Sequence[Envelope[Message]], frozenset[str]], list[ElectionEffect]
         ],
-        timeout: float | None = None,  # noqa: ASYNC109 - passed on to the transport
+        timeout: float | None = None,
     ) -> None:
         """Run a read the election asked for and hand it the answer."""
         result = await self.io.query(
@@ -507,7 +507,7 @@ class StandbySide(Generic[SpecT]):
             # the spawn fails, the intent stays, so a restarted node never
             # hands that token out again (it gives the promotion up instead).
             try:
-                with anyio.fail_after(self.timing.spawn_timeout):
+                with fail_after(self.timing.spawn_timeout):
                     handle = await self.runtime.spawn(
                         effect.spec,
                         workload_id=workload_id,

@@ -46,6 +46,7 @@ import heapq
 import math
 import sys
 import threading
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -124,35 +125,27 @@ class _Task(asyncio.Task):  # type: ignore[type-arg]
     def __hash__(self) -> int:
         return self._number
 
-    def __eq__(self, other: object) -> bool:
-        return self is other
+    # Equality stays object identity (the default, compared in C).
 
 
 class _Call(asyncio.Handle):
     """A ready callback, with the process it belongs to (``None``: the simulator's own).
 
-    Built without :class:`asyncio.Handle`'s constructor (which asks the loop
-    whether it is in debug mode on every call): the loop runs it itself.
+    Made by the loop itself (see :meth:`VirtualLoop._call`), without
+    :class:`asyncio.Handle`'s constructor (which asks the loop whether it
+    is in debug mode on every call): the loop runs it itself. What only a
+    debugging loop sets per handle is a constant of the class here.
     """
 
     __slots__ = ("_process",)
 
-    def __init__(
-        self,
-        callback: Callable[..., object],
-        args: tuple[Any, ...],
-        loop: VirtualLoop,
-        context: contextvars.Context,
-        process: Process | None,
-    ) -> None:
-        self._callback = callback
-        self._args = args
-        self._loop = loop
-        self._context = context
-        self._cancelled = False
-        self._repr = None
-        self._source_traceback = None
-        self._process = process
+    _callback: Callable[..., object]
+    _args: tuple[Any, ...]
+    _context: contextvars.Context
+    _process: Process | None
+    _loop = None
+    _repr = None
+    _source_traceback = None
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -166,30 +159,20 @@ class _Timer(asyncio.TimerHandle):
     Ties go first come, first served: asyncio's own timers compare by time
     alone, so the order of two timers due at the same instant would depend
     on the shape of the heap, which every timer ever scheduled (or
-    cancelled) changes.
+    cancelled) changes. Made by the loop itself, like :class:`_Call`.
     """
 
     __slots__ = ("_process",)
 
-    def __init__(
-        self,
-        when: float,
-        callback: Callable[..., object],
-        args: tuple[Any, ...],
-        loop: VirtualLoop,
-        context: contextvars.Context,
-        process: Process | None,
-    ) -> None:
-        self._callback = callback
-        self._args = args
-        self._loop = loop
-        self._context = context
-        self._cancelled = False
-        self._repr = None
-        self._source_traceback = None
-        self._when = when
-        self._scheduled = True
-        self._process = process
+    _callback: Callable[..., object]
+    _args: tuple[Any, ...]
+    _context: contextvars.Context
+    _process: Process | None
+    _loop: VirtualLoop
+    _when: float
+    _scheduled: bool
+    _repr = None
+    _source_traceback = None
 
     def cancel(self) -> None:
         if not self._cancelled:
@@ -202,6 +185,12 @@ class _Timer(asyncio.TimerHandle):
 
 #: What a counted step's callback is bound to: a task, or a leg that stands in for one.
 _STEPPERS = frozenset({_Task, StepLeg})
+
+#: A plain function's callback is bound to nothing: never a step.
+_FUNCTION = types.FunctionType
+
+
+_new = object.__new__
 
 
 def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> _Task:
@@ -301,48 +290,67 @@ class VirtualLoop(asyncio.BaseEventLoop):
         timers = self._timers
         heappop = heapq.heappop
         resolution = self._clock_resolution
+        steppers = _STEPPERS
+        function = _FUNCTION
         while True:
-            if self._timer_cancelled_count > 100 and self._timer_cancelled_count * 2 > len(timers):
-                self._drop_cancelled()
-            while timers and timers[0][2]._cancelled:
-                heappop(timers)[2]._scheduled = False
-                self._timer_cancelled_count -= 1
+            if timers:
+                if self._timer_cancelled_count > 100 and self._timer_cancelled_count * 2 > len(
+                    timers
+                ):
+                    self._drop_cancelled()
+                while timers and timers[0][2]._cancelled:
+                    heappop(timers)[2]._scheduled = False
+                    self._timer_cancelled_count -= 1
             if not ready and not self._stopping:
                 if not timers:
                     raise RuntimeError(
                         "the simulated world has nothing left to do and nothing scheduled: "
                         "a run must always have a deadline"
                     )
-                wait = min(max(0.0, timers[0][0] - self._now), _LONGEST_WAIT)
+                wait = timers[0][0] - self._now
                 if wait > 0:
-                    self._now += wait
-            end = self._now + resolution
-            while timers and timers[0][0] < end:
-                timer = heappop(timers)[2]
-                timer._scheduled = False
-                append(timer)
-            for _ in range(len(ready)):
+                    self._now += wait if wait < _LONGEST_WAIT else _LONGEST_WAIT
+            if timers:
+                end = self._now + resolution
+                while timers and timers[0][0] < end:
+                    timer = heappop(timers)[2]
+                    timer._scheduled = False
+                    append(timer)
+            # The callbacks ready now; those they schedule wait for the next round.
+            left = len(ready)
+            while left:
+                left -= 1
                 handle = popleft()
                 if handle._cancelled:
                     continue
                 process = handle._process
                 callback = handle._callback
+                args = handle._args
                 try:
-                    if process is None or process.state == KILLED:
-                        # KILLED: unwinding (see kill); the callback runs only to let
-                        # the coroutines finish, the world is already cut off from them.
-                        handle._context.run(callback, *handle._args)
-                    elif process.state == RUNNING:
-                        handle._context.run(callback, *handle._args)
+                    if process is not None and process.state == RUNNING:
+                        if args:
+                            handle._context.run(callback, *args)
+                        else:
+                            handle._context.run(callback)
                         # A step is a task resuming (an await returning); other
                         # callbacks, such as a library's retries, are not counted,
                         # so the count does not depend on how often those run.
-                        if type(getattr(callback, "__self__", None)) in _STEPPERS:
+                        if (
+                            type(callback) is not function
+                            and type(getattr(callback, "__self__", None)) in steppers
+                        ):
                             process.steps += 1
                             if process.kill_at_step is not None:
                                 self._stepped(process, handle._context)
+                    elif process is None or process.state == KILLED:
+                        # KILLED: unwinding (see kill); the callback runs only to let
+                        # the coroutines finish, the world is already cut off from them.
+                        if args:
+                            handle._context.run(callback, *args)
+                        else:
+                            handle._context.run(callback)
                     else:  # FROZEN
-                        process.held.append((callback, tuple(handle._args), handle._context))
+                        process.held.append((callback, tuple(args), handle._context))
                 except (SystemExit, KeyboardInterrupt):
                     raise
                 except BaseException as exc:
@@ -390,7 +398,12 @@ class VirtualLoop(asyncio.BaseEventLoop):
             context = contextvars.copy_context()
         if self._closed:  # type: ignore[attr-defined]
             raise RuntimeError("Event loop is closed")
-        handle = _Call(callback, args, self, context, context.get(CURRENT_PROCESS))
+        handle = _new(_Call)
+        handle._callback = callback
+        handle._args = args
+        handle._context = context
+        handle._cancelled = False
+        handle._process = context.get(CURRENT_PROCESS)
         self._ready.append(handle)
         return handle
 
@@ -403,7 +416,12 @@ class VirtualLoop(asyncio.BaseEventLoop):
     ) -> _Call:
         if self._closed:  # type: ignore[attr-defined]
             raise RuntimeError("Event loop is closed")
-        handle = _Call(callback, args, self, context, process)
+        handle = _new(_Call)
+        handle._callback = callback
+        handle._args = args
+        handle._context = context
+        handle._cancelled = False
+        handle._process = process
         self._ready.append(handle)
         return handle
 
@@ -455,7 +473,15 @@ class VirtualLoop(asyncio.BaseEventLoop):
         if self._closed:  # type: ignore[attr-defined]
             raise RuntimeError("Event loop is closed")
         self._timers_made += 1
-        timer = _Timer(when, callback, args, self, context, process)
+        timer = _new(_Timer)
+        timer._callback = callback
+        timer._args = args
+        timer._loop = self
+        timer._context = context
+        timer._cancelled = False
+        timer._when = when
+        timer._scheduled = True
+        timer._process = process
         heapq.heappush(self._timers, (when, self._timers_made, timer))
         return timer
 
