@@ -328,14 +328,18 @@ async def test_reconciler_alone_stops_a_stray_container() -> None:
     assert not spent
 
 
-class TestSpawnedTasks:
-    """The node's short tasks (plain asyncio tasks on asyncio) keep the task group's rules."""
+class OnBothBackends:
+    """Tests run on asyncio and on trio with a virtual clock."""
 
     @pytest.fixture(params=["asyncio", "trio"])
     def anyio_backend(self, request: pytest.FixtureRequest) -> Any:
         if request.param == "trio":
             return ("trio", {"clock": MockClock(autojump_threshold=0)})
         return "asyncio"
+
+
+class TestSpawnedTasks(OnBothBackends):
+    """The node's short tasks (plain asyncio tasks on asyncio) keep the task group's rules."""
 
     @staticmethod
     def node(kit: Kit) -> StandbyNode[Any]:
@@ -381,14 +385,8 @@ class TestSpawnedTasks:
         assert node.counters["effects_after_stop"] == 1
 
 
-class TestBoundedCalls:
+class TestBoundedCalls(OnBothBackends):
     """NodeIO.bounded: a call that overruns twice its timeout is cut off, nothing else is."""
-
-    @pytest.fixture(params=["asyncio", "trio"])
-    def anyio_backend(self, request: pytest.FixtureRequest) -> Any:
-        if request.param == "trio":
-            return ("trio", {"clock": MockClock(autojump_threshold=0)})
-        return "asyncio"
 
     @staticmethod
     async def takes(seconds: float) -> str:
