@@ -21,7 +21,7 @@ from standby import PromotionClaim, fencing_token
 from standby.adapters.nostr import NostrKeys, NostrTransport
 from standby.protocols import Query
 from standby.testing import _local_relay
-from standby.testing._relay_process import relay_program
+from standby.testing._relay_process import free_port, relay_program
 
 
 @pytest.mark.parametrize(
@@ -44,6 +44,13 @@ def test_bad_arguments_are_refused_with_one_line_and_exit_2(
         _local_relay.main(argv)
     assert exited.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    # Servers of one cluster get their ports before any of them listens: a
+    # port offered twice gave an etcd cluster one peer URL for two members.
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
 
 
 def test_an_unknown_implementation_is_refused_naming_the_choices() -> None:

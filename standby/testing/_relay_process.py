@@ -119,11 +119,27 @@ def relay_program(implementation: RelayImplementation = "nostr-relay") -> list[s
     )
 
 
+#: The ports :func:`free_port` handed out in this process.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nobody listens on right now and that this
+    process has not handed out before.
+
+    The kernel may offer a port again as soon as the probing socket closes:
+    two calls made before either server started could get the same port (an
+    etcd cluster was once given one peer port for two members, and refused
+    to start with "duplicate url").
+    """
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free TCP port on 127.0.0.1 that was not handed out already")
 
 
 def _accepts(port: int) -> bool:
