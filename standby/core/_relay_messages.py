@@ -397,6 +397,27 @@ def claims_read(
     )
 
 
+def step_down_read(
+    workload_ids: Iterable[str],
+    standbys: Iterable[str],
+    me: str,
+    now: float,
+    max_clock_skew: float,
+) -> Query:
+    """A primary's watch for a later epoch of its workloads (failure mode 25).
+
+    Only the workloads' standbys can make a primary step down, so only their
+    claims and announcements are asked for, never its own: after a takeover
+    of a thousand workloads the relays hold its own claim and announcement
+    of each, and returning those every interval made every watch read of
+    such a host time out (failure mode 19). With no standby left
+    (``authors`` empty) the query matches nothing and need not be sent.
+    """
+    authors = set(standbys)
+    authors.discard(me)
+    return claims_read(workload_ids, now, max_clock_skew, authors)
+
+
 def catch_up_read(workload_ids: Iterable[str]) -> Query:
     """What a standby missed (after a restart, a new primary).
 

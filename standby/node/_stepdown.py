@@ -28,7 +28,7 @@ from ..core._effects import LifecycleEffect
 from ..core._election import MAX_BATCH
 from ..core._lifecycle import WorkloadLifecycle
 from ..core._models import Envelope, Message, PromotionAnnouncement, PromotionClaim
-from ..core._relay_messages import claims_read, takeover_epoch
+from ..core._relay_messages import step_down_read, takeover_epoch
 from ..core._timing import Timing
 from ._events import SteppedDown
 from ._io import NodeIO
@@ -112,7 +112,7 @@ class StepDown(Generic[SpecT]):
         return True
 
     async def read(self) -> None:
-        """Read the claims and announcements of every workload run here (once per interval).
+        """Read the standbys' claims and announcements of the workloads run here, once per interval.
 
         One query per :data:`MAX_BATCH` workloads, one after another: a relay
         answers a connection's requests in order, so sent all at once they
@@ -132,20 +132,16 @@ class StepDown(Generic[SpecT]):
             self._reading = False
 
     async def _read(self, workload_ids: tuple[str, ...]) -> None:
-        # Only the workloads' standbys can make a primary step down, so only
-        # their messages are asked for: after a takeover of a thousand
-        # workloads the relays hold this node's own claim and announcement of
-        # each, and returning those every interval made every watch read of
-        # such a host time out (failure mode 19).
-        authors: set[str] = set()
+        standbys: set[str] = set()
         for workload_id in workload_ids:
             workload = self.primary.workloads.get(workload_id)
             if workload is not None:
-                authors.update(workload.lifecycle.standbys)
-        authors.discard(self.me)
-        if not authors:
+                standbys.update(workload.lifecycle.standbys)
+        query = step_down_read(
+            workload_ids, standbys, self.me, self.now(), self.timing.max_clock_skew
+        )
+        if not query.authors:
             return
-        query = claims_read(workload_ids, self.now(), self.timing.max_clock_skew, authors)
         result = await self.io.query(query, operation="epoch_watch", workload_id=None)
         for envelope in result.envelopes:
             self.on_envelope(envelope)

@@ -79,6 +79,7 @@ from ...core._relay_messages import (
     heartbeats_read,
     is_newer,
     newest_per_key,
+    step_down_read,
     takeover_epoch,
 )
 from ...core._timing import Timing
@@ -667,11 +668,9 @@ class World:
             return heartbeats_read(op.effect.primary, op.effect.workload_ids, local, skew)
         if op.kind is OpKind.QUERY_CLAIMS:
             return claims_read(op.effect.workload_ids, local, skew, op.effect.authors)
-        # The step-down watch asks for the workload's standbys' messages.
-        provider = self.providers[op.provider]
-        standbys = set() if provider.lifecycle is None else set(provider.lifecycle.standbys)
-        standbys.discard(op.provider)
-        return claims_read((WORKLOAD,), local, skew, standbys)
+        lifecycle = self.providers[op.provider].lifecycle
+        standbys = () if lifecycle is None else lifecycle.standbys
+        return step_down_read((WORKLOAD,), standbys, op.provider, local, skew)
 
     def _read(
         self, query: Query, answered: frozenset[str], local: float
