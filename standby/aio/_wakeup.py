@@ -12,6 +12,11 @@ took: a wait on a flag already set yields once (a checkpoint); a timeout
 wakes the task on the iteration after its timer fires, as a cancellation
 would; a delay already over wakes it after two iterations. A simulated run
 on a virtual clock is therefore the same with either.
+
+On asyncio a :class:`Wakeup` keeps the event loop of its first wait, rather
+than look it up on every wait (asking asyncio for the running loop costs a
+system call on Python 3.11): it belongs to that loop, as the node's do (the
+node makes new ones each time it runs, a memory subscription has its own).
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ __all__ = ["Wakeup"]
 class Wakeup:
     """Set by anyone, waited on by one task at a time; :meth:`clear` starts over."""
 
-    __slots__ = ("_event", "_flag", "_timer", "_waiter")
+    __slots__ = ("_event", "_flag", "_loop", "_timer", "_waiter")
 
     def __init__(self) -> None:
         self._flag = False
+        #: On asyncio, the loop of the first wait (``None``: not waited on asyncio yet).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.Handle | None = None
         self._event: anyio.Event | None = None
@@ -59,18 +66,20 @@ class Wakeup:
 
     async def wait(self, delay: float) -> None:
         """Return once set (after one checkpoint when set already) or after ``delay`` seconds."""
-        if sniffio.current_async_library() != "asyncio":
-            if self._event is None:
-                self._event = anyio.Event()
-                if self._flag:
-                    self._event.set()
-            with anyio.move_on_after(delay):
-                await self._event.wait()
-            return
+        loop = self._loop
+        if loop is None:
+            if sniffio.current_async_library() != "asyncio":
+                if self._event is None:
+                    self._event = anyio.Event()
+                    if self._flag:
+                        self._event.set()
+                with anyio.move_on_after(delay):
+                    await self._event.wait()
+                return
+            loop = self._loop = asyncio.get_running_loop()
         if self._flag:
             await asyncio.sleep(0)
             return
-        loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
         now = loop.time()
         deadline = now + delay
