@@ -133,6 +133,10 @@ class _Fanout:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            if not self._left:
+                # Let the legs go: each refers back to this fan-out (its done
+                # callback), a cycle only the garbage collector would break.
+                self._tasks = []
         if self._errors:
             raise BaseExceptionGroup("unhandled errors in a TaskGroup", self._errors)
 
