@@ -58,6 +58,9 @@ class NodeIO:
         self._deferred: list[tuple[Task, tuple[Any, ...]]] = []
         #: On asyncio, the plain tasks spawned and not done yet, oldest first.
         self._plain: dict[asyncio.Task[Any], None] | None = None
+        #: On asyncio, the event loop the tasks run on (looked up once a run:
+        #: asking asyncio for the running loop costs a system call on 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: What the plain tasks raised (the node raises it when it stops).
         self.failures: list[BaseException] = []
         self._stopping = False
@@ -90,7 +93,9 @@ class NodeIO:
         reconciled.
         """
         self.group = group
-        self._plain = {} if sniffio.current_async_library() == "asyncio" else None
+        on_asyncio = sniffio.current_async_library() == "asyncio"
+        self._plain = {} if on_asyncio else None
+        self._loop = asyncio.get_running_loop() if on_asyncio else None
         self._stopping = False
         self.failures = []
         for func, name in loops:
@@ -109,7 +114,8 @@ class NodeIO:
         # Made where the group would make it (in the caller's context, first
         # step on the next iteration); its end is noticed by a done callback
         # on the iteration after, as the group's is.
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None  # set with _plain
         task = loop.create_task(func(*args), name=name)
         plain[task] = None
         task.add_done_callback(self._ended)
@@ -156,7 +162,11 @@ class NodeIO:
         scope).
         """
         if _NATIVE_TIMEOUT and sniffio.current_async_library() == "asyncio":
-            task = asyncio.current_task()
+            # The loop of this run's tasks, if it is the running one (a call
+            # made before the tasks start, or in another run, looks it up).
+            task = None if self._loop is None else asyncio.current_task(self._loop)
+            if task is None:
+                task = asyncio.current_task()
             assert task is not None
             net = _Net(task, 2 * limit)
             try:
