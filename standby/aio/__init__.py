@@ -9,12 +9,13 @@ simulated run on a virtual clock exactly as the anyio form would make it.
 from __future__ import annotations
 
 from ._at_once import at_once, at_once_steps
-from ._clock import monotonic, sleeper
+from ._clock import LoopClock, monotonic, sleeper
 from ._deadline import fail_after
 from ._steps import StepLeg, Steps, run_steps
 from ._wakeup import Wakeup
 
 __all__ = [
+    "LoopClock",
     "StepLeg",
     "Steps",
     "Wakeup",

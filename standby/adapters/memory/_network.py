@@ -11,9 +11,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-import anyio
-
-from ...aio import Wakeup, monotonic
+from ...aio import LoopClock, Wakeup, monotonic
 from ...core._effects import DropReason
 from ...core._errors import TransportError
 from ...core._models import Envelope, Heartbeat, LeaseRevocation, Message, PromotionClaim
@@ -183,6 +181,8 @@ class MemoryRelayNetwork:
         """Every publish: ``(anyio time, signer, message, relays that acked)``."""
         self.on_store: Callable[[str, str, Message], object] | None = None
         """Called as ``on_store(relay, signer, message)`` whenever a relay stores a message."""
+        self.clock = LoopClock()
+        """``anyio.current_time()``, the clock of stores and deliveries (the transports' too)."""
 
     def __repr__(self) -> str:
         return f"MemoryRelayNetwork(relays={list(self.relays)!r})"
@@ -302,7 +302,7 @@ class MemoryRelayNetwork:
     # -------------------------------------------------------------- storage
 
     def _store(self, relay: str, signer: str, message: Message) -> None:
-        now = anyio.current_time()
+        now = self.clock()
         target = self._relays[relay]
         if target.amnesiac:
             return
@@ -328,7 +328,7 @@ class MemoryRelayNetwork:
 
     def _settle(self) -> None:
         """Store what the relays have finished storing by now (see :meth:`_store_at`)."""
-        now = anyio.current_time()
+        now = self.clock()
         later = self._later
         while later and later[0][0] <= now:
             at, _seq, relay, signer, message = heapq.heappop(later)
@@ -385,7 +385,7 @@ class MemoryRelayNetwork:
                 return subscription
         self._subscriptions.append(subscription)
         if query.since is not None:
-            now = anyio.current_time()
+            now = self.clock()
             if self._later:
                 self._settle()
             for relay in self.relays:
@@ -425,7 +425,7 @@ class MemoryRelayNetwork:
             if target is None:
                 self._store(relay, me, message)
                 continue
-            now = anyio.current_time()
+            now = self.clock()
             for subscription in list(self._subscriptions):
                 if subscription.identity == target:
                     self._offer(subscription, relay, me, message, now, strangers=False)

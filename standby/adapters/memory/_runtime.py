@@ -15,6 +15,7 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from ...aio import LoopClock
 from ...core._errors import RuntimeFailure, SpawnError
 from ...protocols._contracts import ContainerStatus, RunningWorkload
 from .._runtime import OrderedRuntime, SpawnOrder
@@ -95,6 +96,8 @@ class RuntimeRecord:
 
     def __init__(self) -> None:
         self.events: list[RuntimeEvent] = []
+        #: ``anyio.current_time()``, for the record and its runtimes' events.
+        self.clock = LoopClock()
         self._next_handle = 0
         self._hosts: dict[str, _Host] = {}
 
@@ -117,6 +120,12 @@ class RuntimeRecord:
         else:
             self.events.append(event)
 
+    def _now(self) -> float:
+        try:
+            return self.clock()
+        except Exception:  # no event loop: nothing can have expired since the last call
+            return -math.inf
+
     def reap(self, now: float | None = None) -> int:
         """Stop every container whose lease ran out by ``now`` (default: the current time).
 
@@ -126,7 +135,7 @@ class RuntimeRecord:
         many containers it stopped.
         """
         if now is None:
-            now = _current_time()
+            now = self._now()
         stopped = 0
         for name, state in self._hosts.items():
             due = [i for i, at in state.deadlines.items() if at <= now and i in state.running]
@@ -202,13 +211,6 @@ class RuntimeRecord:
 
 def _event_time(event: RuntimeEvent) -> float:
     return event.at
-
-
-def _current_time() -> float:
-    try:
-        return anyio.current_time()
-    except Exception:  # no event loop: nothing can have expired since the last call
-        return -math.inf
 
 
 def _interval(start: RuntimeEvent, end: float | None) -> RunInterval:
@@ -304,7 +306,7 @@ class MemoryRuntime(OrderedRuntime[MemoryHandle]):
         detail: str = "",
     ) -> None:
         self.record._append(
-            RuntimeEvent(anyio.current_time(), self.host, kind, workload_id, token, handle, detail)
+            RuntimeEvent(self.record.clock(), self.host, kind, workload_id, token, handle, detail)
         )
 
     def _bound(self, handle_id: int, lease_end: float) -> None:
@@ -318,7 +320,7 @@ class MemoryRuntime(OrderedRuntime[MemoryHandle]):
         state.leases[handle_id] = lease_end
         if self.enforce_leases:
             due = lease_deadline(
-                lease_end + self._stop_grace, self.wall_clock(), anyio.current_time()
+                lease_end + self._stop_grace, self.wall_clock(), self.record.clock()
             )
             state.deadlines[handle_id] = max(state.deadlines.get(handle_id, -math.inf), due)
 

@@ -189,7 +189,7 @@ class MemoryTransport:
             if server is None:
                 network._store(relay, me, message)
             else:
-                now = anyio.current_time()
+                now = network.clock()
                 kind = message_kind(message)
                 done = server.store(relay, self._connection(relay, lane), me, kind, now)
                 network._store_at(done, relay, me, message)
@@ -206,7 +206,7 @@ class MemoryTransport:
             await at_once(network.relays, lambda relay: run_steps(one(relay)), timeout)
         acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
         errors = {r: answers.get(r) or "timed out" for r in network.relays if r not in acked}
-        network.published.append((anyio.current_time(), me, message, acked))
+        network.published.append((network.clock(), me, message, acked))
         return PublishResult(acked, errors)
 
     async def query(
@@ -249,8 +249,8 @@ class MemoryTransport:
                 # connection sent before, and answers after its own cost.
                 connection = self._connection(relay, lane_of(self._pacing, None)[0])
                 tags = len(query.workload_ids or ()) + len(query.authors or ())
-                start, done = server.query(relay, connection, anyio.current_time(), tags)
-                yield start - anyio.current_time()
+                start, done = server.query(relay, connection, network.clock(), tags)
+                yield start - network.clock()
                 matches = network.relay(relay).matching(query)
                 yield done + server.costs.per_result * len(matches) - start
             yield network._delay(faults)
