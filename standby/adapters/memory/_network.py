@@ -293,7 +293,8 @@ class MemoryRelayNetwork:
 
     def _delay(self, faults: LinkFaults) -> float:
         if faults.jitter:
-            return faults.latency + self.rng.uniform(0.0, faults.jitter)
+            # rng.uniform(0.0, jitter), spelled out: the same draw, the same number.
+            return faults.latency + faults.jitter * self.rng.random()
         return faults.latency
 
     def _lost(self, faults: LinkFaults) -> bool:

@@ -160,9 +160,15 @@ class MemoryTransport:
         lane, rank = lane_of(self._pacing, message)
         order = next(self._publishes)
 
+        def reached(relay: str) -> bool:
+            """Whether a leg starting now reaches ``relay`` (if not, the answer says why)."""
+            if network.reachable(me, relay):
+                return True
+            answers[relay] = "down" if not network.relay(relay).up else "unreachable"
+            return False
+
         def one(relay: str) -> Steps:
-            if not network.reachable(me, relay):
-                answers[relay] = "down" if not network.relay(relay).up else "unreachable"
+            if not reached(relay):
                 return
             window = None if server is None else window_for(self.windows, self._pacing, relay, lane)
             if window is None:  # free relays: nothing to pace, nothing added
@@ -172,7 +178,10 @@ class MemoryTransport:
                 window, rank, relay, answers, lambda: run_steps(send(relay)), _congested, order
             )
 
-        def send(relay: str) -> Steps:
+        def send(relay: str, *, first: bool = False) -> Steps:
+            # ``first``: the whole leg (free relays), starting as ``one`` does.
+            if first and not reached(relay):
+                return
             faults = network.faults(relay, me)
             if limiter is not None:
                 yield limiter.pace(me, relay)
@@ -201,7 +210,9 @@ class MemoryTransport:
             answers[relay] = None
 
         if server is None and limiter is None:  # legs of delays only: no tasks on asyncio
-            await at_once_steps(network.relays, one, timeout)
+            # Each leg is ``send`` itself: one generator a leg, rather than ``one``
+            # delegating to ``send`` on every step.
+            await at_once_steps(network.relays, lambda relay: send(relay, first=True), timeout)
         else:
             await at_once(network.relays, lambda relay: run_steps(one(relay)), timeout)
         acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
