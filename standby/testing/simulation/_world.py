@@ -248,6 +248,9 @@ class Host:
 
     def __init__(self, world: Simulation, name: str, index: int, store: SimulatedStore) -> None:
         self.world = world
+        #: The world's base and clock, for :meth:`wall` (read on every node clock read).
+        self._base = world.base
+        self._time = world.loop.time
         self.name = name
         self.index = index  # -1 for the original primary, else the standby index
         self.store = store
@@ -285,7 +288,7 @@ class Host:
 
     def wall(self) -> float:
         """This host's wall clock."""
-        return self.world.base + self.world.loop.time() + self.skew
+        return self._base + self._time() + self.skew
 
     def start(
         self, request: SpawnRequest[Any] | None, on_event: Callable[[Host, Process, Any], None]
