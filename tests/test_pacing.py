@@ -216,17 +216,38 @@ async def test_a_window_shrinks_when_acknowledgements_slow_and_halves_on_a_loss(
     from standby.adapters._pacing import PublishWindow
 
     window = PublishWindow(Pacing(initial_window=8, target_delay=0.1))
-    for _ in range(4):
-        await window.acquire()
-    window.acked(0.01)
+    first = await window.acquire()
+    window.acked(0.01, ticket=first)
     assert window.size == 9
-    window.acked(0.5)  # 0.49 s more than the fastest: the relay queues
-    assert window.size == 8
-    window.lost()
-    assert window.size == 4
-    assert window.in_flight == 1
+    tickets = [await window.acquire() for _ in range(4)]
+    window.acked(0.22, ticket=tickets[0])  # twice the 0.11 s allowed: the relay queues
+    assert window.size == 4.5  # the share that waits 0.11 s at the same rate
+    window.lost(ticket=tickets[1])  # sent before that cut: no news
+    assert window.size == 4.5
+    later = await window.acquire()
+    window.lost(ticket=later)  # sent after it: a round of its own halves
+    assert window.size == 2.25
+    window.acked(5.0, ticket=tickets[2])  # the cut is never deeper than half
+    assert window.size == 2.25
     window.release()
     assert window.in_flight == 0
+
+
+async def test_fm26_slow_answers_cut_a_window_once_a_round_trip() -> None:
+    """A full window of slow answers shrinks it once, not once per answer."""
+    from standby.adapters._pacing import PublishWindow
+
+    window = PublishWindow(Pacing(initial_window=40, target_delay=0.1))
+    tickets = [await window.acquire() for _ in range(40)]
+    window.acked(0.005, ticket=tickets.pop(0))
+    assert window.size == 41
+    for ticket in tickets:  # the relay got busier: every answer waited 0.3 s
+        window.acked(0.3, ticket=ticket)
+    assert window.size == 20.5  # one cut for the round, by half at most
+    again = [await window.acquire() for _ in range(20)]
+    window.acked(0.15, ticket=again[0])  # the next round: a smaller queue, a smaller cut
+    assert 14.0 < window.size < 15.0
+    assert window.in_flight == 19
 
 
 def test_never_sent_needs_every_relay_unsent_and_none_acked() -> None:
@@ -343,7 +364,7 @@ async def test_fm19_one_connection_without_pacing_misses_the_bound() -> None:
         assert cluster.record.max_concurrent(workload_id) <= 1
 
 
-async def test_announcements_and_withdrawals_use_at_most_half_the_window() -> None:
+async def test_announcements_and_withdrawals_wait_for_claims_and_use_half_the_window() -> None:
     from standby.adapters._pacing import _LATER, PublishWindow
 
     window = PublishWindow(Pacing(initial_window=4))
@@ -361,10 +382,27 @@ async def test_announcements_and_withdrawals_use_at_most_half_the_window() -> No
         await anyio.wait_all_tasks_blocked()
         assert later_granted == []  # half the window is the later rank's
         with anyio.fail_after(1):
-            await window.acquire()  # a claim still finds room
+            claim = await window.acquire()  # a claim still finds room
         assert window.in_flight == 3
-        window.acked(0.01, _LATER)  # one announcement answered: the waiting one goes
+        window.acked(0.01, _LATER)  # one announcement answered: a claim is still out
+        await anyio.wait_all_tasks_blocked()
+        assert later_granted == []
+        window.acked(0.01, ticket=claim)  # the claim answered: the waiting one goes
         await anyio.wait_all_tasks_blocked()
         assert later_granted == ["announcement"]
     assert window.later_in_flight == 2
-    assert window.in_flight == 3
+    assert window.in_flight == 2
+
+
+async def test_an_event_sent_at_its_callers_timeout_says_nothing_of_the_relay() -> None:
+    from standby.adapters._pacing import PublishWindow
+
+    window = PublishWindow(Pacing(initial_window=8, target_delay=0.1))
+    first = await window.acquire()
+    window.acked(0.01, ticket=first)
+    late = await window.acquire()
+    window.lost(ticket=late, waited=0.05)  # out 50 ms when its caller gave up
+    assert window.size == 9
+    slow = await window.acquire()
+    window.lost(ticket=slow, waited=0.5)  # out 0.5 s unanswered: the relay queues
+    assert window.size == 4.5
