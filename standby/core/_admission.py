@@ -14,17 +14,28 @@ their claim's acknowledgement (phases ``PREREAD`` and ``CLAIMING``) under a
 window that adapts to what the relays manage in time. Each slot that got
 through (its claim acknowledged in time, or its pre-read answered with a
 rival to yield to) says how long that took since its pre-read: within half
-of ``claim_timeout`` the window grows by one, beyond it the window shrinks
-by one, so the relays' queues stay short enough for every claim to make its
-deadline with room to spare. A failure for lack of answers (a pre-read or a
-claim short of its quorum or late) halves the window, at most once per
-round: a failure of a slot that pre-read before the last cut does not cut
-again. A failed claim costs the relays twice (the late claim and its
-withdrawal) and the slot a doubling wait, so the window aims to avoid
-failures, not to find them. A slot ready to pre-read while the window is
-full waits in phase ``PACED``, in the order it became ready, and is let in
-when the slots ahead of it leave room: a chunk at a time, so the slots let
-in together share one batched pre-read.
+of ``claim_timeout`` (the target) the window grows by one, beyond it the
+window shrinks by one, so the relays' queues stay short enough for every
+claim to make its deadline with room to spare.
+
+Those answers come a round trip after the window let their slots in, so
+growing on them alone overshoots: on three ``nostr-relay`` processes the
+first hundred claims came back within 0.7 s, the window grew past 300, and
+the claims let in after that waited 2 to 2.5 s, some past their deadline.
+So while slots wait for room, the window is also held to the number of
+slots that got through in the last target's length of time, once slots
+have been getting through that long: by Little's law, the slots the relays carry through
+within the target at the rate they show. A failure for lack of answers (a
+pre-read or a claim short of its quorum or late) halves the window, but not
+below that number, at most once per round: a failure of a slot that
+pre-read before the last cut does not cut again. A failed claim costs the
+relays twice (the late claim and its withdrawal) and the slot a doubling
+wait, so the window aims to avoid failures, not to find them.
+
+A slot ready to pre-read while the window is full waits in phase
+``PACED``, in the order it became ready, and is let in when the slots
+ahead of it leave room: a chunk at a time, so the slots let in together
+share one batched pre-read.
 
 Safety does not depend on when a slot pre-reads, only on what it does from
 its pre-read on (``docs/safety.md``): a later pre-read is always allowed.
@@ -35,6 +46,7 @@ over, and the first ready go first.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from typing import Generic, TypeVar
 
 from ._claim_reads import MAX_BATCH
@@ -91,6 +103,10 @@ class ClaimAdmission(Generic[SpecT]):
         self.waiting: dict[str, Entry[SpecT]] = {}
         #: When the window was last halved; ``None``: never.
         self.cut_at: float | None = None
+        #: The first answer since the window was last empty; ``None``: none since.
+        self.through_since: float | None = None
+        #: When slots got through, oldest first, within the last ``target``.
+        self.through: deque[float] = deque()
 
     def __repr__(self) -> str:
         return (
@@ -104,6 +120,8 @@ class ClaimAdmission(Generic[SpecT]):
             return
         if old in IN_FLIGHT:
             self.in_flight -= 1
+            if not self.in_flight:
+                self.through_since = None
         elif old is Phase.PACED:
             self.waiting.pop(entry.slot.workload_id, None)
         if new in IN_FLIGHT:
@@ -135,26 +153,52 @@ class ClaimAdmission(Generic[SpecT]):
         taken = list(itertools.islice(self.waiting, count))
         return [self.waiting.pop(workload_id) for workload_id in taken]
 
-    def got_through(self, waited: float) -> None:
-        """A slot in flight was answered in time, ``waited`` seconds after its pre-read.
+    def got_through(self, now: float, waited: float) -> None:
+        """A slot in flight was answered in time at ``now``, ``waited`` seconds after its pre-read.
 
         Well within the target the relays keep up: widen the window by one;
-        beyond it their queues grow: narrow it by one.
+        beyond it their queues grow: narrow it by one. Then hold it to the
+        rate the relays show (:meth:`shown`).
         """
+        through = self._count_through(now)
+        through.append(now)
+        if self.through_since is None:
+            self.through_since = now
         if waited <= self.target:
             self.window += 1.0
         else:
             self.window = max(1.0, self.window - 1.0)
+        shown = self.shown(now)
+        if shown is not None and self.waiting:
+            self.window = max(1.0, min(self.window, float(shown)))
+
+    def shown(self, now: float) -> int | None:
+        """The slots that got through in the last ``target`` seconds, once slots
+        have been getting through that long since the window was last empty;
+        ``None`` before (too short to tell a rate)."""
+        if self.through_since is None or now - self.through_since < self.target:
+            return None
+        return len(self._count_through(now))
+
+    def _count_through(self, now: float) -> deque[float]:
+        through = self.through
+        horizon = now - self.target
+        while through and through[0] < horizon:
+            through.popleft()
+        return through
 
     def fell_short(self, now: float, preread_at: float) -> bool:
         """A slot in flight missed a quorum or a deadline: halve the window, once a round.
 
-        A slot that pre-read before the last cut belongs to the round that
-        was already cut for: its failure does not cut again. Whether this
-        one cut.
+        Not below the slots the relays carried through in the last
+        ``target`` (:meth:`shown`): a round lost to a window grown past
+        their rate is cut back to that rate, not below it. A slot that
+        pre-read before the last cut belongs to the round that was already
+        cut for: its failure does not cut again. Whether this one cut.
         """
         if self.cut_at is not None and preread_at <= self.cut_at:
             return False
-        self.window = max(1.0, self.window / 2)
+        shown = self.shown(now) or 0
+        self.window = max(1.0, self.window / 2, min(self.window, float(shown)))
         self.cut_at = now
         return True

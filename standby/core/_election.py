@@ -1285,7 +1285,7 @@ class StandbyElection(Generic[SpecT]):
     def _got_through(self, now: float, entry: Entry[SpecT]) -> None:
         """A slot in the claim window was answered in time."""
         if entry.phase in IN_FLIGHT:
-            self._admission.got_through(now - entry.preread_at)
+            self._admission.got_through(now, now - entry.preread_at)
 
     def _fell_short(self, now: float, entry: Entry[SpecT]) -> None:
         """A slot in the claim window missed a quorum or a deadline."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from ...core._admission import ClaimAdmission
 from ...core._election import StandbyElection
 from ...core._lifecycle import WorkloadLifecycle
 from ...core._timing import Timing
@@ -88,6 +89,16 @@ class _Form:
         if rel < -self.horizon:
             return _LONG_AGO
         return _FAR_AHEAD if rel > self.horizon else rel
+
+    def admission_rate(self, admission: ClaimAdmission[Any]) -> Any:
+        """What of the claim window's rate measure can still matter: how long
+        slots have been getting through, up to one target, and when the slots
+        of the last target got through."""
+        target = admission.target
+        since = admission.through_since
+        flowing = None if since is None else min(round(self.now - since, 6), target)
+        recent = tuple(round(t - self.now, 6) for t in admission.through if t >= self.now - target)
+        return flowing, recent
 
     def value(self, v: Any) -> Any:
         t = type(v)
@@ -179,6 +190,7 @@ class _Form:
                 e._admission.window,
                 tuple(e._admission.waiting),
                 self.time(e._admission.cut_at),
+                self.admission_rate(e._admission),
             ),
         )
 
