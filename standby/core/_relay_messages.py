@@ -36,6 +36,7 @@ __all__ = [
     "catch_up_read",
     "claim_wins",
     "claims_read",
+    "followed_read",
     "heartbeats_read",
     "is_newer",
     "message_kind",
@@ -419,8 +420,23 @@ def step_down_read(
 
 
 def catch_up_read(workload_ids: Iterable[str]) -> Query:
-    """What a standby missed (after a restart, a new primary).
+    """What a standby missed while it was away (after a restart).
 
     Its revocations, claims and announcements, with no time bound.
     """
     return Query(kinds=("revocation", "claim", "announcement"), workload_ids=workload_ids)
+
+
+def followed_read(workload_ids: Iterable[str], new_primaries: Iterable[str]) -> Query:
+    """What slots that just followed a new primary heard from it and did not heed.
+
+    The new primary was a peer of each slot until then, so the slot heard its
+    claims and announcements as a peer's (that is how it came to follow), but
+    a revocation from a peer means nothing: only the new primary's
+    revocations, with no time bound, are read back. Reading every
+    revocation, claim and announcement of the workloads instead returned the
+    new primary's claim and announcement of each: in a takeover of 1,000
+    workloads, thousands of events the relays served while they were still
+    storing its claims, and reads that timed out (failure mode 19).
+    """
+    return Query(kinds=("revocation",), authors=new_primaries, workload_ids=workload_ids)

@@ -40,7 +40,7 @@ from ..core._models import (
     Topology,
 )
 from ..core._records import PrimaryRecord, PromotionIntent
-from ..core._relay_messages import catch_up_read, claims_read, heartbeats_read
+from ..core._relay_messages import catch_up_read, claims_read, followed_read, heartbeats_read
 from ..core._roles import Standby
 from ..core._timing import Timing
 from ..protocols._contracts import AtomicClaims, ContainerRuntime, Query
@@ -146,7 +146,7 @@ class StandbySide(Generic[SpecT]):
         self._unsent: set[tuple[str, int]] = set()
         #: Workloads whose slot followed a new primary and whose catch-up read
         #: has not started yet, in order (see :meth:`catch_up_soon`).
-        self._to_catch_up: dict[str, None] = {}
+        self._to_catch_up: dict[str, str] = {}
         self._catching_up = False
 
     # -- the host's requests ---------------------------------------------------
@@ -290,7 +290,7 @@ class StandbySide(Generic[SpecT]):
             case PrimaryChanged():
                 # What the new primary published before this slot followed it
                 # (a revocation above all) went by unheeded: read it back.
-                self.catch_up_soon(effect.workload_id)
+                self.catch_up_soon(effect.workload_id, effect.new_primary)
                 self.observer.report(
                     PrimaryFollowed(
                         now,
@@ -342,8 +342,10 @@ class StandbySide(Generic[SpecT]):
         now = self.now()
         self.call(now, lambda: self.election.on_message(now, envelope))
 
-    def catch_up_soon(self, workload_id: str) -> None:
-        """Read back what a slot missed, in a batch with the other slots that need it.
+    def catch_up_soon(self, workload_id: str, new_primary: str) -> None:
+        """Read back what a slot that followed ``new_primary`` did not heed
+        (:func:`~standby.core._relay_messages.followed_read`), in a batch with
+        the other slots that need it.
 
         In a correlated failover hundreds of slots follow the new primary
         one announcement at a time: one read each would load the relays
@@ -352,28 +354,36 @@ class StandbySide(Generic[SpecT]):
         ``MAX_BATCH`` a read; slots that follow while it reads wait for its
         next read.
         """
-        self._to_catch_up[workload_id] = None
+        self._to_catch_up[workload_id] = new_primary
         if not self._catching_up:
             self._catching_up = self.io.spawn(self._catch_up_waiting)
 
     async def _catch_up_waiting(self) -> None:
         try:
             while self._to_catch_up:
-                waiting = tuple(self._to_catch_up)
+                waiting = dict(self._to_catch_up)
                 self._to_catch_up.clear()
-                await self.catch_up(waiting)
+                await self._read_back(waiting)
         finally:
             self._catching_up = False
 
     async def catch_up(self, workload_ids: tuple[str, ...]) -> None:
-        """Read revocations, claims and announcements missed (after a restart, a new primary)."""
+        """Read the revocations, claims and announcements missed (after a restart)."""
         # In chunks, so each request and answer stays inside relay limits.
         for first in range(0, len(workload_ids), MAX_BATCH):
+            await self._read_in(catch_up_read(workload_ids[first : first + MAX_BATCH]))
+
+    async def _read_back(self, new_primaries: dict[str, str]) -> None:
+        """Read the new primaries' revocations of workloads whose slots followed them."""
+        workload_ids = tuple(new_primaries)
+        for first in range(0, len(workload_ids), MAX_BATCH):
             chunk = workload_ids[first : first + MAX_BATCH]
-            query = catch_up_read(chunk)
-            result = await self.io.query(query, operation="catch_up", workload_id=None)
-            for envelope in result.envelopes:
-                self.on_envelope(envelope)
+            await self._read_in(followed_read(chunk, {new_primaries[w] for w in chunk}))
+
+    async def _read_in(self, query: Query) -> None:
+        result = await self.io.query(query, operation="catch_up", workload_id=None)
+        for envelope in result.envelopes:
+            self.on_envelope(envelope)
 
     # -- reads and claims ---------------------------------------------------------
 

@@ -76,6 +76,7 @@ from ...core._relay_messages import (
     addressable_key,
     catch_up_read,
     claims_read,
+    followed_read,
     heartbeats_read,
     is_newer,
     newest_per_key,
@@ -508,7 +509,7 @@ class World:
             elif isinstance(effect, SlotRemoved):
                 p.saved_slot = None
             elif isinstance(effect, PrimaryChanged):
-                self._start_op(p, OpKind.CATCH_UP)
+                self._start_op(p, OpKind.CATCH_UP, effect)
             elif isinstance(effect, CompareAndSetClaim):  # pragma: no cover
                 raise TypeError("the explorer publishes claims (no atomic claims)")
             else:
@@ -663,6 +664,8 @@ class World:
         """The query the node sends for ``op`` (the same functions build it)."""
         skew = self.timing.max_clock_skew
         if op.kind is OpKind.CATCH_UP:
+            if isinstance(op.effect, PrimaryChanged):
+                return followed_read((WORKLOAD,), (op.effect.new_primary,))
             return catch_up_read((WORKLOAD,))
         if op.kind is OpKind.QUERY_HEARTBEATS:
             return heartbeats_read(op.effect.primary, op.effect.workload_ids, local, skew)
