@@ -202,6 +202,42 @@ def test_fm26_claims_acknowledged_late_in_their_deadline_narrow_the_window() -> 
     assert phases(machine)[sbc.Phase.SETTLING] == 40
 
 
+def test_fm26_the_window_is_held_to_the_slots_the_relays_carried_through_lately() -> None:
+    # The relays acknowledge a claim every 1/25 of the target (half of
+    # claim_timeout) while 200 slots wait for room. Growing by one per
+    # answer in time would keep widening the window (the answers come a
+    # round trip late); once claims have been getting through for a
+    # target's length, the window is held to how many got through in that
+    # time: Little's law at the rate the relays show.
+    machine, now, publishes = claims_out(300)
+    target = TIMING.claim_timeout / 2
+    acked: list[float] = []
+    for i, publish in enumerate(publishes[:40]):
+        at = now + 0.2 + i * target / 25
+        machine.claim_published(at, publish.request_id, QUORUM)
+        acked.append(at)
+        if at - acked[0] < target:
+            assert machine.claim_window > 100  # too short to tell a rate: it grows
+    recent = [t for t in acked if t >= acked[-1] - target]
+    assert machine.claim_window == len(recent) == 26
+    assert machine.counters.get("claim_window_cut", 0) == 0
+
+
+def test_fm26_a_failure_halves_the_window_but_not_below_the_rate_shown() -> None:
+    machine, now, publishes = claims_out(300)
+    target = TIMING.claim_timeout / 2
+    acked = [now + 0.2 + i * target / 50 for i in range(80)]
+    for at, publish in zip(acked, publishes, strict=False):
+        machine.claim_published(at, publish.request_id, QUORUM)
+    window = machine.claim_window
+    late = now + TIMING.claim_timeout + 0.1
+    machine.claim_published(late, publishes[80].request_id, QUORUM)
+    shown = len([t for t in acked if t >= late - target])
+    assert machine.counters["claim_window_cut"] == 1
+    assert window / 2 < shown < window
+    assert machine.claim_window == shown
+
+
 def peer_claim(
     workload_id: str, at: float, *, signer: str = PEER, index: int = 0, **kw: Any
 ) -> Any:

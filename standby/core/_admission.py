@@ -157,20 +157,25 @@ class ClaimAdmission(Generic[SpecT]):
         """A slot in flight was answered in time at ``now``, ``waited`` seconds after its pre-read.
 
         Well within the target the relays keep up: widen the window by one;
-        beyond it their queues grow: narrow it by one. Then hold it to the
-        rate the relays show (:meth:`shown`).
+        beyond it their queues grow: narrow it by one. While slots wait and
+        the relays have shown a rate (:meth:`shown`), the window is held to
+        it instead of narrowed: the late answer came from a slot let in when
+        the window was wider, and narrowing for it as well would take the
+        window below what the relays carry through.
         """
         through = self._count_through(now)
         through.append(now)
         if self.through_since is None:
             self.through_since = now
-        if waited <= self.target:
+        in_time = waited <= self.target
+        shown = self.shown(now)
+        if shown is not None and self.waiting:
+            grown = self.window + 1.0 if in_time else self.window
+            self.window = max(1.0, min(grown, float(shown)))
+        elif in_time:
             self.window += 1.0
         else:
             self.window = max(1.0, self.window - 1.0)
-        shown = self.shown(now)
-        if shown is not None and self.waiting:
-            self.window = max(1.0, min(self.window, float(shown)))
 
     def shown(self, now: float) -> int | None:
         """The slots that got through in the last ``target`` seconds, once slots
