@@ -17,7 +17,16 @@ import anyio.lowlevel
 import pytest
 from trio.testing import MockClock
 
-from standby import PromotionClaim, Timing, Topology, WorkloadConflict, fencing_token
+from standby import (
+    Envelope,
+    LeaseRevocation,
+    PromotionAnnouncement,
+    PromotionClaim,
+    Timing,
+    Topology,
+    WorkloadConflict,
+    fencing_token,
+)
 from standby.adapters.memory import MemoryRelayNetwork, MemoryRuntime
 from standby.core._effects import Announce
 from standby.core._election import StandbyElection
@@ -156,8 +165,7 @@ async def test_primary_side_alone_does_not_start_a_revoked_workload() -> None:
     assert not primary.workloads
 
 
-async def test_standby_side_alone_reserves_a_slot() -> None:
-    kit = Kit("sb0")
+def standby_side(kit: Kit) -> tuple[StandbySide[Any], StandbyElection[Any]]:
     election: StandbyElection[Any] = StandbyElection(me=kit.me, timing=kit.timing)
 
     async def stop(*_args: Any) -> None:
@@ -182,10 +190,52 @@ async def test_standby_side_alone_reserves_a_slot() -> None:
         stop_container=stop,
         heartbeat_soon=kit.note("heartbeat_soon"),
     )
+    return standby, election
+
+
+async def test_standby_side_alone_reserves_a_slot() -> None:
+    kit = Kit("sb0")
+    standby, election = standby_side(kit)
     request = kit.request("sb0", "sb1")
     await standby.accept(wall(), request, request.topology, Standby(0, 2))
     assert set(election.slots) == {"w1"}
     assert kit.calls == ["refresh", "poke"]
+
+
+async def test_a_slot_that_follows_a_new_primary_heeds_its_earlier_revocation(
+    group: anyio.abc.TaskGroup,
+) -> None:
+    """The new primary revoked before the slot followed it: read back, then heeded."""
+    kit = Kit("sb1")
+    kit.io.start(group)
+    standby, election = standby_side(kit)
+    request = kit.request("sb0", "sb1")
+    await standby.accept(wall(), request, request.topology, Standby(1, 2))
+    sb0 = kit.network.transport("sb0")
+    now = wall()
+    revocation = LeaseRevocation(
+        workload_id="w1", primary="sb0", standbys=("sb1",), revoked_at=now, epoch=1
+    )
+    await sb0.publish(revocation, timeout=1.0)
+    standby.on_envelope(Envelope(revocation, "sb0", "relay-0", now))
+    assert not election.status("w1").revoked  # a peer's revocation: not heeded
+    announcement = PromotionAnnouncement(
+        workload_id="w1", new_primary="sb0", promoted_at=now, epoch=1, fencing_token=2
+    )
+    await sb0.publish(announcement, timeout=1.0)
+    queries: list[Query] = []
+    query = kit.transport.query
+
+    async def watched(q: Query, *, timeout: float) -> Any:  # noqa: ASYNC109
+        queries.append(q)
+        return await query(q, timeout=timeout)
+
+    kit.transport.query = watched  # type: ignore[method-assign]
+    standby.on_envelope(Envelope(announcement, "sb0", "relay-0", now))
+    assert election.slots["w1"].primary == "sb0"
+    await anyio.wait_all_tasks_blocked()
+    assert [(set(q.kinds), q.authors) for q in queries] == [({"revocation"}, {"sb0"})]
+    assert election.status("w1").revoked  # read back, and heeded now that sb0 is primary
 
 
 async def test_heartbeats_alone_publish_for_the_primary_sides_workloads(
