@@ -65,7 +65,7 @@ from _floor import Floor, memory_floor, relay_floor
 from _harness import Provider, last_heartbeat, nostr_provider, request
 from _nostr_relays import RelayCluster
 
-from standby import Envelope, Heartbeat, JsonFileStore, NodeError, Timing, UnsafeTiming
+from standby import Envelope, Heartbeat, JsonFileStore, NodeError, Query, Timing, UnsafeTiming
 from standby.adapters.memory import (
     MemoryRelayNetwork,
     MemoryRuntime,
@@ -344,6 +344,26 @@ async def accept_retrying(node: StandbyNode[Any], req: SpawnRequest[Any], outcom
             return
 
 
+async def stored_last_heartbeat(reader: Provider, prime: Provider, timing: Timing) -> float:
+    """The newest of the crashed primary's heartbeats on any relay.
+
+    The standbys count the silence from the newest heartbeat they heard, and
+    a heartbeat the crash cut off after it was sent but before its
+    acknowledgements came back is on the relays all the same: taking only the
+    heartbeats the primary saw acknowledged put the last heartbeat up to an
+    interval early, and every takeover that much late.
+    """
+    transport = reader.transport
+    assert transport is not None
+    newest = last_heartbeat(prime.events, timing)
+    query = Query(kinds=("heartbeat",), authors={prime.identity})
+    result = await transport.query(query, timeout=10 * timing.query_timeout)
+    for envelope in result.envelopes:
+        if isinstance(envelope.message, Heartbeat):
+            newest = max(newest, envelope.message.timestamp)
+    return newest
+
+
 async def real_failover(
     urls: list[str], workloads: int, timing: Timing, directory: Path
 ) -> tuple[Outcome, float]:
@@ -380,7 +400,7 @@ async def real_failover(
         await anyio.sleep(2 * timing.heartbeat_interval)
         prime.runtime.crash()
         prime.scope.cancel()
-        last = last_heartbeat(prime.events, timing)
+        last = await stored_last_heartbeat(sb0, prime, timing)
         await eventually(lambda: taken_over(record, ids), timing.silence + 300, 0.2)
         progress("takeovers done (or given up)")
         await anyio.sleep(timing.silence)
