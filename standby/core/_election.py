@@ -451,9 +451,10 @@ class StandbyElection(Generic[SpecT]):
         """How many slots may be between their pre-read and their claim's answer now.
 
         It grows by one for each slot the relays answered well within
-        ``claim_timeout``, shrinks by one for each answered later and halves
-        (once a round) when they did not answer in time; slots beyond it
-        wait in ``PACED``.
+        ``claim_timeout``, shrinks by one for each answered later (while
+        slots wait and the relays have shown a rate, it is held to that rate
+        instead) and halves (once a round, not below that rate) when they
+        did not answer in time; slots beyond it wait in ``PACED``.
         """
         return int(self._admission.window)
 
