@@ -447,24 +447,9 @@ class VirtualLoop(asyncio.BaseEventLoop):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
-        # The body of _timer, inlined (a timer for every sleep and wakeup).
         if context is None:
             context = contextvars.copy_context()
-        if self._closed:  # type: ignore[attr-defined]
-            raise RuntimeError("Event loop is closed")
-        when = self._now + delay
-        self._timers_made += 1
-        timer = _new(_Timer)
-        timer._callback = callback
-        timer._args = args
-        timer._loop = self
-        timer._context = context
-        timer._cancelled = False
-        timer._when = when
-        timer._scheduled = True
-        timer._process = context.get(CURRENT_PROCESS)
-        heapq.heappush(self._timers, (when, self._timers_made, timer))
-        return timer
+        return self._timer(self._now + delay, callback, args, context, context.get(CURRENT_PROCESS))
 
     def call_at(  # type: ignore[override]
         self,
@@ -473,23 +458,9 @@ class VirtualLoop(asyncio.BaseEventLoop):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
-        # The body of _timer, inlined (a timer for every sleep and wakeup).
         if context is None:
             context = contextvars.copy_context()
-        if self._closed:  # type: ignore[attr-defined]
-            raise RuntimeError("Event loop is closed")
-        self._timers_made += 1
-        timer = _new(_Timer)
-        timer._callback = callback
-        timer._args = args
-        timer._loop = self
-        timer._context = context
-        timer._cancelled = False
-        timer._when = when
-        timer._scheduled = True
-        timer._process = context.get(CURRENT_PROCESS)
-        heapq.heappush(self._timers, (when, self._timers_made, timer))
-        return timer
+        return self._timer(when, callback, args, context, context.get(CURRENT_PROCESS))
 
     def _timer(
         self,
