@@ -19,7 +19,6 @@ surface and the timer that drives both machines.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -178,7 +177,10 @@ class StandbyNode(Generic[SpecT]):
             me=self.me, timing=timing, atomic_claims=atomic_claims, claim_window=claim_window
         )
         self._build_parts(transport, runtime, store, timing)
-        self._stack: contextlib.AsyncExitStack | None = None
+        #: The task group while the node runs (entered and left by hand, not through
+        #: an AsyncExitStack: the stack's frame keeps the exception it re-raises,
+        #: a reference cycle through everything the traceback's frames hold).
+        self._group: anyio.abc.TaskGroup | None = None
         self._running = False
         self._wake: Wakeup | None = None
 
@@ -296,7 +298,7 @@ class StandbyNode(Generic[SpecT]):
     # ------------------------------------------------------------------
 
     async def __aenter__(self) -> StandbyNode[SpecT]:
-        if self._stack is not None:
+        if self._group is not None:
             raise NodeMisuse(f"node {self.me!r} is already running")
         self._wake = Wakeup()
         if self.observer.event_log is not None:
@@ -311,17 +313,12 @@ class StandbyNode(Generic[SpecT]):
                 await self.reconciler.restore()
             finally:
                 self.io.entering = False
-            stack = contextlib.AsyncExitStack()
-            await stack.__aenter__()
-            try:
-                group = await stack.enter_async_context(anyio.create_task_group())
-            except BaseException:
-                await stack.aclose()
-                raise
+            group = anyio.create_task_group()
+            await group.__aenter__()
         except BaseException:
             self.persistence.close()
             raise
-        self._stack = stack
+        self._group = group
         self._running = True
         if isinstance(self.transport, ReportsDrops):
             self.transport.set_drop_hook(self.observer.transport_dropped)
@@ -369,8 +366,7 @@ class StandbyNode(Generic[SpecT]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        stack, group = self._stack, self.io.group
-        assert stack is not None
+        group = self._group
         assert group is not None
         self._running = False
         group.cancel_scope.cancel()
@@ -378,7 +374,7 @@ class StandbyNode(Generic[SpecT]):
         try:
             errors: BaseExceptionGroup[BaseException] | None = None
             try:
-                handled = await stack.__aexit__(exc_type, exc, tb)
+                handled = bool(await group.__aexit__(exc_type, exc, tb)) and exc is not None
             except BaseExceptionGroup as raised:
                 errors, handled = raised, False
             finally:
@@ -395,7 +391,10 @@ class StandbyNode(Generic[SpecT]):
                 return False
             return handled
         finally:
-            self._stack = self.io.group = None
+            # An exception leaving this call keeps this frame in its traceback:
+            # the frame lets go of the exceptions (no cycle through it).
+            exc = tb = errors = None
+            self._group = self.io.group = None
             if isinstance(self.transport, ReportsDrops):
                 self.transport.set_drop_hook(None)
             with anyio.CancelScope(shield=True):

@@ -108,6 +108,7 @@ class MemorySubscription:
             return
         self._closed = True
         self._pending.clear()
+        self._report = None  # nothing to report any more (and no cycle with the transport)
         self._network._unsubscribe(self)
         limiter = self._network.limiter
         if limiter is not None and self.refused is None:
