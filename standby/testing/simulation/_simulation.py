@@ -81,6 +81,7 @@ from ._report import (
 )
 from ._world import (
     Host,
+    Incarnation,
     Latencies,
     RuntimeFactory,
     SimulatedStore,
@@ -190,6 +191,7 @@ class Simulation:
         self.observer = Observer(self, self._by_name)
         self.network.on_store = self.observer.on_store
         self._processes: list[Process] = []
+        self._incarnations: list[Incarnation] = []
         lookback = timing.silence + timing.peer_claim_grace + timing.retry_interval
         self.checks = Checks(timing, workload_id, lookback + timing.heartbeat_interval)
         self.request: SpawnRequest[Any] = SpawnRequest(
@@ -209,7 +211,7 @@ class Simulation:
             )
         self.injector = Injector(self)
         self.injector.set_base_latency(self.latencies.network)
-        self._finalizer = weakref.finalize(self, teardown, self.loop, self._processes)
+        self._finalizer = weakref.finalize(self, teardown, self.loop, self._incarnations)
         self._boot()
         for fault in faults:
             self.schedule(fault)
@@ -536,6 +538,7 @@ class Simulation:
         """Start a new incarnation of ``host``'s node."""
         inc = host.start(request, self.observer.on_event)
         self._processes.append(inc.process)
+        self._incarnations.append(inc)
         self.record_line(host.name, ("node process %s started", (inc.process.name,)))
         self.checks.node_state(self.now, host.name, up=True)
 

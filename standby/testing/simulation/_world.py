@@ -429,16 +429,23 @@ def memory_runtime(
     )
 
 
-def teardown(loop: VirtualLoop, processes: list[Process]) -> None:
-    """Unwind every simulated process, then close the loop (see Simulation.close)."""
+def teardown(loop: VirtualLoop, incarnations: list[Incarnation]) -> None:
+    """Unwind every simulated process, then close the loop (see Simulation.close).
+
+    Each process goes as a ``kill -9`` does, its transport severed (its
+    subscriptions end at once, not by cancellation), but nothing is recorded:
+    the world is gone.
+    """
     if loop.is_closed():
         return
     if loop.is_running() or _running_loop() is not None:
-        _GRAVEYARD.append((loop, processes))
+        _GRAVEYARD.append((loop, incarnations))
         return
-    for process in processes:
-        process.on_kill = None  # the world is gone: nothing to record
-        loop.kill(process)
+    processes = [inc.process for inc in incarnations]
+    for inc in incarnations:
+        inc.process.on_kill = None
+        inc.transport.sever()
+        loop.kill(inc.process)
     roots = [p.root for p in processes if p.root is not None and not p.root.done()]
     for _ in range(10_000):
         if all(root.done() for root in roots):
@@ -451,10 +458,10 @@ def _running_loop() -> Any:
     return asyncio._get_running_loop()
 
 
-_GRAVEYARD: list[tuple[VirtualLoop, list[Process]]] = []
+_GRAVEYARD: list[tuple[VirtualLoop, list[Incarnation]]] = []
 
 
 def bury() -> None:
     while _GRAVEYARD and _running_loop() is None:
-        loop, processes = _GRAVEYARD.pop()
-        teardown(loop, processes)
+        loop, incarnations = _GRAVEYARD.pop()
+        teardown(loop, incarnations)
