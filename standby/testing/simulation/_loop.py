@@ -193,6 +193,22 @@ _FUNCTION = types.FunctionType
 _new = object.__new__
 
 
+class _ErrorLog:
+    """The loop's exception handler: each error, as a line of ``errors``."""
+
+    __slots__ = ("errors",)
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", "error"))
+        exc = context.get("exception")
+        if exc is not None:
+            message += f": {type(exc).__name__}: {exc}"
+        self.errors.append(message)
+
+
 def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> _Task:
     assert isinstance(loop, VirtualLoop)
     return _Task(coro, loop=loop, **kwargs)
@@ -224,7 +240,8 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self.errors: list[str] = []
         self._tasks_made = 0
         self._timers_made = 0
-        self.set_exception_handler(self._on_error)
+        # The handler holds the list, not the loop (no cycle for the collector).
+        self.set_exception_handler(_ErrorLog(self.errors))
         self.set_task_factory(_task_factory)
 
     # -- the clock --------------------------------------------------------
@@ -537,12 +554,3 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self._release(process)
         if process.root is not None and not process.root.done():
             process.root.cancel()
-
-    # -- errors -----------------------------------------------------------
-
-    def _on_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        message = str(context.get("message", "error"))
-        exc = context.get("exception")
-        if exc is not None:
-            message += f": {type(exc).__name__}: {exc}"
-        self.errors.append(message)

@@ -452,6 +452,8 @@ def teardown(loop: VirtualLoop, incarnations: list[Incarnation]) -> None:
             break
         loop.advance_to(loop.time() + 60.0)
     loop.close()
+    for process in processes:
+        process.root = None  # done: its context names the process (a cycle)
 
 
 def _running_loop() -> Any:
