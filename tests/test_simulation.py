@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import weakref
 from functools import partial
 from typing import Any
 
@@ -76,6 +77,23 @@ def test_crash_of_the_primary_promotes_standby_zero_within_the_bound() -> None:
     assert T.silence <= promotion.failover_latency <= bound_after(report)
     assert report.failover_latency == promotion.failover_latency
     assert report.double_live_seconds == 0
+
+
+def test_a_closed_simulation_keeps_its_report_and_leaves_no_world_to_the_collector() -> None:
+    sim = Simulation(seed=3).crash(1200, "primary")
+    before = sim.run(until=3600)
+    sim.close()
+    sim.close()  # idempotent
+    after = sim.report()
+    assert after.ok, after.format()
+    assert after.promotions == before.promotions
+    assert [h.alive for h in map(sim.host, sim.providers)] == [False, False, False]
+    # Closed, the world has no cycle through it: the relays' network and the
+    # runtime record go with the last reference to the simulation.
+    network, record = weakref.ref(sim.network), weakref.ref(sim.record)
+    del sim
+    assert network() is None
+    assert record() is None
 
 
 def test_standby_one_takes_over_when_standby_zero_is_gone() -> None:

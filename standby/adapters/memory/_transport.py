@@ -78,6 +78,18 @@ class MemoryTransport:
             subscription._close()
         self._opened.clear()
 
+    def close(self) -> None:
+        """The end of this transport: :meth:`sever`, and let go of the network.
+
+        Call it once nothing uses the transport any more: what the network's
+        relays hold then lives only as long as something else keeps the
+        network (a dropped node does not), and :attr:`network` is gone.
+        Idempotent.
+        """
+        self.sever()
+        self._drop_hook = None
+        self.__dict__.pop("_network", None)
+
     @property
     def severed(self) -> bool:
         """Whether :meth:`sever` was called."""

@@ -385,7 +385,27 @@ class Simulation:
 
     def close(self) -> None:
         """Unwind the simulated processes and release the loop (the reports stay valid)."""
+        if not self._finalizer.alive:
+            return
         self._finalizer()
+        if self.loop.is_closed():  # not when the teardown waits for a running loop
+            self._let_go()
+
+    def _let_go(self) -> None:
+        """The world ended: cut the references that tie it in cycles.
+
+        Nothing of it runs any more and the reports need none of them: the
+        world is then freed when its last reference goes, not left for the
+        cyclic garbage collector to find (the nodes' parts stay in cycles of
+        their own, small ones).
+        """
+        for inc in self._incarnations:
+            inc.let_go()
+        for host in self._hosts:
+            host.let_go()
+        self.network.on_store = None
+        self.network.wall_clock = functools.partial(float, self._true_wall())  # time stopped
+        del self.observer.sim, self.injector.sim
 
     def report(self) -> SimulationReport:
         """The cumulative report at the current virtual time."""

@@ -61,6 +61,10 @@ def _slots_of(state: Any) -> Sequence[Any]:
     return list(slots)
 
 
+def _no_latency() -> float:
+    return 0.0
+
+
 class SimulatedStore:
     """A host's durable store, shared by every incarnation of its node.
 
@@ -80,7 +84,7 @@ class SimulatedStore:
         self.state: Any = None
         self.saves = 0
         self._on_commit: Callable[[Any], None] | None = None
-        self._latency: Callable[[], float] = lambda: 0.0
+        self._latency: Callable[[], float] = _no_latency
         self._loop: VirtualLoop | None = None
 
     def __repr__(self) -> str:
@@ -93,6 +97,12 @@ class SimulatedStore:
         self._loop = loop
         self._latency = latency
         self._on_commit = on_commit
+
+    def _detach(self) -> None:
+        """The world ended: drop its latency draw and commit hook (what is saved stays)."""
+        self._loop = None
+        self._latency = _no_latency
+        self._on_commit = None
 
     def _commit(self, process: Process, state: Any) -> None:
         if not process.alive:
@@ -242,6 +252,20 @@ class Incarnation:
         self.runtime = runtime
         self.context = context
 
+    def let_go(self) -> None:
+        """The world ended: the incarnation's adapters let go of what they shared with it.
+
+        Its node may still be referenced (in cycles of its own parts, which
+        the cyclic collector frees): through them, the network, the host's
+        runtime record and the world would be kept as long. An incarnation
+        started during the teardown (a scheduled restart) was never killed:
+        it is left as it is.
+        """
+        if self.process.alive:
+            return
+        self.transport.close()
+        self.runtime.inner = None
+
 
 class Host:
     """One provider's machine: what outlives its node process."""
@@ -265,9 +289,18 @@ class Host:
         self.freezes: list[tuple[float, float | None]] = []  # workload frozen with the host
         self.promoted_at = -float("inf")
         self.accepting = False  # the host is handing the node the consumer's request
+        #: Where the host reports its node's events (``None`` once the world ended).
+        self._on_event: Callable[[Host, Process, Any], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Host {self.name}, incarnation {self.count}>"
+
+    def let_go(self) -> None:
+        """The world ended: cut the host's links back to it (its nodes keep the host)."""
+        del self.world
+        self.runtimes.clear()
+        self.store._detach()
+        self._on_event = None
 
     @property
     def process(self) -> Process | None:
@@ -302,9 +335,11 @@ class Host:
         self.runtimes.append(inner)
         runtime = HostRuntime(self, process, inner)
 
+        self._on_event = on_event
+
         def hook(event: Any) -> None:
-            if process.alive:
-                on_event(self, process, event)
+            if process.alive and self._on_event is not None:
+                self._on_event(self, process, event)
 
         node: StandbyNode[Any] = StandbyNode(
             transport=transport,
