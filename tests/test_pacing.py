@@ -397,6 +397,10 @@ async def test_announcements_and_withdrawals_wait_for_claims_and_use_half_the_wi
 async def test_an_event_sent_at_its_callers_timeout_says_nothing_of_the_relay() -> None:
     from standby.adapters._pacing import PublishWindow
 
+    unknown = PublishWindow(Pacing(initial_window=8, target_delay=0.1))
+    never = await unknown.acquire()
+    unknown.lost(ticket=never, waited=0.05)  # no round trip known yet: it counts
+    assert unknown.size == 4
     window = PublishWindow(Pacing(initial_window=8, target_delay=0.1))
     first = await window.acquire()
     window.acked(0.01, ticket=first)

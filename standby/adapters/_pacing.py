@@ -271,9 +271,10 @@ class PublishWindow:
         ``waited``: how long the event was out before its caller gave up. An
         event sent just before its caller's timeout (it waited for room for
         most of it) that the relay had no time to answer says nothing of the
-        relay: it leaves the window without a verdict.
+        relay: it leaves the window without a verdict. Before any
+        acknowledgement (no round trip known yet) every loss counts.
         """
-        if waited is not None and waited <= self.fastest + self._pacing.target_delay:
+        if waited is not None and waited <= self.fastest + self._pacing.target_delay < math.inf:
             self.release(rank)
             return
         if self._new_round(ticket):
