@@ -369,21 +369,25 @@ class StandbySide(Generic[SpecT]):
 
     async def catch_up(self, workload_ids: tuple[str, ...]) -> None:
         """Read the revocations, claims and announcements missed (after a restart)."""
-        # In chunks, so each request and answer stays inside relay limits.
-        for first in range(0, len(workload_ids), MAX_BATCH):
-            await self._read_in(catch_up_read(workload_ids[first : first + MAX_BATCH]))
+        await self._read_in(workload_ids, catch_up_read)
 
     async def _read_back(self, new_primaries: dict[str, str]) -> None:
         """Read the new primaries' revocations of workloads whose slots followed them."""
-        workload_ids = tuple(new_primaries)
-        for first in range(0, len(workload_ids), MAX_BATCH):
-            chunk = workload_ids[first : first + MAX_BATCH]
-            await self._read_in(followed_read(chunk, {new_primaries[w] for w in chunk}))
+        await self._read_in(
+            tuple(new_primaries),
+            lambda chunk: followed_read(chunk, {new_primaries[w] for w in chunk}),
+        )
 
-    async def _read_in(self, query: Query) -> None:
-        result = await self.io.query(query, operation="catch_up", workload_id=None)
-        for envelope in result.envelopes:
-            self.on_envelope(envelope)
+    async def _read_in(
+        self, workload_ids: tuple[str, ...], query_for: Callable[[tuple[str, ...]], Query]
+    ) -> None:
+        """Read ``query_for(chunk)`` and take in what it returns, a chunk at a time
+        (so each request and answer stays inside relay limits)."""
+        for first in range(0, len(workload_ids), MAX_BATCH):
+            query = query_for(workload_ids[first : first + MAX_BATCH])
+            result = await self.io.query(query, operation="catch_up", workload_id=None)
+            for envelope in result.envelopes:
+                self.on_envelope(envelope)
 
     # -- reads and claims ---------------------------------------------------------
 
