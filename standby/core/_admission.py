@@ -24,11 +24,11 @@ first hundred claims came back within 0.7 s, the window grew past 300, and
 the claims let in after that waited 2 to 2.5 s, some past their deadline.
 So while slots wait for room, the window is also held to the number of
 slots that got through in the last target's length of time, once slots
-have been getting through that long: by Little's law, the slots the relays carry through
-within the target at the rate they show. A failure for lack of answers (a
-pre-read or a claim short of its quorum or late) halves the window, but not
-below that number, at most once per round: a failure of a slot that
-pre-read before the last cut does not cut again. A failed claim costs the
+have been getting through that long: by Little's law, the slots the relays
+carry through within the target at the rate they show. A failure for lack
+of answers (a pre-read or a claim short of its quorum or late) halves the
+window, but not below that number, at most once per round: a failure of a
+slot that pre-read before the last cut does not cut again. A failed claim costs the
 relays twice (the late claim and its withdrawal) and the slot a doubling
 wait, so the window aims to avoid failures, not to find them.
 
@@ -121,7 +121,10 @@ class ClaimAdmission(Generic[SpecT]):
         if old in IN_FLIGHT:
             self.in_flight -= 1
             if not self.in_flight:
+                # A rate is only read a target after this restarts: what got
+                # through before is older than that by then.
                 self.through_since = None
+                self.through.clear()
         elif old is Phase.PACED:
             self.waiting.pop(entry.slot.workload_id, None)
         if new in IN_FLIGHT:
@@ -163,8 +166,7 @@ class ClaimAdmission(Generic[SpecT]):
         the window was wider, and narrowing for it as well would take the
         window below what the relays carry through.
         """
-        through = self._count_through(now)
-        through.append(now)
+        self.through.append(now)  # the old ones go when the rate is read
         if self.through_since is None:
             self.through_since = now
         in_time = waited <= self.target
@@ -183,14 +185,11 @@ class ClaimAdmission(Generic[SpecT]):
         ``None`` before (too short to tell a rate)."""
         if self.through_since is None or now - self.through_since < self.target:
             return None
-        return len(self._count_through(now))
-
-    def _count_through(self, now: float) -> deque[float]:
         through = self.through
         horizon = now - self.target
         while through and through[0] < horizon:
             through.popleft()
-        return through
+        return len(through)
 
     def fell_short(self, now: float, preread_at: float) -> bool:
         """A slot in flight missed a quorum or a deadline: halve the window, once a round.
