@@ -819,6 +819,40 @@ async def test_adapter_errors_are_counted_and_never_fatal() -> None:
     assert cluster.hosts_started() == ["prime", "sb0"]
 
 
+class HungRuntime(MemoryRuntime):
+    """A runtime whose lease renewals and status checks, once ``hung``, never answer."""
+
+    hung = False
+
+    async def renew(self, handle: Any, lease_end: float) -> None:
+        if self.hung:
+            await anyio.sleep_forever()
+        await super().renew(handle, lease_end)
+
+    async def status(self, handle: Any) -> Any:
+        if self.hung:
+            await anyio.sleep_forever()
+        return await super().status(handle)
+
+
+async def test_a_hung_runtime_neither_stalls_the_heartbeat_nor_piles_up_renewals() -> None:
+    """``renew`` and ``status`` are cut off at ``query_timeout``; the heartbeat goes on."""
+    cluster = Cluster(timing=TIMING, standbys=1)
+    runtime = HungRuntime("prime", record=cluster.record, wall_clock=wall)
+    cluster.runtimes["prime"] = runtime
+    async with anyio.create_task_group() as group:
+        await start_workload(cluster, group)
+        runtime.hung = True
+        before = len(events_of(cluster, "prime", HeartbeatPublished))
+        await anyio.sleep(5 * TIMING.heartbeat_interval)
+        after = len(events_of(cluster, "prime", HeartbeatPublished))
+        failed = [e.operation for e in events_of(cluster, "prime", OperationFailed)]
+        group.cancel_scope.cancel()
+    assert after - before >= 4  # one a heartbeat interval, as before
+    assert failed.count("renew") >= 4
+    assert failed.count("status") >= 4
+
+
 async def test_secret_slots_are_reported_to_the_host(tmp_path: Path) -> None:
     path = tmp_path / "slots.json"
     cluster = Cluster(timing=TIMING, standbys=1)

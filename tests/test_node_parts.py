@@ -456,6 +456,15 @@ class TestBoundedCalls(OnBothBackends):
         # The net took its cancellation back: the task goes on unharmed.
         await anyio.sleep(0.01)
 
+    async def test_a_call_past_its_bound_raises_timeout_error(self) -> None:
+        io = Kit().io
+        assert await io.within(0.05, self.takes(0.01)) == "answer"
+        start = anyio.current_time()
+        with pytest.raises(TimeoutError):
+            await io.within(0.02, self.takes(3600))
+        assert anyio.current_time() - start < 1.0
+        await anyio.sleep(0.01)  # the task goes on unharmed
+
     async def test_a_cancellation_from_outside_goes_through(self) -> None:
         io = Kit().io
         with anyio.move_on_after(0.02) as outer:
@@ -471,6 +480,24 @@ class TestBoundedCalls(OnBothBackends):
 
         with pytest.raises(KeyError):
             await io.bounded(1.0, fail())
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_bound_on_asyncio_cuts_off_a_call_hung_in_a_shielded_scope() -> None:
+    """As ``asyncio.timeout`` does: an adapter's shield does not hold the node's bound off."""
+    io = Kit().io
+    reached: list[str] = []
+
+    async def hung_in_a_shield() -> None:
+        with anyio.CancelScope(shield=True):
+            reached.append("shielded")
+            await anyio.sleep(3600)
+
+    start = anyio.current_time()
+    with pytest.raises(TimeoutError):
+        await io.within(0.02, hung_in_a_shield())
+    assert reached == ["shielded"]
+    assert anyio.current_time() - start < 1.0
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

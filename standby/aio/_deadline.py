@@ -3,11 +3,11 @@
 ``anyio.fail_after(delay)`` wraps ``anyio.fail_at``, which wraps a cancel
 scope, each in a ``contextlib.contextmanager``: a generator, its wrapper
 object and two resumptions apiece, about as much again as the cancel scope
-itself. The node bounds each call it makes to its runtime this way (a lease
-renewal and a status check per heartbeat), so :class:`fail_after` enters the
-same :class:`anyio.CancelScope` directly and raises the same ``TimeoutError``
-when the scope caught its own deadline's cancellation: the same scope, the
-same cancellation, on every backend.
+itself. The node bounds its runtime's spawns and stops this way (calls that
+may shield their clean-up, which a cancel scope lets finish), so
+:class:`fail_after` enters the same :class:`anyio.CancelScope` directly and
+raises the same ``TimeoutError`` when the scope caught its own deadline's
+cancellation: the same scope, the same cancellation, on every backend.
 """
 
 from __future__ import annotations

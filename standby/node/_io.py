@@ -151,15 +151,26 @@ class NodeIO:
         while self._plain:
             await asyncio.wait(list(self._plain))
 
-    async def bounded(self, limit: float, call: Awaitable[_T]) -> _T:
-        """Await an adapter call with a safety net of twice its own timeout.
+    def bounded(self, limit: float, call: Awaitable[_T]) -> Coroutine[Any, Any, _T]:
+        """Await a transport call with a safety net of twice its own timeout ``limit``.
 
-        The net is ``TimeoutError`` after ``2 * limit``: it fires only when an
-        adapter overruns its own timeout, so it is paid for on every call and
-        used almost never. On asyncio (3.11 on) it is a :class:`_Net`: a timer
-        that cancels the call's task, as asyncio's own ``timeout`` does, for
-        less than half of what that costs (a quarter of an anyio cancel
-        scope).
+        The net fires only when an adapter overruns its own timeout, so it is
+        paid for on every call and used almost never (see :meth:`within`).
+        """
+        return self.within(2 * limit, call)
+
+    async def within(self, seconds: float, call: Awaitable[_T]) -> _T:
+        """Await an adapter call; ``TimeoutError`` once it has taken ``seconds``.
+
+        On asyncio (3.11 on) the bound is a :class:`_Net`: a timer that
+        cancels the call's task, as asyncio's own ``timeout`` does, for less
+        than half of what that costs (a quarter of an anyio cancel scope).
+        Like ``asyncio.timeout``, and unlike an anyio cancel scope, it
+        cancels the call even inside a shielded scope of the adapter's: a
+        call bounded this way must not rely on a shield to finish (the
+        transport's calls, the runtime's ``renew`` and ``status``). A hung
+        shielded call then still ends at the bound, rather than stall the
+        node's heartbeat. Elsewhere it is an anyio cancel scope.
         """
         if _NATIVE_TIMEOUT and sniffio.current_async_library() == "asyncio":
             # The loop of this run's tasks, if it is the running one (a call
@@ -168,7 +179,7 @@ class NodeIO:
             if task is None:
                 task = asyncio.current_task()
             assert task is not None
-            net = _Net(task, 2 * limit)
+            net = _Net(task, seconds)
             try:
                 return await call
             except asyncio.CancelledError:
@@ -177,7 +188,7 @@ class NodeIO:
                 raise
             finally:
                 net.close()
-        with fail_after(2 * limit):
+        with fail_after(seconds):
             return await call
 
     async def publish(
@@ -246,7 +257,7 @@ class NodeIO:
 
 
 class _Net:
-    """The timer of :meth:`NodeIO.bounded` on asyncio: asyncio's ``timeout``, pared down.
+    """The timer of :meth:`NodeIO.within` on asyncio: asyncio's ``timeout``, pared down.
 
     At ``delay`` from now it cancels ``task`` (which then gets
     ``CancelledError`` at its wait); :meth:`caught` tells whether a

@@ -605,8 +605,7 @@ class PrimarySide(Generic[SpecT]):
         if handle is None or lease_end <= workload.renewed:
             return
         try:
-            with fail_after(self.timing.query_timeout):
-                await self.runtime.renew(handle, lease_end)
+            await self.io.within(self.timing.query_timeout, self.runtime.renew(handle, lease_end))
         except Exception as exc:
             self.observer.failed("renew", exc, workload_id=workload_id, role="primary")
             return
@@ -681,8 +680,7 @@ class PrimarySide(Generic[SpecT]):
             return "absent"
         timeout = self.timing.query_timeout
         try:
-            with fail_after(timeout):
-                return await self.runtime.status(workload.handle)
+            return await self.io.within(timeout, self.runtime.status(workload.handle))
         except Exception as exc:
             self.observer.failed("status", exc, workload_id=workload_id, role="primary")
             return None
