@@ -186,7 +186,8 @@ class _Timer(asyncio.TimerHandle):
 #: What a counted step's callback is bound to: a task, or a leg that stands in for one.
 _STEPPERS = frozenset({_Task, StepLeg})
 
-#: A plain function's callback is bound to nothing: never a step.
+#: A plain function's callback is bound to nothing: never a step (and asking
+#: it for ``__self__`` would cost an exception).
 _FUNCTION = types.FunctionType
 
 
@@ -310,7 +311,8 @@ class VirtualLoop(asyncio.BaseEventLoop):
         steppers = _STEPPERS
         function = _FUNCTION
         while True:
-            if timers:
+            if not ready and not self._stopping:
+                # Nothing to run: the clock moves to the earliest live timer.
                 if self._timer_cancelled_count > 100 and self._timer_cancelled_count * 2 > len(
                     timers
                 ):
@@ -318,7 +320,6 @@ class VirtualLoop(asyncio.BaseEventLoop):
                 while timers and timers[0][2]._cancelled:
                     heappop(timers)[2]._scheduled = False
                     self._timer_cancelled_count -= 1
-            if not ready and not self._stopping:
                 if not timers:
                     raise RuntimeError(
                         "the simulated world has nothing left to do and nothing scheduled: "
@@ -328,11 +329,15 @@ class VirtualLoop(asyncio.BaseEventLoop):
                 if wait > 0:
                     self._now += wait if wait < _LONGEST_WAIT else _LONGEST_WAIT
             if timers:
+                # The timers due now join the ready queue (a cancelled one is let go).
                 end = self._now + resolution
                 while timers and timers[0][0] < end:
                     timer = heappop(timers)[2]
                     timer._scheduled = False
-                    append(timer)
+                    if timer._cancelled:  # counted when cancelled in the heap
+                        self._timer_cancelled_count -= 1
+                    else:
+                        append(timer)
             # The callbacks ready now; those they schedule wait for the next round.
             left = len(ready)
             while left:
@@ -344,7 +349,12 @@ class VirtualLoop(asyncio.BaseEventLoop):
                 callback = handle._callback
                 args = handle._args
                 try:
-                    if process is not None and process.state == RUNNING:
+                    if process is None:  # the simulator's own
+                        if args:
+                            handle._context.run(callback, *args)
+                        else:
+                            handle._context.run(callback)
+                    elif process.state == RUNNING:
                         if args:
                             handle._context.run(callback, *args)
                         else:
@@ -359,9 +369,9 @@ class VirtualLoop(asyncio.BaseEventLoop):
                             process.steps += 1
                             if process.kill_at_step is not None:
                                 self._stepped(process, handle._context)
-                    elif process is None or process.state == KILLED:
-                        # KILLED: unwinding (see kill); the callback runs only to let
-                        # the coroutines finish, the world is already cut off from them.
+                    elif process.state == KILLED:
+                        # Unwinding (see kill): the callback runs only to let the
+                        # coroutines finish, the world is already cut off from them.
                         if args:
                             handle._context.run(callback, *args)
                         else:
