@@ -618,7 +618,11 @@ class StandbyNode(Generic[SpecT]):
         return election
 
     def _tick(self, now: float) -> None:
-        self.standby.call(now, lambda: self.election.tick(now))
+        # The election is ticked only when one of its deadlines is due: a tick
+        # with nothing due decides nothing (its next_deadline says when it will).
+        due = self.election.next_deadline()
+        if due is not None and due <= now:
+            self.standby.call(now, lambda: self.election.tick(now))
         self.primary.tick(now)
 
     async def _timer_loop(self) -> None:
