@@ -245,6 +245,12 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self.set_exception_handler(_ErrorLog(self.errors))
         self.set_task_factory(_task_factory)
 
+    def set_debug(self, enabled: bool) -> None:
+        super().set_debug(enabled)
+        # Every future and task asks its loop get_debug() when it is made: the
+        # bound __bool__ of the answer gives it without a Python frame.
+        self.get_debug = bool(enabled).__bool__  # type: ignore[method-assign]
+
     # -- the clock --------------------------------------------------------
 
     def time(self) -> float:
