@@ -553,6 +553,33 @@ def test_the_loop_runs_ties_in_scheduling_order_and_new_callbacks_next_iteration
     loop.close()
 
 
+def test_the_loop_lets_cancelled_timers_go_wherever_they_pop() -> None:
+    """Cancelled timers never run, at the front or due behind a live one, and none is left."""
+    loop = VirtualLoop()
+    log: list[tuple[float, int]] = []
+    for instant in range(1, 101):
+        handles = [loop.call_at(float(instant), log.append, (float(instant), k)) for k in range(6)]
+        # Half a second before, the last five are cancelled (the first too, every
+        # tenth instant): they pop due behind the first, or at the front.
+        first = 0 if instant % 10 == 0 else 1
+        loop.call_at(instant - 0.5, lambda hs=handles[first:]: [h.cancel() for h in hs])
+    loop.advance_to(200)
+    assert log == [(float(i), 0) for i in range(1, 101) if i % 10]
+    assert loop.next_timer() is None
+    assert loop._timer_cancelled_count == 0  # every cancelled timer let go, and counted so
+    loop.close()
+
+
+def test_the_loops_get_debug_follows_set_debug() -> None:
+    loop = VirtualLoop()
+    assert loop.get_debug() is False
+    loop.set_debug(True)
+    assert loop.get_debug() is True
+    loop.set_debug(False)
+    assert loop.get_debug() is False
+    loop.close()
+
+
 def test_the_loop_reports_a_failing_callback_and_goes_on() -> None:
     loop = VirtualLoop()
     log: list[str] = []
