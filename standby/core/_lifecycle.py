@@ -536,14 +536,9 @@ class WorkloadLifecycle:
         """
         effects: list[LifecycleEffect] = []
         self._advance(now, effects)
-        end = self.lease_end()
-        late = self.replicated and end is not None and timestamp >= end
-        if late:
-            self.late_acks += 1
-        elif timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
-            self._acks[relay] = timestamp
-            self._quorum_stamp = None
-        self._advance(now, effects)
+        if self._record_ack(now, relay, timestamp):
+            # Only a counted acknowledgement can move the machine on again at ``now``.
+            self._advance(now, effects)
         return effects
 
     def heartbeat_published(
@@ -557,14 +552,22 @@ class WorkloadLifecycle:
         (:class:`~standby.core.AtRisk`, once per lease).
         """
         effects: list[LifecycleEffect] = []
-        for relay in sorted(set(acknowledged)):
-            effects.extend(self.heartbeat_acked(now, relay, timestamp))
+        self._advance(now, effects)
+        # Caught up with ``now``, the machine can only be moved on by what the
+        # acknowledgements change: they move the quorum timestamp, and with it
+        # the lease end and the time to suspect, later, never earlier. What that
+        # does at ``now`` (ask a replicated workload's container to start, bring
+        # a SUSPECT workload back to LIVE) comes out the same whether the
+        # machine catches up after each acknowledgement or once after them all.
+        relays = set(acknowledged)
+        for relay in sorted(relays):
+            self._record_ack(now, relay, timestamp)
         self._advance(now, effects)
         if not self._lease_watched():
             return effects
         stamp = self.quorum_timestamp()
         if stamp is None or stamp < timestamp:
-            got, needed = len(set(acknowledged)), self.timing.write_quorum
+            got, needed = len(relays), self.timing.write_quorum
             reason = f"a heartbeat stored by {got} relays, below the write quorum of {needed}"
             self._risk_moves(now, RiskEvent.QUORUM_MISSED, reason, effects)
         else:
@@ -726,6 +729,23 @@ class WorkloadLifecycle:
     # ------------------------------------------------------------------
     # Internals
     # ------------------------------------------------------------------
+
+    def _record_ack(self, now: float, relay: str, timestamp: float) -> bool:
+        """Count ``relay``'s acknowledgement of the heartbeat stamped ``timestamp``.
+
+        One stamped at or after the lease end of a replicated workload is late
+        and only counted in :attr:`late_acks`. Whether it renewed anything
+        (a newer acknowledgement of that relay, stamped no later than ``now``).
+        """
+        end = self.lease_end()
+        if self.replicated and end is not None and timestamp >= end:
+            self.late_acks += 1
+            return False
+        if timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
+            self._acks[relay] = timestamp
+            self._quorum_stamp = None
+            return True
+        return False
 
     def _lease_watched(self) -> bool:
         """Whether the lease is one whose risk is reported: a replicated workload that runs."""
