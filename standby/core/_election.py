@@ -305,6 +305,8 @@ class _Batching(Protocol):
     """What :func:`batched` needs of the machine it wraps."""
 
     _changes: list[PhaseChanged]
+    _admission: ClaimAdmission[Any]
+    _reads: ClaimReads[Any]
 
     def _let_in(self, now: float, effects: list[ElectionEffect]) -> None: ...
 
@@ -334,9 +336,14 @@ def batched(
         changes.clear()
         try:
             effects = method(self, now, *args, **kwargs)
-            self._let_in(now, effects)
-            self._flush_reads(effects)
-            effects.extend(changes)
+            # Most calls leave no slot waiting for room, queue no read and
+            # move no slot: each step is skipped when it has nothing to do.
+            if self._admission.waiting:
+                self._let_in(now, effects)
+            if self._reads.queued:
+                self._flush_reads(effects)
+            if changes:
+                effects.extend(changes)
         finally:
             changes.clear()
         return effects
