@@ -333,8 +333,10 @@ class WorkloadLifecycle:
         self.state = LifecycleState.PROVISIONING
         self.reason = "created"
         self._acks: dict[str, float] = {}
-        #: ``(write quorum, quorum_timestamp())`` as of the last change to ``_acks``.
-        self._quorum_stamp: tuple[int, float | None] | None = None
+        #: ``(timing, quorum_timestamp(), lease_end())`` as last worked out: read
+        #: on every deadline, dropped when ``_acks``, ``_lease_floor`` or
+        #: ``_lease_cap`` changes (and not used once ``timing`` is another).
+        self._lease_known: tuple[Timing, float | None, float | None] | None = None
         #: Acknowledgements ignored because their heartbeat was stamped after the lease end.
         self.late_acks = 0
         #: The later epoch, and the standby that claimed or announced it, that made
@@ -397,6 +399,7 @@ class WorkloadLifecycle:
             at_risk=at_risk,
         )
         machine._lease_floor = lease_from
+        machine._lease_known = None
         machine._container_moves(ContainerEvent.ASK_START)
         machine._created_at = lease_from
         # Effects of the first step (a stop, if the lease is already over) wait
@@ -425,29 +428,37 @@ class WorkloadLifecycle:
         Each relay counts with its own newest acknowledgement (a sliding window
         per relay), so the answer never depends on which batch arrived last.
         """
-        quorum = self.timing.write_quorum
-        known = self._quorum_stamp
-        if known is not None and known[0] == quorum:
-            return known[1]  # read on every deadline; it changes only with an acknowledgement
+        known = self._lease_known
+        if known is None or known[0] is not self.timing:
+            known = self._work_out_lease()
+        return known[1]
+
+    def lease_end(self) -> float | None:
+        """When the lease runs out, or ``None`` before it was ever granted."""
+        known = self._lease_known
+        if known is None or known[0] is not self.timing:
+            known = self._work_out_lease()
+        return known[2]
+
+    def _work_out_lease(self) -> tuple[Timing, float | None, float | None]:
+        """Work out :meth:`quorum_timestamp` and :meth:`lease_end`, and keep them."""
+        timing = self.timing
+        quorum = timing.write_quorum
         stamp = None
         if len(self._acks) >= quorum:
             # The quorum-th newest; a sort of a handful of relays beats heapq.nlargest.
             stamp = sorted(self._acks.values(), reverse=True)[quorum - 1]
-        self._quorum_stamp = (quorum, stamp)
-        return stamp
-
-    def lease_end(self) -> float | None:
-        """When the lease runs out, or ``None`` before it was ever granted."""
-        # Read on every deadline: max() and min() of two spelled out as the
-        # comparisons they make (the builtins cost several times as much).
-        stamp = self.quorum_timestamp()
+        # max() and min() of two spelled out as the comparisons they make (the
+        # builtins cost several times as much).
         floor = self._lease_floor
         base = floor if stamp is None or floor > stamp else stamp  # max(stamp, floor)
-        if base == -math.inf:
-            return None
-        end = base + self.timing.lease
-        cap = self._lease_cap
-        return cap if cap < end else end  # min(end, cap)
+        end = None
+        if base != -math.inf:
+            end = base + timing.lease
+            cap = self._lease_cap
+            end = cap if cap < end else end  # min(end, cap)
+        self._lease_known = known = (timing, stamp, end)
+        return known
 
     def holds_lease(self, now: float) -> bool:
         """Whether the lease is valid at ``now``."""
@@ -591,6 +602,7 @@ class WorkloadLifecycle:
         end = self.lease_end()
         if seconds > 0 and end is not None:
             self._lease_cap = min(self._lease_cap, end - seconds)
+            self._lease_known = None
         self._advance(now, effects)
         return effects
 
@@ -743,7 +755,7 @@ class WorkloadLifecycle:
             return False
         if timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
             self._acks[relay] = timestamp
-            self._quorum_stamp = None
+            self._lease_known = None
             return True
         return False
 
