@@ -492,30 +492,36 @@ class WorkloadLifecycle:
 
     def next_deadline(self) -> float | None:
         """The earliest instant at which :meth:`tick` has work to do."""
-        candidates: list[float] = []
-        if self._queued:
-            candidates.append(-math.inf)
-        if self.state is LifecycleState.PROVISIONING and self._container not in _START_ASKED:
+        # The earliest of the candidates below, as min() would pick it, without
+        # building a list of them: each replaces ``best`` only when earlier (the
+        # comparison spelled out, as in lease_end). Effects waiting for the
+        # first call make it due at once.
+        best = -math.inf if self._queued else math.inf
+        state = self.state
+        if state is LifecycleState.PROVISIONING and self._container not in _START_ASKED:
             give_up = self._start_deadline()
             if give_up is not None:
-                candidates.append(give_up)
-        if self.state not in _TERMINAL:
-            candidates.append(self.expires_at)
-        if self.replicated and self._container in _START_ASKED and self.state not in _TERMINAL:
-            end = self.lease_end()
-            if end is not None:
-                candidates.append(end)
-        if self.state is LifecycleState.LIVE:
-            candidates.append(self._suspect_at())
+                best = give_up if give_up < best else best
+        if state not in _TERMINAL:
+            expires_at = self.expires_at
+            best = expires_at if expires_at < best else best
+            if self.replicated and self._container in _START_ASKED:
+                end = self.lease_end()
+                if end is not None:
+                    best = end if end < best else best
+        if state is LifecycleState.LIVE:
+            suspect_at = self._suspect_at()
+            best = suspect_at if suspect_at < best else best
         low = self._running_low_at()
         if low is not None:
-            candidates.append(low)
-        if self.state is LifecycleState.RESTARTING and self._restart_at is not None:
-            candidates.append(self._restart_at)
+            best = low if low < best else best
+        restart_at = self._restart_at
+        if state is LifecycleState.RESTARTING and restart_at is not None:
+            best = restart_at if restart_at < best else best
         if self._revocation_state is Revocation.RETRYING:
-            assert self._revocation_due is not None
-            candidates.append(self._revocation_due)
-        best = min(candidates, default=math.inf)
+            due = self._revocation_due
+            assert due is not None
+            best = due if due < best else best
         if best == -math.inf:
             return self.history[-1][0] if self.history else -math.inf
         return None if best == math.inf else best
