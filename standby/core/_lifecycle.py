@@ -326,6 +326,8 @@ class WorkloadLifecycle:
         self.me = me
         self.timing = timing
         self.standbys = tuple(standbys)
+        # Read on every step: kept, not worked out each time (see ``replicated``).
+        self._replicated = bool(self.standbys)
         self.epoch = epoch
         self.fencing_token = fencing_token
         self.expires_at = expires_at
@@ -415,7 +417,7 @@ class WorkloadLifecycle:
     @property
     def replicated(self) -> bool:
         """Whether the workload has standbys (and so fences on quorum loss)."""
-        return bool(self.standbys)
+        return self._replicated
 
     @property
     def revocation_state(self) -> Revocation:
@@ -477,7 +479,7 @@ class WorkloadLifecycle:
         granted); one without standbys does not fence on quorum loss
         (failure mode 6) and is bounded by its reservation's expiry only.
         """
-        if not self.replicated:
+        if not self._replicated:
             return self.expires_at
         end = self.lease_end()
         return -math.inf if end is None else end
@@ -488,7 +490,7 @@ class WorkloadLifecycle:
         Only a container that runs (LIVE or SUSPECT) is renewed, and a
         replicated one only while its lease holds at ``now``.
         """
-        return self.state in _ACTIVE and (not self.replicated or self.holds_lease(now))
+        return self.state in _ACTIVE and (not self._replicated or self.holds_lease(now))
 
     def next_deadline(self) -> float | None:
         """The earliest instant at which :meth:`tick` has work to do."""
@@ -505,7 +507,7 @@ class WorkloadLifecycle:
         if state not in _TERMINAL:
             expires_at = self.expires_at
             best = expires_at if expires_at < best else best
-            if self.replicated and self._container in _START_ASKED:
+            if self._replicated and self._container in _START_ASKED:
                 end = self.lease_end()
                 if end is not None:
                     best = end if end < best else best
@@ -736,7 +738,7 @@ class WorkloadLifecycle:
         """
         effects: list[LifecycleEffect] = []
         self._advance(now, effects)
-        if not self.replicated:
+        if not self._replicated:
             raise StandbyError(f"workload {self.workload_id!r} has no standbys to hand over to")
         if self.state in _TERMINAL:
             raise StandbyError(f"workload {self.workload_id!r} is already {self.state.value}")
@@ -756,7 +758,7 @@ class WorkloadLifecycle:
         (a newer acknowledgement of that relay, stamped no later than ``now``).
         """
         end = self.lease_end()
-        if self.replicated and end is not None and timestamp >= end:
+        if self._replicated and end is not None and timestamp >= end:
             self.late_acks += 1
             return False
         if timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
@@ -768,7 +770,7 @@ class WorkloadLifecycle:
     def _lease_watched(self) -> bool:
         """Whether the lease is one whose risk is reported: a replicated workload that runs."""
         return (
-            self.replicated
+            self._replicated
             and self.state in _ACTIVE
             and self._container in _START_ASKED
             and self.lease_end() is not None
@@ -797,7 +799,7 @@ class WorkloadLifecycle:
 
     def _start_deadline(self) -> float | None:
         """Last instant a replicated workload may still start (see the class doc)."""
-        if not self.replicated or self._created_at is None:
+        if not self._replicated or self._created_at is None:
             return None
         return self._created_at + self.timing.silence - self.timing.max_clock_skew
 
@@ -858,7 +860,7 @@ class WorkloadLifecycle:
         if (
             self._revocation_state is not Revocation.NOT_SENT
             or self._container not in _KNOWN_DOWN
-            or not self.replicated
+            or not self._replicated
         ):
             return
         self._revocation_moves(RevocationEvent.PUBLISH)
@@ -874,7 +876,7 @@ class WorkloadLifecycle:
         effects.append(PublishRevocation(self._revocation))
 
     def _on_container_down(self, now: float, reason: str, effects: list[LifecycleEffect]) -> None:
-        if self.replicated:
+        if self._replicated:
             # A standby is ready: hand the workload over instead of restarting.
             self._fence(now, reason, effects)
             return
@@ -911,7 +913,7 @@ class WorkloadLifecycle:
                 assert self._revocation is not None
                 effects.append(PublishRevocation(attrs.evolve(self._revocation)))
             return
-        if self.replicated:
+        if self._replicated:
             end = self.lease_end()
             if self._container in _START_ASKED and end is not None and now >= end:
                 self._fence(now, "lease expired", effects)
