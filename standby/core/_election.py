@@ -696,7 +696,7 @@ class StandbyElection(Generic[SpecT]):
             self._count("spawn_failed")
             entry.last_error = error
             self._spawn_failed(now, entry, effects)
-        self._sweep(now, effects)
+        effects.extend(self._swept(now))
         return effects
 
     def _promote(
@@ -1027,16 +1027,13 @@ class StandbyElection(Generic[SpecT]):
         else:
             self._requests.pop(request, None)
 
-    def _sweep(self, now: float, effects: list[ElectionEffect]) -> None:
+    def _swept(self, now: float) -> list[ElectionEffect]:
+        """A new list of effects for a call, holding what expired by ``now``."""
+        effects: list[ElectionEffect] = []
         expiry = self._index.expiry
         if expiry and expiry[0][0] <= now:  # the common case costs no generator
             for entry in self._index.expired(now):
                 self._expire(now, entry, effects)
-
-    def _swept(self, now: float) -> list[ElectionEffect]:
-        """A new list of effects for a call, holding what expired by ``now``."""
-        effects: list[ElectionEffect] = []
-        self._sweep(now, effects)
         return effects
 
     def _expire(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:
