@@ -496,7 +496,7 @@ class WorkloadLifecycle:
         """The earliest instant at which :meth:`tick` has work to do."""
         # The earliest of the candidates below, as min() would pick it, without
         # building a list of them: each replaces ``best`` only when earlier (the
-        # comparison spelled out, as in lease_end). Effects waiting for the
+        # comparison spelled out, as in _work_out_lease). Effects waiting for the
         # first call make it due at once.
         best = -math.inf if self._queued else math.inf
         state = self.state
