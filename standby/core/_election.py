@@ -305,6 +305,8 @@ class _Batching(Protocol):
     """What :func:`batched` needs of the machine it wraps."""
 
     _changes: list[PhaseChanged]
+    _admission: ClaimAdmission[Any]
+    _reads: ClaimReads[Any]
 
     def _let_in(self, now: float, effects: list[ElectionEffect]) -> None: ...
 
@@ -334,9 +336,14 @@ def batched(
         changes.clear()
         try:
             effects = method(self, now, *args, **kwargs)
-            self._let_in(now, effects)
-            self._flush_reads(effects)
-            effects.extend(changes)
+            # Most calls leave no slot waiting for room, queue no read and
+            # move no slot: each step is skipped when it has nothing to do.
+            if self._admission.waiting:
+                self._let_in(now, effects)
+            if self._reads.queued:
+                self._flush_reads(effects)
+            if changes:
+                effects.extend(changes)
         finally:
             changes.clear()
         return effects
@@ -689,7 +696,7 @@ class StandbyElection(Generic[SpecT]):
             self._count("spawn_failed")
             entry.last_error = error
             self._spawn_failed(now, entry, effects)
-        self._sweep(now, effects)
+        effects.extend(self._swept(now))
         return effects
 
     def _promote(
@@ -1020,16 +1027,13 @@ class StandbyElection(Generic[SpecT]):
         else:
             self._requests.pop(request, None)
 
-    def _sweep(self, now: float, effects: list[ElectionEffect]) -> None:
+    def _swept(self, now: float) -> list[ElectionEffect]:
+        """A new list of effects for a call, holding what expired by ``now``."""
+        effects: list[ElectionEffect] = []
         expiry = self._index.expiry
         if expiry and expiry[0][0] <= now:  # the common case costs no generator
             for entry in self._index.expired(now):
                 self._expire(now, entry, effects)
-
-    def _swept(self, now: float) -> list[ElectionEffect]:
-        """A new list of effects for a call, holding what expired by ``now``."""
-        effects: list[ElectionEffect] = []
-        self._sweep(now, effects)
         return effects
 
     def _expire(self, now: float, entry: Entry[SpecT], effects: list[ElectionEffect]) -> None:

@@ -326,6 +326,8 @@ class WorkloadLifecycle:
         self.me = me
         self.timing = timing
         self.standbys = tuple(standbys)
+        # Read on every step: kept, not worked out each time (see ``replicated``).
+        self._replicated = bool(self.standbys)
         self.epoch = epoch
         self.fencing_token = fencing_token
         self.expires_at = expires_at
@@ -333,8 +335,10 @@ class WorkloadLifecycle:
         self.state = LifecycleState.PROVISIONING
         self.reason = "created"
         self._acks: dict[str, float] = {}
-        #: ``(write quorum, quorum_timestamp())`` as of the last change to ``_acks``.
-        self._quorum_stamp: tuple[int, float | None] | None = None
+        #: ``(timing, quorum_timestamp(), lease_end())`` as last worked out: read
+        #: on every deadline, dropped when ``_acks``, ``_lease_floor`` or
+        #: ``_lease_cap`` changes (and not used once ``timing`` is another).
+        self._lease_known: tuple[Timing, float | None, float | None] | None = None
         #: Acknowledgements ignored because their heartbeat was stamped after the lease end.
         self.late_acks = 0
         #: The later epoch, and the standby that claimed or announced it, that made
@@ -397,6 +401,7 @@ class WorkloadLifecycle:
             at_risk=at_risk,
         )
         machine._lease_floor = lease_from
+        machine._lease_known = None
         machine._container_moves(ContainerEvent.ASK_START)
         machine._created_at = lease_from
         # Effects of the first step (a stop, if the lease is already over) wait
@@ -412,7 +417,7 @@ class WorkloadLifecycle:
     @property
     def replicated(self) -> bool:
         """Whether the workload has standbys (and so fences on quorum loss)."""
-        return bool(self.standbys)
+        return self._replicated
 
     @property
     def revocation_state(self) -> Revocation:
@@ -425,29 +430,37 @@ class WorkloadLifecycle:
         Each relay counts with its own newest acknowledgement (a sliding window
         per relay), so the answer never depends on which batch arrived last.
         """
-        quorum = self.timing.write_quorum
-        known = self._quorum_stamp
-        if known is not None and known[0] == quorum:
-            return known[1]  # read on every deadline; it changes only with an acknowledgement
+        known = self._lease_known
+        if known is None or known[0] is not self.timing:
+            known = self._work_out_lease()
+        return known[1]
+
+    def lease_end(self) -> float | None:
+        """When the lease runs out, or ``None`` before it was ever granted."""
+        known = self._lease_known
+        if known is None or known[0] is not self.timing:
+            known = self._work_out_lease()
+        return known[2]
+
+    def _work_out_lease(self) -> tuple[Timing, float | None, float | None]:
+        """Work out :meth:`quorum_timestamp` and :meth:`lease_end`, and keep them."""
+        timing = self.timing
+        quorum = timing.write_quorum
         stamp = None
         if len(self._acks) >= quorum:
             # The quorum-th newest; a sort of a handful of relays beats heapq.nlargest.
             stamp = sorted(self._acks.values(), reverse=True)[quorum - 1]
-        self._quorum_stamp = (quorum, stamp)
-        return stamp
-
-    def lease_end(self) -> float | None:
-        """When the lease runs out, or ``None`` before it was ever granted."""
-        # Read on every deadline: max() and min() of two spelled out as the
-        # comparisons they make (the builtins cost several times as much).
-        stamp = self.quorum_timestamp()
+        # max() and min() of two spelled out as the comparisons they make (the
+        # builtins cost several times as much).
         floor = self._lease_floor
         base = floor if stamp is None or floor > stamp else stamp  # max(stamp, floor)
-        if base == -math.inf:
-            return None
-        end = base + self.timing.lease
-        cap = self._lease_cap
-        return cap if cap < end else end  # min(end, cap)
+        end = None
+        if base != -math.inf:
+            end = base + timing.lease
+            cap = self._lease_cap
+            end = cap if cap < end else end  # min(end, cap)
+        self._lease_known = known = (timing, stamp, end)
+        return known
 
     def holds_lease(self, now: float) -> bool:
         """Whether the lease is valid at ``now``."""
@@ -466,7 +479,7 @@ class WorkloadLifecycle:
         granted); one without standbys does not fence on quorum loss
         (failure mode 6) and is bounded by its reservation's expiry only.
         """
-        if not self.replicated:
+        if not self._replicated:
             return self.expires_at
         end = self.lease_end()
         return -math.inf if end is None else end
@@ -477,34 +490,40 @@ class WorkloadLifecycle:
         Only a container that runs (LIVE or SUSPECT) is renewed, and a
         replicated one only while its lease holds at ``now``.
         """
-        return self.state in _ACTIVE and (not self.replicated or self.holds_lease(now))
+        return self.state in _ACTIVE and (not self._replicated or self.holds_lease(now))
 
     def next_deadline(self) -> float | None:
         """The earliest instant at which :meth:`tick` has work to do."""
-        candidates: list[float] = []
-        if self._queued:
-            candidates.append(-math.inf)
-        if self.state is LifecycleState.PROVISIONING and self._container not in _START_ASKED:
+        # The earliest of the candidates below, as min() would pick it, without
+        # building a list of them: each replaces ``best`` only when earlier (the
+        # comparison spelled out, as in _work_out_lease). Effects waiting for the
+        # first call make it due at once.
+        best = -math.inf if self._queued else math.inf
+        state = self.state
+        if state is LifecycleState.PROVISIONING and self._container not in _START_ASKED:
             give_up = self._start_deadline()
             if give_up is not None:
-                candidates.append(give_up)
-        if self.state not in _TERMINAL:
-            candidates.append(self.expires_at)
-        if self.replicated and self._container in _START_ASKED and self.state not in _TERMINAL:
-            end = self.lease_end()
-            if end is not None:
-                candidates.append(end)
-        if self.state is LifecycleState.LIVE:
-            candidates.append(self._suspect_at())
+                best = give_up if give_up < best else best
+        if state not in _TERMINAL:
+            expires_at = self.expires_at
+            best = expires_at if expires_at < best else best
+            if self._replicated and self._container in _START_ASKED:
+                end = self.lease_end()
+                if end is not None:
+                    best = end if end < best else best
+        if state is LifecycleState.LIVE:
+            suspect_at = self._suspect_at()
+            best = suspect_at if suspect_at < best else best
         low = self._running_low_at()
         if low is not None:
-            candidates.append(low)
-        if self.state is LifecycleState.RESTARTING and self._restart_at is not None:
-            candidates.append(self._restart_at)
+            best = low if low < best else best
+        restart_at = self._restart_at
+        if state is LifecycleState.RESTARTING and restart_at is not None:
+            best = restart_at if restart_at < best else best
         if self._revocation_state is Revocation.RETRYING:
-            assert self._revocation_due is not None
-            candidates.append(self._revocation_due)
-        best = min(candidates, default=math.inf)
+            due = self._revocation_due
+            assert due is not None
+            best = due if due < best else best
         if best == -math.inf:
             return self.history[-1][0] if self.history else -math.inf
         return None if best == math.inf else best
@@ -536,14 +555,9 @@ class WorkloadLifecycle:
         """
         effects: list[LifecycleEffect] = []
         self._advance(now, effects)
-        end = self.lease_end()
-        late = self.replicated and end is not None and timestamp >= end
-        if late:
-            self.late_acks += 1
-        elif timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
-            self._acks[relay] = timestamp
-            self._quorum_stamp = None
-        self._advance(now, effects)
+        if self._record_ack(now, relay, timestamp):
+            # Only a counted acknowledgement can move the machine on again at ``now``.
+            self._advance(now, effects)
         return effects
 
     def heartbeat_published(
@@ -557,14 +571,22 @@ class WorkloadLifecycle:
         (:class:`~standby.core.AtRisk`, once per lease).
         """
         effects: list[LifecycleEffect] = []
-        for relay in sorted(set(acknowledged)):
-            effects.extend(self.heartbeat_acked(now, relay, timestamp))
+        self._advance(now, effects)
+        # Caught up with ``now``, the machine can only be moved on by what the
+        # acknowledgements change: they move the quorum timestamp, and with it
+        # the lease end and the time to suspect, later, never earlier. What that
+        # does at ``now`` (ask a replicated workload's container to start, bring
+        # a SUSPECT workload back to LIVE) comes out the same whether the
+        # machine catches up after each acknowledgement or once after them all.
+        relays = set(acknowledged)
+        for relay in sorted(relays):
+            self._record_ack(now, relay, timestamp)
         self._advance(now, effects)
         if not self._lease_watched():
             return effects
         stamp = self.quorum_timestamp()
         if stamp is None or stamp < timestamp:
-            got, needed = len(set(acknowledged)), self.timing.write_quorum
+            got, needed = len(relays), self.timing.write_quorum
             reason = f"a heartbeat stored by {got} relays, below the write quorum of {needed}"
             self._risk_moves(now, RiskEvent.QUORUM_MISSED, reason, effects)
         else:
@@ -588,6 +610,7 @@ class WorkloadLifecycle:
         end = self.lease_end()
         if seconds > 0 and end is not None:
             self._lease_cap = min(self._lease_cap, end - seconds)
+            self._lease_known = None
         self._advance(now, effects)
         return effects
 
@@ -715,7 +738,7 @@ class WorkloadLifecycle:
         """
         effects: list[LifecycleEffect] = []
         self._advance(now, effects)
-        if not self.replicated:
+        if not self._replicated:
             raise StandbyError(f"workload {self.workload_id!r} has no standbys to hand over to")
         if self.state in _TERMINAL:
             raise StandbyError(f"workload {self.workload_id!r} is already {self.state.value}")
@@ -727,10 +750,27 @@ class WorkloadLifecycle:
     # Internals
     # ------------------------------------------------------------------
 
+    def _record_ack(self, now: float, relay: str, timestamp: float) -> bool:
+        """Count ``relay``'s acknowledgement of the heartbeat stamped ``timestamp``.
+
+        One stamped at or after the lease end of a replicated workload is late
+        and only counted in :attr:`late_acks`. Whether it renewed anything
+        (a newer acknowledgement of that relay, stamped no later than ``now``).
+        """
+        end = self.lease_end()
+        if self._replicated and end is not None and timestamp >= end:
+            self.late_acks += 1
+            return False
+        if timestamp <= now and timestamp > self._acks.get(relay, -math.inf):
+            self._acks[relay] = timestamp
+            self._lease_known = None
+            return True
+        return False
+
     def _lease_watched(self) -> bool:
         """Whether the lease is one whose risk is reported: a replicated workload that runs."""
         return (
-            self.replicated
+            self._replicated
             and self.state in _ACTIVE
             and self._container in _START_ASKED
             and self.lease_end() is not None
@@ -759,7 +799,7 @@ class WorkloadLifecycle:
 
     def _start_deadline(self) -> float | None:
         """Last instant a replicated workload may still start (see the class doc)."""
-        if not self.replicated or self._created_at is None:
+        if not self._replicated or self._created_at is None:
             return None
         return self._created_at + self.timing.silence - self.timing.max_clock_skew
 
@@ -820,7 +860,7 @@ class WorkloadLifecycle:
         if (
             self._revocation_state is not Revocation.NOT_SENT
             or self._container not in _KNOWN_DOWN
-            or not self.replicated
+            or not self._replicated
         ):
             return
         self._revocation_moves(RevocationEvent.PUBLISH)
@@ -836,7 +876,7 @@ class WorkloadLifecycle:
         effects.append(PublishRevocation(self._revocation))
 
     def _on_container_down(self, now: float, reason: str, effects: list[LifecycleEffect]) -> None:
-        if self.replicated:
+        if self._replicated:
             # A standby is ready: hand the workload over instead of restarting.
             self._fence(now, reason, effects)
             return
@@ -873,7 +913,7 @@ class WorkloadLifecycle:
                 assert self._revocation is not None
                 effects.append(PublishRevocation(attrs.evolve(self._revocation)))
             return
-        if self.replicated:
+        if self._replicated:
             end = self.lease_end()
             if self._container in _START_ASKED and end is not None and now >= end:
                 self._fence(now, "lease expired", effects)
