@@ -137,6 +137,9 @@ class Driver:
                 self.pending[type(effect)] = effect
             elif isinstance(effect, sbc.Spawn):
                 self.pending[sbc.Spawn] = effect
+        # The machine works its next deadline out once between two inputs: after
+        # every input (each was asked for it before) it is what the slots say.
+        assert self.machine.next_deadline() == self.machine._index.next_deadline()
         return effects
 
     def reserve(self, now: float, slot: sb.StandbySlot[Any] | None = None) -> list[Any]:

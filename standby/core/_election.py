@@ -305,6 +305,7 @@ class _Batching(Protocol):
     """What :func:`batched` needs of the machine it wraps."""
 
     _changes: list[PhaseChanged]
+    _deadline_known: bool
     _admission: ClaimAdmission[Any]
     _reads: ClaimReads[Any]
 
@@ -326,7 +327,8 @@ def batched(
     call become batched :class:`~standby.core.QueryClaims` effects, and the
     phase moves it made are appended as :class:`~standby.core.PhaseChanged`
     effects. A call that raises leaves no reported move behind for the next
-    one.
+    one. Every call forgets the machine's next deadline (see
+    :meth:`StandbyElection.next_deadline`).
     """
 
     def wrapper(
@@ -334,6 +336,7 @@ def batched(
     ) -> list[ElectionEffect]:
         changes = self._changes
         changes.clear()
+        self._deadline_known = False  # every input may move the next deadline
         try:
             effects = method(self, now, *args, **kwargs)
             # Most calls leave no slot waiting for room, queue no read and
@@ -406,6 +409,10 @@ class StandbyElection(Generic[SpecT]):
         self._next_request = 0
         #: Phase moves made during the current call, reported at its end.
         self._changes: list[PhaseChanged] = []
+        #: :meth:`next_deadline`'s answer, good until the next input (every
+        #: input goes through :func:`batched`, which clears the flag).
+        self._deadline: float | None = None
+        self._deadline_known = False
         self.counters: dict[str, int] = {}
 
     # ------------------------------------------------------------------
@@ -527,8 +534,15 @@ class StandbyElection(Generic[SpecT]):
     # ------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        """The earliest instant at which :meth:`tick` has work to do."""
-        return self._index.next_deadline()
+        """The earliest instant at which :meth:`tick` has work to do.
+
+        It depends on the machine's state alone, so it is worked out once
+        between two inputs (a driver asks before and after each tick).
+        """
+        if not self._deadline_known:
+            self._deadline = self._index.next_deadline()
+            self._deadline_known = True
+        return self._deadline
 
     @batched
     def tick(self, now: float) -> list[ElectionEffect]:
