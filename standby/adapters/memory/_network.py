@@ -9,6 +9,7 @@ import heapq
 import math
 import random
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 
 from ...aio import LoopClock, Wakeup, monotonic
@@ -117,6 +118,19 @@ class MemorySubscription:
             self._wakeup.set()
 
 
+class _Link:
+    """A provider's link to one relay as it is now; the network updates it as faults change.
+
+    ``open``: the relay is up and no partition cuts the link; ``faults``: the
+    link's :class:`LinkFaults`.
+    """
+
+    __slots__ = ("faults", "open")
+
+    def __init__(self, state: tuple[bool, LinkFaults]) -> None:
+        self.open, self.faults = state
+
+
 class MemoryRelayNetwork:
     """``N`` in-memory relays shared by every provider of a test.
 
@@ -166,6 +180,11 @@ class MemoryRelayNetwork:
         self._relay_faults: dict[str, LinkFaults] = {}
         self._provider_faults: dict[str, LinkFaults] = {}
         self._default_faults = NO_FAULTS
+        #: ``(identity, relay)`` -> the link as it is now, updated on every
+        #: change of a fault, a partition or a relay's state (see :meth:`_link`).
+        self._links: dict[tuple[str, str], _Link] = {}
+        for relay in self._relays.values():
+            relay._on_up = weakref.WeakMethod(self._update_links)
         self._subscriptions: list[MemorySubscription] = []
         self._cas: dict[str, PromotionClaim] = {}
         self.limiter: RelayLimiter | None = None if limits is None else RelayLimiter(limits)
@@ -235,6 +254,7 @@ class MemoryRelayNetwork:
         """Cut ``identity`` off from ``relays`` (default: all of them), both ways."""
         me = canonical_identity(identity)
         self._cut.setdefault(me, set()).update(self._names(relays))
+        self._update_links()
 
     def heal(self, identity: str, relays: Iterable[str] | None = None) -> None:
         """Undo :meth:`partition` for ``relays`` (default: all of them)."""
@@ -245,6 +265,7 @@ class MemoryRelayNetwork:
         cut.difference_update(self._names(relays))
         if not cut:
             del self._cut[me]
+        self._update_links()
 
     def set_faults(
         self,
@@ -272,6 +293,7 @@ class MemoryRelayNetwork:
             self._provider_faults[canonical_identity(provider)] = faults
         else:
             self._default_faults = faults
+        self._update_links()
         return faults
 
     def clear_faults(self) -> None:
@@ -279,18 +301,41 @@ class MemoryRelayNetwork:
         self._relay_faults.clear()
         self._provider_faults.clear()
         self._default_faults = NO_FAULTS
+        self._update_links()
 
     def faults(self, relay: str, provider: str) -> LinkFaults:
         """The faults of the link between ``provider`` and ``relay``."""
-        by_relay = self._relay_faults.get(relay)
-        by_provider = self._provider_faults.get(provider)
-        if by_relay is None and by_provider is None:
-            return self._default_faults
-        return (by_relay or NO_FAULTS).combine(by_provider or NO_FAULTS)
+        return self._link(provider, relay).faults
 
     def reachable(self, identity: str, relay: str) -> bool:
         """Whether ``identity`` can talk to ``relay`` now (it is up, no partition)."""
-        return self._relays[relay].up and relay not in self._cut.get(identity, ())
+        return self._link(identity, relay).open
+
+    def _link(self, identity: str, relay: str) -> _Link:
+        """The link between ``identity`` and ``relay``: read its state there, not a copy.
+
+        The same object for the life of the network, kept up to date: a leg
+        that holds it sees a partition or a relay going down at once.
+        """
+        link = self._links.get((identity, relay))
+        if link is None:
+            link = _Link(self._link_state(identity, relay))
+            self._links[identity, relay] = link
+        return link
+
+    def _link_state(self, identity: str, relay: str) -> tuple[bool, LinkFaults]:
+        """Whether the link is open, and its faults: the rules, read from the fault state."""
+        open_ = self._relays[relay].up and relay not in self._cut.get(identity, ())
+        by_relay = self._relay_faults.get(relay)
+        by_provider = self._provider_faults.get(identity)
+        if by_relay is None and by_provider is None:
+            return open_, self._default_faults
+        return open_, (by_relay or NO_FAULTS).combine(by_provider or NO_FAULTS)
+
+    def _update_links(self) -> None:
+        """The fault state changed: every link takes its new state."""
+        for (identity, relay), link in self._links.items():
+            link.open, link.faults = self._link_state(identity, relay)
 
     def _delay(self, faults: LinkFaults) -> float:
         if faults.jitter:
@@ -358,9 +403,10 @@ class MemoryRelayNetwork:
         query = subscription.query
         identity = subscription.identity
         if query.matches(signer, message):
-            if not self.reachable(identity, relay):
+            link = self._link(identity, relay)
+            if not link.open:
                 return
-            faults = self.faults(relay, identity)
+            faults = link.faults
             if self._lost(faults):
                 return
             subscription._push(now + self._delay(faults), relay, signer, message)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import math
 import re
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any, Final
@@ -115,7 +116,10 @@ class MemoryRelay:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.up = True
+        self._up = True
+        #: Called after :attr:`up` changes (the network updates its links);
+        #: weak, so that the network and its relays make no cycle.
+        self._on_up: weakref.WeakMethod[Callable[[], None]] | None = None
         self.replace_on_arrival = False
         self.amnesiac = False
         self._stored: list[_Entry] = []
@@ -127,8 +131,20 @@ class MemoryRelay:
         self._by_workload: defaultdict[str | None, list[_Entry]] = defaultdict(list)
         self._arrivals = 0
 
+    @property
+    def up(self) -> bool:
+        """Whether the relay is up: a relay down neither stores, answers nor delivers."""
+        return self._up
+
+    @up.setter
+    def up(self, value: bool) -> None:
+        self._up = value
+        changed = None if self._on_up is None else self._on_up()
+        if changed is not None:
+            changed()
+
     def __repr__(self) -> str:
-        state = "up" if self.up else "down"
+        state = "up" if self._up else "down"
         return f"MemoryRelay({self.name!r}, {state}, {len(self._stored)} stored)"
 
     def store(self, signer: str, message: Message, at: float) -> None:

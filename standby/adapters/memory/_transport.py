@@ -31,7 +31,7 @@ from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_f
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
-    from ._network import MemoryRelayNetwork, MemorySubscription
+    from ._network import MemoryRelayNetwork, MemorySubscription, _Link
 
 __all__ = ["MemoryAtomicTransport", "MemoryTransport"]
 
@@ -172,15 +172,15 @@ class MemoryTransport:
         lane, rank = lane_of(self._pacing, message)
         order = next(self._publishes)
 
-        def reached(relay: str) -> bool:
+        def reached(relay: str, link: _Link) -> bool:
             """Whether a leg starting now reaches ``relay`` (if not, the answer says why)."""
-            if network.reachable(me, relay):
+            if link.open:
                 return True
             answers[relay] = "down" if not network.relay(relay).up else "unreachable"
             return False
 
         def one(relay: str) -> Steps:
-            if not reached(relay):
+            if not reached(relay, network._link(me, relay)):
                 return
             window = None if server is None else window_for(self.windows, self._pacing, relay, lane)
             if window is None:  # free relays: nothing to pace, nothing added
@@ -192,13 +192,14 @@ class MemoryTransport:
 
         def send(relay: str, *, first: bool = False) -> Steps:
             # ``first``: the whole leg (free relays), starting as ``one`` does.
-            if first and not reached(relay):
+            link = network._link(me, relay)
+            if first and not reached(relay, link):
                 return
-            faults = network.faults(relay, me)
+            faults = link.faults  # those of the leg, whatever changes during it
             if limiter is not None:
                 yield limiter.pace(me, relay)
             yield network._delay(faults)
-            if not network.reachable(me, relay):
+            if not link.open:
                 answers[relay] = "connection lost"
                 return
             if network._lost(faults) or self._severed:
@@ -216,7 +217,7 @@ class MemoryTransport:
                 network._store_at(done, relay, me, message)
                 yield done - now
             yield network._delay(faults)
-            if network._lost(faults) or not network.reachable(me, relay):
+            if network._lost(faults) or not link.open:
                 answers[relay] = "acknowledgement lost"
                 return
             answers[relay] = None
@@ -256,12 +257,13 @@ class MemoryTransport:
                 await run_steps(ask(relay))
 
         def ask(relay: str) -> Steps:
-            if not network.reachable(me, relay):
+            link = network._link(me, relay)
+            if not link.open:
                 errors[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
-            faults = network.faults(relay, me)
+            faults = link.faults  # those of the leg, whatever changes during it
             yield network._delay(faults)
-            if not network.reachable(me, relay) or network._lost(faults):
+            if not link.open or network._lost(faults):
                 errors[relay] = "no answer"
                 return
             server = network.server
@@ -277,7 +279,7 @@ class MemoryTransport:
                 matches = network.relay(relay).matching(query)
                 yield done + server.costs.per_result * len(matches) - start
             yield network._delay(faults)
-            if not network.reachable(me, relay) or network._lost(faults):
+            if not link.open or network._lost(faults):
                 errors[relay] = "answer lost"
                 return
             received = network.wall_clock()
