@@ -46,6 +46,8 @@ class Observer:
 
     def __init__(self, sim: Simulation, hosts: Mapping[str, Host]) -> None:
         self.sim = sim
+        #: ``sim.now``, read straight from the loop (on every store and event).
+        self._now = sim.loop.time
         self.hosts = hosts
         self.drops: dict[str, int] = {}
         self.epoch = 0
@@ -59,7 +61,7 @@ class Observer:
         if signer not in self.hosts:
             return
         checks = sim.checks
-        now = sim.now
+        now = self._now()
         kind = type(message)
         if kind is Heartbeat:
             if message.provider == signer:  # type: ignore[union-attr]
@@ -92,7 +94,7 @@ class Observer:
         if line is not None:
             sim.record_line(name, line)
         checks = sim.checks
-        now = sim.now
+        now = self._now()
         kind = type(event).__name__
         wid = getattr(event, "workload_id", None)
         if kind == "PromotedHere" and wid == sim.workload_id:
@@ -119,7 +121,7 @@ class Observer:
             listener(name, event)
 
     def _promoted(self, host: Host, epoch: int, token: int) -> None:
-        now = self.sim.now
+        now = self._now()
         previous = self.holder
         checks = self.sim.checks
         anchor = checks.hb_stored.get(previous, -_INF)
