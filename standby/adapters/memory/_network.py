@@ -38,6 +38,7 @@ class MemorySubscription:
     ) -> None:
         self._network = network
         self.identity = identity
+        self._links = network._links_of(identity)
         self.query = query
         self._report = report
         self._pending: list[tuple[float, int, str, str, Message]] = []
@@ -180,9 +181,9 @@ class MemoryRelayNetwork:
         self._relay_faults: dict[str, LinkFaults] = {}
         self._provider_faults: dict[str, LinkFaults] = {}
         self._default_faults = NO_FAULTS
-        #: ``(identity, relay)`` -> the link as it is now, updated on every
-        #: change of a fault, a partition or a relay's state (see :meth:`_link`).
-        self._links: dict[tuple[str, str], _Link] = {}
+        #: identity -> relay -> the link as it is now, updated on every change
+        #: of a fault, a partition or a relay's state (see :meth:`_links_of`).
+        self._links: dict[str, dict[str, _Link]] = {}
         for relay in self._relays.values():
             relay._on_up = weakref.WeakMethod(self._update_links)
         self._subscriptions: list[MemorySubscription] = []
@@ -305,23 +306,24 @@ class MemoryRelayNetwork:
 
     def faults(self, relay: str, provider: str) -> LinkFaults:
         """The faults of the link between ``provider`` and ``relay``."""
-        return self._link(provider, relay).faults
+        return self._links_of(provider)[relay].faults
 
     def reachable(self, identity: str, relay: str) -> bool:
         """Whether ``identity`` can talk to ``relay`` now (it is up, no partition)."""
-        return self._link(identity, relay).open
+        return self._links_of(identity)[relay].open
 
-    def _link(self, identity: str, relay: str) -> _Link:
-        """The link between ``identity`` and ``relay``: read its state there, not a copy.
+    def _links_of(self, identity: str) -> dict[str, _Link]:
+        """The links of ``identity``, by relay: read their state there, not a copy.
 
-        The same object for the life of the network, kept up to date: a leg
-        that holds it sees a partition or a relay going down at once.
+        The same dictionary and links for the life of the network, kept up
+        to date: a leg that holds a link sees a partition or a relay going
+        down at once.
         """
-        link = self._links.get((identity, relay))
-        if link is None:
-            link = _Link(self._link_state(identity, relay))
-            self._links[identity, relay] = link
-        return link
+        links = self._links.get(identity)
+        if links is None:
+            links = {relay: _Link(self._link_state(identity, relay)) for relay in self.relays}
+            self._links[identity] = links
+        return links
 
     def _link_state(self, identity: str, relay: str) -> tuple[bool, LinkFaults]:
         """Whether the link is open, and its faults: the rules, read from the fault state."""
@@ -334,8 +336,9 @@ class MemoryRelayNetwork:
 
     def _update_links(self) -> None:
         """The fault state changed: every link takes its new state."""
-        for (identity, relay), link in self._links.items():
-            link.open, link.faults = self._link_state(identity, relay)
+        for identity, links in self._links.items():
+            for relay, link in links.items():
+                link.open, link.faults = self._link_state(identity, relay)
 
     def _delay(self, faults: LinkFaults) -> float:
         if faults.jitter:
@@ -403,7 +406,7 @@ class MemoryRelayNetwork:
         query = subscription.query
         identity = subscription.identity
         if query.matches(signer, message):
-            link = self._link(identity, relay)
+            link = subscription._links[relay]
             if not link.open:
                 return
             faults = link.faults

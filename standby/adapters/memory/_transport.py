@@ -171,6 +171,7 @@ class MemoryTransport:
         limiter = network.limiter
         lane, rank = lane_of(self._pacing, message)
         order = next(self._publishes)
+        links = network._links_of(me)
 
         def reached(relay: str, link: _Link) -> bool:
             """Whether a leg starting now reaches ``relay`` (if not, the answer says why)."""
@@ -180,7 +181,7 @@ class MemoryTransport:
             return False
 
         def one(relay: str) -> Steps:
-            if not reached(relay, network._link(me, relay)):
+            if not reached(relay, links[relay]):
                 return
             window = None if server is None else window_for(self.windows, self._pacing, relay, lane)
             if window is None:  # free relays: nothing to pace, nothing added
@@ -192,7 +193,7 @@ class MemoryTransport:
 
         def send(relay: str, *, first: bool = False) -> Steps:
             # ``first``: the whole leg (free relays), starting as ``one`` does.
-            link = network._link(me, relay)
+            link = links[relay]
             if first and not reached(relay, link):
                 return
             faults = link.faults  # those of the leg, whatever changes during it
@@ -247,6 +248,7 @@ class MemoryTransport:
         answered: set[str] = set()
         errors: dict[str, str] = {}
         limiter = network.limiter
+        links = network._links_of(me)
 
         async def one(relay: str) -> None:
             assert limiter is not None
@@ -257,7 +259,7 @@ class MemoryTransport:
                 await run_steps(ask(relay))
 
         def ask(relay: str) -> Steps:
-            link = network._link(me, relay)
+            link = links[relay]
             if not link.open:
                 errors[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
