@@ -157,6 +157,8 @@ class RuntimeRecord:
                     due.append(i)
                 elif at < reap_from:
                     reap_from = at
+            if not due:
+                continue
             for handle_id in sorted(due, key=lambda i: (state.deadlines[i], i)):
                 handle = state.running.pop(handle_id)
                 at = state.deadlines.pop(handle_id)
