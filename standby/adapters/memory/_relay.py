@@ -95,10 +95,6 @@ NO_FAULTS: Final = LinkFaults()
 _Entry = tuple[int, str, Message, float]
 
 
-def _workload(message: Message) -> str | None:
-    return None if isinstance(message, Heartbeat) else message.workload_id
-
-
 class MemoryRelay:
     """One relay: it stores every message it receives and answers queries.
 
@@ -156,7 +152,8 @@ class MemoryRelay:
         entry = (self._arrivals, signer, message, at)
         self._stored.append(entry)
         self._by_kind[message_kind(message)].append(entry)
-        self._by_workload[_workload(message)].append(entry)
+        workload = None if isinstance(message, Heartbeat) else message.workload_id
+        self._by_workload[workload].append(entry)
 
     def matching(self, query: Query) -> list[tuple[str, Message]]:
         """Stored ``(signer, message)`` pairs matching ``query``, in arrival order."""
