@@ -82,24 +82,27 @@ class MemorySubscription:
             self._wakeup.set()
 
     async def __anext__(self) -> Envelope[Message]:
+        if self._closed:
+            raise StopAsyncIteration
+        if self.refused is not None:  # set before any read, never changed
+            raise TransportError(f"subscription refused by the relays: {self.refused}")
+        clock = self._clock
+        if clock is None:
+            self._clock = clock = monotonic()
+        pending = self._pending
+        wakeup = self._waiting
         while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self.refused is not None:
-                raise TransportError(f"subscription refused by the relays: {self.refused}")
-            clock = self._clock
-            if clock is None:
-                self._clock = clock = monotonic()
             now = clock()
-            if self._pending and self._pending[0][0] <= now:
-                _at, _seq, relay, signer, message = heapq.heappop(self._pending)
+            if pending and pending[0][0] <= now:
+                _at, _seq, relay, signer, message = heapq.heappop(pending)
                 return Envelope(message, signer, relay, self._network.wall_clock())
-            wakeup = self._waiting
             wakeup.clear()
             self._wakeup = wakeup
             # Nothing on its way: no deadline (and no timer to pay for).
-            await wakeup.wait(self._pending[0][0] - now if self._pending else math.inf)
+            await wakeup.wait(pending[0][0] - now if pending else math.inf)
             self._wakeup = None
+            if self._closed:
+                raise StopAsyncIteration
 
     async def aclose(self) -> None:
         """Stop receiving; pending deliveries are discarded. Idempotent."""
