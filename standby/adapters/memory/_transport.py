@@ -31,7 +31,7 @@ from .._pacing import Lane, Pacing, PublishWindow, lane_of, send_paced, window_f
 from ._relay import canonical_identity
 
 if TYPE_CHECKING:
-    from ._network import MemoryRelayNetwork, MemorySubscription, _Link
+    from ._network import MemoryRelayNetwork, MemorySubscription
 
 __all__ = ["MemoryAtomicTransport", "MemoryTransport"]
 
@@ -173,28 +173,34 @@ class MemoryTransport:
         order = next(self._publishes)
         links = network._links_of(me)
 
-        def reached(relay: str, link: _Link) -> bool:
-            """Whether a leg starting now reaches ``relay`` (if not, the answer says why)."""
-            if link.open:
-                return True
+        def unreached(relay: str) -> None:
+            """A leg cannot start: ``relay`` is down or cut off (the answer says which)."""
             answers[relay] = "down" if not network.relay(relay).up else "unreachable"
-            return False
 
         def one(relay: str) -> Steps:
-            if not reached(relay, links[relay]):
+            if not links[relay].open:
+                unreached(relay)
                 return
             window = None if server is None else window_for(self.windows, self._pacing, relay, lane)
             if window is None:  # free relays: nothing to pace, nothing added
-                yield from send(relay)
+                yield from send(relay, first=False)
                 return
             yield send_paced(
-                window, rank, relay, answers, lambda: run_steps(send(relay)), _congested, order
+                window,
+                rank,
+                relay,
+                answers,
+                lambda: run_steps(send(relay, first=False)),
+                _congested,
+                order,
             )
 
-        def send(relay: str, *, first: bool = False) -> Steps:
-            # ``first``: the whole leg (free relays), starting as ``one`` does.
+        def send(relay: str, first: bool = True) -> Steps:
+            # ``first``: the whole leg (free relays), starting as ``one`` does;
+            # ``one`` itself passes False, having started the leg.
             link = links[relay]
-            if first and not reached(relay, link):
+            if first and not link.open:
+                unreached(relay)
                 return
             faults = link.faults  # those of the leg, whatever changes during it
             if limiter is not None:
@@ -226,7 +232,7 @@ class MemoryTransport:
         if server is None and limiter is None:  # legs of delays only: no tasks on asyncio
             # Each leg is ``send`` itself: one generator a leg, rather than ``one``
             # delegating to ``send`` on every step.
-            await at_once_steps(network.relays, lambda relay: send(relay, first=True), timeout)
+            await at_once_steps(network.relays, send, timeout)
         else:
             await at_once(network.relays, lambda relay: run_steps(one(relay)), timeout)
         acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
