@@ -235,7 +235,7 @@ class MemoryTransport:
             await at_once_steps(network.relays, send, timeout)
         else:
             await at_once(network.relays, lambda relay: run_steps(one(relay)), timeout)
-        acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
+        acked = frozenset([r for r in network.relays if r in answers and answers[r] is None])
         errors = {r: answers.get(r) or "timed out" for r in network.relays if r not in acked}
         network.published.append((network.clock(), me, message, acked))
         return PublishResult(acked, errors)
@@ -291,7 +291,9 @@ class MemoryTransport:
                 errors[relay] = "answer lost"
                 return
             received = network.wall_clock()
-            found.extend(Envelope(message, signer, relay, received) for signer, message in matches)
+            found.extend(
+                [Envelope(message, signer, relay, received) for signer, message in matches]
+            )
             answered.add(relay)
 
         if limiter is None:  # legs of delays only: no tasks on asyncio
