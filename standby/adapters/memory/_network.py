@@ -205,8 +205,11 @@ class MemoryRelayNetwork:
         """Every publish: ``(anyio time, signer, message, relays that acked)``."""
         self.on_store: Callable[[str, str, Message], object] | None = None
         """Called as ``on_store(relay, signer, message)`` whenever a relay stores a message."""
-        self.clock = LoopClock()
-        """``anyio.current_time()``, the clock of stores and deliveries (the transports' too)."""
+        self.clock: Callable[[], float] = LoopClock()
+        """``anyio.current_time()``, the clock of stores and deliveries (the transports' too).
+
+        Whoever runs the network on a loop of its own may set that loop's ``time``.
+        """
 
     def __repr__(self) -> str:
         return f"MemoryRelayNetwork(relays={list(self.relays)!r})"

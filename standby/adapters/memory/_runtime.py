@@ -96,8 +96,9 @@ class RuntimeRecord:
 
     def __init__(self) -> None:
         self.events: list[RuntimeEvent] = []
-        #: ``anyio.current_time()``, for the record and its runtimes' events.
-        self.clock = LoopClock()
+        #: ``anyio.current_time()``, for the record and its runtimes' events
+        #: (whoever runs the record on a loop of its own may set that loop's ``time``).
+        self.clock: Callable[[], float] = LoopClock()
         self._next_handle = 0
         self._hosts: dict[str, _Host] = {}
         #: No running container's deadline comes before this instant: until
