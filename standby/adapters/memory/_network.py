@@ -410,7 +410,6 @@ class MemoryRelayNetwork:
         transport that filters authors itself would drop it.
         """
         query = subscription.query
-        identity = subscription.identity
         if query.matches(signer, message):
             link = subscription._links[relay]
             if not link.open:
@@ -424,8 +423,8 @@ class MemoryRelayNetwork:
         elif (
             strangers
             and unexpected_author(query, signer, message)
-            and _addressed_to(identity, message)
-            and self.reachable(identity, relay)
+            and _addressed_to(subscription.identity, message)
+            and subscription._links[relay].open
         ):
             subscription._drop(relay, signer, message)
 
