@@ -12,7 +12,7 @@ import math
 import re
 import weakref
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -157,11 +157,19 @@ class MemoryRelay:
 
     def matching(self, query: Query) -> list[tuple[str, Message]]:
         """Stored ``(signer, message)`` pairs matching ``query``, in arrival order."""
+        index: Mapping[Any, list[_Entry]]
+        keys: Iterable[Any]  # kinds, or workloads (None: the heartbeats)
         if query.workload_ids is None:
-            lists = [found for kind in query.kinds if (found := self._by_kind.get(kind))]
+            index = self._by_kind
+            keys = query.kinds
         else:
+            index = self._by_workload
             keys = (None, *query.workload_ids) if "heartbeat" in query.kinds else query.workload_ids
-            lists = [found for w in keys if (found := self._by_workload.get(w))]
+        lists = []  # a loop, not a comprehension: no call on each read
+        for key in keys:
+            found = index.get(key)
+            if found:
+                lists.append(found)
         if not lists:
             return []
         entries = lists[0] if len(lists) == 1 else heapq.merge(*lists)
