@@ -235,8 +235,14 @@ class MemoryTransport:
             await at_once_steps(network.relays, send, timeout)
         else:
             await at_once(network.relays, lambda relay: run_steps(one(relay)), timeout)
-        acked = frozenset([r for r in network.relays if r in answers and answers[r] is None])
-        errors = {r: answers.get(r) or "timed out" for r in network.relays if r not in acked}
+        acked_by: list[str] = []
+        errors: dict[str, str] = {}
+        for relay in network.relays:
+            if relay in answers and answers[relay] is None:
+                acked_by.append(relay)
+            else:
+                errors[relay] = answers.get(relay) or "timed out"
+        acked = frozenset(acked_by)
         network.published.append((network.clock(), me, message, acked))
         return PublishResult(acked, errors)
 
