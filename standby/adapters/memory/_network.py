@@ -312,11 +312,15 @@ class MemoryRelayNetwork:
 
     def faults(self, relay: str, provider: str) -> LinkFaults:
         """The faults of the link between ``provider`` and ``relay``."""
-        return self._links_of(provider)[relay].faults
+        by_relay = self._relay_faults.get(relay)
+        by_provider = self._provider_faults.get(provider)
+        if by_relay is None and by_provider is None:
+            return self._default_faults
+        return (by_relay or NO_FAULTS).combine(by_provider or NO_FAULTS)
 
     def reachable(self, identity: str, relay: str) -> bool:
         """Whether ``identity`` can talk to ``relay`` now (it is up, no partition)."""
-        return self._links_of(identity)[relay].open
+        return self._relays[relay].up and relay not in self._cut.get(identity, ())
 
     def _links_of(self, identity: str) -> dict[str, _Link]:
         """The links of ``identity``, by relay: read their state there, not a copy.
@@ -332,13 +336,8 @@ class MemoryRelayNetwork:
         return links
 
     def _link_state(self, identity: str, relay: str) -> tuple[bool, LinkFaults]:
-        """Whether the link is open, and its faults: the rules, read from the fault state."""
-        open_ = self._relays[relay].up and relay not in self._cut.get(identity, ())
-        by_relay = self._relay_faults.get(relay)
-        by_provider = self._provider_faults.get(identity)
-        if by_relay is None and by_provider is None:
-            return open_, self._default_faults
-        return open_, (by_relay or NO_FAULTS).combine(by_provider or NO_FAULTS)
+        """Whether the link is open (:meth:`reachable`), and its :meth:`faults`."""
+        return self.reachable(identity, relay), self.faults(relay, identity)
 
     def _update_links(self) -> None:
         """The fault state changed: every link takes its new state."""
