@@ -9,6 +9,7 @@ import heapq
 import math
 import random
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 
 from ...aio import LoopClock, Wakeup, monotonic
@@ -37,6 +38,7 @@ class MemorySubscription:
     ) -> None:
         self._network = network
         self.identity = identity
+        self._links = network._links_of(identity)
         self.query = query
         self._report = report
         self._pending: list[tuple[float, int, str, str, Message]] = []
@@ -80,24 +82,27 @@ class MemorySubscription:
             self._wakeup.set()
 
     async def __anext__(self) -> Envelope[Message]:
+        if self._closed:
+            raise StopAsyncIteration
+        if self.refused is not None:  # set before any read, never changed
+            raise TransportError(f"subscription refused by the relays: {self.refused}")
+        clock = self._clock
+        if clock is None:
+            self._clock = clock = monotonic()
+        pending = self._pending
+        wakeup = self._waiting
         while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self.refused is not None:
-                raise TransportError(f"subscription refused by the relays: {self.refused}")
-            clock = self._clock
-            if clock is None:
-                self._clock = clock = monotonic()
             now = clock()
-            if self._pending and self._pending[0][0] <= now:
-                _at, _seq, relay, signer, message = heapq.heappop(self._pending)
+            if pending and pending[0][0] <= now:
+                _at, _seq, relay, signer, message = heapq.heappop(pending)
                 return Envelope(message, signer, relay, self._network.wall_clock())
-            wakeup = self._waiting
             wakeup.clear()
             self._wakeup = wakeup
             # Nothing on its way: no deadline (and no timer to pay for).
-            await wakeup.wait(self._pending[0][0] - now if self._pending else math.inf)
+            await wakeup.wait(pending[0][0] - now if pending else math.inf)
             self._wakeup = None
+            if self._closed:
+                raise StopAsyncIteration
 
     async def aclose(self) -> None:
         """Stop receiving; pending deliveries are discarded. Idempotent."""
@@ -115,6 +120,19 @@ class MemorySubscription:
             limiter.close_subscription(self.identity)
         if self._wakeup is not None:
             self._wakeup.set()
+
+
+class _Link:
+    """A provider's link to one relay as it is now; the network updates it as faults change.
+
+    ``open``: the relay is up and no partition cuts the link; ``faults``: the
+    link's :class:`LinkFaults`.
+    """
+
+    __slots__ = ("faults", "open")
+
+    def __init__(self, state: tuple[bool, LinkFaults]) -> None:
+        self.open, self.faults = state
 
 
 class MemoryRelayNetwork:
@@ -166,6 +184,11 @@ class MemoryRelayNetwork:
         self._relay_faults: dict[str, LinkFaults] = {}
         self._provider_faults: dict[str, LinkFaults] = {}
         self._default_faults = NO_FAULTS
+        #: identity -> relay -> the link as it is now, updated on every change
+        #: of a fault, a partition or a relay's state (see :meth:`_links_of`).
+        self._links: dict[str, dict[str, _Link]] = {}
+        for relay in self._relays.values():
+            relay._on_up = weakref.WeakMethod(self._update_links)
         self._subscriptions: list[MemorySubscription] = []
         self._cas: dict[str, PromotionClaim] = {}
         self.limiter: RelayLimiter | None = None if limits is None else RelayLimiter(limits)
@@ -182,8 +205,11 @@ class MemoryRelayNetwork:
         """Every publish: ``(anyio time, signer, message, relays that acked)``."""
         self.on_store: Callable[[str, str, Message], object] | None = None
         """Called as ``on_store(relay, signer, message)`` whenever a relay stores a message."""
-        self.clock = LoopClock()
-        """``anyio.current_time()``, the clock of stores and deliveries (the transports' too)."""
+        self.clock: Callable[[], float] = LoopClock()
+        """``anyio.current_time()``, the clock of stores and deliveries (the transports' too).
+
+        Whoever runs the network on a loop of its own may set that loop's ``time``.
+        """
 
     def __repr__(self) -> str:
         return f"MemoryRelayNetwork(relays={list(self.relays)!r})"
@@ -235,6 +261,7 @@ class MemoryRelayNetwork:
         """Cut ``identity`` off from ``relays`` (default: all of them), both ways."""
         me = canonical_identity(identity)
         self._cut.setdefault(me, set()).update(self._names(relays))
+        self._update_links()
 
     def heal(self, identity: str, relays: Iterable[str] | None = None) -> None:
         """Undo :meth:`partition` for ``relays`` (default: all of them)."""
@@ -245,6 +272,7 @@ class MemoryRelayNetwork:
         cut.difference_update(self._names(relays))
         if not cut:
             del self._cut[me]
+        self._update_links()
 
     def set_faults(
         self,
@@ -272,6 +300,7 @@ class MemoryRelayNetwork:
             self._provider_faults[canonical_identity(provider)] = faults
         else:
             self._default_faults = faults
+        self._update_links()
         return faults
 
     def clear_faults(self) -> None:
@@ -279,6 +308,7 @@ class MemoryRelayNetwork:
         self._relay_faults.clear()
         self._provider_faults.clear()
         self._default_faults = NO_FAULTS
+        self._update_links()
 
     def faults(self, relay: str, provider: str) -> LinkFaults:
         """The faults of the link between ``provider`` and ``relay``."""
@@ -291,6 +321,29 @@ class MemoryRelayNetwork:
     def reachable(self, identity: str, relay: str) -> bool:
         """Whether ``identity`` can talk to ``relay`` now (it is up, no partition)."""
         return self._relays[relay].up and relay not in self._cut.get(identity, ())
+
+    def _links_of(self, identity: str) -> dict[str, _Link]:
+        """The links of ``identity``, by relay: read their state there, not a copy.
+
+        The same dictionary and links for the life of the network, kept up
+        to date: a leg that holds a link sees a partition or a relay going
+        down at once.
+        """
+        links = self._links.get(identity)
+        if links is None:
+            links = {relay: _Link(self._link_state(identity, relay)) for relay in self.relays}
+            self._links[identity] = links
+        return links
+
+    def _link_state(self, identity: str, relay: str) -> tuple[bool, LinkFaults]:
+        """Whether the link is open (:meth:`reachable`), and its :meth:`faults`."""
+        return self.reachable(identity, relay), self.faults(relay, identity)
+
+    def _update_links(self) -> None:
+        """The fault state changed: every link takes its new state."""
+        for identity, links in self._links.items():
+            for relay, link in links.items():
+                link.open, link.faults = self._link_state(identity, relay)
 
     def _delay(self, faults: LinkFaults) -> float:
         if faults.jitter:
@@ -356,11 +409,11 @@ class MemoryRelayNetwork:
         transport that filters authors itself would drop it.
         """
         query = subscription.query
-        identity = subscription.identity
         if query.matches(signer, message):
-            if not self.reachable(identity, relay):
+            link = subscription._links[relay]
+            if not link.open:
                 return
-            faults = self.faults(relay, identity)
+            faults = link.faults
             if self._lost(faults):
                 return
             subscription._push(now + self._delay(faults), relay, signer, message)
@@ -369,8 +422,8 @@ class MemoryRelayNetwork:
         elif (
             strangers
             and unexpected_author(query, signer, message)
-            and _addressed_to(identity, message)
-            and self.reachable(identity, relay)
+            and _addressed_to(subscription.identity, message)
+            and subscription._links[relay].open
         ):
             subscription._drop(relay, signer, message)
 

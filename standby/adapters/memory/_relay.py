@@ -10,7 +10,9 @@ from __future__ import annotations
 import heapq
 import math
 import re
-from collections.abc import Callable
+import weakref
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -87,15 +89,10 @@ class LinkFaults:
 NO_FAULTS: Final = LinkFaults()
 
 
-@attrs.frozen
-class _Stored:
-    signer: str
-    message: Message
-    stored_at: float
-
-
-def _workload(message: Message) -> str | None:
-    return None if isinstance(message, Heartbeat) else message.workload_id
+#: One stored message: ``(arrival, signer, message, stored_at)``, ``arrival``
+#: counting the relay's arrivals from 1. Entries compare by their arrival
+#: alone (no two share one), so a merge of lists in arrival order needs no key.
+_Entry = tuple[int, str, Message, float]
 
 
 class MemoryRelay:
@@ -115,64 +112,87 @@ class MemoryRelay:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.up = True
+        self._up = True
+        #: Called after :attr:`up` changes (the network updates its links);
+        #: weak, so that the network and its relays make no cycle.
+        self._on_up: weakref.WeakMethod[Callable[[], None]] | None = None
         self.replace_on_arrival = False
         self.amnesiac = False
-        self._stored: list[_Stored] = []
+        self._stored: list[_Entry] = []
         # The same messages indexed twice, each list in arrival order: by kind
         # (a query reads the kinds it asks for) and by workload, heartbeats
         # under None (a read naming a hundred workloads does not scan what a
         # thousand others stored).
-        self._by_kind: dict[str, list[tuple[int, _Stored]]] = {}
-        self._by_workload: dict[str | None, list[tuple[int, _Stored]]] = {}
+        self._by_kind: defaultdict[str, list[_Entry]] = defaultdict(list)
+        self._by_workload: defaultdict[str | None, list[_Entry]] = defaultdict(list)
         self._arrivals = 0
 
+    @property
+    def up(self) -> bool:
+        """Whether the relay is up: a relay down neither stores, answers nor delivers."""
+        return self._up
+
+    @up.setter
+    def up(self, value: bool) -> None:
+        self._up = value
+        changed = None if self._on_up is None else self._on_up()
+        if changed is not None:
+            changed()
+
     def __repr__(self) -> str:
-        state = "up" if self.up else "down"
+        state = "up" if self._up else "down"
         return f"MemoryRelay({self.name!r}, {state}, {len(self._stored)} stored)"
 
     def store(self, signer: str, message: Message, at: float) -> None:
         """Store ``message`` signed by ``signer``."""
-        stored = _Stored(signer, message, at)
         if self.replace_on_arrival:
             key = addressable_key(signer, message)
-            self._keep(lambda s: addressable_key(s.signer, s.message) != key)
-        self._stored.append(stored)
+            self._keep(lambda e: addressable_key(e[1], e[2]) != key)
         self._arrivals += 1
-        entry = (self._arrivals, stored)
-        self._by_kind.setdefault(message_kind(message), []).append(entry)
-        self._by_workload.setdefault(_workload(message), []).append(entry)
+        entry = (self._arrivals, signer, message, at)
+        self._stored.append(entry)
+        self._by_kind[message_kind(message)].append(entry)
+        workload = None if isinstance(message, Heartbeat) else message.workload_id
+        self._by_workload[workload].append(entry)
 
     def matching(self, query: Query) -> list[tuple[str, Message]]:
         """Stored ``(signer, message)`` pairs matching ``query``, in arrival order."""
+        index: Mapping[Any, list[_Entry]]
+        keys: Iterable[Any]  # kinds, or workloads (None: the heartbeats)
         if query.workload_ids is None:
-            lists = [self._by_kind.get(kind, ()) for kind in query.kinds]
+            index = self._by_kind
+            keys = query.kinds
         else:
+            index = self._by_workload
             keys = (None, *query.workload_ids) if "heartbeat" in query.kinds else query.workload_ids
-            lists = [self._by_workload.get(w, ()) for w in keys]
-        lists = [entries for entries in lists if entries]
+        lists = []  # a loop, not a comprehension: no call on each read
+        for key in keys:
+            found = index.get(key)
+            if found:
+                lists.append(found)
         if not lists:
             return []
-        entries = lists[0] if len(lists) == 1 else heapq.merge(*lists, key=lambda e: e[0])
-        return [(s.signer, s.message) for _, s in entries if query.matches(s.signer, s.message)]
+        entries = lists[0] if len(lists) == 1 else heapq.merge(*lists)
+        matches = query.matches
+        return [(signer, message) for _, signer, message, _ in entries if matches(signer, message)]
 
     def stored(self) -> list[tuple[str, Message]]:
         """Everything stored, in arrival order."""
-        return [(s.signer, s.message) for s in self._stored]
+        return [(signer, message) for _, signer, message, _ in self._stored]
 
     def forget(self, predicate: Callable[[str, Message], bool] | None = None) -> int:
         """Lose stored messages (all, or those matching ``predicate``); returns how many."""
         before = len(self._stored)
         if predicate is None:
-            self._keep(lambda _s: False)
+            self._keep(lambda _e: False)
         else:
-            self._keep(lambda s: not predicate(s.signer, s.message))
+            self._keep(lambda e: not predicate(e[1], e[2]))
         return before - len(self._stored)
 
-    def _keep(self, keep: Callable[[_Stored], bool]) -> None:
+    def _keep(self, keep: Callable[[_Entry], bool]) -> None:
         """Keep only what ``keep`` accepts, in the list and in the index."""
-        self._stored = [s for s in self._stored if keep(s)]
+        self._stored = [e for e in self._stored if keep(e)]
         for kind, entries in self._by_kind.items():
-            self._by_kind[kind] = [(n, s) for n, s in entries if keep(s)]
+            self._by_kind[kind] = [e for e in entries if keep(e)]
         for workload, entries in self._by_workload.items():
-            self._by_workload[workload] = [(n, s) for n, s in entries if keep(s)]
+            self._by_workload[workload] = [e for e in entries if keep(e)]

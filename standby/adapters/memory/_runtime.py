@@ -96,10 +96,14 @@ class RuntimeRecord:
 
     def __init__(self) -> None:
         self.events: list[RuntimeEvent] = []
-        #: ``anyio.current_time()``, for the record and its runtimes' events.
-        self.clock = LoopClock()
+        #: ``anyio.current_time()``, for the record and its runtimes' events
+        #: (whoever runs the record on a loop of its own may set that loop's ``time``).
+        self.clock: Callable[[], float] = LoopClock()
         self._next_handle = 0
         self._hosts: dict[str, _Host] = {}
+        #: No running container's deadline comes before this instant: until
+        #: then :meth:`reap` has nothing to stop and looks at nothing.
+        self._reap_from = math.inf
 
     def __repr__(self) -> str:
         return f"RuntimeRecord({len(self.events)} events)"
@@ -120,6 +124,11 @@ class RuntimeRecord:
         else:
             self.events.append(event)
 
+    def _deadline(self, state: _Host, handle_id: int, at: float) -> None:
+        """``handle_id`` (of the host ``state``) is stopped at ``at`` unless renewed."""
+        state.deadlines[handle_id] = at
+        self._reap_from = min(self._reap_from, at)
+
     def _now(self) -> float:
         try:
             return self.clock()
@@ -136,9 +145,21 @@ class RuntimeRecord:
         """
         if now is None:
             now = self._now()
+        if now < self._reap_from:
+            return 0
         stopped = 0
+        reap_from = math.inf
         for name, state in self._hosts.items():
-            due = [i for i, at in state.deadlines.items() if at <= now and i in state.running]
+            due = []
+            for i, at in state.deadlines.items():
+                if i not in state.running:
+                    continue
+                if at <= now:
+                    due.append(i)
+                elif at < reap_from:
+                    reap_from = at
+            if not due:
+                continue
             for handle_id in sorted(due, key=lambda i: (state.deadlines[i], i)):
                 handle = state.running.pop(handle_id)
                 at = state.deadlines.pop(handle_id)
@@ -154,6 +175,7 @@ class RuntimeRecord:
                     )
                 )
                 stopped += 1
+        self._reap_from = reap_from
         return stopped
 
     def intervals(self, workload_id: str | None = None) -> list[RunInterval]:
@@ -322,7 +344,9 @@ class MemoryRuntime(OrderedRuntime[MemoryHandle]):
             due = lease_deadline(
                 lease_end + self._stop_grace, self.wall_clock(), self.record.clock()
             )
-            state.deadlines[handle_id] = max(state.deadlines.get(handle_id, -math.inf), due)
+            self.record._deadline(
+                state, handle_id, max(state.deadlines.get(handle_id, -math.inf), due)
+            )
 
     def fail_spawns(
         self, count: int = 1, *, workload_id: str | None = None, error: str = "injected failure"

@@ -171,34 +171,42 @@ class MemoryTransport:
         limiter = network.limiter
         lane, rank = lane_of(self._pacing, message)
         order = next(self._publishes)
+        links = network._links_of(me)
 
-        def reached(relay: str) -> bool:
-            """Whether a leg starting now reaches ``relay`` (if not, the answer says why)."""
-            if network.reachable(me, relay):
-                return True
+        def unreached(relay: str) -> None:
+            """A leg cannot start: ``relay`` is down or cut off (the answer says which)."""
             answers[relay] = "down" if not network.relay(relay).up else "unreachable"
-            return False
 
         def one(relay: str) -> Steps:
-            if not reached(relay):
+            if not links[relay].open:
+                unreached(relay)
                 return
             window = None if server is None else window_for(self.windows, self._pacing, relay, lane)
             if window is None:  # free relays: nothing to pace, nothing added
-                yield from send(relay)
+                yield from send(relay, first=False)
                 return
             yield send_paced(
-                window, rank, relay, answers, lambda: run_steps(send(relay)), _congested, order
+                window,
+                rank,
+                relay,
+                answers,
+                lambda: run_steps(send(relay, first=False)),
+                _congested,
+                order,
             )
 
-        def send(relay: str, *, first: bool = False) -> Steps:
-            # ``first``: the whole leg (free relays), starting as ``one`` does.
-            if first and not reached(relay):
+        def send(relay: str, first: bool = True) -> Steps:
+            # ``first``: the whole leg (free relays), starting as ``one`` does;
+            # ``one`` itself passes False, having started the leg.
+            link = links[relay]
+            if first and not link.open:
+                unreached(relay)
                 return
-            faults = network.faults(relay, me)
+            faults = link.faults  # those of the leg, whatever changes during it
             if limiter is not None:
                 yield limiter.pace(me, relay)
             yield network._delay(faults)
-            if not network.reachable(me, relay):
+            if not link.open:
                 answers[relay] = "connection lost"
                 return
             if network._lost(faults) or self._severed:
@@ -216,7 +224,7 @@ class MemoryTransport:
                 network._store_at(done, relay, me, message)
                 yield done - now
             yield network._delay(faults)
-            if network._lost(faults) or not network.reachable(me, relay):
+            if network._lost(faults) or not link.open:
                 answers[relay] = "acknowledgement lost"
                 return
             answers[relay] = None
@@ -224,11 +232,17 @@ class MemoryTransport:
         if server is None and limiter is None:  # legs of delays only: no tasks on asyncio
             # Each leg is ``send`` itself: one generator a leg, rather than ``one``
             # delegating to ``send`` on every step.
-            await at_once_steps(network.relays, lambda relay: send(relay, first=True), timeout)
+            await at_once_steps(network.relays, send, timeout)
         else:
             await at_once(network.relays, lambda relay: run_steps(one(relay)), timeout)
-        acked = frozenset(r for r in network.relays if r in answers and answers[r] is None)
-        errors = {r: answers.get(r) or "timed out" for r in network.relays if r not in acked}
+        acked_by: list[str] = []
+        errors: dict[str, str] = {}
+        for relay in network.relays:
+            if relay in answers and answers[relay] is None:
+                acked_by.append(relay)
+            else:
+                errors[relay] = answers.get(relay) or "timed out"
+        acked = frozenset(acked_by)
         network.published.append((network.clock(), me, message, acked))
         return PublishResult(acked, errors)
 
@@ -246,6 +260,7 @@ class MemoryTransport:
         answered: set[str] = set()
         errors: dict[str, str] = {}
         limiter = network.limiter
+        links = network._links_of(me)
 
         async def one(relay: str) -> None:
             assert limiter is not None
@@ -256,12 +271,13 @@ class MemoryTransport:
                 await run_steps(ask(relay))
 
         def ask(relay: str) -> Steps:
-            if not network.reachable(me, relay):
+            link = links[relay]
+            if not link.open:
                 errors[relay] = "down" if not network.relay(relay).up else "unreachable"
                 return
-            faults = network.faults(relay, me)
+            faults = link.faults  # those of the leg, whatever changes during it
             yield network._delay(faults)
-            if not network.reachable(me, relay) or network._lost(faults):
+            if not link.open or network._lost(faults):
                 errors[relay] = "no answer"
                 return
             server = network.server
@@ -277,11 +293,13 @@ class MemoryTransport:
                 matches = network.relay(relay).matching(query)
                 yield done + server.costs.per_result * len(matches) - start
             yield network._delay(faults)
-            if not network.reachable(me, relay) or network._lost(faults):
+            if not link.open or network._lost(faults):
                 errors[relay] = "answer lost"
                 return
             received = network.wall_clock()
-            found.extend(Envelope(message, signer, relay, received) for signer, message in matches)
+            found.extend(
+                [Envelope(message, signer, relay, received) for signer, message in matches]
+            )
             answered.add(relay)
 
         if limiter is None:  # legs of delays only: no tasks on asyncio

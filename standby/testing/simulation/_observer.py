@@ -46,6 +46,8 @@ class Observer:
 
     def __init__(self, sim: Simulation, hosts: Mapping[str, Host]) -> None:
         self.sim = sim
+        #: ``sim.now``, read straight from the loop (on every store and event).
+        self._now = sim.loop.time
         self.hosts = hosts
         self.drops: dict[str, int] = {}
         self.epoch = 0
@@ -59,7 +61,7 @@ class Observer:
         if signer not in self.hosts:
             return
         checks = sim.checks
-        now = sim.now
+        now = self._now()
         kind = type(message)
         if kind is Heartbeat:
             if message.provider == signer:  # type: ignore[union-attr]
@@ -87,39 +89,60 @@ class Observer:
     def on_event(self, host: Host, process: Process, event: Any) -> None:
         """``host``'s node reported ``event``: put it on the timeline, feed the checkers."""
         sim = self.sim
-        name = host.name
         line = event.timeline(sim.base)
         if line is not None:
-            sim.record_line(name, line)
-        checks = sim.checks
-        now = sim.now
-        kind = type(event).__name__
-        wid = getattr(event, "workload_id", None)
-        if kind == "PromotedHere" and wid == sim.workload_id:
+            sim.record_line(host.name, line)
+        check = _CHECKS.get(type(event).__name__)
+        if check is not None:  # most events are only lines on the timeline
+            check(self, host, event)
+        if self.listeners:
+            for listener in tuple(self.listeners):
+                listener(host.name, event)
+
+    # What the checkers hear of each kind of node event (see _CHECKS).
+
+    def _promoted_here(self, host: Host, event: Any) -> None:
+        if event.workload_id == self.sim.workload_id:
             self._promoted(host, event.epoch, event.fencing_token)
-        elif kind == "ClaimPublished" and not event.withdrawn and wid == sim.workload_id:
+
+    def _claim_published(self, host: Host, event: Any) -> None:
+        if not event.withdrawn and event.workload_id == self.sim.workload_id:
             index = event.fencing_token % TOKEN_EPOCH_STRIDE
-            checks.claims.append((now, name, event.epoch, index))
-        elif kind == "ClaimCompared" and wid == sim.workload_id:
+            self.sim.checks.claims.append((self._now(), host.name, event.epoch, index))
+
+    def _claim_compared(self, host: Host, event: Any) -> None:
+        wid = event.workload_id
+        if wid == self.sim.workload_id:
+            checks = self.sim.checks
+            now = self._now()
             index = event.fencing_token % TOKEN_EPOCH_STRIDE
-            checks.claims.append((now, name, event.epoch, index))
+            checks.claims.append((now, host.name, event.epoch, index))
             if event.won:
-                checks.genuine_promoters.setdefault((wid, event.epoch, name), now)
-        elif kind == "PrimaryFollowed" and wid is not None:
-            checks.follows.append((now, name, wid, event.epoch, event.new_primary))
-        elif kind == "SlotPhaseChanged" and event.revoked and wid is not None:
+                checks.genuine_promoters.setdefault((wid, event.epoch, host.name), now)
+
+    def _primary_followed(self, host: Host, event: Any) -> None:
+        wid = event.workload_id
+        if wid is not None:
+            self.sim.checks.follows.append(
+                (self._now(), host.name, wid, event.epoch, event.new_primary)
+            )
+
+    def _slot_phase_changed(self, host: Host, event: Any) -> None:
+        wid = event.workload_id
+        if event.revoked and wid is not None:
             node = host.node
             slot = None if node is None else node.election.slots.get(wid)
             if slot is not None:
-                checks.revoked.append((now, name, wid, slot.epoch, slot.primary))
-        elif kind == "InputDropped":
-            reason = event.reason.value
-            self.drops[reason] = self.drops.get(reason, 0) + 1
-        for listener in tuple(self.listeners):
-            listener(name, event)
+                self.sim.checks.revoked.append(
+                    (self._now(), host.name, wid, slot.epoch, slot.primary)
+                )
+
+    def _input_dropped(self, host: Host, event: Any) -> None:
+        reason = event.reason.value
+        self.drops[reason] = self.drops.get(reason, 0) + 1
 
     def _promoted(self, host: Host, epoch: int, token: int) -> None:
-        now = self.sim.now
+        now = self._now()
         previous = self.holder
         checks = self.sim.checks
         anchor = checks.hb_stored.get(previous, -_INF)
@@ -132,3 +155,14 @@ class Observer:
             self.epoch = epoch
             self.holder = host.name
         checks.promoted(now, Promotion(now, host.name, epoch, token, previous, latency))
+
+
+#: The node events the checkers hear of, by the name of their type.
+_CHECKS: dict[str, Callable[[Observer, Host, Any], None]] = {
+    "PromotedHere": Observer._promoted_here,
+    "ClaimPublished": Observer._claim_published,
+    "ClaimCompared": Observer._claim_compared,
+    "PrimaryFollowed": Observer._primary_followed,
+    "SlotPhaseChanged": Observer._slot_phase_changed,
+    "InputDropped": Observer._input_dropped,
+}

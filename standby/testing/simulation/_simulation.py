@@ -176,6 +176,9 @@ class Simulation:
             wall_clock=self._true_wall,
             atomic_claims=atomic_claims,
         )
+        # The world runs on its own loop: the record and the network read
+        # its clock straight (what anyio.current_time() gives inside it).
+        self.record.clock = self.network.clock = self.loop.time
         self._log: list[tuple[float, str, Any]] = []
         self._notes: list[str] = []
         self.faults_seen = FaultRecorder()
