@@ -218,6 +218,14 @@ def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> 
 #: asyncio's cap on one wait (a day); kept so the clock moves exactly as it did.
 _LONGEST_WAIT = 24 * 3600.0
 
+#: Cancelled timers stay in the heap until they reach its front, unless more
+#: than this many and more than half of the heap are cancelled: then they are
+#: dropped at once. A simulated world keeps few timers (a dozen, most of them
+#: cancelled early: a wakeup's timer goes when it is woken), so a heap kept
+#: small is cheaper to push to and pop from than asyncio's threshold of 100
+#: would leave it.
+_FEWEST_TO_DROP = 4
+
 #: Heap entries: ``(when, scheduling order, timer)``.
 _Entry = tuple[float, int, _Timer]
 
@@ -319,9 +327,8 @@ class VirtualLoop(asyncio.BaseEventLoop):
         while True:
             if not ready and not self._stopping:
                 # Nothing to run: the clock moves to the earliest live timer.
-                if self._timer_cancelled_count > 100 and self._timer_cancelled_count * 2 > len(
-                    timers
-                ):
+                cancelled = self._timer_cancelled_count
+                if cancelled > _FEWEST_TO_DROP and cancelled * 2 > len(timers):
                     self._drop_cancelled()
                 while timers and timers[0][2]._cancelled:
                     heappop(timers)[2]._scheduled = False
