@@ -324,6 +324,8 @@ class VirtualLoop(asyncio.BaseEventLoop):
         resolution = self._clock_resolution
         steppers = _STEPPERS
         function = _FUNCTION
+        # Timers due before ``end`` are due now; only this loop moves the clock.
+        end = self._now + resolution
         while True:
             if not ready and not self._stopping:
                 # Nothing to run: the clock moves to the earliest live timer.
@@ -341,16 +343,15 @@ class VirtualLoop(asyncio.BaseEventLoop):
                 wait = timers[0][0] - self._now
                 if wait > 0:
                     self._now += wait if wait < _LONGEST_WAIT else _LONGEST_WAIT
-            if timers:
-                # The timers due now join the ready queue (a cancelled one is let go).
-                end = self._now + resolution
-                while timers and timers[0][0] < end:
-                    timer = heappop(timers)[2]
-                    timer._scheduled = False
-                    if timer._cancelled:  # counted when cancelled in the heap
-                        self._timer_cancelled_count -= 1
-                    else:
-                        append(timer)
+                    end = self._now + resolution
+            # The timers due now join the ready queue (a cancelled one is let go).
+            while timers and timers[0][0] < end:
+                timer = heappop(timers)[2]
+                timer._scheduled = False
+                if timer._cancelled:  # counted when cancelled in the heap
+                    self._timer_cancelled_count -= 1
+                else:
+                    append(timer)
             # The callbacks ready now; those they schedule wait for the next round.
             left = len(ready)
             while left:
