@@ -570,6 +570,19 @@ def test_the_loop_lets_cancelled_timers_go_wherever_they_pop() -> None:
     loop.close()
 
 
+@pytest.mark.timeout(10)  # the loop used to spin there for ever
+def test_the_loop_runs_timers_due_past_a_billion_seconds() -> None:
+    """From about 1e9 s the clock's resolution is lost in its precision: timers still come due."""
+    loop = VirtualLoop()
+    log: list[tuple[float, float]] = []
+    for when in (1e9, 1e9 + 0.5, 2e9, 2e9 + 1e-6, 2e9 + 1.0):
+        loop.call_at(when, lambda when=when: log.append((when, loop.time())))
+    loop.advance_to(2e9 + 10.0)
+    assert log == [(when, when) for when in (1e9, 1e9 + 0.5, 2e9, 2e9 + 1e-6, 2e9 + 1.0)]
+    assert loop.time() == 2e9 + 10.0
+    loop.close()
+
+
 def test_the_loops_get_debug_follows_set_debug() -> None:
     loop = VirtualLoop()
     assert loop.get_debug() is False

@@ -324,7 +324,10 @@ class VirtualLoop(asyncio.BaseEventLoop):
         resolution = self._clock_resolution
         steppers = _STEPPERS
         function = _FUNCTION
-        # Timers due before ``end`` are due now; only this loop moves the clock.
+        # Timers due by ``end`` are due now; only this loop moves the clock. Due
+        # at ``end`` too: from about 1e9 s on, the resolution is below the
+        # clock's own precision (``end`` equals the clock), and a timer due
+        # exactly now would otherwise never be due.
         end = self._now + resolution
         while True:
             if not ready and not self._stopping:
@@ -345,7 +348,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
                     self._now += wait if wait < _LONGEST_WAIT else _LONGEST_WAIT
                     end = self._now + resolution
             # The timers due now join the ready queue (a cancelled one is let go).
-            while timers and timers[0][0] < end:
+            while timers and timers[0][0] <= end:
                 timer = heappop(timers)[2]
                 timer._scheduled = False
                 if timer._cancelled:  # counted when cancelled in the heap
