@@ -222,10 +222,13 @@ def test_the_safety_page_holds_the_current_rule_table() -> None:
     page = (DOCS / "safety.md").read_text(encoding="utf-8")
     rows = table_cells(generated_table(page))
     assert [r[0] for r in rows] == [b.rule for b in BROKEN_RULES]
-    # Rerun the rules whose exploration is quick; the others are checked by
-    # `python -m standby explore --rule-table docs/safety.md` in CI's docs job.
+    # Rerun every rule whose counterexample takes seconds to find (about 15 in
+    # all). The others (the two that use the whole budget of 30,000 states, and
+    # read_quorum=1 at about 390,000) are checked by regenerating the table:
+    # `python -m standby explore --rule-table docs/safety.md` (about three
+    # minutes), after which `git diff docs/safety.md` must show only the times.
     for b, cells in zip(BROKEN_RULES, rows, strict=True):
-        if b.fields is None or cells[3] == "-" or int(cells[3]) > 2_000:
+        if b.fields is None or cells[3] == "-" or int(cells[3]) > 25_000:
             continue
         result = explore(
             b.timing(),
